@@ -1,0 +1,78 @@
+"""Load and validate the YAML config. Every problem names the file, the key path and what
+was expected, e.g. ``spendgate.yaml: providers.openai.kind: Input should be 'openai', ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from spendgate.config.schema import Config
+from spendgate.errors import ConfigError
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(str(item))
+    return "".join(parts)
+
+
+def _first_problem(error: ValidationError, source: str) -> ConfigError:
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append((_key_path(loc), message))
+    key, message = problems[0]
+    if len(problems) > 1:
+        rest = "; ".join(f"{k or '(top level)'}: {m}" for k, m in problems[1:4])
+        message = f"{message} (also: {rest})"
+    return ConfigError(source, key, message)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the top level must be a mapping of settings")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _first_problem(exc, source) from None
+
+
+def load_config(path: str | Path) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, "", f"not valid YAML{where}: {problem}") from None
+    config = parse_config(data, source)
+    if config.storage.url.startswith("sqlite:///") and not config.storage.url.startswith(
+        "sqlite:////"
+    ):
+        relative = config.storage.url.removeprefix("sqlite:///")
+        if relative != ":memory:":
+            resolved = (Path(path).parent / relative).resolve()
+            config = config.model_copy(
+                update={"storage": config.storage.model_copy(update={"url": f"sqlite:///{resolved}"})}
+            )
+    return config

@@ -1,0 +1,199 @@
+"""The config file's schema. Unknown keys are errors; secrets appear only as env var names."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderKind(str, Enum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    OPENAI_COMPATIBLE = "openai-compatible"
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8700
+    max_body_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
+    admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"
+    upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        allowed = {"debug", "info", "warning", "error"}
+        if value.lower() not in allowed:
+            raise ValueError(f"must be one of {sorted(allowed)}")
+        return value.lower()
+
+
+class StorageConfig(Strict):
+    url: str = "sqlite:///spendgate.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite://"):
+            raise ValueError("only sqlite:///PATH (or sqlite://:memory:) is supported so far")
+        return value
+
+
+class PrivacyConfig(Strict):
+    store_prompts: bool = False
+
+
+class ProviderConfig(Strict):
+    kind: ProviderKind
+    base_url: str
+    api_key_env: Annotated[str | None, Field(pattern=ENV_NAME)] = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class RatesConfig(Strict):
+    """Dollars per million tokens, written as numbers or strings ("0.15")."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    reasoning: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> RatesConfig:
+        for name, value in self:
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+        return self
+
+
+class TierConfig(Strict):
+    above_input_tokens: Annotated[int, Field(gt=0)]
+    rates: RatesConfig
+
+
+class PriceConfig(Strict):
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    reasoning: Decimal | None = None
+    tiers: list[TierConfig] = Field(default_factory=list)
+    free: bool = False
+    max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+    max_input_tokens: Annotated[int | None, Field(gt=0)] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> PriceConfig:
+        if not self.free and (self.input is None or self.output is None):
+            raise ValueError("a price needs both input and output (dollars per 1M tokens) or free: true")
+        return self
+
+
+class DeploymentConfig(Strict):
+    provider: str
+    model: str | None = None  # name sent upstream; defaults to the model's own name
+
+
+class ModelConfig(Strict):
+    provider: str | None = None
+    upstream_model: str | None = None
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    price: PriceConfig | None = None
+    max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelConfig:
+        if self.provider and self.deployments:
+            raise ValueError("give either provider (one deployment) or deployments, not both")
+        if not self.provider and not self.deployments:
+            raise ValueError("needs a provider or a list of deployments")
+        return self
+
+    def resolved_deployments(self, name: str) -> list[DeploymentConfig]:
+        if self.provider:
+            return [DeploymentConfig(provider=self.provider, model=self.upstream_model or name)]
+        return [
+            DeploymentConfig(provider=d.provider, model=d.model or name) for d in self.deployments
+        ]
+
+
+class PricingConfig(Strict):
+    builtin_catalog: bool = True
+    litellm_files: list[str] = Field(default_factory=list)
+    overrides: dict[str, PriceConfig] = Field(default_factory=dict)
+
+
+class OrgConfig(Strict):
+    teams: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    providers: dict[Annotated[str, Field(pattern=NAME)], ProviderConfig] = Field(
+        default_factory=dict
+    )
+    models: dict[Annotated[str, Field(pattern=NAME)], ModelConfig] = Field(default_factory=dict)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    orgs: dict[Annotated[str, Field(pattern=NAME)], OrgConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for name, model in self.models.items():
+            for deployment in model.resolved_deployments(name):
+                if deployment.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers)) or "none"
+                    raise ValueError(
+                        f"models.{name}: provider {deployment.provider!r} is not declared "
+                        f"under providers (declared: {known})"
+                    )
+            kinds = {self.providers[d.provider].kind for d in model.resolved_deployments(name)}
+            dialects = {k is ProviderKind.ANTHROPIC for k in kinds}
+            if len(dialects) > 1:
+                raise ValueError(
+                    f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
+                )
+        seen: dict[str, str] = {}
+        for org, spec in self.orgs.items():
+            for team in spec.teams:
+                if team in seen:
+                    raise ValueError(
+                        f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
+                    )
+                seen[team] = org
+        return self
+
+    def org_of_team(self, team: str | None) -> str | None:
+        if team is None:
+            return None
+        for org, spec in self.orgs.items():
+            if team in spec.teams:
+                return org
+        return None
+
+    def all_teams(self) -> set[str]:
+        return {team for spec in self.orgs.values() for team in spec.teams}

@@ -1,0 +1,1 @@
+"""The pure core: money, usage, pricing, identity and ledger types. No IO, no web framework."""

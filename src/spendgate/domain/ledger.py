@@ -1,0 +1,45 @@
+"""One ledger row per request that reached an upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+
+class Surface(Enum):
+    OPENAI_CHAT = "openai.chat"
+    OPENAI_RESPONSES = "openai.responses"
+    OPENAI_EMBEDDINGS = "openai.embeddings"
+    ANTHROPIC_MESSAGES = "anthropic.messages"
+    ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    request_id: str
+    ts: datetime  # when the request arrived, UTC
+    surface: str
+    key_id: str
+    user: str | None
+    service: str | None
+    team: str | None
+    org: str | None
+    tags: tuple[str, ...]
+    requested_model: str
+    served_model: str
+    provider: str
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_nanos: int
+    status: int
+    latency_ms: float
+    ttfb_ms: float | None
+    streamed: bool
+    client_disconnected: bool
+    usage_estimated: bool
+    upstream_request_id: str | None = None
+    error: str | None = None

@@ -1,0 +1,167 @@
+"""The one error hierarchy of spendgate.
+
+Every refusal the gateway makes is a `GatewayError`. Each knows its HTTP status, whether
+a client should retry it, and how it reads in each API dialect. They are turned into
+responses in exactly one place (`spendgate.api.errors`).
+
+    SpendgateError                      base of everything raised on purpose
+    ├── ConfigError                     a bad config file: names the file and key path
+    ├── StorageError                    the storage backend failed or is misconfigured
+    └── GatewayError                    a refusal sent to an API client
+        ├── InvalidRequest              400  malformed JSON, missing or wrongly typed field
+        │   └── WrongDialect            400  model served by the other API dialect
+        ├── AuthenticationFailed        401  missing, unknown, revoked or expired key
+        ├── PermissionDenied            403  key may not use this model / admin only
+        │   └── ModelNotPriced          403  unpriced model: refused, never counted as $0
+        ├── NotFound                    404  unknown route
+        │   └── ModelNotFound           404  model not in the model table
+        ├── RequestTooLarge             413  body over the configured limit
+        ├── UpstreamUnavailable         502  connection refused / reset before a response
+        ├── UpstreamTimeout             504  no answer within the configured timeout
+        └── ServiceUnavailable          503  draining or not ready
+
+Non-retryable refusals carry ``x-should-retry: false``: the official SDKs and Claude Code
+otherwise retry 401 and 429 (see shared/CLIENTS.md §9).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import ClassVar
+
+
+class Dialect(Enum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class SpendgateError(Exception):
+    """Base of every error spendgate raises on purpose."""
+
+
+class ConfigError(SpendgateError):
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
+
+
+class StorageError(SpendgateError):
+    pass
+
+
+class GatewayError(SpendgateError):
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    openai_type: ClassVar[str] = "api_error"
+    openai_code: ClassVar[str | None] = None
+    anthropic_type: ClassVar[str] = "api_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.extra_headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        out = {"x-should-retry": "true" if self.retryable else "false"}
+        out.update(self.extra_headers)
+        return out
+
+    def openai_body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.openai_code,
+            }
+        }
+
+    def anthropic_body(self, request_id: str | None = None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "type": "error",
+            "error": {"type": self.anthropic_type, "message": self.message},
+        }
+        if request_id:
+            body["request_id"] = request_id
+        return body
+
+    def body(self, dialect: Dialect, request_id: str | None = None) -> dict[str, object]:
+        if dialect is Dialect.ANTHROPIC:
+            return self.anthropic_body(request_id)
+        return self.openai_body()
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"
+    anthropic_type = "authentication_error"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    openai_type = "permission_error"
+    openai_code = "model_not_allowed"
+    anthropic_type = "permission_error"
+
+
+class ModelNotPriced(PermissionDenied):
+    openai_code = "model_not_priced"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "not_found"
+    anthropic_type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    openai_code = "model_not_found"
+
+
+class WrongDialect(InvalidRequest):
+    openai_code = "model_wrong_api"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+    openai_code = "request_too_large"
+    anthropic_type = "request_too_large"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    retryable = True
+    openai_code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    retryable = True
+    openai_code = "upstream_timeout"
+    anthropic_type = "timeout_error"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    retryable = True
+    openai_code = "service_unavailable"
+    anthropic_type = "overloaded_error"
