@@ -73,6 +73,8 @@ def load_config(path: str | Path) -> Config:
         if relative != ":memory:":
             resolved = (Path(path).parent / relative).resolve()
             config = config.model_copy(
-                update={"storage": config.storage.model_copy(update={"url": f"sqlite:///{resolved}"})}
+                update={
+                    "storage": config.storage.model_copy(update={"url": f"sqlite:///{resolved}"})
+                }
             )
     return config

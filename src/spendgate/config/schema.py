@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +16,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ProviderKind(str, Enum):
+class ProviderKind(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     OPENAI_COMPATIBLE = "openai-compatible"
@@ -26,7 +26,7 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8700
     max_body_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
-    admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"
+    admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"  # noqa: S105
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
@@ -108,7 +108,9 @@ class PriceConfig(Strict):
     @model_validator(mode="after")
     def _complete(self) -> PriceConfig:
         if not self.free and (self.input is None or self.output is None):
-            raise ValueError("a price needs both input and output (dollars per 1M tokens) or free: true")
+            raise ValueError(
+                "a price needs both input and output (dollars per 1M tokens) or free: true"
+            )
         return self
 
 

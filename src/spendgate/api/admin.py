@@ -1,0 +1,150 @@
+"""The admin HTTP API, behind the admin credential (``Authorization: Bearer <admin token>``).
+
+POST /admin/keys                 create a key (the secret is in this response only)
+GET  /admin/keys                 list keys (?include_revoked=true)
+GET  /admin/keys/{id}            one key
+POST /admin/keys/{id}/revoke     revoke now
+POST /admin/keys/{id}/rotate     new secret, same identity; the old secret stops working
+GET  /admin/usage                spend grouped by team/service/user/key/model/org/provider
+                                 (?group_by=team&period=7d&top=15&format=json|csv)
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from spendgate.api.serialize import key_json
+from spendgate.api.usage import usage_handler
+from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from spendgate.gateway import Gateway
+from spendgate.services.keys import KeySpec
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminDisabled(PermissionDenied):
+    openai_code = "admin_disabled"
+
+
+def _require_admin(request: web.Request, gateway: Gateway) -> None:
+    expected = gateway.admin_token
+    if not expected:
+        raise AdminDisabled(
+            "The admin API is disabled: set the environment variable "
+            f"{gateway.config.server.admin_token_env} to an admin token and restart."
+        )
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        raise AuthenticationFailed(
+            "This endpoint needs the admin token as 'Authorization: Bearer'."
+        )
+
+
+def _guard(
+    gateway_key: web.AppKey[Gateway],
+    inner: Callable[[web.Request, Gateway], Awaitable[web.StreamResponse]],
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[gateway_key]
+        _require_admin(request, gateway)
+        return await inner(request, gateway)
+
+    return handler
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _strings(body: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"'{name}' must be a list of strings", param=name)
+    return tuple(value)
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string", param=name)
+    return value
+
+
+def _expiry(body: dict[str, Any]) -> datetime | None:
+    value = _optional_str(body, "expires_at")
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest("'expires_at' must be an ISO 8601 time", param="expires_at") from None
+
+
+_KEY_FIELDS = {"name", "user", "service", "team", "tags", "allowed_models", "expires_at"}
+
+
+def key_spec_from_json(body: Any) -> KeySpec:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    unknown = set(body) - _KEY_FIELDS
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0]
+        )
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise InvalidRequest("'name' is required (a string)", param="name")
+    return KeySpec(
+        name=name,
+        user=_optional_str(body, "user"),
+        service=_optional_str(body, "service"),
+        team=_optional_str(body, "team"),
+        tags=_strings(body, "tags"),
+        allowed_models=_strings(body, "allowed_models"),
+        expires_at=_expiry(body),
+    )
+
+
+async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    issued = await gateway.keys.create(key_spec_from_json(body))
+    return _json({**key_json(issued.key), "key": issued.secret}, status=201)
+
+
+async def _list_keys(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    include = request.query.get("include_revoked", "false").lower() in {"1", "true", "yes"}
+    keys = await gateway.keys.list(include_revoked=include)
+    return _json({"data": [key_json(key) for key in keys]})
+
+
+async def _show_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    return _json(key_json(await gateway.keys.get(request.match_info["key_id"])))
+
+
+async def _revoke_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    return _json(key_json(await gateway.keys.revoke(request.match_info["key_id"])))
+
+
+async def _rotate_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    issued = await gateway.keys.rotate(request.match_info["key_id"])
+    return _json({**key_json(issued.key), "key": issued.secret})
+
+
+def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
+    router = app.router
+    router.add_post("/admin/keys", _guard(gateway_key, _create_key))
+    router.add_get("/admin/keys", _guard(gateway_key, _list_keys))
+    router.add_get("/admin/keys/{key_id}", _guard(gateway_key, _show_key))
+    router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key))
+    router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
+    router.add_get("/admin/usage", _guard(gateway_key, usage_handler))

@@ -1,0 +1,70 @@
+"""The app factory: routes of the OpenAI and Anthropic surfaces, health and admin."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from spendgate.api import admin, health, models
+from spendgate.api.errors import error_middleware
+from spendgate.errors import ServiceUnavailable
+from spendgate.gateway import Gateway
+from spendgate.pipeline import surfaces
+from spendgate.pipeline.proxy import handle
+from spendgate.pipeline.surfaces import SurfaceSpec
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _proxy(spec: SurfaceSpec) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        if gateway.draining:
+            raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
+        gateway.inflight += 1
+        try:
+            return await handle(gateway, request, spec)
+        finally:
+            gateway.inflight -= 1
+
+    return handler
+
+
+async def _websocket_refused(request: web.Request) -> web.Response:
+    # Codex tries a WebSocket upgrade on GET /v1/responses first; 426 sends it to SSE.
+    return web.Response(status=426, text="Use POST /v1/responses (server-sent events).")
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=gateway.config.server.max_body_bytes,
+    )
+    app[GATEWAY] = gateway
+    for spec in (
+        surfaces.CHAT,
+        surfaces.RESPONSES,
+        surfaces.EMBEDDINGS,
+        surfaces.MESSAGES,
+        surfaces.COUNT_TOKENS,
+    ):
+        app.router.add_post(spec.path, _proxy(spec))
+    app.router.add_get("/v1/responses", _websocket_refused)
+    app.router.add_get("/v1/models", models.list_models(GATEWAY))
+    health.add_routes(app, GATEWAY)
+    admin.add_routes(app, GATEWAY)
+    if manage_lifecycle:
+        app.on_startup.append(_start)
+        app.on_cleanup.append(_stop)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    await app[GATEWAY].start()
+
+
+async def _stop(app: web.Application) -> None:
+    await app[GATEWAY].stop()

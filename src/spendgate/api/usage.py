@@ -1,0 +1,35 @@
+"""``GET /admin/usage``: spend by group over a period, as JSON or CSV."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from spendgate.domain.reports import to_csv
+from spendgate.errors import InvalidRequest
+from spendgate.gateway import Gateway
+from spendgate.services.reports import usage_report
+
+
+async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    query = request.query
+    try:
+        top = int(query.get("top", "15"))
+    except ValueError:
+        raise InvalidRequest("top must be an integer", param="top") from None
+    report = await usage_report(
+        gateway.storage,
+        gateway.clock,
+        group_by=query.get("group_by", "team"),
+        period=query.get("period", "month"),
+        top=top,
+    )
+    if query.get("format", "json") == "csv":
+        return web.Response(
+            text=to_csv(report.groups),
+            content_type="text/csv",
+            headers={
+                "content-disposition": f'attachment; filename="usage-{report.group_by.value}.csv"'
+            },
+        )
+    return web.Response(body=orjson.dumps(report.to_json()), content_type="application/json")

@@ -1,0 +1,41 @@
+"""``spendgate check-config``: validate the config the way ``serve`` will, and say what is off."""
+
+from __future__ import annotations
+
+import click
+
+from spendgate.cli.common import config_option, load
+from spendgate.domain.models import build_model_table
+from spendgate.errors import SpendgateError
+from spendgate.pricing.catalog import build_price_book
+from spendgate.upstream.providers import build_providers
+
+
+@click.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the config file: schema, references, prices and provider secrets."""
+    config, path, settings = load(config_path)
+    try:
+        prices = build_price_book(config)
+        table = build_model_table(config, prices)
+        build_providers(config, settings.env, str(path), require_secrets=False)
+    except SpendgateError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = []
+    for name in table.names():
+        route = table.get(name)
+        if route is not None and route.price is None:
+            problems.append(f"models.{name}: no price (requests will be refused until priced)")
+    for name, spec in config.providers.items():
+        if spec.api_key_env and not settings.env.get(spec.api_key_env):
+            problems.append(
+                f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
+            )
+    click.echo(
+        f"{path}: OK: {len(config.providers)} providers, {len(table)} models, "
+        f"{len(config.all_teams())} teams in {len(config.orgs)} orgs, "
+        f"{len(prices)} priced models (catalog as of {prices.as_of or 'n/a'})"
+    )
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)

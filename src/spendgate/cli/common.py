@@ -1,0 +1,61 @@
+"""What every CLI command shares: loading the config and opening a gateway or storage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from spendgate.config import Config, load_config
+from spendgate.errors import ConfigError, GatewayError, SpendgateError
+from spendgate.gateway import Gateway, build_gateway
+from spendgate.settings import Settings
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $SPENDGATE_CONFIG, else ./spendgate.yaml).",
+)
+
+
+def load(config_path: str | None) -> tuple[Config, Path, Settings]:
+    settings = Settings.from_environment()
+    path = settings.config_path(config_path)
+    try:
+        return load_config(path), path, settings
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
+    config, path, settings = load(config_path)
+    try:
+        return build_gateway(
+            config, source=str(path), env=settings.env, require_secrets=need_providers
+        )
+    except SpendgateError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    async def main() -> T:
+        await gateway.storage.open()
+        try:
+            return await action(gateway)
+        finally:
+            await gateway.storage.close()
+
+    try:
+        return asyncio.run(main())
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    except SpendgateError as exc:
+        raise click.ClickException(str(exc)) from None

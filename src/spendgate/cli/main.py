@@ -1,0 +1,54 @@
+"""The ``spendgate`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from spendgate import __version__
+from spendgate.cli.check import check_config
+from spendgate.cli.common import config_option, gateway_for
+from spendgate.cli.keys import keys
+from spendgate.logs import configure
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spendgate")
+def cli() -> None:
+    """spendgate: an LLM gateway that caps AI token spend before the expensive call."""
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Bind address (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port).")
+def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (then drain, flush and exit)."""
+    from spendgate.server import run
+
+    gateway = gateway_for(config_path, need_providers=True)
+    configure(gateway.config.server.log_level)
+    run(
+        gateway,
+        host or gateway.config.server.host,
+        gateway.config.server.port if port is None else port,
+    )
+
+
+cli.add_command(check_config)
+cli.add_command(keys)
+
+
+def _register_optional() -> None:
+    # usage and demo live in their own modules; imported here so `spendgate --help` lists them.
+    from spendgate.cli.demo import demo
+    from spendgate.cli.usage import usage
+
+    cli.add_command(usage)
+    cli.add_command(demo)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="spendgate")

@@ -1,0 +1,124 @@
+"""The model table: which models exist, which API dialect serves each, where it is deployed
+and what it costs. Built once from the config and the price book; pure lookups after that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from spendgate.config.schema import Config, ProviderKind
+from spendgate.domain.identity import ApiKey
+from spendgate.domain.pricing import Price, PriceBook
+from spendgate.errors import Dialect, ModelNotFound, ModelNotPriced, PermissionDenied, WrongDialect
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    provider: str
+    upstream_model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    name: str
+    dialect: Dialect
+    deployments: tuple[Deployment, ...]
+    price: Price | None
+    max_output_tokens: int | None
+
+    @property
+    def primary(self) -> Deployment:
+        return self.deployments[0]
+
+
+_DIALECT_PATHS = {
+    Dialect.OPENAI: "the OpenAI API (/v1/chat/completions, /v1/responses, /v1/embeddings)",
+    Dialect.ANTHROPIC: "the Anthropic Messages API (/v1/messages)",
+}
+
+
+class ModelTable:
+    def __init__(self, routes: Iterable[ModelRoute]) -> None:
+        self._routes: dict[str, ModelRoute] = {route.name: route for route in routes}
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def names(self) -> list[str]:
+        return sorted(self._routes)
+
+    def get(self, name: str) -> ModelRoute | None:
+        return self._routes.get(name)
+
+    def resolve(self, name: str, dialect: Dialect) -> ModelRoute:
+        """The route for a requested model, or the refusal that explains why there is none."""
+        route = self._routes.get(name)
+        if route is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist on this gateway. "
+                "GET /v1/models lists the models your key may use.",
+                param="model",
+            )
+        if route.dialect is not dialect:
+            raise WrongDialect(
+                f"The model '{name}' is served through {_DIALECT_PATHS[route.dialect]}; "
+                "send this request there.",
+                param="model",
+            )
+        return route
+
+    def authorize(self, route: ModelRoute, key: ApiKey, *, needs_price: bool = True) -> Price:
+        """Check the key may use the model and that the model has a price."""
+        if not key.may_use(route.name):
+            raise PermissionDenied(
+                f"Your key is not allowed to use the model '{route.name}'.", param="model"
+            )
+        if route.price is None:
+            if not needs_price:
+                from spendgate.domain.pricing import free_price
+
+                return free_price(route.name, source="unpriced")
+            raise ModelNotPriced(
+                f"The model '{route.name}' has no price, and spendgate refuses unpriced "
+                "models rather than count them as free. An operator can price it under "
+                f"models.{route.name}.price (or mark it free: true).",
+                param="model",
+            )
+        return route.price
+
+    def visible_to(self, key: ApiKey, dialect: Dialect | None = None) -> list[ModelRoute]:
+        return [
+            route
+            for name, route in sorted(self._routes.items())
+            if key.may_use(name) and (dialect is None or route.dialect is dialect)
+        ]
+
+
+def _dialect(kind: ProviderKind) -> Dialect:
+    return Dialect.ANTHROPIC if kind is ProviderKind.ANTHROPIC else Dialect.OPENAI
+
+
+def build_model_table(config: Config, prices: PriceBook) -> ModelTable:
+    routes = []
+    for name, spec in config.models.items():
+        deployments = tuple(
+            Deployment(provider=d.provider, upstream_model=d.model or name)
+            for d in spec.resolved_deployments(name)
+        )
+        price = prices.get(name) or prices.get(deployments[0].upstream_model)
+        max_output = spec.max_output_tokens or (price.max_output_tokens if price else None)
+        routes.append(
+            ModelRoute(
+                name=name,
+                dialect=_dialect(config.providers[deployments[0].provider].kind),
+                deployments=deployments,
+                price=price,
+                max_output_tokens=max_output,
+            )
+        )
+    return ModelTable(routes)
+
+
+def provider_dialects(config: Config) -> Mapping[str, Dialect]:
+    return {name: _dialect(spec.kind) for name, spec in config.providers.items()}

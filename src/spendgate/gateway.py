@@ -1,0 +1,86 @@
+"""The gateway's state, on one object built by `build_gateway`: no module globals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from spendgate.clock import Clock, SystemClock
+from spendgate.config.schema import Config
+from spendgate.domain.models import ModelTable, build_model_table
+from spendgate.domain.pricing import PriceBook
+from spendgate.pricing.catalog import build_price_book
+from spendgate.services.keys import KeyService
+from spendgate.storage.base import Storage
+from spendgate.storage.open import open_storage
+from spendgate.upstream.providers import Provider, build_providers
+
+
+@dataclass
+class Gateway:
+    config: Config
+    config_source: str
+    clock: Clock
+    storage: Storage
+    prices: PriceBook
+    models: ModelTable
+    providers: dict[str, Provider]
+    keys: KeyService
+    admin_token: str | None = field(repr=False, default=None)
+    http: aiohttp.ClientSession | None = None
+    draining: bool = False
+    inflight: int = 0
+
+    async def start(self) -> None:
+        """Open storage and the upstream connection pool."""
+        await self.storage.open()
+        server = self.config.server
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=server.upstream_connect_timeout_s,
+                sock_read=server.upstream_timeout_s,
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def stop(self) -> None:
+        """Close upstream connections, then flush and close storage."""
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        await self.storage.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            raise RuntimeError("the gateway has not been started")
+        return self.http
+
+
+def build_gateway(
+    config: Config,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str],
+    clock: Clock | None = None,
+    storage: Storage | None = None,
+    require_secrets: bool = True,
+) -> Gateway:
+    clock = clock or SystemClock()
+    storage = storage or open_storage(config.storage.url, clock=clock)
+    prices = build_price_book(config)
+    return Gateway(
+        config=config,
+        config_source=source,
+        clock=clock,
+        storage=storage,
+        prices=prices,
+        models=build_model_table(config, prices),
+        providers=build_providers(config, env, source, require_secrets=require_secrets),
+        keys=KeyService(storage, config, clock),
+        admin_token=env.get(config.server.admin_token_env) or None,
+    )

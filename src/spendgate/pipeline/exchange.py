@@ -1,0 +1,98 @@
+"""One request's passage through the gateway, and the ledger row it leaves behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from spendgate.domain.identity import ApiKey
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.pricing import Price, cost_of
+from spendgate.domain.usage import Usage
+from spendgate.pipeline.surfaces import SurfaceSpec
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    arrived: datetime
+    started: float  # monotonic seconds
+    spec: SurfaceSpec
+    key: ApiKey
+    org: str | None
+    route: ModelRoute
+    deployment: Deployment
+    price: Price
+    body: dict[str, Any]
+    stream: bool = False
+    ttfb: float | None = None
+    upstream_request_id: str | None = None
+
+    def mark_first_byte(self, now: float) -> None:
+        if self.ttfb is None:
+            self.ttfb = now
+
+    def estimate(self, output_text: str = "") -> Usage:
+        return self.spec.estimate(self.route.name, self.body, output_text)
+
+    def row(
+        self,
+        *,
+        now: float,
+        usage: Usage,
+        status: int,
+        served_model: str | None = None,
+        client_disconnected: bool = False,
+        error: str | None = None,
+    ) -> LedgerRow:
+        cost = cost_of(usage, self.price) if self.spec.billed else 0
+        return LedgerRow(
+            request_id=self.request_id,
+            ts=self.arrived,
+            surface=self.spec.surface.value,
+            key_id=self.key.id,
+            user=self.key.user,
+            service=self.key.service,
+            team=self.key.team,
+            org=self.org,
+            tags=self.key.tags,
+            requested_model=self.route.name,
+            served_model=served_model or self.deployment.upstream_model,
+            provider=self.deployment.provider,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_nanos=cost,
+            status=status,
+            latency_ms=round((now - self.started) * 1000, 3),
+            ttfb_ms=None if self.ttfb is None else round((self.ttfb - self.started) * 1000, 3),
+            streamed=self.stream,
+            client_disconnected=client_disconnected,
+            usage_estimated=usage.estimated,
+            upstream_request_id=self.upstream_request_id,
+            error=error,
+        )
+
+
+def cut_short(reported: Usage | None, estimate: Usage) -> Usage:
+    """Usage of a stream that ended early: the provider's numbers, never below the estimate."""
+    if reported is None:
+        return estimate
+    return dataclasses.replace(
+        reported,
+        output_tokens=max(reported.output_tokens, estimate.output_tokens),
+        input_tokens=max(reported.input_tokens, estimate.input_tokens)
+        if reported.input_tokens == 0
+        else reported.input_tokens,
+        estimated=True,
+    )

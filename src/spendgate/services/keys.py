@@ -1,0 +1,131 @@
+"""Issuing and checking virtual keys: one service behind both the CLI and the admin API."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from spendgate.clock import Clock
+from spendgate.config.schema import Config
+from spendgate.domain.identity import (
+    KEY_PREFIX,
+    ApiKey,
+    display_hint,
+    generate_secret,
+    hash_secret,
+    new_key_id,
+)
+from spendgate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from spendgate.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str  # shown once, never stored
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    name: str
+    user: str | None = None
+    service: str | None = None
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    allowed_models: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+
+class KeyService:
+    def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
+        self._storage = storage
+        self._config = config
+        self._clock = clock
+
+    def _check(self, spec: KeySpec) -> None:
+        if not spec.name.strip():
+            raise InvalidRequest("a key needs a non-empty name", param="name")
+        teams = self._config.all_teams()
+        if spec.team is not None and teams and spec.team not in teams:
+            declared = ", ".join(sorted(teams))
+            raise InvalidRequest(
+                f"unknown team {spec.team!r}; teams declared under orgs: {declared}",
+                param="team",
+            )
+        if spec.expires_at is not None and spec.expires_at.tzinfo is None:
+            raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        _check_labels("tags", spec.tags)
+        _check_labels("allowed_models", spec.allowed_models)
+
+    async def create(self, spec: KeySpec) -> IssuedKey:
+        self._check(spec)
+        secret = generate_secret()
+        key = ApiKey(
+            id=new_key_id(),
+            key_hash=hash_secret(secret),
+            hint=display_hint(secret),
+            name=spec.name.strip(),
+            created_at=self._clock.now(),
+            user=spec.user,
+            service=spec.service,
+            team=spec.team,
+            org=self._config.org_of_team(spec.team),
+            tags=spec.tags,
+            allowed_models=spec.allowed_models,
+            expires_at=spec.expires_at,
+        )
+        await self._storage.insert_key(key)
+        return IssuedKey(key=key, secret=secret)
+
+    async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        return await self._storage.list_keys(include_revoked=include_revoked)
+
+    async def get(self, key_id: str) -> ApiKey:
+        key = await self._storage.key_by_id(key_id)
+        if key is None:
+            raise NotFound(f"no key with id {key_id!r}", param="key_id")
+        return key
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        key = await self.get(key_id)
+        if key.revoked_at is not None:
+            return key
+        revoked = dataclasses.replace(key, revoked_at=self._clock.now())
+        await self._storage.update_key(revoked)
+        return revoked
+
+    async def rotate(self, key_id: str) -> IssuedKey:
+        """A new secret for the same key id and identity; the old secret stops working now."""
+        key = await self.get(key_id)
+        if key.revoked_at is not None:
+            raise InvalidRequest(f"key {key_id!r} is revoked and cannot be rotated")
+        secret = generate_secret()
+        rotated = dataclasses.replace(key, key_hash=hash_secret(secret), hint=display_hint(secret))
+        await self._storage.update_key(rotated)
+        return IssuedKey(key=rotated, secret=secret)
+
+    async def authenticate(self, secret: str | None) -> ApiKey:
+        if not secret:
+            raise AuthenticationFailed(
+                "Missing API key: send your spendgate key as 'Authorization: Bearer "
+                f"{KEY_PREFIX}...' or in the 'x-api-key' header."
+            )
+        key = await self._storage.key_by_hash(hash_secret(secret))
+        if key is None:
+            raise AuthenticationFailed("Invalid API key: this gateway does not know it.")
+        now = self._clock.now()
+        if key.revoked_at is not None and key.revoked_at <= now:
+            raise AuthenticationFailed(f"This API key ({key.hint}) has been revoked.")
+        if key.expires_at is not None and key.expires_at <= now:
+            raise AuthenticationFailed(f"This API key ({key.hint}) has expired.")
+        return key
+
+
+def _check_labels(field: str, values: Iterable[str]) -> None:
+    for value in values:
+        if not value or not value.strip() or "," in value:
+            raise InvalidRequest(
+                f"{field} entries must be non-empty and contain no comma", param=field
+            )

@@ -1,0 +1,67 @@
+"""Usage reports: one query path behind both ``spendgate usage`` and ``GET /admin/usage``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from spendgate.clock import Clock
+from spendgate.domain.reports import PERIOD_FORMS, TopSpenders, parse_period, to_json, top_spenders
+from spendgate.errors import InvalidRequest
+from spendgate.storage.base import GroupBy, Storage, UsageGroup, UsageQuery
+
+GROUP_BY_CHOICES = tuple(g.value for g in GroupBy)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    group_by: GroupBy
+    period: str
+    since: datetime
+    until: datetime
+    groups: list[UsageGroup]
+    top: TopSpenders
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group_by": self.group_by.value,
+            "period": self.period,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            **to_json(self.top),
+        }
+
+
+def parse_group_by(value: str) -> GroupBy:
+    try:
+        return GroupBy(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"group_by must be one of {', '.join(GROUP_BY_CHOICES)}, not {value!r}",
+            param="group_by",
+        ) from None
+
+
+async def usage_report(
+    storage: Storage, clock: Clock, *, group_by: str, period: str, top: int
+) -> UsageReport:
+    grouping = parse_group_by(group_by)
+    if top < 0:
+        raise InvalidRequest("top must be 0 or more", param="top")
+    now = clock.now()
+    try:
+        since, until = parse_period(period, now)
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc} (periods: {PERIOD_FORMS})", param="period") from None
+    if until >= now:
+        # "to date" periods include the request that finished this very millisecond.
+        until = now + timedelta(milliseconds=1)
+    groups = await storage.usage(UsageQuery(group_by=grouping, since=since, until=until))
+    return UsageReport(
+        group_by=grouping,
+        period=period,
+        since=since,
+        until=until,
+        groups=groups,
+        top=top_spenders(groups, top),
+    )

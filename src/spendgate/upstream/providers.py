@@ -1,0 +1,122 @@
+"""Upstream providers: where a request goes and with which credential.
+
+Secrets come only from the environment variable the config names; they are never logged
+and never leave this object except in the outgoing request's auth header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spendgate.config.schema import Config, ProviderKind
+from spendgate.errors import ConfigError
+
+# Headers that are about one hop, or that carry the caller's gateway credential, never go
+# upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
+_REQUEST_DROP = frozenset(
+    {
+        "host",
+        "content-length",
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "accept-encoding",
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "expect",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "server",
+        "date",
+        "set-cookie",
+    }
+)
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    kind: ProviderKind
+    base_url: str
+    secret: str | None = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Provider(name={self.name!r}, kind={self.kind.value!r}, base_url={self.base_url!r})"
+
+    def url_for(self, gateway_path: str, query: str = "") -> str:
+        """Map a gateway path (``/v1/chat/completions``) onto this provider's base URL.
+
+        OpenAI-shaped base URLs include the version (``https://api.openai.com/v1``), like
+        ``OPENAI_BASE_URL``; Anthropic's is the host root, like ``ANTHROPIC_BASE_URL``.
+        """
+        if self.kind is ProviderKind.ANTHROPIC:
+            url = self.base_url + gateway_path
+        else:
+            url = self.base_url + gateway_path.removeprefix("/v1")
+        return f"{url}?{query}" if query else url
+
+    def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        out = {
+            name: value
+            for name, value in client_headers.items()
+            if name.lower() not in _REQUEST_DROP and not name.lower().startswith("x-spendgate-")
+        }
+        out.update(self.headers)
+        out["content-type"] = "application/json"
+        if self.kind is ProviderKind.ANTHROPIC:
+            if not any(name.lower() == "anthropic-version" for name in out):
+                out["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
+            if self.secret:
+                out["x-api-key"] = self.secret
+        elif self.secret:
+            out["authorization"] = f"Bearer {self.secret}"
+        return out
+
+
+def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in upstream_headers.items()
+        if name.lower() not in _RESPONSE_DROP
+    }
+
+
+def build_providers(
+    config: Config, env: Mapping[str, str], source: str, *, require_secrets: bool = True
+) -> dict[str, Provider]:
+    """Providers with their secrets; a missing secret is an error unless ``require_secrets``
+    is off (commands that never call upstream, such as ``keys`` and ``usage``)."""
+    providers = {}
+    for name, spec in config.providers.items():
+        secret = None
+        if spec.api_key_env:
+            secret = env.get(spec.api_key_env)
+            if not secret and require_secrets:
+                raise ConfigError(
+                    source,
+                    f"providers.{name}.api_key_env",
+                    f"the environment variable {spec.api_key_env} is not set",
+                )
+        providers[name] = Provider(
+            name=name, kind=spec.kind, base_url=spec.base_url, secret=secret, headers=spec.headers
+        )
+    return providers
