@@ -52,10 +52,6 @@ class StorageConfig(Strict):
         return value
 
 
-class PrivacyConfig(Strict):
-    store_prompts: bool = False
-
-
 class ProviderConfig(Strict):
     kind: ProviderKind
     base_url: str
@@ -155,7 +151,6 @@ class OrgConfig(Strict):
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     providers: dict[Annotated[str, Field(pattern=NAME)], ProviderConfig] = Field(
         default_factory=dict
     )
