@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -69,10 +70,12 @@ def build_gateway(
     clock: Clock | None = None,
     storage: Storage | None = None,
     require_secrets: bool = True,
+    base_dir: Path | None = None,
 ) -> Gateway:
+    """``base_dir`` resolves relative paths in the config (LiteLLM price files)."""
     clock = clock or SystemClock()
     storage = storage or open_storage(config.storage.url, clock=clock)
-    prices = build_price_book(config)
+    prices = build_price_book(config, env_base_dir=base_dir, source=source)
     return Gateway(
         config=config,
         config_source=source,

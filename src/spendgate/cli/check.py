@@ -17,7 +17,7 @@ def check_config(config_path: str | None) -> None:
     """Validate the config file: schema, references, prices and provider secrets."""
     config, path, settings = load(config_path)
     try:
-        prices = build_price_book(config)
+        prices = build_price_book(config, env_base_dir=path.parent, source=str(path))
         table = build_model_table(config, prices)
         build_providers(config, settings.env, str(path), require_secrets=False)
     except SpendgateError as exc:

@@ -39,7 +39,11 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
     config, path, settings = load(config_path)
     try:
         return build_gateway(
-            config, source=str(path), env=settings.env, require_secrets=need_providers
+            config,
+            source=str(path),
+            env=settings.env,
+            require_secrets=need_providers,
+            base_dir=path.parent,
         )
     except SpendgateError as exc:
         raise click.ClickException(str(exc)) from None

@@ -103,6 +103,17 @@ class PriceConfig(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> PriceConfig:
+        for name in (
+            "input",
+            "output",
+            "cached_input",
+            "cache_write",
+            "cache_write_1h",
+            "reasoning",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
         if not self.free and (self.input is None or self.output is None):
             raise ValueError(
                 "a price needs both input and output (dollars per 1M tokens) or free: true"

@@ -1,0 +1,353 @@
+"""The shipped catalog, and how `build_price_book` layers every price source."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spendgate.config.schema import Config
+from spendgate.domain.pricing import cost_of
+from spendgate.domain.usage import Usage
+from spendgate.errors import ConfigError
+from spendgate.pricing import build_price_book, load_builtin_catalog, parse_catalog
+
+REQUIRED = [
+    *("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini"),
+    *("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5-codex", "gpt-5.1"),
+    *("text-embedding-3-small", "text-embedding-3-large"),
+    *("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-sonnet-4-6"),
+    *("claude-haiku-4-5", "claude-3-5-haiku"),
+    *("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"),
+]
+
+
+def catalog_document() -> Any:
+    text = resources.files("spendgate.pricing").joinpath("catalog.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+# ------------------------------------------------------------------ the shipped catalog
+
+
+def test_catalog_is_dated_and_names_its_sources() -> None:
+    document = catalog_document()
+    assert document["as_of"] == "2026-11-01"
+    assert any("verify" in source.lower() for source in document["sources"])
+    assert load_builtin_catalog().as_of == "2026-11-01"
+
+
+@pytest.mark.parametrize("model", REQUIRED)
+def test_required_models_are_priced_with_limits(model: str) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    assert price.rates.input > 0
+    assert price.max_input_tokens is not None
+    assert price.source == "catalog"
+
+
+def test_exact_catalog_values() -> None:
+    book = load_builtin_catalog()
+    mini = book.get("gpt-4o-mini")
+    assert mini is not None
+    assert (mini.rates.input, mini.rates.cached_input, mini.rates.output) == (
+        150_000_000,
+        75_000_000,
+        600_000_000,
+    )
+    assert (mini.max_input_tokens, mini.max_output_tokens) == (128_000, 16_384)
+    opus = book.get("claude-opus-4-1")
+    assert opus is not None
+    assert opus.rates.cache_write == 18_750_000_000
+    assert opus.rates.cache_write_1h == 30_000_000_000
+    nano = book.get("gpt-5-nano")
+    assert nano is not None
+    assert nano.rates.cached_input == 5_000_000
+
+
+@pytest.mark.parametrize(
+    ("model", "input_rate", "output_rate"),
+    [
+        ("claude-sonnet-4-5", 6_000_000_000, 22_500_000_000),
+        ("claude-sonnet-4-6", 6_000_000_000, 22_500_000_000),
+        ("gemini-2.5-pro", 2_500_000_000, 15_000_000_000),
+    ],
+)
+def test_long_context_tiers(model: str, input_rate: int, output_rate: int) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    above = price.rates_for(200_001)
+    assert (above.input, above.output) == (input_rate, output_rate)
+    assert price.rates_for(200_000) == price.rates
+
+
+def test_aliases_share_the_price_under_their_own_name() -> None:
+    book = load_builtin_catalog()
+    dated = book.get("claude-sonnet-4-5-20250929")
+    assert dated is not None
+    assert dated.model == "claude-sonnet-4-5-20250929"
+    base = book.get("claude-sonnet-4-5")
+    assert base is not None
+    assert dated.rates == base.rates
+    assert dated.tiers == base.tiers
+
+
+def test_catalog_numbers_are_strings_so_they_parse_exactly() -> None:
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, float):
+            raise AssertionError(f"{path} is a YAML float; write it as a string")
+
+    walk(catalog_document()["models"], "models")
+
+
+def test_catalog_has_no_duplicate_keys() -> None:
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        keys = [loader.construct_object(key) for key, _ in node.value]
+        assert len(keys) == len(set(keys)), f"duplicate key near line {node.start_mark.line}"
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    text = resources.files("spendgate.pricing").joinpath("catalog.yaml").read_text("utf-8")
+    yaml.load(text, Loader=Strict)  # noqa: S506 - a SafeLoader subclass
+
+
+def test_builtin_catalog_is_loaded_once_and_read_only() -> None:
+    book = load_builtin_catalog()
+    assert load_builtin_catalog() is book
+    with pytest.raises(TypeError):
+        book.prices["gpt-4o"] = book.prices["gpt-4o-mini"]  # type: ignore[index]
+
+
+# ------------------------------------------------------------------ catalog validation
+
+
+def minimal(**entry: Any) -> dict[str, Any]:
+    return {"as_of": "2026-01-01", "models": {"m": {"input": "1", "output": "2", **entry}}}
+
+
+@pytest.mark.parametrize(
+    ("document", "key", "problem"),
+    [
+        (minimal(inptu="1"), "models.m.inptu", "unknown key"),
+        ({"as_of": "2026-01-01", "models": {"m": {"input": "1"}}}, "models.m", "needs both"),
+        (minimal(output="cheap"), "models.m.output", "decimal"),
+        (minimal(max_output_tokens=0), "models.m.max_output_tokens", "greater than 0"),
+        (minimal(input="-1"), "models.m", "input must not be negative"),
+        (
+            minimal(tiers=[{"above_input_tokens": 10, "rates": {"input": "1"}}]),
+            "models.m.tiers[0].rates.output",
+            "required",
+        ),
+        ({"as_of": "Nov 2026", "models": {}}, "as_of", "pattern"),
+        ({"models": {}}, "as_of", "required"),
+    ],
+)
+def test_catalog_errors_name_the_key(document: Any, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_catalog(document, "test.yaml")
+    assert caught.value.path == "test.yaml"
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+
+
+def test_alias_collisions_are_refused() -> None:
+    document = {
+        "as_of": "2026-01-01",
+        "models": {
+            "a": {"input": "1", "output": "1", "aliases": ["b"]},
+            "b": {"input": "2", "output": "2"},
+        },
+    }
+    with pytest.raises(ConfigError, match="'b' is already a name of 'b'"):
+        parse_catalog(document, "test.yaml")
+
+
+def test_free_catalog_entry() -> None:
+    book = parse_catalog({"as_of": "2026-01-01", "models": {"local": {"free": True}}}, "t")
+    price = book.get("local")
+    assert price is not None
+    assert price.free
+    assert cost_of(Usage(input_tokens=10, output_tokens=10), price) == 0
+
+
+# ------------------------------------------------------------------ layering
+
+
+def config(**sections: Any) -> Config:
+    return Config.model_validate(
+        {
+            "providers": {
+                "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"},
+                "anthropic": {"kind": "anthropic", "base_url": "https://api.anthropic.com"},
+            },
+            **sections,
+        }
+    )
+
+
+def litellm_file(directory: Path, entries: dict[str, Any], name: str = "prices.json") -> Path:
+    path = directory / name
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    return path
+
+
+def per_token(dollars_per_million: float) -> float:
+    return dollars_per_million / 1_000_000
+
+
+def test_defaults_give_the_builtin_catalog() -> None:
+    book = build_price_book(config())
+    assert book.get("gpt-4o") == load_builtin_catalog().get("gpt-4o")
+    assert book.as_of == "2026-11-01"
+
+
+def test_litellm_files_beat_the_catalog_and_overrides_beat_both(tmp_path: Path) -> None:
+    file = litellm_file(
+        tmp_path,
+        {
+            "gpt-4o": {"input_cost_per_token": 2e-06, "output_cost_per_token": 9e-06},
+            "gpt-4o-mini": {"input_cost_per_token": 1e-07, "output_cost_per_token": 5e-07},
+        },
+    )
+    cfg = config(
+        pricing={
+            "litellm_files": [str(file)],
+            "overrides": {"gpt-4o": {"input": "1", "output": "2"}},
+        }
+    )
+    book = build_price_book(cfg)
+    gpt_4o, mini = book.get("gpt-4o"), book.get("gpt-4o-mini")
+    assert gpt_4o is not None
+    assert mini is not None
+    assert (gpt_4o.rates.input, gpt_4o.source) == (1_000_000_000, "override")
+    assert (mini.rates.input, mini.source) == (100_000_000, f"litellm:{file}")
+    assert book.get("claude-haiku-4-5") == load_builtin_catalog().get("claude-haiku-4-5")
+
+
+def test_a_models_own_price_beats_everything() -> None:
+    cfg = config(
+        models={"gpt-4o": {"provider": "openai", "price": {"input": "0.5", "output": "0.5"}}},
+        pricing={"overrides": {"gpt-4o": {"input": "1", "output": "2"}}},
+    )
+    price = build_price_book(cfg).get("gpt-4o")
+    assert price is not None
+    assert (price.rates.input, price.source) == (500_000_000, "model")
+
+
+def test_free_model_costs_nothing() -> None:
+    cfg = config(models={"local": {"provider": "openai", "price": {"free": True}}})
+    price = build_price_book(cfg).get("local")
+    assert price is not None
+    assert price.free
+    assert cost_of(Usage(input_tokens=5_000, output_tokens=5_000), price) == 0
+
+
+def test_gateway_name_first_then_upstream_name() -> None:
+    cfg = config(
+        models={
+            "fast": {"provider": "openai", "upstream_model": "gpt-4o-mini"},
+            "gpt-4o": {"provider": "openai", "upstream_model": "gpt-4o-2024-08-06"},
+            "smart": {
+                "deployments": [
+                    {"provider": "anthropic", "model": "claude-sonnet-4-5-20250929"},
+                    {"provider": "anthropic", "model": "claude-opus-4-1"},
+                ]
+            },
+        }
+    )
+    book = build_price_book(cfg)
+    fast, smart = book.get("fast"), book.get("smart")
+    assert fast is not None
+    assert smart is not None
+    assert (fast.model, fast.rates.input) == ("fast", 150_000_000)
+    assert (smart.model, smart.rates.input) == ("smart", 3_000_000_000)
+    assert book.get("gpt-4o") == load_builtin_catalog().get("gpt-4o")
+
+
+def test_an_override_of_the_upstream_name_prices_the_gateway_model() -> None:
+    cfg = config(
+        models={"fast": {"provider": "openai", "upstream_model": "gpt-4o-mini"}},
+        pricing={"overrides": {"gpt-4o-mini": {"input": "0.1", "output": "0.1"}}},
+    )
+    fast = build_price_book(cfg).get("fast")
+    assert fast is not None
+    assert fast.rates.input == 100_000_000
+
+
+def test_unpriced_model_stays_unpriced() -> None:
+    cfg = config(
+        models={"mystery": {"provider": "openai"}, "gpt-4o": {"provider": "openai"}},
+        pricing={"builtin_catalog": False},
+    )
+    book = build_price_book(cfg)
+    assert book.get("mystery") is None
+    assert book.get("gpt-4o") is None
+    assert len(book) == 0
+
+
+def test_litellm_paths_are_relative_to_the_config_folder(tmp_path: Path) -> None:
+    litellm_file(
+        tmp_path,
+        {"x-1": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}},
+        "lite.json",
+    )
+    cfg = config(pricing={"builtin_catalog": False, "litellm_files": ["lite.json"]})
+    book = build_price_book(cfg, env_base_dir=tmp_path)
+    assert "x-1" in book
+
+
+def test_litellm_prefix_aliases_never_replace_an_explicit_name(tmp_path: Path) -> None:
+    file = litellm_file(
+        tmp_path,
+        {
+            "azure/gpt-4o": {"input_cost_per_token": 5e-06, "output_cost_per_token": 1.5e-05},
+            "anthropic/claude-new": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06},
+        },
+    )
+    book = build_price_book(config(pricing={"litellm_files": [str(file)]}))
+    assert book.get("gpt-4o") == load_builtin_catalog().get("gpt-4o")
+    assert "azure/gpt-4o" in book
+    assert "claude-new" in book
+
+
+def test_negative_override_names_the_key() -> None:
+    cfg = config(pricing={"overrides": {"gpt-4o": {"input": "-1", "output": "1"}}})
+    with pytest.raises(ConfigError) as caught:
+        build_price_book(cfg, source="spendgate.yaml")
+    assert (
+        str(caught.value) == "spendgate.yaml: pricing.overrides.gpt-4o: input must not be negative"
+    )
+
+
+def test_negative_model_price_names_the_key() -> None:
+    cfg = config(
+        models={
+            "m": {
+                "provider": "openai",
+                "price": {
+                    "input": "1",
+                    "output": "1",
+                    "tiers": [{"above_input_tokens": 5, "rates": {"input": "1", "output": "1"}}],
+                    "reasoning": "-2",
+                },
+            }
+        }
+    )
+    with pytest.raises(ConfigError, match=r"models\.m\.price: reasoning must not be negative"):
+        build_price_book(cfg)
+
+
+def test_missing_litellm_file_is_a_config_error(tmp_path: Path) -> None:
+    cfg = config(pricing={"litellm_files": ["nope.json"]})
+    with pytest.raises(ConfigError, match=r"nope\.json: cannot read the file"):
+        build_price_book(cfg, env_base_dir=tmp_path)

@@ -1,0 +1,237 @@
+"""Importing LiteLLM's model_prices_and_context_window.json, exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendgate.domain.pricing import Rates, cost_of
+from spendgate.domain.usage import Usage
+from spendgate.errors import ConfigError
+from spendgate.pricing import ImportReport, load_litellm_file, parse_litellm
+
+FIXTURE: dict[str, Any] = {
+    "sample_spec": {
+        "input_cost_per_token": 0.0,
+        "output_cost_per_token": 0.0,
+        "max_tokens": "LEGACY parameter",
+        "litellm_provider": "one of https://docs.litellm.ai/docs/providers",
+        "mode": "one of: chat, embedding, completion, image_generation, ...",
+    },
+    "gpt-test": {
+        "input_cost_per_token": 1.5e-07,
+        "output_cost_per_token": 6e-07,
+        "cache_read_input_token_cost": 7.5e-08,
+        "max_input_tokens": 128000,
+        "max_output_tokens": 16384,
+        "litellm_provider": "openai",
+        "mode": "chat",
+    },
+    "o-test": {
+        "input_cost_per_token": 1.1e-06,
+        "output_cost_per_token": 4.4e-06,
+        "output_cost_per_reasoning_token": 8.8e-06,
+        "max_output_tokens": 100000.0,
+        "max_input_tokens": "lots",
+        "litellm_provider": "openai",
+        "mode": "chat",
+    },
+    "anthropic/claude-test": {
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 1.5e-05,
+        "cache_read_input_token_cost": 3e-07,
+        "cache_creation_input_token_cost": 3.75e-06,
+        "cache_creation_input_token_cost_above_1hr": 6e-06,
+        "input_cost_per_token_above_200k_tokens": 6e-06,
+        "output_cost_per_token_above_200k_tokens": 2.25e-05,
+        "cache_read_input_token_cost_above_200k_tokens": 6e-07,
+        "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
+        "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.2e-05,
+        "input_cost_per_token_above_200k_tokens_priority": 9e-06,
+        "max_input_tokens": 1000000,
+        "max_output_tokens": 64000,
+        "litellm_provider": "anthropic",
+        "mode": "chat",
+    },
+    "gemini/gemini-test": {
+        "input_cost_per_token": 1.25e-06,
+        "output_cost_per_token": 1e-05,
+        "input_cost_per_token_above_200k_tokens": 2.5e-06,
+        "output_cost_per_token_above_200k_tokens": 1.5e-05,
+        "litellm_provider": "gemini",
+        "mode": "chat",
+    },
+    "float-trap": {"input_cost_per_token": 1.43e-06, "output_cost_per_token": 4e-07},
+    "embed-test": {
+        "input_cost_per_token": 2e-08,
+        "output_cost_per_token": 0.0,
+        "litellm_provider": "openai",
+        "mode": "embedding",
+    },
+    "dall-e-test": {
+        "input_cost_per_pixel": 1.9e-08,
+        "output_cost_per_pixel": 0.0,
+        "litellm_provider": "openai",
+        "mode": "image_generation",
+    },
+    "whisper-test": {
+        "input_cost_per_second": 0.0001,
+        "output_cost_per_second": 0.0001,
+        "mode": "audio_transcription",
+    },
+    "azure/gpt-test": {"input_cost_per_token": 9e-06, "output_cost_per_token": 9e-06},
+    "azure/shared": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06},
+    "bedrock/shared": {"input_cost_per_token": 1e-06, "output_cost_per_token": 3e-06},
+    "vertex/shared": {"input_cost_per_token": 5e-06, "output_cost_per_token": 1e-06},
+}
+
+
+@pytest.fixture
+def fixture_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model_prices_and_context_window.json"
+    path.write_text(json.dumps(FIXTURE, indent=2), encoding="utf-8")
+    return path
+
+
+def test_per_token_floats_become_exact_nanos_per_million(fixture_file: Path) -> None:
+    prices = load_litellm_file(fixture_file).prices
+    gpt = prices["gpt-test"]
+    assert gpt.rates.input == 150_000_000
+    assert gpt.rates.cached_input == 75_000_000
+    assert gpt.rates.output == 600_000_000
+    o_test = prices["o-test"]
+    assert (o_test.rates.input, o_test.rates.output) == (1_100_000_000, 4_400_000_000)
+    assert o_test.rates.reasoning == 8_800_000_000
+    # In binary floating point 1.43e-06 * 1e6 is 1.4300000000000002 and 4e-07 * 1e6 is
+    # 0.39999999999999997; scaled in Decimal they are exact.
+    trap = prices["float-trap"]
+    assert (trap.rates.input, trap.rates.output) == (1_430_000_000, 400_000_000)
+    assert prices["embed-test"].rates == Rates(input=20_000_000, output=0)  # type: ignore[arg-type]
+
+
+def test_python_floats_give_the_same_result(fixture_file: Path) -> None:
+    from_file = load_litellm_file(fixture_file)
+    from_floats = parse_litellm(FIXTURE, str(fixture_file))
+    assert dict(from_floats.prices) == dict(from_file.prices)
+
+
+def test_cache_rates_and_long_context_bands(fixture_file: Path) -> None:
+    claude = load_litellm_file(fixture_file).prices["anthropic/claude-test"]
+    assert claude.rates.cache_write == 3_750_000_000
+    assert claude.rates.cache_write_1h == 6_000_000_000
+    (band,) = claude.tiers
+    assert band.above_input_tokens == 200_000
+    assert band.rates.input == 6_000_000_000
+    assert band.rates.output == 22_500_000_000
+    assert band.rates.cached_input == 600_000_000
+    assert band.rates.cache_write == 7_500_000_000
+    assert band.rates.cache_write_1h == 12_000_000_000
+    long_prompt = Usage(input_tokens=250_000, output_tokens=1_000)
+    assert cost_of(long_prompt, claude) == 250_000 * 6_000 + 1_000 * 22_500
+
+
+def test_a_band_keeps_base_values_it_does_not_restate(fixture_file: Path) -> None:
+    gemini = load_litellm_file(fixture_file).prices["gemini/gemini-test"]
+    (band,) = gemini.tiers
+    assert band.rates.input == 2_500_000_000
+    assert band.rates.cached_input is None  # as the base: same as the band's input
+
+
+def test_limits(fixture_file: Path) -> None:
+    prices = load_litellm_file(fixture_file).prices
+    assert (prices["gpt-test"].max_input_tokens, prices["gpt-test"].max_output_tokens) == (
+        128_000,
+        16_384,
+    )
+    # A whole float is read; a string is ignored rather than failing the whole import.
+    assert (prices["o-test"].max_output_tokens, prices["o-test"].max_input_tokens) == (
+        100_000,
+        None,
+    )
+
+
+def test_report_counts(fixture_file: Path) -> None:
+    result = load_litellm_file(fixture_file)
+    assert result.report == ImportReport(
+        source=str(fixture_file),
+        entries=len(FIXTURE) - 1,
+        imported=len(FIXTURE) - 3,
+        skipped_unpriced=2,
+        aliases=3,
+    )
+    assert "sample_spec" not in result.book
+    assert "dall-e-test" not in result.book
+    assert "whisper-test" not in result.book
+
+
+def test_provider_prefix_is_an_extra_alias(fixture_file: Path) -> None:
+    result = load_litellm_file(fixture_file)
+    assert "anthropic/claude-test" in result.prices
+    assert result.aliases["claude-test"].rates == result.prices["anthropic/claude-test"].rates
+    assert result.aliases["claude-test"].model == "claude-test"
+    assert result.book.get("claude-test") is not None
+    # A key the file has itself is never replaced by an alias...
+    assert "gpt-test" not in result.aliases
+    assert result.book.get("gpt-test") == result.prices["gpt-test"]
+    # ...and among aliases that collide, the dearest wins.
+    assert result.aliases["shared"].rates.output == 3_000_000_000
+
+
+def test_source_is_recorded(fixture_file: Path) -> None:
+    price = load_litellm_file(fixture_file).prices["gpt-test"]
+    assert price.source == f"litellm:{fixture_file}"
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "problem"),
+    [
+        ('{"gpt-x": {"input_cost_per_token": 1e-6,', "", "not valid JSON at line 1"),
+        ("[1, 2]", "", "top level must be a JSON object"),
+        ('{"gpt-x": 5}', "gpt-x", "must be an object, not int"),
+        (
+            '{"gpt-x": {"input_cost_per_token": "cheap", "output_cost_per_token": 1e-6}}',
+            "gpt-x.input_cost_per_token",
+            "must be a number, not str",
+        ),
+        (
+            '{"gpt-x": {"input_cost_per_token": true, "output_cost_per_token": 1e-6}}',
+            "gpt-x.input_cost_per_token",
+            "must be a number, not bool",
+        ),
+        (
+            '{"gpt-x": {"input_cost_per_token": -1e-6, "output_cost_per_token": 1e-6}}',
+            "gpt-x.input_cost_per_token",
+            "non-negative",
+        ),
+        (
+            '{"gpt-x": {"input_cost_per_token": NaN, "output_cost_per_token": 1e-6}}',
+            "gpt-x.input_cost_per_token",
+            "finite",
+        ),
+        (
+            '{"gpt-x": {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6,'
+            ' "output_cost_per_token_above_128k_tokens": []}}',
+            "gpt-x.output_cost_per_token_above_128k_tokens",
+            "must be a number, not list",
+        ),
+    ],
+)
+def test_bad_files_name_the_file_and_key(
+    tmp_path: Path, content: str, key: str, problem: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_litellm_file(path)
+    assert caught.value.path == str(path)
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_litellm_file(tmp_path / "absent.json")

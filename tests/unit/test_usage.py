@@ -1,0 +1,122 @@
+"""Each provider's usage numbers, read into one normal form (shared/CLIENTS.md §0.16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spendgate.domain.usage import (
+    Usage,
+    from_anthropic,
+    from_openai_chat,
+    from_openai_responses,
+    merge_anthropic,
+)
+
+
+def test_openai_chat_usage_keeps_cached_and_reasoning_inside_the_totals() -> None:
+    usage = from_openai_chat(
+        {
+            "prompt_tokens": 19,
+            "completion_tokens": 20,
+            "total_tokens": 39,
+            "prompt_tokens_details": {
+                "cached_tokens": 3,
+                "audio_tokens": 0,
+                "cache_write_tokens": 2,
+            },
+            "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
+        }
+    )
+    assert usage == Usage(
+        input_tokens=19,
+        output_tokens=20,
+        cached_input_tokens=3,
+        cache_write_tokens=2,
+        reasoning_tokens=2,
+    )
+    assert usage.uncached_input_tokens == 14
+    assert usage.total_tokens == 39
+
+
+def test_embeddings_usage_has_no_completion() -> None:
+    assert from_openai_chat({"prompt_tokens": 16, "total_tokens": 16}) == Usage(input_tokens=16)
+
+
+def test_openai_responses_usage() -> None:
+    usage = from_openai_responses(
+        {
+            "input_tokens": 36,
+            "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+            "output_tokens": 87,
+            "output_tokens_details": {"reasoning_tokens": 5},
+            "total_tokens": 123,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=36, output_tokens=87, cached_input_tokens=4, reasoning_tokens=5
+    )
+
+
+def test_anthropic_input_excludes_the_cache_fields_so_they_are_added_back() -> None:
+    usage = from_anthropic(
+        {
+            "input_tokens": 25,
+            "cache_creation_input_tokens": 11,
+            "cache_read_input_tokens": 7,
+            "cache_creation": {"ephemeral_5m_input_tokens": 5, "ephemeral_1h_input_tokens": 6},
+            "output_tokens": 15,
+            "service_tier": "standard",
+            "server_tool_use": None,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=43,
+        output_tokens=15,
+        cached_input_tokens=7,
+        cache_write_tokens=11,
+        cache_write_1h_tokens=6,
+    )
+    assert usage.uncached_input_tokens == 25
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"prompt_tokens": None, "completion_tokens": "12"},
+        {"prompt_tokens": True, "completion_tokens": -4},
+        {"prompt_tokens": 1.5, "prompt_tokens_details": None, "completion_tokens_details": []},
+    ],
+)
+def test_missing_or_malformed_numbers_read_as_zero(raw: dict[str, Any]) -> None:
+    assert from_openai_chat(raw) == Usage()
+
+
+def test_anthropic_stream_usage_is_cumulative() -> None:
+    start = {
+        "input_tokens": 25,
+        "cache_creation_input_tokens": 11,
+        "cache_read_input_tokens": 7,
+        "output_tokens": 1,
+    }
+    first = merge_anthropic(start, {"output_tokens": 8})
+    final = merge_anthropic(first, {"output_tokens": 15, "input_tokens": None})
+    # message_delta overwrites; it does not add, and None keeps the earlier value.
+    assert final == {**start, "output_tokens": 15}
+    assert from_anthropic(final).output_tokens == 15
+    assert from_anthropic(final).input_tokens == 43
+    assert start["output_tokens"] == 1  # inputs are not mutated
+
+
+def test_anthropic_delta_may_restate_input() -> None:
+    merged = merge_anthropic(
+        {"input_tokens": 25, "output_tokens": 1}, {"input_tokens": 30, "output_tokens": 9}
+    )
+    assert from_anthropic(merged) == Usage(input_tokens=30, output_tokens=9)
+
+
+def test_usage_defaults_are_not_estimates() -> None:
+    assert not Usage().estimated
+    assert Usage(estimated=True).estimated
