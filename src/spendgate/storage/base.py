@@ -8,44 +8,14 @@ commits reach the OS but are not fsynced one by one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Protocol
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.totals import GroupBy, UsageGroup, UsageQuery
 
-
-class GroupBy(Enum):
-    TEAM = "team"
-    SERVICE = "service"
-    USER = "user"
-    KEY = "key"
-    MODEL = "model"
-    ORG = "org"
-    PROVIDER = "provider"
-
-
-@dataclass(frozen=True, slots=True)
-class UsageQuery:
-    group_by: GroupBy
-    since: datetime
-    until: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class UsageGroup:
-    group: str | None
-    requests: int
-    input_tokens: int
-    cached_input_tokens: int
-    cache_write_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cost_nanos: int
-    errors: int
-    estimated: int
+__all__ = ["GroupBy", "Storage", "UsageGroup", "UsageQuery"]
 
 
 class Storage(Protocol):

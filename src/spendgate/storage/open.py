@@ -1,0 +1,56 @@
+"""Pick a storage backend from a URL, the way `limits` does (``memory://``, ``redis://``).
+
+    sqlite:///spendgate.db          relative path: ./spendgate.db
+    sqlite:////var/lib/sg/spend.db  absolute path: /var/lib/sg/spend.db
+
+The backend comes back unopened: the caller owns its lifecycle (``await storage.open()``
+at startup, ``await storage.close()`` at shutdown). Error messages name the URL scheme
+but never echo the whole URL, which may carry a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spendgate.clock import Clock
+from spendgate.errors import StorageError
+from spendgate.storage.base import Storage
+from spendgate.storage.sqlite import SqliteStorage
+
+
+def _open_sqlite(url: str, clock: Clock | None) -> Storage:
+    rest = url.partition("://")[2]
+    if rest in ("", ":memory:"):
+        raise StorageError(
+            "in-memory SQLite is not supported: the writer thread and the readers need one "
+            "shared file; use a file in a temporary directory instead"
+        )
+    path = rest.removeprefix("/")
+    if path == rest or not path or "?" in path:
+        raise StorageError(
+            "a SQLite URL names a file and takes no host or query: "
+            "sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    return SqliteStorage(path, clock=clock)
+
+
+_BACKENDS: dict[str, Callable[[str, Clock | None], Storage]] = {
+    "sqlite": _open_sqlite,
+}
+
+
+def supported_schemes() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def open_storage(url: str, *, clock: Clock | None = None) -> Storage:
+    """The backend for ``url``, not yet opened."""
+    scheme, separator, _ = url.partition("://")
+    backend = _BACKENDS.get(scheme.lower()) if separator else None
+    if backend is None:
+        shown = scheme if separator else "(none)"
+        raise StorageError(
+            f"unsupported storage URL scheme {shown!r}; supported: "
+            + ", ".join(f"{name}://" for name in supported_schemes())
+        )
+    return backend(url, clock)

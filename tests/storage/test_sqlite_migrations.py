@@ -1,0 +1,178 @@
+"""Ordered, recorded migrations; the SQLite file's shape; backend selection by URL."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from storage_samples import NOW
+
+from spendgate.clock import ManualClock
+from spendgate.errors import StorageError
+from spendgate.storage import open_storage, supported_schemes
+from spendgate.storage.migrate import (
+    Migration,
+    apply_migrations,
+    load_migrations,
+    split_statements,
+)
+from spendgate.storage.sqlite import SqliteStorage, connect, to_ms
+
+CHILD = Path(__file__).with_name("storage_child.py")
+MIGRATIONS_DIR = Path(__file__).parents[2] / "src/spendgate/storage/migrations"
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def _open_and_close(db: Path, clock: ManualClock) -> None:
+    storage = SqliteStorage(str(db), clock=clock)
+    await storage.open()
+    await storage.close()
+
+
+async def test_migrations_are_recorded_once(tmp_path: Path, clock: ManualClock) -> None:
+    db = tmp_path / "spend.db"
+    await _open_and_close(db, clock)
+    first = _query(db, "SELECT version, name, applied_at FROM schema_migrations")
+    clock.advance(3600)
+    await _open_and_close(db, clock)
+
+    assert _query(db, "SELECT version, name, applied_at FROM schema_migrations") == first
+    expected = [(m.version, m.name, to_ms(NOW)) for m in load_migrations()]
+    assert first == expected
+
+
+def test_every_shipped_file_is_a_migration() -> None:
+    files = sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
+    loaded = load_migrations()
+    assert [f"{m.version:04d}_{m.name}.sql" for m in loaded] == files
+    assert [m.version for m in loaded] == list(range(1, len(files) + 1))
+
+
+async def test_schema_has_tables_indexes_and_wal(tmp_path: Path, clock: ManualClock) -> None:
+    db = tmp_path / "spend.db"
+    await _open_and_close(db, clock)
+
+    names = {row[0] for row in _query(db, "SELECT name FROM sqlite_master")}
+    assert {"api_keys", "ledger", "schema_migrations"} <= names
+    assert {"ledger_ts", "ledger_team_ts", "ledger_key_ts"} <= names
+    assert _query(db, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_key_lookup_uses_an_index(tmp_path: Path, clock: ManualClock) -> None:
+    db = tmp_path / "spend.db"
+    await _open_and_close(db, clock)
+    plan = _query(db, "EXPLAIN QUERY PLAN SELECT * FROM api_keys WHERE key_hash = 'x'")
+    assert "USING INDEX" in str(plan)
+
+
+def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
+    good = Migration(1, "good", "CREATE TABLE a (x INTEGER);")
+    bad = Migration(2, "bad", "CREATE TABLE b (x INTEGER);\nSELEC nonsense;")
+    with closing(connect(str(tmp_path / "spend.db"))) as conn:
+        with pytest.raises(sqlite3.OperationalError):
+            apply_migrations(conn, [good, bad], lambda: 1)
+        versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert versions == [(1,)]
+    assert "a" in tables
+    assert "b" not in tables
+
+
+def test_statements_split_outside_strings_and_triggers() -> None:
+    sql = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (note TEXT DEFAULT 'a;b');
+    CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN
+        UPDATE t SET note = 'x;y';
+    END;
+    INSERT INTO t VALUES ('c;d');
+    """
+    statements = split_statements(sql)
+    assert len(statements) == 3
+    assert statements[1].endswith("END;")
+
+
+def test_an_unterminated_migration_is_refused() -> None:
+    with pytest.raises(StorageError, match="incomplete statement"):
+        split_statements("CREATE TABLE t (x INTEGER);\nCREATE TABLE u (x INTEGER)")
+
+
+def test_fresh_file_opened_by_several_processes_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "spend.db"
+    start_at = time.time() + 1.0  # after every child has imported spendgate
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), "open", f"sqlite:///{db}", str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [child.communicate(timeout=30) for child in children]
+
+    for child, (out, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+        assert out.strip() == "opened"
+    versions = _query(db, "SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [(m.version,) for m in load_migrations()]
+
+
+async def test_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
+    storage = SqliteStorage(str(tmp_path / "nowhere" / "spend.db"))
+    with pytest.raises(StorageError, match="nowhere"):
+        await storage.open()
+
+
+async def test_opening_twice_is_refused(tmp_path: Path) -> None:
+    storage = SqliteStorage(str(tmp_path / "spend.db"))
+    await storage.open()
+    try:
+        with pytest.raises(StorageError, match="only once"):
+            await storage.open()
+    finally:
+        await storage.close()
+
+
+# -- open_storage -----------------------------------------------------------------------
+
+
+def test_sqlite_urls_name_relative_and_absolute_paths() -> None:
+    relative = open_storage("sqlite:///data/spend.db")
+    absolute = open_storage("sqlite:////var/lib/spendgate/spend.db")
+    assert isinstance(relative, SqliteStorage)
+    assert isinstance(absolute, SqliteStorage)
+    assert relative.path == "data/spend.db"
+    assert absolute.path == "/var/lib/spendgate/spend.db"
+
+
+def test_unknown_scheme_names_it_and_the_supported_ones() -> None:
+    with pytest.raises(StorageError) as caught:
+        open_storage("mongodb://admin:hunter2@db:27017/spend")
+    message = str(caught.value)
+    assert message == "unsupported storage URL scheme 'mongodb'; supported: sqlite://"
+    assert "hunter2" not in message
+    assert supported_schemes() == ["sqlite"]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("spend.db", "scheme '(none)'"),
+        ("sqlite://:memory:", "in-memory SQLite is not supported"),
+        ("sqlite://host/spend.db", "takes no host or query"),
+        ("sqlite:///spend.db?mode=ro", "takes no host or query"),
+    ],
+)
+def test_bad_sqlite_urls(url: str, problem: str) -> None:
+    with pytest.raises(StorageError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        open_storage(url)
