@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from spendgate.config import parse_config
 from spendgate.config.schema import Config
 from spendgate.domain.pricing import cost_of
 from spendgate.domain.usage import Usage
@@ -320,17 +321,24 @@ def test_litellm_prefix_aliases_never_replace_an_explicit_name(tmp_path: Path) -
     assert "claude-new" in book
 
 
+def raw_config(**sections: Any) -> dict[str, Any]:
+    return {
+        "providers": {"openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"}},
+        **sections,
+    }
+
+
 def test_negative_override_names_the_key() -> None:
-    cfg = config(pricing={"overrides": {"gpt-4o": {"input": "-1", "output": "1"}}})
+    data = raw_config(pricing={"overrides": {"gpt-4o": {"input": "-1", "output": "1"}}})
     with pytest.raises(ConfigError) as caught:
-        build_price_book(cfg, source="spendgate.yaml")
+        parse_config(data, "spendgate.yaml")
     assert (
         str(caught.value) == "spendgate.yaml: pricing.overrides.gpt-4o: input must not be negative"
     )
 
 
 def test_negative_model_price_names_the_key() -> None:
-    cfg = config(
+    data = raw_config(
         models={
             "m": {
                 "provider": "openai",
@@ -344,7 +352,7 @@ def test_negative_model_price_names_the_key() -> None:
         }
     )
     with pytest.raises(ConfigError, match=r"models\.m\.price: reasoning must not be negative"):
-        build_price_book(cfg)
+        parse_config(data, "spendgate.yaml")
 
 
 def test_missing_litellm_file_is_a_config_error(tmp_path: Path) -> None:
