@@ -1,0 +1,176 @@
+"""The aiohttp application: routing, auth, fault injection and the ``/_sim`` control surface."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import anthropic, openai_chat, openai_misc, openai_responses, records, wire
+from .context import Call
+from .faults import parse_faults
+from .options import SimulatorOptions
+from .records import RequestRecord
+from .streaming import abort_connection
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_OPENAI_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+_ANTHROPIC_NO_KEY = "x-api-key header is required"
+_BAD_JSON = "We could not parse the JSON body of your request."
+
+
+@dataclass(slots=True)
+class SimulatorState:
+    """What one simulator app shares between requests."""
+
+    options: SimulatorOptions
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def add(self, record: RequestRecord) -> None:
+        if not self.options.record_requests:
+            return
+        self.records.append(record)
+        excess = len(self.records) - self.options.max_records
+        if excess > 0:
+            del self.records[: excess + self.options.max_records // 10]
+
+
+STATE_KEY = web.AppKey("spendgate_simulator_state", SimulatorState)
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _has_bearer(request: web.Request) -> bool:
+    value = request.headers.get("authorization", "")
+    return value[:7].lower() == "bearer " and bool(value[7:].strip())
+
+
+def _authorized(request: web.Request, dialect: wire.Dialect) -> bool:
+    if dialect is wire.Dialect.ANTHROPIC and request.headers.get("x-api-key", "").strip():
+        return True
+    return _has_bearer(request)
+
+
+def _new_record(request: web.Request, raw: bytes, body: Any) -> RequestRecord:
+    return RequestRecord(
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        raw_body=raw,
+        body=body,
+        request_id=wire.new_id("req_"),
+    )
+
+
+async def _answer(call: Call, handler: Handler, needs_body: bool) -> web.StreamResponse:
+    faults, options, request = call.faults, call.options, call.request
+    delay_ms = options.first_byte_delay_ms if faults.delay_ms is None else faults.delay_ms
+    if delay_ms:
+        await asyncio.sleep(delay_ms / 1000.0)
+    if options.require_auth and not _authorized(request, call.dialect):
+        no_key = _OPENAI_NO_KEY if call.dialect is wire.Dialect.OPENAI else _ANTHROPIC_NO_KEY
+        return call.error(401, no_key)
+    if faults.status is not None and faults.status >= 400:
+        return call.error(faults.status, error_type=faults.error_type)
+    if needs_body and not isinstance(call.record.body, dict):
+        return call.error(400, _BAD_JSON)
+    if faults.die_after_chunks is not None and call.body.get("stream") is not True:
+        abort_connection(call)
+        return web.Response()
+    return await handler(call)
+
+
+def _endpoint(
+    handler: Handler, dialect: wire.Dialect | None, needs_body: bool = True
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap an endpoint: record the request, apply auth and faults, notice cancellation.
+
+    ``dialect`` None: Anthropic when the request carries ``anthropic-version``."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE_KEY]
+        raw = await request.read()
+        body = _parse_json(raw)
+        record = _new_record(request, raw, body)
+        state.add(record)
+        chosen = dialect
+        if chosen is None:
+            anthropic_like = "anthropic-version" in request.headers
+            chosen = wire.Dialect.ANTHROPIC if anthropic_like else wire.Dialect.OPENAI
+        faults = parse_faults(request.headers)
+        call = Call(
+            request, record, faults, state.options, chosen, body if isinstance(body, dict) else {}
+        )
+        try:
+            return await _answer(call, handler, needs_body)
+        except asyncio.CancelledError:
+            if not record.finished:
+                record.finish(records.DISCONNECTED)
+            raise
+
+    return serve
+
+
+async def _not_found(call: Call) -> web.StreamResponse:
+    return call.error(404, f"Invalid URL ({call.request.method} {call.request.path})")
+
+
+async def _websocket_refused(call: Call) -> web.StreamResponse:
+    return call.error(426, "WebSocket transport is not supported; use POST /v1/responses.")
+
+
+async def _records(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    body = orjson.dumps([record.to_json() for record in state.records])
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].records.clear()
+    return web.Response(body=b'{"ok":true}', content_type="application/json")
+
+
+_NOT_FOUND = {dialect: _endpoint(_not_found, dialect, needs_body=False) for dialect in wire.Dialect}
+
+
+async def _unknown(request: web.Request) -> web.StreamResponse:
+    anthropic_like = request.path.startswith("/v1/messages")
+    dialect = wire.Dialect.ANTHROPIC if anthropic_like else wire.Dialect.OPENAI
+    return await _NOT_FOUND[dialect](request)
+
+
+def create_simulator_app(options: SimulatorOptions | None = None) -> web.Application:
+    """The fake provider as an aiohttp app (run it with `Simulator` or any aiohttp runner)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE_KEY] = SimulatorState(options or SimulatorOptions())
+    openai, anthropic_ = wire.Dialect.OPENAI, wire.Dialect.ANTHROPIC
+    app.router.add_post("/v1/chat/completions", _endpoint(openai_chat.chat_completions, openai))
+    app.router.add_post("/v1/responses", _endpoint(openai_responses.create_response, openai))
+    app.router.add_get("/v1/responses", _endpoint(_websocket_refused, openai, needs_body=False))
+    app.router.add_post(
+        "/v1/responses/input_tokens", _endpoint(openai_responses.input_tokens, openai)
+    )
+    app.router.add_post("/v1/embeddings", _endpoint(openai_misc.embeddings, openai))
+    app.router.add_get("/v1/models", _endpoint(openai_misc.models, None, needs_body=False))
+    app.router.add_post("/v1/messages", _endpoint(anthropic.messages, anthropic_))
+    app.router.add_post("/v1/messages/count_tokens", _endpoint(anthropic.count_tokens, anthropic_))
+    app.router.add_get("/_sim/records", _records)
+    app.router.add_post("/_sim/reset", _reset)
+    app.router.add_route("*", "/{tail:.*}", _unknown)
+    return app

@@ -1,0 +1,72 @@
+"""The per-request context handed to every endpoint handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import records, wire
+from .tokens import plan_output
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .faults import Faults
+    from .options import SimulatorOptions
+    from .records import RequestRecord
+    from .tokens import InputPlan, OutputPlan
+
+
+@dataclass(slots=True)
+class Call:
+    request: web.Request
+    record: RequestRecord
+    faults: Faults
+    options: SimulatorOptions
+    dialect: wire.Dialect
+    body: dict[str, Any]
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+    @property
+    def chunk_delay_s(self) -> float:
+        delay = self.faults.chunk_delay_ms
+        return (self.options.chunk_delay_ms if delay is None else delay) / 1000.0
+
+    def json(self, payload: object, status: int = 200) -> web.Response:
+        return wire.json_response(payload, self.dialect, self.request_id, status)
+
+    def error(
+        self, status: int, message: str | None = None, error_type: str | None = None
+    ) -> web.Response:
+        self.record.status = status
+        self.record.finish(records.ERROR)
+        return wire.error_response(
+            self.dialect,
+            status,
+            self.request_id,
+            message=message,
+            error_type=error_type,
+            retry_after_s=self.options.retry_after_s,
+        )
+
+    def account(self, inputs: InputPlan, outputs_total: int) -> None:
+        """Store the ground-truth token counts on the record."""
+        self.record.input_tokens = inputs.total
+        self.record.output_tokens = outputs_total
+
+    def output_limit(self, *names: str) -> int | None:
+        """The first integer field of ``names`` in the body (the request's output cap)."""
+        for name in names:
+            value = self.body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    def plan_output_for(self, seed: int, limit: int | None) -> OutputPlan:
+        options = self.options
+        return plan_output(
+            seed, limit, self.faults, options.min_output_tokens, options.max_output_tokens
+        )

@@ -1,0 +1,98 @@
+"""Writing SSE streams, with chunk pacing, injected cuts and disconnect detection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiohttp import web
+
+from . import records, wire
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from .context import Call
+
+
+class Event(NamedTuple):
+    """One SSE event: its bytes, the output tokens it carries, the usage it reports."""
+
+    data: bytes
+    tokens: int = 0
+    usage: dict[str, Any] | None = None
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def abort_connection(call: Call) -> None:
+    """Drop the TCP connection at once, without finishing the HTTP response."""
+    transport = call.request.transport
+    if transport is not None:
+        transport.abort()
+    call.record.finish(records.DIED)
+
+
+async def _write(call: Call, response: web.StreamResponse, data: bytes) -> None:
+    transport = call.request.transport
+    if transport is None or transport.is_closing():
+        raise _ClientGone
+    try:
+        await response.write(data)
+    except ConnectionError as exc:
+        raise _ClientGone from exc
+    call.record.chunks_sent += 1
+
+
+async def _send_all(
+    call: Call,
+    response: web.StreamResponse,
+    events: Iterable[Event],
+    error_event: Callable[[int], bytes],
+) -> bool:
+    """Send the events; False when the stream was cut on purpose (die/error)."""
+    faults, record = call.faults, call.record
+    delay = call.chunk_delay_s
+    for event in events:
+        if delay and record.chunks_sent:
+            await asyncio.sleep(delay)
+        if record.chunks_sent == faults.die_after_chunks:
+            abort_connection(call)
+            return False
+        if record.chunks_sent == faults.error_after_chunks:
+            await _write(call, response, error_event(record.chunks_sent))
+            await response.write_eof()
+            record.finish(records.ERROR)
+            return False
+        await _write(call, response, event.data)
+        record.output_tokens_sent += event.tokens
+        if event.usage is not None:
+            record.usage_reported = event.usage
+    if record.chunks_sent == faults.die_after_chunks:
+        abort_connection(call)
+        return False
+    return True
+
+
+async def stream_events(
+    call: Call, events: Iterable[Event], error_event: Callable[[int], bytes]
+) -> web.StreamResponse:
+    """Answer with an SSE stream of ``events``.
+
+    ``error_event(n)`` builds the dialect's mid-stream error after ``n`` events; it is
+    sent instead of the rest when ``x-sim-error-after-chunks`` is ``n``."""
+    call.record.stream = True
+    response = web.StreamResponse(
+        headers=wire.headers_for(call.dialect, call.request_id, wire.SSE_TYPE)
+    )
+    response.headers["cache-control"] = "no-cache"
+    try:
+        await response.prepare(call.request)
+        if await _send_all(call, response, events, error_event):
+            await response.write_eof()
+            call.record.finish(records.OK)
+    except (_ClientGone, ConnectionError):
+        call.record.finish(records.DISCONNECTED)
+    return response
