@@ -16,6 +16,9 @@ responses in exactly one place (`spendgate.api.errors`).
         ├── NotFound                    404  unknown route
         │   └── ModelNotFound           404  model not in the model table
         ├── RequestTooLarge             413  body over the configured limit
+        │   └── RequestCapExceeded      413  input tokens or worst-case cost over a per-request cap
+        ├── BudgetExceeded          429/402  a hard budget cannot afford the request (OpenAI 429
+        │                                    insufficient_quota, Anthropic 402 billing_error)
         ├── UpstreamUnavailable         502  connection refused / reset before a response
         ├── UpstreamTimeout             504  no answer within the configured timeout
         └── ServiceUnavailable          503  draining or not ready
@@ -70,6 +73,9 @@ class GatewayError(SpendgateError):
         self.message = message
         self.param = param
         self.extra_headers = dict(headers or {})
+
+    def status_for(self, dialect: Dialect) -> int:
+        return self.status
 
     def headers(self) -> dict[str, str]:
         out = {"x-should-retry": "true" if self.retryable else "false"}
@@ -145,6 +151,29 @@ class RequestTooLarge(GatewayError):
     openai_type = "invalid_request_error"
     openai_code = "request_too_large"
     anthropic_type = "request_too_large"
+
+
+class BudgetExceeded(GatewayError):
+    """A hard budget cannot afford even the smallest version of this request.
+
+    OpenAI dialect: 429 ``insufficient_quota`` (Codex prints "Quota exceeded" and stops);
+    Anthropic dialect: 402 ``billing_error`` (never 400: Claude Code replays a 400 five
+    times). Both with ``x-should-retry: false``: waiting seconds cannot help.
+    """
+
+    status = 429
+    openai_type = "insufficient_quota"
+    openai_code = "insufficient_quota"
+    anthropic_type = "billing_error"
+
+    def status_for(self, dialect: Dialect) -> int:
+        return 402 if dialect is Dialect.ANTHROPIC else 429
+
+
+class RequestCapExceeded(RequestTooLarge):
+    """One request is bigger or dearer than a per-request cap allows."""
+
+    openai_code = "request_cap_exceeded"
 
 
 class UpstreamUnavailable(GatewayError):

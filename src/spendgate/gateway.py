@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config.schema import Config
+from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.models import ModelTable, build_model_table
 from spendgate.domain.pricing import PriceBook
+from spendgate.pipeline.budgeting import LeaseKeeper
 from spendgate.pricing.catalog import build_price_book
+from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.storage.base import Storage
 from spendgate.storage.open import open_storage
@@ -29,14 +34,21 @@ class Gateway:
     models: ModelTable
     providers: dict[str, Provider]
     keys: KeyService
+    budgets: BudgetBook
+    owner: str = field(default_factory=lambda: f"gw-{os.getpid()}-{os.urandom(4).hex()}")
     admin_token: str | None = field(repr=False, default=None)
+    lease_keeper: LeaseKeeper | None = None
     http: aiohttp.ClientSession | None = None
     draining: bool = False
     inflight: int = 0
 
     async def start(self) -> None:
-        """Open storage and the upstream connection pool."""
+        """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
+        if self.budgets:
+            self.lease_keeper = LeaseKeeper(self.storage, self.owner, self.lease, self.clock)
+            await self.lease_keeper.tick()
+            self.lease_keeper.start()
         server = self.config.server
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
@@ -54,7 +66,18 @@ class Gateway:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        if self.lease_keeper is not None:
+            await self.lease_keeper.stop()
+            self.lease_keeper = None
         await self.storage.close()
+
+    @property
+    def budget_service(self) -> BudgetService:
+        return BudgetService(self.storage, self.budgets, self.clock)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.config.budget_settings.lease_ttl_s)
 
     def session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -85,5 +108,6 @@ def build_gateway(
         models=build_model_table(config, prices),
         providers=build_providers(config, env, source, require_secrets=require_secrets),
         keys=KeyService(storage, config, clock),
+        budgets=BudgetBook.from_config(config),
         admin_token=env.get(config.server.admin_token_env) or None,
     )

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from spendgate.api import budgets
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import usage_handler
 from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
@@ -148,3 +149,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key))
     router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
     router.add_get("/admin/usage", _guard(gateway_key, usage_handler))
+    router.add_get("/admin/budgets", _guard(gateway_key, budgets.list_budgets))
+    router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit))
+    router.add_delete("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit))
+    router.add_post("/admin/budgets/{name}/reset", _guard(gateway_key, budgets.reset))

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from spendgate.errors import Dialect, GatewayError, NotFound
+from spendgate.pipeline.proxy import REQUEST_ID_KEY
 
 log = logging.getLogger("spendgate.errors")
 
@@ -34,7 +35,7 @@ def render(error: GatewayError, dialect: Dialect, request_id: str | None) -> web
             headers["x-request-id"] = request_id
     return web.Response(
         body=orjson.dumps(error.body(dialect, request_id)),
-        status=error.status,
+        status=error.status_for(dialect),
         headers=headers,
         content_type="application/json",
     )
@@ -51,6 +52,13 @@ class _MethodNotAllowed(GatewayError):
     anthropic_type = "invalid_request_error"
 
 
+def _response_started(request: web.Request) -> bool:
+    """Whether part of a response (a stream's headers or events) is already on the wire: no
+    error response can follow it. Re-raised, aiohttp cuts the connection instead, which
+    clients report as a broken stream rather than reading a status line as stream data."""
+    return request.writer.output_size > 0
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,7 +66,9 @@ async def error_middleware(
     try:
         return await handler(request)
     except GatewayError as error:
-        return render(error, dialect_of(request), request.get("x-spendgate-request-id"))
+        if _response_started(request):
+            raise
+        return render(error, dialect_of(request), request.get(REQUEST_ID_KEY))
     except web.HTTPNotFound:
         missing = NotFound(f"No route for {request.method} {request.path} on this gateway.")
         return render(missing, dialect_of(request), None)
@@ -69,5 +79,7 @@ async def error_middleware(
         raise
     except Exception:
         log.exception("unexpected error", extra={"path": request.path})
+        if _response_started(request):
+            raise
         internal = _Internal("spendgate hit an internal error; the request was not completed.")
-        return render(internal, dialect_of(request), request.get("x-spendgate-request-id"))
+        return render(internal, dialect_of(request), request.get(REQUEST_ID_KEY))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from spendgate import __version__
+from spendgate.cli.budgets import budgets
 from spendgate.cli.check import check_config
 from spendgate.cli.common import config_option, gateway_for
 from spendgate.cli.keys import keys
@@ -36,6 +37,7 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
 
 cli.add_command(check_config)
 cli.add_command(keys)
+cli.add_command(budgets)
 
 
 def _register_optional() -> None:

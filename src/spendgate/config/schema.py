@@ -159,6 +159,92 @@ class OrgConfig(Strict):
     teams: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
 
 
+class BudgetScope(StrEnum):
+    ORG = "org"
+    TEAM = "team"
+    SERVICE = "service"
+    USER = "user"
+    KEY = "key"
+    TAG = "tag"
+
+
+PERIOD_PATTERN = r"^(hourly|daily|weekly|monthly|lifetime|rolling:[1-9][0-9]*[mhd])$"
+
+
+class BudgetConfig(Strict):
+    """A spend or token limit on one scope, per period. See docs/budgets.md."""
+
+    name: Annotated[str, Field(pattern=NAME)]
+    scope: BudgetScope
+    match: Annotated[str, Field(min_length=1)] = "*"
+    models: list[str] = Field(default_factory=list)
+    limit_usd: Decimal | None = None
+    limit_tokens: Annotated[int | None, Field(gt=0)] = None
+    period: Annotated[str, Field(pattern=PERIOD_PATTERN)] = "monthly"
+    hard: bool = True
+    soft_thresholds: list[Annotated[Decimal, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [Decimal("0.8")]
+    )
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BudgetConfig:
+        if (self.limit_usd is None) == (self.limit_tokens is None):
+            raise ValueError("give exactly one of limit_usd or limit_tokens")
+        if self.limit_usd is not None and self.limit_usd < 0:
+            raise ValueError("limit_usd must not be negative")
+        return self
+
+
+class RequestCapConfig(Strict):
+    """Limits on ONE request (the single huge prompt), for callers in a scope."""
+
+    scope: BudgetScope
+    match: Annotated[str, Field(min_length=1)] = "*"
+    models: list[str] = Field(default_factory=list)
+    max_input_tokens: Annotated[int | None, Field(gt=0)] = None
+    max_request_usd: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RequestCapConfig:
+        if self.max_input_tokens is None and self.max_request_usd is None:
+            raise ValueError("give max_input_tokens, max_request_usd or both")
+        if self.max_request_usd is not None and self.max_request_usd <= 0:
+            raise ValueError("max_request_usd must be positive")
+        return self
+
+
+class Weekday(StrEnum):
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+
+class BudgetSettingsConfig(Strict):
+    timezone: str = "UTC"
+    week_start: Weekday = Weekday.MONDAY
+    month_start_day: Annotated[int, Field(ge=1, le=28)] = 1
+    min_output_tokens: Annotated[int, Field(ge=1)] = 256
+    default_max_output_tokens: Annotated[int, Field(ge=1)] = 16_384
+    lease_ttl_s: Annotated[float, Field(ge=1)] = 120.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from None
+        return value
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -168,6 +254,9 @@ class Config(Strict):
     models: dict[Annotated[str, Field(pattern=NAME)], ModelConfig] = Field(default_factory=dict)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     orgs: dict[Annotated[str, Field(pattern=NAME)], OrgConfig] = Field(default_factory=dict)
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    request_caps: list[RequestCapConfig] = Field(default_factory=list)
+    budget_settings: BudgetSettingsConfig = Field(default_factory=BudgetSettingsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -185,6 +274,10 @@ class Config(Strict):
                 raise ValueError(
                     f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
                 )
+        names = [budget.name for budget in self.budgets]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"budgets: duplicate budget name(s): {', '.join(duplicates)}")
         seen: dict[str, str] = {}
         for org, spec in self.orgs.items():
             for team in spec.teams:

@@ -43,3 +43,6 @@ class LedgerRow:
     usage_estimated: bool
     upstream_request_id: str | None = None
     error: str | None = None
+    output_ceiling: int | None = None  # the output ceiling reserved for (per choice)
+    clamped_from: int | None = None  # the ceiling the request asked for, when spendgate lowered it
+    unreconciled: bool = False  # charged at its reservation: the gateway died before settling

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
@@ -14,6 +14,9 @@ from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.surfaces import SurfaceSpec
+
+if TYPE_CHECKING:
+    from spendgate.pipeline.budgeting import Ticket
 
 
 def new_request_id() -> str:
@@ -35,6 +38,8 @@ class Exchange:
     stream: bool = False
     ttfb: float | None = None
     upstream_request_id: str | None = None
+    ticket: Ticket | None = None
+    settled: bool = False
 
     def mark_first_byte(self, now: float) -> None:
         if self.ttfb is None:
@@ -81,7 +86,19 @@ class Exchange:
             usage_estimated=usage.estimated,
             upstream_request_id=self.upstream_request_id,
             error=error,
+            output_ceiling=self.ticket.ceiling if self.ticket else None,
+            clamped_from=self._clamped_from(),
         )
+
+    def _clamped_from(self) -> int | None:
+        ticket = self.ticket
+        if ticket is None or not ticket.admitted.clamped:
+            return None
+        return ticket.plan.worst.requested_ceiling
+
+    def template_row(self) -> LedgerRow:
+        """The identity part of this request's row, for a reservation that may lapse."""
+        return self.row(now=self.started, usage=Usage(), status=0)
 
 
 def cut_short(reported: Usage | None, estimate: Usage) -> Usage:

@@ -42,6 +42,19 @@ class StreamMeter(Protocol):
 
     def error_event(self, code: str, message: str) -> bytes: ...
 
+    def pieces(self) -> list[str]:
+        """The generated text so far, in the pieces it arrived in (appended to, never edited)."""
+        ...
+
+    def cut_events(self, usage: Usage) -> bytes:
+        """The dialect's clean ending for a stream spendgate stops at the output ceiling."""
+        ...
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
 
 def _load(data: bytes) -> dict[str, Any] | None:
     try:
@@ -61,6 +74,8 @@ class ChatMeter:
         self.finished = False
         self._usage: dict[str, Any] | None = None
         self._pieces: list[str] = []
+        self._first: dict[str, Any] = {}
+        self._indices: set[int] = set()
 
     def feed(self, event: SseEvent) -> Action:
         if event.data == b"[DONE]":
@@ -74,6 +89,7 @@ class ChatMeter:
             return Action.FORWARD
         if self.served_model is None and isinstance(chunk.get("model"), str):
             self.served_model = chunk["model"]
+            self._first = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
         usage = chunk.get("usage")
         choices = chunk.get("choices")
         if isinstance(usage, dict):
@@ -86,6 +102,8 @@ class ChatMeter:
 
     def _collect(self, choices: list[Any]) -> None:
         for choice in choices:
+            if isinstance(choice, dict) and isinstance(choice.get("index"), int):
+                self._indices.add(choice["index"])
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if not isinstance(delta, dict):
                 continue
@@ -105,9 +123,28 @@ class ChatMeter:
     def generated_text(self) -> str:
         return "".join(self._pieces)
 
+    def pieces(self) -> list[str]:
+        return self._pieces
+
     def error_event(self, code: str, message: str) -> bytes:
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
         return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def cut_events(self, usage: Usage) -> bytes:
+        head = {"object": "chat.completion.chunk", **self._first}
+        finals: list[dict[str, Any]] = [
+            {"index": i, "delta": {}, "logprobs": None, "finish_reason": "length"}
+            for i in sorted(self._indices or {0})
+        ]
+        out = _sse({**head, "choices": finals, "usage": None})
+        if self.client_wants_usage:
+            counts = {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            }
+            out += _sse({**head, "choices": [], "usage": counts})
+        return out + b"data: [DONE]\n\n"
 
 
 _RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -132,6 +169,7 @@ class ResponsesMeter:
         self._usage: dict[str, Any] | None = None
         self._pieces: list[str] = []
         self._sequence = 0
+        self._response: dict[str, Any] = {}
 
     def feed(self, event: SseEvent) -> Action:
         payload = _load(event.data)
@@ -160,6 +198,7 @@ class ResponsesMeter:
     def _note_response(self, response: object) -> None:
         if not isinstance(response, dict):
             return
+        self._response = {k: response[k] for k in ("id", "created_at", "model") if k in response}
         if isinstance(response.get("model"), str):
             self.served_model = response["model"]
         if isinstance(response.get("usage"), dict):
@@ -170,6 +209,31 @@ class ResponsesMeter:
 
     def generated_text(self) -> str:
         return "".join(self._pieces)
+
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def cut_events(self, usage: Usage) -> bytes:
+        response = {
+            "object": "response",
+            **self._response,
+            "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [],
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+                "output_tokens": usage.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        }
+        event = {
+            "type": "response.incomplete",
+            "sequence_number": self._sequence + 1,
+            "response": response,
+        }
+        return _sse(event, "response.incomplete")
 
     def error_event(self, code: str, message: str) -> bytes:
         body = {
@@ -191,6 +255,7 @@ class AnthropicMeter:
         self.finished = False
         self._usage: dict[str, Any] | None = None
         self._pieces: list[str] = []
+        self._open_block: int | None = None
 
     def feed(self, event: SseEvent) -> Action:
         kind = event.event
@@ -205,6 +270,10 @@ class AnthropicMeter:
         kind = kind or payload.get("type")
         if kind == "content_block_delta":
             self._collect(payload.get("delta"))
+        elif kind == "content_block_start":
+            self._open_block = payload.get("index") if isinstance(payload.get("index"), int) else 0
+        elif kind == "content_block_stop":
+            self._open_block = None
         elif kind == "message_start":
             message = payload.get("message")
             if isinstance(message, dict):
@@ -231,8 +300,21 @@ class AnthropicMeter:
     def usage(self) -> Usage | None:
         return usage_parsers.from_anthropic(self._usage) if self._usage else None
 
-    def partial_usage(self) -> dict[str, Any] | None:
-        return self._usage
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def cut_events(self, usage: Usage) -> bytes:
+        out = b""
+        if self._open_block is not None:
+            out += _sse(
+                {"type": "content_block_stop", "index": self._open_block}, "content_block_stop"
+            )
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+            "usage": {"output_tokens": usage.output_tokens},
+        }
+        return out + _sse(delta, "message_delta") + _sse({"type": "message_stop"}, "message_stop")
 
     def generated_text(self) -> str:
         return "".join(self._pieces)

@@ -8,32 +8,30 @@ request the client saw complete. Requests that never reached an upstream leave n
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from spendgate.config.schema import ProviderKind
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.errors import InvalidRequest, RequestTooLarge, UpstreamTimeout, UpstreamUnavailable
 from spendgate.gateway import Gateway
-from spendgate.pipeline.exchange import Exchange, cut_short, new_request_id
-from spendgate.pipeline.meters import Action, StreamMeter
-from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
-from spendgate.upstream.providers import response_headers
-from spendgate.upstream.sse import EventSplitter
-
-log = logging.getLogger("spendgate.access")
-
-REQUEST_ID_HEADER = "x-spendgate-request-id"
-_UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
-_BROKEN_UPSTREAM = (
-    aiohttp.ClientPayloadError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
+from spendgate.pipeline.budgeting import Ticket, admit
+from spendgate.pipeline.exchange import Exchange, new_request_id
+from spendgate.pipeline.outcome import (
+    BROKEN_UPSTREAM,
+    REQUEST_ID_HEADER,
+    client_headers,
+    record,
 )
+from spendgate.pipeline.relay import relay_stream
+from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
+
+REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
+_UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
 
 
 def credential(request: web.Request) -> str | None:
@@ -79,7 +77,7 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     started = gateway.clock.monotonic()
     arrived = gateway.clock.now()
     request_id = new_request_id()
-    request[REQUEST_ID_HEADER] = request_id
+    request[REQUEST_ID_KEY] = request_id
     key = await gateway.keys.authenticate(credential(request))
     raw, body = await read_json_object(request, gateway.config.server.max_body_bytes)
     route = gateway.models.resolve(require_model(body), spec.dialect)
@@ -97,9 +95,49 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         price=price,
         body=body,
     )
-    prepared = spec.prepare(raw, body, deployment.upstream_model)
-    exchange.stream = prepared.stream
-    return await _forward(gateway, request, exchange, prepared)
+    exchange.ticket = await _admit(gateway, exchange)
+    try:
+        prepared = spec.prepare(
+            raw,
+            body,
+            deployment.upstream_model,
+            ceiling=_ceiling_to_send(exchange.ticket),
+            legacy_field=gateway.providers[deployment.provider].kind
+            is ProviderKind.OPENAI_COMPATIBLE,
+        )
+        exchange.stream = prepared.stream
+        return await _forward(gateway, request, exchange, prepared)
+    finally:
+        if exchange.ticket is not None and not exchange.settled:
+            # Never reached a row-writing path (upstream unreachable, bad body...): release.
+            row = exchange.row(
+                now=gateway.clock.monotonic(), usage=Usage(), status=0, error="not sent upstream"
+            )
+            await record(gateway, exchange, row)
+
+
+async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:
+    if not gateway.budgets:
+        return None
+    settings = gateway.config.budget_settings
+    return await admit(
+        gateway.storage,
+        gateway.budgets,
+        exchange,
+        owner=gateway.owner,
+        lease=gateway.lease,
+        min_output=settings.min_output_tokens,
+        default_ceiling=settings.default_max_output_tokens,
+    )
+
+
+def _ceiling_to_send(ticket: Ticket | None) -> int | None:
+    """Spendgate sets the output ceiling only when it clamps one or the request had none."""
+    if ticket is None:
+        return None
+    if ticket.admitted.clamped or ticket.requested_ceiling is None:
+        return ticket.ceiling
+    return None
 
 
 async def _forward(
@@ -115,15 +153,15 @@ async def _forward(
             f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
         ) from None
     except asyncio.CancelledError:
-        await _record(gateway, _lost(gateway, exchange, 499, "client disconnected", True))
+        await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
         raise
     except TimeoutError:
-        await _record(gateway, _lost(gateway, exchange, 504, "upstream timeout"))
+        await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
         raise UpstreamTimeout(
             f"The upstream provider '{provider.name}' did not answer in time."
         ) from None
-    except _BROKEN_UPSTREAM as exc:
-        await _record(gateway, _lost(gateway, exchange, 502, f"upstream broke: {exc}"))
+    except BROKEN_UPSTREAM as exc:
+        await record(gateway, exchange, _lost(gateway, exchange, 502, f"upstream broke: {exc}"))
         raise UpstreamUnavailable(
             f"The connection to the upstream provider '{provider.name}' broke before it answered."
         ) from None
@@ -131,7 +169,7 @@ async def _forward(
     exchange.upstream_request_id = _upstream_id(upstream.headers)
     try:
         if prepared.stream and upstream.status == 200 and _is_sse(upstream):
-            return await _relay_stream(gateway, request, exchange, prepared, upstream)
+            return await relay_stream(gateway, request, exchange, prepared, upstream)
         return await _relay_body(gateway, exchange, upstream)
     finally:
         upstream.release()
@@ -162,48 +200,19 @@ def _lost(
     )
 
 
-async def _record(gateway: Gateway, row: LedgerRow) -> None:
-    await asyncio.shield(gateway.storage.record(row))
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            extra={
-                "request_id": row.request_id,
-                "key_id": row.key_id,
-                "team": row.team,
-                "surface": row.surface,
-                "model": row.requested_model,
-                "status": row.status,
-                "latency_ms": row.latency_ms,
-                "input_tokens": row.input_tokens,
-                "output_tokens": row.output_tokens,
-                "cost_nanos": row.cost_nanos,
-                "streamed": row.streamed,
-                "disconnected": row.client_disconnected,
-                "estimated": row.usage_estimated,
-            },
-        )
-
-
-def _headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict[str, str]:
-    headers = response_headers(upstream.headers)
-    headers[REQUEST_ID_HEADER] = exchange.request_id
-    return headers
-
-
 async def _relay_body(
     gateway: Gateway, exchange: Exchange, upstream: aiohttp.ClientResponse
 ) -> web.Response:
     try:
         payload = await upstream.read()
     except asyncio.CancelledError:
-        await _record(gateway, _lost(gateway, exchange, 499, "client disconnected", True))
+        await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
         raise
     except TimeoutError:
-        await _record(gateway, _lost(gateway, exchange, 504, "upstream timeout"))
+        await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
         raise UpstreamTimeout("The upstream provider stopped sending its answer.") from None
-    except _BROKEN_UPSTREAM:
-        await _record(gateway, _lost(gateway, exchange, 502, "upstream broke mid-body"))
+    except BROKEN_UPSTREAM:
+        await record(gateway, exchange, _lost(gateway, exchange, 502, "upstream broke mid-body"))
         raise UpstreamUnavailable("The upstream provider broke off its answer.") from None
     usage, served, error = _body_usage(exchange, upstream.status, payload)
     row = exchange.row(
@@ -213,8 +222,10 @@ async def _relay_body(
         served_model=served,
         error=error,
     )
-    await _record(gateway, row)
-    return web.Response(body=payload, status=upstream.status, headers=_headers(exchange, upstream))
+    await record(gateway, exchange, row)
+    return web.Response(
+        body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
+    )
 
 
 def _body_usage(
@@ -240,100 +251,3 @@ def _upstream_error_text(document: dict[str, Any], status: int) -> str:
         message = error.get("message") or error.get("type") or ""
         return f"upstream {status}: {str(message)[:300]}"
     return f"upstream {status}"
-
-
-class _Relay:
-    """Moves one SSE stream from upstream to client, event by event, metering as it goes."""
-
-    def __init__(self, exchange: Exchange, meter: StreamMeter) -> None:
-        self.exchange = exchange
-        self.meter = meter
-        self.splitter = EventSplitter()
-        self.held: list[bytes] = []
-        self.disconnected = False
-        self.broken: str | None = None
-
-    def sort(self, chunk: bytes) -> bytes:
-        out = []
-        for event in self.splitter.feed(chunk):
-            action = self.meter.feed(event)
-            if action is Action.FORWARD:
-                out.append(event.raw)
-            elif action is Action.HOLD:
-                self.held.append(event.raw)
-        return b"".join(out)
-
-    def usage(self) -> Usage:
-        reported = self.meter.usage()
-        if self.meter.finished and reported is not None:
-            return reported
-        estimate = self.exchange.estimate(self.meter.generated_text())
-        if self.meter.finished:
-            return estimate
-        return cut_short(reported, estimate)
-
-
-async def _relay_stream(
-    gateway: Gateway,
-    request: web.Request,
-    exchange: Exchange,
-    prepared: Prepared,
-    upstream: aiohttp.ClientResponse,
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, headers=_headers(exchange, upstream))
-    relay = _Relay(exchange, exchange.spec.meter(prepared))
-    try:
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
-            out = relay.sort(chunk)
-            if out:
-                await response.write(out)
-    except asyncio.CancelledError:
-        relay.disconnected = True
-        upstream.close()
-        await _record(gateway, _stream_row(gateway, relay))
-        raise
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        relay.disconnected = True
-        upstream.close()
-    except TimeoutError:
-        relay.broken = "upstream timeout mid-stream"
-    except _BROKEN_UPSTREAM as exc:
-        relay.broken = f"upstream broke mid-stream: {type(exc).__name__}"
-    if not relay.meter.finished and relay.broken is None and not relay.disconnected:
-        relay.broken = "upstream ended the stream without its terminal event"
-    await _record(gateway, _stream_row(gateway, relay))
-    if not relay.disconnected:
-        await _finish_stream(response, relay)
-    return response
-
-
-def _stream_row(gateway: Gateway, relay: _Relay) -> LedgerRow:
-    error = relay.broken or relay.meter.upstream_error
-    if relay.disconnected:
-        error = "client disconnected mid-stream"
-    return relay.exchange.row(
-        now=gateway.clock.monotonic(),
-        usage=relay.usage(),
-        status=200,
-        served_model=relay.meter.served_model,
-        client_disconnected=relay.disconnected,
-        error=error,
-    )
-
-
-async def _finish_stream(response: web.StreamResponse, relay: _Relay) -> None:
-    tail = b""
-    if relay.broken is not None:
-        tail += relay.meter.error_event(
-            "upstream_error",
-            f"The upstream provider's stream broke off ({relay.broken}); what was generated "
-            "so far has been metered.",
-        )
-    tail += b"".join(relay.held)
-    try:
-        if tail:
-            await response.write(tail)
-        await response.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-        pass

@@ -37,12 +37,64 @@ class SurfaceSpec:
     billed: bool
     usage_parser: Callable[[Mapping[str, Any]], Usage] | None
     input_counter: Callable[[str, Mapping[str, Any]], tokens.TokenCount]
+    ceiling_fields: tuple[str, ...] = ()  # where the request states its output ceiling
 
-    def prepare(self, raw: bytes, body: dict[str, Any], upstream_model: str) -> Prepared:
+    def requested_output(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        """The output ceiling per choice the request states (None: none), and its choices."""
+        ceiling = None
+        for name in self.ceiling_fields:
+            value = body.get(name)
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise InvalidRequest(f"'{name}' must be a non-negative integer", param=name)
+                ceiling = value
+                break
+        choices = body.get("n", 1) if self.surface is Surface.OPENAI_CHAT else 1
+        if choices is None:
+            choices = 1
+        if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= 128:
+            raise InvalidRequest("'n' must be an integer from 1 to 128", param="n")
+        return ceiling, choices
+
+    def min_ceiling(self, body: Mapping[str, Any]) -> int:
+        """The lowest output ceiling the upstream accepts for this body."""
+        thinking = body.get("thinking")
+        enabled = isinstance(thinking, dict) and thinking.get("type") == "enabled"
+        if self.surface is Surface.ANTHROPIC_MESSAGES and enabled:
+            return 1025  # budget_tokens >= 1024 must stay below max_tokens
+        return 1
+
+    def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
+        """Write the output ceiling where the request had it (or the surface's usual field)."""
+        present = [name for name in self.ceiling_fields if body.get(name) is not None]
+        if present:
+            field = present[0]
+        elif self.surface is Surface.OPENAI_CHAT and legacy_field:
+            field = "max_tokens"  # OpenAI-compatible servers (vLLM, Ollama) know this one
+        else:
+            field = self.ceiling_fields[0]
+        body[field] = ceiling
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if isinstance(thinking, dict) and isinstance(budget, int) and budget >= ceiling:
+            body["thinking"] = {**thinking, "budget_tokens": max(1024, ceiling - 1)}
+
+    def prepare(
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        upstream_model: str,
+        *,
+        ceiling: int | None = None,
+        legacy_field: bool = False,
+    ) -> Prepared:
         stream = self.streams and body.get("stream") is True
         changed = False
         if body.get("model") != upstream_model:
             body["model"] = upstream_model
+            changed = True
+        if ceiling is not None and self.ceiling_fields:
+            self.set_ceiling(body, ceiling, legacy_field=legacy_field)
             changed = True
         client_wants_usage = True
         if stream and self.surface is Surface.OPENAI_CHAT:
@@ -93,6 +145,7 @@ CHAT = SurfaceSpec(
     billed=True,
     usage_parser=usage_parsers.from_openai_chat,
     input_counter=tokens.count_chat_input,
+    ceiling_fields=("max_completion_tokens", "max_tokens"),
 )
 RESPONSES = SurfaceSpec(
     Surface.OPENAI_RESPONSES,
@@ -102,6 +155,7 @@ RESPONSES = SurfaceSpec(
     billed=True,
     usage_parser=usage_parsers.from_openai_responses,
     input_counter=tokens.count_responses_input,
+    ceiling_fields=("max_output_tokens",),
 )
 EMBEDDINGS = SurfaceSpec(
     Surface.OPENAI_EMBEDDINGS,
@@ -120,6 +174,7 @@ MESSAGES = SurfaceSpec(
     billed=True,
     usage_parser=usage_parsers.from_anthropic,
     input_counter=tokens.count_anthropic_input,
+    ceiling_fields=("max_tokens",),
 )
 COUNT_TOKENS = SurfaceSpec(
     Surface.ANTHROPIC_COUNT_TOKENS,

@@ -8,14 +8,46 @@ commits reach the OS but are not fsynced one by one).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase
+from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.totals import GroupBy, UsageGroup, UsageQuery
 
-__all__ = ["GroupBy", "Storage", "UsageGroup", "UsageQuery"]
+__all__ = [
+    "BudgetOverride",
+    "GroupBy",
+    "ReservationPlan",
+    "Storage",
+    "UsageGroup",
+    "UsageQuery",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationPlan:
+    """Everything `Storage.reserve` needs to decide and record one reservation atomically."""
+
+    reservation_id: str  # the request id
+    owner: str  # the gateway process that holds the lease
+    expires_at: datetime  # lease expiry; renewed while the request runs
+    counters: tuple[CounterRef, ...]
+    worst: WorstCase
+    caps: tuple[RequestCap, ...]
+    min_output: int
+    template: LedgerRow  # identity fields for the row written if the lease lapses
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOverride:
+    budget: str
+    limit: int  # in the budget's unit
+    expires_at: datetime | None  # None: until changed again
+    created_at: datetime
 
 
 class Storage(Protocol):
@@ -51,4 +83,53 @@ class Storage(Protocol):
         self, since: datetime, until: datetime, *, limit: int | None = None
     ) -> list[LedgerRow]:
         """Rows over ``[since, until)``, oldest first."""
+        ...
+
+    # ---- budgets: reservations are atomic across every counter, and durable leases ----
+
+    async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
+        """In one transaction: read every counter (with its effective limit), run
+        `spendgate.domain.admission.decide`, and if admitted add each amount to the counter's
+        reserved total and store the reservation with its lease. All counters or none."""
+        ...
+
+    async def settle(self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow) -> bool:
+        """In one transaction: release the reservation's reserved amounts, add ``amounts``
+        (aligned with the plan's counters) to spent, and insert the ledger row. Idempotent:
+        returns False, and changes nothing, if the reservation is already settled or lapsed."""
+        ...
+
+    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
+        """Extend every lease held by ``owner``; returns how many."""
+        ...
+
+    async def expire_leases(self, now: datetime) -> int:
+        """Settle every reservation whose lease expired before ``now`` at its reserved amount,
+        writing its `spendgate.domain.settlement.lapsed_row`; returns how many."""
+        ...
+
+    async def counter_states(
+        self, refs: tuple[CounterRef, ...], now: datetime
+    ) -> list[CounterState]:
+        """Current spent/reserved and effective limit of each counter (window sums)."""
+        ...
+
+    async def active_members(self, budget: str, since_ms: int) -> list[str]:
+        """Members of a budget with a counter at or after ``since_ms`` (for listings)."""
+        ...
+
+    async def set_override(self, override: BudgetOverride) -> None:
+        """A runtime limit for a budget, replacing the configured one until it expires."""
+        ...
+
+    async def clear_overrides(self, budget: str) -> int: ...
+
+    async def overrides(self, now: datetime) -> list[BudgetOverride]:
+        """Overrides in force at ``now`` (latest per budget)."""
+        ...
+
+    async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
+        """Zero the spent amount of a budget's counters from ``since_ms`` (current window),
+        for one member or all; reserved amounts (requests in flight) stay. The ledger keeps
+        every row: a reset forgives spend, it does not erase history."""
         ...

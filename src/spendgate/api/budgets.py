@@ -1,0 +1,79 @@
+"""Admin routes for budgets: see them, change limits at run time, reset them.
+
+GET    /admin/budgets                     every budget's counters (?name=)
+PUT    /admin/budgets/{name}/limit        {"limit": "250.00", "expires_at": null | ISO time}
+DELETE /admin/budgets/{name}/limit        back to the configured limit
+POST   /admin/budgets/{name}/reset        {"member": null | "alice"}: forgive this window's spend
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from spendgate.errors import InvalidRequest
+from spendgate.gateway import Gateway
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    views = await gateway.budget_service.overview(request.query.get("name"))
+    return _json({"data": [view.to_json() for view in views]})
+
+
+async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    body = await _body(request)
+    unknown = set(body) - {"limit", "expires_at"}
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+    limit = body.get("limit")
+    if not isinstance(limit, str | int) or isinstance(limit, bool):
+        raise InvalidRequest("'limit' is required: a dollar string or a token count", param="limit")
+    expires = body.get("expires_at")
+    try:
+        expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
+    except ValueError:
+        raise InvalidRequest("'expires_at' must be an ISO 8601 time", param="expires_at") from None
+    override = await gateway.budget_service.set_limit(
+        request.match_info["name"], str(limit), expires_at
+    )
+    return _json(
+        {
+            "name": override.budget,
+            "limit": override.limit,
+            "expires_at": override.expires_at.isoformat() if override.expires_at else None,
+        }
+    )
+
+
+async def clear_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    cleared = await gateway.budget_service.clear_override(request.match_info["name"])
+    return _json({"name": request.match_info["name"], "overrides_cleared": cleared})
+
+
+async def reset(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    body = await _body(request)
+    member = body.get("member")
+    if member is not None and not isinstance(member, str):
+        raise InvalidRequest("'member' must be a string or null", param="member")
+    counters = await gateway.budget_service.reset(request.match_info["name"], member)
+    return _json({"name": request.match_info["name"], "member": member, "counters_reset": counters})

@@ -1,0 +1,85 @@
+"""``spendgate budgets``: see every budget's spend, and adjust limits at run time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+import orjson
+
+from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.services.budgets import BudgetView
+
+
+@click.group(invoke_without_command=True)
+@config_option
+@click.option("--name", default=None, help="Only this budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (as the admin API).")
+@click.pass_context
+def budgets(ctx: click.Context, config_path: str | None, name: str | None, as_json: bool) -> None:
+    """Show budgets: spent, reserved, remaining and next reset (the default action)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    gateway = gateway_for(config_path)
+    views = run_with_storage(gateway, lambda g: g.budget_service.overview(name))
+    if as_json:
+        click.echo(orjson.dumps([v.to_json() for v in views], option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(render_table(views))
+
+
+def render_table(views: list[BudgetView]) -> str:
+    if not views:
+        return "no budget has a counter yet (budgets with match '*' appear once used)"
+    lines = [
+        f"{'BUDGET':<20} {'MEMBER':<16} {'PERIOD':<12} {'SPENT':>14} {'RESERVED':>12} "
+        f"{'LIMIT':>14} {'USED':>6}  {'STATE':<9} RESETS"
+    ]
+    for view in views:
+        data = view.to_json()
+        shown = data["display"]
+        assert isinstance(shown, dict)
+        resets = data["resets_at"] or "never"
+        override = " (override)" if view.override else ""
+        period = str(view.budget.period)[:12]
+        lines.append(
+            f"{view.budget.name[:20]:<20} {view.member[:16]:<16} {period:<12} "
+            f"{shown['spent']:>14} {shown['reserved']:>12} {shown['limit']:>14} "
+            f"{view.state.used_bp / 100:>5.1f}%  {view.state.state:<9} {resets}{override}"
+        )
+    return "\n".join(lines)
+
+
+@budgets.command("set-limit")
+@config_option
+@click.argument("name")
+@click.argument("limit")
+@click.option("--until", type=click.DateTime(), default=None, help="Expiry (UTC) of the change.")
+def set_limit(config_path: str | None, name: str, limit: str, until: datetime | None) -> None:
+    """Change a budget's limit at run time (dollars or tokens, per its unit)."""
+    gateway = gateway_for(config_path)
+    expires = until.replace(tzinfo=UTC) if until else None
+    override = run_with_storage(gateway, lambda g: g.budget_service.set_limit(name, limit, expires))
+    when = f" until {override.expires_at.isoformat()}" if override.expires_at else ""
+    click.echo(f"{name}: limit set to {limit}{when}")
+
+
+@budgets.command("clear-limit")
+@config_option
+@click.argument("name")
+def clear_limit(config_path: str | None, name: str) -> None:
+    """Drop run-time limit changes: back to the configured limit."""
+    gateway = gateway_for(config_path)
+    cleared = run_with_storage(gateway, lambda g: g.budget_service.clear_override(name))
+    click.echo(f"{name}: {cleared} override(s) cleared")
+
+
+@budgets.command("reset")
+@config_option
+@click.argument("name")
+@click.option("--member", default=None, help="Only this member (default: all).")
+def reset(config_path: str | None, name: str, member: str | None) -> None:
+    """Forgive the current window's spend (the ledger keeps every row)."""
+    gateway = gateway_for(config_path)
+    count = run_with_storage(gateway, lambda g: g.budget_service.reset(name, member))
+    click.echo(f"{name}: {count} counter(s) reset")

@@ -1,0 +1,157 @@
+"""The admission decision: price a request's worst case, and find the largest output
+ceiling that every applicable budget and request cap can still afford. Pure.
+
+The arithmetic is exact in integers. For a dollar budget with ``room`` nano-dollars left,
+a ceiling of ``k`` output tokens (per choice, ``n`` choices) costs
+``input_cost + ceil(k * n * rate / 10**6)``, which fits iff
+``k * n * rate <= (room - input_cost) * 10**6``; so the largest affordable ``k`` is
+``floor((room - input_cost) * 10**6 / (n * rate))``. For a token budget it is
+``floor((room - input_tokens) / n)``. The request is admitted with the smallest of these
+and its own ceiling; clamped if that is below what it asked for but at least the
+configured minimum; refused otherwise, naming the budget that was tightest.
+
+Invariant (checked by a property test): if every reservation is settled at most at its
+reserved amount, ``spent + reserved <= limit`` holds on every hard budget at all times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spendgate.domain.budgets import CounterRef, RequestCap, Unit
+from spendgate.domain.pricing import Price
+from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos, token_cost
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    input_tokens: int  # an upper bound unless input_exact
+    input_exact: bool
+    requested_ceiling: int  # output tokens per choice the request may produce
+    choices: int
+    input_cost: int  # nano-dollars: every input token at the dearest input-side rate
+    output_rate: int  # nano-dollars per million output tokens (the dearer of output/reasoning)
+
+    def amount(self, unit: Unit, ceiling: int) -> int:
+        output = ceiling * self.choices
+        if unit is Unit.TOKENS:
+            return self.input_tokens + output
+        return self.input_cost + token_cost(output, Nanos(self.output_rate))
+
+    def affordable(self, unit: Unit, room: int) -> int:
+        """Largest ceiling whose amount fits in ``room``; -1 if not even the input fits."""
+        fixed = self.input_tokens if unit is Unit.TOKENS else self.input_cost
+        if room < fixed:
+            return -1
+        spare = room - fixed
+        if unit is Unit.TOKENS:
+            return spare // self.choices
+        if self.output_rate == 0:
+            return self.requested_ceiling
+        return spare * TOKENS_PER_PRICE_UNIT // (self.choices * self.output_rate)
+
+
+def worst_case(
+    price: Price, *, input_tokens: int, input_exact: bool, ceiling: int, choices: int
+) -> WorstCase:
+    if price.free:
+        return WorstCase(input_tokens, input_exact, ceiling, choices, 0, 0)
+    rates = price.rates_for(input_tokens)
+    input_rate = max(
+        rate for rate in (rates.input, rates.cache_write, rates.cache_write_1h) if rate is not None
+    )
+    output_rate = max(rates.output, rates.reasoning or 0)
+    return WorstCase(
+        input_tokens=input_tokens,
+        input_exact=input_exact,
+        requested_ceiling=ceiling,
+        choices=choices,
+        input_cost=token_cost(input_tokens, input_rate),
+        output_rate=output_rate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    ref: CounterRef
+    limit: int  # effective limit: the configured one or a runtime override
+    spent: int
+    reserved: int
+
+    @property
+    def room(self) -> int:
+        return self.limit - self.spent - self.reserved
+
+    @property
+    def used_bp(self) -> int:
+        if self.limit <= 0:
+            return 10_000
+        return (self.spent + self.reserved) * 10_000 // self.limit
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``soft`` (past a soft threshold) or ``exhausted``."""
+        if self.room <= 0:
+            return "exhausted"
+        if any(self.used_bp >= bp for bp in self.ref.budget.soft_bp):
+            return "soft"
+        return "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    ceiling: int
+    clamped: bool
+    amounts: tuple[int, ...]  # reserved on each counter, in the order given
+    tightest: CounterState | None  # the hard budget with the least room before this request
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    counter: CounterState | None  # the budget that cannot afford the request...
+    cap: RequestCap | None  # ...or the per-request cap it exceeds
+    needed: int  # the least the request could have reserved (in the blocker's unit)
+
+
+def cap_ceiling(worst: WorstCase, caps: Sequence[RequestCap]) -> tuple[int, RequestCap | None]:
+    """The largest ceiling the per-request dollar caps allow, and the cap that binds."""
+    best, binding = worst.requested_ceiling, None
+    for cap in caps:
+        if cap.max_request_nanos is None:
+            continue
+        allowed = worst.affordable(Unit.NANOS, cap.max_request_nanos)
+        if allowed < best:
+            best, binding = allowed, cap
+    return best, binding
+
+
+def decide(
+    worst: WorstCase,
+    counters: Sequence[CounterState],
+    caps: Sequence[RequestCap],
+    min_output: int,
+) -> Admitted | Refused:
+    floor = min(min_output, worst.requested_ceiling)
+    ceiling, cap = cap_ceiling(worst, caps)
+    if ceiling < floor:
+        return Refused(None, cap, worst.amount(Unit.NANOS, floor))
+    blocker: CounterState | None = None
+    tightest: CounterState | None = None
+    for counter in counters:
+        if not counter.ref.budget.hard:
+            continue
+        if tightest is None or counter.room < tightest.room:
+            tightest = counter
+        allowed = worst.affordable(counter.ref.budget.unit, counter.room)
+        if allowed < ceiling:
+            ceiling, blocker = allowed, counter
+    if ceiling < floor:
+        assert blocker is not None
+        return Refused(blocker, None, worst.amount(blocker.ref.budget.unit, floor))
+    return Admitted(
+        ceiling=ceiling,
+        clamped=ceiling < worst.requested_ceiling,
+        amounts=tuple(worst.amount(c.ref.budget.unit, ceiling) for c in counters),
+        tightest=blocker or tightest,
+    )

@@ -1,0 +1,167 @@
+"""Relaying a server-sent-event stream: byte for byte, event by event, metered as it goes,
+guarded against outrunning its reserved output ceiling, settled on every path."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import aiohttp
+from aiohttp import web
+
+from spendgate.domain import tokens
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.usage import Usage
+from spendgate.gateway import Gateway
+from spendgate.pipeline.exchange import Exchange, cut_short
+from spendgate.pipeline.meters import Action, StreamMeter
+from spendgate.pipeline.outcome import BROKEN_UPSTREAM, client_headers, record
+from spendgate.pipeline.surfaces import Prepared
+from spendgate.upstream.sse import EventSplitter
+
+
+class OutputGuard:
+    """Notices when a stream has produced more output than its reservation covers.
+
+    It counts with ``o200k_base`` and no safety factor: for Claude and Gemini that count is
+    at or below the provider's own, so the guard cuts only streams that have really passed
+    the ceiling (an upstream ignoring ``max_tokens``), never a well-behaved one early.
+    Pieces are counted one by one (cheap); a whole recount confirms before cutting.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counted = 0
+        self._seen = 0
+
+    def over(self, pieces: list[str]) -> bool:
+        fresh = pieces[self._seen :]
+        self._seen = len(pieces)
+        if not fresh:
+            return False
+        counter = tokens.token_counter()
+        self.counted += sum(counter.count("o200k_base", piece) for piece in fresh)
+        if self.counted <= self.limit:
+            return False
+        self.counted = counter.count("o200k_base", "".join(pieces))
+        return self.counted > self.limit
+
+
+class _Relay:
+    """Moves one SSE stream from upstream to client, event by event, metering as it goes."""
+
+    def __init__(self, exchange: Exchange, meter: StreamMeter) -> None:
+        self.exchange = exchange
+        self.meter = meter
+        self.splitter = EventSplitter()
+        self.held: list[bytes] = []
+        self.disconnected = False
+        self.broken: str | None = None
+        self.cut = False
+        ticket = exchange.ticket
+        self.limit = ticket.ceiling * ticket.plan.worst.choices if ticket else None
+        self.guard = OutputGuard(self.limit) if self.limit is not None else None
+
+    def sort(self, chunk: bytes) -> bytes:
+        out = []
+        for event in self.splitter.feed(chunk):
+            action = self.meter.feed(event)
+            if action is Action.FORWARD:
+                if self.guard is not None and self.guard.over(self.meter.pieces()):
+                    self.cut = True
+                    break
+                out.append(event.raw)
+            elif action is Action.HOLD:
+                self.held.append(event.raw)
+        return b"".join(out)
+
+    def usage(self) -> Usage:
+        reported = self.meter.usage()
+        if self.meter.finished and reported is not None:
+            return reported
+        estimate = self.exchange.estimate(self.meter.generated_text())
+        usage = estimate if self.meter.finished else cut_short(reported, estimate)
+        if self.limit is not None and usage.output_tokens > self.limit:
+            # An estimate never charges past the reserved ceiling: the guard stops there.
+            usage = dataclasses.replace(usage, output_tokens=self.limit)
+        return usage
+
+
+async def relay_stream(
+    gateway: Gateway,
+    request: web.Request,
+    exchange: Exchange,
+    prepared: Prepared,
+    upstream: aiohttp.ClientResponse,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=upstream.status, headers=client_headers(exchange, upstream)
+    )
+    relay = _Relay(exchange, exchange.spec.meter(prepared))
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            out = relay.sort(chunk)
+            if out:
+                await response.write(out)
+            if relay.cut:
+                upstream.close()  # stop paying for output nobody will be charged for
+                break
+    except asyncio.CancelledError:
+        relay.disconnected = True
+        upstream.close()
+        await record(gateway, relay.exchange, _stream_row(gateway, relay))
+        raise
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        relay.disconnected = True
+        upstream.close()
+    except TimeoutError:
+        relay.broken = "upstream timeout mid-stream"
+    except BROKEN_UPSTREAM as exc:
+        relay.broken = f"upstream broke mid-stream: {type(exc).__name__}"
+    ended = relay.meter.finished or relay.cut or relay.disconnected
+    if not ended and relay.broken is None and relay.meter.upstream_error is None:
+        # (after the provider's own error event the stream ends there: nothing to add)
+        relay.broken = "upstream ended the stream without its terminal event"
+    row = _stream_row(gateway, relay)
+    await record(gateway, relay.exchange, row)
+    if not relay.disconnected:
+        await _finish_stream(response, relay, row)
+    return response
+
+
+def _stream_row(gateway: Gateway, relay: _Relay) -> LedgerRow:
+    error = relay.broken or relay.meter.upstream_error
+    if relay.cut:
+        error = f"stream ended by spendgate at the reserved output ceiling ({relay.limit} tokens)"
+    if relay.disconnected:
+        error = "client disconnected mid-stream"
+    return relay.exchange.row(
+        now=gateway.clock.monotonic(),
+        usage=relay.usage(),
+        status=200,
+        served_model=relay.meter.served_model,
+        client_disconnected=relay.disconnected,
+        error=error,
+    )
+
+
+async def _finish_stream(response: web.StreamResponse, relay: _Relay, row: LedgerRow) -> None:
+    tail = b""
+    if relay.cut:
+        usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+        tail += relay.meter.cut_events(usage)
+        relay.held.clear()
+    elif relay.broken is not None and relay.meter.upstream_error is None:
+        tail += relay.meter.error_event(
+            "upstream_error",
+            f"The upstream provider's stream broke off ({relay.broken}); what was generated "
+            "so far has been metered.",
+        )
+    tail += b"".join(relay.held)
+    try:
+        if tail:
+            await response.write(tail)
+        await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass

@@ -1,0 +1,125 @@
+"""Budget visibility and run-time control, behind both ``spendgate budgets`` and the admin API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from spendgate.clock import Clock
+from spendgate.domain.admission import CounterState
+from spendgate.domain.budgets import Budget, BudgetBook, CounterRef, Unit
+from spendgate.domain.periods import window
+from spendgate.errors import InvalidRequest, NotFound
+from spendgate.money import dollars_to_nanos
+from spendgate.storage.base import BudgetOverride, Storage
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    budget: Budget
+    member: str
+    state: CounterState
+    override: BudgetOverride | None
+
+    def to_json(self) -> dict[str, object]:
+        unit = self.budget.unit
+        ref = self.state.ref
+        return {
+            "name": self.budget.name,
+            "scope": self.budget.target.scope.value,
+            "member": self.member,
+            "models": list(self.budget.target.models),
+            "unit": unit.value,
+            "period": str(self.budget.period),
+            "hard": self.budget.hard,
+            "limit": self.state.limit,
+            "configured_limit": self.budget.limit,
+            "spent": self.state.spent,
+            "reserved": self.state.reserved,
+            "remaining": max(0, self.state.room),
+            "display": {
+                "limit": unit.render(self.state.limit),
+                "spent": unit.render(self.state.spent),
+                "reserved": unit.render(self.state.reserved),
+                "remaining": unit.render(max(0, self.state.room)),
+            },
+            "used_bp": self.state.used_bp,
+            "state": self.state.state,
+            "soft_thresholds_bp": list(self.budget.soft_bp),
+            "window_since": ref.window.since.isoformat(),
+            "resets_at": ref.window.resets_at.isoformat() if ref.window.resets_at else None,
+            "override": (
+                {
+                    "limit": self.override.limit,
+                    "expires_at": (
+                        self.override.expires_at.isoformat() if self.override.expires_at else None
+                    ),
+                }
+                if self.override
+                else None
+            ),
+        }
+
+
+class BudgetService:
+    def __init__(self, storage: Storage, book: BudgetBook, clock: Clock) -> None:
+        self._storage = storage
+        self._book = book
+        self._clock = clock
+
+    def _budget(self, name: str) -> Budget:
+        budget = self._book.get(name)
+        if budget is None:
+            known = ", ".join(b.name for b in self._book.budgets) or "none"
+            raise NotFound(f"no budget named {name!r} (budgets: {known})", param="name")
+        return budget
+
+    async def overview(self, name: str | None = None) -> list[BudgetView]:
+        now = self._clock.now()
+        budgets = [self._budget(name)] if name else list(self._book.budgets)
+        overrides = {o.budget: o for o in await self._storage.overrides(now)}
+        refs: list[CounterRef] = []
+        for budget in budgets:
+            span = window(budget.period, now, self._book.calendar)
+            if budget.target.match == "*":
+                members = await self._storage.active_members(budget.name, span.since_ms)
+            else:
+                members = [budget.target.match]
+            refs.extend(CounterRef(budget, member, span) for member in members)
+        states = await self._storage.counter_states(tuple(refs), now)
+        return [
+            BudgetView(s.ref.budget, s.ref.member, s, overrides.get(s.ref.budget.name))
+            for s in states
+        ]
+
+    async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
+        budget = self._budget(name)
+        amount = parse_limit(budget.unit, limit)
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        override = BudgetOverride(name, amount, expires_at, self._clock.now())
+        await self._storage.set_override(override)
+        return override
+
+    async def clear_override(self, name: str) -> int:
+        self._budget(name)
+        return await self._storage.clear_overrides(name)
+
+    async def reset(self, name: str, member: str | None) -> int:
+        budget = self._budget(name)
+        span = window(budget.period, self._clock.now(), self._book.calendar)
+        return await self._storage.reset_budget(name, member, span.since_ms)
+
+
+def parse_limit(unit: Unit, text: str) -> int:
+    try:
+        if unit is Unit.TOKENS:
+            value = int(text.replace(",", "").replace("_", ""))
+        else:
+            value = dollars_to_nanos(text)
+    except ValueError:
+        what = "a whole number of tokens" if unit is Unit.TOKENS else "a dollar amount like 250.00"
+        raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
+    if value < 0:
+        raise InvalidRequest("limit must not be negative", param="limit")
+    return value
