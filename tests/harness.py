@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spendgate.clock import Clock
 from spendgate.config import parse_config
 from spendgate.domain.ledger import LedgerRow
 from spendgate.gateway import Gateway, build_gateway
@@ -69,8 +70,12 @@ class GatewayHarness:
         *,
         configure: Callable[[dict[str, Any]], None] | None = None,
         sim_options: SimulatorOptions | None = None,
+        clock: Clock | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db_path = db_path
+        self._clock = clock
+        self._extra_env = env or {}
         self._configure = configure
         self._sim_options = sim_options
         self.loop = asyncio.new_event_loop()
@@ -93,7 +98,8 @@ class GatewayHarness:
             self._configure(data)
         config = parse_config(data, "harness.yaml")
         env = {"SIM_OPENAI_KEY": SIM_SECRET_OPENAI, "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC}
-        self.gateway = build_gateway(config, source="harness.yaml", env=env)
+        env.update(self._extra_env)
+        self.gateway = build_gateway(config, source="harness.yaml", env=env, clock=self._clock)
         self.running = await start_gateway(self.gateway, "127.0.0.1", 0)
 
     def stop(self) -> None:
