@@ -7,8 +7,8 @@ import logging
 import openai
 import orjson
 import pytest
-from harness import SIM_SECRET_OPENAI, GatewayHarness
 
+from harness import SIM_SECRET_OPENAI, GatewayHarness
 from spendgate.logs import JsonFormatter
 
 PROMPT = "the-launch-codes-are-0000-do-not-log-this"

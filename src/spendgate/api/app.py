@@ -50,6 +50,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
         surfaces.EMBEDDINGS,
         surfaces.MESSAGES,
         surfaces.COUNT_TOKENS,
+        surfaces.RESPONSES_INPUT_TOKENS,
     ):
         app.router.add_post(spec.path, _proxy(spec))
     app.router.add_get("/v1/responses", _websocket_refused)

@@ -11,6 +11,7 @@ class Surface(Enum):
     OPENAI_CHAT = "openai.chat"
     OPENAI_RESPONSES = "openai.responses"
     OPENAI_EMBEDDINGS = "openai.embeddings"
+    OPENAI_INPUT_TOKENS = "openai.input_tokens"
     ANTHROPIC_MESSAGES = "anthropic.messages"
     ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"
 

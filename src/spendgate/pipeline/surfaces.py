@@ -186,6 +186,16 @@ COUNT_TOKENS = SurfaceSpec(
     input_counter=_no_input,
 )
 
+RESPONSES_INPUT_TOKENS = SurfaceSpec(
+    Surface.OPENAI_INPUT_TOKENS,
+    Dialect.OPENAI,
+    "/v1/responses/input_tokens",
+    streams=False,
+    billed=False,
+    usage_parser=None,
+    input_counter=_no_input,
+)
+
 
 def response_text(surface: Surface, response: Mapping[str, Any]) -> str:
     """The generated text of a non-streamed response, for estimating its output tokens."""
