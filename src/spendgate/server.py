@@ -46,7 +46,11 @@ async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGatewa
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # e.g. the port is taken: close what setup opened (storage, pool)
+        await runner.cleanup()
+        raise
     bound = port
     for address in runner.addresses:
         if isinstance(address, tuple):

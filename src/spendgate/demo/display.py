@@ -1,0 +1,199 @@
+"""Drawing a `Snapshot`: a rich Live view on a terminal, plain lines anywhere else, and the
+closing summary. Pure rendering: the numbers arrive already read from the ledger.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rich.columns import Columns
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from spendgate.demo.traffic import TrafficStats
+from spendgate.demo.view import Snapshot
+from spendgate.domain.reports import format_bp
+from spendgate.money import format_dollars
+from spendgate.services.reports import UsageReport
+
+SERVICE_KEYS = "(service keys)"  # the user group of keys that have no user
+
+
+def money(amount_nanos: int, places: int = 4) -> str:
+    return format_dollars(amount_nanos, places)
+
+
+def _spend_table(report: UsageReport, title: str, label: str) -> Table:
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+    table.add_column(label, no_wrap=True)
+    for name in ("requests", "tokens", "spend", "share"):
+        table.add_column(name, justify="right")
+    for ranked in report.top.top:
+        group = ranked.usage
+        table.add_row(
+            group.group or SERVICE_KEYS,
+            f"{group.requests:,}",
+            f"{group.input_tokens + group.output_tokens:,}",
+            money(group.cost_nanos),
+            format_bp(ranked.share_bp),
+        )
+    if report.top.rest_groups:
+        rest = report.top.rest
+        table.add_row(
+            Text(f"({report.top.rest_groups} more)", style="dim"),
+            f"{rest.requests:,}",
+            f"{rest.input_tokens + rest.output_tokens:,}",
+            money(rest.cost_nanos),
+            format_bp(report.top.rest_share_bp),
+        )
+    return table
+
+
+def _headline(snapshot: Snapshot) -> Text:
+    return Text.assemble(
+        (money(snapshot.total_cost_nanos), "bold green"),
+        f"   {snapshot.requests:,} requests   {snapshot.rate:.1f} req/s   "
+        f"{snapshot.tokens:,} tokens   {snapshot.errors} errors",
+    )
+
+
+def _pareto_line(snapshot: Snapshot) -> Text:
+    pareto = snapshot.pareto()
+    if not pareto.users:
+        return Text("waiting for the first requests to complete...", style="dim")
+    return Text.assemble(
+        f"The top {pareto.top} of {pareto.users} users drive ",
+        (format_bp(pareto.share_bp), "bold"),
+        " of the bill.",
+    )
+
+
+def _tables(snapshot: Snapshot) -> Columns:
+    """Side by side when the console is wide enough, else one above the other."""
+    return Columns(
+        [
+            _spend_table(snapshot.by_team, "Spend by team", "team"),
+            _spend_table(snapshot.by_user, "Top users", "user"),
+        ],
+        padding=(0, 3),
+    )
+
+
+def render_live(snapshot: Snapshot, gateway_url: str) -> RenderableType:
+    title = Text.assemble(
+        ("spendgate demo", "bold"),
+        f"  gateway {gateway_url}  {snapshot.elapsed_s:5.1f}s / {snapshot.duration_s:g}s  ",
+        (snapshot.phase, "cyan"),
+    )
+    return Group(title, _headline(snapshot), _tables(snapshot), _pareto_line(snapshot))
+
+
+def plain_line(snapshot: Snapshot) -> str:
+    """One line per tick when there is no terminal to redraw."""
+    teams = ", ".join(
+        f"{r.usage.group or '-'} {money(r.usage.cost_nanos)}" for r in snapshot.by_team.top.top
+    )
+    users = ", ".join(
+        f"{r.usage.group or SERVICE_KEYS} {format_bp(r.share_bp)}"
+        for r in snapshot.by_user.top.top[:3]
+    )
+    return (
+        f"[{snapshot.elapsed_s:5.1f}s] {snapshot.requests:,} requests, {snapshot.rate:.1f} req/s, "
+        f"{snapshot.tokens:,} tokens, {money(snapshot.total_cost_nanos)} | teams: {teams} | "
+        f"top users: {users}"
+    )
+
+
+class Screen:
+    """A Live view on a terminal; elsewhere a plain line every ``plain_every_s`` seconds."""
+
+    def __init__(self, console: Console, gateway_url: str, plain_every_s: float) -> None:
+        self.console = console
+        self.gateway_url = gateway_url
+        self.plain_every_s = plain_every_s
+        self._live: Live | None = None
+        self._next_line_at = plain_every_s
+
+    def __enter__(self) -> Screen:
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def show(self, snapshot: Snapshot) -> None:
+        if self._live is not None:
+            self._live.update(render_live(snapshot, self.gateway_url), refresh=True)
+        elif snapshot.elapsed_s >= self._next_line_at:
+            self.console.print(plain_line(snapshot), soft_wrap=True, highlight=False)
+            self._next_line_at = snapshot.elapsed_s + self.plain_every_s
+
+
+def print_summary(
+    console: Console,
+    snapshot: Snapshot,
+    stats: TrafficStats,
+    *,
+    sending_s: float,
+    db_path: Path,
+    config_path: Path | None,
+    interrupted: bool,
+) -> None:
+    out = console.print
+    out()
+    out(_how_it_ended(snapshot, stats, sending_s, interrupted), soft_wrap=True, highlight=False)
+    out(
+        f"Total spend: {money(snapshot.total_cost_nanos, 6)} over {snapshot.requests:,} "
+        f"requests and {snapshot.tokens:,} tokens ({snapshot.errors} errors), as the ledger "
+        "records it.",
+        soft_wrap=True,
+        highlight=False,
+    )
+    out(_tables(snapshot))
+    out(_pareto_line(snapshot))
+    models = " | ".join(
+        f"{r.usage.group} {format_bp(r.share_bp)}" for r in snapshot.by_model.top.top
+    )
+    out(f"By model: {models}", soft_wrap=True, highlight=False)
+    if stats.failed:
+        out(f"{stats.failed} calls failed (last: {stats.last_failure}).", soft_wrap=True)
+    out()
+    out(f"Ledger (SQLite): {db_path}", soft_wrap=True, highlight=False)
+    for line in explore_commands(db_path, config_path):
+        out(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def _how_it_ended(
+    snapshot: Snapshot, stats: TrafficStats, sending_s: float, interrupted: bool
+) -> str:
+    head = f"spendgate demo: {sending_s:.1f} s of traffic"
+    rate = f"{snapshot.rate:.1f} requests/s on average"
+    if interrupted:
+        return (
+            f"{head}, stopped early by Ctrl-C; {rate}. {stats.cut} calls in flight were cut: "
+            "the gateway metered each from what it had generated."
+        )
+    finishing = max(0.0, snapshot.elapsed_s - sending_s)
+    return f"{head}, then {finishing:.1f} s for the calls in flight to finish; {rate}."
+
+
+def explore_commands(db_path: Path, config_path: Path | None) -> list[str]:
+    if config_path is None:
+        return [
+            f"Not writing {db_path}.yaml: a file of that name exists and is not the demo's.",
+            "Point a config's storage.url at the ledger to explore it with spendgate usage.",
+        ]
+    config = shlex.quote(str(config_path))
+    return [
+        "Explore it (the CLI reads storage from a config; this one points at the ledger):",
+        f"  spendgate usage -c {config} --by user",
+        f"  spendgate usage -c {config} --by model --period today",
+        f"  spendgate usage -c {config} --by service --json",
+        f"  spendgate keys list -c {config}",
+    ]
