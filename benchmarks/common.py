@@ -61,6 +61,7 @@ class Stack:
     gateway_url: str
     key: str
     config_path: Path
+    gateways: dict[str, tuple[str, str]]  # name -> (url, key), for multi-gateway benchmarks
 
 
 def bench_config(sim_url: str, db: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,20 +79,40 @@ def bench_config(sim_url: str, db: Path, extra: dict[str, Any] | None = None) ->
         "orgs": {"acme": {"teams": ["ml"]}},
     }
     for section, values in (extra or {}).items():
-        config[section] = {**config.get(section, {}), **values}
+        if isinstance(values, dict):
+            config[section] = {**config.get(section, {}), **values}
+        else:
+            config[section] = values
     return config
 
 
+def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextmanager
-def stack(extra_config: dict[str, Any] | None = None) -> Iterator[Stack]:
-    """Simulator and gateway as separate processes, as they would run in production."""
+def stack(
+    extra_config: dict[str, Any] | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[Stack]:
+    """Simulator and gateway(s) as separate processes, as they would run in production.
+
+    ``variants`` starts one gateway per entry (name -> extra config), each with its own
+    database, all against the same simulator; the first is also `Stack.gateway_url`.
+    """
     env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
+    variants = variants or {"gateway": extra_config or {}}
     with tempfile.TemporaryDirectory(prefix="spendgate-bench-") as tmp:
-        sim_port, gw_port = free_port(), free_port()
+        sim_port = free_port()
         sim_url = f"http://127.0.0.1:{sim_port}"
-        config_path = Path(tmp) / "spendgate.yaml"
-        config_path.write_text(yaml.safe_dump(bench_config(sim_url, Path(tmp) / "bench.db", extra_config)))
-        procs = []
+        procs: list[subprocess.Popen[bytes]] = []
         try:
             procs.append(
                 subprocess.Popen(
@@ -99,31 +120,61 @@ def stack(extra_config: dict[str, Any] | None = None) -> Iterator[Stack]:
                     stdout=subprocess.DEVNULL,
                 )
             )
-            created = subprocess.run(
-                [PYTHON, "-m", "spendgate", "keys", "create", "-c", str(config_path),
-                 "--name", "bench", "--team", "ml", "--user", "bench", "--json"],
-                env=env, capture_output=True, check=True,
-            )
-            key = orjson.loads(created.stdout)["key"]
-            procs.append(
-                subprocess.Popen(
-                    [PYTHON, "-m", "spendgate", "serve", "-c", str(config_path), "--port", str(gw_port)],
+            gateways: dict[str, tuple[str, str]] = {}
+            first_config = Path(tmp)
+            for index, (name, extra) in enumerate(variants.items()):
+                config_path = Path(tmp) / f"{name}.yaml"
+                config = bench_config(sim_url, Path(tmp) / f"{name}.db", extra)
+                config_path.write_text(yaml.safe_dump(config))
+                created = subprocess.run(
+                    [
+                        PYTHON,
+                        "-m",
+                        "spendgate",
+                        "keys",
+                        "create",
+                        "-c",
+                        str(config_path),
+                        "--name",
+                        "bench",
+                        "--team",
+                        "ml",
+                        "--user",
+                        "bench",
+                        "--json",
+                    ],
                     env=env,
-                    stderr=subprocess.DEVNULL,
+                    capture_output=True,
+                    check=True,
                 )
-            )
+                key = orjson.loads(created.stdout)["key"]
+                port = free_port()
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            PYTHON,
+                            "-m",
+                            "spendgate",
+                            "serve",
+                            "-c",
+                            str(config_path),
+                            "--port",
+                            str(port),
+                        ],
+                        env=env,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                gateways[name] = (f"http://127.0.0.1:{port}", key)
+                if index == 0:
+                    first_config = config_path
             wait_http(f"{sim_url}/v1/models")
-            wait_http(f"http://127.0.0.1:{gw_port}/readyz")
-            yield Stack(sim_url, f"http://127.0.0.1:{gw_port}", key, config_path)
+            for url, _ in gateways.values():
+                wait_http(f"{url}/readyz")
+            url, key = next(iter(gateways.values()))
+            yield Stack(sim_url, url, key, first_config, gateways)
         finally:
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _reap(procs)
 
 
 CHAT_BODY = {
@@ -138,6 +189,11 @@ class Target:
     name: str
     url: str
     headers: dict[str, str]
+
+
+def gateway_target(s: Stack, name: str, path: str) -> Target:
+    url, key = s.gateways[name]
+    return Target(name, url + path, {"authorization": f"Bearer {key}"})
 
 
 def targets(s: Stack, path: str) -> tuple[Target, Target]:

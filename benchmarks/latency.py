@@ -20,7 +20,17 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.common import CHAT_BODY, ROOT, Stack, median, ms, percentile, run_block, stack, targets
+from benchmarks.common import (
+    CHAT_BODY,
+    ROOT,
+    Stack,
+    median,
+    ms,
+    percentile,
+    run_block,
+    stack,
+    targets,
+)
 
 ANTHROPIC_BODY = {
     "model": "claude-haiku-4-5",
@@ -41,10 +51,16 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("chat, non-streaming, concurrency 1", "/v1/chat/completions", CHAT_BODY, 1, 300),
-    Scenario("chat, streaming (TTFB), concurrency 1", "/v1/chat/completions", CHAT_BODY, 1, 300, True),
-    Scenario("messages, streaming (TTFB), concurrency 1", "/v1/messages", ANTHROPIC_BODY, 1, 200, True),
+    Scenario(
+        "chat, streaming (TTFB), concurrency 1", "/v1/chat/completions", CHAT_BODY, 1, 300, True
+    ),
+    Scenario(
+        "messages, streaming (TTFB), concurrency 1", "/v1/messages", ANTHROPIC_BODY, 1, 200, True
+    ),
     Scenario("chat, non-streaming, concurrency 32", "/v1/chat/completions", CHAT_BODY, 32, 1500),
-    Scenario("chat, streaming (TTFB), concurrency 32", "/v1/chat/completions", CHAT_BODY, 32, 1500, True),
+    Scenario(
+        "chat, streaming (TTFB), concurrency 32", "/v1/chat/completions", CHAT_BODY, 32, 1500, True
+    ),
 )
 
 
@@ -69,14 +85,25 @@ async def measure(s: Stack, scenario: Scenario, rounds: int) -> Result:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         for target in (direct_t, gateway_t):  # warm-up: connections, caches, JIT-free paths
-            await run_block(session, target, scenario.body, count=100, concurrency=scenario.concurrency, stream=scenario.stream)
+            await run_block(
+                session,
+                target,
+                scenario.body,
+                count=100,
+                concurrency=scenario.concurrency,
+                stream=scenario.stream,
+            )
         for round_no in range(rounds):
             order = (direct_t, gateway_t) if round_no % 2 == 0 else (gateway_t, direct_t)
             per_round = {}
             for target in order:
                 ttfb, total, wall = await run_block(
-                    session, target, scenario.body,
-                    count=scenario.count, concurrency=scenario.concurrency, stream=scenario.stream,
+                    session,
+                    target,
+                    scenario.body,
+                    count=scenario.count,
+                    concurrency=scenario.concurrency,
+                    stream=scenario.stream,
                 )
                 values = ttfb if scenario.stream else total
                 samples[target.name].extend(values)
@@ -84,12 +111,20 @@ async def measure(s: Stack, scenario: Scenario, rounds: int) -> Result:
                 per_round[target.name] = median(values)
             added.append(per_round["gateway"] - per_round["direct"])
     n = scenario.count * rounds
-    return Result(scenario, samples["direct"], samples["gateway"], n / walls["direct"], n / walls["gateway"], added)
+    return Result(
+        scenario,
+        samples["direct"],
+        samples["gateway"],
+        n / walls["direct"],
+        n / walls["gateway"],
+        added,
+    )
 
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| scenario | direct p50 ms | gateway p50 ms | added p50 ms (median of rounds) | gateway p99 ms | direct req/s | gateway req/s |",
+        "| scenario | direct p50 ms | gateway p50 ms | added p50 ms (median of rounds) "
+        "| gateway p99 ms | direct req/s | gateway req/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -140,7 +175,9 @@ async def main_async(rounds: int, only: str | None) -> list[Result]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=None, help="run scenarios whose name contains this")
     parser.add_argument("--write", type=Path, default=None, help="update this markdown file")
@@ -148,7 +185,8 @@ def main() -> None:
     results = asyncio.run(main_async(args.rounds, args.only))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     content = (
-        f"Measured {stamp} on {machine()} with `python -m benchmarks.latency --rounds {args.rounds}`"
+        f"Measured {stamp} on {machine()} with "
+        f"`python -m benchmarks.latency --rounds {args.rounds}`"
         " (simulator, gateway and load generator as three processes on the same cores; gateway"
         " with key auth, metering and the SQLite ledger on; streaming rows compare time to first"
         " byte).\n\n" + table(results)
