@@ -104,7 +104,7 @@ class Admitted:
     ceiling: int
     clamped: bool
     amounts: tuple[int, ...]  # reserved on each counter, in the order given
-    tightest: CounterState | None  # the hard budget with the least room before this request
+    tightest: CounterState | None  # the hard budget that affords the least output (before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +138,14 @@ def decide(
         return Refused(None, cap, worst.amount(Unit.NANOS, floor))
     blocker: CounterState | None = None
     tightest: CounterState | None = None
+    least = 0
     for counter in counters:
         if not counter.ref.budget.hard:
             continue
-        if tightest is None or counter.room < tightest.room:
-            tightest = counter
         allowed = worst.affordable(counter.ref.budget.unit, counter.room)
+        # Rooms in tokens and in nano-dollars do not compare; what they afford does.
+        if tightest is None or allowed < least:
+            tightest, least = counter, allowed
         if allowed < ceiling:
             ceiling, blocker = allowed, counter
     if ceiling < floor:

@@ -112,7 +112,9 @@ def _calendar_bounds(kind: str, local: datetime, calendar: Calendar) -> tuple[da
     zone = calendar.zone
     if kind == "hourly":
         start = local.replace(minute=0, second=0, microsecond=0)
-        return start, _local(start.replace(tzinfo=None) + timedelta(hours=1), zone)
+        # Elapsed time, not wall time: in a DST fold (02:00-03:00 twice) the first 02:00
+        # hour ends at the second 02:00, not at 03:00 two real hours later.
+        return start, (start.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     if kind == "daily":
         return _local(midnight, zone), _local(midnight + timedelta(days=1), zone)

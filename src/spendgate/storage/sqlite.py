@@ -6,7 +6,10 @@ Three connections, each owned by one thread, so that no connection is ever share
   applies migrations at `SqliteStorage.open`, then serves a queue of writes with *group
   commit*: it drains everything queued into one ``BEGIN IMMEDIATE`` transaction, commits,
   and only then resolves each caller's future (one ``loop.call_soon_threadsafe`` per
-  batch). Under load one commit carries many rows; idle, a row commits alone.
+  batch). Under load one commit carries many rows; idle, a row commits alone. Budget work
+  (`spendgate.storage.sqlite_budgets`) runs there too, as *jobs*: each in a savepoint of
+  the batch, so a failing job rolls back only itself, and its result is delivered after
+  COMMIT.
 * **Key reader** on the event-loop thread: `key_by_hash` runs on every request, so it is
   one indexed SELECT on a cached prepared statement, with no thread hop.
 * **Report thread** (``spendgate-sqlite-reports``): `usage` and `ledger` scan time ranges
@@ -40,7 +43,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -52,6 +55,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
 from spendgate.storage.base import GroupBy, UsageGroup, UsageQuery
 from spendgate.storage.migrate import apply_migrations, load_migrations
+from spendgate.storage.sqlite_budgets import SqliteBudgets
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -173,6 +177,7 @@ _LEDGER = _RowCodec(
         "streamed": bool,
         "client_disconnected": bool,
         "usage_estimated": bool,
+        "unreconciled": bool,
     },
 )
 
@@ -287,21 +292,33 @@ class _Write:
 
 
 @dataclasses.dataclass(slots=True)
+class _Job:
+    """Work on the writer's connection inside the batch's transaction, in a savepoint of
+    its own: if it raises, only its own changes are rolled back. Its result reaches the
+    caller only after COMMIT (`spendgate.storage.sqlite_budgets`)."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    what: str
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclasses.dataclass(slots=True)
 class _Stop:
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
 
-_Outcome = tuple[asyncio.Future[None], BaseException | None]
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
     """Runs on the event loop: wake each caller. A cancelled caller has stopped waiting."""
-    for future, error in outcomes:
+    for future, result, error in outcomes:
         if future.done():
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(result)
         else:
             future.set_exception(error)
 
@@ -319,7 +336,7 @@ class _Writer:
     def __init__(self, path: str, clock: Clock) -> None:
         self._path = path
         self._clock = clock
-        self._queue: queue.SimpleQueue[_Write | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Write | _Job | _Stop] = queue.SimpleQueue()
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -335,6 +352,13 @@ class _Writer:
         future: asyncio.Future[None] = loop.create_future()
         self._queue.put(_Write(sql, params, what, must_change, future, loop))
         await future
+
+    def submit_job(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
+        """Queue ``work``; the future resolves with its result once it has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(work, what, future, loop))
+        return future
 
     async def stop(self) -> None:
         """Commit everything queued before this call, then end the thread."""
@@ -369,11 +393,11 @@ class _Writer:
             if batch:
                 self._commit(conn, batch)
         conn.close()
-        _post(stop.loop, [(stop.future, None)])
+        _post(stop.loop, [(stop.future, None, None)])
 
-    def _next_batch(self) -> tuple[list[_Write], _Stop | None]:
+    def _next_batch(self) -> tuple[list[_Write | _Job], _Stop | None]:
         """Block for one write, then take whatever else is already queued."""
-        batch: list[_Write] = []
+        batch: list[_Write | _Job] = []
         item = self._queue.get()
         while True:
             if isinstance(item, _Stop):
@@ -386,11 +410,14 @@ class _Writer:
             except queue.Empty:
                 return batch, None
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write | _Job]) -> None:
         """One transaction for the whole batch; callers hear back only after COMMIT."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            errors = [_execute(conn, write) for write in batch]
+            results = [
+                _run_job(conn, w) if isinstance(w, _Job) else (None, _execute(conn, w))
+                for w in batch
+            ]
             conn.execute("COMMIT")
         except Exception as exc:  # fail every caller loudly rather than leave them hanging
             if not isinstance(exc, sqlite3.Error):
@@ -398,10 +425,10 @@ class _Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
-            errors = [error] * len(batch)
+            results = [(None, error)] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-        for write, write_error in zip(batch, errors, strict=True):
-            by_loop.setdefault(write.loop, []).append((write.future, write_error))
+        for write, (result, write_error) in zip(batch, results, strict=True):
+            by_loop.setdefault(write.loop, []).append((write.future, result, write_error))
         for loop, outcomes in by_loop.items():  # one wake-up per loop per batch
             _post(loop, outcomes)
 
@@ -415,6 +442,22 @@ def _execute(conn: sqlite3.Connection, write: _Write) -> StorageError | None:
     if write.must_change_a_row and cursor.rowcount == 0:
         return StorageError(f"cannot store {write.what}: it does not exist")
     return None
+
+
+def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[Any, StorageError | None]:
+    """Run one job inside the batch, in a savepoint: a failure rolls back only its work.
+    A failure that leaves the savepoint unusable (I/O error) fails the whole batch."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result = job.work(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        if not isinstance(exc, sqlite3.Error | StorageError):
+            log.exception("SQLite writer job failed: %s", job.what)
+        return None, _as_storage_error(exc, f"cannot store {job.what}")
+    conn.execute("RELEASE job")
+    return result, None
 
 
 def _as_storage_error(exc: BaseException, context: str) -> StorageError:
@@ -471,8 +514,11 @@ class _Connections:
     reports: _ReportReader
 
 
-class SqliteStorage:
-    """`Storage` on one SQLite file. Build it unopened; `open` connects and migrates."""
+class SqliteStorage(SqliteBudgets):
+    """`Storage` on one SQLite file. Build it unopened; `open` connects and migrates.
+
+    The budget methods (reserve, settle, leases, overrides) are in `SqliteBudgets`.
+    """
 
     def __init__(self, path: str, *, clock: Clock | None = None) -> None:
         self.path = path
@@ -537,6 +583,20 @@ class SqliteStorage:
         self, sql: str, params: Sequence[Any], what: str, must_change: bool = False
     ) -> None:
         await self._require().writer.submit(sql, params, what, must_change)
+
+    # -- hooks for SqliteBudgets ----------------------------------------------------------
+
+    def _submit(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
+        return self._require().writer.submit_job(work, what)
+
+    def _reader(self) -> sqlite3.Connection:
+        return self._require().reader
+
+    def _report(self, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        return self._require().reports.run(work)
+
+    def _insert_row(self, conn: sqlite3.Connection, row: LedgerRow) -> None:
+        conn.execute(_INSERT_LEDGER, _LEDGER.params(row))
 
     # -- key reads (event-loop thread) ----------------------------------------------------
 
