@@ -135,7 +135,7 @@ def delta_text(kind: str, event: Any) -> str:
 
 def text_sent(first_delta: str, tokens: int) -> str:
     """The text of the first ``tokens`` tokens the simulator sent: its answers are a
-    lorem-ipsum word stream (one word, one token) from a start word chosen by the prompt,
+    stream of common English words (one word, one token) from a start word chosen by the prompt,
     found here from the first delta the client saw."""
     for start in range(len(sim_tokens._WORDS)):
         if "".join(sim_tokens.generate_text(start, 3)) == first_delta:

@@ -135,7 +135,7 @@ def drain(kind: str, stream: Any, seen: list[str]) -> None:
 
 
 def text_sent(first_delta: str, tokens: int) -> str:
-    """The simulator's answer is a lorem-ipsum word stream (one word, one token) from a
+    """The simulator's answer is a stream of common English words (one word, one token) from a
     start word chosen by the prompt: rebuild the first ``tokens`` of it."""
     for start in range(len(sim_tokens._WORDS)):
         if "".join(sim_tokens.generate_text(start, 3)) == first_delta:

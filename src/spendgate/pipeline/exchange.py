@@ -98,7 +98,10 @@ class Exchange:
 
     def template_row(self) -> LedgerRow:
         """The identity part of this request's row, for a reservation that may lapse."""
-        return self.row(now=self.started, usage=Usage(), status=0)
+        row = self.row(now=self.started, usage=Usage(), status=0)
+        # Admission comes before `prepare` sets `self.stream`: read it off the body.
+        streamed = self.spec.streams and self.body.get("stream") is True
+        return dataclasses.replace(row, streamed=streamed)
 
 
 def cut_short(reported: Usage | None, estimate: Usage) -> Usage:

@@ -16,7 +16,8 @@ Input tokens (the same function for every endpoint; no real tokenizer):
 ``x-sim-cached-tokens`` / ``x-sim-cache-write-tokens`` are parts of the input; when they
 add up to more than the counted prompt, the prompt is taken to be exactly that long.
 
-Output: a lorem-ipsum word stream, one word = one token. Its length, unless
+Output: a stream of common English words, one word = one token (each is a single
+``o200k_base`` token, so OpenAI's tokenizer agrees with the simulator's count). Its length, unless
 ``x-sim-output-tokens`` sets it, is ``min + crc32(prompt) % (max - min + 1)`` tokens
 (20..60 by default) plus the reasoning tokens, capped by the request's max; reasoning
 (hidden) tokens come first and are part of that cap. Reasoning is only generated when
@@ -46,15 +47,19 @@ SKIPPED_KEYS = frozenset(
     {"type", "role", "id", "cache_control", "detail", "signature", "data", "tool_use_id"}
 )
 
-_LOREM = (
-    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
-    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
-    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure "
-    "dolor in reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. "
-    "Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia deserunt "
-    "mollit anim id est laborum."
+# Common English words, each exactly one token in o200k_base with its leading space, so that
+# a gateway counting output with OpenAI's tokenizer gets the simulator's own count.
+_VOCABULARY = (
+    "the of and to in is that for it as was with be by on not he this are or his from at "
+    "which but have an they you were her she there been one all we their has would when if "
+    "so no will more out up about into them can only other new some could time these two "
+    "may first then do any like my now over such our man me even most made after also did "
+    "many before must through back years where much your way well down should because each "
+    "just those people how too little state good very make world still own see men work "
+    "long here get both between life being under never day same another know while last "
+    "might us great old year off come since against go came right used take three"
 )
-_WORDS: tuple[str, ...] = tuple(" " + word for word in _LOREM.split())
+_WORDS: tuple[str, ...] = tuple(" " + word for word in _VOCABULARY.split())
 
 
 def text_tokens(text: str) -> int:
@@ -112,7 +117,7 @@ def prompt_seed(*parts: object) -> int:
 
 
 def generate_text(seed: int, count: int) -> list[str]:
-    """``count`` tokens of lorem ipsum, starting at a word chosen by ``seed``."""
+    """``count`` tokens of text, starting at a word chosen by ``seed``."""
     size = len(_WORDS)
     start = seed % size
     words = [_WORDS[(start + i) % size] for i in range(count)]
