@@ -7,13 +7,16 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from spendgate.api.app import create_app
+from spendgate.api.app import INFLIGHT, create_app
 from spendgate.gateway import Gateway
 
 log = logging.getLogger("spendgate.server")
+
+UNWIND_S = 5.0  # after the drain timeout: how long cancelled requests get to record their rows
 
 
 @dataclass
@@ -31,8 +34,36 @@ class RunningGateway:
         """Stop accepting, let in-flight requests finish (bounded), flush storage."""
         self.gateway.draining = True
         log.info("draining", extra={"inflight": self.gateway.inflight})
+        for site in list(self.runner.sites):
+            await site.stop()  # new connections are refused from here on
+        timeout = self.gateway.config.server.drain_timeout_s
+        cut = await drain(self.runner.app[INFLIGHT], timeout)
+        if cut:
+            log.warning("drain timeout: requests cut", extra={"cut": cut, "timeout_s": timeout})
         await self.runner.cleanup()
         log.info("stopped")
+
+
+async def drain(tasks: set[asyncio.Task[Any]], timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` for the proxied requests in ``tasks``; cancel the ones still
+    running and wait while they unwind (each records its ledger row). How many were cut.
+
+    aiohttp's own shutdown alone would wait up to twice its timeout for a streaming
+    handler, then cancel it without waiting, racing the storage flush.
+    """
+    await _until_empty(tasks, timeout_s)
+    late = list(tasks)
+    for task in late:
+        task.cancel()
+    await _until_empty(tasks, UNWIND_S)
+    return len(late)
+
+
+async def _until_empty(tasks: set[asyncio.Task[Any]], timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while tasks and loop.time() < deadline:  # noqa: ASYNC110 - a set has no event to wait on
+        await asyncio.sleep(0.01)
 
 
 async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGateway:

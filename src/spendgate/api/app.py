@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +17,9 @@ from spendgate.pipeline.proxy import handle
 from spendgate.pipeline.surfaces import SurfaceSpec
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+# The tasks running proxied requests now: the drain at shutdown waits for them, then cancels
+# the late ones and waits again while each records its ledger row (spendgate.server).
+INFLIGHT: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("inflight", set)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -24,11 +29,16 @@ def _proxy(spec: SurfaceSpec) -> Handler:
         gateway = request.app[GATEWAY]
         if gateway.draining:
             raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
+        task = asyncio.current_task()
+        tasks = request.app[INFLIGHT]
         gateway.inflight += 1
+        if task is not None:
+            tasks.add(task)
         try:
             return await handle(gateway, request, spec)
         finally:
             gateway.inflight -= 1
+            tasks.discard(task)
 
     return handler
 
@@ -44,6 +54,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
         client_max_size=gateway.config.server.max_body_bytes,
     )
     app[GATEWAY] = gateway
+    app[INFLIGHT] = set()
     for spec in (
         surfaces.CHAT,
         surfaces.RESPONSES,

@@ -109,11 +109,8 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         return await _forward(gateway, request, exchange, prepared)
     finally:
         if exchange.ticket is not None and not exchange.settled:
-            # Never reached a row-writing path (upstream unreachable, bad body...): release.
-            row = exchange.row(
-                now=gateway.clock.monotonic(), usage=Usage(), status=0, error="not sent upstream"
-            )
-            await record(gateway, exchange, row)
+            # Never reached an upstream (unreachable, bad body...): give the budget back.
+            await asyncio.shield(gateway.storage.release(exchange.request_id))
 
 
 async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:

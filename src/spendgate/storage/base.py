@@ -99,6 +99,11 @@ class Storage(Protocol):
         returns False, and changes nothing, if the reservation is already settled or lapsed."""
         ...
 
+    async def release(self, reservation_id: str) -> bool:
+        """Drop a reservation whose request never reached an upstream: nothing is charged
+        and no ledger row is written. False if it is already settled or lapsed."""
+        ...
+
     async def renew_leases(self, owner: str, expires_at: datetime) -> int:
         """Extend every lease held by ``owner``; returns how many."""
         ...

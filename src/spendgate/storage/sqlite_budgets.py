@@ -383,6 +383,11 @@ class SqliteBudgets:
         work = partial(settle_work, reservation_id, tuple(amounts), row, self._insert_row)
         return await self._submit(work, f"settlement of {reservation_id!r}")
 
+    async def release(self, reservation_id: str) -> bool:
+        """Drop a reservation whose request never reached an upstream: no charge, no row."""
+        work = partial(release_work, reservation_id)
+        return await self._submit(work, f"release of {reservation_id!r}")
+
     # -- leases ------------------------------------------------------------------------------
 
     async def renew_leases(self, owner: str, expires_at: datetime) -> int:
