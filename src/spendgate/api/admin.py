@@ -42,7 +42,11 @@ def _require_admin(request: web.Request, gateway: Gateway) -> None:
         )
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+    given_bytes = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given_bytes, expected.encode("utf-8", "surrogateescape")
+    ):
         raise AuthenticationFailed(
             "This endpoint needs the admin token as 'Authorization: Bearer'."
         )

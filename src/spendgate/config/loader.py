@@ -35,10 +35,23 @@ def _first_problem(error: ValidationError, source: str) -> ConfigError:
             message = "unknown key"
         problems.append((_key_path(loc), message))
     key, message = problems[0]
+    if not key:
+        key, message = _lift_key(message)
     if len(problems) > 1:
         rest = "; ".join(f"{k or '(top level)'}: {m}" for k, m in problems[1:4])
         message = f"{message} (also: {rest})"
     return ConfigError(source, key, message)
+
+
+def _lift_key(message: str) -> tuple[str, str]:
+    """Cross-reference checks run on the whole config, so pydantic gives them no location;
+    their messages start with the key path (``models.x: provider 'y' is not declared``).
+    Move it into `ConfigError.key`, where callers look for it; the text reads the same."""
+    head, separator, rest = message.partition(": ")
+    top = head.replace("[", ".").split(".", 1)[0]
+    if separator and " " not in head and top in Config.model_fields:
+        return head, rest
+    return "", message
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

@@ -67,14 +67,14 @@ class KeyService:
             key_hash=hash_secret(secret),
             hint=display_hint(secret),
             name=spec.name.strip(),
-            created_at=self._clock.now(),
+            created_at=_to_ms(self._clock.now()),
             user=spec.user,
             service=spec.service,
             team=spec.team,
             org=self._config.org_of_team(spec.team),
             tags=spec.tags,
             allowed_models=spec.allowed_models,
-            expires_at=spec.expires_at,
+            expires_at=_to_ms(spec.expires_at) if spec.expires_at else None,
         )
         await self._storage.insert_key(key)
         return IssuedKey(key=key, secret=secret)
@@ -92,7 +92,7 @@ class KeyService:
         key = await self.get(key_id)
         if key.revoked_at is not None:
             return key
-        revoked = dataclasses.replace(key, revoked_at=self._clock.now())
+        revoked = dataclasses.replace(key, revoked_at=_to_ms(self._clock.now()))
         await self._storage.update_key(revoked)
         return revoked
 
@@ -121,6 +121,12 @@ class KeyService:
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationFailed(f"This API key ({key.hint}) has expired.")
         return key
+
+
+def _to_ms(moment: datetime) -> datetime:
+    """Storage keeps times to the millisecond (rounding toward the past): the key handed
+    back on create or revoke must read the same as the one stored."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
 def _check_labels(field: str, values: Iterable[str]) -> None:

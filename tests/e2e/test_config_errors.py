@@ -1,0 +1,252 @@
+"""A broken config is refused with one message that names the file and the key path.
+
+Each case goes through `load_config` (the message and `ConfigError.key`) and through
+``spendgate check-config`` (exit status 1, the same message on stderr, nothing on stdout);
+two of them also through a real ``python -m spendgate`` process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from e2e.process import gateway_env, spendgate_cli, write_config
+from harness import SIM_SECRET_ANTHROPIC, SIM_SECRET_OPENAI
+from spendgate.cli.main import cli
+from spendgate.config import load_config
+from spendgate.errors import ConfigError
+
+SIM_URL = "http://127.0.0.1:9"  # never contacted: configs are only validated here
+ENV: dict[str, str | None] = {
+    "SIM_OPENAI_KEY": SIM_SECRET_OPENAI,
+    "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC,
+    "SPENDGATE_CONFIG": None,
+}
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Edit:
+    """An edit that sets ``a.b.c`` to ``value`` in the config dict."""
+
+    def edit(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    return edit
+
+
+# (case id, edit, key path, the problem as the message says it)
+CASES: list[tuple[str, Edit, str, str]] = [
+    ("unknown top-level key", _set("colour", "red"), "colour", "unknown key"),
+    ("unknown nested key", _set("server.prot", 8080), "server.prot", "unknown key"),
+    (
+        "wrong type",
+        _set("server.port", "abc"),
+        "server.port",
+        "Input should be a valid integer, unable to parse string as an integer",
+    ),
+    (
+        "out of range",
+        _set("server.port", 70000),
+        "server.port",
+        "Input should be less than or equal to 65535",
+    ),
+    (
+        "bad enum",
+        _set("providers.x", {"kind": "azure", "base_url": "https://example.invalid"}),
+        "providers.x.kind",
+        "Input should be 'openai', 'anthropic' or 'openai-compatible'",
+    ),
+    (
+        "bad base_url",
+        _set("providers.openai.base_url", "api.openai.com/v1"),
+        "providers.openai.base_url",
+        "must start with http:// or https://",
+    ),
+    (
+        "undeclared provider",
+        _set("models.gpt-5", {"provider": "azure"}),
+        "models.gpt-5",
+        "provider 'azure' is not declared under providers (declared: anthropic, openai)",
+    ),
+    (
+        "undeclared provider in deployments",
+        _set("models.gpt-5", {"deployments": [{"provider": "openai"}, {"provider": "azure"}]}),
+        "models.gpt-5",
+        "provider 'azure' is not declared under providers (declared: anthropic, openai)",
+    ),
+    (
+        "price with only input",
+        _set("models.house-model.price", {"input": "1"}),
+        "models.house-model.price",
+        "a price needs both input and output (dollars per 1M tokens) or free: true",
+    ),
+    (
+        "negative price",
+        _set("pricing.overrides", {"gpt-4o": {"input": "-1", "output": "2"}}),
+        "pricing.overrides.gpt-4o",
+        "input must not be negative",
+    ),
+    (
+        "team in two orgs",
+        _set("orgs.globex", {"teams": ["web"]}),
+        "orgs.globex.teams",
+        "team 'web' already belongs to org 'acme'",
+    ),
+    (
+        "bad team name in a list",
+        _set("orgs.acme.teams", ["ml", "two words"]),
+        "orgs.acme.teams[1]",
+        "String should match pattern",
+    ),
+    (
+        "bad env var name",
+        _set("providers.openai.api_key_env", "OPENAI-KEY"),
+        "providers.openai.api_key_env",
+        "String should match pattern",
+    ),
+]
+
+
+def _write(folder: Path, edit: Edit) -> Path:
+    return write_config(folder, SIM_URL, configure=edit, name="broken.yaml")
+
+
+def _check_config(path: Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["check-config", "-c", str(path)], env=ENV)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "problem"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_broken_config_names_file_and_key_path(
+    tmp_path: Path, edit: Edit, key: str, problem: str
+) -> None:
+    path = _write(tmp_path, edit)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    error = caught.value
+    assert error.path == str(path)
+    assert error.key == key
+    assert str(error).startswith(f"{path}: {key}: {problem}")
+
+    status, out, err = _check_config(path)
+    assert status == 1
+    assert out == ""
+    assert err == f"Error: {error}\n"
+
+
+# (case id, file text, the message after "PATH: ")
+RAW: list[tuple[str, str, str]] = [
+    (
+        "invalid YAML",
+        "server:\n  port: 8700\n  host: [127.0.0.1\nstorage:\n  url: x\n",
+        "not valid YAML at line 4, column 8: expected ',' or ']', but got ':'",
+    ),
+    (
+        "tab indentation",
+        "server:\n\tport: 8700\n",
+        "not valid YAML at line 2, column 1: found character '\\t' that cannot start any token",
+    ),
+    ("a list at the top", "- server\n- models\n", "the top level must be a mapping of settings"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [c[1:] for c in RAW], ids=[c[0] for c in RAW])
+def test_unparsable_config_names_file_and_position(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: {message}"
+    status, out, err = _check_config(path)
+    assert (status, out, err) == (1, "", f"Error: {path}: {message}\n")
+
+
+def test_an_empty_file_is_a_valid_config(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.providers == {}
+    assert config.server.port == 8700
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "spendgate.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: cannot read the file: No such file or directory"
+    status, out, err = _check_config(path)
+    assert (status, out) == (1, "")
+    assert err == f"Error: {path}: cannot read the file: No such file or directory\n"
+
+
+def test_missing_default_file_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["check-config"], env=ENV)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: spendgate.yaml: cannot read the file: No such file or directory\n"
+    )
+
+
+def test_every_problem_is_reported_first_one_leads(tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["prot"] = 1
+        data["server"]["port"] = "abc"
+
+    path = _write(tmp_path, edit)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: server.")
+    assert "server.prot: unknown key" in message
+    assert "server.port: Input should be a valid integer" in message
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def test_check_config_process_exit_status_and_stderr(tmp_path: Path) -> None:
+    path = _write(tmp_path, _set("server.prot", 8080))
+    done = spendgate_cli("check-config", "-c", str(path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"Error: {path}: server.prot: unknown key\n"
+
+
+def test_serve_refuses_to_start_without_a_provider_secret(tmp_path: Path) -> None:
+    path = write_config(tmp_path, SIM_URL)
+    env = gateway_env()
+    del env["SIM_OPENAI_KEY"]
+    done = subprocess.run(
+        [sys.executable, "-m", "spendgate", "serve", "-c", str(path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"Error: {path}: providers.openai.api_key_env: "
+        "the environment variable SIM_OPENAI_KEY is not set\n"
+    )
+    # check-config accepts the same setup, with a warning (keys and usage work without it).
+    result = CliRunner().invoke(
+        cli, ["check-config", "-c", str(path)], env={**ENV, "SIM_OPENAI_KEY": None}
+    )
+    assert result.exit_code == 0
+    assert "warning: providers.openai.api_key_env: SIM_OPENAI_KEY is not set" in result.stderr
