@@ -133,11 +133,16 @@ class GatewayHarness:
         self.last_key_id = issued.key.id
         return issued.secret
 
-    def ledger(self, key_id: str | None = None) -> list[LedgerRow]:
+    def ledger(self, key_id: str | None = None, *, blocked: bool = False) -> list[LedgerRow]:
+        """Rows of requests that went upstream; ``blocked=True``: the refusals instead."""
         since = datetime(2000, 1, 1, tzinfo=UTC)
         until = datetime.now(UTC) + timedelta(days=1)
         rows = self.call(self.gateway.storage.ledger(since, until))
-        return [row for row in rows if key_id is None or row.key_id == key_id]
+        return [
+            row
+            for row in rows
+            if (key_id is None or row.key_id == key_id) and (row.blocked_by is not None) == blocked
+        ]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         async def poll() -> bool:

@@ -19,6 +19,10 @@ responses in exactly one place (`spendgate.api.errors`).
         │   └── RequestCapExceeded      413  input tokens or worst-case cost over a per-request cap
         ├── BudgetExceeded          429/402  a hard budget cannot afford the request (OpenAI 429
         │                                    insufficient_quota, Anthropic 402 billing_error)
+        ├── RateLimited                 429  a rate limit's window is full (retry-after <= 60 s,
+        │                                    else x-should-retry: false)
+        ├── LoopDetected                429  the same request repeated: non-retryable
+        ├── CircuitOpen                 503  the upstream keeps failing for this key and model
         ├── UpstreamUnavailable         502  connection refused / reset before a response
         ├── UpstreamTimeout             504  no answer within the configured timeout
         └── ServiceUnavailable          503  draining or not ready
@@ -73,6 +77,7 @@ class GatewayError(SpendgateError):
         self.message = message
         self.param = param
         self.extra_headers = dict(headers or {})
+        self.blocked_by: str | None = None  # set when a budget, limit or breaker refused
 
     def status_for(self, dialect: Dialect) -> int:
         return self.status
@@ -174,6 +179,72 @@ class RequestCapExceeded(RequestTooLarge):
     """One request is bigger or dearer than a per-request cap allows."""
 
     openai_code = "request_cap_exceeded"
+
+
+MAX_RETRY_AFTER_S = 60  # longer waits are refused as non-retryable (CLIENTS.md §0.10)
+
+
+def _wait_headers(wait_s: float) -> tuple[bool, dict[str, str]]:
+    """``retry-after`` for a wait a client can sit out; ``x-should-retry: false`` beyond."""
+    if wait_s > MAX_RETRY_AFTER_S:
+        return False, {}
+    millis = max(1, -(-int(wait_s * 1000) // 1))
+    return True, {"retry-after": str(max(1, -(-millis // 1000))), "retry-after-ms": str(millis)}
+
+
+class RateLimited(GatewayError):
+    """A rate limit's window is full; it will have room again in ``wait_s`` seconds."""
+
+    status = 429
+    retryable = True
+    openai_type = "requests"
+    openai_code = "rate_limit_exceeded"
+    anthropic_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, wait_s: float, tokens: bool = False) -> None:
+        self.can_retry, wait = _wait_headers(wait_s)
+        super().__init__(message, headers=wait)
+        self.wait_s = wait_s
+        self.tokens = tokens
+
+    def headers(self) -> dict[str, str]:
+        out = super().headers()
+        out["x-should-retry"] = "true" if self.can_retry else "false"
+        return out
+
+    def openai_body(self) -> dict[str, object]:
+        body = super().openai_body()
+        error = body["error"]
+        assert isinstance(error, dict)
+        error["type"] = "tokens" if self.tokens else "requests"
+        return body
+
+
+class LoopDetected(GatewayError):
+    """The same request, again and again: an agent in a loop. Retrying cannot help."""
+
+    status = 429
+    openai_type = "requests"
+    openai_code = "loop_detected"
+    anthropic_type = "rate_limit_error"
+
+
+class CircuitOpen(GatewayError):
+    """The upstream kept failing for this key and model: fail fast while it cools down."""
+
+    status = 503
+    retryable = True
+    openai_code = "circuit_open"
+    anthropic_type = "overloaded_error"
+
+    def __init__(self, message: str, *, wait_s: float) -> None:
+        self.can_retry, wait = _wait_headers(wait_s)
+        super().__init__(message, headers=wait)
+
+    def headers(self) -> dict[str, str]:
+        out = super().headers()
+        out["x-should-retry"] = "true" if self.can_retry else "false"
+        return out
 
 
 class UpstreamUnavailable(GatewayError):

@@ -12,6 +12,7 @@ import aiohttp
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config.schema import Config
+from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.models import ModelTable, build_model_table
 from spendgate.domain.pricing import PriceBook
@@ -35,6 +36,7 @@ class Gateway:
     providers: dict[str, Provider]
     keys: KeyService
     budgets: BudgetBook
+    breakers: CircuitBreakers | None = None
     owner: str = field(default_factory=lambda: f"gw-{os.getpid()}-{os.urandom(4).hex()}")
     admin_token: str | None = field(repr=False, default=None)
     lease_keeper: LeaseKeeper | None = None
@@ -85,6 +87,13 @@ class Gateway:
         return self.http
 
 
+def _breakers(config: Config) -> CircuitBreakers | None:
+    runaway = config.runaway
+    if runaway.breaker_failures <= 0:
+        return None
+    return CircuitBreakers(runaway.breaker_failures, runaway.breaker_cooldown_s)
+
+
 def build_gateway(
     config: Config,
     *,
@@ -109,5 +118,6 @@ def build_gateway(
         providers=build_providers(config, env, source, require_secrets=require_secrets),
         keys=KeyService(storage, config, clock),
         budgets=BudgetBook.from_config(config),
+        breakers=_breakers(config),
         admin_token=env.get(config.server.admin_token_env) or None,
     )

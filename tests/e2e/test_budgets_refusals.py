@@ -218,8 +218,13 @@ def test_exhausted_budget_refuses_once_and_names_everything(
     assert slow_result, "the in-flight request failed"
     view = one_view(gw, budget)
     assert view.state.reserved == 0
-    assert len(gw.ledger(gw.last_key_id)) == 2  # refusals leave no ledger row
+    assert len(gw.ledger(gw.last_key_id)) == 2  # the two requests that went upstream
     assert view.state.spent == sum(row.cost_nanos for row in gw.ledger(gw.last_key_id))
+    # Every refusal is recorded, uncharged, with the budget that stopped it and its price.
+    blocks = gw.ledger(gw.last_key_id, blocked=True)
+    assert blocks
+    assert {row.blocked_by for row in blocks} == {budget}
+    assert all(row.cost_nanos == 0 and row.would_cost_nanos > 0 for row in blocks)
 
 
 # --------------------------------------------------------------------------- request caps
@@ -289,6 +294,11 @@ def test_max_request_usd_cap_refuses_when_even_the_minimum_is_too_dear(
     assert "over the per-request limit of $0.000100 for user 'u-tiny'" in error.message
     assert len(gw.sim.records) == before
     assert gw.ledger(gw.last_key_id) == []
+    (block,) = gw.ledger(gw.last_key_id, blocked=True)
+    assert block.blocked_by == "request-cap:user:u-tiny"
+    assert block.status == 413
+    assert block.cost_nanos == 0
+    assert block.would_cost_nanos > 100_000  # more than the $0.0001 cap
 
 
 # --------------------------------------------------------------------------- soft budgets

@@ -277,7 +277,8 @@ def test_usage_table(setup: Setup, traffic: list[LedgerRow]) -> None:
     total = sum(sums["cost_nanos"] for _, sums in ranked)
     assert lines[0].startswith("Spend by team, ")
     assert lines[0].endswith(f"${dollars(total)} over {len(ranked)} team(s)")
-    assert lines[1].split() == ["#", "TEAM", "REQUESTS", "INPUT", "OUTPUT", "COST", "$", "SHARE"]
+    header = ["#", "TEAM", "REQUESTS", "INPUT", "OUTPUT", "COST", "$", "SHARE", "BLOCKED"]
+    assert lines[1].split() == header
     for rank, (line, (team, sums)) in enumerate(zip(lines[2:5], ranked[:3], strict=True), 1):
         cells = line.split()
         assert cells[:3] == [str(rank), team or "(none)", str(sums["requests"])]

@@ -309,7 +309,9 @@ class Run:
         for request_id in lapsed:
             live = self.model.live.pop(request_id)
             for ref, amount in zip(live.plan.counters, live.amounts, strict=True):
-                self.model.add(ref, amount, -amount)
+                # A lapse charges what was reserved, but a concurrency slot is only freed.
+                charged = 0 if ref.budget.unit is Unit.CONCURRENT else amount
+                self.model.add(ref, charged, -amount)
             self.model.finished += 1
 
     async def renew(self, owner: str) -> None:

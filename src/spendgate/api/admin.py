@@ -21,7 +21,7 @@ from aiohttp import web
 
 from spendgate.api import budgets
 from spendgate.api.serialize import key_json
-from spendgate.api.usage import usage_handler
+from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from spendgate.gateway import Gateway
 from spendgate.services.keys import KeySpec
@@ -153,6 +153,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key))
     router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
     router.add_get("/admin/usage", _guard(gateway_key, usage_handler))
+    router.add_get("/admin/blocks", _guard(gateway_key, blocks_handler))
     router.add_get("/admin/budgets", _guard(gateway_key, budgets.list_budgets))
     router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit))
     router.add_delete("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit))

@@ -8,7 +8,7 @@ from aiohttp import web
 from spendgate.domain.reports import to_csv
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
-from spendgate.services.reports import usage_report
+from spendgate.services.reports import blocks_report, usage_report
 
 
 async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
@@ -33,3 +33,10 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
             },
         )
     return web.Response(body=orjson.dumps(report.to_json()), content_type="application/json")
+
+
+async def blocks_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    report = await blocks_report(
+        gateway.storage, gateway.clock, period=request.query.get("period", "today")
+    )
+    return web.Response(body=orjson.dumps(report), content_type="application/json")

@@ -7,7 +7,12 @@ import orjson
 
 from spendgate.cli.common import config_option, gateway_for, run_with_storage
 from spendgate.domain.reports import dollars, format_bp, to_csv
-from spendgate.services.reports import GROUP_BY_CHOICES, UsageReport, usage_report
+from spendgate.services.reports import (
+    GROUP_BY_CHOICES,
+    UsageReport,
+    blocks_report,
+    usage_report,
+)
 
 
 def render_table(report: UsageReport) -> str:
@@ -16,14 +21,14 @@ def render_table(report: UsageReport) -> str:
         f"{report.until:%Y-%m-%d %H:%M} UTC: ${dollars(report.top.total_cost_nanos)} "
         f"over {report.top.total_groups} {report.group_by.value}(s)",
         f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
-        f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8}",
+        f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
     for ranked in report.top.top:
         g = ranked.usage
         lines.append(
             f"{ranked.rank:>3} {(g.group or '(none)')[:28]:<28} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
-            f"{format_bp(ranked.share_bp):>8}"
+            f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
     if report.top.rest_groups:
         rest = report.top.rest
@@ -69,3 +74,30 @@ def usage(
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render_table(report))
+
+
+@click.command()
+@config_option
+@click.option("--period", default="today", show_default=True, help="As for `spendgate usage`.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as the admin API).")
+def blocks(config_path: str | None, period: str, as_json: bool) -> None:
+    """What budgets, limits, loop detection and breakers refused, and what it saved."""
+    gateway = gateway_for(config_path)
+    report = run_with_storage(gateway, lambda g: blocks_report(g.storage, g.clock, period=period))
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = report["data"]
+    assert isinstance(rows, list)
+    click.echo(
+        f"Refused {report['blocked']} request(s) worth up to ${report['blocked_would_cost_usd']} "
+        f"since {report['since']}"
+    )
+    click.echo(
+        f"{'BY':<32} {'BLOCKED':>8} {'WOULD COST $':>14} {'SHADOW HITS':>12} {'SHADOW $':>14}"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['name'][:32]:<32} {row['blocked']:>8} {row['blocked_would_cost_usd']:>14} "
+            f"{row['shadow_hits']:>12} {row['shadow_cost_usd']:>14}"
+        )

@@ -166,6 +166,8 @@ class BudgetScope(StrEnum):
     USER = "user"
     KEY = "key"
     TAG = "tag"
+    SESSION = "session"
+    MODEL = "model"
 
 
 PERIOD_PATTERN = r"^(hourly|daily|weekly|monthly|lifetime|rolling:[1-9][0-9]*[mhd])$"
@@ -245,6 +247,56 @@ class BudgetSettingsConfig(Strict):
         return value
 
 
+class LimitConfig(Strict):
+    """Rate limits on one scope, checked in the same step as budgets. See docs/limits.md."""
+
+    name: Annotated[str, Field(pattern=NAME)]
+    scope: BudgetScope
+    match: Annotated[str, Field(min_length=1)] = "*"
+    models: list[str] = Field(default_factory=list)
+    requests: str | None = None  # "600/minute; 20000/day"
+    tokens: str | None = None  # "200000/minute": worst case reserved, actual settled
+    usd: str | None = None  # "5/minute; 50/hour": spend velocity
+    concurrency: Annotated[int | None, Field(gt=0)] = None  # requests in flight at once
+    shadow: bool = False  # count and report, never block
+
+    @field_validator("requests", "tokens")
+    @classmethod
+    def _whole_rates(cls, value: str | None) -> str | None:
+        if value is not None:
+            from spendgate.domain.rates import parse_rates
+
+            parse_rates(value, whole=True)
+        return value
+
+    @field_validator("usd")
+    @classmethod
+    def _dollar_rates(cls, value: str | None) -> str | None:
+        if value is not None:
+            from spendgate.domain.rates import parse_rates
+
+            parse_rates(value, whole=False)
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> LimitConfig:
+        if not (self.requests or self.tokens or self.usd or self.concurrency):
+            raise ValueError("give at least one of requests, tokens, usd or concurrency")
+        return self
+
+
+class RunawayConfig(Strict):
+    """Protection against loops, failing upstreams and retry storms. See docs/limits.md."""
+
+    loop_max_repeats: Annotated[int, Field(ge=0)] = 0  # 0: loop detection off
+    loop_window_s: Annotated[float, Field(gt=0)] = 60.0
+    breaker_failures: Annotated[int, Field(ge=0)] = 0  # 0: circuit breaker off
+    breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+    session_headers: list[str] = Field(
+        default_factory=lambda: ["x-spendgate-session", "x-claude-code-session-id", "session-id"]
+    )
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -257,6 +309,8 @@ class Config(Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     request_caps: list[RequestCapConfig] = Field(default_factory=list)
     budget_settings: BudgetSettingsConfig = Field(default_factory=BudgetSettingsConfig)
+    limits: list[LimitConfig] = Field(default_factory=list)
+    runaway: RunawayConfig = Field(default_factory=RunawayConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -274,10 +328,13 @@ class Config(Strict):
                 raise ValueError(
                     f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
                 )
-        names = [budget.name for budget in self.budgets]
+        names = [budget.name for budget in self.budgets] + [limit.name for limit in self.limits]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"budgets: duplicate budget name(s): {', '.join(duplicates)}")
+            raise ValueError(
+                f"budgets/limits: duplicate name(s): {', '.join(duplicates)} "
+                "(budget and limit names share one namespace)"
+            )
         seen: dict[str, str] = {}
         for org, spec in self.orgs.items():
             for team in spec.teams:

@@ -17,7 +17,8 @@ reserved amount, ``spent + reserved <= limit`` holds on every hard budget at all
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from spendgate.domain.budgets import CounterRef, RequestCap, Unit
 from spendgate.domain.pricing import Price
@@ -34,6 +35,8 @@ class WorstCase:
     output_rate: int  # nano-dollars per million output tokens (the dearer of output/reasoning)
 
     def amount(self, unit: Unit, ceiling: int) -> int:
+        if unit is Unit.REQUESTS or unit is Unit.CONCURRENT:
+            return 1
         output = ceiling * self.choices
         if unit is Unit.TOKENS:
             return self.input_tokens + output
@@ -41,6 +44,8 @@ class WorstCase:
 
     def affordable(self, unit: Unit, room: int) -> int:
         """Largest ceiling whose amount fits in ``room``; -1 if not even the input fits."""
+        if unit is Unit.REQUESTS or unit is Unit.CONCURRENT:
+            return self.requested_ceiling if room >= 1 else -1
         fixed = self.input_tokens if unit is Unit.TOKENS else self.input_cost
         if room < fixed:
             return -1
@@ -78,6 +83,23 @@ class CounterState:
     limit: int  # effective limit: the configured one or a runtime override
     spent: int
     reserved: int
+    oldest_ms: int | None = field(default=None, compare=False)  # oldest bucket in use
+
+    def frees_at(self, now: datetime, *, adding: bool = False) -> datetime | None:
+        """When some of what fills this counter leaves its window: a calendar window's
+        reset, or for a rolling window the moment its oldest used bucket ages out
+        (``adding``: counting the amount this request is about to put in the bucket)."""
+        window = self.ref.window
+        length = self.ref.budget.period.length
+        if length is None or window.resets_at is None:
+            return window.resets_at
+        oldest = self.oldest_ms if self.oldest_ms is not None else None
+        if oldest is None and adding:
+            oldest = window.bucket_ms
+        if oldest is None:
+            return now
+        width = window.resets_at - window.since - length
+        return datetime.fromtimestamp(oldest / 1000, UTC) + length + width
 
     @property
     def room(self) -> int:
@@ -105,6 +127,9 @@ class Admitted:
     clamped: bool
     amounts: tuple[int, ...]  # reserved on each counter, in the order given
     tightest: CounterState | None  # the hard budget that affords the least output (before)
+    # every counter as it was before this request (for headers; not part of the decision)
+    states: tuple[CounterState, ...] = field(default=(), compare=False)
+    shadow_blocks: tuple[str, ...] = ()  # shadow limits this request would have hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +157,9 @@ def decide(
     caps: Sequence[RequestCap],
     min_output: int,
 ) -> Admitted | Refused:
+    """Rate limits (and loop detection) never clamp: a request that does not fit whole is
+    refused, to be retried once the window has moved. Budgets clamp down to ``min_output``.
+    Shadow counters and soft budgets are reserved on like the others but never refuse."""
     floor = min(min_output, worst.requested_ceiling)
     ceiling, cap = cap_ceiling(worst, caps)
     if ceiling < floor:
@@ -140,9 +168,14 @@ def decide(
     tightest: CounterState | None = None
     least = 0
     for counter in counters:
-        if not counter.ref.budget.hard:
+        budget = counter.ref.budget
+        if not budget.blocks:
             continue
-        allowed = worst.affordable(counter.ref.budget.unit, counter.room)
+        allowed = worst.affordable(budget.unit, counter.room)
+        if not budget.clamps:
+            if allowed < worst.requested_ceiling:
+                return Refused(counter, None, worst.amount(budget.unit, worst.requested_ceiling))
+            continue
         # Rooms in tokens and in nano-dollars do not compare; what they afford does.
         if tightest is None or allowed < least:
             tightest, least = counter, allowed
@@ -151,9 +184,16 @@ def decide(
     if ceiling < floor:
         assert blocker is not None
         return Refused(blocker, None, worst.amount(blocker.ref.budget.unit, floor))
+    shadow = tuple(
+        c.ref.budget.name
+        for c in counters
+        if c.ref.budget.shadow and worst.affordable(c.ref.budget.unit, c.room) < ceiling
+    )
     return Admitted(
         ceiling=ceiling,
         clamped=ceiling < worst.requested_ceiling,
         amounts=tuple(worst.amount(c.ref.budget.unit, ceiling) for c in counters),
         tightest=blocker or tightest,
+        states=tuple(counters),
+        shadow_blocks=shadow,
     )

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from fnmatch import fnmatchcase
 
-from spendgate.config.schema import BudgetConfig, BudgetScope, Config, RequestCapConfig
+from spendgate.config.schema import (
+    BudgetConfig,
+    BudgetScope,
+    Config,
+    LimitConfig,
+    RequestCapConfig,
+)
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.periods import Calendar, Period, Window, window
+from spendgate.domain.rates import parse_rates
 from spendgate.money import dollars_to_nanos, format_dollars
 
 BASIS_POINTS = 10_000
@@ -25,11 +32,32 @@ BASIS_POINTS = 10_000
 class Unit(Enum):
     NANOS = "usd"
     TOKENS = "tokens"
+    REQUESTS = "requests"  # one per request sent
+    CONCURRENT = "concurrent"  # one per request in flight, released when it ends
 
     def render(self, amount: int) -> str:
         if self is Unit.NANOS:
             return format_dollars(amount, places=6)
-        return f"{amount:,} tokens"
+        if self is Unit.CONCURRENT:
+            return f"{amount:,} in flight"
+        return f"{amount:,} {self.value}"
+
+
+class Kind(Enum):
+    BUDGET = "budget"  # clamps the output ceiling when it can, refuses (non-retryable) else
+    LIMIT = "limit"  # a rate limit: never clamps; refuses with a retry-after
+    LOOP = "loop"  # the same request repeated: refuses, non-retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, for what: everything a scope can be matched against."""
+
+    key: ApiKey
+    org: str | None
+    model: str
+    session: str | None = None
+    fingerprint: str | None = None  # of the request's content, for loop detection
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +68,8 @@ class Scoped:
     match: str
     models: tuple[str, ...]
 
-    def members(self, key: ApiKey, org: str | None) -> list[str]:
-        values = _scope_values(self.scope, key, org)
+    def members(self, caller: Caller) -> list[str]:
+        values = _scope_values(self.scope, caller)
         if self.match == "*":
             return values
         return [value for value in values if value == self.match]
@@ -50,15 +78,18 @@ class Scoped:
         return not self.models or any(fnmatchcase(model, pattern) for pattern in self.models)
 
 
-def _scope_values(scope: BudgetScope, key: ApiKey, org: str | None) -> list[str]:
+def _scope_values(scope: BudgetScope, caller: Caller) -> list[str]:
+    key = caller.key
     if scope is BudgetScope.TAG:
         return list(dict.fromkeys(key.tags))  # a tag named twice is still one counter
     value = {
-        BudgetScope.ORG: org,
+        BudgetScope.ORG: caller.org,
         BudgetScope.TEAM: key.team,
         BudgetScope.SERVICE: key.service,
         BudgetScope.USER: key.user,
         BudgetScope.KEY: key.id,
+        BudgetScope.SESSION: caller.session,
+        BudgetScope.MODEL: caller.model,
     }[scope]
     return [value] if value else []
 
@@ -72,6 +103,16 @@ class Budget:
     period: Period
     hard: bool
     soft_bp: tuple[int, ...]  # soft thresholds in basis points of the limit, ascending
+    kind: Kind = Kind.BUDGET
+    shadow: bool = False  # counted and reported, never blocks
+
+    @property
+    def clamps(self) -> bool:
+        return self.kind is Kind.BUDGET
+
+    @property
+    def blocks(self) -> bool:
+        return self.hard and not self.shadow
 
     @classmethod
     def from_config(cls, spec: BudgetConfig) -> Budget:
@@ -91,6 +132,8 @@ class Budget:
         )
 
     def describe(self, member: str) -> str:
+        if self.kind is Kind.LIMIT:
+            return f"{self.target.scope.value} '{member}' ({self.name})"
         scope = self.target.scope.value
         models = f" on {', '.join(self.target.models)}" if self.target.models else ""
         return f"{scope} '{member}'{models} ({self.name}, {self.period})"
@@ -130,42 +173,113 @@ class BudgetBook:
     """Every declared budget and request cap, and the calendar they are counted in."""
 
     def __init__(
-        self, budgets: Sequence[Budget], caps: Sequence[RequestCap], calendar: Calendar
+        self,
+        budgets: Sequence[Budget],
+        caps: Sequence[RequestCap],
+        calendar: Calendar,
+        loop: Budget | None = None,
     ) -> None:
         self.budgets = tuple(budgets)
         self.caps = tuple(caps)
         self.calendar = calendar
+        self.loop = loop
         self._by_name = {budget.name: budget for budget in budgets}
 
     @classmethod
     def from_config(cls, config: Config) -> BudgetBook:
         settings = config.budget_settings
+        budgets = [Budget.from_config(spec) for spec in config.budgets]
+        for spec in config.limits:
+            budgets.extend(limits_from_config(spec))
         return cls(
-            [Budget.from_config(spec) for spec in config.budgets],
+            budgets,
             [RequestCap.from_config(spec) for spec in config.request_caps],
             Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
+            loop_detector(config.runaway.loop_max_repeats, config.runaway.loop_window_s),
         )
 
     def __bool__(self) -> bool:
-        return bool(self.budgets or self.caps)
+        return bool(self.budgets or self.caps or self.loop)
 
     def get(self, name: str) -> Budget | None:
         return self._by_name.get(name)
 
-    def counters(self, key: ApiKey, org: str | None, model: str, now: datetime) -> list[CounterRef]:
+    def counters(self, caller: Caller, now: datetime) -> list[CounterRef]:
         refs: list[CounterRef] = []
         for budget in self.budgets:
-            if not budget.target.covers_model(model):
+            if not budget.target.covers_model(caller.model):
                 continue
-            members = budget.target.members(key, org)
+            members = budget.target.members(caller)
             if members:
                 span = window(budget.period, now, self.calendar)
                 refs.extend(CounterRef(budget, member, span) for member in members)
+        if self.loop is not None and caller.fingerprint is not None:
+            member = f"{caller.key.id}|{caller.fingerprint}"
+            refs.append(CounterRef(self.loop, member, window(self.loop.period, now, self.calendar)))
         return refs
 
-    def caps_for(self, key: ApiKey, org: str | None, model: str) -> list[RequestCap]:
+    def caps_for(self, caller: Caller) -> list[RequestCap]:
         return [
             cap
             for cap in self.caps
-            if cap.target.covers_model(model) and cap.target.members(key, org)
+            if cap.target.covers_model(caller.model) and cap.target.members(caller)
         ]
+
+
+LIMIT_BUCKETS = 10  # a rate limit's window is kept in tenths
+LIMIT_MIN_BUCKET = timedelta(milliseconds=100)
+
+
+def _limit_period(length: timedelta) -> Period:
+    return Period("rolling", length, bucket=max(LIMIT_MIN_BUCKET, length / LIMIT_BUCKETS))
+
+
+def limits_from_config(spec: LimitConfig) -> list[Budget]:
+    """One counter-backed budget per rate (and one for concurrency) of a limit entry."""
+    target = Scoped(spec.scope, spec.match, tuple(spec.models))
+    made: list[Budget] = []
+
+    def add(suffix: str, unit: Unit, limit: int, period: Period) -> None:
+        made.append(
+            Budget(
+                name=f"{spec.name}:{suffix}",
+                target=target,
+                unit=unit,
+                limit=limit,
+                period=period,
+                hard=True,
+                soft_bp=(),
+                kind=Kind.LIMIT,
+                shadow=spec.shadow,
+            )
+        )
+
+    for text, unit, whole in (
+        (spec.requests, Unit.REQUESTS, True),
+        (spec.tokens, Unit.TOKENS, True),
+        (spec.usd, Unit.NANOS, False),
+    ):
+        for rate in parse_rates(text, whole=whole) if text else ():
+            limit = int(rate.amount) if whole else dollars_to_nanos(rate.amount)
+            per = rate.text.split("/", 1)[1].strip()
+            add(f"{unit.value}/{per}", unit, limit, _limit_period(rate.period))
+    if spec.concurrency:
+        add("concurrency", Unit.CONCURRENT, spec.concurrency, Period("lifetime"))
+    return made
+
+
+def loop_detector(max_repeats: int, window_s: float) -> Budget | None:
+    """The same request (same key, same fingerprint) more than ``max_repeats`` times in the
+    window is a loop: the next one is refused."""
+    if max_repeats <= 0:
+        return None
+    return Budget(
+        name="loop-detection",
+        target=Scoped(BudgetScope.KEY, "*", ()),
+        unit=Unit.REQUESTS,
+        limit=max_repeats,
+        period=_limit_period(timedelta(seconds=window_s)),
+        hard=True,
+        soft_bp=(),
+        kind=Kind.LOOP,
+    )

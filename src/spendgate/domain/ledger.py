@@ -47,3 +47,8 @@ class LedgerRow:
     output_ceiling: int | None = None  # the output ceiling reserved for (per choice)
     clamped_from: int | None = None  # the ceiling the request asked for, when spendgate lowered it
     unreconciled: bool = False  # charged at its reservation: the gateway died before settling
+    session_id: str | None = None  # the client's session (Claude Code, Codex, x-spendgate-session)
+    retry_count: int = 0  # the SDK's own retry number (x-stainless-retry-count)
+    blocked_by: str | None = None  # a refused request: the budget or limit that stopped it
+    would_cost_nanos: int = 0  # a refused request: what its worst case would have cost
+    shadow_blocks: tuple[str, ...] = ()  # shadow limits this request would have hit

@@ -41,6 +41,7 @@ class Calendar:
 class Period:
     kind: str  # hourly | daily | weekly | monthly | lifetime | rolling
     length: timedelta | None = None  # rolling periods only
+    bucket: timedelta | None = None  # rolling periods: bucket width (default: 1/24, >= 1 min)
 
     @classmethod
     def parse(cls, text: str) -> Period:
@@ -88,15 +89,16 @@ def window(period: Period, now: datetime, calendar: Calendar) -> Window:
         return Window(since=_EPOCH, bucket=_EPOCH, resets_at=None)
     if period.kind == "rolling":
         assert period.length is not None
-        return _rolling(period.length, now)
+        width = period.bucket or max(_MIN_BUCKET, period.length / ROLLING_BUCKETS)
+        return _rolling(period.length, width, now)
     start, end = _calendar_bounds(period.kind, now.astimezone(calendar.zone), calendar)
     return Window(
         since=start.astimezone(UTC), bucket=start.astimezone(UTC), resets_at=end.astimezone(UTC)
     )
 
 
-def _rolling(length: timedelta, now: datetime) -> Window:
-    width_ms = to_ms(_EPOCH + max(_MIN_BUCKET, length / ROLLING_BUCKETS))
+def _rolling(length: timedelta, width: timedelta, now: datetime) -> Window:
+    width_ms = max(1, to_ms(_EPOCH + width))
     bucket_ms = (to_ms(now) // width_ms) * width_ms
     # The bucket holding the instant `now - length` still counts, in full.
     since_ms = (to_ms(now - length) // width_ms) * width_ms

@@ -92,6 +92,8 @@ def sum_groups(groups: Sequence[UsageGroup], label: str | None = None) -> UsageG
         cost_nanos=sum(g.cost_nanos for g in groups),
         errors=sum(g.errors for g in groups),
         estimated=sum(g.estimated for g in groups),
+        blocked=sum(g.blocked for g in groups),
+        blocked_would_cost_nanos=sum(g.blocked_would_cost_nanos for g in groups),
     )
 
 
@@ -119,7 +121,15 @@ def top_spenders(groups: Sequence[UsageGroup], n: int) -> TopSpenders:
 
 # ---------------------------------------------------------------------------- export
 
-CSV_HEADER = ("group", *_USAGE_FIELDS, "cost_usd", "errors", "estimated")
+CSV_HEADER = (
+    "group",
+    *_USAGE_FIELDS,
+    "cost_usd",
+    "errors",
+    "estimated",
+    "blocked",
+    "blocked_would_cost_usd",
+)
 
 
 def to_csv(groups: Sequence[UsageGroup]) -> str:
@@ -132,7 +142,17 @@ def to_csv(groups: Sequence[UsageGroup]) -> str:
     writer.writerow(CSV_HEADER)
     for g in groups:
         counts = [getattr(g, name) for name in _USAGE_FIELDS]
-        writer.writerow([g.group or "", *counts, dollars(g.cost_nanos), g.errors, g.estimated])
+        writer.writerow(
+            [
+                g.group or "",
+                *counts,
+                dollars(g.cost_nanos),
+                g.errors,
+                g.estimated,
+                g.blocked,
+                dollars(g.blocked_would_cost_nanos),
+            ]
+        )
     return out.getvalue()
 
 
@@ -144,6 +164,9 @@ def _group_json(usage: UsageGroup) -> dict[str, object]:
         cost_usd=dollars(usage.cost_nanos),
         errors=usage.errors,
         estimated=usage.estimated,
+        blocked=usage.blocked,
+        blocked_would_cost_nanos=usage.blocked_would_cost_nanos,
+        blocked_would_cost_usd=dollars(usage.blocked_would_cost_nanos),
     )
     return body
 

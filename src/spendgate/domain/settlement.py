@@ -11,12 +11,23 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 
 
+def actual_amount(unit: Unit, usage: Usage, cost: int) -> int:
+    """What a counter is charged: the cost for dollars, all tokens for tokens, one request
+    per request sent, and nothing for concurrency (the slot is simply given back)."""
+    if unit is Unit.NANOS:
+        return cost
+    if unit is Unit.TOKENS:
+        return usage.input_tokens + usage.output_tokens
+    return 1 if unit is Unit.REQUESTS else 0
+
+
 def actual_amounts(counters: Sequence[CounterRef], usage: Usage, cost: int) -> tuple[int, ...]:
-    """What each counter is charged: the cost for dollar budgets, all tokens for token ones."""
-    return tuple(
-        cost if ref.budget.unit is Unit.NANOS else usage.input_tokens + usage.output_tokens
-        for ref in counters
-    )
+    return tuple(actual_amount(ref.budget.unit, usage, cost) for ref in counters)
+
+
+def lapse_charge(unit: str, reserved: int) -> int:
+    """A lapsed reservation is charged what it reserved, but frees its concurrency slot."""
+    return 0 if unit == Unit.CONCURRENT.value else reserved
 
 
 def lapsed_row(template: LedgerRow, worst: WorstCase, ceiling: int) -> LedgerRow:

@@ -34,5 +34,19 @@ class UsageGroup:
     output_tokens: int
     reasoning_tokens: int
     cost_nanos: int
-    errors: int
+    errors: int  # requests that reached an upstream and failed
     estimated: int
+    blocked: int = 0  # requests refused by a budget, limit or breaker (not in `requests`)
+    blocked_would_cost_nanos: int = 0  # what the refused requests' worst cases add up to
+
+
+@dataclass(frozen=True, slots=True)
+class BlockGroup:
+    """What one budget, limit or breaker stopped over a period, and what shadow ones would
+    have stopped: refused requests and their worst-case cost (what blocking saved)."""
+
+    name: str
+    blocked: int
+    blocked_would_cost_nanos: int
+    shadow_hits: int
+    shadow_cost_nanos: int  # the real cost of the requests a shadow limit let through

@@ -11,18 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
 
 from spendgate.clock import Clock
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, worst_case
-from spendgate.domain.budgets import BudgetBook, RequestCap, Unit
+from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
-from spendgate.errors import BudgetExceeded, RequestCapExceeded
+from spendgate.errors import (
+    BudgetExceeded,
+    Dialect,
+    GatewayError,
+    LoopDetected,
+    RateLimited,
+    RequestCapExceeded,
+)
 from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.limit_headers import limit_headers
 from spendgate.storage.base import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
@@ -48,8 +61,8 @@ class Ticket:
     def ceiling(self) -> int:
         return self.admitted.ceiling
 
-    def headers(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def headers(self, dialect: Dialect, now: datetime) -> dict[str, str]:
+        out = limit_headers(self.admitted, dialect, now)
         tightest = self.admitted.tightest
         if tightest is not None:
             index = self.plan.counters.index(tightest.ref)
@@ -64,13 +77,27 @@ class Ticket:
             out["x-spendgate-output-clamped"] = (
                 f"{self.ceiling} (requested {self.plan.worst.requested_ceiling})"
             )
+        if self.admitted.shadow_blocks:
+            out["x-spendgate-shadow-blocked"] = ", ".join(self.admitted.shadow_blocks)
         return out
 
 
 def _plain(unit: Unit, amount: int) -> str:
-    if unit is Unit.TOKENS:
-        return f"{amount} tokens"
-    return f"{amount / 1e9:.6f} USD"
+    if unit is Unit.NANOS:
+        return f"{amount / 1e9:.6f} USD"
+    return f"{amount} {unit.value}"
+
+
+# Fields that change between two sends of the same logical request.
+_VOLATILE = frozenset(
+    {"stream", "stream_options", "metadata", "user", "store", "prompt_cache_key", "service_tier"}
+)
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """Of the request's content (model, messages or input, tools...), not its delivery."""
+    content = {name: value for name, value in body.items() if name not in _VOLATILE}
+    return hashlib.blake2b(orjson.dumps(content), digest_size=12).hexdigest()
 
 
 async def admit(
@@ -83,17 +110,22 @@ async def admit(
     min_output: int,
     default_ceiling: int,
 ) -> Ticket | None:
-    """Reserve the request's worst case on every applicable budget, or refuse it."""
+    """Reserve the request's worst case on every applicable budget and limit, or refuse it
+    (and record the refusal in the ledger, uncharged, with what it would have cost)."""
     now = exchange.arrived
-    model = exchange.route.name
-    counters = book.counters(exchange.key, exchange.org, model, now)
-    caps = book.caps_for(exchange.key, exchange.org, model)
+    caller = Caller(
+        key=exchange.key,
+        org=exchange.org,
+        model=exchange.route.name,
+        session=exchange.session_id,
+        fingerprint=fingerprint(exchange.body) if book.loop is not None else None,
+    )
+    counters = book.counters(caller, now)
+    caps = book.caps_for(caller)
     if not counters and not caps:
         return None
     spec = exchange.spec
-    count = spec.input_counter(model, exchange.body)
-    _check_input_caps(caps, count.tokens, count.exact)
-    input_tokens = input_upper_bound(count.tokens, exchange.price.max_input_tokens)
+    count = spec.input_counter(caller.model, exchange.body)
     requested, choices = spec.requested_output(exchange.body)
     ceiling = (
         requested
@@ -102,53 +134,127 @@ async def admit(
     )
     worst = worst_case(
         exchange.price,
-        input_tokens=input_tokens,
+        input_tokens=input_upper_bound(count.tokens, exchange.price.max_input_tokens),
         input_exact=count.exact,
         ceiling=ceiling,
         choices=choices,
     )
-    plan = ReservationPlan(
-        reservation_id=exchange.request_id,
-        owner=owner,
-        expires_at=now + lease,
-        counters=tuple(counters),
-        worst=worst,
-        caps=tuple(caps),
-        min_output=max(min_output, spec.min_ceiling(exchange.body)),
-        template=exchange.template_row(),
-    )
-    decision = await storage.reserve(plan)
-    if isinstance(decision, Refused):
-        raise _refusal(decision, worst, book)
+    try:
+        _check_input_caps(caps, count.tokens, count.exact)
+        plan = ReservationPlan(
+            reservation_id=exchange.request_id,
+            owner=owner,
+            expires_at=now + lease,
+            counters=tuple(counters),
+            worst=worst,
+            caps=tuple(caps),
+            min_output=max(min_output, spec.min_ceiling(exchange.body)),
+            template=exchange.template_row(),
+        )
+        decision = await storage.reserve(plan)
+        if isinstance(decision, Refused):
+            raise _refusal(decision, worst, book, now)
+    except (BudgetExceeded, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
+        await record_block(storage, exchange, refusal, worst.amount(Unit.NANOS, ceiling))
+        raise
     return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
+
+
+async def record_block(
+    storage: Storage, exchange: Exchange, refusal: GatewayError, would_cost: int
+) -> None:
+    """A refused request leaves an uncharged ledger row naming what stopped it."""
+    row = exchange.row(
+        now=exchange.started,
+        usage=Usage(),
+        status=refusal.status_for(exchange.spec.dialect),
+        error=refusal.message[:500],
+    )
+    blocked = dataclasses.replace(
+        row, blocked_by=refusal.blocked_by or type(refusal).__name__, would_cost_nanos=would_cost
+    )
+    await asyncio.shield(storage.record(blocked))
 
 
 def _check_input_caps(caps: list[RequestCap], input_tokens: int, exact: bool) -> None:
     for cap in caps:
         if cap.max_input_tokens is not None and input_tokens > cap.max_input_tokens:
             how = "" if exact else " (an upper-bound estimate)"
-            raise RequestCapExceeded(
+            refusal = RequestCapExceeded(
                 f"This request has {input_tokens:,} input tokens{how}, over the limit of "
                 f"{cap.max_input_tokens:,} per request for {cap.target.scope.value} "
                 f"'{cap.target.match}'. Shorten the prompt or split the work."
             )
+            refusal.blocked_by = f"request-cap:{cap.target.scope.value}:{cap.target.match}"
+            raise refusal
 
 
-def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook) -> Exception:
+def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime) -> GatewayError:
     if refused.counter is None:
         cap = refused.cap
         assert cap is not None
         assert cap.max_request_nanos is not None
-        return RequestCapExceeded(
+        error: GatewayError = RequestCapExceeded(
             f"Even with the smallest output ceiling this request would cost up to "
             f"{Unit.NANOS.render(refused.needed)}, over the per-request limit of "
             f"{Unit.NANOS.render(cap.max_request_nanos)} for {cap.target.scope.value} "
             f"'{cap.target.match}'."
         )
-    return BudgetExceeded(_budget_message(refused.counter, refused.needed, worst, book))
+        error.blocked_by = f"request-cap:{cap.target.scope.value}:{cap.target.match}"
+        return error
+    counter = refused.counter
+    budget = counter.ref.budget
+    if budget.kind is Kind.LIMIT:
+        error = _rate_limited(counter, refused.needed, now)
+    elif budget.kind is Kind.LOOP:
+        seconds = budget.period.length.total_seconds() if budget.period.length else 0
+        error = LoopDetected(
+            f"Loop detected: this key sent the same request {counter.spent + counter.reserved} "
+            f"times within {seconds:g} s; spendgate refuses further repeats "
+            "until the window passes. Change the request, or fix the client that repeats it."
+        )
+    else:
+        error = BudgetExceeded(_budget_message(counter, refused.needed, book))
+    error.blocked_by = budget.name
+    return error
 
 
-def _budget_message(counter: CounterState, needed: int, worst: WorstCase, book: BudgetBook) -> str:
+# A concurrency slot frees when some request in flight ends: suggest a short wait.
+CONCURRENCY_WAIT_S = 1.0
+
+
+def _rate_limited(counter: CounterState, needed: int, now: datetime) -> RateLimited:
+    budget = counter.ref.budget
+    frees = counter.frees_at(now)
+    wait = CONCURRENCY_WAIT_S if frees is None else max(0.001, (frees - now).total_seconds())
+    unit = budget.unit
+    if unit is Unit.CONCURRENT:
+        what = f"{counter.reserved} requests in flight of {counter.limit} allowed at once"
+    else:
+        what = (
+            f"{unit.render(counter.spent + counter.reserved)} of {unit.render(counter.limit)} "
+            f"per {_human(budget.period.length)} used; this request needs {unit.render(needed)}"
+        )
+    return RateLimited(
+        f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. "
+        f"Room frees up in {wait:.1f} s.",
+        wait_s=wait,
+        tokens=unit is Unit.TOKENS,
+    )
+
+
+def _human(length: timedelta | None) -> str:
+    if length is None:
+        return "window"
+    seconds = length.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g} seconds"
+
+
+def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str:
     ref = counter.ref
     unit = ref.budget.unit
     resets = ref.window.resets_at

@@ -40,6 +40,8 @@ class Exchange:
     upstream_request_id: str | None = None
     ticket: Ticket | None = None
     settled: bool = False
+    session_id: str | None = None
+    retry_count: int = 0
 
     def mark_first_byte(self, now: float) -> None:
         if self.ttfb is None:
@@ -88,6 +90,9 @@ class Exchange:
             error=error,
             output_ceiling=self.ticket.ceiling if self.ticket else None,
             clamped_from=self._clamped_from(),
+            session_id=self.session_id,
+            retry_count=self.retry_count,
+            shadow_blocks=self.ticket.admitted.shadow_blocks if self.ticket else (),
         )
 
     def _clamped_from(self) -> int | None:

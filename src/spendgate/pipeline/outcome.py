@@ -53,5 +53,5 @@ def client_headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict
     headers = response_headers(upstream.headers)
     headers[REQUEST_ID_HEADER] = exchange.request_id
     if exchange.ticket is not None:
-        headers.update(exchange.ticket.headers())
+        headers.update(exchange.ticket.headers(exchange.spec.dialect, exchange.arrived))
     return headers

@@ -17,9 +17,15 @@ from aiohttp import web
 from spendgate.config.schema import ProviderKind
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
-from spendgate.errors import InvalidRequest, RequestTooLarge, UpstreamTimeout, UpstreamUnavailable
+from spendgate.errors import (
+    CircuitOpen,
+    InvalidRequest,
+    RequestTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import Ticket, admit
+from spendgate.pipeline.budgeting import Ticket, admit, record_block
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.outcome import (
     BROKEN_UPSTREAM,
@@ -94,9 +100,12 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         deployment=deployment,
         price=price,
         body=body,
+        session_id=_session(request, gateway.config.runaway.session_headers),
+        retry_count=_retry_count(request),
     )
-    exchange.ticket = await _admit(gateway, exchange)
+    await _check_breaker(gateway, exchange)
     try:
+        exchange.ticket = await _admit(gateway, exchange)
         prepared = spec.prepare(
             raw,
             body,
@@ -108,9 +117,56 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         exchange.stream = prepared.stream
         return await _forward(gateway, request, exchange, prepared)
     finally:
+        if gateway.breakers is not None:
+            gateway.breakers.abandon(_breaker_key(exchange))  # a probe that never got an answer
         if exchange.ticket is not None and not exchange.settled:
             # Never reached an upstream (unreachable, bad body...): give the budget back.
             await asyncio.shield(gateway.storage.release(exchange.request_id))
+
+
+def _session(request: web.Request, names: list[str]) -> str | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value:
+            return value[:200]
+    return None
+
+
+def _retry_count(request: web.Request) -> int:
+    value = request.headers.get("x-stainless-retry-count", "0")
+    return int(value) if value.isdigit() else 0
+
+
+def _breaker_key(exchange: Exchange) -> tuple[str, str]:
+    return (exchange.key.id, exchange.route.name)
+
+
+async def _check_breaker(gateway: Gateway, exchange: Exchange) -> None:
+    if gateway.breakers is None:
+        return
+    wait = gateway.breakers.wait(_breaker_key(exchange), gateway.clock.monotonic())
+    if wait is None:
+        return
+    refusal = CircuitOpen(
+        f"The upstream for '{exchange.route.name}' failed {gateway.breakers.threshold} times "
+        f"in a row for this key; spendgate fails fast instead of paying for more failing "
+        f"calls. It will try again in {wait:.1f} s.",
+        wait_s=wait,
+    )
+    refusal.blocked_by = "circuit-breaker"
+    await record_block(gateway.storage, exchange, refusal, 0)
+    raise refusal
+
+
+def _breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
+    """``ok`` None: no answer either way (the client left); a probe is given up."""
+    if gateway.breakers is None:
+        return
+    key = _breaker_key(exchange)
+    if ok is None:
+        gateway.breakers.abandon(key)
+    else:
+        gateway.breakers.record(key, gateway.clock.monotonic(), ok=ok)
 
 
 async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:
@@ -146,24 +202,29 @@ async def _forward(
     try:
         upstream = await gateway.session().post(url, data=prepared.body, headers=headers)
     except aiohttp.ClientConnectorError as exc:
+        _breaker_outcome(gateway, exchange, False)
         raise UpstreamUnavailable(
             f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
         ) from None
     except asyncio.CancelledError:
+        _breaker_outcome(gateway, exchange, None)
         await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
         raise
     except TimeoutError:
+        _breaker_outcome(gateway, exchange, False)
         await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
         raise UpstreamTimeout(
             f"The upstream provider '{provider.name}' did not answer in time."
         ) from None
     except BROKEN_UPSTREAM as exc:
+        _breaker_outcome(gateway, exchange, False)
         await record(gateway, exchange, _lost(gateway, exchange, 502, f"upstream broke: {exc}"))
         raise UpstreamUnavailable(
             f"The connection to the upstream provider '{provider.name}' broke before it answered."
         ) from None
     exchange.mark_first_byte(gateway.clock.monotonic())
     exchange.upstream_request_id = _upstream_id(upstream.headers)
+    _breaker_outcome(gateway, exchange, upstream.status < 500 and upstream.status != 429)
     try:
         if prepared.stream and upstream.status == 200 and _is_sse(upstream):
             return await relay_stream(gateway, request, exchange, prepared, upstream)

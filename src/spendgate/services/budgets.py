@@ -29,6 +29,8 @@ class BudgetView:
             "scope": self.budget.target.scope.value,
             "member": self.member,
             "models": list(self.budget.target.models),
+            "kind": self.budget.kind.value,
+            "shadow": self.budget.shadow,
             "unit": unit.value,
             "period": str(self.budget.period),
             "hard": self.budget.hard,

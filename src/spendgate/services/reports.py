@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from spendgate.clock import Clock
-from spendgate.domain.reports import PERIOD_FORMS, TopSpenders, parse_period, to_json, top_spenders
+from spendgate.domain.reports import (
+    PERIOD_FORMS,
+    TopSpenders,
+    dollars,
+    parse_period,
+    to_json,
+    top_spenders,
+)
 from spendgate.errors import InvalidRequest
 from spendgate.storage.base import GroupBy, Storage, UsageGroup, UsageQuery
 
@@ -42,12 +49,7 @@ def parse_group_by(value: str) -> GroupBy:
         ) from None
 
 
-async def usage_report(
-    storage: Storage, clock: Clock, *, group_by: str, period: str, top: int
-) -> UsageReport:
-    grouping = parse_group_by(group_by)
-    if top < 0:
-        raise InvalidRequest("top must be 0 or more", param="top")
+def period_bounds(clock: Clock, period: str) -> tuple[datetime, datetime]:
     now = clock.now()
     try:
         since, until = parse_period(period, now)
@@ -56,6 +58,43 @@ async def usage_report(
     if until >= now:
         # "to date" periods include the request that finished this very millisecond.
         until = now + timedelta(milliseconds=1)
+    return since, until
+
+
+async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[str, object]:
+    """What each budget, limit, loop detector and breaker stopped (and what shadow limits
+    would have stopped) over a period, with the worst-case cost that blocking saved."""
+    since, until = period_bounds(clock, period)
+    groups = await storage.blocks(since, until)
+    return {
+        "period": period,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "blocked": sum(g.blocked for g in groups),
+        "blocked_would_cost_nanos": sum(g.blocked_would_cost_nanos for g in groups),
+        "blocked_would_cost_usd": dollars(sum(g.blocked_would_cost_nanos for g in groups)),
+        "data": [
+            {
+                "name": g.name,
+                "blocked": g.blocked,
+                "blocked_would_cost_nanos": g.blocked_would_cost_nanos,
+                "blocked_would_cost_usd": dollars(g.blocked_would_cost_nanos),
+                "shadow_hits": g.shadow_hits,
+                "shadow_cost_nanos": g.shadow_cost_nanos,
+                "shadow_cost_usd": dollars(g.shadow_cost_nanos),
+            }
+            for g in groups
+        ],
+    }
+
+
+async def usage_report(
+    storage: Storage, clock: Clock, *, group_by: str, period: str, top: int
+) -> UsageReport:
+    grouping = parse_group_by(group_by)
+    if top < 0:
+        raise InvalidRequest("top must be 0 or more", param="top")
+    since, until = period_bounds(clock, period)
     groups = await storage.usage(UsageQuery(group_by=grouping, since=since, until=until))
     return UsageReport(
         group_by=grouping,

@@ -16,7 +16,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCas
 from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.totals import GroupBy, UsageGroup, UsageQuery
+from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
 
 __all__ = [
     "BudgetOverride",
@@ -77,6 +77,11 @@ class Storage(Protocol):
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         """Totals per group over ``[since, until)``, highest cost first."""
+        ...
+
+    async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
+        """Per budget, limit or breaker over ``[since, until)``: the requests it refused and
+        their worst-case cost, and (shadow limits) the requests it would have refused."""
         ...
 
     async def ledger(

@@ -170,10 +170,11 @@ _KEYS = _RowCodec(
 )
 _LEDGER = _RowCodec(
     LedgerRow,
-    encode={"ts": to_ms, "tags": _dump_strs},
+    encode={"ts": to_ms, "tags": _dump_strs, "shadow_blocks": _dump_strs},
     decode={
         "ts": from_ms,
         "tags": _load_strs,
+        "shadow_blocks": _load_strs,
         "streamed": bool,
         "client_disconnected": bool,
         "usage_estimated": bool,
@@ -221,9 +222,10 @@ _GROUP_COLUMNS = {
 # Selected in UsageGroup's field order, so a row builds a UsageGroup positionally.
 _USAGE = {
     group_by: (
-        f"SELECT {column} AS grp, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), "  # noqa: S608
-        "SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_nanos), "
-        "SUM(status >= 400), SUM(usage_estimated) "
+        f"SELECT {column} AS grp, SUM(blocked_by IS NULL), SUM(input_tokens), "  # noqa: S608
+        "SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), "
+        "SUM(reasoning_tokens), SUM(cost_nanos), SUM(status >= 400 AND blocked_by IS NULL), "
+        "SUM(usage_estimated), SUM(blocked_by IS NOT NULL), SUM(would_cost_nanos) "
         "FROM ledger WHERE ts >= ? AND ts < ? "
         "GROUP BY grp ORDER BY SUM(cost_nanos) DESC, grp IS NULL, grp"
     )

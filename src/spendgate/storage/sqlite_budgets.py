@@ -41,7 +41,8 @@ from spendgate.clock import Clock
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, decide
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.settlement import lapsed_row
+from spendgate.domain.settlement import lapse_charge, lapsed_row
+from spendgate.domain.totals import BlockGroup
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, ReservationPlan
 
@@ -57,12 +58,21 @@ _MS = timedelta(milliseconds=1)
 # ---------------------------------------------------------------------------- statements
 
 # One row: the window's sums and the budget's override in force (NULL: none).
+_BLOCKED = (
+    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos) FROM ledger "
+    "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
+)
+_SHADOW_HITS = (
+    "SELECT hit.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
+    "json_each(ledger.shadow_blocks) AS hit "
+    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
+)
 _COUNTER_STATE = """
 SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0), (
     SELECT limit_amount FROM budget_overrides
     WHERE budget = ?1 AND (expires_ms IS NULL OR expires_ms > ?5)
     ORDER BY created_ms DESC, id DESC LIMIT 1
-)
+), MIN(CASE WHEN spent > 0 OR reserved > 0 THEN bucket_ms END)
 FROM budget_counters
 WHERE budget = ?1 AND member = ?2 AND unit = ?3 AND bucket_ms >= ?4
 """
@@ -153,6 +163,7 @@ def dump_template(row: LedgerRow) -> str:
     values = {name: getattr(row, name) for name in _ROW_FIELDS}
     values["ts"] = to_ms(row.ts)
     values["tags"] = list(row.tags)
+    values["shadow_blocks"] = list(row.shadow_blocks)
     return _dumps(values)
 
 
@@ -161,6 +172,7 @@ def load_template(text: str) -> LedgerRow:
     values = {name: stored[name] for name in _ROW_FIELDS if name in stored}
     values["ts"] = from_ms(values["ts"])
     values["tags"] = tuple(values["tags"])
+    values["shadow_blocks"] = tuple(values.get("shadow_blocks", ()))
     return LedgerRow(**values)
 
 
@@ -177,9 +189,9 @@ def _load_counters(text: str) -> list[StoredCounter]:
 def read_state(conn: sqlite3.Connection, ref: CounterRef, now_ms: int) -> CounterState:
     budget = ref.budget
     params = (budget.name, ref.member, budget.unit.value, ref.window.since_ms, now_ms)
-    spent, reserved, override = conn.execute(_COUNTER_STATE, params).fetchone()
+    spent, reserved, override, oldest = conn.execute(_COUNTER_STATE, params).fetchone()
     limit = budget.limit if override is None else override
-    return CounterState(ref=ref, limit=limit, spent=spent, reserved=reserved)
+    return CounterState(ref=ref, limit=limit, spent=spent, reserved=reserved, oldest_ms=oldest)
 
 
 def reserve_work(
@@ -264,7 +276,7 @@ def expire_work(now_ms: int, insert_row: InsertRow, conn: sqlite3.Connection) ->
     lapsed = conn.execute(_LAPSED, (now_ms, EXPIRE_BATCH)).fetchall()
     for reservation_id, counters, ceiling, worst, template in lapsed:
         for counter in _load_counters(counters):
-            _charge(conn, counter, counter[4])
+            _charge(conn, counter, lapse_charge(counter[3], counter[4]))
         row = lapsed_row(load_template(template), load_worst(worst), ceiling)
         try:
             insert_row(conn, row)
@@ -382,6 +394,19 @@ class SqliteBudgets:
             raise ValueError(f"negative settlement amounts for {reservation_id!r}: {amounts}")
         work = partial(settle_work, reservation_id, tuple(amounts), row, self._insert_row)
         return await self._submit(work, f"settlement of {reservation_id!r}")
+
+    async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
+        params = (to_ms(since), to_ms(until))
+
+        def scan(conn: sqlite3.Connection) -> list[BlockGroup]:
+            found: dict[str, list[int]] = {}
+            for name, count, cost in conn.execute(_BLOCKED, params):
+                found.setdefault(name, [0, 0, 0, 0])[0:2] = [count, cost]
+            for name, count, cost in conn.execute(_SHADOW_HITS, params):
+                found.setdefault(name, [0, 0, 0, 0])[2:4] = [count, cost]
+            return [BlockGroup(name, *values) for name, values in sorted(found.items())]
+
+        return await self._report(scan)
 
     async def release(self, reservation_id: str) -> bool:
         """Drop a reservation whose request never reached an upstream: no charge, no row."""
