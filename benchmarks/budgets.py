@@ -1,11 +1,13 @@
-"""Added latency of budget enforcement: the same gateway with and without budgets.
+"""Added latency of admission control: the same gateway with no budget, with three nested
+budgets, and with three budgets plus three rate limits.
 
     python -m benchmarks.budgets [--rounds 5] [--write docs/benchmarks.md]
 
-Two gateways run against one simulator: "plain" (no budget) and "budgets" (three nested
-budgets on the key, its team and its org, each reserved and settled atomically per
-request). The load generator alternates blocks between them; the difference of medians is
-what a request pays for exact budget enforcement.
+Three gateways run against one simulator: "plain" (no budget or limit), "budgets" (three
+nested dollar budgets on the key, its team and its org) and "limits" (the same budgets
+plus a request, a token and a concurrency limit), each reserved and settled atomically per
+request. The load generator alternates blocks between them; the difference of medians is
+what a request pays for exact enforcement.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from benchmarks.common import (
 )
 from benchmarks.latency import machine, write
 
+LIMITED = {
+    "limits": [
+        {"name": "rpm", "scope": "key", "requests": "1000000/minute"},
+        {"name": "tpm", "scope": "team", "tokens": "1000000000/minute"},
+        {"name": "inflight", "scope": "org", "concurrency": 10000},
+    ]
+}
+
 NESTED = {
     "budgets": [
         {"name": "key", "scope": "key", "match": "*", "limit_usd": "1000", "period": "daily"},
@@ -39,38 +49,43 @@ NESTED = {
 }
 
 
+VARIANTS = ("plain", "budgets", "limits")
+
+
 async def measure(
     s: Any, rounds: int, count: int, concurrency: int, stream: bool
 ) -> dict[str, list[float]]:
-    plain = gateway_target(s, "plain", "/v1/chat/completions")
-    budgeted = gateway_target(s, "budgets", "/v1/chat/completions")
-    samples: dict[str, list[float]] = {"plain": [], "budgets": [], "added": []}
+    targets = [gateway_target(s, name, "/v1/chat/completions") for name in VARIANTS]
+    samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    samples.update({"added budgets": [], "added limits": []})
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        for target in (plain, budgeted):
+        for target in targets:
             await run_block(
                 session, target, CHAT_BODY, count=100, concurrency=concurrency, stream=stream
             )
         for round_no in range(rounds):
-            order = (plain, budgeted) if round_no % 2 == 0 else (budgeted, plain)
+            shift = round_no % len(targets)
             per_round = {}
-            for target in order:
+            for target in targets[shift:] + targets[:shift]:
                 ttfb, total, _ = await run_block(
                     session, target, CHAT_BODY, count=count, concurrency=concurrency, stream=stream
                 )
                 values = ttfb if stream else total
                 samples[target.name].extend(values)
                 per_round[target.name] = median(values)
-            samples["added"].append(per_round["budgets"] - per_round["plain"])
+            samples["added budgets"].append(per_round["budgets"] - per_round["plain"])
+            samples["added limits"].append(per_round["limits"] - per_round["plain"])
     return samples
 
 
 async def main_async(rounds: int) -> str:
     lines = [
-        "| scenario | no budget p50 ms | 3 nested budgets p50 ms "
-        "| added p50 ms (median of rounds) | budgets p99 ms |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | none p50 ms | 3 budgets p50 ms | added | 3 budgets + 3 limits p50 ms "
+        "| added | budgets+limits p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    with stack(variants={"plain": {}, "budgets": NESTED}) as s:
+    variants = {"plain": {}, "budgets": NESTED, "limits": {**NESTED, **LIMITED}}
+    with stack(variants=variants) as s:
         for name, count, concurrency, stream in (
             ("chat, non-streaming, concurrency 1", 300, 1, False),
             ("chat, streaming (TTFB), concurrency 1", 300, 1, True),
@@ -79,7 +94,8 @@ async def main_async(rounds: int) -> str:
             r = await measure(s, rounds, count, concurrency, stream)
             line = (
                 f"| {name} | {ms(median(r['plain']))} | {ms(median(r['budgets']))} | "
-                f"**{ms(median(r['added']))}** | {ms(percentile(r['budgets'], 0.99))} |"
+                f"**{ms(median(r['added budgets']))}** | {ms(median(r['limits']))} | "
+                f"**{ms(median(r['added limits']))}** | {ms(percentile(r['limits'], 0.99))} |"
             )
             print(line, flush=True)
             lines.append(line)
@@ -98,8 +114,10 @@ def main() -> None:
     content = (
         f"Measured {stamp} on {machine()} with "
         f"`python -m benchmarks.budgets --rounds {args.rounds}`"
-        " (one simulator, two gateways as separate processes: without budgets, and with three"
-        " nested dollar budgets on key, team and org; SQLite).\n\n" + table
+        " (one simulator, three gateways as separate processes: no admission control; three"
+        " nested dollar budgets on key, team and org; those budgets plus a request, a token and"
+        ' a concurrency limit; SQLite; "added" is the median over rounds of the difference'
+        " of medians).\n\n" + table
     )
     print(content)
     if args.write:

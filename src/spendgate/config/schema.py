@@ -328,13 +328,16 @@ class Config(Strict):
                 raise ValueError(
                     f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
                 )
-        names = [budget.name for budget in self.budgets] + [limit.name for limit in self.limits]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(
-                f"budgets/limits: duplicate name(s): {', '.join(duplicates)} "
-                "(budget and limit names share one namespace)"
-            )
+        named: dict[str, str] = {}
+        for section, entries in (("budgets", self.budgets), ("limits", self.limits)):
+            for index, entry in enumerate(entries):
+                where = f"{section}[{index}].name"
+                if entry.name in named:
+                    raise ValueError(
+                        f"{where}: duplicate name {entry.name!r}, already used by "
+                        f"{named[entry.name]} (budget and limit names share one namespace)"
+                    )
+                named[entry.name] = where
         seen: dict[str, str] = {}
         for org, spec in self.orgs.items():
             for team in spec.teams:

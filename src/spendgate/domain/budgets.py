@@ -22,7 +22,7 @@ from spendgate.config.schema import (
     RequestCapConfig,
 )
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.periods import Calendar, Period, Window, window
+from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
 from spendgate.domain.rates import parse_rates
 from spendgate.money import dollars_to_nanos, format_dollars
 
@@ -184,6 +184,17 @@ class BudgetBook:
         self.calendar = calendar
         self.loop = loop
         self._by_name = {budget.name: budget for budget in budgets}
+        self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
+
+    def window(self, period: Period, now: datetime) -> Window:
+        """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone
+        arithmetic on every request of every budget is measurable on the hot path."""
+        cached = self._windows.get(period)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        span = window(period, now, self.calendar)
+        self._windows[period] = (span.bucket, bucket_end(period, span), span)
+        return span
 
     @classmethod
     def from_config(cls, config: Config) -> BudgetBook:
@@ -211,11 +222,11 @@ class BudgetBook:
                 continue
             members = budget.target.members(caller)
             if members:
-                span = window(budget.period, now, self.calendar)
+                span = self.window(budget.period, now)
                 refs.extend(CounterRef(budget, member, span) for member in members)
         if self.loop is not None and caller.fingerprint is not None:
             member = f"{caller.key.id}|{caller.fingerprint}"
-            refs.append(CounterRef(self.loop, member, window(self.loop.period, now, self.calendar)))
+            refs.append(CounterRef(self.loop, member, self.window(self.loop.period, now)))
         return refs
 
     def caps_for(self, caller: Caller) -> list[RequestCap]:

@@ -78,6 +78,22 @@ class Window:
         return to_ms(self.bucket)
 
 
+_FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def bucket_end(period: Period, span: Window) -> datetime:
+    """Until when ``span`` stays the window of ``period`` (its bucket's end)."""
+    if period.kind == "lifetime":
+        return _FOREVER
+    if period.kind == "rolling":
+        assert period.length is not None
+        assert span.resets_at is not None
+        width = span.resets_at - span.since - period.length
+        return span.bucket + width
+    assert span.resets_at is not None
+    return span.resets_at
+
+
 def to_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 

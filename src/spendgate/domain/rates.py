@@ -20,7 +20,7 @@ _UNITS = {
     "day": timedelta(days=1),
 }
 _ALIASES = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "d": "day"}
-_RATE = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*/\s*([0-9]*)\s*([a-z]+?)s?\s*$")
+_RATE = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*/\s*([0-9]*)\s*([a-z]+)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,8 @@ def _parse_one(part: str, *, whole: bool) -> Rate:
     if match is None:
         raise ValueError(f"{part!r} is not a rate: write <amount>/<period>, e.g. '600/minute'")
     raw_amount, count, unit = match.groups()
+    if len(unit) > 3 and unit.endswith("s"):  # plurals of words only: "ms" is not minutes
+        unit = unit[:-1]
     unit = _ALIASES.get(unit, unit)
     if unit not in _UNITS:
         raise ValueError(f"{part!r}: unknown period {unit!r} (second, minute, hour or day)")
