@@ -47,3 +47,18 @@ class ManualClock:
             raise ValueError("ManualClock.set needs a timezone-aware datetime")
         self._mono += (when - self._now).total_seconds()
         self._now = when
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch milliseconds, exact integer arithmetic (floor), aware datetimes only."""
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime must be timezone-aware, got naive {moment.isoformat()}")
+    return (moment - EPOCH) // _MS
+
+
+def from_ms(value: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=value)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from spendgate.clock import to_ms
+
 ROLLING_BUCKETS = 24
 _MIN_BUCKET = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,10 +94,6 @@ def bucket_end(period: Period, span: Window) -> datetime:
         return span.bucket + width
     assert span.resets_at is not None
     return span.resets_at
-
-
-def to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def window(period: Period, now: datetime, calendar: Calendar) -> Window:

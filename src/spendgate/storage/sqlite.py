@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import operator
 import queue
 import random
 import sqlite3
@@ -47,15 +45,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from spendgate.clock import Clock, SystemClock
+from spendgate.clock import Clock, SystemClock, to_ms
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
-from spendgate.storage.base import GroupBy, UsageGroup, UsageQuery
+from spendgate.storage.base import UsageGroup, UsageQuery
 from spendgate.storage.migrate import apply_migrations, load_migrations
 from spendgate.storage.sqlite_budgets import SqliteBudgets
+from spendgate.storage.sqlite_rows import (
+    INSERT_KEY,
+    INSERT_LEDGER,
+    KEY_BY_HASH,
+    KEY_BY_ID,
+    KEYS,
+    LEDGER,
+    LEDGER_RANGE,
+    LIST_ACTIVE_KEYS,
+    LIST_KEYS,
+    UPDATE_KEY,
+    USAGE,
+    key_update_params,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -70,168 +82,6 @@ MAX_BATCH = 1_000  # rows per commit: bounds the latency of the first row in a b
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-# ---------------------------------------------------------------------------- conversions
-# Columns carry the dataclass field names, in field order: a field added to ApiKey or
-# LedgerRow without a migration fails loudly on the first insert.
-
-
-def to_ms(moment: datetime) -> int:
-    """Epoch milliseconds, exact integer arithmetic (floor), aware datetimes only."""
-    if moment.tzinfo is None:
-        raise ValueError(f"datetime must be timezone-aware, got naive {moment.isoformat()}")
-    return (moment - _EPOCH) // _MS
-
-
-def from_ms(value: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=value)
-
-
-def _opt_ms(moment: datetime | None) -> int | None:
-    return None if moment is None else to_ms(moment)
-
-
-def _opt_dt(value: int | None) -> datetime | None:
-    return None if value is None else from_ms(value)
-
-
-def _dump_strs(values: tuple[str, ...]) -> str:
-    return json.dumps(list(values), separators=(",", ":")) if values else "[]"
-
-
-def _load_strs(text: str) -> tuple[str, ...]:
-    if text == "[]":  # the common case on the hot path: skip the parser
-        return ()
-    values: list[str] = json.loads(text)
-    return tuple(values)
-
-
-def _dump_metadata(metadata: dict[str, str]) -> str:
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":")) if metadata else "{}"
-
-
-def _load_metadata(text: str) -> dict[str, str]:
-    if text == "{}":
-        return {}
-    metadata: dict[str, str] = json.loads(text)
-    return metadata
-
-
-Codec = dict[str, Callable[[Any], Any]]
-
-
-class _RowCodec(Generic[R]):
-    """Turns a frozen dataclass into SQL parameters and back, field by field.
-
-    Only the fields named in ``encode``/``decode`` are converted; the rest (text, integers,
-    floats, None) pass through as SQLite stores them. Booleans bind as 0/1 natively.
-    """
-
-    def __init__(self, cls: type[R], encode: Codec, decode: Codec) -> None:
-        self.cls = cls
-        self.fields = tuple(f.name for f in dataclasses.fields(cls))
-        self.columns = ", ".join(f'"{name}"' for name in self.fields)
-        self.placeholders = ", ".join("?" * len(self.fields))
-        self._values = operator.attrgetter(*self.fields)
-        self._encode = [(i, encode[n]) for i, n in enumerate(self.fields) if n in encode]
-        self._decode = [(i, decode[n]) for i, n in enumerate(self.fields) if n in decode]
-
-    def params(self, item: R) -> list[Any]:
-        values = list(self._values(item))
-        for index, convert in self._encode:
-            values[index] = convert(values[index])
-        return values
-
-    def load(self, row: tuple[Any, ...]) -> R:
-        values = list(row)
-        for index, convert in self._decode:
-            values[index] = convert(values[index])
-        return self.cls(*values)
-
-
-_KEYS = _RowCodec(
-    ApiKey,
-    encode={
-        "created_at": to_ms,
-        "expires_at": _opt_ms,
-        "revoked_at": _opt_ms,
-        "tags": _dump_strs,
-        "allowed_models": _dump_strs,
-        "metadata": _dump_metadata,
-    },
-    decode={
-        "created_at": from_ms,
-        "expires_at": _opt_dt,
-        "revoked_at": _opt_dt,
-        "tags": _load_strs,
-        "allowed_models": _load_strs,
-        "metadata": _load_metadata,
-    },
-)
-_LEDGER = _RowCodec(
-    LedgerRow,
-    encode={"ts": to_ms, "tags": _dump_strs, "shadow_blocks": _dump_strs},
-    decode={
-        "ts": from_ms,
-        "tags": _load_strs,
-        "shadow_blocks": _load_strs,
-        "streamed": bool,
-        "client_disconnected": bool,
-        "usage_estimated": bool,
-        "unreconciled": bool,
-    },
-)
-
-
-def _key_update_params(key: ApiKey) -> list[Any]:
-    """`_UPDATE_KEY` sets every column but the id, which comes last, in WHERE."""
-    params = _KEYS.params(key)
-    return [*params[1:], params[0]]
-
-
-# ---------------------------------------------------------------------------- statements
-# Table and column names below come from the codecs and the fixed table of groupings,
-# never from input (hence the S608 waivers).
-
-_INSERT_KEY = f"INSERT INTO api_keys ({_KEYS.columns}) VALUES ({_KEYS.placeholders})"  # noqa: S608
-_UPDATE_KEY = "UPDATE api_keys SET {} WHERE id = ?".format(  # noqa: S608
-    ", ".join(f'"{name}" = ?' for name in _KEYS.fields[1:])
-)
-_SELECT_KEYS = f"SELECT {_KEYS.columns} FROM api_keys"  # noqa: S608
-_KEY_BY_HASH = f"{_SELECT_KEYS} WHERE key_hash = ?"
-_KEY_BY_ID = f"{_SELECT_KEYS} WHERE id = ?"
-_LIST_KEYS = f"{_SELECT_KEYS} ORDER BY created_at, id"
-_LIST_ACTIVE_KEYS = (
-    f"{_SELECT_KEYS} WHERE revoked_at IS NULL OR revoked_at > ? ORDER BY created_at, id"
-)
-_INSERT_LEDGER = f"INSERT INTO ledger ({_LEDGER.columns}) VALUES ({_LEDGER.placeholders})"  # noqa: S608
-_LEDGER_RANGE = (
-    f"SELECT {_LEDGER.columns} FROM ledger "  # noqa: S608
-    "WHERE ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?"
-)
-
-_GROUP_COLUMNS = {
-    GroupBy.TEAM: "team",
-    GroupBy.SERVICE: "service",
-    GroupBy.USER: '"user"',
-    GroupBy.KEY: "key_id",
-    GroupBy.MODEL: "served_model",
-    GroupBy.ORG: "org",
-    GroupBy.PROVIDER: "provider",
-}
-# Selected in UsageGroup's field order, so a row builds a UsageGroup positionally.
-_USAGE = {
-    group_by: (
-        f"SELECT {column} AS grp, SUM(blocked_by IS NULL), SUM(input_tokens), "  # noqa: S608
-        "SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), "
-        "SUM(reasoning_tokens), SUM(cost_nanos), SUM(status >= 400 AND blocked_by IS NULL), "
-        "SUM(usage_estimated), SUM(blocked_by IS NOT NULL), SUM(would_cost_nanos) "
-        "FROM ledger WHERE ts >= ? AND ts < ? "
-        "GROUP BY grp ORDER BY SUM(cost_nanos) DESC, grp IS NULL, grp"
-    )
-    for group_by, column in _GROUP_COLUMNS.items()
-}
-
 
 # ---------------------------------------------------------------------------- connections
 
@@ -563,11 +413,11 @@ class SqliteStorage(SqliteBudgets):
     # -- writes ---------------------------------------------------------------------------
 
     async def insert_key(self, key: ApiKey) -> None:
-        await self._write(_INSERT_KEY, _KEYS.params(key), f"key {key.id!r}")
+        await self._write(INSERT_KEY, KEYS.params(key), f"key {key.id!r}")
 
     async def update_key(self, key: ApiKey) -> None:
         """Replace every field of the key with this id; StorageError if there is none."""
-        await self._write(_UPDATE_KEY, _key_update_params(key), f"key {key.id!r}", True)
+        await self._write(UPDATE_KEY, key_update_params(key), f"key {key.id!r}", True)
 
     async def record(self, row: LedgerRow) -> None:
         """Returns once the transaction holding the row has committed (see module doc).
@@ -578,8 +428,8 @@ class SqliteStorage(SqliteBudgets):
         writer; the rest is event-loop work). A caller cancelled while waiting does not
         take its row back: it is already queued and will commit.
         """
-        params = _LEDGER.params(row)
-        await self._write(_INSERT_LEDGER, params, f"ledger row {row.request_id!r}")
+        params = LEDGER.params(row)
+        await self._write(INSERT_LEDGER, params, f"ledger row {row.request_id!r}")
 
     async def _write(
         self, sql: str, params: Sequence[Any], what: str, must_change: bool = False
@@ -598,7 +448,7 @@ class SqliteStorage(SqliteBudgets):
         return self._require().reports.run(work)
 
     def _insert_row(self, conn: sqlite3.Connection, row: LedgerRow) -> None:
-        conn.execute(_INSERT_LEDGER, _LEDGER.params(row))
+        conn.execute(INSERT_LEDGER, LEDGER.params(row))
 
     # -- key reads (event-loop thread) ----------------------------------------------------
 
@@ -609,20 +459,20 @@ class SqliteStorage(SqliteBudgets):
         page cache, `time.perf_counter_ns` around the awaited call (CPython 3.11, SQLite
         3.40, 2 vCPU). A hop to a thread pool and back alone costs 45-75 µs.
         """
-        rows = self._read(_KEY_BY_HASH, (key_hash,))
-        return _KEYS.load(rows[0]) if rows else None
+        rows = self._read(KEY_BY_HASH, (key_hash,))
+        return KEYS.load(rows[0]) if rows else None
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
-        rows = self._read(_KEY_BY_ID, (key_id,))
-        return _KEYS.load(rows[0]) if rows else None
+        rows = self._read(KEY_BY_ID, (key_id,))
+        return KEYS.load(rows[0]) if rows else None
 
     async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
         """Keys oldest first; "revoked" means ``revoked_at`` is at or before the clock's now."""
         if include_revoked:
-            rows = self._read(_LIST_KEYS, ())
+            rows = self._read(LIST_KEYS, ())
         else:
-            rows = self._read(_LIST_ACTIVE_KEYS, (to_ms(self._clock.now()),))
-        return [_KEYS.load(row) for row in rows]
+            rows = self._read(LIST_ACTIVE_KEYS, (to_ms(self._clock.now()),))
+        return [KEYS.load(row) for row in rows]
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:
@@ -635,7 +485,7 @@ class SqliteStorage(SqliteBudgets):
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         """Totals per group over ``[since, until)``, highest cost first, ties by name."""
-        sql = _USAGE[query.group_by]
+        sql = USAGE[query.group_by]
         params = (to_ms(query.since), to_ms(query.until))
 
         def scan(conn: sqlite3.Connection) -> list[UsageGroup]:
@@ -650,6 +500,6 @@ class SqliteStorage(SqliteBudgets):
         params = (to_ms(since), to_ms(until), -1 if limit is None else limit)
 
         def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
-            return [_LEDGER.load(row) for row in conn.execute(_LEDGER_RANGE, params)]
+            return [LEDGER.load(row) for row in conn.execute(LEDGER_RANGE, params)]
 
         return await self._require().reports.run(scan)

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from spendgate.clock import Clock
+from spendgate.clock import Clock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, decide
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
@@ -133,16 +133,6 @@ StoredCounter = tuple[str, str, int, str, int]
 
 _WORST_FIELDS = tuple(f.name for f in dataclasses.fields(WorstCase))
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
-
-
-def to_ms(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError(f"datetime must be timezone-aware, got naive {moment.isoformat()}")
-    return (moment - _EPOCH) // _MS
-
-
-def from_ms(value: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=value)
 
 
 def _dumps(value: object) -> str:
