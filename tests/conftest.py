@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import GatewayHarness  # noqa: E402
+from harness import GatewayHarness
 
 
 @pytest.fixture(scope="module")
