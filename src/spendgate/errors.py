@@ -78,6 +78,7 @@ class GatewayError(SpendgateError):
         self.param = param
         self.extra_headers = dict(headers or {})
         self.blocked_by: str | None = None  # set when a budget, limit or breaker refused
+        self.dialect_headers: dict[Dialect, dict[str, str]] = {}  # e.g. rate-limit headers
 
     def status_for(self, dialect: Dialect) -> int:
         return self.status
@@ -188,7 +189,7 @@ def _wait_headers(wait_s: float) -> tuple[bool, dict[str, str]]:
     """``retry-after`` for a wait a client can sit out; ``x-should-retry: false`` beyond."""
     if wait_s > MAX_RETRY_AFTER_S:
         return False, {}
-    millis = max(1, -(-int(wait_s * 1000) // 1))
+    millis = max(1, int(-(-round(wait_s * 1000, 3) // 1)))  # up: never before room appears
     return True, {"retry-after": str(max(1, -(-millis // 1000))), "retry-after-ms": str(millis)}
 
 

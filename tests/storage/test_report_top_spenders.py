@@ -113,8 +113,8 @@ def test_csv_has_a_header_and_nine_decimal_dollars() -> None:
 
     assert to_csv(groups).splitlines() == [
         ",".join(CSV_HEADER),
-        "core,3,10,1,2,20,5,12.000000007,0,2,0,0.000000000",
-        ",1,2,0,0,4,0,0.001234500,1,1,0,0.000000000",
+        "core,3,10,1,2,20,5,12.000000007,0,2,0,0.000000000,0,0.000000000",
+        ",1,2,0,0,4,0,0.001234500,1,1,0,0.000000000,0,0.000000000",
     ]
     assert CSV_HEADER[0] == "group"
     assert "cost_usd" in CSV_HEADER
@@ -146,6 +146,9 @@ def test_json_carries_exact_nanos_and_dollar_strings() -> None:
         "blocked": 0,
         "blocked_would_cost_nanos": 0,
         "blocked_would_cost_usd": "0.000000000",
+        "retries": 0,
+        "retry_cost_nanos": 0,
+        "retry_cost_usd": "0.000000000",
         "share_bp": 580,
     }
     rest = body["rest"]

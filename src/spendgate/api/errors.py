@@ -27,6 +27,7 @@ def dialect_of(request: web.Request) -> Dialect:
 
 def render(error: GatewayError, dialect: Dialect, request_id: str | None) -> web.Response:
     headers = error.headers()
+    headers.update(error.dialect_headers.get(dialect, {}))
     if request_id:
         headers["x-spendgate-request-id"] = request_id
         if dialect is Dialect.ANTHROPIC:

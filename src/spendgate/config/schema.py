@@ -329,15 +329,15 @@ class Config(Strict):
                     f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
                 )
         named: dict[str, str] = {}
-        for section, entries in (("budgets", self.budgets), ("limits", self.limits)):
-            for index, entry in enumerate(entries):
-                where = f"{section}[{index}].name"
-                if entry.name in named:
-                    raise ValueError(
-                        f"{where}: duplicate name {entry.name!r}, already used by "
-                        f"{named[entry.name]} (budget and limit names share one namespace)"
-                    )
-                named[entry.name] = where
+        names = [(f"budgets[{i}].name", b.name) for i, b in enumerate(self.budgets)]
+        names += [(f"limits[{i}].name", lim.name) for i, lim in enumerate(self.limits)]
+        for where, entry in names:
+            if entry in named:
+                raise ValueError(
+                    f"{where}: duplicate name {entry!r}, already used by "
+                    f"{named[entry]} (budget and limit names share one namespace)"
+                )
+            named[entry] = where
         seen: dict[str, str] = {}
         for org, spec in self.orgs.items():
             for team in spec.teams:

@@ -94,6 +94,8 @@ def sum_groups(groups: Sequence[UsageGroup], label: str | None = None) -> UsageG
         estimated=sum(g.estimated for g in groups),
         blocked=sum(g.blocked for g in groups),
         blocked_would_cost_nanos=sum(g.blocked_would_cost_nanos for g in groups),
+        retries=sum(g.retries for g in groups),
+        retry_cost_nanos=sum(g.retry_cost_nanos for g in groups),
     )
 
 
@@ -129,6 +131,8 @@ CSV_HEADER = (
     "estimated",
     "blocked",
     "blocked_would_cost_usd",
+    "retries",
+    "retry_cost_usd",
 )
 
 
@@ -151,6 +155,8 @@ def to_csv(groups: Sequence[UsageGroup]) -> str:
                 g.estimated,
                 g.blocked,
                 dollars(g.blocked_would_cost_nanos),
+                g.retries,
+                dollars(g.retry_cost_nanos),
             ]
         )
     return out.getvalue()
@@ -167,6 +173,9 @@ def _group_json(usage: UsageGroup) -> dict[str, object]:
         blocked=usage.blocked,
         blocked_would_cost_nanos=usage.blocked_would_cost_nanos,
         blocked_would_cost_usd=dollars(usage.blocked_would_cost_nanos),
+        retries=usage.retries,
+        retry_cost_nanos=usage.retry_cost_nanos,
+        retry_cost_usd=dollars(usage.retry_cost_nanos),
     )
     return body
 

@@ -38,6 +38,8 @@ class UsageGroup:
     estimated: int
     blocked: int = 0  # requests refused by a budget, limit or breaker (not in `requests`)
     blocked_would_cost_nanos: int = 0  # what the refused requests' worst cases add up to
+    retries: int = 0  # requests that were an SDK's retry (x-stainless-retry-count > 0)
+    retry_cost_nanos: int = 0  # what those retries cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,13 @@ from spendgate.errors import (
     BudgetExceeded,
     Dialect,
     GatewayError,
+    InvalidRequest,
     LoopDetected,
     RateLimited,
     RequestCapExceeded,
 )
 from spendgate.pipeline.exchange import Exchange
-from spendgate.pipeline.limit_headers import limit_headers
+from spendgate.pipeline.limit_headers import limit_headers, refusal_headers
 from spendgate.storage.base import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
@@ -160,6 +161,29 @@ async def admit(
     return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
 
 
+def would_cost(exchange: Exchange, default_ceiling: int) -> int:
+    """The request's worst case in nano-dollars, as `admit` prices it: what a refusal made
+    before admission (an open circuit breaker) saved. 0 if the body cannot be priced."""
+    try:
+        count = exchange.spec.input_counter(exchange.route.name, exchange.body)
+        requested, choices = exchange.spec.requested_output(exchange.body)
+    except InvalidRequest:
+        return 0
+    ceiling = (
+        requested
+        if requested is not None
+        else (exchange.route.max_output_tokens or default_ceiling)
+    )
+    worst = worst_case(
+        exchange.price,
+        input_tokens=input_upper_bound(count.tokens, exchange.price.max_input_tokens),
+        input_exact=count.exact,
+        ceiling=ceiling,
+        choices=choices,
+    )
+    return worst.amount(Unit.NANOS, ceiling)
+
+
 async def record_block(
     storage: Storage, exchange: Exchange, refusal: GatewayError, would_cost: int
 ) -> None:
@@ -209,7 +233,7 @@ def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime
     elif budget.kind is Kind.LOOP:
         seconds = budget.period.length.total_seconds() if budget.period.length else 0
         error = LoopDetected(
-            f"Loop detected: this key sent the same request {counter.spent + counter.reserved} "
+            f"Loop detected: this key sent the same request {counter.spent + counter.reserved + 1} "
             f"times within {seconds:g} s; spendgate refuses further repeats "
             "until the window passes. Change the request, or fix the client that repeats it."
         )
@@ -235,12 +259,14 @@ def _rate_limited(counter: CounterState, needed: int, now: datetime) -> RateLimi
             f"{unit.render(counter.spent + counter.reserved)} of {unit.render(counter.limit)} "
             f"per {_human(budget.period.length)} used; this request needs {unit.render(needed)}"
         )
-    return RateLimited(
+    refusal = RateLimited(
         f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. "
         f"Room frees up in {wait:.1f} s.",
         wait_s=wait,
         tokens=unit is Unit.TOKENS,
     )
+    refusal.dialect_headers = refusal_headers(counter, now)
+    return refusal
 
 
 def _human(length: timedelta | None) -> str:

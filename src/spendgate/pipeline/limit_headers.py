@@ -44,18 +44,42 @@ def _tightest(admitted: Admitted) -> dict[Unit, tuple[CounterState, int]]:
     return best
 
 
+def _trio(
+    out: dict[str, str],
+    dialect: Dialect,
+    name: str,
+    limit: int,
+    left: int,
+    resets: datetime,
+    now: datetime,
+) -> None:
+    if dialect is Dialect.OPENAI:
+        out[f"x-ratelimit-limit-{name}"] = str(limit)
+        out[f"x-ratelimit-remaining-{name}"] = str(max(0, left))
+        out[f"x-ratelimit-reset-{name}"] = go_duration((resets - now).total_seconds())
+    else:
+        out[f"anthropic-ratelimit-{name}-limit"] = str(limit)
+        out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, left))
+        stamp = resets.astimezone(UTC).replace(microsecond=0).isoformat()
+        out[f"anthropic-ratelimit-{name}-reset"] = stamp.replace("+00:00", "Z")
+
+
 def limit_headers(admitted: Admitted, dialect: Dialect, now: datetime) -> dict[str, str]:
     out: dict[str, str] = {}
     for unit, (state, left) in _tightest(admitted).items():
-        name = _NAMES[unit]
         resets = state.frees_at(now, adding=True) or now
-        if dialect is Dialect.OPENAI:
-            out[f"x-ratelimit-limit-{name}"] = str(state.limit)
-            out[f"x-ratelimit-remaining-{name}"] = str(max(0, left))
-            out[f"x-ratelimit-reset-{name}"] = go_duration((resets - now).total_seconds())
-        else:
-            out[f"anthropic-ratelimit-{name}-limit"] = str(state.limit)
-            out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, left))
-            stamp = resets.astimezone(UTC).replace(microsecond=0).isoformat()
-            out[f"anthropic-ratelimit-{name}-reset"] = stamp.replace("+00:00", "Z")
+        _trio(out, dialect, _NAMES[unit], state.limit, left, resets, now)
     return out
+
+
+def refusal_headers(state: CounterState, now: datetime) -> dict[Dialect, dict[str, str]]:
+    """The headers of a 429 from a request or token limit, in both dialects."""
+    name = _NAMES.get(state.ref.budget.unit)
+    if name is None:
+        return {}
+    resets = state.frees_at(now) or now
+    headers: dict[Dialect, dict[str, str]] = {}
+    for dialect in Dialect:
+        headers[dialect] = {}
+        _trio(headers[dialect], dialect, name, state.limit, state.room, resets, now)
+    return headers

@@ -25,7 +25,7 @@ from spendgate.errors import (
     UpstreamUnavailable,
 )
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import Ticket, admit, record_block
+from spendgate.pipeline.budgeting import Ticket, admit, record_block, would_cost
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.outcome import (
     BROKEN_UPSTREAM,
@@ -154,7 +154,8 @@ async def _check_breaker(gateway: Gateway, exchange: Exchange) -> None:
         wait_s=wait,
     )
     refusal.blocked_by = "circuit-breaker"
-    await record_block(gateway.storage, exchange, refusal, 0)
+    worst = would_cost(exchange, gateway.config.budget_settings.default_max_output_tokens)
+    await record_block(gateway.storage, exchange, refusal, worst)
     raise refusal
 
 

@@ -114,13 +114,14 @@ class BudgetService:
 
 
 def parse_limit(unit: Unit, text: str) -> int:
+    value: int
     try:
-        if unit is Unit.TOKENS:
-            value = int(text.replace(",", "").replace("_", ""))
-        else:
+        if unit is Unit.NANOS:
             value = dollars_to_nanos(text)
+        else:  # tokens, requests, requests in flight: whole numbers
+            value = int(text.replace(",", "").replace("_", ""))
     except ValueError:
-        what = "a whole number of tokens" if unit is Unit.TOKENS else "a dollar amount like 250.00"
+        what = "a dollar amount like 250.00" if unit is Unit.NANOS else "a whole number"
         raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")

@@ -162,7 +162,9 @@ USAGE = {
         f"SELECT {column} AS grp, SUM(blocked_by IS NULL), SUM(input_tokens), "  # noqa: S608
         "SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), "
         "SUM(reasoning_tokens), SUM(cost_nanos), SUM(status >= 400 AND blocked_by IS NULL), "
-        "SUM(usage_estimated), SUM(blocked_by IS NOT NULL), SUM(would_cost_nanos) "
+        "SUM(usage_estimated), SUM(blocked_by IS NOT NULL), SUM(would_cost_nanos), "
+        "SUM(retry_count > 0 AND blocked_by IS NULL), "
+        "SUM(CASE WHEN retry_count > 0 THEN cost_nanos ELSE 0 END) "
         "FROM ledger WHERE ts >= ? AND ts < ? "
         "GROUP BY grp ORDER BY SUM(cost_nanos) DESC, grp IS NULL, grp"
     )
