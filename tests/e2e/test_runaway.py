@@ -156,7 +156,7 @@ def test_an_sdk_retrying_a_failing_request_is_stopped_as_a_loop(
     assert error.response.headers["x-should-retry"] == "false"
     assert "retry-after" not in error.response.headers
     assert error.message.startswith("Error code: 429 - Loop detected: ")
-    assert "same request 2 times within 60 s" in error.message
+    assert "same request 3 times within 60 s" in error.message  # this send is the 3rd
 
     rows = gw.ledger(key_id)
     assert sorted((row.status, row.retry_count) for row in rows) == [(500, 0), (500, 1)]
