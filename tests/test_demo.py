@@ -1,4 +1,8 @@
-"""``spendgate demo`` end to end (a real subprocess, no terminal), and its pure parts."""
+"""``spendgate demo`` end to end (a real subprocess, no terminal), and its pure parts.
+
+The summary's numbers are checked against the SQLite ledger itself: spend and requests
+against the served rows, and every refusal line against the block rows
+(``blocked_by``, their count and their worst-case cost)."""
 
 from __future__ import annotations
 
@@ -20,32 +24,62 @@ from click.testing import CliRunner
 from spendgate.cli.main import cli
 from spendgate.config import load_config
 from spendgate.demo.runner import CONFIG_MARKER, write_explore_config
-from spendgate.demo.scenario import CAST, HEAVY_USERS, TEAMS, demo_config
+from spendgate.demo.scenario import (
+    BUDGETED_USER,
+    CAST,
+    HEAVY_USERS,
+    TEAMS,
+    budget_usd,
+    demo_config,
+    guards_data,
+)
 from spendgate.demo.view import RateMeter
 from spendgate.domain.models import build_model_table
 from spendgate.money import format_dollars
 from spendgate.pricing.catalog import build_price_book
 
 TOTAL = re.compile(r"Total spend: \$([0-9.]+) over ([0-9,]+) requests")
+REFUSED = re.compile(r"Refused ([0-9,]+) requests? that could have cost up to \$([0-9.]+)")
+REFUSAL_LINE = re.compile(r"^    (\S+)\s+([0-9,]+)\s+\$([0-9.]+)  ", re.MULTILINE)
+SERVED = "blocked_by IS NULL"
 
 
 @dataclass(frozen=True)
 class Ledger:
-    rows: int
+    rows: int  # requests that went upstream (block rows are not requests)
     cost_nanos: int
     by_team: dict[str | None, int]
     by_user: dict[str | None, int]
+    blocks: dict[str, tuple[int, int]]  # blocked_by -> (refusals, their worst-case cost)
+    block_statuses: set[int]
+    retried: int  # served rows the client sent as an SDK retry
 
 
 def read_ledger(db: Path) -> Ledger:
     conn = sqlite3.connect(db)
     rows, cost = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM ledger"
+        f"SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM ledger WHERE {SERVED}"  # noqa: S608
     ).fetchone()
     by_team = dict(conn.execute("SELECT team, SUM(cost_nanos) FROM ledger GROUP BY team"))
     by_user = dict(conn.execute('SELECT "user", SUM(cost_nanos) FROM ledger GROUP BY "user"'))
+    blocks = {
+        name: (count, worst)
+        for name, count, worst in conn.execute(
+            "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos) FROM ledger "
+            "WHERE blocked_by IS NOT NULL GROUP BY blocked_by"
+        )
+    }
+    statuses = {
+        status
+        for (status,) in conn.execute(
+            "SELECT DISTINCT status FROM ledger WHERE blocked_by IS NOT NULL"
+        )
+    }
+    (retried,) = conn.execute(
+        f"SELECT COUNT(*) FROM ledger WHERE {SERVED} AND retry_count > 0"  # noqa: S608
+    ).fetchone()
     conn.close()
-    return Ledger(rows, cost, by_team, by_user)
+    return Ledger(rows, cost, by_team, by_user, blocks, statuses, retried)
 
 
 def demo_command(db: Path, *extra: str) -> list[str]:
@@ -57,6 +91,27 @@ def assert_summary_matches(output: str, ledger: Ledger) -> None:
     assert found, output
     assert found.group(1) == format_dollars(ledger.cost_nanos, 6).removeprefix("$")
     assert int(found.group(2).replace(",", "")) == ledger.rows
+    assert_refusals_match(output, ledger)
+
+
+def assert_refusals_match(output: str, ledger: Ledger) -> None:
+    """The summary's refusals are the ledger's block rows: in total and line by line."""
+    found = REFUSED.search(output)
+    assert found, output
+    refused = sum(count for count, _ in ledger.blocks.values())
+    worst = sum(cost for _, cost in ledger.blocks.values())
+    assert int(found.group(1).replace(",", "")) == refused
+    assert found.group(2) == format_dollars(worst, 6).removeprefix("$")
+    section = output[found.end() :]
+    lines = {
+        name: (int(count.replace(",", "")), cost)
+        for name, count, cost in REFUSAL_LINE.findall(section)
+    }
+    expected = {
+        name: (count, format_dollars(cost, 6).removeprefix("$"))
+        for name, (count, cost) in ledger.blocks.items()
+    }
+    assert lines == expected, section
 
 
 # ---------------------------------------------------------------------------- a full run
@@ -106,6 +161,24 @@ def test_the_summary_is_what_the_ledger_says(
 
 
 @pytest.mark.slow
+def test_spendgate_refuses_before_the_call_and_the_summary_says_what(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """The indexer's first burst of 8 meets a limit of 4 a second: refusals with a
+    retry-after the client sits out, then served as SDK retries; every refusal is a block
+    row with a refusal status and the summary counts exactly those rows."""
+    done, db = run
+    ledger = read_ledger(db)
+    assert ledger.blocks.get("embeddings-per-key:requests/second", (0, 0))[0] >= 1, ledger.blocks
+    assert ledger.block_statuses <= {402, 413, 429, 503}, ledger.block_statuses
+    assert ledger.retried >= 1
+    assert f"{ledger.retried} rate-limited request" in done.stdout
+    assert "Budget dana-opus-daily (dana):" in done.stdout
+    assert "Budget acme-monthly (acme):" in done.stdout
+    assert_refusals_match(done.stdout, ledger)
+
+
+@pytest.mark.slow
 def test_a_few_heavy_users_drive_most_of_the_bill(
     run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -127,11 +200,29 @@ def test_the_printed_commands_explore_the_same_ledger(
     config_path = Path(f"{db}.yaml")
     assert f"spendgate usage -c {config_path} --by user" in done.stdout
     assert load_config(config_path).storage.url == f"sqlite:///{db.resolve()}"
+    ledger = read_ledger(db)
     result = CliRunner().invoke(
         cli, ["usage", "-c", str(config_path), "--by", "user", "--period", "all", "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert orjson.loads(result.output)["total_cost_nanos"] == read_ledger(db).cost_nanos
+    assert orjson.loads(result.output)["total_cost_nanos"] == ledger.cost_nanos
+    assert f"spendgate blocks -c {config_path} --period all" in done.stdout
+    result = CliRunner().invoke(
+        cli, ["blocks", "-c", str(config_path), "--period", "all", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output)
+    assert {
+        row["name"]: (row["blocked"], row["blocked_would_cost_nanos"])
+        for row in report["data"]
+        if row["blocked"]
+    } == ledger.blocks
+    result = CliRunner().invoke(cli, ["budgets", "-c", str(config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    views = {view["name"]: view for view in orjson.loads(result.output)}
+    assert views["dana-opus-daily"]["member"] == BUDGETED_USER
+    assert views["dana-opus-daily"]["reserved"] == 0  # nothing in flight after the demo
+    assert views["dana-opus-daily"]["spent"] <= views["dana-opus-daily"]["limit"]
 
 
 @pytest.mark.slow
@@ -198,8 +289,33 @@ def test_the_cast_has_about_twenty_users_and_a_few_heavy_ones() -> None:
     assert len(users) == 20
     assert users > HEAVY_USERS
     assert len(HEAVY_USERS) == 4
+    assert BUDGETED_USER in HEAVY_USERS
     services = {person.service for person in CAST}
     assert {"review-bot", "support-chat", "claude-code", "codex", "notebook"} <= services
+    assert any(person.workload.stuck for person in CAST)
+    assert any(person.workload.burst > 1 for person in CAST)
+
+
+def test_the_demo_config_declares_budgets_limits_and_loop_detection(tmp_path: Path) -> None:
+    config = demo_config("http://127.0.0.1:9", tmp_path / "demo.db", duration_s=20, speed=1)
+    budgets = {budget.name: budget for budget in config.budgets}
+    dana = budgets["dana-opus-daily"]
+    assert (dana.scope.value, dana.match, dana.models) == ("user", BUDGETED_USER, ["claude-opus-*"])
+    assert dana.limit_usd == budget_usd(20, 1)
+    assert {limit.name for limit in config.limits} == {"embeddings-per-key", "tokens-per-user"}
+    assert any(limit.shadow for limit in config.limits)
+    assert config.runaway.loop_max_repeats == 3
+    # Longer or faster runs spend more, so the budget grows with them and still runs out.
+    assert budget_usd(60, 1) > budget_usd(20, 1) > budget_usd(3, 1)
+    assert budget_usd(20, 2) == budget_usd(40, 1)
+
+
+def test_the_explore_config_carries_the_guards(tmp_path: Path) -> None:
+    written = write_explore_config(tmp_path / "demo.db", guards_data(20, 1))
+    assert written is not None
+    config = load_config(written)
+    assert [budget.name for budget in config.budgets] == ["dana-opus-daily", "acme-monthly"]
+    assert config.runaway.loop_max_repeats == 3
 
 
 def test_the_rate_is_measured_over_a_sliding_window() -> None:

@@ -1,5 +1,6 @@
-"""The docs are kept honest by tests: every config key, CLI command and option, admin route
-and error class is documented, and the shipped example config loads."""
+"""The docs are kept honest by tests: every config key, CLI command and option, admin route,
+error class and ``x-spendgate-*`` header is documented, the budget and limit guides exist,
+are linked and open with a valid config, and the shipped example config loads."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from spendgate import errors
 from spendgate.api import admin
 from spendgate.cli.main import cli
 from spendgate.config import Config, load_config, parse_config
+from spendgate.config.schema import BudgetScope, RunawayConfig
 from spendgate.gateway import Gateway
-from spendgate.pipeline import surfaces
+from spendgate.pipeline import budgeting, surfaces
 from spendgate.pipeline.surfaces import SurfaceSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,3 +227,87 @@ def test_readme_links_resolve() -> None:
     readme = read("README.md")
     for target in re.findall(r"\]\(((?:docs|examples)/[^)#]+)", readme):
         assert (ROOT / target).exists(), f"README.md links to a missing {target}"
+
+
+# ---------------------------------------------------------------------------- budgets and limits
+
+GUIDES = ("docs/budgets.md", "docs/limits.md")
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_the_budget_and_limit_guides_exist_and_are_linked(guide: str) -> None:
+    assert (ROOT / guide).is_file(), f"{guide} is missing"
+    name = guide.removeprefix("docs/")
+    assert f"]({guide})" in read("README.md"), f"README.md does not link {guide}"
+    assert f"]({name}" in read("docs/configuration.md"), f"configuration.md does not link {name}"
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_the_first_config_example_of_a_guide_is_valid(guide: str) -> None:
+    blocks = _yaml_blocks(read(guide))
+    assert blocks, f"{guide} has no ```yaml example"
+    parse_config(yaml.safe_load(blocks[0]), guide)
+
+
+def test_every_scope_is_explained_in_the_budget_guide() -> None:
+    guide = read("docs/budgets.md")
+    for scope in BudgetScope:
+        assert f"| `{scope.value}` |" in guide, f"docs/budgets.md: scope {scope.value}"
+
+
+def test_the_limit_guide_names_what_loop_detection_ignores_and_where_sessions_come_from() -> None:
+    guide = read("docs/limits.md")
+    for name in sorted(budgeting._VOLATILE):
+        assert f"`{name}`" in guide, f"docs/limits.md: volatile field {name}"
+    for header in RunawayConfig().session_headers:
+        assert f"`{header}`" in guide, f"docs/limits.md: session header {header}"
+
+
+def _spendgate_headers() -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / "src" / "spendgate").rglob("*.py"):
+        found.update(re.findall(r"x-spendgate-[a-z]+(?:-[a-z]+)*", path.read_text("utf-8")))
+    return found
+
+
+def test_the_walk_finds_spendgate_headers() -> None:
+    assert {"x-spendgate-budget", "x-spendgate-output-clamped"} <= _spendgate_headers()
+
+
+@pytest.mark.parametrize("header", sorted(_spendgate_headers()))
+def test_every_spendgate_header_is_documented(header: str) -> None:
+    docs = "\n".join(path.read_text("utf-8") for path in DOCS.glob("*.md"))
+    assert f"`{header}" in docs, f"no doc under docs/ names the header {header}"
+
+
+# ---------------------------------------------------------------------------- links
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    found, in_code = set(), False
+    for line in path.read_text("utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            found.add(_slug(line.lstrip("#")))
+    return found
+
+
+MARKDOWN = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", MARKDOWN, ids=lambda path: path.name)
+def test_relative_links_and_anchors_resolve(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text("utf-8")):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        name, _, anchor = target.partition("#")
+        dest = (doc.parent / name).resolve() if name else doc
+        assert dest.exists(), f"{doc.name}: link to a missing {target}"
+        if anchor and dest.suffix == ".md":
+            assert anchor in _anchors(dest), f"{doc.name}: no heading for {target}"

@@ -13,8 +13,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from spendgate.demo.guards import Guards, live_line, summary_lines
 from spendgate.demo.traffic import TrafficStats
 from spendgate.demo.view import Snapshot
+from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.reports import format_bp
 from spendgate.money import format_dollars
 from spendgate.services.reports import UsageReport
@@ -88,7 +90,8 @@ def render_live(snapshot: Snapshot, gateway_url: str) -> RenderableType:
         f"  gateway {gateway_url}  {snapshot.elapsed_s:5.1f}s / {snapshot.duration_s:g}s  ",
         (snapshot.phase, "cyan"),
     )
-    return Group(title, _headline(snapshot), _tables(snapshot), _pareto_line(snapshot))
+    guards = Text(live_line(snapshot.blocks), style="yellow" if snapshot.blocks.blocked else "dim")
+    return Group(title, _headline(snapshot), _tables(snapshot), _pareto_line(snapshot), guards)
 
 
 def plain_line(snapshot: Snapshot) -> str:
@@ -103,7 +106,7 @@ def plain_line(snapshot: Snapshot) -> str:
     return (
         f"[{snapshot.elapsed_s:5.1f}s] {snapshot.requests:,} requests, {snapshot.rate:.1f} req/s, "
         f"{snapshot.tokens:,} tokens, {money(snapshot.total_cost_nanos)} | teams: {teams} | "
-        f"top users: {users}"
+        f"top users: {users} | refused {snapshot.blocks.blocked:,}"
     )
 
 
@@ -139,6 +142,8 @@ def print_summary(
     console: Console,
     snapshot: Snapshot,
     stats: TrafficStats,
+    guards: Guards,
+    book: BudgetBook,
     *,
     sending_s: float,
     db_path: Path,
@@ -161,6 +166,9 @@ def print_summary(
         f"{r.usage.group} {format_bp(r.share_bp)}" for r in snapshot.by_model.top.top
     )
     out(f"By model: {models}", soft_wrap=True, highlight=False)
+    out()
+    for line in summary_lines(snapshot.blocks, guards, book):
+        out(line, soft_wrap=True, highlight=False, markup=False)
     if stats.failed:
         out(f"{stats.failed} calls failed (last: {stats.last_failure}).", soft_wrap=True)
     out()
@@ -195,5 +203,7 @@ def explore_commands(db_path: Path, config_path: Path | None) -> list[str]:
         f"  spendgate usage -c {config} --by user",
         f"  spendgate usage -c {config} --by model --period today",
         f"  spendgate usage -c {config} --by service --json",
+        f"  spendgate blocks -c {config} --period all",
+        f"  spendgate budgets -c {config}",
         f"  spendgate keys list -c {config}",
     ]

@@ -16,24 +16,31 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
 
 from spendgate.clock import Clock, SystemClock
+from spendgate.config import Config
 from spendgate.demo.display import Screen, print_summary
+from spendgate.demo.guards import Guards, read_guards
 from spendgate.demo.scenario import (
+    BUDGETED_USER,
     CAST,
     GUEST,
     ORG,
     PROVIDER_ENV,
     TEAMS,
     Person,
+    budget_usd,
     demo_config,
+    guards_data,
     issue_keys,
 )
 from spendgate.demo.traffic import Traffic, TrafficStats
 from spendgate.demo.view import RateMeter, Snapshot, read_snapshot
+from spendgate.domain.budgets import BudgetBook
 from spendgate.gateway import build_gateway
 from spendgate.server import RunningGateway, start_gateway
 from spendgate.simulator import Simulator, SimulatorOptions
@@ -56,6 +63,7 @@ class DemoOptions:
 @dataclass(frozen=True, slots=True)
 class DemoResult:
     snapshot: Snapshot  # read from the ledger after the gateway stopped
+    guards: Guards  # budgets, clamped and retried requests, read with the snapshot
     stats: TrafficStats
     sending_s: float  # until the deadline or Ctrl-C; the calls in flight took longer
     db_path: Path
@@ -77,8 +85,9 @@ def fresh_db_path() -> Path:
     return Path(tempfile.mkdtemp(prefix="spendgate-demo-")) / "demo.db"
 
 
-def write_explore_config(db_path: Path) -> Path | None:
-    """``<db>.yaml``: a config whose storage is the demo's ledger, for ``spendgate usage``.
+def write_explore_config(db_path: Path, guards: dict[str, Any] | None = None) -> Path | None:
+    """``<db>.yaml``: a config whose storage is the demo's ledger, for ``spendgate usage``,
+    and (``guards``: the demo's budgets and limits) for ``spendgate budgets``.
 
     Returns None, writing nothing, when a file of that name exists and is not the demo's.
     """
@@ -88,6 +97,7 @@ def write_explore_config(db_path: Path) -> Path | None:
     data = {
         "storage": {"url": f"sqlite:///{db_path.resolve()}"},
         "orgs": {ORG: {"teams": list(TEAMS)}},
+        **(guards or {}),
     }
     header = (
         f"{CONFIG_MARKER}: it points spendgate's CLI at the demo's ledger.\n"
@@ -125,31 +135,36 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with interrupt_event() as interrupted:
         async with Simulator(simulator_options(options.speed)) as simulator:
-            config = demo_config(simulator.url, db_path)
+            config = demo_config(
+                simulator.url, db_path, duration_s=options.duration_s, speed=options.speed
+            )
             gateway = build_gateway(config, source="spendgate demo", env=PROVIDER_ENV)
             running = await start_gateway(gateway, "127.0.0.1", options.port)
             try:
                 cast = await issue_keys(gateway.keys)
                 guest = await gateway.keys.create(GUEST)
-                _print_intro(console, running, db_path, guest.secret, options.duration_s)
+                _print_intro(console, running, db_path, guest.secret, options)
                 stats, sending_s, elapsed_s = await _drive(
                     running, cast, options, console, interrupted
                 )
             finally:
                 await running.stop()
-    snapshot = await _final_snapshot(config.storage.url, elapsed_s, options.duration_s)
+    snapshot, guards = await _final_snapshot(config, elapsed_s, options.duration_s)
     result = DemoResult(
         snapshot,
+        guards,
         stats,
         sending_s,
         db_path,
-        write_explore_config(db_path),
+        write_explore_config(db_path, guards_data(options.duration_s, options.speed)),
         interrupted.is_set(),
     )
     print_summary(
         console,
         snapshot,
         stats,
+        guards,
+        BudgetBook.from_config(config),
         sending_s=sending_s,
         db_path=db_path,
         config_path=result.config_path,
@@ -159,9 +174,10 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
 
 
 def _print_intro(
-    console: Console, running: RunningGateway, db_path: Path, secret: str, duration_s: float
+    console: Console, running: RunningGateway, db_path: Path, secret: str, options: DemoOptions
 ) -> None:
     people = sum(1 for person in CAST if person.user)
+    budget = budget_usd(options.duration_s, options.speed)
     lines = [
         "spendgate demo: a simulated OpenAI + Anthropic provider, the real gateway on SQLite "
         f"and synthetic traffic from {people} people and {len(CAST) - people} services "
@@ -169,7 +185,11 @@ def _print_intro(
         f"  gateway   {running.url}  (OpenAI base URL {running.url}/v1, Anthropic {running.url})",
         f"  ledger    {db_path}",
         f"  your key  {secret}  (send your own requests while it runs)",
-        f"Running for {duration_s:g} s; Ctrl-C stops early.",
+        f"  guards    {BUDGETED_USER}, the heaviest Claude Opus user, has ${budget} a day on "
+        "Opus; embeddings are limited to 4 requests/s per key (the search indexer sends "
+        "bursts of 8); a triage agent is stuck re-sending one request (loop detection "
+        "stops it after 3).",
+        f"Running for {options.duration_s:g} s; Ctrl-C stops early.",
     ]
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
@@ -239,13 +259,16 @@ async def _finish(traffic: Traffic, interrupted: asyncio.Event) -> None:
     await drain
 
 
-async def _final_snapshot(url: str, elapsed_s: float, duration_s: float) -> Snapshot:
+async def _final_snapshot(
+    config: Config, elapsed_s: float, duration_s: float
+) -> tuple[Snapshot, Guards]:
     clock: Clock = SystemClock()
-    storage = open_storage(url, clock=clock)
+    storage = open_storage(config.storage.url, clock=clock)
     await storage.open()
     try:
-        return await read_snapshot(
+        snapshot = await read_snapshot(
             storage, clock, elapsed_s=elapsed_s, duration_s=duration_s, phase="done"
         )
+        return snapshot, await read_guards(storage, clock, config)
     finally:
         await storage.close()

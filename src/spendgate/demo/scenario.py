@@ -1,13 +1,17 @@
-"""The demo's world: one org, four teams, twenty people and three services, and what each sends.
+"""The demo's world: one org, four teams, twenty people and four services, what each sends,
+and the budgets and limits the gateway holds them to.
 
 The shape follows the seed: a handful of heavy users on the strongest models (coding agents
 on Claude Opus, Codex and notebooks on GPT-4o) drive most of the bill, while most people
-and services make many small, cheap calls. Nothing here does IO except `issue_keys`.
+and services make many small, cheap calls. Three things go wrong, as they do: the heaviest
+Opus user runs through her daily budget, a batch indexer sends bursts, and an agent gets
+stuck repeating one request. Nothing here does IO except `issue_keys`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,8 @@ class Workload:
     calls: tuple[CallSpec, ...]
     pause_s: float  # mean pause between two calls of one session
     sessions: int = 1  # sessions running side by side (agents, tabs, workers)
+    burst: int = 1  # calls a session sends at once (a batch job)
+    stuck: bool = False  # the session sends one request over and over (an agent in a loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,10 @@ AGENT_OPUS = Workload(
     ),
     pause_s=1.0,
     sessions=2,
+)
+AGENT_OPUS_ALL_DAY = Workload(  # one long Claude Code session on Opus, all day
+    calls=(CallSpec(Api.MESSAGES, "claude-opus-4-1", True, (12_000, 20_000), (300, 900), 0.85),),
+    pause_s=0.6,
 )
 CODEX_4O = Workload(
     calls=(CallSpec(Api.RESPONSES, "gpt-4o", True, (10_000, 30_000), (300, 800), 0.6),),
@@ -120,9 +130,16 @@ SUPPORT_CHAT = Workload(
     pause_s=0.4,
     sessions=6,
 )
-SEARCH_INDEXER = Workload(
+SEARCH_INDEXER = Workload(  # a batch job: eight documents at once, then a pause
     calls=(CallSpec(Api.EMBEDDINGS, "text-embedding-3-small", False, (2_000, 8_000)),),
+    pause_s=2.0,
+    burst=8,
+)
+STUCK_AGENT = Workload(  # two sub-agents re-sending the same tool result, again and again
+    calls=(CallSpec(Api.MESSAGES, "claude-haiku-4-5", False, (2_000, 4_000), (40, 120)),),
     pause_s=0.5,
+    sessions=2,
+    stuck=True,
 )
 
 
@@ -136,7 +153,7 @@ def _service(name: str, team: str, workload: Workload) -> Person:
 
 CAST: tuple[Person, ...] = (
     # The few who drive the bill: agents and notebooks on the strongest models.
-    _dev("dana", "ml", "claude-code", AGENT_OPUS, heavy=True),
+    _dev("dana", "ml", "claude-code", AGENT_OPUS_ALL_DAY, heavy=True),
     _dev("raj", "platform", "codex", CODEX_4O, heavy=True),
     _dev("tomas", "web", "claude-code", AGENT_OPUS, heavy=True),
     _dev("mei", "data", "notebook", NOTEBOOK_4O, heavy=True),
@@ -162,16 +179,70 @@ CAST: tuple[Person, ...] = (
     _service("review-bot", "platform", REVIEW_BOT),
     _service("support-chat", "web", SUPPORT_CHAT),
     _service("search-indexer", "data", SEARCH_INDEXER),
+    _service("triage-agent", "platform", STUCK_AGENT),
 )
 
 HEAVY_USERS = frozenset(p.user for p in CAST if p.heavy and p.user)
 GUEST = KeySpec(name="you", user="you", service="your-client", team="web")
 
 
+# ---------------------------------------------------------------------------- guards
+
+BUDGETED_USER = "dana"
+# Dana's Opus requests cost about $0.11 each and she sends one every ~3 s: ~$0.037 a second.
+# Each needs $0.70-1.20 of room before it is sent (its input priced at the dearest input
+# rate, the cache-write one, with the token count's upper-bound margin; plus 256 output
+# tokens), and Claude Code asks for 32,000 output tokens ($2.40 more). So her budget is what
+# she spends in the first 2/3 of the run plus about one request's room: every request is
+# clamped, the ceilings shrink as she spends, and in the last third she is refused.
+BUDGET_BASE_USD = Decimal("0.95")
+BUDGET_USD_PER_S = Decimal("0.024")
+
+
+def budget_usd(duration_s: float, speed: float) -> Decimal:
+    """Dana's daily Opus budget, sized to run out about two thirds into the demo."""
+    scaled = BUDGET_BASE_USD + BUDGET_USD_PER_S * Decimal(str(duration_s * speed))
+    return scaled.quantize(Decimal("0.01"))
+
+
+def guards_data(duration_s: float, speed: float) -> dict[str, Any]:
+    """Budgets, limits and runaway protection, as the YAML would have them."""
+    return {
+        "budgets": [
+            {
+                "name": "dana-opus-daily",
+                "scope": "user",
+                "match": BUDGETED_USER,
+                "models": ["claude-opus-*"],
+                "limit_usd": str(budget_usd(duration_s, speed)),
+                "period": "daily",
+            },
+            {"name": "acme-monthly", "scope": "org", "match": ORG, "limit_usd": "25000"},
+        ],
+        "limits": [
+            {
+                "name": "embeddings-per-key",
+                "scope": "key",
+                "models": ["text-embedding-*"],
+                "requests": "4/second",
+            },
+            {
+                "name": "tokens-per-user",
+                "scope": "user",
+                "tokens": "150000/minute",
+                "shadow": True,
+            },
+        ],
+        "runaway": {"loop_max_repeats": 3, "loop_window_s": 60},
+    }
+
+
 # ---------------------------------------------------------------------------- config
 
 
-def demo_config_data(sim_url: str, db_path: Path) -> dict[str, Any]:
+def demo_config_data(
+    sim_url: str, db_path: Path, *, duration_s: float = 20.0, speed: float = 1.0
+) -> dict[str, Any]:
     """The gateway's config for the demo, as the YAML would have it."""
     models: dict[str, Any] = {name: {"provider": "openai"} for name in OPENAI_MODELS}
     models.update({name: {"provider": "anthropic"} for name in ANTHROPIC_MODELS})
@@ -193,11 +264,15 @@ def demo_config_data(sim_url: str, db_path: Path) -> dict[str, Any]:
         "models": models,
         "pricing": {"builtin_catalog": True},
         "orgs": {ORG: {"teams": list(TEAMS)}},
+        **guards_data(duration_s, speed),
     }
 
 
-def demo_config(sim_url: str, db_path: Path) -> Config:
-    return parse_config(demo_config_data(sim_url, db_path), "spendgate demo")
+def demo_config(
+    sim_url: str, db_path: Path, *, duration_s: float = 20.0, speed: float = 1.0
+) -> Config:
+    data = demo_config_data(sim_url, db_path, duration_s=duration_s, speed=speed)
+    return parse_config(data, "spendgate demo")
 
 
 async def issue_keys(keys: KeyService) -> list[tuple[Person, str]]:

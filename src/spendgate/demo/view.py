@@ -1,7 +1,8 @@
-"""What the demo shows, read from the gateway's own ledger through `usage_report`.
+"""What the demo shows, read from the gateway's own ledger through `usage_report` and
+`blocks_report`.
 
-Every number on screen comes from the same query path as ``spendgate usage`` and
-``GET /admin/usage``: what is shown is what the ledger says.
+Every number on screen comes from the same query path as ``spendgate usage``,
+``spendgate blocks`` and ``GET /admin/usage``: what is shown is what the ledger says.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from spendgate.clock import Clock
 from spendgate.domain.reports import share_bp, top_spenders
-from spendgate.services.reports import UsageReport, usage_report
+from spendgate.services.reports import UsageReport, blocks_report, usage_report
 from spendgate.storage.base import Storage, UsageGroup
 
 PERIOD = "all"  # the demo's ledger is its own (a fresh file unless --db names another)
@@ -29,6 +30,56 @@ class Pareto:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockLine:
+    """What one budget, limit or guard refused (or, shadow, would have refused)."""
+
+    name: str
+    blocked: int
+    would_cost_nanos: int  # the refused requests' worst cases: what they could have cost
+    shadow_hits: int
+    shadow_cost_nanos: int  # what the requests a shadow limit let through really cost
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    blocked: int = 0
+    would_cost_nanos: int = 0
+    lines: tuple[BlockLine, ...] = ()
+
+    @property
+    def refusals(self) -> tuple[BlockLine, ...]:
+        return tuple(line for line in self.lines if line.blocked)
+
+    @property
+    def shadows(self) -> tuple[BlockLine, ...]:
+        return tuple(line for line in self.lines if line.shadow_hits)
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+async def read_blocks(storage: Storage, clock: Clock) -> Blocks:
+    """The ledger's block rows, per name, through the report behind ``spendgate blocks``."""
+    report = await blocks_report(storage, clock, period=PERIOD)
+    rows = report["data"]
+    assert isinstance(rows, list)
+    lines = tuple(
+        BlockLine(
+            name=str(row["name"]),
+            blocked=_int(row["blocked"]),
+            would_cost_nanos=_int(row["blocked_would_cost_nanos"]),
+            shadow_hits=_int(row["shadow_hits"]),
+            shadow_cost_nanos=_int(row["shadow_cost_nanos"]),
+        )
+        for row in rows
+    )
+    ranked = tuple(sorted(lines, key=lambda line: (-line.blocked, -line.shadow_hits, line.name)))
+    return Blocks(_int(report["blocked"]), _int(report["blocked_would_cost_nanos"]), ranked)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     elapsed_s: float
     duration_s: float
@@ -36,6 +87,7 @@ class Snapshot:
     by_team: UsageReport
     by_user: UsageReport
     by_model: UsageReport
+    blocks: Blocks = field(default_factory=Blocks)
     phase: str = "running"
 
     @property
@@ -92,7 +144,8 @@ async def read_snapshot(
     rate: RateMeter | None = None,
     phase: str = "running",
 ) -> Snapshot:
-    """Spend by team, user and model; ``rate`` None: the average over ``elapsed_s``."""
+    """Spend by team, user and model, and what was refused; ``rate`` None: the average over
+    ``elapsed_s``."""
     reports = [
         await usage_report(storage, clock, group_by=group_by, period=PERIOD, top=TOP_USERS)
         for group_by in ("team", "user", "model")
@@ -110,5 +163,6 @@ async def read_snapshot(
         by_team=by_team,
         by_user=by_user,
         by_model=by_model,
+        blocks=await read_blocks(storage, clock),
         phase=phase,
     )

@@ -40,7 +40,8 @@ class Unit(Enum):
             return format_dollars(amount, places=6)
         if self is Unit.CONCURRENT:
             return f"{amount:,} in flight"
-        return f"{amount:,} {self.value}"
+        noun = self.value[:-1] if amount == 1 else self.value  # "1 request", "2 tokens"
+        return f"{amount:,} {noun}"
 
 
 class Kind(Enum):

@@ -25,6 +25,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCas
 from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
+from spendgate.domain.tokens import TokenCount
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     BudgetExceeded,
@@ -126,20 +127,7 @@ async def admit(
     if not counters and not caps:
         return None
     spec = exchange.spec
-    count = spec.input_counter(caller.model, exchange.body)
-    requested, choices = spec.requested_output(exchange.body)
-    ceiling = (
-        requested
-        if requested is not None
-        else (exchange.route.max_output_tokens or default_ceiling)
-    )
-    worst = worst_case(
-        exchange.price,
-        input_tokens=input_upper_bound(count.tokens, exchange.price.max_input_tokens),
-        input_exact=count.exact,
-        ceiling=ceiling,
-        choices=choices,
-    )
+    worst, requested, count = price_worst_case(exchange, default_ceiling)
     try:
         _check_input_caps(caps, count.tokens, count.exact)
         plan = ReservationPlan(
@@ -156,24 +144,27 @@ async def admit(
         if isinstance(decision, Refused):
             raise _refusal(decision, worst, book, now)
     except (BudgetExceeded, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
-        await record_block(storage, exchange, refusal, worst.amount(Unit.NANOS, ceiling))
+        await record_block(
+            storage, exchange, refusal, worst.amount(Unit.NANOS, worst.requested_ceiling)
+        )
         raise
     return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
 
 
-def would_cost(exchange: Exchange, default_ceiling: int) -> int:
-    """The request's worst case in nano-dollars, as `admit` prices it: what a refusal made
-    before admission (an open circuit breaker) saved. 0 if the body cannot be priced."""
-    try:
-        count = exchange.spec.input_counter(exchange.route.name, exchange.body)
-        requested, choices = exchange.spec.requested_output(exchange.body)
-    except InvalidRequest:
-        return 0
-    ceiling = (
-        requested
-        if requested is not None
-        else (exchange.route.max_output_tokens or default_ceiling)
-    )
+def price_worst_case(
+    exchange: Exchange, default_ceiling: int
+) -> tuple[WorstCase, int | None, TokenCount]:
+    """The request's worst case (input upper bound, output ceiling x choices), the ceiling
+    it asked for itself (None: none), and its input count."""
+    spec = exchange.spec
+    count = spec.input_counter(exchange.route.name, exchange.body)
+    requested, choices = spec.requested_output(exchange.body)
+    if not spec.ceiling_fields:
+        ceiling = 0  # embeddings: input only, no output to reserve
+    elif requested is not None:
+        ceiling = requested
+    else:
+        ceiling = exchange.route.max_output_tokens or default_ceiling
     worst = worst_case(
         exchange.price,
         input_tokens=input_upper_bound(count.tokens, exchange.price.max_input_tokens),
@@ -181,7 +172,17 @@ def would_cost(exchange: Exchange, default_ceiling: int) -> int:
         ceiling=ceiling,
         choices=choices,
     )
-    return worst.amount(Unit.NANOS, ceiling)
+    return worst, requested, count
+
+
+def would_cost(exchange: Exchange, default_ceiling: int) -> int:
+    """The request's worst case in nano-dollars, as `admit` prices it: what a refusal made
+    before admission (an open circuit breaker) saved. 0 if the body cannot be priced."""
+    try:
+        worst, _, _ = price_worst_case(exchange, default_ceiling)
+    except InvalidRequest:
+        return 0
+    return worst.amount(Unit.NANOS, worst.requested_ceiling)
 
 
 async def record_block(

@@ -171,7 +171,9 @@ def _breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> N
 
 
 async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:
-    if not gateway.budgets:
+    # Token-counting calls are free upstream: no budget, limit or loop counter applies
+    # (Claude Code calls count_tokens often; a spent budget must not break it).
+    if not gateway.budgets or not exchange.spec.billed:
         return None
     settings = gateway.config.budget_settings
     return await admit(
