@@ -193,25 +193,34 @@ def _wait_headers(wait_s: float) -> tuple[bool, dict[str, str]]:
     return True, {"retry-after": str(max(1, -(-millis // 1000))), "retry-after-ms": str(millis)}
 
 
-class RateLimited(GatewayError):
-    """A rate limit's window is full; it will have room again in ``wait_s`` seconds."""
+class _Wait(GatewayError):
+    """A refusal that clears by itself in ``wait_s`` seconds: retryable with ``retry-after``
+    when that is at most `MAX_RETRY_AFTER_S`, else ``x-should-retry: false``."""
 
-    status = 429
     retryable = True
-    openai_type = "requests"
-    openai_code = "rate_limit_exceeded"
-    anthropic_type = "rate_limit_error"
 
-    def __init__(self, message: str, *, wait_s: float, tokens: bool = False) -> None:
+    def __init__(self, message: str, *, wait_s: float) -> None:
         self.can_retry, wait = _wait_headers(wait_s)
         super().__init__(message, headers=wait)
         self.wait_s = wait_s
-        self.tokens = tokens
 
     def headers(self) -> dict[str, str]:
         out = super().headers()
         out["x-should-retry"] = "true" if self.can_retry else "false"
         return out
+
+
+class RateLimited(_Wait):
+    """A rate limit's window is full; it will have room again in ``wait_s`` seconds."""
+
+    status = 429
+    openai_type = "requests"
+    openai_code = "rate_limit_exceeded"
+    anthropic_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, wait_s: float, tokens: bool = False) -> None:
+        super().__init__(message, wait_s=wait_s)
+        self.tokens = tokens
 
     def openai_body(self) -> dict[str, object]:
         body = super().openai_body()
@@ -230,22 +239,12 @@ class LoopDetected(GatewayError):
     anthropic_type = "rate_limit_error"
 
 
-class CircuitOpen(GatewayError):
+class CircuitOpen(_Wait):
     """The upstream kept failing for this key and model: fail fast while it cools down."""
 
     status = 503
-    retryable = True
     openai_code = "circuit_open"
     anthropic_type = "overloaded_error"
-
-    def __init__(self, message: str, *, wait_s: float) -> None:
-        self.can_retry, wait = _wait_headers(wait_s)
-        super().__init__(message, headers=wait)
-
-    def headers(self) -> dict[str, str]:
-        out = super().headers()
-        out["x-should-retry"] = "true" if self.can_retry else "false"
-        return out
 
 
 class UpstreamUnavailable(GatewayError):
