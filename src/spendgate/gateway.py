@@ -48,7 +48,9 @@ class Gateway:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
         if self.budgets:
-            self.lease_keeper = LeaseKeeper(self.storage, self.owner, self.lease, self.clock)
+            self.lease_keeper = LeaseKeeper(
+                self.storage, self.owner, self.lease, self.clock, self.budgets
+            )
             await self.lease_keeper.tick()
             self.lease_keeper.start()
         server = self.config.server

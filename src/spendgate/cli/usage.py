@@ -35,7 +35,7 @@ def render_table(report: UsageReport) -> str:
         lines.append(
             f"{'':>3} {f'(other {report.top.rest_groups})':<28} {rest.requests:>9} "
             f"{rest.input_tokens:>11} {rest.output_tokens:>10} {dollars(rest.cost_nanos):>14} "
-            f"{format_bp(report.top.rest_share_bp):>8}"
+            f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
     if report.top.top:
         lines.append(

@@ -230,6 +230,11 @@ class BudgetBook:
             refs.append(CounterRef(self.loop, member, self.window(self.loop.period, now)))
         return refs
 
+    def oldest_counted(self, now: datetime) -> dict[str, int]:
+        """Per budget (and the loop detector), the oldest bucket its window still counts."""
+        budgets = [*self.budgets, *([self.loop] if self.loop is not None else [])]
+        return {budget.name: self.window(budget.period, now).since_ms for budget in budgets}
+
     def caps_for(self, caller: Caller) -> list[RequestCap]:
         return [
             cap

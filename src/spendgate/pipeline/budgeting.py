@@ -310,13 +310,22 @@ async def finish(storage: Storage, exchange: Exchange, row: LedgerRow) -> None:
 
 
 class LeaseKeeper:
-    """Renews this process's leases and settles lapsed ones (from any process)."""
+    """Renews this process's leases, settles lapsed ones (from any process), and drops
+    counter rows no window counts any more (loop fingerprints, old rolling buckets)."""
 
-    def __init__(self, storage: Storage, owner: str, lease: timedelta, clock: Clock) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        owner: str,
+        lease: timedelta,
+        clock: Clock,
+        book: BudgetBook | None = None,
+    ) -> None:
         self._storage = storage
         self._owner = owner
         self._lease = lease
         self._clock = clock
+        self._book = book
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -332,7 +341,10 @@ class LeaseKeeper:
     async def tick(self) -> int:
         now = self._clock.now()
         await self._storage.renew_leases(self._owner, now + self._lease)
-        return await self._storage.expire_leases(now)
+        lapsed = await self._storage.expire_leases(now)
+        if self._book is not None:
+            await self._storage.prune_counters(self._book.oldest_counted(now))
+        return lapsed
 
     async def _run(self) -> None:
         interval = max(0.2, self._lease.total_seconds() / 4)

@@ -109,6 +109,12 @@ class Storage(Protocol):
         and no ledger row is written. False if it is already settled or lapsed."""
         ...
 
+    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        """Delete counter rows that no window can count any more: for each budget, rows
+        older than ``keep_from_ms[budget]`` with nothing reserved. The ledger keeps the
+        history; this only stops the live counters from growing with time."""
+        ...
+
     async def renew_leases(self, owner: str, expires_at: datetime) -> int:
         """Extend every lease held by ``owner``; returns how many."""
         ...

@@ -67,6 +67,7 @@ _SHADOW_HITS = (
     "json_each(ledger.shadow_blocks) AS hit "
     "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
 )
+_PRUNE_COUNTERS = "DELETE FROM budget_counters WHERE budget = ? AND bucket_ms < ? AND reserved = 0"
 _COUNTER_STATE = """
 SELECT COALESCE(SUM(spent), 0), COALESCE(SUM(reserved), 0), (
     SELECT limit_amount FROM budget_overrides
@@ -397,6 +398,15 @@ class SqliteBudgets:
             return [BlockGroup(name, *values) for name, values in sorted(found.items())]
 
         return await self._report(scan)
+
+    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            return sum(
+                conn.execute(_PRUNE_COUNTERS, (budget, since_ms)).rowcount
+                for budget, since_ms in keep_from_ms.items()
+            )
+
+        return await self._submit(prune, "counter pruning")
 
     async def release(self, reservation_id: str) -> bool:
         """Drop a reservation whose request never reached an upstream: no charge, no row."""
