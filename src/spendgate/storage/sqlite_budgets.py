@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -312,29 +313,29 @@ def _check_plan(plan: ReservationPlan) -> None:
 # ---------------------------------------------------------------------------- mixin
 
 
-class SqliteBudgets:
+class SqliteBudgets(ABC):
     """The budget methods of `spendgate.storage.sqlite.SqliteStorage`.
 
-    The storage class supplies the connections through the four hooks below.
+    The storage class supplies the connections through the four abstract hooks below.
     """
 
     _clock: Clock
 
+    @abstractmethod
     def _submit(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
         """Queue a job on the writer; resolves with its result after COMMIT."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _reader(self) -> sqlite3.Connection:
         """The read-only connection of the event-loop thread."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _report(self, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         """Run a long read on the report thread."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _insert_row(self, conn: sqlite3.Connection, row: LedgerRow) -> None:
         """Insert a ledger row on ``conn`` (the writer's, inside a job)."""
-        raise NotImplementedError
 
     def _on_reader(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
