@@ -355,11 +355,13 @@ async def test_a_cancelled_reserve_releases_its_reservation(storage: Storage) ->
     """The caller gave up while waiting (client gone): the reservation must not linger
     until its lease lapses and then charge the worst case."""
     team = ref(budget("team"), NOW)
-    task = asyncio.create_task(storage.reserve(plan([team], NOW)))
-    await asyncio.sleep(0)  # queued on the writer
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    writer = storage._require().writer  # type: ignore[attr-defined]
+    with writer._lock:  # as if a batch were committing: the reservation must queue
+        task = asyncio.create_task(storage.reserve(plan([team], NOW)))
+        await asyncio.sleep(0)  # queued on the writer
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     # Writes commit in order: after the first no-op the reservation has committed and its
     # release is queued; after the second, the release has committed.
     for _ in range(2):

@@ -55,9 +55,11 @@ async def test_a_cancelled_record_still_commits(tmp_path: Path) -> None:
     storage = open_storage(url)
     await storage.open()
     row = build_row()
-    task = asyncio.create_task(storage.record(row))
-    await asyncio.sleep(0)  # the row is queued for the writer
-    task.cancel()
+    writer = storage._require().writer  # type: ignore[attr-defined]
+    with writer._lock:  # as if a batch were committing: the row must queue
+        task = asyncio.create_task(storage.record(row))
+        await asyncio.sleep(0)  # the row is queued for the writer
+        task.cancel()
     await storage.close()
 
     assert task.cancelled()

@@ -34,8 +34,10 @@ to drop silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import random
 import sqlite3
@@ -79,6 +81,9 @@ R = TypeVar("R", bound="DataclassInstance")
 
 BUSY_TIMEOUT_MS = 5_000
 MAX_BATCH = 1_000  # rows per commit: bounds the latency of the first row in a burst
+IDLE_CHECKPOINT_S = 0.25  # the writer checkpoints and heartbeats after this long idle
+WRITER_STALE_MS = 2_000  # a writer not seen for this long is gone
+CHECKPOINT_EVERY_BATCHES = 256  # ...and after this many batches when it is never idle
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -86,10 +91,16 @@ _MS = timedelta(milliseconds=1)
 # ---------------------------------------------------------------------------- connections
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+def connect(path: str, *, shared: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas.
+    ``shared``: used from more than one thread, one at a time (the writer's)."""
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite3.connect(
+            path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=not shared,
+        )
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open SQLite database {path!r}: {exc}") from exc
     try:
@@ -189,6 +200,14 @@ class _Writer:
         self._path = path
         self._clock = clock
         self._queue: queue.SimpleQueue[_Write | _Job | _Stop] = queue.SimpleQueue()
+        # Held while a transaction runs on the writer connection, by whichever thread.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._stopping = False
+        self._batches = 0
+        self._alone = False  # no other process writes to this file (see _heartbeat)
+        self._last_heartbeat = 0.0
+        self._owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -202,15 +221,46 @@ class _Writer:
     async def submit(self, sql: str, params: Sequence[Any], what: str, must_change: bool) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Write(sql, params, what, must_change, future, loop))
+        write = _Write(sql, params, what, must_change, future, loop)
+        if not self._inline(write):
+            self._queue.put(write)
         await future
 
     def submit_job(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
-        """Queue ``work``; the future resolves with its result once it has committed."""
+        """Run or queue ``work``; the future resolves with its result once it has committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(work, what, future, loop))
+        job = _Job(work, what, future, loop)
+        if not self._inline(job):
+            self._queue.put(job)
         return future
+
+    def _inline(self, item: _Write | _Job) -> bool:
+        """Commit ``item`` on the calling thread when the writer is idle; False to queue it.
+
+        Idle (nothing queued, no batch committing, no other process writing) a hand-off to
+        the writer thread and back costs more than the transaction itself; under load the
+        queue takes over and group commit batches the writes. The commit is the same either
+        way, so the durability contract does not change.
+        """
+        conn = self._conn
+        if conn is None or self._stopping or not self._alone or not self._queue.empty():
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # another process holds the lock: let it queue
+                return False
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            ((result, error),) = self._run_batch(conn, [item])
+            _settle([(item.future, result, error)])  # on the loop thread already
+            return True
+        finally:
+            self._lock.release()
 
     async def stop(self) -> None:
         """Commit everything queued before this call, then end the thread."""
@@ -226,11 +276,14 @@ class _Writer:
         except Exception as exc:
             self._ready.set_exception(_as_storage_error(exc, f"cannot migrate {self._path!r}"))
             return
+        self._conn = conn
+        self._heartbeat(conn)
         self._ready.set_result(None)
         self._serve(conn)
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
-        conn = connect(self._path)
+        conn = connect(self._path, shared=True)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
         except BaseException:
@@ -244,13 +297,66 @@ class _Writer:
             batch, stop = self._next_batch()
             if batch:
                 self._commit(conn, batch)
-        conn.close()
+                self._batches += 1
+                if self._batches % CHECKPOINT_EVERY_BATCHES == 0:
+                    self._checkpoint(conn)
+                if time.monotonic() - self._last_heartbeat > IDLE_CHECKPOINT_S:
+                    self._heartbeat(conn)
+            elif stop is None:
+                self._heartbeat(conn)
+                self._checkpoint(conn)
+        self._stopping = True
+        with self._lock:
+            self._checkpoint(conn, locked=True)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("DELETE FROM writers WHERE owner = ?", (self._owner,))
+            conn.close()
+            self._conn = None
         _post(stop.loop, [(stop.future, None, None)])
 
+    def _heartbeat(self, conn: sqlite3.Connection) -> None:
+        """Say this process is here, and learn whether any other is (inline writes are
+        only for a process alone: two processes both writing inline would not take turns)."""
+        now = int(time.time() * 1000)  # liveness is real time, whatever clock tests inject
+        self._last_heartbeat = time.monotonic()
+        with self._lock:
+            try:
+                conn.execute(
+                    "INSERT INTO writers (owner, seen_ms) VALUES (?, ?) "
+                    "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
+                    (self._owner, now),
+                )
+                (others,) = conn.execute(
+                    "SELECT COUNT(*) FROM writers WHERE owner != ? AND seen_ms > ?",
+                    (self._owner, now - WRITER_STALE_MS),
+                ).fetchone()
+            except sqlite3.Error:
+                self._alone = False
+                return
+        self._alone = others == 0
+
+    def _checkpoint(self, conn: sqlite3.Connection, *, locked: bool = False) -> None:
+        """Copy the WAL into the database while idle, off the event loop (automatic
+        checkpoints are off on this connection: they would fsync in whichever thread
+        committed, the event loop's included)."""
+        if not locked and not self._lock.acquire(blocking=False):
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed; it will be retried", exc_info=True)
+        finally:
+            if not locked:
+                self._lock.release()
+
     def _next_batch(self) -> tuple[list[_Write | _Job], _Stop | None]:
-        """Block for one write, then take whatever else is already queued."""
+        """Block for one write (checkpointing every idle second), then take whatever else
+        is already queued."""
         batch: list[_Write | _Job] = []
-        item = self._queue.get()
+        try:
+            item = self._queue.get(timeout=IDLE_CHECKPOINT_S)
+        except queue.Empty:
+            return batch, None
         while True:
             if isinstance(item, _Stop):
                 return batch, item
@@ -264,8 +370,23 @@ class _Writer:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write | _Job]) -> None:
         """One transaction for the whole batch; callers hear back only after COMMIT."""
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
+                self._finish(batch, [(None, error)] * len(batch))
+                return
+            self._finish(batch, self._run_batch(conn, batch))
+
+    @staticmethod
+    def _run_batch(
+        conn: sqlite3.Connection, batch: list[_Write | _Job]
+    ) -> list[tuple[Any, StorageError | None]]:
+        """Inside an open ``BEGIN IMMEDIATE``: run every item, then COMMIT."""
+        if len(batch) == 1 and isinstance(batch[0], _Job):
+            return [_run_alone(conn, batch[0])]
         try:
-            conn.execute("BEGIN IMMEDIATE")
             results = [
                 _run_job(conn, w) if isinstance(w, _Job) else (None, _execute(conn, w))
                 for w in batch
@@ -278,6 +399,10 @@ class _Writer:
                 conn.execute("ROLLBACK")
             error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
             results = [(None, error)] * len(batch)
+        return results
+
+    @staticmethod
+    def _finish(batch: list[_Write | _Job], results: list[tuple[Any, StorageError | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for write, (result, write_error) in zip(batch, results, strict=True):
             by_loop.setdefault(write.loop, []).append((write.future, result, write_error))
@@ -294,6 +419,21 @@ def _execute(conn: sqlite3.Connection, write: _Write) -> StorageError | None:
     if write.must_change_a_row and cursor.rowcount == 0:
         return StorageError(f"cannot store {write.what}: it does not exist")
     return None
+
+
+def _run_alone(conn: sqlite3.Connection, job: _Job) -> tuple[Any, StorageError | None]:
+    """A job that has the transaction to itself needs no savepoint: on failure the whole
+    transaction is its own, and rolls back; the caller hears the same error as in a batch."""
+    try:
+        result = job.work(conn)
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if not isinstance(exc, sqlite3.Error | StorageError):
+            log.exception("SQLite writer job failed: %s", job.what)
+        return None, _as_storage_error(exc, f"cannot store {job.what}")
+    return result, None
 
 
 def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[Any, StorageError | None]:
