@@ -14,6 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anthropic
+import httpx2
+import openai
+
 from spendgate.clock import Clock
 from spendgate.config import parse_config
 from spendgate.domain.ledger import LedgerRow
@@ -123,6 +127,24 @@ class GatewayHarness:
     @property
     def openai_base_url(self) -> str:
         return self.running.url + "/v1"
+
+    def sdk_client(
+        self,
+        kind: str,
+        secret: str,
+        hooks: dict[str, list[Callable[[Any], Any]]] | None = None,
+        **options: Any,
+    ) -> Any:
+        """A real sync SDK client (``"openai"`` or ``"anthropic"``) on this gateway; ``hooks``
+        are httpx2 event hooks, e.g. to count the HTTP requests the SDK sends (its retries)."""
+        http = httpx2.Client(event_hooks=hooks or {})
+        if kind == "anthropic":
+            return anthropic.Anthropic(
+                api_key=secret, base_url=self.url, http_client=http, **options
+            )
+        return openai.OpenAI(
+            api_key=secret, base_url=self.openai_base_url, http_client=http, **options
+        )
 
     def create_key(self, **spec: Any) -> str:
         spec.setdefault("name", "test")

@@ -44,16 +44,7 @@ def make_client(gw: GatewayHarness) -> Iterator[Callable[..., tuple[Any, Counter
 
     def make(kind: str, secret: str, **options: Any) -> tuple[Any, Counter]:
         counter = Counter()
-        http = httpx2.Client(event_hooks={"request": [counter]})
-        client: Any
-        if kind == "anthropic":
-            client = anthropic.Anthropic(
-                api_key=secret, base_url=gw.url, http_client=http, **options
-            )
-        else:
-            client = openai.OpenAI(
-                api_key=secret, base_url=gw.openai_base_url, http_client=http, **options
-            )
+        client = gw.sdk_client(kind, secret, {"request": [counter]}, **options)
         made.append(client)
         return client, counter
 

@@ -189,12 +189,9 @@ def clients(gw: GatewayHarness) -> Iterator[Callable[[str, str], tuple[Any, Sent
 
     def make(kind: str, secret: str) -> tuple[Any, Sent]:
         sent = Sent()
-        http = httpx2.Client(event_hooks={"request": [sent.request], "response": [sent.response]})
-        client: Any
-        if kind == "anthropic":
-            client = anthropic.Anthropic(api_key=secret, base_url=gw.url, http_client=http)
-        else:
-            client = openai.OpenAI(api_key=secret, base_url=gw.openai_base_url, http_client=http)
+        client = gw.sdk_client(
+            kind, secret, {"request": [sent.request], "response": [sent.response]}
+        )
         assert client.max_retries == 2
         made.append(client)
         return client, sent

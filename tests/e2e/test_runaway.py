@@ -62,16 +62,7 @@ def client_factory(gw: GatewayHarness) -> tuple[Make, list[Any]]:
 
     def make(kind: str, secret: str, **options: Any) -> tuple[Any, Sent]:
         sent = Sent()
-        http = httpx2.Client(event_hooks={"request": [sent]})
-        client: Any
-        if kind == "anthropic":
-            client = anthropic.Anthropic(
-                api_key=secret, base_url=gw.url, http_client=http, **options
-            )
-        else:
-            client = openai.OpenAI(
-                api_key=secret, base_url=gw.openai_base_url, http_client=http, **options
-            )
+        client = gw.sdk_client(kind, secret, {"request": [sent]}, **options)
         made.append(client)
         return client, sent
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
-from spendgate.simulator import SimulatorOptions
 from spendgate.simulator.thread import SimulatorThread
 
 MESSAGES: list[Any] = [
@@ -24,31 +22,6 @@ CLAUDE_MESSAGES: list[Any] = [{"role": "user", "content": "Tell me about spend l
 def words(text: str) -> int:
     """Generated text is one token per word."""
     return len(text.split())
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimulatorOptions()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _fresh(sim: SimulatorThread) -> None:
-    sim.clear()
-
-
-@pytest.fixture
-def oai(sim: SimulatorThread) -> Iterator[openai.OpenAI]:
-    base_url = sim.openai_base_url
-    with openai.OpenAI(base_url=base_url, api_key="sk-upstream", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def claude(sim: SimulatorThread) -> Iterator[anthropic.Anthropic]:
-    base_url = sim.anthropic_base_url
-    with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-up", max_retries=0) as client:
-        yield client
 
 
 def test_chat_non_stream(sim: SimulatorThread, oai: openai.OpenAI) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -16,31 +15,6 @@ from spendgate.simulator.thread import SimulatorThread
 MESSAGES: list[Any] = [{"role": "user", "content": "Tell me about spend limits."}]
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-sonnet-4-6"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(SimulatorOptions()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _fresh(sim: SimulatorThread) -> None:
-    sim.clear()
-
-
-@pytest.fixture
-def oai(sim: SimulatorThread) -> Iterator[openai.OpenAI]:
-    base_url = sim.openai_base_url
-    with openai.OpenAI(base_url=base_url, api_key="sk-upstream", max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-def claude(sim: SimulatorThread) -> Iterator[anthropic.Anthropic]:
-    base_url = sim.anthropic_base_url
-    with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-up", max_retries=0) as client:
-        yield client
 
 
 def chat(client: openai.OpenAI, headers: dict[str, str], **kwargs: Any) -> Any:
