@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.models import ModelTable, build_model_table
 from spendgate.domain.pricing import PriceBook
+from spendgate.domain.routing import Router
 from spendgate.pipeline.budgeting import LeaseKeeper
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.budgets import BudgetService
@@ -36,7 +38,9 @@ class Gateway:
     providers: dict[str, Provider]
     keys: KeyService
     budgets: BudgetBook
+    router: Router
     breakers: CircuitBreakers | None = None
+    rng: random.Random = field(default_factory=random.Random)  # weighted balancing
     owner: str = field(default_factory=lambda: f"gw-{os.getpid()}-{os.urandom(4).hex()}")
     admin_token: str | None = field(repr=False, default=None)
     lease_keeper: LeaseKeeper | None = None
@@ -110,16 +114,19 @@ def build_gateway(
     clock = clock or SystemClock()
     storage = storage or open_storage(config.storage.url, clock=clock)
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
+    models = build_model_table(config, prices)
+    budgets = BudgetBook.from_config(config)
     return Gateway(
         config=config,
         config_source=source,
         clock=clock,
         storage=storage,
         prices=prices,
-        models=build_model_table(config, prices),
+        models=models,
         providers=build_providers(config, env, source, require_secrets=require_secrets),
         keys=KeyService(storage, config, clock),
-        budgets=BudgetBook.from_config(config),
+        budgets=budgets,
+        router=Router.from_config(config, models, budgets),
         breakers=_breakers(config),
         admin_token=env.get(config.server.admin_token_env) or None,
     )

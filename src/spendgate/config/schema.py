@@ -124,6 +124,7 @@ class PriceConfig(Strict):
 class DeploymentConfig(Strict):
     provider: str
     model: str | None = None  # name sent upstream; defaults to the model's own name
+    weight: Annotated[int, Field(ge=0)] = 1  # share of traffic among the model's deployments
 
 
 class ModelConfig(Strict):
@@ -132,6 +133,7 @@ class ModelConfig(Strict):
     deployments: list[DeploymentConfig] = Field(default_factory=list)
     price: PriceConfig | None = None
     max_output_tokens: Annotated[int | None, Field(gt=0)] = None
+    fallbacks: list[str] = Field(default_factory=list)  # other models, tried in order
 
     @model_validator(mode="after")
     def _one_way(self) -> ModelConfig:
@@ -145,7 +147,8 @@ class ModelConfig(Strict):
         if self.provider:
             return [DeploymentConfig(provider=self.provider, model=self.upstream_model or name)]
         return [
-            DeploymentConfig(provider=d.provider, model=d.model or name) for d in self.deployments
+            DeploymentConfig(provider=d.provider, model=d.model or name, weight=d.weight)
+            for d in self.deployments
         ]
 
 
@@ -182,6 +185,8 @@ class BudgetConfig(Strict):
     models: list[str] = Field(default_factory=list)
     limit_usd: Decimal | None = None
     limit_tokens: Annotated[int | None, Field(gt=0)] = None
+    share_of: Annotated[str | None, Field(pattern=NAME)] = None  # a share of another budget
+    share: Annotated[Decimal | None, Field(gt=0, le=1)] = None  # ... this share of its limit
     period: Annotated[str, Field(pattern=PERIOD_PATTERN)] = "monthly"
     hard: bool = True
     soft_thresholds: list[Annotated[Decimal, Field(gt=0, lt=1)]] = Field(
@@ -190,8 +195,11 @@ class BudgetConfig(Strict):
 
     @model_validator(mode="after")
     def _one_limit(self) -> BudgetConfig:
-        if (self.limit_usd is None) == (self.limit_tokens is None):
-            raise ValueError("give exactly one of limit_usd or limit_tokens")
+        given = [self.limit_usd is not None, self.limit_tokens is not None, bool(self.share_of)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of limit_usd, limit_tokens or share_of")
+        if (self.share_of is None) != (self.share is None):
+            raise ValueError("share_of and share go together (share: a fraction such as 0.2)")
         if self.limit_usd is not None and self.limit_usd < 0:
             raise ValueError("limit_usd must not be negative")
         return self
@@ -297,6 +305,65 @@ class RunawayConfig(Strict):
     )
 
 
+class RouteKind(StrEnum):
+    ALIAS = "alias"  # a name such as `default` resolves to a model, per scope
+    REWRITE = "rewrite"  # requests for some models are served by another
+    DOWNGRADE = "downgrade"  # past a budget's soft threshold, the next cheaper tier serves
+
+
+class RouteRuleConfig(Strict):
+    """One routing rule. See docs/routing.md."""
+
+    name: Annotated[str, Field(pattern=NAME)]
+    kind: RouteKind
+    scope: BudgetScope | None = None  # None: every caller
+    match: Annotated[str, Field(min_length=1)] = "*"
+    alias: Annotated[str | None, Field(pattern=NAME)] = None  # alias: the name clients send
+    models: list[str] = Field(default_factory=list)  # requested-model patterns (empty: any)
+    to: str | None = None  # alias, rewrite: the model that serves; downgrade: the tier below
+    budget: str | None = None  # downgrade: the budget whose use triggers it
+    at: Annotated[Decimal | None, Field(gt=0, le=1)] = None  # downgrade: share of it used
+    shadow: bool = False  # decide and record, but serve the request unchanged
+
+    @model_validator(mode="after")
+    def _shape(self) -> RouteRuleConfig:
+        if self.kind is RouteKind.ALIAS:
+            if not self.alias or not self.to:
+                raise ValueError("an alias rule needs alias (the name clients send) and to")
+            if self.models or self.budget or self.at is not None:
+                raise ValueError("an alias rule takes alias and to, not models, budget or at")
+        elif self.kind is RouteKind.REWRITE:
+            if not self.models or not self.to:
+                raise ValueError("a rewrite rule needs models (patterns) and to")
+            if self.alias or self.budget or self.at is not None:
+                raise ValueError("a rewrite rule takes models and to, not alias, budget or at")
+        else:
+            if not self.budget:
+                raise ValueError("a downgrade rule needs budget (the budget whose use triggers it)")
+            if self.alias or self.to:
+                raise ValueError("a downgrade rule follows routing.tiers; it takes no alias or to")
+        return self
+
+
+class PremiumConfig(Strict):
+    """Where the premium models stay available although a rewrite rule would move them."""
+
+    models: list[str] = Field(default_factory=list)  # patterns: what counts as premium
+    keys: list[str] = Field(default_factory=list)  # key ids always allowed premium
+    users: list[str] = Field(default_factory=list)
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")] = "x-spendgate-premium"
+    allowance_budget: str | None = None  # opt-in honoured while this budget has room
+    min_input_tokens: Annotated[int | None, Field(gt=0)] = None  # big prompts keep premium
+    with_tools: bool = False  # requests that carry tools keep premium
+    tags: list[str] = Field(default_factory=list)  # keys with one of these tags keep premium
+
+
+class RoutingConfig(Strict):
+    tiers: dict[str, str] = Field(default_factory=dict)  # model -> the next cheaper model
+    premium: PremiumConfig = Field(default_factory=PremiumConfig)
+    rules: list[RouteRuleConfig] = Field(default_factory=list)
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -311,6 +378,7 @@ class Config(Strict):
     budget_settings: BudgetSettingsConfig = Field(default_factory=BudgetSettingsConfig)
     limits: list[LimitConfig] = Field(default_factory=list)
     runaway: RunawayConfig = Field(default_factory=RunawayConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -346,7 +414,16 @@ class Config(Strict):
                         f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
                     )
                 seen[team] = org
+        from spendgate.config.checks import check_budget_shares, check_routing
+
+        check_budget_shares(self)
+        check_routing(self)
         return self
+
+    def dialect_of(self, model: str) -> str:
+        """ "anthropic" or "openai": the API dialect a declared model is served through."""
+        provider = self.models[model].resolved_deployments(model)[0].provider
+        return "anthropic" if self.providers[provider].kind is ProviderKind.ANTHROPIC else "openai"
 
     def org_of_team(self, team: str | None) -> str | None:
         if team is None:

@@ -116,12 +116,18 @@ class Budget:
         return self.hard and not self.shadow
 
     @classmethod
-    def from_config(cls, spec: BudgetConfig) -> Budget:
-        unit = Unit.NANOS if spec.limit_usd is not None else Unit.TOKENS
+    def from_config(cls, spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budget:
+        """``parent``: the budget that a ``share_of`` budget takes its share of."""
+        source = parent if spec.share_of is not None and parent is not None else spec
+        unit = Unit.NANOS if source.limit_usd is not None else Unit.TOKENS
         limit = (
-            dollars_to_nanos(spec.limit_usd) if spec.limit_usd is not None else spec.limit_tokens
+            dollars_to_nanos(source.limit_usd)
+            if source.limit_usd is not None
+            else source.limit_tokens
         )
         assert limit is not None
+        if spec.share is not None:
+            limit = int(limit * spec.share)
         return cls(
             name=spec.name,
             target=Scoped(spec.scope, spec.match, tuple(spec.models)),
@@ -200,7 +206,10 @@ class BudgetBook:
     @classmethod
     def from_config(cls, config: Config) -> BudgetBook:
         settings = config.budget_settings
-        budgets = [Budget.from_config(spec) for spec in config.budgets]
+        by_name = {spec.name: spec for spec in config.budgets}
+        budgets = [
+            Budget.from_config(spec, by_name.get(spec.share_of or "")) for spec in config.budgets
+        ]
         for spec in config.limits:
             budgets.extend(limits_from_config(spec))
         return cls(

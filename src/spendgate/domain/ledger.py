@@ -52,3 +52,14 @@ class LedgerRow:
     blocked_by: str | None = None  # a refused request: the budget or limit that stopped it
     would_cost_nanos: int = 0  # a refused request: what its worst case would have cost
     shadow_blocks: tuple[str, ...] = ()  # shadow limits this request would have hit
+    # Routing (docs/routing.md). requested_model is the name the client sent.
+    routed_model: str | None = None  # the gateway model that served and priced it
+    route_rule: str | None = None  # the rule that chose routed_model (None: asked by name)
+    route_kind: str | None = None  # alias, rewrite or downgrade
+    baseline_model: str | None = None  # the model it asked for, after its alias
+    baseline_cost_nanos: int | None = None  # the same usage at baseline_model's prices
+    shadow_rule: str | None = None  # a shadow rule that would have routed it elsewhere
+    shadow_model: str | None = None  # ... to this model
+    shadow_cost_nanos: int | None = None  # ... at this cost
+    attempt: int = 0  # 0, or which fallback attempt of the request this row is
+    fallback_from: str | None = None  # the model whose failure led to this attempt

@@ -17,6 +17,7 @@ from spendgate.errors import Dialect, ModelNotFound, ModelNotPriced, PermissionD
 class Deployment:
     provider: str
     upstream_model: str
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,26 @@ class ModelRoute:
     deployments: tuple[Deployment, ...]
     price: Price | None
     max_output_tokens: int | None
+    fallbacks: tuple[str, ...] = ()  # other models to try when every deployment fails
 
     @property
     def primary(self) -> Deployment:
         return self.deployments[0]
+
+    def ordered(self, draw: float) -> list[Deployment]:
+        """The deployments in the order to try them: one drawn by weight first (``draw`` is
+        uniform in [0, 1)), then the rest by weight; weight 0 serves only as a fallback."""
+        weighted = [d for d in self.deployments if d.weight > 0]
+        total = sum(d.weight for d in weighted)
+        first = weighted[-1] if weighted else self.deployments[0]
+        point = draw * total
+        for deployment in weighted:
+            if point < deployment.weight:
+                first = deployment
+                break
+            point -= deployment.weight
+        rest = sorted((d for d in self.deployments if d is not first), key=lambda d: -d.weight)
+        return [first, *rest]
 
 
 _DIALECT_PATHS = {
@@ -103,7 +120,7 @@ def build_model_table(config: Config, prices: PriceBook) -> ModelTable:
     routes = []
     for name, spec in config.models.items():
         deployments = tuple(
-            Deployment(provider=d.provider, upstream_model=d.model or name)
+            Deployment(provider=d.provider, upstream_model=d.model or name, weight=d.weight)
             for d in spec.resolved_deployments(name)
         )
         price = prices.get(name) or prices.get(deployments[0].upstream_model)
@@ -115,6 +132,7 @@ def build_model_table(config: Config, prices: PriceBook) -> ModelTable:
                 deployments=deployments,
                 price=price,
                 max_output_tokens=max_output,
+                fallbacks=tuple(spec.fallbacks),
             )
         )
     return ModelTable(routes)

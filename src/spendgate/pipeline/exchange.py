@@ -12,6 +12,7 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price, cost_of
+from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.surfaces import SurfaceSpec
 
@@ -42,6 +43,12 @@ class Exchange:
     settled: bool = False
     session_id: str | None = None
     retry_count: int = 0
+    decision: Decision | None = None  # how routing chose `route` (None: no routing rules)
+    baseline_model: str | None = None  # the model the request asked for (after its alias)
+    baseline_price: Price | None = None  # its price, when another model serves
+    shadow_price: Price | None = None  # the price of the model a shadow rule would have used
+    attempt: int = 0  # which attempt of the fallback chain
+    fallback_from: str | None = None  # the model whose failure led to this attempt
 
     def mark_first_byte(self, now: float) -> None:
         if self.ttfb is None:
@@ -60,7 +67,14 @@ class Exchange:
         client_disconnected: bool = False,
         error: str | None = None,
     ) -> LedgerRow:
-        cost = cost_of(usage, self.price) if self.spec.billed else 0
+        billed = self.spec.billed
+        cost = cost_of(usage, self.price) if billed else 0
+        decision = self.decision
+        baseline = shadow = None
+        if billed and self.baseline_price is not None:
+            baseline = cost_of(usage, self.baseline_price)
+        if billed and self.shadow_price is not None:
+            shadow = cost_of(usage, self.shadow_price)
         return LedgerRow(
             request_id=self.request_id,
             ts=self.arrived,
@@ -71,7 +85,7 @@ class Exchange:
             team=self.key.team,
             org=self.org,
             tags=self.key.tags,
-            requested_model=self.route.name,
+            requested_model=decision.requested if decision else self.route.name,
             served_model=served_model or self.deployment.upstream_model,
             provider=self.deployment.provider,
             input_tokens=usage.input_tokens,
@@ -93,6 +107,16 @@ class Exchange:
             session_id=self.session_id,
             retry_count=self.retry_count,
             shadow_blocks=self.ticket.admitted.shadow_blocks if self.ticket else (),
+            routed_model=self.route.name,
+            route_rule=decision.rule if decision else None,
+            route_kind=decision.kind.value if decision and decision.kind else None,
+            baseline_model=self.baseline_model if decision or self.attempt else None,
+            baseline_cost_nanos=baseline,
+            shadow_rule=decision.shadow_rule if decision else None,
+            shadow_model=decision.shadow_model if decision else None,
+            shadow_cost_nanos=shadow,
+            attempt=self.attempt,
+            fallback_from=self.fallback_from,
         )
 
     def _clamped_from(self) -> int | None:

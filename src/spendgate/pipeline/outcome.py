@@ -17,6 +17,12 @@ from spendgate.upstream.providers import response_headers
 log = logging.getLogger("spendgate.access")
 
 REQUEST_ID_HEADER = "x-spendgate-request-id"
+MODEL_HEADER = "x-spendgate-model"  # the gateway model that served the request
+REQUESTED_MODEL_HEADER = "x-spendgate-requested-model"  # the name the client sent
+ROUTE_RULE_HEADER = "x-spendgate-route-rule"  # the routing rule that chose the model
+ROUTE_KIND_HEADER = "x-spendgate-route-kind"  # alias, rewrite or downgrade
+PREMIUM_HEADER = "x-spendgate-premium"  # "kept": a premium model a rewrite would have moved
+FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before this one answered
 BROKEN_UPSTREAM = (
     aiohttp.ClientPayloadError,
     aiohttp.ServerDisconnectedError,
@@ -52,6 +58,17 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
 def client_headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict[str, str]:
     headers = response_headers(upstream.headers)
     headers[REQUEST_ID_HEADER] = exchange.request_id
+    headers[MODEL_HEADER] = exchange.route.name
+    decision = exchange.decision
+    if decision is not None:
+        headers[REQUESTED_MODEL_HEADER] = decision.requested
+        if decision.rule is not None and decision.kind is not None:
+            headers[ROUTE_RULE_HEADER] = decision.rule
+            headers[ROUTE_KIND_HEADER] = decision.kind.value
+        if decision.premium:
+            headers[PREMIUM_HEADER] = "kept"
+    if exchange.fallback_from is not None:
+        headers[FALLBACK_HEADER] = exchange.fallback_from
     if exchange.ticket is not None:
         headers.update(exchange.ticket.headers(exchange.spec.dialect, exchange.arrived))
     return headers

@@ -8,6 +8,7 @@ request the client saw complete. Requests that never reached an upstream leave n
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,10 +16,12 @@ import orjson
 from aiohttp import web
 
 from spendgate.config.schema import ProviderKind
+from spendgate.domain.budgets import Caller
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     CircuitOpen,
+    GatewayError,
     InvalidRequest,
     RequestTooLarge,
     UpstreamTimeout,
@@ -34,6 +37,7 @@ from spendgate.pipeline.outcome import (
     record,
 )
 from spendgate.pipeline.relay import relay_stream
+from spendgate.pipeline.routing import attempts, decide, price_of
 from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
 
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
@@ -86,29 +90,88 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     request[REQUEST_ID_KEY] = request_id
     key = await gateway.keys.authenticate(credential(request))
     raw, body = await read_json_object(request, gateway.config.server.max_body_bytes)
-    route = gateway.models.resolve(require_model(body), spec.dialect)
-    price = gateway.models.authorize(route, key, needs_price=spec.billed)
-    deployment = route.primary
-    exchange = Exchange(
-        request_id=request_id,
-        arrived=arrived,
-        started=started,
-        spec=spec,
-        key=key,
-        org=gateway.config.org_of_team(key.team) or key.org,
-        route=route,
-        deployment=deployment,
-        price=price,
-        body=body,
-        session_id=_session(request, gateway.config.runaway.session_headers),
-        retry_count=_retry_count(request),
-    )
-    await _check_breaker(gateway, exchange)
+    org = gateway.config.org_of_team(key.team) or key.org
+    session = _session(request, gateway.config.runaway.session_headers)
+    caller = Caller(key=key, org=org, model=require_model(body), session=session)
+    route, decision = await decide(gateway, spec, caller, body, request.headers)
+    chain = attempts(gateway, route, key, needs_price=spec.billed)
+    baseline = decision.baseline if decision else route.name  # the model asked for
+    failed: _Failed | None = None
+    previous: str | None = None
+    for index, attempt in enumerate(chain):
+        last = index == len(chain) - 1
+        exchange = Exchange(
+            request_id=request_id if index == 0 else f"{request_id}-{index}",
+            arrived=arrived,
+            started=started,
+            spec=spec,
+            key=key,
+            org=org,
+            route=attempt.route,
+            deployment=attempt.deployment,
+            price=attempt.price,
+            body=body if len(chain) == 1 else dict(body),
+            session_id=session,
+            retry_count=_retry_count(request),
+            decision=decision,
+            baseline_model=baseline,
+            baseline_price=price_of(gateway, baseline, attempt.route),
+            shadow_price=price_of(
+                gateway, decision.shadow_model if decision else None, attempt.route
+            ),
+            attempt=index,
+            fallback_from=previous,
+        )
+        if index:
+            request[REQUEST_ID_KEY] = exchange.request_id
+        previous = attempt.route.name
+        try:
+            outcome = await _attempt(gateway, request, exchange, raw, skip_open=not last)
+        except GatewayError:
+            if failed is None:
+                raise
+            break  # a fallback the budget cannot afford: answer with the earlier failure
+        if not isinstance(outcome, _Failed):
+            return outcome
+        failed = outcome
+    assert failed is not None
+    return failed.answer()
+
+
+@dataclass(slots=True)
+class _Failed:
+    """An attempt that failed before the client saw a byte: what the client gets if no
+    fallback answers instead (the upstream's own error response, or a gateway error)."""
+
+    error: GatewayError | None = None
+    response: web.Response | None = None
+
+    def answer(self) -> web.Response:
+        if self.response is not None:
+            return self.response
+        assert self.error is not None
+        raise self.error
+
+
+async def _attempt(
+    gateway: Gateway, request: web.Request, exchange: Exchange, raw: bytes, *, skip_open: bool
+) -> web.StreamResponse | _Failed:
+    """One try at one deployment. ``skip_open``: a fallback follows, so an open circuit
+    breaker passes this deployment by instead of refusing the request."""
+    wait = _breaker_wait(gateway, exchange)
+    if wait is not None:
+        refusal = _breaker_refusal(gateway, exchange, wait)
+        if skip_open:
+            return _Failed(error=refusal)
+        worst = would_cost(exchange, gateway.config.budget_settings.default_max_output_tokens)
+        await record_block(gateway.storage, exchange, refusal, worst)
+        raise refusal
+    deployment = exchange.deployment
     try:
         exchange.ticket = await _admit(gateway, exchange)
-        prepared = spec.prepare(
+        prepared = exchange.spec.prepare(
             raw,
-            body,
+            exchange.body,
             deployment.upstream_model,
             ceiling=_ceiling_to_send(exchange.ticket),
             legacy_field=gateway.providers[deployment.provider].kind
@@ -141,12 +204,15 @@ def _breaker_key(exchange: Exchange) -> tuple[str, str]:
     return (exchange.key.id, exchange.route.name)
 
 
-async def _check_breaker(gateway: Gateway, exchange: Exchange) -> None:
+def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:
+    """Seconds until the breaker for this key and model lets a request through; None: shut."""
     if gateway.breakers is None:
-        return
-    wait = gateway.breakers.wait(_breaker_key(exchange), gateway.clock.monotonic())
-    if wait is None:
-        return
+        return None
+    return gateway.breakers.wait(_breaker_key(exchange), gateway.clock.monotonic())
+
+
+def _breaker_refusal(gateway: Gateway, exchange: Exchange, wait: float) -> CircuitOpen:
+    assert gateway.breakers is not None
     refusal = CircuitOpen(
         f"The upstream for '{exchange.route.name}' failed {gateway.breakers.threshold} times "
         f"in a row for this key; spendgate fails fast instead of paying for more failing "
@@ -154,9 +220,7 @@ async def _check_breaker(gateway: Gateway, exchange: Exchange) -> None:
         wait_s=wait,
     )
     refusal.blocked_by = "circuit-breaker"
-    worst = would_cost(exchange, gateway.config.budget_settings.default_max_output_tokens)
-    await record_block(gateway.storage, exchange, refusal, worst)
-    raise refusal
+    return refusal
 
 
 def _breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
@@ -198,7 +262,10 @@ def _ceiling_to_send(ticket: Ticket | None) -> int | None:
 
 async def _forward(
     gateway: Gateway, request: web.Request, exchange: Exchange, prepared: Prepared
-) -> web.StreamResponse:
+) -> web.StreamResponse | _Failed:
+    """Send the request upstream and relay the answer. A failure before the client has seen
+    a byte (unreachable, timeout, 429, 5xx) comes back as `_Failed`, for a fallback to take
+    over; once a stream's first byte is relayed, there is no going back."""
     provider = gateway.providers[exchange.deployment.provider]
     url = provider.url_for(exchange.spec.path, request.query_string)
     headers = provider.request_headers(request.headers)
@@ -206,9 +273,11 @@ async def _forward(
         upstream = await gateway.session().post(url, data=prepared.body, headers=headers)
     except aiohttp.ClientConnectorError as exc:
         _breaker_outcome(gateway, exchange, False)
-        raise UpstreamUnavailable(
-            f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
-        ) from None
+        return _Failed(
+            error=UpstreamUnavailable(
+                f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
+            )
+        )
     except asyncio.CancelledError:
         _breaker_outcome(gateway, exchange, None)
         await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
@@ -216,22 +285,31 @@ async def _forward(
     except TimeoutError:
         _breaker_outcome(gateway, exchange, False)
         await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
-        raise UpstreamTimeout(
-            f"The upstream provider '{provider.name}' did not answer in time."
-        ) from None
+        return _Failed(
+            error=UpstreamTimeout(
+                f"The upstream provider '{provider.name}' did not answer in time."
+            )
+        )
     except BROKEN_UPSTREAM as exc:
         _breaker_outcome(gateway, exchange, False)
         await record(gateway, exchange, _lost(gateway, exchange, 502, f"upstream broke: {exc}"))
-        raise UpstreamUnavailable(
-            f"The connection to the upstream provider '{provider.name}' broke before it answered."
-        ) from None
+        return _Failed(
+            error=UpstreamUnavailable(
+                f"The connection to the upstream provider '{provider.name}' broke before "
+                "it answered."
+            )
+        )
     exchange.mark_first_byte(gateway.clock.monotonic())
     exchange.upstream_request_id = _upstream_id(upstream.headers)
-    _breaker_outcome(gateway, exchange, upstream.status < 500 and upstream.status != 429)
+    failing = upstream.status >= 500 or upstream.status == 429
+    _breaker_outcome(gateway, exchange, not failing)
     try:
         if prepared.stream and upstream.status == 200 and _is_sse(upstream):
             return await relay_stream(gateway, request, exchange, prepared, upstream)
-        return await _relay_body(gateway, exchange, upstream)
+        response = await _relay_body(gateway, exchange, upstream)
+        if failing:
+            return _Failed(response=response)
+        return response
     finally:
         upstream.release()
 

@@ -1,0 +1,132 @@
+"""Cross-reference checks on a whole config: routing rules, fallbacks and budget shares.
+
+Each message starts with the key path (``routing.rules[2]: ...``) so the loader can report
+it as that key of that file, and names the rule it is about.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from spendgate.config.schema import RouteKind
+
+if TYPE_CHECKING:
+    from spendgate.config.schema import Config
+
+
+def check_budget_shares(config: Config) -> None:
+    by_name = {budget.name: budget for budget in config.budgets}
+    for index, budget in enumerate(config.budgets):
+        if budget.share_of is None:
+            continue
+        parent = by_name.get(budget.share_of)
+        where = f"budgets[{index}]"
+        if parent is None:
+            raise ValueError(
+                f"{where}: budget {budget.name!r} is a share of {budget.share_of!r}, "
+                "which is not a declared budget"
+            )
+        if parent.share_of is not None:
+            raise ValueError(
+                f"{where}: budget {budget.name!r} is a share of {parent.name!r}, which is "
+                "itself a share; name a budget with limit_usd or limit_tokens"
+            )
+
+
+def check_routing(config: Config) -> None:
+    _check_fallbacks(config)
+    routing = config.routing
+    for model, cheaper in routing.tiers.items():
+        _known(config, f"routing.tiers.{model}", model, "the tiers")
+        _known(config, f"routing.tiers.{model}", cheaper, "the tiers")
+        _same_dialect(config, f"routing.tiers.{model}", model, cheaper, "a tier step")
+    _check_tier_cycles(config)
+    premium = routing.premium
+    if premium.allowance_budget and premium.allowance_budget not in _budget_names(config):
+        raise ValueError(
+            f"routing.premium.allowance_budget: {premium.allowance_budget!r} is not a "
+            "declared budget"
+        )
+    names: dict[str, int] = {}
+    for index, rule in enumerate(routing.rules):
+        where = f"routing.rules[{index}]"
+        if rule.name in names:
+            raise ValueError(
+                f"{where}: rule {rule.name!r} has the same name as "
+                f"routing.rules[{names[rule.name]}]"
+            )
+        names[rule.name] = index
+        label = f"rule {rule.name!r}"
+        if rule.to is not None:
+            _known(config, where, rule.to, label)
+        if rule.kind is RouteKind.REWRITE and rule.to is not None:
+            for model in _matching(config, rule.models):
+                _same_dialect(config, where, model, rule.to, label)
+            if not _matching(config, rule.models):
+                raise ValueError(
+                    f"{where}: {label} applies to models {rule.models}, "
+                    "which match no declared model"
+                )
+        if rule.kind is RouteKind.DOWNGRADE:
+            if rule.budget not in _budget_names(config):
+                raise ValueError(
+                    f"{where}: {label} watches budget {rule.budget!r}, which is not a "
+                    "declared budget"
+                )
+            if not routing.tiers:
+                raise ValueError(
+                    f"{where}: {label} steps down routing.tiers, but no tiers are declared"
+                )
+
+
+def _check_fallbacks(config: Config) -> None:
+    for name, model in config.models.items():
+        for index, fallback in enumerate(model.fallbacks):
+            where = f"models.{name}.fallbacks[{index}]"
+            _known(config, where, fallback, f"the fallbacks of {name!r}")
+            if fallback == name:
+                raise ValueError(f"{where}: a model cannot fall back to itself")
+            _same_dialect(config, where, name, fallback, "a fallback")
+        if all(d.weight == 0 for d in model.resolved_deployments(name)):
+            raise ValueError(f"models.{name}.deployments: every weight is 0; give one weight > 0")
+
+
+def _check_tier_cycles(config: Config) -> None:
+    tiers = config.routing.tiers
+    for start in tiers:
+        seen = {start}
+        model = start
+        while model in tiers:
+            model = tiers[model]
+            if model in seen:
+                raise ValueError(
+                    f"routing.tiers.{start}: the tiers loop back to {model!r}; each step must "
+                    "lead to a cheaper model and end"
+                )
+            seen.add(model)
+
+
+def _budget_names(config: Config) -> set[str]:
+    return {budget.name for budget in config.budgets}
+
+
+def _matching(config: Config, patterns: list[str]) -> list[str]:
+    return [m for m in config.models if any(fnmatchcase(m, p) for p in patterns)]
+
+
+def _known(config: Config, where: str, model: str, label: str) -> None:
+    if model not in config.models:
+        known = ", ".join(sorted(config.models)) or "none"
+        raise ValueError(
+            f"{where}: {label} names model {model!r}, which is not declared under models "
+            f"(declared: {known})"
+        )
+
+
+def _same_dialect(config: Config, where: str, model: str, other: str, label: str) -> None:
+    if config.dialect_of(model) != config.dialect_of(other):
+        raise ValueError(
+            f"{where}: {label} would send {model!r} ({config.dialect_of(model)} API) to "
+            f"{other!r} ({config.dialect_of(other)} API); a rewrite stays within one API dialect"
+        )

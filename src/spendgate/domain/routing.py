@@ -1,0 +1,300 @@
+"""Which model serves a request: aliases, rewrite rules, premium exceptions, budget-aware
+downgrades and shadow rules. Pure: the caller passes in how full the watched budgets are.
+
+A decision walks three steps in order:
+
+1. **alias**: a name such as ``default`` resolves to a model; the most specific scope wins
+   (key, session, user, service, team, org, tag, then everyone), among aliases whose model
+   speaks the request's API dialect. A declared model's own name needs no alias.
+2. **rewrite**: the first rule whose scope and model patterns match moves the request to its
+   ``to`` model, unless the request is entitled to premium and asked for a premium model.
+3. **downgrade**: each rule whose budget is used past its threshold steps one tier down.
+
+Shadow rules run the same walk on a second track: what they would have served is recorded,
+the request is served as the enforced rules decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from spendgate.config.schema import BudgetScope, Config, RouteKind, RouteRuleConfig
+from spendgate.domain.budgets import BASIS_POINTS, BudgetBook, Caller, Scoped
+from spendgate.domain.models import ModelTable
+from spendgate.errors import Dialect
+
+_SPECIFICITY = {
+    BudgetScope.KEY: 0,
+    BudgetScope.SESSION: 1,
+    BudgetScope.USER: 2,
+    BudgetScope.SERVICE: 3,
+    BudgetScope.TEAM: 4,
+    BudgetScope.ORG: 5,
+    BudgetScope.TAG: 6,
+    BudgetScope.MODEL: 7,
+}
+_EVERYONE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    kind: RouteKind
+    who: Scoped | None  # None: every caller
+    alias: str | None
+    models: tuple[str, ...]
+    to: str | None
+    budget: str | None
+    at_bp: int  # downgrade: basis points of the budget used that trigger it
+    shadow: bool
+
+    def applies_to(self, caller: Caller) -> bool:
+        return self.who is None or bool(self.who.members(caller))
+
+    def covers(self, model: str) -> bool:
+        return not self.models or any(fnmatchcase(model, p) for p in self.models)
+
+    @property
+    def specificity(self) -> int:
+        if self.who is None:
+            return _EVERYONE
+        # A named member is more specific than every member of the same scope.
+        return _SPECIFICITY[self.who.scope] * 2 + (1 if self.who.match == "*" else 0)
+
+    @classmethod
+    def from_config(cls, spec: RouteRuleConfig, book: BudgetBook) -> Rule:
+        at = spec.at
+        if at is None and spec.budget is not None:
+            budget = book.get(spec.budget)
+            soft = budget.soft_bp if budget is not None else ()
+            at_bp = soft[0] if soft else BASIS_POINTS
+        else:
+            at_bp = int((at or Decimal(1)) * BASIS_POINTS)
+        return cls(
+            name=spec.name,
+            kind=spec.kind,
+            who=Scoped(spec.scope, spec.match, ()) if spec.scope is not None else None,
+            alias=spec.alias,
+            models=tuple(spec.models),
+            to=spec.to,
+            budget=spec.budget,
+            at_bp=at_bp,
+            shadow=spec.shadow,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFacts:
+    """What premium rules look at in the request itself."""
+
+    has_tools: bool = False
+    opted_in: bool = False  # the premium header was sent
+    input_tokens: Callable[[], int] = lambda: 0  # an upper bound, computed only if asked
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    requested: str  # the name the client sent
+    baseline: str  # the model it asked for (after its alias): the counterfactual
+    model: str  # the model that serves it
+    rule: str | None = None  # the rule that chose `model` (None: asked for by name)
+    kind: RouteKind | None = None
+    premium: bool = False  # kept a premium model a rewrite rule would have moved
+    shadow_rule: str | None = None  # a shadow rule that would have served it differently
+    shadow_model: str | None = None  # ... by this model
+
+    @property
+    def changed(self) -> bool:
+        return self.model != self.baseline
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    model: str
+    baseline: str
+    rule: Rule | None
+    premium: bool
+
+
+class Router:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        tiers: Mapping[str, str],
+        table: ModelTable,
+        *,
+        premium_models: Sequence[str] = (),
+        premium_keys: Sequence[str] = (),
+        premium_users: Sequence[str] = (),
+        premium_tags: Sequence[str] = (),
+        premium_header: str = "x-spendgate-premium",
+        allowance_budget: str | None = None,
+        premium_min_input: int | None = None,
+        premium_with_tools: bool = False,
+    ) -> None:
+        self.table = table
+        self.tiers = dict(tiers)
+        self._aliases = sorted(
+            (r for r in rules if r.kind is RouteKind.ALIAS), key=lambda r: r.specificity
+        )
+        self._rewrites = [r for r in rules if r.kind is RouteKind.REWRITE]
+        self._downgrades = [r for r in rules if r.kind is RouteKind.DOWNGRADE]
+        self._has_shadow = any(r.shadow for r in rules)
+        self.rules = tuple(rules)
+        self.premium_models = tuple(premium_models)
+        self.premium_keys = frozenset(premium_keys)
+        self.premium_users = frozenset(premium_users)
+        self.premium_tags = frozenset(premium_tags)
+        self.premium_header = premium_header
+        self.allowance_budget = allowance_budget
+        self.premium_min_input = premium_min_input
+        self.premium_with_tools = premium_with_tools
+
+    @classmethod
+    def from_config(cls, config: Config, table: ModelTable, book: BudgetBook) -> Router:
+        routing = config.routing
+        premium = routing.premium
+        return cls(
+            [Rule.from_config(spec, book) for spec in routing.rules],
+            routing.tiers,
+            table,
+            premium_models=premium.models,
+            premium_keys=premium.keys,
+            premium_users=premium.users,
+            premium_tags=premium.tags,
+            premium_header=premium.header,
+            allowance_budget=premium.allowance_budget,
+            premium_min_input=premium.min_input_tokens,
+            premium_with_tools=premium.with_tools,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def watched(self, caller: Caller, facts: RouteFacts) -> tuple[str, ...]:
+        """The budgets whose use this caller's decision may depend on."""
+        names = [r.budget for r in self._downgrades if r.budget and r.applies_to(caller)]
+        if facts.opted_in and self.allowance_budget and self._rewrites:
+            names.append(self.allowance_budget)
+        return tuple(dict.fromkeys(names))
+
+    def route(
+        self,
+        requested: str,
+        dialect: Dialect,
+        caller: Caller,
+        facts: RouteFacts,
+        used_bp: Mapping[str, int],
+    ) -> Decision:
+        """``used_bp``: for each `watched` budget, how much of it the caller's counter has
+        spent or reserved, in basis points of its limit. Raises the model table's refusal
+        (`ModelNotFound`, `WrongDialect`) when the name resolves to nothing servable."""
+        enforced = self._walk(requested, dialect, caller, facts, used_bp, with_shadow=False)
+        decision = Decision(
+            requested=requested,
+            baseline=enforced.baseline,
+            model=enforced.model,
+            rule=enforced.rule.name if enforced.rule else None,
+            kind=enforced.rule.kind if enforced.rule else None,
+            premium=enforced.premium,
+        )
+        if not self._has_shadow:
+            return decision
+        shadowed = self._walk(requested, dialect, caller, facts, used_bp, with_shadow=True)
+        if shadowed.model == enforced.model or shadowed.rule is None:
+            return decision
+        return Decision(
+            requested=decision.requested,
+            baseline=decision.baseline,
+            model=decision.model,
+            rule=decision.rule,
+            kind=decision.kind,
+            premium=decision.premium,
+            shadow_rule=shadowed.rule.name,
+            shadow_model=shadowed.model,
+        )
+
+    def _walk(
+        self,
+        requested: str,
+        dialect: Dialect,
+        caller: Caller,
+        facts: RouteFacts,
+        used_bp: Mapping[str, int],
+        *,
+        with_shadow: bool,
+    ) -> _Walk:
+        chose: Rule | None = None
+        alias = self._alias(requested, dialect, caller, with_shadow)
+        if alias is not None and alias.to is not None:
+            model, chose = alias.to, alias
+        else:
+            model = self.table.resolve(requested, dialect).name
+        baseline = model
+        premium = False
+        for rule in self._rewrites:
+            if not (with_shadow or not rule.shadow) or rule.to is None:
+                continue
+            if rule.covers(model) and rule.applies_to(caller):
+                if self._entitled(model, caller, facts, used_bp):
+                    premium = True
+                    break
+                model, chose = rule.to, rule
+                break
+        for rule in self._downgrades:
+            if not (with_shadow or not rule.shadow) or rule.budget is None:
+                continue
+            cheaper = self.tiers.get(model)
+            if cheaper is None or not rule.covers(model) or not rule.applies_to(caller):
+                continue
+            if used_bp.get(rule.budget, 0) >= rule.at_bp:
+                model, chose = cheaper, rule
+        return _Walk(model=model, baseline=baseline, rule=chose, premium=premium)
+
+    def _alias(
+        self, requested: str, dialect: Dialect, caller: Caller, with_shadow: bool
+    ) -> Rule | None:
+        other: Rule | None = None
+        for rule in self._aliases:  # most specific first
+            if rule.alias != requested or (rule.shadow and not with_shadow):
+                continue
+            if not rule.applies_to(caller) or rule.to is None:
+                continue
+            target = self.table.get(rule.to)
+            if target is not None and target.dialect is dialect:
+                return rule
+            other = other or rule
+        if other is not None and self.table.get(requested) is None and other.to is not None:
+            self.table.resolve(other.to, dialect)  # raises WrongDialect, naming the other API
+        return None
+
+    def is_premium(self, model: str) -> bool:
+        return any(fnmatchcase(model, p) for p in self.premium_models)
+
+    def _entitled(
+        self, model: str, caller: Caller, facts: RouteFacts, used_bp: Mapping[str, int]
+    ) -> bool:
+        if not self.is_premium(model):
+            return False
+        key = caller.key
+        if key.id in self.premium_keys or (key.user and key.user in self.premium_users):
+            return True
+        if self.premium_tags and self.premium_tags.intersection(key.tags):
+            return True
+        if self.premium_with_tools and facts.has_tools:
+            return True
+        if self.premium_min_input is not None and facts.input_tokens() >= self.premium_min_input:
+            return True
+        if facts.opted_in and self.allowance_budget is not None:
+            return used_bp.get(self.allowance_budget, BASIS_POINTS) < BASIS_POINTS
+        return False
+
+
+def used_basis_points(spent: int, reserved: int, limit: int) -> int:
+    """How full a counter is, in basis points of its limit (a zero limit is full)."""
+    if limit <= 0:
+        return BASIS_POINTS
+    return (spent + reserved) * BASIS_POINTS // limit

@@ -1,0 +1,99 @@
+"""The routing step of the request path: which model serves a request (`decide`), and the
+order in which its deployments and fallback models are tried (`attempts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spendgate.domain.budgets import Caller, CounterRef
+from spendgate.domain.identity import ApiKey
+from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.pricing import Price
+from spendgate.domain.routing import Decision, RouteFacts, used_basis_points
+from spendgate.errors import GatewayError
+from spendgate.gateway import Gateway
+from spendgate.pipeline.surfaces import SurfaceSpec
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    route: ModelRoute
+    deployment: Deployment
+    price: Price
+
+
+async def decide(
+    gateway: Gateway,
+    spec: SurfaceSpec,
+    caller: Caller,
+    body: dict[str, Any],
+    headers: Mapping[str, str],
+) -> tuple[ModelRoute, Decision | None]:
+    """The model that serves the request: by name when no routing rule exists, else the
+    router's decision (reading the watched budgets' counters first)."""
+    router = gateway.router
+    if not router:
+        return gateway.models.resolve(caller.model, spec.dialect), None
+    requested = caller.model
+    facts = RouteFacts(
+        has_tools=bool(body.get("tools")),
+        opted_in=headers.get(router.premium_header, "").strip().lower() in _TRUE,
+        input_tokens=lambda: spec.estimate(requested, body, "").input_tokens,
+    )
+    watched = router.watched(caller, facts)
+    used = await _used(gateway, watched, caller) if watched else {}
+    decision = router.route(requested, spec.dialect, caller, facts, used)
+    return gateway.models.resolve(decision.model, spec.dialect), decision
+
+
+async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dict[str, int]:
+    now = gateway.clock.now()
+    book = gateway.budgets
+    refs: list[CounterRef] = []
+    for name in names:
+        budget = book.get(name)
+        if budget is None:
+            continue
+        span = book.window(budget.period, now)
+        refs.extend(CounterRef(budget, member, span) for member in budget.target.members(caller))
+    used: dict[str, int] = {}
+    for state in await gateway.storage.counter_states(tuple(refs), now):
+        name = state.ref.budget.name
+        share = used_basis_points(state.spent, state.reserved, state.limit)
+        used[name] = max(used.get(name, 0), share)
+    return used
+
+
+def attempts(
+    gateway: Gateway, route: ModelRoute, key: ApiKey, *, needs_price: bool
+) -> list[Attempt]:
+    """The model's deployments (one drawn by weight first), then each fallback model's. A
+    fallback the key may not use, or that has no price, is left out of the chain."""
+    table = gateway.models
+    price = table.authorize(route, key, needs_price=needs_price)
+    chain = [Attempt(route, d, price) for d in route.ordered(gateway.rng.random())]
+    for name in route.fallbacks:
+        fallback = table.get(name)
+        if fallback is None:
+            continue
+        try:
+            fallback_price = table.authorize(fallback, key, needs_price=needs_price)
+        except GatewayError:
+            continue
+        chain.extend(
+            Attempt(fallback, d, fallback_price) for d in fallback.ordered(gateway.rng.random())
+        )
+    return chain
+
+
+def price_of(gateway: Gateway, model: str | None, served: ModelRoute) -> Price | None:
+    """The price of another model, for a counterfactual cost (None when it is the served
+    one, or has no price)."""
+    if model is None or model == served.name:
+        return None
+    route = gateway.models.get(model)
+    return route.price if route is not None else None
