@@ -36,7 +36,7 @@ _SPECIFICITY = {
     BudgetScope.TAG: 6,
     BudgetScope.MODEL: 7,
 }
-_EVERYONE = 8
+_EVERYONE = 99  # after every scoped rule (scoped ones rank 0..15)
 
 
 @dataclass(frozen=True, slots=True)
