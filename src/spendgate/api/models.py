@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from spendgate.domain.budgets import Caller
 from spendgate.errors import Dialect
 from spendgate.gateway import Gateway
 from spendgate.pipeline.proxy import credential
@@ -18,7 +19,9 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
         gateway = request.app[gateway_key]
         key = await gateway.keys.authenticate(credential(request))
         routes = gateway.models.visible_to(key)
+        caller = Caller(key=key, org=gateway.config.org_of_team(key.team) or key.org, model="")
         if "anthropic-version" in request.headers:
+            aliases = gateway.router.aliases(caller, Dialect.ANTHROPIC)
             data = [
                 {
                     "type": "model",
@@ -28,6 +31,15 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
                 }
                 for route in routes
                 if route.dialect is Dialect.ANTHROPIC
+            ] + [
+                {
+                    "type": "model",
+                    "id": alias,
+                    "display_name": f"{alias} (now {model})",
+                    "created_at": "1970-01-01T00:00:00Z",
+                }
+                for alias, model in sorted(aliases.items())
+                if key.may_use(model) and gateway.models.get(alias) is None
             ]
             return web.json_response(
                 {
@@ -37,6 +49,7 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
                     "last_id": data[-1]["id"] if data else None,
                 }
             )
+        aliases = gateway.router.aliases(caller, Dialect.OPENAI)
         return web.json_response(
             {
                 "object": "list",
@@ -48,6 +61,11 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
                         "owned_by": route.primary.provider,
                     }
                     for route in routes
+                ]
+                + [
+                    {"id": alias, "object": "model", "created": 0, "owned_by": "spendgate"}
+                    for alias, model in sorted(aliases.items())
+                    if key.may_use(model) and gateway.models.get(alias) is None
                 ],
             }
         )

@@ -37,5 +37,13 @@ def check_config(config_path: str | None) -> None:
         f"{len(config.all_teams())} teams in {len(config.orgs)} orgs, "
         f"{len(prices)} priced models (catalog as of {prices.as_of or 'n/a'})"
     )
+    rules = config.routing.rules
+    if rules:
+        shadow = sum(1 for rule in rules if rule.shadow)
+        kinds = ", ".join(
+            f"{sum(1 for r in rules if r.kind is kind)} {kind.value}"
+            for kind in dict.fromkeys(r.kind for r in rules)
+        )
+        click.echo(f"routing: {len(rules)} rules ({kinds}; {shadow} in shadow)")
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)

@@ -85,9 +85,12 @@ class ModelTable:
             )
         return route
 
-    def authorize(self, route: ModelRoute, key: ApiKey, *, needs_price: bool = True) -> Price:
-        """Check the key may use the model and that the model has a price."""
-        if not key.may_use(route.name):
+    def authorize(
+        self, route: ModelRoute, key: ApiKey, *, needs_price: bool = True, asked: str = ""
+    ) -> Price:
+        """Check the key may use the model (or ``asked``, the name the client sent, which
+        routing turned into this model) and that the model has a price."""
+        if not key.may_use(route.name) and not (asked and key.may_use(asked)):
             raise PermissionDenied(
                 f"Your key is not allowed to use the model '{route.name}'.", param="model"
             )

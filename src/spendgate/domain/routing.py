@@ -271,6 +271,17 @@ class Router:
             self.table.resolve(other.to, dialect)  # raises WrongDialect, naming the other API
         return None
 
+    def aliases(self, caller: Caller, dialect: Dialect) -> dict[str, str]:
+        """The alias names this caller may send in ``dialect``, and the model each means."""
+        found: dict[str, str] = {}
+        for rule in self._aliases:  # most specific first: the first found wins
+            if rule.shadow or rule.alias is None or rule.to is None or rule.alias in found:
+                continue
+            target = self.table.get(rule.to)
+            if target is not None and target.dialect is dialect and rule.applies_to(caller):
+                found[rule.alias] = rule.to
+        return found
+
     def is_premium(self, model: str) -> bool:
         return any(fnmatchcase(model, p) for p in self.premium_models)
 

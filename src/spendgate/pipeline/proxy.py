@@ -94,7 +94,7 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     session = _session(request, gateway.config.runaway.session_headers)
     caller = Caller(key=key, org=org, model=require_model(body), session=session)
     route, decision = await decide(gateway, spec, caller, body, request.headers)
-    chain = attempts(gateway, route, key, needs_price=spec.billed)
+    chain = attempts(gateway, route, key, asked=caller.model, needs_price=spec.billed)
     baseline = decision.baseline if decision else route.name  # the model asked for
     failed: _Failed | None = None
     previous: str | None = None

@@ -69,19 +69,20 @@ async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dic
 
 
 def attempts(
-    gateway: Gateway, route: ModelRoute, key: ApiKey, *, needs_price: bool
+    gateway: Gateway, route: ModelRoute, key: ApiKey, *, asked: str, needs_price: bool
 ) -> list[Attempt]:
     """The model's deployments (one drawn by weight first), then each fallback model's. A
-    fallback the key may not use, or that has no price, is left out of the chain."""
+    fallback the key may not use, or that has no price, is left out of the chain. A key may
+    use a model it is allowed, or one that routing chose for a name it is allowed (``asked``)."""
     table = gateway.models
-    price = table.authorize(route, key, needs_price=needs_price)
+    price = table.authorize(route, key, needs_price=needs_price, asked=asked)
     chain = [Attempt(route, d, price) for d in route.ordered(gateway.rng.random())]
     for name in route.fallbacks:
         fallback = table.get(name)
         if fallback is None:
             continue
         try:
-            fallback_price = table.authorize(fallback, key, needs_price=needs_price)
+            fallback_price = table.authorize(fallback, key, needs_price=needs_price, asked=asked)
         except GatewayError:
             continue
         chain.extend(
