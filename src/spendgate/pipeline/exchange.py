@@ -15,6 +15,7 @@ from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.surfaces import SurfaceSpec
+from spendgate.upstream.providers import Provider
 
 if TYPE_CHECKING:
     from spendgate.pipeline.budgeting import Ticket
@@ -34,6 +35,7 @@ class Exchange:
     org: str | None
     route: ModelRoute
     deployment: Deployment
+    provider: Provider
     price: Price
     body: dict[str, Any]
     stream: bool = False

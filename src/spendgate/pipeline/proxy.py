@@ -109,6 +109,7 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
             org=org,
             route=attempt.route,
             deployment=attempt.deployment,
+            provider=attempt.provider,
             price=attempt.price,
             body=body if len(chain) == 1 else dict(body),
             session_id=session,
@@ -174,8 +175,7 @@ async def _attempt(
             exchange.body,
             deployment.upstream_model,
             ceiling=_ceiling_to_send(exchange.ticket),
-            legacy_field=gateway.providers[deployment.provider].kind
-            is ProviderKind.OPENAI_COMPATIBLE,
+            legacy_field=exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE,
         )
         exchange.stream = prepared.stream
         return await _forward(gateway, request, exchange, prepared)
@@ -266,7 +266,7 @@ async def _forward(
     """Send the request upstream and relay the answer. A failure before the client has seen
     a byte (unreachable, timeout, 429, 5xx) comes back as `_Failed`, for a fallback to take
     over; once a stream's first byte is relayed, there is no going back."""
-    provider = gateway.providers[exchange.deployment.provider]
+    provider = exchange.provider
     url = provider.url_for(exchange.spec.path, request.query_string)
     headers = provider.request_headers(request.headers)
     try:

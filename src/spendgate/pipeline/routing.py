@@ -15,6 +15,7 @@ from spendgate.domain.routing import Decision, RouteFacts, used_basis_points
 from spendgate.errors import GatewayError
 from spendgate.gateway import Gateway
 from spendgate.pipeline.surfaces import SurfaceSpec
+from spendgate.upstream.providers import Provider
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -24,6 +25,7 @@ class Attempt:
     route: ModelRoute
     deployment: Deployment
     price: Price
+    provider: Provider  # captured now: a reload while the request runs cannot pull it away
 
 
 async def decide(
@@ -76,7 +78,10 @@ def attempts(
     use a model it is allowed, or one that routing chose for a name it is allowed (``asked``)."""
     table = gateway.models
     price = table.authorize(route, key, needs_price=needs_price, asked=asked)
-    chain = [Attempt(route, d, price) for d in route.ordered(gateway.rng.random())]
+    providers = gateway.providers
+    chain = [
+        Attempt(route, d, price, providers[d.provider]) for d in route.ordered(gateway.rng.random())
+    ]
     for name in route.fallbacks:
         fallback = table.get(name)
         if fallback is None:
@@ -86,7 +91,8 @@ def attempts(
         except GatewayError:
             continue
         chain.extend(
-            Attempt(fallback, d, fallback_price) for d in fallback.ordered(gateway.rng.random())
+            Attempt(fallback, d, fallback_price, providers[d.provider])
+            for d in fallback.ordered(gateway.rng.random())
         )
     return chain
 
