@@ -271,6 +271,17 @@ class Router:
             self.table.resolve(other.to, dialect)  # raises WrongDialect, naming the other API
         return None
 
+    def step_down(self, caller: Caller, model: str) -> tuple[str, str] | None:
+        """(rule, cheaper model): where a request for ``model`` goes when its budget cannot
+        afford it, if an enforced downgrade rule applies to the caller; else None."""
+        cheaper = self.tiers.get(model)
+        if cheaper is None:
+            return None
+        for rule in self._downgrades:
+            if not rule.shadow and rule.covers(model) and rule.applies_to(caller):
+                return rule.name, cheaper
+        return None
+
     def aliases(self, caller: Caller, dialect: Dialect) -> dict[str, str]:
         """The alias names this caller may send in ``dialect``, and the model each means."""
         found: dict[str, str] = {}

@@ -111,16 +111,21 @@ async def admit(
     lease: timedelta,
     min_output: int,
     default_ceiling: int,
+    record_refusal: bool = True,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
-    (and record the refusal in the ledger, uncharged, with what it would have cost)."""
+    (and record the refusal in the ledger, uncharged, with what it would have cost, unless
+    ``record_refusal`` is False: the caller has a cheaper model to try instead)."""
     now = exchange.arrived
     caller = Caller(
         key=exchange.key,
         org=exchange.org,
         model=exchange.route.name,
         session=exchange.session_id,
-        fingerprint=fingerprint(exchange.body) if book.loop is not None else None,
+        # A fallback attempt is the same request again: the loop detector counted it once.
+        fingerprint=fingerprint(exchange.body)
+        if book.loop is not None and exchange.attempt == 0
+        else None,
     )
     counters = book.counters(caller, now)
     caps = book.caps_for(caller)
@@ -144,6 +149,8 @@ async def admit(
         if isinstance(decision, Refused):
             raise _refusal(decision, worst, book, now)
     except (BudgetExceeded, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
+        if not record_refusal and isinstance(refusal, BudgetExceeded):
+            raise
         await record_block(
             storage, exchange, refusal, worst.amount(Unit.NANOS, worst.requested_ceiling)
         )

@@ -8,18 +8,23 @@ request the client saw complete. Requests that never reached an upstream leave n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from spendgate.config.schema import ProviderKind
+from spendgate.config.schema import ProviderKind, RouteKind
 from spendgate.domain.budgets import Caller
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.models import ModelRoute
+from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
+    BudgetExceeded,
     CircuitOpen,
     GatewayError,
     InvalidRequest,
@@ -94,26 +99,71 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     session = _session(request, gateway.config.runaway.session_headers)
     caller = Caller(key=key, org=org, model=require_model(body), session=session)
     route, decision = await decide(gateway, spec, caller, body, request.headers)
-    chain = attempts(gateway, route, key, asked=caller.model, needs_price=spec.billed)
+    incoming = _Incoming(
+        request_id, arrived, started, spec, caller, raw, body, _retry_count(request)
+    )
+    while True:
+        # A downgrade rule applies "instead of refusing": when the budget cannot afford
+        # this model (the threshold was crossed while the request was being routed), the
+        # next tier down is tried before the request is refused.
+        cheaper = gateway.router.step_down(caller, route.name) if decision else None
+        try:
+            return await _run(gateway, request, incoming, route, decision, cheaper is None)
+        except BudgetExceeded:
+            if cheaper is None or decision is None:
+                raise
+            route = gateway.models.resolve(cheaper[1], spec.dialect)
+            decision = dataclasses.replace(
+                decision, model=route.name, rule=cheaper[0], kind=RouteKind.DOWNGRADE
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """What stays the same across a request's attempts."""
+
+    request_id: str
+    arrived: datetime
+    started: float
+    spec: SurfaceSpec
+    caller: Caller
+    raw: bytes
+    body: dict[str, Any]
+    retry_count: int
+
+
+async def _run(
+    gateway: Gateway,
+    request: web.Request,
+    incoming: _Incoming,
+    route: ModelRoute,
+    decision: Decision | None,
+    record_refusal: bool,
+) -> web.StreamResponse:
+    """Try the model's deployments, then its fallbacks, until one answers."""
+    caller = incoming.caller
+    chain = attempts(
+        gateway, route, caller.key, asked=caller.model, needs_price=incoming.spec.billed
+    )
     baseline = decision.baseline if decision else route.name  # the model asked for
     failed: _Failed | None = None
     previous: str | None = None
     for index, attempt in enumerate(chain):
         last = index == len(chain) - 1
         exchange = Exchange(
-            request_id=request_id if index == 0 else f"{request_id}-{index}",
-            arrived=arrived,
-            started=started,
-            spec=spec,
-            key=key,
-            org=org,
+            request_id=incoming.request_id if index == 0 else f"{incoming.request_id}-{index}",
+            arrived=incoming.arrived,
+            started=incoming.started,
+            spec=incoming.spec,
+            key=caller.key,
+            org=caller.org,
             route=attempt.route,
             deployment=attempt.deployment,
             provider=attempt.provider,
             price=attempt.price,
-            body=body if len(chain) == 1 else dict(body),
-            session_id=session,
-            retry_count=_retry_count(request),
+            body=incoming.body if len(chain) == 1 else dict(incoming.body),
+            session_id=caller.session,
+            retry_count=incoming.retry_count,
             decision=decision,
             baseline_model=baseline,
             baseline_price=price_of(gateway, baseline, attempt.route),
@@ -127,7 +177,14 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
             request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
         try:
-            outcome = await _attempt(gateway, request, exchange, raw, skip_open=not last)
+            outcome = await _attempt(
+                gateway,
+                request,
+                exchange,
+                incoming.raw,
+                skip_open=not last,
+                record_refusal=record_refusal or index > 0,
+            )
         except GatewayError:
             if failed is None:
                 raise
@@ -155,7 +212,13 @@ class _Failed:
 
 
 async def _attempt(
-    gateway: Gateway, request: web.Request, exchange: Exchange, raw: bytes, *, skip_open: bool
+    gateway: Gateway,
+    request: web.Request,
+    exchange: Exchange,
+    raw: bytes,
+    *,
+    skip_open: bool,
+    record_refusal: bool,
 ) -> web.StreamResponse | _Failed:
     """One try at one deployment. ``skip_open``: a fallback follows, so an open circuit
     breaker passes this deployment by instead of refusing the request."""
@@ -169,7 +232,7 @@ async def _attempt(
         raise refusal
     deployment = exchange.deployment
     try:
-        exchange.ticket = await _admit(gateway, exchange)
+        exchange.ticket = await _admit(gateway, exchange, record_refusal)
         prepared = exchange.spec.prepare(
             raw,
             exchange.body,
@@ -234,7 +297,7 @@ def _breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> N
         gateway.breakers.record(key, gateway.clock.monotonic(), ok=ok)
 
 
-async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:
+async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> Ticket | None:
     # Token-counting calls are free upstream: no budget, limit or loop counter applies
     # (Claude Code calls count_tokens often; a spent budget must not break it).
     if not gateway.budgets or not exchange.spec.billed:
@@ -248,6 +311,7 @@ async def _admit(gateway: Gateway, exchange: Exchange) -> Ticket | None:
         lease=gateway.lease,
         min_output=settings.min_output_tokens,
         default_ceiling=settings.default_max_output_tokens,
+        record_refusal=record_refusal,
     )
 
 
