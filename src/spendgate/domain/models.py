@@ -36,6 +36,8 @@ class ModelRoute:
     def ordered(self, draw: float) -> list[Deployment]:
         """The deployments in the order to try them: one drawn by weight first (``draw`` is
         uniform in [0, 1)), then the rest by weight; weight 0 serves only as a fallback."""
+        if len(self.deployments) == 1:
+            return [self.deployments[0]]
         weighted = [d for d in self.deployments if d.weight > 0]
         total = sum(d.weight for d in weighted)
         first = weighted[-1] if weighted else self.deployments[0]
