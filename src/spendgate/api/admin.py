@@ -7,6 +7,11 @@ POST /admin/keys/{id}/revoke     revoke now
 POST /admin/keys/{id}/rotate     new secret, same identity; the old secret stops working
 GET  /admin/usage                spend grouped by team/service/user/key/model/org/provider
                                  (?group_by=team&period=7d&top=15&format=json|csv)
+GET  /admin/blocks               what budgets, limits and breakers refused (?period=today)
+GET  /admin/savings              what routing saved, by team or service, and what shadow rules
+                                 would save (?group_by=team|service&period=month&format=json|csv)
+GET  /admin/budgets              budgets and rate limits, with their current use
+PUT  /admin/budgets/{name}/limit, DELETE /admin/budgets/{name}/limit, POST .../reset
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from aiohttp import web
 from spendgate.api import budgets
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import blocks_handler, usage_handler
+from spendgate.domain.savings import to_csv as savings_csv
 from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from spendgate.gateway import Gateway
 from spendgate.services.keys import KeySpec
+from spendgate.services.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -145,6 +152,27 @@ async def _rotate_key(request: web.Request, gateway: Gateway) -> web.StreamRespo
     return _json({**key_json(issued.key), "key": issued.secret})
 
 
+async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    query = request.query
+    report = await savings_report(
+        gateway.storage,
+        gateway.clock,
+        group_by=query.get("group_by", "team"),
+        period=query.get("period", "month"),
+    )
+    if query.get("format", "json") == "csv":
+        return web.Response(
+            text=savings_csv(report.savings.groups),
+            content_type="text/csv",
+            headers={
+                "content-disposition": (
+                    f'attachment; filename="savings-{report.group_by.value}.csv"'
+                )
+            },
+        )
+    return _json(report.to_json())
+
+
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router = app.router
     router.add_post("/admin/keys", _guard(gateway_key, _create_key))
@@ -154,6 +182,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
     router.add_get("/admin/usage", _guard(gateway_key, usage_handler))
     router.add_get("/admin/blocks", _guard(gateway_key, blocks_handler))
+    router.add_get("/admin/savings", _guard(gateway_key, _savings))
     router.add_get("/admin/budgets", _guard(gateway_key, budgets.list_budgets))
     router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit))
     router.add_delete("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit))

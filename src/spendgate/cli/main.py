@@ -41,12 +41,15 @@ cli.add_command(budgets)
 
 
 def _register_optional() -> None:
-    # usage and demo live in their own modules; imported here so `spendgate --help` lists them.
+    # usage, savings and demo live in their own modules; imported here so `spendgate --help`
+    # lists them.
     from spendgate.cli.demo import demo
+    from spendgate.cli.savings import savings
     from spendgate.cli.usage import blocks, usage
 
     cli.add_command(usage)
     cli.add_command(blocks)
+    cli.add_command(savings)
     cli.add_command(demo)
 
 

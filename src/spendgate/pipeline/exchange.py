@@ -132,7 +132,11 @@ class Exchange:
         row = self.row(now=self.started, usage=Usage(), status=0)
         # Admission comes before `prepare` sets `self.stream`: read it off the body.
         streamed = self.spec.streams and self.body.get("stream") is True
-        return dataclasses.replace(row, streamed=streamed)
+        # A lapsed reservation is charged what it reserved; no counterfactual is claimed
+        # for it (NULL: the same as its cost).
+        return dataclasses.replace(
+            row, streamed=streamed, baseline_cost_nanos=None, shadow_cost_nanos=None
+        )
 
 
 def cut_short(reported: Usage | None, estimate: Usage) -> Usage:

@@ -1,0 +1,77 @@
+"""``spendgate savings``: what routing saved against serving every model as asked."""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.domain.reports import dollars, format_bp
+from spendgate.domain.savings import SavingsGroup, ShadowSavings, to_csv
+from spendgate.services.savings import SAVINGS_BY_CHOICES, SavingsReport, savings_report
+
+_GROUP_HEADER = (
+    f"{'REQUESTS':>9} {'COST $':>14} {'ASKED-FOR $':>14} {'SAVED $':>14} {'SAVED':>8} "
+    f"{'ALIAS':>6} {'REWRITE':>8} {'DOWNGRADE':>10} {'FALLBACK':>9}"
+)
+
+
+def _group_line(label: str, g: SavingsGroup) -> str:
+    return (
+        f"{label[:28]:<28} {g.requests:>9} {dollars(g.cost_nanos):>14} "
+        f"{dollars(g.counterfactual_nanos):>14} {dollars(g.saved_nanos):>14} "
+        f"{format_bp(g.saved_bp):>8} {g.aliased:>6} {g.rewritten:>8} {g.downgraded:>10} "
+        f"{g.fell_back:>9}"
+    )
+
+
+def _shadow_line(s: ShadowSavings) -> str:
+    return (
+        f"{s.rule[:28]:<28} {s.requests:>9} {dollars(s.cost_nanos):>14} "
+        f"{dollars(s.shadow_cost_nanos):>14} {dollars(s.would_save_nanos):>14} "
+        f"{format_bp(s.would_save_bp):>8}"
+    )
+
+
+def render_table(report: SavingsReport) -> str:
+    total = report.savings.total
+    by = report.group_by.value
+    lines = [
+        f"Savings by {by}, {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC: "
+        f"${dollars(total.saved_nanos)} saved ({format_bp(total.saved_bp)}) of "
+        f"${dollars(total.counterfactual_nanos)} over {total.requests} request(s)",
+        f"{by.upper():<28} {_GROUP_HEADER}",
+        *(_group_line(g.group or "(none)", g) for g in report.savings.groups),
+        _group_line("(total)", total),
+    ]
+    if report.savings.shadow:
+        lines.append(
+            f"{'SHADOW RULE':<28} {'REQUESTS':>9} {'COST $':>14} {'SHADOW $':>14} "
+            f"{'WOULD SAVE $':>14} {'SHARE':>8}"
+        )
+        lines.extend(_shadow_line(s) for s in report.savings.shadow)
+    return "\n".join(lines)
+
+
+@click.command()
+@config_option
+@click.option(
+    "--by", "group_by", type=click.Choice(SAVINGS_BY_CHOICES), default="team", show_default=True
+)
+@click.option("--period", default="month", show_default=True, help="As for `spendgate usage`.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (same as the admin API).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the groups as CSV.")
+def savings(
+    config_path: str | None, group_by: str, period: str, as_json: bool, as_csv: bool
+) -> None:
+    """What routing saved against serving every request the model it asked for."""
+    gateway = gateway_for(config_path)
+    report = run_with_storage(
+        gateway, lambda g: savings_report(g.storage, g.clock, group_by=group_by, period=period)
+    )
+    if as_csv:
+        click.echo(to_csv(report.savings.groups), nl=False)
+    elif as_json:
+        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_table(report))

@@ -1,0 +1,68 @@
+"""Savings reports: one query path behind both ``spendgate savings`` and
+``GET /admin/savings``.
+
+The ledger rows of the period are read with `Storage.ledger` and folded in Python
+(`spendgate.domain.savings`): one scan per report, no backend-specific query. Fine for an
+operator's report; a backend may grow a summing query if ledgers get very large.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from spendgate.clock import Clock
+from spendgate.domain.savings import Savings, SavingsBy, group_json, savings, shadow_json
+from spendgate.errors import InvalidRequest
+from spendgate.services.reports import period_bounds
+from spendgate.storage.base import Storage
+
+SAVINGS_BY_CHOICES = tuple(b.value for b in SavingsBy)
+
+
+@dataclass(frozen=True, slots=True)
+class SavingsReport:
+    group_by: SavingsBy
+    period: str
+    since: datetime
+    until: datetime
+    savings: Savings
+
+    def to_json(self) -> dict[str, object]:
+        total = group_json(self.savings.total)
+        del total["group"]
+        return {
+            "group_by": self.group_by.value,
+            "period": self.period,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "total": total,
+            "data": [group_json(g) for g in self.savings.groups],
+            "shadow": [shadow_json(s) for s in self.savings.shadow],
+        }
+
+
+def parse_savings_by(value: str) -> SavingsBy:
+    try:
+        return SavingsBy(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"group_by must be one of {', '.join(SAVINGS_BY_CHOICES)}, not {value!r}",
+            param="group_by",
+        ) from None
+
+
+async def savings_report(
+    storage: Storage, clock: Clock, *, group_by: str, period: str
+) -> SavingsReport:
+    """Actual against counterfactual cost per team or service over a period."""
+    grouping = parse_savings_by(group_by)
+    since, until = period_bounds(clock, period)
+    rows = await storage.ledger(since, until)
+    return SavingsReport(
+        group_by=grouping,
+        period=period,
+        since=since,
+        until=until,
+        savings=savings(rows, grouping),
+    )
