@@ -1,4 +1,5 @@
-"""Running the gateway: bind, serve, and on SIGTERM stop accepting, drain, flush, exit."""
+"""Running the gateway: bind, serve, on SIGHUP reload the config file, and on SIGTERM stop
+accepting, drain, flush, exit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from spendgate.api.app import INFLIGHT, create_app
+from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 
 log = logging.getLogger("spendgate.server")
@@ -91,13 +93,36 @@ async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGatewa
     return RunningGateway(gateway=gateway, runner=runner, host=host, port=bound)
 
 
+async def reload_on_signal(gateway: Gateway) -> bool:
+    """SIGHUP: re-read the config file and put it in force. A bad file is logged (its
+    message names the file, key path and rule) and the running config stays."""
+    try:
+        await gateway.reload_source()
+    except SpendgateError as exc:
+        log.error("config not reloaded", extra={"source": gateway.config_source, "error": str(exc)})
+        return False
+    except Exception:
+        log.exception("config not reloaded", extra={"source": gateway.config_source})
+        return False
+    return True
+
+
 async def serve_forever(gateway: Gateway, host: str, port: int) -> None:
     running = await start_gateway(gateway, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()  # strong references until each one is done
+
+    def hangup() -> None:
+        task = loop.create_task(reload_on_signal(gateway), name="sighup-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await stop.wait()
     finally:

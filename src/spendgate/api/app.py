@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from spendgate.api import admin, health, models
+from spendgate.api import admin, health, models, reload
 from spendgate.api.errors import error_middleware
 from spendgate.errors import ServiceUnavailable
 from spendgate.gateway import Gateway
@@ -68,6 +68,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     app.router.add_get("/v1/models", models.list_models(GATEWAY))
     health.add_routes(app, GATEWAY)
     admin.add_routes(app, GATEWAY)
+    reload.add_routes(app, GATEWAY)
     if manage_lifecycle:
         app.on_startup.append(_start)
         app.on_cleanup.append(_stop)
