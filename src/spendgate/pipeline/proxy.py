@@ -42,7 +42,7 @@ from spendgate.pipeline.outcome import (
     record,
 )
 from spendgate.pipeline.relay import relay_stream
-from spendgate.pipeline.routing import attempts, decide, price_of
+from spendgate.pipeline.routing import Policy, attempts, decide, price_of
 from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
 
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
@@ -98,21 +98,22 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     org = gateway.config.org_of_team(key.team) or key.org
     session = _session(request, gateway.config.runaway.session_headers)
     caller = Caller(key=key, org=org, model=require_model(body), session=session)
-    route, decision = await decide(gateway, spec, caller, body, request.headers)
+    policy = Policy.of(gateway)
+    route, decision = await decide(gateway, policy, spec, caller, body, request.headers)
     incoming = _Incoming(
-        request_id, arrived, started, spec, caller, raw, body, _retry_count(request)
+        request_id, arrived, started, spec, caller, raw, body, _retry_count(request), policy
     )
     while True:
         # A downgrade rule applies "instead of refusing": when the budget cannot afford
         # this model (the threshold was crossed while the request was being routed), the
         # next tier down is tried before the request is refused.
-        cheaper = gateway.router.step_down(caller, route.name) if decision else None
+        cheaper = policy.router.step_down(caller, route.name) if decision else None
         try:
             return await _run(gateway, request, incoming, route, decision, cheaper is None)
         except BudgetExceeded:
             if cheaper is None or decision is None:
                 raise
-            route = gateway.models.resolve(cheaper[1], spec.dialect)
+            route = policy.table.resolve(cheaper[1], spec.dialect)
             decision = dataclasses.replace(
                 decision, model=route.name, rule=cheaper[0], kind=RouteKind.DOWNGRADE
             )
@@ -130,6 +131,7 @@ class _Incoming:
     raw: bytes
     body: dict[str, Any]
     retry_count: int
+    policy: Policy
 
 
 async def _run(
@@ -141,9 +143,9 @@ async def _run(
     record_refusal: bool,
 ) -> web.StreamResponse:
     """Try the model's deployments, then its fallbacks, until one answers."""
-    caller = incoming.caller
+    caller, policy = incoming.caller, incoming.policy
     chain = attempts(
-        gateway, route, caller.key, asked=caller.model, needs_price=incoming.spec.billed
+        gateway, policy, route, caller.key, asked=caller.model, needs_price=incoming.spec.billed
     )
     baseline = decision.baseline if decision else route.name  # the model asked for
     failed: _Failed | None = None
@@ -166,9 +168,9 @@ async def _run(
             retry_count=incoming.retry_count,
             decision=decision,
             baseline_model=baseline,
-            baseline_price=price_of(gateway, baseline, attempt.route),
+            baseline_price=price_of(policy, baseline, attempt.route),
             shadow_price=price_of(
-                gateway, decision.shadow_model if decision else None, attempt.route
+                policy, decision.shadow_model if decision else None, attempt.route
             ),
             attempt=index,
             fallback_from=previous,

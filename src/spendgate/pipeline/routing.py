@@ -9,9 +9,9 @@ from typing import Any
 
 from spendgate.domain.budgets import Caller, CounterRef
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.models import Deployment, ModelRoute, ModelTable
 from spendgate.domain.pricing import Price
-from spendgate.domain.routing import Decision, RouteFacts, used_basis_points
+from spendgate.domain.routing import Decision, RouteFacts, Router, used_basis_points
 from spendgate.errors import GatewayError
 from spendgate.gateway import Gateway
 from spendgate.pipeline.surfaces import SurfaceSpec
@@ -28,8 +28,26 @@ class Attempt:
     provider: Provider  # captured now: a reload while the request runs cannot pull it away
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The routing rules, model table and providers in force when a request arrived: read
+    once, so a reload while the request waits cannot mix an old decision with a new table."""
+
+    router: Router
+    providers: Mapping[str, Provider]
+
+    @property
+    def table(self) -> ModelTable:
+        return self.router.table
+
+    @classmethod
+    def of(cls, gateway: Gateway) -> Policy:
+        return cls(gateway.router, gateway.providers)
+
+
 async def decide(
     gateway: Gateway,
+    policy: Policy,
     spec: SurfaceSpec,
     caller: Caller,
     body: dict[str, Any],
@@ -37,9 +55,9 @@ async def decide(
 ) -> tuple[ModelRoute, Decision | None]:
     """The model that serves the request: by name when no routing rule exists, else the
     router's decision (reading the watched budgets' counters first)."""
-    router = gateway.router
+    router = policy.router
     if not router:
-        return gateway.models.resolve(caller.model, spec.dialect), None
+        return policy.table.resolve(caller.model, spec.dialect), None
     requested = caller.model
     facts = RouteFacts(
         has_tools=bool(body.get("tools")),
@@ -49,7 +67,7 @@ async def decide(
     watched = router.watched(caller, facts)
     used = await _used(gateway, watched, caller) if watched else {}
     decision = router.route(requested, spec.dialect, caller, facts, used)
-    return gateway.models.resolve(decision.model, spec.dialect), decision
+    return policy.table.resolve(decision.model, spec.dialect), decision
 
 
 async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dict[str, int]:
@@ -71,14 +89,20 @@ async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dic
 
 
 def attempts(
-    gateway: Gateway, route: ModelRoute, key: ApiKey, *, asked: str, needs_price: bool
+    gateway: Gateway,
+    policy: Policy,
+    route: ModelRoute,
+    key: ApiKey,
+    *,
+    asked: str,
+    needs_price: bool,
 ) -> list[Attempt]:
     """The model's deployments (one drawn by weight first), then each fallback model's. A
     fallback the key may not use, or that has no price, is left out of the chain. A key may
     use a model it is allowed, or one that routing chose for a name it is allowed (``asked``)."""
-    table = gateway.models
+    table = policy.table
     price = table.authorize(route, key, needs_price=needs_price, asked=asked)
-    providers = gateway.providers
+    providers = policy.providers
     chain = [
         Attempt(route, d, price, providers[d.provider]) for d in route.ordered(gateway.rng.random())
     ]
@@ -97,10 +121,10 @@ def attempts(
     return chain
 
 
-def price_of(gateway: Gateway, model: str | None, served: ModelRoute) -> Price | None:
+def price_of(policy: Policy, model: str | None, served: ModelRoute) -> Price | None:
     """The price of another model, for a counterfactual cost (None when it is the served
     one, or has no price)."""
     if model is None or model == served.name:
         return None
-    route = gateway.models.get(model)
+    route = policy.table.get(model)
     return route.price if route is not None else None
