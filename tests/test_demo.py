@@ -2,7 +2,9 @@
 
 The summary's numbers are checked against the SQLite ledger itself: spend and requests
 against the served rows, and every refusal line against the block rows
-(``blocked_by``, their count and their worst-case cost)."""
+(``blocked_by``, their count and their worst-case cost). The routing chapter's numbers are
+checked against its own ledger: spend per team in each phase, the saving, the heavy users'
+share, the rule behind every request and what each shadow rule would have saved."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +27,17 @@ from click.testing import CliRunner
 
 from spendgate.cli.main import cli
 from spendgate.config import load_config
+from spendgate.demo.routing_run import routing_db_path
+from spendgate.demo.routing_scenario import (
+    ALIAS,
+    CHEAP,
+    PINNED_MODEL,
+    PINNED_USERS,
+    STRONG,
+    Phase,
+    chapter_calls,
+    routing_config,
+)
 from spendgate.demo.runner import CONFIG_MARKER, write_explore_config
 from spendgate.demo.scenario import (
     BUDGETED_USER,
@@ -34,7 +49,12 @@ from spendgate.demo.scenario import (
     guards_data,
 )
 from spendgate.demo.view import RateMeter
+from spendgate.domain.budgets import BudgetBook, Caller
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import build_model_table
+from spendgate.domain.reports import format_bp, share_bp
+from spendgate.domain.routing import RouteFacts, Router
+from spendgate.errors import Dialect
 from spendgate.money import format_dollars
 from spendgate.pricing.catalog import build_price_book
 
@@ -247,9 +267,172 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert time.monotonic() - started < 20
     assert "stopped early by Ctrl-C" in out
+    assert "Routing: the same" not in out  # the routing chapter is skipped
     ledger = read_ledger(db)
     assert ledger.rows > 0
     assert_summary_matches(out, ledger)
+
+
+# ---------------------------------------------------------------------------- routing chapter
+
+CHAPTER = re.compile(r"^Routing: the same (\d+) requests twice", re.MULTILINE)
+Row = dict[str, Any]
+
+
+def read_routing_phases(db: Path) -> tuple[list[Row], list[Row]]:
+    """The chapter's served rows, oldest first, in two halves: each phase sent the same
+    calls, and every row of the first arrived before the switch."""
+    conn = sqlite3.connect(routing_db_path(db))
+    conn.row_factory = sqlite3.Row
+    rows = [
+        dict(row)
+        for row in conn.execute(f"SELECT * FROM ledger WHERE {SERVED} ORDER BY ts")  # noqa: S608
+    ]
+    conn.close()
+    half = len(rows) // 2
+    return rows[:half], rows[half:]
+
+
+def cost(rows: list[Row]) -> int:
+    return sum(row["cost_nanos"] for row in rows)
+
+
+def dollars6(nanos: int) -> str:
+    return re.escape(format_dollars(nanos, 6))
+
+
+def saving(before: int, after: int) -> str:
+    return re.escape(
+        f"{format_dollars(before - after, 6)} ({format_bp(share_bp(before - after, before))})"
+    )
+
+
+@pytest.mark.slow
+def test_the_routing_chapter_sends_the_same_requests_twice_and_shows_the_saving(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Same users, same token counts in both phases: only the models differ. The spend per
+    team, the measured saving and the heavy users' share are the ledger's sums."""
+    done, db = run
+    found = CHAPTER.search(done.stdout)
+    assert found, done.stdout
+    calls = int(found.group(1))
+    before, after = read_routing_phases(db)
+    assert len(before) == len(after) == calls
+
+    def usage(rows: list[Row]) -> list[tuple[Any, ...]]:
+        keys = ("user", "team", "input_tokens", "cached_input_tokens", "output_tokens")
+        return sorted((tuple(row[k] for k in keys) for row in rows), key=repr)
+
+    assert usage(before) == usage(after)
+    chapter = done.stdout[found.start() :]
+    for team in TEAMS:
+        was = cost([row for row in before if row["team"] == team])
+        now = cost([row for row in after if row["team"] == team])
+        line = rf"^    {team}\s+{dollars6(was)}\s+{dollars6(now)}\s+{saving(was, now)}$"
+        assert re.search(line, chapter, re.MULTILINE), (team, chapter)
+    was, now = cost(before), cost(after)
+    assert now < was
+    total = rf"^    all\s+{dollars6(was)}\s+{dollars6(now)}\s+{saving(was, now)}$"
+    assert re.search(total, chapter, re.MULTILINE), chapter
+    assert re.search(rf"Measured saving: {saving(was, now)} over {calls} requests", chapter)
+    heavy_before = cost([row for row in before if row["user"] in HEAVY_USERS])
+    heavy_after = cost([row for row in after if row["user"] in HEAVY_USERS])
+    assert heavy_before * 2 > was  # a few heavy users drive the bill
+    share = (format_bp(share_bp(heavy_before, was)), format_bp(share_bp(heavy_after, now)))
+    assert f": {share[0]} of the spend before, {share[1]} after." in chapter
+
+
+@pytest.mark.slow
+def test_the_routing_chapter_names_the_rule_behind_every_request(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Before: `default` on the strongest models with the cheaper default in shadow. After
+    the reload: `default` on the cheaper models, team ml's Opus rewritten (its saving in
+    baseline_cost_nanos), team web's Opus shadowed. Each printed line is one ledger group."""
+    done, db = run
+    before, after = read_routing_phases(db)
+    chapter = done.stdout[done.stdout.index("Routing: the same") :]
+    asked = [row for row in before + after if row["requested_model"] == ALIAS]
+    assert asked
+    for row in (r for r in before if r["requested_model"] == ALIAS):
+        assert row["route_kind"] == "alias"
+        assert row["routed_model"] in STRONG.values()
+        assert row["shadow_rule"] in {"try-sonnet", "try-4o-mini"}
+        assert row["shadow_model"] in CHEAP.values()
+        assert row["shadow_cost_nanos"] < row["cost_nanos"]
+    for row in (r for r in after if r["requested_model"] == ALIAS):
+        assert row["route_rule"] in {"default-anthropic", "default-openai"}
+        assert row["routed_model"] in CHEAP.values()
+        assert row["shadow_rule"] is None
+    pinned = [r for r in after if r["requested_model"] == PINNED_MODEL]
+    assert {r["user"] for r in pinned} == set(PINNED_USERS)
+    for row in pinned:
+        if row["team"] == "ml":
+            assert (row["route_rule"], row["route_kind"]) == ("ml-no-opus", "rewrite")
+            assert row["routed_model"] == CHEAP["anthropic"]
+            assert row["baseline_cost_nanos"] > row["cost_nanos"]
+        else:
+            assert (row["route_rule"], row["routed_model"]) == (None, PINNED_MODEL)
+            assert row["shadow_rule"] == "web-no-opus"
+            assert row["shadow_cost_nanos"] < row["cost_nanos"]
+    for phase, rows in (("before", before), ("after", after)):
+        groups: dict[tuple[Any, ...], list[Row]] = {}
+        for row in rows:
+            key = (
+                row["route_rule"],
+                row["route_kind"],
+                row["requested_model"],
+                row["routed_model"],
+            )
+            groups.setdefault(key, []).append(row)
+        for (rule, kind, requested, routed), group in groups.items():
+            moved = routed if requested == routed else f"{requested} -> {routed}"
+            line = (
+                rf"^    {phase}\s+{re.escape(rule or '(by name)')}\s+{re.escape(kind or '-')}\s+"
+                rf"{re.escape(moved)}\s+{len(group)}\s+{dollars6(cost(group))}"
+            )
+            assert re.search(line, chapter, re.MULTILINE), (line, chapter)
+        shadows: dict[str, list[Row]] = {}
+        for row in rows:
+            if row["shadow_rule"]:
+                shadows.setdefault(row["shadow_rule"], []).append(row)
+        assert shadows
+        for rule, group in shadows.items():
+            would = sum(row["shadow_cost_nanos"] for row in group)
+            line = (
+                rf"    {phase}\s+{rule} would have sent {len(group)} requests to \S+: "
+                rf"{dollars6(would)} instead of {dollars6(cost(group))}"
+            )
+            assert re.search(line, chapter), (line, chapter)
+    # The shadow aliases predicted the switch to the nano: same usage, the cheaper prices.
+    predicted = sum(r["cost_nanos"] - r["shadow_cost_nanos"] for r in before if r["shadow_rule"])
+    measured = cost([r for r in before if r["requested_model"] == ALIAS]) - cost(
+        [r for r in after if r["requested_model"] == ALIAS]
+    )
+    assert predicted == measured > 0
+    assert f"predicted a saving of {format_dollars(predicted, 6)}" in chapter
+    assert f"{format_dollars(measured, 6)} saved." in chapter
+
+
+@pytest.mark.slow
+def test_the_routing_ledger_is_explored_with_the_savings_report(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, db = run
+    config_path = Path(f"{routing_db_path(db)}.yaml")
+    assert f"spendgate savings -c {config_path} --period all" in done.stdout
+    before, after = read_routing_phases(db)
+    result = CliRunner().invoke(
+        cli, ["savings", "-c", str(config_path), "--period", "all", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output)
+    assert report["total"]["cost_nanos"] == cost(before) + cost(after)
+    rewritten = [row for row in after if row["route_kind"] == "rewrite"]
+    assert report["total"]["saved_nanos"] == sum(
+        row["baseline_cost_nanos"] - row["cost_nanos"] for row in rewritten
+    )
 
 
 def test_a_taken_port_is_a_clear_error_and_leaks_nothing(tmp_path: Path) -> None:
@@ -335,3 +518,69 @@ def test_the_explore_config_never_replaces_a_foreign_file(tmp_path: Path) -> Non
     written.write_text("storage: {url: 'sqlite:///mine.db'}\n", encoding="utf-8")
     assert write_explore_config(db) is None
     assert "mine.db" in written.read_text(encoding="utf-8")
+
+
+def _caller(team: str, user: str) -> Caller:
+    key = ApiKey(
+        id="key_1",
+        key_hash="h",
+        hint="sk-...",
+        name="k",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        user=user,
+        team=team,
+        org="acme",
+    )
+    return Caller(key=key, org="acme", model="default")
+
+
+def _router(phase: Phase, tmp_path: Path) -> Router:
+    config = routing_config("http://127.0.0.1:9", tmp_path / "r.db", phase)
+    table = build_model_table(config, build_price_book(config))
+    return Router.from_config(config, table, BudgetBook.from_config(config))
+
+
+def test_the_routing_phases_differ_in_the_default_and_the_rules(tmp_path: Path) -> None:
+    before = routing_config("http://127.0.0.1:9", tmp_path / "r.db", Phase.BEFORE)
+    after = routing_config("http://127.0.0.1:9", tmp_path / "r.db", Phase.AFTER)
+    # Everything a hot reload refuses to change is the same; the guards are not there.
+    assert (before.server, before.storage, before.models) == (
+        after.server,
+        after.storage,
+        after.models,
+    )
+    assert not before.budgets
+    assert not before.limits
+    route = _router(Phase.BEFORE, tmp_path).route
+    facts, used = RouteFacts(), dict[str, int]()
+    decision = route(ALIAS, Dialect.ANTHROPIC, _caller("web", "ana"), facts, used)
+    assert (decision.model, decision.rule) == (STRONG["anthropic"], "default-anthropic")
+    assert (decision.shadow_model, decision.shadow_rule) == (CHEAP["anthropic"], "try-sonnet")
+    decision = route(ALIAS, Dialect.OPENAI, _caller("data", "mei"), facts, used)
+    assert (decision.model, decision.shadow_rule) == (STRONG["openai"], "try-4o-mini")
+    route = _router(Phase.AFTER, tmp_path).route
+    decision = route(ALIAS, Dialect.OPENAI, _caller("data", "mei"), facts, used)
+    assert (decision.model, decision.rule, decision.shadow_rule) == (
+        CHEAP["openai"],
+        "default-openai",
+        None,
+    )
+    decision = route(PINNED_MODEL, Dialect.ANTHROPIC, _caller("ml", "dana"), facts, used)
+    assert (decision.model, decision.rule) == (CHEAP["anthropic"], "ml-no-opus")
+    decision = route(PINNED_MODEL, Dialect.ANTHROPIC, _caller("web", "tomas"), facts, used)
+    assert (decision.model, decision.rule) == (PINNED_MODEL, None)
+    assert (decision.shadow_model, decision.shadow_rule) == (CHEAP["anthropic"], "web-no-opus")
+
+
+def test_the_routing_chapter_calls_are_drawn_once_for_both_phases() -> None:
+    calls = chapter_calls(7)
+    assert calls == chapter_calls(7)
+    assert calls != chapter_calls(8)
+    asked = {item.call.model for item in calls}
+    assert asked == {ALIAS, PINNED_MODEL, "text-embedding-3-small"}
+    pinned = {item.person.user for item in calls if item.call.model == PINNED_MODEL}
+    assert pinned == set(PINNED_USERS)
+    assert {item.person.team for item in calls if item.call.model == ALIAS} == set(TEAMS)
+    assert not any(item.person.workload.stuck for item in calls)
+    heavy = sum(1 for item in calls if item.person.user in HEAVY_USERS)
+    assert 0 < heavy < len(calls) // 2  # a few heavy users, many light calls

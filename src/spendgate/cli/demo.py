@@ -40,11 +40,19 @@ from spendgate.errors import SpendgateError
     show_default=True,
     help="Traffic speed: 2 halves pauses and provider latency (about twice the requests).",
 )
-def demo(duration: float, db_path: Path | None, port: int, speed: float) -> None:
+@click.option(
+    "--routing/--no-routing",
+    default=True,
+    show_default=True,
+    help="Then the routing chapter: the same requests on a strong, then a cheaper default.",
+)
+def demo(duration: float, db_path: Path | None, port: int, speed: float, routing: bool) -> None:
     """Run the whole product offline: simulated provider, gateway on SQLite, traffic."""
     from spendgate.demo import DemoOptions, run_demo
 
-    options = DemoOptions(duration_s=duration, db_path=db_path, port=port, speed=speed)
+    options = DemoOptions(
+        duration_s=duration, db_path=db_path, port=port, speed=speed, routing=routing
+    )
     try:
         asyncio.run(run_demo(options, Console(highlight=False)))
     except SpendgateError as exc:

@@ -8,6 +8,9 @@
   `blocks_report`;
 * `guards`: budget states, clamped and retried requests, the summary's refusal section;
 * `display`: the rich Live view, the plain lines without a terminal, the summary;
+* `routing_scenario`, `routing_run`, `routing_report`: the routing chapter, the same
+  requests on a strong ``default`` and then, after a hot reload, on a cheaper one, with the
+  saving, the rules and the shadow rules read from its ledger;
 * `runner`: `run_demo`, which starts, drives and stops it all.
 """
 

@@ -146,10 +146,9 @@ def print_summary(
     book: BudgetBook,
     *,
     sending_s: float,
-    db_path: Path,
-    config_path: Path | None,
     interrupted: bool,
 ) -> None:
+    """The main chapter's summary; `print_ledgers` follows it (after the routing chapter)."""
     out = console.print
     out()
     out(_how_it_ended(snapshot, stats, sending_s, interrupted), soft_wrap=True, highlight=False)
@@ -172,8 +171,31 @@ def print_summary(
     if stats.failed:
         out(f"{stats.failed} calls failed (last: {stats.last_failure}).", soft_wrap=True)
     out()
+
+
+def print_ledgers(
+    console: Console,
+    db_path: Path,
+    config_path: Path | None,
+    routing: tuple[Path, Path | None] | None = None,
+) -> None:
+    """Where the ledgers are and how to explore them; ``routing``: the routing chapter's
+    ledger and its config."""
+    out = console.print
     out(f"Ledger (SQLite): {db_path}", soft_wrap=True, highlight=False)
     for line in explore_commands(db_path, config_path):
+        out(line, soft_wrap=True, highlight=False, markup=False)
+    if routing is None:
+        return
+    routing_db, routing_config = routing
+    out(f"Routing chapter's ledger (SQLite): {routing_db}", soft_wrap=True, highlight=False)
+    if routing_config is None:
+        return
+    config = shlex.quote(str(routing_config))
+    for line in (
+        f"  spendgate savings -c {config} --period all",
+        f"  spendgate usage -c {config} --by model --period all",
+    ):
         out(line, soft_wrap=True, highlight=False, markup=False)
 
 

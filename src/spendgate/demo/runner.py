@@ -4,7 +4,8 @@ live view of the ledger, all in this process and on one event loop.
 Shutdown, whether the time is up or Ctrl-C came: stop sending (on Ctrl-C, cut the calls in
 flight as a client would), stop the gateway (drain, flush the ledger), stop the simulator.
 The summary is then read from the flushed SQLite file with a storage of its own, so it shows
-exactly what ``spendgate usage`` will show.
+exactly what ``spendgate usage`` will show. Then, unless Ctrl-C came, the routing chapter
+(`spendgate.demo.routing_run`) runs on the same simulator, with a gateway and ledger of its own.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from rich.console import Console
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import Config
-from spendgate.demo.display import Screen, print_summary
+from spendgate.demo.display import Screen, print_ledgers, print_summary
 from spendgate.demo.guards import Guards, read_guards
+from spendgate.demo.routing_run import ChapterResult, routing_db_path, run_routing_chapter
 from spendgate.demo.scenario import (
     BUDGETED_USER,
     CAST,
@@ -58,6 +60,7 @@ class DemoOptions:
     port: int = 0  # 0: any free port
     speed: float = 1.0  # 2: pauses and provider latency halved, about twice the requests
     seed: int = 7
+    routing: bool = True  # the routing chapter after the main one
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class DemoResult:
     db_path: Path
     config_path: Path | None
     interrupted: bool
+    routing: ChapterResult | None = None  # None: skipped, or cut by Ctrl-C
 
 
 def simulator_options(speed: float) -> SimulatorOptions:
@@ -133,6 +137,7 @@ def interrupt_event() -> Iterator[asyncio.Event]:
 async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     db_path = options.db_path or fresh_db_path()
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    chapter: ChapterResult | None = None
     with interrupt_event() as interrupted:
         async with Simulator(simulator_options(options.speed)) as simulator:
             config = demo_config(
@@ -149,7 +154,19 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 )
             finally:
                 await running.stop()
-    snapshot, guards = await _final_snapshot(config, elapsed_s, options.duration_s)
+            snapshot, guards = await _final_snapshot(config, elapsed_s, options.duration_s)
+            print_summary(
+                console,
+                snapshot,
+                stats,
+                guards,
+                BudgetBook.from_config(config),
+                sending_s=sending_s,
+                interrupted=interrupted.is_set(),
+            )
+            if options.routing and not interrupted.is_set():
+                chapter = await _routing(simulator.url, db_path, console, options, interrupted)
+                console.print()
     result = DemoResult(
         snapshot,
         guards,
@@ -158,19 +175,36 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         db_path,
         write_explore_config(db_path, guards_data(options.duration_s, options.speed)),
         interrupted.is_set(),
+        chapter,
     )
-    print_summary(
-        console,
-        snapshot,
-        stats,
-        guards,
-        BudgetBook.from_config(config),
-        sending_s=sending_s,
-        db_path=db_path,
-        config_path=result.config_path,
-        interrupted=result.interrupted,
-    )
+    routing = None
+    if chapter is not None:
+        routing = (chapter.db_path, write_explore_config(chapter.db_path))
+    print_ledgers(console, db_path, result.config_path, routing)
     return result
+
+
+async def _routing(
+    sim_url: str,
+    db_path: Path,
+    console: Console,
+    options: DemoOptions,
+    interrupted: asyncio.Event,
+) -> ChapterResult | None:
+    """The routing chapter, unless Ctrl-C comes first (then it is cut, and None)."""
+    chapter = asyncio.create_task(
+        run_routing_chapter(sim_url, routing_db_path(db_path), console, seed=options.seed)
+    )
+    signal_seen = asyncio.create_task(interrupted.wait())
+    await asyncio.wait({chapter, signal_seen}, return_when=asyncio.FIRST_COMPLETED)
+    signal_seen.cancel()
+    if chapter.done():
+        return chapter.result()
+    chapter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await chapter
+    console.print("Routing chapter stopped by Ctrl-C.", highlight=False)
+    return None
 
 
 def _print_intro(

@@ -244,6 +244,11 @@ def demo_config_data(
     sim_url: str, db_path: Path, *, duration_s: float = 20.0, speed: float = 1.0
 ) -> dict[str, Any]:
     """The gateway's config for the demo, as the YAML would have it."""
+    return {**base_config_data(sim_url, db_path), **guards_data(duration_s, speed)}
+
+
+def base_config_data(sim_url: str, db_path: Path) -> dict[str, Any]:
+    """Providers (the simulator), models, prices and the org: no guards, no routing."""
     models: dict[str, Any] = {name: {"provider": "openai"} for name in OPENAI_MODELS}
     models.update({name: {"provider": "anthropic"} for name in ANTHROPIC_MODELS})
     return {
@@ -264,7 +269,6 @@ def demo_config_data(
         "models": models,
         "pricing": {"builtin_catalog": True},
         "orgs": {ORG: {"teams": list(TEAMS)}},
-        **guards_data(duration_s, speed),
     }
 
 
