@@ -309,3 +309,40 @@ def test_client_gone_during_delay(sim: SimulatorThread) -> None:
         chat(client, {"x-sim-delay-ms": "2000"})
     assert sim.wait_idle(2.0)
     assert sim.records[-1].outcome == "disconnected"
+
+
+def test_fail_models_limits_failures_to_the_listed_models(
+    sim: SimulatorThread, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    failing = {"x-sim-fail-models": f"gpt-4o, {CLAUDE}", "x-sim-status": "503"}
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=failing)
+    assert chat(oai, failing).choices[0].message.content  # gpt-4o-mini is not listed
+    with pytest.raises(anthropic.InternalServerError):
+        message(claude, failing)
+    slow = {"x-sim-fail-models": "gpt-4o", "x-sim-delay-ms": "3000"}
+    started = time.perf_counter()
+    chat(oai, slow)
+    assert time.perf_counter() - started < 2.0
+    dying = {"x-sim-fail-models": GPT, "x-sim-die-after-chunks": "2"}
+    with pytest.raises(openai.APIConnectionError):
+        list(chat(oai, dying, stream=True))
+    assert (
+        len(
+            list(
+                oai.chat.completions.create(
+                    model="gpt-4o", messages=MESSAGES, stream=True, extra_headers=dying
+                )
+            )
+        )
+        > 2
+    )
+    assert sim.wait_idle()
+    assert [record.outcome for record in sim.records] == [
+        "error",
+        "ok",
+        "error",
+        "ok",
+        "died",
+        "ok",
+    ]

@@ -38,9 +38,9 @@ def check_routing(config: Config) -> None:
     _check_fallbacks(config)
     routing = config.routing
     for model, cheaper in routing.tiers.items():
-        _known(config, f"routing.tiers.{model}", model, "the tiers")
-        _known(config, f"routing.tiers.{model}", cheaper, "the tiers")
-        _same_dialect(config, f"routing.tiers.{model}", model, cheaper, "a tier step")
+        _known(config, f"routing.tiers.{model}", model, "the tier step")
+        _known(config, f"routing.tiers.{model}", cheaper, "the tier step")
+        _same_dialect(config, f"routing.tiers.{model}", model, cheaper, "the tier step")
     _check_tier_cycles(config)
     premium = routing.premium
     if premium.allowance_budget and premium.allowance_budget not in _budget_names(config):
@@ -84,10 +84,10 @@ def _check_fallbacks(config: Config) -> None:
     for name, model in config.models.items():
         for index, fallback in enumerate(model.fallbacks):
             where = f"models.{name}.fallbacks[{index}]"
-            _known(config, where, fallback, f"the fallbacks of {name!r}")
+            _known(config, where, fallback, f"a fallback of {name!r}")
             if fallback == name:
                 raise ValueError(f"{where}: a model cannot fall back to itself")
-            _same_dialect(config, where, name, fallback, "a fallback")
+            _same_dialect(config, where, name, fallback, f"a fallback of {name!r}")
         if all(d.weight == 0 for d in model.resolved_deployments(name)):
             raise ValueError(f"models.{name}.deployments: every weight is 0; give one weight > 0")
 
@@ -128,5 +128,5 @@ def _same_dialect(config: Config, where: str, model: str, other: str, label: str
     if config.dialect_of(model) != config.dialect_of(other):
         raise ValueError(
             f"{where}: {label} would send {model!r} ({config.dialect_of(model)} API) to "
-            f"{other!r} ({config.dialect_of(other)} API); a rewrite stays within one API dialect"
+            f"{other!r} ({config.dialect_of(other)} API); routing stays within one API dialect"
         )

@@ -327,22 +327,28 @@ class RouteRuleConfig(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> RouteRuleConfig:
+        problem = self._problem()
+        if problem:
+            raise ValueError(f"rule {self.name!r}: {problem}")
+        return self
+
+    def _problem(self) -> str | None:
         if self.kind is RouteKind.ALIAS:
             if not self.alias or not self.to:
-                raise ValueError("an alias rule needs alias (the name clients send) and to")
+                return "an alias rule needs alias (the name clients send) and to"
             if self.models or self.budget or self.at is not None:
-                raise ValueError("an alias rule takes alias and to, not models, budget or at")
+                return "an alias rule takes alias and to, not models, budget or at"
         elif self.kind is RouteKind.REWRITE:
             if not self.models or not self.to:
-                raise ValueError("a rewrite rule needs models (patterns) and to")
+                return "a rewrite rule needs models (patterns) and to"
             if self.alias or self.budget or self.at is not None:
-                raise ValueError("a rewrite rule takes models and to, not alias, budget or at")
+                return "a rewrite rule takes models and to, not alias, budget or at"
         else:
             if not self.budget:
-                raise ValueError("a downgrade rule needs budget (the budget whose use triggers it)")
+                return "a downgrade rule needs budget (the budget whose use triggers it)"
             if self.alias or self.to:
-                raise ValueError("a downgrade rule follows routing.tiers; it takes no alias or to")
-        return self
+                return "a downgrade rule follows routing.tiers; it takes no alias or to"
+        return None
 
 
 class PremiumConfig(Strict):

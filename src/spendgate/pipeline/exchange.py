@@ -46,6 +46,7 @@ class Exchange:
     session_id: str | None = None
     retry_count: int = 0
     decision: Decision | None = None  # how routing chose `route` (None: no routing rules)
+    asked: str | None = None  # the model name the client sent
     baseline_model: str | None = None  # the model the request asked for (after its alias)
     baseline_price: Price | None = None  # its price, when another model serves
     shadow_price: Price | None = None  # the price of the model a shadow rule would have used
@@ -87,7 +88,7 @@ class Exchange:
             team=self.key.team,
             org=self.org,
             tags=self.key.tags,
-            requested_model=decision.requested if decision else self.route.name,
+            requested_model=decision.requested if decision else self.asked or self.route.name,
             served_model=served_model or self.deployment.upstream_model,
             provider=self.deployment.provider,
             input_tokens=usage.input_tokens,

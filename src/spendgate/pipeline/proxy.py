@@ -167,6 +167,7 @@ async def _run(
             session_id=caller.session,
             retry_count=incoming.retry_count,
             decision=decision,
+            asked=caller.model,
             baseline_model=baseline,
             baseline_price=price_of(policy, baseline, attempt.route),
             shadow_price=price_of(

@@ -113,10 +113,9 @@ def _endpoint(
         if chosen is None:
             anthropic_like = "anthropic-version" in request.headers
             chosen = wire.Dialect.ANTHROPIC if anthropic_like else wire.Dialect.OPENAI
-        faults = parse_faults(request.headers)
-        call = Call(
-            request, record, faults, state.options, chosen, body if isinstance(body, dict) else {}
-        )
+        fields = body if isinstance(body, dict) else {}
+        faults = parse_faults(request.headers).for_model(fields.get("model"))
+        call = Call(request, record, faults, state.options, chosen, fields)
         try:
             return await _answer(call, handler, needs_body)
         except asyncio.CancelledError:

@@ -18,6 +18,11 @@ header                         effect
                                (non-stream requests: abort without any answer)
 ``x-sim-error-after-chunks``   after N streamed events send the dialect's mid-stream error
 ``x-sim-ignore-max: 1``        generate past the request's max (a misbehaving upstream)
+``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
+                               ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
+                               apply only to requests whose body ``model`` is in this
+                               comma-separated list; others are answered normally (a
+                               gateway forwards the headers to every fallback attempt)
 =============================  ==========================================================
 
 Streamed events are counted as written, the chat ``data: [DONE]`` line included; a
@@ -27,7 +32,7 @@ header were absent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +54,21 @@ class Faults:
     die_after_chunks: int | None = None
     error_after_chunks: int | None = None
     ignore_max: bool = False
+    fail_models: frozenset[str] | None = None  # None: the failure faults apply to every model
+
+    def for_model(self, model: object) -> Faults:
+        """These faults as they apply to a request for ``model``: without the failure faults
+        when ``x-sim-fail-models`` is set and does not list it."""
+        if self.fail_models is None or model in self.fail_models:
+            return self
+        return replace(
+            self,
+            status=None,
+            error_type=None,
+            delay_ms=None,
+            die_after_chunks=None,
+            error_after_chunks=None,
+        )
 
 
 NO_FAULTS = Faults()
@@ -79,6 +99,12 @@ def _flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _names(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
 def parse_faults(headers: Mapping[str, str]) -> Faults:
     """Read the ``x-sim-*`` headers; `NO_FAULTS` (no allocation) when there are none."""
     if not any(name[:6].lower() == _PREFIX for name in headers):
@@ -98,4 +124,5 @@ def parse_faults(headers: Mapping[str, str]) -> Faults:
         die_after_chunks=_int(get("x-sim-die-after-chunks")),
         error_after_chunks=_int(get("x-sim-error-after-chunks")),
         ignore_max=_flag(get("x-sim-ignore-max")),
+        fail_models=_names(get("x-sim-fail-models")),
     )
