@@ -24,7 +24,7 @@ from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.models import ModelTable, build_model_table
 from spendgate.domain.pricing import PriceBook
-from spendgate.domain.routing import Router
+from spendgate.domain.routing import Router, price_problem
 from spendgate.errors import ConfigError, ServiceUnavailable
 from spendgate.pipeline.budgeting import LeaseKeeper
 from spendgate.pricing.catalog import build_price_book
@@ -88,6 +88,9 @@ def _build(
 ) -> _Built:
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
     models = build_model_table(config, prices)
+    problem = price_problem(config, models)
+    if problem is not None:
+        raise ConfigError(source, *problem)
     budgets = BudgetBook.from_config(config)
     return _Built(
         prices=prices,

@@ -12,6 +12,7 @@ requests with ``x-test-id`` to find its own simulator records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -41,13 +42,36 @@ def closed_port() -> int:
     return port
 
 
+_HUNG: list[socket.socket] = []  # kept open for the module: a port that never accepts
+
+
+def hung_port() -> int:
+    """A listening port whose accept queue is full: a connect to it times out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port: int = server.getsockname()[1]
+    _HUNG.append(server)
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        _HUNG.append(filler)
+    time.sleep(0.2)
+    return port
+
+
 def configure(data: dict[str, Any]) -> None:
     data["server"]["upstream_timeout_s"] = TIMEOUT_S
+    data["server"]["upstream_connect_timeout_s"] = 0.5
     providers = data["providers"]
     providers["openai-b"] = dict(providers["openai"])
     providers["anthropic-b"] = dict(providers["anthropic"])
     dead = f"http://127.0.0.1:{closed_port()}"
     providers["openai-dead"] = {**providers["openai"], "base_url": f"{dead}/v1"}
+    hung = f"http://127.0.0.1:{hung_port()}/v1"
+    providers["openai-hung"] = {**providers["openai"], "base_url": hung}
     models = data["models"]
     models["gpt-4o"] = {
         "deployments": [
@@ -59,6 +83,20 @@ def configure(data: dict[str, Any]) -> None:
     models["gpt-4o-mini"] = {"provider": "openai", "fallbacks": ["gpt-4o"]}
     models["o4-mini"] = {
         "deployments": [{"provider": "openai-dead"}, {"provider": "openai", "weight": 0}]
+    }
+    models["hung-first"] = {
+        "deployments": [
+            {"provider": "openai-hung", "model": "gpt-4o-mini"},
+            {"provider": "openai", "model": "gpt-4o-mini", "weight": 0},
+        ],
+        "price": {"input": "1", "output": "2"},
+    }
+    models["dead-second"] = {
+        "deployments": [
+            {"provider": "openai", "model": "gpt-4o-mini"},
+            {"provider": "openai-dead", "model": "gpt-4o-mini", "weight": 0},
+        ],
+        "price": {"input": "1", "output": "2"},
     }
     models["claude-sonnet-4-6"] = {
         "deployments": [{"provider": "anthropic"}, {"provider": "anthropic-b", "weight": 0}],
@@ -90,6 +128,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
         yield harness
     finally:
         harness.stop()
+        for sock in _HUNG:
+            sock.close()
 
 
 @pytest.fixture(autouse=True)
@@ -411,3 +451,39 @@ def test_anthropic_stream_cut_is_not_retried(gw: GatewayHarness) -> None:
     assert (row.attempt, row.provider) == (0, "anthropic")
     assert row.error is not None
     assert "mid-stream" in row.error
+
+
+def test_a_connect_timeout_never_reached_the_upstream(gw: GatewayHarness) -> None:
+    """Nothing was sent: no row, no charge, and the next deployment answers."""
+    secret, key_id = new_key(gw)
+    raw = chat(gw, secret, "hung-first", tagged())
+    assert raw.status_code == 200
+    rows = rows_by_attempt(gw, key_id)
+    assert [(r.attempt, r.provider, r.status) for r in rows] == [(1, "openai", 200)]
+    assert raw.headers["x-spendgate-request-id"] == rows[0].request_id
+
+
+def test_the_error_after_fallbacks_is_the_upstream_one_that_has_a_row(
+    gw: GatewayHarness,
+) -> None:
+    """Deployment A answers 503, deployment B cannot be reached: the client gets A's 503,
+    named by A's request id (B left no row)."""
+    secret, key_id = new_key(gw)
+    headers = tagged(**{"x-sim-fail-models": "gpt-4o-mini", "x-sim-status": "503"})
+    with pytest.raises(openai.InternalServerError) as info:
+        chat(gw, secret, "dead-second", headers)
+    assert info.value.status_code == 503
+    rows = rows_by_attempt(gw, key_id)
+    assert [(r.attempt, r.status) for r in rows] == [(0, 503)]
+    assert info.value.response.headers["x-spendgate-request-id"] == rows[0].request_id
+
+
+def test_a_fallback_model_the_key_may_not_use_is_not_tried(gw: GatewayHarness) -> None:
+    """gpt-4o-mini falls back to gpt-4o, but a key allowed only gpt-4o-mini never gets it."""
+    secret = gw.create_key(team="ml", allowed_models=["gpt-4o-mini"])
+    key_id = gw.last_key_id
+    headers = tagged(**{"x-sim-fail-models": "gpt-4o-mini", "x-sim-status": "503"})
+    with pytest.raises(openai.InternalServerError):
+        chat(gw, secret, "gpt-4o-mini", headers)
+    assert sim_models(gw, headers) == ["gpt-4o-mini"]
+    assert [(r.routed_model, r.status) for r in gw.ledger(key_id)] == [("gpt-4o-mini", 503)]

@@ -303,3 +303,70 @@ def test_weighted_order_draws_the_first_and_keeps_the_rest_as_fallbacks() -> Non
     # Over a uniform sweep of draws, the first choice follows the weights exactly.
     firsts = [route.ordered(i / 1000)[0] for i in range(1000)]
     assert (firsts.count(heavy), firsts.count(light), firsts.count(spare)) == (750, 250, 0)
+
+
+def test_the_shadow_rule_named_is_the_shadow_rule_not_an_enforced_one() -> None:
+    """A shadow rewrite and an enforced downgrade both act on the shadow track: the row
+    must name the shadow rule (the enforced one is the decision's own rule)."""
+    routing = {
+        "tiers": {"claude-opus-4-1": "claude-sonnet-4-6", "claude-sonnet-4-6": "claude-haiku-4-5"},
+        "rules": [
+            {
+                "name": "try-sonnet",
+                "kind": "rewrite",
+                "models": ["claude-opus-*"],
+                "to": "claude-sonnet-4-6",
+                "shadow": True,
+            },
+            {"name": "web-soft", "kind": "downgrade", "budget": "web-monthly"},
+        ],
+    }
+    router = _router(routing, SOFT_BUDGET)
+    caller = _caller("claude-opus-4-1", team="web")
+    decision = router.route(
+        "claude-opus-4-1", ANTHROPIC, caller, RouteFacts(), {"web-monthly": 9_000}
+    )
+    assert (decision.model, decision.rule) == ("claude-sonnet-4-6", "web-soft")
+    assert (decision.shadow_rule, decision.shadow_model) == ("try-sonnet", "claude-haiku-4-5")
+    quiet = router.route("claude-opus-4-1", ANTHROPIC, caller, RouteFacts(), {"web-monthly": 0})
+    assert (quiet.model, quiet.shadow_rule, quiet.shadow_model) == (
+        "claude-opus-4-1",
+        "try-sonnet",
+        "claude-sonnet-4-6",
+    )
+
+
+def test_a_rewrite_to_the_model_already_asked_for_chooses_nothing() -> None:
+    routing = {
+        "rules": [
+            {"name": "mini", "kind": "rewrite", "models": ["gpt-4o*"], "to": "gpt-4o-mini"},
+        ]
+    }
+    router = _router(routing)
+    same = router.route("gpt-4o-mini", OPENAI, _caller("x"), RouteFacts(), {})
+    assert (same.model, same.rule, same.kind) == ("gpt-4o-mini", None, None)
+    moved = router.route("gpt-4o", OPENAI, _caller("x"), RouteFacts(), {})
+    assert (moved.model, moved.rule) == ("gpt-4o-mini", "mini")
+
+
+def test_a_downgraded_request_no_longer_claims_premium() -> None:
+    routing = {**DOWNGRADES, "premium": {"models": ["claude-opus-*"], "users": ["bob"]}}
+    routing["rules"] = [
+        *DOWNGRADES["rules"],
+        {
+            "name": "no-opus",
+            "kind": "rewrite",
+            "models": ["claude-opus-*"],
+            "to": "claude-sonnet-4-6",
+        },
+    ]
+    router = _router(routing, SOFT_BUDGET)
+    bob = _caller("claude-opus-4-1", team="web", user="bob")
+    kept = router.route("claude-opus-4-1", ANTHROPIC, bob, RouteFacts(), {"web-monthly": 0})
+    assert (kept.model, kept.premium) == ("claude-opus-4-1", True)
+    stepped = router.route("claude-opus-4-1", ANTHROPIC, bob, RouteFacts(), {"web-monthly": 8_000})
+    assert (stepped.model, stepped.kind, stepped.premium) == (
+        "claude-sonnet-4-6",
+        RouteKind.DOWNGRADE,
+        False,
+    )

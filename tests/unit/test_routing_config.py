@@ -13,6 +13,7 @@ import yaml
 
 from spendgate.config import load_config, parse_config
 from spendgate.errors import ConfigError
+from spendgate.gateway import build_gateway
 
 SOURCE = "spendgate.yaml"
 
@@ -211,6 +212,28 @@ CASES: list[tuple[str, Edit, str, list[str]]] = [
 ]
 
 
+CASES += [
+    (
+        "downgrade rule matching no declared model",
+        rule(name="soft", kind="downgrade", budget="ml-monthly", models=["gemini-*"]),
+        "routing.rules[1]",
+        ["rule 'soft'", "match no declared model"],
+    ),
+    (
+        "premium models matching nothing",
+        routing("premium", {"models": ["gemini-*"]}),
+        "routing.premium.models",
+        ["match no declared model"],
+    ),
+    (
+        "the same alias twice for the same callers",
+        rule(name="default-again", kind="alias", alias="default", to="gpt-4o"),
+        "routing.rules[1]",
+        ["rule 'default-again'", "alias 'default'", "routing.rules[0]", "never apply"],
+    ),
+]
+
+
 def test_the_base_config_is_valid() -> None:
     config = parse_config(copy.deepcopy(BASE), SOURCE)
     assert [r.name for r in config.routing.rules] == ["default-all"]
@@ -245,3 +268,49 @@ def test_a_malformed_rule_is_named_too() -> None:
         parse_config(data, SOURCE)
     assert info.value.key == "routing.rules[1]"
     assert "'web-default'" in info.value.problem
+
+
+# Checks that need the price book: at gateway build (serve, reload) and in check-config.
+
+
+def _built(data: dict[str, Any], tmp_path: Path) -> None:
+    data = {**data, "storage": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"}}
+    build_gateway(parse_config(data, SOURCE), source=SOURCE, env={}, require_secrets=False)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "fragments"),
+    [
+        (
+            lambda d: (
+                model("house", provider="openai")(d),
+                rule(name="to-house", kind="rewrite", models=["gpt-4o"], to="house")(d),
+            ),
+            "routing.rules[1]",
+            ["rule 'to-house'", "model 'house'", "has no price"],
+        ),
+        (
+            routing("tiers", {"claude-haiku-4-5": "claude-opus-4-1"}),
+            "routing.tiers.claude-haiku-4-5",
+            ["'claude-opus-4-1'", "not cheaper"],
+        ),
+        (
+            lambda d: (
+                model("house", provider="openai")(d),
+                model("gpt-4o", provider="openai", fallbacks=["house"])(d),
+            ),
+            "models.gpt-4o.fallbacks[0]",
+            ["'house'", "has no price"],
+        ),
+    ],
+    ids=["rule to an unpriced model", "tier step to a dearer model", "unpriced fallback"],
+)
+def test_routing_targets_must_be_priced_and_tiers_cheaper(
+    edit: Edit, key: str, fragments: list[str], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _built(edited(edit), tmp_path)
+    assert info.value.key == key
+    for fragment in fragments:
+        assert fragment in info.value.problem
+    assert str(info.value).startswith(f"{SOURCE}: {key}: ")

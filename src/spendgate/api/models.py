@@ -39,7 +39,7 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
                     "created_at": "1970-01-01T00:00:00Z",
                 }
                 for alias, model in sorted(aliases.items())
-                if key.may_use(model) and gateway.models.get(alias) is None
+                if (key.may_use(model) or key.may_use(alias)) and gateway.models.get(alias) is None
             ]
             return web.json_response(
                 {
@@ -65,7 +65,8 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
                 + [
                     {"id": alias, "object": "model", "created": 0, "owned_by": "spendgate"}
                     for alias, model in sorted(aliases.items())
-                    if key.may_use(model) and gateway.models.get(alias) is None
+                    if (key.may_use(model) or key.may_use(alias))
+                    and gateway.models.get(alias) is None
                 ],
             }
         )

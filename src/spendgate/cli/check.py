@@ -6,7 +6,8 @@ import click
 
 from spendgate.cli.common import config_option, load
 from spendgate.domain.models import build_model_table
-from spendgate.errors import SpendgateError
+from spendgate.domain.routing import price_problem
+from spendgate.errors import ConfigError, SpendgateError
 from spendgate.pricing.catalog import build_price_book
 from spendgate.upstream.providers import build_providers
 
@@ -19,6 +20,9 @@ def check_config(config_path: str | None) -> None:
     try:
         prices = build_price_book(config, env_base_dir=path.parent, source=str(path))
         table = build_model_table(config, prices)
+        unpriced = price_problem(config, table)
+        if unpriced is not None:
+            raise ConfigError(str(path), *unpriced)
         build_providers(config, settings.env, str(path), require_secrets=False)
     except SpendgateError as exc:
         raise click.ClickException(str(exc)) from None

@@ -48,7 +48,10 @@ def check_routing(config: Config) -> None:
             f"routing.premium.allowance_budget: {premium.allowance_budget!r} is not a "
             "declared budget"
         )
+    if premium.models and not _matching(config, premium.models):
+        raise ValueError(f"routing.premium.models: {premium.models} match no declared model")
     names: dict[str, int] = {}
+    aliases: dict[tuple[object, ...], int] = {}
     for index, rule in enumerate(routing.rules):
         where = f"routing.rules[{index}]"
         if rule.name in names:
@@ -68,6 +71,19 @@ def check_routing(config: Config) -> None:
                     f"{where}: {label} applies to models {rule.models}, "
                     "which match no declared model"
                 )
+        if rule.kind is RouteKind.DOWNGRADE and rule.models and not _matching(config, rule.models):
+            raise ValueError(
+                f"{where}: {label} applies to models {rule.models}, which match no declared model"
+            )
+        if rule.kind is RouteKind.ALIAS and rule.to is not None:
+            same = (rule.alias, rule.scope, rule.match, config.dialect_of(rule.to), rule.shadow)
+            if same in aliases:
+                raise ValueError(
+                    f"{where}: {label} gives alias {rule.alias!r} to the same callers in the "
+                    f"same API dialect as routing.rules[{aliases[same]}]; one of them would "
+                    "never apply"
+                )
+            aliases[same] = index
         if rule.kind is RouteKind.DOWNGRADE:
             if rule.budget not in _budget_names(config):
                 raise ValueError(

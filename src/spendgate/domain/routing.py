@@ -16,6 +16,7 @@ the request is served as the enforced rules decide.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -115,8 +116,22 @@ class Decision:
 class _Walk:
     model: str
     baseline: str
-    rule: Rule | None
+    rule: Rule | None  # the last rule that moved the request: the one that chose its model
     premium: bool
+    shadow: Rule | None  # the first shadow rule that moved it (shadow walks only)
+
+
+@dataclass(slots=True)
+class _Steps:
+    model: str = ""
+    rule: Rule | None = None
+    premium: bool = False
+    shadow: Rule | None = None
+
+    def moved(self, rule: Rule, model: str) -> None:
+        self.model, self.rule = model, rule
+        if rule.shadow and self.shadow is None:
+            self.shadow = rule
 
 
 class Router:
@@ -204,17 +219,10 @@ class Router:
         if not self._has_shadow:
             return decision
         shadowed = self._walk(requested, dialect, caller, facts, used_bp, with_shadow=True)
-        if shadowed.model == enforced.model or shadowed.rule is None:
+        if shadowed.model == enforced.model or shadowed.shadow is None:
             return decision
-        return Decision(
-            requested=decision.requested,
-            baseline=decision.baseline,
-            model=decision.model,
-            rule=decision.rule,
-            kind=decision.kind,
-            premium=decision.premium,
-            shadow_rule=shadowed.rule.name,
-            shadow_model=shadowed.model,
+        return dataclasses.replace(
+            decision, shadow_rule=shadowed.shadow.name, shadow_model=shadowed.model
         )
 
     def _walk(
@@ -227,32 +235,40 @@ class Router:
         *,
         with_shadow: bool,
     ) -> _Walk:
-        chose: Rule | None = None
+        walk = _Steps()
         alias = self._alias(requested, dialect, caller, with_shadow)
         if alias is not None and alias.to is not None:
-            model, chose = alias.to, alias
+            walk.moved(alias, alias.to)
         else:
-            model = self.table.resolve(requested, dialect).name
-        baseline = model
-        premium = False
+            walk.model = self.table.resolve(requested, dialect).name
+        baseline = walk.model
         for rule in self._rewrites:
-            if not (with_shadow or not rule.shadow) or rule.to is None:
+            if (rule.shadow and not with_shadow) or rule.to is None:
                 continue
-            if rule.covers(model) and rule.applies_to(caller):
-                if self._entitled(model, caller, facts, used_bp):
-                    premium = True
+            if rule.covers(walk.model) and rule.applies_to(caller):
+                if rule.to == walk.model:
+                    break  # already there: the rule chose nothing
+                if self._entitled(walk.model, caller, facts, used_bp):
+                    walk.premium = True
                     break
-                model, chose = rule.to, rule
+                walk.moved(rule, rule.to)
                 break
         for rule in self._downgrades:
-            if not (with_shadow or not rule.shadow) or rule.budget is None:
+            if (rule.shadow and not with_shadow) or rule.budget is None:
                 continue
-            cheaper = self.tiers.get(model)
-            if cheaper is None or not rule.covers(model) or not rule.applies_to(caller):
+            cheaper = self.tiers.get(walk.model)
+            if cheaper is None or not rule.covers(walk.model) or not rule.applies_to(caller):
                 continue
             if used_bp.get(rule.budget, 0) >= rule.at_bp:
-                model, chose = cheaper, rule
-        return _Walk(model=model, baseline=baseline, rule=chose, premium=premium)
+                walk.moved(rule, cheaper)
+                walk.premium = False  # downgrades protect the budget, premium or not
+        return _Walk(
+            model=walk.model,
+            baseline=baseline,
+            rule=walk.rule,
+            premium=walk.premium,
+            shadow=walk.shadow,
+        )
 
     def _alias(
         self, requested: str, dialect: Dialect, caller: Caller, with_shadow: bool
@@ -320,3 +336,45 @@ def used_basis_points(spent: int, reserved: int, limit: int) -> int:
     if limit <= 0:
         return BASIS_POINTS
     return (spent + reserved) * BASIS_POINTS // limit
+
+
+def price_problem(config: Config, table: ModelTable) -> tuple[str, str] | None:
+    """(key path, message) for the first model routing would send requests to that has no
+    price, or a tier step that is not cheaper; None when there is none. Runs once the
+    price book is built (load, reload, check-config), so such a rule fails there and not
+    on every request it routes."""
+
+    def unpriced(model: str) -> bool:
+        route = table.get(model)
+        return route is None or route.price is None
+
+    for index, rule in enumerate(config.routing.rules):
+        if rule.to is not None and unpriced(rule.to):
+            return (
+                f"routing.rules[{index}]",
+                f"rule {rule.name!r} sends requests to model {rule.to!r}, which has no price "
+                f"(price it under models.{rule.to}.price)",
+            )
+    for model, cheaper in config.routing.tiers.items():
+        if unpriced(cheaper):
+            return (
+                f"routing.tiers.{model}",
+                f"the tier below {model!r} is {cheaper!r}, which has no price",
+            )
+        here, below = table.get(model), table.get(cheaper)
+        if here is not None and below is not None and here.price and below.price:
+            high, low = here.price.rates, below.price.rates
+            if low.input > high.input or low.output > high.output:
+                return (
+                    f"routing.tiers.{model}",
+                    f"the tier below {model!r} is {cheaper!r}, which is not cheaper "
+                    "(a downgrade must not raise the input or output price)",
+                )
+    for name, spec in config.models.items():
+        for index, fallback in enumerate(spec.fallbacks):
+            if unpriced(fallback):
+                return (
+                    f"models.{name}.fallbacks[{index}]",
+                    f"the fallback {fallback!r} has no price",
+                )
+    return None

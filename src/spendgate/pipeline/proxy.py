@@ -28,6 +28,9 @@ from spendgate.errors import (
     CircuitOpen,
     GatewayError,
     InvalidRequest,
+    LoopDetected,
+    RateLimited,
+    RequestCapExceeded,
     RequestTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -107,16 +110,35 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         # A downgrade rule applies "instead of refusing": when the budget cannot afford
         # this model (the threshold was crossed while the request was being routed), the
         # next tier down is tried before the request is refused.
-        cheaper = policy.router.step_down(caller, route.name) if decision else None
+        cheaper = _cheaper(policy, caller, route, decision)
         try:
             return await _run(gateway, request, incoming, route, decision, cheaper is None)
         except BudgetExceeded:
             if cheaper is None or decision is None:
                 raise
-            route = policy.table.resolve(cheaper[1], spec.dialect)
+            rule, route = cheaper
             decision = dataclasses.replace(
-                decision, model=route.name, rule=cheaper[0], kind=RouteKind.DOWNGRADE
+                decision, model=route.name, rule=rule, kind=RouteKind.DOWNGRADE, premium=False
             )
+
+
+def _cheaper(
+    policy: Policy, caller: Caller, route: ModelRoute, decision: Decision | None
+) -> tuple[str, ModelRoute] | None:
+    """The downgrade rule and the next tier down to try if ``route`` is refused by a
+    budget; None when no enforced downgrade applies or the tier could not serve the key."""
+    if decision is None:
+        return None
+    step = policy.router.step_down(caller, route.name)
+    if step is None:
+        return None
+    target = policy.table.get(step[1])
+    if target is None or target.dialect is not route.dialect or target.price is None:
+        return None
+    key = caller.key
+    if not (key.may_use(target.name) or key.may_use(caller.model)):
+        return None
+    return step[0], target
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +198,7 @@ async def _run(
             attempt=index,
             fallback_from=previous,
         )
-        if index:
-            request[REQUEST_ID_KEY] = exchange.request_id
+        request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
         try:
             outcome = await _attempt(
@@ -188,15 +209,17 @@ async def _run(
                 skip_open=not last,
                 record_refusal=record_refusal or index > 0,
             )
-        except GatewayError:
+        except _REFUSALS:
             if failed is None:
                 raise
-            break  # a fallback the budget cannot afford: answer with the earlier failure
+            break  # a fallback the budget or a limit refuses: answer the earlier failure
         if not isinstance(outcome, _Failed):
             return outcome
-        failed = outcome
+        outcome.request_id = exchange.request_id
+        if failed is None or outcome.reached or not failed.reached:
+            failed = outcome  # the latest failure, but one that reached an upstream first
     assert failed is not None
-    return failed.answer()
+    return failed.answer(request)
 
 
 @dataclass(slots=True)
@@ -206,12 +229,19 @@ class _Failed:
 
     error: GatewayError | None = None
     response: web.Response | None = None
+    reached: bool = True  # False: it never reached the upstream (no connection, no row)
+    request_id: str = ""  # the attempt's id, named in the answer
 
-    def answer(self) -> web.Response:
+    def answer(self, request: web.Request) -> web.Response:
+        request[REQUEST_ID_KEY] = self.request_id
         if self.response is not None:
             return self.response
         assert self.error is not None
         raise self.error
+
+
+# Refusals at admission: a fallback they stop leaves the earlier failure as the answer.
+_REFUSALS = (BudgetExceeded, RateLimited, LoopDetected, RequestCapExceeded, CircuitOpen)
 
 
 async def _attempt(
@@ -229,7 +259,7 @@ async def _attempt(
     if wait is not None:
         refusal = _breaker_refusal(gateway, exchange, wait)
         if skip_open:
-            return _Failed(error=refusal)
+            return _Failed(error=refusal, reached=False)
         worst = would_cost(exchange, gateway.config.budget_settings.default_max_output_tokens)
         await record_block(gateway.storage, exchange, refusal, worst)
         raise refusal
@@ -343,7 +373,17 @@ async def _forward(
         return _Failed(
             error=UpstreamUnavailable(
                 f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
-            )
+            ),
+            reached=False,
+        )
+    except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first, nothing sent
+        _breaker_outcome(gateway, exchange, False)
+        return _Failed(
+            error=UpstreamUnavailable(
+                f"The upstream provider '{provider.name}' could not be reached: the "
+                "connection timed out."
+            ),
+            reached=False,
         )
     except asyncio.CancelledError:
         _breaker_outcome(gateway, exchange, None)

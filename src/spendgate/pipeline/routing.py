@@ -111,7 +111,9 @@ def attempts(
         if fallback is None:
             continue
         try:
-            fallback_price = table.authorize(fallback, key, needs_price=needs_price, asked=asked)
+            # A fallback is the operator's choice, not the caller's: the key itself must
+            # be allowed it (the name the client sent does not lend its permission).
+            fallback_price = table.authorize(fallback, key, needs_price=needs_price)
         except GatewayError:
             continue
         chain.extend(
