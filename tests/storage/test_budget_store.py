@@ -16,14 +16,15 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import orjson
 import pytest
 from storage_samples import NOW, build_row
 
-from spendgate.clock import ManualClock
+from spendgate.clock import ManualClock, to_ms
 from spendgate.config.schema import BudgetScope
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase
 from spendgate.domain.budgets import Budget, CounterRef, RequestCap, Scoped, Unit
@@ -33,6 +34,7 @@ from spendgate.errors import StorageError
 from spendgate.storage import Storage, open_storage
 from spendgate.storage.base import BudgetOverride, ReservationPlan
 from spendgate.storage.sqlite import SqliteStorage
+from spendgate.storage.sqlite_budgets import dump_template, load_template
 
 UTC_CALENDAR = Calendar.of("UTC")
 LEASE = timedelta(seconds=30)
@@ -629,6 +631,110 @@ async def test_schema_has_budget_tables_and_indexes(url: str, clock: ManualClock
     assert {"reservations_expires", "reservations_owner", "budget_overrides_budget"} <= names
     assert {"output_ceiling", "clamped_from", "unreconciled"} <= ledger_columns
     assert "reservations_expires" in str(plan_rows)
+
+
+async def test_many_counters_span_several_statements(storage: Storage) -> None:
+    """Counters are read and written in statements of 64: 70 take two of each."""
+    refs = [ref(budget(f"b{i:02d}"), NOW) for i in range(70)]
+    reservation = plan(refs, NOW)
+    decision = await storage.reserve(reservation)
+    assert isinstance(decision, Admitted)
+    states = await storage.counter_states(tuple(refs), NOW)
+    assert [state.ref for state in states] == refs
+    assert {(state.spent, state.reserved) for state in states} == {(0, FULL)}
+    amounts = tuple(range(70))
+    assert await storage.settle(reservation.reservation_id, amounts, settled(reservation, 70))
+    states = await storage.counter_states(tuple(refs), NOW)
+    assert [(state.spent, state.reserved) for state in states] == [(i, 0) for i in range(70)]
+
+
+async def test_a_reservation_settles_from_another_storage_on_the_file(
+    url: str, clock: ManualClock
+) -> None:
+    """Settlement reads what a reservation holds from its row when this process did not
+    make it (the in-memory copy is only a shortcut)."""
+    first = SqliteStorage(sqlite_path(url), clock=clock)
+    second = SqliteStorage(sqlite_path(url), clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        team, tokens = ref(budget("team"), NOW), ref(budget("tok", unit=Unit.TOKENS), NOW)
+        reservation = plan([team, tokens], NOW)
+        assert isinstance(await first.reserve(reservation), Admitted)
+        row = settled(reservation, 7)
+        assert await second.settle(reservation.reservation_id, (7, 9), row) is True
+        assert await first.settle(reservation.reservation_id, (7, 9), row) is False
+        assert await first.counter_states((team, tokens), NOW) == [
+            CounterState(team, 100 * FULL, 7, 0),
+            CounterState(tokens, 100 * FULL, 9, 0),
+        ]
+        assert await ledger(first) == [row]
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_a_reservation_fits_in_its_page(url: str, clock: ManualClock) -> None:
+    """The lapse template leaves blank fields out: a reservation needs no overflow page,
+    which would be allocated at reserve and freed at settle (three more pages written)."""
+    storage = SqliteStorage(sqlite_path(url), clock=clock)
+    await storage.open()
+    try:
+        refs = [ref(budget(f"budget-{i}"), NOW, f"member-{i}") for i in range(6)]
+        assert isinstance(await storage.reserve(plan(refs, NOW)), Admitted)
+    finally:
+        await storage.close()
+    with closing(sqlite3.connect(sqlite_path(url))) as conn:
+        try:
+            (overflow,) = conn.execute(
+                "SELECT COUNT(*) FROM dbstat WHERE name = 'reservations' AND pagetype = 'overflow'"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table")
+    assert overflow == 0
+
+
+def test_the_template_round_trips_and_old_templates_still_load() -> None:
+    full = build_row(
+        request_id="req_1",
+        tags=("a", "b"),
+        streamed=True,
+        session_id="s-1",
+        retry_count=2,
+        shadow_blocks=("x",),
+        ttfb_ms=None,
+        cost_nanos=0,
+    )
+    text = dump_template(full)
+    assert '"cost_nanos"' not in text  # a blank is left out...
+    assert load_template(text) == full  # ...and comes back
+    blank = build_row(request_id="req_2", user=None, service=None, team=None, org=None)
+    assert load_template(dump_template(blank)) == blank
+    # A template written whole, by field name, before blanks were left out.
+    old = {field.name: getattr(full, field.name) for field in fields(LedgerRow)}
+    old.update(ts=to_ms(full.ts), tags=list(full.tags), shadow_blocks=list(full.shadow_blocks))
+    assert load_template(orjson.dumps(old).decode()) == full
+
+
+async def test_a_queued_write_waits_for_another_connection_s_lock(
+    url: str, clock: ManualClock
+) -> None:
+    """The writer connection's busy timeout is 0 (the inline path must never wait); a
+    write that finds the lock taken queues, and the writer thread waits for it."""
+    storage = SqliteStorage(sqlite_path(url), clock=clock)
+    await storage.open()
+    try:
+        with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            row = build_row()
+            write = asyncio.ensure_future(storage.record(row))
+            await asyncio.sleep(0.2)
+            assert not write.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(write, 5)
+        assert await ledger(storage) == [row]
+    finally:
+        await storage.close()
 
 
 async def test_reserve_and_settle_latency(url: str, clock: ManualClock) -> None:

@@ -159,22 +159,29 @@ def decide(
 ) -> Admitted | Refused:
     """Rate limits (and loop detection) never clamp: a request that does not fit whole is
     refused, to be retried once the window has moved. Budgets clamp down to ``min_output``.
-    Shadow counters and soft budgets are reserved on like the others but never refuse."""
-    floor = min(min_output, worst.requested_ceiling)
-    ceiling, cap = cap_ceiling(worst, caps)
+    Shadow counters and soft budgets are reserved on like the others but never refuse.
+
+    Runs inside the reservation's write transaction, so it computes each counter's
+    affordable ceiling once and each unit's amount once."""
+    requested = worst.requested_ceiling
+    floor = min(min_output, requested)
+    ceiling, cap = cap_ceiling(worst, caps) if caps else (requested, None)
     if ceiling < floor:
         return Refused(None, cap, worst.amount(Unit.NANOS, floor))
     blocker: CounterState | None = None
     tightest: CounterState | None = None
     least = 0
+    shadows: list[tuple[CounterState, int]] = []
     for counter in counters:
         budget = counter.ref.budget
+        if budget.shadow:
+            shadows.append((counter, worst.affordable(budget.unit, counter.room)))
         if not budget.blocks:
             continue
         allowed = worst.affordable(budget.unit, counter.room)
-        if not budget.clamps:
-            if allowed < worst.requested_ceiling:
-                return Refused(counter, None, worst.amount(budget.unit, worst.requested_ceiling))
+        if not budget.clamps:  # a limit: the request fits whole, or not at all
+            if allowed < requested:
+                return Refused(counter, None, worst.amount(budget.unit, requested))
             continue
         # Rooms in tokens and in nano-dollars do not compare; what they afford does.
         if tightest is None or allowed < least:
@@ -184,16 +191,19 @@ def decide(
     if ceiling < floor:
         assert blocker is not None
         return Refused(blocker, None, worst.amount(blocker.ref.budget.unit, floor))
-    shadow = tuple(
-        c.ref.budget.name
-        for c in counters
-        if c.ref.budget.shadow and worst.affordable(c.ref.budget.unit, c.room) < ceiling
-    )
+    by_unit: dict[Unit, int] = {}
+    amounts = []
+    for counter in counters:
+        unit = counter.ref.budget.unit
+        amount = by_unit.get(unit)
+        if amount is None:
+            amount = by_unit[unit] = worst.amount(unit, ceiling)
+        amounts.append(amount)
     return Admitted(
         ceiling=ceiling,
-        clamped=ceiling < worst.requested_ceiling,
-        amounts=tuple(worst.amount(c.ref.budget.unit, ceiling) for c in counters),
+        clamped=ceiling < requested,
+        amounts=tuple(amounts),
         tightest=blocker or tightest,
         states=tuple(counters),
-        shadow_blocks=shadow,
+        shadow_blocks=tuple(c.ref.budget.name for c, allowed in shadows if allowed < ceiling),
     )

@@ -9,7 +9,11 @@ Three connections, each owned by one thread, so that no connection is ever share
   batch). Under load one commit carries many rows; idle, a row commits alone. Budget work
   (`spendgate.storage.sqlite_budgets`) runs there too, as *jobs*: each in a savepoint of
   the batch, so a failing job rolls back only itself, and its result is delivered after
-  COMMIT.
+  COMMIT. When the writer is idle and the process is alone on the file, a write or job
+  commits *inline* instead, on the calling (event-loop) thread, in a transaction of its
+  own (`_Writer._inline`). The writer connection's busy timeout is 0, so that an inline
+  ``BEGIN IMMEDIATE`` never waits (it queues instead); the writer thread waits for another
+  process's lock itself (`_begin`).
 * **Key reader** on the event-loop thread: `key_by_hash` runs on every request, so it is
   one indexed SELECT on a cached prepared statement, with no thread hop.
 * **Report thread** (``spendgate-sqlite-reports``): `usage` and `ledger` scan time ranges
@@ -249,18 +253,23 @@ class _Writer:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
+            try:  # the busy timeout is 0 on this connection (see `_begin`): this never waits
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # another process holds the lock: let it queue
                 return False
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            ((result, error),) = self._run_batch(conn, [item])
-            _settle([(item.future, result, error)])  # on the loop thread already
-            return True
+            if isinstance(item, _Job):
+                result, error = _run_alone(conn, item)
+            else:
+                result, error = None, _run_write_alone(conn, item)
         finally:
             self._lock.release()
+        future = item.future  # on the loop thread already; a cancelled caller stopped waiting
+        if not future.done():
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        return True
 
     async def stop(self) -> None:
         """Commit everything queued before this call, then end the thread."""
@@ -286,6 +295,7 @@ class _Writer:
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
+            conn.execute("PRAGMA busy_timeout = 0")  # see _begin
         except BaseException:
             conn.close()
             raise
@@ -309,7 +319,9 @@ class _Writer:
         with self._lock:
             self._checkpoint(conn, locked=True)
             with contextlib.suppress(sqlite3.Error):
+                _begin(conn)
                 conn.execute("DELETE FROM writers WHERE owner = ?", (self._owner,))
+                conn.execute("COMMIT")
             conn.close()
             self._conn = None
         _post(stop.loop, [(stop.future, None, None)])
@@ -321,15 +333,21 @@ class _Writer:
         self._last_heartbeat = time.monotonic()
         with self._lock:
             try:
-                conn.execute(
-                    "INSERT INTO writers (owner, seen_ms) VALUES (?, ?) "
-                    "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
-                    (self._owner, now),
-                )
-                (others,) = conn.execute(
-                    "SELECT COUNT(*) FROM writers WHERE owner != ? AND seen_ms > ?",
-                    (self._owner, now - WRITER_STALE_MS),
-                ).fetchone()
+                _begin(conn)
+                try:
+                    conn.execute(
+                        "INSERT INTO writers (owner, seen_ms) VALUES (?, ?) "
+                        "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
+                        (self._owner, now),
+                    )
+                    (others,) = conn.execute(
+                        "SELECT COUNT(*) FROM writers WHERE owner != ? AND seen_ms > ?",
+                        (self._owner, now - WRITER_STALE_MS),
+                    ).fetchone()
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
             except sqlite3.Error:
                 self._alone = False
                 return
@@ -372,7 +390,7 @@ class _Writer:
         """One transaction for the whole batch; callers hear back only after COMMIT."""
         with self._lock:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                _begin(conn)
             except sqlite3.Error as exc:
                 error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
                 self._finish(batch, [(None, error)] * len(batch))
@@ -408,6 +426,47 @@ class _Writer:
             by_loop.setdefault(write.loop, []).append((write.future, result, write_error))
         for loop, outcomes in by_loop.items():  # one wake-up per loop per batch
             _post(loop, outcomes)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` on the writer connection, from the writer thread: waits up to
+    ``BUSY_TIMEOUT_MS`` while another process holds the write lock, as SQLite's busy
+    handler would. The connection's own busy timeout is 0, so that the inline fast path
+    (`_Writer._inline`), which must never wait, needs no pragma to switch it off and on
+    (two statements per write)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if not _is_busy(exc) or left <= 0:
+                raise
+        time.sleep(min(left, delay * (0.5 + random.random())))  # jitter: racers stop colliding
+        delay = min(delay * 2, 0.025)
+
+
+def _run_write_alone(conn: sqlite3.Connection, write: _Write) -> StorageError | None:
+    """A write with the transaction to itself (inline): its statement, then COMMIT."""
+    try:
+        error = _execute(conn, write)
+        if error is None:
+            conn.execute("COMMIT")
+            return None
+    except Exception as exc:
+        if not isinstance(exc, sqlite3.Error):
+            log.exception("SQLite writer failed on a write: %s", write.what)
+        error = _as_storage_error(exc, f"cannot store {write.what}")
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    return error
 
 
 def _execute(conn: sqlite3.Connection, write: _Write) -> StorageError | None:
@@ -515,6 +574,7 @@ class SqliteStorage(SqliteBudgets):
     def __init__(self, path: str, *, clock: Clock | None = None) -> None:
         self.path = path
         self._clock = clock or SystemClock()
+        self._held = {}
         self._conns: _Connections | None = None
         self._closed = False
 
