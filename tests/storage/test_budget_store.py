@@ -624,13 +624,11 @@ async def test_schema_has_budget_tables_and_indexes(url: str, clock: ManualClock
     with closing(sqlite3.connect(sqlite_path(url))) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         ledger_columns = {row[1] for row in conn.execute("PRAGMA table_info(ledger)")}
-        plan_rows = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM reservations WHERE expires_ms < 5"
-        ).fetchall()
     assert {"budget_counters", "reservations", "budget_overrides"} <= names
-    assert {"reservations_expires", "reservations_owner", "budget_overrides_budget"} <= names
-    assert {"output_ceiling", "clamped_from", "unreconciled"} <= ledger_columns
-    assert "reservations_expires" in str(plan_rows)
+    assert "budget_overrides_budget" in names
+    # In-flight reservations are few: no secondary index to write on every reserve/settle.
+    assert not {"reservations_expires", "reservations_owner"} & names
+    assert {"output_ceiling", "clamped_from", "unreconciled", "routed_model"} <= ledger_columns
 
 
 async def test_many_counters_span_several_statements(storage: Storage) -> None:

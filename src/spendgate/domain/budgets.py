@@ -27,6 +27,7 @@ from spendgate.domain.rates import parse_rates
 from spendgate.money import dollars_to_nanos, format_dollars
 
 BASIS_POINTS = 10_000
+APPLIES_CACHE = 4096  # callers whose applicable budgets are remembered (then start over)
 
 
 class Unit(Enum):
@@ -192,6 +193,7 @@ class BudgetBook:
         self.loop = loop
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
+        self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
 
     def window(self, period: Period, now: datetime) -> Window:
         """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone
@@ -227,17 +229,33 @@ class BudgetBook:
 
     def counters(self, caller: Caller, now: datetime) -> list[CounterRef]:
         refs: list[CounterRef] = []
-        for budget in self.budgets:
-            if not budget.target.covers_model(caller.model):
-                continue
-            members = budget.target.members(caller)
-            if members:
-                span = self.window(budget.period, now)
-                refs.extend(CounterRef(budget, member, span) for member in members)
+        for budget, members in self._applying(caller):
+            span = self.window(budget.period, now)
+            refs.extend(CounterRef(budget, member, span) for member in members)
         if self.loop is not None and caller.fingerprint is not None:
             member = f"{caller.key.id}|{caller.fingerprint}"
             refs.append(CounterRef(self.loop, member, self.window(self.loop.period, now)))
         return refs
+
+    def _applying(self, caller: Caller) -> tuple[tuple[Budget, tuple[str, ...]], ...]:
+        """The budgets that apply to a caller and its members of each: the same for every
+        request of one key, model and session, so remembered (matching globs and scopes
+        for every budget on every request is measurable on the hot path)."""
+        key = caller.key
+        who: tuple[object, ...] = (key.id, key.user, key.service, key.team, key.tags)
+        who += (caller.org, caller.model, caller.session)
+        found = self._applies.get(who)
+        if found is None:
+            found = tuple(
+                (budget, tuple(members))
+                for budget in self.budgets
+                if budget.target.covers_model(caller.model)
+                and (members := budget.target.members(caller))
+            )
+            if len(self._applies) >= APPLIES_CACHE:
+                self._applies.clear()
+            self._applies[who] = found
+        return found
 
     def oldest_counted(self, now: datetime) -> dict[str, int]:
         """Per budget (and the loop detector), the oldest bucket its window still counts."""

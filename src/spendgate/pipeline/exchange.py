@@ -69,8 +69,11 @@ class Exchange:
         served_model: str | None = None,
         client_disconnected: bool = False,
         error: str | None = None,
+        template: bool = False,
     ) -> LedgerRow:
-        billed = self.spec.billed
+        """``template``: the identity part only, for a reservation that may lapse (no cost
+        and no counterfactual: a lapsed one is charged what it reserved)."""
+        billed = self.spec.billed and not template
         cost = cost_of(usage, self.price) if billed else 0
         decision = self.decision
         baseline = shadow = None
@@ -78,6 +81,10 @@ class Exchange:
             baseline = cost_of(usage, self.baseline_price)
         if billed and self.shadow_price is not None:
             shadow = cost_of(usage, self.shadow_price)
+        # Admission comes before `prepare` sets `self.stream`: a template reads the body.
+        streamed = (
+            (self.spec.streams and self.body.get("stream") is True) if template else self.stream
+        )
         return LedgerRow(
             request_id=self.request_id,
             ts=self.arrived,
@@ -100,7 +107,7 @@ class Exchange:
             status=status,
             latency_ms=round((now - self.started) * 1000, 3),
             ttfb_ms=None if self.ttfb is None else round((self.ttfb - self.started) * 1000, 3),
-            streamed=self.stream,
+            streamed=streamed,
             client_disconnected=client_disconnected,
             usage_estimated=usage.estimated,
             upstream_request_id=self.upstream_request_id,
@@ -130,14 +137,10 @@ class Exchange:
 
     def template_row(self) -> LedgerRow:
         """The identity part of this request's row, for a reservation that may lapse."""
-        row = self.row(now=self.started, usage=Usage(), status=0)
-        # Admission comes before `prepare` sets `self.stream`: read it off the body.
-        streamed = self.spec.streams and self.body.get("stream") is True
-        # A lapsed reservation is charged what it reserved; no counterfactual is claimed
-        # for it (NULL: the same as its cost).
-        return dataclasses.replace(
-            row, streamed=streamed, baseline_cost_nanos=None, shadow_cost_nanos=None
-        )
+        return self.row(now=self.started, usage=_NO_USAGE, status=0, template=True)
+
+
+_NO_USAGE = Usage()
 
 
 def cut_short(reported: Usage | None, estimate: Usage) -> Usage:
