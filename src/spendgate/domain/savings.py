@@ -1,5 +1,6 @@
 """What routing saved: actual cost against the cost had every request been served by the
-model it asked for. Pure: folds ledger rows, no IO.
+model it asked for. Pure: folds ledger rows (`savings`, the
+reference) or a backend's per-group sums (`from_totals`, what reports use), no IO.
 
 The counterfactual of a row is its ``baseline_cost_nanos`` (the same usage at the prices of
 the model asked for, after its alias), or its own cost when that is NULL (not rerouted).
@@ -138,6 +139,23 @@ def _group_of(row: LedgerRow, by: SavingsBy) -> str | None:
 
 def _ranking_key(group: SavingsGroup) -> tuple[int, bool, str]:
     return (-group.saved_nanos, group.group is None, group.group or "")
+
+
+def from_totals(groups: Iterable[SavingsGroup], shadow: Iterable[ShadowSavings]) -> Savings:
+    """Savings from per-group totals a backend summed (a request's rows share its key, so
+    they share its team and service: the total is the sum of the groups)."""
+    ranked = tuple(sorted(groups, key=_ranking_key))
+    total = SavingsGroup(
+        group=None,
+        requests=sum(g.requests for g in ranked),
+        cost_nanos=sum(g.cost_nanos for g in ranked),
+        counterfactual_nanos=sum(g.counterfactual_nanos for g in ranked),
+        aliased=sum(g.aliased for g in ranked),
+        rewritten=sum(g.rewritten for g in ranked),
+        downgraded=sum(g.downgraded for g in ranked),
+        fell_back=sum(g.fell_back for g in ranked),
+    )
+    return Savings(groups=ranked, total=total, shadow=tuple(sorted(shadow, key=lambda s: s.rule)))
 
 
 def savings(rows: Iterable[LedgerRow], by: SavingsBy) -> Savings:

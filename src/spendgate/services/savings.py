@@ -1,9 +1,10 @@
 """Savings reports: one query path behind both ``spendgate savings`` and
 ``GET /admin/savings``.
 
-The ledger rows of the period are read with `Storage.ledger` and folded in Python
-(`spendgate.domain.savings`): one scan per report, no backend-specific query. Fine for an
-operator's report; a backend may grow a summing query if ledgers get very large.
+The backend sums the period's ledger rows per group (`Storage.savings`: one indexed range
+scan in SQL, no rows loaded into Python) and `spendgate.domain.savings.from_totals` ranks
+them; `spendgate.domain.savings.savings` is the same arithmetic over rows, the reference
+the storage tests hold the SQL to.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from spendgate.clock import Clock
-from spendgate.domain.savings import Savings, SavingsBy, group_json, savings, shadow_json
+from spendgate.domain.savings import Savings, SavingsBy, from_totals, group_json, shadow_json
 from spendgate.errors import InvalidRequest
 from spendgate.services.reports import period_bounds
 from spendgate.storage.base import Storage
@@ -58,11 +59,11 @@ async def savings_report(
     """Actual against counterfactual cost per team or service over a period."""
     grouping = parse_savings_by(group_by)
     since, until = period_bounds(clock, period)
-    rows = await storage.ledger(since, until)
+    groups, shadow = await storage.savings(since, until, grouping)
     return SavingsReport(
         group_by=grouping,
         period=period,
         since=since,
         until=until,
-        savings=savings(rows, grouping),
+        savings=from_totals(groups, shadow),
     )

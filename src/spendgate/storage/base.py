@@ -16,6 +16,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCas
 from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
 
 __all__ = [
@@ -82,6 +83,13 @@ class Storage(Protocol):
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         """Per budget, limit or breaker over ``[since, until)``: the requests it refused and
         their worst-case cost, and (shadow limits) the requests it would have refused."""
+        ...
+
+    async def savings(
+        self, since: datetime, until: datetime, by: SavingsBy
+    ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+        """What routing saved over ``[since, until)``: per team or service (unordered) and
+        per shadow rule (by name), as `spendgate.domain.savings.savings` folds it."""
         ...
 
     async def ledger(

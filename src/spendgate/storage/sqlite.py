@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from spendgate.clock import Clock, SystemClock, to_ms
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.errors import StorageError
 from spendgate.storage.base import UsageGroup, UsageQuery
 from spendgate.storage.migrate import apply_migrations, load_migrations
@@ -70,6 +71,8 @@ from spendgate.storage.sqlite_rows import (
     LEDGER_RANGE,
     LIST_ACTIVE_KEYS,
     LIST_KEYS,
+    SAVINGS,
+    SHADOW_SAVINGS,
     UPDATE_KEY,
     USAGE,
     key_update_params,
@@ -690,6 +693,20 @@ class SqliteStorage(SqliteBudgets):
 
         def scan(conn: sqlite3.Connection) -> list[UsageGroup]:
             return [UsageGroup(*row) for row in conn.execute(sql, params)]
+
+        return await self._require().reports.run(scan)
+
+    async def savings(
+        self, since: datetime, until: datetime, by: SavingsBy
+    ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+        """Savings per team or service, and per shadow rule, summed in SQL."""
+        params = (to_ms(since), to_ms(until))
+        grouped = SAVINGS[by.value]
+
+        def scan(conn: sqlite3.Connection) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+            groups = [SavingsGroup(*row) for row in conn.execute(grouped, params)]
+            shadows = [ShadowSavings(*row) for row in conn.execute(SHADOW_SAVINGS, params)]
+            return groups, shadows
 
         return await self._require().reports.run(scan)
 

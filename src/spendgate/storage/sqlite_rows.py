@@ -170,3 +170,36 @@ USAGE = {
     )
     for group_by, column in GROUP_COLUMNS.items()
 }
+
+# Savings (`spendgate.domain.savings`): rows of one request share its id up to ``-<attempt>``;
+# refused requests are left out; an unreconciled row counts at its charge on every side.
+_SAVINGS_ROWS = (
+    "SELECT {column} AS grp, "
+    "CASE WHEN attempt > 0 THEN substr(request_id, 1, length(request_id) - length(attempt) - 1)"
+    " ELSE request_id END AS req, cost_nanos, "
+    "CASE WHEN baseline_cost_nanos IS NULL OR unreconciled THEN cost_nanos"
+    " ELSE baseline_cost_nanos END AS counterfactual, "
+    "CASE WHEN shadow_cost_nanos IS NULL OR unreconciled THEN cost_nanos"
+    " ELSE shadow_cost_nanos END AS shadow_cost, "
+    "route_kind, attempt, status, shadow_rule "
+    "FROM ledger WHERE ts >= ? AND ts < ? AND blocked_by IS NULL"
+)
+# Selected in SavingsGroup's field order.
+SAVINGS = {
+    name: (
+        f"WITH r AS ({_SAVINGS_ROWS.format(column=column)}) "  # noqa: S608
+        "SELECT grp, COUNT(DISTINCT req), SUM(cost_nanos), SUM(counterfactual), "
+        "COUNT(DISTINCT CASE WHEN route_kind = 'alias' THEN req END), "
+        "COUNT(DISTINCT CASE WHEN route_kind = 'rewrite' THEN req END), "
+        "COUNT(DISTINCT CASE WHEN route_kind = 'downgrade' THEN req END), "
+        "COUNT(DISTINCT CASE WHEN attempt > 0 AND status < 400 THEN req END) "
+        "FROM r GROUP BY grp"
+    )
+    for name, column in (("team", "team"), ("service", "service"))
+}
+# Selected in ShadowSavings' field order.
+SHADOW_SAVINGS = (
+    f"WITH r AS ({_SAVINGS_ROWS.format(column='NULL')}) "  # noqa: S608
+    "SELECT shadow_rule, COUNT(DISTINCT req), SUM(cost_nanos), SUM(shadow_cost) "
+    "FROM r WHERE shadow_rule IS NOT NULL GROUP BY shadow_rule ORDER BY shadow_rule"
+)
