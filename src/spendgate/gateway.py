@@ -67,8 +67,9 @@ class ReloadResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Built:
-    """Everything a config builds that requests read: made whole before anything changes."""
+class Parts:
+    """Everything a config builds that requests read: made whole before anything changes
+    (serve, reload, and check-config, which builds them to find what serve would refuse)."""
 
     prices: PriceBook
     models: ModelTable
@@ -78,21 +79,21 @@ class _Built:
     breakers: CircuitBreakers | None
 
 
-def _build(
+def build_parts(
     config: Config,
     *,
     source: str,
     env: Mapping[str, str],
     require_secrets: bool,
     base_dir: Path | None,
-) -> _Built:
+) -> Parts:
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
     models = build_model_table(config, prices)
     problem = price_problem(config, models)
     if problem is not None:
         raise ConfigError(source, *problem)
     budgets = BudgetBook.from_config(config)
-    return _Built(
+    return Parts(
         prices=prices,
         models=models,
         budgets=budgets,
@@ -206,7 +207,7 @@ class Gateway:
         env = self.env if env is None else env
         base_dir = self.base_dir if base_dir is None else base_dir
         built = await asyncio.to_thread(
-            _build,
+            build_parts,
             config,
             source=source,
             env=env,
@@ -310,7 +311,7 @@ def build_gateway(
     """``base_dir`` resolves relative paths in the config (LiteLLM price files)."""
     clock = clock or SystemClock()
     storage = storage or open_storage(config.storage.url, clock=clock)
-    built = _build(
+    built = build_parts(
         config, source=source, env=env, require_secrets=require_secrets, base_dir=base_dir
     )
     return Gateway(

@@ -13,7 +13,7 @@ from spendgate.config.schema import RouteKind
 from spendgate.domain.budgets import BudgetBook, Caller
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Deployment, ModelRoute, build_model_table
-from spendgate.domain.routing import RouteFacts, Router, used_basis_points
+from spendgate.domain.routing import RouteFacts, Router
 from spendgate.errors import Dialect, ModelNotFound, WrongDialect
 from spendgate.pricing.catalog import build_price_book
 
@@ -284,11 +284,6 @@ def test_shadow_rules_record_but_do_not_route() -> None:
     assert (decision.shadow_rule, decision.shadow_model) == ("try-sonnet", "claude-sonnet-4-6")
     untouched = router.route("claude-haiku-4-5", ANTHROPIC, _caller("x"), RouteFacts(), {})
     assert untouched.shadow_rule is None
-
-
-def test_used_basis_points() -> None:
-    assert used_basis_points(spent=40, reserved=40, limit=100) == 8_000
-    assert used_basis_points(spent=0, reserved=0, limit=0) == 10_000
 
 
 def test_weighted_order_draws_the_first_and_keeps_the_rest_as_fallbacks() -> None:

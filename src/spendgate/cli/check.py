@@ -5,11 +5,8 @@ from __future__ import annotations
 import click
 
 from spendgate.cli.common import config_option, load
-from spendgate.domain.models import build_model_table
-from spendgate.domain.routing import price_problem
-from spendgate.errors import ConfigError, SpendgateError
-from spendgate.pricing.catalog import build_price_book
-from spendgate.upstream.providers import build_providers
+from spendgate.errors import SpendgateError
+from spendgate.gateway import build_parts
 
 
 @click.command("check-config")
@@ -17,15 +14,17 @@ from spendgate.upstream.providers import build_providers
 def check_config(config_path: str | None) -> None:
     """Validate the config file: schema, references, prices and provider secrets."""
     config, path, settings = load(config_path)
-    try:
-        prices = build_price_book(config, env_base_dir=path.parent, source=str(path))
-        table = build_model_table(config, prices)
-        unpriced = price_problem(config, table)
-        if unpriced is not None:
-            raise ConfigError(str(path), *unpriced)
-        build_providers(config, settings.env, str(path), require_secrets=False)
+    try:  # everything `serve` builds from the config, so what it would refuse fails here
+        parts = build_parts(
+            config,
+            source=str(path),
+            env=settings.env,
+            require_secrets=False,
+            base_dir=path.parent,
+        )
     except SpendgateError as exc:
         raise click.ClickException(str(exc)) from None
+    prices, table = parts.prices, parts.models
     problems = []
     for name in table.names():
         route = table.get(name)

@@ -194,6 +194,9 @@ class BudgetBook:
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
+        targets = [budget.target for budget in self.budgets]
+        self._by_model = any(t.models or t.scope is BudgetScope.MODEL for t in targets)
+        self._by_session = any(t.scope is BudgetScope.SESSION for t in targets)
 
     def window(self, period: Period, now: datetime) -> Window:
         """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone
@@ -242,8 +245,11 @@ class BudgetBook:
         request of one key, model and session, so remembered (matching globs and scopes
         for every budget on every request is measurable on the hot path)."""
         key = caller.key
-        who: tuple[object, ...] = (key.id, key.user, key.service, key.team, key.tags)
-        who += (caller.org, caller.model, caller.session)
+        who: tuple[object, ...] = (key.id, key.user, key.service, key.team, key.tags, caller.org)
+        if self._by_model:
+            who += (caller.model,)
+        if self._by_session:  # else one entry serves every session of the key
+            who += (caller.session,)
         found = self._applies.get(who)
         if found is None:
             found = tuple(

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from spendgate.config.schema import BudgetScope, Config, RouteKind, RouteRuleConfig
+from spendgate.config.schema import (
+    BudgetScope,
+    Config,
+    PremiumConfig,
+    RouteKind,
+    RouteRuleConfig,
+)
 from spendgate.domain.budgets import BASIS_POINTS, BudgetBook, Caller, Scoped
 from spendgate.domain.models import ModelTable
 from spendgate.errors import Dialect
@@ -140,60 +146,37 @@ class Router:
         rules: Sequence[Rule],
         tiers: Mapping[str, str],
         table: ModelTable,
-        *,
-        premium_models: Sequence[str] = (),
-        premium_keys: Sequence[str] = (),
-        premium_users: Sequence[str] = (),
-        premium_tags: Sequence[str] = (),
-        premium_header: str = "x-spendgate-premium",
-        allowance_budget: str | None = None,
-        premium_min_input: int | None = None,
-        premium_with_tools: bool = False,
+        premium: PremiumConfig | None = None,
     ) -> None:
         self.table = table
         self.tiers = dict(tiers)
+        self.premium = premium or PremiumConfig()
         self._aliases = sorted(
             (r for r in rules if r.kind is RouteKind.ALIAS), key=lambda r: r.specificity
         )
         self._rewrites = [r for r in rules if r.kind is RouteKind.REWRITE]
         self._downgrades = [r for r in rules if r.kind is RouteKind.DOWNGRADE]
         self._has_shadow = any(r.shadow for r in rules)
-        self.rules = tuple(rules)
-        self.premium_models = tuple(premium_models)
-        self.premium_keys = frozenset(premium_keys)
-        self.premium_users = frozenset(premium_users)
-        self.premium_tags = frozenset(premium_tags)
-        self.premium_header = premium_header
-        self.allowance_budget = allowance_budget
-        self.premium_min_input = premium_min_input
-        self.premium_with_tools = premium_with_tools
+        self._has_rules = bool(rules)
+        self._premium_keys = frozenset(self.premium.keys)
+        self._premium_users = frozenset(self.premium.users)
+        self._premium_tags = frozenset(self.premium.tags)
 
     @classmethod
     def from_config(cls, config: Config, table: ModelTable, book: BudgetBook) -> Router:
         routing = config.routing
-        premium = routing.premium
-        return cls(
-            [Rule.from_config(spec, book) for spec in routing.rules],
-            routing.tiers,
-            table,
-            premium_models=premium.models,
-            premium_keys=premium.keys,
-            premium_users=premium.users,
-            premium_tags=premium.tags,
-            premium_header=premium.header,
-            allowance_budget=premium.allowance_budget,
-            premium_min_input=premium.min_input_tokens,
-            premium_with_tools=premium.with_tools,
-        )
+        rules = [Rule.from_config(spec, book) for spec in routing.rules]
+        return cls(rules, routing.tiers, table, routing.premium)
 
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        return self._has_rules
 
     def watched(self, caller: Caller, facts: RouteFacts) -> tuple[str, ...]:
         """The budgets whose use this caller's decision may depend on."""
         names = [r.budget for r in self._downgrades if r.budget and r.applies_to(caller)]
-        if facts.opted_in and self.allowance_budget and self._rewrites:
-            names.append(self.allowance_budget)
+        allowance = self.premium.allowance_budget
+        if facts.opted_in and allowance and self._rewrites:
+            names.append(allowance)
         return tuple(dict.fromkeys(names))
 
     def route(
@@ -310,32 +293,28 @@ class Router:
         return found
 
     def is_premium(self, model: str) -> bool:
-        return any(fnmatchcase(model, p) for p in self.premium_models)
+        return any(fnmatchcase(model, p) for p in self.premium.models)
 
     def _entitled(
         self, model: str, caller: Caller, facts: RouteFacts, used_bp: Mapping[str, int]
     ) -> bool:
         if not self.is_premium(model):
             return False
-        key = caller.key
-        if key.id in self.premium_keys or (key.user and key.user in self.premium_users):
+        key, premium = caller.key, self.premium
+        if key.id in self._premium_keys or (key.user and key.user in self._premium_users):
             return True
-        if self.premium_tags and self.premium_tags.intersection(key.tags):
+        if self._premium_tags.intersection(key.tags):
             return True
-        if self.premium_with_tools and facts.has_tools:
+        if premium.with_tools and facts.has_tools:
             return True
-        if self.premium_min_input is not None and facts.input_tokens() >= self.premium_min_input:
+        if (
+            premium.min_input_tokens is not None
+            and facts.input_tokens() >= premium.min_input_tokens
+        ):
             return True
-        if facts.opted_in and self.allowance_budget is not None:
-            return used_bp.get(self.allowance_budget, BASIS_POINTS) < BASIS_POINTS
+        if facts.opted_in and premium.allowance_budget is not None:
+            return used_bp.get(premium.allowance_budget, BASIS_POINTS) < BASIS_POINTS
         return False
-
-
-def used_basis_points(spent: int, reserved: int, limit: int) -> int:
-    """How full a counter is, in basis points of its limit (a zero limit is full)."""
-    if limit <= 0:
-        return BASIS_POINTS
-    return (spent + reserved) * BASIS_POINTS // limit
 
 
 def price_problem(config: Config, table: ModelTable) -> tuple[str, str] | None:

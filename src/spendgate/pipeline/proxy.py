@@ -133,10 +133,11 @@ def _cheaper(
     if step is None:
         return None
     target = policy.table.get(step[1])
-    if target is None or target.dialect is not route.dialect or target.price is None:
+    if target is None or target.dialect is not route.dialect:
         return None
-    key = caller.key
-    if not (key.may_use(target.name) or key.may_use(caller.model)):
+    try:
+        policy.table.authorize(target, caller.key, asked=caller.model)
+    except GatewayError:  # the key may not use it, or it has no price
         return None
     return step[0], target
 

@@ -3,6 +3,7 @@ order in which its deployments and fallback models are tried (`attempts`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from spendgate.domain.budgets import Caller, CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Deployment, ModelRoute, ModelTable
 from spendgate.domain.pricing import Price
-from spendgate.domain.routing import Decision, RouteFacts, Router, used_basis_points
+from spendgate.domain.routing import Decision, RouteFacts, Router
 from spendgate.errors import GatewayError
 from spendgate.gateway import Gateway
 from spendgate.pipeline.surfaces import SurfaceSpec
@@ -59,10 +60,15 @@ async def decide(
     if not router:
         return policy.table.resolve(caller.model, spec.dialect), None
     requested = caller.model
+
+    @functools.cache
+    def input_tokens() -> int:  # counted at most once, and only if a premium rule asks
+        return spec.input_counter(requested, body).tokens
+
     facts = RouteFacts(
         has_tools=bool(body.get("tools")),
-        opted_in=headers.get(router.premium_header, "").strip().lower() in _TRUE,
-        input_tokens=lambda: spec.estimate(requested, body, "").input_tokens,
+        opted_in=headers.get(router.premium.header, "").strip().lower() in _TRUE,
+        input_tokens=input_tokens,
     )
     watched = router.watched(caller, facts)
     used = await _used(gateway, watched, caller) if watched else {}
@@ -83,8 +89,7 @@ async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dic
     used: dict[str, int] = {}
     for state in await gateway.storage.counter_states(tuple(refs), now):
         name = state.ref.budget.name
-        share = used_basis_points(state.spent, state.reserved, state.limit)
-        used[name] = max(used.get(name, 0), share)
+        used[name] = max(used.get(name, 0), state.used_bp)
     return used
 
 

@@ -341,12 +341,8 @@ def _charge(
     conn: sqlite3.Connection, counters: Sequence[StoredCounter], actuals: Sequence[int]
 ) -> None:
     """Release what each counter reserved and charge it ``actual``, one statement per 64
-    counters (one per counter in the unexpected case of a counter named twice)."""
-    if len({(c[0], c[1], c[2]) for c in counters}) < len(counters):
-        chunks: list[Sequence[int]] = [[i] for i in range(len(counters))]
-    else:
-        chunks = _chunks(range(len(counters)))
-    for chunk in chunks:
+    counters (a reservation never names a counter twice: `_check_plan`)."""
+    for chunk in _chunks(range(len(counters))):
         params: list[Any] = []
         releases: list[int] = []
         for i in chunk:
