@@ -320,7 +320,7 @@ class RouteRuleConfig(Strict):
     match: Annotated[str, Field(min_length=1)] = "*"
     alias: Annotated[str | None, Field(pattern=NAME)] = None  # alias: the name clients send
     models: list[str] = Field(default_factory=list)  # requested-model patterns (empty: any)
-    to: str | None = None  # alias, rewrite: the model that serves; downgrade: the tier below
+    to: str | None = None  # alias, rewrite: the model that serves (a downgrade has none)
     budget: str | None = None  # downgrade: the budget whose use triggers it
     at: Annotated[Decimal | None, Field(gt=0, le=1)] = None  # downgrade: share of it used
     shadow: bool = False  # decide and record, but serve the request unchanged
