@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
+from typing import TypeVar
 
 from spendgate.clock import Clock
 from spendgate.domain.reports import (
@@ -16,6 +18,8 @@ from spendgate.domain.reports import (
 )
 from spendgate.errors import InvalidRequest
 from spendgate.storage.base import GroupBy, Storage, UsageGroup, UsageQuery
+
+E = TypeVar("E", bound=Enum)
 
 GROUP_BY_CHOICES = tuple(g.value for g in GroupBy)
 
@@ -39,13 +43,14 @@ class UsageReport:
         }
 
 
-def parse_group_by(value: str) -> GroupBy:
+def parse_choice(choices: type[E], value: str, param: str = "group_by") -> E:
+    """``value`` as a member of the enum ``choices``, or an error naming the valid ones."""
     try:
-        return GroupBy(value)
+        return choices(value)
     except ValueError:
+        valid = ", ".join(str(member.value) for member in choices)
         raise InvalidRequest(
-            f"group_by must be one of {', '.join(GROUP_BY_CHOICES)}, not {value!r}",
-            param="group_by",
+            f"{param} must be one of {valid}, not {value!r}", param=param
         ) from None
 
 
@@ -91,7 +96,7 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
 async def usage_report(
     storage: Storage, clock: Clock, *, group_by: str, period: str, top: int
 ) -> UsageReport:
-    grouping = parse_group_by(group_by)
+    grouping = parse_choice(GroupBy, group_by)
     if top < 0:
         raise InvalidRequest("top must be 0 or more", param="top")
     since, until = period_bounds(clock, period)

@@ -14,8 +14,7 @@ from datetime import datetime
 
 from spendgate.clock import Clock
 from spendgate.domain.savings import Savings, SavingsBy, from_totals, group_json, shadow_json
-from spendgate.errors import InvalidRequest
-from spendgate.services.reports import period_bounds
+from spendgate.services.reports import parse_choice, period_bounds
 from spendgate.storage.base import Storage
 
 SAVINGS_BY_CHOICES = tuple(b.value for b in SavingsBy)
@@ -43,21 +42,11 @@ class SavingsReport:
         }
 
 
-def parse_savings_by(value: str) -> SavingsBy:
-    try:
-        return SavingsBy(value)
-    except ValueError:
-        raise InvalidRequest(
-            f"group_by must be one of {', '.join(SAVINGS_BY_CHOICES)}, not {value!r}",
-            param="group_by",
-        ) from None
-
-
 async def savings_report(
     storage: Storage, clock: Clock, *, group_by: str, period: str
 ) -> SavingsReport:
     """Actual against counterfactual cost per team or service over a period."""
-    grouping = parse_savings_by(group_by)
+    grouping = parse_choice(SavingsBy, group_by)
     since, until = period_bounds(clock, period)
     groups, shadow = await storage.savings(since, until, grouping)
     return SavingsReport(
