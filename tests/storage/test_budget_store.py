@@ -775,3 +775,34 @@ async def test_reserve_and_settle_latency(url: str, clock: ManualClock) -> None:
 if __name__ == "__main__":
     _mode, _url, _start, _count = sys.argv[1:5]
     asyncio.run(_child_reserve(_url, float(_start), int(_count)))
+
+
+async def test_requests_in_flight_share_commits(storage: Storage) -> None:
+    """With other reservations live (other requests in flight), the reservations and
+    settlements made in one turn of the event loop commit together: a COMMIT is the
+    largest part of a write's cost. Each still decides on what those before it did."""
+    team = ref(budget("team", limit=30 * FULL + FULL // 2), NOW)  # worth 30.5 requests
+    writer = storage._require().writer  # type: ignore[attr-defined]
+    first = plan([team], NOW)
+    before = writer.commits
+    assert isinstance(await storage.reserve(first), Admitted)  # alone: its own commit
+    assert writer.commits == before + 1
+
+    plans = [plan([team], NOW, min_output=1_000) for _ in range(40)]
+    before = writer.commits
+    decisions = await asyncio.gather(*(storage.reserve(p) for p in plans))
+    assert writer.commits - before <= 2  # one, or two if the writer was checkpointing
+    admitted = [p for p, d in zip(plans, decisions, strict=True) if isinstance(d, Admitted)]
+    assert len(admitted) == 29  # 30 fit, and the first holds one
+    assert (await one(storage, team, NOW)).reserved == 30 * FULL
+
+    before = writer.commits
+    done = await asyncio.gather(
+        *(storage.settle(p.reservation_id, (FULL // 2,), settled(p, FULL // 2)) for p in admitted)
+    )
+    assert all(done)
+    assert writer.commits - before <= 2
+    assert await one(storage, team, NOW) == CounterState(
+        team, 30 * FULL + FULL // 2, 29 * (FULL // 2), FULL
+    )
+    assert len(await ledger(storage)) == 29

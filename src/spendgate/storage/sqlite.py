@@ -11,9 +11,10 @@ Three connections, each owned by one thread, so that no connection is ever share
   the batch, so a failing job rolls back only itself, and its result is delivered after
   COMMIT. When the writer is idle and the process is alone on the file, a write or job
   commits *inline* instead, on the calling (event-loop) thread, in a transaction of its
-  own (`_Writer._inline`). The writer connection's busy timeout is 0, so that an inline
-  ``BEGIN IMMEDIATE`` never waits (it queues instead); the writer thread waits for another
-  process's lock itself (`_begin`).
+  own (`_Writer._place`); while other requests are in flight, the writes of one turn of
+  the event loop are gathered into one such transaction. The writer connection's busy
+  timeout is 0, so that an inline ``BEGIN IMMEDIATE`` never waits (it queues instead);
+  the writer thread waits for another process's lock itself (`_begin`).
 * **Key reader** on the event-loop thread: `key_by_hash` runs on every request, so it is
   one indexed SELECT on a cached prepared statement, with no thread hop.
 * **Report thread** (``spendgate-sqlite-reports``): `usage` and `ledger` scan time ranges
@@ -211,8 +212,11 @@ class _Writer:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._stopping = False
-        self._batches = 0
+        self._batches = 0  # committed by the writer thread
+        self.commits = 0  # transactions run, by either thread, under the lock (a statistic)
         self._alone = False  # no other process writes to this file (see _heartbeat)
+        # Writes gathered on the event loop for one inline commit (see `_gather`).
+        self._gathered: list[_Write | _Job] = []
         self._last_heartbeat = 0.0
         self._owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._ready: ThreadFuture[None] = ThreadFuture()
@@ -225,59 +229,89 @@ class _Writer:
         self._thread.start()
         await asyncio.wrap_future(self._ready)
 
-    async def submit(self, sql: str, params: Sequence[Any], what: str, must_change: bool) -> None:
+    async def submit(
+        self, sql: str, params: Sequence[Any], what: str, must_change: bool, company: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        write = _Write(sql, params, what, must_change, future, loop)
-        if not self._inline(write):
-            self._queue.put(write)
+        self._place(_Write(sql, params, what, must_change, future, loop), company)
         await future
 
-    def submit_job(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
-        """Run or queue ``work``; the future resolves with its result once it has committed."""
+    def submit_job(
+        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool
+    ) -> asyncio.Future[T]:
+        """Run or queue ``work``; the future resolves with its result once it has committed.
+        ``company``: other requests of this process are in flight and likely to write in
+        the same turn of the event loop (see `_gather`)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job = _Job(work, what, future, loop)
-        if not self._inline(job):
-            self._queue.put(job)
+        self._place(_Job(work, what, future, loop), company)
         return future
 
-    def _inline(self, item: _Write | _Job) -> bool:
-        """Commit ``item`` on the calling thread when the writer is idle; False to queue it.
+    def _place(self, item: _Write | _Job, company: bool) -> None:
+        """Commit ``item`` now on the calling thread, gather it for a commit at the end of
+        this turn of the event loop, or queue it for the writer thread.
 
         Idle (nothing queued, no batch committing, no other process writing) a hand-off to
-        the writer thread and back costs more than the transaction itself; under load the
-        queue takes over and group commit batches the writes. The commit is the same either
-        way, so the durability contract does not change.
+        the writer thread and back costs more than the transaction itself, so the write
+        commits inline. With company, each inline write would pay a COMMIT of its own (the
+        largest part of its cost): it is gathered instead, and every write gathered in one
+        turn of the loop commits in one transaction (`_gather`). The commit is the same
+        either way, so the durability contract does not change.
         """
+        if self._gathered:  # keep the order: behind what is already gathered
+            self._gather(item)
+        elif not self._can_inline():
+            self._queue.put(item)
+        elif company:
+            self._gather(item)
+        elif not self._commit_here([item]):
+            self._queue.put(item)
+
+    def _can_inline(self) -> bool:
+        return self._conn is not None and not self._stopping and self._alone and self._queue.empty()
+
+    def _gather(self, item: _Write | _Job) -> None:
+        self._gathered.append(item)
+        if len(self._gathered) == 1:
+            item.loop.call_soon(self._flush_gathered)
+
+    def _flush_gathered(self) -> None:
+        """At the end of the turn: commit what was gathered in one transaction, here, or
+        hand it to the writer thread if it is busy (or this process is not alone)."""
+        batch, self._gathered = self._gathered, []
+        if not batch:  # `stop` handed it to the writer already
+            return
+        if not self._can_inline() or not self._commit_here(batch):
+            for item in batch:
+                self._queue.put(item)
+
+    def _commit_here(self, batch: list[_Write | _Job]) -> bool:
+        """Commit ``batch`` on the calling (event-loop) thread; False, having done nothing,
+        if the writer thread or another process holds the write lock."""
         conn = self._conn
-        if conn is None or self._stopping or not self._alone or not self._queue.empty():
-            return False
-        if not self._lock.acquire(blocking=False):
+        if conn is None or not self._lock.acquire(blocking=False):
             return False
         try:
             try:  # the busy timeout is 0 on this connection (see `_begin`): this never waits
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # another process holds the lock: let it queue
-                return False
-            if isinstance(item, _Job):
-                result, error = _run_alone(conn, item)
-            else:
-                result, error = None, _run_write_alone(conn, item)
+            except sqlite3.Error:  # another process holds the lock (or worse): let it queue,
+                return False  # the writer thread waits for the lock and reports failures
+            results = self._run_batch(conn, batch)
+            self.commits += 1
         finally:
             self._lock.release()
-        future = item.future  # on the loop thread already; a cancelled caller stopped waiting
-        if not future.done():
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+        # On the loop thread already; a cancelled caller has stopped waiting.
+        _settle([(item.future, *result) for item, result in zip(batch, results, strict=True)])
         return True
 
     async def stop(self) -> None:
         """Commit everything queued before this call, then end the thread."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        batch, self._gathered = self._gathered, []
+        for item in batch:  # gathered writes commit before the stop, on the writer
+            self._queue.put(item)
         self._queue.put(_Stop(future, loop))
         await future
         self._thread.join()
@@ -398,15 +432,20 @@ class _Writer:
                 error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
                 self._finish(batch, [(None, error)] * len(batch))
                 return
-            self._finish(batch, self._run_batch(conn, batch))
+            results = self._run_batch(conn, batch)
+            self.commits += 1
+        self._finish(batch, results)
 
     @staticmethod
     def _run_batch(
         conn: sqlite3.Connection, batch: list[_Write | _Job]
     ) -> list[tuple[Any, StorageError | None]]:
         """Inside an open ``BEGIN IMMEDIATE``: run every item, then COMMIT."""
-        if len(batch) == 1 and isinstance(batch[0], _Job):
-            return [_run_alone(conn, batch[0])]
+        if len(batch) == 1:
+            item = batch[0]
+            if isinstance(item, _Job):
+                return [_run_alone(conn, item)]
+            return [(None, _run_write_alone(conn, item))]
         try:
             results = [
                 _run_job(conn, w) if isinstance(w, _Job) else (None, _execute(conn, w))
@@ -440,7 +479,7 @@ def _begin(conn: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE`` on the writer connection, from the writer thread: waits up to
     ``BUSY_TIMEOUT_MS`` while another process holds the write lock, as SQLite's busy
     handler would. The connection's own busy timeout is 0, so that the inline fast path
-    (`_Writer._inline`), which must never wait, needs no pragma to switch it off and on
+    (`_Writer._commit_here`), which must never wait, needs no pragma to switch it off and on
     (two statements per write)."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     delay = 0.001
@@ -637,12 +676,14 @@ class SqliteStorage(SqliteBudgets):
     async def _write(
         self, sql: str, params: Sequence[Any], what: str, must_change: bool = False
     ) -> None:
-        await self._require().writer.submit(sql, params, what, must_change)
+        await self._require().writer.submit(sql, params, what, must_change, bool(self._held))
 
     # -- hooks for SqliteBudgets ----------------------------------------------------------
 
-    def _submit(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
-        return self._require().writer.submit_job(work, what)
+    def _submit(
+        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool = False
+    ) -> asyncio.Future[T]:
+        return self._require().writer.submit_job(work, what, company)
 
     def _reader(self) -> sqlite3.Connection:
         return self._require().reader

@@ -474,8 +474,11 @@ class SqliteBudgets(ABC):
     _held: Held  # see `Held`; an empty dict from the storage's constructor
 
     @abstractmethod
-    def _submit(self, work: Callable[[sqlite3.Connection], T], what: str) -> asyncio.Future[T]:
-        """Queue a job on the writer; resolves with its result after COMMIT."""
+    def _submit(
+        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue a job on the writer; resolves with its result after COMMIT. ``company``:
+        other requests are in flight, so the job may share a commit with theirs."""
 
     @abstractmethod
     def _reader(self) -> sqlite3.Connection:
@@ -507,7 +510,8 @@ class SqliteBudgets(ABC):
         _check_plan(plan)
         now_ms = to_ms(self._clock.now())
         work = partial(reserve_work, plan, now_ms, self._held)
-        future = self._submit(work, f"reservation {plan.reservation_id!r}")
+        # Another live reservation of this process means other requests in flight.
+        future = self._submit(work, f"reservation {plan.reservation_id!r}", bool(self._held))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -540,7 +544,8 @@ class SqliteBudgets(ABC):
         work = partial(
             settle_work, reservation_id, tuple(amounts), row, self._insert_row, self._held
         )
-        return await self._submit(work, f"settlement of {reservation_id!r}")
+        company = len(self._held) > 1  # live reservations besides this one
+        return await self._submit(work, f"settlement of {reservation_id!r}", company)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         params = (to_ms(since), to_ms(until))
@@ -567,7 +572,7 @@ class SqliteBudgets(ABC):
     async def release(self, reservation_id: str) -> bool:
         """Drop a reservation whose request never reached an upstream: no charge, no row."""
         work = partial(release_work, reservation_id, self._held)
-        return await self._submit(work, f"release of {reservation_id!r}")
+        return await self._submit(work, f"release of {reservation_id!r}", len(self._held) > 1)
 
     # -- leases ------------------------------------------------------------------------------
 
