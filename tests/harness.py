@@ -118,7 +118,16 @@ class GatewayHarness:
 
     # access ---------------------------------------------------------------------------
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run ``coro`` on the servers' loop once every request answered so far has its
+        ledger row (a budgeted request is answered just before its row lands)."""
+
+        async def after_settled() -> T:
+            gateway: Gateway | None = getattr(self, "gateway", None)
+            if gateway is not None:
+                await gateway.settled()
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(after_settled(), self.loop).result(timeout)
 
     @property
     def url(self) -> str:

@@ -127,6 +127,9 @@ class Gateway:
     base_dir: Path | None = None  # resolves the config's relative paths
     require_secrets: bool = True
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, init=False)
+    # One future per request answered before its ledger row was written, resolved once the
+    # row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits for them.
+    unsettled: set[asyncio.Future[None]] = field(default_factory=set, repr=False, init=False)
 
     async def start(self) -> None:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
@@ -150,7 +153,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """Close upstream connections, then flush and close storage."""
+        """Close upstream connections, then flush and close storage (once every request
+        answered has its row)."""
+        await self.settled()
         if self.http is not None:
             await self.http.close()
             self.http = None
@@ -158,6 +163,12 @@ class Gateway:
             await self.lease_keeper.stop()
             self.lease_keeper = None
         await self.storage.close()
+
+    async def settled(self) -> None:
+        """Wait until every request answered so far has its ledger row: what this process
+        reports afterwards includes them (admin reads call this first)."""
+        while self.unsettled:
+            await asyncio.wait(list(self.unsettled))
 
     @property
     def budget_service(self) -> BudgetService:

@@ -66,6 +66,7 @@ def _guard(
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
         _require_admin(request, gateway)
+        await gateway.settled()  # what it reports includes every request already answered
         return await inner(request, gateway)
 
     return handler

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import aiohttp
 
@@ -31,7 +33,7 @@ BROKEN_UPSTREAM = (
 
 
 async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
-    """Write the row (settling the reservation, if any) before the response's last byte."""
+    """Write the row, settling the reservation if any (see `answer_and_record` for when)."""
     exchange.settled = True
     await asyncio.shield(finish(gateway.storage, exchange, row))
     if log.isEnabledFor(logging.INFO):
@@ -56,6 +58,42 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
                 "estimated": row.usage_estimated,
             },
         )
+
+
+async def answer_and_record(
+    gateway: Gateway,
+    exchange: Exchange,
+    row: LedgerRow,
+    answer: Callable[[], Awaitable[None]],
+) -> None:
+    """Send the end of the answer and write the request's row, in the order that keeps its
+    spend durable before the client has the last byte.
+
+    A request that holds a reservation is answered first: its lease, committed before the
+    call, holds its worst case until the row settles it (a crash in between charges that,
+    flagged unreconciled), so the client need not wait for the commit. A request without
+    one writes its row first: the row is its only durable trace.
+    """
+    if exchange.ticket is None:
+        await record(gateway, exchange, row)
+        await answer()
+        return
+    # Counted as unsettled before the first byte goes out, until the row is written, even
+    # if this task is cancelled meanwhile (aiohttp cancels a handler whose client hangs
+    # up, which a client may do as soon as it has the whole answer).
+    pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    gateway.unsettled.add(pending)
+    try:
+        await answer()
+    finally:
+        writing = asyncio.ensure_future(record(gateway, exchange, row))
+        writing.add_done_callback(partial(_written, gateway, pending))
+        await asyncio.shield(writing)
+
+
+def _written(gateway: Gateway, pending: asyncio.Future[None], _: asyncio.Future[None]) -> None:
+    gateway.unsettled.discard(pending)
+    pending.set_result(None)
 
 
 def client_headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict[str, str]:

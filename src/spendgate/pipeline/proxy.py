@@ -1,8 +1,9 @@
 """The request path: authenticate, resolve the model, forward, relay, meter, record.
 
 Ordering rule: a response's last byte (the whole body, or a stream's terminal event) is
-sent only after its ledger row is durable, so ``kill -9`` cannot lose the spend of a
-request the client saw complete. Requests that never reached an upstream leave no row.
+sent only once its spend is durable, as its ledger row or as its reservation's lease
+(`spendgate.pipeline.outcome.answer_and_record`), so ``kill -9`` cannot lose the spend of
+a request the client saw complete. Requests that never reached an upstream leave no row.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.outcome import (
     BROKEN_UPSTREAM,
     REQUEST_ID_HEADER,
+    answer_and_record,
     client_headers,
     record,
 )
@@ -414,10 +416,9 @@ async def _forward(
     try:
         if prepared.stream and upstream.status == 200 and _is_sse(upstream):
             return await relay_stream(gateway, request, exchange, prepared, upstream)
-        response = await _relay_body(gateway, exchange, upstream)
         if failing:
-            return _Failed(response=response)
-        return response
+            return _Failed(response=await _relay_body(gateway, exchange, upstream))
+        return await _relay_body(gateway, exchange, upstream, request)
     finally:
         upstream.release()
 
@@ -448,8 +449,14 @@ def _lost(
 
 
 async def _relay_body(
-    gateway: Gateway, exchange: Exchange, upstream: aiohttp.ClientResponse
+    gateway: Gateway,
+    exchange: Exchange,
+    upstream: aiohttp.ClientResponse,
+    request: web.Request | None = None,
 ) -> web.Response:
+    """The upstream's answer, whole, and its ledger row. With a ``request`` the answer is
+    final (no fallback can replace it) and is sent here, in the order `answer_and_record`
+    chooses; without one the row is written and the caller decides what to send."""
     try:
         payload = await upstream.read()
     except asyncio.CancelledError:
@@ -469,10 +476,19 @@ async def _relay_body(
         served_model=served,
         error=error,
     )
-    await record(gateway, exchange, row)
-    return web.Response(
+    response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
     )
+    if request is None:
+        await record(gateway, exchange, row)
+        return response
+
+    async def answer() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    await answer_and_record(gateway, exchange, row, answer)
+    return response
 
 
 def _body_usage(

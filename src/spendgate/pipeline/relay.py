@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -15,7 +16,7 @@ from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
 from spendgate.pipeline.meters import Action, StreamMeter
-from spendgate.pipeline.outcome import BROKEN_UPSTREAM, client_headers, record
+from spendgate.pipeline.outcome import BROKEN_UPSTREAM, answer_and_record, client_headers, record
 from spendgate.pipeline.surfaces import Prepared
 from spendgate.upstream.sse import EventSplitter
 
@@ -124,9 +125,12 @@ async def relay_stream(
         # (after the provider's own error event the stream ends there: nothing to add)
         relay.broken = "upstream ended the stream without its terminal event"
     row = _stream_row(gateway, relay)
-    await record(gateway, relay.exchange, row)
-    if not relay.disconnected:
-        await _finish_stream(response, relay, row)
+    if relay.disconnected:
+        await record(gateway, relay.exchange, row)
+    else:
+        await answer_and_record(
+            gateway, relay.exchange, row, partial(_finish_stream, response, relay, row)
+        )
     return response
 
 
