@@ -207,3 +207,49 @@ def test_kill_9_with_reservations_in_flight_settles_them_after_restart(tmp_path:
         assert views[("crash-key", done_key.key.id)]["spent"] == sum(r.cost_nanos for r in done)
         assert all(v["reserved"] == 0 for v in views.values())
         assert len(views) == 4
+
+
+def test_kill_9_after_the_answer_before_its_row_charges_the_worst_case(tmp_path: Path) -> None:
+    """A budgeted request is answered before its ledger row is committed (its lease holds
+    the worst case meanwhile). Kill the gateway in that instant, made long here by another
+    process holding the database's write lock: the client has its whole answer, and after
+    a restart the request is charged its reservation, flagged ``unreconciled``, once."""
+    with SimulatorThread() as sim:
+        config = write_config(tmp_path, sim.url, configure=configure)
+        db_path = tmp_path / "spendgate.db"
+        key = create_key_direct(config, name="answered", team="ml")
+        result: list[Any] = []
+        gateway = GatewayProcess(config).start()
+        blocker = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        try:
+            caller = threading.Thread(
+                target=lambda: result.append(
+                    send("chat", gateway.url, key.secret, {"x-sim-delay-ms": "600"})
+                )
+            )
+            caller.start()
+            assert sim.wait_until(lambda records: len(records) == 1, 10)  # reserved, upstream
+            blocker.execute("BEGIN IMMEDIATE")  # the row cannot commit now
+            caller.join(10)
+            assert not caller.is_alive()
+            [answer] = result
+            assert answer.choices[0].message.content  # the client has its whole answer
+            assert counters(db_path)[-1][3] == 1  # its lease is still there
+            assert gateway.kill9() == -9
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+            gateway.stop()
+        assert read_ledger(db_path) == []  # the row never landed
+
+        with GatewayProcess(config) as again:
+            deadline = time.monotonic() + 10
+            while any(row[4] for row in counters(db_path)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert again.stop() == 0
+        [row] = read_ledger(db_path)
+        assert row.unreconciled
+        assert row.key_id == key.key.id
+        assert row.cost_nanos == worst_nanos(config, "gpt-4o-mini", "openai.chat")
+        assert all(r[4] == 0 for r in counters(db_path))

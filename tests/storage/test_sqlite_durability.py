@@ -69,3 +69,34 @@ async def test_a_cancelled_record_still_commits(tmp_path: Path) -> None:
         assert await reopened.ledger(NOW - timedelta(days=1), NOW + timedelta(days=1)) == [row]
     finally:
         await reopened.close()
+
+
+async def test_a_newcomer_on_the_file_ends_inline_writes_at_once(tmp_path: Path) -> None:
+    """A process writing inline (alone on the file) must notice a second process before its
+    next heartbeat: inline, it would take the write lock back after every commit and could
+    starve the newcomer. Its next write sees the file changed under it (``data_version``)
+    and goes through the queue, taking turns; once the newcomer has gone, a heartbeat finds
+    it alone again."""
+    url = f"sqlite:///{tmp_path / 'spend.db'}"
+    first = open_storage(url)
+    await first.open()
+    writer = first._require().writer  # type: ignore[attr-defined]
+    try:
+        assert writer._alone
+        second = open_storage(url)  # its writer registers itself: a commit on the file
+        await second.open()
+        try:
+            first_row = build_row(request_id="req_first")
+            await first.record(first_row)
+            assert not writer._alone  # learned from the write, not from a heartbeat
+            await second.record(build_row(request_id="req_second"))
+        finally:
+            await second.close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while not writer._alone and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert writer._alone  # the newcomer left: inline again
+        rows = await first.ledger(NOW - timedelta(days=1), NOW + timedelta(days=1))
+        assert sorted(row.request_id for row in rows) == ["req_first", "req_second"]
+    finally:
+        await first.close()

@@ -4,6 +4,7 @@ reservation in the same step) and the headers the client gets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -87,13 +88,25 @@ async def answer_and_record(
         await answer()
     finally:
         writing = asyncio.ensure_future(record(gateway, exchange, row))
-        writing.add_done_callback(partial(_written, gateway, pending))
-        await asyncio.shield(writing)
+        writing.add_done_callback(partial(_written, gateway, pending, exchange.request_id))
+        # The client has its answer: a failure to write the row is logged (`_written`)
+        # and left to the lease, which charges the worst case; nothing to tell the client.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(writing)
 
 
-def _written(gateway: Gateway, pending: asyncio.Future[None], _: asyncio.Future[None]) -> None:
+def _written(
+    gateway: Gateway, pending: asyncio.Future[None], request_id: str, writing: asyncio.Future[None]
+) -> None:
     gateway.unsettled.discard(pending)
     pending.set_result(None)
+    if not writing.cancelled() and writing.exception() is not None:
+        log.error(
+            "the ledger row of an answered request was not written; its reservation will "
+            "lapse and be charged at its worst case",
+            extra={"request_id": request_id},
+            exc_info=writing.exception(),
+        )
 
 
 def client_headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict[str, str]:

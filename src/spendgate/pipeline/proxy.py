@@ -484,8 +484,11 @@ async def _relay_body(
         return response
 
     async def answer() -> None:
-        await response.prepare(request)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            pass  # the client hung up; the row is written all the same
 
     await answer_and_record(gateway, exchange, row, answer)
     return response

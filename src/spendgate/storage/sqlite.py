@@ -88,6 +88,9 @@ T = TypeVar("T")
 R = TypeVar("R", bound="DataclassInstance")
 
 BUSY_TIMEOUT_MS = 5_000
+# Longest sleep between two tries for another process's write lock: short, so that a
+# process waiting for its turn is not left out while the other commits again and again.
+BUSY_MAX_SLEEP_S = 0.004
 MAX_BATCH = 1_000  # rows per commit: bounds the latency of the first row in a burst
 IDLE_CHECKPOINT_S = 0.25  # the writer checkpoints and heartbeats after this long idle
 WRITER_STALE_MS = 2_000  # a writer not seen for this long is gone
@@ -215,8 +218,14 @@ class _Writer:
         self._batches = 0  # committed by the writer thread
         self.commits = 0  # transactions run, by either thread, under the lock (a statistic)
         self._alone = False  # no other process writes to this file (see _heartbeat)
+        # `PRAGMA data_version` when this process last found itself alone: it changes when
+        # another connection commits, so an inline write can see a newcomer at once.
+        self._seen_version = -1
         # Writes gathered on the event loop for one inline commit (see `_gather`).
         self._gathered: list[_Write | _Job] = []
+        # Items handed to the writer thread and not yet committed (see `_can_inline`).
+        self._handed = 0
+        self._handed_lock = threading.Lock()
         self._last_heartbeat = 0.0
         self._owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._ready: ThreadFuture[None] = ThreadFuture()
@@ -230,46 +239,60 @@ class _Writer:
         await asyncio.wrap_future(self._ready)
 
     async def submit(
-        self, sql: str, params: Sequence[Any], what: str, must_change: bool, company: bool
+        self, sql: str, params: Sequence[Any], what: str, must_change: bool, others: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._place(_Write(sql, params, what, must_change, future, loop), company)
+        self._place(_Write(sql, params, what, must_change, future, loop), others)
         await future
 
     def submit_job(
-        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool
+        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool
     ) -> asyncio.Future[T]:
         """Run or queue ``work``; the future resolves with its result once it has committed.
-        ``company``: other requests of this process are in flight and likely to write in
+        ``others``: other requests of this process are in flight and likely to write in
         the same turn of the event loop (see `_gather`)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._place(_Job(work, what, future, loop), company)
+        self._place(_Job(work, what, future, loop), others)
         return future
 
-    def _place(self, item: _Write | _Job, company: bool) -> None:
-        """Commit ``item`` now on the calling thread, gather it for a commit at the end of
-        this turn of the event loop, or queue it for the writer thread.
+    def _place(self, item: _Write | _Job, others: bool) -> None:
+        """Commit ``item`` now on the calling thread, gather it for one commit on the
+        event loop's next pass, or queue it for the writer thread.
 
         Idle (nothing queued, no batch committing, no other process writing) a hand-off to
         the writer thread and back costs more than the transaction itself, so the write
-        commits inline. With company, each inline write would pay a COMMIT of its own (the
-        largest part of its cost): it is gathered instead, and every write gathered in one
-        turn of the loop commits in one transaction (`_gather`). The commit is the same
-        either way, so the durability contract does not change.
+        commits inline. With other requests in flight (``others``), each inline write would
+        pay a COMMIT of its own (the largest part of its cost): it is gathered instead, and
+        everything placed while writes are gathered commits with them in one transaction
+        (`_flush_gathered`). The commit is the same either way, so the durability contract
+        does not change.
         """
         if self._gathered:  # keep the order: behind what is already gathered
             self._gather(item)
         elif not self._can_inline():
-            self._queue.put(item)
-        elif company:
+            self._enqueue([item])
+        elif others:
             self._gather(item)
         elif not self._commit_here([item]):
-            self._queue.put(item)
+            self._enqueue([item])
 
     def _can_inline(self) -> bool:
-        return self._conn is not None and not self._stopping and self._alone and self._queue.empty()
+        """Alone on the file, and nothing handed to the writer thread is still uncommitted
+        (an inline write must not overtake one the thread has dequeued but not begun)."""
+        return self._conn is not None and not self._stopping and self._alone and not self._handed
+
+    def _enqueue(self, items: list[_Write | _Job]) -> None:
+        with self._handed_lock:
+            self._handed += len(items)
+        for item in items:
+            self._queue.put(item)
+
+    def _done_with(self, count: int) -> None:
+        """The writer thread has committed ``count`` queued items and posted their results."""
+        with self._handed_lock:
+            self._handed -= count
 
     def _gather(self, item: _Write | _Job) -> None:
         self._gathered.append(item)
@@ -277,14 +300,18 @@ class _Writer:
             item.loop.call_soon(self._flush_gathered)
 
     def _flush_gathered(self) -> None:
-        """At the end of the turn: commit what was gathered in one transaction, here, or
+        """On the loop's next pass: commit what was gathered in one transaction, here, or
         hand it to the writer thread if it is busy (or this process is not alone)."""
         batch, self._gathered = self._gathered, []
         if not batch:  # `stop` handed it to the writer already
             return
-        if not self._can_inline() or not self._commit_here(batch):
-            for item in batch:
-                self._queue.put(item)
+        try:
+            if not self._can_inline() or not self._commit_here(batch):
+                self._enqueue(batch)
+        except BaseException as exc:  # a callback's error would reach no caller: fail them
+            error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
+            _settle([(item.future, None, error) for item in batch])
+            raise
 
     def _commit_here(self, batch: list[_Write | _Job]) -> bool:
         """Commit ``batch`` on the calling (event-loop) thread; False, having done nothing,
@@ -297,6 +324,14 @@ class _Writer:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:  # another process holds the lock (or worse): let it queue,
                 return False  # the writer thread waits for the lock and reports failures
+            if conn.execute("PRAGMA data_version").fetchone()[0] != self._seen_version:
+                # Another process has written since this one last looked (it has just
+                # started, before a heartbeat could tell): take turns through the queue
+                # until a heartbeat finds this process alone again. Inline, it would take
+                # the lock back after every commit and could starve the other one.
+                conn.execute("ROLLBACK")
+                self._alone = False
+                return False
             results = self._run_batch(conn, batch)
             self.commits += 1
         finally:
@@ -310,8 +345,7 @@ class _Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         batch, self._gathered = self._gathered, []
-        for item in batch:  # gathered writes commit before the stop, on the writer
-            self._queue.put(item)
+        self._enqueue(batch)  # gathered writes commit before the stop, on the writer
         self._queue.put(_Stop(future, loop))
         await future
         self._thread.join()
@@ -343,7 +377,10 @@ class _Writer:
         while stop is None:
             batch, stop = self._next_batch()
             if batch:
-                self._commit(conn, batch)
+                try:
+                    self._commit(conn, batch)
+                finally:
+                    self._done_with(len(batch))
                 self._batches += 1
                 if self._batches % CHECKPOINT_EVERY_BATCHES == 0:
                     self._checkpoint(conn)
@@ -377,10 +414,11 @@ class _Writer:
                         "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
                         (self._owner, now),
                     )
-                    (others,) = conn.execute(
+                    (other_writers,) = conn.execute(
                         "SELECT COUNT(*) FROM writers WHERE owner != ? AND seen_ms > ?",
                         (self._owner, now - WRITER_STALE_MS),
                     ).fetchone()
+                    (self._seen_version,) = conn.execute("PRAGMA data_version").fetchone()
                     conn.execute("COMMIT")
                 finally:
                     if conn.in_transaction:
@@ -388,7 +426,7 @@ class _Writer:
             except sqlite3.Error:
                 self._alone = False
                 return
-        self._alone = others == 0
+            self._alone = other_writers == 0
 
     def _checkpoint(self, conn: sqlite3.Connection, *, locked: bool = False) -> None:
         """Copy the WAL into the database while idle, off the event loop (automatic
@@ -492,7 +530,7 @@ def _begin(conn: sqlite3.Connection) -> None:
             if not _is_busy(exc) or left <= 0:
                 raise
         time.sleep(min(left, delay * (0.5 + random.random())))  # jitter: racers stop colliding
-        delay = min(delay * 2, 0.025)
+        delay = min(delay * 2, BUSY_MAX_SLEEP_S)
 
 
 def _run_write_alone(conn: sqlite3.Connection, write: _Write) -> StorageError | None:
@@ -681,9 +719,9 @@ class SqliteStorage(SqliteBudgets):
     # -- hooks for SqliteBudgets ----------------------------------------------------------
 
     def _submit(
-        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool = False
+        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool = False
     ) -> asyncio.Future[T]:
-        return self._require().writer.submit_job(work, what, company)
+        return self._require().writer.submit_job(work, what, others)
 
     def _reader(self) -> sqlite3.Connection:
         return self._require().reader

@@ -475,9 +475,9 @@ class SqliteBudgets(ABC):
 
     @abstractmethod
     def _submit(
-        self, work: Callable[[sqlite3.Connection], T], what: str, company: bool = False
+        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool = False
     ) -> asyncio.Future[T]:
-        """Queue a job on the writer; resolves with its result after COMMIT. ``company``:
+        """Queue a job on the writer; resolves with its result after COMMIT. ``others``:
         other requests are in flight, so the job may share a commit with theirs."""
 
     @abstractmethod
@@ -544,8 +544,8 @@ class SqliteBudgets(ABC):
         work = partial(
             settle_work, reservation_id, tuple(amounts), row, self._insert_row, self._held
         )
-        company = len(self._held) > 1  # live reservations besides this one
-        return await self._submit(work, f"settlement of {reservation_id!r}", company)
+        others = len(self._held) > 1  # live reservations besides this one
+        return await self._submit(work, f"settlement of {reservation_id!r}", others)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         params = (to_ms(since), to_ms(until))
