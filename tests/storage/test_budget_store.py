@@ -589,7 +589,9 @@ async def _child_reserve(url: str, meeting: Path, count: int) -> None:
         plans = [plan(refs, now, min_output=1_000, owner=f"gw-{os.getpid()}") for _ in range(count)]
         admitted = 0
         for wave in range(0, count, 4):  # small waves, so both processes interleave
-            await asyncio.sleep(0.0005)  # the pause between requests that a gateway has
+            # A gateway's requests pause (for the provider); with no pause at all, SQLite's
+            # unfair write lock can let one process take nearly everything (docs/storage.md).
+            await asyncio.sleep(0.0005)
             batch = plans[wave : wave + 4]
             for p, d in zip(
                 batch, await asyncio.gather(*(storage.reserve(p) for p in batch)), strict=True

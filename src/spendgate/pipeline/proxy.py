@@ -487,7 +487,7 @@ async def _relay_body(
         try:
             await response.prepare(request)
             await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
             pass  # the client hung up; the row is written all the same
 
     await answer_and_record(gateway, exchange, row, answer)

@@ -113,7 +113,7 @@ async def relay_stream(
         upstream.close()
         await record(gateway, relay.exchange, _stream_row(gateway, relay))
         raise
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+    except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
         relay.disconnected = True
         upstream.close()
     except TimeoutError:
@@ -167,5 +167,5 @@ async def _finish_stream(response: web.StreamResponse, relay: _Relay, row: Ledge
         if tail:
             await response.write(tail)
         await response.write_eof()
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+    except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
         pass

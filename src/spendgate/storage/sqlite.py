@@ -335,6 +335,7 @@ class _Writer:
             results = self._run_batch(conn, batch)
             self.commits += 1
         finally:
+            _no_transaction_left(conn)
             self._lock.release()
         # On the loop thread already; a cancelled caller has stopped waiting.
         _settle([(item.future, *result) for item, result in zip(batch, results, strict=True)])
@@ -470,8 +471,11 @@ class _Writer:
                 error = _as_storage_error(exc, f"cannot commit {len(batch)} writes")
                 self._finish(batch, [(None, error)] * len(batch))
                 return
-            results = self._run_batch(conn, batch)
-            self.commits += 1
+            try:
+                results = self._run_batch(conn, batch)
+                self.commits += 1
+            finally:
+                _no_transaction_left(conn)
         self._finish(batch, results)
 
     @staticmethod
@@ -506,6 +510,14 @@ class _Writer:
             by_loop.setdefault(write.loop, []).append((write.future, result, write_error))
         for loop, outcomes in by_loop.items():  # one wake-up per loop per batch
             _post(loop, outcomes)
+
+
+def _no_transaction_left(conn: sqlite3.Connection) -> None:
+    """Before the write lock is released: a transaction left open by a failure (a ROLLBACK
+    that itself failed) would keep SQLite's lock on the file from every other process."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
