@@ -34,7 +34,10 @@ HELD_MS = "400"  # the upstream holds each answer this long: time to take the lo
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     def configure(config: dict[str, Any]) -> None:
         config["budgets"] = [
-            {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"}
+            {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"},
+            # ~143 tokens reserved per request below, ~15 used: three fit one after the
+            # other only if each finds the one before it settled, not still reserved
+            {"name": "sequence", "scope": "user", "match": "u-seq", "limit_tokens": 200},
         ]
 
     harness = GatewayHarness(
@@ -126,6 +129,32 @@ def test_an_unbudgeted_answer_waits_for_its_row(gw: GatewayHarness) -> None:
     assert not call.is_alive()
     assert call.status == 200
     assert _rows_on_disk(gw, key_id) == 1
+
+
+def test_the_next_request_finds_the_previous_one_settled(gw: GatewayHarness) -> None:
+    """The row of an answered request is placed in the storage's write order before any
+    request that arrives after the answer, even on a new connection: a client's next
+    request is decided on what the previous one really used, not on its worst case."""
+    secret = gw.create_key(name="sequence", user="u-seq")
+    used = []
+    remaining = []
+    for _ in range(3):
+        with gw.sdk_client("openai", secret, max_retries=0) as client:  # a new connection
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hello."}],
+                max_tokens=100,
+                extra_headers={"x-sim-output-tokens": "5"},
+            )
+        assert raw.http_response.status_code == 200
+        assert "x-spendgate-output-clamped" not in raw.http_response.headers
+        remaining.append(int(raw.http_response.headers["x-spendgate-budget-remaining"].split()[0]))
+        usage = raw.parse().usage
+        used.append(usage.prompt_tokens + usage.completion_tokens)
+    reserved = 200 - remaining[0]  # what one request reserves: its worst case
+    assert 2 * used[0] + reserved <= 200 < used[0] + 2 * reserved  # the test's premise
+    # each found the ones before it charged what they used, nothing left reserved
+    assert remaining == [200 - reserved - sum(used[:i]) for i in range(3)]
 
 
 def test_admin_reads_include_every_answered_request(gw: GatewayHarness) -> None:
