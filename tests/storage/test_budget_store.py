@@ -269,6 +269,30 @@ async def test_a_failing_job_does_not_roll_back_its_batch(url: str, clock: Manua
         await storage.close()
 
 
+async def test_a_failing_job_does_not_roll_back_its_gathered_commit(storage: Storage) -> None:
+    """The same on the event loop: with requests in flight, the writes of one turn commit
+    together (see `test_requests_in_flight_share_commits`), and a job that fails among
+    them undoes only its own changes."""
+    writer = storage._require().writer  # type: ignore[attr-defined]
+    team = ref(budget("team"), NOW)
+    clash = plan([team], NOW)
+    await storage.reserve(clash)  # live: the writes below have company
+    await storage.record(build_row(request_id=clash.reservation_id))
+    others = [plan([team], NOW) for _ in range(5)]
+    before = writer.commits
+    results = await asyncio.gather(
+        storage.reserve(others[0]),
+        storage.settle(clash.reservation_id, (FULL,), settled(clash, FULL)),
+        *(storage.reserve(p) for p in others[1:]),
+        return_exceptions=True,
+    )
+    assert writer.commits - before <= 2  # one, or two if the writer was checkpointing
+    assert isinstance(results[1], StorageError)
+    assert all(isinstance(r, Admitted) for r in results[:1] + results[2:])
+    assert await one(storage, team, NOW) == CounterState(team, 100 * FULL, 0, 6 * FULL)
+    assert [row.request_id for row in await ledger(storage)] == [clash.reservation_id]
+
+
 async def test_ledger_keeps_the_admission_fields(storage: Storage) -> None:
     row = build_row(output_ceiling=512, clamped_from=32_000, unreconciled=True)
     await storage.record(row)
