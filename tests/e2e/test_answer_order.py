@@ -30,16 +30,17 @@ MODEL = "gpt-4o-mini"
 HELD_MS = "400"  # the upstream holds each answer this long: time to take the lock
 
 
+def configure(config: dict[str, Any]) -> None:
+    config["budgets"] = [
+        {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"},
+        # ~143 tokens reserved per request below, ~15 used: three fit one after the
+        # other only if each finds the one before it settled, not still reserved
+        {"name": "sequence", "scope": "user", "match": "u-seq", "limit_tokens": 200},
+    ]
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
-    def configure(config: dict[str, Any]) -> None:
-        config["budgets"] = [
-            {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"},
-            # ~143 tokens reserved per request below, ~15 used: three fit one after the
-            # other only if each finds the one before it settled, not still reserved
-            {"name": "sequence", "scope": "user", "match": "u-seq", "limit_tokens": 200},
-        ]
-
     harness = GatewayHarness(
         tmp_path_factory.mktemp("order") / "spend.db",
         configure=configure,
@@ -196,11 +197,6 @@ async def _budget_spent(gw: GatewayHarness) -> int:
 
 def test_shutdown_waits_for_the_rows_of_answered_requests(tmp_path: Path) -> None:
     """A budgeted request answered just before shutdown still gets its row (not a lapse)."""
-
-    def configure(config: dict[str, Any]) -> None:
-        config["budgets"] = [
-            {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"}
-        ]
 
     harness = GatewayHarness(tmp_path / "spend.db", configure=configure).start()
     secret = harness.create_key(name="last", user="u-budgeted")
