@@ -27,6 +27,7 @@ from click.testing import CliRunner
 
 from spendgate.cli.main import cli
 from spendgate.config import load_config
+from spendgate.config.build import build_budget_book, build_model_table, build_router
 from spendgate.demo.routing_run import routing_db_path
 from spendgate.demo.routing_scenario import (
     ALIAS,
@@ -49,9 +50,8 @@ from spendgate.demo.scenario import (
     guards_data,
 )
 from spendgate.demo.view import RateMeter
-from spendgate.domain.budgets import BudgetBook, Caller
+from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.models import build_model_table
 from spendgate.domain.reports import format_bp, share_bp
 from spendgate.domain.routing import RouteFacts, Router
 from spendgate.errors import Dialect
@@ -537,7 +537,7 @@ def _caller(team: str, user: str) -> Caller:
 def _router(phase: Phase, tmp_path: Path) -> Router:
     config = routing_config("http://127.0.0.1:9", tmp_path / "r.db", phase)
     table = build_model_table(config, build_price_book(config))
-    return Router.from_config(config, table, BudgetBook.from_config(config))
+    return build_router(config, table, build_budget_book(config))
 
 
 def test_the_routing_phases_differ_in_the_default_and_the_rules(tmp_path: Path) -> None:

@@ -19,17 +19,23 @@ import aiohttp
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import load_config
+from spendgate.config.build import (
+    build_budget_book,
+    build_model_table,
+    build_router,
+    price_problem,
+)
 from spendgate.config.schema import Config
 from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
-from spendgate.domain.models import ModelTable, build_model_table
+from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import PriceBook
-from spendgate.domain.routing import Router, price_problem
+from spendgate.domain.routing import Router
 from spendgate.errors import ConfigError, ServiceUnavailable
-from spendgate.pipeline.budgeting import LeaseKeeper
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
+from spendgate.services.leases import LeaseKeeper
 from spendgate.storage.base import Storage
 from spendgate.storage.open import open_storage
 from spendgate.upstream.providers import Provider, build_providers
@@ -92,12 +98,12 @@ def build_parts(
     problem = price_problem(config, models)
     if problem is not None:
         raise ConfigError(source, *problem)
-    budgets = BudgetBook.from_config(config)
+    budgets = build_budget_book(config)
     return Parts(
         prices=prices,
         models=models,
         budgets=budgets,
-        router=Router.from_config(config, models, budgets),
+        router=build_router(config, models, budgets),
         providers=build_providers(config, env, source, require_secrets=require_secrets),
         breakers=_breakers(config),
     )

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spendgate.clock import to_ms
+from spendgate.config.build import build_budget, limits_from_config
 from spendgate.config.schema import BudgetConfig, BudgetScope, LimitConfig
 from spendgate.domain.admission import Admitted, CounterState
-from spendgate.domain.budgets import Budget, CounterRef, limits_from_config
+from spendgate.domain.budgets import Budget, CounterRef
 from spendgate.domain.periods import Calendar, window
 from spendgate.errors import CircuitOpen, Dialect, LoopDetected, RateLimited
 from spendgate.pipeline.limit_headers import go_duration, limit_headers
@@ -168,7 +169,7 @@ def test_shadow_limits_budgets_and_dollars_are_not_reported() -> None:
     (velocity,) = limits_from_config(
         LimitConfig(name="velocity", scope=BudgetScope.KEY, usd="1/minute")
     )
-    budget = Budget.from_config(
+    budget = build_budget(
         BudgetConfig(name="b", scope=BudgetScope.KEY, limit_tokens=1000, period="daily")
     )
     decision = admitted(

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from spendgate.cli.main import cli
 from spendgate.clock import to_ms
 from spendgate.config import parse_config
+from spendgate.config.build import limits_from_config
 from spendgate.config.schema import BudgetScope, LimitConfig
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budgets import (
@@ -23,7 +24,6 @@ from spendgate.domain.budgets import (
     CounterRef,
     Kind,
     Unit,
-    limits_from_config,
     loop_detector,
 )
 from spendgate.domain.identity import ApiKey

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from spendgate.config import parse_config
+from spendgate.config.build import build_budget_book, build_model_table, build_router
 from spendgate.config.schema import RouteKind
-from spendgate.domain.budgets import BudgetBook, Caller
+from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.models import Deployment, ModelRoute, build_model_table
+from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.routing import RouteFacts, Router
 from spendgate.errors import Dialect, ModelNotFound, WrongDialect
 from spendgate.pricing.catalog import build_price_book
@@ -45,7 +46,7 @@ def _config(routing: dict[str, Any], budgets: list[dict[str, Any]] | None = None
 def _router(routing: dict[str, Any], budgets: list[dict[str, Any]] | None = None) -> Router:
     config = _config(routing, budgets)
     table = build_model_table(config, build_price_book(config))
-    return Router.from_config(config, table, BudgetBook.from_config(config))
+    return build_router(config, table, build_budget_book(config))
 
 
 def _caller(model: str, **identity: Any) -> Caller:
@@ -216,7 +217,7 @@ def test_the_allowance_is_watched_only_for_opt_ins() -> None:
     assert router.watched(caller, RouteFacts(opted_in=True)) == ("web-premium",)
     # The share is resolved against the parent budget: 20% of $100.
     config = _config(REWRITES, PREMIUM_BUDGETS)
-    allowance = BudgetBook.from_config(config).get("web-premium")
+    allowance = build_budget_book(config).get("web-premium")
     assert allowance is not None
     assert allowance.limit == 20 * 10**9
 

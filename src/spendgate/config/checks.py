@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from spendgate.config.schema import RouteKind
+from spendgate.domain.routing import RouteKind
 
 if TYPE_CHECKING:
     from spendgate.config.schema import Config

@@ -8,18 +8,19 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spendgate.domain.budgets import BudgetScope
+from spendgate.domain.models import ProviderKind
+from spendgate.domain.rates import parse_rates
+from spendgate.domain.routing import RouteKind
+
+__all__ = ["BudgetScope", "Config", "ProviderKind", "RouteKind"]
+
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProviderKind(StrEnum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    OPENAI_COMPATIBLE = "openai-compatible"
 
 
 class ServerConfig(Strict):
@@ -162,17 +163,6 @@ class OrgConfig(Strict):
     teams: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
 
 
-class BudgetScope(StrEnum):
-    ORG = "org"
-    TEAM = "team"
-    SERVICE = "service"
-    USER = "user"
-    KEY = "key"
-    TAG = "tag"
-    SESSION = "session"
-    MODEL = "model"
-
-
 PERIOD_PATTERN = r"^(hourly|daily|weekly|monthly|lifetime|rolling:[1-9][0-9]*[mhd])$"
 
 
@@ -272,8 +262,6 @@ class LimitConfig(Strict):
     @classmethod
     def _whole_rates(cls, value: str | None) -> str | None:
         if value is not None:
-            from spendgate.domain.rates import parse_rates
-
             parse_rates(value, whole=True)
         return value
 
@@ -281,8 +269,6 @@ class LimitConfig(Strict):
     @classmethod
     def _dollar_rates(cls, value: str | None) -> str | None:
         if value is not None:
-            from spendgate.domain.rates import parse_rates
-
             parse_rates(value, whole=False)
         return value
 
@@ -303,12 +289,6 @@ class RunawayConfig(Strict):
     session_headers: list[str] = Field(
         default_factory=lambda: ["x-spendgate-session", "x-claude-code-session-id", "session-id"]
     )
-
-
-class RouteKind(StrEnum):
-    ALIAS = "alias"  # a name such as `default` resolves to a model, per scope
-    REWRITE = "rewrite"  # requests for some models are served by another
-    DOWNGRADE = "downgrade"  # past a budget's soft threshold, the next cheaper tier serves
 
 
 class RouteRuleConfig(Strict):

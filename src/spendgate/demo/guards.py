@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from spendgate.clock import Clock
 from spendgate.config import Config
+from spendgate.config.build import build_budget_book
 from spendgate.demo.view import Blocks
 from spendgate.domain.budgets import BudgetBook, Kind, Unit
 from spendgate.money import NANOS_PER_DOLLAR, format_dollars
@@ -44,7 +45,7 @@ class Guards:
 async def read_guards(storage: Storage, clock: Clock, config: Config) -> Guards:
     """Budget counters through `BudgetService` (as ``spendgate budgets``), and the clamped
     and retried requests from the ledger's rows."""
-    book = BudgetBook.from_config(config)
+    book = build_budget_book(config)
     views = await BudgetService(storage, book, clock).overview()
     budgets = tuple(
         BudgetLine(

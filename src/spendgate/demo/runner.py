@@ -24,6 +24,7 @@ from rich.console import Console
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import Config
+from spendgate.config.build import build_budget_book
 from spendgate.demo.display import Screen, print_ledgers, print_summary
 from spendgate.demo.guards import Guards, read_guards
 from spendgate.demo.routing_run import ChapterResult, routing_db_path, run_routing_chapter
@@ -42,7 +43,6 @@ from spendgate.demo.scenario import (
 )
 from spendgate.demo.traffic import Traffic, TrafficStats
 from spendgate.demo.view import RateMeter, Snapshot, read_snapshot
-from spendgate.domain.budgets import BudgetBook
 from spendgate.gateway import build_gateway
 from spendgate.server import RunningGateway, start_gateway
 from spendgate.simulator import Simulator, SimulatorOptions
@@ -160,7 +160,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 snapshot,
                 stats,
                 guards,
-                BudgetBook.from_config(config),
+                build_budget_book(config),
                 sending_s=sending_s,
                 interrupted=interrupted.is_set(),
             )

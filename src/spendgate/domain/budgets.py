@@ -11,23 +11,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
 
-from spendgate.config.schema import (
-    BudgetConfig,
-    BudgetScope,
-    Config,
-    LimitConfig,
-    RequestCapConfig,
-)
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
-from spendgate.domain.rates import parse_rates
-from spendgate.money import dollars_to_nanos, format_dollars
+from spendgate.money import format_dollars
 
 BASIS_POINTS = 10_000
 APPLIES_CACHE = 4096  # callers whose applicable budgets are remembered (then start over)
+
+
+class BudgetScope(StrEnum):
+    """Who a budget, limit, cap or routing rule applies to (the config's ``scope``)."""
+
+    ORG = "org"
+    TEAM = "team"
+    SERVICE = "service"
+    USER = "user"
+    KEY = "key"
+    TAG = "tag"
+    SESSION = "session"
+    MODEL = "model"
 
 
 class Unit(Enum):
@@ -116,29 +121,6 @@ class Budget:
     def blocks(self) -> bool:
         return self.hard and not self.shadow
 
-    @classmethod
-    def from_config(cls, spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budget:
-        """``parent``: the budget that a ``share_of`` budget takes its share of."""
-        source = parent if spec.share_of is not None and parent is not None else spec
-        unit = Unit.NANOS if source.limit_usd is not None else Unit.TOKENS
-        limit = (
-            dollars_to_nanos(source.limit_usd)
-            if source.limit_usd is not None
-            else source.limit_tokens
-        )
-        assert limit is not None
-        if spec.share is not None:
-            limit = int(limit * spec.share)
-        return cls(
-            name=spec.name,
-            target=Scoped(spec.scope, spec.match, tuple(spec.models)),
-            unit=unit,
-            limit=limit,
-            period=Period.parse(spec.period),
-            hard=spec.hard,
-            soft_bp=tuple(sorted(int(t * BASIS_POINTS) for t in spec.soft_thresholds)),
-        )
-
     def describe(self, member: str) -> str:
         if self.kind is Kind.LIMIT:
             return f"{self.target.scope.value} '{member}' ({self.name})"
@@ -165,16 +147,6 @@ class RequestCap:
     target: Scoped
     max_input_tokens: int | None
     max_request_nanos: int | None
-
-    @classmethod
-    def from_config(cls, spec: RequestCapConfig) -> RequestCap:
-        return cls(
-            target=Scoped(spec.scope, spec.match, tuple(spec.models)),
-            max_input_tokens=spec.max_input_tokens,
-            max_request_nanos=(
-                dollars_to_nanos(spec.max_request_usd) if spec.max_request_usd is not None else None
-            ),
-        )
 
 
 class BudgetBook:
@@ -207,22 +179,6 @@ class BudgetBook:
         span = window(period, now, self.calendar)
         self._windows[period] = (span.bucket, bucket_end(period, span), span)
         return span
-
-    @classmethod
-    def from_config(cls, config: Config) -> BudgetBook:
-        settings = config.budget_settings
-        by_name = {spec.name: spec for spec in config.budgets}
-        budgets = [
-            Budget.from_config(spec, by_name.get(spec.share_of or "")) for spec in config.budgets
-        ]
-        for spec in config.limits:
-            budgets.extend(limits_from_config(spec))
-        return cls(
-            budgets,
-            [RequestCap.from_config(spec) for spec in config.request_caps],
-            Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
-            loop_detector(config.runaway.loop_max_repeats, config.runaway.loop_window_s),
-        )
 
     def __bool__(self) -> bool:
         return bool(self.budgets or self.caps or self.loop)
@@ -280,42 +236,9 @@ LIMIT_BUCKETS = 10  # a rate limit's window is kept in tenths
 LIMIT_MIN_BUCKET = timedelta(milliseconds=100)
 
 
-def _limit_period(length: timedelta) -> Period:
+def limit_period(length: timedelta) -> Period:
+    """The rolling window of a rate limit: kept in tenths, never finer than 100 ms."""
     return Period("rolling", length, bucket=max(LIMIT_MIN_BUCKET, length / LIMIT_BUCKETS))
-
-
-def limits_from_config(spec: LimitConfig) -> list[Budget]:
-    """One counter-backed budget per rate (and one for concurrency) of a limit entry."""
-    target = Scoped(spec.scope, spec.match, tuple(spec.models))
-    made: list[Budget] = []
-
-    def add(suffix: str, unit: Unit, limit: int, period: Period) -> None:
-        made.append(
-            Budget(
-                name=f"{spec.name}:{suffix}",
-                target=target,
-                unit=unit,
-                limit=limit,
-                period=period,
-                hard=True,
-                soft_bp=(),
-                kind=Kind.LIMIT,
-                shadow=spec.shadow,
-            )
-        )
-
-    for text, unit, whole in (
-        (spec.requests, Unit.REQUESTS, True),
-        (spec.tokens, Unit.TOKENS, True),
-        (spec.usd, Unit.NANOS, False),
-    ):
-        for rate in parse_rates(text, whole=whole) if text else ():
-            limit = int(rate.amount) if whole else dollars_to_nanos(rate.amount)
-            per = rate.text.split("/", 1)[1].strip()
-            add(f"{unit.value}/{per}", unit, limit, _limit_period(rate.period))
-    if spec.concurrency:
-        add("concurrency", Unit.CONCURRENT, spec.concurrency, Period("lifetime"))
-    return made
 
 
 def loop_detector(max_repeats: int, window_s: float) -> Budget | None:
@@ -328,7 +251,7 @@ def loop_detector(max_repeats: int, window_s: float) -> Budget | None:
         target=Scoped(BudgetScope.KEY, "*", ()),
         unit=Unit.REQUESTS,
         limit=max_repeats,
-        period=_limit_period(timedelta(seconds=window_s)),
+        period=limit_period(timedelta(seconds=window_s)),
         hard=True,
         soft_bp=(),
         kind=Kind.LOOP,

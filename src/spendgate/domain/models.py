@@ -4,13 +4,25 @@ and what it costs. Built once from the config and the price book; pure lookups a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
-from spendgate.config.schema import Config, ProviderKind
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.pricing import Price, PriceBook
+from spendgate.domain.pricing import Price
 from spendgate.errors import Dialect, ModelNotFound, ModelNotPriced, PermissionDenied, WrongDialect
+
+
+class ProviderKind(StrEnum):
+    """How a provider is spoken to (the config's ``providers.*.kind``)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    OPENAI_COMPATIBLE = "openai-compatible"
+
+
+def dialect_of_provider(kind: ProviderKind) -> Dialect:
+    return Dialect.ANTHROPIC if kind is ProviderKind.ANTHROPIC else Dialect.OPENAI
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,33 +127,3 @@ class ModelTable:
             for name, route in sorted(self._routes.items())
             if key.may_use(name) and (dialect is None or route.dialect is dialect)
         ]
-
-
-def _dialect(kind: ProviderKind) -> Dialect:
-    return Dialect.ANTHROPIC if kind is ProviderKind.ANTHROPIC else Dialect.OPENAI
-
-
-def build_model_table(config: Config, prices: PriceBook) -> ModelTable:
-    routes = []
-    for name, spec in config.models.items():
-        deployments = tuple(
-            Deployment(provider=d.provider, upstream_model=d.model or name, weight=d.weight)
-            for d in spec.resolved_deployments(name)
-        )
-        price = prices.get(name) or prices.get(deployments[0].upstream_model)
-        max_output = spec.max_output_tokens or (price.max_output_tokens if price else None)
-        routes.append(
-            ModelRoute(
-                name=name,
-                dialect=_dialect(config.providers[deployments[0].provider].kind),
-                deployments=deployments,
-                price=price,
-                max_output_tokens=max_output,
-                fallbacks=tuple(spec.fallbacks),
-            )
-        )
-    return ModelTable(routes)
-
-
-def provider_dialects(config: Config) -> Mapping[str, Dialect]:
-    return {name: _dialect(spec.kind) for name, spec in config.providers.items()}

@@ -19,19 +19,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from spendgate.config.schema import (
-    BudgetScope,
-    Config,
-    PremiumConfig,
-    RouteKind,
-    RouteRuleConfig,
-)
-from spendgate.domain.budgets import BASIS_POINTS, BudgetBook, Caller, Scoped
+from spendgate.domain.budgets import BASIS_POINTS, BudgetScope, Caller, Scoped
 from spendgate.domain.models import ModelTable
 from spendgate.errors import Dialect
+
+
+class RouteKind(StrEnum):
+    ALIAS = "alias"  # a name such as `default` resolves to a model, per scope
+    REWRITE = "rewrite"  # requests for some models are served by another
+    DOWNGRADE = "downgrade"  # past a budget's soft threshold, the next cheaper tier serves
+
+
+@dataclass(frozen=True, slots=True)
+class Premium:
+    """Where the premium models stay available although a rewrite rule would move them
+    (the config's ``routing.premium``)."""
+
+    models: tuple[str, ...] = ()  # patterns: what counts as premium
+    keys: frozenset[str] = frozenset()  # key ids always allowed premium
+    users: frozenset[str] = frozenset()
+    header: str = "x-spendgate-premium"
+    allowance_budget: str | None = None  # opt-in honoured while this budget has room
+    min_input_tokens: int | None = None  # big prompts keep premium
+    with_tools: bool = False  # requests that carry tools keep premium
+    tags: frozenset[str] = frozenset()  # keys with one of these tags keep premium
+
 
 _SPECIFICITY = {
     BudgetScope.KEY: 0,
@@ -70,27 +85,6 @@ class Rule:
             return _EVERYONE
         # A named member is more specific than every member of the same scope.
         return _SPECIFICITY[self.who.scope] * 2 + (1 if self.who.match == "*" else 0)
-
-    @classmethod
-    def from_config(cls, spec: RouteRuleConfig, book: BudgetBook) -> Rule:
-        at = spec.at
-        if at is None and spec.budget is not None:
-            budget = book.get(spec.budget)
-            soft = budget.soft_bp if budget is not None else ()
-            at_bp = soft[0] if soft else BASIS_POINTS
-        else:
-            at_bp = int((at or Decimal(1)) * BASIS_POINTS)
-        return cls(
-            name=spec.name,
-            kind=spec.kind,
-            who=Scoped(spec.scope, spec.match, ()) if spec.scope is not None else None,
-            alias=spec.alias,
-            models=tuple(spec.models),
-            to=spec.to,
-            budget=spec.budget,
-            at_bp=at_bp,
-            shadow=spec.shadow,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +140,11 @@ class Router:
         rules: Sequence[Rule],
         tiers: Mapping[str, str],
         table: ModelTable,
-        premium: PremiumConfig | None = None,
+        premium: Premium | None = None,
     ) -> None:
         self.table = table
         self.tiers = dict(tiers)
-        self.premium = premium or PremiumConfig()
+        self.premium = premium or Premium()
         self._aliases = sorted(
             (r for r in rules if r.kind is RouteKind.ALIAS), key=lambda r: r.specificity
         )
@@ -158,15 +152,6 @@ class Router:
         self._downgrades = [r for r in rules if r.kind is RouteKind.DOWNGRADE]
         self._has_shadow = any(r.shadow for r in rules)
         self._has_rules = bool(rules)
-        self._premium_keys = frozenset(self.premium.keys)
-        self._premium_users = frozenset(self.premium.users)
-        self._premium_tags = frozenset(self.premium.tags)
-
-    @classmethod
-    def from_config(cls, config: Config, table: ModelTable, book: BudgetBook) -> Router:
-        routing = config.routing
-        rules = [Rule.from_config(spec, book) for spec in routing.rules]
-        return cls(rules, routing.tiers, table, routing.premium)
 
     def __bool__(self) -> bool:
         return self._has_rules
@@ -301,9 +286,9 @@ class Router:
         if not self.is_premium(model):
             return False
         key, premium = caller.key, self.premium
-        if key.id in self._premium_keys or (key.user and key.user in self._premium_users):
+        if key.id in premium.keys or (key.user and key.user in premium.users):
             return True
-        if self._premium_tags.intersection(key.tags):
+        if premium.tags.intersection(key.tags):
             return True
         if premium.with_tools and facts.has_tools:
             return True
@@ -315,45 +300,3 @@ class Router:
         if facts.opted_in and premium.allowance_budget is not None:
             return used_bp.get(premium.allowance_budget, BASIS_POINTS) < BASIS_POINTS
         return False
-
-
-def price_problem(config: Config, table: ModelTable) -> tuple[str, str] | None:
-    """(key path, message) for the first model routing would send requests to that has no
-    price, or a tier step that is not cheaper; None when there is none. Runs once the
-    price book is built (load, reload, check-config), so such a rule fails there and not
-    on every request it routes."""
-
-    def unpriced(model: str) -> bool:
-        route = table.get(model)
-        return route is None or route.price is None
-
-    for index, rule in enumerate(config.routing.rules):
-        if rule.to is not None and unpriced(rule.to):
-            return (
-                f"routing.rules[{index}]",
-                f"rule {rule.name!r} sends requests to model {rule.to!r}, which has no price "
-                f"(price it under models.{rule.to}.price)",
-            )
-    for model, cheaper in config.routing.tiers.items():
-        if unpriced(cheaper):
-            return (
-                f"routing.tiers.{model}",
-                f"the tier below {model!r} is {cheaper!r}, which has no price",
-            )
-        here, below = table.get(model), table.get(cheaper)
-        if here is not None and below is not None and here.price and below.price:
-            high, low = here.price.rates, below.price.rates
-            if low.input > high.input or low.output > high.output:
-                return (
-                    f"routing.tiers.{model}",
-                    f"the tier below {model!r} is {cheaper!r}, which is not cheaper "
-                    "(a downgrade must not raise the input or output price)",
-                )
-    for name, spec in config.models.items():
-        for index, fallback in enumerate(spec.fallbacks):
-            if unpriced(fallback):
-                return (
-                    f"models.{name}.fallbacks[{index}]",
-                    f"the fallback {fallback!r} has no price",
-                )
-    return None

@@ -51,20 +51,15 @@ in about 39 µs (`count_chat_input`); large texts count at 5-7 M tokens/s.
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.machinery
-import importlib.util
 import json
 import re
-import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib.machinery import ModuleSpec
-from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal
 
 import orjson
+
+from spendgate.bpe import Tokenizer, load_encoding
 
 EncodingName = Literal["o200k_base", "cl100k_base"]
 
@@ -123,58 +118,21 @@ def encoding_for_model(model: str) -> EncodingName | None:
 # --------------------------------------------------------------------- the encodings
 
 
-class _Tokenizer(Protocol):
-    def count(self, text: str) -> int: ...
-
-
-_BINDINGS = "bpe_openai._bindings"
-
-
-@functools.cache
-def _bindings() -> Any:
-    """bpe-openai's Rust extension, loaded without the Python package around it.
-
-    ``import bpe_openai`` decodes three BPE files into Python dicts at import time (0.6 s
-    and ~60 MB per process, none of it used here) and warns about a deprecated
-    importlib API. The extension alone loads in ~10 ms. If the wheel's layout ever
-    changes, the ordinary import is the fallback.
-    """
-    if _BINDINGS in sys.modules:
-        return sys.modules[_BINDINGS]
-    package = importlib.util.find_spec("bpe_openai")
-    for folder in (package.submodule_search_locations or []) if package else []:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = Path(folder) / f"_bindings{suffix}"
-            if path.is_file():
-                loader = importlib.machinery.ExtensionFileLoader(_BINDINGS, str(path))
-                spec = importlib.util.spec_from_loader(_BINDINGS, loader)
-                module = importlib.util.module_from_spec(cast(ModuleSpec, spec))
-                loader.exec_module(module)
-                return module
-    with warnings.catch_warnings():  # pragma: no cover - only if the wheel's layout changes
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return importlib.import_module(_BINDINGS)
-
-
-def _load(encoding: EncodingName) -> _Tokenizer:
-    # The Rust binding counts without building a token list, and unlike the tiktoken-style
-    # `Encoding.encode_ordinary` it has no 1M-character / 200k-token ceiling, which a
-    # long-context prompt can exceed. It reads special tokens such as <|endoftext|> as
-    # ordinary text, as a gateway must.
-    return cast(_Tokenizer, _bindings().tokenizer_for_encoding(encoding))
+def _load(encoding: EncodingName) -> Tokenizer:
+    return load_encoding(encoding)
 
 
 class TokenCounter:
     """Holds the loaded encodings. One per process is enough: see `token_counter`."""
 
     def __init__(self) -> None:
-        self._tokenizers: dict[EncodingName, _Tokenizer] = {}
+        self._tokenizers: dict[EncodingName, Tokenizer] = {}
 
     def preload(self, encodings: Iterable[EncodingName] = ("o200k_base", "cl100k_base")) -> None:
         for encoding in encodings:
             self._tokenizer(encoding)
 
-    def _tokenizer(self, encoding: EncodingName) -> _Tokenizer:
+    def _tokenizer(self, encoding: EncodingName) -> Tokenizer:
         tokenizer = self._tokenizers.get(encoding)
         if tokenizer is None:
             tokenizer = self._tokenizers.setdefault(encoding, _load(encoding))

@@ -10,18 +10,15 @@ ticket's lease lapses and the sweeper charges it at its reservation (`unreconcil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from spendgate.clock import Clock
-from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, worst_case
+from spendgate.domain.admission import CounterState, Refused, WorstCase, worst_case
 from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
@@ -29,7 +26,6 @@ from spendgate.domain.tokens import TokenCount
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     BudgetExceeded,
-    Dialect,
     GatewayError,
     InvalidRequest,
     LoopDetected,
@@ -37,7 +33,8 @@ from spendgate.errors import (
     RequestCapExceeded,
 )
 from spendgate.pipeline.exchange import Exchange
-from spendgate.pipeline.limit_headers import limit_headers, refusal_headers
+from spendgate.pipeline.limit_headers import refusal_headers
+from spendgate.pipeline.ticket import Ticket
 from spendgate.storage.base import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
@@ -51,43 +48,6 @@ INPUT_MARGIN_PERCENT = 10
 def input_upper_bound(counted: int, context_window: int | None) -> int:
     padded = counted + INPUT_MARGIN_TOKENS + -(-counted * INPUT_MARGIN_PERCENT // 100)
     return min(padded, context_window) if context_window else padded
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    plan: ReservationPlan
-    admitted: Admitted
-    requested_ceiling: int | None  # what the request itself asked for
-
-    @property
-    def ceiling(self) -> int:
-        return self.admitted.ceiling
-
-    def headers(self, dialect: Dialect, now: datetime) -> dict[str, str]:
-        out = limit_headers(self.admitted, dialect, now)
-        tightest = self.admitted.tightest
-        if tightest is not None:
-            index = self.plan.counters.index(tightest.ref)
-            left = tightest.room - self.admitted.amounts[index]
-            budget = tightest.ref.budget
-            out["x-spendgate-budget"] = budget.name
-            out["x-spendgate-budget-remaining"] = _plain(budget.unit, left)
-            resets = tightest.ref.window.resets_at
-            if resets is not None:
-                out["x-spendgate-budget-reset"] = resets.isoformat()
-        if self.admitted.clamped:
-            out["x-spendgate-output-clamped"] = (
-                f"{self.ceiling} (requested {self.plan.worst.requested_ceiling})"
-            )
-        if self.admitted.shadow_blocks:
-            out["x-spendgate-shadow-blocked"] = ", ".join(self.admitted.shadow_blocks)
-        return out
-
-
-def _plain(unit: Unit, amount: int) -> str:
-    if unit is Unit.NANOS:
-        return f"{amount / 1e9:.6f} USD"
-    return f"{amount} {unit.value}"
 
 
 # Fields that change between two sends of the same logical request.
@@ -314,52 +274,3 @@ async def finish(storage: Storage, exchange: Exchange, row: LedgerRow) -> None:
     usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
     amounts = actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
     await storage.settle(ticket.plan.reservation_id, amounts, row)
-
-
-class LeaseKeeper:
-    """Renews this process's leases, settles lapsed ones (from any process), and drops
-    counter rows no window counts any more (loop fingerprints, old rolling buckets)."""
-
-    def __init__(
-        self,
-        storage: Storage,
-        owner: str,
-        lease: timedelta,
-        clock: Clock,
-        book: BudgetBook | None = None,
-    ) -> None:
-        self._storage = storage
-        self._owner = owner
-        self._lease = lease
-        self._clock = clock
-        self._book = book
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="lease-keeper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def tick(self) -> int:
-        now = self._clock.now()
-        await self._storage.renew_leases(self._owner, now + self._lease)
-        lapsed = await self._storage.expire_leases(now)
-        if self._book is not None:
-            await self._storage.prune_counters(self._book.oldest_counted(now))
-        return lapsed
-
-    async def _run(self) -> None:
-        interval = max(0.2, self._lease.total_seconds() / 4)
-        while True:
-            try:
-                lapsed = await self.tick()
-                if lapsed:
-                    log.warning("settled lapsed reservations", extra={"count": lapsed})
-            except Exception:
-                log.exception("lease keeper tick failed; retrying")
-            await asyncio.sleep(interval)

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
@@ -15,10 +15,8 @@ from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.surfaces import SurfaceSpec
+from spendgate.pipeline.ticket import Ticket
 from spendgate.upstream.providers import Provider
-
-if TYPE_CHECKING:
-    from spendgate.pipeline.budgeting import Ticket
 
 
 def new_request_id() -> str:

@@ -18,11 +18,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from spendgate.config.schema import ProviderKind, RouteKind
 from spendgate.domain.budgets import Caller
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.models import ModelRoute
-from spendgate.domain.routing import Decision
+from spendgate.domain.models import ModelRoute, ProviderKind
+from spendgate.domain.routing import Decision, RouteKind
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     BudgetExceeded,
@@ -37,7 +36,7 @@ from spendgate.errors import (
     UpstreamUnavailable,
 )
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import Ticket, admit, record_block, would_cost
+from spendgate.pipeline.budgeting import admit, record_block, would_cost
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.outcome import (
     BROKEN_UPSTREAM,
@@ -49,6 +48,7 @@ from spendgate.pipeline.outcome import (
 from spendgate.pipeline.relay import relay_stream
 from spendgate.pipeline.routing import Policy, attempts, decide, price_of
 from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
+from spendgate.pipeline.ticket import Ticket
 
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
 _UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")

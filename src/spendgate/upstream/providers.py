@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spendgate.config.schema import Config, ProviderKind
+from spendgate.config.schema import Config
+from spendgate.domain.models import ProviderKind
 from spendgate.errors import ConfigError
 
 # Headers that are about one hop, or that carry the caller's gateway credential, never go

@@ -1,0 +1,224 @@
+"""What a config builds for the pure core: budgets, limits and caps, the model table, the
+router. The domain knows nothing of the config file; this module translates one into the
+other (so the config layer depends on the domain, never the reverse)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from spendgate.config.schema import (
+    BudgetConfig,
+    Config,
+    LimitConfig,
+    PremiumConfig,
+    RequestCapConfig,
+    RouteRuleConfig,
+)
+from spendgate.domain.budgets import (
+    BASIS_POINTS,
+    Budget,
+    BudgetBook,
+    Kind,
+    RequestCap,
+    Scoped,
+    Unit,
+    limit_period,
+    loop_detector,
+)
+from spendgate.domain.models import Deployment, ModelRoute, ModelTable, dialect_of_provider
+from spendgate.domain.periods import Calendar, Period
+from spendgate.domain.pricing import PriceBook
+from spendgate.domain.rates import parse_rates
+from spendgate.domain.routing import Premium, Router, Rule
+from spendgate.money import dollars_to_nanos
+
+# ---------------------------------------------------------------------------- budgets
+
+
+def build_budget(spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budget:
+    """``parent``: the budget that a ``share_of`` budget takes its share of."""
+    source = parent if spec.share_of is not None and parent is not None else spec
+    unit = Unit.NANOS if source.limit_usd is not None else Unit.TOKENS
+    limit = (
+        dollars_to_nanos(source.limit_usd) if source.limit_usd is not None else source.limit_tokens
+    )
+    assert limit is not None
+    if spec.share is not None:
+        limit = int(limit * spec.share)
+    return Budget(
+        name=spec.name,
+        target=Scoped(spec.scope, spec.match, tuple(spec.models)),
+        unit=unit,
+        limit=limit,
+        period=Period.parse(spec.period),
+        hard=spec.hard,
+        soft_bp=tuple(sorted(int(t * BASIS_POINTS) for t in spec.soft_thresholds)),
+    )
+
+
+def build_request_cap(spec: RequestCapConfig) -> RequestCap:
+    return RequestCap(
+        target=Scoped(spec.scope, spec.match, tuple(spec.models)),
+        max_input_tokens=spec.max_input_tokens,
+        max_request_nanos=(
+            dollars_to_nanos(spec.max_request_usd) if spec.max_request_usd is not None else None
+        ),
+    )
+
+
+def limits_from_config(spec: LimitConfig) -> list[Budget]:
+    """One counter-backed budget per rate (and one for concurrency) of a limit entry."""
+    target = Scoped(spec.scope, spec.match, tuple(spec.models))
+    made: list[Budget] = []
+
+    def add(suffix: str, unit: Unit, limit: int, period: Period) -> None:
+        made.append(
+            Budget(
+                name=f"{spec.name}:{suffix}",
+                target=target,
+                unit=unit,
+                limit=limit,
+                period=period,
+                hard=True,
+                soft_bp=(),
+                kind=Kind.LIMIT,
+                shadow=spec.shadow,
+            )
+        )
+
+    for text, unit, whole in (
+        (spec.requests, Unit.REQUESTS, True),
+        (spec.tokens, Unit.TOKENS, True),
+        (spec.usd, Unit.NANOS, False),
+    ):
+        for rate in parse_rates(text, whole=whole) if text else ():
+            limit = int(rate.amount) if whole else dollars_to_nanos(rate.amount)
+            per = rate.text.split("/", 1)[1].strip()
+            add(f"{unit.value}/{per}", unit, limit, limit_period(rate.period))
+    if spec.concurrency:
+        add("concurrency", Unit.CONCURRENT, spec.concurrency, Period("lifetime"))
+    return made
+
+
+def build_budget_book(config: Config) -> BudgetBook:
+    settings = config.budget_settings
+    by_name = {spec.name: spec for spec in config.budgets}
+    budgets = [build_budget(spec, by_name.get(spec.share_of or "")) for spec in config.budgets]
+    for spec in config.limits:
+        budgets.extend(limits_from_config(spec))
+    return BudgetBook(
+        budgets,
+        [build_request_cap(spec) for spec in config.request_caps],
+        Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
+        loop_detector(config.runaway.loop_max_repeats, config.runaway.loop_window_s),
+    )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def build_model_table(config: Config, prices: PriceBook) -> ModelTable:
+    routes = []
+    for name, spec in config.models.items():
+        deployments = tuple(
+            Deployment(provider=d.provider, upstream_model=d.model or name, weight=d.weight)
+            for d in spec.resolved_deployments(name)
+        )
+        price = prices.get(name) or prices.get(deployments[0].upstream_model)
+        max_output = spec.max_output_tokens or (price.max_output_tokens if price else None)
+        routes.append(
+            ModelRoute(
+                name=name,
+                dialect=dialect_of_provider(config.providers[deployments[0].provider].kind),
+                deployments=deployments,
+                price=price,
+                max_output_tokens=max_output,
+                fallbacks=tuple(spec.fallbacks),
+            )
+        )
+    return ModelTable(routes)
+
+
+# ---------------------------------------------------------------------------- routing
+
+
+def build_rule(spec: RouteRuleConfig, book: BudgetBook) -> Rule:
+    at = spec.at
+    if at is None and spec.budget is not None:
+        budget = book.get(spec.budget)
+        soft = budget.soft_bp if budget is not None else ()
+        at_bp = soft[0] if soft else BASIS_POINTS
+    else:
+        at_bp = int((at or Decimal(1)) * BASIS_POINTS)
+    return Rule(
+        name=spec.name,
+        kind=spec.kind,
+        who=Scoped(spec.scope, spec.match, ()) if spec.scope is not None else None,
+        alias=spec.alias,
+        models=tuple(spec.models),
+        to=spec.to,
+        budget=spec.budget,
+        at_bp=at_bp,
+        shadow=spec.shadow,
+    )
+
+
+def build_premium(spec: PremiumConfig) -> Premium:
+    return Premium(
+        models=tuple(spec.models),
+        keys=frozenset(spec.keys),
+        users=frozenset(spec.users),
+        header=spec.header,
+        allowance_budget=spec.allowance_budget,
+        min_input_tokens=spec.min_input_tokens,
+        with_tools=spec.with_tools,
+        tags=frozenset(spec.tags),
+    )
+
+
+def build_router(config: Config, table: ModelTable, book: BudgetBook) -> Router:
+    routing = config.routing
+    rules = [build_rule(spec, book) for spec in routing.rules]
+    return Router(rules, routing.tiers, table, build_premium(routing.premium))
+
+
+def price_problem(config: Config, table: ModelTable) -> tuple[str, str] | None:
+    """(key path, message) for the first model routing would send requests to that has no
+    price, or a tier step that is not cheaper; None when there is none. Runs once the
+    price book is built (load, reload, check-config), so such a rule fails there and not
+    on every request it routes."""
+
+    def unpriced(model: str) -> bool:
+        route = table.get(model)
+        return route is None or route.price is None
+
+    for index, rule in enumerate(config.routing.rules):
+        if rule.to is not None and unpriced(rule.to):
+            return (
+                f"routing.rules[{index}]",
+                f"rule {rule.name!r} sends requests to model {rule.to!r}, which has no price "
+                f"(price it under models.{rule.to}.price)",
+            )
+    for model, cheaper in config.routing.tiers.items():
+        if unpriced(cheaper):
+            return (
+                f"routing.tiers.{model}",
+                f"the tier below {model!r} is {cheaper!r}, which has no price",
+            )
+        here, below = table.get(model), table.get(cheaper)
+        if here is not None and below is not None and here.price and below.price:
+            high, low = here.price.rates, below.price.rates
+            if low.input > high.input or low.output > high.output:
+                return (
+                    f"routing.tiers.{model}",
+                    f"the tier below {model!r} is {cheaper!r}, which is not cheaper "
+                    "(a downgrade must not raise the input or output price)",
+                )
+    for name, spec in config.models.items():
+        for index, fallback in enumerate(spec.fallbacks):
+            if unpriced(fallback):
+                return (
+                    f"models.{name}.fallbacks[{index}]",
+                    f"the fallback {fallback!r} has no price",
+                )
+    return None

@@ -1,0 +1,50 @@
+"""A request's admission ticket: what it reserved, on which counters, and the headers that
+tell the client (tensorzero's "tickets": reserve before, return the difference after)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from spendgate.domain.admission import Admitted
+from spendgate.domain.budgets import Unit
+from spendgate.errors import Dialect
+from spendgate.pipeline.limit_headers import limit_headers
+from spendgate.storage.base import ReservationPlan
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    plan: ReservationPlan
+    admitted: Admitted
+    requested_ceiling: int | None  # what the request itself asked for
+
+    @property
+    def ceiling(self) -> int:
+        return self.admitted.ceiling
+
+    def headers(self, dialect: Dialect, now: datetime) -> dict[str, str]:
+        out = limit_headers(self.admitted, dialect, now)
+        tightest = self.admitted.tightest
+        if tightest is not None:
+            index = self.plan.counters.index(tightest.ref)
+            left = tightest.room - self.admitted.amounts[index]
+            budget = tightest.ref.budget
+            out["x-spendgate-budget"] = budget.name
+            out["x-spendgate-budget-remaining"] = _plain(budget.unit, left)
+            resets = tightest.ref.window.resets_at
+            if resets is not None:
+                out["x-spendgate-budget-reset"] = resets.isoformat()
+        if self.admitted.clamped:
+            out["x-spendgate-output-clamped"] = (
+                f"{self.ceiling} (requested {self.plan.worst.requested_ceiling})"
+            )
+        if self.admitted.shadow_blocks:
+            out["x-spendgate-shadow-blocked"] = ", ".join(self.admitted.shadow_blocks)
+        return out
+
+
+def _plain(unit: Unit, amount: int) -> str:
+    if unit is Unit.NANOS:
+        return f"{amount / 1e9:.6f} USD"
+    return f"{amount} {unit.value}"

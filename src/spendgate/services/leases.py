@@ -1,0 +1,65 @@
+"""Leases of reservations: this process renews its own, and settles lapsed ones from any
+process (a gateway that died with requests in flight), so no reservation outlives the
+request that made it by more than one lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from spendgate.clock import Clock
+from spendgate.domain.budgets import BudgetBook
+from spendgate.storage.base import Storage
+
+log = logging.getLogger("spendgate.budgets")
+
+
+class LeaseKeeper:
+    """Renews this process's leases, settles lapsed ones (from any process), and drops
+    counter rows no window counts any more (loop fingerprints, old rolling buckets)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        owner: str,
+        lease: timedelta,
+        clock: Clock,
+        book: BudgetBook | None = None,
+    ) -> None:
+        self._storage = storage
+        self._owner = owner
+        self._lease = lease
+        self._clock = clock
+        self._book = book
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lease-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def tick(self) -> int:
+        now = self._clock.now()
+        await self._storage.renew_leases(self._owner, now + self._lease)
+        lapsed = await self._storage.expire_leases(now)
+        if self._book is not None:
+            await self._storage.prune_counters(self._book.oldest_counted(now))
+        return lapsed
+
+    async def _run(self) -> None:
+        interval = max(0.2, self._lease.total_seconds() / 4)
+        while True:
+            try:
+                lapsed = await self.tick()
+                if lapsed:
+                    log.warning("settled lapsed reservations", extra={"count": lapsed})
+            except Exception:
+                log.exception("lease keeper tick failed; retrying")
+            await asyncio.sleep(interval)
