@@ -52,9 +52,9 @@ from spendgate.demo.scenario import (
 from spendgate.demo.view import RateMeter
 from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
+from spendgate.domain.models import Dialect
 from spendgate.domain.reports import format_bp, share_bp
 from spendgate.domain.routing import RouteFacts, Router
-from spendgate.errors import Dialect
 from spendgate.money import format_dollars
 from spendgate.pricing.catalog import build_price_book
 

@@ -19,14 +19,15 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import spendgate.api.app  # noqa: F401  (registers every error class, AdminDisabled included)
+from spendgate import dialects as surfaces
 from spendgate import errors
 from spendgate.api import admin
 from spendgate.cli.main import cli
 from spendgate.config import Config, load_config, parse_config
 from spendgate.config.schema import BudgetScope, RunawayConfig
+from spendgate.dialects import SurfaceSpec
 from spendgate.gateway import Gateway
-from spendgate.pipeline import budgeting, surfaces
-from spendgate.pipeline.surfaces import SurfaceSpec
+from spendgate.pipeline import budgeting
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

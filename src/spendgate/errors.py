@@ -1,8 +1,11 @@
 """The one error hierarchy of spendgate.
 
-Every refusal the gateway makes is a `GatewayError`. Each knows its HTTP status, whether
-a client should retry it, and how it reads in each API dialect. They are turned into
-responses in exactly one place (`spendgate.api.errors`).
+Every refusal the gateway makes is a `GatewayError`: data about what went wrong (a message,
+the field at fault, a machine-readable ``code``, the HTTP status it usually maps to,
+whether and when a retry can help, and for a refusal by a budget, limit or breaker, which
+one). Errors do not render themselves: each API dialect renders them in its own shape
+(`spendgate.dialects`), and they become responses in exactly one place
+(`spendgate.api.errors`).
 
     SpendgateError                      base of everything raised on purpose
     ├── ConfigError                     a bad config file: names the file and key path
@@ -25,7 +28,9 @@ responses in exactly one place (`spendgate.api.errors`).
         ├── CircuitOpen                 503  the upstream keeps failing for this key and model
         ├── UpstreamUnavailable         502  connection refused / reset before a response
         ├── UpstreamTimeout             504  no answer within the configured timeout
-        └── ServiceUnavailable          503  draining or not ready
+        ├── ServiceUnavailable          503  draining or not ready
+        └── StorageUnavailable          503  storage cannot record the request: refused before
+                                             any provider call (the outage policy)
 
 Non-retryable refusals carry ``x-should-retry: false``: the official SDKs and Claude Code
 otherwise retry 401 and 429 (see shared/CLIENTS.md §9).
@@ -33,13 +38,9 @@ otherwise retry 401 and 429 (see shared/CLIENTS.md §9).
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import ClassVar
-
-
-class Dialect(Enum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar, Literal
 
 
 class SpendgateError(Exception):
@@ -59,12 +60,21 @@ class StorageError(SpendgateError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """A rate limit as a client sees it: how much of it is left and when it frees up."""
+
+    kind: Literal["requests", "tokens"]
+    limit: int
+    remaining: int
+    resets_at: datetime
+    now: datetime
+
+
 class GatewayError(SpendgateError):
-    status: ClassVar[int] = 500
+    status: ClassVar[int] = 500  # the HTTP status (a dialect may map a few differently)
     retryable: ClassVar[bool] = False
-    openai_type: ClassVar[str] = "api_error"
-    openai_code: ClassVar[str | None] = None
-    anthropic_type: ClassVar[str] = "api_error"
+    code: ClassVar[str | None] = None  # machine-readable, the same in every dialect
 
     def __init__(
         self,
@@ -72,91 +82,55 @@ class GatewayError(SpendgateError):
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        blocked_by: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.extra_headers = dict(headers or {})
-        self.blocked_by: str | None = None  # set when a budget, limit or breaker refused
-        self.dialect_headers: dict[Dialect, dict[str, str]] = {}  # e.g. rate-limit headers
-
-    def status_for(self, dialect: Dialect) -> int:
-        return self.status
+        self.blocked_by = blocked_by  # the budget, limit or breaker that refused
 
     def headers(self) -> dict[str, str]:
+        """Whether (and when) a retry can help: the same in every dialect."""
         out = {"x-should-retry": "true" if self.retryable else "false"}
         out.update(self.extra_headers)
         return out
 
-    def openai_body(self) -> dict[str, object]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.openai_type,
-                "param": self.param,
-                "code": self.openai_code,
-            }
-        }
-
-    def anthropic_body(self, request_id: str | None = None) -> dict[str, object]:
-        body: dict[str, object] = {
-            "type": "error",
-            "error": {"type": self.anthropic_type, "message": self.message},
-        }
-        if request_id:
-            body["request_id"] = request_id
-        return body
-
-    def body(self, dialect: Dialect, request_id: str | None = None) -> dict[str, object]:
-        if dialect is Dialect.ANTHROPIC:
-            return self.anthropic_body(request_id)
-        return self.openai_body()
-
 
 class InvalidRequest(GatewayError):
     status = 400
-    openai_type = "invalid_request_error"
-    anthropic_type = "invalid_request_error"
 
 
 class AuthenticationFailed(GatewayError):
     status = 401
-    openai_type = "invalid_request_error"
-    openai_code = "invalid_api_key"
-    anthropic_type = "authentication_error"
+    code = "invalid_api_key"
 
 
 class PermissionDenied(GatewayError):
     status = 403
-    openai_type = "permission_error"
-    openai_code = "model_not_allowed"
-    anthropic_type = "permission_error"
+    code = "model_not_allowed"
 
 
 class ModelNotPriced(PermissionDenied):
-    openai_code = "model_not_priced"
+    code = "model_not_priced"
 
 
 class NotFound(GatewayError):
     status = 404
-    openai_type = "invalid_request_error"
-    openai_code = "not_found"
-    anthropic_type = "not_found_error"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
-    openai_code = "model_not_found"
+    code = "model_not_found"
 
 
 class WrongDialect(InvalidRequest):
-    openai_code = "model_wrong_api"
+    code = "model_wrong_api"
 
 
 class RequestTooLarge(GatewayError):
     status = 413
-    openai_type = "invalid_request_error"
-    openai_code = "request_too_large"
-    anthropic_type = "request_too_large"
+    code = "request_too_large"
 
 
 class BudgetExceeded(GatewayError):
@@ -168,18 +142,13 @@ class BudgetExceeded(GatewayError):
     """
 
     status = 429
-    openai_type = "insufficient_quota"
-    openai_code = "insufficient_quota"
-    anthropic_type = "billing_error"
-
-    def status_for(self, dialect: Dialect) -> int:
-        return 402 if dialect is Dialect.ANTHROPIC else 429
+    code = "insufficient_quota"
 
 
 class RequestCapExceeded(RequestTooLarge):
     """One request is bigger or dearer than a per-request cap allows."""
 
-    openai_code = "request_cap_exceeded"
+    code = "request_cap_exceeded"
 
 
 MAX_RETRY_AFTER_S = 60  # longer waits are refused as non-retryable (CLIENTS.md §0.10)
@@ -199,9 +168,9 @@ class _Wait(GatewayError):
 
     retryable = True
 
-    def __init__(self, message: str, *, wait_s: float) -> None:
+    def __init__(self, message: str, *, wait_s: float, blocked_by: str | None = None) -> None:
         self.can_retry, wait = _wait_headers(wait_s)
-        super().__init__(message, headers=wait)
+        super().__init__(message, headers=wait, blocked_by=blocked_by)
         self.wait_s = wait_s
 
     def headers(self) -> dict[str, str]:
@@ -211,57 +180,62 @@ class _Wait(GatewayError):
 
 
 class RateLimited(_Wait):
-    """A rate limit's window is full; it will have room again in ``wait_s`` seconds."""
+    """A rate limit's window is full; it will have room again in ``wait_s`` seconds.
+    ``window``: the limit that refused, for the dialect's rate-limit headers."""
 
     status = 429
-    openai_type = "requests"
-    openai_code = "rate_limit_exceeded"
-    anthropic_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, wait_s: float, tokens: bool = False) -> None:
-        super().__init__(message, wait_s=wait_s)
+    def __init__(
+        self,
+        message: str,
+        *,
+        wait_s: float,
+        tokens: bool = False,
+        window: RateWindow | None = None,
+        blocked_by: str | None = None,
+    ) -> None:
+        super().__init__(message, wait_s=wait_s, blocked_by=blocked_by)
         self.tokens = tokens
-
-    def openai_body(self) -> dict[str, object]:
-        body = super().openai_body()
-        error = body["error"]
-        assert isinstance(error, dict)
-        error["type"] = "tokens" if self.tokens else "requests"
-        return body
+        self.window = window
 
 
 class LoopDetected(GatewayError):
     """The same request, again and again: an agent in a loop. Retrying cannot help."""
 
     status = 429
-    openai_type = "requests"
-    openai_code = "loop_detected"
-    anthropic_type = "rate_limit_error"
+    code = "loop_detected"
 
 
 class CircuitOpen(_Wait):
     """The upstream kept failing for this key and model: fail fast while it cools down."""
 
     status = 503
-    openai_code = "circuit_open"
-    anthropic_type = "overloaded_error"
+    code = "circuit_open"
 
 
 class UpstreamUnavailable(GatewayError):
     status = 502
     retryable = True
-    openai_code = "upstream_unavailable"
+    code = "upstream_unavailable"
 
 
 class UpstreamTimeout(GatewayError):
     status = 504
     retryable = True
-    openai_code = "upstream_timeout"
-    anthropic_type = "timeout_error"
+    code = "upstream_timeout"
 
 
 class ServiceUnavailable(GatewayError):
     status = 503
     retryable = True
-    openai_code = "service_unavailable"
-    anthropic_type = "overloaded_error"
+    code = "service_unavailable"
+
+
+class StorageUnavailable(_Wait):
+    """Storage could not take the write that must come before a provider call (or answer
+    the read that decides one): the request is refused, never sent unmetered. Retryable
+    after a short wait; `spendgate.pipeline` applies this policy in one place."""
+
+    status = 503
+    code = "storage_unavailable"

@@ -12,11 +12,14 @@ import pytest
 from spendgate.clock import to_ms
 from spendgate.config.build import build_budget, limits_from_config
 from spendgate.config.schema import BudgetConfig, BudgetScope, LimitConfig
+from spendgate.dialects import ANTHROPIC, OPENAI
+from spendgate.dialects.openai import go_duration
 from spendgate.domain.admission import Admitted, CounterState
 from spendgate.domain.budgets import Budget, CounterRef
+from spendgate.domain.models import Dialect
 from spendgate.domain.periods import Calendar, window
-from spendgate.errors import CircuitOpen, Dialect, LoopDetected, RateLimited
-from spendgate.pipeline.limit_headers import go_duration, limit_headers
+from spendgate.errors import CircuitOpen, LoopDetected, RateLimited
+from spendgate.pipeline.limit_headers import limit_headers
 
 CALENDAR = Calendar.of("UTC")
 NOW = datetime(2026, 3, 4, 12, 0, 0, 500_000, tzinfo=UTC)  # half a second into a bucket
@@ -231,8 +234,8 @@ def test_long_waits_are_not_retryable(wait: float) -> None:
 
 
 def test_rate_limit_and_loop_bodies() -> None:
-    requests = RateLimited("full", wait_s=1).openai_body()["error"]
-    tokens = RateLimited("full", wait_s=1, tokens=True).openai_body()["error"]
+    requests = OPENAI.error_body(RateLimited("full", wait_s=1), None)["error"]
+    tokens = OPENAI.error_body(RateLimited("full", wait_s=1, tokens=True), None)["error"]
     assert requests == {
         "message": "full",
         "type": "requests",
@@ -244,7 +247,7 @@ def test_rate_limit_and_loop_bodies() -> None:
     loop = LoopDetected("Loop detected: ...")
     assert loop.status == 429
     assert loop.headers() == {"x-should-retry": "false"}
-    assert loop.anthropic_body()["error"] == {
+    assert ANTHROPIC.error_body(loop, None)["error"] == {
         "type": "rate_limit_error",
         "message": "Loop detected: ...",
     }

@@ -7,8 +7,10 @@ from decimal import ROUND_CEILING, Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spendgate.dialects.anthropic import from_anthropic
+from spendgate.dialects.openai import from_openai_chat
 from spendgate.domain.pricing import Price, PriceBook, Rates, Tier, cost_of, free_price
-from spendgate.domain.usage import Usage, from_anthropic, from_openai_chat
+from spendgate.domain.usage import Usage
 from spendgate.money import Nanos, dollars_to_nanos
 from spendgate.pricing import load_builtin_catalog
 

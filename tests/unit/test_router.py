@@ -13,9 +13,9 @@ from spendgate.config.build import build_budget_book, build_model_table, build_r
 from spendgate.config.schema import RouteKind
 from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.models import Deployment, Dialect, ModelRoute
 from spendgate.domain.routing import RouteFacts, Router
-from spendgate.errors import Dialect, ModelNotFound, WrongDialect
+from spendgate.errors import ModelNotFound, WrongDialect
 from spendgate.pricing.catalog import build_price_book
 
 OPENAI = Dialect.OPENAI

@@ -6,13 +6,9 @@ from typing import Any
 
 import pytest
 
-from spendgate.domain.usage import (
-    Usage,
-    from_anthropic,
-    from_openai_chat,
-    from_openai_responses,
-    merge_anthropic,
-)
+from spendgate.dialects.anthropic import from_anthropic, merge_anthropic
+from spendgate.dialects.openai import from_openai_chat, from_openai_responses
+from spendgate.domain.usage import Usage
 
 
 def test_openai_chat_usage_keeps_cached_and_reasoning_inside_the_totals() -> None:

@@ -37,7 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminDisabled(PermissionDenied):
-    openai_code = "admin_disabled"
+    code = "admin_disabled"
 
 
 def _require_admin(request: web.Request, gateway: Gateway) -> None:

@@ -10,11 +10,10 @@ from aiohttp import web
 
 from spendgate.api import admin, health, models, reload
 from spendgate.api.errors import error_middleware
+from spendgate.dialects import SURFACES, SurfaceSpec
 from spendgate.errors import ServiceUnavailable
 from spendgate.gateway import Gateway
-from spendgate.pipeline import surfaces
 from spendgate.pipeline.proxy import handle
-from spendgate.pipeline.surfaces import SurfaceSpec
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 # The tasks running proxied requests now: the drain at shutdown waits for them, then cancels
@@ -55,14 +54,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     )
     app[GATEWAY] = gateway
     app[INFLIGHT] = set()
-    for spec in (
-        surfaces.CHAT,
-        surfaces.RESPONSES,
-        surfaces.EMBEDDINGS,
-        surfaces.MESSAGES,
-        surfaces.COUNT_TOKENS,
-        surfaces.RESPONSES_INPUT_TOKENS,
-    ):
+    for spec in SURFACES:
         app.router.add_post(spec.path, _proxy(spec))
     app.router.add_get("/v1/responses", _websocket_refused)
     app.router.add_get("/v1/models", models.list_models(GATEWAY))

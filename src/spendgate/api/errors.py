@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP responses, in the caller's API dialect."""
+"""The one place where errors become HTTP responses, rendered by the caller's dialect."""
 
 from __future__ import annotations
 
@@ -8,36 +8,24 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from spendgate.errors import Dialect, GatewayError, NotFound
+from spendgate import dialects
+from spendgate.dialects import DialectAdapter
+from spendgate.errors import GatewayError, InvalidRequest, NotFound, StorageError
+from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.proxy import REQUEST_ID_KEY
 
 log = logging.getLogger("spendgate.errors")
 
-_ANTHROPIC_PREFIXES = ("/v1/messages",)
+
+def dialect_of(request: web.Request) -> DialectAdapter:
+    return dialects.for_request(request.path, request.headers)
 
 
-def dialect_of(request: web.Request) -> Dialect:
-    path = request.path
-    if path.startswith(_ANTHROPIC_PREFIXES):
-        return Dialect.ANTHROPIC
-    if path == "/v1/models" and "anthropic-version" in request.headers:
-        return Dialect.ANTHROPIC
-    return Dialect.OPENAI
-
-
-def render(error: GatewayError, dialect: Dialect, request_id: str | None) -> web.Response:
-    headers = error.headers()
-    headers.update(error.dialect_headers.get(dialect, {}))
-    if request_id:
-        headers["x-spendgate-request-id"] = request_id
-        if dialect is Dialect.ANTHROPIC:
-            headers["request-id"] = request_id
-        else:
-            headers["x-request-id"] = request_id
+def render(error: GatewayError, adapter: DialectAdapter, request_id: str | None) -> web.Response:
     return web.Response(
-        body=orjson.dumps(error.body(dialect, request_id)),
-        status=error.status_for(dialect),
-        headers=headers,
+        body=orjson.dumps(adapter.error_body(error, request_id)),
+        status=adapter.error_status(error),
+        headers=adapter.error_headers(error, request_id),
         content_type="application/json",
     )
 
@@ -47,10 +35,8 @@ class _Internal(GatewayError):
     retryable = True
 
 
-class _MethodNotAllowed(GatewayError):
+class _MethodNotAllowed(InvalidRequest):
     status = 405
-    openai_type = "invalid_request_error"
-    anthropic_type = "invalid_request_error"
 
 
 def _response_started(request: web.Request) -> bool:
@@ -70,6 +56,11 @@ async def error_middleware(
         if _response_started(request):
             raise
         return render(error, dialect_of(request), request.get(REQUEST_ID_KEY))
+    except StorageError as error:
+        log.error("storage failed", extra={"path": request.path, "error": str(error)})
+        if _response_started(request):
+            raise
+        return render(storage_refusal(), dialect_of(request), request.get(REQUEST_ID_KEY))
     except web.HTTPNotFound:
         missing = NotFound(f"No route for {request.method} {request.path} on this gateway.")
         return render(missing, dialect_of(request), None)

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.pricing import Price
-from spendgate.errors import Dialect, ModelNotFound, ModelNotPriced, PermissionDenied, WrongDialect
+from spendgate.errors import ModelNotFound, ModelNotPriced, PermissionDenied, WrongDialect
+
+
+class Dialect(Enum):
+    """The API a model is spoken to in (each has an adapter in `spendgate.dialects`)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
 
 
 class ProviderKind(StrEnum):

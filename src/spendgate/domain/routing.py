@@ -23,8 +23,7 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from spendgate.domain.budgets import BASIS_POINTS, BudgetScope, Caller, Scoped
-from spendgate.domain.models import ModelTable
-from spendgate.errors import Dialect
+from spendgate.domain.models import Dialect, ModelTable
 
 
 class RouteKind(StrEnum):

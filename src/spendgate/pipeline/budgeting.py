@@ -33,7 +33,7 @@ from spendgate.errors import (
     RequestCapExceeded,
 )
 from spendgate.pipeline.exchange import Exchange
-from spendgate.pipeline.limit_headers import refusal_headers
+from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
 from spendgate.storage.base import ReservationPlan, Storage
 
@@ -159,7 +159,7 @@ async def record_block(
     row = exchange.row(
         now=exchange.started,
         usage=Usage(),
-        status=refusal.status_for(exchange.spec.dialect),
+        status=exchange.spec.adapter.error_status(refusal),
         error=refusal.message[:500],
     )
     blocked = dataclasses.replace(
@@ -172,13 +172,12 @@ def _check_input_caps(caps: list[RequestCap], input_tokens: int, exact: bool) ->
     for cap in caps:
         if cap.max_input_tokens is not None and input_tokens > cap.max_input_tokens:
             how = "" if exact else " (an upper-bound estimate)"
-            refusal = RequestCapExceeded(
+            raise RequestCapExceeded(
                 f"This request has {input_tokens:,} input tokens{how}, over the limit of "
                 f"{cap.max_input_tokens:,} per request for {cap.target.scope.value} "
-                f"'{cap.target.match}'. Shorten the prompt or split the work."
+                f"'{cap.target.match}'. Shorten the prompt or split the work.",
+                blocked_by=f"request-cap:{cap.target.scope.value}:{cap.target.match}",
             )
-            refusal.blocked_by = f"request-cap:{cap.target.scope.value}:{cap.target.match}"
-            raise refusal
 
 
 def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime) -> GatewayError:
@@ -186,29 +185,26 @@ def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime
         cap = refused.cap
         assert cap is not None
         assert cap.max_request_nanos is not None
-        error: GatewayError = RequestCapExceeded(
+        return RequestCapExceeded(
             f"Even with the smallest output ceiling this request would cost up to "
             f"{Unit.NANOS.render(refused.needed)}, over the per-request limit of "
             f"{Unit.NANOS.render(cap.max_request_nanos)} for {cap.target.scope.value} "
-            f"'{cap.target.match}'."
+            f"'{cap.target.match}'.",
+            blocked_by=f"request-cap:{cap.target.scope.value}:{cap.target.match}",
         )
-        error.blocked_by = f"request-cap:{cap.target.scope.value}:{cap.target.match}"
-        return error
     counter = refused.counter
     budget = counter.ref.budget
     if budget.kind is Kind.LIMIT:
-        error = _rate_limited(counter, refused.needed, now)
-    elif budget.kind is Kind.LOOP:
+        return _rate_limited(counter, refused.needed, now)
+    if budget.kind is Kind.LOOP:
         seconds = budget.period.length.total_seconds() if budget.period.length else 0
-        error = LoopDetected(
+        return LoopDetected(
             f"Loop detected: this key sent the same request {counter.spent + counter.reserved + 1} "
             f"times within {seconds:g} s; spendgate refuses further repeats "
-            "until the window passes. Change the request, or fix the client that repeats it."
+            "until the window passes. Change the request, or fix the client that repeats it.",
+            blocked_by=budget.name,
         )
-    else:
-        error = BudgetExceeded(_budget_message(counter, refused.needed, book))
-    error.blocked_by = budget.name
-    return error
+    return BudgetExceeded(_budget_message(counter, refused.needed, book), blocked_by=budget.name)
 
 
 # A concurrency slot frees when some request in flight ends: suggest a short wait.
@@ -227,14 +223,14 @@ def _rate_limited(counter: CounterState, needed: int, now: datetime) -> RateLimi
             f"{unit.render(counter.spent + counter.reserved)} of {unit.render(counter.limit)} "
             f"per {_human(budget.period.length)} used; this request needs {unit.render(needed)}"
         )
-    refusal = RateLimited(
+    return RateLimited(
         f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. "
         f"Room frees up in {wait:.1f} s.",
         wait_s=wait,
         tokens=unit is Unit.TOKENS,
+        window=refusal_window(counter, now),
+        blocked_by=budget.name,
     )
-    refusal.dialect_headers = refusal_headers(counter, now)
-    return refusal
 
 
 def _human(length: timedelta | None) -> str:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from spendgate.dialects import SurfaceSpec
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
-from spendgate.pipeline.surfaces import SurfaceSpec
 from spendgate.pipeline.ticket import Ticket
 from spendgate.upstream.providers import Provider
 

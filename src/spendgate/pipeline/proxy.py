@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from spendgate.dialects import Prepared, SurfaceSpec
 from spendgate.domain.budgets import Caller
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import ModelRoute, ProviderKind
@@ -47,7 +48,6 @@ from spendgate.pipeline.outcome import (
 )
 from spendgate.pipeline.relay import relay_stream
 from spendgate.pipeline.routing import Policy, attempts, decide, price_of
-from spendgate.pipeline.surfaces import Prepared, SurfaceSpec, response_text
 from spendgate.pipeline.ticket import Ticket
 
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
@@ -312,14 +312,13 @@ def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:
 
 def _breaker_refusal(gateway: Gateway, exchange: Exchange, wait: float) -> CircuitOpen:
     assert gateway.breakers is not None
-    refusal = CircuitOpen(
+    return CircuitOpen(
         f"The upstream for '{exchange.route.name}' failed {gateway.breakers.threshold} times "
         f"in a row for this key; spendgate fails fast instead of paying for more failing "
         f"calls. It will try again in {wait:.1f} s.",
         wait_s=wait,
+        blocked_by="circuit-breaker",
     )
-    refusal.blocked_by = "circuit-breaker"
-    return refusal
 
 
 def _breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
@@ -507,7 +506,7 @@ def _body_usage(
         return Usage(), served, _upstream_error_text(document, status)
     usage = exchange.spec.usage_of(document)
     if usage is None:
-        usage = exchange.estimate(response_text(exchange.spec.surface, document))
+        usage = exchange.estimate(exchange.spec.response_text(document))
     return usage, served, None
 
 

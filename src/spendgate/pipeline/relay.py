@@ -10,14 +10,14 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
+from spendgate.dialects import Prepared
+from spendgate.dialects.base import Action, StreamMeter
 from spendgate.domain import tokens
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
-from spendgate.pipeline.meters import Action, StreamMeter
 from spendgate.pipeline.outcome import BROKEN_UPSTREAM, answer_and_record, client_headers, record
-from spendgate.pipeline.surfaces import Prepared
 from spendgate.upstream.sse import EventSplitter
 
 

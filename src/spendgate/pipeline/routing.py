@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spendgate.dialects import SurfaceSpec
 from spendgate.domain.budgets import Caller, CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Deployment, ModelRoute, ModelTable
@@ -15,7 +16,6 @@ from spendgate.domain.pricing import Price
 from spendgate.domain.routing import Decision, RouteFacts, Router
 from spendgate.errors import GatewayError
 from spendgate.gateway import Gateway
-from spendgate.pipeline.surfaces import SurfaceSpec
 from spendgate.upstream.providers import Provider
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from spendgate.domain.admission import Admitted
 from spendgate.domain.budgets import Unit
-from spendgate.errors import Dialect
+from spendgate.domain.models import Dialect
 from spendgate.pipeline.limit_headers import limit_headers
 from spendgate.storage.base import ReservationPlan
 

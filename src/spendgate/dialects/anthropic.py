@@ -1,0 +1,278 @@
+"""The Anthropic dialect: Messages (``POST /v1/messages``, ``?beta=true`` included) and
+free token counting, its error shape, ``anthropic-ratelimit-*`` headers, model listing,
+usage objects and stream events.
+
+Errors: ``{"type": "error", "error": {"type", "message"}, "request_id"}``; a budget refusal
+is ``402 billing_error`` (never 400: Claude Code replays a 400 five times). Rate limits:
+``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``, resets as RFC 3339 times.
+Usage: ``input_tokens`` excludes both cache fields (shared/CLIENTS.md §0.16), so the
+normal form adds them back; ``message_delta`` usage is cumulative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC
+from typing import Any, ClassVar
+
+import orjson
+
+from spendgate.dialects.base import (
+    Action,
+    DialectAdapter,
+    Prepared,
+    StreamMeter,
+    SurfaceSpec,
+    error_text,
+    load_object,
+    sse_event,
+)
+from spendgate.domain import tokens
+from spendgate.domain.ledger import Surface
+from spendgate.domain.models import Dialect, ModelRoute
+from spendgate.domain.usage import Usage, count_field, sub_mapping
+from spendgate.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    CircuitOpen,
+    GatewayError,
+    InvalidRequest,
+    LoopDetected,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RateWindow,
+    RequestTooLarge,
+    ServiceUnavailable,
+    StorageUnavailable,
+    UpstreamTimeout,
+)
+from spendgate.upstream.sse import SseEvent
+
+_CREATED = "1970-01-01T00:00:00Z"
+
+
+class AnthropicDialect(DialectAdapter):
+    dialect = Dialect.ANTHROPIC
+    error_types: ClassVar[Mapping[type[GatewayError], str]] = {
+        InvalidRequest: "invalid_request_error",
+        AuthenticationFailed: "authentication_error",
+        PermissionDenied: "permission_error",
+        NotFound: "not_found_error",
+        RequestTooLarge: "request_too_large",
+        BudgetExceeded: "billing_error",
+        RateLimited: "rate_limit_error",
+        LoopDetected: "rate_limit_error",
+        CircuitOpen: "overloaded_error",
+        UpstreamTimeout: "timeout_error",
+        ServiceUnavailable: "overloaded_error",
+        StorageUnavailable: "overloaded_error",
+    }
+    statuses: ClassVar[Mapping[type[GatewayError], int]] = {BudgetExceeded: 402}
+    request_id_header = "request-id"
+
+    def owns(self, path: str, headers: Mapping[str, str]) -> bool:
+        if path.startswith("/v1/messages"):
+            return True
+        return path == "/v1/models" and "anthropic-version" in headers
+
+    def error_body(self, error: GatewayError, request_id: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": self.error_type(error), "message": error.message},
+        }
+        if request_id:
+            body["request_id"] = request_id
+        return body
+
+    def rate_headers(self, windows: Iterable[RateWindow]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for window in windows:
+            name = window.kind
+            out[f"anthropic-ratelimit-{name}-limit"] = str(window.limit)
+            out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, window.remaining))
+            stamp = window.resets_at.astimezone(UTC).replace(microsecond=0).isoformat()
+            out[f"anthropic-ratelimit-{name}-reset"] = stamp.replace("+00:00", "Z")
+        return out
+
+    def model_list(self, routes: Sequence[ModelRoute], aliases: Mapping[str, str]) -> Any:
+        data: list[dict[str, Any]] = [
+            {"type": "model", "id": r.name, "display_name": r.name, "created_at": _CREATED}
+            for r in routes
+            if r.dialect is Dialect.ANTHROPIC
+        ]
+        data += [
+            {
+                "type": "model",
+                "id": alias,
+                "display_name": f"{alias} (now {model})",
+                "created_at": _CREATED,
+            }
+            for alias, model in sorted(aliases.items())
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+
+
+ANTHROPIC = AnthropicDialect()
+
+
+def from_anthropic(usage: Mapping[str, Any]) -> Usage:
+    """Anthropic ``usage``: input excludes the cache fields, so add them back."""
+    cache_creation = sub_mapping(usage, "cache_creation")
+    uncached = count_field(usage, "input_tokens")
+    cache_read = count_field(usage, "cache_read_input_tokens")
+    cache_write = count_field(usage, "cache_creation_input_tokens")
+    return Usage(
+        input_tokens=uncached + cache_read + cache_write,
+        output_tokens=count_field(usage, "output_tokens"),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=count_field(cache_creation, "ephemeral_1h_input_tokens"),
+    )
+
+
+def merge_anthropic(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``message_delta`` usage is cumulative: its fields overwrite those of ``message_start``."""
+    merged = dict(current)
+    for key, value in update.items():
+        if value is not None:
+            merged[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------------------- surfaces
+
+THINKING_MIN_CEILING = 1025  # budget_tokens >= 1024 must stay below max_tokens
+
+
+def _thinking(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    thinking = body.get("thinking")
+    return thinking if isinstance(thinking, dict) else None
+
+
+class MessagesSurface(SurfaceSpec):
+    def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
+        return tokens.count_anthropic_input(model, body)
+
+    def min_ceiling(self, body: Mapping[str, Any]) -> int:
+        thinking = _thinking(body)
+        return THINKING_MIN_CEILING if thinking and thinking.get("type") == "enabled" else 1
+
+    def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
+        body["max_tokens"] = ceiling
+        thinking = _thinking(body)
+        budget = thinking.get("budget_tokens") if thinking else None
+        if thinking is not None and isinstance(budget, int) and budget >= ceiling:
+            body["thinking"] = {**thinking, "budget_tokens": max(1024, ceiling - 1)}
+
+    def meter(self, prepared: Prepared) -> StreamMeter:
+        return MessagesMeter()
+
+    def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
+        return from_anthropic(usage)
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        pieces: list[str] = []
+        for block in response.get("content") or ():
+            if isinstance(block, dict):
+                pieces.append(str(block.get("text") or block.get("thinking") or ""))
+                if block.get("type") == "tool_use":
+                    pieces.append(orjson.dumps(block.get("input")).decode())
+        return "".join(pieces)
+
+
+MESSAGES = MessagesSurface(
+    Surface.ANTHROPIC_MESSAGES,
+    ANTHROPIC,
+    "/v1/messages",
+    streams=True,
+    billed=True,
+    ceiling_fields=("max_tokens",),
+)
+COUNT_TOKENS = SurfaceSpec(Surface.ANTHROPIC_COUNT_TOKENS, ANTHROPIC, "/v1/messages/count_tokens")
+
+
+class MessagesMeter:
+    """Usage in ``message_start``, overwritten by ``message_delta``; ``message_stop`` ends."""
+
+    def __init__(self) -> None:
+        self.served_model: str | None = None
+        self.upstream_error: str | None = None
+        self.finished = False
+        self._usage: dict[str, Any] | None = None
+        self._pieces: list[str] = []
+        self._open_block: int | None = None
+
+    def feed(self, event: SseEvent) -> Action:
+        kind = event.event
+        if kind == "ping":
+            return Action.FORWARD
+        if kind == "message_stop":
+            self.finished = True
+            return Action.HOLD
+        payload = load_object(event.data)
+        if payload is None:
+            return Action.FORWARD
+        kind = kind or payload.get("type")
+        if kind == "content_block_delta":
+            self._collect(payload.get("delta"))
+        elif kind == "content_block_start":
+            self._open_block = payload.get("index") if isinstance(payload.get("index"), int) else 0
+        elif kind == "content_block_stop":
+            self._open_block = None
+        elif kind == "message_start":
+            self._start(payload.get("message"))
+        elif kind == "message_delta":
+            update = payload.get("usage")
+            if isinstance(update, dict):
+                self._usage = merge_anthropic(self._usage or {}, update)
+        elif kind == "error":
+            self.upstream_error = error_text(payload.get("error"))
+        return Action.FORWARD
+
+    def _start(self, message: object) -> None:
+        if not isinstance(message, dict):
+            return
+        if isinstance(message.get("model"), str):
+            self.served_model = message["model"]
+        if isinstance(message.get("usage"), dict):
+            self._usage = message["usage"]
+
+    def _collect(self, delta: object) -> None:
+        if not isinstance(delta, dict):
+            return
+        for key in ("text", "partial_json", "thinking"):
+            text = delta.get(key)
+            if isinstance(text, str) and text:
+                self._pieces.append(text)
+
+    def usage(self) -> Usage | None:
+        return from_anthropic(self._usage) if self._usage else None
+
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def generated_text(self) -> str:
+        return "".join(self._pieces)
+
+    def cut_events(self, usage: Usage) -> bytes:
+        out = b""
+        if self._open_block is not None:
+            stop = {"type": "content_block_stop", "index": self._open_block}
+            out += sse_event(stop, "content_block_stop")
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+            "usage": {"output_tokens": usage.output_tokens},
+        }
+        stop_event = sse_event({"type": "message_stop"}, "message_stop")
+        return out + sse_event(delta, "message_delta") + stop_event
+
+    def error_event(self, code: str, message: str) -> bytes:
+        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"

@@ -1,0 +1,273 @@
+"""What every API dialect adapter provides, and what the request path asks of it.
+
+A *dialect* is one provider API family as clients speak it (OpenAI, Anthropic, later
+Gemini, Bedrock): its error shape, its rate-limit headers, its model listing. A *surface*
+is one operation of a dialect (``POST /v1/chat/completions``): which fields spendgate may
+change in a request, where usage lives in its response, how its stream is metered. The
+pipeline holds a surface and calls these methods; it never branches on which dialect it
+is. Pure: no IO.
+
+Adding a dialect is adding a module: a `DialectAdapter` subclass, its `SurfaceSpec`
+subclasses and stream meters, registered in `spendgate.dialects`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import orjson
+
+from spendgate.domain import tokens
+from spendgate.domain.ledger import Surface
+from spendgate.domain.models import Dialect, ModelRoute
+from spendgate.domain.usage import Usage
+from spendgate.errors import GatewayError, InvalidRequest, RateLimited, RateWindow
+from spendgate.upstream.sse import SseEvent
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------- dialects
+
+
+class DialectAdapter(ABC):
+    """Errors, rate-limit headers and model listings in one dialect's own shape."""
+
+    dialect: ClassVar[Dialect]
+    # The dialect's error ``type`` per error class (the nearest class in the MRO wins).
+    error_types: ClassVar[Mapping[type[GatewayError], str]] = {}
+    # Statuses that differ from `GatewayError.status` in this dialect.
+    statuses: ClassVar[Mapping[type[GatewayError], int]] = {}
+    request_id_header: ClassVar[str] = "x-request-id"
+
+    @abstractmethod
+    def owns(self, path: str, headers: Mapping[str, str]) -> bool:
+        """Whether a request to ``path`` speaks this dialect (for errors raised before a
+        surface is known: unknown routes, the model listing)."""
+
+    def error_status(self, error: GatewayError) -> int:
+        return _nearest(self.statuses, type(error), error.status)
+
+    def error_type(self, error: GatewayError) -> str:
+        return _nearest(self.error_types, type(error), "api_error")
+
+    @abstractmethod
+    def error_body(self, error: GatewayError, request_id: str | None) -> dict[str, Any]:
+        """The error response's body."""
+
+    def error_headers(self, error: GatewayError, request_id: str | None) -> dict[str, str]:
+        headers = error.headers()
+        if isinstance(error, RateLimited) and error.window is not None:
+            headers.update(self.rate_headers([error.window]))
+        if request_id:
+            headers["x-spendgate-request-id"] = request_id
+            headers[self.request_id_header] = request_id
+        return headers
+
+    @abstractmethod
+    def rate_headers(self, windows: Iterable[RateWindow]) -> dict[str, str]:
+        """The dialect's rate-limit headers, one set per kind of window given."""
+
+    @abstractmethod
+    def model_list(self, routes: Sequence[ModelRoute], aliases: Mapping[str, str]) -> Any:
+        """The body of ``GET /v1/models``: the caller's models, then its aliases (name ->
+        the model each means), in this dialect's own listing shape."""
+
+
+def _nearest(table: Mapping[type[GatewayError], T], kind: type, default: T) -> T:
+    for klass in kind.__mro__:
+        if klass in table:
+            return table[klass]
+    return default
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+class Action(Enum):
+    """What the relay does with one upstream event (see `StreamMeter.feed`).
+
+    * ``FORWARD``: send the event to the client now;
+    * ``DROP``: never send it (the usage chunk spendgate asked for but the client did not);
+    * ``HOLD``: the terminal event (``[DONE]``, ``message_stop``, ``response.completed``):
+      sent only after the ledger row is durable, so a client never sees the end of a
+      response whose spend could still be lost.
+    """
+
+    FORWARD = "forward"
+    DROP = "drop"
+    HOLD = "hold"
+
+
+class StreamMeter(Protocol):
+    """Reads a relayed stream event by event: finds the provider's usage, remembers what
+    was generated (for an estimate when usage never comes), and tells the relay what to do
+    with each event."""
+
+    served_model: str | None
+    upstream_error: str | None
+    finished: bool
+
+    def feed(self, event: SseEvent) -> Action: ...
+
+    def usage(self) -> Usage | None: ...
+
+    def generated_text(self) -> str: ...
+
+    def error_event(self, code: str, message: str) -> bytes: ...
+
+    def pieces(self) -> list[str]:
+        """The generated text so far, in the pieces it arrived in (appended to, never edited)."""
+        ...
+
+    def cut_events(self, usage: Usage) -> bytes:
+        """The dialect's clean ending for a stream spendgate stops at the output ceiling."""
+        ...
+
+
+def sse_event(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def load_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def error_text(error: object) -> str:
+    if isinstance(error, dict):
+        parts = [str(error.get(k)) for k in ("type", "code", "message") if error.get(k)]
+        return ": ".join(parts)[:500] or "error"
+    return str(error)[:500]
+
+
+# ---------------------------------------------------------------------------- surfaces
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    body: bytes  # what goes upstream
+    stream: bool
+    client_wants_usage: bool
+
+
+@dataclass(frozen=True)
+class SurfaceSpec:
+    """One operation of a dialect. Subclasses override the hooks their API needs; the
+    defaults fit a surface that is neither streamed nor billed (token counting)."""
+
+    surface: Surface
+    adapter: DialectAdapter
+    path: str
+    streams: bool = False
+    billed: bool = False
+    ceiling_fields: tuple[str, ...] = ()  # where the request states its output ceiling
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.adapter.dialect
+
+    # -- the request -----------------------------------------------------------------
+
+    def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
+        """The request's input tokens, exact or an upper bound (see `spendgate.domain.tokens`)."""
+        return tokens.TokenCount(tokens=0, exact=True)
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """How many answers the request asks for (each up to the output ceiling)."""
+        return 1
+
+    def requested_output(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        """The output ceiling per choice the request states (None: none), and its choices."""
+        ceiling = None
+        for name in self.ceiling_fields:
+            value = body.get(name)
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise InvalidRequest(f"'{name}' must be a non-negative integer", param=name)
+                ceiling = value
+                break
+        return ceiling, self.choices(body)
+
+    def min_ceiling(self, body: Mapping[str, Any]) -> int:
+        """The lowest output ceiling the upstream accepts for this body."""
+        return 1
+
+    def ceiling_field(self, body: Mapping[str, Any], *, legacy_field: bool) -> str:
+        """Where to write the output ceiling: where the request had it, else the usual field."""
+        present = [name for name in self.ceiling_fields if body.get(name) is not None]
+        return present[0] if present else self.ceiling_fields[0]
+
+    def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
+        body[self.ceiling_field(body, legacy_field=legacy_field)] = ceiling
+
+    def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
+        """Changes a streamed request needs so that its usage can be metered: (changed,
+        whether the client itself asked for the usage)."""
+        return False, True
+
+    def prepare(
+        self,
+        raw: bytes,
+        body: dict[str, Any],
+        upstream_model: str,
+        *,
+        ceiling: int | None = None,
+        legacy_field: bool = False,
+    ) -> Prepared:
+        """The body that goes upstream: only the fields spendgate must set change (the
+        model, the output ceiling, stream usage); the client's bytes otherwise."""
+        stream = self.streams and body.get("stream") is True
+        changed = False
+        if body.get("model") != upstream_model:
+            body["model"] = upstream_model
+            changed = True
+        if ceiling is not None and self.ceiling_fields:
+            self.set_ceiling(body, ceiling, legacy_field=legacy_field)
+            changed = True
+        client_wants_usage = True
+        if stream:
+            adjusted, client_wants_usage = self.adjust_stream(body)
+            changed = changed or adjusted
+        return Prepared(
+            body=orjson.dumps(body) if changed else raw,
+            stream=stream,
+            client_wants_usage=client_wants_usage,
+        )
+
+    # -- the response ----------------------------------------------------------------
+
+    def meter(self, prepared: Prepared) -> StreamMeter:
+        """The meter of one streamed answer (only surfaces that stream have one)."""
+        raise TypeError(f"{self.surface.value} does not stream")
+
+    def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
+        """The provider's ``usage`` object in normal form."""
+        return Usage()
+
+    def usage_of(self, response: Mapping[str, Any]) -> Usage | None:
+        """Usage of a non-streamed response; None when it reports none (a free surface
+        reports an empty one)."""
+        if not self.billed:
+            return Usage()
+        raw = response.get("usage")
+        return self.parse_usage(raw) if isinstance(raw, dict) else None
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """The generated text of a non-streamed response, for estimating its output."""
+        return ""
+
+    def estimate(self, model: str, body: Mapping[str, Any], output_text: str) -> Usage:
+        """An upper-bound estimate, marked as such, for when the provider reported nothing."""
+        if not self.billed:
+            return Usage(estimated=True)
+        input_tokens = self.input_counter(model, body).tokens
+        output_tokens = tokens.count_output_text(model, output_text).tokens if output_text else 0
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)

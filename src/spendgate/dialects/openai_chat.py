@@ -1,0 +1,163 @@
+"""OpenAI Chat Completions (``POST /v1/chat/completions``): ``n`` choices, two ceiling
+fields, usage in a ``choices: []`` chunk that spendgate asks for when the client did not
+(``stream_options.include_usage``) and then drops before it reaches that client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from spendgate.dialects.base import (
+    Action,
+    Prepared,
+    StreamMeter,
+    SurfaceSpec,
+    error_text,
+    load_object,
+    sse_event,
+)
+from spendgate.dialects.openai import OPENAI, from_openai_chat
+from spendgate.domain import tokens
+from spendgate.domain.ledger import Surface
+from spendgate.domain.usage import Usage
+from spendgate.errors import InvalidRequest
+from spendgate.upstream.sse import SseEvent
+
+
+class ChatSurface(SurfaceSpec):
+    def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
+        return tokens.count_chat_input(model, body)
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        choices = body.get("n", 1)
+        if choices is None:
+            return 1
+        if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= 128:
+            raise InvalidRequest("'n' must be an integer from 1 to 128", param="n")
+        return choices
+
+    def ceiling_field(self, body: Mapping[str, Any], *, legacy_field: bool) -> str:
+        present = [name for name in self.ceiling_fields if body.get(name) is not None]
+        if present:
+            return present[0]
+        # OpenAI-compatible servers (vLLM, Ollama) know only the older field.
+        return "max_tokens" if legacy_field else self.ceiling_fields[0]
+
+    def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidRequest("stream_options must be an object", param="stream_options")
+        if options and options.get("include_usage") is True:
+            return False, True
+        body["stream_options"] = {**(options or {}), "include_usage": True}
+        return True, False
+
+    def meter(self, prepared: Prepared) -> StreamMeter:
+        return ChatMeter(client_wants_usage=prepared.client_wants_usage)
+
+    def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
+        return from_openai_chat(usage)
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        pieces: list[str] = []
+        for choice in response.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                pieces.append(str(message.get("content") or ""))
+                pieces.extend(str(c) for c in message.get("tool_calls") or ())
+        return "".join(pieces)
+
+
+CHAT = ChatSurface(
+    Surface.OPENAI_CHAT,
+    OPENAI,
+    "/v1/chat/completions",
+    streams=True,
+    billed=True,
+    ceiling_fields=("max_completion_tokens", "max_tokens"),
+)
+
+
+class ChatMeter:
+    """``data:`` chunks, usage in a ``choices: []`` chunk, ``[DONE]`` at the end."""
+
+    def __init__(self, *, client_wants_usage: bool) -> None:
+        self.client_wants_usage = client_wants_usage
+        self.served_model: str | None = None
+        self.upstream_error: str | None = None
+        self.finished = False
+        self._usage: dict[str, Any] | None = None
+        self._pieces: list[str] = []
+        self._first: dict[str, Any] = {}
+        self._indices: set[int] = set()
+
+    def feed(self, event: SseEvent) -> Action:
+        if event.data == b"[DONE]":
+            self.finished = True
+            return Action.HOLD
+        chunk = load_object(event.data)
+        if chunk is None:
+            return Action.FORWARD
+        if "error" in chunk:
+            self.upstream_error = error_text(chunk["error"])
+            return Action.FORWARD
+        if self.served_model is None and isinstance(chunk.get("model"), str):
+            self.served_model = chunk["model"]
+            self._first = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
+        usage = chunk.get("usage")
+        choices = chunk.get("choices")
+        if isinstance(usage, dict):
+            self._usage = usage
+            if not self.client_wants_usage and not choices:
+                return Action.DROP
+        if isinstance(choices, list):
+            self._collect(choices)
+        return Action.FORWARD
+
+    def _collect(self, choices: list[Any]) -> None:
+        for choice in choices:
+            if isinstance(choice, dict) and isinstance(choice.get("index"), int):
+                self._indices.add(choice["index"])
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            for key in ("content", "refusal", "reasoning_content"):
+                text = delta.get(key)
+                if isinstance(text, str) and text:
+                    self._pieces.append(text)
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    self._pieces.append(str(function.get("name") or ""))
+                    self._pieces.append(str(function.get("arguments") or ""))
+
+    def usage(self) -> Usage | None:
+        return from_openai_chat(self._usage) if self._usage else None
+
+    def generated_text(self) -> str:
+        return "".join(self._pieces)
+
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def error_event(self, code: str, message: str) -> bytes:
+        body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def cut_events(self, usage: Usage) -> bytes:
+        head = {"object": "chat.completion.chunk", **self._first}
+        finals: list[dict[str, Any]] = [
+            {"index": i, "delta": {}, "logprobs": None, "finish_reason": "length"}
+            for i in sorted(self._indices or {0})
+        ]
+        out = sse_event({**head, "choices": finals, "usage": None})
+        if self.client_wants_usage:
+            counts = {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            }
+            out += sse_event({**head, "choices": [], "usage": counts})
+        return out + b"data: [DONE]\n\n"

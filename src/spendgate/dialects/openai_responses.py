@@ -1,0 +1,153 @@
+"""OpenAI Responses (``POST /v1/responses``): typed events, usage only in the terminal
+event's ``response``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from spendgate.dialects.base import (
+    Action,
+    Prepared,
+    StreamMeter,
+    SurfaceSpec,
+    error_text,
+    load_object,
+    sse_event,
+)
+from spendgate.dialects.openai import OPENAI, from_openai_responses
+from spendgate.domain import tokens
+from spendgate.domain.ledger import Surface
+from spendgate.domain.usage import Usage
+from spendgate.upstream.sse import SseEvent
+
+
+class ResponsesSurface(SurfaceSpec):
+    def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
+        return tokens.count_responses_input(model, body)
+
+    def meter(self, prepared: Prepared) -> StreamMeter:
+        return ResponsesMeter()
+
+    def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
+        return from_openai_responses(usage)
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        pieces: list[str] = []
+        for item in response.get("output") or ():
+            for part in (item.get("content") or ()) if isinstance(item, dict) else ():
+                if isinstance(part, dict):
+                    pieces.append(str(part.get("text") or ""))
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                pieces.append(str(item.get("arguments") or ""))
+        return "".join(pieces)
+
+
+RESPONSES = ResponsesSurface(
+    Surface.OPENAI_RESPONSES,
+    OPENAI,
+    "/v1/responses",
+    streams=True,
+    billed=True,
+    ceiling_fields=("max_output_tokens",),
+)
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_TEXT = frozenset(
+    {
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+        "response.refusal.delta",
+    }
+)
+
+
+class ResponsesMeter:
+    """Typed events; usage only in the terminal event's ``response``."""
+
+    def __init__(self) -> None:
+        self.served_model: str | None = None
+        self.upstream_error: str | None = None
+        self.finished = False
+        self._usage: dict[str, Any] | None = None
+        self._pieces: list[str] = []
+        self._sequence = 0
+        self._response: dict[str, Any] = {}
+
+    def feed(self, event: SseEvent) -> Action:
+        payload = load_object(event.data)
+        if payload is None:
+            return Action.FORWARD
+        kind = payload.get("type") or event.event
+        sequence = payload.get("sequence_number")
+        if isinstance(sequence, int):
+            self._sequence = sequence
+        if kind in _TEXT:
+            delta = payload.get("delta")
+            if isinstance(delta, str):
+                self._pieces.append(delta)
+        elif kind == "response.created":
+            self._note_response(payload.get("response"))
+        elif kind in _TERMINAL:
+            self._note_response(payload.get("response"))
+            self.finished = True
+            if kind == "response.failed":
+                self.upstream_error = "response.failed"
+            return Action.HOLD
+        elif kind == "error":
+            self.upstream_error = error_text(payload)
+        return Action.FORWARD
+
+    def _note_response(self, response: object) -> None:
+        if not isinstance(response, dict):
+            return
+        self._response = {k: response[k] for k in ("id", "created_at", "model") if k in response}
+        if isinstance(response.get("model"), str):
+            self.served_model = response["model"]
+        if isinstance(response.get("usage"), dict):
+            self._usage = response["usage"]
+
+    def usage(self) -> Usage | None:
+        return from_openai_responses(self._usage) if self._usage else None
+
+    def generated_text(self) -> str:
+        return "".join(self._pieces)
+
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def cut_events(self, usage: Usage) -> bytes:
+        response = {
+            "object": "response",
+            **self._response,
+            "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [],
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+                "output_tokens": usage.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        }
+        event = {
+            "type": "response.incomplete",
+            "sequence_number": self._sequence + 1,
+            "response": response,
+        }
+        return sse_event(event, "response.incomplete")
+
+    def error_event(self, code: str, message: str) -> bytes:
+        body = {
+            "type": "error",
+            "code": code,
+            "message": message,
+            "param": None,
+            "sequence_number": self._sequence + 1,
+        }
+        return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
