@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
-
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import load_config
 from spendgate.config.build import (
@@ -38,6 +36,7 @@ from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
 from spendgate.storage.base import Storage
 from spendgate.storage.open import open_storage
+from spendgate.upstream.client import UpstreamClient
 from spendgate.upstream.providers import Provider, build_providers
 
 log = logging.getLogger("spendgate.reload")
@@ -126,7 +125,7 @@ class Gateway:
     owner: str = field(default_factory=lambda: f"gw-{os.getpid()}-{os.urandom(4).hex()}")
     admin_token: str | None = field(repr=False, default=None)
     lease_keeper: LeaseKeeper | None = None
-    http: aiohttp.ClientSession | None = None
+    upstream: UpstreamClient = field(init=False)
     draining: bool = False
     inflight: int = 0
     env: Mapping[str, str] = field(repr=False, default_factory=dict)  # provider secrets
@@ -137,6 +136,13 @@ class Gateway:
     # row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits for them.
     unsettled: set[asyncio.Future[None]] = field(default_factory=set, repr=False, init=False)
 
+    def __post_init__(self) -> None:
+        server = self.config.server  # restart-only: the pool's timeouts never reload
+        self.upstream = UpstreamClient(
+            connect_timeout_s=server.upstream_connect_timeout_s,
+            read_timeout_s=server.upstream_timeout_s,
+        )
+
     async def start(self) -> None:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
@@ -146,25 +152,13 @@ class Gateway:
             )
             await self.lease_keeper.tick()
             self.lease_keeper.start()
-        server = self.config.server
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=server.upstream_connect_timeout_s,
-                sock_read=server.upstream_timeout_s,
-            ),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        await self.upstream.start()
 
     async def stop(self) -> None:
         """Close upstream connections, then flush and close storage (once every request
         answered has its row)."""
         await self.settled()
-        if self.http is not None:
-            await self.http.close()
-            self.http = None
+        await self.upstream.close()
         if self.lease_keeper is not None:
             await self.lease_keeper.stop()
             self.lease_keeper = None
@@ -184,11 +178,6 @@ class Gateway:
     @property
     def lease(self) -> timedelta:
         return self._lease_of(self.config)
-
-    def session(self) -> aiohttp.ClientSession:
-        if self.http is None:
-            raise RuntimeError("the gateway has not been started")
-        return self.http
 
     async def reload_source(self) -> ReloadResult:
         """Re-read the config file the gateway was started from and `reload` it."""
@@ -245,7 +234,7 @@ class Gateway:
             breakers = built.breakers  # else open circuits stay open
         old_keeper = self.lease_keeper
         keeper = old_keeper
-        if self.http is not None and (old_keeper is not None or built.budgets):
+        if self.upstream.started and (old_keeper is not None or built.budgets):
             keeper = LeaseKeeper(
                 self.storage, self.owner, self._lease_of(config), self.clock, built.budgets
             )

@@ -15,7 +15,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         gateway = request.app[gateway_key]
         if gateway.draining:
             return web.json_response({"status": "draining"}, status=503)
-        if gateway.http is None:
+        if not gateway.upstream.started:
             return web.json_response({"status": "starting"}, status=503)
         return web.json_response(
             {"status": "ready", "models": len(gateway.models), "inflight": gateway.inflight}

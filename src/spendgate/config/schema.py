@@ -53,10 +53,19 @@ class StorageConfig(Strict):
         return value
 
 
+class AuthScheme(StrEnum):
+    """Which header carries a provider's secret (``providers.*.auth``)."""
+
+    BEARER = "bearer"  # Authorization: Bearer <secret> (OpenAI and compatible servers)
+    X_API_KEY = "x-api-key"  # Anthropic
+    API_KEY = "api-key"  # Azure OpenAI
+
+
 class ProviderConfig(Strict):
     kind: ProviderKind
     base_url: str
     api_key_env: Annotated[str | None, Field(pattern=ENV_NAME)] = None
+    auth: AuthScheme | None = None  # None: x-api-key for anthropic, bearer otherwise
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")

@@ -9,12 +9,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-import aiohttp
-
 from spendgate.domain.ledger import LedgerRow
 from spendgate.gateway import Gateway
 from spendgate.pipeline.budgeting import finish
 from spendgate.pipeline.exchange import Exchange
+from spendgate.upstream.client import UpstreamResponse
 from spendgate.upstream.providers import response_headers
 
 log = logging.getLogger("spendgate.access")
@@ -26,11 +25,6 @@ ROUTE_RULE_HEADER = "x-spendgate-route-rule"  # the routing rule that chose the 
 ROUTE_KIND_HEADER = "x-spendgate-route-kind"  # alias, rewrite or downgrade
 PREMIUM_HEADER = "x-spendgate-premium"  # "kept": a premium model a rewrite would have moved
 FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before this one answered
-BROKEN_UPSTREAM = (
-    aiohttp.ClientPayloadError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-)
 
 
 async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
@@ -109,7 +103,7 @@ def _written(
         )
 
 
-def client_headers(exchange: Exchange, upstream: aiohttp.ClientResponse) -> dict[str, str]:
+def client_headers(exchange: Exchange, upstream: UpstreamResponse) -> dict[str, str]:
     headers = response_headers(upstream.headers)
     headers[REQUEST_ID_HEADER] = exchange.request_id
     headers[MODEL_HEADER] = exchange.route.name

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -40,7 +39,6 @@ from spendgate.gateway import Gateway
 from spendgate.pipeline.budgeting import admit, record_block, would_cost
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.outcome import (
-    BROKEN_UPSTREAM,
     REQUEST_ID_HEADER,
     answer_and_record,
     client_headers,
@@ -49,6 +47,14 @@ from spendgate.pipeline.outcome import (
 from spendgate.pipeline.relay import relay_stream
 from spendgate.pipeline.routing import Policy, attempts, decide, price_of
 from spendgate.pipeline.ticket import Ticket
+from spendgate.upstream.client import (
+    Broken,
+    ConnectTimeout,
+    ReadTimeout,
+    Unreachable,
+    UpstreamFailure,
+    UpstreamResponse,
+)
 
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
 _UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
@@ -366,54 +372,27 @@ async def _forward(
     a byte (unreachable, timeout, 429, 5xx) comes back as `_Failed`, for a fallback to take
     over; once a stream's first byte is relayed, there is no going back."""
     provider = exchange.provider
-    url = provider.url_for(exchange.spec.path, request.query_string)
-    headers = provider.request_headers(request.headers)
     try:
-        upstream = await gateway.session().post(url, data=prepared.body, headers=headers)
-    except aiohttp.ClientConnectorError as exc:
-        _breaker_outcome(gateway, exchange, False)
-        return _Failed(
-            error=UpstreamUnavailable(
-                f"The upstream provider '{provider.name}' could not be reached: {exc.os_error}."
-            ),
-            reached=False,
-        )
-    except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first, nothing sent
-        _breaker_outcome(gateway, exchange, False)
-        return _Failed(
-            error=UpstreamUnavailable(
-                f"The upstream provider '{provider.name}' could not be reached: the "
-                "connection timed out."
-            ),
-            reached=False,
+        upstream = await gateway.upstream.send(
+            provider,
+            exchange.spec.path,
+            prepared.body,
+            request.headers,
+            query=request.query_string,
         )
     except asyncio.CancelledError:
         _breaker_outcome(gateway, exchange, None)
         await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
         raise
-    except TimeoutError:
+    except UpstreamFailure as failure:
         _breaker_outcome(gateway, exchange, False)
-        await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
-        return _Failed(
-            error=UpstreamTimeout(
-                f"The upstream provider '{provider.name}' did not answer in time."
-            )
-        )
-    except BROKEN_UPSTREAM as exc:
-        _breaker_outcome(gateway, exchange, False)
-        await record(gateway, exchange, _lost(gateway, exchange, 502, f"upstream broke: {exc}"))
-        return _Failed(
-            error=UpstreamUnavailable(
-                f"The connection to the upstream provider '{provider.name}' broke before "
-                "it answered."
-            )
-        )
+        return await _unanswered(gateway, exchange, failure)
     exchange.mark_first_byte(gateway.clock.monotonic())
     exchange.upstream_request_id = _upstream_id(upstream.headers)
     failing = upstream.status >= 500 or upstream.status == 429
     _breaker_outcome(gateway, exchange, not failing)
     try:
-        if prepared.stream and upstream.status == 200 and _is_sse(upstream):
+        if prepared.stream and upstream.status == 200 and _is_stream(exchange, upstream):
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return _Failed(response=await _relay_body(gateway, exchange, upstream))
@@ -422,8 +401,32 @@ async def _forward(
         upstream.release()
 
 
-def _is_sse(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.content_type == "text/event-stream"
+async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFailure) -> _Failed:
+    """No answer from the provider. Nothing was sent when it could not be reached (no row);
+    otherwise it may have billed: the estimated input is charged."""
+    name = exchange.provider.name
+    if isinstance(failure, (Unreachable, ConnectTimeout)):
+        return _Failed(
+            error=UpstreamUnavailable(
+                f"The upstream provider '{name}' could not be reached: {failure}."
+            ),
+            reached=False,
+        )
+    if isinstance(failure, ReadTimeout):
+        await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
+        return _Failed(
+            error=UpstreamTimeout(f"The upstream provider '{name}' did not answer in time.")
+        )
+    await record(gateway, exchange, _lost(gateway, exchange, 502, str(failure)))
+    return _Failed(
+        error=UpstreamUnavailable(
+            f"The connection to the upstream provider '{name}' broke before it answered."
+        )
+    )
+
+
+def _is_stream(exchange: Exchange, upstream: UpstreamResponse) -> bool:
+    return upstream.content_type == exchange.provider.framing.content_type
 
 
 def _upstream_id(headers: Any) -> str | None:
@@ -450,7 +453,7 @@ def _lost(
 async def _relay_body(
     gateway: Gateway,
     exchange: Exchange,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     request: web.Request | None = None,
 ) -> web.Response:
     """The upstream's answer, whole, and its ledger row. With a ``request`` the answer is
@@ -461,10 +464,10 @@ async def _relay_body(
     except asyncio.CancelledError:
         await record(gateway, exchange, _lost(gateway, exchange, 499, "client disconnected", True))
         raise
-    except TimeoutError:
+    except ReadTimeout:
         await record(gateway, exchange, _lost(gateway, exchange, 504, "upstream timeout"))
         raise UpstreamTimeout("The upstream provider stopped sending its answer.") from None
-    except BROKEN_UPSTREAM:
+    except Broken:
         await record(gateway, exchange, _lost(gateway, exchange, 502, "upstream broke mid-body"))
         raise UpstreamUnavailable("The upstream provider broke off its answer.") from None
     usage, served, error = _body_usage(exchange, upstream.status, payload)

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 from functools import partial
 
-import aiohttp
 from aiohttp import web
 
 from spendgate.dialects import Prepared
@@ -17,8 +16,8 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
-from spendgate.pipeline.outcome import BROKEN_UPSTREAM, answer_and_record, client_headers, record
-from spendgate.upstream.sse import EventSplitter
+from spendgate.pipeline.outcome import answer_and_record, client_headers, record
+from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
 
 
 class OutputGuard:
@@ -54,7 +53,7 @@ class _Relay:
     def __init__(self, exchange: Exchange, meter: StreamMeter) -> None:
         self.exchange = exchange
         self.meter = meter
-        self.splitter = EventSplitter()
+        self.splitter = exchange.provider.framing.splitter()
         self.held: list[bytes] = []
         self.disconnected = False
         self.broken: str | None = None
@@ -93,7 +92,7 @@ async def relay_stream(
     request: web.Request,
     exchange: Exchange,
     prepared: Prepared,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         status=upstream.status, headers=client_headers(exchange, upstream)
@@ -101,7 +100,7 @@ async def relay_stream(
     relay = _Relay(exchange, exchange.spec.meter(prepared))
     try:
         await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             out = relay.sort(chunk)
             if out:
                 await response.write(out)
@@ -116,10 +115,8 @@ async def relay_stream(
     except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
         relay.disconnected = True
         upstream.close()
-    except TimeoutError:
-        relay.broken = "upstream timeout mid-stream"
-    except BROKEN_UPSTREAM as exc:
-        relay.broken = f"upstream broke mid-stream: {type(exc).__name__}"
+    except (ReadTimeout, Broken) as failure:
+        relay.broken = str(failure)
     ended = relay.meter.finished or relay.cut or relay.disconnected
     if not ended and relay.broken is None and relay.meter.upstream_error is None:
         # (after the provider's own error event the stream ends there: nothing to add)

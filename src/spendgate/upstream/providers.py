@@ -1,7 +1,8 @@
-"""Upstream providers: where a request goes and with which credential.
+"""Upstream providers: where a request goes, with which credential (an auth strategy,
+`spendgate.upstream.auth`) and how its streams are framed (`spendgate.upstream.framing`).
 
 Secrets come only from the environment variable the config names; they are never logged
-and never leave this object except in the outgoing request's auth header.
+and never leave the auth strategy except in the outgoing request's auth header.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from spendgate.config.schema import Config
+from spendgate.config.schema import AuthScheme, Config
 from spendgate.domain.models import ProviderKind
 from spendgate.errors import ConfigError
+from spendgate.upstream.auth import Auth, NoAuth, auth_for
+from spendgate.upstream.framing import SSE, Framing
 
 # Headers that are about one hop, or that carry the caller's gateway credential, never go
 # upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
@@ -57,8 +60,9 @@ class Provider:
     name: str
     kind: ProviderKind
     base_url: str
-    secret: str | None = field(repr=False)
+    auth: Auth = field(default_factory=NoAuth, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
+    framing: Framing = field(default=SSE, repr=False)
 
     def __repr__(self) -> str:
         return f"Provider(name={self.name!r}, kind={self.kind.value!r}, base_url={self.base_url!r})"
@@ -83,13 +87,10 @@ class Provider:
         }
         out.update(self.headers)
         out["content-type"] = "application/json"
-        if self.kind is ProviderKind.ANTHROPIC:
-            if not any(name.lower() == "anthropic-version" for name in out):
-                out["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
-            if self.secret:
-                out["x-api-key"] = self.secret
-        elif self.secret:
-            out["authorization"] = f"Bearer {self.secret}"
+        if self.kind is ProviderKind.ANTHROPIC and not any(
+            name.lower() == "anthropic-version" for name in out
+        ):
+            out["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
         return out
 
 
@@ -118,6 +119,15 @@ def build_providers(
                     f"the environment variable {spec.api_key_env} is not set",
                 )
         providers[name] = Provider(
-            name=name, kind=spec.kind, base_url=spec.base_url, secret=secret, headers=spec.headers
+            name=name,
+            kind=spec.kind,
+            base_url=spec.base_url,
+            auth=auth_for(spec.auth or default_auth(spec.kind), secret),
+            headers=spec.headers,
         )
     return providers
+
+
+def default_auth(kind: ProviderKind) -> AuthScheme:
+    """Anthropic takes ``x-api-key``; OpenAI and compatible servers a bearer token."""
+    return AuthScheme.X_API_KEY if kind is ProviderKind.ANTHROPIC else AuthScheme.BEARER

@@ -1,0 +1,33 @@
+"""How a provider frames a streamed answer into events. Server-sent events today (every
+provider spendgate speaks to); AWS event-stream (Bedrock) or JSON arrays (Gemini's
+non-SSE streams) are other framings behind the same seam."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from spendgate.upstream.sse import EventSplitter, SseEvent
+
+
+class Splitter(Protocol):
+    """Fed the bytes of a stream as they arrive; returns every complete event."""
+
+    def feed(self, chunk: bytes) -> list[SseEvent]: ...
+
+    def pending(self) -> bytes: ...
+
+
+class Framing(Protocol):
+    content_type: str
+
+    def splitter(self) -> Splitter: ...
+
+
+class SseFraming:
+    content_type = "text/event-stream"
+
+    def splitter(self) -> Splitter:
+        return EventSplitter()
+
+
+SSE = SseFraming()
