@@ -34,7 +34,7 @@ from spendgate.pricing.catalog import build_price_book
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
-from spendgate.storage.base import Storage
+from spendgate.storage import Storage
 from spendgate.storage.open import open_storage
 from spendgate.upstream.client import UpstreamClient
 from spendgate.upstream.providers import Provider, build_providers

@@ -14,13 +14,20 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.storage import Storage, open_storage
 
 # Each backend the suite runs against; PostgreSQL and Redis join this list with a URL
-# builder that points at a real server.
-BACKENDS = ["sqlite"]
+# builder that points at a real server. Tests of what survives a restart take only the
+# persistent ones.
+# "split": keys and ledger on SQLite, counters in memory, so that settlement runs in its two
+# halves (ledger, then counters) as it will with counters and ledger in separate systems.
+BACKENDS = ["memory", "sqlite", "split"]
+PERSISTENT = ["sqlite"]
+COUNTERS_URL = {"split": "memory://"}
 
 
 def storage_url(backend: str, tmp_path: Path) -> str:
-    if backend == "sqlite":
+    if backend in ("sqlite", "split"):
         return f"sqlite:///{tmp_path / 'spend.db'}"
+    if backend == "memory":
+        return "memory://"
     raise AssertionError(f"no URL builder for backend {backend!r}")
 
 
@@ -30,16 +37,32 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def url(backend: str, tmp_path: Path) -> str:
+    return storage_url(backend, tmp_path)
+
+
+@pytest.fixture(params=PERSISTENT)
+def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return storage_url(request.param, tmp_path)
 
 
 @pytest.fixture
-async def storage(url: str, clock: ManualClock) -> AsyncIterator[Storage]:
-    backend = open_storage(url, clock=clock)
-    await backend.open()
-    yield backend
-    await backend.close()
+def counters_url(backend: str) -> str | None:
+    return COUNTERS_URL.get(backend)
+
+
+@pytest.fixture
+async def storage(url: str, counters_url: str | None, clock: ManualClock) -> AsyncIterator[Storage]:
+    store = open_storage(url, clock=clock, counters_url=counters_url)
+    await store.open()
+    yield store
+    await store.close()
 
 
 @pytest.fixture

@@ -12,19 +12,20 @@ from pathlib import Path
 import pytest
 from storage_samples import NOW
 
-from spendgate.clock import ManualClock
+from spendgate.clock import ManualClock, to_ms
 from spendgate.errors import StorageError
 from spendgate.storage import open_storage, supported_schemes
-from spendgate.storage.migrate import (
+from spendgate.storage.sqlite import SqliteStorage
+from spendgate.storage.sqlite.connection import connect
+from spendgate.storage.sqlite.migrate import (
     Migration,
     apply_migrations,
     load_migrations,
     split_statements,
 )
-from spendgate.storage.sqlite import SqliteStorage, connect, to_ms
 
 CHILD = Path(__file__).with_name("storage_child.py")
-MIGRATIONS_DIR = Path(__file__).parents[2] / "src/spendgate/storage/migrations"
+MIGRATIONS_DIR = Path(__file__).parents[2] / "src/spendgate/storage/sqlite/migrations"
 
 
 def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
@@ -159,9 +160,9 @@ def test_unknown_scheme_names_it_and_the_supported_ones() -> None:
     with pytest.raises(StorageError) as caught:
         open_storage("mongodb://admin:hunter2@db:27017/spend")
     message = str(caught.value)
-    assert message == "unsupported storage URL scheme 'mongodb'; supported: sqlite://"
+    assert message == ("unsupported storage URL scheme 'mongodb'; supported: memory://, sqlite://")
     assert "hunter2" not in message
-    assert supported_schemes() == ["sqlite"]
+    assert supported_schemes() == ["memory", "sqlite"]
 
 
 @pytest.mark.parametrize(

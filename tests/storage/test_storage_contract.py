@@ -299,7 +299,8 @@ async def test_usage_of_an_empty_period(storage: Storage) -> None:
 # -- lifecycle --------------------------------------------------------------------------
 
 
-async def test_close_commits_queued_writes(url: str, make_row: MakeRow) -> None:
+async def test_close_commits_queued_writes(persistent_url: str, make_row: MakeRow) -> None:
+    url = persistent_url
     first = open_storage(url)
     await first.open()
     rows = [make_row() for _ in range(50)]

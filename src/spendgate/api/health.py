@@ -1,10 +1,16 @@
-"""Liveness and readiness."""
+"""Liveness and readiness. ``/readyz`` asks every store whether it can serve now: a load
+balancer stops sending traffic to a gateway whose storage fails (it would refuse it all)."""
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
+from spendgate.errors import StorageError
 from spendgate.gateway import Gateway
+
+log = logging.getLogger("spendgate.health")
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
@@ -17,6 +23,11 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
             return web.json_response({"status": "draining"}, status=503)
         if not gateway.upstream.started:
             return web.json_response({"status": "starting"}, status=503)
+        try:
+            await gateway.storage.check()
+        except StorageError as exc:
+            log.warning("not ready: storage failed", extra={"error": str(exc)})
+            return web.json_response({"status": "storage unavailable"}, status=503)
         return web.json_response(
             {"status": "ready", "models": len(gateway.models), "inflight": gateway.inflight}
         )

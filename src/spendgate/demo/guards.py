@@ -16,7 +16,7 @@ from spendgate.demo.view import Blocks
 from spendgate.domain.budgets import BudgetBook, Kind, Unit
 from spendgate.money import NANOS_PER_DOLLAR, format_dollars
 from spendgate.services.budgets import BudgetService
-from spendgate.storage.base import Storage
+from spendgate.storage import Storage
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from spendgate.clock import Clock
 from spendgate.domain.reports import share_bp, top_spenders
 from spendgate.services.reports import UsageReport, blocks_report, usage_report
-from spendgate.storage.base import Storage, UsageGroup
+from spendgate.storage import Storage, UsageGroup
 
 PERIOD = "all"  # the demo's ledger is its own (a fresh file unless --db names another)
 TOP_USERS = 8

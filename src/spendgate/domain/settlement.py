@@ -25,9 +25,13 @@ def actual_amounts(counters: Sequence[CounterRef], usage: Usage, cost: int) -> t
     return tuple(actual_amount(ref.budget.unit, usage, cost) for ref in counters)
 
 
-def lapse_charge(unit: str, reserved: int) -> int:
-    """A lapsed reservation is charged what it reserved, but frees its concurrency slot."""
-    return 0 if unit == Unit.CONCURRENT.value else reserved
+def row_amounts(units: Sequence[str], row: LedgerRow) -> tuple[int, ...]:
+    """What each counter (by its unit's value) is charged for the request a ledger row
+    records: the rule that keeps counters and ledger in agreement whichever settles first.
+    For a lapsed row (charged its worst case) this is what the reservation held, except
+    that a concurrency slot is freed."""
+    usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+    return tuple(actual_amount(Unit(unit), usage, row.cost_nanos) for unit in units)
 
 
 def lapsed_row(template: LedgerRow, worst: WorstCase, ceiling: int) -> LedgerRow:

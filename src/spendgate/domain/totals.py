@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+
+from spendgate.domain.ledger import LedgerRow
 
 
 class GroupBy(Enum):
@@ -52,3 +55,61 @@ class BlockGroup:
     blocked_would_cost_nanos: int
     shadow_hits: int
     shadow_cost_nanos: int  # the real cost of the requests a shadow limit let through
+
+
+_GROUP_FIELDS = {
+    GroupBy.TEAM: "team",
+    GroupBy.SERVICE: "service",
+    GroupBy.USER: "user",
+    GroupBy.KEY: "key_id",
+    GroupBy.MODEL: "served_model",
+    GroupBy.ORG: "org",
+    GroupBy.PROVIDER: "provider",
+}
+
+
+def usage_totals(rows: Iterable[LedgerRow], group_by: GroupBy) -> list[UsageGroup]:
+    """Fold ledger rows into `UsageGroup`s, highest cost first, ties by name (no group
+    last): the reference every backend's summing must equal."""
+    field = _GROUP_FIELDS[group_by]
+    sums: dict[str | None, list[int]] = {}
+    for row in rows:
+        served = row.blocked_by is None
+        retry = row.retry_count > 0
+        values = (
+            int(served),
+            row.input_tokens,
+            row.cached_input_tokens,
+            row.cache_write_tokens,
+            row.output_tokens,
+            row.reasoning_tokens,
+            row.cost_nanos,
+            int(served and row.status >= 400),
+            int(row.usage_estimated),
+            int(not served),
+            row.would_cost_nanos,
+            int(served and retry),
+            row.cost_nanos if retry else 0,
+        )
+        total = sums.setdefault(getattr(row, field), [0] * len(values))
+        for index, value in enumerate(values):
+            total[index] += value
+    groups = [UsageGroup(name, *values) for name, values in sums.items()]
+    groups.sort(key=lambda g: (-g.cost_nanos, g.group is None, g.group or ""))
+    return groups
+
+
+def block_totals(rows: Iterable[LedgerRow]) -> list[BlockGroup]:
+    """Fold ledger rows into what each budget, limit or breaker refused (and each shadow
+    limit would have), by name."""
+    found: dict[str, list[int]] = {}
+    for row in rows:
+        if row.blocked_by is not None:
+            counts = found.setdefault(row.blocked_by, [0, 0, 0, 0])
+            counts[0] += 1
+            counts[1] += row.would_cost_nanos
+        for name in row.shadow_blocks:
+            counts = found.setdefault(name, [0, 0, 0, 0])
+            counts[2] += 1
+            counts[3] += row.cost_nanos
+    return [BlockGroup(name, *counts) for name, counts in sorted(found.items())]

@@ -35,7 +35,7 @@ from spendgate.errors import (
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
-from spendgate.storage.base import ReservationPlan, Storage
+from spendgate.storage import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
 

@@ -11,7 +11,7 @@ from spendgate.domain.budgets import Budget, BudgetBook, CounterRef, Unit
 from spendgate.domain.periods import window
 from spendgate.errors import InvalidRequest, NotFound
 from spendgate.money import dollars_to_nanos
-from spendgate.storage.base import BudgetOverride, Storage
+from spendgate.storage import BudgetOverride, Storage
 
 
 @dataclass(frozen=True, slots=True)

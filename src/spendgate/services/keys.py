@@ -18,7 +18,7 @@ from spendgate.domain.identity import (
     new_key_id,
 )
 from spendgate.errors import AuthenticationFailed, InvalidRequest, NotFound
-from spendgate.storage.base import Storage
+from spendgate.storage import Storage
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from spendgate.clock import Clock
 from spendgate.domain.budgets import BudgetBook
-from spendgate.storage.base import Storage
+from spendgate.storage import Storage
 
 log = logging.getLogger("spendgate.budgets")
 

@@ -17,7 +17,7 @@ from spendgate.domain.reports import (
     top_spenders,
 )
 from spendgate.errors import InvalidRequest
-from spendgate.storage.base import GroupBy, Storage, UsageGroup, UsageQuery
+from spendgate.storage import GroupBy, Storage, UsageGroup, UsageQuery
 
 E = TypeVar("E", bound=Enum)
 

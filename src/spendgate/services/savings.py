@@ -15,7 +15,7 @@ from datetime import datetime
 from spendgate.clock import Clock
 from spendgate.domain.savings import Savings, SavingsBy, from_totals, group_json, shadow_json
 from spendgate.services.reports import parse_choice, period_bounds
-from spendgate.storage.base import Storage
+from spendgate.storage import Storage
 
 SAVINGS_BY_CHOICES = tuple(b.value for b in SavingsBy)
 

@@ -1,13 +1,30 @@
-"""The storage interface every backend implements (SQLite now; PostgreSQL and Redis later).
+"""The storage roles every backend implements: keys, the ledger, live counters.
 
-Durability contract of `Storage.record`: when the awaitable returns, the row survives a
-crash of the gateway process (``kill -9``). It does not promise to survive a power loss or
-kernel crash unless the backend says so (SQLite: ``synchronous=NORMAL`` in WAL mode, so
-commits reach the OS but are not fsynced one by one).
+Three small protocols rather than one: a Redis counter store, a PostgreSQL ledger or an
+in-memory store implements only its role, and `spendgate.storage.stores.Storage` binds
+one of each (chosen by URL) and holds the operations that span two roles.
+
+* `KeyStore`: virtual keys, looked up by hash on every request.
+* `Ledger`: one row per request, appended in batches and **idempotent by request id**
+  (`Ledger.append` leaves a row that exists as it is and says so), and the report queries.
+* `CounterStore`: budget and limit counters, reservations with their leases, overrides;
+  **idempotent by reservation id** (a reservation settles, is released or lapses once).
+
+Settlement is two halves, the ledger row first and the counters second (see `Storage`):
+counters and ledger may live in different systems, and a crash between the halves is
+repaired by the lease sweeper, which charges the counters what the row in force says.
+A backend that holds both roles in one database (SQLite, memory) commits both halves in
+one transaction instead (`JointSettlement`).
+
+Durability contract of a write: when the awaitable returns, the write survives a crash of
+the gateway process (``kill -9``). It need not survive a power loss or kernel crash unless
+the backend says so (SQLite: ``synchronous=NORMAL`` in WAL mode, so commits reach the OS
+but are not fsynced one by one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -21,17 +38,24 @@ from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
 
 __all__ = [
     "BudgetOverride",
+    "CounterStore",
     "GroupBy",
+    "JointSettlement",
+    "KeyStore",
+    "Lapsed",
+    "Ledger",
     "ReservationPlan",
-    "Storage",
+    "StoredCounter",
     "UsageGroup",
     "UsageQuery",
 ]
 
+EXPIRE_BATCH = 256  # lapsed reservations settled per step
+
 
 @dataclass(frozen=True, slots=True)
 class ReservationPlan:
-    """Everything `Storage.reserve` needs to decide and record one reservation atomically."""
+    """Everything `CounterStore.reserve` needs to decide and record one reservation atomically."""
 
     reservation_id: str  # the request id
     owner: str  # the gateway process that holds the lease
@@ -40,7 +64,8 @@ class ReservationPlan:
     worst: WorstCase
     caps: tuple[RequestCap, ...]
     min_output: int
-    template: LedgerRow  # identity fields for the row written if the lease lapses
+    template: LedgerRow  # identity fields for the row written if the lease lapses (opaque
+    # to a counter store: it keeps it, serialized, and gives it back with the lapse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +76,26 @@ class BudgetOverride:
     created_at: datetime
 
 
-class Storage(Protocol):
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
-        ...
+# What a live reservation holds on one counter: (budget, member, bucket_ms, unit, amount).
+StoredCounter = tuple[str, str, int, str, int]
 
-    async def close(self) -> None:
-        """Flush every pending write, then release connections."""
-        ...
 
+@dataclass(frozen=True, slots=True)
+class Lapsed:
+    """A reservation whose lease expired: its gateway died (or stalled) before settling."""
+
+    reservation_id: str
+    counters: tuple[StoredCounter, ...]
+    ceiling: int
+    worst: WorstCase
+    template: LedgerRow
+
+
+class KeyStore(Protocol):
     async def insert_key(self, key: ApiKey) -> None: ...
 
     async def update_key(self, key: ApiKey) -> None:
-        """Replace the stored key with the same id (revoke, rotate)."""
+        """Replace the stored key with the same id (revoke, rotate); StorageError if none."""
         ...
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
@@ -72,8 +104,24 @@ class Storage(Protocol):
 
     async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]: ...
 
+    async def check(self) -> None:
+        """Raise StorageError unless the store can serve requests now."""
+        ...
+
+
+class Ledger(Protocol):
     async def record(self, row: LedgerRow) -> None:
-        """Append a ledger row; returns once the row would survive ``kill -9``."""
+        """Append one row; returns once it would survive ``kill -9``. A second row with a
+        known request id is a double charge: refused with StorageError, never merged."""
+        ...
+
+    async def append(self, rows: Sequence[LedgerRow]) -> list[bool]:
+        """Append rows idempotently, in one batch: for each, True if it was added, False
+        if a row with its request id was already there (that row stays as it was)."""
+        ...
+
+    async def row(self, request_id: str) -> LedgerRow | None:
+        """The row of one request, if the ledger has it."""
         ...
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
@@ -95,41 +143,39 @@ class Storage(Protocol):
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None
     ) -> list[LedgerRow]:
-        """Rows over ``[since, until)``, oldest first."""
+        """Rows over ``[since, until)``, oldest first (ties in insertion order)."""
         ...
 
-    # ---- budgets: reservations are atomic across every counter, and durable leases ----
+    async def check(self) -> None: ...
 
+
+class CounterStore(Protocol):
     async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
-        """In one transaction: read every counter (with its effective limit), run
-        `spendgate.domain.admission.decide`, and if admitted add each amount to the counter's
-        reserved total and store the reservation with its lease. All counters or none."""
+        """Atomically: read every counter (with its effective limit), run
+        `spendgate.domain.admission.decide`, and if admitted add each amount to the
+        counter's reserved total and store the reservation with its lease. All or none."""
         ...
 
-    async def settle(self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow) -> bool:
-        """In one transaction: release the reservation's reserved amounts, add ``amounts``
-        (aligned with the plan's counters) to spent, and insert the ledger row. Idempotent:
-        returns False, and changes nothing, if the reservation is already settled or lapsed."""
+    async def holding(self, reservation_id: str) -> tuple[StoredCounter, ...] | None:
+        """What a live reservation holds; None once it is settled, released or lapsed."""
+        ...
+
+    async def settle(self, reservation_id: str, amounts: Sequence[int]) -> bool:
+        """Release the reservation and add ``amounts`` (aligned with its counters) to spent.
+        False, changing nothing, if it is already settled, released or lapsed."""
         ...
 
     async def release(self, reservation_id: str) -> bool:
-        """Drop a reservation whose request never reached an upstream: nothing is charged
-        and no ledger row is written. False if it is already settled or lapsed."""
-        ...
-
-    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
-        """Delete counter rows that no window can count any more: for each budget, rows
-        older than ``keep_from_ms[budget]`` with nothing reserved. The ledger keeps the
-        history; this only stops the live counters from growing with time."""
+        """Drop a reservation whose request never reached an upstream: nothing charged."""
         ...
 
     async def renew_leases(self, owner: str, expires_at: datetime) -> int:
-        """Extend every lease held by ``owner``; returns how many."""
+        """Extend every lease held by ``owner`` (never shortening one); returns how many."""
         ...
 
-    async def expire_leases(self, now: datetime) -> int:
-        """Settle every reservation whose lease expired before ``now`` at its reserved amount,
-        writing its `spendgate.domain.settlement.lapsed_row`; returns how many."""
+    async def lapsed(self, now: datetime, limit: int) -> list[Lapsed]:
+        """Up to ``limit`` reservations whose lease expired before ``now``, oldest first.
+        They stay until settled: whoever settles one first wins."""
         ...
 
     async def counter_states(
@@ -140,6 +186,11 @@ class Storage(Protocol):
 
     async def active_members(self, budget: str, since_ms: int) -> list[str]:
         """Members of a budget with a counter at or after ``since_ms`` (for listings)."""
+        ...
+
+    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        """Delete counter rows that no window can count any more: for each budget, rows
+        older than ``keep_from_ms[budget]`` with nothing reserved."""
         ...
 
     async def set_override(self, override: BudgetOverride) -> None:
@@ -154,6 +205,25 @@ class Storage(Protocol):
 
     async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
         """Zero the spent amount of a budget's counters from ``since_ms`` (current window),
-        for one member or all; reserved amounts (requests in flight) stay. The ledger keeps
-        every row: a reset forgives spend, it does not erase history."""
+        for one member or all; reserved amounts (requests in flight) stay."""
         ...
+
+    async def check(self) -> None: ...
+
+
+class JointSettlement(Protocol):
+    """Both settlement halves in one transaction, for a backend that holds the ledger and
+    the counters together. Same results as the two halves (`Storage.settle`)."""
+
+    async def settle(self, reservation_id: str, amounts: Sequence[int], row: LedgerRow) -> bool: ...
+
+    async def sweep(self, now: datetime) -> list[LedgerRow]:
+        """Settle lapsed reservations (at most `EXPIRE_BATCH` per transaction, until none
+        is left): the row in force of each, written as a lapsed row if it had none."""
+        ...
+
+
+class Lifecycle(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...

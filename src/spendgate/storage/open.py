@@ -2,6 +2,7 @@
 
     sqlite:///spendgate.db          relative path: ./spendgate.db
     sqlite:////var/lib/sg/spend.db  absolute path: /var/lib/sg/spend.db
+    memory://                       this process's memory: tests, replays; nothing persists
 
 The backend comes back unopened: the caller owns its lifecycle (``await storage.open()``
 at startup, ``await storage.close()`` at shutdown). Error messages name the URL scheme
@@ -12,18 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spendgate.clock import Clock
+from spendgate.clock import Clock, SystemClock
 from spendgate.errors import StorageError
-from spendgate.storage.base import Storage
+from spendgate.storage.memory import memory_storage
 from spendgate.storage.sqlite import SqliteStorage
+from spendgate.storage.stores import Storage
 
 
-def _open_sqlite(url: str, clock: Clock | None) -> Storage:
+def _open_sqlite(url: str, clock: Clock) -> Storage:
     rest = url.partition("://")[2]
     if rest in ("", ":memory:"):
         raise StorageError(
             "in-memory SQLite is not supported: the writer thread and the readers need one "
-            "shared file; use a file in a temporary directory instead"
+            "shared file; use a file in a temporary directory, or memory:// for a store "
+            "that lives in this process only"
         )
     path = rest.removeprefix("/")
     if path == rest or not path or "?" in path:
@@ -34,8 +37,15 @@ def _open_sqlite(url: str, clock: Clock | None) -> Storage:
     return SqliteStorage(path, clock=clock)
 
 
-_BACKENDS: dict[str, Callable[[str, Clock | None], Storage]] = {
+def _open_memory(url: str, clock: Clock) -> Storage:
+    if url.partition("://")[2] not in ("", "/"):
+        raise StorageError("a memory URL takes nothing after the scheme: memory://")
+    return memory_storage(clock)
+
+
+_BACKENDS: dict[str, Callable[[str, Clock], Storage]] = {
     "sqlite": _open_sqlite,
+    "memory": _open_memory,
 }
 
 
@@ -43,8 +53,18 @@ def supported_schemes() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def open_storage(url: str, *, clock: Clock | None = None) -> Storage:
-    """The backend for ``url``, not yet opened."""
+def open_storage(
+    url: str, *, clock: Clock | None = None, counters_url: str | None = None
+) -> Storage:
+    """The backend for ``url``, not yet opened. ``counters_url``: live counters in another
+    system (keys and the ledger stay with ``url``; settlement then runs in two halves)."""
+    clock = clock or SystemClock()
+    if counters_url is not None and counters_url != url:
+        return Storage.split(_backend(url, clock), _backend(counters_url, clock))
+    return _backend(url, clock)
+
+
+def _backend(url: str, clock: Clock) -> Storage:
     scheme, separator, _ = url.partition("://")
     backend = _BACKENDS.get(scheme.lower()) if separator else None
     if backend is None:

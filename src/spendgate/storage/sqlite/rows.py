@@ -142,6 +142,9 @@ LIST_ACTIVE_KEYS = (
     f"{SELECT_KEYS} WHERE revoked_at IS NULL OR revoked_at > ? ORDER BY created_at, id"
 )
 INSERT_LEDGER = f"INSERT INTO ledger ({LEDGER.columns}) VALUES ({LEDGER.placeholders})"  # noqa: S608
+# Idempotent by request id (and by nothing else: any other failure still raises).
+INSERT_LEDGER_IF_NEW = INSERT_LEDGER + " ON CONFLICT (request_id) DO NOTHING"
+LEDGER_ROW = f"SELECT {LEDGER.columns} FROM ledger WHERE request_id = ?"  # noqa: S608
 LEDGER_RANGE = (
     f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
     "WHERE ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?"

@@ -1,6 +1,6 @@
 """Ordered, recorded schema migrations for the SQLite backend.
 
-Migrations are package data files ``NNNN_name.sql`` in ``storage/migrations/``, numbered
+Migrations are package data files ``NNNN_name.sql`` in ``storage/sqlite/migrations/``, numbered
 from 0001 without gaps. Each is applied in its own ``BEGIN IMMEDIATE`` transaction together
 with its row in ``schema_migrations`` (version, name, applied_at), so a migration is either
 fully there and recorded, or absent.
@@ -41,7 +41,7 @@ class Migration:
 
 def load_migrations() -> list[Migration]:
     """The migrations shipped with this package, in version order."""
-    folder = resources.files("spendgate.storage").joinpath("migrations")
+    folder = resources.files("spendgate.storage.sqlite").joinpath("migrations")
     found: list[Migration] = []
     for entry in folder.iterdir():
         match = _FILE_NAME.match(entry.name)

@@ -1,0 +1,124 @@
+"""The ledger in SQLite: rows through the writer (group commit), report scans on the
+report thread, one-row lookups on the event-loop reader."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+from spendgate.clock import to_ms
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
+from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.storage.sqlite.file import SqliteFile
+from spendgate.storage.sqlite.rows import (
+    INSERT_LEDGER,
+    INSERT_LEDGER_IF_NEW,
+    LEDGER,
+    LEDGER_RANGE,
+    LEDGER_ROW,
+    SAVINGS,
+    SHADOW_SAVINGS,
+    USAGE,
+)
+
+_BLOCKED = (
+    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos) FROM ledger "
+    "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
+)
+_SHADOW_HITS = (
+    "SELECT hit.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
+    "json_each(ledger.shadow_blocks) AS hit "
+    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
+)
+
+
+def insert_row(conn: sqlite3.Connection, row: LedgerRow) -> bool:
+    """Insert a ledger row on ``conn`` (the writer's, inside a job) unless its request id
+    has one; whether it was inserted."""
+    return conn.execute(INSERT_LEDGER_IF_NEW, LEDGER.params(row)).rowcount > 0
+
+
+def row_of(conn: sqlite3.Connection, request_id: str) -> LedgerRow | None:
+    found = conn.execute(LEDGER_ROW, (request_id,)).fetchone()
+    return LEDGER.load(found) if found else None
+
+
+class SqliteLedger:
+    def __init__(self, file: SqliteFile) -> None:
+        self._file = file
+
+    async def record(self, row: LedgerRow) -> None:
+        """Returns once the transaction holding the row has committed (see the package doc).
+
+        Measured (same setup as `key_by_hash`): p50 65 us for one caller at a time (one
+        commit per row, no fsync); ~30k rows/s with 100-1000 concurrent callers, where
+        group commit puts hundreds of rows in each transaction (~6 us per row on the
+        writer; the rest is event-loop work). A caller cancelled while waiting does not
+        take its row back: it is already queued and will commit.
+        """
+        params = LEDGER.params(row)
+        await self._file.write(INSERT_LEDGER, params, f"ledger row {row.request_id!r}")
+
+    async def append(self, rows: Sequence[LedgerRow]) -> list[bool]:
+        def insert(conn: sqlite3.Connection) -> list[bool]:
+            return [insert_row(conn, row) for row in rows]
+
+        for row in rows:
+            to_ms(row.ts)  # a naive time is refused before anything is queued
+        return await self._file.submit(insert, f"{len(rows)} ledger rows", bool(self._file.held))
+
+    async def row(self, request_id: str) -> LedgerRow | None:
+        return self._file.on_reader(lambda conn: row_of(conn, request_id))
+
+    async def usage(self, query: UsageQuery) -> list[UsageGroup]:
+        """Totals per group over ``[since, until)``, highest cost first, ties by name."""
+        sql = USAGE[query.group_by]
+        params = (to_ms(query.since), to_ms(query.until))
+
+        def scan(conn: sqlite3.Connection) -> list[UsageGroup]:
+            return [UsageGroup(*row) for row in conn.execute(sql, params)]
+
+        return await self._file.report(scan)
+
+    async def savings(
+        self, since: datetime, until: datetime, by: SavingsBy
+    ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+        """Savings per team or service, and per shadow rule, summed in SQL."""
+        params = (to_ms(since), to_ms(until))
+        grouped = SAVINGS[by.value]
+
+        def scan(conn: sqlite3.Connection) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+            groups = [SavingsGroup(*row) for row in conn.execute(grouped, params)]
+            shadows = [ShadowSavings(*row) for row in conn.execute(SHADOW_SAVINGS, params)]
+            return groups, shadows
+
+        return await self._file.report(scan)
+
+    async def ledger(
+        self, since: datetime, until: datetime, *, limit: int | None = None
+    ) -> list[LedgerRow]:
+        """Rows over ``[since, until)``, oldest first (ties in insertion order)."""
+        params = (to_ms(since), to_ms(until), -1 if limit is None else limit)
+
+        def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LEDGER.load(row) for row in conn.execute(LEDGER_RANGE, params)]
+
+        return await self._file.report(scan)
+
+    async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
+        params = (to_ms(since), to_ms(until))
+
+        def scan(conn: sqlite3.Connection) -> list[BlockGroup]:
+            found: dict[str, list[int]] = {}
+            for name, count, cost in conn.execute(_BLOCKED, params):
+                found.setdefault(name, [0, 0, 0, 0])[0:2] = [count, cost]
+            for name, count, cost in conn.execute(_SHADOW_HITS, params):
+                found.setdefault(name, [0, 0, 0, 0])[2:4] = [count, cost]
+            return [BlockGroup(name, *values) for name, values in sorted(found.items())]
+
+        return await self._file.report(scan)
+
+    async def check(self) -> None:
+        await self._file.check()

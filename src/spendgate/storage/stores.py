@@ -1,0 +1,229 @@
+"""`Storage`: one key store, one ledger and one counter store, bound together, with the
+operations that span two of them.
+
+Settlement in two halves (when the ledger and the counters are separate systems):
+
+1. the reservation must still be live (`CounterStore.holding`), else nothing happens;
+2. the ledger row is appended, idempotently by request id (`Ledger.append`);
+3. the counters are charged and the reservation ends, idempotently by reservation id
+   (`CounterStore.settle`) — with the amounts of the row *in force*: if a row for the
+   request was already there (the sweeper wrote a lapsed row first, or an earlier try
+   wrote this one), the counters are charged what that row says.
+
+A crash between 2 and 3 leaves a row and a live reservation: its lease lapses and the
+sweeper (`sweep`) finds the row, so the counters are charged what it says. A crash before 2
+leaves only the reservation: the sweeper writes its lapsed row (the worst case, flagged
+``unreconciled``) and charges that. Either way each request has one row and each
+reservation settles once, and the counters equal what the ledger says.
+
+Backends holding both roles in one database settle both halves in one transaction instead
+(`JointSettlement`), with the same results.
+
+The delegating methods below keep one handle for callers that need several roles; a new
+backend implements a role protocol of `spendgate.storage.base`, never this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from spendgate.domain.admission import Admitted, CounterState, Refused
+from spendgate.domain.budgets import CounterRef
+from spendgate.domain.identity import ApiKey
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
+from spendgate.domain.settlement import lapsed_row, row_amounts
+from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.errors import StorageError
+from spendgate.storage.base import (
+    EXPIRE_BATCH,
+    BudgetOverride,
+    CounterStore,
+    JointSettlement,
+    KeyStore,
+    Lapsed,
+    Ledger,
+    Lifecycle,
+    ReservationPlan,
+    StoredCounter,
+)
+from spendgate.storage.plans import check_amounts
+
+
+class Storage:
+    """The stores a gateway uses, by role. Open it once, close it once."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        ledger: Ledger,
+        counters: CounterStore,
+        *,
+        parts: Sequence[Lifecycle] = (),
+        joint: JointSettlement | None = None,
+    ) -> None:
+        self.key_store = keys
+        self.ledger_store = ledger
+        self.counter_store = counters
+        self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
+        self._joint = joint
+
+    @classmethod
+    def split(cls, records: Storage, counters: Storage) -> Storage:
+        """Keys and the ledger from ``records``, counters from ``counters`` (two systems:
+        settlement in two halves)."""
+        return cls(
+            records.key_store,
+            records.ledger_store,
+            counters.counter_store,
+            parts=[*records._parts, *counters._parts],
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations, store by store."""
+        opened: list[Lifecycle] = []
+        try:
+            for part in self._parts:
+                await part.open()
+                opened.append(part)
+        except BaseException:
+            for part in reversed(opened):
+                await part.close()
+            raise
+
+    async def close(self) -> None:
+        """Flush every pending write, then release connections."""
+        for part in reversed(self._parts):
+            await part.close()
+
+    async def check(self) -> None:
+        """Raise StorageError unless every store can serve requests now (`/readyz`)."""
+        await self.key_store.check()
+        await self.ledger_store.check()
+        await self.counter_store.check()
+
+    # -- what spans two roles ---------------------------------------------------------
+
+    async def settle(self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow) -> bool:
+        """Write the request's row and charge its reservation (see the module docstring).
+        False, writing nothing, if the reservation is already settled or lapsed."""
+        if any(amount < 0 for amount in amounts):
+            raise ValueError(f"negative settlement amounts for {reservation_id!r}: {amounts}")
+        if self._joint is not None:
+            return await self._joint.settle(reservation_id, amounts, row)
+        held = await self.counter_store.holding(reservation_id)
+        if held is None:
+            return False
+        check_amounts(reservation_id, held, amounts)
+        outcome = await self._write_row(held, row, amounts)
+        return await self.counter_store.settle(reservation_id, outcome)
+
+    async def _write_row(
+        self, held: Sequence[StoredCounter], row: LedgerRow, amounts: Sequence[int]
+    ) -> tuple[int, ...]:
+        """The ledger half: the amounts to charge, those of the row in force."""
+        [added] = await self.ledger_store.append([row])
+        if added:
+            return tuple(amounts)
+        existing = await self.ledger_store.row(row.request_id)
+        if existing is None:  # pragma: no cover - a ledger that loses rows it reported
+            raise StorageError(f"the ledger reports a row for {row.request_id!r} but has none")
+        return row_amounts([c[3] for c in held], existing)
+
+    async def sweep(self, now: datetime) -> list[LedgerRow]:
+        """Settle every reservation whose lease expired before ``now``; the rows in force
+        of those this call settled (lapsed rows, or rows written before a crash)."""
+        if self._joint is not None:
+            return await self._joint.sweep(now)
+        done: list[LedgerRow] = []
+        while True:
+            batch = await self.counter_store.lapsed(now, EXPIRE_BATCH)
+            done.extend(await self._settle_lapsed(batch))
+            if len(batch) < EXPIRE_BATCH:
+                return done
+
+    async def _settle_lapsed(self, batch: Sequence[Lapsed]) -> list[LedgerRow]:
+        rows = [lapsed_row(item.template, item.worst, item.ceiling) for item in batch]
+        added = await self.ledger_store.append(rows) if rows else []
+        done: list[LedgerRow] = []
+        for item, row, fresh in zip(batch, rows, added, strict=True):
+            units = [c[3] for c in item.counters]
+            in_force = row if fresh else await self.ledger_store.row(row.request_id) or row
+            if await self.counter_store.settle(item.reservation_id, row_amounts(units, in_force)):
+                done.append(in_force)
+        return done
+
+    async def expire_leases(self, now: datetime) -> int:
+        """`sweep`, counted."""
+        return len(await self.sweep(now))
+
+    # -- one role each ----------------------------------------------------------------
+
+    async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
+        return await self.counter_store.reserve(plan)
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self.counter_store.release(reservation_id)
+
+    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
+        return await self.counter_store.renew_leases(owner, expires_at)
+
+    async def counter_states(
+        self, refs: tuple[CounterRef, ...], now: datetime
+    ) -> list[CounterState]:
+        return await self.counter_store.counter_states(refs, now)
+
+    async def active_members(self, budget: str, since_ms: int) -> list[str]:
+        return await self.counter_store.active_members(budget, since_ms)
+
+    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        return await self.counter_store.prune_counters(keep_from_ms)
+
+    async def set_override(self, override: BudgetOverride) -> None:
+        await self.counter_store.set_override(override)
+
+    async def clear_overrides(self, budget: str) -> int:
+        return await self.counter_store.clear_overrides(budget)
+
+    async def overrides(self, now: datetime) -> list[BudgetOverride]:
+        return await self.counter_store.overrides(now)
+
+    async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
+        return await self.counter_store.reset_budget(budget, member, since_ms)
+
+    async def record(self, row: LedgerRow) -> None:
+        await self.ledger_store.record(row)
+
+    async def usage(self, query: UsageQuery) -> list[UsageGroup]:
+        return await self.ledger_store.usage(query)
+
+    async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
+        return await self.ledger_store.blocks(since, until)
+
+    async def savings(
+        self, since: datetime, until: datetime, by: SavingsBy
+    ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+        return await self.ledger_store.savings(since, until, by)
+
+    async def ledger(
+        self, since: datetime, until: datetime, *, limit: int | None = None
+    ) -> list[LedgerRow]:
+        return await self.ledger_store.ledger(since, until, limit=limit)
+
+    async def insert_key(self, key: ApiKey) -> None:
+        await self.key_store.insert_key(key)
+
+    async def update_key(self, key: ApiKey) -> None:
+        await self.key_store.update_key(key)
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        return await self.key_store.key_by_hash(key_hash)
+
+    async def key_by_id(self, key_id: str) -> ApiKey | None:
+        return await self.key_store.key_by_id(key_id)
+
+    async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        return await self.key_store.list_keys(include_revoked=include_revoked)
