@@ -324,7 +324,7 @@ def test_anthropic_sse_keeps_event_lines(gw: GatewayHarness) -> None:
     secret, key_id = new_key(gw)
     body = {
         "model": "claude-haiku-4-5",
-        "max_tokens": 200,
+        "max_tokens": 2000,  # above the thinking budget, as Anthropic requires
         "stream": True,
         "messages": MESSAGES,
         "thinking": {"type": "enabled", "budget_tokens": 1024},

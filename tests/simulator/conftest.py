@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import anthropic
 import openai
 import pytest
+from simhttp import Raw
 
 from spendgate.simulator import SimulatorOptions
 from spendgate.simulator.thread import SimulatorThread
@@ -35,3 +36,8 @@ def claude(sim: SimulatorThread) -> Iterator[anthropic.Anthropic]:
     base_url = sim.anthropic_base_url
     with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-up", max_retries=0) as client:
         yield client
+
+
+@pytest.fixture
+def raw(sim: SimulatorThread) -> Raw:
+    return Raw(sim)

@@ -1,10 +1,19 @@
-"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (CLIENTS.md §6)."""
+"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (CLIENTS.md §6).
+
+Server tools (web search, web fetch, code execution) are performed and billed as
+`server_tools` describes; ``usage.service_tier`` follows `reporting`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from . import records, wire
+from .reporting import anthropic_tier
+from .server_tools import ToolUse, has_server_tools, plan_tool_uses, server_tool_usage, use_counts
 from .streaming import Event, stream_events
 from .tokens import (
     InputPlan,
@@ -15,7 +24,7 @@ from .tokens import (
     plan_input,
     prompt_seed,
 )
-from .validation import check_anthropic
+from .validation_anthropic import check_anthropic
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +44,12 @@ def mid_stream_error(_sent: int) -> bytes:
     return _MID_STREAM_ERROR
 
 
-def anthropic_usage(inputs: InputPlan, output_tokens: int) -> dict[str, Any]:
+def anthropic_usage(
+    inputs: InputPlan,
+    output_tokens: int,
+    service_tier: str = "standard",
+    server_tool_use: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Anthropic ``usage``: ``input_tokens`` excludes both cache fields (CLIENTS.md §0.16)."""
     return {
         "input_tokens": inputs.uncached,
@@ -46,8 +60,8 @@ def anthropic_usage(inputs: InputPlan, output_tokens: int) -> dict[str, Any]:
             "ephemeral_1h_input_tokens": inputs.cache_write_1h,
         },
         "output_tokens": output_tokens,
-        "service_tier": "standard",
-        "server_tool_use": None,
+        "service_tier": service_tier,
+        "server_tool_use": server_tool_use,
     }
 
 
@@ -63,13 +77,36 @@ class _Message:
         self.call = call
         self.id = wire.new_id("msg_")
         self.model: str = body["model"]
-        self.inputs = plan_input(anthropic_input_tokens(body), call.faults)
+        self.uses = plan_tool_uses(call)
+        results = sum(use.result_tokens for use in self.uses)
+        queries = sum(use.query_tokens for use in self.uses)
+        counted = anthropic_input_tokens(body)
+        self.start_inputs = plan_input(counted, call.faults)
+        self.inputs = replace(self.start_inputs, total=self.start_inputs.total + results)
         seed = prompt_seed(body.get("system"), body.get("messages"))
-        self.plan = call.plan_output_for(seed, call.output_limit("max_tokens"))
+        limit = call.output_limit("max_tokens")
+        limit = None if limit is None else max(1, limit - queries)
+        self.plan = call.plan_output_for(seed, limit)
+        self.output_total = self.plan.total + queries
         self.words = generate_text(seed, self.plan.text)
         self.thinking = generate_text(seed ^ _THINKING_SEED, self.plan.reasoning)
-        self.no_usage = call.faults.no_usage
-        call.account(self.inputs, self.plan.total)
+        self.tier = anthropic_tier(body.get("service_tier"), call.faults.service_tier)
+        self.tool_usage = server_tool_usage(self.uses) if has_server_tools(body) else None
+        self._account(results)
+
+    def _account(self, results: int) -> None:
+        record = self.call.record
+        self.call.account(self.inputs, self.output_total)
+        record.tool_result_tokens = results
+        record.server_tool_uses = use_counts(self.uses)
+        record.service_tier = self.tier
+        record.response_id = self.id
+
+    def usage(self, inputs: InputPlan, output_tokens: int, final: bool) -> dict[str, Any]:
+        tool_usage = self.tool_usage
+        if tool_usage is not None and not final:
+            tool_usage = dict.fromkeys(tool_usage, 0)
+        return anthropic_usage(inputs, output_tokens, self.tier, tool_usage)
 
     def _message(self, content: list[dict[str, Any]], stop: str | None) -> dict[str, Any]:
         return {
@@ -87,27 +124,32 @@ class _Message:
         if self.thinking:
             thinking = "".join(self.thinking)
             content.append({"type": "thinking", "thinking": thinking, "signature": SIGNATURE})
-        if self.words or not self.thinking:
+        for use in self.uses:
+            content.extend((use.use_block, use.result_block))
+        if self.words or not (self.thinking or self.uses):
             content.append({"type": "text", "text": "".join(self.words)})
         message = self._message(content, _stop_reason(self.plan))
-        if self.no_usage:
-            return message, None
-        usage = anthropic_usage(self.inputs, self.plan.total)
-        message["usage"] = usage
+        usage = self.call.report_usage(self.usage(self.inputs, self.output_total, final=True))
+        if usage is not None:
+            message["usage"] = usage
         return message, usage
 
     def events(self) -> Iterator[Event]:
         message = self._message([], None)
-        start_usage = None
-        if not self.no_usage:
-            start_usage = anthropic_usage(self.inputs, min(1, self.plan.total))
+        start_usage = self.call.report_usage(
+            self.usage(self.start_inputs, min(1, self.output_total), final=False)
+        )
+        if start_usage is not None:
             message["usage"] = start_usage
         yield self._event("message_start", {"message": message}, usage=start_usage)
         index = 0
         if self.thinking:
             yield from self._thinking_block(index)
             index += 1
-        if self.words or not self.thinking:
+        for use in self.uses:
+            yield from self._tool_blocks(index, use)
+            index += 2
+        if self.words or not (self.thinking or self.uses):
             yield from self._text_block(index)
         yield self._message_delta(start_usage)
         yield self._event("message_stop", {})
@@ -132,6 +174,16 @@ class _Message:
         yield self._delta(index, {"type": "signature_delta", "signature": SIGNATURE})
         yield self._event("content_block_stop", {"index": index})
 
+    def _tool_blocks(self, index: int, use: ToolUse) -> Iterator[Event]:
+        """A ``server_tool_use`` block (its input streamed as JSON) and its result block."""
+        yield self._block(index, {**use.use_block, "input": {}})
+        arguments = orjson.dumps(use.use_block["input"]).decode()
+        delta = {"type": "input_json_delta", "partial_json": arguments}
+        yield self._delta(index, delta, use.query_tokens)
+        yield self._event("content_block_stop", {"index": index})
+        yield self._block(index + 1, use.result_block)
+        yield self._event("content_block_stop", {"index": index + 1})
+
     def _text_block(self, index: int) -> Iterator[Event]:
         yield self._block(index, {"type": "text", "text": ""})
         if index == 0:
@@ -140,26 +192,38 @@ class _Message:
             yield self._delta(index, {"type": "text_delta", "text": text}, count)
         yield self._event("content_block_stop", {"index": index})
 
+    def _delta_usage(self) -> dict[str, Any]:
+        """``message_delta.usage``: cumulative; the input fields too once tools ran."""
+        final = self.usage(self.inputs, self.output_total, final=True)
+        delta_usage: dict[str, Any] = {"output_tokens": final["output_tokens"]}
+        if self.call.options.anthropic_delta_full_usage or self.tool_usage is not None:
+            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                delta_usage[key] = final[key]
+        if self.tool_usage is not None:
+            delta_usage["server_tool_use"] = final["server_tool_use"]
+        return delta_usage
+
     def _message_delta(self, start_usage: dict[str, Any] | None) -> Event:
         fields: dict[str, Any] = {
             "delta": {"stop_reason": _stop_reason(self.plan), "stop_sequence": None}
         }
         if start_usage is None:
             return self._event("message_delta", fields)
-        delta_usage: dict[str, Any] = {"output_tokens": self.plan.total}
-        if self.call.options.anthropic_delta_full_usage:
-            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-                delta_usage[key] = start_usage[key]
+        delta_usage = self.call.report_usage(self._delta_usage()) or {}
         fields["usage"] = delta_usage
         return self._event("message_delta", fields, usage={**start_usage, **delta_usage})
 
 
+def _interleaved(call: Call) -> bool:
+    return "interleaved-thinking" in call.request.headers.get("anthropic-beta", "")
+
+
 async def messages(call: Call) -> web.StreamResponse:
-    problem = check_anthropic(call.body)
+    problem = check_anthropic(call.body, compat=call.faults.compat, interleaved=_interleaved(call))
     if problem:
-        return call.error(400, problem)
+        return call.refuse(problem)
     answer = _Message(call)
-    if call.body.get("stream") is True:
+    if call.streaming:
         return await stream_events(call, answer.events(), mid_stream_error)
     message, usage = answer.final()
     call.record.usage_reported = usage
@@ -169,9 +233,9 @@ async def messages(call: Call) -> web.StreamResponse:
 
 
 async def count_tokens(call: Call) -> web.StreamResponse:
-    problem = check_anthropic(call.body, need_max=False)
+    problem = check_anthropic(call.body, need_max=False, compat=call.faults.compat)
     if problem:
-        return call.error(400, problem)
+        return call.refuse(problem)
     count = anthropic_input_tokens(call.body)
     call.record.input_tokens = count
     call.record.finish(records.OK)

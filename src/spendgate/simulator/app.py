@@ -10,12 +10,23 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import anthropic, openai_chat, openai_misc, openai_responses, records, wire
+from . import (
+    anthropic,
+    background,
+    conversations,
+    openai_chat,
+    openai_misc,
+    openai_responses,
+    records,
+    wire,
+)
 from .context import Call
 from .faults import parse_faults
 from .options import SimulatorOptions
 from .records import RequestRecord
+from .store import Store
 from .streaming import abort_connection
+from .validation import Problem, too_deep
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -25,6 +36,7 @@ _OPENAI_NO_KEY = (
 )
 _ANTHROPIC_NO_KEY = "x-api-key header is required"
 _BAD_JSON = "We could not parse the JSON body of your request."
+_TOO_DEEP = Problem("The request body is nested too deeply.")
 
 
 @dataclass(slots=True)
@@ -33,6 +45,10 @@ class SimulatorState:
 
     options: SimulatorOptions
     records: list[RequestRecord] = field(default_factory=list)
+    store: Store = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.options.max_stored)
 
     def add(self, record: RequestRecord) -> None:
         if not self.options.record_requests:
@@ -90,7 +106,9 @@ async def _answer(call: Call, handler: Handler, needs_body: bool) -> web.StreamR
         return call.error(faults.status, error_type=faults.error_type)
     if needs_body and not isinstance(call.record.body, dict):
         return call.error(400, _BAD_JSON)
-    if faults.die_after_chunks is not None and call.body.get("stream") is not True:
+    if needs_body and too_deep(call.body, call.record.raw_body):
+        return call.refuse(_TOO_DEEP)
+    if faults.die_after_chunks is not None and not call.streaming:
         abort_connection(call)
         return web.Response()
     return await handler(call)
@@ -115,7 +133,7 @@ def _endpoint(
             chosen = wire.Dialect.ANTHROPIC if anthropic_like else wire.Dialect.OPENAI
         fields = body if isinstance(body, dict) else {}
         faults = parse_faults(request.headers).for_model(fields.get("model"))
-        call = Call(request, record, faults, state.options, chosen, fields)
+        call = Call(request, record, faults, state.options, chosen, fields, state.store)
         try:
             return await _answer(call, handler, needs_body)
         except asyncio.CancelledError:
@@ -141,7 +159,10 @@ async def _records(request: web.Request) -> web.Response:
 
 
 async def _reset(request: web.Request) -> web.Response:
-    request.app[STATE_KEY].records.clear()
+    """Forget the records and the stored responses and conversations."""
+    state = request.app[STATE_KEY]
+    state.records.clear()
+    state.store.clear()
     return web.Response(body=b'{"ok":true}', content_type="application/json")
 
 
@@ -154,10 +175,28 @@ async def _unknown(request: web.Request) -> web.StreamResponse:
     return await _NOT_FOUND[dialect](request)
 
 
+async def _stop_jobs(app: web.Application) -> None:
+    app[STATE_KEY].store.cancel_jobs()
+
+
+def _add_stateful_routes(app: web.Application) -> None:
+    """Stored and background responses, conversations (`background`, `conversations`)."""
+    openai = wire.Dialect.OPENAI
+    one = "/v1/responses/{response_id}"
+    app.router.add_get(one, _endpoint(background.retrieve, openai, needs_body=False))
+    app.router.add_delete(one, _endpoint(background.delete, openai, needs_body=False))
+    app.router.add_post(one + "/cancel", _endpoint(background.cancel, openai, needs_body=False))
+    app.router.add_post("/v1/conversations", _endpoint(conversations.create, openai))
+    conversation = "/v1/conversations/{conversation_id}"
+    app.router.add_get(conversation, _endpoint(conversations.retrieve, openai, needs_body=False))
+    app.router.add_post(conversation + "/items", _endpoint(conversations.add_items, openai))
+
+
 def create_simulator_app(options: SimulatorOptions | None = None) -> web.Application:
     """The fake provider as an aiohttp app (run it with `Simulator` or any aiohttp runner)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = SimulatorState(options or SimulatorOptions())
+    app.on_cleanup.append(_stop_jobs)
     openai, anthropic_ = wire.Dialect.OPENAI, wire.Dialect.ANTHROPIC
     app.router.add_post("/v1/chat/completions", _endpoint(openai_chat.chat_completions, openai))
     app.router.add_post("/v1/responses", _endpoint(openai_responses.create_response, openai))
@@ -165,6 +204,7 @@ def create_simulator_app(options: SimulatorOptions | None = None) -> web.Applica
     app.router.add_post(
         "/v1/responses/input_tokens", _endpoint(openai_responses.input_tokens, openai)
     )
+    _add_stateful_routes(app)
     app.router.add_post("/v1/embeddings", _endpoint(openai_misc.embeddings, openai))
     app.router.add_get("/v1/models", _endpoint(openai_misc.models, None, needs_body=False))
     app.router.add_post("/v1/messages", _endpoint(anthropic.messages, anthropic_))

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import records, wire
-from .tokens import plan_output
+from .reporting import distort_usage
+from .tokens import MAX_GENERATED_TOKENS, plan_output
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from .faults import Faults
     from .options import SimulatorOptions
     from .records import RequestRecord
+    from .store import Store
     from .tokens import InputPlan, OutputPlan
+    from .validation import Problem
 
 
 @dataclass(slots=True)
@@ -25,6 +28,7 @@ class Call:
     options: SimulatorOptions
     dialect: wire.Dialect
     body: dict[str, Any]
+    store: Store
 
     @property
     def request_id(self) -> str:
@@ -35,11 +39,25 @@ class Call:
         delay = self.faults.chunk_delay_ms
         return (self.options.chunk_delay_ms if delay is None else delay) / 1000.0
 
+    @property
+    def streaming(self) -> bool:
+        """``stream: true``; any truthy value under ``x-sim-compat: lenient-stream``."""
+        value = self.body.get("stream")
+        if "lenient-stream" in self.faults.compat:
+            return bool(value)
+        return value is True
+
     def json(self, payload: object, status: int = 200) -> web.Response:
         return wire.json_response(payload, self.dialect, self.request_id, status)
 
     def error(
-        self, status: int, message: str | None = None, error_type: str | None = None
+        self,
+        status: int,
+        message: str | None = None,
+        error_type: str | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
     ) -> web.Response:
         self.record.status = status
         self.record.finish(records.ERROR)
@@ -50,12 +68,28 @@ class Call:
             message=message,
             error_type=error_type,
             retry_after_s=self.options.retry_after_s,
+            param=param,
+            code=code,
         )
+
+    def refuse(self, problem: Problem) -> web.Response:
+        """Answer a refused request in the endpoint's error dialect."""
+        return self.error(problem.status, problem.message, param=problem.param, code=problem.code)
+
+    def report_usage(self, usage: dict[str, Any]) -> dict[str, Any] | None:
+        """``usage`` as it goes on the wire: None with ``x-sim-no-usage``, else distorted
+        by ``x-sim-usage``."""
+        if self.faults.no_usage:
+            return None
+        return distort_usage(usage, self.faults.usage)
 
     def account(self, inputs: InputPlan, outputs_total: int) -> None:
         """Store the ground-truth token counts on the record."""
-        self.record.input_tokens = inputs.total
-        self.record.output_tokens = outputs_total
+        record = self.record
+        record.input_tokens = inputs.total
+        record.cached_input_tokens = inputs.cached
+        record.cache_write_input_tokens = inputs.cache_write
+        record.output_tokens = outputs_total
 
     def output_limit(self, *names: str) -> int | None:
         """The first integer field of ``names`` in the body (the request's output cap)."""
@@ -65,8 +99,14 @@ class Call:
                 return value
         return None
 
-    def plan_output_for(self, seed: int, limit: int | None) -> OutputPlan:
+    def plan_output_for(self, seed: int, limit: int | None, choices: int = 1) -> OutputPlan:
         options = self.options
+        ceiling = MAX_GENERATED_TOKENS // max(1, choices)
         return plan_output(
-            seed, limit, self.faults, options.min_output_tokens, options.max_output_tokens
+            seed,
+            limit,
+            self.faults,
+            options.min_output_tokens,
+            options.max_output_tokens,
+            ceiling,
         )

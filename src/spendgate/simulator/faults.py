@@ -18,6 +18,25 @@ header                         effect
                                (non-stream requests: abort without any answer)
 ``x-sim-error-after-chunks``   after N streamed events send the dialect's mid-stream error
 ``x-sim-ignore-max: 1``        generate past the request's max (a misbehaving upstream)
+``x-sim-usage: MODE``          distort the usage object as sent (records keep the truth):
+                               ``missing`` (same as ``x-sim-no-usage``), ``empty`` (``{}``),
+                               ``negative`` (every count -n, -1 for 0), ``string``
+                               (``"17"``), ``float`` (17.5), ``huge`` (10**18), ``null``
+                               (every count null); streams and non-streams alike
+``x-sim-service-tier: T``      the service tier the provider says it used (OpenAI:
+                               ``default``/``flex``/``scale``/``priority``; Anthropic:
+                               ``standard``/``priority``/``batch``), whatever was asked
+``x-sim-server-tool-uses: N``  Anthropic server tools: uses per server tool (default 1,
+                               never above the tool's ``max_uses`` nor 50); or per kind,
+                               ``web_search=3,web_fetch=0,code_execution=1``
+``x-sim-tool-result-tokens: N`` input tokens of one search result / fetched page /
+                               code run, instead of the defaults (`server_tools`)
+``x-sim-background-ms: N``     a ``background`` response stays queued N ms (default 20)
+``x-sim-compat: a,b``          lenient OpenAI-compatible server behaviours (default:
+                               strict validation): ``max-tokens-only`` (chat honours only
+                               ``max_tokens``), ``max-completion-or-max`` (chat uses
+                               ``max_completion_tokens or max_tokens``: 0 falls through),
+                               ``lenient-stream`` (any truthy ``stream`` streams)
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -27,16 +46,20 @@ header                         effect
 
 Streamed events are counted as written, the chat ``data: [DONE]`` line included; a
 record's ``chunks_sent`` uses the same count. Unparsable values are ignored, as if the
-header were absent.
+header were absent; numbers are clamped to 10**12.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+USAGE_MODES = frozenset({"missing", "empty", "negative", "string", "float", "huge", "null"})
+COMPAT_MODES = frozenset({"max-tokens-only", "max-completion-or-max", "lenient-stream"})
+MAX_HEADER_NUMBER = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +78,20 @@ class Faults:
     error_after_chunks: int | None = None
     ignore_max: bool = False
     fail_models: frozenset[str] | None = None  # None: the failure faults apply to every model
+    usage: str | None = None
+    service_tier: str | None = None
+    server_tool_uses: int | None = None
+    server_tool_uses_by_name: dict[str, int] = field(default_factory=dict)
+    tool_result_tokens: int | None = None
+    background_ms: float | None = None
+    compat: frozenset[str] = frozenset()
+
+    def uses_of(self, name: str, default: int) -> int:
+        """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
+        by_name = self.server_tool_uses_by_name.get(name)
+        if by_name is not None:
+            return by_name
+        return default if self.server_tool_uses is None else self.server_tool_uses
 
     def for_model(self, model: object) -> Faults:
         """These faults as they apply to a request for ``model``: without the failure faults
@@ -82,7 +119,7 @@ def _int(value: str | None) -> int | None:
         number = int(value.strip())
     except ValueError:
         return None
-    return number if number >= 0 else None
+    return min(number, MAX_HEADER_NUMBER) if number >= 0 else None
 
 
 def _float(value: str | None) -> float | None:
@@ -92,7 +129,7 @@ def _float(value: str | None) -> float | None:
         number = float(value.strip())
     except ValueError:
         return None
-    return number if number >= 0 else None
+    return min(number, float(MAX_HEADER_NUMBER)) if number >= 0 else None
 
 
 def _flag(value: str | None) -> bool:
@@ -105,12 +142,36 @@ def _names(value: str | None) -> frozenset[str] | None:
     return frozenset(name.strip() for name in value.split(",") if name.strip())
 
 
+def _choice(value: str | None, allowed: frozenset[str]) -> str | None:
+    if value is None:
+        return None
+    choice = value.strip().lower()
+    return choice if choice in allowed else None
+
+
+def _modes(value: str | None) -> frozenset[str]:
+    return (_names(value.lower()) or frozenset()) & COMPAT_MODES if value else frozenset()
+
+
+def _tool_uses(value: str | None) -> tuple[int | None, dict[str, int]]:
+    """``"3"`` -> (3, {}); ``"web_search=2,web_fetch=0"`` -> (None, {...})."""
+    if value is None or "=" not in value:
+        return _int(value), {}
+    by_name = {}
+    for part in value.split(","):
+        name, _, count = part.partition("=")
+        number = _int(count)
+        if name.strip() and number is not None:
+            by_name[name.strip()] = number
+    return None, by_name
+
+
 def parse_faults(headers: Mapping[str, str]) -> Faults:
     """Read the ``x-sim-*`` headers; `NO_FAULTS` (no allocation) when there are none."""
     if not any(name[:6].lower() == _PREFIX for name in headers):
         return NO_FAULTS
     get = headers.get
-    return Faults(
+    faults = Faults(
         status=_int(get("x-sim-status")),
         error_type=get("x-sim-error-type"),
         delay_ms=_float(get("x-sim-delay-ms")),
@@ -120,9 +181,27 @@ def parse_faults(headers: Mapping[str, str]) -> Faults:
         cache_write_tokens=_int(get("x-sim-cache-write-tokens")) or 0,
         cache_write_1h_tokens=_int(get("x-sim-cache-write-1h-tokens")) or 0,
         reasoning_tokens=_int(get("x-sim-reasoning-tokens")) or 0,
-        no_usage=_flag(get("x-sim-no-usage")),
         die_after_chunks=_int(get("x-sim-die-after-chunks")),
         error_after_chunks=_int(get("x-sim-error-after-chunks")),
         ignore_max=_flag(get("x-sim-ignore-max")),
         fail_models=_names(get("x-sim-fail-models")),
+    )
+    return _with_billing_faults(faults, headers)
+
+
+def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
+    get = headers.get
+    usage = _choice(get("x-sim-usage"), USAGE_MODES)
+    uses, uses_by_name = _tool_uses(get("x-sim-server-tool-uses"))
+    tier = (get("x-sim-service-tier") or "").strip().lower()
+    return replace(
+        faults,
+        no_usage=_flag(get("x-sim-no-usage")) or usage == "missing",
+        usage=usage,
+        service_tier=tier or None,
+        server_tool_uses=uses,
+        server_tool_uses_by_name=uses_by_name,
+        tool_result_tokens=_int(get("x-sim-tool-result-tokens")),
+        background_ms=_float(get("x-sim-background-ms")),
+        compat=_modes(get("x-sim-compat")),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import records, wire
+from .reporting import openai_tier
 from .streaming import Event, stream_events
 from .tokens import (
     InputPlan,
@@ -15,7 +16,7 @@ from .tokens import (
     plan_input,
     prompt_seed,
 )
-from .validation import check_chat
+from .validation_openai import check_chat, lenient_limit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,6 +66,16 @@ def _finish_reason(plan: OutputPlan) -> str:
     return "length" if plan.truncated else "stop"
 
 
+def output_limit(call: Call) -> int | None:
+    """The chat output cap, as strict OpenAI or the ``x-sim-compat`` server reads it."""
+    compat = call.faults.compat
+    if "max-completion-or-max" in compat:
+        return lenient_limit(call.body)
+    if "max-tokens-only" in compat:
+        return call.output_limit("max_tokens")
+    return call.output_limit("max_completion_tokens", "max_tokens")
+
+
 class _Chat:
     """Everything planned for one chat request, shared by both answer forms."""
 
@@ -74,14 +85,17 @@ class _Chat:
         self.id = wire.new_id("chatcmpl-")
         self.model: str = body["model"]
         self.created = wire.now()
-        limit = call.output_limit("max_completion_tokens", "max_tokens")
+        limit = output_limit(call)
         seed = prompt_seed(body.get("messages"))
         self.inputs = plan_input(chat_input_tokens(body), call.faults)
         n = body.get("n") or 1
-        self.plans = [call.plan_output_for(seed + i, limit) for i in range(n)]
+        self.plans = [call.plan_output_for(seed + i, limit, n) for i in range(n)]
         self.texts = [generate_text(seed + i, p.text) for i, p in enumerate(self.plans)]
-        self.usage = None if call.faults.no_usage else chat_usage(self.inputs, self.plans)
+        self.usage = call.report_usage(chat_usage(self.inputs, self.plans))
+        self.tier = openai_tier(body.get("service_tier"), call.faults.service_tier)
         call.account(self.inputs, sum(plan.total for plan in self.plans))
+        call.record.service_tier = self.tier
+        call.record.response_id = self.id
 
     def completion(self) -> dict[str, Any]:
         choices: list[dict[str, Any]] = [
@@ -104,7 +118,7 @@ class _Chat:
             "created": self.created,
             "model": self.model,
             "choices": choices,
-            "service_tier": "default",
+            "service_tier": self.tier,
             "system_fingerprint": FINGERPRINT,
         }
         if self.usage is not None:
@@ -122,7 +136,7 @@ class _Chat:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "service_tier": "default",
+            "service_tier": self.tier,
             "system_fingerprint": FINGERPRINT,
             "choices": choices,
         }
@@ -153,11 +167,11 @@ class _Chat:
 
 
 async def chat_completions(call: Call) -> web.StreamResponse:
-    problem = check_chat(call.body)
+    problem = check_chat(call.body, call.faults.compat)
     if problem:
-        return call.error(400, problem)
+        return call.refuse(problem)
     chat = _Chat(call)
-    if call.body.get("stream") is True:
+    if call.streaming:
         options = call.body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return await stream_events(call, chat.events(include_usage), mid_stream_error)

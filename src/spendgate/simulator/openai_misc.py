@@ -1,4 +1,12 @@
-"""``POST /v1/embeddings`` (CLIENTS.md §4) and ``GET /v1/models``."""
+"""``POST /v1/embeddings`` (CLIENTS.md §4) and ``GET /v1/models``.
+
+Embeddings refused with a 400: a chat model (``gpt-*``, ``o1``..., ``claude-*``),
+``dimensions`` that is not an integer >= 1, above the model's size (1536 for
+``text-embedding-3-small``, 3072 for ``-3-large`` and unknown models) or given to
+``text-embedding-ada-002`` at all, an unknown ``encoding_format``, more than 2048 inputs,
+an input over 8192 tokens and more than 300,000 tokens in all. So no request makes the
+simulator allocate more than 2048 vectors of 3072 floats.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import records, wire
 from .tokens import text_tokens
-from .validation import check_model
+from .validation import Problem, check_int_range, check_model
+from .validation_openai import is_chat_model
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -20,7 +29,18 @@ if TYPE_CHECKING:
     from .context import Call
 
 MODEL_CREATED = 1_700_000_000
-_INPUT_ERROR = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+_INPUT_ERROR = Problem(
+    "'$.input' is invalid. Please check the API reference: "
+    "https://platform.openai.com/docs/api-reference.",
+    "input",
+)
+MODEL_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
+NO_DIMENSIONS_MODELS = ("text-embedding-ada-002",)
+MAX_DIMENSIONS = 3072
+MAX_INPUTS = 2048
+MAX_TOKENS_PER_INPUT = 8192
+MAX_TOKENS_PER_REQUEST = 300_000
+MAX_TOKEN_ID = 2**31 - 1
 
 
 @lru_cache(maxsize=2048)
@@ -45,7 +65,7 @@ def _as_floats(data: bytes) -> list[float]:
 
 def _is_tokens(value: object) -> bool:
     return isinstance(value, list) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in value
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TOKEN_ID for t in value
     )
 
 
@@ -71,33 +91,72 @@ def _input_key(item: str | list[int]) -> tuple[bytes, int]:
     return array("q", item).tobytes(), len(item)
 
 
-def _check(body: dict[str, Any]) -> str | None:
-    dims = body.get("dimensions")
-    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
-        return "Invalid 'dimensions': integer below minimum value 1 or not an integer."
+def _model_size(model: str) -> int:
+    for name, size in MODEL_DIMENSIONS.items():
+        if model.startswith(name):
+            return size
+    return MAX_DIMENSIONS
+
+
+def _check_dimensions(body: dict[str, Any]) -> Problem | None:
+    model: str = body["model"]
+    if body.get("dimensions") is not None and model.startswith(NO_DIMENSIONS_MODELS):
+        return Problem("This model does not support specifying dimensions.", "dimensions")
+    return check_int_range(body, "dimensions", 1, _model_size(model))
+
+
+def _check(body: dict[str, Any]) -> Problem | None:
+    problem = check_model(body)
+    if problem:
+        return problem
+    if is_chat_model(body["model"]):
+        return Problem(f"The model '{body['model']}' does not support embeddings.", "model")
     if body.get("encoding_format", "float") not in ("float", "base64"):
-        return "Invalid 'encoding_format': expected 'float' or 'base64'."
-    return check_model(body)
+        return Problem(
+            "Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format"
+        )
+    return _check_dimensions(body)
+
+
+def _check_sizes(counts: list[int]) -> Problem | None:
+    if len(counts) > MAX_INPUTS:
+        return Problem(f"'$.input' is too long: at most {MAX_INPUTS} inputs.", "input")
+    longest = max(counts)
+    if longest > MAX_TOKENS_PER_INPUT:
+        message = (
+            f"This model's maximum context length is {MAX_TOKENS_PER_INPUT} tokens, however "
+            f"you requested {longest} tokens ({longest} in your prompt; 0 for the "
+            "completion). Please reduce your prompt; or completion length."
+        )
+        return Problem(message, None, "context_length_exceeded")
+    total = sum(counts)
+    if total > MAX_TOKENS_PER_REQUEST:
+        message = f"Requested {total} tokens, max {MAX_TOKENS_PER_REQUEST} tokens per request"
+        return Problem(message, None, "max_tokens_per_request")
+    return None
 
 
 async def embeddings(call: Call) -> web.StreamResponse:
     body = call.body
-    problem = _check(body)
     inputs = split_inputs(body.get("input"))
+    problem = _check(body) or (_INPUT_ERROR if inputs is None else None)
     if problem or inputs is None:
-        return call.error(400, problem or _INPUT_ERROR)
+        return call.refuse(problem or _INPUT_ERROR)
+    keys = [_input_key(item) for item in inputs]
+    problem = _check_sizes([count for _, count in keys])
+    if problem:
+        return call.refuse(problem)
     dimensions: int = body.get("dimensions") or call.options.embedding_dimensions
     as_base64 = body.get("encoding_format") == "base64"
     data, total = [], 0
-    for index, item in enumerate(inputs):
-        key, count = _input_key(item)
+    for index, (key, count) in enumerate(keys):
         total += count
         vector = embedding_bytes(key, dimensions)
         encoded = base64.b64encode(vector).decode() if as_base64 else _as_floats(vector)
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    usage = {"prompt_tokens": total, "total_tokens": total}
+    usage = call.report_usage({"prompt_tokens": total, "total_tokens": total})
     payload: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
-    if not call.faults.no_usage:
+    if usage is not None:
         payload["usage"] = usage
         call.record.usage_reported = usage
     call.record.input_tokens = total

@@ -1,10 +1,18 @@
-"""``POST /v1/responses`` and ``POST /v1/responses/input_tokens`` (CLIENTS.md §3)."""
+"""``POST /v1/responses`` and ``POST /v1/responses/input_tokens`` (CLIENTS.md §3).
+
+Responses are stored (unless ``store: false``) and billed with the server-side context
+they name, as `responses_state` describes; ``background: true`` runs them as jobs
+(`background`). The reported ``service_tier`` follows `reporting`.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from . import records, wire
+from .background import start_job
+from .reporting import openai_tier
+from .responses_state import Context, remember, resolve_context
 from .streaming import Event, stream_events
 from .tokens import (
     InputPlan,
@@ -15,10 +23,11 @@ from .tokens import (
     prompt_seed,
     responses_input_tokens,
 )
-from .validation import check_responses
+from .validation import Problem
+from .validation_openai import check_responses
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from aiohttp import web
 
@@ -42,6 +51,7 @@ _ECHOED: dict[str, Any] = {
     "truncation": "disabled",
     "user": None,
 }
+FINAL_STATUSES = frozenset({"completed", "incomplete", "cancelled", "failed"})
 
 
 def responses_usage(inputs: InputPlan, output: OutputPlan) -> dict[str, Any]:
@@ -57,63 +67,70 @@ def responses_usage(inputs: InputPlan, output: OutputPlan) -> dict[str, Any]:
     }
 
 
-def mid_stream_error(sent: int) -> bytes:
-    return wire.named_event(
-        "error",
-        {
-            "type": "error",
-            "code": "server_error",
-            "message": "The server had an error while processing your request. (simulated)",
-            "param": None,
-            "sequence_number": sent,
-        },
-    )
+mid_stream_error = wire.responses_error_event
 
 
-class _Response:
-    """The planned answer of one Responses request, in both answer forms."""
+class ResponseAnswer:
+    """The planned answer of one Responses request, in every answer form."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, context: Context) -> None:
         body = call.body
         self.call = call
         self.id = wire.new_id("resp_")
         self.message_id = wire.new_id("msg_")
         self.reasoning_id = wire.new_id("rs_")
         self.created = wire.now()
-        self.inputs = plan_input(responses_input_tokens(body), call.faults)
+        self.background = body.get("background") is True
+        self.context = context
+        self.own_input = responses_input_tokens(body) + context.references
+        self.inputs = plan_input(self.own_input + context.tokens, call.faults)
         seed = prompt_seed(body.get("instructions"), body.get("input"))
         self.plan = call.plan_output_for(seed, call.output_limit("max_output_tokens"))
         self.words = generate_text(seed, self.plan.text)
         self.text = "".join(self.words)
-        self.usage = None if call.faults.no_usage else responses_usage(self.inputs, self.plan)
-        call.account(self.inputs, self.plan.total)
+        self.usage = call.report_usage(responses_usage(self.inputs, self.plan))
+        self.tier = openai_tier(body.get("service_tier"), call.faults.service_tier)
+        self._sequence = 0
+        self._account()
+
+    def _account(self) -> None:
+        record = self.call.record
+        self.call.account(self.inputs, self.plan.total)
+        record.context_input_tokens = self.context.tokens + self.context.references
+        record.service_tier = self.tier
+        record.response_id = self.id
+        record.response_status = "queued" if self.background else self.final_status
 
     @property
     def final_status(self) -> str:
         return "incomplete" if self.plan.truncated else "completed"
 
-    def snapshot(self, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+    def snapshot(
+        self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body = self.call.body
         payload: dict[str, Any] = {
             "id": self.id,
             "object": "response",
             "created_at": self.created,
             "status": status,
-            "background": False,
+            "background": self.background,
             "error": None,
             "incomplete_details": None,
             "model": body["model"],
             "output": output,
-            "service_tier": "default",
+            "service_tier": self.tier,
         }
         for key, default in _ECHOED.items():
             payload[key] = body.get(key, default)
+        if self.context.conversation is not None:
+            payload["conversation"] = {"id": self.context.conversation.id}
         if status == "incomplete":
             payload["incomplete_details"] = {"reason": "max_output_tokens"}
-        if status in ("completed", "incomplete") and self.usage is not None:
-            payload["usage"] = self.usage
-        elif status == "in_progress":
+        if status not in FINAL_STATUSES:
             payload["usage"] = None
+        elif usage is not None:
+            payload["usage"] = usage
         return payload
 
     def reasoning_item(self) -> dict[str, Any]:
@@ -131,38 +148,64 @@ class _Response:
             "content": content,
         }
 
-    def output(self) -> list[dict[str, Any]]:
-        items = [self.reasoning_item()] if self.plan.reasoning else []
-        items.append(self.message_item(self.final_status, [self.text_part(self.text)]))
+    def output(self, generated: int | None = None, status: str | None = None) -> list[Any]:
+        """The output items; only the first ``generated`` tokens' worth after a cancel."""
+        plan = self.plan
+        done = plan.total if generated is None else min(generated, plan.total)
+        reasoning = min(done, plan.reasoning)
+        items = [self.reasoning_item()] if reasoning else []
+        text = self.text if done == plan.total else "".join(self.words[: done - reasoning])
+        item_status = status or self.final_status
+        items.append(self.message_item(item_status, [self.text_part(text)]))
         return items
 
+    def partial_usage(self, generated: int) -> dict[str, Any] | None:
+        """The usage of a job cancelled after ``generated`` output tokens."""
+        reasoning = min(generated, self.plan.reasoning)
+        partial = OutputPlan(min(generated, self.plan.total) - reasoning, reasoning, False)
+        return self.call.report_usage(responses_usage(self.inputs, partial))
+
     def final(self) -> dict[str, Any]:
-        return self.snapshot(self.final_status, self.output())
+        return self.snapshot(self.final_status, self.output(), self.usage)
+
+    def _event(self, kind: str, tokens: int = 0, **fields: Any) -> Event:
+        payload = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return Event(wire.named_event(kind, payload), tokens)
 
     def events(self) -> Iterator[Event]:
-        sequence = 0
+        yield from self.opening()
+        yield from self.progress()
 
-        def event(kind: str, tokens: int = 0, **fields: Any) -> Event:
-            nonlocal sequence
-            payload = {"type": kind, "sequence_number": sequence, **fields}
-            sequence += 1
-            return Event(wire.named_event(kind, payload), tokens)
+    def opening(self) -> Iterator[Event]:
+        """``response.created`` (and ``response.queued`` for a background response)."""
+        first = "queued" if self.background else "in_progress"
+        yield self._event("response.created", response=self.snapshot(first, []))
+        if self.background:
+            yield self._event("response.queued", response=self.snapshot("queued", []))
 
-        yield event("response.created", response=self.snapshot("in_progress", []))
-        yield event("response.in_progress", response=self.snapshot("in_progress", []))
+    def progress(self) -> Iterator[Event]:
+        """From ``response.in_progress`` to the terminal event."""
+        yield self._event("response.in_progress", response=self.snapshot("in_progress", []))
         index = 0
         if self.plan.reasoning:
             item = self.reasoning_item()
-            yield event("response.output_item.added", output_index=0, item=item)
-            yield event("response.output_item.done", self.plan.reasoning, output_index=0, item=item)
+            yield self._event("response.output_item.added", output_index=0, item=item)
+            yield self._event(
+                "response.output_item.done", self.plan.reasoning, output_index=0, item=item
+            )
             index = 1
-        yield from self._message_events(event, index)
-        final = self.final()
-        done = event(f"response.{self.final_status}", response=final)
+        yield from self._message_events(index)
+        done = self._event(f"response.{self.final_status}", response=self.final())
         yield Event(done.data, usage=self.usage)
 
-    def _message_events(self, event: Callable[..., Event], index: int) -> Iterator[Event]:
-        where = {"item_id": self.message_id, "output_index": index, "content_index": 0}
+    def _message_events(self, index: int) -> Iterator[Event]:
+        event = self._event
+        where: dict[str, Any] = {
+            "item_id": self.message_id,
+            "output_index": index,
+            "content_index": 0,
+        }
         item = self.message_item("in_progress", [])
         yield event("response.output_item.added", output_index=index, item=item)
         yield event("response.content_part.added", **where, part=self.text_part(""))
@@ -175,12 +218,24 @@ class _Response:
         yield event("response.output_item.done", output_index=index, item=item)
 
 
-async def create_response(call: Call) -> web.StreamResponse:
-    problem = check_responses(call.body)
+def _plan(call: Call) -> ResponseAnswer | Problem:
+    problem = check_responses(call.body, call.faults.compat)
     if problem:
-        return call.error(400, problem)
-    answer = _Response(call)
-    if call.body.get("stream") is True:
+        return problem
+    context = resolve_context(call)
+    if isinstance(context, Problem):
+        return context
+    return ResponseAnswer(call, context)
+
+
+async def create_response(call: Call) -> web.StreamResponse:
+    answer = _plan(call)
+    if isinstance(answer, Problem):
+        return call.refuse(answer)
+    if answer.background:
+        return await start_job(call, answer)
+    remember(call, answer, answer.final())
+    if call.streaming:
         return await stream_events(call, answer.events(), mid_stream_error)
     call.record.usage_reported = answer.usage
     call.record.output_tokens_sent = call.record.output_tokens
@@ -189,8 +244,12 @@ async def create_response(call: Call) -> web.StreamResponse:
 
 
 async def input_tokens(call: Call) -> web.StreamResponse:
-    """``client.responses.input_tokens.count(...)``."""
-    count = responses_input_tokens(call.body)
+    """``client.responses.input_tokens.count(...)`` (the stored context included)."""
+    context = resolve_context(call)
+    if isinstance(context, Problem):
+        return call.refuse(context)
+    count = responses_input_tokens(call.body) + context.references + context.tokens
     call.record.input_tokens = count
+    call.record.context_input_tokens = context.references + context.tokens
     call.record.finish(records.OK)
     return call.json({"object": "response.input_tokens", "input_tokens": count})

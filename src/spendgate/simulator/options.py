@@ -49,3 +49,17 @@ class SimulatorOptions:
     """The oldest records are dropped beyond this many (benchmarks send many requests)."""
     models: tuple[str, ...] = DEFAULT_MODELS
     """Ids listed by ``GET /v1/models``."""
+    max_stored: int = 10_000
+    """Stored Responses objects and conversations kept (the oldest go first)."""
+    background_ms: float = 20.0
+    """How long a ``background`` response stays queued (``x-sim-background-ms`` overrides it)."""
+    server_tool_uses: int = 1
+    """Uses of each Anthropic server tool per request (``x-sim-server-tool-uses`` overrides it)."""
+    web_search_results: int = 5
+    """Results one Anthropic web search returns."""
+    search_result_tokens: int = 2000
+    """Input tokens of one web search result."""
+    web_fetch_tokens: int = 5000
+    """Input tokens of one fetched page (capped by the tool's ``max_content_tokens``)."""
+    code_execution_tokens: int = 200
+    """Input tokens of one code execution result."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp import web
 from . import records, wire
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
     from .context import Call
 
@@ -21,6 +22,9 @@ class Event(NamedTuple):
     data: bytes
     tokens: int = 0
     usage: dict[str, Any] | None = None
+
+
+Events = Iterable[Event] | AsyncIterable[Event]
 
 
 class _ClientGone(Exception):
@@ -46,16 +50,26 @@ async def _write(call: Call, response: web.StreamResponse, data: bytes) -> None:
     call.record.chunks_sent += 1
 
 
+async def _each(events: Events) -> AsyncIterator[Event]:
+    if isinstance(events, AsyncIterable):
+        async for event in events:
+            yield event
+    else:
+        for event in events:
+            yield event
+
+
 async def _send_all(
     call: Call,
     response: web.StreamResponse,
-    events: Iterable[Event],
+    events: Events,
     error_event: Callable[[int], bytes],
+    paced: bool,
 ) -> bool:
     """Send the events; False when the stream was cut on purpose (die/error)."""
     faults, record = call.faults, call.record
-    delay = call.chunk_delay_s
-    for event in events:
+    delay = call.chunk_delay_s if paced else 0.0
+    async for event in _each(events):
         if delay and record.chunks_sent:
             await asyncio.sleep(delay)
         if record.chunks_sent == faults.die_after_chunks:
@@ -77,12 +91,13 @@ async def _send_all(
 
 
 async def stream_events(
-    call: Call, events: Iterable[Event], error_event: Callable[[int], bytes]
+    call: Call, events: Events, error_event: Callable[[int], bytes], paced: bool = True
 ) -> web.StreamResponse:
     """Answer with an SSE stream of ``events``.
 
     ``error_event(n)`` builds the dialect's mid-stream error after ``n`` events; it is
-    sent instead of the rest when ``x-sim-error-after-chunks`` is ``n``."""
+    sent instead of the rest when ``x-sim-error-after-chunks`` is ``n``. ``paced``: wait
+    the chunk delay between events (False when the source paces itself)."""
     call.record.stream = True
     response = web.StreamResponse(
         headers=wire.headers_for(call.dialect, call.request_id, wire.SSE_TYPE)
@@ -90,7 +105,7 @@ async def stream_events(
     response.headers["cache-control"] = "no-cache"
     try:
         await response.prepare(call.request)
-        if await _send_all(call, response, events, error_event):
+        if await _send_all(call, response, events, error_event, paced):
             await response.write_eof()
             call.record.finish(records.OK)
     except (_ClientGone, ConnectionError):

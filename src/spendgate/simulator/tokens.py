@@ -23,7 +23,9 @@ Output: a stream of common English words, one word = one token (each is a single
 (hidden) tokens come first and are part of that cap. Reasoning is only generated when
 ``x-sim-reasoning-tokens`` asks for it: OpenAI reports it in ``reasoning_tokens`` (and the
 Responses API adds a ``reasoning`` output item), Anthropic streams a ``thinking`` block.
-Chat ``n`` > 1 plans every choice separately (seed + choice index).
+Chat ``n`` > 1 plans every choice separately (seed + choice index). Whatever the headers
+and the request's max ask for, one request never generates more than
+`MAX_GENERATED_TOKENS` tokens in all (split between the choices).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
 ANTHROPIC_MESSAGE_OVERHEAD = 3
 REPLY_PRIMING = 3
+MAX_GENERATED_TOKENS = 1_000_000
 IMAGE_TOKENS = 85
 IMAGE_TYPES = frozenset({"image_url", "image", "input_image"})
 SKIPPED_KEYS = frozenset(
@@ -77,7 +80,8 @@ def value_tokens(value: object) -> int:
     if isinstance(value, list):
         return sum(value_tokens(item) for item in value)
     if isinstance(value, dict):
-        if value.get("type") in IMAGE_TYPES:
+        kind = value.get("type")
+        if isinstance(kind, str) and kind in IMAGE_TYPES:  # a JSON schema's "type" is a dict
             return IMAGE_TOKENS
         return sum(value_tokens(v) for k, v in value.items() if k not in SKIPPED_KEYS)
     return 0
@@ -169,13 +173,23 @@ class OutputPlan:
         return self.text + self.reasoning
 
 
-def plan_output(seed: int, limit: int | None, faults: Faults, low: int, high: int) -> OutputPlan:
-    """How many tokens to generate, and whether the request's max cut the answer."""
+def plan_output(
+    seed: int,
+    limit: int | None,
+    faults: Faults,
+    low: int,
+    high: int,
+    ceiling: int = MAX_GENERATED_TOKENS,
+) -> OutputPlan:
+    """How many tokens to generate, and whether the request's max cut the answer.
+
+    ``ceiling`` bounds what is generated whatever was asked (never reported as a cut)."""
     reasoning = faults.reasoning_tokens
     if faults.output_tokens is not None:
         wanted = faults.output_tokens
     else:
         wanted = low + seed % (max(high, low) - low + 1) + reasoning
+    wanted = min(wanted, max(1, ceiling))
     truncated = limit is not None and wanted > limit and not faults.ignore_max
     total = limit if truncated and limit is not None else wanted
     reasoning = min(reasoning, total)

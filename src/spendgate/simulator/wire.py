@@ -117,23 +117,43 @@ def named_event(name: str, payload: object) -> bytes:
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
+def responses_error_event(sent: int) -> bytes:
+    """The Responses API's mid-stream ``error`` event after ``sent`` events."""
+    return named_event(
+        "error",
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "The server had an error while processing your request. (simulated)",
+            "param": None,
+            "sequence_number": sent,
+        },
+    )
+
+
 def openai_error_body(
-    status: int, message: str | None = None, error_type: str | None = None
+    status: int,
+    message: str | None = None,
+    error_type: str | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
-    default_type, code, default_message = _OPENAI_ERRORS.get(
+    """OpenAI's error envelope; a specific ``message`` carries only the ``code`` given."""
+    default_type, default_code, default_message = _OPENAI_ERRORS.get(
         status,
         ("server_error" if status >= 500 else "invalid_request_error", None, "Simulated error."),
     )
     kind = error_type or default_type
-    if message is not None:
-        code = None  # the specific answers (bad JSON, no key, unknown URL) carry no code
+    if message is None:
+        code = default_code
     if error_type == "insufficient_quota":
         code = "insufficient_quota"
     return {
         "error": {
             "message": message or default_message,
             "type": kind,
-            "param": None,
+            "param": param,
             "code": code,
         }
     }
@@ -158,10 +178,14 @@ def error_response(
     message: str | None = None,
     error_type: str | None = None,
     retry_after_s: int = 1,
+    param: str | None = None,
+    code: str | None = None,
 ) -> web.Response:
-    """An error answer exactly shaped like the provider's (CLIENTS.md §5.1, §6.4)."""
+    """An error answer exactly shaped like the provider's (CLIENTS.md §5.1, §6.4).
+
+    ``param`` and ``code`` only exist in the OpenAI dialect."""
     if dialect is Dialect.OPENAI:
-        body = openai_error_body(status, message, error_type)
+        body = openai_error_body(status, message, error_type, param=param, code=code)
     else:
         body = anthropic_error_body(status, request_id, message, error_type)
     response = json_response(body, dialect, request_id, status)
