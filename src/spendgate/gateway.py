@@ -1,7 +1,8 @@
 """The gateway's state, on one object built by `build_gateway`: no module globals.
 
-`Gateway.reload` swaps in what a new config builds (prices, models, budgets, routing
-rules, providers) without a restart; requests in flight keep what they already resolved.
+What a config builds (prices, models, budgets, routing rules, providers, breakers) is one
+immutable `Snapshot`; `Gateway.reload` swaps in a new one without a restart, and each
+request reads the snapshot once, so requests in flight keep the one they started with.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import logging
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import load_config
@@ -26,10 +28,13 @@ from spendgate.config.build import (
 from spendgate.config.schema import Config
 from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import PriceBook
 from spendgate.domain.routing import Router
 from spendgate.errors import ConfigError, ServiceUnavailable
+from spendgate.events import Events
+from spendgate.events.access_log import access_log
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
@@ -72,16 +77,22 @@ class ReloadResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Parts:
-    """Everything a config builds that requests read: made whole before anything changes
-    (serve, reload, and check-config, which builds them to find what serve would refuse)."""
+class Snapshot:
+    """Everything a config builds that requests read, made whole before anything changes
+    (serve, reload, and check-config, which builds it to find what serve would refuse).
+    A request reads the gateway's snapshot once and uses only that one: a reload while it
+    waits cannot route it under the old rules and admit it under the new budgets."""
 
+    config: Config
     prices: PriceBook
     models: ModelTable
     budgets: BudgetBook
     router: Router
-    providers: dict[str, Provider]
+    providers: Mapping[str, Provider]
     breakers: CircuitBreakers | None
+
+    def org_of(self, key: ApiKey) -> str | None:
+        return self.config.org_of_team(key.team) or key.org
 
 
 def build_parts(
@@ -91,68 +102,146 @@ def build_parts(
     env: Mapping[str, str],
     require_secrets: bool,
     base_dir: Path | None,
-) -> Parts:
+    breakers: CircuitBreakers | None = None,
+) -> Snapshot:
+    """``breakers``: the running ones, kept when the new config does not change them (open
+    circuits stay open across a reload)."""
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
     models = build_model_table(config, prices)
     problem = price_problem(config, models)
     if problem is not None:
         raise ConfigError(source, *problem)
     budgets = build_budget_book(config)
-    return Parts(
+    return Snapshot(
+        config=config,
         prices=prices,
         models=models,
         budgets=budgets,
         router=build_router(config, models, budgets),
         providers=build_providers(config, env, source, require_secrets=require_secrets),
-        breakers=_breakers(config),
+        breakers=breakers if breakers is not None else _breakers(config),
     )
 
 
-@dataclass
-class Gateway:
-    config: Config
-    config_source: str
-    clock: Clock
-    storage: Storage
-    prices: PriceBook
-    models: ModelTable
-    providers: dict[str, Provider]
-    keys: KeyService
-    budgets: BudgetBook
-    router: Router
-    breakers: CircuitBreakers | None = None
-    rng: random.Random = field(default_factory=random.Random)  # weighted balancing
-    owner: str = field(default_factory=lambda: f"gw-{os.getpid()}-{os.urandom(4).hex()}")
-    admin_token: str | None = field(repr=False, default=None)
-    lease_keeper: LeaseKeeper | None = None
-    upstream: UpstreamClient = field(init=False)
-    draining: bool = False
-    inflight: int = 0
-    env: Mapping[str, str] = field(repr=False, default_factory=dict)  # provider secrets
-    base_dir: Path | None = None  # resolves the config's relative paths
-    require_secrets: bool = True
-    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, init=False)
-    # One future per request answered before its ledger row was written, resolved once the
-    # row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits for them.
-    unsettled: set[asyncio.Future[None]] = field(default_factory=set, repr=False, init=False)
+class InFlight:
+    """The proxied requests running now: counted for readiness and metrics, and their
+    tasks kept so that shutdown can drain them (`spendgate.server`)."""
 
-    def __post_init__(self) -> None:
-        server = self.config.server  # restart-only: the pool's timeouts never reload
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def enter(self, task: asyncio.Task[Any] | None) -> None:
+        self._count += 1
+        if task is not None:
+            self.tasks.add(task)
+
+    def leave(self, task: asyncio.Task[Any] | None) -> None:
+        self._count -= 1
+        if task is not None:
+            self.tasks.discard(task)
+
+
+class Gateway:
+    """The running gateway's state: the snapshot in force, storage, the upstream client,
+    the event bus, the lease keeper and the requests in flight."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        config_source: str,
+        clock: Clock,
+        storage: Storage,
+        admin_token: str | None = None,
+        env: Mapping[str, str] | None = None,
+        base_dir: Path | None = None,
+        require_secrets: bool = True,
+    ) -> None:
+        self.snapshot = snapshot
+        self.config_source = config_source
+        self.clock = clock
+        self.storage = storage
+        self.keys = KeyService(storage, snapshot.config, clock)
+        self.events = Events()
+        self.events.subscribe(access_log)
+        self.rng = random.Random()  # weighted balancing
+        self.owner = f"gw-{os.getpid()}-{os.urandom(4).hex()}"
+        self.admin_token = admin_token
+        self.env: Mapping[str, str] = env or {}  # provider secrets
+        self.base_dir = base_dir  # resolves the config's relative paths
+        self.require_secrets = require_secrets
+        self.lease_keeper: LeaseKeeper | None = None
+        self.draining = False
+        self.requests = InFlight()
+        server = snapshot.config.server  # restart-only: the pool's timeouts never reload
         self.upstream = UpstreamClient(
             connect_timeout_s=server.upstream_connect_timeout_s,
             read_timeout_s=server.upstream_timeout_s,
         )
+        self._reloading = asyncio.Lock()
+        # One future per request answered before its ledger row was written, resolved once
+        # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
+        self.unsettled: set[asyncio.Future[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"
+
+    # What the snapshot in force holds (for operator surfaces and tests; a request reads
+    # `snapshot` once instead).
+    @property
+    def config(self) -> Config:
+        return self.snapshot.config
+
+    @property
+    def prices(self) -> PriceBook:
+        return self.snapshot.prices
+
+    @property
+    def models(self) -> ModelTable:
+        return self.snapshot.models
+
+    @property
+    def budgets(self) -> BudgetBook:
+        return self.snapshot.budgets
+
+    @property
+    def router(self) -> Router:
+        return self.snapshot.router
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self.snapshot.providers
+
+    @property
+    def breakers(self) -> CircuitBreakers | None:
+        return self.snapshot.breakers
+
+    @property
+    def inflight(self) -> int:
+        return len(self.requests)
 
     async def start(self) -> None:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
         if self.budgets:
-            self.lease_keeper = LeaseKeeper(
-                self.storage, self.owner, self.lease, self.clock, self.budgets
-            )
+            self.lease_keeper = self._keeper(self.snapshot)
             await self.lease_keeper.tick()
             self.lease_keeper.start()
         await self.upstream.start()
+
+    def _keeper(self, snapshot: Snapshot) -> LeaseKeeper:
+        return LeaseKeeper(
+            self.storage,
+            self.owner,
+            self._lease_of(snapshot.config),
+            self.clock,
+            snapshot.budgets,
+            self.events,
+        )
 
     async def stop(self) -> None:
         """Close upstream connections, then flush and close storage (once every request
@@ -196,11 +285,11 @@ class Gateway:
         """Put ``config`` in force without dropping a request, or change nothing.
 
         Everything is built first (off the event loop); any problem raises `ConfigError`
-        and the running config stays. Then the new parts replace the old in one
+        and the running config stays. Then the new snapshot replaces the old in one
         synchronous step, so a request sees all old or all new. A request in flight keeps
-        the route, deployment and prices it already resolved, and its reservation settles
-        against the counters it reserved on. ``server.*`` and ``storage.*`` are refused:
-        they take a restart.
+        the snapshot it started with (route, deployment, prices, budgets), and its
+        reservation settles against the counters it reserved on. ``server.*`` and
+        ``storage.*`` are refused: they take a restart.
         """
         async with self._reloading:  # one at a time: the last one asked for wins
             return await self._reload(config, env=env, base_dir=base_dir)
@@ -210,9 +299,15 @@ class Gateway:
     ) -> ReloadResult:
         self._refuse_while_draining()
         source = self.config_source
-        _refuse_restart_only(self.config, config, source)
+        old = self.snapshot
+        _refuse_restart_only(old.config, config, source)
         env = self.env if env is None else env
         base_dir = self.base_dir if base_dir is None else base_dir
+        runaway, was = config.runaway, old.config.runaway
+        same_breakers = (runaway.breaker_failures, runaway.breaker_cooldown_s) == (
+            was.breaker_failures,
+            was.breaker_cooldown_s,
+        )
         built = await asyncio.to_thread(
             build_parts,
             config,
@@ -220,34 +315,22 @@ class Gateway:
             env=env,
             require_secrets=self.require_secrets,
             base_dir=base_dir,
+            breakers=old.breakers if same_breakers else None,
         )
         self._refuse_while_draining()  # it may have begun while the parts were built
         changed = tuple(
             name
             for name in Config.model_fields
-            if getattr(self.config, name) != getattr(config, name)
+            if getattr(old.config, name) != getattr(config, name)
         )
-        breakers = self.breakers
-        if config.runaway.breaker_failures != self.config.runaway.breaker_failures or (
-            config.runaway.breaker_cooldown_s != self.config.runaway.breaker_cooldown_s
-        ):
-            breakers = built.breakers  # else open circuits stay open
         old_keeper = self.lease_keeper
         keeper = old_keeper
         if self.upstream.started and (old_keeper is not None or built.budgets):
-            keeper = LeaseKeeper(
-                self.storage, self.owner, self._lease_of(config), self.clock, built.budgets
-            )
+            keeper = self._keeper(built)
         # The swap: no await from here to the end of the block.
-        self.config = config
+        self.snapshot = built
         self.env = env
         self.base_dir = base_dir
-        self.prices = built.prices
-        self.models = built.models
-        self.budgets = built.budgets
-        self.router = built.router
-        self.providers = built.providers  # attempts resolved earlier keep their Provider
-        self.breakers = breakers
         self.keys = KeyService(self.storage, config, self.clock)
         self.lease_keeper = keeper
         if keeper is not old_keeper:
@@ -276,6 +359,11 @@ class Gateway:
     @staticmethod
     def _lease_of(config: Config) -> timedelta:
         return timedelta(seconds=config.budget_settings.lease_ttl_s)
+
+    @staticmethod
+    def lease_of(snapshot: Snapshot) -> timedelta:
+        """How long a reservation made under ``snapshot`` holds without renewal."""
+        return timedelta(seconds=snapshot.config.budget_settings.lease_ttl_s)
 
 
 def _breakers(config: Config) -> CircuitBreakers | None:
@@ -318,21 +406,14 @@ def build_gateway(
     """``base_dir`` resolves relative paths in the config (LiteLLM price files)."""
     clock = clock or SystemClock()
     storage = storage or open_storage(config.storage.url, clock=clock)
-    built = build_parts(
+    snapshot = build_parts(
         config, source=source, env=env, require_secrets=require_secrets, base_dir=base_dir
     )
     return Gateway(
-        config=config,
+        snapshot,
         config_source=source,
         clock=clock,
         storage=storage,
-        prices=built.prices,
-        models=built.models,
-        providers=built.providers,
-        keys=KeyService(storage, config, clock),
-        budgets=built.budgets,
-        router=built.router,
-        breakers=built.breakers,
         admin_token=env.get(config.server.admin_token_env) or None,
         env=env,
         base_dir=base_dir,

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from spendgate.api.app import INFLIGHT, create_app
+from spendgate.api.app import create_app
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 
@@ -39,7 +39,7 @@ class RunningGateway:
         for site in list(self.runner.sites):
             await site.stop()  # new connections are refused from here on
         timeout = self.gateway.config.server.drain_timeout_s
-        cut = await drain(self.runner.app[INFLIGHT], timeout)
+        cut = await drain(self.gateway.requests.tasks, timeout)
         if cut:
             log.warning("drain timeout: requests cut", extra={"cut": cut, "timeout_s": timeout})
         await self.runner.cleanup()

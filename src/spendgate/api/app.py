@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -16,9 +15,6 @@ from spendgate.gateway import Gateway
 from spendgate.pipeline.proxy import handle
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
-# The tasks running proxied requests now: the drain at shutdown waits for them, then cancels
-# the late ones and waits again while each records its ledger row (spendgate.server).
-INFLIGHT: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("inflight", set)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,15 +25,11 @@ def _proxy(spec: SurfaceSpec) -> Handler:
         if gateway.draining:
             raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
         task = asyncio.current_task()
-        tasks = request.app[INFLIGHT]
-        gateway.inflight += 1
-        if task is not None:
-            tasks.add(task)
+        gateway.requests.enter(task)
         try:
             return await handle(gateway, request, spec)
         finally:
-            gateway.inflight -= 1
-            tasks.discard(task)
+            gateway.requests.leave(task)
 
     return handler
 
@@ -53,7 +45,6 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
         client_max_size=gateway.config.server.max_body_bytes,
     )
     app[GATEWAY] = gateway
-    app[INFLIGHT] = set()
     for spec in SURFACES:
         app.router.add_post(spec.path, _proxy(spec))
     app.router.add_get("/v1/responses", _websocket_refused)

@@ -11,8 +11,8 @@ from aiohttp import web
 from spendgate import dialects
 from spendgate.dialects import DialectAdapter
 from spendgate.errors import GatewayError, InvalidRequest, NotFound, StorageError
+from spendgate.pipeline.intake import REQUEST_ID_KEY
 from spendgate.pipeline.outage import storage_refusal
-from spendgate.pipeline.proxy import REQUEST_ID_KEY
 
 log = logging.getLogger("spendgate.errors")
 

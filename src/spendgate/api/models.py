@@ -9,7 +9,7 @@ from aiohttp import web
 from spendgate import dialects
 from spendgate.domain.budgets import Caller
 from spendgate.gateway import Gateway
-from spendgate.pipeline.proxy import credential
+from spendgate.pipeline.intake import credential
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

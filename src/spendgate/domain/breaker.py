@@ -39,15 +39,19 @@ class CircuitBreakers:
         state.probing = True  # half-open: this request is the probe
         return None
 
-    def record(self, key: tuple[str, str], now: float, *, ok: bool) -> None:
+    def record(self, key: tuple[str, str], now: float, *, ok: bool) -> bool:
+        """Count an upstream answer; True when this failure opens the circuit (the K-th in
+        a row, or a failed half-open probe)."""
         if ok:
             self._states.pop(key, None)
-            return
+            return False
         state = self._states.setdefault(key, _State())
         state.failures += 1
+        opens = state.probing or (state.opened_at is None and state.failures >= self.threshold)
         if state.probing or state.failures >= self.threshold:
             state.opened_at = now
         state.probing = False
+        return opens
 
     def abandon(self, key: tuple[str, str]) -> None:
         """A probe that ended without an answer (client gone): let the next one probe."""

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from spendgate.domain.admission import CounterState, Refused, WorstCase, worst_case
-from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
+from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, worst_case
+from spendgate.domain.budgets import BASIS_POINTS, BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.tokens import TokenCount
@@ -32,6 +32,8 @@ from spendgate.errors import (
     RateLimited,
     RequestCapExceeded,
 )
+from spendgate.events import Refused as RefusedEvent
+from spendgate.events import SettledAbove, ThresholdCrossed
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
@@ -115,7 +117,26 @@ async def admit(
             storage, exchange, refusal, worst.amount(Unit.NANOS, worst.requested_ceiling)
         )
         raise
+    for crossed in thresholds_crossed(decision, exchange.request_id):
+        exchange.reporter.notice(crossed)
     return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
+
+
+def thresholds_crossed(admitted: Admitted, request_id: str) -> list[ThresholdCrossed]:
+    """The soft thresholds of budgets that this reservation took past (spent + reserved
+    before it, below; after it, at or above)."""
+    crossed = []
+    for state, amount in zip(admitted.states, admitted.amounts, strict=True):
+        budget = state.ref.budget
+        if budget.kind is not Kind.BUDGET or not budget.soft_bp or state.limit <= 0:
+            continue
+        after = (state.spent + state.reserved + amount) * BASIS_POINTS // state.limit
+        for threshold in budget.soft_bp:
+            if state.used_bp < threshold <= after:
+                crossed.append(
+                    ThresholdCrossed(budget.name, state.ref.member, threshold, after, request_id)
+                )
+    return crossed
 
 
 def price_worst_case(
@@ -166,6 +187,7 @@ async def record_block(
         row, blocked_by=refusal.blocked_by or type(refusal).__name__, would_cost_nanos=would_cost
     )
     await asyncio.shield(storage.record(blocked))
+    exchange.reporter.outcome(RefusedEvent(blocked))
 
 
 def _check_input_caps(caps: list[RequestCap], input_tokens: int, exact: bool) -> None:
@@ -259,6 +281,23 @@ def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str
         f"of {unit.render(counter.limit)}; this request needs at least {unit.render(needed)}. "
         f"{when}"
     )
+
+
+def settled_above(exchange: Exchange, row: LedgerRow) -> list[SettledAbove]:
+    """The counters this request was charged more on than it reserved (its worst case
+    missed something): each is an event, never silently absorbed."""
+    ticket = exchange.ticket
+    if ticket is None:
+        return []
+    usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+    charged = actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
+    return [
+        SettledAbove(row.request_id, ref.budget.name, ref.member, reserved, amount)
+        for ref, reserved, amount in zip(
+            ticket.plan.counters, ticket.admitted.amounts, charged, strict=True
+        )
+        if amount > reserved
+    ]
 
 
 async def finish(storage: Storage, exchange: Exchange, row: LedgerRow) -> None:

@@ -15,6 +15,8 @@ from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
+from spendgate.gateway import Snapshot
+from spendgate.pipeline.intake import Reporter
 from spendgate.pipeline.ticket import Ticket
 from spendgate.upstream.providers import Provider
 
@@ -36,6 +38,8 @@ class Exchange:
     provider: Provider
     price: Price
     body: dict[str, Any]
+    snapshot: Snapshot  # what the config built when the request arrived: read once
+    reporter: Reporter  # tells the event bus what became of it
     stream: bool = False
     ttfb: float | None = None
     upstream_request_id: str | None = None

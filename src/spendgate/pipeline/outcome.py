@@ -10,15 +10,16 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from spendgate.domain.ledger import LedgerRow
+from spendgate.events import Event, Served, UpstreamFailed
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import finish
+from spendgate.pipeline.budgeting import finish, settled_above
 from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
 from spendgate.upstream.providers import response_headers
 
 log = logging.getLogger("spendgate.access")
 
-REQUEST_ID_HEADER = "x-spendgate-request-id"
 MODEL_HEADER = "x-spendgate-model"  # the gateway model that served the request
 REQUESTED_MODEL_HEADER = "x-spendgate-requested-model"  # the name the client sent
 ROUTE_RULE_HEADER = "x-spendgate-route-rule"  # the routing rule that chose the model
@@ -28,31 +29,25 @@ FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before th
 
 
 async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
-    """Write the row, settling the reservation if any (see `answer_and_record` for when)."""
+    """Write the row, settling the reservation if any (see `answer_and_record` for when),
+    and report the attempt's outcome."""
     exchange.settled = True
     await asyncio.shield(finish(gateway.storage, exchange, row))
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            extra={
-                "request_id": row.request_id,
-                "key_id": row.key_id,
-                "team": row.team,
-                "surface": row.surface,
-                "model": row.requested_model,
-                "routed_model": row.routed_model,
-                "route_rule": row.route_rule,
-                "attempt": row.attempt,
-                "status": row.status,
-                "latency_ms": row.latency_ms,
-                "input_tokens": row.input_tokens,
-                "output_tokens": row.output_tokens,
-                "cost_nanos": row.cost_nanos,
-                "streamed": row.streamed,
-                "disconnected": row.client_disconnected,
-                "estimated": row.usage_estimated,
-            },
+    reporter = exchange.reporter
+    if row.status == 429 or row.status >= 500:
+        event: Event = UpstreamFailed(
+            row.request_id,
+            exchange.provider.name,
+            exchange.route.name,
+            row.status,
+            row.error or f"upstream {row.status}",
+            row,
         )
+    else:
+        event = Served(row)
+    reporter.outcome(event)
+    for over in settled_above(exchange, row):
+        reporter.notice(over)
 
 
 async def answer_and_record(

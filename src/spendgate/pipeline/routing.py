@@ -4,18 +4,21 @@ order in which its deployments and fallback models are tried (`attempts`)."""
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from spendgate.dialects import SurfaceSpec
 from spendgate.domain.budgets import Caller, CounterRef
 from spendgate.domain.identity import ApiKey
-from spendgate.domain.models import Deployment, ModelRoute, ModelTable
+from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price
-from spendgate.domain.routing import Decision, RouteFacts, Router
+from spendgate.domain.routing import Decision, RouteFacts
 from spendgate.errors import GatewayError
-from spendgate.gateway import Gateway
+from spendgate.gateway import Snapshot
+from spendgate.storage import Storage
 from spendgate.upstream.providers import Provider
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -29,36 +32,20 @@ class Attempt:
     provider: Provider  # captured now: a reload while the request runs cannot pull it away
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The routing rules, model table and providers in force when a request arrived: read
-    once, so a reload while the request waits cannot mix an old decision with a new table."""
-
-    router: Router
-    providers: Mapping[str, Provider]
-
-    @property
-    def table(self) -> ModelTable:
-        return self.router.table
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> Policy:
-        return cls(gateway.router, gateway.providers)
-
-
 async def decide(
-    gateway: Gateway,
-    policy: Policy,
+    storage: Storage,
+    snapshot: Snapshot,
     spec: SurfaceSpec,
     caller: Caller,
     body: dict[str, Any],
     headers: Mapping[str, str],
+    now: datetime,
 ) -> tuple[ModelRoute, Decision | None]:
     """The model that serves the request: by name when no routing rule exists, else the
     router's decision (reading the watched budgets' counters first)."""
-    router = policy.router
+    router = snapshot.router
     if not router:
-        return policy.table.resolve(caller.model, spec.dialect), None
+        return snapshot.models.resolve(caller.model, spec.dialect), None
     requested = caller.model
 
     @functools.cache
@@ -71,14 +58,15 @@ async def decide(
         input_tokens=input_tokens,
     )
     watched = router.watched(caller, facts)
-    used = await _used(gateway, watched, caller) if watched else {}
+    used = await _used(storage, snapshot, watched, caller, now) if watched else {}
     decision = router.route(requested, spec.dialect, caller, facts, used)
-    return policy.table.resolve(decision.model, spec.dialect), decision
+    return snapshot.models.resolve(decision.model, spec.dialect), decision
 
 
-async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dict[str, int]:
-    now = gateway.clock.now()
-    book = gateway.budgets
+async def _used(
+    storage: Storage, snapshot: Snapshot, names: tuple[str, ...], caller: Caller, now: datetime
+) -> dict[str, int]:
+    book = snapshot.budgets
     refs: list[CounterRef] = []
     for name in names:
         budget = book.get(name)
@@ -87,15 +75,15 @@ async def _used(gateway: Gateway, names: tuple[str, ...], caller: Caller) -> dic
         span = book.window(budget.period, now)
         refs.extend(CounterRef(budget, member, span) for member in budget.target.members(caller))
     used: dict[str, int] = {}
-    for state in await gateway.storage.counter_states(tuple(refs), now):
+    for state in await storage.counter_states(tuple(refs), now):
         name = state.ref.budget.name
         used[name] = max(used.get(name, 0), state.used_bp)
     return used
 
 
 def attempts(
-    gateway: Gateway,
-    policy: Policy,
+    snapshot: Snapshot,
+    rng: random.Random,
     route: ModelRoute,
     key: ApiKey,
     *,
@@ -105,12 +93,10 @@ def attempts(
     """The model's deployments (one drawn by weight first), then each fallback model's. A
     fallback the key may not use, or that has no price, is left out of the chain. A key may
     use a model it is allowed, or one that routing chose for a name it is allowed (``asked``)."""
-    table = policy.table
+    table = snapshot.models
     price = table.authorize(route, key, needs_price=needs_price, asked=asked)
-    providers = policy.providers
-    chain = [
-        Attempt(route, d, price, providers[d.provider]) for d in route.ordered(gateway.rng.random())
-    ]
+    providers = snapshot.providers
+    chain = [Attempt(route, d, price, providers[d.provider]) for d in route.ordered(rng.random())]
     for name in route.fallbacks:
         fallback = table.get(name)
         if fallback is None:
@@ -123,15 +109,15 @@ def attempts(
             continue
         chain.extend(
             Attempt(fallback, d, fallback_price, providers[d.provider])
-            for d in fallback.ordered(gateway.rng.random())
+            for d in fallback.ordered(rng.random())
         )
     return chain
 
 
-def price_of(policy: Policy, model: str | None, served: ModelRoute) -> Price | None:
+def price_of(snapshot: Snapshot, model: str | None, served: ModelRoute) -> Price | None:
     """The price of another model, for a counterfactual cost (None when it is the served
     one, or has no price)."""
     if model is None or model == served.name:
         return None
-    route = policy.table.get(model)
+    route = snapshot.models.get(model)
     return route.price if route is not None else None

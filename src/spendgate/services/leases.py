@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from spendgate.clock import Clock
 from spendgate.domain.budgets import BudgetBook
+from spendgate.events import Events, LeaseLapsed
 from spendgate.storage import Storage
 
 log = logging.getLogger("spendgate.budgets")
@@ -27,12 +28,14 @@ class LeaseKeeper:
         lease: timedelta,
         clock: Clock,
         book: BudgetBook | None = None,
+        events: Events | None = None,
     ) -> None:
         self._storage = storage
         self._owner = owner
         self._lease = lease
         self._clock = clock
         self._book = book
+        self._events = events
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -48,10 +51,13 @@ class LeaseKeeper:
     async def tick(self) -> int:
         now = self._clock.now()
         await self._storage.renew_leases(self._owner, now + self._lease)
-        lapsed = await self._storage.expire_leases(now)
+        lapsed = await self._storage.sweep(now)
+        if self._events is not None:
+            for row in lapsed:
+                self._events.emit(LeaseLapsed(row))
         if self._book is not None:
             await self._storage.prune_counters(self._book.oldest_counted(now))
-        return lapsed
+        return len(lapsed)
 
     async def _run(self) -> None:
         interval = max(0.2, self._lease.total_seconds() / 4)

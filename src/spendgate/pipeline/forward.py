@@ -1,0 +1,226 @@
+"""Sending one attempt upstream and relaying its answer: a stream event by event
+(`spendgate.pipeline.relay`), a body whole (here). Every way out of the call writes the
+attempt's row, except a call that never reached the provider (nothing was sent)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from spendgate.dialects import Prepared
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.usage import Usage
+from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from spendgate.events import BreakerOpened, UpstreamFailed
+from spendgate.gateway import Gateway
+from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.intake import REQUEST_ID_KEY
+from spendgate.pipeline.outcome import answer_and_record, client_headers, record
+from spendgate.pipeline.relay import relay_stream
+from spendgate.upstream.client import (
+    Broken,
+    ConnectTimeout,
+    ReadTimeout,
+    Unreachable,
+    UpstreamFailure,
+    UpstreamResponse,
+)
+
+_UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
+
+
+@dataclass(slots=True)
+class Failed:
+    """An attempt that failed before the client saw a byte: what the client gets if no
+    fallback answers instead (the upstream's own error response, or a gateway error)."""
+
+    error: GatewayError | None = None
+    response: web.Response | None = None
+    reached: bool = True  # False: it never reached the upstream (no connection, no row)
+    request_id: str = ""  # the attempt's id, named in the answer
+
+    def answer(self, request: web.Request) -> web.Response:
+        request[REQUEST_ID_KEY] = self.request_id
+        if self.response is not None:
+            return self.response
+        assert self.error is not None
+        raise self.error
+
+
+def breaker_key(exchange: Exchange) -> tuple[str, str]:
+    return (exchange.key.id, exchange.route.name)
+
+
+def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
+    """``ok`` None: no answer either way (the client left); a probe is given up."""
+    breakers = exchange.snapshot.breakers
+    if breakers is None:
+        return
+    key = breaker_key(exchange)
+    if ok is None:
+        breakers.abandon(key)
+    elif breakers.record(key, gateway.clock.monotonic(), ok=ok):
+        event = BreakerOpened(key[0], key[1], breakers.threshold, breakers.cooldown_s)
+        exchange.reporter.notice(event)
+
+
+async def forward(
+    gateway: Gateway, request: web.Request, exchange: Exchange, prepared: Prepared
+) -> web.StreamResponse | Failed:
+    """Send the request upstream and relay the answer. A failure before the client has seen
+    a byte (unreachable, timeout, 429, 5xx) comes back as `Failed`, for a fallback to take
+    over; once a stream's first byte is relayed, there is no going back."""
+    try:
+        upstream = await gateway.upstream.send(
+            exchange.provider,
+            exchange.spec.path,
+            prepared.body,
+            request.headers,
+            query=request.query_string,
+        )
+    except asyncio.CancelledError:
+        breaker_outcome(gateway, exchange, None)
+        await record(gateway, exchange, lost(gateway, exchange, 499, "client disconnected", True))
+        raise
+    except UpstreamFailure as failure:
+        breaker_outcome(gateway, exchange, False)
+        return await _unanswered(gateway, exchange, failure)
+    exchange.mark_first_byte(gateway.clock.monotonic())
+    exchange.upstream_request_id = _upstream_id(upstream.headers)
+    failing = upstream.status >= 500 or upstream.status == 429
+    breaker_outcome(gateway, exchange, not failing)
+    try:
+        if prepared.stream and upstream.status == 200 and _is_stream(exchange, upstream):
+            return await relay_stream(gateway, request, exchange, prepared, upstream)
+        if failing:
+            return Failed(response=await _relay_body(gateway, exchange, upstream))
+        return await _relay_body(gateway, exchange, upstream, request)
+    finally:
+        upstream.release()
+
+
+async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFailure) -> Failed:
+    """No answer from the provider. Nothing was sent when it could not be reached (no row);
+    otherwise it may have billed: the estimated input is charged."""
+    name = exchange.provider.name
+    if isinstance(failure, Unreachable | ConnectTimeout):
+        exchange.reporter.outcome(
+            UpstreamFailed(exchange.request_id, name, exchange.route.name, 502, str(failure), None)
+        )
+        return Failed(
+            error=UpstreamUnavailable(
+                f"The upstream provider '{name}' could not be reached: {failure}."
+            ),
+            reached=False,
+        )
+    if isinstance(failure, ReadTimeout):
+        await record(gateway, exchange, lost(gateway, exchange, 504, "upstream timeout"))
+        return Failed(
+            error=UpstreamTimeout(f"The upstream provider '{name}' did not answer in time.")
+        )
+    await record(gateway, exchange, lost(gateway, exchange, 502, str(failure)))
+    return Failed(
+        error=UpstreamUnavailable(
+            f"The connection to the upstream provider '{name}' broke before it answered."
+        )
+    )
+
+
+def _is_stream(exchange: Exchange, upstream: UpstreamResponse) -> bool:
+    return upstream.content_type == exchange.provider.framing.content_type
+
+
+def _upstream_id(headers: Any) -> str | None:
+    for name in _UPSTREAM_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def lost(
+    gateway: Gateway, exchange: Exchange, status: int, error: str, disconnected: bool = False
+) -> LedgerRow:
+    """A request that reached the upstream but got no usable answer: charge the estimated input."""
+    return exchange.row(
+        now=gateway.clock.monotonic(),
+        usage=exchange.estimate(),
+        status=status,
+        client_disconnected=disconnected,
+        error=error,
+    )
+
+
+async def _relay_body(
+    gateway: Gateway,
+    exchange: Exchange,
+    upstream: UpstreamResponse,
+    request: web.Request | None = None,
+) -> web.Response:
+    """The upstream's answer, whole, and its ledger row. With a ``request`` the answer is
+    final (no fallback can replace it) and is sent here, in the order `answer_and_record`
+    chooses; without one the row is written and the caller decides what to send."""
+    try:
+        payload = await upstream.read()
+    except asyncio.CancelledError:
+        await record(gateway, exchange, lost(gateway, exchange, 499, "client disconnected", True))
+        raise
+    except ReadTimeout:
+        await record(gateway, exchange, lost(gateway, exchange, 504, "upstream timeout"))
+        raise UpstreamTimeout("The upstream provider stopped sending its answer.") from None
+    except Broken:
+        await record(gateway, exchange, lost(gateway, exchange, 502, "upstream broke mid-body"))
+        raise UpstreamUnavailable("The upstream provider broke off its answer.") from None
+    usage, served, error = _body_usage(exchange, upstream.status, payload)
+    row = exchange.row(
+        now=gateway.clock.monotonic(),
+        usage=usage,
+        status=upstream.status,
+        served_model=served,
+        error=error,
+    )
+    response = web.Response(
+        body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
+    )
+    if request is None:
+        await record(gateway, exchange, row)
+        return response
+
+    async def answer() -> None:
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
+            pass  # the client hung up; the row is written all the same
+
+    await answer_and_record(gateway, exchange, row, answer)
+    return response
+
+
+def _body_usage(
+    exchange: Exchange, status: int, payload: bytes
+) -> tuple[Usage, str | None, str | None]:
+    try:
+        parsed = orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    document = parsed if isinstance(parsed, dict) else {}
+    served = document.get("model") if isinstance(document.get("model"), str) else None
+    if status >= 400:
+        return Usage(), served, _upstream_error_text(document, status)
+    usage = exchange.spec.usage_of(document)
+    if usage is None:
+        usage = exchange.estimate(exchange.spec.response_text(document))
+    return usage, served, None
+
+
+def _upstream_error_text(document: dict[str, Any], status: int) -> str:
+    error = document.get("error")
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("type") or ""
+        return f"upstream {status}: {str(message)[:300]}"
+    return f"upstream {status}"

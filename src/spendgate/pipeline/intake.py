@@ -1,0 +1,90 @@
+"""What the request path reads from an incoming HTTP request before it decides anything:
+the credential, the JSON body (bounded), the model, the session and the SDK's retry
+count; and the per-request reporter of outcome events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from spendgate.errors import InvalidRequest, RequestTooLarge
+from spendgate.events import Event, Events
+
+REQUEST_ID_HEADER = "x-spendgate-request-id"
+REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
+
+
+def credential(request: web.Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def read_json_object(request: web.Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(request.content_length, limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(None, limit) from None
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return raw, body
+
+
+def _too_large(size: int | None, limit: int) -> RequestTooLarge:
+    got = f" ({size} bytes)" if size is not None else ""
+    return RequestTooLarge(f"The request body{got} exceeds this gateway's limit of {limit} bytes.")
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("The request needs a 'model' (a non-empty string).", param="model")
+    return model
+
+
+def session_of(request: web.Request, names: list[str]) -> str | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value:
+            return value[:200]
+    return None
+
+
+def retry_count_of(request: web.Request) -> int:
+    value = request.headers.get("x-stainless-retry-count", "0")
+    return int(value) if value.isdigit() else 0
+
+
+class Reporter:
+    """Tells the event bus what became of one request, and remembers whether anything has
+    been told: a request that ends without an outcome event (refused before admission)
+    gets one at the end of `spendgate.pipeline.proxy.handle`."""
+
+    __slots__ = ("events", "reported", "request_id", "surface")
+
+    def __init__(self, events: Events, request_id: str, surface: str) -> None:
+        self.events = events
+        self.request_id = request_id
+        self.surface = surface
+        self.reported = False
+
+    def outcome(self, event: Event) -> None:
+        self.reported = True
+        self.events.emit(event)
+
+    def notice(self, event: Event) -> None:
+        """An event around the request (a threshold crossed, a breaker opened)."""
+        self.events.emit(event)
