@@ -21,6 +21,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/lint-imports
 
 types: setup
 	.venv/bin/mypy
