@@ -29,6 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ADMIN = "bench-admin-token"
+SOURCE = "__source__"  # a variant's source tree (see `stack`)
 
 
 def free_port() -> int:
@@ -62,6 +63,14 @@ class Stack:
     key: str
     config_path: Path
     gateways: dict[str, tuple[str, str]]  # name -> (url, key), for multi-gateway benchmarks
+    pids: dict[str, int]  # name -> the gateway's process id
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux ``/proc``): CPU per request is
+    measured as its difference over a block, which machine noise hardly moves."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_config(sim_url: str, db: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -105,7 +114,9 @@ def stack(
     """Simulator and gateway(s) as separate processes, as they would run in production.
 
     ``variants`` starts one gateway per entry (name -> extra config), each with its own
-    database, all against the same simulator; the first is also `Stack.gateway_url`.
+    database, all against the same simulator; the first is also `Stack.gateway_url`. A
+    variant's ``SOURCE`` entry (not config) runs that gateway from another source tree
+    (``PYTHONPATH``: another build of spendgate side by side, `benchmarks.compare`).
     """
     env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     variants = variants or {"gateway": extra_config or {}}
@@ -121,8 +132,13 @@ def stack(
                 )
             )
             gateways: dict[str, tuple[str, str]] = {}
+            pids: dict[str, int] = {}
             first_config = Path(tmp)
-            for index, (name, extra) in enumerate(variants.items()):
+            for index, (name, settings) in enumerate(variants.items()):
+                extra = {k: v for k, v in settings.items() if k != SOURCE}
+                run_env = dict(env)
+                if SOURCE in settings:
+                    run_env["PYTHONPATH"] = str(settings[SOURCE])
                 config_path = Path(tmp) / f"{name}.yaml"
                 config = bench_config(sim_url, Path(tmp) / f"{name}.db", extra)
                 config_path.write_text(yaml.safe_dump(config))
@@ -143,7 +159,7 @@ def stack(
                         "bench",
                         "--json",
                     ],
-                    env=env,
+                    env=run_env,
                     capture_output=True,
                     check=True,
                 )
@@ -161,18 +177,19 @@ def stack(
                             "--port",
                             str(port),
                         ],
-                        env=env,
+                        env=run_env,
                         stderr=subprocess.DEVNULL,
                     )
                 )
                 gateways[name] = (f"http://127.0.0.1:{port}", key)
+                pids[name] = procs[-1].pid
                 if index == 0:
                     first_config = config_path
             wait_http(f"{sim_url}/v1/models")
             for url, _ in gateways.values():
                 wait_http(f"{url}/readyz")
             url, key = next(iter(gateways.values()))
-            yield Stack(sim_url, url, key, first_config, gateways)
+            yield Stack(sim_url, url, key, first_config, gateways, pids)
         finally:
             _reap(procs)
 
