@@ -26,6 +26,7 @@ from spendgate.config.build import (
     price_problem,
 )
 from spendgate.config.schema import Config
+from spendgate.domain.admission import Thresholds
 from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
@@ -177,6 +178,7 @@ class Gateway:
         self.lease_keeper: LeaseKeeper | None = None
         self.draining = False
         self.requests = InFlight()
+        self.thresholds = Thresholds()  # soft thresholds seen crossed, told once a window
         server = snapshot.config.server  # restart-only: the pool's timeouts never reload
         self.upstream = UpstreamClient(
             connect_timeout_s=server.upstream_connect_timeout_s,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spendgate.domain.budgets import CounterRef, RequestCap, Unit
+from spendgate.domain.budgets import CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.pricing import Price
 from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos, token_cost
 
@@ -207,3 +207,43 @@ def decide(
         states=tuple(counters),
         shadow_blocks=tuple(c.ref.budget.name for c, allowed in shadows if allowed < ceiling),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    budget: str
+    member: str
+    threshold_bp: int
+    used_bp: int  # spent + reserved after the reservation that crossed it
+
+
+class Thresholds:
+    """Which soft thresholds of which budget members have been crossed in their current
+    window: a reservation takes a budget past one when spent + reserved was below it before
+    and is at or above it after. Each is reported once per window, however often a budget
+    hovering at the line crosses back and forth as reservations settle below their worst
+    case. Bounded: past `MAX_SEEN` remembered crossings it starts over."""
+
+    MAX_SEEN = 100_000
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int, int]] = set()
+
+    def crossed(self, admitted: Admitted) -> list[Crossing]:
+        found = []
+        for state, amount in zip(admitted.states, admitted.amounts, strict=True):
+            budget = state.ref.budget
+            if budget.kind is not Kind.BUDGET or not budget.soft_bp or state.limit <= 0:
+                continue
+            after = (state.spent + state.reserved + amount) * 10_000 // state.limit
+            for threshold in budget.soft_bp:
+                if not state.used_bp < threshold <= after:
+                    continue
+                seen = (budget.name, state.ref.member, state.ref.window.since_ms, threshold)
+                if seen in self._seen:
+                    continue
+                if len(self._seen) >= self.MAX_SEEN:
+                    self._seen.clear()
+                self._seen.add(seen)
+                found.append(Crossing(budget.name, state.ref.member, threshold, after))
+        return found

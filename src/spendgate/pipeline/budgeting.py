@@ -18,8 +18,14 @@ from typing import Any
 
 import orjson
 
-from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, worst_case
-from spendgate.domain.budgets import BASIS_POINTS, BudgetBook, Caller, Kind, RequestCap, Unit
+from spendgate.domain.admission import (
+    CounterState,
+    Refused,
+    Thresholds,
+    WorstCase,
+    worst_case,
+)
+from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.tokens import TokenCount
@@ -74,6 +80,7 @@ async def admit(
     min_output: int,
     default_ceiling: int,
     record_refusal: bool = True,
+    thresholds: Thresholds | None = None,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
     (and record the refusal in the ledger, uncharged, with what it would have cost, unless
@@ -117,26 +124,17 @@ async def admit(
             storage, exchange, refusal, worst.amount(Unit.NANOS, worst.requested_ceiling)
         )
         raise
-    for crossed in thresholds_crossed(decision, exchange.request_id):
-        exchange.reporter.notice(crossed)
+    if thresholds is not None:
+        for crossing in thresholds.crossed(decision):
+            event = ThresholdCrossed(
+                crossing.budget,
+                crossing.member,
+                crossing.threshold_bp,
+                crossing.used_bp,
+                exchange.request_id,
+            )
+            exchange.reporter.notice(event)
     return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
-
-
-def thresholds_crossed(admitted: Admitted, request_id: str) -> list[ThresholdCrossed]:
-    """The soft thresholds of budgets that this reservation took past (spent + reserved
-    before it, below; after it, at or above)."""
-    crossed = []
-    for state, amount in zip(admitted.states, admitted.amounts, strict=True):
-        budget = state.ref.budget
-        if budget.kind is not Kind.BUDGET or not budget.soft_bp or state.limit <= 0:
-            continue
-        after = (state.spent + state.reserved + amount) * BASIS_POINTS // state.limit
-        for threshold in budget.soft_bp:
-            if state.used_bp < threshold <= after:
-                crossed.append(
-                    ThresholdCrossed(budget.name, state.ref.member, threshold, after, request_id)
-                )
-    return crossed
 
 
 def price_worst_case(

@@ -326,6 +326,7 @@ async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> 
         min_output=settings.min_output_tokens,
         default_ceiling=settings.default_max_output_tokens,
         record_refusal=record_refusal,
+        thresholds=gateway.thresholds,
     )
 
 
