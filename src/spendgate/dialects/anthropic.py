@@ -20,6 +20,7 @@ import orjson
 from spendgate.dialects.base import (
     Action,
     DialectAdapter,
+    MeterBase,
     Prepared,
     StreamMeter,
     SurfaceSpec,
@@ -197,15 +198,11 @@ MESSAGES = MessagesSurface(
 COUNT_TOKENS = SurfaceSpec(Surface.ANTHROPIC_COUNT_TOKENS, ANTHROPIC, "/v1/messages/count_tokens")
 
 
-class MessagesMeter:
+class MessagesMeter(MeterBase):
     """Usage in ``message_start``, overwritten by ``message_delta``; ``message_stop`` ends."""
 
     def __init__(self) -> None:
-        self.served_model: str | None = None
-        self.upstream_error: str | None = None
-        self.finished = False
-        self._usage: dict[str, Any] | None = None
-        self._pieces: list[str] = []
+        super().__init__()
         self._open_block: int | None = None
 
     def feed(self, event: SseEvent) -> Action:
@@ -253,12 +250,6 @@ class MessagesMeter:
 
     def usage(self) -> Usage | None:
         return from_anthropic(self._usage) if self._usage else None
-
-    def pieces(self) -> list[str]:
-        return self._pieces
-
-    def generated_text(self) -> str:
-        return "".join(self._pieces)
 
     def cut_events(self, usage: Usage) -> bytes:
         out = b""

@@ -128,6 +128,24 @@ class StreamMeter(Protocol):
         ...
 
 
+class MeterBase:
+    """What every stream meter keeps: the model that served, an upstream error, whether the
+    terminal event came, the last usage object seen and the generated text's pieces."""
+
+    def __init__(self) -> None:
+        self.served_model: str | None = None
+        self.upstream_error: str | None = None
+        self.finished = False
+        self._usage: dict[str, Any] | None = None
+        self._pieces: list[str] = []
+
+    def pieces(self) -> list[str]:
+        return self._pieces
+
+    def generated_text(self) -> str:
+        return "".join(self._pieces)
+
+
 def sse_event(data: dict[str, Any], event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"

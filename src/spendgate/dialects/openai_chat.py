@@ -11,6 +11,7 @@ import orjson
 
 from spendgate.dialects.base import (
     Action,
+    MeterBase,
     Prepared,
     StreamMeter,
     SurfaceSpec,
@@ -80,16 +81,12 @@ CHAT = ChatSurface(
 )
 
 
-class ChatMeter:
+class ChatMeter(MeterBase):
     """``data:`` chunks, usage in a ``choices: []`` chunk, ``[DONE]`` at the end."""
 
     def __init__(self, *, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
-        self.served_model: str | None = None
-        self.upstream_error: str | None = None
-        self.finished = False
-        self._usage: dict[str, Any] | None = None
-        self._pieces: list[str] = []
+        super().__init__()
         self._first: dict[str, Any] = {}
         self._indices: set[int] = set()
 
@@ -135,12 +132,6 @@ class ChatMeter:
 
     def usage(self) -> Usage | None:
         return from_openai_chat(self._usage) if self._usage else None
-
-    def generated_text(self) -> str:
-        return "".join(self._pieces)
-
-    def pieces(self) -> list[str]:
-        return self._pieces
 
     def error_event(self, code: str, message: str) -> bytes:
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}

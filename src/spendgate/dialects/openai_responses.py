@@ -10,6 +10,7 @@ import orjson
 
 from spendgate.dialects.base import (
     Action,
+    MeterBase,
     Prepared,
     StreamMeter,
     SurfaceSpec,
@@ -66,15 +67,11 @@ _TEXT = frozenset(
 )
 
 
-class ResponsesMeter:
+class ResponsesMeter(MeterBase):
     """Typed events; usage only in the terminal event's ``response``."""
 
     def __init__(self) -> None:
-        self.served_model: str | None = None
-        self.upstream_error: str | None = None
-        self.finished = False
-        self._usage: dict[str, Any] | None = None
-        self._pieces: list[str] = []
+        super().__init__()
         self._sequence = 0
         self._response: dict[str, Any] = {}
 
@@ -113,12 +110,6 @@ class ResponsesMeter:
 
     def usage(self) -> Usage | None:
         return from_openai_responses(self._usage) if self._usage else None
-
-    def generated_text(self) -> str:
-        return "".join(self._pieces)
-
-    def pieces(self) -> list[str]:
-        return self._pieces
 
     def cut_events(self, usage: Usage) -> bytes:
         response = {
