@@ -32,7 +32,7 @@ from spendgate.domain import tokens
 from spendgate.domain.admission import WorstCase, worst_case
 from spendgate.domain.budgets import Unit
 from spendgate.domain.ledger import LedgerRow
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.services.budgets import BudgetView
 from spendgate.simulator import records as sim_records
 from spendgate.simulator.records import RequestRecord
@@ -125,7 +125,8 @@ def view(gw: GatewayHarness, name: str, member: str) -> BudgetView:
 
 
 def worst_for(gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: int) -> WorstCase:
-    """The gateway's own worst-case pricing of ``body`` (token count + margin, dearest rates)."""
+    """The gateway's own worst-case pricing of ``body`` (token count + margin, dearest rates
+    the body can incur: no cache write for a Claude body without ``cache_control``)."""
     route = gw.gateway.models.get(model)
     assert route is not None
     assert route.price is not None
@@ -135,12 +136,15 @@ def worst_for(gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: int
         count = tokens.count_responses_input(model, body)
     else:
         count = tokens.count_chat_input(model, body)
+    claude = "claude" in model  # Anthropic writes its cache only where a body asks
     return worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),
         input_exact=count.exact,
         ceiling=ceiling,
         choices=1,
+        cache_write=not claude,
+        cache_write_1h=not claude,
     )
 
 

@@ -35,7 +35,7 @@ from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
 from spendgate.domain.ledger import LedgerRow
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 
 MODEL = "gpt-4o-mini"
 MAX_TOKENS = 100

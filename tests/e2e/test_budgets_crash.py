@@ -29,7 +29,7 @@ from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
 from spendgate.gateway import build_gateway
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.simulator.thread import SimulatorThread
 
 pytestmark = pytest.mark.slow
@@ -93,12 +93,15 @@ def worst_nanos(config_path: Path, model: str, surface: str) -> int:
     body = {"model": model, "messages": PROMPT, "max_tokens": MAX_TOKENS}
     counter = tokens.count_anthropic_input if surface == "anthropic.messages" else None
     count = (counter or tokens.count_chat_input)(model, body)
+    cache = not (surface == "anthropic.messages")  # Anthropic writes its cache only where a body asks
     worst = worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),
         input_exact=count.exact,
         ceiling=MAX_TOKENS,
         choices=1,
+        cache_write=cache,
+        cache_write_1h=cache,
     )
     return worst.amount(Unit.NANOS, MAX_TOKENS)
 

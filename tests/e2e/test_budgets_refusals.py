@@ -28,7 +28,7 @@ from harness import GatewayHarness
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.services.budgets import BudgetView
 
 OPENAI_MODEL = "gpt-4o-mini"  # $0.15 / $0.60 per 1M tokens
@@ -146,12 +146,15 @@ def worst_nanos(gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: i
     assert route.price is not None
     counter = tokens.count_anthropic_input if "claude" in model else tokens.count_chat_input
     count = counter(model, body)
+    cache = not ("claude" in model)  # Anthropic writes its cache only where a body asks
     worst = worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),
         input_exact=count.exact,
         ceiling=ceiling,
         choices=1,
+        cache_write=cache,
+        cache_write_1h=cache,
     )
     return worst.amount(Unit.NANOS, ceiling)
 

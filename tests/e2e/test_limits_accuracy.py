@@ -34,7 +34,7 @@ from spendgate.clock import ManualClock
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.services.budgets import BudgetView
 from spendgate.simulator.records import RequestRecord
 

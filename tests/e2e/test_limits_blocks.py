@@ -30,7 +30,7 @@ from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
 from spendgate.domain.ledger import LedgerRow
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 
 ADMIN = "blocks-admin-token"
 OPENAI_MODEL = "gpt-4o-mini"
@@ -68,12 +68,15 @@ def worst_nanos(gw: GatewayHarness, model: str, text: str) -> int:
     body = {"model": model, "messages": prompt(text), "max_tokens": MAX_TOKENS}
     counter = tokens.count_anthropic_input if "claude" in model else tokens.count_chat_input
     count = counter(model, body)
+    cache = not ("claude" in model)  # Anthropic writes its cache only where a body asks
     worst = worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),
         input_exact=count.exact,
         ceiling=MAX_TOKENS,
         choices=1,
+        cache_write=cache,
+        cache_write_1h=cache,
     )
     return worst.amount(Unit.NANOS, MAX_TOKENS)
 

@@ -26,7 +26,7 @@ import pytest
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 from spendgate.domain import tokens
-from spendgate.pipeline.budgeting import input_upper_bound
+from spendgate.pipeline.worst_case import input_upper_bound
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"

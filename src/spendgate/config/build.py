@@ -53,6 +53,7 @@ def build_budget(spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budg
         period=Period.parse(spec.period),
         hard=spec.hard,
         soft_bp=tuple(sorted(int(t * BASIS_POINTS) for t in spec.soft_thresholds)),
+        hidden_input=spec.hidden_input,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spendgate.domain.budgets import BudgetScope
+from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind
 from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import RouteKind
@@ -191,9 +191,15 @@ class BudgetConfig(Strict):
     soft_thresholds: list[Annotated[Decimal, Field(gt=0, lt=1)]] = Field(
         default_factory=lambda: [Decimal("0.8")]
     )
+    hidden_input: HiddenInputPolicy = HiddenInputPolicy.BOUND
 
     @model_validator(mode="after")
     def _one_limit(self) -> BudgetConfig:
+        if self.hidden_input is HiddenInputPolicy.ESTIMATE and self.hard:
+            raise ValueError(
+                "hidden_input: estimate is for soft budgets (hard: false); a hard budget "
+                "bounds input it cannot see (bound) or refuses it (refuse)"
+            )
         given = [self.limit_usd is not None, self.limit_tokens is not None, bool(self.share_of)]
         if sum(given) != 1:
             raise ValueError("give exactly one of limit_usd, limit_tokens or share_of")
@@ -239,6 +245,9 @@ class BudgetSettingsConfig(Strict):
     min_output_tokens: Annotated[int, Field(ge=1)] = 256
     default_max_output_tokens: Annotated[int, Field(ge=1)] = 16_384
     lease_ttl_s: Annotated[float, Field(ge=1)] = 120.0
+    # Server tool calls assumed for a tool whose request sets no limit (max_uses,
+    # max_tool_calls): each is one more model pass over the whole context.
+    assumed_tool_calls: Annotated[int, Field(ge=1)] = 10
 
     @field_validator("timezone")
     @classmethod

@@ -11,12 +11,13 @@ normal form adds them back; ``message_delta`` usage is cumulative.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any, ClassVar
 
 import orjson
 
+from spendgate.dialects.anthropic_hidden import messages_hidden
 from spendgate.dialects.base import (
     Action,
     DialectAdapter,
@@ -28,6 +29,7 @@ from spendgate.dialects.base import (
     load_object,
     sse_event,
 )
+from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
@@ -156,6 +158,21 @@ def _thinking(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return thinking if isinstance(thinking, dict) else None
 
 
+def _cache_marks(value: object) -> Iterator[Mapping[str, Any]]:
+    """Every ``cache_control`` object in a body (top level, system, tools, messages)."""
+    if isinstance(value, Mapping):
+        mark = value.get("cache_control")
+        if isinstance(mark, Mapping):
+            yield mark
+        for key, inner in value.items():
+            if key != "cache_control" and isinstance(inner, list | Mapping):
+                yield from _cache_marks(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            if isinstance(inner, list | Mapping):
+                yield from _cache_marks(inner)
+
+
 class MessagesSurface(SurfaceSpec):
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_anthropic_input(model, body)
@@ -170,6 +187,15 @@ class MessagesSurface(SurfaceSpec):
         budget = thinking.get("budget_tokens") if thinking else None
         if thinking is not None and isinstance(budget, int) and budget >= ceiling:
             body["thinking"] = {**thinking, "budget_tokens": max(1024, ceiling - 1)}
+
+    def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
+        return messages_hidden(body)
+
+    def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
+        """Anthropic writes the cache only where the body asks (``cache_control``), for an
+        hour only with ``ttl: "1h"``."""
+        marks = list(_cache_marks(body))
+        return bool(marks), any(mark.get("ttl") == "1h" for mark in marks)
 
     def meter(self, prepared: Prepared) -> StreamMeter:
         return MessagesMeter()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
+from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
@@ -29,6 +30,7 @@ from spendgate.errors import GatewayError, InvalidRequest, RateLimited, RateWind
 from spendgate.upstream.sse import SseEvent
 
 T = TypeVar("T")
+NO_HIDDEN_INPUT = HiddenInput()
 
 # ---------------------------------------------------------------------------- dialects
 
@@ -198,33 +200,68 @@ class SurfaceSpec:
         """The request's input tokens, exact or an upper bound (see `spendgate.domain.tokens`)."""
         return tokens.TokenCount(tokens=0, exact=True)
 
+    def check(self, body: Mapping[str, Any]) -> None:
+        """Refuse, before anything is decided, a body whose money-deciding fields the
+        gateway and the provider could read differently: ``stream`` that is not a boolean
+        (a lenient server streams on ``"true"``), an output ceiling that is not a positive
+        integer (0 falls through to the other field on servers that read ``a or b``), two
+        ceiling fields that disagree (a server may honour either). `InvalidRequest`, in the
+        dialect's own shape."""
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise InvalidRequest("'stream' must be true or false.", param="stream")
+        found: dict[str, int] = {}
+        for name in self.ceiling_fields:
+            value = body.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
+            found[name] = value
+        if len(set(found.values())) > 1:
+            shown = " and ".join(f"'{name}': {value}" for name, value in found.items())
+            raise InvalidRequest(
+                f"The request sets {shown}: providers differ in which one they honour, so "
+                "spendgate cannot price it. Send one of them (or the same value in both).",
+                param=next(iter(found)),
+            )
+        self.choices(body)
+
     def choices(self, body: Mapping[str, Any]) -> int:
         """How many answers the request asks for (each up to the output ceiling)."""
         return 1
 
     def requested_output(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
-        """The output ceiling per choice the request states (None: none), and its choices."""
-        ceiling = None
-        for name in self.ceiling_fields:
-            value = body.get(name)
-            if value is not None:
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise InvalidRequest(f"'{name}' must be a non-negative integer", param=name)
-                ceiling = value
-                break
+        """The output ceiling per choice the request states (None: none), and its choices.
+        The body has passed `check`: every ceiling field it sets holds the same value."""
+        ceiling = next(
+            (body[name] for name in self.ceiling_fields if body.get(name) is not None), None
+        )
         return ceiling, self.choices(body)
+
+    def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
+        """What the provider may bill that the body does not show (`dialects.hidden`)."""
+        return NO_HIDDEN_INPUT
+
+    def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
+        """Whether the request can be billed for writing its input to the provider's cache,
+        at the 5-minute rate and at the 1-hour rate. By default: whichever the model's
+        price has (a provider that caches by itself may write any request)."""
+        return True, True
 
     def min_ceiling(self, body: Mapping[str, Any]) -> int:
         """The lowest output ceiling the upstream accepts for this body."""
         return 1
 
-    def ceiling_field(self, body: Mapping[str, Any], *, legacy_field: bool) -> str:
-        """Where to write the output ceiling: where the request had it, else the usual field."""
+    def ceiling_targets(self, body: Mapping[str, Any], *, legacy_field: bool) -> list[str]:
+        """Where to write the output ceiling: every field the request set (so that whichever
+        the provider honours holds the same value), else the surface's usual field."""
         present = [name for name in self.ceiling_fields if body.get(name) is not None]
-        return present[0] if present else self.ceiling_fields[0]
+        return present or [self.ceiling_fields[0]]
 
     def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
-        body[self.ceiling_field(body, legacy_field=legacy_field)] = ceiling
+        for name in self.ceiling_targets(body, legacy_field=legacy_field):
+            body[name] = ceiling
 
     def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
         """Changes a streamed request needs so that its usage can be metered: (changed,

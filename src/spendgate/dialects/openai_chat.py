@@ -19,7 +19,9 @@ from spendgate.dialects.base import (
     load_object,
     sse_event,
 )
+from spendgate.dialects.hidden import HiddenInput
 from spendgate.dialects.openai import OPENAI, from_openai_chat
+from spendgate.dialects.openai_hidden import chat_hidden
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.usage import Usage
@@ -39,12 +41,12 @@ class ChatSurface(SurfaceSpec):
             raise InvalidRequest("'n' must be an integer from 1 to 128", param="n")
         return choices
 
-    def ceiling_field(self, body: Mapping[str, Any], *, legacy_field: bool) -> str:
-        present = [name for name in self.ceiling_fields if body.get(name) is not None]
-        if present:
-            return present[0]
-        # OpenAI-compatible servers (vLLM, Ollama) know only the older field.
-        return "max_tokens" if legacy_field else self.ceiling_fields[0]
+    def ceiling_targets(self, body: Mapping[str, Any], *, legacy_field: bool) -> list[str]:
+        targets = super().ceiling_targets(body, legacy_field=legacy_field)
+        # OpenAI-compatible servers (vLLM, Ollama) may know only the older field.
+        if legacy_field and "max_tokens" not in targets:
+            targets.append("max_tokens")
+        return targets
 
     def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
         options = body.get("stream_options")
@@ -54,6 +56,9 @@ class ChatSurface(SurfaceSpec):
             return False, True
         body["stream_options"] = {**(options or {}), "include_usage": True}
         return True, False
+
+    def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
+        return chat_hidden(body)
 
     def meter(self, prepared: Prepared) -> StreamMeter:
         return ChatMeter(client_wants_usage=prepared.client_wants_usage)

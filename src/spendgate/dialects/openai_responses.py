@@ -18,16 +18,33 @@ from spendgate.dialects.base import (
     load_object,
     sse_event,
 )
+from spendgate.dialects.hidden import HiddenInput
 from spendgate.dialects.openai import OPENAI, from_openai_responses
+from spendgate.dialects.openai_hidden import responses_hidden
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.usage import Usage
+from spendgate.errors import InvalidRequest
 from spendgate.upstream.sse import SseEvent
 
 
 class ResponsesSurface(SurfaceSpec):
+    def check(self, body: Mapping[str, Any]) -> None:
+        super().check(body)
+        if body.get("background") is True:
+            raise InvalidRequest(
+                "spendgate does not relay background responses: the provider would go on "
+                "generating (and billing) after this request ends, past what its budget "
+                "reserved. Send the request without 'background' (stream it to keep a long "
+                "response alive).",
+                param="background",
+            )
+
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_responses_input(model, body)
+
+    def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
+        return responses_hidden(body)
 
     def meter(self, prepared: Prepared) -> StreamMeter:
         return ResponsesMeter()

@@ -58,21 +58,35 @@ class WorstCase:
 
 
 def worst_case(
-    price: Price, *, input_tokens: int, input_exact: bool, ceiling: int, choices: int
+    price: Price,
+    *,
+    input_tokens: int,
+    input_exact: bool,
+    ceiling: int,
+    choices: int,
+    cache_write: bool = True,
+    cache_write_1h: bool = True,
+    fees: int = 0,
 ) -> WorstCase:
+    """Every input token at the dearest input-side rate the request can incur (a cache
+    write only where it may write the cache: ``cache_write``, ``cache_write_1h``), the
+    output at the dearer of output and reasoning, and ``fees`` (nano-dollars per call of
+    server tools, at most) on top of the input."""
     if price.free:
         return WorstCase(input_tokens, input_exact, ceiling, choices, 0, 0)
     rates = price.rates_for(input_tokens)
-    input_rate = max(
-        rate for rate in (rates.input, rates.cache_write, rates.cache_write_1h) if rate is not None
-    )
+    candidates = [rates.input]
+    if cache_write and rates.cache_write is not None:
+        candidates.append(rates.cache_write)
+    if cache_write_1h and (rates.cache_write_1h or rates.cache_write) is not None:
+        candidates.append(rates.cache_write_1h or rates.cache_write or rates.input)
     output_rate = max(rates.output, rates.reasoning or 0)
     return WorstCase(
         input_tokens=input_tokens,
         input_exact=input_exact,
         requested_ceiling=ceiling,
         choices=choices,
-        input_cost=token_cost(input_tokens, input_rate),
+        input_cost=token_cost(input_tokens, max(candidates)) + fees,
         output_rate=output_rate,
     )
 

@@ -50,6 +50,15 @@ class Unit(Enum):
         return f"{amount:,} {noun}"
 
 
+class HiddenInputPolicy(StrEnum):
+    """What a budget does with a request whose provider bills input its body does not show
+    (the config's ``hidden_input``; docs/budgets.md)."""
+
+    BOUND = "bound"  # reserve what the provider could bill at most
+    REFUSE = "refuse"  # refuse such requests
+    ESTIMATE = "estimate"  # take the body's count (soft budgets only)
+
+
 class Kind(Enum):
     BUDGET = "budget"  # clamps the output ceiling when it can, refuses (non-retryable) else
     LIMIT = "limit"  # a rate limit: never clamps; refuses with a retry-after
@@ -112,6 +121,7 @@ class Budget:
     soft_bp: tuple[int, ...]  # soft thresholds in basis points of the limit, ascending
     kind: Kind = Kind.BUDGET
     shadow: bool = False  # counted and reported, never blocks
+    hidden_input: HiddenInputPolicy = HiddenInputPolicy.BOUND
 
     @property
     def clamps(self) -> bool:

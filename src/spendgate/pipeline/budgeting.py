@@ -23,17 +23,14 @@ from spendgate.domain.admission import (
     Refused,
     Thresholds,
     WorstCase,
-    worst_case,
 )
 from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
-from spendgate.domain.tokens import TokenCount
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     BudgetExceeded,
     GatewayError,
-    InvalidRequest,
     LoopDetected,
     RateLimited,
     RequestCapExceeded,
@@ -43,20 +40,10 @@ from spendgate.events import SettledAbove, ThresholdCrossed
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
 from spendgate.storage import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
-
-# Chat formatting overhead and tokenizer revisions make even an "exact" local count drift a
-# little from the provider's; the reservation adds this margin so settlement stays below it.
-INPUT_MARGIN_TOKENS = 32
-INPUT_MARGIN_PERCENT = 10
-
-
-def input_upper_bound(counted: int, context_window: int | None) -> int:
-    padded = counted + INPUT_MARGIN_TOKENS + -(-counted * INPUT_MARGIN_PERCENT // 100)
-    return min(padded, context_window) if context_window else padded
-
 
 # Fields that change between two sends of the same logical request.
 _VOLATILE = frozenset(
@@ -79,6 +66,7 @@ async def admit(
     lease: timedelta,
     min_output: int,
     default_ceiling: int,
+    assumed_tool_calls: int,
     record_refusal: bool = True,
     thresholds: Thresholds | None = None,
 ) -> Ticket | None:
@@ -101,8 +89,14 @@ async def admit(
     if not counters and not caps:
         return None
     spec = exchange.spec
-    worst, requested, count = price_worst_case(exchange, default_ceiling)
+    hidden = spec.hidden_input(exchange.body)
+    worst: WorstCase | None = None
     try:
+        bounding = hidden_input_policy(counters, hidden)
+        priced = price_worst_case(
+            exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls, bounding=bounding
+        )
+        worst, count = priced.worst, priced.count
         _check_input_caps(caps, count.tokens, count.exact)
         plan = ReservationPlan(
             reservation_id=exchange.request_id,
@@ -120,9 +114,8 @@ async def admit(
     except (BudgetExceeded, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
-        await record_block(
-            storage, exchange, refusal, worst.amount(Unit.NANOS, worst.requested_ceiling)
-        )
+        cost = worst.amount(Unit.NANOS, worst.requested_ceiling) if worst else 0
+        await record_block(storage, exchange, refusal, cost)
         raise
     if thresholds is not None:
         for crossing in thresholds.crossed(decision):
@@ -134,41 +127,9 @@ async def admit(
                 exchange.request_id,
             )
             exchange.reporter.notice(event)
-    return Ticket(plan=plan, admitted=decision, requested_ceiling=requested)
-
-
-def price_worst_case(
-    exchange: Exchange, default_ceiling: int
-) -> tuple[WorstCase, int | None, TokenCount]:
-    """The request's worst case (input upper bound, output ceiling x choices), the ceiling
-    it asked for itself (None: none), and its input count."""
-    spec = exchange.spec
-    count = spec.input_counter(exchange.route.name, exchange.body)
-    requested, choices = spec.requested_output(exchange.body)
-    if not spec.ceiling_fields:
-        ceiling = 0  # embeddings: input only, no output to reserve
-    elif requested is not None:
-        ceiling = requested
-    else:
-        ceiling = exchange.route.max_output_tokens or default_ceiling
-    worst = worst_case(
-        exchange.price,
-        input_tokens=input_upper_bound(count.tokens, exchange.price.max_input_tokens),
-        input_exact=count.exact,
-        ceiling=ceiling,
-        choices=choices,
+    return Ticket(
+        plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
     )
-    return worst, requested, count
-
-
-def would_cost(exchange: Exchange, default_ceiling: int) -> int:
-    """The request's worst case in nano-dollars, as `admit` prices it: what a refusal made
-    before admission (an open circuit breaker) saved. 0 if the body cannot be priced."""
-    try:
-        worst, _, _ = price_worst_case(exchange, default_ceiling)
-    except InvalidRequest:
-        return 0
-    return worst.amount(Unit.NANOS, worst.requested_ceiling)
 
 
 async def record_block(

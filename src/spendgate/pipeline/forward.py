@@ -94,7 +94,9 @@ async def forward(
     failing = upstream.status >= 500 or upstream.status == 429
     breaker_outcome(gateway, exchange, not failing)
     try:
-        if prepared.stream and upstream.status == 200 and _is_stream(exchange, upstream):
+        # An answer framed as a stream is metered as one, whatever the request said.
+        if upstream.status == 200 and _is_stream(exchange, upstream):
+            exchange.stream = True
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return Failed(response=await _relay_body(gateway, exchange, upstream))

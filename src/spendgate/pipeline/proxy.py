@@ -38,7 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.events import AuthFailed, Rejected
 from spendgate.gateway import Gateway, Snapshot
-from spendgate.pipeline.budgeting import admit, record_block, would_cost
+from spendgate.pipeline.budgeting import admit, record_block
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.forward import Failed, breaker_key, forward
 from spendgate.pipeline.intake import (
@@ -53,6 +53,7 @@ from spendgate.pipeline.intake import (
 from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.routing import attempts, decide, price_of
 from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.worst_case import would_cost
 
 log = logging.getLogger("spendgate.errors")
 
@@ -124,6 +125,7 @@ async def _serve(
     arrived = gateway.clock.now()
     config = snapshot.config
     raw, body = await read_json_object(request, config.server.max_body_bytes)
+    spec.check(body)
     session = session_of(request, config.runaway.session_headers)
     caller = Caller(key=key, org=snapshot.org_of(key), model=require_model(body), session=session)
     route, decision = await decide(
@@ -268,7 +270,9 @@ async def _attempt(
         if skip_open:
             return Failed(error=refusal, reached=False)
         settings = snapshot.config.budget_settings
-        worst = would_cost(exchange, settings.default_max_output_tokens)
+        worst = would_cost(
+            exchange, settings.default_max_output_tokens, settings.assumed_tool_calls
+        )
         await record_block(gateway.storage, exchange, refusal, worst)
         raise refusal
     try:
@@ -325,6 +329,7 @@ async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> 
         lease=gateway.lease_of(snapshot),
         min_output=settings.min_output_tokens,
         default_ceiling=settings.default_max_output_tokens,
+        assumed_tool_calls=settings.assumed_tool_calls,
         record_refusal=record_refusal,
         thresholds=gateway.thresholds,
     )

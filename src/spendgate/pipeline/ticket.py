@@ -18,6 +18,7 @@ class Ticket:
     plan: ReservationPlan
     admitted: Admitted
     requested_ceiling: int | None  # what the request itself asked for
+    bounded: str | None = None  # hidden input bounded: why, and as what
 
     @property
     def ceiling(self) -> int:
@@ -39,6 +40,8 @@ class Ticket:
             out["x-spendgate-output-clamped"] = (
                 f"{self.ceiling} (requested {self.plan.worst.requested_ceiling})"
             )
+        if self.bounded is not None:
+            out["x-spendgate-input-bounded"] = self.bounded
         if self.admitted.shadow_blocks:
             out["x-spendgate-shadow-blocked"] = ", ".join(self.admitted.shadow_blocks)
         return out

@@ -1,0 +1,69 @@
+"""Hidden input in Anthropic Messages requests.
+
+Server tools run by Anthropic (``web_search_*`` and ``web_fetch_*``, each limited by its
+``max_uses``; ``code_execution_*``; the ``advisor_*`` tool, which runs another model), a
+remote MCP server (``mcp_servers``), a reused code-execution ``container``, documents by
+URL or Files API id, and opaque blocks whose size is not the size they bill (redacted
+thinking, encrypted compaction). Images by URL or id are not hidden: Anthropic resizes
+every image to at most about 1,600 tokens (`spendgate.domain.tokens`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spendgate.dialects.hidden import HiddenInput, mappings, positive_int
+
+# Server tool type prefix -> the fee it is billed under.
+_SERVER_TOOLS = (
+    ("web_search_", "web_search"),
+    ("web_fetch_", "web_fetch"),
+    ("code_execution_", "code_execution"),
+    ("advisor_", "advisor"),
+)
+
+
+def _tool(tool: Mapping[str, Any]) -> tuple[str, int | None] | None:
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        return None
+    for prefix, name in _SERVER_TOOLS:
+        if kind.startswith(prefix):
+            return name, positive_int(tool.get("max_uses"))
+    if kind == "mcp_toolset":
+        return "mcp", None
+    return None
+
+
+def _block(where: str, block: Mapping[str, Any]) -> list[str]:
+    kind = block.get("type")
+    if kind == "document":
+        source = block.get("source")
+        if isinstance(source, Mapping) and source.get("type") in ("url", "file"):
+            return [f"{where}: document by {source['type']}"]
+    elif kind == "redacted_thinking":
+        return [f"{where}: redacted_thinking"]
+    elif kind == "compaction" and block.get("encrypted_content"):
+        return [f"{where}: compaction with encrypted_content"]
+    elif kind == "tool_result":
+        found = []
+        for index, inner in mappings(block.get("content")):
+            found += _block(f"{where}.content[{index}]", inner)
+        return found
+    return []
+
+
+def messages_hidden(body: Mapping[str, Any]) -> HiddenInput:
+    reasons: list[str] = []
+    if body.get("mcp_servers"):
+        reasons.append("mcp_servers")
+    if body.get("container"):
+        reasons.append("container")
+    for index, message in mappings(body.get("messages")):
+        for block_index, block in mappings(message.get("content")):
+            reasons += _block(f"messages[{index}].content[{block_index}]", block)
+    tools = [found for _, tool in mappings(body.get("tools")) if (found := _tool(tool))]
+    if body.get("mcp_servers") and not any(name == "mcp" for name, _ in tools):
+        tools.append(("mcp", None))
+    return HiddenInput(reasons=tuple(reasons), tools=tuple(tools))

@@ -1,0 +1,60 @@
+"""Input a provider bills that the request body does not show, and server-side tool calls
+it may make: what a worst case cannot count, so must bound (docs/budgets.md, "Input the
+body does not show").
+
+A request's `HiddenInput` names the fields that bring such input (a stored response, a
+conversation, a file by id, a remote MCP server...) and the server-side tools it enables,
+with the number of calls the request itself allows. Each server tool call is one more
+model pass over the whole context, billed as input again, and may carry a fee per call.
+Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenInput:
+    reasons: tuple[str, ...] = ()  # where input hides: "previous_response_id", "input[2]..."
+    tools: tuple[tuple[str, int | None], ...] = ()  # server tools: (fee name, calls allowed)
+    call_limit: int | None = None  # a limit on all server tool calls together (OpenAI)
+
+    def __bool__(self) -> bool:
+        return bool(self.reasons or self.tools)
+
+    def calls(self, assumed: int) -> int:
+        """How many server tool calls the request may make at most: its own limits, and
+        ``assumed`` for each tool it leaves unlimited."""
+        if self.call_limit is not None:
+            return self.call_limit
+        return sum(assumed if allowed is None else allowed for _, allowed in self.tools)
+
+    def unlimited(self) -> tuple[str, ...]:
+        if self.call_limit is not None:
+            return ()
+        return tuple(name for name, allowed in self.tools if allowed is None)
+
+    def describe(self, assumed: int) -> str:
+        parts = list(self.reasons)
+        if self.tools:
+            limit = self.calls(assumed)
+            names = ", ".join(dict.fromkeys(name for name, _ in self.tools))
+            parts.append(f"server tools {names} (up to {limit} calls)")
+        return "; ".join(parts)
+
+
+def mappings(value: object) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """The objects of a JSON list, with their positions."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping):
+                yield index, item
+
+
+def positive_int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
