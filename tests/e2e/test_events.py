@@ -29,6 +29,7 @@ from spendgate.events import (
     SettledAbove,
     ThresholdCrossed,
     UpstreamFailed,
+    UsageAnomaly,
 )
 from spendgate.logs import JsonFormatter
 
@@ -209,12 +210,39 @@ def test_an_unreachable_provider_is_a_failure_without_a_row(
     assert harness.ledger(harness.last_key_id) == []
 
 
-def test_a_charge_above_the_reservation_is_an_event(
+def test_a_charge_above_the_reservation_is_an_event_and_in_the_row(
     setup: tuple[GatewayHarness, Collected],
 ) -> None:
-    """An upstream that ignores max_tokens (non-streamed: no stream guard to stop it)."""
+    """A provider that bills a cache write the body did not ask for (reserved at the plain
+    input rate): plausible, so charged, above what was reserved."""
     harness, collected = setup
     secret = harness.create_key(name="overrun", team="roomy")
+    mark = collected.mark()
+    with harness.sdk_client("anthropic", secret, max_retries=0) as client:
+        client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-sim-cache-write-tokens": "5000", "x-sim-output-tokens": "5"},
+        )
+    _settle(harness)
+    [over] = [e for e in collected.since(mark) if isinstance(e, SettledAbove)]
+    assert (over.budget, over.member) == ("over", "roomy")
+    assert over.charged > over.reserved
+    [row] = harness.ledger(harness.last_key_id)
+    assert row.settled_above == ("over",)
+    assert row.cache_write_tokens == 5000
+    assert row.cost_nanos == over.charged
+
+
+def test_usage_that_cannot_be_right_is_not_believed(
+    setup: tuple[GatewayHarness, Collected],
+) -> None:
+    """An upstream that ignores max_tokens (non-streamed: no stream guard to stop it)
+    reports more output than the request allowed: charged an estimate, capped at what was
+    reserved, flagged, and told as an anomaly."""
+    harness, collected = setup
+    secret = harness.create_key(name="impossible", team="roomy")
     mark = collected.mark()
     _chat(
         harness,
@@ -223,9 +251,13 @@ def test_a_charge_above_the_reservation_is_an_event(
         headers={"x-sim-ignore-max": "1", "x-sim-output-tokens": "400"},
     )
     _settle(harness)
-    [over] = [e for e in collected.since(mark) if isinstance(e, SettledAbove)]
-    assert (over.budget, over.member) == ("over", "roomy")
-    assert over.charged > over.reserved
+    [anomaly] = [e for e in collected.since(mark) if isinstance(e, UsageAnomaly)]
+    assert "above the ceiling of 5" in anomaly.problem
+    [row] = harness.ledger(harness.last_key_id)
+    assert row.usage_estimated
+    assert row.usage_problem == anomaly.problem
+    assert row.output_tokens == 5  # capped at the reserved ceiling
+    assert not [e for e in collected.since(mark) if isinstance(e, SettledAbove)]
 
 
 def test_the_access_log_writes_one_line_per_outcome(

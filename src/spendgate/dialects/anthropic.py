@@ -25,6 +25,7 @@ from spendgate.dialects.base import (
     Prepared,
     StreamMeter,
     SurfaceSpec,
+    count_problem,
     error_text,
     load_object,
     sse_event,
@@ -139,6 +140,15 @@ def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     )
 
 
+def messages_usage_problem(usage: Mapping[str, Any]) -> str | None:
+    return count_problem(
+        usage,
+        ("input_tokens", "output_tokens"),
+        {"cache_creation": ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")},
+        optional=("cache_read_input_tokens", "cache_creation_input_tokens"),
+    )
+
+
 def merge_anthropic(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``message_delta`` usage is cumulative: its fields overwrite those of ``message_start``."""
     merged = dict(current)
@@ -202,6 +212,9 @@ class MessagesSurface(SurfaceSpec):
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
         return from_anthropic(usage)
+
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        return messages_usage_problem(usage)
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []
@@ -275,7 +288,8 @@ class MessagesMeter(MeterBase):
                 self._pieces.append(text)
 
     def usage(self) -> Usage | None:
-        return from_anthropic(self._usage) if self._usage else None
+        usage = self._vetted(messages_usage_problem)
+        return from_anthropic(usage) if usage is not None else None
 
     def cut_events(self, usage: Usage) -> bytes:
         out = b""

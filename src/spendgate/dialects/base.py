@@ -14,7 +14,7 @@ subclasses and stream meters, registered in `spendgate.dialects`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -112,6 +112,7 @@ class StreamMeter(Protocol):
     served_model: str | None
     upstream_error: str | None
     finished: bool
+    usage_problem: str | None  # why the usage seen could not be believed (after `usage`)
 
     def feed(self, event: SseEvent) -> Action: ...
 
@@ -132,20 +133,55 @@ class StreamMeter(Protocol):
 
 class MeterBase:
     """What every stream meter keeps: the model that served, an upstream error, whether the
-    terminal event came, the last usage object seen and the generated text's pieces."""
+    terminal event came, the last usage object seen and the generated text's pieces; and
+    why the usage could not be believed (``usage_problem``, once `usage` found one)."""
 
     def __init__(self) -> None:
         self.served_model: str | None = None
         self.upstream_error: str | None = None
         self.finished = False
+        self.usage_problem: str | None = None
         self._usage: dict[str, Any] | None = None
         self._pieces: list[str] = []
+
+    def _vetted(
+        self, problem: Callable[[Mapping[str, Any]], str | None]
+    ) -> Mapping[str, Any] | None:
+        """The last usage object seen, if it can be believed (else None, and why)."""
+        if self._usage is None:
+            return None
+        self.usage_problem = problem(self._usage)
+        return None if self.usage_problem else self._usage
 
     def pieces(self) -> list[str]:
         return self._pieces
 
     def generated_text(self) -> str:
         return "".join(self._pieces)
+
+
+def count_problem(
+    usage: Mapping[str, Any],
+    required: Sequence[str],
+    nested: Mapping[str, Sequence[str]],
+    optional: Sequence[str] = (),
+) -> str | None:
+    """Why a provider's usage object cannot be believed, or None: a required count is
+    missing, or a count is not a non-negative integer (a negative, a string, a float)."""
+    for name in required:
+        if usage.get(name) is None:
+            return f"usage without {name}"
+    checks = [(name, usage.get(name)) for name in (*required, *optional)]
+    for parent, names in nested.items():
+        inner = usage.get(parent)
+        if isinstance(inner, Mapping):
+            checks += [(f"{parent}.{name}", inner.get(name)) for name in names]
+    for name, value in checks:
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"usage {name} is {value!r}, not a count"
+    return None
 
 
 def sse_event(data: dict[str, Any], event: str | None = None) -> bytes:
@@ -304,16 +340,23 @@ class SurfaceSpec:
         raise TypeError(f"{self.surface.value} does not stream")
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
-        """The provider's ``usage`` object in normal form."""
+        """The provider's ``usage`` object in normal form (it has passed `usage_problem`)."""
         return Usage()
 
-    def usage_of(self, response: Mapping[str, Any]) -> Usage | None:
-        """Usage of a non-streamed response; None when it reports none (a free surface
-        reports an empty one)."""
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        """Why the provider's ``usage`` object cannot be believed, or None."""
+        return None
+
+    def usage_of(self, response: Mapping[str, Any]) -> tuple[Usage | None, str | None]:
+        """Usage of a non-streamed response, or None and why it has none to believe (a free
+        surface reports an empty one)."""
         if not self.billed:
-            return Usage()
+            return Usage(), None
         raw = response.get("usage")
-        return self.parse_usage(raw) if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            return None, "no usage in the response"
+        problem = self.usage_problem(raw)
+        return (None, problem) if problem else (self.parse_usage(raw), None)
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         """The generated text of a non-streamed response, for estimating its output."""

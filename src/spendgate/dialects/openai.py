@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from spendgate.dialects.base import DialectAdapter, SurfaceSpec
+from spendgate.dialects.base import DialectAdapter, SurfaceSpec, count_problem
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
@@ -131,6 +131,32 @@ def from_openai_responses(usage: Mapping[str, Any]) -> Usage:
     )
 
 
+def chat_usage_problem(usage: Mapping[str, Any]) -> str | None:
+    return count_problem(
+        usage,
+        ("prompt_tokens", "completion_tokens"),
+        {
+            "prompt_tokens_details": ("cached_tokens", "cache_write_tokens"),
+            "completion_tokens_details": ("reasoning_tokens",),
+        },
+    )
+
+
+def embeddings_usage_problem(usage: Mapping[str, Any]) -> str | None:
+    return count_problem(usage, ("prompt_tokens",), {})
+
+
+def responses_usage_problem(usage: Mapping[str, Any]) -> str | None:
+    return count_problem(
+        usage,
+        ("input_tokens", "output_tokens"),
+        {
+            "input_tokens_details": ("cached_tokens", "cache_write_tokens"),
+            "output_tokens_details": ("reasoning_tokens",),
+        },
+    )
+
+
 # ---------------------------------------------------------------------------- surfaces
 
 
@@ -142,6 +168,9 @@ class EmbeddingsSurface(SurfaceSpec):
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
         return from_openai_chat(usage)
+
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        return embeddings_usage_problem(usage)
 
 
 EMBEDDINGS = EmbeddingsSurface(Surface.OPENAI_EMBEDDINGS, OPENAI, "/v1/embeddings", billed=True)

@@ -20,7 +20,7 @@ from spendgate.dialects.base import (
     sse_event,
 )
 from spendgate.dialects.hidden import HiddenInput
-from spendgate.dialects.openai import OPENAI, from_openai_chat
+from spendgate.dialects.openai import OPENAI, chat_usage_problem, from_openai_chat
 from spendgate.dialects.openai_hidden import chat_hidden
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -65,6 +65,9 @@ class ChatSurface(SurfaceSpec):
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
         return from_openai_chat(usage)
+
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        return chat_usage_problem(usage)
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []
@@ -136,7 +139,8 @@ class ChatMeter(MeterBase):
                     self._pieces.append(str(function.get("arguments") or ""))
 
     def usage(self) -> Usage | None:
-        return from_openai_chat(self._usage) if self._usage else None
+        usage = self._vetted(chat_usage_problem)
+        return from_openai_chat(usage) if usage is not None else None
 
     def error_event(self, code: str, message: str) -> bytes:
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}

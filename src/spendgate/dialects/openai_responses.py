@@ -19,7 +19,11 @@ from spendgate.dialects.base import (
     sse_event,
 )
 from spendgate.dialects.hidden import HiddenInput
-from spendgate.dialects.openai import OPENAI, from_openai_responses
+from spendgate.dialects.openai import (
+    OPENAI,
+    from_openai_responses,
+    responses_usage_problem,
+)
 from spendgate.dialects.openai_hidden import responses_hidden
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -51,6 +55,9 @@ class ResponsesSurface(SurfaceSpec):
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
         return from_openai_responses(usage)
+
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        return responses_usage_problem(usage)
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []
@@ -126,7 +133,8 @@ class ResponsesMeter(MeterBase):
             self._usage = response["usage"]
 
     def usage(self) -> Usage | None:
-        return from_openai_responses(self._usage) if self._usage else None
+        usage = self._vetted(responses_usage_problem)
+        return from_openai_responses(usage) if usage is not None else None
 
     def cut_events(self, usage: Usage) -> bytes:
         response = {

@@ -63,3 +63,8 @@ class LedgerRow:
     shadow_cost_nanos: int | None = None  # ... at this cost
     attempt: int = 0  # 0, or which fallback attempt of the request this row is
     fallback_from: str | None = None  # the model whose failure led to this attempt
+    # Why the provider's usage was not believed (charged an estimate instead), if it was not.
+    usage_problem: str | None = None
+    settled_above: tuple[str, ...] = ()  # budgets charged more than this request reserved
+    service_tier: str | None = None  # the service tier the provider says it used
+    tool_calls: tuple[tuple[str, int], ...] = ()  # billed server-tool calls, per tool

@@ -11,7 +11,8 @@ One event per outcome of a request attempt:
   429/5xx; a row when it may have billed.
 
 And what happens around requests: `ThresholdCrossed` (a soft threshold of a budget),
-`BreakerOpened`, `LeaseLapsed`, `SettledAbove` (a request charged more than it reserved).
+`BreakerOpened`, `LeaseLapsed`, `SettledAbove` (a request charged more than it reserved),
+`UsageAnomaly` (a provider's usage not believed).
 
 Subscribers run synchronously on the request path, so they must be cheap and must not
 block: one that needs IO queues the event and does it elsewhere. A subscriber that raises
@@ -93,6 +94,17 @@ class LeaseLapsed:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageAnomaly:
+    """The provider's usage could not be believed (missing, malformed or impossible): the
+    request was charged an estimate instead, never above its reservation."""
+
+    request_id: str
+    provider: str
+    model: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class SettledAbove:
     request_id: str
     budget: str
@@ -111,6 +123,7 @@ Event = (
     | BreakerOpened
     | LeaseLapsed
     | SettledAbove
+    | UsageAnomaly
 )
 Subscriber = Callable[[Event], None]
 
@@ -145,4 +158,5 @@ __all__ = [
     "Subscriber",
     "ThresholdCrossed",
     "UpstreamFailed",
+    "UsageAnomaly",
 ]

@@ -20,6 +20,7 @@ from spendgate.events import (
     SettledAbove,
     ThresholdCrossed,
     UpstreamFailed,
+    UsageAnomaly,
 )
 
 log = logging.getLogger("spendgate.access")
@@ -115,6 +116,16 @@ def _notice(event: Event) -> None:
         notices.warning(
             "lapsed reservation settled at its worst case",
             extra={"request_id": event.row.request_id, "cost_nanos": event.row.cost_nanos},
+        )
+    elif isinstance(event, UsageAnomaly):
+        notices.warning(
+            "usage not believed: charged an estimate",
+            extra={
+                "request_id": event.request_id,
+                "provider": event.provider,
+                "model": event.model,
+                "problem": event.problem,
+            },
         )
     elif isinstance(event, SettledAbove):
         notices.warning(

@@ -72,6 +72,7 @@ class Exchange:
         client_disconnected: bool = False,
         error: str | None = None,
         template: bool = False,
+        usage_problem: str | None = None,
     ) -> LedgerRow:
         """``template``: the identity part only, for a reservation that may lapse (no cost
         and no counterfactual: a lapsed one is charged what it reserved)."""
@@ -129,6 +130,7 @@ class Exchange:
             shadow_cost_nanos=shadow,
             attempt=self.attempt,
             fallback_from=self.fallback_from,
+            usage_problem=usage_problem,
         )
 
     def _clamped_from(self) -> int | None:

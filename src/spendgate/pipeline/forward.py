@@ -21,6 +21,7 @@ from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_KEY
 from spendgate.pipeline.outcome import answer_and_record, client_headers, record
 from spendgate.pipeline.relay import relay_stream
+from spendgate.pipeline.usage_check import believed
 from spendgate.upstream.client import (
     Broken,
     ConnectTimeout,
@@ -177,13 +178,14 @@ async def _relay_body(
     except Broken:
         await record(gateway, exchange, lost(gateway, exchange, 502, "upstream broke mid-body"))
         raise UpstreamUnavailable("The upstream provider broke off its answer.") from None
-    usage, served, error = _body_usage(exchange, upstream.status, payload)
+    usage, served, error, problem = _body_usage(exchange, upstream.status, payload)
     row = exchange.row(
         now=gateway.clock.monotonic(),
         usage=usage,
         status=upstream.status,
         served_model=served,
         error=error,
+        usage_problem=problem,
     )
     response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
@@ -205,7 +207,9 @@ async def _relay_body(
 
 def _body_usage(
     exchange: Exchange, status: int, payload: bytes
-) -> tuple[Usage, str | None, str | None]:
+) -> tuple[Usage, str | None, str | None, str | None]:
+    """The usage to charge, the model that served, the upstream's error, and what was
+    wrong with the usage it reported (None: believed)."""
     try:
         parsed = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError:
@@ -213,11 +217,13 @@ def _body_usage(
     document = parsed if isinstance(parsed, dict) else {}
     served = document.get("model") if isinstance(document.get("model"), str) else None
     if status >= 400:
-        return Usage(), served, _upstream_error_text(document, status)
-    usage = exchange.spec.usage_of(document)
-    if usage is None:
-        usage = exchange.estimate(exchange.spec.response_text(document))
-    return usage, served, None
+        return Usage(), served, _upstream_error_text(document, status), None
+    reported, problem = exchange.spec.usage_of(document)
+    text = exchange.spec.response_text(document) if reported is None else ""
+    usage, problem = believed(exchange, reported, problem, text)
+    if problem is not None and reported is not None:  # implausible: estimate from the text
+        usage, _ = believed(exchange, None, problem, exchange.spec.response_text(document))
+    return usage, served, None, problem
 
 
 def _upstream_error_text(document: dict[str, Any], status: int) -> str:

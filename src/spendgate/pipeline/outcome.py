@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 from spendgate.domain.ledger import LedgerRow
-from spendgate.events import Event, Served, UpstreamFailed
+from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
 from spendgate.pipeline.budgeting import finish, settled_above
 from spendgate.pipeline.exchange import Exchange
@@ -32,6 +33,9 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
     """Write the row, settling the reservation if any (see `answer_and_record` for when),
     and report the attempt's outcome."""
     exchange.settled = True
+    overruns = settled_above(exchange, row)
+    if overruns:
+        row = dataclasses.replace(row, settled_above=tuple(o.budget for o in overruns))
     await asyncio.shield(finish(gateway.storage, exchange, row))
     reporter = exchange.reporter
     if row.status == 429 or row.status >= 500:
@@ -46,8 +50,13 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
     else:
         event = Served(row)
     reporter.outcome(event)
-    for over in settled_above(exchange, row):
+    for over in overruns:
         reporter.notice(over)
+    if row.usage_problem is not None:
+        problem = row.usage_problem
+        reporter.notice(
+            UsageAnomaly(row.request_id, exchange.provider.name, exchange.route.name, problem)
+        )
 
 
 async def answer_and_record(

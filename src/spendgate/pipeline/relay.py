@@ -4,7 +4,6 @@ guarded against outrunning its reserved output ceiling, settled on every path.""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from functools import partial
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
 from spendgate.pipeline.outcome import answer_and_record, client_headers, record
+from spendgate.pipeline.usage_check import believed, capped
 from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
 
 
@@ -75,16 +75,15 @@ class _Relay:
                 self.held.append(event.raw)
         return b"".join(out)
 
-    def usage(self) -> Usage:
+    def usage(self) -> tuple[Usage, str | None]:
+        """The usage to charge, and what was wrong with the provider's (None: believed,
+        or the stream was cut short, which is no fault of the provider's)."""
         reported = self.meter.usage()
-        if self.meter.finished and reported is not None:
-            return reported
+        if self.meter.finished:
+            text = self.meter.generated_text()
+            return believed(self.exchange, reported, self.meter.usage_problem, text)
         estimate = self.exchange.estimate(self.meter.generated_text())
-        usage = estimate if self.meter.finished else cut_short(reported, estimate)
-        if self.limit is not None and usage.output_tokens > self.limit:
-            # An estimate never charges past the reserved ceiling: the guard stops there.
-            usage = dataclasses.replace(usage, output_tokens=self.limit)
-        return usage
+        return capped(cut_short(reported, estimate), self.exchange), None
 
 
 async def relay_stream(
@@ -137,13 +136,15 @@ def _stream_row(gateway: Gateway, relay: _Relay) -> LedgerRow:
         error = f"stream ended by spendgate at the reserved output ceiling ({relay.limit} tokens)"
     if relay.disconnected:
         error = "client disconnected mid-stream"
+    usage, problem = relay.usage()
     return relay.exchange.row(
         now=gateway.clock.monotonic(),
-        usage=relay.usage(),
+        usage=usage,
         status=200,
         served_model=relay.meter.served_model,
         client_disconnected=relay.disconnected,
         error=error,
+        usage_problem=problem,
     )
 
 

@@ -105,13 +105,34 @@ KEYS = _RowCodec(
         "metadata": _load_metadata,
     },
 )
+
+
+def _dump_counts(values: tuple[tuple[str, int], ...]) -> str:
+    return json.dumps([list(pair) for pair in values], separators=(",", ":")) if values else "[]"
+
+
+def _load_counts(text: str) -> tuple[tuple[str, int], ...]:
+    if text == "[]":
+        return ()
+    pairs: list[list[Any]] = json.loads(text)
+    return tuple((str(name), int(count)) for name, count in pairs)
+
+
 LEDGER = _RowCodec(
     LedgerRow,
-    encode={"ts": to_ms, "tags": _dump_strs, "shadow_blocks": _dump_strs},
+    encode={
+        "ts": to_ms,
+        "tags": _dump_strs,
+        "shadow_blocks": _dump_strs,
+        "settled_above": _dump_strs,
+        "tool_calls": _dump_counts,
+    },
     decode={
         "ts": from_ms,
         "tags": _load_strs,
         "shadow_blocks": _load_strs,
+        "settled_above": _load_strs,
+        "tool_calls": _load_counts,
         "streamed": bool,
         "client_disconnected": bool,
         "usage_estimated": bool,
