@@ -24,6 +24,8 @@ one). Errors do not render themselves: each API dialect renders them in its own 
         │                                    insufficient_quota, Anthropic 402 billing_error)
         ├── RateLimited                 429  a rate limit's window is full (retry-after <= 60 s,
         │                                    else x-should-retry: false)
+        ├── BudgetBusy                  429  a budget's room is held by requests in flight:
+        │                                    retryable once they settle
         ├── LoopDetected                429  the same request repeated: non-retryable
         ├── CircuitOpen                 503  the upstream keeps failing for this key and model
         ├── UpstreamUnavailable         502  connection refused / reset before a response
@@ -198,6 +200,14 @@ class RateLimited(_Wait):
         super().__init__(message, wait_s=wait_s, blocked_by=blocked_by)
         self.tokens = tokens
         self.window = window
+
+
+class BudgetBusy(_Wait):
+    """A budget has room, but requests in flight hold it (their worst cases are reserved
+    until they settle): retryable, once they have."""
+
+    status = 429
+    code = "rate_limit_exceeded"
 
 
 class LoopDetected(GatewayError):

@@ -37,6 +37,7 @@ from spendgate.errors import ConfigError, ServiceUnavailable
 from spendgate.events import Events
 from spendgate.events.access_log import access_log
 from spendgate.pricing.catalog import build_price_book
+from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
@@ -179,6 +180,10 @@ class Gateway:
         self.draining = False
         self.requests = InFlight()
         self.thresholds = Thresholds()  # soft thresholds seen crossed, told once a window
+        settings = snapshot.config.budget_settings
+        self.admission = AdmissionQueue(
+            max_wait_s=settings.admission_wait_s, max_waiting=settings.admission_queue_max
+        )
         server = snapshot.config.server  # restart-only: the pool's timeouts never reload
         self.upstream = UpstreamClient(
             connect_timeout_s=server.upstream_connect_timeout_s,
@@ -331,6 +336,8 @@ class Gateway:
             keeper = self._keeper(built)
         # The swap: no await from here to the end of the block.
         self.snapshot = built
+        self.admission.max_wait_s = config.budget_settings.admission_wait_s
+        self.admission.max_waiting = config.budget_settings.admission_queue_max
         self.env = env
         self.base_dir = base_dir
         self.keys = KeyService(self.storage, config, self.clock)

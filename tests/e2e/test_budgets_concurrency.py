@@ -13,8 +13,11 @@ of streaming (with and without ``include_usage``) and non-streaming requests.
 What must hold afterwards: the ledger's total for the key is at most the limit (overshoot
 exactly 0); the number admitted lies between ``floor(limit / worst case)`` (what fits if
 nothing settles before the last admission) and ``floor(limit / actual cost)`` (what fits
-once every reservation has shrunk to its actual cost); every refusal is a 429
-``insufficient_quota``; and with nothing in flight ``overview()`` shows reserved 0 and
+once every reservation has shrunk to its actual cost); every refusal is a 429 naming the
+tightest budget: ``insufficient_quota`` (not retryable) once the spent amount leaves no
+room, ``rate_limit_exceeded`` (retryable) for a request that found the room held by
+requests in flight and could not wait in line for it; and with nothing in flight
+``overview()`` shows reserved 0 and
 spent equal to the ledger's total.
 """
 
@@ -182,15 +185,23 @@ def check_run(
         actual,
     )
 
+    exhausted = 0
     for refusal in outcome.refusals:
         assert isinstance(refusal, openai.RateLimitError)
         assert refusal.status_code == 429
-        assert refusal.code == "insufficient_quota"
-        assert refusal.type == "insufficient_quota"
-        assert refusal.response.headers["x-should-retry"] == "false"
         assert f"({tightest}, daily)" in refusal.message, refusal.message
         for other in others:
             assert f"({other}," not in refusal.message
+        if refusal.code == "insufficient_quota":  # really spent: do not retry
+            assert refusal.type == "insufficient_quota"
+            assert refusal.response.headers["x-should-retry"] == "false"
+            exhausted += 1
+        else:  # room held by requests in flight (the line was full): retry later
+            assert (refusal.code, refusal.type) == ("rate_limit_exceeded", "requests")
+            assert refusal.response.headers["x-should-retry"] == "true"
+            assert int(refusal.response.headers["retry-after"]) >= 1
+            assert "reserved by requests in flight" in refusal.message
+    assert exhausted > 0  # the burst ends on a spent budget
 
     views = gw.call(gw.gateway.budget_service.overview())
     assert views, "no budget counters"

@@ -202,6 +202,12 @@ def test_exhausted_budget_refuses_once_and_names_everything(
                 assert error.type == "insufficient_quota"
                 message = error.body["message"]
             assert counter.count == 1, f"{counter.count} requests for one refusal"
+            # The budget had room but for the request in flight: this one waited for it to
+            # settle (what it gives back might have been enough), then found it spent.
+            slow.join(5)
+            assert slow_result, "the request in flight failed"
+            state = one_view(gw, budget).state  # as the refusal saw it: nothing reserved
+            assert state.reserved == 0
             assert error.response.headers["x-should-retry"] == "false"
             assert f"user '{user}'" in message  # scope and member
             assert f"({budget}, daily)" in message  # the budget's name and period

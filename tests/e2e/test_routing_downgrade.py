@@ -177,7 +177,9 @@ def test_concurrent_requests_step_down_and_never_overspend(tmp_path: Path) -> No
         assert failed
         for error in failed:
             assert isinstance(error, anthropic.APIStatusError), repr(error)
-            assert error.status_code == 402
+            # 402 once the budget is spent; 429 (retryable) when its room was held by
+            # requests in flight and the line to wait for it was full
+            assert error.status_code in (402, 429), error
             assert "ml-monthly" in error.message
         rows = gw.ledger(key_id)
         assert len(rows) == len(answered)

@@ -248,6 +248,10 @@ class BudgetSettingsConfig(Strict):
     # Server tool calls assumed for a tool whose request sets no limit (max_uses,
     # max_tool_calls): each is one more model pass over the whole context.
     assumed_tool_calls: Annotated[int, Field(ge=1)] = 10
+    # A request a budget could afford but for requests in flight waits this long for them
+    # to settle (0: refuse at once), in a line of at most admission_queue_max per member.
+    admission_wait_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    admission_queue_max: Annotated[int, Field(ge=1)] = 64
 
     @field_validator("timezone")
     @classmethod

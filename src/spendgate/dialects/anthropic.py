@@ -37,6 +37,7 @@ from spendgate.domain.models import Dialect, ModelRoute
 from spendgate.domain.usage import Usage, count_field, sub_mapping
 from spendgate.errors import (
     AuthenticationFailed,
+    BudgetBusy,
     BudgetExceeded,
     CircuitOpen,
     GatewayError,
@@ -66,6 +67,7 @@ class AnthropicDialect(DialectAdapter):
         RequestTooLarge: "request_too_large",
         BudgetExceeded: "billing_error",
         RateLimited: "rate_limit_error",
+        BudgetBusy: "rate_limit_error",
         LoopDetected: "rate_limit_error",
         CircuitOpen: "overloaded_error",
         UpstreamTimeout: "timeout_error",

@@ -19,6 +19,7 @@ from spendgate.domain.models import Dialect, ModelRoute
 from spendgate.domain.usage import Usage, count_field, sub_mapping
 from spendgate.errors import (
     AuthenticationFailed,
+    BudgetBusy,
     BudgetExceeded,
     GatewayError,
     InvalidRequest,
@@ -55,6 +56,7 @@ class OpenAiDialect(DialectAdapter):
         RequestTooLarge: "invalid_request_error",
         BudgetExceeded: "insufficient_quota",
         RateLimited: "requests",
+        BudgetBusy: "requests",
         LoopDetected: "requests",
     }
 

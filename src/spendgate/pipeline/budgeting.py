@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from spendgate.domain.admission import (
+    Admitted,
     CounterState,
     Refused,
     Thresholds,
@@ -29,6 +30,8 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
+    MAX_RETRY_AFTER_S,
+    BudgetBusy,
     BudgetExceeded,
     GatewayError,
     LoopDetected,
@@ -41,6 +44,7 @@ from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
+from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage
 
 log = logging.getLogger("spendgate.budgets")
@@ -69,6 +73,7 @@ async def admit(
     assumed_tool_calls: int,
     record_refusal: bool = True,
     thresholds: Thresholds | None = None,
+    queue: AdmissionQueue | None = None,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
     (and record the refusal in the ledger, uncharged, with what it would have cost, unless
@@ -108,10 +113,15 @@ async def admit(
             min_output=max(min_output, spec.min_ceiling(exchange.body)),
             template=exchange.template_row(),
         )
-        decision = await storage.reserve(plan)
+        # With a cheaper model to try instead (record_refusal off), a request does not
+        # wait in line: the cheaper one may fit now.
+        waiting = queue if record_refusal else None
+        decision = await _reserve(storage, plan, waiting)
         if isinstance(decision, Refused):
+            if waiting is not None and _room_is_held(decision):
+                raise _busy(decision, waiting)
             raise _refusal(decision, worst, book, now)
-    except (BudgetExceeded, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
+    except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
         cost = worst.amount(Unit.NANOS, worst.requested_ceiling) if worst else 0
@@ -129,6 +139,62 @@ async def admit(
             exchange.reporter.notice(event)
     return Ticket(
         plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
+    )
+
+
+def counter_keys(plan: ReservationPlan) -> list[str]:
+    return [ref.id for ref in plan.counters]
+
+
+async def _reserve(
+    storage: Storage, plan: ReservationPlan, queue: AdmissionQueue | None
+) -> Admitted | Refused:
+    """Reserve now; or, when requests in flight hold the room a budget would otherwise
+    have, wait in line for them to settle (`AdmissionQueue`). A newcomer to a budget
+    member that has a line joins it, so room is given first come, first served."""
+    if queue is None:
+        return await storage.reserve(plan)
+    keys = counter_keys(plan)
+
+    async def attempt() -> Admitted | Refused:
+        return await storage.reserve(plan)
+
+    line = queue.busy(keys)
+    decision = await attempt() if line is None else None
+    if isinstance(decision, Refused) and _room_is_held(decision) and decision.counter:
+        line = decision.counter.ref.id
+    if line is not None and not isinstance(decision, Admitted):
+        decision = (await queue.wait_for_room(line, attempt, _room_is_held)).decision
+    assert decision is not None
+    if isinstance(decision, Admitted):
+        queue.held(keys)
+    return decision
+
+
+def _room_is_held(refused: Refused) -> bool:
+    """A budget refused, but its spent amount alone leaves room for the request: what
+    fills it is reserved by requests in flight, which give back all but their cost."""
+    counter = refused.counter
+    if counter is None or counter.ref.budget.kind is not Kind.BUDGET:
+        return False
+    return counter.reserved > 0 and counter.spent + refused.needed <= counter.limit
+
+
+def _busy(refused: Refused, queue: AdmissionQueue) -> BudgetBusy:
+    counter = refused.counter
+    assert counter is not None
+    ref, unit = counter.ref, counter.ref.budget.unit
+    wait = min(MAX_RETRY_AFTER_S, max(1.0, queue.typical_s))
+    here = queue.holding(ref.id)
+    return BudgetBusy(
+        f"Budget {ref.budget.describe(ref.member)} has room: {unit.render(counter.spent)} "
+        f"spent of {unit.render(counter.limit)}, but {unit.render(counter.reserved)} of it is "
+        f"reserved by requests in flight ({here} of them in this gateway), which give back "
+        f"what they do not use when they finish; this request needs at least "
+        f"{unit.render(refused.needed)}. It waited {queue.max_wait_s:g} s in line. "
+        f"Retry in {wait:.0f} s.",
+        wait_s=wait,
+        blocked_by=ref.budget.name,
     )
 
 

@@ -13,7 +13,7 @@ from functools import partial
 from spendgate.domain.ledger import LedgerRow
 from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import finish, settled_above
+from spendgate.pipeline.budgeting import counter_keys, finish, settled_above
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
@@ -37,6 +37,9 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
     if overruns:
         row = dataclasses.replace(row, settled_above=tuple(o.budget for o in overruns))
     await asyncio.shield(finish(gateway.storage, exchange, row))
+    if exchange.ticket is not None:
+        gateway.admission.freed(counter_keys(exchange.ticket.plan))
+        gateway.admission.took(gateway.clock.monotonic() - exchange.started)
     reporter = exchange.reporter
     if row.status == 429 or row.status >= 500:
         event: Event = UpstreamFailed(

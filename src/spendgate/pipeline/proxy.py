@@ -38,7 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.events import AuthFailed, Rejected
 from spendgate.gateway import Gateway, Snapshot
-from spendgate.pipeline.budgeting import admit, record_block
+from spendgate.pipeline.budgeting import admit, counter_keys, record_block
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.forward import Failed, breaker_key, forward
 from spendgate.pipeline.intake import (
@@ -292,6 +292,7 @@ async def _attempt(
         if exchange.ticket is not None and not exchange.settled:
             # Never reached an upstream (unreachable, bad body...): give the budget back.
             await asyncio.shield(gateway.storage.release(exchange.request_id))
+            gateway.admission.freed(counter_keys(exchange.ticket.plan))
 
 
 def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:
@@ -332,6 +333,7 @@ async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> 
         assumed_tool_calls=settings.assumed_tool_calls,
         record_refusal=record_refusal,
         thresholds=gateway.thresholds,
+        queue=gateway.admission,
     )
 
 
