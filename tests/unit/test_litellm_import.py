@@ -235,3 +235,126 @@ def test_bad_files_name_the_file_and_key(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_litellm_file(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------ service tiers and fees
+
+TIERED: dict[str, Any] = {
+    "gpt-tiered": {
+        "input_cost_per_token": 2e-06,
+        "output_cost_per_token": 1e-05,
+        "cache_read_input_token_cost": 1e-07,
+        "input_cost_per_token_above_272k_tokens": 4e-06,
+        "output_cost_per_token_above_272k_tokens": 1.5e-05,
+        "cache_read_input_token_cost_above_272k_tokens": 2e-07,
+        "input_cost_per_token_priority": 4e-06,
+        "output_cost_per_token_priority": 2e-05,
+        "cache_read_input_token_cost_priority": 2e-07,
+        "input_cost_per_token_above_272k_tokens_priority": 8e-06,
+        "output_cost_per_token_above_272k_tokens_priority": 3e-05,
+        "input_cost_per_token_flex": 1e-06,
+        "output_cost_per_token_flex": 5e-06,
+        "input_cost_per_token_batches": 1e-06,
+        "output_cost_per_token_batches": 5e-06,
+        "input_cost_per_token_ultrafast": 1.2e-05,
+        "output_cost_per_token_ultrafast": 6e-05,
+        "input_cost_per_token_decisions": 1e-07,
+        "output_cost_per_token_decisions": 0.0,
+        "search_context_cost_per_query": {
+            "search_context_size_low": 0.01,
+            "search_context_size_medium": 0.01,
+            "search_context_size_high": 0.025,
+        },
+    },
+    "half-a-tier": {
+        "input_cost_per_token": 1e-06,
+        "output_cost_per_token": 1e-06,
+        "input_cost_per_token_priority": 2e-06,
+        "search_context_cost_per_query": 0.014,
+    },
+}
+
+
+def tiered() -> Any:
+    return parse_litellm(TIERED, "tiered.json").prices
+
+
+def test_priority_flex_batch_and_ultrafast_become_service_tiers() -> None:
+    price = tiered()["gpt-tiered"]
+    assert set(price.service_tiers) == {"priority", "flex", "batch", "ultrafast"}
+    assert price.rates_for(1_000, "priority").input == 4_000_000_000
+    assert price.rates_for(1_000, "priority").cached_input == 200_000_000
+    assert price.rates_for(1_000, "batch").output == 5_000_000_000
+    assert price.rates_for(1_000, "ultrafast").output == 60_000_000_000
+    assert "decisions" not in price.service_tiers
+
+
+def test_a_tiers_own_long_context_band_is_read() -> None:
+    price = tiered()["gpt-tiered"]
+    above = price.rates_for(272_001, "priority")
+    assert (above.input, above.output) == (8_000_000_000, 30_000_000_000)
+    usage = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="priority")
+    assert cost_of(usage, price) == 300_000 * 8_000 + 1_000 * 30_000
+
+
+def test_a_band_a_tier_does_not_restate_is_never_below_the_tier_or_the_standard_band() -> None:
+    price = tiered()["gpt-tiered"]
+    # Flex states no long-context band: each field is the dearer of flex's own base rate
+    # and the standard band's.
+    flex = price.rates_for(272_001, "flex").full()
+    assert (flex.input, flex.cached_input, flex.output) == (
+        4_000_000_000,
+        200_000_000,
+        15_000_000_000,
+    )
+    # The standard band, for comparison, and a tier cheaper below the threshold.
+    assert price.rates_for(272_001).output == 15_000_000_000
+    assert price.rates_for(272_000, "flex").output == 5_000_000_000
+
+
+def test_a_tier_needs_both_input_and_output() -> None:
+    assert tiered()["half-a-tier"].service_tiers == {}
+
+
+def test_the_dearest_search_price_becomes_the_web_search_fee() -> None:
+    prices = tiered()
+    assert prices["gpt-tiered"].tool_fees == {"web_search": 25_000_000}
+    assert prices["half-a-tier"].tool_fees == {"web_search": 14_000_000}
+    usage = Usage(input_tokens=0, tool_calls=(("web_search", 2),))
+    assert cost_of(usage, prices["gpt-tiered"]) == 50_000_000
+
+
+def test_the_fixtures_partial_priority_band_is_not_a_tier(fixture_file: Path) -> None:
+    claude = load_litellm_file(fixture_file).prices["anthropic/claude-test"]
+    assert claude.service_tiers == {}
+    assert claude.tool_fees == {}
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "problem"),
+    [
+        (
+            {"input_cost_per_token_priority": "x", "output_cost_per_token_priority": 1e-6},
+            "m.input_cost_per_token_priority",
+            "must be a number, not str",
+        ),
+        (
+            {"search_context_cost_per_query": {"search_context_size_low": -0.01}},
+            "m.search_context_cost_per_query.search_context_size_low",
+            "non-negative",
+        ),
+        (
+            {"search_context_cost_per_query": "cheap"},
+            "m.search_context_cost_per_query",
+            "must be a number, not str",
+        ),
+    ],
+)
+def test_bad_tier_and_fee_values_name_the_key(
+    entry: dict[str, Any], key: str, problem: str
+) -> None:
+    data = {"m": {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6, **entry}}
+    with pytest.raises(ConfigError) as caught:
+        parse_litellm(data, "bad.json")
+    assert caught.value.key == key
+    assert problem in caught.value.problem
