@@ -297,19 +297,36 @@ def test_a_tiers_own_long_context_band_is_read() -> None:
     assert cost_of(usage, price) == 300_000 * 8_000 + 1_000 * 30_000
 
 
-def test_a_band_a_tier_does_not_restate_is_never_below_the_tier_or_the_standard_band() -> None:
+def test_a_band_a_tier_does_not_state_is_the_standard_band_in_proportion() -> None:
     price = tiered()["gpt-tiered"]
-    # Flex states no long-context band: each field is the dearer of flex's own base rate
-    # and the standard band's.
+    # Flex states no long-context band: the standard band at flex's 0.5x.
     flex = price.rates_for(272_001, "flex").full()
     assert (flex.input, flex.cached_input, flex.output) == (
-        4_000_000_000,
-        200_000_000,
-        15_000_000_000,
+        2_000_000_000,
+        100_000_000,
+        7_500_000_000,
     )
-    # The standard band, for comparison, and a tier cheaper below the threshold.
     assert price.rates_for(272_001).output == 15_000_000_000
-    assert price.rates_for(272_000, "flex").output == 5_000_000_000
+    usage = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="batch")
+    assert cost_of(usage, price) == 300_000 * 2_000 + 1_000 * 7_500
+
+
+def test_fields_a_tier_does_not_state_follow_its_input_and_output_ratios() -> None:
+    entry = {
+        "input_cost_per_token": 1.5e-06,
+        "output_cost_per_token": 9e-06,
+        "output_cost_per_reasoning_token": 9e-06,
+        "cache_read_input_token_cost": 1.5e-07,
+        "cache_creation_input_token_cost": 3e-06,
+        "input_cost_per_token_priority": 2.7e-06,
+        "output_cost_per_token_priority": 1.62e-05,
+    }
+    price = parse_litellm({"g": entry}, "g.json").prices["g"]
+    priority = price.rates_for(0, "priority")
+    assert priority.reasoning == 16_200_000_000  # 1.8x, as output: not the standard 9
+    assert priority.cached_input == 270_000_000  # 1.8x the standard cached input
+    assert priority.cache_write == 5_400_000_000
+    assert price.rates_for(0, "priority").input == 2_700_000_000
 
 
 def test_a_tier_needs_both_input_and_output() -> None:

@@ -19,10 +19,14 @@ What is read (per entry; all optional unless said):
   suffixes ``priority``, ``flex``, ``ultrafast`` and ``batches`` (the tier ``batch``).
   A tier is read when the entry gives both its ``input_cost_per_token_<suffix>`` and
   ``output_cost_per_token_<suffix>``; it becomes a rate card of its own
-  (`spendgate.domain.pricing.ServiceTier`): the standard rates with the fields it
-  restates replaced, and a band for every threshold of the standard rates or of its own
-  bands. A band field the tier does not restate is the dearer of the tier's base value
-  and the standard band's (a premium tier's long context is never cheaper than either);
+  (`spendgate.domain.pricing.ServiceTier`) with a band for every threshold of the
+  standard rates or of its own bands. A field the tier does not state is the standard
+  field in proportion, as providers price their tiers: input-side fields (cached input,
+  cache writes) times the tier's input over the standard input, reasoning times the tier's
+  output over the standard output, each rounded up; a band field it does not state is the
+  standard band's field in the same proportion (Priority above 272K is 2x the long-context
+  rates when Priority is 2x). Keeping the standard value instead would bill Gemini's
+  Priority reasoning tokens, which LiteLLM prices apart, at the standard rate;
 * ``search_context_cost_per_query`` (dollars per search, by search context size): the
   dearest size becomes the ``web_search`` fee per call. LiteLLM's number is also what
   OpenAI charges per search for ``web_search_preview`` on some models, and Gemini's is
@@ -55,10 +59,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
-from spendgate.domain.pricing import Price, PriceBook, Rates, ServiceTier, Tier, max_rates
+from spendgate.domain.pricing import Price, PriceBook, Rates, ServiceTier, Tier
 from spendgate.errors import ConfigError
 from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos, dollars_to_nanos
 
@@ -180,20 +185,37 @@ def _tiered_fields(
     return found
 
 
+def _ratio(tier: Nanos, standard: Nanos) -> Fraction:
+    return Fraction(tier, standard) if standard else Fraction(1)
+
+
+def _in_proportion(rates: Rates, input_ratio: Fraction, output_ratio: Fraction) -> Rates:
+    """``rates`` with the input-side fields times ``input_ratio`` and the output-side ones
+    (output, reasoning) times ``output_ratio``, each rounded up."""
+    inputs, outputs = rates.scaled(input_ratio), rates.scaled(output_ratio)
+    return dataclasses.replace(inputs, output=outputs.output, reasoning=outputs.reasoning)
+
+
 def _service_tier(
     base: Rates, bands: tuple[Tier, ...], own: dict[int, dict[str, Nanos]]
 ) -> ServiceTier:
-    rates = dataclasses.replace(base, **own.get(0, {}))
+    """A tier as rates of its own: what LiteLLM states for it, and every field it does not
+    state in proportion to the standard one (see the module docstring)."""
+    stated = own[0]
+    ratios = (_ratio(stated["input"], base.input), _ratio(stated["output"], base.output))
+    rates = dataclasses.replace(_in_proportion(base, *ratios), **stated)
     standard = {band.above_input_tokens: band.rates for band in bands}
-    thresholds = sorted((set(standard) | set(own)) - {0})
     tiers = tuple(
         Tier(
             threshold,
             dataclasses.replace(
-                max_rates(rates, standard.get(threshold, rates)), **own.get(threshold, {})
+                rates
+                if threshold not in standard
+                else _in_proportion(standard[threshold], *ratios),
+                **own.get(threshold, {}),
             ),
         )
-        for threshold in thresholds
+        for threshold in sorted((set(standard) | set(own)) - {0})
     )
     return ServiceTier(rates=rates, tiers=tiers)
 
