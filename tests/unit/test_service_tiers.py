@@ -161,7 +161,7 @@ def test_worst_rates_are_the_dearest_field_by_field() -> None:
         Rates(input=usd("1"), output=usd("10")),
         service_tiers={"a": ServiceTier(rates=Rates(input=usd("5"), output=usd("2")))},
     )
-    worst = price.worst_rates(0, ["a"])
+    worst = price.worst_rates(0, [None, "a"])
     assert (worst.input, worst.output) == (usd("5"), usd("10"))
     assert worst.cached_input == usd("5")  # the fallbacks are filled in first
     assert worst.dearest_input == usd("5")
@@ -252,3 +252,9 @@ def test_worst_rates_never_cost_less_than_any_candidate(
     for tier in (None, "a", "b"):
         at_tier = cost_of(dataclasses.replace(usage, service_tier=tier), price)
         assert cost_of(usage, worst) >= at_tier
+
+
+def test_worst_rates_cover_only_the_tiers_named() -> None:
+    assert PRICE.worst_rates(1_000, ["flex"]) == max_rates(STANDARD.scaled(Fraction(1, 2)))
+    assert PRICE.worst_rates(1_000, []) == max_rates(STANDARD)
+    assert PRICE.worst_rates(1_000, [None, "priority"]).output == usd("20")

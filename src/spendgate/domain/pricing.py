@@ -36,8 +36,6 @@ from spendgate.money import Nanos, token_cost
 # The service tiers a price may list, as providers report them (lower-case). OpenAI reports
 # ``priority`` when a request asked for ``fast``; Anthropic's ``speed: fast`` is ``fast``.
 SERVICE_TIERS: tuple[str, ...] = ("priority", "fast", "ultrafast", "flex", "batch", "scale")
-# Names that mean the standard rates: a price never lists them.
-STANDARD_TIERS: frozenset[str] = frozenset({"default", "standard", "auto"})
 # The tools billed per call that a price may carry a fee for.
 TOOLS: tuple[str, ...] = (
     "web_search",
@@ -172,11 +170,13 @@ class Price:
         return _long_context(self.rates, self.tiers, input_tokens).scaled(service.multiplier)
 
     def worst_rates(self, input_tokens: int, tiers: Iterable[str | None] = (None,)) -> Rates:
-        """Field by field, the dearest rates of any of ``tiers`` at ``input_tokens``: what a
-        worst case must reserve at when the tier the provider will use is not known yet."""
-        return max_rates(
-            self.rates_for(input_tokens), *(self.rates_for(input_tokens, t) for t in tiers)
-        )
+        """Field by field, the dearest rates of any of ``tiers`` (None: the standard rates;
+        no tiers at all: the standard rates) at ``input_tokens``: what a worst case must
+        reserve at when the tier the provider will use is not known yet."""
+        first, *others = [self.rates_for(input_tokens, tier) for tier in tiers] or [
+            self.rates_for(input_tokens)
+        ]
+        return max_rates(first, *others)
 
     def dearest_tier(self, candidates: Iterable[str | None], input_tokens: int = 0) -> str | None:
         """The candidate whose rates at ``input_tokens`` are the dearest (None when there

@@ -145,7 +145,7 @@ def _service_tier(cfg: ServiceTierConfig, prefix: str) -> ServiceTier:
     return ServiceTier(rates=_rates(cfg, prefix), tiers=_tiers(cfg.tiers, prefix))
 
 
-def layered_service_tiers(
+def _layered_service_tiers(
     below: Mapping[str, ServiceTier], cfg: ServiceTiersConfig
 ) -> dict[str, ServiceTier]:
     """``below``'s service tiers with those ``cfg`` names replaced, and its ``null`` ones
@@ -159,7 +159,7 @@ def layered_service_tiers(
     return tiers
 
 
-def layered_tool_fees(below: Mapping[str, Nanos], cfg: ToolFeesConfig) -> dict[str, Nanos]:
+def _layered_tool_fees(below: Mapping[str, Nanos], cfg: ToolFeesConfig) -> dict[str, Nanos]:
     """``below``'s tool fees (nano-dollars per call) with those ``cfg`` names replaced."""
     fees = dict(below)
     for name, dollars in sorted(cfg.stated().items()):
@@ -186,17 +186,17 @@ def price_from_config(
             rates=_rates(cfg),
             tiers=_tiers(cfg.tiers, ""),
             source=source,
-            service_tiers=layered_service_tiers(
+            service_tiers=_layered_service_tiers(
                 below.service_tiers if below else {}, cfg.service_tiers
             ),
-            tool_fees=layered_tool_fees(below.tool_fees if below else {}, cfg.tool_fees),
+            tool_fees=_layered_tool_fees(below.tool_fees if below else {}, cfg.tool_fees),
         )
     return dataclasses.replace(
         price, max_output_tokens=cfg.max_output_tokens, max_input_tokens=cfg.max_input_tokens
     )
 
 
-def inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price]:
+def _inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price]:
     """``prices`` about to replace entries of ``book``, each keeping the service tiers and
     tool fees of the entry it replaces that it does not name itself."""
     layered: dict[str, Price] = {}
@@ -237,8 +237,8 @@ def _families(catalog: CatalogFile, source: str) -> dict[str, Price]:
             families[name] = Price(
                 model=name,
                 rates=Rates(Nanos(0), Nanos(0)),
-                service_tiers=layered_service_tiers({}, family.service_tiers),
-                tool_fees=layered_tool_fees({}, family.tool_fees),
+                service_tiers=_layered_service_tiers({}, family.service_tiers),
+                tool_fees=_layered_tool_fees({}, family.tool_fees),
             )
         except ValueError as exc:
             raise ConfigError(source, f"families.{name}", str(exc)) from None
@@ -332,7 +332,7 @@ def build_price_book(
     book = load_builtin_catalog() if config.pricing.builtin_catalog else PriceBook()
     for path in config.pricing.litellm_files:
         imported = load_litellm_file(_resolve(path, env_base_dir))
-        book = book.merged(inheriting(book, imported.prices))
+        book = book.merged(_inheriting(book, imported.prices))
         book = book.merged({k: v for k, v in imported.aliases.items() if k not in book})
     overrides = {
         model: _config_price(
