@@ -15,6 +15,7 @@ from spendgate.config.schema import Config
 from spendgate.domain.pricing import cost_of
 from spendgate.domain.usage import Usage
 from spendgate.errors import ConfigError
+from spendgate.money import dollars_to_nanos
 from spendgate.pricing import build_price_book, load_builtin_catalog, parse_catalog
 
 REQUIRED = [
@@ -24,6 +25,28 @@ REQUIRED = [
     *("claude-opus-4-1", "claude-opus-4-5", "claude-sonnet-4-5", "claude-sonnet-4-6"),
     *("claude-haiku-4-5", "claude-3-5-haiku"),
     *("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"),
+    # The current generations (research notes of 2026-12-06).
+    *("gpt-6.1-sol", "gpt-6.1-terra", "gpt-6-sol", "gpt-6-luna", "gpt-6-astra"),
+    *("gpt-5.6", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna", "gpt-5.5", "gpt-5.5-pro"),
+    *("gpt-5.4", "gpt-5.4-mini", "gpt-5.4-nano", "gpt-5.4-pro", "gpt-5.3-codex", "gpt-5.2"),
+    *("claude-opus-5-5", "claude-opus-5", "claude-sonnet-5-5", "claude-sonnet-5"),
+    *("claude-haiku-5-5", "claude-opus-4-8", "claude-opus-4-7", "claude-opus-4-6"),
+    *("gemini-3.1-pro-preview", "gemini-3.8-flash", "gemini-3.7-flash", "gemini-3.6-flash"),
+    *("gemini-3.5-flash", "gemini-3.5-flash-lite", "gemini-3.1-flash-lite"),
+    "gemini-3-flash-preview",
+]
+
+# (model, max input tokens, max output tokens), as the research notes give them.
+LIMITS = [
+    *((m, 922_000, 128_000) for m in ("gpt-6.1-sol", "gpt-6-sol", "gpt-6-astra", "gpt-5.6")),
+    *((m, 1_050_000, 128_000) for m in ("gpt-5.5", "gpt-5.4", "gpt-5.4-pro")),
+    ("gpt-5.4-mini", 272_000, 128_000),
+    ("gpt-5-chat-latest", 128_000, 16_384),
+    ("gpt-5-pro", 400_000, 272_000),
+    *((m, 1_000_000, 128_000) for m in ("claude-opus-5-5", "claude-haiku-5-5", "claude-opus-4-6")),
+    ("claude-sonnet-4-6", 1_000_000, 128_000),
+    ("claude-haiku-4-5", 200_000, 64_000),
+    ("gemini-3.1-pro-preview", 1_048_576, 65_536),
 ]
 
 
@@ -37,9 +60,35 @@ def catalog_document() -> Any:
 
 def test_catalog_is_dated_and_names_its_sources() -> None:
     document = catalog_document()
-    assert document["as_of"] == "2026-11-01"
+    assert document["as_of"] == "2026-12-06"
     assert any("verify" in source.lower() for source in document["sources"])
-    assert load_builtin_catalog().as_of == "2026-11-01"
+    assert load_builtin_catalog().as_of == "2026-12-06"
+
+
+def test_no_entry_is_dated_after_the_catalog() -> None:
+    document = catalog_document()
+    dated = [*document["models"].values(), *document["families"].values()]
+    assert all(entry.get("as_of", document["as_of"]) <= document["as_of"] for entry in dated)
+
+
+def test_every_model_names_its_family_and_bounds_its_output() -> None:
+    document = catalog_document()
+    for name, entry in document["models"].items():
+        assert entry.get("family") in document["families"], name
+        if entry["family"] == "openai-embedding":
+            assert entry["output"] == "0", name
+        else:
+            assert entry.get("max_output_tokens"), f"{name} has no max_output_tokens"
+    for name, price in load_builtin_catalog().prices.items():
+        assert price.max_input_tokens, name
+        assert price.rates.output == 0 or price.max_output_tokens, name
+
+
+@pytest.mark.parametrize(("model", "max_input", "max_output"), LIMITS)
+def test_model_limits(model: str, max_input: int, max_output: int) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    assert (price.max_input_tokens, price.max_output_tokens) == (max_input, max_output)
 
 
 @pytest.mark.parametrize("model", REQUIRED)
@@ -71,19 +120,113 @@ def test_exact_catalog_values() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "input_rate", "output_rate"),
+    ("model", "threshold", "input_rate", "output_rate"),
     [
-        ("claude-sonnet-4-5", 6_000_000_000, 22_500_000_000),
-        ("claude-sonnet-4-6", 6_000_000_000, 22_500_000_000),
-        ("gemini-2.5-pro", 2_500_000_000, 15_000_000_000),
+        ("claude-sonnet-4-5", 200_000, 6_000_000_000, 22_500_000_000),
+        ("gemini-2.5-pro", 200_000, 2_500_000_000, 15_000_000_000),
+        ("gemini-3.1-pro-preview", 200_000, 4_000_000_000, 18_000_000_000),
+        ("claude-haiku-5-5", 100_000, 500_000_000, 2_500_000_000),
+        ("gpt-5.4", 272_000, 5_000_000_000, 22_500_000_000),
+        ("gpt-5.5", 272_000, 10_000_000_000, 45_000_000_000),
+        ("gpt-5.6-sol", 272_000, 8_000_000_000, 30_000_000_000),
+        ("gpt-6.1-sol", 272_000, 4_000_000_000, 15_000_000_000),
+        ("gpt-6-luna", 272_000, 200_000_000, 750_000_000),
     ],
 )
-def test_long_context_tiers(model: str, input_rate: int, output_rate: int) -> None:
+def test_long_context_tiers(model: str, threshold: int, input_rate: int, output_rate: int) -> None:
     price = load_builtin_catalog().get(model)
     assert price is not None
-    above = price.rates_for(200_001)
+    above = price.rates_for(threshold + 1)
     assert (above.input, above.output) == (input_rate, output_rate)
-    assert price.rates_for(200_000) == price.rates
+    assert price.rates_for(threshold) == price.rates
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-4-6", "claude-opus-5-5"])
+def test_newer_claude_models_price_the_whole_window_at_standard_rates(model: str) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    assert price.rates_for(999_999) == price.rates
+
+
+# (model, tier, input, cached input, output) in dollars per 1M tokens, below long context.
+TIER_RATES = [
+    ("gpt-6.1-sol", "priority", "4", "0.2", "20"),
+    ("gpt-6.1-sol", "flex", "1", "0.05", "5"),
+    ("gpt-6.1-sol", "batch", "1", "0.05", "5"),
+    ("gpt-6.1-sol", "ultrafast", "12", "0.6", "60"),
+    ("gpt-5.5", "priority", "12.5", "1.25", "75"),
+    ("gpt-5.4", "flex", "1.25", "0.125", "7.5"),
+    ("gpt-5-mini", "priority", "0.45", "0.045", "3.6"),
+    ("gpt-5-nano", "priority", "0.05", "0.005", "0.4"),  # no Priority: standard
+    ("gpt-4o", "priority", "4.25", "2.125", "17"),
+    ("gpt-4o-mini", "priority", "0.25", "0.125", "1"),
+    ("gpt-4.1", "flex", "2", "0.5", "8"),  # no Flex: standard
+    ("o4-mini", "priority", "2", "0.5", "8"),
+    ("o3", "priority", "3.5", "0.875", "14"),
+    ("claude-opus-5-5", "fast", "8", "0.4", "40"),
+    ("claude-opus-5-5", "batch", "2", "0.1", "10"),
+    ("claude-opus-4-6", "fast", "30", "3", "150"),
+    ("claude-opus-4-8", "fast", "5", "0.5", "25"),  # fast mode removed 2026-11-30
+    ("claude-haiku-5-5", "batch", "0.05", "0.005", "0.25"),
+    ("gemini-3.8-flash", "priority", "1.35", "0.135", "6.75"),
+    ("gemini-3.1-pro-preview", "flex", "1", "0.2", "6"),
+]
+
+
+@pytest.mark.parametrize(("model", "tier", "input_rate", "cached", "output_rate"), TIER_RATES)
+def test_service_tier_rates(
+    model: str, tier: str, input_rate: str, cached: str, output_rate: str
+) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    rates = price.rates_for(1_000, tier).full()
+    expected = tuple(dollars_to_nanos(v) for v in (input_rate, cached, output_rate))
+    assert (rates.input, rates.cached_input, rates.output) == expected
+
+
+def test_tiers_combine_with_long_context() -> None:
+    book = load_builtin_catalog()
+    gpt = book.get("gpt-5.4")
+    assert gpt is not None
+    usage = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="priority")
+    assert cost_of(usage, gpt) == 300_000 * 10_000 + 1_000 * 45_000
+    batch = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="batch")
+    assert cost_of(batch, gpt) == 300_000 * 2_500 + 1_000 * 11_250
+    opus = book.get("claude-opus-4-6")
+    assert opus is not None
+    fast = Usage(input_tokens=250_000, output_tokens=1_000, service_tier="fast")
+    assert cost_of(fast, opus) == 250_000 * 60_000 + 1_000 * 225_000
+    haiku = book.get("claude-haiku-5-5")
+    assert haiku is not None
+    long_batch = Usage(input_tokens=150_000, output_tokens=1_000, service_tier="batch")
+    assert cost_of(long_batch, haiku) == 150_000 * 250 + 1_000 * 1_250
+
+
+@pytest.mark.parametrize(
+    ("model", "tool", "dollars"),
+    [
+        ("claude-sonnet-5-5", "web_search", "0.01"),
+        ("claude-sonnet-5-5", "web_fetch", "0"),
+        ("gpt-6.1-sol", "web_search", "0.01"),
+        ("gpt-5", "web_search_preview", "0.01"),
+        ("gpt-4o", "web_search_preview", "0.025"),
+        ("gpt-4.1-mini", "web_search", "0.01"),
+        ("gpt-5.4", "file_search", "0.0025"),
+        ("gemini-3.8-flash", "web_search", "0"),
+        ("text-embedding-3-small", "web_search", "0"),
+    ],
+)
+def test_tool_fees(model: str, tool: str, dollars: str) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None
+    assert price.tool_fee(tool) == dollars_to_nanos(dollars)
+
+
+def test_a_search_is_billed_on_top_of_tokens() -> None:
+    price = load_builtin_catalog().get("claude-opus-5-5")
+    assert price is not None
+    usage = Usage(input_tokens=10_000, output_tokens=500, tool_calls=(("web_search", 3),))
+    assert cost_of(usage, price) == 10_000 * 4_000 + 500 * 20_000 + 3 * 10_000_000
 
 
 def test_aliases_share_the_price_under_their_own_name() -> None:
@@ -209,7 +352,7 @@ def per_token(dollars_per_million: float) -> float:
 def test_defaults_give_the_builtin_catalog() -> None:
     book = build_price_book(config())
     assert book.get("gpt-4o") == load_builtin_catalog().get("gpt-4o")
-    assert book.as_of == "2026-11-01"
+    assert book.as_of == "2026-12-06"
 
 
 def test_litellm_files_beat_the_catalog_and_overrides_beat_both(tmp_path: Path) -> None:

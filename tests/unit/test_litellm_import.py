@@ -235,3 +235,143 @@ def test_bad_files_name_the_file_and_key(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_litellm_file(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------ service tiers and fees
+
+TIERED: dict[str, Any] = {
+    "gpt-tiered": {
+        "input_cost_per_token": 2e-06,
+        "output_cost_per_token": 1e-05,
+        "cache_read_input_token_cost": 1e-07,
+        "input_cost_per_token_above_272k_tokens": 4e-06,
+        "output_cost_per_token_above_272k_tokens": 1.5e-05,
+        "cache_read_input_token_cost_above_272k_tokens": 2e-07,
+        "input_cost_per_token_priority": 4e-06,
+        "output_cost_per_token_priority": 2e-05,
+        "cache_read_input_token_cost_priority": 2e-07,
+        "input_cost_per_token_above_272k_tokens_priority": 8e-06,
+        "output_cost_per_token_above_272k_tokens_priority": 3e-05,
+        "input_cost_per_token_flex": 1e-06,
+        "output_cost_per_token_flex": 5e-06,
+        "input_cost_per_token_batches": 1e-06,
+        "output_cost_per_token_batches": 5e-06,
+        "input_cost_per_token_ultrafast": 1.2e-05,
+        "output_cost_per_token_ultrafast": 6e-05,
+        "input_cost_per_token_decisions": 1e-07,
+        "output_cost_per_token_decisions": 0.0,
+        "search_context_cost_per_query": {
+            "search_context_size_low": 0.01,
+            "search_context_size_medium": 0.01,
+            "search_context_size_high": 0.025,
+        },
+    },
+    "half-a-tier": {
+        "input_cost_per_token": 1e-06,
+        "output_cost_per_token": 1e-06,
+        "input_cost_per_token_priority": 2e-06,
+        "search_context_cost_per_query": 0.014,
+    },
+}
+
+
+def tiered() -> Any:
+    return parse_litellm(TIERED, "tiered.json").prices
+
+
+def test_priority_flex_batch_and_ultrafast_become_service_tiers() -> None:
+    price = tiered()["gpt-tiered"]
+    assert set(price.service_tiers) == {"priority", "flex", "batch", "ultrafast"}
+    assert price.rates_for(1_000, "priority").input == 4_000_000_000
+    assert price.rates_for(1_000, "priority").cached_input == 200_000_000
+    assert price.rates_for(1_000, "batch").output == 5_000_000_000
+    assert price.rates_for(1_000, "ultrafast").output == 60_000_000_000
+    assert "decisions" not in price.service_tiers
+
+
+def test_a_tiers_own_long_context_band_is_read() -> None:
+    price = tiered()["gpt-tiered"]
+    above = price.rates_for(272_001, "priority")
+    assert (above.input, above.output) == (8_000_000_000, 30_000_000_000)
+    usage = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="priority")
+    assert cost_of(usage, price) == 300_000 * 8_000 + 1_000 * 30_000
+
+
+def test_a_band_a_tier_does_not_state_is_the_standard_band_in_proportion() -> None:
+    price = tiered()["gpt-tiered"]
+    # Flex states no long-context band: the standard band at flex's 0.5x.
+    flex = price.rates_for(272_001, "flex").full()
+    assert (flex.input, flex.cached_input, flex.output) == (
+        2_000_000_000,
+        100_000_000,
+        7_500_000_000,
+    )
+    assert price.rates_for(272_001).output == 15_000_000_000
+    usage = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="batch")
+    assert cost_of(usage, price) == 300_000 * 2_000 + 1_000 * 7_500
+
+
+def test_fields_a_tier_does_not_state_follow_its_input_and_output_ratios() -> None:
+    entry = {
+        "input_cost_per_token": 1.5e-06,
+        "output_cost_per_token": 9e-06,
+        "output_cost_per_reasoning_token": 9e-06,
+        "cache_read_input_token_cost": 1.5e-07,
+        "cache_creation_input_token_cost": 3e-06,
+        "input_cost_per_token_priority": 2.7e-06,
+        "output_cost_per_token_priority": 1.62e-05,
+    }
+    price = parse_litellm({"g": entry}, "g.json").prices["g"]
+    priority = price.rates_for(0, "priority")
+    assert priority.reasoning == 16_200_000_000  # 1.8x, as output: not the standard 9
+    assert priority.cached_input == 270_000_000  # 1.8x the standard cached input
+    assert priority.cache_write == 5_400_000_000
+    assert price.rates_for(0, "priority").input == 2_700_000_000
+
+
+def test_a_tier_needs_both_input_and_output() -> None:
+    assert tiered()["half-a-tier"].service_tiers == {}
+
+
+def test_the_dearest_search_price_becomes_the_web_search_fee() -> None:
+    prices = tiered()
+    assert prices["gpt-tiered"].tool_fees == {"web_search": 25_000_000}
+    assert prices["half-a-tier"].tool_fees == {"web_search": 14_000_000}
+    usage = Usage(input_tokens=0, tool_calls=(("web_search", 2),))
+    assert cost_of(usage, prices["gpt-tiered"]) == 50_000_000
+
+
+def test_the_fixtures_partial_priority_band_is_not_a_tier(fixture_file: Path) -> None:
+    claude = load_litellm_file(fixture_file).prices["anthropic/claude-test"]
+    assert claude.service_tiers == {}
+    assert claude.tool_fees == {}
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "problem"),
+    [
+        (
+            {"input_cost_per_token_priority": "x", "output_cost_per_token_priority": 1e-6},
+            "m.input_cost_per_token_priority",
+            "must be a number, not str",
+        ),
+        (
+            {"search_context_cost_per_query": {"search_context_size_low": -0.01}},
+            "m.search_context_cost_per_query.search_context_size_low",
+            "non-negative",
+        ),
+        (
+            {"search_context_cost_per_query": "cheap"},
+            "m.search_context_cost_per_query",
+            "must be a number, not str",
+        ),
+    ],
+)
+def test_bad_tier_and_fee_values_name_the_key(
+    entry: dict[str, Any], key: str, problem: str
+) -> None:
+    data = {"m": {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6, **entry}}
+    with pytest.raises(ConfigError) as caught:
+        parse_litellm(data, "bad.json")
+    assert caught.value.key == key
+    assert problem in caught.value.problem

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import base64
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +60,12 @@ TEXTS = [text for text, _, _ in KNOWN] + [
         ("gpt-4.1-nano", "o200k_base"),
         ("gpt-5", "o200k_base"),
         ("gpt-5.1-codex", "o200k_base"),
+        ("gpt-5.6", "o200k_base"),
+        ("gpt-6.1-sol", "o200k_base"),
+        ("gpt-6-astra-law", "o200k_base"),
+        ("gpt-7-nova", "o200k_base"),
+        ("gpt-10", "o200k_base"),
+        ("openai/gpt-6-luna", "o200k_base"),
         ("o1", "o200k_base"),
         ("o3-mini", "o200k_base"),
         ("o4-mini", "o200k_base"),
@@ -70,13 +78,47 @@ TEXTS = [text for text, _, _ in KNOWN] + [
         ("text-embedding-3-small", "cl100k_base"),
         ("text-embedding-ada-002", "cl100k_base"),
         ("claude-sonnet-4-5", None),
+        ("claude-opus-5-5", None),
         ("gemini-2.5-pro", None),
+        ("gemini-3.8-flash", None),
         ("omni-moderation-latest", None),
         ("llama-3-70b", None),
     ],
 )
 def test_encoding_for_model(model: str, encoding: str | None) -> None:
     assert encoding_for_model(model) == encoding
+
+
+def _catalog_models() -> list[tuple[str, str]]:
+    """(name, family) of every model and alias in the built-in catalog."""
+    text = resources.files("spendgate.pricing").joinpath("catalog.yaml").read_text("utf-8")
+    document = yaml.safe_load(text)
+    return [
+        (name, entry["family"])
+        for key, entry in document["models"].items()
+        for name in (key, *entry.get("aliases", ()))
+    ]
+
+
+@pytest.mark.parametrize(("model", "family"), _catalog_models())
+def test_every_catalog_model_has_a_counting_rule(model: str, family: str) -> None:
+    """OpenAI's models are counted exactly, by pattern, so a new generation is too; Claude
+    and Gemini get the documented upper bound."""
+    count = count_text(model, "Hello, world! Größenwahn 東京")
+    assert count.tokens > 0
+    if family.startswith("openai"):
+        assert encoding_for_model(model) is not None, f"{model} has no exact encoding"
+        assert count.exact
+    else:
+        assert family in ("anthropic", "google")
+        assert encoding_for_model(model) is None
+        assert not count.exact
+        assert count.tokens >= count_text("gpt-4o", "Hello, world! Größenwahn 東京").tokens
+
+
+def test_the_catalog_walk_sees_every_family() -> None:
+    families = {family for _, family in _catalog_models()}
+    assert {"openai", "openai-chat", "openai-embedding", "anthropic", "google"} <= families
 
 
 @pytest.mark.parametrize(("text", "o200k", "cl100k"), KNOWN)

@@ -6,7 +6,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind
@@ -99,6 +106,95 @@ class TierConfig(Strict):
     rates: RatesConfig
 
 
+RATE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning")
+
+
+def _negative_rate(block: BaseModel) -> str | None:
+    for name in RATE_KEYS:
+        value = getattr(block, name)
+        if value is not None and value < 0:
+            return f"{name} must not be negative"
+    return None
+
+
+def _multiplier_shorthand(value: object) -> object:
+    """``priority: "2"`` is shorthand for ``priority: {multiplier: "2"}``."""
+    if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
+        return {"multiplier": value}
+    return value
+
+
+class ServiceTierConfig(Strict):
+    """One service tier's prices: ``multiplier`` times the standard rates (their long-context
+    tiers included), or rates of its own (``input`` and ``output`` at least, and its own
+    ``tiers``), in dollars per million tokens."""
+
+    multiplier: Annotated[Decimal | None, Field(gt=0)] = None
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    reasoning: Decimal | None = None
+    tiers: list[TierConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ServiceTierConfig:
+        own = [name for name in RATE_KEYS if getattr(self, name) is not None]
+        if self.multiplier is not None and (own or self.tiers):
+            raise ValueError("give a multiplier or rates of its own, not both")
+        if self.multiplier is None and (self.input is None or self.output is None):
+            raise ValueError(
+                'give a multiplier (e.g. "2") or rates of its own with input and output'
+            )
+        problem = _negative_rate(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+TierPrice = Annotated[ServiceTierConfig | None, BeforeValidator(_multiplier_shorthand)]
+
+
+class ServiceTiersConfig(Strict):
+    """Prices per service tier, by the name the provider reports (`domain.pricing.SERVICE_TIERS`).
+    A tier left out keeps the price it has in the layer below (or the standard rates);
+    ``null`` removes it: the standard rates apply."""
+
+    priority: TierPrice = None
+    fast: TierPrice = None
+    ultrafast: TierPrice = None
+    flex: TierPrice = None
+    batch: TierPrice = None
+    scale: TierPrice = None
+
+    def stated(self) -> dict[str, ServiceTierConfig | None]:
+        """The tiers this block names, ``null`` ones included (as None)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+PerCall = Annotated[Decimal | None, Field(ge=0)]
+
+
+class ToolFeesConfig(Strict):
+    """Dollars per call of the tools billed per call (`domain.pricing.TOOLS`). A tool left
+    out keeps the fee it has in the layer below (or none)."""
+
+    web_search: PerCall = None
+    web_search_preview: PerCall = None
+    web_fetch: PerCall = None
+    file_search: PerCall = None
+    code_execution: PerCall = None
+    image_generation: PerCall = None
+
+    def stated(self) -> dict[str, Decimal]:
+        return {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if getattr(self, name) is not None
+        }
+
+
 class PriceConfig(Strict):
     input: Decimal | None = None
     output: Decimal | None = None
@@ -107,27 +203,23 @@ class PriceConfig(Strict):
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
     tiers: list[TierConfig] = Field(default_factory=list)
+    service_tiers: ServiceTiersConfig = Field(default_factory=ServiceTiersConfig)
+    tool_fees: ToolFeesConfig = Field(default_factory=ToolFeesConfig)
     free: bool = False
     max_output_tokens: Annotated[int | None, Field(gt=0)] = None
     max_input_tokens: Annotated[int | None, Field(gt=0)] = None
 
     @model_validator(mode="after")
     def _complete(self) -> PriceConfig:
-        for name in (
-            "input",
-            "output",
-            "cached_input",
-            "cache_write",
-            "cache_write_1h",
-            "reasoning",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must not be negative")
+        problem = _negative_rate(self)
+        if problem:
+            raise ValueError(problem)
         if not self.free and (self.input is None or self.output is None):
             raise ValueError(
                 "a price needs both input and output (dollars per 1M tokens) or free: true"
             )
+        if self.free and (self.service_tiers.stated() or self.tool_fees.stated()):
+            raise ValueError("a free price takes no service_tiers or tool_fees")
         return self
 
 

@@ -90,7 +90,12 @@ _OPENAI_IMAGE_TOKENS: tuple[tuple[str, int, int], ...] = (
     ("o4-mini", 2_642, 2_642),  # 1,536 x 1.72
 )
 
-_O200K_MODELS = re.compile(r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o\d|codex)")
+# Every OpenAI generation since gpt-4o uses o200k_base; later generations (gpt-5.x, gpt-6.x,
+# gpt-7-...) are assumed to keep it until OpenAI says otherwise, so that a new model name
+# is counted exactly on the day it appears instead of falling back to the upper bound.
+_O200K_MODELS = re.compile(
+    r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-(?:[5-9]|[1-9]\d)|gpt-oss|o\d|codex)"
+)
 _CL100K_MODELS = re.compile(r"^(gpt-4|gpt-3\.5|gpt-35|text-embedding-3|text-embedding-ada-002)")
 
 

@@ -8,7 +8,16 @@ Normal form (every count is a number of tokens):
 * ``cache_write_tokens``: the part of the input written to the cache (Anthropic);
   ``cache_write_1h_tokens`` is the part of that written with the 1-hour TTL;
 * ``output_tokens``: all output tokens, reasoning included;
-* ``reasoning_tokens``: the part of the output spent on reasoning/thinking.
+* ``reasoning_tokens``: the part of the output spent on reasoning/thinking;
+* ``service_tier``: the service tier the provider reports it used, lower-case (``default``,
+  ``standard``, ``priority``, ``flex``, ``batch``, ``scale``, ``ultrafast``; Anthropic's
+  ``speed: fast`` is the tier ``fast``), or None when it reported none. It chooses the rates
+  (`spendgate.domain.pricing.Price.rates_for`); a tier a price does not list, ``default``
+  and ``standard`` included, is billed at the standard rates;
+* ``tool_calls``: tools billed per call, as ``(name, calls)`` pairs, e.g.
+  ``(("web_search", 2),)``. Names: ``web_search``, ``web_search_preview``, ``web_fetch``,
+  ``file_search``, ``code_execution``, ``image_generation``
+  (`spendgate.domain.pricing.TOOLS`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ class Usage:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    service_tier: str | None = None
+    tool_calls: tuple[tuple[str, int], ...] = ()
 
     @property
     def uncached_input_tokens(self) -> int:

@@ -12,6 +12,12 @@ Price layering (`build_price_book`), later layers replace earlier ones model by 
 3. ``pricing.overrides`` — the operator's corrections, keyed by model name;
 4. ``models.<name>.price`` — a gateway model's own price, which beats everything.
 
+A layer replaces a model's rates, long-context tiers and limits whole, but its service
+tiers and tool fees are layered key by key: a tier or tool the layer does not name keeps
+its price from the layer below (an override of a model's rates keeps the catalog's
+``priority`` multiplier and web search fee); a tier set to ``null`` is removed. A free
+price has neither.
+
 A gateway model without a price of its own is looked up by its gateway name first and, if
 that is absent, by the upstream name of its first deployment (``upstream_model``), and is
 then filed under its gateway name. A model that no layer prices stays out of the book:
@@ -19,7 +25,8 @@ unpriced means refused, never free.
 
 Every price entry, in the catalog or in the config, is validated by the same pydantic
 model (`spendgate.config.schema.PriceConfig`), so there is one definition of what a price
-may contain.
+may contain. Catalog entries may also name a ``family`` (``openai``, ``anthropic``, ...)
+whose service tiers and tool fees they start from, declared once under ``families``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from decimal import Decimal
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -36,8 +44,18 @@ from typing import Annotated
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from spendgate.config.schema import NAME, Config, PriceConfig, RatesConfig, Strict
-from spendgate.domain.pricing import Price, PriceBook, Rates, Tier, free_price
+from spendgate.config.schema import (
+    NAME,
+    Config,
+    PriceConfig,
+    RatesConfig,
+    ServiceTierConfig,
+    ServiceTiersConfig,
+    Strict,
+    TierConfig,
+    ToolFeesConfig,
+)
+from spendgate.domain.pricing import Price, PriceBook, Rates, ServiceTier, Tier, free_price
 from spendgate.errors import ConfigError
 from spendgate.money import Nanos, dollars_to_nanos
 from spendgate.pricing.litellm import load_litellm_file
@@ -46,15 +64,30 @@ CATALOG_RESOURCE = "catalog.yaml"
 CATALOG_SOURCE = "spendgate/pricing/catalog.yaml"
 
 
+DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+class FamilyConfig(Strict):
+    """What the models of one provider family share: their service tiers and tool fees."""
+
+    as_of: Annotated[str | None, Field(pattern=DATE)] = None
+    service_tiers: ServiceTiersConfig = Field(default_factory=ServiceTiersConfig)
+    tool_fees: ToolFeesConfig = Field(default_factory=ToolFeesConfig)
+
+
 class CatalogEntry(PriceConfig):
-    """A catalog entry: a config ``price:`` block plus the other names of the same model."""
+    """A catalog entry: a config ``price:`` block, the other names of the same model, and
+    the family whose service tiers and tool fees it starts from."""
 
     aliases: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
+    family: Annotated[str | None, Field(pattern=NAME)] = None
+    as_of: Annotated[str | None, Field(pattern=DATE)] = None  # when it was last checked
 
 
 class CatalogFile(Strict):
-    as_of: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    as_of: Annotated[str, Field(pattern=DATE)]
     sources: list[str] = Field(default_factory=list)
+    families: dict[Annotated[str, Field(pattern=NAME)], FamilyConfig] = Field(default_factory=dict)
     models: dict[Annotated[str, Field(pattern=NAME)], CatalogEntry]
 
     @model_validator(mode="after")
@@ -88,7 +121,7 @@ def _required(value: Decimal | None, field: str) -> Nanos:
     return nanos
 
 
-def _rates(cfg: PriceConfig | RatesConfig, prefix: str = "") -> Rates:
+def _rates(cfg: PriceConfig | RatesConfig | ServiceTierConfig, prefix: str = "") -> Rates:
     return Rates(
         input=_required(cfg.input, f"{prefix}input"),
         output=_required(cfg.output, f"{prefix}output"),
@@ -99,8 +132,48 @@ def _rates(cfg: PriceConfig | RatesConfig, prefix: str = "") -> Rates:
     )
 
 
-def price_from_config(model: str, cfg: PriceConfig, source: str) -> Price:
+def _tiers(tiers: list[TierConfig], prefix: str) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(tier.above_input_tokens, _rates(tier.rates, f"{prefix}tiers[{index}].rates."))
+        for index, tier in enumerate(tiers)
+    )
+
+
+def _service_tier(cfg: ServiceTierConfig, prefix: str) -> ServiceTier:
+    if cfg.multiplier is not None:
+        return ServiceTier(multiplier=Fraction(cfg.multiplier))  # exact: 1.8 is 9/5
+    return ServiceTier(rates=_rates(cfg, prefix), tiers=_tiers(cfg.tiers, prefix))
+
+
+def _layered_service_tiers(
+    below: Mapping[str, ServiceTier], cfg: ServiceTiersConfig
+) -> dict[str, ServiceTier]:
+    """``below``'s service tiers with those ``cfg`` names replaced, and its ``null`` ones
+    removed."""
+    tiers = dict(below)
+    for name, tier in sorted(cfg.stated().items()):
+        if tier is None:
+            tiers.pop(name, None)
+        else:
+            tiers[name] = _service_tier(tier, f"service_tiers.{name}.")
+    return tiers
+
+
+def _layered_tool_fees(below: Mapping[str, Nanos], cfg: ToolFeesConfig) -> dict[str, Nanos]:
+    """``below``'s tool fees (nano-dollars per call) with those ``cfg`` names replaced."""
+    fees = dict(below)
+    for name, dollars in sorted(cfg.stated().items()):
+        fees[name] = _required(dollars, f"tool_fees.{name}")
+    return fees
+
+
+def price_from_config(
+    model: str, cfg: PriceConfig, source: str, below: Price | None = None
+) -> Price:
     """Turn a validated price block (Decimal dollars per 1M tokens) into integer nano-dollars.
+
+    ``below`` is the price this block replaces, if any: its service tiers and tool fees are
+    kept where the block names none (see the module docstring).
 
     Raises `ValueError` naming the field for a negative rate: the schema's `PriceConfig`
     does not refuse those itself, and a negative price would credit budgets.
@@ -108,14 +181,35 @@ def price_from_config(model: str, cfg: PriceConfig, source: str) -> Price:
     if cfg.free:
         price = free_price(model, source=source)
     else:
-        tiers = tuple(
-            Tier(tier.above_input_tokens, _rates(tier.rates, f"tiers[{index}].rates."))
-            for index, tier in enumerate(cfg.tiers)
+        price = Price(
+            model=model,
+            rates=_rates(cfg),
+            tiers=_tiers(cfg.tiers, ""),
+            source=source,
+            service_tiers=_layered_service_tiers(
+                below.service_tiers if below else {}, cfg.service_tiers
+            ),
+            tool_fees=_layered_tool_fees(below.tool_fees if below else {}, cfg.tool_fees),
         )
-        price = Price(model=model, rates=_rates(cfg), tiers=tiers, source=source)
     return dataclasses.replace(
         price, max_output_tokens=cfg.max_output_tokens, max_input_tokens=cfg.max_input_tokens
     )
+
+
+def _inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price]:
+    """``prices`` about to replace entries of ``book``, each keeping the service tiers and
+    tool fees of the entry it replaces that it does not name itself."""
+    layered: dict[str, Price] = {}
+    for name, price in prices.items():
+        below = book.get(name)
+        if below is not None and not price.free:
+            price = dataclasses.replace(
+                price,
+                service_tiers={**below.service_tiers, **price.service_tiers},
+                tool_fees={**below.tool_fees, **price.tool_fees},
+            )
+        layered[name] = price
+    return layered
 
 
 # --------------------------------------------------------------------- the catalog file
@@ -135,6 +229,34 @@ def _validation_error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(source, _key_path(location), message)
 
 
+def _families(catalog: CatalogFile, source: str) -> dict[str, Price]:
+    """Each family as a price that holds only its service tiers and tool fees."""
+    families: dict[str, Price] = {}
+    for name, family in catalog.families.items():
+        try:
+            families[name] = Price(
+                model=name,
+                rates=Rates(Nanos(0), Nanos(0)),
+                service_tiers=_layered_service_tiers({}, family.service_tiers),
+                tool_fees=_layered_tool_fees({}, family.tool_fees),
+            )
+        except ValueError as exc:
+            raise ConfigError(source, f"families.{name}", str(exc)) from None
+    return families
+
+
+def _family_of(
+    entry: CatalogEntry, families: Mapping[str, Price], key: str, source: str
+) -> Price | None:
+    if entry.family is None:
+        return None
+    family = families.get(entry.family)
+    if family is None:
+        known = ", ".join(sorted(families)) or "none"
+        raise ConfigError(source, key, f"unknown family {entry.family!r} (declared: {known})")
+    return family
+
+
 def parse_catalog(data: object, source: str) -> PriceBook:
     """Validate a catalog document (the parsed YAML) strictly and build its price book.
 
@@ -145,10 +267,12 @@ def parse_catalog(data: object, source: str) -> PriceBook:
         catalog = CatalogFile.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc, source) from None
+    families = _families(catalog, source)
     prices: dict[str, Price] = {}
     for name, entry in catalog.models.items():
+        family = _family_of(entry, families, f"models.{name}.family", source)
         try:
-            price = price_from_config(name, entry, "catalog")
+            price = price_from_config(name, entry, "catalog", family)
         except ValueError as exc:
             raise ConfigError(source, f"models.{name}", str(exc)) from None
         prices[name] = price
@@ -167,16 +291,13 @@ def load_builtin_catalog() -> PriceBook:
 # --------------------------------------------------------------------- layering
 
 
-def _config_prices(
-    entries: Mapping[str, PriceConfig], key: str, label: str, source: str
-) -> dict[str, Price]:
-    prices: dict[str, Price] = {}
-    for model, cfg in entries.items():
-        try:
-            prices[model] = price_from_config(model, cfg, label)
-        except ValueError as exc:
-            raise ConfigError(source, key.format(model=model), str(exc)) from None
-    return prices
+def _config_price(
+    model: str, cfg: PriceConfig, key: str, label: str, source: str, below: Price | None
+) -> Price:
+    try:
+        return price_from_config(model, cfg, label, below)
+    except ValueError as exc:
+        raise ConfigError(source, key, str(exc)) from None
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:
@@ -188,14 +309,14 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
 
 def _gateway_names(config: Config, book: PriceBook, source: str) -> dict[str, Price]:
     """Prices filed under each gateway model's own name (see the module docstring)."""
-    own = {name: spec.price for name, spec in config.models.items() if spec.price is not None}
-    prices = _config_prices(own, "models.{model}.price", "model", source)
+    prices: dict[str, Price] = {}
     for name, spec in config.models.items():
-        if name in prices or name in book:
-            continue
         upstream = spec.resolved_deployments(name)[0].model or name
-        found = book.get(upstream)
-        if found is not None:
+        found = book.get(name) or book.get(upstream)
+        if spec.price is not None:
+            key = f"models.{name}.price"
+            prices[name] = _config_price(name, spec.price, key, "model", source, found)
+        elif name not in book and found is not None:
             prices[name] = dataclasses.replace(found, model=name)
     return prices
 
@@ -211,10 +332,13 @@ def build_price_book(
     book = load_builtin_catalog() if config.pricing.builtin_catalog else PriceBook()
     for path in config.pricing.litellm_files:
         imported = load_litellm_file(_resolve(path, env_base_dir))
-        book = book.merged(imported.prices)
+        book = book.merged(_inheriting(book, imported.prices))
         book = book.merged({k: v for k, v in imported.aliases.items() if k not in book})
-    overrides = _config_prices(
-        config.pricing.overrides, "pricing.overrides.{model}", "override", source
-    )
+    overrides = {
+        model: _config_price(
+            model, cfg, f"pricing.overrides.{model}", "override", source, book.get(model)
+        )
+        for model, cfg in config.pricing.overrides.items()
+    }
     book = book.merged(overrides)
     return book.merged(_gateway_names(config, book, source))

@@ -14,10 +14,32 @@ What is read (per entry; all optional unless said):
   ``cache_creation_input_token_cost_above_1hr``, ``output_cost_per_reasoning_token``;
 * long-context bands ``<field>_above_<N>k_tokens`` for the fields above: a band applies
   when the request's input is strictly above N thousand tokens; a field a band does not
-  restate keeps its base value, as LiteLLM itself charges. Service-tier variants
-  (``..._priority``, ``..._flex``) are not read;
+  restate keeps its base value, as LiteLLM itself charges;
+* service tiers: ``<field>_<suffix>`` and ``<field>_above_<N>k_tokens_<suffix>`` for the
+  suffixes ``priority``, ``flex``, ``ultrafast`` and ``batches`` (the tier ``batch``).
+  A tier is read when the entry gives both its ``input_cost_per_token_<suffix>`` and
+  ``output_cost_per_token_<suffix>``; it becomes a rate card of its own
+  (`spendgate.domain.pricing.ServiceTier`) with a band for every threshold of the
+  standard rates or of its own bands. A field the tier does not state is the standard
+  field in proportion, as providers price their tiers: input-side fields (cached input,
+  cache writes) times the tier's input over the standard input, reasoning times the tier's
+  output over the standard output, each rounded up; a band field it does not state is the
+  standard band's field in the same proportion (Priority above 272K is 2x the long-context
+  rates when Priority is 2x). Keeping the standard value instead would bill Gemini's
+  Priority reasoning tokens, which LiteLLM prices apart, at the standard rate;
+* ``search_context_cost_per_query`` (dollars per search, by search context size): the
+  dearest size becomes the ``web_search`` fee per call. LiteLLM's number is also what
+  OpenAI charges per search for ``web_search_preview`` on some models, and Gemini's is
+  charged from the first query although Google bills only past a free monthly allowance
+  (``search_free_requests``, not read);
 * ``max_input_tokens`` / ``max_output_tokens`` — kept when they are positive integers and
   otherwise ignored: they bound reservations, they do not decide a charge.
+
+Not read: other tiers' suffixes (``_decisions``), regional or FedRAMP uplifts
+(``regional_processing_uplift_multiplier_*``), Anthropic's ``provider_specific_entry``
+(``fast`` and ``us`` multipliers), cache writes above 12 hours, audio, image and per-second
+prices, and other per-call fees (file search, code execution, Maps grounding): give them
+in the catalog or under ``pricing.overrides``.
 
 Keys are model names as LiteLLM writes them, often with a provider prefix
 (``anthropic/claude-...``). The full key is kept, and the name without its first
@@ -37,10 +59,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
 
-from spendgate.domain.pricing import Price, PriceBook, Rates, Tier
+from spendgate.domain.pricing import Price, PriceBook, Rates, ServiceTier, Tier
 from spendgate.errors import ConfigError
 from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos, dollars_to_nanos
 
@@ -57,9 +80,16 @@ RATE_FIELDS: Mapping[str, str] = MappingProxyType(
         "output_cost_per_reasoning_token": "reasoning",
     }
 )
-_BAND = re.compile(
-    r"^(?P<field>" + "|".join(map(re.escape, RATE_FIELDS)) + r")_above_(?P<thousands>\d+)k_tokens$"
+_FIELD = "(?P<field>" + "|".join(map(re.escape, RATE_FIELDS)) + ")"
+_BAND = re.compile(rf"^{_FIELD}_above_(?P<thousands>\d+)k_tokens$")
+# LiteLLM suffix → the tier name providers report.
+TIER_SUFFIXES: Mapping[str, str] = MappingProxyType(
+    {"priority": "priority", "flex": "flex", "ultrafast": "ultrafast", "batches": "batch"}
 )
+_TIERED = re.compile(
+    rf"^{_FIELD}(?:_above_(?P<thousands>\d+)k_tokens)?_(?P<suffix>{'|'.join(TIER_SUFFIXES)})$"
+)
+SEARCH_FEE_KEY = "search_context_cost_per_query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +115,23 @@ class LiteLLMImport:
 # --------------------------------------------------------------------- one entry
 
 
-def _cost(value: object, source: str, key: str) -> Nanos:
-    """Dollars per token (as the file's decimal text) → nano-dollars per million tokens."""
+def _dollars(value: object, source: str, key: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ConfigError(source, key, f"must be a number, not {type(value).__name__}")
     amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     if not amount.is_finite() or amount < 0:
         raise ConfigError(source, key, f"must be a finite, non-negative number, not {value}")
-    return dollars_to_nanos(amount * TOKENS_PER_PRICE_UNIT)
+    return amount
+
+
+def _cost(value: object, source: str, key: str) -> Nanos:
+    """Dollars per token (as the file's decimal text) → nano-dollars per million tokens."""
+    return dollars_to_nanos(_dollars(value, source, key) * TOKENS_PER_PRICE_UNIT)
+
+
+def _fee(value: object, source: str, key: str) -> Nanos:
+    """Dollars per call → nano-dollars per call."""
+    return dollars_to_nanos(_dollars(value, source, key))
 
 
 def _limit(value: object) -> int | None:
@@ -129,15 +168,91 @@ def _bands(entry: Mapping[str, object], base: Rates, source: str, name: str) -> 
     )
 
 
+def _tiered_fields(
+    entry: Mapping[str, object], source: str, name: str
+) -> dict[str, dict[int, dict[str, Nanos]]]:
+    """suffix → threshold (0: the tier's base rates) → `Rates` field → rate."""
+    found: dict[str, dict[int, dict[str, Nanos]]] = {}
+    for key, value in entry.items():
+        match = _TIERED.match(key)
+        if match is None or value is None:
+            continue
+        threshold = int(match["thousands"] or 0) * 1000
+        if match["thousands"] is not None and threshold == 0:
+            continue  # "above 0k": no band, as in `_bands`
+        fields = found.setdefault(match["suffix"], {}).setdefault(threshold, {})
+        fields[RATE_FIELDS[match["field"]]] = _cost(value, source, f"{name}.{key}")
+    return found
+
+
+def _ratio(tier: Nanos, standard: Nanos) -> Fraction:
+    return Fraction(tier, standard) if standard else Fraction(1)
+
+
+def _in_proportion(rates: Rates, input_ratio: Fraction, output_ratio: Fraction) -> Rates:
+    """``rates`` with the input-side fields times ``input_ratio`` and the output-side ones
+    (output, reasoning) times ``output_ratio``, each rounded up."""
+    inputs, outputs = rates.scaled(input_ratio), rates.scaled(output_ratio)
+    return dataclasses.replace(inputs, output=outputs.output, reasoning=outputs.reasoning)
+
+
+def _service_tier(
+    base: Rates, bands: tuple[Tier, ...], own: dict[int, dict[str, Nanos]]
+) -> ServiceTier:
+    """A tier as rates of its own: what LiteLLM states for it, and every field it does not
+    state in proportion to the standard one (see the module docstring)."""
+    stated = own[0]
+    ratios = (_ratio(stated["input"], base.input), _ratio(stated["output"], base.output))
+    rates = dataclasses.replace(_in_proportion(base, *ratios), **stated)
+    standard = {band.above_input_tokens: band.rates for band in bands}
+    tiers = tuple(
+        Tier(
+            threshold,
+            dataclasses.replace(
+                rates
+                if threshold not in standard
+                else _in_proportion(standard[threshold], *ratios),
+                **own.get(threshold, {}),
+            ),
+        )
+        for threshold in sorted((set(standard) | set(own)) - {0})
+    )
+    return ServiceTier(rates=rates, tiers=tiers)
+
+
+def _service_tiers(
+    entry: Mapping[str, object], base: Rates, bands: tuple[Tier, ...], source: str, name: str
+) -> dict[str, ServiceTier]:
+    tiers: dict[str, ServiceTier] = {}
+    for suffix, own in _tiered_fields(entry, source, name).items():
+        if {"input", "output"} <= set(own.get(0, {})):
+            tiers[TIER_SUFFIXES[suffix]] = _service_tier(base, bands, own)
+    return tiers
+
+
+def _tool_fees(entry: Mapping[str, object], source: str, name: str) -> dict[str, Nanos]:
+    value = entry.get(SEARCH_FEE_KEY)
+    if value is None:
+        return {}
+    key = f"{name}.{SEARCH_FEE_KEY}"
+    if not isinstance(value, Mapping):
+        return {"web_search": _fee(value, source, key)}
+    fees = [_fee(fee, source, f"{key}.{size}") for size, fee in value.items() if fee is not None]
+    return {"web_search": max(fees)} if fees else {}
+
+
 def _price(name: str, entry: Mapping[str, object], source: str) -> Price:
     rates = _base_rates(entry, source, name)
+    bands = _bands(entry, rates, source, name)
     return Price(
         model=name,
         rates=rates,
-        tiers=_bands(entry, rates, source, name),
+        tiers=bands,
         max_output_tokens=_limit(entry.get("max_output_tokens")),
         max_input_tokens=_limit(entry.get("max_input_tokens")),
         source=f"litellm:{source}",
+        service_tiers=_service_tiers(entry, rates, bands, source, name),
+        tool_fees=_tool_fees(entry, source, name),
     )
 
 
