@@ -74,6 +74,9 @@ class ProviderConfig(Strict):
     api_key_env: Annotated[str | None, Field(pattern=ENV_NAME)] = None
     auth: AuthScheme | None = None  # None: x-api-key for anthropic, bearer otherwise
     headers: dict[str, str] = Field(default_factory=dict)
+    # The service tier this account runs a request in when the request does not choose one
+    # (OpenAI "auto"): e.g. priority for a project that defaults to Priority processing.
+    default_service_tier: Annotated[str | None, Field(pattern=r"^[a-z_]+$")] = None
 
     @field_validator("base_url")
     @classmethod

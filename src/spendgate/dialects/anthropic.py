@@ -127,19 +127,42 @@ class AnthropicDialect(DialectAdapter):
 ANTHROPIC = AnthropicDialect()
 
 
+# Server tool calls billed per call, as ``usage.server_tool_use`` counts them.
+_SERVER_TOOL_COUNTS = (("web_search", "web_search_requests"), ("web_fetch", "web_fetch_requests"))
+
+
 def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     """Anthropic ``usage``: input excludes the cache fields, so add them back."""
     cache_creation = sub_mapping(usage, "cache_creation")
     uncached = count_field(usage, "input_tokens")
     cache_read = count_field(usage, "cache_read_input_tokens")
     cache_write = count_field(usage, "cache_creation_input_tokens")
+    server_tools = sub_mapping(usage, "server_tool_use")
+    calls = tuple(
+        (tool, count)
+        for tool, field in (
+            ("web_search", "web_search_requests"),
+            ("web_fetch", "web_fetch_requests"),
+        )
+        if (count := count_field(server_tools, field))
+    )
     return Usage(
         input_tokens=uncached + cache_read + cache_write,
         output_tokens=count_field(usage, "output_tokens"),
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=count_field(cache_creation, "ephemeral_1h_input_tokens"),
+        service_tier=_tier(usage),
+        tool_calls=calls,
     )
+
+
+def _tier(usage: Mapping[str, Any]) -> str | None:
+    """``speed: fast`` is billed as a tier of its own; ``standard`` is no tier."""
+    if usage.get("speed") == "fast":
+        return "fast"
+    tier = usage.get("service_tier")
+    return tier.lower() if isinstance(tier, str) and tier.lower() != "standard" else None
 
 
 def messages_usage_problem(usage: Mapping[str, Any]) -> str | None:
@@ -203,13 +226,24 @@ class MessagesSurface(SurfaceSpec):
     def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
         return messages_hidden(body)
 
+    def service_tiers(
+        self, body: Mapping[str, Any], account_default: str | None
+    ) -> tuple[str | None, ...]:
+        """``speed: fast`` is a tier of its own; ``service_tier: standard_only`` keeps the
+        standard one; otherwise the account's default (priority capacity, if it has any)."""
+        if body.get("speed") == "fast":
+            return ("fast",)
+        if body.get("service_tier") == "standard_only":
+            return (None,)
+        return (account_default,)
+
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         """Anthropic writes the cache only where the body asks (``cache_control``), for an
         hour only with ``ttl: "1h"``."""
         marks = list(_cache_marks(body))
         return bool(marks), any(mark.get("ttl") == "1h" for mark in marks)
 
-    def meter(self, prepared: Prepared) -> StreamMeter:
+    def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
         return MessagesMeter()
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:

@@ -279,6 +279,14 @@ class SurfaceSpec:
         """What the provider may bill that the body does not show (`dialects.hidden`)."""
         return NO_HIDDEN_INPUT
 
+    def service_tiers(
+        self, body: Mapping[str, Any], account_default: str | None
+    ) -> tuple[str | None, ...]:
+        """The service tiers the provider may serve the request in (None: standard);
+        ``account_default``: the tier the provider account runs requests in when they do
+        not choose one (`providers.*.default_service_tier`)."""
+        return (account_default,)
+
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         """Whether the request can be billed for writing its input to the provider's cache,
         at the 5-minute rate and at the 1-hour rate. By default: whichever the model's
@@ -335,7 +343,7 @@ class SurfaceSpec:
 
     # -- the response ----------------------------------------------------------------
 
-    def meter(self, prepared: Prepared) -> StreamMeter:
+    def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
         """The meter of one streamed answer (only surfaces that stream have one)."""
         raise TypeError(f"{self.surface.value} does not stream")
 
@@ -356,7 +364,14 @@ class SurfaceSpec:
         if not isinstance(raw, dict):
             return None, "no usage in the response"
         problem = self.usage_problem(raw)
-        return (None, problem) if problem else (self.parse_usage(raw), None)
+        if problem:
+            return None, problem
+        return self.billed_as(self.parse_usage(raw), response), None
+
+    def billed_as(self, usage: Usage, response: Mapping[str, Any]) -> Usage:
+        """``usage`` with what the answer says beyond its usage object (the service tier,
+        tool calls), where a dialect reports those elsewhere."""
+        return usage
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         """The generated text of a non-streamed response, for estimating its output."""

@@ -11,7 +11,7 @@ Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,18 @@ class HiddenInput:
         if self.call_limit is not None:
             return self.call_limit
         return sum(assumed if allowed is None else allowed for _, allowed in self.tools)
+
+    def fees(self, fee: Callable[[str], int], assumed: int) -> int:
+        """The most the request's server tool calls can cost in per-call fees: each tool's
+        allowed calls (or ``assumed``) at its fee; under a limit on all calls together, that
+        many calls of the dearest tool."""
+        if not self.tools:
+            return 0
+        if self.call_limit is not None:
+            return self.call_limit * max(fee(name) for name, _ in self.tools)
+        return sum(
+            (assumed if allowed is None else allowed) * fee(name) for name, allowed in self.tools
+        )
 
     def unlimited(self) -> tuple[str, ...]:
         if self.call_limit is not None:

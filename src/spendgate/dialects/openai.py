@@ -179,3 +179,57 @@ EMBEDDINGS = EmbeddingsSurface(Surface.OPENAI_EMBEDDINGS, OPENAI, "/v1/embedding
 RESPONSES_INPUT_TOKENS = SurfaceSpec(
     Surface.OPENAI_INPUT_TOKENS, OPENAI, "/v1/responses/input_tokens"
 )
+
+
+_OPENAI_TIERS = {
+    "priority": "priority",
+    "fast": "priority",
+    "ultrafast": "ultrafast",
+    "flex": "flex",
+}
+
+
+def openai_service_tiers(
+    body: Mapping[str, Any], account_default: str | None
+) -> tuple[str | None, ...]:
+    """``service_tier``: ``priority`` (or ``fast``), ``ultrafast``, ``flex`` choose a tier;
+    ``default`` the standard one; ``auto`` or none the account's default."""
+    asked = body.get("service_tier")
+    if asked == "default":
+        return (None,)
+    if isinstance(asked, str) and asked in _OPENAI_TIERS:
+        return (_OPENAI_TIERS[asked],)
+    return (account_default,)
+
+
+# Output items of built-in tools billed per call -> the fee they are billed under.
+_FEE_ITEMS = {"web_search_call": "web_search", "file_search_call": "file_search"}
+
+
+def responses_tool_calls(
+    response: Mapping[str, Any], body: Mapping[str, Any]
+) -> tuple[tuple[str, int], ...]:
+    """Billed tool calls of a Responses answer: its ``web_search_call`` and
+    ``file_search_call`` output items (a web search billed as the preview tool when the
+    request declared that one)."""
+    preview = any(
+        isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search_preview")
+        for tool in body.get("tools") or ()
+    )
+    counts: dict[str, int] = {}
+    for item in response.get("output") or ():
+        kind = item.get("type") if isinstance(item, Mapping) else None
+        fee = _FEE_ITEMS.get(kind) if isinstance(kind, str) else None
+        if fee == "web_search" and preview:
+            fee = "web_search_preview"
+        if fee is not None:
+            counts[fee] = counts.get(fee, 0) + 1
+    return tuple(sorted(counts.items()))
+
+
+def reported_tier(document: Mapping[str, Any]) -> str | None:
+    """The tier an OpenAI answer says it ran in (``default`` is the standard one)."""
+    tier = document.get("service_tier")
+    if not isinstance(tier, str) or tier.lower() in ("default", "auto"):
+        return None
+    return "priority" if tier.lower() == "fast" else tier.lower()

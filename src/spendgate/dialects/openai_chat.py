@@ -4,6 +4,7 @@ fields, usage in a ``choices: []`` chunk that spendgate asks for when the client
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,13 @@ from spendgate.dialects.base import (
     sse_event,
 )
 from spendgate.dialects.hidden import HiddenInput
-from spendgate.dialects.openai import OPENAI, chat_usage_problem, from_openai_chat
+from spendgate.dialects.openai import (
+    OPENAI,
+    chat_usage_problem,
+    from_openai_chat,
+    openai_service_tiers,
+    reported_tier,
+)
 from spendgate.dialects.openai_hidden import chat_hidden
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -57,10 +64,15 @@ class ChatSurface(SurfaceSpec):
         body["stream_options"] = {**(options or {}), "include_usage": True}
         return True, False
 
+    def service_tiers(
+        self, body: Mapping[str, Any], account_default: str | None
+    ) -> tuple[str | None, ...]:
+        return openai_service_tiers(body, account_default)
+
     def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
         return chat_hidden(body)
 
-    def meter(self, prepared: Prepared) -> StreamMeter:
+    def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
         return ChatMeter(client_wants_usage=prepared.client_wants_usage)
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
@@ -68,6 +80,9 @@ class ChatSurface(SurfaceSpec):
 
     def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
         return chat_usage_problem(usage)
+
+    def billed_as(self, usage: Usage, response: Mapping[str, Any]) -> Usage:
+        return dataclasses.replace(usage, service_tier=reported_tier(response))
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []
@@ -95,6 +110,7 @@ class ChatMeter(MeterBase):
     def __init__(self, *, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
         super().__init__()
+        self.service_tier: str | None = None
         self._first: dict[str, Any] = {}
         self._indices: set[int] = set()
 
@@ -108,6 +124,8 @@ class ChatMeter(MeterBase):
         if "error" in chunk:
             self.upstream_error = error_text(chunk["error"])
             return Action.FORWARD
+        if self.service_tier is None:
+            self.service_tier = reported_tier(chunk)
         if self.served_model is None and isinstance(chunk.get("model"), str):
             self.served_model = chunk["model"]
             self._first = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
@@ -140,7 +158,9 @@ class ChatMeter(MeterBase):
 
     def usage(self) -> Usage | None:
         usage = self._vetted(chat_usage_problem)
-        return from_openai_chat(usage) if usage is not None else None
+        if usage is None:
+            return None
+        return dataclasses.replace(from_openai_chat(usage), service_tier=self.service_tier)
 
     def error_event(self, code: str, message: str) -> bytes:
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}

@@ -22,6 +22,7 @@ from spendgate.dialects.hidden import HiddenInput
 from spendgate.dialects.openai import (
     OPENAI,
     from_openai_responses,
+    openai_service_tiers,
     responses_usage_problem,
 )
 from spendgate.dialects.openai_hidden import responses_hidden
@@ -47,10 +48,15 @@ class ResponsesSurface(SurfaceSpec):
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_responses_input(model, body)
 
+    def service_tiers(
+        self, body: Mapping[str, Any], account_default: str | None
+    ) -> tuple[str | None, ...]:
+        return openai_service_tiers(body, account_default)
+
     def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
         return responses_hidden(body)
 
-    def meter(self, prepared: Prepared) -> StreamMeter:
+    def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
         return ResponsesMeter()
 
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:

@@ -16,7 +16,7 @@ reserved amount, ``spent + reserved <= limit`` holds on every hard budget at all
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -67,20 +67,22 @@ def worst_case(
     cache_write: bool = True,
     cache_write_1h: bool = True,
     fees: int = 0,
+    tiers: Iterable[str | None] = (None,),
 ) -> WorstCase:
     """Every input token at the dearest input-side rate the request can incur (a cache
     write only where it may write the cache: ``cache_write``, ``cache_write_1h``), the
-    output at the dearer of output and reasoning, and ``fees`` (nano-dollars per call of
-    server tools, at most) on top of the input."""
+    output at the dearer of output and reasoning, in the dearest of the service ``tiers``
+    the request can be served in (None: standard), and ``fees`` (nano-dollars: per-call
+    tool fees, at most) on top of the input."""
     if price.free:
         return WorstCase(input_tokens, input_exact, ceiling, choices, 0, 0)
-    rates = price.rates_for(input_tokens)
+    rates = price.worst_rates(input_tokens, tiers).full()
     candidates = [rates.input]
-    if cache_write and rates.cache_write is not None:
+    if cache_write:
         candidates.append(rates.cache_write)
-    if cache_write_1h and (rates.cache_write_1h or rates.cache_write) is not None:
-        candidates.append(rates.cache_write_1h or rates.cache_write or rates.input)
-    output_rate = max(rates.output, rates.reasoning or 0)
+    if cache_write_1h:
+        candidates.append(rates.cache_write_1h)
+    output_rate = max(rates.output, rates.reasoning)
     return WorstCase(
         input_tokens=input_tokens,
         input_exact=input_exact,

@@ -131,6 +131,8 @@ class Exchange:
             attempt=self.attempt,
             fallback_from=self.fallback_from,
             usage_problem=usage_problem,
+            service_tier=usage.service_tier,
+            tool_calls=usage.tool_calls,
         )
 
     def _clamped_from(self) -> int | None:

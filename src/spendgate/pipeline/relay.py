@@ -96,7 +96,7 @@ async def relay_stream(
     response = web.StreamResponse(
         status=upstream.status, headers=client_headers(exchange, upstream)
     )
-    relay = _Relay(exchange, exchange.spec.meter(prepared))
+    relay = _Relay(exchange, exchange.spec.meter(prepared, exchange.body))
     try:
         await response.prepare(request)
         async for chunk in upstream.chunks():

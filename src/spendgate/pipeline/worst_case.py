@@ -8,6 +8,9 @@
   per server tool call the request allows), refuse the request, or (soft budgets only)
   take the body's count as an estimate.
 * Cache writes: only where the request may write the provider's cache.
+* Service tier: the dearest the request can be served in (what it asks for, else the
+  account's default: ``providers.*.default_service_tier``).
+* Tool fees: each server tool's per-call fee, for every call the request allows.
 * Output: the request's ceiling, or the model's maximum (never more than that), times its
   choices.
 """
@@ -115,6 +118,8 @@ def price_worst_case(
         choices=choices,
         cache_write=cache_write,
         cache_write_1h=cache_write_1h,
+        fees=hidden.fees(price.tool_fee, assumed_tool_calls),
+        tiers=spec.service_tiers(body, exchange.provider.default_service_tier),
     )
     return Priced(worst, requested, count, hidden, bounded)
 

@@ -62,6 +62,7 @@ class Provider:
     base_url: str
     auth: Auth = field(default_factory=NoAuth, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
+    default_service_tier: str | None = None  # what "auto" (or no tier) runs in
     framing: Framing = field(default=SSE, repr=False)
 
     def __repr__(self) -> str:
@@ -124,6 +125,7 @@ def build_providers(
             base_url=spec.base_url,
             auth=auth_for(spec.auth or default_auth(spec.kind), secret),
             headers=spec.headers,
+            default_service_tier=spec.default_service_tier,
         )
     return providers
 
