@@ -93,7 +93,7 @@ def worst_nanos(config_path: Path, model: str, surface: str) -> int:
     body = {"model": model, "messages": PROMPT, "max_tokens": MAX_TOKENS}
     counter = tokens.count_anthropic_input if surface == "anthropic.messages" else None
     count = (counter or tokens.count_chat_input)(model, body)
-    cache = not (surface == "anthropic.messages")  # Anthropic writes its cache only where a body asks
+    cache = surface != "anthropic.messages"  # Anthropic writes its cache only where asked
     worst = worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),

@@ -146,7 +146,7 @@ def worst_nanos(gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: i
     assert route.price is not None
     counter = tokens.count_anthropic_input if "claude" in model else tokens.count_chat_input
     count = counter(model, body)
-    cache = not ("claude" in model)  # Anthropic writes its cache only where a body asks
+    cache = "claude" not in model  # Anthropic writes its cache only where a body asks
     worst = worst_case(
         route.price,
         input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),

@@ -116,9 +116,9 @@ async def admit(
         # With a cheaper model to try instead (record_refusal off), a request does not
         # wait in line: the cheaper one may fit now.
         waiting = queue if record_refusal else None
-        decision = await _reserve(storage, plan, waiting)
+        decision = await reserve_in_line(storage, plan, waiting)
         if isinstance(decision, Refused):
-            if waiting is not None and _room_is_held(decision):
+            if waiting is not None and room_is_held(decision):
                 raise _busy(decision, waiting)
             raise _refusal(decision, worst, book, now)
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
@@ -146,7 +146,7 @@ def counter_keys(plan: ReservationPlan) -> list[str]:
     return [ref.id for ref in plan.counters]
 
 
-async def _reserve(
+async def reserve_in_line(
     storage: Storage, plan: ReservationPlan, queue: AdmissionQueue | None
 ) -> Admitted | Refused:
     """Reserve now; or, when requests in flight hold the room a budget would otherwise
@@ -161,17 +161,17 @@ async def _reserve(
 
     line = queue.busy(keys)
     decision = await attempt() if line is None else None
-    if isinstance(decision, Refused) and _room_is_held(decision) and decision.counter:
+    if isinstance(decision, Refused) and room_is_held(decision) and decision.counter:
         line = decision.counter.ref.id
     if line is not None and not isinstance(decision, Admitted):
-        decision = (await queue.wait_for_room(line, attempt, _room_is_held)).decision
+        decision = (await queue.wait_for_room(line, attempt, room_is_held)).decision
     assert decision is not None
     if isinstance(decision, Admitted):
         queue.held(keys)
     return decision
 
 
-def _room_is_held(refused: Refused) -> bool:
+def room_is_held(refused: Refused) -> bool:
     """A budget refused, but its spent amount alone leaves room for the request: what
     fills it is reserved by requests in flight, which give back all but their cost."""
     counter = refused.counter

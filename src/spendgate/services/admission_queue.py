@@ -7,7 +7,8 @@ whenever a request of this process holding that counter settles or is released, 
 `POLL_S` in any case (another process's settlement cannot wake it); the others wait their
 turn. Whoever gets in passes the turn on at once, so several can get in on one
 settlement. A waiter leaves after ``max_wait_s`` (then the request gets a retryable
-refusal), and a line holds at most ``max_waiting`` (the next is refused at once). Nothing
+refusal), and a line holds at most ``max_waiting``: past that a newcomer gets one try and
+no wait (an overload, where holding room back for the line would only refuse more). Nothing
 here decides spend: every try is the counter store's atomic reservation.
 """
 
@@ -24,6 +25,7 @@ from spendgate.domain.admission import Admitted, Refused
 POLL_S = 0.25  # the first waiter tries again at least this often
 SETTLE_GUESS_S = 5.0  # how long a request takes, until some have been seen
 EWMA_WEIGHT = 0.1  # of each newly seen duration in the running estimate
+MIN_SLICE_S = 0.001  # the shortest wait worth sleeping for
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,7 @@ class AdmissionQueue:
         try:
             while True:
                 left = deadline - loop.time()
-                if left <= 0:
+                if left < MIN_SLICE_S:  # (a shorter sleep may not move the loop's clock)
                     return Waited(await attempt(), loop.time() - started, timed_out=True)
                 poll = POLL_S if line[0] is me else left
                 with contextlib.suppress(TimeoutError):
