@@ -122,7 +122,8 @@ def test_admin_api_shows_spend_at_once_and_steers_limits(gw: GatewayHarness) -> 
         team = budgets(gw)[("team-ml", "ml")]
         assert team["limit"] == 100_000
         assert team["override"] is None
-        assert team["state"] == "soft"  # past 80%; "exhausted" only once nothing is left
+        # past 80%, not "exhausted" (spent leaves room) but it refused a request just now
+        assert (team["state"], team["refused_last_minute"]) == ("refusing", 1)
         assert not admitted(client)
 
         # forgive the window: spend 0 (the ledger keeps its rows), admitted again

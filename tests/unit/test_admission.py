@@ -247,7 +247,8 @@ def test_no_budgets_no_caps_admits() -> None:
         (4_000, 4_000, "soft"),  # reserved counts towards the threshold
         (9_999, 0, "soft"),
         (10_000, 0, "exhausted"),
-        (6_000, 5_000, "exhausted"),
+        (6_000, 5_000, "held"),  # requests in flight hold the room: newcomers wait
+        (10_000, 5_000, "exhausted"),
     ],
 )
 def test_counter_states(spent: int, reserved: int, expected: str) -> None:
@@ -260,4 +261,5 @@ def test_several_soft_thresholds_and_zero_limits() -> None:
     assert state("b", 100, 49, soft_bp=()).state == "ok"
     zero = state("b", 0)
     assert zero.state == "exhausted"
+    assert state("b", 100, 50, 60, hard=False).state == "exhausted"  # never waits: no line
     assert zero.used_bp == 10_000

@@ -33,7 +33,7 @@ def render_table(views: list[BudgetView]) -> str:
         return "no budget has a counter yet (budgets with match '*' appear once used)"
     lines = [
         f"{'BUDGET':<20} {'MEMBER':<16} {'PERIOD':<12} {'SPENT':>14} {'RESERVED':>12} "
-        f"{'LIMIT':>14} {'USED':>6}  {'STATE':<9} RESETS"
+        f"{'LIMIT':>14} {'USED':>6}  {'STATE':<9} {'OVER':>4} RESETS"
     ]
     for view in views:
         data = view.to_json()
@@ -45,7 +45,8 @@ def render_table(views: list[BudgetView]) -> str:
         lines.append(
             f"{view.budget.name[:20]:<20} {view.member[:16]:<16} {period:<12} "
             f"{shown['spent']:>14} {shown['reserved']:>12} {shown['limit']:>14} "
-            f"{view.state.used_bp / 100:>5.1f}%  {view.state.state:<9} {resets}{override}"
+            f"{view.state.used_bp / 100:>5.1f}%  {view.condition:<9} {view.overruns:>4} "
+            f"{resets}{override}"
         )
     return "\n".join(lines)
 

@@ -129,9 +129,15 @@ class CounterState:
 
     @property
     def state(self) -> str:
-        """``ok``, ``soft`` (past a soft threshold) or ``exhausted``."""
+        """``ok``, ``soft`` (past a soft threshold), ``held`` (a hard budget whose room is
+        all reserved by requests in flight, which give back what they do not use: newcomers
+        wait in line) or ``exhausted`` (what is spent, or for a rate limit what its window
+        holds, leaves no room). Whether it refused someone lately is the ledger's to say
+        (`BudgetView.state`)."""
+        budget = self.ref.budget
         if self.room <= 0:
-            return "exhausted"
+            gives_back = budget.clamps and budget.blocks and self.reserved > 0
+            return "held" if gives_back and self.spent < self.limit else "exhausted"
         if any(self.used_bp >= bp for bp in self.ref.budget.soft_bp):
             return "soft"
         return "ok"

@@ -55,6 +55,9 @@ class BlockGroup:
     blocked_would_cost_nanos: int
     shadow_hits: int
     shadow_cost_nanos: int  # the real cost of the requests a shadow limit let through
+    retryable: int = 0  # of the blocked: told to retry (429: a rate limit, a budget's line)
+    overruns: int = 0  # requests charged more on this budget than they had reserved
+    overrun_cost_nanos: int = 0  # ... and their cost
 
 
 _GROUP_FIELDS = {
@@ -99,17 +102,25 @@ def usage_totals(rows: Iterable[LedgerRow], group_by: GroupBy) -> list[UsageGrou
     return groups
 
 
+RETRY_STATUS = 429  # a refusal the client is told to retry
+
+
 def block_totals(rows: Iterable[LedgerRow]) -> list[BlockGroup]:
     """Fold ledger rows into what each budget, limit or breaker refused (and each shadow
     limit would have), by name."""
     found: dict[str, list[int]] = {}
     for row in rows:
         if row.blocked_by is not None:
-            counts = found.setdefault(row.blocked_by, [0, 0, 0, 0])
+            counts = found.setdefault(row.blocked_by, [0] * 7)
             counts[0] += 1
             counts[1] += row.would_cost_nanos
+            counts[4] += row.status == RETRY_STATUS
         for name in row.shadow_blocks:
-            counts = found.setdefault(name, [0, 0, 0, 0])
+            counts = found.setdefault(name, [0] * 7)
             counts[2] += 1
             counts[3] += row.cost_nanos
+        for name in row.settled_above:
+            counts = found.setdefault(name, [0] * 7)
+            counts[5] += 1
+            counts[6] += row.cost_nanos
     return [BlockGroup(name, *counts) for name, counts in sorted(found.items())]

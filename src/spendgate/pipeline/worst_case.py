@@ -109,6 +109,11 @@ def price_worst_case(
             f"{hidden.describe(assumed_tool_calls)}: reserved as {input_tokens} input tokens "
             f"({passes} x the {window}-token window)"
         )
+    elif bounding is Bounding.ESTIMATE:
+        bounded = (
+            f"{hidden.describe(assumed_tool_calls)}: estimated, the body counted as all the "
+            f"input (hidden_input: estimate)"
+        )
     cache_write, cache_write_1h = spec.cache_writes(body)
     worst = worst_case(
         price,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from spendgate.clock import Clock
 from spendgate.domain.admission import CounterState
-from spendgate.domain.budgets import Budget, BudgetBook, CounterRef, Unit
+from spendgate.domain.budgets import Budget, BudgetBook, BudgetScope, CounterRef, Unit
+from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import window
 from spendgate.errors import InvalidRequest, NotFound
 from spendgate.money import dollars_to_nanos
 from spendgate.storage import BudgetOverride, Storage
+
+REFUSING = timedelta(seconds=60)  # a budget that refused someone this recently: "refusing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,20 @@ class BudgetView:
     member: str
     state: CounterState
     override: BudgetOverride | None
+    refused_lately: int = 0  # requests it refused within REFUSING
+    overruns: int = 0  # requests charged more on it than they reserved, this window
+
+    @property
+    def condition(self) -> str:
+        """The counter's state (`CounterState.state`), or ``refusing`` where it refused a
+        request lately though its spent amount leaves room (its room was too small for
+        the request, or held by requests in flight past the line's bound). Refusals from
+        before its limit was last set, or before a reset emptied it, do not count."""
+        counted = self.state.state
+        holds = self.state.spent + self.state.reserved > 0 or self.state.limit == 0
+        if counted != "exhausted" and self.refused_lately and holds:
+            return "refusing"
+        return counted
 
     def to_json(self) -> dict[str, object]:
         unit = self.budget.unit
@@ -46,7 +63,9 @@ class BudgetView:
                 "remaining": unit.render(max(0, self.state.room)),
             },
             "used_bp": self.state.used_bp,
-            "state": self.state.state,
+            "state": self.condition,
+            "refused_last_minute": self.refused_lately,
+            "overruns": self.overruns,
             "soft_thresholds_bp": list(self.budget.soft_bp),
             "window_since": ref.window.since.isoformat(),
             "resets_at": ref.window.resets_at.isoformat() if ref.window.resets_at else None,
@@ -89,10 +108,28 @@ class BudgetService:
                 members = [budget.target.match]
             refs.extend(CounterRef(budget, member, span) for member in members)
         states = await self._storage.counter_states(tuple(refs), now)
-        return [
-            BudgetView(s.ref.budget, s.ref.member, s, overrides.get(s.ref.budget.name))
-            for s in states
-        ]
+        lately = now - REFUSING
+        since = min((ref.window.since for ref in refs), default=now)
+        by_budget: dict[str, list[LedgerRow]] = {}
+        for row in await self._storage.marked(min(since, lately), now):
+            for name in {row.blocked_by, *row.settled_above} - {None}:
+                by_budget.setdefault(str(name), []).append(row)
+        views = []
+        for s in states:
+            budget, member = s.ref.budget, s.ref.member
+            rows = [
+                row
+                for row in by_budget.get(budget.name, ())
+                if member in row_members(budget.target.scope, row)
+            ]
+            override = overrides.get(budget.name)
+            changed = max(lately, override.created_at) if override else lately
+            refused = sum(row.blocked_by == budget.name and row.ts >= changed for row in rows)
+            over = sum(
+                budget.name in row.settled_above and row.ts >= s.ref.window.since for row in rows
+            )
+            views.append(BudgetView(budget, member, s, override, refused, over))
+        return views
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
         budget = self._budget(name)
@@ -126,3 +163,21 @@ def parse_limit(unit: Unit, text: str) -> int:
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")
     return value
+
+
+def row_members(scope: BudgetScope, row: LedgerRow) -> tuple[str | None, ...]:
+    """The members of a scope that a ledger row was counted for (as
+    `spendgate.domain.budgets.Scoped.members` matched its caller)."""
+    if scope is BudgetScope.TAG:
+        return row.tags
+    return (
+        {
+            BudgetScope.ORG: row.org,
+            BudgetScope.TEAM: row.team,
+            BudgetScope.SERVICE: row.service,
+            BudgetScope.USER: row.user,
+            BudgetScope.KEY: row.key_id,
+            BudgetScope.SESSION: row.session_id,
+            BudgetScope.MODEL: row.routed_model,
+        }[scope],
+    )

@@ -78,6 +78,7 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
         "blocked": sum(g.blocked for g in groups),
         "blocked_would_cost_nanos": sum(g.blocked_would_cost_nanos for g in groups),
         "blocked_would_cost_usd": dollars(sum(g.blocked_would_cost_nanos for g in groups)),
+        "overruns": sum(g.overruns for g in groups),
         "data": [
             {
                 "name": g.name,
@@ -87,6 +88,10 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
                 "shadow_hits": g.shadow_hits,
                 "shadow_cost_nanos": g.shadow_cost_nanos,
                 "shadow_cost_usd": dollars(g.shadow_cost_nanos),
+                "retryable": g.retryable,
+                "overruns": g.overruns,
+                "overrun_cost_nanos": g.overrun_cost_nanos,
+                "overrun_cost_usd": dollars(g.overrun_cost_nanos),
             }
             for g in groups
         ],

@@ -130,7 +130,14 @@ class Ledger(Protocol):
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         """Per budget, limit or breaker over ``[since, until)``: the requests it refused and
-        their worst-case cost, and (shadow limits) the requests it would have refused."""
+        their worst-case cost (how many of them were told to retry), the requests it would
+        have refused (shadow limits), and the requests charged more on it than they had
+        reserved (overruns)."""
+        ...
+
+    async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
+        """The rows over ``[since, until)`` that were refused or settled above their
+        reservation, oldest first."""
         ...
 
     async def savings(

@@ -203,6 +203,9 @@ class Storage:
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         return await self.ledger_store.blocks(since, until)
 
+    async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
+        return await self.ledger_store.marked(since, until)
+
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:

@@ -73,6 +73,10 @@ class MemoryLedger:
         self._state.require()
         return block_totals(self._between(since, until))
 
+    async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
+        self._state.require()
+        return [r for r in self._between(since, until) if r.blocked_by or r.settled_above]
+
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:

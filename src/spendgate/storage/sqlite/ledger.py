@@ -24,13 +24,24 @@ from spendgate.storage.sqlite.rows import (
 )
 
 _BLOCKED = (
-    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos) FROM ledger "
+    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos), SUM(status = 429) FROM ledger "
     "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
 )
 _SHADOW_HITS = (
     "SELECT hit.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
     "json_each(ledger.shadow_blocks) AS hit "
     "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
+)
+_OVERRUNS = (
+    "SELECT over.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
+    "json_each(ledger.settled_above) AS over "
+    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.settled_above != '[]' "
+    "GROUP BY over.value"
+)
+_MARKED = (
+    f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
+    "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
+    "ORDER BY ts, id"
 )
 
 
@@ -112,11 +123,23 @@ class SqliteLedger:
 
         def scan(conn: sqlite3.Connection) -> list[BlockGroup]:
             found: dict[str, list[int]] = {}
-            for name, count, cost in conn.execute(_BLOCKED, params):
-                found.setdefault(name, [0, 0, 0, 0])[0:2] = [count, cost]
+            for name, count, cost, retryable in conn.execute(_BLOCKED, params):
+                values = found.setdefault(name, [0] * 7)
+                values[0:2], values[4] = [count, cost], retryable
             for name, count, cost in conn.execute(_SHADOW_HITS, params):
-                found.setdefault(name, [0, 0, 0, 0])[2:4] = [count, cost]
+                found.setdefault(name, [0] * 7)[2:4] = [count, cost]
+            for name, count, cost in conn.execute(_OVERRUNS, params):
+                found.setdefault(name, [0] * 7)[5:7] = [count, cost]
             return [BlockGroup(name, *values) for name, values in sorted(found.items())]
+
+        return await self._file.report(scan)
+
+    async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
+        """Refused rows and rows settled above their reservation over ``[since, until)``."""
+        params = (to_ms(since), to_ms(until))
+
+        def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LEDGER.load(row) for row in conn.execute(_MARKED, params)]
 
         return await self._file.report(scan)
 
