@@ -3,6 +3,7 @@ event's ``response``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,8 @@ from spendgate.dialects.openai import (
     OPENAI,
     from_openai_responses,
     openai_service_tiers,
+    reported_tier,
+    responses_tool_calls,
     responses_usage_problem,
 )
 from spendgate.dialects.openai_hidden import responses_hidden
@@ -62,6 +65,9 @@ class ResponsesSurface(SurfaceSpec):
     def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
         return from_openai_responses(usage)
 
+    def billed_as(self, usage: Usage, response: Mapping[str, Any]) -> Usage:
+        return billed_responses(usage, response)
+
     def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
         return responses_usage_problem(usage)
 
@@ -74,6 +80,16 @@ class ResponsesSurface(SurfaceSpec):
             if isinstance(item, dict) and item.get("type") == "function_call":
                 pieces.append(str(item.get("arguments") or ""))
         return "".join(pieces)
+
+
+def billed_responses(usage: Usage, response: Mapping[str, Any]) -> Usage:
+    """The tier the response ran in and its billed tool calls (the response object echoes
+    the request's ``tools``, which say whether a web search is the preview tool)."""
+    return dataclasses.replace(
+        usage,
+        service_tier=reported_tier(response),
+        tool_calls=responses_tool_calls(response, response),
+    )
 
 
 RESPONSES = ResponsesSurface(
@@ -104,6 +120,7 @@ class ResponsesMeter(MeterBase):
         super().__init__()
         self._sequence = 0
         self._response: dict[str, Any] = {}
+        self._terminal: Mapping[str, Any] = {}  # the last response object: tier, tool calls
 
     def feed(self, event: SseEvent) -> Action:
         payload = load_object(event.data)
@@ -133,6 +150,7 @@ class ResponsesMeter(MeterBase):
         if not isinstance(response, dict):
             return
         self._response = {k: response[k] for k in ("id", "created_at", "model") if k in response}
+        self._terminal = response
         if isinstance(response.get("model"), str):
             self.served_model = response["model"]
         if isinstance(response.get("usage"), dict):
@@ -140,7 +158,9 @@ class ResponsesMeter(MeterBase):
 
     def usage(self) -> Usage | None:
         usage = self._vetted(responses_usage_problem)
-        return from_openai_responses(usage) if usage is not None else None
+        if usage is None:
+            return None
+        return billed_responses(from_openai_responses(usage), self._terminal)
 
     def cut_events(self, usage: Usage) -> bytes:
         response = {
