@@ -8,6 +8,7 @@ request reads the snapshot once, so requests in flight keep the one they started
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -33,16 +34,19 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import PriceBook
 from spendgate.domain.routing import Router
-from spendgate.errors import ConfigError, ServiceUnavailable
+from spendgate.errors import ConfigError, ServiceUnavailable, StorageError
 from spendgate.events import Events
 from spendgate.events.access_log import access_log
+from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
+from spendgate.services.outage import OutageAllowance
 from spendgate.storage import Storage
 from spendgate.storage.open import open_storage
+from spendgate.storage.spool import Spool
 from spendgate.upstream.client import UpstreamClient
 from spendgate.upstream.providers import Provider, build_providers
 
@@ -184,6 +188,9 @@ class Gateway:
         self.admission = AdmissionQueue(
             max_wait_s=settings.admission_wait_s, max_waiting=settings.admission_queue_max
         )
+        stored = snapshot.config.storage  # restart-only, as the storage itself
+        self.spool = Spool(stored.spool_path(), self.owner)
+        self.outage = OutageAllowance(dollars_to_nanos(str(stored.outage_allowance_usd)))
         server = snapshot.config.server  # restart-only: the pool's timeouts never reload
         self.upstream = UpstreamClient(
             connect_timeout_s=server.upstream_connect_timeout_s,
@@ -234,10 +241,11 @@ class Gateway:
     async def start(self) -> None:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
-        if self.budgets:
-            self.lease_keeper = self._keeper(self.snapshot)
-            await self.lease_keeper.tick()
-            self.lease_keeper.start()
+        if self.spool.adopt():
+            log.warning("rows of an earlier run wait in the spool", extra={"rows": len(self.spool)})
+        self.lease_keeper = self._keeper(self.snapshot)
+        await self.lease_keeper.tick()
+        self.lease_keeper.start()
         await self.upstream.start()
 
     def _keeper(self, snapshot: Snapshot) -> LeaseKeeper:
@@ -248,6 +256,7 @@ class Gateway:
             self.clock,
             snapshot.budgets,
             self.events,
+            self.spool,
         )
 
     async def stop(self) -> None:
@@ -258,6 +267,10 @@ class Gateway:
         if self.lease_keeper is not None:
             await self.lease_keeper.stop()
             self.lease_keeper = None
+        if self.spool:  # a last try: what storage still refuses stays in the spool file
+            with contextlib.suppress(StorageError):
+                await self.spool.replay(self.storage)
+        self.spool.close()
         await self.storage.close()
 
     async def settled(self) -> None:

@@ -90,4 +90,9 @@ def load_config(path: str | Path) -> Config:
                     "storage": config.storage.model_copy(update={"url": f"sqlite:///{resolved}"})
                 }
             )
+    spool = config.storage.spool_dir
+    if spool is not None and not Path(spool).is_absolute():
+        resolved_spool = str((Path(path).parent / spool).resolve())
+        storage = config.storage.model_copy(update={"spool_dir": resolved_spool})
+        config = config.model_copy(update={"storage": storage})
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
@@ -51,6 +52,20 @@ class ServerConfig(Strict):
 
 class StorageConfig(Strict):
     url: str = "sqlite:///spendgate.db"
+    # Where rows that storage would not take wait for it (a local directory; default:
+    # "<database file>.spool" beside a SQLite file, none for an in-memory database).
+    spool_dir: str | None = None
+    # Worst-case dollars, in all, that requests no budget or limit applies to may cost
+    # while storage fails (per gateway process, until it answers again). 0: every
+    # request is refused while storage fails (fail closed).
+    outage_allowance_usd: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+
+    def spool_path(self) -> Path | None:
+        if self.spool_dir is not None:
+            return Path(self.spool_dir)
+        if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
+            return Path(self.url.removeprefix("sqlite:///") + ".spool")
+        return None
 
     @field_validator("url")
     @classmethod

@@ -46,6 +46,7 @@ from spendgate.pipeline.ticket import Ticket
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage
+from spendgate.storage.spool import Unwritten
 
 log = logging.getLogger("spendgate.budgets")
 
@@ -325,12 +326,20 @@ def settled_above(exchange: Exchange, row: LedgerRow) -> list[SettledAbove]:
     ]
 
 
-async def finish(storage: Storage, exchange: Exchange, row: LedgerRow) -> None:
-    """Write the request's ledger row, settling its reservation in the same transaction."""
+def settlement(exchange: Exchange, row: LedgerRow) -> Unwritten:
+    """What ending the request writes: its row, and the lease it settles with what each
+    counter is charged (a trace's lease has no counters)."""
     ticket = exchange.ticket
     if ticket is None:
-        await storage.record(row)
-        return
+        return Unwritten(row, exchange.trace)
     usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
     amounts = actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
-    await storage.settle(ticket.plan.reservation_id, amounts, row)
+    return Unwritten(row, ticket.plan.reservation_id, amounts)
+
+
+async def finish(storage: Storage, item: Unwritten) -> None:
+    """Write the request's ledger row, settling its lease in the same transaction."""
+    if item.reservation_id is None:
+        await storage.record(item.row)
+    else:
+        await storage.settle(item.reservation_id, item.amounts, item.row)

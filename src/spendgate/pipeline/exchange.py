@@ -43,7 +43,8 @@ class Exchange:
     stream: bool = False
     ttfb: float | None = None
     upstream_request_id: str | None = None
-    ticket: Ticket | None = None
+    ticket: Ticket | None = None  # what it reserved on budgets and limits
+    trace: str | None = None  # or its lease without counters (`spendgate.pipeline.trace`)
     settled: bool = False
     session_id: str | None = None
     retry_count: int = 0
@@ -54,6 +55,11 @@ class Exchange:
     shadow_price: Price | None = None  # the price of the model a shadow rule would have used
     attempt: int = 0  # which attempt of the fallback chain
     fallback_from: str | None = None  # the model whose failure led to this attempt
+
+    @property
+    def lease_id(self) -> str | None:
+        """The reservation whose lease is the request's durable trace, if it has one."""
+        return self.ticket.plan.reservation_id if self.ticket is not None else self.trace
 
     def mark_first_byte(self, now: float) -> None:
         if self.ttfb is None:

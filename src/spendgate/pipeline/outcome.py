@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from spendgate.domain.ledger import LedgerRow
+from spendgate.errors import StorageError
 from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import counter_keys, finish, settled_above
+from spendgate.pipeline.budgeting import counter_keys, finish, settled_above, settlement
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
@@ -31,12 +32,21 @@ FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before th
 
 async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
     """Write the row, settling the reservation if any (see `answer_and_record` for when),
-    and report the attempt's outcome."""
+    and report the attempt's outcome. A row storage will not take waits in the spool
+    (`spendgate.storage.spool`): the request has reached the provider, its answer goes on."""
     exchange.settled = True
     overruns = settled_above(exchange, row)
     if overruns:
         row = dataclasses.replace(row, settled_above=tuple(o.budget for o in overruns))
-    await asyncio.shield(finish(gateway.storage, exchange, row))
+    item = settlement(exchange, row)
+    try:
+        await asyncio.shield(finish(gateway.storage, item))
+    except StorageError as exc:
+        durable = gateway.spool.add(item)
+        log.error(
+            "storage did not take a request's row; it waits in the spool",
+            extra={"request_id": row.request_id, "on_disk": durable, "error": str(exc)},
+        )
     if exchange.ticket is not None:
         gateway.admission.freed(counter_keys(exchange.ticket.plan))
         gateway.admission.took(gateway.clock.monotonic() - exchange.started)
@@ -73,8 +83,9 @@ async def answer_and_record(
 
     A request that holds a reservation is answered first: its lease, committed before the
     call, holds its worst case until the row settles it (a crash in between charges that,
-    flagged unreconciled), so the client need not wait for the commit. A request without
-    one writes its row first: the row is its only durable trace.
+    flagged unreconciled), so the client need not wait for the commit. Any other request
+    writes its row first (settling its trace, if it has one), so a request the client saw
+    complete is on record at its real cost: a crash cannot turn it into a worst case.
     """
     if exchange.ticket is None:
         await record(gateway, exchange, row)

@@ -2,10 +2,12 @@
 fallbacks) until one answers; each attempt checks its breaker, is admitted (reserved on
 every budget and limit), prepared, forwarded and recorded.
 
-Ordering rule: a response's last byte (the whole body, or a stream's terminal event) is
-sent only once its spend is durable, as its ledger row or as its reservation's lease
-(`spendgate.pipeline.outcome.answer_and_record`), so ``kill -9`` cannot lose the spend of
-a request the client saw complete. Requests that never reached an upstream leave no row.
+Ordering rule: no billed request reaches a provider before a durable trace of it is
+written (its reservation, or a trace lease: `spendgate.pipeline.trace`), and a response's
+last byte (the whole body, or a stream's terminal event) is sent only once its spend is
+durable, as its ledger row or as that lease (`spendgate.pipeline.outcome.answer_and_record`),
+so neither ``kill -9`` nor a storage outage can lose the spend of a request. Requests that
+never reached an upstream leave no row.
 
 A request reads the gateway's `Snapshot` once, here, and every later step uses that one.
 Every request ends in exactly one outcome event per attempt (`spendgate.events`).
@@ -53,6 +55,7 @@ from spendgate.pipeline.intake import (
 from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.routing import attempts, decide, price_of
 from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.trace import trace
 from spendgate.pipeline.worst_case import would_cost
 
 log = logging.getLogger("spendgate.errors")
@@ -277,22 +280,32 @@ async def _attempt(
         raise refusal
     try:
         exchange.ticket = await _admit(gateway, exchange, record_refusal)
+        if exchange.ticket is None and exchange.spec.billed:
+            exchange.trace = await trace(gateway, exchange, len(raw))
+        legacy = exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE
+        ceiling = _ceiling_to_send(exchange.ticket)
+        if ceiling is None and legacy:
+            # A compatible server may honour only max_tokens: the request's own ceiling
+            # goes into every field, so the one it reads is the one that was priced.
+            ceiling = exchange.spec.requested_output(exchange.body)[0]
         prepared = exchange.spec.prepare(
             raw,
             exchange.body,
             exchange.deployment.upstream_model,
-            ceiling=_ceiling_to_send(exchange.ticket),
-            legacy_field=exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE,
+            ceiling=ceiling,
+            legacy_field=legacy,
         )
         exchange.stream = prepared.stream
         return await forward(gateway, request, exchange, prepared)
     finally:
         if snapshot.breakers is not None:
             snapshot.breakers.abandon(breaker_key(exchange))  # a probe that never got an answer
-        if exchange.ticket is not None and not exchange.settled:
+        lease = exchange.lease_id
+        if lease is not None and not exchange.settled:
             # Never reached an upstream (unreachable, bad body...): give the budget back.
-            await asyncio.shield(gateway.storage.release(exchange.request_id))
-            gateway.admission.freed(counter_keys(exchange.ticket.plan))
+            await asyncio.shield(gateway.storage.release(lease))
+            if exchange.ticket is not None:
+                gateway.admission.freed(counter_keys(exchange.ticket.plan))
 
 
 def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:

@@ -78,10 +78,13 @@ def price_worst_case(
     *,
     assumed_tool_calls: int,
     bounding: Bounding | None = None,
+    count: TokenCount | None = None,
 ) -> Priced:
-    """The request's worst case (`Bounding.BOUND` for hidden input unless told otherwise)."""
+    """The request's worst case (`Bounding.BOUND` for hidden input unless told otherwise).
+    ``count``: the input as already bounded (else the body is counted)."""
     spec, route, price, body = exchange.spec, exchange.route, exchange.price, exchange.body
-    count = spec.input_counter(route.name, body)
+    if count is None:
+        count = spec.input_counter(route.name, body)
     requested, choices = spec.requested_output(body)
     hidden = spec.hidden_input(body)
     if bounding is None:

@@ -176,8 +176,12 @@ class CounterStore(Protocol):
         """Drop a reservation whose request never reached an upstream: nothing charged."""
         ...
 
-    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
-        """Extend every lease held by ``owner`` (never shortening one); returns how many."""
+    async def renew_leases(
+        self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
+    ) -> int:
+        """Extend every lease held by ``owner`` (never shortening one) but those named in
+        ``keep_lapsing`` (requests whose rows could not be written: `spendgate.storage.spool`);
+        returns how many."""
         ...
 
     async def lapsed(self, now: datetime, limit: int) -> list[Lapsed]:

@@ -168,8 +168,10 @@ class Storage:
     async def release(self, reservation_id: str) -> bool:
         return await self.counter_store.release(reservation_id)
 
-    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
-        return await self.counter_store.renew_leases(owner, expires_at)
+    async def renew_leases(
+        self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
+    ) -> int:
+        return await self.counter_store.renew_leases(owner, expires_at, keep_lapsing)
 
     async def counter_states(
         self, refs: tuple[CounterRef, ...], now: datetime

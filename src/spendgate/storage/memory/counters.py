@@ -163,12 +163,14 @@ class MemoryCounters:
 
     # -- leases -----------------------------------------------------------------------
 
-    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
+    async def renew_leases(
+        self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
+    ) -> int:
         self._state.require()
         expires_ms = to_ms(expires_at)
         renewed = 0
-        for held in self._reservations.values():
-            if held.owner == owner:
+        for reservation_id, held in self._reservations.items():
+            if held.owner == owner and reservation_id not in keep_lapsing:
                 held.expires_ms = max(held.expires_ms, expires_ms)
                 renewed += 1
         return renewed

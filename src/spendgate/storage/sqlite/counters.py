@@ -25,6 +25,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import orjson
+
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.budgets import CounterRef
@@ -109,8 +111,11 @@ class SqliteCounters:
 
     # -- leases ------------------------------------------------------------------------
 
-    async def renew_leases(self, owner: str, expires_at: datetime) -> int:
-        job = partial(work.rowcount, work.RENEW, (to_ms(expires_at), owner))
+    async def renew_leases(
+        self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
+    ) -> int:
+        lapsing = orjson.dumps(sorted(keep_lapsing)).decode()
+        job = partial(work.rowcount, work.RENEW, (to_ms(expires_at), owner, lapsing))
         return await self._file.submit(job, f"lease renewal for {owner!r}")
 
     async def lapsed(self, now: datetime, limit: int) -> list[Lapsed]:

@@ -114,7 +114,10 @@ _LAPSED = """
 SELECT id, counters, ceiling, worst, template FROM reservations
 WHERE expires_ms < ? ORDER BY expires_ms, id LIMIT ?
 """
-RENEW = "UPDATE reservations SET expires_ms = MAX(expires_ms, ?) WHERE owner = ?"
+RENEW = (
+    "UPDATE reservations SET expires_ms = MAX(expires_ms, ?) WHERE owner = ? "
+    "AND id NOT IN (SELECT value FROM json_each(?))"
+)
 ACTIVE_MEMBERS = """
 SELECT DISTINCT member FROM budget_counters WHERE budget = ? AND bucket_ms >= ? ORDER BY member
 """

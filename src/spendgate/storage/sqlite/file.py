@@ -105,10 +105,17 @@ class SqliteFile:
         return self._conns
 
     async def check(self) -> None:
-        """The file answers a read, and its writer thread is alive."""
+        """The file answers a read, its writer thread is alive, it is still the file that
+        was opened, and its writes succeed (the last one, or the writer's last probe)."""
         conns = self.require()
-        if not conns.writer.alive:
+        writer = conns.writer
+        if not writer.alive:
             raise StorageError(f"the SQLite writer of {self.path!r} has stopped")
+        problem = writer.file_problem()
+        if problem is not None:
+            raise StorageError(f"the SQLite database {self.path!r} {problem}")
+        if writer.failing is not None:
+            raise StorageError(f"writes to {self.path!r} fail: {writer.failing}")
         self.read("SELECT 1", ())
 
     # -- the four ways in -------------------------------------------------------------

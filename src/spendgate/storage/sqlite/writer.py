@@ -112,6 +112,10 @@ class _Writer:
         self._handed_lock = threading.Lock()
         self._last_heartbeat = 0.0
         self._owner = f"{os.getpid()}-{os.urandom(4).hex()}"
+        # Why writes fail now (the file is locked by another process, full, gone...), or
+        # None: while set, writes fail at once, and the heartbeat probes until one commits.
+        self.failing: str | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -120,6 +124,60 @@ class _Writer:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stopping
+
+    # -- health --------------------------------------------------------------------------
+
+    def file_problem(self) -> str | None:
+        """Whether the file this writer opened is still the one at its path, and writable:
+        a file deleted, replaced or made read-only while spendgate serves must not take
+        writes (a deleted file's would vanish at the next restart)."""
+        if self._identity is None:
+            return None
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError as exc:
+            return f"cannot be examined ({exc.strerror})"
+        if (found.st_dev, found.st_ino) != self._identity:
+            return "was replaced by another file"
+        if not found.st_mode & 0o222:
+            return "was made read-only"
+        return None
+
+    def _fail(self, why: str) -> None:
+        if self.failing is None:
+            log.critical(
+                "SQLite writes fail; requests are refused until they succeed again",
+                extra={"path": self._path, "error": why},
+            )
+        self.failing = why
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.warning("SQLite writes succeed again", extra={"path": self._path})
+        self.failing = None
+
+    def _note(self, results: Sequence[tuple[Any, StorageError | None]]) -> None:
+        """Learn from a batch's results whether the file takes writes: an operational
+        error (locked past the busy timeout, full, read-only, I/O) says it does not."""
+        for _, error in results:
+            cause = error.__cause__ if error is not None else None
+            if isinstance(cause, sqlite3.OperationalError):
+                self._fail(str(cause))
+                return
+        if any(error is None for _, error in results):
+            self._recovered()
+
+    def _refusal(self) -> StorageError | None:
+        """Why writes must fail at once: they are failing, or the file is not the one
+        opened (None: go ahead)."""
+        problem = self.file_problem()
+        if problem is not None:
+            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+        if self.failing is None:
+            return None
+        return StorageError(f"SQLite storage {self._path!r} is failing: {self.failing}")
 
     async def start(self) -> None:
         """Start the thread; it connects and migrates before accepting writes."""
@@ -157,6 +215,11 @@ class _Writer:
         (`_flush_gathered`). The commit is the same either way, so the durability contract
         does not change.
         """
+        if self.failing is not None:
+            refusal = self._refusal()
+            if refusal is not None:  # on the loop's thread: tell the caller at once
+                _settle([(item.future, None, refusal)])
+                return
         if self._gathered:  # keep the order: behind what is already gathered
             self._gather(item)
         elif not self._can_inline():
@@ -205,7 +268,9 @@ class _Writer:
         """Commit ``batch`` on the calling (event-loop) thread; False, having done nothing,
         if the writer thread or another process holds the write lock."""
         conn = self._conn
-        if conn is None or not self._lock.acquire(blocking=False):
+        if conn is None or self.file_problem() is not None:
+            return False  # the writer thread fails them, saying why
+        if not self._lock.acquire(blocking=False):
             return False
         try:
             try:  # the busy timeout is 0 on this connection (see `begin`): this never waits
@@ -222,6 +287,7 @@ class _Writer:
                 return False
             results = self._run_batch(conn, batch)
             self.commits += 1
+            self._note(results)
         finally:
             no_transaction_left(conn)
             self._lock.release()
@@ -253,6 +319,9 @@ class _Writer:
     def _connect_and_migrate(self) -> sqlite3.Connection:
         conn = connect(self._path, shared=True)
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
+        if self._path != ":memory:" and not self._path.startswith("file:"):
+            found = os.stat(self._path)
+            self._identity = (found.st_dev, found.st_ino)
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
             conn.execute("PRAGMA busy_timeout = 0")  # see begin
@@ -294,6 +363,11 @@ class _Writer:
         only for a process alone: two processes both writing inline would not take turns)."""
         now = int(time.time() * 1000)  # liveness is real time, whatever clock tests inject
         self._last_heartbeat = time.monotonic()
+        problem = self.file_problem()
+        if problem is not None:
+            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+            self._alone = False
+            return
         with self._lock:
             try:
                 begin(conn)
@@ -312,9 +386,12 @@ class _Writer:
                 finally:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    self._fail(str(exc))
                 self._alone = False
                 return
+            self._recovered()
             self._alone = other_writers == 0
 
     def _checkpoint(self, conn: sqlite3.Connection, *, locked: bool = False) -> None:
@@ -352,16 +429,24 @@ class _Writer:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write | _Job]) -> None:
         """One transaction for the whole batch; callers hear back only after COMMIT."""
+        results: list[tuple[Any, StorageError | None]]
         with self._lock:
+            refusal = self._refusal()
+            if refusal is not None:
+                self._finish(batch, [(None, refusal)] * len(batch))
+                return
             try:
                 begin(conn)
             except sqlite3.Error as exc:
                 error = as_storage_error(exc, f"cannot commit {len(batch)} writes")
-                self._finish(batch, [(None, error)] * len(batch))
+                results = [(None, error)] * len(batch)
+                self._note(results)
+                self._finish(batch, results)
                 return
             try:
                 results = self._run_batch(conn, batch)
                 self.commits += 1
+                self._note(results)
             finally:
                 no_transaction_left(conn)
         self._finish(batch, results)

@@ -1,0 +1,216 @@
+"""Rows that storage would not take when their request ended, kept on local disk until it
+does: the ledger's waiting room.
+
+A request that reached a provider ends by writing its ledger row (settling its lease in
+the same step). When that write fails (the disk is full, the database locked or gone),
+the row goes here: appended to this process's spool file and fsynced, so a crash does not
+lose it either. The lease keeper replays the spool on every tick: each row is written
+(`Storage.settle` for a row that settles a lease, `Ledger.append` for one without), both
+idempotent by id, so a row lands exactly once however often the replay is interrupted.
+While a row waits, its lease is *not* renewed (`reservations`): if the replay cannot
+write it in time, the lease lapses and any gateway's sweeper charges the request its
+worst case instead, conservatively and flagged; the late replay then finds the request
+settled and drops the row.
+
+Each process writes only its own file (``<owner>.jsonl`` in the spool directory, held
+under an exclusive ``flock`` while the process lives); files of processes that died are
+adopted by whichever gateway locks them first. When the spool file cannot be written
+either (the same full disk), the row waits in memory only, and its lapsing lease is the
+durable trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import orjson
+
+from spendgate.domain.ledger import LedgerRow
+from spendgate.errors import StorageError
+from spendgate.storage.codec import dump_template, load_template
+
+if TYPE_CHECKING:
+    from spendgate.storage.stores import Storage
+
+log = logging.getLogger("spendgate.storage.spool")
+
+SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Unwritten:
+    """A row storage did not take, and the lease it settles (with what each counter is
+    charged), if it has one."""
+
+    row: LedgerRow
+    reservation_id: str | None
+    amounts: tuple[int, ...] = ()
+
+    def dump(self) -> bytes:
+        return orjson.dumps(
+            {
+                "row": dump_template(self.row),
+                "reservation_id": self.reservation_id,
+                "amounts": list(self.amounts),
+            }
+        )
+
+    @classmethod
+    def load(cls, line: bytes) -> Unwritten:
+        data = orjson.loads(line)
+        return cls(load_template(data["row"]), data["reservation_id"], tuple(data["amounts"]))
+
+
+class Spool:
+    """One process's spool (see the module docstring). ``directory`` None: memory only."""
+
+    def __init__(self, directory: Path | None, owner: str) -> None:
+        self.directory = directory
+        self.owner = owner
+        self._pending: dict[str, Unwritten] = {}  # by request id, oldest first
+        self._file: IO[bytes] | None = None
+        self._adopted: list[Path] = []  # spool files of dead processes, taken over
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.directory is None else self.directory / f"{self.owner}{SUFFIX}"
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending(self) -> list[Unwritten]:
+        return list(self._pending.values())
+
+    def reservations(self) -> frozenset[str]:
+        """Leases whose rows wait here: not to be renewed (they lapse if not written)."""
+        return frozenset(u.reservation_id for u in self._pending.values() if u.reservation_id)
+
+    # -- in ------------------------------------------------------------------------------
+
+    def add(self, item: Unwritten) -> bool:
+        """Keep ``item`` until storage takes it; whether it is on disk (else in memory)."""
+        self._pending[item.row.request_id] = item
+        try:
+            handle = self._open()
+            if handle is None:
+                return False
+            handle.write(item.dump() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as exc:
+            log.error(
+                "cannot write the spool; the row waits in memory and its lease will lapse",
+                extra={"request_id": item.row.request_id, "error": str(exc)},
+            )
+            return False
+        return True
+
+    def _open(self) -> IO[bytes] | None:
+        path = self.path
+        if path is None:
+            return None
+        if self._file is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("ab")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._file = handle
+        return self._file
+
+    def adopt(self) -> int:
+        """Take over the spool files of processes that died (unlocked ones), and this
+        process's own from before (none, unless it reuses an owner); how many rows."""
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        found = 0
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            if path == self.path or path in self._adopted:
+                continue
+            try:
+                with path.open("rb") as handle:
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live gateway's own: it replays it itself
+                    for line in handle.read().splitlines():
+                        if line.strip():
+                            item = Unwritten.load(line)
+                            self._pending.setdefault(item.row.request_id, item)
+                            found += 1
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("cannot read a spool file", extra={"path": str(path), "error": str(exc)})
+                continue
+            self._adopted.append(path)
+        return found
+
+    # -- out -----------------------------------------------------------------------------
+
+    async def replay(self, storage: Storage) -> int:
+        """Write what storage takes now, oldest first; stop at its first failure. How
+        many rows were written (or found already settled)."""
+        done = 0
+        for item in list(self._pending.values()):
+            try:
+                await _write(storage, item)
+            except StorageError:
+                break
+            del self._pending[item.row.request_id]
+            done += 1
+        if done:
+            self._compact()
+        return done
+
+    def _compact(self) -> None:
+        """Rewrite this process's file with what still waits (or remove it), then drop the
+        adopted files, whose rows are written or now in this process's file."""
+        path = self.path
+        if path is not None:
+            try:
+                self._rewrite(path, self._pending.values())
+            except OSError as exc:
+                log.error("cannot rewrite the spool", extra={"error": str(exc)})
+                return
+        for adopted in self._adopted:
+            with contextlib.suppress(FileNotFoundError):
+                adopted.unlink()
+        self._adopted.clear()
+
+    def _rewrite(self, path: Path, items: Iterable[Unwritten]) -> None:
+        lines = [item.dump() + b"\n" for item in items]
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not lines:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        fresh = path.with_suffix(".tmp")
+        with fresh.open("wb") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fresh.replace(path)
+        self._open()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def _write(storage: Storage, item: Unwritten) -> None:
+    """One row, exactly once: settle its lease with it, or (no lease, or the lease already
+    ended: lapsed and swept, or settled after all) append it unless a row is there."""
+    if item.reservation_id is not None and await storage.settle(
+        item.reservation_id, item.amounts, item.row
+    ):
+        return
+    if await storage.ledger_store.row(item.row.request_id) is None:
+        await storage.ledger_store.append([item.row])
