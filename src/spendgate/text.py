@@ -15,7 +15,9 @@ shows the rest of the line reversed. A spreadsheet runs a cell that starts like 
   one at creation (key names, the config).
 * `csv_cell`: a text cell a spreadsheet would read as a formula (it starts with ``=``,
   ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading single quote, as the
-  OWASP guidance on CSV injection says.
+  OWASP guidance on CSV injection says; its unsafe characters are escaped too (backslashes
+  kept), so the export is safe to print and parses as one line per row (a lone carriage
+  return is not quoted by Python's CSV writer).
 """
 
 from __future__ import annotations
@@ -60,5 +62,7 @@ def unsafe_in(text: str) -> str | None:
 
 
 def csv_cell(text: str) -> str:
-    """A text cell no spreadsheet runs as a formula: ``=1+1`` -> ``'=1+1``."""
-    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
+    """A text cell no spreadsheet runs as a formula (``=1+1`` -> ``'=1+1``) and no terminal
+    obeys."""
+    quote = "'" if text.startswith(_FORMULA_STARTS) else ""
+    return quote + escape(text, reversible=False)

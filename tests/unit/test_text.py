@@ -3,23 +3,12 @@ decodable; CSV text cells that no spreadsheet runs as a formula."""
 
 from __future__ import annotations
 
-import unicodedata
-
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spendgate.text import csv_cell, escape, unsafe_in
-
-# The Unicode property Bidi_Control, listed here from the standard (not from spendgate).
-BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
-
-
-def obeyed_by_a_terminal(char: str) -> bool:
-    """C0/C1 controls and DEL (Cc), surrogates, line/paragraph separators, BIDI controls."""
-    return unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"} or char in BIDI_CONTROLS
+from terminal import BIDI_CONTROLS, obeyed_by_a_terminal
 
 
 def decoded(shown: str) -> str:
@@ -83,18 +72,31 @@ def test_unsafe_in_finds_exactly_what_escape_would_change(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "cell",
-    ['=HYPERLINK("http://x","y")', "+1", "-1", "@SUM(A1:A2)", "\t=1", "\r=1"],
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+        ("\t=1", "'\\t=1"),
+        ("\r=1", "'\\r=1"),
+        ("team-a", "team-a"),
+        ("a=b", "a=b"),
+        ("CORP\\alice", "CORP\\alice"),
+    ],
 )
-def test_formula_cells_are_quoted(cell: str) -> None:
-    assert csv_cell(cell) == "'" + cell
+def test_formula_cells_are_quoted(cell: str, written: str) -> None:
+    assert csv_cell(cell) == written
 
 
-@given(st.text())
-def test_no_csv_cell_starts_like_a_formula(text: str) -> None:
+@given(hostile)
+@example("'quoted")
+def test_no_csv_cell_starts_like_a_formula_or_holds_a_control(text: str) -> None:
     cell = csv_cell(text)
     assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
-    assert cell in (text, "'" + text)
+    assert not [c for c in cell if obeyed_by_a_terminal(c)]
+    formula = text.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert cell == ("'" if formula else "") + escape(text, reversible=False)
 
 
 @given(hostile)
