@@ -5,10 +5,11 @@ its environment; requests with stdlib HTTP and the real ``openai``/``anthropic``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,22 @@ def test_unknown_key_ids_are_404(admin: GatewayHarness) -> None:
         ({"name": "x", "user": 5}, "user", ["user"]),
         ({"name": "x", "expires_at": "tomorrow"}, "expires_at", ["expires_at"]),
         ({"name": "x", "expires_at": "2030-01-01T00:00:00"}, "expires_at", ["time zone"]),
+        # What reports print back must be plain text: no control or BIDI character.
+        ({"name": "eve\x1b[2J"}, "name", ["control", "U+001B at position 3"]),
+        ({"name": "osc\x1b]0;pwned"}, "name", ["U+001B"]),
+        ({"name": "x", "user": "fake\n  1 row"}, "user", ["U+000A"]),
+        ({"name": "x", "service": "cr\rsvc"}, "service", ["U+000D"]),
+        ({"name": "x", "user": "bidi\u202eevil"}, "user", ["BIDI", "U+202E"]),
+        ({"name": "x", "service": "c1\x9b2J"}, "service", ["U+009B"]),
+        ({"name": "x", "tags": ["ok", "t\x07"]}, "tags", ["U+0007"]),
+        ({"name": "x", "allowed_models": ["gpt\x1b*"]}, "allowed_models", ["U+001B"]),
+        ({"name": "n" * 201}, "name", ["201", "at most 200"]),
+        ({"name": "x", "user": "u" * 201}, "user", ["at most 200"]),
+        (
+            {"name": "x", "expires_at": "2020-01-01T00:00:00+00:00"},
+            "expires_at",
+            ["expires_at", "not in the future"],
+        ),
     ],
 )
 def test_invalid_key_specs_are_400_naming_the_field(
@@ -267,6 +284,41 @@ def test_invalid_key_specs_are_400_naming_the_field(
         assert word in error["message"]
     after = len(call(admin, "GET", "/admin/keys?include_revoked=true").json()["data"])
     assert after == before
+
+
+def test_a_team_with_a_control_character_is_refused_even_when_no_team_is_declared(
+    tmp_path: Path,
+) -> None:
+    harness = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=lambda data: data.update(orgs={}),
+        env={"SPENDGATE_ADMIN_TOKEN": TOKEN},
+    ).start()
+    try:
+        assert call(harness, "POST", "/admin/keys", {"name": "x", "team": "any"}).status == 201
+        result = call(harness, "POST", "/admin/keys", {"name": "x", "team": "t\x1b[2J"})
+        assert result.status == 400
+        assert result.json()["error"]["param"] == "team"
+        assert len(call(harness, "GET", "/admin/keys").json()["data"]) == 1
+    finally:
+        harness.stop()
+
+
+def test_a_key_expiring_soon_is_created_and_an_expired_one_is_not_rotated(
+    admin: GatewayHarness,
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    created = call(admin, "POST", "/admin/keys", {"name": "brief", "expires_at": soon})
+    assert created.status == 201, created.body
+    key_id = created.json()["id"]
+    # Its expiry passes while it is stored (moved back here rather than waited for).
+    key = admin.call(admin.gateway.keys.get(key_id))
+    past = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    admin.call(admin.gateway.storage.update_key(dataclasses.replace(key, expires_at=past)))
+    result = call(admin, "POST", f"/admin/keys/{key_id}/rotate")
+    assert result.status == 400
+    assert "expired" in result.json()["error"]["message"]
+    assert admin.call(admin.gateway.keys.get(key_id)).key_hash == key.key_hash
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"name"'])

@@ -25,6 +25,7 @@ from spendgate.cli.main import cli
 from spendgate.domain.identity import hash_secret
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.reports import CSV_HEADER, dollars, format_bp
+from terminal import safe_lines
 
 ADMIN = "cli-test-admin-token"
 ENV = {
@@ -176,6 +177,35 @@ def test_keys_errors(setup: Setup) -> None:
     assert "no key with id 'key_nope'" in unknown.stderr
     assert run("keys", "revoke", "-c", c, "key_nope").exit_code == 1
     assert run("keys", "create", "-c", c).exit_code == 2  # --name is required
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--name", "eve\x1b[2J", ["name", "U+001B at position 3"]),
+        ("--name", "osc\x1b]0;pwned", ["name", "U+001B"]),
+        ("--user", "fake\n  1 row", ["user", "U+000A"]),
+        ("--service", "cr\rsvc", ["service", "U+000D"]),
+        ("--user", "bidi\u202eevil", ["user", "BIDI", "U+202E"]),
+        ("--tag", "t\x07", ["tags", "U+0007"]),
+        ("--name", "n" * 201, ["name", "at most 200"]),
+        ("--expires", "2020-01-01T00:00:00", ["expires_at", "not in the future"]),
+    ],
+)
+def test_keys_create_refuses_control_characters_and_past_expiries(
+    setup: Setup, option: str, value: str, words: list[str]
+) -> None:
+    c = str(setup.config)
+    before = run_json("keys", "list", "-c", c, "--all")
+    args = ["keys", "create", "-c", c, "--name", "x", option, value]
+    refused = run(*args)
+    assert refused.exit_code == 1
+    assert refused.stdout == ""
+    assert refused.stderr.startswith("Error: ")
+    for word in words:
+        assert word in refused.stderr
+    safe_lines(refused.stderr)  # the error says where, and never echoes the character
+    assert run_json("keys", "list", "-c", c, "--all") == before
 
 
 # ----------------------------------------------------------------------------- usage

@@ -21,6 +21,7 @@ from harness import SIM_SECRET_ANTHROPIC, SIM_SECRET_OPENAI
 from spendgate.cli.main import cli
 from spendgate.config import load_config
 from spendgate.errors import ConfigError
+from terminal import safe_lines
 
 SIM_URL = "http://127.0.0.1:9"  # never contacted: configs are only validated here
 ENV: dict[str, str | None] = {
@@ -115,6 +116,44 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "providers.openai.api_key_env",
         "String should match pattern",
     ),
+    # Names come back in every report: no key or text value may hold a control character.
+    (
+        "control character in a team",
+        _set("orgs.acme.teams", ["ml", "web\x1b[2J"]),
+        "orgs.acme.teams[1]",
+        "contains a control or BIDI character (U+001B at position 3); "
+        "names and values must be plain text",
+    ),
+    (
+        "newline in an org name",
+        _set("orgs.ac\nme", {"teams": ["ops"]}),
+        "orgs.ac\\nme",  # the key path itself is shown escaped
+        "the key contains a control or BIDI character (U+000A at position 2)",
+    ),
+    (
+        "BIDI override in a model name",
+        _set("models.gpt\u202e", {"provider": "openai"}),
+        "models.gpt\\u202e",
+        "the key contains a control or BIDI character (U+202E at position 3)",
+    ),
+    (
+        "open OSC in a budget name",
+        _set("budgets", [{"name": "b\x1b]0;pwned", "scope": "user", "limit_usd": 1}]),
+        "budgets[0].name",
+        "contains a control or BIDI character (U+001B at position 1)",
+    ),
+    (
+        "carriage return in a budget's match",
+        _set("budgets", [{"name": "b", "scope": "user", "match": "al\rice", "limit_usd": 1}]),
+        "budgets[0].match",
+        "contains a control or BIDI character (U+000D at position 2)",
+    ),
+    (
+        "C1 control in a limit name",
+        _set("limits", [{"name": "l\x9b", "scope": "user", "requests": "1/minute"}]),
+        "limits[0].name",
+        "contains a control or BIDI character (U+009B at position 1)",
+    ),
 ]
 
 
@@ -145,6 +184,7 @@ def test_broken_config_names_file_and_key_path(
     assert status == 1
     assert out == ""
     assert err == f"Error: {error}\n"
+    safe_lines(err)
 
 
 # (case id, file text, the message after "PATH: ")

@@ -9,6 +9,7 @@ default ``max_retries`` (2) wherever retries are the point, so "no retry" is pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import uuid
 from collections.abc import Iterator
@@ -158,8 +159,12 @@ def bad_secret(gw: GatewayHarness, kind: str) -> str:
         secret = gw.create_key(name="to-revoke")
         gw.call(gw.gateway.keys.revoke(gw.last_key_id))
         return secret
-    past = datetime.now(UTC) - timedelta(seconds=5)
-    return gw.create_key(name="expired", expires_at=past)
+    # A key cannot be created already expired: this one's expiry passed while it was stored.
+    secret = gw.create_key(name="expired", expires_at=datetime.now(UTC) + timedelta(days=1))
+    key = gw.call(gw.gateway.keys.get(gw.last_key_id))
+    past = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    gw.call(gw.gateway.storage.update_key(dataclasses.replace(key, expires_at=past)))
+    return secret
 
 
 @pytest.mark.parametrize("kind", BAD_KEYS)

@@ -9,6 +9,7 @@ import orjson
 
 from spendgate.cli.common import config_option, gateway_for, run_with_storage
 from spendgate.services.budgets import BudgetView
+from spendgate.text import escape
 
 
 @click.group(invoke_without_command=True)
@@ -41,9 +42,9 @@ def render_table(views: list[BudgetView]) -> str:
         assert isinstance(shown, dict)
         resets = data["resets_at"] or "never"
         override = " (override)" if view.override else ""
-        period = str(view.budget.period)[:12]
+        period = escape(str(view.budget.period))[:12]
         lines.append(
-            f"{view.budget.name[:20]:<20} {view.member[:16]:<16} {period:<12} "
+            f"{escape(view.budget.name)[:20]:<20} {escape(view.member)[:16]:<16} {period:<12} "
             f"{shown['spent']:>14} {shown['reserved']:>12} {shown['limit']:>14} "
             f"{view.state.used_bp / 100:>5.1f}%  {view.condition:<9} {view.overruns:>4} "
             f"{resets}{override}"
@@ -62,7 +63,7 @@ def set_limit(config_path: str | None, name: str, limit: str, until: datetime | 
     expires = until.replace(tzinfo=UTC) if until else None
     override = run_with_storage(gateway, lambda g: g.budget_service.set_limit(name, limit, expires))
     when = f" until {override.expires_at.isoformat()}" if override.expires_at else ""
-    click.echo(f"{name}: limit set to {limit}{when}")
+    click.echo(f"{escape(name)}: limit set to {escape(limit)}{when}")
 
 
 @budgets.command("clear-limit")
@@ -72,7 +73,7 @@ def clear_limit(config_path: str | None, name: str) -> None:
     """Drop run-time limit changes: back to the configured limit."""
     gateway = gateway_for(config_path)
     cleared = run_with_storage(gateway, lambda g: g.budget_service.clear_override(name))
-    click.echo(f"{name}: {cleared} override(s) cleared")
+    click.echo(f"{escape(name)}: {cleared} override(s) cleared")
 
 
 @budgets.command("reset")
@@ -83,4 +84,4 @@ def reset(config_path: str | None, name: str, member: str | None) -> None:
     """Forgive the current window's spend (the ledger keeps every row)."""
     gateway = gateway_for(config_path)
     count = run_with_storage(gateway, lambda g: g.budget_service.reset(name, member))
-    click.echo(f"{name}: {count} counter(s) reset")
+    click.echo(f"{escape(name)}: {count} counter(s) reset")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from spendgate.cli.common import config_option, load
+from spendgate.cli.common import config_option, failure, load
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
+from spendgate.text import escape
 
 
 @click.command("check-config")
@@ -23,7 +24,7 @@ def check_config(config_path: str | None) -> None:
             base_dir=path.parent,
         )
     except SpendgateError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(str(exc)) from None
     prices, table = parts.prices, parts.models
     problems = []
     for name in table.names():
@@ -36,7 +37,7 @@ def check_config(config_path: str | None) -> None:
                 f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
             )
     click.echo(
-        f"{path}: OK: {len(config.providers)} providers, {len(table)} models, "
+        f"{escape(str(path))}: OK: {len(config.providers)} providers, {len(table)} models, "
         f"{len(config.all_teams())} teams in {len(config.orgs)} orgs, "
         f"{len(prices)} priced models (catalog as of {prices.as_of or 'n/a'})"
     )
@@ -49,4 +50,4 @@ def check_config(config_path: str | None) -> None:
         )
         click.echo(f"routing: {len(rules)} rules ({kinds}; {shadow} in shadow)")
     for problem in problems:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"warning: {escape(problem)}", err=True)

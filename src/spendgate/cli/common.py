@@ -13,6 +13,7 @@ from spendgate.config import Config, load_config
 from spendgate.errors import ConfigError, GatewayError, SpendgateError
 from spendgate.gateway import Gateway, build_gateway
 from spendgate.settings import Settings
+from spendgate.text import escape
 
 T = TypeVar("T")
 
@@ -26,13 +27,19 @@ config_option = click.option(
 )
 
 
+def failure(message: str) -> click.ClickException:
+    """An error for the terminal: nothing it quotes (a name, a path) reaches the terminal
+    as a control character."""
+    return click.ClickException(escape(message, reversible=False))
+
+
 def load(config_path: str | None) -> tuple[Config, Path, Settings]:
     settings = Settings.from_environment()
     path = settings.config_path(config_path)
     try:
         return load_config(path), path, settings
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(str(exc)) from None
 
 
 def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
@@ -46,7 +53,7 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
             base_dir=path.parent,
         )
     except SpendgateError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(str(exc)) from None
 
 
 def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
@@ -60,6 +67,6 @@ def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]
     try:
         return asyncio.run(main())
     except GatewayError as exc:
-        raise click.ClickException(exc.message) from None
+        raise failure(exc.message) from None
     except SpendgateError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(str(exc)) from None

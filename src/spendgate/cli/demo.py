@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from spendgate.cli.common import failure
 from spendgate.errors import SpendgateError
 
 
@@ -56,6 +57,6 @@ def demo(duration: float, db_path: Path | None, port: int, speed: float, routing
     try:
         asyncio.run(run_demo(options, Console(highlight=False)))
     except SpendgateError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise failure(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"the demo could not start: {exc}") from None
+        raise failure(f"the demo could not start: {exc}") from None

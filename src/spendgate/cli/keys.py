@@ -11,6 +11,7 @@ from spendgate.api.serialize import key_json
 from spendgate.cli.common import config_option, gateway_for, run_with_storage
 from spendgate.domain.identity import ApiKey
 from spendgate.services.keys import KeySpec
+from spendgate.text import escape
 
 
 @click.group()
@@ -28,7 +29,7 @@ def _print_key(key: ApiKey, as_json: bool, secret: str | None = None) -> None:
     for name, value in data.items():
         if value not in (None, [], ""):
             shown = ", ".join(value) if isinstance(value, list) else value
-            click.echo(f"{name:>15}: {shown}")
+            click.echo(f"{name:>15}: {escape(shown)}")
     if secret:
         click.echo("\nStore this key now: spendgate keeps only its hash.", err=True)
 
@@ -92,8 +93,8 @@ def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> 
     for key in found:
         state = "revoked" if key.revoked_at else "active"
         click.echo(
-            f"{key.id:<22} {key.name[:20]:<20} {(key.team or '-')[:12]:<12} "
-            f"{(key.service or '-')[:14]:<14} {(key.user or '-')[:12]:<12} {state}"
+            f"{key.id:<22} {escape(key.name)[:20]:<20} {escape(key.team or '-')[:12]:<12} "
+            f"{escape(key.service or '-')[:14]:<14} {escape(key.user or '-')[:12]:<12} {state}"
         )
 
 

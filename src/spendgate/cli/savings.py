@@ -9,6 +9,7 @@ from spendgate.cli.common import config_option, gateway_for, run_with_storage
 from spendgate.domain.reports import dollars, format_bp
 from spendgate.domain.savings import SavingsGroup, ShadowSavings, to_csv
 from spendgate.services.savings import SAVINGS_BY_CHOICES, SavingsReport, savings_report
+from spendgate.text import escape
 
 _GROUP_HEADER = (
     f"{'REQUESTS':>9} {'COST $':>14} {'ASKED-FOR $':>14} {'SAVED $':>14} {'SAVED':>8} "
@@ -18,7 +19,7 @@ _GROUP_HEADER = (
 
 def _group_line(label: str, g: SavingsGroup) -> str:
     return (
-        f"{label[:28]:<28} {g.requests:>9} {dollars(g.cost_nanos):>14} "
+        f"{escape(label)[:28]:<28} {g.requests:>9} {dollars(g.cost_nanos):>14} "
         f"{dollars(g.counterfactual_nanos):>14} {dollars(g.saved_nanos):>14} "
         f"{format_bp(g.saved_bp):>8} {g.aliased:>6} {g.rewritten:>8} {g.downgraded:>10} "
         f"{g.fell_back:>9}"
@@ -27,7 +28,7 @@ def _group_line(label: str, g: SavingsGroup) -> str:
 
 def _shadow_line(s: ShadowSavings) -> str:
     return (
-        f"{s.rule[:28]:<28} {s.requests:>9} {dollars(s.cost_nanos):>14} "
+        f"{escape(s.rule)[:28]:<28} {s.requests:>9} {dollars(s.cost_nanos):>14} "
         f"{dollars(s.shadow_cost_nanos):>14} {dollars(s.would_save_nanos):>14} "
         f"{format_bp(s.would_save_bp):>8}"
     )

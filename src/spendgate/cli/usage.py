@@ -13,6 +13,7 @@ from spendgate.services.reports import (
     blocks_report,
     usage_report,
 )
+from spendgate.text import escape
 
 
 def render_table(report: UsageReport) -> str:
@@ -26,7 +27,7 @@ def render_table(report: UsageReport) -> str:
     for ranked in report.top.top:
         g = ranked.usage
         lines.append(
-            f"{ranked.rank:>3} {(g.group or '(none)')[:28]:<28} {g.requests:>9} "
+            f"{ranked.rank:>3} {escape(g.group or '(none)')[:28]:<28} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
             f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
@@ -101,7 +102,7 @@ def blocks(config_path: str | None, period: str, as_json: bool) -> None:
     )
     for row in rows:
         click.echo(
-            f"{row['name'][:32]:<32} {row['blocked']:>8} {row['retryable']:>9} "
+            f"{escape(str(row['name']))[:32]:<32} {row['blocked']:>8} {row['retryable']:>9} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"
         )

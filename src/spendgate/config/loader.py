@@ -1,9 +1,14 @@
 """Load and validate the YAML config. Every problem names the file, the key path and what
 was expected, e.g. ``spendgate.yaml: providers.openai.kind: Input should be 'openai', ...``.
+
+No key or text value may hold a control or BIDI character (`spendgate.text.unsafe_in`):
+the config's names (teams, orgs, budgets, limits, models, rules) come back in every
+report, and none of its settings needs one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,7 @@ from pydantic import ValidationError
 
 from spendgate.config.schema import Config
 from spendgate.errors import ConfigError
+from spendgate.text import escape, unsafe_in
 
 
 def _key_path(location: tuple[int | str, ...]) -> str:
@@ -20,9 +26,9 @@ def _key_path(location: tuple[int | str, ...]) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif parts:
-            parts.append(f".{item}")
+            parts.append(f".{escape(item)}")
         else:
-            parts.append(str(item))
+            parts.append(escape(str(item)))
     return "".join(parts)
 
 
@@ -54,11 +60,35 @@ def _lift_key(message: str) -> tuple[str, str]:
     return "", message
 
 
+def _unsafe_text(data: Any, location: tuple[int | str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """Each key path whose key or text value holds a character a terminal would obey, and
+    what it holds."""
+    if isinstance(data, str):
+        found = unsafe_in(data)
+        if found is not None:
+            yield _key_path(location), f"contains a control or BIDI character ({found})"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and (found := unsafe_in(key)) is not None:
+                yield (
+                    _key_path((*location, key)),
+                    f"the key contains a control or BIDI character ({found})",
+                )
+            yield from _unsafe_text(value, (*location, str(key)))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from _unsafe_text(item, (*location, index))
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping of settings")
+    unsafe = next(_unsafe_text(data), None)
+    if unsafe is not None:
+        key, problem = unsafe
+        raise ConfigError(source, key, f"{problem}; names and values must be plain text")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -1,5 +1,8 @@
 """Drawing a `Snapshot`: a rich Live view on a terminal, plain lines anywhere else, and the
 closing summary. Pure rendering: the numbers arrive already read from the ledger.
+
+The names shown come from the ledger (``--db`` may name one the demo did not write), so
+each is escaped (`spendgate.text.escape`) and never read as rich markup.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.reports import format_bp
 from spendgate.money import format_dollars
 from spendgate.services.reports import UsageReport
+from spendgate.text import escape
 
 SERVICE_KEYS = "(service keys)"  # the user group of keys that have no user
 
@@ -36,7 +40,7 @@ def _spend_table(report: UsageReport, title: str, label: str) -> Table:
     for ranked in report.top.top:
         group = ranked.usage
         table.add_row(
-            group.group or SERVICE_KEYS,
+            Text(escape(group.group or SERVICE_KEYS)),
             f"{group.requests:,}",
             f"{group.input_tokens + group.output_tokens:,}",
             money(group.cost_nanos),
@@ -97,10 +101,11 @@ def render_live(snapshot: Snapshot, gateway_url: str) -> RenderableType:
 def plain_line(snapshot: Snapshot) -> str:
     """One line per tick when there is no terminal to redraw."""
     teams = ", ".join(
-        f"{r.usage.group or '-'} {money(r.usage.cost_nanos)}" for r in snapshot.by_team.top.top
+        f"{escape(r.usage.group or '-')} {money(r.usage.cost_nanos)}"
+        for r in snapshot.by_team.top.top
     )
     users = ", ".join(
-        f"{r.usage.group or SERVICE_KEYS} {format_bp(r.share_bp)}"
+        f"{escape(r.usage.group or SERVICE_KEYS)} {format_bp(r.share_bp)}"
         for r in snapshot.by_user.top.top[:3]
     )
     return (
@@ -134,7 +139,7 @@ class Screen:
         if self._live is not None:
             self._live.update(render_live(snapshot, self.gateway_url), refresh=True)
         elif snapshot.elapsed_s >= self._next_line_at:
-            self.console.print(plain_line(snapshot), soft_wrap=True, highlight=False)
+            self.console.print(plain_line(snapshot), soft_wrap=True, highlight=False, markup=False)
             self._next_line_at = snapshot.elapsed_s + self.plain_every_s
 
 
@@ -162,9 +167,9 @@ def print_summary(
     out(_tables(snapshot))
     out(_pareto_line(snapshot))
     models = " | ".join(
-        f"{r.usage.group} {format_bp(r.share_bp)}" for r in snapshot.by_model.top.top
+        f"{escape(str(r.usage.group))} {format_bp(r.share_bp)}" for r in snapshot.by_model.top.top
     )
-    out(f"By model: {models}", soft_wrap=True, highlight=False)
+    out(f"By model: {models}", soft_wrap=True, highlight=False, markup=False)
     out()
     for line in summary_lines(snapshot.blocks, guards, book):
         out(line, soft_wrap=True, highlight=False, markup=False)

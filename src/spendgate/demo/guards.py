@@ -17,6 +17,7 @@ from spendgate.domain.budgets import BudgetBook, Kind, Unit
 from spendgate.money import NANOS_PER_DOLLAR, format_dollars
 from spendgate.services.budgets import BudgetService
 from spendgate.storage import Storage
+from spendgate.text import escape
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -105,7 +106,7 @@ def live_line(blocks: Blocks) -> str:
     """One line for the live view: what was stopped so far."""
     if not blocks.blocked:
         return "Nothing refused yet: budgets, rate limits and loop detection are watching."
-    parts = ", ".join(f"{line.name} {line.blocked}" for line in blocks.refusals)
+    parts = ", ".join(f"{escape(line.name)} {line.blocked}" for line in blocks.refusals)
     return (
         f"Refused before the call: {plural(blocks.blocked, 'request')} "
         f"(worth up to {money(blocks.would_cost_nanos)}): {parts}"
@@ -113,7 +114,8 @@ def live_line(blocks: Blocks) -> str:
 
 
 def summary_lines(blocks: Blocks, guards: Guards, book: BudgetBook) -> list[str]:
-    """The closing summary's guard section; each refusal line is one ledger group."""
+    """The closing summary's guard section; each refusal line is one ledger group. The
+    names in it are escaped (`spendgate.text.escape`): they come from the ledger."""
     lines = [
         "Stopped before the expensive call (the ledger's block rows, as `spendgate blocks` "
         "shows them):",
@@ -155,4 +157,4 @@ def summary_lines(blocks: Blocks, guards: Guards, book: BudgetBook) -> list[str]
                 f"plus the minimum output did not fit in what was left (now {budget.remaining}): "
                 "a hard cap leaves that last bit unspent rather than risk going over."
             )
-    return lines
+    return [escape(line) for line in lines]

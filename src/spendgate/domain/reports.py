@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from spendgate.domain.totals import UsageGroup
 from spendgate.money import nanos_to_decimal
+from spendgate.text import csv_cell
 
 BASIS_POINTS = 10_000
 
@@ -139,7 +140,9 @@ CSV_HEADER = (
 def to_csv(groups: Sequence[UsageGroup]) -> str:
     """Header plus one line per group, in the given order; cost in dollars, 9 decimals.
 
-    The unattributed group (None) is an empty cell.
+    The unattributed group (None) is an empty cell; a group name a spreadsheet would run as
+    a formula (``=HYPERLINK(...)``, ``+1``, ``-1``, ``@SUM``) starts with a single quote
+    (`csv_cell`).
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -148,7 +151,7 @@ def to_csv(groups: Sequence[UsageGroup]) -> str:
         counts = [getattr(g, name) for name in _USAGE_FIELDS]
         writer.writerow(
             [
-                g.group or "",
+                csv_cell(g.group or ""),
                 *counts,
                 dollars(g.cost_nanos),
                 g.errors,

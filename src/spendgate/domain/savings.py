@@ -25,6 +25,7 @@ from enum import Enum
 
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.reports import dollars, share_bp
+from spendgate.text import csv_cell
 
 
 class SavingsBy(Enum):
@@ -234,14 +235,15 @@ def shadow_json(shadow: ShadowSavings) -> dict[str, object]:
 
 
 def to_csv(groups: Sequence[SavingsGroup]) -> str:
-    """Header plus one line per group, in the given order; dollars with 9 decimals."""
+    """Header plus one line per group, in the given order; dollars with 9 decimals. A group
+    name a spreadsheet would run as a formula starts with a single quote (`csv_cell`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for g in groups:
         writer.writerow(
             [
-                g.group or "",
+                csv_cell(g.group or ""),
                 g.requests,
                 dollars(g.cost_nanos),
                 dollars(g.counterfactual_nanos),

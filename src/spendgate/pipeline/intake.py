@@ -11,6 +11,7 @@ from aiohttp import web
 
 from spendgate.errors import InvalidRequest, RequestTooLarge
 from spendgate.events import Event, Events
+from spendgate.text import escape
 
 REQUEST_ID_HEADER = "x-spendgate-request-id"
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
@@ -56,10 +57,13 @@ def require_model(body: dict[str, Any]) -> str:
 
 
 def session_of(request: web.Request, names: list[str]) -> str | None:
+    """The client's session id, escaped: it is stored and shown back (a session budget's
+    members), and a header byte that is not UTF-8 arrives as a lone surrogate, which no
+    store can encode."""
     for name in names:
         value = request.headers.get(name)
         if value:
-            return value[:200]
+            return escape(value)[:200]
     return None
 
 

@@ -19,6 +19,9 @@ from spendgate.domain.identity import (
 )
 from spendgate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from spendgate.storage import Storage
+from spendgate.text import unsafe_in
+
+MAX_LABEL_LENGTH = 200  # a key's name, user, service, team, each tag and model pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class KeyService:
     def _check(self, spec: KeySpec) -> None:
         if not spec.name.strip():
             raise InvalidRequest("a key needs a non-empty name", param="name")
+        for field, value in (("name", spec.name), *_optional_labels(spec)):
+            _check_shown(field, value)
         teams = self._config.all_teams()
         if spec.team is not None and teams and spec.team not in teams:
             declared = ", ".join(sorted(teams))
@@ -54,10 +59,21 @@ class KeyService:
                 f"unknown team {spec.team!r}; teams declared under orgs: {declared}",
                 param="team",
             )
-        if spec.expires_at is not None and spec.expires_at.tzinfo is None:
-            raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        if spec.expires_at is not None:
+            self._check_expiry(spec.expires_at)
         _check_labels("tags", spec.tags)
         _check_labels("allowed_models", spec.allowed_models)
+
+    def _check_expiry(self, expires_at: datetime) -> None:
+        if expires_at.tzinfo is None:
+            raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        now = self._clock.now()
+        if expires_at <= now:
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is not in the future (now: "
+                f"{now.isoformat()}); a key cannot be created already expired",
+                param="expires_at",
+            )
 
     async def create(self, spec: KeySpec) -> IssuedKey:
         self._check(spec)
@@ -101,6 +117,11 @@ class KeyService:
         key = await self.get(key_id)
         if key.revoked_at is not None:
             raise InvalidRequest(f"key {key_id!r} is revoked and cannot be rotated")
+        if key.expires_at is not None and key.expires_at <= self._clock.now():
+            raise InvalidRequest(
+                f"key {key_id!r} expired at {key.expires_at.isoformat()} and cannot be "
+                "rotated (create a new key)"
+            )
         secret = generate_secret()
         rotated = dataclasses.replace(key, key_hash=hash_secret(secret), hint=display_hint(secret))
         await self._storage.update_key(rotated)
@@ -129,9 +150,29 @@ def _to_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
+def _optional_labels(spec: KeySpec) -> list[tuple[str, str]]:
+    named = (("user", spec.user), ("service", spec.service), ("team", spec.team))
+    return [(field, value) for field, value in named if value is not None]
+
+
+def _check_shown(field: str, value: str) -> None:
+    """What reports print back must be plain text of a sane length."""
+    if len(value) > MAX_LABEL_LENGTH:
+        raise InvalidRequest(
+            f"{field} is {len(value)} characters long; at most {MAX_LABEL_LENGTH}", param=field
+        )
+    found = unsafe_in(value)
+    if found is not None:
+        raise InvalidRequest(
+            f"{field} contains a control or BIDI character ({found}); names must be plain text",
+            param=field,
+        )
+
+
 def _check_labels(field: str, values: Iterable[str]) -> None:
     for value in values:
         if not value or not value.strip() or "," in value:
             raise InvalidRequest(
                 f"{field} entries must be non-empty and contain no comma", param=field
             )
+        _check_shown(field, value)
