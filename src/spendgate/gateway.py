@@ -43,6 +43,7 @@ from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
+from spendgate.services.offload import Offload
 from spendgate.services.outage import OutageAllowance
 from spendgate.storage import Storage
 from spendgate.storage.open import open_storage
@@ -188,6 +189,7 @@ class Gateway:
         self.admission = AdmissionQueue(
             max_wait_s=settings.admission_wait_s, max_waiting=settings.admission_queue_max
         )
+        self.offload = Offload()  # a worker pool for large bodies, started on first use
         stored = snapshot.config.storage  # restart-only, as the storage itself
         self.spool = Spool(stored.spool_path(), self.owner)
         self.outage = OutageAllowance(dollars_to_nanos(str(stored.outage_allowance_usd)))
@@ -271,6 +273,7 @@ class Gateway:
             with contextlib.suppress(StorageError):
                 await self.spool.replay(self.storage)
         self.spool.close()
+        self.offload.close()
         await self.storage.close()
 
     async def settled(self) -> None:

@@ -31,6 +31,7 @@ import httpx2
 import openai
 import pytest
 
+from e2e.process import spendgate_cli
 from harness import GatewayHarness
 
 PROMPT = [{"role": "user", "content": "hello"}]
@@ -324,3 +325,31 @@ def test_an_outage_allowance_lets_unbudgeted_requests_through_up_to_its_amount(
         every_call_has_one_row(gw)
     finally:
         gw.stop()
+
+
+def test_a_read_only_database_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    config = folder / "spendgate.yaml"
+    config.write_text("storage:\n  url: sqlite:///spendgate.db\n", encoding="utf-8")
+    made = spendgate_cli("keys", "create", "-c", str(config), "--name", "first")
+    assert made.returncode == 0, made.stderr
+    bound = subprocess.run(
+        ["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True, check=False
+    )
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {bound.stderr.strip()}")
+    try:
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True, check=False
+        )
+        assert remounted.returncode == 0
+        started = spendgate_cli("serve", "-c", str(config), "--port", "0", timeout=30)
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+    assert started.returncode == 1
+    assert "Traceback" not in started.stderr
+    [line] = [text for text in started.stderr.splitlines() if text.strip()]
+    assert line.startswith("Error: cannot start: ")
+    assert "writable" in line
+    assert str(folder / "spendgate.db") in line

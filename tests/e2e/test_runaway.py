@@ -27,8 +27,8 @@ import pytest
 
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
+from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
-from spendgate.pipeline.budgeting import fingerprint
 from spendgate.simulator.records import RequestRecord
 
 OPENAI_MODEL = "gpt-4o-mini"

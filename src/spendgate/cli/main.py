@@ -7,8 +7,9 @@ import click
 from spendgate import __version__
 from spendgate.cli.budgets import budgets
 from spendgate.cli.check import check_config
-from spendgate.cli.common import config_option, gateway_for
+from spendgate.cli.common import config_option, failure, gateway_for
 from spendgate.cli.keys import keys
+from spendgate.errors import StorageError
 from spendgate.logs import configure
 
 
@@ -28,11 +29,18 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
 
     gateway = gateway_for(config_path, need_providers=True)
     configure(gateway.config.server.log_level)
-    run(
-        gateway,
-        host or gateway.config.server.host,
-        gateway.config.server.port if port is None else port,
-    )
+    try:
+        run(
+            gateway,
+            host or gateway.config.server.host,
+            gateway.config.server.port if port is None else port,
+        )
+    except StorageError as exc:  # at start: a database it cannot open or write
+        raise failure(
+            f"cannot start: {exc}. spendgate writes its database, and the -wal and -shm "
+            "files beside it: check that the file and its folder are writable "
+            f"(storage.url: {gateway.config.storage.url})."
+        ) from None
 
 
 cli.add_command(check_config)

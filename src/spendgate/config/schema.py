@@ -35,6 +35,10 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8700
     max_body_bytes: Annotated[int, Field(gt=0)] = 20 * 1024 * 1024
+    # A request body may nest JSON this deep (orjson cannot write more than 255 levels)...
+    max_json_depth: Annotated[int, Field(ge=2, le=250)] = 128
+    # ... and hold this many JSON objects and arrays (each costs parsing time on the loop).
+    max_json_containers: Annotated[int, Field(ge=1)] = 50_000
     admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"  # noqa: S105
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0

@@ -10,13 +10,10 @@ ticket's lease lapses and the sweeper charges it at its reservation (`unreconcil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import hashlib
 import logging
 from datetime import datetime, timedelta
-from typing import Any
-
-import orjson
 
 from spendgate.domain.admission import (
     Admitted,
@@ -25,7 +22,8 @@ from spendgate.domain.admission import (
     Thresholds,
     WorstCase,
 )
-from spendgate.domain.budgets import BudgetBook, Caller, Kind, RequestCap, Unit
+from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
+from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
@@ -40,6 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.events import Refused as RefusedEvent
 from spendgate.events import SettledAbove, ThresholdCrossed
+from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket
@@ -49,17 +48,6 @@ from spendgate.storage import ReservationPlan, Storage
 from spendgate.storage.spool import Unwritten
 
 log = logging.getLogger("spendgate.budgets")
-
-# Fields that change between two sends of the same logical request.
-_VOLATILE = frozenset(
-    {"stream", "stream_options", "metadata", "user", "store", "prompt_cache_key", "service_tier"}
-)
-
-
-def fingerprint(body: dict[str, Any]) -> str:
-    """Of the request's content (model, messages or input, tools...), not its delivery."""
-    content = {name: value for name, value in body.items() if name not in _VOLATILE}
-    return hashlib.blake2b(orjson.dumps(content), digest_size=12).hexdigest()
 
 
 async def admit(
@@ -75,32 +63,40 @@ async def admit(
     record_refusal: bool = True,
     thresholds: Thresholds | None = None,
     queue: AdmissionQueue | None = None,
+    work: BodyWork | None = None,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
     (and record the refusal in the ledger, uncharged, with what it would have cost, unless
-    ``record_refusal`` is False: the caller has a cheaper model to try instead)."""
+    ``record_refusal`` is False: the caller has a cheaper model to try instead).
+
+    The cheap checks come first: a full request-rate or concurrency limit refuses before
+    any work on the body; then the body is fingerprinted (loop detection) and its input
+    counted, in a worker process when it is large (``work``)."""
     now = exchange.arrived
     caller = Caller(
-        key=exchange.key,
-        org=exchange.org,
-        model=exchange.route.name,
-        session=exchange.session_id,
-        # A fallback attempt is the same request again: the loop detector counted it once.
-        fingerprint=fingerprint(exchange.body)
-        if book.loop is not None and exchange.attempt == 0
-        else None,
+        key=exchange.key, org=exchange.org, model=exchange.route.name, session=exchange.session_id
     )
-    counters = book.counters(caller, now)
+    counters = book.counters(caller, now)  # all but loop detection's (it needs the fingerprint)
     caps = book.caps_for(caller)
-    if not counters and not caps:
+    # A fallback attempt is the same request again: the loop detector counted it once.
+    loops = book.loop is not None and exchange.attempt == 0
+    if not counters and not caps and not loops:
         return None
     spec = exchange.spec
     hidden = spec.hidden_input(exchange.body)
     worst: WorstCase | None = None
     try:
+        await _refuse_on_full_rate_limits(storage, counters, now)
+        if loops:
+            found = await work.fingerprint(exchange) if work else fingerprint(exchange.body)
+            counters = book.counters(dataclasses.replace(caller, fingerprint=found), now)
         bounding = hidden_input_policy(counters, hidden)
         priced = price_worst_case(
-            exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls, bounding=bounding
+            exchange,
+            default_ceiling,
+            assumed_tool_calls=assumed_tool_calls,
+            bounding=bounding,
+            count=await work.input_count(exchange) if work else None,
         )
         worst, count = priced.worst, priced.count
         _check_input_caps(caps, count.tokens, count.exact)
@@ -125,6 +121,13 @@ async def admit(
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
+        if worst is None and isinstance(refusal, RateLimited):
+            # refused before it was priced (a full rate limit): priced now, for the record
+            with contextlib.suppress(GatewayError):
+                counted = await work.input_count(exchange) if work else None
+                worst = price_worst_case(
+                    exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls, count=counted
+                ).worst
         cost = worst.amount(Unit.NANOS, worst.requested_ceiling) if worst else 0
         await record_block(storage, exchange, refusal, cost)
         raise
@@ -141,6 +144,25 @@ async def admit(
     return Ticket(
         plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
     )
+
+
+async def _refuse_on_full_rate_limits(
+    storage: Storage, counters: list[CounterRef], now: datetime
+) -> None:
+    """A request-rate or concurrency limit with no room left refuses at once, before the
+    body is counted (the atomic reservation decides again, whatever this read saw)."""
+    cheap = tuple(
+        ref
+        for ref in counters
+        if ref.budget.kind is Kind.LIMIT
+        and ref.budget.blocks
+        and ref.budget.unit in (Unit.REQUESTS, Unit.CONCURRENT)
+    )
+    if not cheap:
+        return
+    for state in await storage.counter_states(cheap, now):
+        if state.room < 1:
+            raise _rate_limited(state, 1, now)
 
 
 def counter_keys(plan: ReservationPlan) -> list[str]:

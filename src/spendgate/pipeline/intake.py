@@ -9,8 +9,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from spendgate.config.schema import ServerConfig
+from spendgate.dialects.offloaded import shape_of
+from spendgate.domain.json_shape import Shape, containers_at_most, shape
 from spendgate.errors import InvalidRequest, RequestTooLarge
 from spendgate.events import Event, Events
+from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 from spendgate.text import escape
 
 REQUEST_ID_HEADER = "x-spendgate-request-id"
@@ -26,7 +30,20 @@ def credential(request: web.Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def read_json_object(request: web.Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+# Below this many opening brackets (and `LARGE_BODY_BYTES`), a body is parsed and measured
+# on the event loop: a few milliseconds at most.
+INLINE_CONTAINERS = 20_000
+
+
+async def read_json_object(
+    request: web.Request, server: ServerConfig, offload: Offload
+) -> tuple[bytes, dict[str, Any]]:
+    """The body as bytes and as a JSON object, bounded in size, in objects and arrays
+    (`server.max_json_containers`) and in depth (`server.max_json_depth`), so that no
+    later step (the loop fingerprint, re-serializing, counting) meets a body it cannot
+    handle, and no body holds the event loop long. A large body is measured in a worker
+    process before the loop parses it."""
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
     try:
@@ -35,13 +52,43 @@ async def read_json_object(request: web.Request, limit: int) -> tuple[bytes, dic
         raise _too_large(None, limit) from None
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
+    # (a large body is not even scanned here: the worker parses it anyway)
+    bound = containers_at_most(raw) if len(raw) < LARGE_BODY_BYTES else INLINE_CONTAINERS + 1
+    measured: Shape | None = None
+    if bound > INLINE_CONTAINERS:
+        measured = await offload.run(shape_of, raw)
+        if measured is not None:
+            _check_shape(measured, server)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc) or "depth limit" in str(exc):  # deeper than orjson reads
+            raise _too_deep(None, server.max_json_depth) from None
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if measured is None and bound >= server.max_json_depth:
+        _check_shape(shape(body), server)  # (a body with fewer brackets cannot nest deeper)
     return raw, body
+
+
+def _check_shape(found: Shape, server: ServerConfig) -> None:
+    if found.depth > server.max_json_depth:
+        raise _too_deep(found.depth, server.max_json_depth)
+    if found.containers > server.max_json_containers:
+        raise RequestTooLarge(
+            f"The request body holds {found.containers:,} JSON objects and arrays; this "
+            f"gateway accepts at most {server.max_json_containers:,} "
+            "(server.max_json_containers).",
+        )
+
+
+def _too_deep(depth: int | None, limit: int) -> InvalidRequest:
+    found = f"{depth} levels" if depth is not None else "more than 1024 levels"
+    return InvalidRequest(
+        f"The request body nests JSON {found} deep; this gateway accepts at most {limit} "
+        "(server.max_json_depth)."
+    )
 
 
 def _too_large(size: int | None, limit: int) -> RequestTooLarge:

@@ -40,6 +40,7 @@ from spendgate.errors import (
 )
 from spendgate.events import AuthFailed, Rejected
 from spendgate.gateway import Gateway, Snapshot
+from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.budgeting import admit, counter_keys, record_block
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.forward import Failed, breaker_key, forward
@@ -127,7 +128,7 @@ async def _serve(
     started = gateway.clock.monotonic()
     arrived = gateway.clock.now()
     config = snapshot.config
-    raw, body = await read_json_object(request, config.server.max_body_bytes)
+    raw, body = await read_json_object(request, config.server, gateway.offload)
     spec.check(body)
     session = session_of(request, config.runaway.session_headers)
     caller = Caller(key=key, org=snapshot.org_of(key), model=require_model(body), session=session)
@@ -279,7 +280,9 @@ async def _attempt(
         await record_block(gateway.storage, exchange, refusal, worst)
         raise refusal
     try:
-        exchange.ticket = await _admit(gateway, exchange, record_refusal)
+        exchange.ticket = await _admit(
+            gateway, exchange, BodyWork(gateway.offload, raw), record_refusal
+        )
         if exchange.ticket is None and exchange.spec.billed:
             exchange.trace = await trace(gateway, exchange, len(raw))
         legacy = exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE
@@ -328,7 +331,9 @@ def _breaker_refusal(exchange: Exchange, wait: float) -> CircuitOpen:
     )
 
 
-async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> Ticket | None:
+async def _admit(
+    gateway: Gateway, exchange: Exchange, work: BodyWork, record_refusal: bool
+) -> Ticket | None:
     # Token-counting calls are free upstream: no budget, limit or loop counter applies
     # (Claude Code calls count_tokens often; a spent budget must not break it).
     snapshot = exchange.snapshot
@@ -347,6 +352,7 @@ async def _admit(gateway: Gateway, exchange: Exchange, record_refusal: bool) -> 
         record_refusal=record_refusal,
         thresholds=gateway.thresholds,
         queue=gateway.admission,
+        work=work,
     )
 
 

@@ -1,0 +1,36 @@
+"""The work admission does on a request's body (counting its input tokens, fingerprinting
+it for loop detection), on the event loop for an ordinary body and in a worker process
+for a large one (`spendgate.services.offload`), so that one large request does not stall
+every other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spendgate.dialects.offloaded import count_input, fingerprint_of
+from spendgate.domain.fingerprint import fingerprint
+from spendgate.domain.tokens import TokenCount
+from spendgate.pipeline.exchange import Exchange
+from spendgate.services.offload import LARGE_BODY_BYTES, Offload
+
+
+@dataclass(frozen=True, slots=True)
+class BodyWork:
+    offload: Offload
+    raw: bytes  # the body as the client sent it
+
+    @property
+    def large(self) -> bool:
+        return len(self.raw) >= LARGE_BODY_BYTES
+
+    async def input_count(self, exchange: Exchange) -> TokenCount:
+        if not self.large:
+            return exchange.spec.input_counter(exchange.route.name, exchange.body)
+        surface = exchange.spec.surface.value
+        tokens, exact = await self.offload.run(count_input, surface, exchange.route.name, self.raw)
+        return TokenCount(tokens, exact)
+
+    async def fingerprint(self, exchange: Exchange) -> str:
+        if not self.large:
+            return fingerprint(exchange.body)
+        return await self.offload.run(fingerprint_of, self.raw)
