@@ -83,7 +83,7 @@ async def admit(
     if not counters and not caps and not loops:
         return None
     spec = exchange.spec
-    hidden = spec.hidden_input(exchange.body)
+    hidden = exchange.hidden_input()
     worst: WorstCase | None = None
     try:
         await _refuse_on_full_rate_limits(storage, counters, now)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from spendgate.dialects import SurfaceSpec
+from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
@@ -55,11 +56,23 @@ class Exchange:
     shadow_price: Price | None = None  # the price of the model a shadow rule would have used
     attempt: int = 0  # which attempt of the fallback chain
     fallback_from: str | None = None  # the model whose failure led to this attempt
+    _hidden: tuple[SurfaceSpec, dict[str, Any], HiddenInput] | None = dataclasses.field(
+        default=None, init=False, repr=False
+    )
 
     @property
     def lease_id(self) -> str | None:
         """The reservation whose lease is the request's durable trace, if it has one."""
         return self.ticket.plan.reservation_id if self.ticket is not None else self.trace
+
+    def hidden_input(self) -> HiddenInput:
+        """What the provider may bill that the body does not show, read once per attempt
+        (the trace, the worst case and the usage vetting all ask)."""
+        cached = self._hidden
+        if cached is None or cached[0] is not self.spec or cached[1] is not self.body:
+            cached = (self.spec, self.body, self.spec.hidden_input(self.body))
+            self._hidden = cached
+        return cached[2]
 
     def mark_first_byte(self, now: float) -> None:
         if self.ttfb is None:

@@ -36,7 +36,7 @@ async def trace(gateway: Gateway, exchange: Exchange, body_bytes: int) -> str | 
     snapshot = exchange.snapshot
     settings = snapshot.config.budget_settings
     window = exchange.price.max_input_tokens
-    hidden = exchange.spec.hidden_input(exchange.body)
+    hidden = exchange.hidden_input()
     bounding = Bounding.BOUND if hidden and window else Bounding.COUNT
     priced = price_worst_case(
         exchange,

@@ -37,9 +37,7 @@ def input_limit(exchange: Exchange) -> int | None:
     if not window:
         return None
     settings = exchange.snapshot.config.budget_settings
-    return window * (
-        1 + exchange.spec.hidden_input(exchange.body).calls(settings.assumed_tool_calls)
-    )
+    return window * (1 + exchange.hidden_input().calls(settings.assumed_tool_calls))
 
 
 def implausible(usage: Usage, exchange: Exchange) -> str | None:

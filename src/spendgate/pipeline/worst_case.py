@@ -86,7 +86,7 @@ def price_worst_case(
     if count is None:
         count = spec.input_counter(route.name, body)
     requested, choices = spec.requested_output(body)
-    hidden = spec.hidden_input(body)
+    hidden = exchange.hidden_input()
     if bounding is None:
         bounding = Bounding.BOUND if hidden else Bounding.COUNT
     ceiling = 0  # embeddings: input only, no output to reserve
