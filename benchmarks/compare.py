@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="what the baseline is (for the write-up)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--section", default="compare", help="the marked section to replace")
     args = parser.parse_args()
     table = asyncio.run(main_async(args.baseline.resolve(), args.rounds))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -132,7 +133,9 @@ def main() -> None:
     )
     print(content)
     if args.write:
-        write(ROOT / args.write if not args.write.is_absolute() else args.write, "compare", content)
+        write(
+            ROOT / args.write if not args.write.is_absolute() else args.write, args.section, content
+        )
 
 
 if __name__ == "__main__":
