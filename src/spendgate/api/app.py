@@ -10,7 +10,6 @@ from aiohttp import web
 from spendgate.api import admin, health, models, reload
 from spendgate.api.errors import error_middleware
 from spendgate.dialects import SURFACES, SurfaceSpec
-from spendgate.errors import ServiceUnavailable
 from spendgate.gateway import Gateway
 from spendgate.pipeline.proxy import handle
 
@@ -22,8 +21,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _proxy(spec: SurfaceSpec) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[GATEWAY]
-        if gateway.draining:
-            raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
         task = asyncio.current_task()
         gateway.requests.enter(task)
         try:

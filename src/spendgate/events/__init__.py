@@ -11,8 +11,8 @@ One event per outcome of a request attempt:
   429/5xx; a row when it may have billed.
 
 And what happens around requests: `ThresholdCrossed` (a soft threshold of a budget),
-`BreakerOpened`, `LeaseLapsed`, `SettledAbove` (a request charged more than it reserved),
-`UsageAnomaly` (a provider's usage not believed).
+`BreakerOpened`, `BreakerClosed`, `LeaseLapsed`, `SettledAbove` (a request charged more than
+it reserved), `UsageAnomaly` (a provider's usage not believed).
 
 Subscribers run synchronously on the request path, so they must be cheap and must not
 block: one that needs IO queues the event and does it elsewhere. A subscriber that raises
@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 
 log = logging.getLogger("spendgate.events")
@@ -52,6 +53,20 @@ class Rejected:
     status: int
     code: str | None
     message: str
+    key: ApiKey | None = None  # who asked, once the key is known
+    model: str | None = None  # the model asked for, once the body was read
+
+    @property
+    def reason(self) -> str:
+        return self.code or _UNCODED.get(self.status, "rejected")
+
+
+_UNCODED = {
+    400: "invalid_request",
+    405: "method_not_allowed",
+    499: "client_disconnected",
+    500: "internal_error",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,10 @@ class AuthFailed:
     request_id: str
     surface: str
     message: str
+
+    @property
+    def reason(self) -> str:
+        return "invalid_api_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +88,15 @@ class UpstreamFailed:
     status: int  # the provider's (429, 5xx) or the gateway's (502, 504)
     error: str
     row: LedgerRow | None  # None: nothing reached the provider, nothing was charged
+    key: ApiKey | None = None  # who asked (the row names it too, when there is one)
+
+    @property
+    def reason(self) -> str:
+        if self.status == 502:
+            return "upstream_unavailable"
+        if self.status == 504:
+            return "upstream_timeout"
+        return f"upstream_{self.status}"  # the provider's own 429 or 5xx, relayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +114,14 @@ class BreakerOpened:
     model: str
     failures: int
     cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerClosed:
+    """A probe through an open breaker was answered: requests flow again."""
+
+    key_id: str
+    model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +157,7 @@ Event = (
     | UpstreamFailed
     | ThresholdCrossed
     | BreakerOpened
+    | BreakerClosed
     | LeaseLapsed
     | SettledAbove
     | UsageAnomaly
@@ -147,6 +184,7 @@ class Events:
 
 __all__ = [
     "AuthFailed",
+    "BreakerClosed",
     "BreakerOpened",
     "Event",
     "Events",

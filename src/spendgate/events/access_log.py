@@ -1,16 +1,20 @@
 """The access log: the first subscriber of the outcome events. One JSON line per outcome of
 a request attempt (served, refused, rejected, auth failed, upstream failed), with its
-status, reason, identity and cost; never a prompt, a completion or a secret. Events around
-requests (thresholds, breakers, lapsed leases, overruns) get a line of their own."""
+status, reason, identity (key id, team, user, service, org: null when no key was
+recognized) and cost (`cost_nanos`, 0 when nothing was charged); never a prompt, a
+completion or a secret. Events around requests (thresholds, breakers opening and closing,
+lapsed leases, overruns) get a line of their own."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.events import (
     AuthFailed,
+    BreakerClosed,
     BreakerOpened,
     Event,
     LeaseLapsed,
@@ -27,13 +31,29 @@ log = logging.getLogger("spendgate.access")
 notices = logging.getLogger("spendgate.budgets")
 
 
+def _identity(key: ApiKey | None) -> dict[str, Any]:
+    if key is None:
+        return {"key_id": None, "team": None, "user": None, "service": None, "org": None}
+    return {
+        "key_id": key.id,
+        "team": key.team,
+        "user": key.user,
+        "service": key.service,
+        "org": key.org,
+    }
+
+
 def _row_fields(row: LedgerRow) -> dict[str, Any]:
     return {
         "request_id": row.request_id,
         "key_id": row.key_id,
         "team": row.team,
+        "user": row.user,
+        "service": row.service,
+        "org": row.org,
         "surface": row.surface,
         "model": row.requested_model,
+        "provider": row.provider,
         "routed_model": row.routed_model,
         "route_rule": row.route_rule,
         "attempt": row.attempt,
@@ -59,17 +79,21 @@ def access_log(event: Event) -> None:
             extra["would_cost_nanos"] = event.row.would_cost_nanos
             log.info("request", extra=extra)
     elif isinstance(event, UpstreamFailed):
-        fields = _row_fields(event.row) if event.row is not None else {}
+        if event.row is not None:
+            fields = _row_fields(event.row)
+        else:  # nothing reached the provider: nothing charged
+            fields = {**_identity(event.key), "model": event.model, "cost_nanos": 0}
         log.warning(
             "request",
             extra={
                 "outcome": "upstream_failed",
+                "reason": event.reason,
                 **fields,
                 "request_id": event.request_id,
                 "provider": event.provider,
                 "routed_model": event.model,
                 "status": event.status,
-                "error": event.error,
+                "error": event.error[:300],
             },
         )
     elif isinstance(event, Rejected | AuthFailed):
@@ -82,11 +106,18 @@ def _rejected(event: Rejected | AuthFailed) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     if isinstance(event, AuthFailed):
-        extra: dict[str, Any] = {"outcome": "auth_failed", "status": 401}
+        extra: dict[str, Any] = {"outcome": "auth_failed", "status": 401, **_identity(None)}
+        extra["model"] = None
     else:
-        extra = {"outcome": "rejected", "status": event.status, "reason": event.code}
-        extra["key_id"] = event.key_id
-    extra.update(request_id=event.request_id, surface=event.surface, error=event.message[:300])
+        extra = {"outcome": "rejected", "status": event.status, **_identity(event.key)}
+        extra.update(key_id=event.key_id, model=event.model)
+    extra.update(
+        reason=event.reason,
+        request_id=event.request_id,
+        surface=event.surface,
+        cost_nanos=0,
+        error=event.message[:300],
+    )
     log.info("request", extra=extra)
 
 
@@ -112,6 +143,8 @@ def _notice(event: Event) -> None:
                 "cooldown_s": event.cooldown_s,
             },
         )
+    elif isinstance(event, BreakerClosed):
+        notices.info("circuit breaker closed", extra={"key_id": event.key_id, "model": event.model})
     elif isinstance(event, LeaseLapsed):
         notices.warning(
             "lapsed reservation settled at its worst case",

@@ -15,7 +15,7 @@ from spendgate.dialects import Prepared
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from spendgate.events import BreakerOpened, UpstreamFailed
+from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_KEY
@@ -64,9 +64,13 @@ def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> No
     key = breaker_key(exchange)
     if ok is None:
         breakers.abandon(key)
-    elif breakers.record(key, gateway.clock.monotonic(), ok=ok):
+        return
+    was_open = breakers.is_open(key)
+    if breakers.record(key, gateway.clock.monotonic(), ok=ok):
         event = BreakerOpened(key[0], key[1], breakers.threshold, breakers.cooldown_s)
         exchange.reporter.notice(event)
+    elif ok and was_open:  # a probe was answered: the breaker closed
+        exchange.reporter.notice(BreakerClosed(key[0], key[1]))
 
 
 async def forward(
@@ -75,6 +79,7 @@ async def forward(
     """Send the request upstream and relay the answer. A failure before the client has seen
     a byte (unreachable, timeout, 429, 5xx) comes back as `Failed`, for a fallback to take
     over; once a stream's first byte is relayed, there is no going back."""
+    exchange.reporter.forwarded = True
     try:
         upstream = await gateway.upstream.send(
             exchange.provider,
@@ -112,7 +117,15 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
     name = exchange.provider.name
     if isinstance(failure, Unreachable | ConnectTimeout):
         exchange.reporter.outcome(
-            UpstreamFailed(exchange.request_id, name, exchange.route.name, 502, str(failure), None)
+            UpstreamFailed(
+                exchange.request_id,
+                name,
+                exchange.route.name,
+                502,
+                str(failure),
+                None,
+                key=exchange.key,
+            )
         )
         return Failed(
             error=UpstreamUnavailable(

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from spendgate.config.schema import ServerConfig
 from spendgate.dialects.offloaded import shape_of
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.json_shape import Shape, containers_at_most, shape
 from spendgate.errors import InvalidRequest, RequestTooLarge
 from spendgate.events import Event, Events
@@ -122,15 +123,19 @@ def retry_count_of(request: web.Request) -> int:
 class Reporter:
     """Tells the event bus what became of one request, and remembers whether anything has
     been told: a request that ends without an outcome event (refused before admission)
-    gets one at the end of `spendgate.pipeline.proxy.handle`."""
+    gets one at the end of `spendgate.pipeline.proxy.handle`, naming the key and the model
+    asked for if they were known by then."""
 
-    __slots__ = ("events", "reported", "request_id", "surface")
+    __slots__ = ("events", "forwarded", "key", "model", "reported", "request_id", "surface")
 
     def __init__(self, events: Events, request_id: str, surface: str) -> None:
         self.events = events
         self.request_id = request_id
         self.surface = surface
         self.reported = False
+        self.forwarded = False  # an attempt went upstream: its row reports it, even if cancelled
+        self.key: ApiKey | None = None
+        self.model: str | None = None
 
     def outcome(self, event: Event) -> None:
         self.reported = True

@@ -36,6 +36,7 @@ from spendgate.errors import (
     LoopDetected,
     RateLimited,
     RequestCapExceeded,
+    ServiceUnavailable,
     StorageError,
 )
 from spendgate.events import AuthFailed, Rejected
@@ -70,33 +71,52 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     request_id = new_request_id()
     request[REQUEST_ID_KEY] = request_id
     reporter = Reporter(gateway.events, request_id, spec.surface.value)
-    key_id: str | None = None
     try:
+        if gateway.draining:
+            raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
         key = await gateway.keys.authenticate(credential(request))
-        key_id = key.id
+        reporter.key = key
         return await _serve(gateway, snapshot, request, spec, reporter, key)
     except StorageError as exc:
         log.error("storage failed", extra={"path": request.path, "error": str(exc)})
         refusal = storage_refusal()
-        _report_unanswered(reporter, spec, refusal, key_id)
+        _report_unanswered(reporter, spec, refusal)
         raise refusal from exc
     except GatewayError as error:
-        _report_unanswered(reporter, spec, error, key_id)
+        _report_unanswered(reporter, spec, error)
+        raise
+    except asyncio.CancelledError:
+        if not reporter.forwarded:  # the client left before anything went upstream
+            _report(reporter, 499, None, "the client disconnected before an answer")
+        raise
+    except Exception:
+        _report(reporter, 500, None, "spendgate hit an internal error")
         raise
 
 
-def _report_unanswered(
-    reporter: Reporter, spec: SurfaceSpec, error: GatewayError, key_id: str | None
-) -> None:
+def _report_unanswered(reporter: Reporter, spec: SurfaceSpec, error: GatewayError) -> None:
     """The outcome event of a request refused before any attempt reported one."""
+    if isinstance(error, AuthenticationFailed):
+        if not reporter.reported:
+            reporter.outcome(AuthFailed(reporter.request_id, reporter.surface, error.message))
+        return
+    _report(reporter, spec.adapter.error_status(error), error.code, error.message)
+
+
+def _report(reporter: Reporter, status: int, code: str | None, message: str) -> None:
     if reporter.reported:
         return
-    if isinstance(error, AuthenticationFailed):
-        reporter.outcome(AuthFailed(reporter.request_id, reporter.surface, error.message))
-        return
-    status = spec.adapter.error_status(error)
+    key = reporter.key
+    key_id = key.id if key is not None else None
     event = Rejected(
-        reporter.request_id, reporter.surface, key_id, status, error.code, error.message
+        reporter.request_id,
+        reporter.surface,
+        key_id,
+        status,
+        code,
+        message,
+        key=key,
+        model=reporter.model,
     )
     reporter.outcome(event)
 
@@ -131,7 +151,8 @@ async def _serve(
     raw, body = await read_json_object(request, config.server, gateway.offload)
     spec.check(body)
     session = session_of(request, config.runaway.session_headers)
-    caller = Caller(key=key, org=snapshot.org_of(key), model=require_model(body), session=session)
+    reporter.model = require_model(body)
+    caller = Caller(key=key, org=snapshot.org_of(key), model=reporter.model, session=session)
     route, decision = await decide(
         gateway.storage, snapshot, spec, caller, body, request.headers, arrived
     )
