@@ -314,6 +314,38 @@ def test_anthropic_response_headers_reach_the_client(gw: GatewayHarness, stream:
 # ----------------------------------------------------------------------------- SSE fidelity
 
 
+@pytest.mark.parametrize(
+    ("kind", "header"), [("openai", "x-request-id"), ("anthropic", "request-id")]
+)
+def test_request_ids_the_provider_its_own_spendgate_its_own(
+    gw: GatewayHarness, kind: str, header: str
+) -> None:
+    """A relayed answer (its 5xx included) keeps the provider's request id in the provider's
+    header, untouched; spendgate's own id is always `x-spendgate-request-id`, and an error
+    spendgate raises itself (nothing relayed) carries spendgate's id in both."""
+    secret, key_id = new_key(gw)
+    path = "/v1/chat/completions" if kind == "openai" else "/v1/messages"
+    model = "gpt-4o-mini" if kind == "openai" else "claude-haiku-4-5"
+    body = {"model": model, "max_tokens": 10, "messages": MESSAGES}
+    headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+    served = httpx2.post(gw.url + path, content=orjson.dumps(body), headers=headers)
+    failed = httpx2.post(
+        gw.url + path, content=orjson.dumps(body), headers={**headers, "x-sim-status": "503"}
+    )
+    refused = httpx2.post(
+        gw.url + path, content=orjson.dumps({**body, "model": "no-such-model"}), headers=headers
+    )
+    assert (served.status_code, failed.status_code, refused.status_code) == (200, 503, 404)
+    rows = {row.request_id: row for row in gw.ledger(key_id)}
+    for relayed in (served, failed):
+        row = rows[relayed.headers["x-spendgate-request-id"]]
+        assert relayed.headers[header] == row.upstream_request_id == record_of(gw, row).request_id
+        assert relayed.headers[header] != row.request_id
+    assert refused.headers[header] == refused.headers["x-spendgate-request-id"]
+    assert refused.headers[header].startswith("req_")
+    assert refused.headers["x-spendgate-request-id"] not in rows  # refused before a row
+
+
 def _events(raw: bytes) -> list[list[bytes]]:
     blocks = raw.split(b"\n\n")
     assert blocks[-1] == b"", "the stream must end with a complete event"
