@@ -66,3 +66,8 @@ def csv_cell(text: str) -> str:
     obeys."""
     quote = "'" if text.startswith(_FORMULA_STARTS) else ""
     return quote + escape(text, reversible=False)
+
+
+def plural(count: int, word: str) -> str:
+    """``1 org``, ``3 orgs``: a count and its noun, for the sentences reports print."""
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"

@@ -346,6 +346,23 @@ def test_usage_errors(setup: Setup) -> None:
     assert "today, yesterday, month" in bad_period.stderr
 
 
+def test_usage_by_user_names_service_keys_and_counts_in_english(
+    setup: Setup, traffic: list[LedgerRow]
+) -> None:
+    bot = run_json("keys", "create", "-c", str(setup.config), "--name", "bot", "--service", "ci")
+    chat(setup, bot["key"], output_tokens=5)
+    table = run(
+        "usage", "-c", str(setup.config), "--by", "user", "--period", "today", "--top", "50"
+    )
+    assert table.exit_code == 0, table.output
+    assert "(service keys)" in table.stdout  # the demo's name for keys without a user
+    assert "(none)" not in table.stdout
+    top_one = run(
+        "usage", "-c", str(setup.config), "--by", "user", "--period", "today", "--top", "1"
+    )
+    assert top_one.stdout.splitlines()[-1].startswith("Top 1 accounts for ")
+
+
 # ----------------------------------------------------------------------------- check-config
 
 
@@ -354,7 +371,7 @@ def test_check_config_ok(setup: Setup) -> None:
     assert result.exit_code == 0, result.output
     models = len(yaml.safe_load(setup.config.read_text())["models"])
     assert result.stdout.startswith(
-        f"{setup.config}: OK: 2 providers, {models} models, 3 teams in 1 orgs, "
+        f"{setup.config}: OK: 2 providers, {models} models, 3 teams in 1 org, "
     )
     assert "priced models (catalog as of " in result.stdout
     assert result.stderr == ""

@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from spendgate.domain.reports import parse_period
+from spendgate.clock import ManualClock
+from spendgate.domain.reports import PERIOD_FORMS, parse_period
+from spendgate.errors import InvalidRequest
+from spendgate.services.reports import period_bounds
 
 NOW = datetime(2026, 11, 29, 15, 30, 45, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
@@ -61,3 +64,11 @@ def test_bad_periods_say_what_is_accepted(text: str, message: str) -> None:
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         parse_period("today", datetime(2026, 11, 29, 12))
+
+
+@pytest.mark.parametrize("text", ["last week", "0d", "2026-11-30..2026-11-01"])
+def test_a_report_refusing_a_period_lists_the_periods_once(text: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        period_bounds(ManualClock(NOW), text)
+    assert refused.value.message.count(PERIOD_FORMS) == 1
+    assert refused.value.message.count("today, yesterday") == 1

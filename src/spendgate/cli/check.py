@@ -7,7 +7,7 @@ import click
 from spendgate.cli.common import config_option, failure, load
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
-from spendgate.text import escape
+from spendgate.text import escape, plural
 
 
 @click.command("check-config")
@@ -37,9 +37,10 @@ def check_config(config_path: str | None) -> None:
                 f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
             )
     click.echo(
-        f"{escape(str(path))}: OK: {len(config.providers)} providers, {len(table)} models, "
-        f"{len(config.all_teams())} teams in {len(config.orgs)} orgs, "
-        f"{len(prices)} priced models (catalog as of {prices.as_of or 'n/a'})"
+        f"{escape(str(path))}: OK: {plural(len(config.providers), 'provider')}, "
+        f"{plural(len(table), 'model')}, {plural(len(config.all_teams()), 'team')} in "
+        f"{plural(len(config.orgs), 'org')}, {plural(len(prices), 'priced model')} "
+        f"(catalog as of {prices.as_of or 'n/a'})"
     )
     rules = config.routing.rules
     if rules:

@@ -24,10 +24,12 @@ def render_table(report: UsageReport) -> str:
         f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
         f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
+    # keys without a user are called what the demo calls them
+    unnamed = "(service keys)" if report.group_by.value == "user" else "(none)"
     for ranked in report.top.top:
         g = ranked.usage
         lines.append(
-            f"{ranked.rank:>3} {escape(g.group or '(none)')[:28]:<28} {g.requests:>9} "
+            f"{ranked.rank:>3} {escape(g.group or unnamed)[:28]:<28} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
             f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
@@ -39,9 +41,10 @@ def render_table(report: UsageReport) -> str:
             f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
     if report.top.top:
+        shown = len(report.top.top)
         lines.append(
-            f"Top {len(report.top.top)} account for {format_bp(report.top.top_share_bp)} "
-            "of the spend."
+            f"Top {shown} {'accounts' if shown == 1 else 'account'} for "
+            f"{format_bp(report.top.top_share_bp)} of the spend."
         )
     return "\n".join(lines)
 

@@ -59,7 +59,10 @@ def period_bounds(clock: Clock, period: str) -> tuple[datetime, datetime]:
     try:
         since, until = parse_period(period, now)
     except ValueError as exc:
-        raise InvalidRequest(f"{exc} (periods: {PERIOD_FORMS})", param="period") from None
+        message = str(exc)  # names the periods accepted once, whichever check refused it
+        if PERIOD_FORMS not in message:
+            message = f"{message} (periods: {PERIOD_FORMS})"
+        raise InvalidRequest(message, param="period") from None
     if until >= now:
         # "to date" periods include the request that finished this very millisecond.
         until = now + timedelta(milliseconds=1)
