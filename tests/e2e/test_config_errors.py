@@ -237,7 +237,16 @@ def test_missing_default_file_names_it(tmp_path: Path, monkeypatch: pytest.Monke
     result = CliRunner().invoke(cli, ["check-config"], env=ENV)
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: spendgate.yaml: cannot read the file: No such file or directory\n"
+        f"Error: no config file: spendgate.yaml does not exist in {tmp_path}. Pass one with "
+        "-c PATH (--config), or set SPENDGATE_CONFIG=PATH\n"
+    )
+    named = CliRunner().invoke(
+        cli, ["keys", "list"], env={**ENV, "SPENDGATE_CONFIG": str(tmp_path / "gone.yaml")}
+    )
+    assert named.exit_code == 1
+    assert named.stderr == (
+        f"Error: {tmp_path / 'gone.yaml'}: no such config file (named by $SPENDGATE_CONFIG); "
+        "fix it or pass -c PATH\n"
     )
 
 

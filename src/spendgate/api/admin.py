@@ -3,6 +3,8 @@
 POST /admin/keys                 create a key (the secret is in this response only)
 GET  /admin/keys                 list keys (?include_revoked=true)
 GET  /admin/keys/{id}            one key
+PATCH /admin/keys/{id}           change its labels (name, team, user, service, tags,
+                                 allowed_models, expires_at); same id, same secret
 POST /admin/keys/{id}/revoke     revoke now
 POST /admin/keys/{id}/rotate     new secret, same identity; the old secret stops working
 GET  /admin/usage                spend grouped by team/service/user/key/model/org/provider
@@ -30,7 +32,7 @@ from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.domain.savings import to_csv as savings_csv
 from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from spendgate.gateway import Gateway
-from spendgate.services.keys import KeySpec
+from spendgate.services.keys import KeySpec, KeyUpdate
 from spendgate.services.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -125,32 +127,70 @@ def key_spec_from_json(body: Any) -> KeySpec:
     )
 
 
-async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+def key_update_from_json(body: Any) -> KeyUpdate:
+    """A PATCH body: the fields present change (null clears user, service, team and
+    expires_at); the fields left out keep their values."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    unknown = set(body) - _KEY_FIELDS
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0]
+        )
+    if not body:
+        raise InvalidRequest(f"Nothing to change: send any of {', '.join(sorted(_KEY_FIELDS))}.")
+    if "name" in body and not isinstance(body["name"], str):
+        raise InvalidRequest("'name' must be a string", param="name")
+    return KeyUpdate(
+        changed=frozenset(body),
+        name=body.get("name", ""),
+        user=_optional_str(body, "user"),
+        service=_optional_str(body, "service"),
+        team=_optional_str(body, "team"),
+        tags=_strings(body, "tags"),
+        allowed_models=_strings(body, "allowed_models"),
+        expires_at=_expiry(body),
+    )
+
+
+async def _json_body(request: web.Request) -> Any:
     try:
-        body = orjson.loads(await request.read())
+        return orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+async def _update_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    update = key_update_from_json(await _json_body(request))
+    key = await gateway.keys.update(request.match_info["key_id"], update)
+    return _json(key_json(key, gateway.clock.now()))
+
+
+async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    body = await _json_body(request)
     issued = await gateway.keys.create(key_spec_from_json(body))
-    return _json({**key_json(issued.key), "key": issued.secret}, status=201)
+    return _json({**key_json(issued.key, gateway.clock.now()), "key": issued.secret}, status=201)
 
 
 async def _list_keys(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     include = request.query.get("include_revoked", "false").lower() in {"1", "true", "yes"}
     keys = await gateway.keys.list(include_revoked=include)
-    return _json({"data": [key_json(key) for key in keys]})
+    return _json({"data": [key_json(key, gateway.clock.now()) for key in keys]})
 
 
 async def _show_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    return _json(key_json(await gateway.keys.get(request.match_info["key_id"])))
+    key = await gateway.keys.get(request.match_info["key_id"])
+    return _json(key_json(key, gateway.clock.now()))
 
 
 async def _revoke_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    return _json(key_json(await gateway.keys.revoke(request.match_info["key_id"])))
+    key = await gateway.keys.revoke(request.match_info["key_id"])
+    return _json(key_json(key, gateway.clock.now()))
 
 
 async def _rotate_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     issued = await gateway.keys.rotate(request.match_info["key_id"])
-    return _json({**key_json(issued.key), "key": issued.secret})
+    return _json({**key_json(issued.key, gateway.clock.now()), "key": issued.secret})
 
 
 async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse:
@@ -179,6 +219,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/keys", _guard(gateway_key, _create_key))
     router.add_get("/admin/keys", _guard(gateway_key, _list_keys))
     router.add_get("/admin/keys/{key_id}", _guard(gateway_key, _show_key))
+    router.add_patch("/admin/keys/{key_id}", _guard(gateway_key, _update_key))
     router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key))
     router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
     router.add_get("/admin/usage", _guard(gateway_key, usage_handler))

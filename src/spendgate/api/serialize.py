@@ -12,12 +12,13 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def key_json(key: ApiKey) -> dict[str, Any]:
-    """A key as shown to operators: never its hash or secret."""
+def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as shown to operators: never its hash or secret; its state at ``now``."""
     return {
         "id": key.id,
         "name": key.name,
         "hint": key.hint,
+        "state": key.state(now),
         "user": key.user,
         "service": key.service,
         "team": key.team,

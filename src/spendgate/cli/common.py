@@ -12,7 +12,7 @@ import click
 from spendgate.config import Config, load_config
 from spendgate.errors import ConfigError, GatewayError, SpendgateError
 from spendgate.gateway import Gateway, build_gateway
-from spendgate.settings import Settings
+from spendgate.settings import CONFIG_ENV, Settings
 from spendgate.text import escape
 
 T = TypeVar("T")
@@ -39,7 +39,19 @@ def load(config_path: str | None) -> tuple[Config, Path, Settings]:
     try:
         return load_config(path), path, settings
     except ConfigError as exc:
+        if config_path is None and not path.exists():
+            raise failure(_no_config(path, settings)) from None
         raise failure(str(exc)) from None
+
+
+def _no_config(path: Path, settings: Settings) -> str:
+    """No -c given and no file where spendgate looked: say where it looked and how to say."""
+    if settings.env.get(CONFIG_ENV):
+        return f"{path}: no such config file (named by ${CONFIG_ENV}); fix it or pass -c PATH"
+    return (
+        f"no config file: {path} does not exist in {Path.cwd()}. Pass one with -c PATH "
+        f"(--config), or set {CONFIG_ENV}=PATH"
+    )
 
 
 def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:

@@ -1,4 +1,4 @@
-"""``spendgate keys``: create, list, show, revoke and rotate virtual keys."""
+"""``spendgate keys``: create, list, show, update, revoke and rotate virtual keys."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import click
 import orjson
 
 from spendgate.api.serialize import key_json
-from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.cli.common import config_option, failure, gateway_for, run_with_storage
 from spendgate.domain.identity import ApiKey
-from spendgate.services.keys import KeySpec
+from spendgate.services.keys import KeySpec, KeyUpdate
 from spendgate.text import escape
 
 
@@ -19,8 +19,8 @@ def keys() -> None:
     """Manage virtual keys (stored hashed; a secret is shown only once)."""
 
 
-def _print_key(key: ApiKey, as_json: bool, secret: str | None = None) -> None:
-    data = key_json(key)
+def _print_key(key: ApiKey, now: datetime, as_json: bool, secret: str | None = None) -> None:
+    data = key_json(key, now)
     if secret:
         data["key"] = secret
     if as_json:
@@ -72,7 +72,7 @@ def create(
     )
     gateway = gateway_for(config_path)
     issued = run_with_storage(gateway, lambda g: g.keys.create(spec))
-    _print_key(issued.key, as_json, issued.secret)
+    _print_key(issued.key, gateway.clock.now(), as_json, issued.secret)
 
 
 @keys.command("list")
@@ -83,15 +83,17 @@ def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> 
     """List keys (never their secrets)."""
     gateway = gateway_for(config_path)
     found = run_with_storage(gateway, lambda g: g.keys.list(include_revoked=include_revoked))
+    now = gateway.clock.now()
     if as_json:
-        click.echo(orjson.dumps([key_json(k) for k in found], option=orjson.OPT_INDENT_2).decode())
+        shown = [key_json(k, now) for k in found]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     if not found:
         click.echo("no keys")
         return
     click.echo(f"{'ID':<22} {'NAME':<20} {'TEAM':<12} {'SERVICE':<14} {'USER':<12} STATE")
     for key in found:
-        state = "revoked" if key.revoked_at else "active"
+        state = key.state(now)
         click.echo(
             f"{key.id:<22} {escape(key.name)[:20]:<20} {escape(key.team or '-')[:12]:<12} "
             f"{escape(key.service or '-')[:14]:<14} {escape(key.user or '-')[:12]:<12} {state}"
@@ -105,7 +107,8 @@ def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> 
 def show(config_path: str | None, key_id: str, as_json: bool) -> None:
     """Show one key."""
     gateway = gateway_for(config_path)
-    _print_key(run_with_storage(gateway, lambda g: g.keys.get(key_id)), as_json)
+    key = run_with_storage(gateway, lambda g: g.keys.get(key_id))
+    _print_key(key, gateway.clock.now(), as_json)
 
 
 @keys.command("revoke")
@@ -115,7 +118,8 @@ def show(config_path: str | None, key_id: str, as_json: bool) -> None:
 def revoke(config_path: str | None, key_id: str, as_json: bool) -> None:
     """Revoke a key now."""
     gateway = gateway_for(config_path)
-    _print_key(run_with_storage(gateway, lambda g: g.keys.revoke(key_id)), as_json)
+    key = run_with_storage(gateway, lambda g: g.keys.revoke(key_id))
+    _print_key(key, gateway.clock.now(), as_json)
 
 
 @keys.command("rotate")
@@ -126,4 +130,64 @@ def rotate(config_path: str | None, key_id: str, as_json: bool) -> None:
     """Issue a new secret for a key; the old one stops working at once."""
     gateway = gateway_for(config_path)
     issued = run_with_storage(gateway, lambda g: g.keys.rotate(key_id))
-    _print_key(issued.key, as_json, issued.secret)
+    _print_key(issued.key, gateway.clock.now(), as_json, issued.secret)
+
+
+@keys.command("update")
+@config_option
+@click.argument("key_id")
+@click.option("--name", default=None, help="A new label.")
+@click.option("--user", default=None, help="A new user ('' clears it).")
+@click.option("--service", default=None, help="A new service ('' clears it).")
+@click.option("--team", default=None, help="A team declared under orgs ('' clears it).")
+@click.option("--tag", "tags", multiple=True, help="Repeatable: replaces every tag.")
+@click.option("--clear-tags", is_flag=True, help="Remove every tag.")
+@click.option("--model", "models", multiple=True, help="Repeatable: replaces the allowed models.")
+@click.option("--all-models", is_flag=True, help="Allow every model again.")
+@click.option("--expires", type=click.DateTime(), default=None, help="New expiry time (UTC).")
+@click.option("--no-expiry", is_flag=True, help="Never expire.")
+@json_option
+def update(
+    config_path: str | None,
+    key_id: str,
+    name: str | None,
+    user: str | None,
+    service: str | None,
+    team: str | None,
+    tags: tuple[str, ...],
+    clear_tags: bool,
+    models: tuple[str, ...],
+    all_models: bool,
+    expires: datetime | None,
+    no_expiry: bool,
+    as_json: bool,
+) -> None:
+    """Change a key's labels in place: same id, same secret (nothing to hand out again).
+    Requests from now on count under the new labels; the ledger keeps what earlier ones had."""
+    from datetime import UTC
+
+    if (tags and clear_tags) or (models and all_models) or (expires and no_expiry):
+        raise failure("give a new value or clear it, not both")
+    named = {"name": name, "user": user, "service": service, "team": team}
+    changed = {field for field, value in named.items() if value is not None}
+    changed |= {"tags"} if tags or clear_tags else set()
+    changed |= {"allowed_models"} if models or all_models else set()
+    changed |= {"expires_at"} if expires or no_expiry else set()
+    if not changed:
+        raise failure(
+            "nothing to change: give --name, --team, --user, --service, --tag, --model or "
+            "--expires (see --help)"
+        )
+    change = KeyUpdate(
+        changed=frozenset(changed),
+        name=name or "",
+        user=user or None,  # '' clears it
+        service=service or None,
+        team=team or None,
+        tags=tags,
+        allowed_models=models,
+        expires_at=expires.replace(tzinfo=UTC) if expires else None,
+    )
+    gateway = gateway_for(config_path)
+    key = run_with_storage(gateway, lambda g: g.keys.update(key_id, change))
+    _print_key(key, gateway.clock.now(), as_json)

@@ -28,6 +28,27 @@ def display_hint(secret: str) -> str:
     return f"{KEY_PREFIX}...{secret[-DISPLAY_CHARS:]}"
 
 
+# Prefixes of provider keys a client may send here by mistake (most specific first).
+_PROVIDER_PREFIXES = (
+    ("sk-ant-", "an Anthropic"),
+    ("sk-or-", "an OpenRouter"),
+    ("sk-proj-", "an OpenAI"),
+    ("sk-svcacct-", "an OpenAI"),
+    ("sk-admin-", "an OpenAI"),
+    ("sk-", "an OpenAI"),
+)
+
+
+def provider_shaped(secret: str) -> str | None:
+    """Whose key this looks like when it is not a spendgate key ("an Anthropic"), or None."""
+    if secret.startswith(KEY_PREFIX):
+        return None
+    for prefix, provider in _PROVIDER_PREFIXES:
+        if secret.startswith(prefix):
+            return provider
+    return None
+
+
 def new_key_id() -> str:
     return "key_" + secrets.token_hex(8)
 
@@ -48,6 +69,14 @@ class ApiKey:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def state(self, now: datetime) -> str:
+        """``active``, ``expired`` or ``revoked`` (revoked wins: it was an act)."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
 
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:

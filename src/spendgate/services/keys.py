@@ -16,6 +16,7 @@ from spendgate.domain.identity import (
     generate_secret,
     hash_secret,
     new_key_id,
+    provider_shaped,
 )
 from spendgate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from spendgate.storage import Storage
@@ -33,6 +34,24 @@ class IssuedKey:
 @dataclass(frozen=True, slots=True)
 class KeySpec:
     name: str
+    user: str | None = None
+    service: str | None = None
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    allowed_models: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+
+UPDATABLE = ("name", "user", "service", "team", "tags", "allowed_models", "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """New labels for a key; only the fields named in ``changed`` change (None clears
+    ``user``, ``service``, ``team`` and ``expires_at``; empty tuples clear the lists)."""
+
+    changed: frozenset[str]
+    name: str = ""
     user: str | None = None
     service: str | None = None
     team: str | None = None
@@ -95,6 +114,35 @@ class KeyService:
         await self._storage.insert_key(key)
         return IssuedKey(key=key, secret=secret)
 
+    async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
+        """Change a key's labels in place: same id, same secret. Requests from now on are
+        counted under the new labels; rows already in the ledger keep the old ones."""
+        unknown = update.changed - set(UPDATABLE)
+        if unknown:
+            raise InvalidRequest(f"cannot update {', '.join(sorted(unknown))}")
+        key = await self.get(key_id)
+        if key.revoked_at is not None:
+            raise InvalidRequest(f"key {key_id!r} is revoked and cannot be updated")
+        values = {field: getattr(key, field) for field in UPDATABLE}
+        values.update({field: getattr(update, field) for field in update.changed})
+        spec = KeySpec(**values)
+        # an expiry already in the past is refused only when it is being set now
+        kept = "expires_at" not in update.changed
+        self._check(dataclasses.replace(spec, expires_at=None) if kept else spec)
+        updated = dataclasses.replace(
+            key,
+            name=spec.name.strip(),
+            user=spec.user,
+            service=spec.service,
+            team=spec.team,
+            org=self._config.org_of_team(spec.team) if "team" in update.changed else key.org,
+            tags=spec.tags,
+            allowed_models=spec.allowed_models,
+            expires_at=_to_ms(spec.expires_at) if spec.expires_at else None,
+        )
+        await self._storage.update_key(updated)
+        return updated
+
     async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
         return await self._storage.list_keys(include_revoked=include_revoked)
 
@@ -135,13 +183,30 @@ class KeyService:
             )
         key = await self._storage.key_by_hash(hash_secret(secret))
         if key is None:
-            raise AuthenticationFailed("Invalid API key: this gateway does not know it.")
+            raise AuthenticationFailed(_unknown(secret))
         now = self._clock.now()
         if key.revoked_at is not None and key.revoked_at <= now:
             raise AuthenticationFailed(f"This API key ({key.hint}) has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationFailed(f"This API key ({key.hint}) has expired.")
         return key
+
+
+def _unknown(secret: str) -> str:
+    """Why a secret no key has is refused, with what to do instead (never the secret)."""
+    provider = provider_shaped(secret)
+    if provider is not None:
+        return (
+            f"Invalid API key: this looks like {provider} API key, not a spendgate key. Use "
+            f"a spendgate key ({KEY_PREFIX}...): the gateway holds the provider's key itself."
+        )
+    if secret.startswith(KEY_PREFIX):
+        return (
+            "Invalid API key: this gateway does not know it. A rotated key's old secret "
+            "stops working at once: use the secret `spendgate keys rotate` printed, or ask "
+            "for a new key."
+        )
+    return f"Invalid API key: this gateway does not know it (spendgate keys start {KEY_PREFIX})."
 
 
 def _to_ms(moment: datetime) -> datetime:
