@@ -147,10 +147,11 @@ def test_keys_human_output(setup: Setup) -> None:
         "SERVICE",
         "USER",
         "STATE",
+        "LIMITS",
     ]
     row = next(line for line in table.stdout.splitlines() if line.startswith(fields["id"]))
     assert row.split()[1:3] == ["readable", "web"]
-    assert row.split()[-1] == "active"
+    assert row.split()[-2:] == ["active", "-"]  # no budget or limit of its own
     assert fields["key"] not in table.stdout
 
     shown = run("keys", "show", "-c", c, fields["id"])
@@ -162,7 +163,7 @@ def test_keys_human_output(setup: Setup) -> None:
     assert run("keys", "revoke", "-c", c, fields["id"]).exit_code == 0
     everything = run("keys", "list", "-c", c, "--all")
     row = next(line for line in everything.stdout.splitlines() if line.startswith(fields["id"]))
-    assert row.split()[-1] == "revoked"
+    assert row.split()[-2] == "revoked"
 
 
 def test_keys_errors(setup: Setup) -> None:

@@ -4,7 +4,9 @@ POST /admin/keys                 create a key (the secret is in this response on
 GET  /admin/keys                 list keys (?include_revoked=true)
 GET  /admin/keys/{id}            one key
 PATCH /admin/keys/{id}           change its labels (name, team, user, service, tags,
-                                 allowed_models, expires_at); same id, same secret
+                                 allowed_models, expires_at) and its own budget and limits
+                                 (budget_usd, budget_period, limit_requests, limit_tokens);
+                                 same id, same secret
 POST /admin/keys/{id}/revoke     revoke now
 POST /admin/keys/{id}/rotate     new secret, same identity; the old secret stops working
 GET  /admin/usage                spend grouped by team/service/user/key/model/org/provider
@@ -29,10 +31,11 @@ from aiohttp import web
 from spendgate.api import budgets
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import blocks_handler, usage_handler
+from spendgate.domain.key_limits import KeyLimits
 from spendgate.domain.savings import to_csv as savings_csv
 from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from spendgate.gateway import Gateway
-from spendgate.services.keys import KeySpec, KeyUpdate
+from spendgate.services.keys import LIMIT_FIELDS, KeySpec, KeyUpdate
 from spendgate.services.savings import savings_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,6 +106,23 @@ def _expiry(body: dict[str, Any]) -> datetime | None:
 
 
 _KEY_FIELDS = {"name", "user", "service", "team", "tags", "allowed_models", "expires_at"}
+_KEY_FIELDS |= set(LIMIT_FIELDS)  # budget_usd, budget_period, limit_requests, limit_tokens
+
+
+def _limits(body: dict[str, Any]) -> KeyLimits:
+    """The key's own budget and limits in a body; a field left out is None (the period: its
+    default). ``budget_usd`` may be a string ("25.00") or a number."""
+    usd = body.get("budget_usd")
+    if isinstance(usd, int | float) and not isinstance(usd, bool):
+        usd = str(usd)
+    if usd is not None and not isinstance(usd, str):
+        raise InvalidRequest("'budget_usd' must be a dollar amount", param="budget_usd")
+    return KeyLimits(
+        budget_usd=usd,
+        period=_optional_str(body, "budget_period") or KeyLimits().period,
+        requests=_optional_str(body, "limit_requests"),
+        tokens=_optional_str(body, "limit_tokens"),
+    )
 
 
 def key_spec_from_json(body: Any) -> KeySpec:
@@ -124,6 +144,7 @@ def key_spec_from_json(body: Any) -> KeySpec:
         tags=_strings(body, "tags"),
         allowed_models=_strings(body, "allowed_models"),
         expires_at=_expiry(body),
+        limits=_limits(body),
     )
 
 
@@ -150,6 +171,7 @@ def key_update_from_json(body: Any) -> KeyUpdate:
         tags=_strings(body, "tags"),
         allowed_models=_strings(body, "allowed_models"),
         expires_at=_expiry(body),
+        limits=_limits(body),
     )
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from spendgate.domain.identity import ApiKey
+from spendgate.domain.key_limits import KeyLimits
 
 
 def _time(value: datetime | None) -> str | None:
@@ -28,4 +29,5 @@ def key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
         "created_at": _time(key.created_at),
         "expires_at": _time(key.expires_at),
         "revoked_at": _time(key.revoked_at),
+        **KeyLimits.of(key).to_json(),  # the budget and limits it carries itself
     }

@@ -10,6 +10,7 @@ import orjson
 from spendgate.api.serialize import key_json
 from spendgate.cli.common import config_option, failure, gateway_for, run_with_storage
 from spendgate.domain.identity import ApiKey
+from spendgate.domain.key_limits import DEFAULT_PERIOD, KeyLimits
 from spendgate.services.keys import KeySpec, KeyUpdate
 from spendgate.text import escape
 
@@ -46,6 +47,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @click.option("--tag", "tags", multiple=True, help="Repeatable.")
 @click.option("--model", "models", multiple=True, help="Allowed model or glob; repeatable.")
 @click.option("--expires", type=click.DateTime(), default=None, help="Expiry time (UTC).")
+@click.option("--budget-usd", default=None, help="The key's own budget in dollars per --period.")
+@click.option("--period", default=None, help="Of --budget-usd (default: monthly).")
+@click.option("--requests", default=None, help="The key's own request rates: '60/minute'.")
+@click.option("--tokens", default=None, help="The key's own token rates: '200000/hour'.")
 @json_option
 def create(
     config_path: str | None,
@@ -56,11 +61,19 @@ def create(
     tags: tuple[str, ...],
     models: tuple[str, ...],
     expires: datetime | None,
+    budget_usd: str | None,
+    period: str | None,
+    requests: str | None,
+    tokens: str | None,
     as_json: bool,
 ) -> None:
-    """Create a key and print its secret once."""
+    """Create a key and print its secret once; with --budget-usd, --requests or --tokens it
+    carries a budget and rate limits of its own (stored with it; see `keys update`)."""
     from datetime import UTC
 
+    limits = KeyLimits(
+        budget_usd=budget_usd, period=period or DEFAULT_PERIOD, requests=requests, tokens=tokens
+    )
     spec = KeySpec(
         name=name,
         user=user,
@@ -69,6 +82,7 @@ def create(
         tags=tags,
         allowed_models=models,
         expires_at=expires.replace(tzinfo=UTC) if expires else None,
+        limits=limits,
     )
     gateway = gateway_for(config_path)
     issued = run_with_storage(gateway, lambda g: g.keys.create(spec))
@@ -91,12 +105,15 @@ def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> 
     if not found:
         click.echo("no keys")
         return
-    click.echo(f"{'ID':<22} {'NAME':<20} {'TEAM':<12} {'SERVICE':<14} {'USER':<12} STATE")
+    click.echo(
+        f"{'ID':<22} {'NAME':<20} {'TEAM':<12} {'SERVICE':<14} {'USER':<12} {'STATE':<8} LIMITS"
+    )
     for key in found:
         state = key.state(now)
         click.echo(
             f"{key.id:<22} {escape(key.name)[:20]:<20} {escape(key.team or '-')[:12]:<12} "
-            f"{escape(key.service or '-')[:14]:<14} {escape(key.user or '-')[:12]:<12} {state}"
+            f"{escape(key.service or '-')[:14]:<14} {escape(key.user or '-')[:12]:<12} "
+            f"{state:<8} {escape(KeyLimits.of(key).describe())}"
         )
 
 
@@ -146,6 +163,10 @@ def rotate(config_path: str | None, key_id: str, as_json: bool) -> None:
 @click.option("--all-models", is_flag=True, help="Allow every model again.")
 @click.option("--expires", type=click.DateTime(), default=None, help="New expiry time (UTC).")
 @click.option("--no-expiry", is_flag=True, help="Never expire.")
+@click.option("--budget-usd", default=None, help="The key's own budget ('' removes it).")
+@click.option("--period", default=None, help="Of the key's own budget.")
+@click.option("--requests", default=None, help="The key's own request rates ('' removes them).")
+@click.option("--tokens", default=None, help="The key's own token rates ('' removes them).")
 @json_option
 def update(
     config_path: str | None,
@@ -160,6 +181,10 @@ def update(
     all_models: bool,
     expires: datetime | None,
     no_expiry: bool,
+    budget_usd: str | None,
+    period: str | None,
+    requests: str | None,
+    tokens: str | None,
     as_json: bool,
 ) -> None:
     """Change a key's labels in place: same id, same secret (nothing to hand out again).
@@ -173,10 +198,17 @@ def update(
     changed |= {"tags"} if tags or clear_tags else set()
     changed |= {"allowed_models"} if models or all_models else set()
     changed |= {"expires_at"} if expires or no_expiry else set()
+    own = {
+        "budget_usd": budget_usd,
+        "budget_period": period,
+        "limit_requests": requests,
+        "limit_tokens": tokens,
+    }
+    changed |= {field for field, value in own.items() if value is not None}
     if not changed:
         raise failure(
-            "nothing to change: give --name, --team, --user, --service, --tag, --model or "
-            "--expires (see --help)"
+            "nothing to change: give --name, --team, --user, --service, --tag, --model, "
+            "--expires, --budget-usd, --period, --requests or --tokens (see --help)"
         )
     change = KeyUpdate(
         changed=frozenset(changed),
@@ -187,6 +219,12 @@ def update(
         tags=tags,
         allowed_models=models,
         expires_at=expires.replace(tzinfo=UTC) if expires else None,
+        limits=KeyLimits(
+            budget_usd=budget_usd or None,  # '' removes it
+            period=period or DEFAULT_PERIOD,
+            requests=requests or None,
+            tokens=tokens or None,
+        ),
     )
     gateway = gateway_for(config_path)
     key = run_with_storage(gateway, lambda g: g.keys.update(key_id, change))

@@ -25,6 +25,7 @@ from spendgate.domain.budgets import (
     limit_period,
     loop_detector,
 )
+from spendgate.domain.key_limits import KeyBudgetCache
 from spendgate.domain.models import Deployment, ModelRoute, ModelTable, dialect_of_provider
 from spendgate.domain.periods import Calendar, Period
 from spendgate.domain.pricing import PriceBook
@@ -112,6 +113,7 @@ def build_budget_book(config: Config) -> BudgetBook:
         [build_request_cap(spec) for spec in config.request_caps],
         Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
         loop_detector(config.runaway.loop_max_repeats, config.runaway.loop_window_s),
+        per_key=KeyBudgetCache(),
     )
 
 

@@ -8,11 +8,12 @@ glob patterns. A counter is one (budget, member, time bucket); see `spendgate.do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
@@ -159,8 +160,19 @@ class RequestCap:
     max_request_nanos: int | None
 
 
+class PerKey(Protocol):
+    """The budgets a key carries itself (`spendgate.domain.key_limits`)."""
+
+    def __call__(self, key: ApiKey) -> tuple[Budget, ...]: ...
+
+    def seen(self) -> Iterable[Budget]:
+        """Those of the keys met so far (their counters are pruned like the others)."""
+        ...
+
+
 class BudgetBook:
-    """Every declared budget and request cap, and the calendar they are counted in."""
+    """Every declared budget and request cap, and the calendar they are counted in; and,
+    with ``per_key``, the budgets each key carries itself."""
 
     def __init__(
         self,
@@ -168,11 +180,13 @@ class BudgetBook:
         caps: Sequence[RequestCap],
         calendar: Calendar,
         loop: Budget | None = None,
+        per_key: PerKey | None = None,
     ) -> None:
         self.budgets = tuple(budgets)
         self.caps = tuple(caps)
         self.calendar = calendar
         self.loop = loop
+        self.per_key = per_key
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
@@ -196,11 +210,19 @@ class BudgetBook:
     def get(self, name: str) -> Budget | None:
         return self._by_name.get(name)
 
+    def any_for(self, key: ApiKey) -> bool:
+        """Whether anything here may count a request of ``key``: a declared budget, cap or
+        loop detector, or a budget the key carries itself."""
+        return bool(self) or (self.per_key is not None and bool(self.per_key(key)))
+
     def counters(self, caller: Caller, now: datetime) -> list[CounterRef]:
         refs: list[CounterRef] = []
         for budget, members in self._applying(caller):
             span = self.window(budget.period, now)
             refs.extend(CounterRef(budget, member, span) for member in members)
+        if self.per_key is not None:
+            for budget in self.per_key(caller.key):
+                refs.append(CounterRef(budget, caller.key.id, self.window(budget.period, now)))
         if self.loop is not None and caller.fingerprint is not None:
             member = f"{caller.key.id}|{caller.fingerprint}"
             refs.append(CounterRef(self.loop, member, self.window(self.loop.period, now)))
@@ -232,6 +254,8 @@ class BudgetBook:
     def oldest_counted(self, now: datetime) -> dict[str, int]:
         """Per budget (and the loop detector), the oldest bucket its window still counts."""
         budgets = [*self.budgets, *([self.loop] if self.loop is not None else [])]
+        if self.per_key is not None:
+            budgets.extend(self.per_key.seen())
         return {budget.name: self.window(budget.period, now).since_ms for budget in budgets}
 
     def caps_for(self, caller: Caller) -> list[RequestCap]:

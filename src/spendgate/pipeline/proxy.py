@@ -358,7 +358,7 @@ async def _admit(
     # Token-counting calls are free upstream: no budget, limit or loop counter applies
     # (Claude Code calls count_tokens often; a spent budget must not break it).
     snapshot = exchange.snapshot
-    if not snapshot.budgets or not exchange.spec.billed:
+    if not exchange.spec.billed or not snapshot.budgets.any_for(exchange.key):
         return None
     settings = snapshot.config.budget_settings
     return await admit(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from spendgate.clock import Clock
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budgets import Budget, BudgetBook, BudgetScope, CounterRef, Unit
+from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import window
 from spendgate.errors import InvalidRequest, NotFound
@@ -88,16 +90,42 @@ class BudgetService:
         self._book = book
         self._clock = clock
 
-    def _budget(self, name: str) -> Budget:
-        budget = self._book.get(name)
+    async def _budget(self, name: str) -> Budget:
+        budget = self._book.get(name) or await self._key_budget(name)
         if budget is None:
             known = ", ".join(b.name for b in self._book.budgets) or "none"
-            raise NotFound(f"no budget named {name!r} (budgets: {known})", param="name")
+            raise NotFound(
+                f"no budget named {name!r} (budgets: {known}; a key's own: "
+                f"{KEY_BUDGET_PREFIX}<key id>, see spendgate keys list)",
+                param="name",
+            )
         return budget
+
+    async def _key_budget(self, name: str) -> Budget | None:
+        """A budget a key carries itself: ``key:<id>`` or ``key:<id>:<rate>``."""
+        if not name.startswith(KEY_BUDGET_PREFIX):
+            return None
+        key_id = name[len(KEY_BUDGET_PREFIX) :].split(":", 1)[0]
+        key = await self._storage.key_by_id(key_id)
+        if key is None:
+            return None
+        found = [b for b in key_budgets(key.id, KeyLimits.of(key)) if b.name == name]
+        return found[0] if found else None
+
+    async def _keys_own(self) -> list[Budget]:
+        """The budgets of every key that carries some (revoked keys left out)."""
+        found: list[Budget] = []
+        for key in await self._storage.list_keys():
+            with contextlib.suppress(ValueError):  # checked when stored: a hand-edited row
+                found.extend(key_budgets(key.id, KeyLimits.of(key)) if key.metadata else ())
+        return found
 
     async def overview(self, name: str | None = None) -> list[BudgetView]:
         now = self._clock.now()
-        budgets = [self._budget(name)] if name else list(self._book.budgets)
+        if name:
+            budgets = [await self._budget(name)]
+        else:
+            budgets = [*self._book.budgets, *await self._keys_own()]
         overrides = {o.budget: o for o in await self._storage.overrides(now)}
         refs: list[CounterRef] = []
         for budget in budgets:
@@ -132,7 +160,7 @@ class BudgetService:
         return views
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
-        budget = self._budget(name)
+        budget = await self._budget(name)
         amount = parse_limit(budget.unit, limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
@@ -141,11 +169,11 @@ class BudgetService:
         return override
 
     async def clear_override(self, name: str) -> int:
-        self._budget(name)
+        await self._budget(name)
         return await self._storage.clear_overrides(name)
 
     async def reset(self, name: str, member: str | None) -> int:
-        budget = self._budget(name)
+        budget = await self._budget(name)
         span = window(budget.period, self._clock.now(), self._book.calendar)
         return await self._storage.reset_budget(name, member, span.since_ms)
 

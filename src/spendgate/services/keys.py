@@ -18,10 +18,12 @@ from spendgate.domain.identity import (
     new_key_id,
     provider_shaped,
 )
+from spendgate.domain.key_limits import KeyLimits, key_budgets
 from spendgate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from spendgate.storage import Storage
 from spendgate.text import unsafe_in
 
+NO_LIMITS = KeyLimits()
 MAX_LABEL_LENGTH = 200  # a key's name, user, service, team, each tag and model pattern
 
 
@@ -40,9 +42,17 @@ class KeySpec:
     tags: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] = ()
     expires_at: datetime | None = None
+    limits: KeyLimits = NO_LIMITS  # the budget and rate limits the key carries itself
 
 
 UPDATABLE = ("name", "user", "service", "team", "tags", "allowed_models", "expires_at")
+# The key's own budget and limits: fields of `KeyLimits`, by their API names.
+LIMIT_FIELDS = {
+    "budget_usd": "budget_usd",
+    "budget_period": "period",
+    "limit_requests": "requests",
+    "limit_tokens": "tokens",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,7 @@ class KeyUpdate:
     tags: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] = ()
     expires_at: datetime | None = None
+    limits: KeyLimits = NO_LIMITS  # its fields named in ``changed`` (`LIMIT_FIELDS`) change
 
 
 class KeyService:
@@ -82,6 +93,7 @@ class KeyService:
             self._check_expiry(spec.expires_at)
         _check_labels("tags", spec.tags)
         _check_labels("allowed_models", spec.allowed_models)
+        _check_limits(spec.limits)
 
     def _check_expiry(self, expires_at: datetime) -> None:
         if expires_at.tzinfo is None:
@@ -110,6 +122,7 @@ class KeyService:
             tags=spec.tags,
             allowed_models=spec.allowed_models,
             expires_at=_to_ms(spec.expires_at) if spec.expires_at else None,
+            metadata=spec.limits.metadata({}),
         )
         await self._storage.insert_key(key)
         return IssuedKey(key=key, secret=secret)
@@ -117,15 +130,26 @@ class KeyService:
     async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
         """Change a key's labels in place: same id, same secret. Requests from now on are
         counted under the new labels; rows already in the ledger keep the old ones."""
-        unknown = update.changed - set(UPDATABLE)
+        unknown = update.changed - set(UPDATABLE) - set(LIMIT_FIELDS)
         if unknown:
             raise InvalidRequest(f"cannot update {', '.join(sorted(unknown))}")
         key = await self.get(key_id)
         if key.revoked_at is not None:
             raise InvalidRequest(f"key {key_id!r} is revoked and cannot be updated")
         values = {field: getattr(key, field) for field in UPDATABLE}
-        values.update({field: getattr(update, field) for field in update.changed})
-        spec = KeySpec(**values)
+        values.update(
+            {field: getattr(update, field) for field in update.changed if field in values}
+        )
+        limits = KeyLimits.of(key)
+        changes = {
+            LIMIT_FIELDS[field]: getattr(update.limits, LIMIT_FIELDS[field])
+            for field in update.changed & set(LIMIT_FIELDS)
+        }
+        if changes:
+            if changes.get("budget_usd", "") is None and "period" not in changes:
+                changes["period"] = NO_LIMITS.period  # the budget goes, and its period with it
+            limits = dataclasses.replace(limits, **changes)
+        spec = KeySpec(**values, limits=limits)
         # an expiry already in the past is refused only when it is being set now
         kept = "expires_at" not in update.changed
         self._check(dataclasses.replace(spec, expires_at=None) if kept else spec)
@@ -139,6 +163,7 @@ class KeyService:
             tags=spec.tags,
             allowed_models=spec.allowed_models,
             expires_at=_to_ms(spec.expires_at) if spec.expires_at else None,
+            metadata=limits.metadata(key.metadata),
         )
         await self._storage.update_key(updated)
         return updated
@@ -232,6 +257,26 @@ def _check_shown(field: str, value: str) -> None:
             f"{field} contains a control or BIDI character ({found}); names must be plain text",
             param=field,
         )
+
+
+def _check_limits(limits: KeyLimits) -> None:
+    """What `key_budgets` would make of them, checked before they are stored."""
+    if limits.budget_usd is None and limits.period != NO_LIMITS.period:
+        raise InvalidRequest(
+            "budget_period needs budget_usd: the period is that budget's", param="budget_period"
+        )
+    parts = (
+        ("budget_usd", KeyLimits(budget_usd=limits.budget_usd, period=limits.period)),
+        ("limit_requests", KeyLimits(requests=limits.requests)),
+        ("limit_tokens", KeyLimits(tokens=limits.tokens)),
+    )
+    for field, part in parts:
+        try:
+            key_budgets("key_check", part)
+        except ValueError as exc:
+            if field == "budget_usd" and "unknown period" in str(exc):
+                field = "budget_period"
+            raise InvalidRequest(f"{field}: {exc}", param=field) from None
 
 
 def _check_labels(field: str, values: Iterable[str]) -> None:
