@@ -89,6 +89,9 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         if not reporter.forwarded:  # the client left before anything went upstream
             _report(reporter, 499, None, "the client disconnected before an answer")
         raise
+    except web.HTTPException as exc:  # aiohttp's own answer (not expected here)
+        _report(reporter, exc.status, None, exc.reason)
+        raise
     except Exception:
         _report(reporter, 500, None, "spendgate hit an internal error")
         raise
