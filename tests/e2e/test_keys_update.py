@@ -208,12 +208,22 @@ def test_a_provider_key_sent_by_mistake_says_so(setup: Setup, secret: str, provi
 
 
 def test_a_rotated_or_revoked_key_says_so(setup: Setup) -> None:
-    made = run_json(setup, "keys", "create", "--name", "rotating")
-    rotated = run_json(setup, "keys", "rotate", made["id"])
+    made = admin(setup, "POST", "/admin/keys", {"name": "rotating"}).json()
+    rotated = admin(setup, "POST", f"/admin/keys/{made['id']}/rotate").json()
     with pytest.raises(openai.AuthenticationError) as refused:
         chat(setup, made["key"])
-    assert "rotated" in refused.value.message
+    assert refused.value.message.endswith(
+        f"This API key ({made['hint']}) was rotated at "
+        f"{setup.clock.now().isoformat(timespec='seconds')}: its old secret stopped working "
+        f"then. Use the new secret of key {made['id']} (shown once, by `spendgate keys "
+        "rotate`)."
+    )
     chat(setup, rotated["key"])
+    with pytest.raises(openai.AuthenticationError) as unknown:
+        chat(setup, "sk-sg-" + "q" * 40)  # never a key's: no rotation to speak of
+    assert "this gateway does not know it" in unknown.value.message
+    assert "rotated" not in unknown.value.message
     assert admin(setup, "POST", f"/admin/keys/{made['id']}/revoke").status == 200
-    with pytest.raises(openai.AuthenticationError, match="has been revoked"):
-        chat(setup, rotated["key"])
+    for secret in (rotated["key"], made["key"]):  # the old secret too: revoked says it all
+        with pytest.raises(openai.AuthenticationError, match="has been revoked"):
+            chat(setup, secret)

@@ -86,6 +86,23 @@ async def test_rotate_replaces_the_hash(storage: Storage, make_key: MakeKey) -> 
     assert await storage.key_by_id(key.id) == rotated
 
 
+async def test_a_rotated_hash_is_remembered_as_retired(
+    storage: Storage, make_key: MakeKey, clock: ManualClock
+) -> None:
+    key = make_key(1)
+    await storage.insert_key(key)
+    await storage.update_key(replace(key, name="renamed"))  # same hash: nothing retired
+    assert await storage.retired_key(key.key_hash) is None
+    clock.advance(60)
+    rotated = replace(key, key_hash="f" * 64, hint="sk-sg-...rotate")
+    await storage.update_key(rotated)
+    retired = await storage.retired_key(key.key_hash)
+    assert retired is not None
+    assert (retired.key_id, retired.retired_at) == (key.id, clock.now().replace(microsecond=0))
+    assert await storage.retired_key(rotated.key_hash) is None
+    assert await storage.retired_key("0" * 64) is None
+
+
 async def test_update_of_unknown_key_fails(storage: Storage, make_key: MakeKey) -> None:
     with pytest.raises(StorageError, match="key_0009"):
         await storage.update_key(make_key(9))

@@ -168,6 +168,23 @@ class KeyService:
         await self._storage.update_key(updated)
         return updated
 
+    async def _unknown(self, secret: str, hashed: str) -> str:
+        """Why a secret no key has is refused: a rotation replaced it, or it never was one."""
+        if not secret.startswith(KEY_PREFIX):
+            return _unknown_secret(secret)
+        retired = await self._storage.retired_key(hashed)
+        if retired is None:
+            return _unknown_secret(secret)
+        key = await self._storage.key_by_id(retired.key_id)
+        if key is not None and key.revoked_at is not None:
+            return f"This API key ({display_hint(secret)}) has been revoked."
+        return (
+            f"This API key ({display_hint(secret)}) was rotated at "
+            f"{retired.retired_at.isoformat(timespec='seconds')}: its old secret stopped "
+            f"working then. Use the new secret of key {retired.key_id} (shown once, by "
+            "`spendgate keys rotate`)."
+        )
+
     async def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
         return await self._storage.list_keys(include_revoked=include_revoked)
 
@@ -206,9 +223,10 @@ class KeyService:
                 "Missing API key: send your spendgate key as 'Authorization: Bearer "
                 f"{KEY_PREFIX}...' or in the 'x-api-key' header."
             )
-        key = await self._storage.key_by_hash(hash_secret(secret))
+        hashed = hash_secret(secret)
+        key = await self._storage.key_by_hash(hashed)
         if key is None:
-            raise AuthenticationFailed(_unknown(secret))
+            raise AuthenticationFailed(await self._unknown(secret, hashed))
         now = self._clock.now()
         if key.revoked_at is not None and key.revoked_at <= now:
             raise AuthenticationFailed(f"This API key ({key.hint}) has been revoked.")
@@ -217,8 +235,8 @@ class KeyService:
         return key
 
 
-def _unknown(secret: str) -> str:
-    """Why a secret no key has is refused, with what to do instead (never the secret)."""
+def _unknown_secret(secret: str) -> str:
+    """Why a secret no key has, nor had, is refused, and what to do (never the secret)."""
     provider = provider_shaped(secret)
     if provider is not None:
         return (
@@ -227,9 +245,8 @@ def _unknown(secret: str) -> str:
         )
     if secret.startswith(KEY_PREFIX):
         return (
-            "Invalid API key: this gateway does not know it. A rotated key's old secret "
-            "stops working at once: use the secret `spendgate keys rotate` printed, or ask "
-            "for a new key."
+            "Invalid API key: this gateway does not know it. Check that the whole key was "
+            "copied, or ask for a new one."
         )
     return f"Invalid API key: this gateway does not know it (spendgate keys start {KEY_PREFIX})."
 

@@ -8,6 +8,7 @@ from spendgate.storage.base import (
     KeyStore,
     Ledger,
     ReservationPlan,
+    RetiredKey,
     UsageGroup,
     UsageQuery,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "KeyStore",
     "Ledger",
     "ReservationPlan",
+    "RetiredKey",
     "Storage",
     "UsageGroup",
     "UsageQuery",

@@ -91,14 +91,27 @@ class Lapsed:
     template: LedgerRow
 
 
+@dataclass(frozen=True, slots=True)
+class RetiredKey:
+    """A secret's hash that a rotation replaced: whose it was, and when."""
+
+    key_id: str
+    retired_at: datetime
+
+
 class KeyStore(Protocol):
     async def insert_key(self, key: ApiKey) -> None: ...
 
     async def update_key(self, key: ApiKey) -> None:
-        """Replace the stored key with the same id (revoke, rotate); StorageError if none."""
+        """Replace the stored key with the same id (revoke, rotate, update); StorageError
+        if none. A hash it replaces (a rotation) is kept as retired (`retired_key`)."""
         ...
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def retired_key(self, key_hash: str) -> RetiredKey | None:
+        """Whose secret this hash was before a rotation replaced it; None if no key's."""
+        ...
 
     async def key_by_id(self, key_id: str) -> ApiKey | None: ...
 

@@ -46,6 +46,7 @@ from spendgate.storage.base import (
     Ledger,
     Lifecycle,
     ReservationPlan,
+    RetiredKey,
     StoredCounter,
 )
 from spendgate.storage.plans import check_amounts
@@ -226,6 +227,9 @@ class Storage:
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
         return await self.key_store.key_by_hash(key_hash)
+
+    async def retired_key(self, key_hash: str) -> RetiredKey | None:
+        return await self.key_store.retired_key(key_hash)
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         return await self.key_store.key_by_id(key_id)

@@ -8,6 +8,7 @@ from datetime import datetime
 from spendgate.clock import Clock, from_ms, to_ms
 from spendgate.domain.identity import ApiKey
 from spendgate.errors import StorageError
+from spendgate.storage.base import RetiredKey
 from spendgate.storage.memory.state import State
 
 
@@ -34,6 +35,7 @@ class MemoryKeys:
         self._clock = clock
         self._by_id: dict[str, ApiKey] = {}
         self._by_hash: dict[str, str] = {}
+        self._retired: dict[str, RetiredKey] = {}
 
     async def insert_key(self, key: ApiKey) -> None:
         self._state.require()
@@ -53,6 +55,8 @@ class MemoryKeys:
         if owner is not None and owner != key.id:
             raise StorageError(f"cannot store key {key.id!r}: its hash is taken")
         del self._by_hash[old.key_hash]
+        if old.key_hash != key.key_hash:
+            self._retired[old.key_hash] = RetiredKey(key.id, from_ms(to_ms(self._clock.now())))
         self._by_id[key.id] = stored(key)
         self._by_hash[key.key_hash] = key.id
 
@@ -60,6 +64,10 @@ class MemoryKeys:
         self._state.require()
         key_id = self._by_hash.get(key_hash)
         return None if key_id is None else self._by_id[key_id]
+
+    async def retired_key(self, key_hash: str) -> RetiredKey | None:
+        self._state.require()
+        return self._retired.get(key_hash)
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         self._state.require()
