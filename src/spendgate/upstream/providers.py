@@ -19,8 +19,12 @@ from spendgate.upstream.framing import SSE, Framing
 
 # Headers that are about one hop, or that carry the caller's gateway credential, never go
 # upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
+# What a reverse proxy in front of spendgate adds about its hop (the client's address) is
+# for spendgate, not for the provider.
 _REQUEST_DROP = frozenset(
     {
+        "forwarded",
+        "x-real-ip",
         "host",
         "content-length",
         "authorization",
@@ -41,6 +45,7 @@ _REQUEST_DROP = frozenset(
         "expect",
     }
 )
+_REQUEST_DROP_PREFIXES = ("x-spendgate-", "x-forwarded-")
 _RESPONSE_DROP = frozenset(
     {
         "content-length",
@@ -98,7 +103,8 @@ class Provider:
         out = {
             name: value
             for name, value in client_headers.items()
-            if name.lower() not in _REQUEST_DROP and not name.lower().startswith("x-spendgate-")
+            if name.lower() not in _REQUEST_DROP
+            and not name.lower().startswith(_REQUEST_DROP_PREFIXES)
         }
         out.update(self.headers)
         out["content-type"] = "application/json"
