@@ -258,8 +258,16 @@ def _run(argv: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
 def test_the_wheel_runs_the_image_command_until_the_healthcheck_passes(tmp_path: Path) -> None:
     # The Dockerfile's build stage, without the dependencies' wheels (this environment has
     # them installed; the image's build fetches them).
+    # What the build stage COPYs, and only that (setuptools builds in the source tree).
+    source = tmp_path / "src-copy"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("*.egg-info", "__pycache__")
+    shutil.copytree(ROOT / "src", source / "src", ignore=skip)
     wheels = tmp_path / "wheels"
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT)])
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels)]
+    built = _run([*pip_wheel, str(source)])
     assert built.returncode == 0, built.stderr
     [wheel] = wheels.glob("spendgate-*.whl")
 
