@@ -106,6 +106,15 @@ class ProviderConfig(Strict):
     # The service tier this account runs a request in when the request does not choose one
     # (OpenAI "auto"): e.g. priority for a project that defaults to Priority processing.
     default_service_tier: Annotated[str | None, Field(pattern=r"^[a-z_]+$")] = None
+    # Azure OpenAI deployment URLs: requests go to {base_url}/deployments/{upstream model}/...
+    # with ?api-version=<this> (absent: the URL is base_url + the path, as for OpenAI).
+    api_version: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$")] = None
+
+    @model_validator(mode="after")
+    def _api_version_openai_only(self) -> ProviderConfig:
+        if self.api_version is not None and self.kind is ProviderKind.ANTHROPIC:
+            raise ValueError("api_version (Azure OpenAI deployment URLs) needs an OpenAI kind")
+        return self
 
     @field_validator("base_url")
     @classmethod
