@@ -345,7 +345,8 @@ def test_a_price_without_limits_keeps_the_models_limits() -> None:
     catalog = load_builtin_catalog()
     for name, upstream in (("claude-opus-4-5", "claude-opus-4-5"), ("smart", "claude-haiku-4-5")):
         price, listed = book.get(name), catalog.get(upstream)
-        assert price is not None and listed is not None
+        assert price is not None
+        assert listed is not None
         assert price.rates.input in (3 * 10**9, 4 * 10**9)  # the layer's own rates
         assert (price.max_input_tokens, price.max_output_tokens) == (
             listed.max_input_tokens,

@@ -156,9 +156,9 @@ class Exchange:
 
     def _clamped_from(self) -> int | None:
         ticket = self.ticket
-        if ticket is None or not ticket.admitted.clamped:
+        if ticket is None or not ticket.lowered:
             return None
-        return ticket.plan.worst.requested_ceiling
+        return ticket.asked
 
     def template_row(self) -> LedgerRow:
         """The identity part of this request's row, for a reservation that may lapse."""

@@ -357,9 +357,11 @@ async def _admit(
 
 
 def _ceiling_to_send(ticket: Ticket | None) -> int | None:
-    """Spendgate sets the output ceiling only when it clamps one or the request had none."""
+    """Spendgate sets the output ceiling only when it lowers one (a budget clamped it, or the
+    request asked for more than the model's maximum output) or the request had none: the
+    provider then stops where the reservation does."""
     if ticket is None:
         return None
-    if ticket.admitted.clamped or ticket.requested_ceiling is None:
+    if ticket.lowered or ticket.requested_ceiling is None:
         return ticket.ceiling
     return None
