@@ -8,6 +8,10 @@ reserved ceiling upstream (``max_tokens``, with Claude's ``thinking.budget_token
 below it), so the provider stops where the reservation does instead of refusing a ceiling
 above the model's maximum. A price that states no limits (a negotiated override) keeps the
 catalog's. A request no budget applies to is forwarded as it came.
+
+Tokens are counted with the tokenizer of the model the provider runs (issue 12, item 6): a
+gateway name such as ``research`` for ``gpt-6.1-sol`` is counted exactly with o200k_base,
+not with the x1.75 upper bound for unknown names.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness import GatewayHarness
+from spendgate.domain import tokens
 from spendgate.domain.ledger import LedgerRow
 from spendgate.simulator.records import RequestRecord
 
@@ -34,6 +39,7 @@ def configure(data: dict[str, Any]) -> None:
         "upstream_model": "claude-opus-5-5",
         "price": {"input": "4", "output": "20", "max_output_tokens": MODEL_MAX},
     }
+    data["models"]["research"] = {"provider": "openai", "upstream_model": "gpt-6.1-sol"}
     # a negotiated price with no limits of its own: claude-haiku-4-5 keeps its 64K maximum
     data["pricing"]["overrides"] = {"claude-haiku-4-5": {"input": "0.9", "output": "4.5"}}
     data["budgets"] = [
@@ -158,3 +164,24 @@ def test_without_a_budget_the_body_is_forwarded_as_it_came(gw: GatewayHarness) -
     assert "x-spendgate-output-clamped" not in headers
     assert record.body["max_tokens"] == ASKED
     assert row.status == 200
+
+
+def test_a_house_name_is_counted_with_its_upstream_models_tokenizer(gw: GatewayHarness) -> None:
+    """No usage reported: the row is charged the offline count of the body, which for
+    ``research`` (gpt-6.1-sol) is o200k_base's exact count, not the x1.75 bound."""
+    secret = gw.create_key(name="research", tags=["ample"])
+    text = "Explain how a careful gateway meters an agent's requests. " * 200
+    with gw.sdk_client("openai", secret, max_retries=0) as client:
+        client.responses.create(
+            model="research",
+            input=text,
+            max_output_tokens=100,
+            extra_headers={"x-sim-no-usage": "1"},
+        )
+    row = the_row(gw, gw.last_key_id)
+    assert row.usage_estimated
+    body = {"model": "gpt-6.1-sol", "input": text, "max_output_tokens": 100}
+    exact = tokens.count_responses_input("gpt-6.1-sol", body)
+    assert exact.exact
+    assert row.input_tokens == exact.tokens
+    assert tokens.count_responses_input("research", body).tokens > exact.tokens * 3 // 2

@@ -15,6 +15,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
+from spendgate.domain.tokens import counting_model
 from spendgate.domain.usage import Usage
 from spendgate.gateway import Snapshot
 from spendgate.pipeline.intake import Reporter
@@ -78,8 +79,15 @@ class Exchange:
         if self.ttfb is None:
             self.ttfb = now
 
+    @property
+    def counted_as(self) -> str:
+        """The model whose tokenizer counts this request (`tokens.counting_model`): the
+        upstream model of this attempt, so a gateway name such as ``research`` for
+        gpt-6.1-sol is counted exactly with o200k_base, not with the unknown bound."""
+        return counting_model(self.route.name, self.deployment.upstream_model)
+
     def estimate(self, output_text: str = "") -> Usage:
-        return self.spec.estimate(self.route.name, self.body, output_text)
+        return self.spec.estimate(self.counted_as, self.body, output_text)
 
     def row(
         self,
