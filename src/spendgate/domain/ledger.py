@@ -48,7 +48,7 @@ class LedgerRow:
     clamped_from: int | None = None  # the ceiling the request asked for, when spendgate lowered it
     unreconciled: bool = False  # charged at its reservation: the gateway died before settling
     session_id: str | None = None  # the client's session (Claude Code, Codex, x-spendgate-session)
-    retry_count: int = 0  # the SDK's own retry number (x-stainless-retry-count)
+    retry_count: int = 0  # the SDK's retry number (x-stainless-retry-count) or the session's
     blocked_by: str | None = None  # a refused request: the budget or limit that stopped it
     would_cost_nanos: int = 0  # a refused request: what its worst case would have cost
     shadow_blocks: tuple[str, ...] = ()  # shadow limits this request would have hit

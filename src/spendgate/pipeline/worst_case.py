@@ -84,7 +84,7 @@ def price_worst_case(
     ``count``: the input as already bounded (else the body is counted)."""
     spec, route, price, body = exchange.spec, exchange.route, exchange.price, exchange.body
     if count is None:
-        count = spec.input_counter(route.name, body)
+        count = spec.input_counter(exchange.counted_as, body)
     requested, choices = spec.requested_output(body)
     hidden = exchange.hidden_input()
     if bounding is None:
