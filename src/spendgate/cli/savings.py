@@ -91,7 +91,8 @@ def savings(
     and in spend where budgets bind."""
     gateway = gateway_for(config_path)
     report = run_with_storage(
-        gateway, lambda g: savings_report(
+        gateway,
+        lambda g: savings_report(
             g.storage, g.clock, group_by=group_by, period=period, book=g.budgets
         ),
     )

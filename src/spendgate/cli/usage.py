@@ -88,21 +88,30 @@ def blocks(config_path: str | None, period: str, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
+    click.echo(render_blocks(report))
+
+
+def render_blocks(report: dict[str, object]) -> str:
     rows = report["data"]
     assert isinstance(rows, list)
-    click.echo(
-        f"Refused {report['blocked']} request(s) worth up to ${report['blocked_would_cost_usd']} "
-        f"since {report['since']}"
-    )
+    lines = [
+        f"Refused {report['requests']} distinct request(s) ({report['blocked']} refusal(s), "
+        f"retries included) since {report['since']}: about ${report['estimate_usd']} at their "
+        f"real input rate and typical output; worst case ${report['requests_worst_case_usd']} "
+        f"(${report['blocked_would_cost_usd']} over every refusal)"
+    ]
     if report["overruns"]:
-        click.echo(f"{report['overruns']} request(s) charged more than they had reserved")
-    click.echo(
-        f"{'BY':<32} {'BLOCKED':>8} {'RETRYABLE':>9} {'WOULD COST $':>14} {'SHADOW HITS':>12} "
-        f"{'SHADOW $':>14} {'OVERRUNS':>8} {'OVERRUN $':>14}"
+        lines.append(f"{report['overruns']} request(s) charged more than they had reserved")
+    lines.append(
+        f"{'BY':<32} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
+        f"{'WORST CASE $':>14} {'SHADOW HITS':>12} {'SHADOW $':>14} {'OVERRUNS':>8} "
+        f"{'OVERRUN $':>14}"
     )
     for row in rows:
-        click.echo(
-            f"{escape(str(row['name']))[:32]:<32} {row['blocked']:>8} {row['retryable']:>9} "
+        lines.append(
+            f"{escape(str(row['name'])):<32} {row['blocked']:>8} {row['requests']:>8} "
+            f"{row['retryable']:>9} {row['estimate_usd']:>14} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"
         )
+    return "\n".join(lines)

@@ -45,6 +45,8 @@ class Blocks:
     blocked: int = 0
     would_cost_nanos: int = 0
     lines: tuple[BlockLine, ...] = ()
+    requests: int = 0  # distinct requests among the refusals (retries counted once)
+    estimate_nanos: int = 0  # what they would most likely have cost
 
     @property
     def refusals(self) -> tuple[BlockLine, ...]:
@@ -76,7 +78,13 @@ async def read_blocks(storage: Storage, clock: Clock) -> Blocks:
         for row in rows
     )
     ranked = tuple(sorted(lines, key=lambda line: (-line.blocked, -line.shadow_hits, line.name)))
-    return Blocks(_int(report["blocked"]), _int(report["blocked_would_cost_nanos"]), ranked)
+    return Blocks(
+        _int(report["blocked"]),
+        _int(report["blocked_would_cost_nanos"]),
+        ranked,
+        requests=_int(report["requests"]),
+        estimate_nanos=_int(report["estimate_nanos"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,15 @@ from enum import Enum
 from typing import TypeVar
 
 from spendgate.clock import Clock
+from spendgate.domain.refusals import (
+    DEFAULT_OUTPUT_TOKENS,
+    RECENT_OUTPUTS,
+    RETRY_WINDOW,
+    SAMPLE_SPAN,
+    RefusalGroup,
+    callers_and_models,
+    refusal_groups,
+)
 from spendgate.domain.reports import (
     PERIOD_FORMS,
     TopSpenders,
@@ -68,9 +77,32 @@ def period_bounds(clock: Clock, period: str) -> tuple[datetime, datetime]:
 
 async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[str, object]:
     """What each budget, limit, loop detector and breaker stopped (and what shadow limits
-    would have stopped) over a period, with the worst-case cost that blocking saved."""
+    would have stopped) over a period: refusals and the distinct requests among them, their
+    worst case and a realistic estimate of what they would have cost
+    (`spendgate.domain.refusals`)."""
     since, until = period_bounds(clock, period)
     groups = await storage.blocks(since, until)
+    refused = [row for row in await storage.marked(since, until) if row.blocked_by is not None]
+    samples = await storage.recent_outputs(
+        callers_and_models(refused), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
+    )
+    estimated = {g.name: g for g in refusal_groups(refused, samples)}
+
+    def figures(found: RefusalGroup) -> dict[str, object]:
+        return {
+            "requests": found.distinct,
+            "requests_worst_case_nanos": found.distinct_worst_case_nanos,
+            "requests_worst_case_usd": dollars(found.distinct_worst_case_nanos),
+            "estimate_nanos": found.estimate_nanos,
+            "estimate_usd": dollars(found.estimate_nanos),
+        }
+
+    total = RefusalGroup(
+        "",
+        distinct=sum(g.distinct for g in estimated.values()),
+        distinct_worst_case_nanos=sum(g.distinct_worst_case_nanos for g in estimated.values()),
+        estimate_nanos=sum(g.estimate_nanos for g in estimated.values()),
+    )
     return {
         "period": period,
         "since": since.isoformat(),
@@ -78,6 +110,12 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
         "blocked": sum(g.blocked for g in groups),
         "blocked_would_cost_nanos": sum(g.blocked_would_cost_nanos for g in groups),
         "blocked_would_cost_usd": dollars(sum(g.blocked_would_cost_nanos for g in groups)),
+        **figures(total),
+        "estimate_basis": {
+            "default_output_tokens": DEFAULT_OUTPUT_TOKENS,
+            "recent_outputs": RECENT_OUTPUTS,
+            "retry_window_s": RETRY_WINDOW.total_seconds(),
+        },
         "overruns": sum(g.overruns for g in groups),
         "data": [
             {
@@ -85,6 +123,7 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
                 "blocked": g.blocked,
                 "blocked_would_cost_nanos": g.blocked_would_cost_nanos,
                 "blocked_would_cost_usd": dollars(g.blocked_would_cost_nanos),
+                **figures(estimated.get(g.name, RefusalGroup(g.name))),
                 "shadow_hits": g.shadow_hits,
                 "shadow_cost_nanos": g.shadow_cost_nanos,
                 "shadow_cost_usd": dollars(g.shadow_cost_nanos),
