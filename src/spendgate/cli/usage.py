@@ -6,7 +6,7 @@ import click
 import orjson
 
 from spendgate.cli.common import config_option, gateway_for, run_with_storage
-from spendgate.domain.reports import dollars, format_bp, to_csv
+from spendgate.domain.reports import Callers, dollars, format_bp, to_csv
 from spendgate.services.reports import (
     GROUP_BY_CHOICES,
     UsageReport,
@@ -16,11 +16,26 @@ from spendgate.services.reports import (
 from spendgate.text import escape
 
 
+def _headline(report: UsageReport) -> str:
+    span = f"{report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC"
+    callers = report.callers
+    if callers is None:
+        return (
+            f"Spend by {report.group_by.value}, {span}: ${dollars(report.top.total_cost_nanos)} "
+            f"over {report.top.total_groups} {report.group_by.value}(s)"
+        )
+    services = callers.services.cost_nanos if callers.services else 0
+    return (
+        f"Spend by user, {span}: ${dollars(callers.cost_nanos)} over {callers.count} "
+        f"caller(s): ${dollars(callers.users_cost_nanos)} over {callers.users} user(s), "
+        f"${dollars(services)} over {callers.service_keys} service key(s) (keys without a "
+        "user; shares: a user's of the users' spend, the services' of every caller's)"
+    )
+
+
 def render_table(report: UsageReport) -> str:
     lines = [
-        f"Spend by {report.group_by.value}, {report.since:%Y-%m-%d %H:%M} to "
-        f"{report.until:%Y-%m-%d %H:%M} UTC: ${dollars(report.top.total_cost_nanos)} "
-        f"over {report.top.total_groups} {report.group_by.value}(s)",
+        _headline(report),
         f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
         f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
@@ -38,12 +53,38 @@ def render_table(report: UsageReport) -> str:
             f"{rest.input_tokens:>11} {rest.output_tokens:>10} {dollars(rest.cost_nanos):>14} "
             f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
+    callers = report.callers
+    if callers is not None:
+        return "\n".join(lines + _callers_lines(report, callers))
     if report.top.top:
         lines.append(
             f"Top {len(report.top.top)} account for {format_bp(report.top.top_share_bp)} "
             "of the spend."
         )
     return "\n".join(lines)
+
+
+def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
+    """``--by user``: the services line apart from the users' ranking, and the top N's
+    share of the users' spend and of every caller's."""
+    lines = []
+    services = callers.services
+    if services is not None:
+        label = f"(services: {callers.service_keys} key(s))"
+        lines.append(
+            f"{'':>3} {label:<28} {services.requests:>9} {services.input_tokens:>11} "
+            f"{services.output_tokens:>10} {dollars(services.cost_nanos):>14} "
+            f"{format_bp(callers.services_share_bp):>8} {services.blocked:>8}"
+        )
+    if report.top.top:
+        lines.append(
+            f"Top {len(report.top.top)} of {callers.users} users account for "
+            f"{format_bp(report.top.top_share_bp)} of the users' spend "
+            f"(${dollars(callers.users_cost_nanos)}); of all {callers.count} callers "
+            f"({callers.users} users, {callers.service_keys} service key(s)), for "
+            f"{format_bp(callers.top_share_bp)} of ${dollars(callers.cost_nanos)}."
+        )
+    return lines
 
 
 @click.command()

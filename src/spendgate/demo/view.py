@@ -120,7 +120,7 @@ class Snapshot:
         n = max(1, len(named) // 5)
         ranked = top_spenders(named, n)
         top_cost = sum(r.usage.cost_nanos for r in ranked.top)
-        total = self.by_user.top.total_cost_nanos
+        total = self.by_user.all_cost_nanos  # of the whole bill, services included
         return Pareto(len(ranked.top), len(named), share_bp(top_cost, total))
 
 

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import TypeVar
 
 from spendgate.clock import Clock
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.refusals import (
     DEFAULT_OUTPUT_TOKENS,
     RECENT_OUTPUTS,
@@ -19,9 +20,12 @@ from spendgate.domain.refusals import (
 )
 from spendgate.domain.reports import (
     PERIOD_FORMS,
+    Callers,
     TopSpenders,
+    callers_json,
     dollars,
     parse_period,
+    rank_users,
     to_json,
     top_spenders,
 )
@@ -40,15 +44,21 @@ class UsageReport:
     since: datetime
     until: datetime
     groups: list[UsageGroup]
-    top: TopSpenders
+    top: TopSpenders  # by user: users only (`callers` has the rest)
+    callers: Callers | None = None  # by user: services apart, shares over every caller
+
+    @property
+    def all_cost_nanos(self) -> int:
+        return sum(g.cost_nanos for g in self.groups)
 
     def to_json(self) -> dict[str, object]:
+        body = to_json(self.top) if self.callers is None else callers_json(self.top, self.callers)
         return {
             "group_by": self.group_by.value,
             "period": self.period,
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
-            **to_json(self.top),
+            **body,
         }
 
 
@@ -145,6 +155,9 @@ async def usage_report(
         raise InvalidRequest("top must be 0 or more", param="top")
     since, until = period_bounds(clock, period)
     groups = await storage.usage(UsageQuery(group_by=grouping, since=since, until=until))
+    if grouping is GroupBy.USER:
+        ranked, callers = rank_users(groups, top, await _service_keys(storage, since, until))
+        return UsageReport(grouping, period, since, until, groups, ranked, callers)
     return UsageReport(
         group_by=grouping,
         period=period,
@@ -153,3 +166,18 @@ async def usage_report(
         groups=groups,
         top=top_spenders(groups, top),
     )
+
+
+async def _service_keys(storage: Storage, since: datetime, until: datetime) -> int:
+    """How many keys without a user sent traffic (served or refused) over the period."""
+    by_key = await storage.usage(UsageQuery(group_by=GroupBy.KEY, since=since, until=until))
+    keys = {key.id: key for key in await storage.list_keys(include_revoked=True)}
+    return sum(
+        1
+        for g in by_key
+        if g.group is not None and (g.requests or g.blocked) and _no_user(keys.get(g.group))
+    )
+
+
+def _no_user(key: ApiKey | None) -> bool:
+    return key is not None and key.user is None
