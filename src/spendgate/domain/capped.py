@@ -4,19 +4,29 @@ dollar budget's limit, and which budget members bound. Pure.
 Routing makes requests cheaper; a member whose budget binds spends up to its limit in
 both worlds and gets more requests, not a smaller bill. So besides the price effect
 (`spendgate.domain.savings.SavingsGroup.price_saved_nanos`) a report states the spend
-effect, per request row (`capped_rows`):
+effect, per served row (`capped_rows`), for every *member-window* (one member of a hard
+dollar budget, in one of its calendar windows):
 
+* A member-window **bound** when its budget refused requests in it (the member spent as
+  much as admission let it). Its **cap** is what it actually spent: the limit, less a
+  remainder no request could fill (at most one request's worst case) that is not a
+  saving. Any other member-window's cap is the budget's limit (a run-time override in
+  force counts).
 * **Enforced routing** (rows carry ``baseline_cost_nanos``): the unrouted world is the
-  rows' counterfactual costs, taken in arrival order and capped, for every hard dollar
-  budget that applies (config order), at the budget's limit for the member and window the
-  row counts in: once a member-window's counterfactual reaches the limit, the later rows
-  of it would not have been served unrouted (the first to cross it counts up to the limit
-  only). Spend saved = capped counterfactual - actual cost.
+  rows' counterfactual costs, in arrival order, each cut to the room its member-windows
+  (every hard dollar budget that applies, config order) have left under their caps; once
+  a member-window's counterfactual reaches its cap, its later rows would not have been
+  served unrouted. Spend saved = capped counterfactual - actual cost. A bound member
+  saved nothing of spend; a member routing kept under its limit, who unrouted would have
+  hit it, saved the limit less what it spent.
 * **Shadow rules** (rows carry ``shadow_cost_nanos``): the actual spend is the unrouted
-  world; the routed one is predicted. A row in a member-window its budget *refused*
-  requests in (the budget bound) predicts no saving: demand exceeded the limit at the
-  asked prices, and cheaper requests would have bought more of them up to the same limit.
-  Any other row predicts cost - shadow cost.
+  world; the routed one is predicted. Rows of no bound member-window predict cost - shadow
+  cost. A bound member-window predicts its actual spend less the routed world's spend,
+  ``min(actual spend, shadow cost of its rows + its distinct refused requests' realistic
+  estimate (`spendgate.domain.refusals`) at the same routed/asked price ratio)``: the
+  requests it was refused, made cheaper, could have been served within the same spend.
+  A row belongs to the first bound member-window of its budgets (config order); the
+  member-window's prediction is counted on its last row.
 
 Budgets in tokens, requests or concurrency, soft and shadow budgets, and budgets with a
 rolling period cap nothing here; nor do per-request caps. A member-window is clipped to
@@ -26,11 +36,12 @@ the report's period: spend before it does not count against the limit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from spendgate.domain.budgets import Budget, BudgetScope, Kind, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import Calendar, window
+from spendgate.domain.refusals import CallerModel, estimate, repeats
 
 MemberWindow = tuple[str, str, int]  # (budget, member, window bucket in ms)
 
@@ -73,16 +84,20 @@ class CappedRow:
     """One served row's spend figures."""
 
     row: LedgerRow
-    capped_counterfactual_nanos: int  # unrouted, capped at the budgets' limits
-    shadow_spend_saved_nanos: int  # predicted by shadow rules, 0 where a budget bound
+    capped_counterfactual_nanos: int  # unrouted, capped at the budgets' caps
+    shadow_spend_saved_nanos: int  # predicted by shadow rules (see the module doc)
     bound: frozenset[MemberWindow]  # member-windows of this row whose budget refused
     capped: frozenset[MemberWindow]  # member-windows of this row whose cap clipped it
 
 
 @dataclass(slots=True)
-class _Walk:
-    spent: dict[MemberWindow, int] = field(default_factory=dict)
-    clipped: set[MemberWindow] = field(default_factory=set)
+class _Bound:
+    """A bound member-window, for the shadow prediction."""
+
+    rows: list[int] = field(default_factory=list)  # indexes of its served rows
+    cost: int = 0
+    shadow_cost: int = 0
+    refused_estimate: int = 0
 
 
 def capped_rows(
@@ -90,14 +105,18 @@ def capped_rows(
     budgets: Sequence[Budget],
     calendar: Calendar,
     limits: Mapping[str, int] | None = None,
+    samples: Mapping[CallerModel, Sequence[int]] | None = None,
 ) -> list[CappedRow]:
-    """Spend figures for every served row (refused rows only mark their member-window
-    as bound). ``limits``: run-time limit overrides by budget name (else configured).
-    Rows are taken in arrival order (ties by request id)."""
+    """Spend figures for every served row, in arrival order (ties by request id); refused
+    rows mark their member-window bound. ``limits``: run-time limit overrides by budget
+    name (else configured); ``samples``: output sizes for refused requests' estimates
+    (`spendgate.domain.refusals.output_samples`)."""
     capping = caps(budgets)
     limits = limits or {}
     ordered = sorted(rows, key=lambda r: (r.ts, r.request_id))
-    refused: set[MemberWindow] = set()
+    repeated = repeats(r for r in ordered if r.blocked_by is not None)
+    refused: dict[MemberWindow, int] = {}  # bound member-window -> its refusals' estimate
+    spent: dict[MemberWindow, int] = {}
     served: list[tuple[LedgerRow, list[MemberWindow]]] = []
     for row in ordered:
         windows = [
@@ -106,31 +125,47 @@ def capped_rows(
             for member in members_of(budget, row)
         ]
         if row.blocked_by is not None:
-            refused.update(w for w in windows if w[0] == row.blocked_by)
+            for key in windows:
+                if key[0] == row.blocked_by:
+                    extra = 0 if row.request_id in repeated else estimate(row, samples or {})
+                    refused[key] = refused.get(key, 0) + extra
         else:
             served.append((row, windows))
-    walk = _Walk()
+            for key in windows:
+                spent[key] = spent.get(key, 0) + row.cost_nanos
+
+    def cap(key: MemberWindow) -> int:
+        if key in refused:
+            return spent[key]
+        return limits.get(key[0], next(b.limit for b in capping if b.name == key[0]))
+
+    walked: dict[MemberWindow, int] = {}
+    bound_groups: dict[MemberWindow, _Bound] = {}
     out: list[CappedRow] = []
-    for row, windows in served:
+    for index, (row, windows) in enumerate(served):
         capped = _counterfactual(row)
         clipped: set[MemberWindow] = set()
         for key in windows:
-            limit = limits.get(key[0], _limit_of(capping, key[0]))
-            room = max(0, limit - walk.spent.get(key, 0))
+            room = max(0, cap(key) - walked.get(key, 0))
             if capped > room:
                 capped = room
                 clipped.add(key)
         for key in windows:
-            walk.spent[key] = walk.spent.get(key, 0) + capped
-        walk.clipped.update(clipped)
-        bound = frozenset(w for w in windows if w in refused)
+            walked[key] = walked.get(key, 0) + capped
+        bound = [key for key in windows if key in refused]
+        if bound:
+            held = bound_groups.setdefault(bound[0], _Bound())
+            held.rows.append(index)
+            held.cost += row.cost_nanos
+            held.shadow_cost += _shadow_cost(row)
         shadow_saved = 0 if bound else row.cost_nanos - _shadow_cost(row)
-        out.append(CappedRow(row, capped, shadow_saved, bound, frozenset(clipped)))
+        out.append(CappedRow(row, capped, shadow_saved, frozenset(bound), frozenset(clipped)))
+    for key, held in bound_groups.items():
+        routed_refused = refused[key] * held.shadow_cost // held.cost if held.cost else refused[key]
+        predicted = held.cost - min(held.cost, held.shadow_cost + routed_refused)
+        last = held.rows[-1]
+        out[last] = replace(out[last], shadow_spend_saved_nanos=predicted)
     return out
-
-
-def _limit_of(budgets: Sequence[Budget], name: str) -> int:
-    return next(b.limit for b in budgets if b.name == name)
 
 
 def _counterfactual(row: LedgerRow) -> int:

@@ -94,7 +94,8 @@ def repeats(rows: Iterable[LedgerRow], window: timedelta = RETRY_WINDOW) -> set[
     seen_requests: set[str] = set()
     last_seen: dict[tuple[str, str], datetime] = {}
     found: set[str] = set()
-    for row in sorted(rows, key=lambda r: (r.ts, r.request_id)):
+    # at one instant an original comes before its retries and later attempts
+    for row in sorted(rows, key=lambda r: (r.ts, r.retry_count, r.attempt, r.request_id)):
         request = request_of(row)
         repeat = row.retry_count > 0 or request in seen_requests
         if row.fingerprint is not None:

@@ -17,6 +17,7 @@ from datetime import datetime
 from spendgate.clock import Clock
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.capped import capped_rows, caps
+from spendgate.domain.refusals import RECENT_OUTPUTS, SAMPLE_SPAN, callers_and_models
 from spendgate.domain.savings import (
     Savings,
     SavingsBy,
@@ -72,7 +73,11 @@ async def savings_report(
     if book is not None and capping:
         limits = {o.budget: o.limit for o in await storage.overrides(clock.now())}
         rows = await storage.ledger(since, until)
-        folded = with_caps(folded, capped_rows(rows, capping, book.calendar, limits), grouping)
+        samples = await storage.recent_outputs(
+            callers_and_models(rows), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
+        )
+        capped = capped_rows(rows, capping, book.calendar, limits, samples)
+        folded = with_caps(folded, capped, grouping)
     return SavingsReport(
         group_by=grouping,
         period=period,
