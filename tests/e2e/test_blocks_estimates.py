@@ -170,7 +170,8 @@ def test_refused_rows_carry_what_an_estimate_needs(traffic: Traffic) -> None:
     q2 = [r for r in rows if r.blocked_by == "rl:requests/second" and "q3" not in (r.error or "")]
     q2 = [r for r in q2 if r.would_input_nanos == token_cost(counted("q2", 200), INPUT_RATE)]
     assert len(q2) == 5
-    assert len({r.fingerprint for r in q2}) == 1 and q2[0].fingerprint is not None
+    assert len({r.fingerprint for r in q2}) == 1
+    assert q2[0].fingerprint is not None
     for row in q2:
         assert row.would_input_nanos == token_cost(counted("q2", 200), INPUT_RATE)
         assert (row.would_output_rate, row.would_ceiling) == (OUTPUT_RATE, 200)
