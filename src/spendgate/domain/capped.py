@@ -37,10 +37,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from spendgate.domain.budgets import Budget, BudgetScope, Kind, Unit
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.periods import Calendar, window
+from spendgate.domain.periods import Calendar, bucket_end, window
 from spendgate.domain.refusals import CallerModel, estimate, repeats
 
 MemberWindow = tuple[str, str, int]  # (budget, member, window bucket in ms)
@@ -77,6 +78,23 @@ def members_of(budget: Budget, row: LedgerRow) -> list[str]:
         }[target.scope]
         values = [value] if value else []
     return values if target.match == "*" else [v for v in values if v == target.match]
+
+
+class _Buckets:
+    """The window bucket a moment falls in, per budget, remembered while it lasts (rows come
+    in time order: time-zone arithmetic on each of them was most of the fold's time)."""
+
+    def __init__(self, calendar: Calendar) -> None:
+        self._calendar = calendar
+        self._last: dict[str, tuple[datetime, datetime, int]] = {}
+
+    def of(self, budget: Budget, moment: datetime) -> int:
+        found = self._last.get(budget.name)
+        if found is not None and found[0] <= moment < found[1]:
+            return found[2]
+        span = window(budget.period, moment, self._calendar)
+        self._last[budget.name] = (span.bucket, bucket_end(budget.period, span), span.bucket_ms)
+        return span.bucket_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +136,10 @@ def capped_rows(
     refused: dict[MemberWindow, int] = {}  # bound member-window -> its refusals' estimate
     spent: dict[MemberWindow, int] = {}
     served: list[tuple[LedgerRow, list[MemberWindow]]] = []
+    buckets = _Buckets(calendar)
     for row in ordered:
         windows = [
-            (budget.name, member, window(budget.period, row.ts, calendar).bucket_ms)
+            (budget.name, member, buckets.of(budget, row.ts))
             for budget in capping
             for member in members_of(budget, row)
         ]

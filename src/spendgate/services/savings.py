@@ -6,7 +6,9 @@ scan in SQL, no rows loaded into Python) and `spendgate.domain.savings.from_tota
 them; `spendgate.domain.savings.savings` is the same arithmetic over rows, the reference
 the storage tests hold the SQL to. Where dollar budgets cap spend (`spendgate.domain.capped`)
 the period's rows are read once more to cap the counterfactual member by member, window by
-window (measured: ~0.3 s for 20,000 rows).
+window: measured on 20,400 rows (a quarter refused) with a per-user daily budget, 4.8 s
+against 0.4 s without budgets, on 2 cores shared at a load of ~8; loading the rows is
+most of it.
 """
 
 from __future__ import annotations
