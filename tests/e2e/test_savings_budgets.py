@@ -149,7 +149,7 @@ def test_enforced_routing_reports_price_unrouted_and_spend_by_hand(
     assert heavy["price_saved_nanos"] == 5 * ASKED - 5 * ROUTED == 4_000_000  # (a)
     assert heavy["capped_counterfactual_nanos"] == LIMIT == 5 * ROUTED
     assert heavy["spend_saved_nanos"] == 0  # (c) he spent his $0.001 in both worlds
-    assert (heavy["bound_members"], heavy["capped_members"]) == (1, 1)
+    assert (heavy["bound_members"], heavy["capped_members"]) == (1, 0)
     assert heavy["bound_budgets"] == ["per-user"]
     assert heavy["budget_bound"] is True
     # lea: 2 served; unrouted her second would not have fit: capped at LIMIT.
@@ -223,10 +223,12 @@ def test_the_table_says_when_a_budget_bound(reports: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[1].startswith(f"Spend saved within budgets: ${dollars(1_400_000)} ")
-    notes = [line for line in lines if "bound (" in line]
-    assert notes[0].startswith("heavy: budget per-user bound (1 member-window(s) refused")
-    assert f"of ${dollars(4_000_000)} cheaper prices ${dollars(0)} is spend saved" in notes[0]
-    assert notes[1].startswith("light: budget per-user bound (0 member-window(s) refused")
+    notes = [line for line in lines if " bound: " in line]
+    assert notes[0].startswith("heavy: budget per-user bound: 1 member-window(s) refused")
+    assert f"of ${dollars(4_000_000)} cheaper prices, ${dollars(0)} is spend saved" in notes[0]
+    assert notes[1].startswith("light: budget per-user bound: 0 member-window(s) refused")
+    assert "1 would have reached the limit unrouted" in notes[1]
+    assert len(notes) == 2
     json_out = CliRunner().invoke(
         cli, ["savings", "-c", str(config), "--period", "all", "--json"], env=env
     )

@@ -39,14 +39,19 @@ def _shadow_line(s: ShadowSavings) -> str:
 def _bound_note(label: str, g: SavingsGroup) -> str:
     """What a binding budget means for one group's figures."""
     budgets = ", ".join(escape(b) for b in g.bound_budgets)
-    return (
-        f"{escape(label)}: budget {budgets} bound ({g.bound_members} member-window(s) refused "
-        f"requests, {g.capped_members} capped at the limit): members at their limit spend it "
-        f"with or without routing, so of ${dollars(g.saved_nanos)} cheaper prices "
-        f"${dollars(g.spend_saved_nanos)} is spend saved (the rest bought more requests); "
-        f"shadow rules predict ${dollars(g.shadow_spend_saved_nanos)} of "
-        f"${dollars(g.shadow_price_saved_nanos)}"
+    note = (
+        f"{escape(label)}: budget {budgets} bound: {g.bound_members} member-window(s) "
+        f"refused requests (a member at its limit spends it with or without routing), "
+        f"{g.capped_members} would have reached the limit unrouted; "
+        f"of ${dollars(g.saved_nanos)} cheaper prices, ${dollars(g.spend_saved_nanos)} is "
+        "spend saved (the rest bought more requests)"
     )
+    if g.shadow_price_saved_nanos:
+        note += (
+            f"; shadow rules: of ${dollars(g.shadow_price_saved_nanos)} cheaper prices, "
+            f"${dollars(g.shadow_spend_saved_nanos)} of spend"
+        )
+    return note
 
 
 def render_table(report: SavingsReport) -> str:

@@ -105,7 +105,8 @@ class CappedRow:
     capped_counterfactual_nanos: int  # unrouted, capped at the budgets' caps
     shadow_spend_saved_nanos: int  # predicted by shadow rules (see the module doc)
     bound: frozenset[MemberWindow]  # member-windows of this row whose budget refused
-    capped: frozenset[MemberWindow]  # member-windows of this row whose cap clipped it
+    capped: frozenset[MemberWindow]  # ... not bound, whose limit clipped it (it would have
+    # bound unrouted)
 
 
 @dataclass(slots=True)
@@ -178,6 +179,7 @@ def capped_rows(
             held.cost += row.cost_nanos
             held.shadow_cost += _shadow_cost(row)
         shadow_saved = 0 if bound else row.cost_nanos - _shadow_cost(row)
+        clipped.difference_update(bound)  # a bound member-window is counted as bound
         out.append(CappedRow(row, capped, shadow_saved, frozenset(bound), frozenset(clipped)))
     for key, held in bound_groups.items():
         routed_refused = refused[key] * held.shadow_cost // held.cost if held.cost else refused[key]
