@@ -68,3 +68,10 @@ class LedgerRow:
     settled_above: tuple[str, ...] = ()  # budgets charged more than this request reserved
     service_tier: str | None = None  # the service tier the provider says it used
     tool_calls: tuple[tuple[str, int], ...] = ()  # billed server-tool calls, per tool
+    # A refused request, for a realistic estimate of what it would have cost
+    # (`spendgate.domain.refusals`): its content's fingerprint (retries of it match), its
+    # input at the real input rate, and the output rate (all choices) and ceiling per choice.
+    fingerprint: str | None = None
+    would_input_nanos: int = 0
+    would_output_rate: int = 0  # nano-dollars per million output tokens, times choices
+    would_ceiling: int = 0  # output tokens per choice the request asked for at most

@@ -276,10 +276,17 @@ async def _attempt(
         if skip_open:
             return Failed(error=refusal, reached=False)
         settings = snapshot.config.budget_settings
-        worst = would_cost(
+        priced = would_cost(
             exchange, settings.default_max_output_tokens, settings.assumed_tool_calls
         )
-        await record_block(gateway.storage, exchange, refusal, worst)
+        await record_block(
+            gateway.storage,
+            exchange,
+            refusal,
+            priced.worst if priced else None,
+            counted=priced.count.tokens if priced else None,
+            work=BodyWork(gateway.offload, raw),
+        )
         raise refusal
     try:
         exchange.ticket = await _admit(
