@@ -27,7 +27,8 @@ one). Errors do not render themselves: each API dialect renders them in its own 
         ├── BudgetBusy                  429  a budget's room is held by requests in flight:
         │                                    retryable once they settle
         ├── LoopDetected                429  the same request repeated: non-retryable
-        ├── CircuitOpen                 503  the upstream keeps failing for this key and model
+        ├── CircuitOpen             503/529  the upstream keeps failing for this key and model:
+        │                                    x-should-retry: false (Anthropic 529 overloaded)
         ├── UpstreamUnavailable         502  connection refused / reset before a response
         ├── UpstreamTimeout             504  no answer within the configured timeout
         ├── ServiceUnavailable          503  draining or not ready
@@ -101,6 +102,13 @@ class GatewayError(SpendgateError):
 
 class InvalidRequest(GatewayError):
     status = 400
+
+
+class RequestTimeout(InvalidRequest):
+    """The request body did not arrive within `server.request_body_timeout_s`."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class AuthenticationFailed(GatewayError):
@@ -218,10 +226,23 @@ class LoopDetected(GatewayError):
 
 
 class CircuitOpen(_Wait):
-    """The upstream kept failing for this key and model: fail fast while it cools down."""
+    """The upstream kept failing for this key and model: fail fast while it cools down.
 
-    status = 503
+    Not retryable (``x-should-retry: false``), so a client stops at once and shows the
+    message: agents' own backoff outlasts a cool-down (Claude Code's ~38 s against 30 s), so
+    a retry the client schedules is a probe, and Codex sat out 372 s and 31 requests on
+    ``retry-after: 30`` with ``x-should-retry: true`` (CLIENTS.md §12.6). ``retry-after``
+    still says what is left of the cool-down (not the whole of it), for a client that
+    ignores ``x-should-retry``: it comes back just as the breaker lets a probe through."""
+
+    status = 503  # 529 overloaded_error in the Anthropic dialect
     code = "circuit_open"
+    retryable = False
+
+    def headers(self) -> dict[str, str]:
+        out = super().headers()
+        out["x-should-retry"] = "false"
+        return out
 
 
 class UpstreamUnavailable(GatewayError):

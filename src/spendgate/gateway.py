@@ -33,6 +33,7 @@ from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import PriceBook
+from spendgate.domain.retries import SessionRetries
 from spendgate.domain.routing import Router
 from spendgate.errors import ConfigError, ServiceUnavailable, StorageError
 from spendgate.events import Events
@@ -185,6 +186,7 @@ class Gateway:
         self.draining = False
         self.requests = InFlight()
         self.thresholds = Thresholds()  # soft thresholds seen crossed, told once a window
+        self.retries = SessionRetries()  # sessions whose last request failed (per process)
         settings = snapshot.config.budget_settings
         self.admission = AdmissionQueue(
             max_wait_s=settings.admission_wait_s, max_waiting=settings.admission_queue_max

@@ -347,21 +347,16 @@ def test_usage_errors(setup: Setup) -> None:
     assert "today, yesterday, month" in bad_period.stderr
 
 
-def test_usage_by_user_names_service_keys_and_counts_in_english(
-    setup: Setup, traffic: list[LedgerRow]
-) -> None:
-    bot = run_json("keys", "create", "-c", str(setup.config), "--name", "bot", "--service", "ci")
-    chat(setup, bot["key"], output_tokens=5)
-    table = run(
-        "usage", "-c", str(setup.config), "--by", "user", "--period", "today", "--top", "50"
-    )
-    assert table.exit_code == 0, table.output
-    assert "(service keys)" in table.stdout  # the demo's name for keys without a user
-    assert "(none)" not in table.stdout
+def test_usage_counts_in_english(setup: Setup, traffic: list[LedgerRow]) -> None:
     top_one = run(
-        "usage", "-c", str(setup.config), "--by", "user", "--period", "today", "--top", "1"
+        "usage", "-c", str(setup.config), "--by", "team", "--period", "today", "--top", "1"
     )
+    assert top_one.exit_code == 0, top_one.output
     assert top_one.stdout.splitlines()[-1].startswith("Top 1 accounts for ")
+    top_two = run(
+        "usage", "-c", str(setup.config), "--by", "team", "--period", "today", "--top", "2"
+    )
+    assert top_two.stdout.splitlines()[-1].startswith("Top 2 account for ")
 
 
 # ----------------------------------------------------------------------------- check-config

@@ -262,7 +262,11 @@ def test_admin_blocks_and_cli_blocks_sum_the_rows_exactly(traffic: Traffic) -> N
 
     table = runner.invoke(cli, ["blocks", "-c", str(traffic.config)], env=env)
     assert table.exit_code == 0, table.output
-    assert f"Refused 7 request(s) worth up to ${report['blocked_would_cost_usd']}" in table.stdout
+    assert table.stdout.startswith(
+        f"Refused {report['requests']} distinct request(s) (7 refusal(s), retries included) "
+    )
+    assert f"worst case ${report['requests_worst_case_usd']} " in table.stdout
+    assert f"(${report['blocked_would_cost_usd']} over every refusal)" in table.stdout
     for name in by_name:
         assert name in table.stdout
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -416,7 +417,7 @@ def test_circuit_breaker_opens_probes_and_recovers(
         error = caught.value
         assert error.status_code == 503
         assert error.code == "circuit_open"
-        assert error.response.headers["x-should-retry"] == "true"
+        assert error.response.headers["x-should-retry"] == "false"
         return error
 
     for _ in range(3):
@@ -505,16 +506,63 @@ def test_circuit_breaker_on_the_anthropic_surface(
     for _ in range(3):
         with pytest.raises(anthropic.InternalServerError):
             ask(FAIL)
-    with pytest.raises(anthropic.InternalServerError) as caught:
+    with pytest.raises(anthropic.OverloadedError) as caught:
         ask()
     error: Any = caught.value
-    assert error.status_code == 503
+    assert error.status_code == 529
     assert error.body["error"]["type"] == "overloaded_error"
     assert error.response.headers["retry-after"] == "1"
+    assert error.response.headers["x-should-retry"] == "false"
     clock.advance(1)
     ask()  # the probe succeeds
     ask()
     assert sent.count == 6
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_an_open_breaker_stops_each_sdk_after_one_request(
+    breaker: tuple[GatewayHarness, ManualClock], breaker_clients: Make, kind: str
+) -> None:
+    """Issue 12, item 3: during the cool-down the refusal is not retryable, so an SDK with
+    generous retries (Claude Code's 10, Codex's 5) sends exactly one request, gets
+    spendgate's message, and does not probe the upstream; ``retry-after`` is what is left
+    of the cool-down, not the whole of it."""
+    gw, clock = breaker
+    secret = gw.create_key(name=f"fail-fast-{kind}")
+    client, sent = breaker_clients(kind, secret, max_retries=10)
+    run = f"fail-fast-{kind}"
+    model = OPENAI_MODEL if kind == "openai" else ANTHROPIC_MODEL
+
+    def ask(sdk: Any, headers: dict[str, str] | None = None) -> Any:
+        extra = {"x-test-run": run, **(headers or {})}
+        create = sdk.chat.completions.create if kind == "openai" else sdk.messages.create
+        messages = prompt("Fail fast?")
+        return create(model=model, messages=messages, max_tokens=MAX_TOKENS, extra_headers=extra)
+
+    once = client.with_options(max_retries=0)
+    for _ in range(3):  # opens it (no retries here: the SDK would retry the 500s)
+        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)):
+            ask(once, FAIL)
+    assert len(records(gw, run)) == 3
+    clock.advance(0.25)
+    sent.count = 0
+    error_type = openai.InternalServerError if kind == "openai" else anthropic.OverloadedError
+    started = time.monotonic()
+    with pytest.raises(error_type) as caught:
+        ask(client)
+    gave_up_s = time.monotonic() - started
+    assert sent.count == 1  # max_retries=10, and one request
+    assert len(records(gw, run)) == 3  # the upstream was not called
+    error: Any = caught.value
+    assert error.status_code == (503 if kind == "openai" else 529)
+    headers = error.response.headers
+    assert headers["x-should-retry"] == "false"
+    assert (headers["retry-after"], headers["retry-after-ms"]) == ("1", "750")  # what is left
+    assert "It will try again in 0.8 s." in error.message
+    assert gave_up_s < 5  # no backoff sleep: the SDK gives up at once
+    clock.advance(1)  # cooled down: the next request is the probe and closes it
+    ask(once)
+    assert len(records(gw, run)) == 4
 
 
 def test_sdk_retries_are_recorded_with_their_retry_count(

@@ -186,7 +186,7 @@ def test_budgets_show_hostile_members_escaped(setup: Setup) -> None:
 @pytest.mark.parametrize("by", ["team", "service"])
 def test_savings_table_shows_every_name_escaped(setup: Setup, by: str) -> None:
     lines = safe_lines(run(setup, "savings", "--by", by, "--period", "all").stdout)
-    assert len(lines) == 2 + len(HOSTILE) + 1  # headline, header, groups, total
+    assert len(lines) == 3 + len(HOSTILE) + 1  # headline, spend line, header, groups, total
     for label in HOSTILE:
         [line] = rows_naming(lines, label, 28)
         assert line.split()[-1].isdigit()

@@ -136,6 +136,13 @@ class Served:
     def counterfactual(self) -> int:
         return cost(self.asked, self.input_tokens, self.output_tokens)
 
+    @property
+    def shadow_cost(self) -> int:
+        """On the shadow rule's model, if one would have routed it; else its cost."""
+        if self.shadow is None:
+            return self.cost
+        return cost(self.shadow[1], self.input_tokens, self.output_tokens)
+
 
 @dataclass
 class Setup:
@@ -280,6 +287,7 @@ def expected_group(name: str | None, requests: list[Served]) -> dict[str, Any]:
     actual = sum(r.cost for r in requests)
     counterfactual = sum(r.counterfactual for r in requests)
     saved = counterfactual - actual
+    on_shadow = sum(r.shadow_cost for r in requests)
     return {
         "group": name,
         "requests": len(requests),
@@ -294,6 +302,24 @@ def expected_group(name: str | None, requests: list[Served]) -> dict[str, Any]:
         "rewritten": sum(r.kind == "rewrite" for r in requests),
         "downgraded": sum(r.kind == "downgrade" for r in requests),
         "fell_back": sum(r.fell_back for r in requests),
+        # no dollar budget caps spend here: the spend figures are the price figures
+        "price_saved_nanos": saved,
+        "price_saved_usd": dollars(saved),
+        "capped_counterfactual_nanos": counterfactual,
+        "capped_counterfactual_usd": dollars(counterfactual),
+        "spend_saved_nanos": saved,
+        "spend_saved_usd": dollars(saved),
+        "spend_saved_bp": share_bp(saved, counterfactual),
+        "shadow_cost_nanos": on_shadow,
+        "shadow_cost_usd": dollars(on_shadow),
+        "shadow_price_saved_nanos": actual - on_shadow,
+        "shadow_price_saved_usd": dollars(actual - on_shadow),
+        "shadow_spend_saved_nanos": actual - on_shadow,
+        "shadow_spend_saved_usd": dollars(actual - on_shadow),
+        "budget_bound": False,
+        "bound_members": 0,
+        "capped_members": 0,
+        "bound_budgets": [],
     }
 
 
@@ -439,6 +465,14 @@ def test_csv_from_the_cli_and_the_api(setup: Setup) -> None:
             str(g["rewritten"]),
             str(g["downgraded"]),
             str(g["fell_back"]),
+            g["capped_counterfactual_usd"],
+            g["spend_saved_usd"],
+            g["shadow_cost_usd"],
+            g["shadow_price_saved_usd"],
+            g["shadow_spend_saved_usd"],
+            "0",
+            "0",
+            "",
         ]
         for g in expected
     ]
@@ -458,7 +492,13 @@ def test_table(setup: Setup) -> None:
         f"${total['saved_usd']} saved ({format_bp(total['saved_bp'])}) of "
         f"${total['counterfactual_usd']} over 10 request(s)"
     )
-    assert lines[1].split() == [
+    assert lines[1] == (
+        f"Spend saved within budgets: ${total['spend_saved_usd']} "
+        f"({format_bp(total['spend_saved_bp'])}) of ${total['capped_counterfactual_usd']}; "
+        f"shadow rules would save ${total['shadow_spend_saved_usd']} of spend "
+        f"(${total['shadow_price_saved_usd']} in price)"
+    )
+    assert lines[2].split() == [
         "TEAM",
         "REQUESTS",
         "COST",
@@ -468,6 +508,12 @@ def test_table(setup: Setup) -> None:
         "SAVED",
         "$",
         "SAVED",
+        "SPEND-SAVED",
+        "$",
+        "SHADOW-SAVES",
+        "$",
+        "SHADOW-SPEND",
+        "$",
         "ALIAS",
         "REWRITE",
         "DOWNGRADE",
@@ -482,17 +528,20 @@ def test_table(setup: Setup) -> None:
             g["counterfactual_usd"],
             g["saved_usd"],
             format_bp(g["saved_bp"]),
+            g["spend_saved_usd"],
+            g["shadow_price_saved_usd"],
+            g["shadow_spend_saved_usd"],
             *(str(g[k]) for k in ("aliased", "rewritten", "downgraded", "fell_back")),
         ]
 
     groups = expected["data"]
-    assert [line.split() for line in lines[2 : 2 + len(groups)]] == [
+    assert [line.split() for line in lines[3 : 3 + len(groups)]] == [
         cells(g["group"], g) for g in groups
     ]
-    assert lines[2 + len(groups)].split() == cells("(total)", total)
+    assert lines[3 + len(groups)].split() == cells("(total)", total)
     (shadow,) = expected["shadow"]
-    assert lines[3 + len(groups)].split()[:2] == ["SHADOW", "RULE"]
-    assert lines[4 + len(groups)].split() == [
+    assert lines[4 + len(groups)].split()[:2] == ["SHADOW", "RULE"]
+    assert lines[5 + len(groups)].split() == [
         "ml-try-mini",
         str(shadow["requests"]),
         shadow["cost_usd"],
@@ -500,7 +549,7 @@ def test_table(setup: Setup) -> None:
         shadow["would_save_usd"],
         format_bp(shadow["would_save_bp"]),
     ]
-    assert len(lines) == 5 + len(groups)
+    assert len(lines) == 6 + len(groups)  # no budget bound: no notes
 
 
 def test_a_period_without_traffic_saved_nothing(setup: Setup) -> None:

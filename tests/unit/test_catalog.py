@@ -502,3 +502,23 @@ def test_missing_litellm_file_is_a_config_error(tmp_path: Path) -> None:
     cfg = config(pricing={"litellm_files": ["nope.json"]})
     with pytest.raises(ConfigError, match=r"nope\.json: cannot read the file"):
         build_price_book(cfg, env_base_dir=tmp_path)
+
+
+# The agents' default models (CLIENTS.md §12.1): a new user's first run must be priced.
+AGENT_DEFAULTS = [
+    # (model, the agent, input $/1M, output $/1M, max input, max output)
+    ("claude-opus-5-5", "Claude Code 2.1.328", "4", "20", 1_000_000, 128_000),
+    ("gpt-6.1-sol", "Codex 0.169.0", "2", "10", 922_000, 128_000),
+]
+
+
+@pytest.mark.parametrize(("model", "agent", "inp", "out", "max_in", "max_out"), AGENT_DEFAULTS)
+def test_the_agents_default_models_are_priced(
+    model: str, agent: str, inp: str, out: str, max_in: int, max_out: int
+) -> None:
+    price = load_builtin_catalog().get(model)
+    assert price is not None, f"{agent}'s default model {model} is not in the catalog"
+    assert (price.rates.input, price.rates.output) == (dollars_to_nanos(inp), dollars_to_nanos(out))
+    assert (price.max_input_tokens, price.max_output_tokens) == (max_in, max_out)
+    entry = catalog_document()["models"][model]
+    assert entry["as_of"] == "2026-12-06"

@@ -318,3 +318,51 @@ def test_catalog_family_errors_name_the_key(document: Any, key: str, problem: st
         parse_catalog(document, "c.yaml")
     assert (caught.value.path, caught.value.key) == ("c.yaml", key)
     assert caught.value.problem.startswith(problem)
+
+
+# ------------------------------------------------------------------ limits are the model's
+
+
+def test_a_price_without_limits_keeps_the_models_limits() -> None:
+    """A negotiated price (override, or a model's own price over its upstream name) that
+    states no limits keeps the catalog's: the model's maximum output bounds reservations
+    whatever the price is."""
+    book = book_of(
+        pricing={"overrides": {"claude-opus-4-5": {"input": "4", "output": "20"}}},
+        models={
+            "smart": {
+                "provider": "anthropic",
+                "upstream_model": "claude-haiku-4-5",
+                "price": {"input": "3", "output": "15"},
+            },
+            "capped": {
+                "provider": "anthropic",
+                "upstream_model": "claude-opus-5-5",
+                "price": {"input": "3", "output": "15", "max_output_tokens": 64000},
+            },
+        },
+    )
+    catalog = load_builtin_catalog()
+    for name, upstream in (("claude-opus-4-5", "claude-opus-4-5"), ("smart", "claude-haiku-4-5")):
+        price, listed = book.get(name), catalog.get(upstream)
+        assert price is not None
+        assert listed is not None
+        assert price.rates.input in (3 * 10**9, 4 * 10**9)  # the layer's own rates
+        assert (price.max_input_tokens, price.max_output_tokens) == (
+            listed.max_input_tokens,
+            listed.max_output_tokens,
+        )
+        assert listed.max_output_tokens == 64_000
+    capped = book.get("capped")
+    assert capped is not None
+    assert (capped.max_input_tokens, capped.max_output_tokens) == (1_000_000, 64_000)
+
+
+def test_a_litellm_price_without_limits_keeps_the_catalogs(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    entry = {"input_cost_per_token": 3e-06, "output_cost_per_token": 2e-05}
+    path.write_text(json.dumps({"claude-haiku-4-5": entry}), encoding="utf-8")
+    price = book_of(pricing={"litellm_files": [str(path)]}).get("claude-haiku-4-5")
+    assert price is not None
+    assert price.rates.input == 3_000 * 10**6
+    assert (price.max_input_tokens, price.max_output_tokens) == (200_000, 64_000)

@@ -25,14 +25,17 @@ from spendgate.domain.tokens import (
     TOKENS_PER_MESSAGE,
     UNKNOWN_ATTACHMENT_TOKENS,
     TokenCount,
+    TokenizerFamily,
     count_anthropic_input,
     count_chat_input,
     count_embedding_input,
     count_output_text,
     count_responses_input,
     count_text,
+    counting_model,
     encoding_for_model,
     token_counter,
+    tokenizer_family,
 )
 
 # Counted once with bpe_openai; the ids match tiktoken's (shared/CLIENTS.md §10).
@@ -106,6 +109,14 @@ def test_every_catalog_model_has_a_counting_rule(model: str, family: str) -> Non
     and Gemini get the documented upper bound."""
     count = count_text(model, "Hello, world! Größenwahn 東京")
     assert count.tokens > 0
+    expected = {
+        "openai": {TokenizerFamily.O200K},
+        "openai-chat": {TokenizerFamily.O200K},
+        "openai-embedding": {TokenizerFamily.O200K, TokenizerFamily.CL100K},
+        "anthropic": {TokenizerFamily.ANTHROPIC},
+        "google": {TokenizerFamily.GEMINI},
+    }[family]
+    assert tokenizer_family(model) in expected, f"{model} falls to {tokenizer_family(model)}"
     if family.startswith("openai"):
         assert encoding_for_model(model) is not None, f"{model} has no exact encoding"
         assert count.exact
@@ -114,6 +125,59 @@ def test_every_catalog_model_has_a_counting_rule(model: str, family: str) -> Non
         assert encoding_for_model(model) is None
         assert not count.exact
         assert count.tokens >= count_text("gpt-4o", "Hello, world! Größenwahn 東京").tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("gpt-6.1-sol", TokenizerFamily.O200K),
+        ("gpt-6-astra-law", TokenizerFamily.O200K),
+        ("gpt-5.3-codex", TokenizerFamily.O200K),
+        ("o3-pro", TokenizerFamily.O200K),
+        ("codex-mini-latest", TokenizerFamily.O200K),
+        ("azure/gpt-7", TokenizerFamily.O200K),
+        ("gpt-3.5-turbo", TokenizerFamily.CL100K),
+        ("claude-opus-5-5", TokenizerFamily.ANTHROPIC),
+        ("claude-fable-5-1", TokenizerFamily.ANTHROPIC),
+        ("anthropic/claude-sonnet-4-6", TokenizerFamily.ANTHROPIC),
+        ("anthropic.claude-opus-4-5-20251101-v1:0", TokenizerFamily.ANTHROPIC),
+        ("us.anthropic.claude-haiku-4-5-20251001-v1:0", TokenizerFamily.ANTHROPIC),
+        ("claude-3-5-haiku", TokenizerFamily.ANTHROPIC),
+        ("gemini-3.8-flash", TokenizerFamily.GEMINI),
+        ("gemini/gemini-2.5-pro", TokenizerFamily.GEMINI),
+        ("gemma-3-27b", TokenizerFamily.GEMINI),
+        ("llama-3-70b", TokenizerFamily.UNKNOWN),
+        ("research", TokenizerFamily.UNKNOWN),
+        ("omni-moderation-latest", TokenizerFamily.UNKNOWN),
+    ],
+)
+def test_tokenizer_family_by_pattern(model: str, family: TokenizerFamily) -> None:
+    assert tokenizer_family(model) is family
+
+
+@pytest.mark.parametrize(
+    ("gateway", "upstream", "counted"),
+    [
+        ("research", "gpt-6.1-sol", "gpt-6.1-sol"),  # a house name: its upstream counts
+        ("gpt-4o", "prod-4o-eastus", "gpt-4o"),  # an Azure deployment name: the known name
+        ("gpt-4o", "llama-3-70b", "gpt-4o"),  # unknown upstream, known gateway name
+        ("claude-opus-5-5", "claude-opus-5-5", "claude-opus-5-5"),
+        ("fast", "llama-3-70b", "llama-3-70b"),  # neither known: the upper bound
+    ],
+)
+def test_counting_model_prefers_the_upstream_model(
+    gateway: str, upstream: str, counted: str
+) -> None:
+    assert counting_model(gateway, upstream) == counted
+
+
+def test_a_new_openai_generation_is_counted_exactly_not_bounded() -> None:
+    """Issue 12 item 6: gpt-6 counted with the x1.75 bound reserved 27,471 input tokens
+    for 14,980 real. By pattern it is o200k_base, exact."""
+    text = "The quick brown fox jumps over the lazy dog. " * 300
+    exact = count_text("gpt-4o", text)
+    assert count_text("gpt-6.1-sol", text) == exact
+    assert count_text("research", text).tokens >= exact.tokens * ESTIMATE_FACTOR_PERCENT // 100
 
 
 def test_the_catalog_walk_sees_every_family() -> None:

@@ -222,6 +222,7 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
         gateway.clock,
         group_by=query.get("group_by", "team"),
         period=query.get("period", "month"),
+        book=gateway.budgets,
     )
     if query.get("format", "json") == "csv":
         return web.Response(

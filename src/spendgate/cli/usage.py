@@ -6,7 +6,7 @@ import click
 import orjson
 
 from spendgate.cli.common import config_option, gateway_for, run_with_storage
-from spendgate.domain.reports import dollars, format_bp, to_csv
+from spendgate.domain.reports import Callers, dollars, format_bp, to_csv
 from spendgate.services.reports import (
     GROUP_BY_CHOICES,
     UsageReport,
@@ -16,20 +16,33 @@ from spendgate.services.reports import (
 from spendgate.text import escape
 
 
+def _headline(report: UsageReport) -> str:
+    span = f"{report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC"
+    callers = report.callers
+    if callers is None:
+        return (
+            f"Spend by {report.group_by.value}, {span}: ${dollars(report.top.total_cost_nanos)} "
+            f"over {report.top.total_groups} {report.group_by.value}(s)"
+        )
+    services = callers.services.cost_nanos if callers.services else 0
+    return (
+        f"Spend by user, {span}: ${dollars(callers.cost_nanos)} over {callers.count} "
+        f"caller(s): ${dollars(callers.users_cost_nanos)} over {callers.users} user(s), "
+        f"${dollars(services)} over {callers.service_keys} service key(s) (keys without a "
+        "user; shares: a user's of the users' spend, the services' of every caller's)"
+    )
+
+
 def render_table(report: UsageReport) -> str:
     lines = [
-        f"Spend by {report.group_by.value}, {report.since:%Y-%m-%d %H:%M} to "
-        f"{report.until:%Y-%m-%d %H:%M} UTC: ${dollars(report.top.total_cost_nanos)} "
-        f"over {report.top.total_groups} {report.group_by.value}(s)",
+        _headline(report),
         f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
         f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
-    # keys without a user are called what the demo calls them
-    unnamed = "(service keys)" if report.group_by.value == "user" else "(none)"
     for ranked in report.top.top:
         g = ranked.usage
         lines.append(
-            f"{ranked.rank:>3} {escape(g.group or unnamed)[:28]:<28} {g.requests:>9} "
+            f"{ranked.rank:>3} {escape(g.group or '(none)')[:28]:<28} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
             f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
@@ -40,6 +53,9 @@ def render_table(report: UsageReport) -> str:
             f"{rest.input_tokens:>11} {rest.output_tokens:>10} {dollars(rest.cost_nanos):>14} "
             f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
+    callers = report.callers
+    if callers is not None:
+        return "\n".join(lines + _callers_lines(report, callers))
     if report.top.top:
         shown = len(report.top.top)
         lines.append(
@@ -47,6 +63,29 @@ def render_table(report: UsageReport) -> str:
             f"{format_bp(report.top.top_share_bp)} of the spend."
         )
     return "\n".join(lines)
+
+
+def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
+    """``--by user``: the services line apart from the users' ranking, and the top N's
+    share of the users' spend and of every caller's."""
+    lines = []
+    services = callers.services
+    if services is not None:
+        label = f"(services: {callers.service_keys} key(s))"
+        lines.append(
+            f"{'':>3} {label:<28} {services.requests:>9} {services.input_tokens:>11} "
+            f"{services.output_tokens:>10} {dollars(services.cost_nanos):>14} "
+            f"{format_bp(callers.services_share_bp):>8} {services.blocked:>8}"
+        )
+    if report.top.top:
+        lines.append(
+            f"Top {len(report.top.top)} of {callers.users} users account for "
+            f"{format_bp(report.top.top_share_bp)} of the users' spend "
+            f"(${dollars(callers.users_cost_nanos)}); of all {callers.count} callers "
+            f"({callers.users} users, {callers.service_keys} service key(s)), for "
+            f"{format_bp(callers.top_share_bp)} of ${dollars(callers.cost_nanos)}."
+        )
+    return lines
 
 
 @click.command()
@@ -91,21 +130,30 @@ def blocks(config_path: str | None, period: str, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
+    click.echo(render_blocks(report))
+
+
+def render_blocks(report: dict[str, object]) -> str:
     rows = report["data"]
     assert isinstance(rows, list)
-    click.echo(
-        f"Refused {report['blocked']} request(s) worth up to ${report['blocked_would_cost_usd']} "
-        f"since {report['since']}"
-    )
+    lines = [
+        f"Refused {report['requests']} distinct request(s) ({report['blocked']} refusal(s), "
+        f"retries included) since {report['since']}: about ${report['estimate_usd']} at their "
+        f"real input rate and typical output; worst case ${report['requests_worst_case_usd']} "
+        f"(${report['blocked_would_cost_usd']} over every refusal)"
+    ]
     if report["overruns"]:
-        click.echo(f"{report['overruns']} request(s) charged more than they had reserved")
-    click.echo(
-        f"{'BY':<32} {'BLOCKED':>8} {'RETRYABLE':>9} {'WOULD COST $':>14} {'SHADOW HITS':>12} "
-        f"{'SHADOW $':>14} {'OVERRUNS':>8} {'OVERRUN $':>14}"
+        lines.append(f"{report['overruns']} request(s) charged more than they had reserved")
+    lines.append(
+        f"{'BY':<32} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
+        f"{'WORST CASE $':>14} {'SHADOW HITS':>12} {'SHADOW $':>14} {'OVERRUNS':>8} "
+        f"{'OVERRUN $':>14}"
     )
     for row in rows:
-        click.echo(
-            f"{escape(str(row['name']))[:32]:<32} {row['blocked']:>8} {row['retryable']:>9} "
+        lines.append(
+            f"{escape(str(row['name'])):<32} {row['blocked']:>8} {row['requests']:>8} "
+            f"{row['retryable']:>9} {row['estimate_usd']:>14} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"
         )
+    return "\n".join(lines)

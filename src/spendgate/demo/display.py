@@ -55,6 +55,16 @@ def _spend_table(report: UsageReport, title: str, label: str) -> Table:
             money(rest.cost_nanos),
             format_bp(report.top.rest_share_bp),
         )
+    callers = report.callers
+    if callers is not None and callers.services is not None:  # by user: services apart
+        services = callers.services
+        table.add_row(
+            Text(SERVICE_KEYS, style="dim"),
+            f"{services.requests:,}",
+            f"{services.input_tokens + services.output_tokens:,}",
+            money(services.cost_nanos),
+            format_bp(callers.services_share_bp),
+        )
     return table
 
 

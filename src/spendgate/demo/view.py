@@ -45,6 +45,8 @@ class Blocks:
     blocked: int = 0
     would_cost_nanos: int = 0
     lines: tuple[BlockLine, ...] = ()
+    requests: int = 0  # distinct requests among the refusals (retries counted once)
+    estimate_nanos: int = 0  # what they would most likely have cost
 
     @property
     def refusals(self) -> tuple[BlockLine, ...]:
@@ -76,7 +78,13 @@ async def read_blocks(storage: Storage, clock: Clock) -> Blocks:
         for row in rows
     )
     ranked = tuple(sorted(lines, key=lambda line: (-line.blocked, -line.shadow_hits, line.name)))
-    return Blocks(_int(report["blocked"]), _int(report["blocked_would_cost_nanos"]), ranked)
+    return Blocks(
+        _int(report["blocked"]),
+        _int(report["blocked_would_cost_nanos"]),
+        ranked,
+        requests=_int(report["requests"]),
+        estimate_nanos=_int(report["estimate_nanos"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,7 @@ class Snapshot:
         n = max(1, len(named) // 5)
         ranked = top_spenders(named, n)
         top_cost = sum(r.usage.cost_nanos for r in ranked.top)
-        total = self.by_user.top.total_cost_nanos
+        total = self.by_user.all_cost_nanos  # of the whole bill, services included
         return Pareto(len(ranked.top), len(named), share_bp(top_cost, total))
 
 

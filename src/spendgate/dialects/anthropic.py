@@ -74,7 +74,9 @@ class AnthropicDialect(DialectAdapter):
         ServiceUnavailable: "overloaded_error",
         StorageUnavailable: "overloaded_error",
     }
-    statuses: ClassVar[Mapping[type[GatewayError], int]] = {BudgetExceeded: 402}
+    # 529 overloaded_error with x-should-retry: false is what Claude Code shows at once,
+    # with the message, after one request (CLIENTS.md §8.1); a 503 it retries.
+    statuses: ClassVar[Mapping[type[GatewayError], int]] = {BudgetExceeded: 402, CircuitOpen: 529}
     request_id_header = "request-id"
 
     def owns(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -321,7 +323,7 @@ class MessagesMeter(MeterBase):
         for key in ("text", "partial_json", "thinking"):
             text = delta.get(key)
             if isinstance(text, str) and text:
-                self._pieces.append(text)
+                self.generated.append(text)
 
     def usage(self) -> Usage | None:
         usage = self._vetted(messages_usage_problem)

@@ -48,7 +48,7 @@ class LedgerRow:
     clamped_from: int | None = None  # the ceiling the request asked for, when spendgate lowered it
     unreconciled: bool = False  # charged at its reservation: the gateway died before settling
     session_id: str | None = None  # the client's session (Claude Code, Codex, x-spendgate-session)
-    retry_count: int = 0  # the SDK's own retry number (x-stainless-retry-count)
+    retry_count: int = 0  # the SDK's retry number (x-stainless-retry-count) or the session's
     blocked_by: str | None = None  # a refused request: the budget or limit that stopped it
     would_cost_nanos: int = 0  # a refused request: what its worst case would have cost
     shadow_blocks: tuple[str, ...] = ()  # shadow limits this request would have hit
@@ -68,3 +68,10 @@ class LedgerRow:
     settled_above: tuple[str, ...] = ()  # budgets charged more than this request reserved
     service_tier: str | None = None  # the service tier the provider says it used
     tool_calls: tuple[tuple[str, int], ...] = ()  # billed server-tool calls, per tool
+    # A refused request, for a realistic estimate of what it would have cost
+    # (`spendgate.domain.refusals`): its content's fingerprint (retries of it match), its
+    # input at the real input rate, and the output rate (all choices) and ceiling per choice.
+    fingerprint: str | None = None
+    would_input_nanos: int = 0
+    would_output_rate: int = 0  # nano-dollars per million output tokens, times choices
+    would_ceiling: int = 0  # output tokens per choice the request asked for at most

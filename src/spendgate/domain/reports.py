@@ -122,6 +122,77 @@ def top_spenders(groups: Sequence[UsageGroup], n: int) -> TopSpenders:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Callers:
+    """``usage --by user``: users are ranked among themselves; traffic of keys without a
+    user (services) is one line apart, and the top N users' share is stated of the users'
+    spend (`TopSpenders.top_share_bp`) and of every caller's (``top_share_bp`` here)."""
+
+    users: int  # users with traffic
+    users_cost_nanos: int
+    services: UsageGroup | None  # keys without a user, summed (None: there were none)
+    service_keys: int  # how many such keys sent traffic
+    cost_nanos: int  # every caller: users and services
+    top_share_bp: int  # the top N users' share of every caller's spend
+    services_share_bp: int
+
+    @property
+    def count(self) -> int:
+        return self.users + self.service_keys
+
+
+def rank_users(
+    groups: Sequence[UsageGroup], n: int, service_keys: int
+) -> tuple[TopSpenders, Callers]:
+    """The top N users among users only, and the figures over every caller. ``groups``
+    are per user, the group None holding every key without a user; ``service_keys``:
+    how many such keys sent traffic."""
+    users = [g for g in groups if g.group is not None]
+    services = next((g for g in groups if g.group is None), None)
+    ranked = top_spenders(users, n)
+    everyone = sum(g.cost_nanos for g in groups)
+    top_cost = sum(r.usage.cost_nanos for r in ranked.top)
+    return ranked, Callers(
+        users=len(users),
+        users_cost_nanos=ranked.total_cost_nanos,
+        services=services,
+        service_keys=service_keys if services is not None else 0,
+        cost_nanos=everyone,
+        top_share_bp=share_bp(top_cost, everyone),
+        services_share_bp=share_bp(services.cost_nanos if services else 0, everyone),
+    )
+
+
+def callers_json(report: TopSpenders, callers: Callers) -> dict[str, object]:
+    """`to_json` of the users' ranking, with the services line and the figures over every
+    caller; ``total_cost_nanos`` and ``total_groups`` stay the whole report's."""
+    body = to_json(report)
+    services = None
+    if callers.services is not None:
+        services = _group_json(callers.services)
+        del services["group"]
+        services.update(keys=callers.service_keys, share_bp=callers.services_share_bp)
+    body.update(
+        total_cost_nanos=callers.cost_nanos,
+        total_cost_usd=dollars(callers.cost_nanos),
+        total_groups=callers.users + (callers.services is not None),
+        users={
+            "count": callers.users,
+            "cost_nanos": callers.users_cost_nanos,
+            "cost_usd": dollars(callers.users_cost_nanos),
+            "top_share_bp": report.top_share_bp,
+        },
+        services=services,
+        callers={
+            "count": callers.count,
+            "cost_nanos": callers.cost_nanos,
+            "cost_usd": dollars(callers.cost_nanos),
+            "top_share_bp": callers.top_share_bp,
+        },
+    )
+    return body
+
+
 # ---------------------------------------------------------------------------- export
 
 CSV_HEADER = (

@@ -8,6 +8,15 @@ and so fails offline; shared/CLIENTS.md §10). Each encoding is loaded once, on 
 to keep that off the first request.
 
 Exact and estimated counts
+    A model's tokenizer family is recognised by its name (`tokenizer_family`), so a new
+    generation is known the day it appears: gpt-4o and every later OpenAI generation
+    (gpt-5*, gpt-6*, gpt-7-...), the o-series and the codex models are ``o200k_base``;
+    gpt-4, gpt-3.5 and the embedding models ``cl100k_base``; ``claude*`` (Bedrock and Vertex
+    ids too) Anthropic; ``gemini*`` and ``gemma*`` Google; anything else unknown. The
+    gateway counts a request by the model its provider runs (`counting_model`: the
+    upstream name, or the gateway name when only that one is recognised, as for an Azure
+    deployment name).
+
     For models whose encoding is public (`encoding_for_model`), text is counted exactly.
     Claude's and Gemini's tokenizers are not published, so for every other model
     `count_text` returns a documented UPPER BOUND::
@@ -55,6 +64,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
@@ -97,6 +107,21 @@ _O200K_MODELS = re.compile(
     r"^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-(?:[5-9]|[1-9]\d)|gpt-oss|o\d|codex)"
 )
 _CL100K_MODELS = re.compile(r"^(gpt-4|gpt-3\.5|gpt-35|text-embedding-3|text-embedding-ada-002)")
+# Claude (any generation, Bedrock and Vertex ids too) and Gemini/Gemma: tokenizers that are
+# not published, counted with the documented upper bound (module docstring).
+_ANTHROPIC_MODELS = re.compile(r"^(?:[a-z]{2,4}\.)?(?:anthropic\.)?claude")
+_GEMINI_MODELS = re.compile(r"^(?:gemini|gemma)")
+
+
+class TokenizerFamily(StrEnum):
+    """Whose tokenizer a model uses, recognised by name pattern so that a new generation
+    (gpt-6.x, claude-*-5-5, gemini-3.x) is known on the day it appears."""
+
+    O200K = "o200k_base"  # exact: gpt-4o and every later OpenAI generation, o-series, codex
+    CL100K = "cl100k_base"  # exact: gpt-4, gpt-3.5, the embedding models
+    ANTHROPIC = "anthropic"  # Claude: the upper bound (x1.75 of o200k_base, >= bytes/4)
+    GEMINI = "gemini"  # Gemini and Gemma: the same upper bound (over-reserves, never under)
+    UNKNOWN = "unknown"  # anything else: the same upper bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +135,38 @@ def _bare_name(model: str) -> str:
     return model.lower().rsplit("/", 1)[-1].removeprefix("ft:")
 
 
-def encoding_for_model(model: str) -> EncodingName | None:
-    """The public encoding of an OpenAI model, ignoring provider prefixes and ``ft:``."""
+def tokenizer_family(model: str) -> TokenizerFamily:
+    """The tokenizer family of ``model``, ignoring provider prefixes and ``ft:``."""
     name = _bare_name(model)
     if _O200K_MODELS.match(name):
-        return "o200k_base"
+        return TokenizerFamily.O200K
     if _CL100K_MODELS.match(name):
+        return TokenizerFamily.CL100K
+    if _ANTHROPIC_MODELS.match(name):
+        return TokenizerFamily.ANTHROPIC
+    if _GEMINI_MODELS.match(name):
+        return TokenizerFamily.GEMINI
+    return TokenizerFamily.UNKNOWN
+
+
+def encoding_for_model(model: str) -> EncodingName | None:
+    """The public encoding of an OpenAI model, ignoring provider prefixes and ``ft:``."""
+    family = tokenizer_family(model)
+    if family is TokenizerFamily.O200K:
+        return "o200k_base"
+    if family is TokenizerFamily.CL100K:
         return "cl100k_base"
     return None
+
+
+def counting_model(gateway_name: str, upstream_model: str) -> str:
+    """The name to count a request's tokens by: the model the provider runs
+    (``upstream_model``), whose tokenizer is what bills, unless only the gateway's own name
+    is recognised (an upstream name no pattern knows, served under a known name)."""
+    upstream_known = tokenizer_family(upstream_model) is not TokenizerFamily.UNKNOWN
+    if not upstream_known and tokenizer_family(gateway_name) is not TokenizerFamily.UNKNOWN:
+        return gateway_name
+    return upstream_model
 
 
 # --------------------------------------------------------------------- the encodings
@@ -159,9 +208,15 @@ class TokenCounter:
 
     def upper_bound(self, text: str) -> int:
         """The estimate for models without a public encoding (see the module docstring)."""
-        scaled = -(-self.count("o200k_base", text) * ESTIMATE_FACTOR_PERCENT // 100)
         size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        return max(scaled, -(-size // BYTES_PER_TOKEN_FLOOR))
+        return bound_from_counts(self.count("o200k_base", text), size)
+
+
+def bound_from_counts(o200k_tokens: int, size_bytes: int) -> int:
+    """`TokenCounter.upper_bound` of a text known only by its ``o200k_base`` tokens and
+    its UTF-8 bytes."""
+    scaled = -(-o200k_tokens * ESTIMATE_FACTOR_PERCENT // 100)
+    return max(scaled, -(-size_bytes // BYTES_PER_TOKEN_FLOOR))
 
 
 @functools.cache

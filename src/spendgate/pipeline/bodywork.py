@@ -25,9 +25,9 @@ class BodyWork:
 
     async def input_count(self, exchange: Exchange) -> TokenCount:
         if not self.large:
-            return exchange.spec.input_counter(exchange.route.name, exchange.body)
+            return exchange.spec.input_counter(exchange.counted_as, exchange.body)
         surface = exchange.spec.surface.value
-        tokens, exact = await self.offload.run(count_input, surface, exchange.route.name, self.raw)
+        tokens, exact = await self.offload.run(count_input, surface, exchange.counted_as, self.raw)
         return TokenCount(tokens, exact)
 
     async def fingerprint(self, exchange: Exchange) -> str:

@@ -38,6 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.events import Refused as RefusedEvent
 from spendgate.events import SettledAbove, ThresholdCrossed
+from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
@@ -85,6 +86,7 @@ async def admit(
     spec = exchange.spec
     hidden = exchange.hidden_input()
     worst: WorstCase | None = None
+    counted: int | None = None  # the body's input tokens, once counted
     try:
         await _refuse_on_full_rate_limits(storage, counters, now)
         if loops:
@@ -99,6 +101,7 @@ async def admit(
             count=await work.input_count(exchange) if work else None,
         )
         worst, count = priced.worst, priced.count
+        counted = count.tokens
         _check_input_caps(caps, count.tokens, count.exact)
         plan = ReservationPlan(
             reservation_id=exchange.request_id,
@@ -124,12 +127,14 @@ async def admit(
         if worst is None and isinstance(refusal, RateLimited):
             # refused before it was priced (a full rate limit): priced now, for the record
             with contextlib.suppress(GatewayError):
-                counted = await work.input_count(exchange) if work else None
-                worst = price_worst_case(
-                    exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls, count=counted
-                ).worst
-        cost = worst.amount(Unit.NANOS, worst.requested_ceiling) if worst else 0
-        await record_block(storage, exchange, refusal, cost)
+                repriced = price_worst_case(
+                    exchange,
+                    default_ceiling,
+                    assumed_tool_calls=assumed_tool_calls,
+                    count=await work.input_count(exchange) if work else None,
+                )
+                worst, counted = repriced.worst, repriced.count.tokens
+        await record_block(storage, exchange, refusal, worst, counted=counted, work=work)
         raise
     if thresholds is not None:
         for crossing in thresholds.crossed(decision):
@@ -222,18 +227,41 @@ def _busy(refused: Refused, queue: AdmissionQueue) -> BudgetBusy:
 
 
 async def record_block(
-    storage: Storage, exchange: Exchange, refusal: GatewayError, would_cost: int
+    storage: Storage,
+    exchange: Exchange,
+    refusal: GatewayError,
+    worst: WorstCase | None,
+    *,
+    counted: int | None = None,
+    work: BodyWork | None = None,
 ) -> None:
-    """A refused request leaves an uncharged ledger row naming what stopped it."""
+    """A refused request leaves an uncharged ledger row naming what stopped it, with its
+    worst case, and what a realistic estimate of its cost needs (`LedgerRow.fingerprint`
+    and the ``would_*`` fields): its input (``counted`` tokens, else the worst case's
+    bound) at the model's input rate, its output rate and ceiling."""
     row = exchange.row(
         now=exchange.started,
         usage=Usage(),
         status=exchange.spec.adapter.error_status(refusal),
         error=refusal.message[:500],
     )
+    try:
+        found = await work.fingerprint(exchange) if work else fingerprint(exchange.body)
+    except GatewayError:
+        found = None
     blocked = dataclasses.replace(
-        row, blocked_by=refusal.blocked_by or type(refusal).__name__, would_cost_nanos=would_cost
+        row, blocked_by=refusal.blocked_by or type(refusal).__name__, fingerprint=found
     )
+    if worst is not None:
+        tokens = worst.input_tokens if counted is None else counted
+        rates = exchange.price.rates_for(tokens)
+        blocked = dataclasses.replace(
+            blocked,
+            would_cost_nanos=worst.amount(Unit.NANOS, worst.requested_ceiling),
+            would_input_nanos=token_cost(tokens, rates.input),
+            would_output_rate=rates.output * worst.choices,
+            would_ceiling=worst.requested_ceiling,
+        )
     await asyncio.shield(storage.record(blocked))
     exchange.reporter.outcome(RefusedEvent(blocked))
 

@@ -10,11 +10,14 @@ from typing import Any
 
 from spendgate.dialects import SurfaceSpec
 from spendgate.dialects.hidden import HiddenInput
+from spendgate.domain import tokens
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
+from spendgate.domain.tokens import counting_model
 from spendgate.domain.usage import Usage
 from spendgate.gateway import Snapshot
 from spendgate.pipeline.intake import Reporter
@@ -78,8 +81,22 @@ class Exchange:
         if self.ttfb is None:
             self.ttfb = now
 
-    def estimate(self, output_text: str = "") -> Usage:
-        return self.spec.estimate(self.route.name, self.body, output_text)
+    @property
+    def counted_as(self) -> str:
+        """The model whose tokenizer counts this request (`tokens.counting_model`): the
+        upstream model of this attempt, so a gateway name such as ``research`` for
+        gpt-6.1-sol is counted exactly with o200k_base, not with the unknown bound."""
+        return counting_model(self.route.name, self.deployment.upstream_model)
+
+    def estimate(self, output: str | GeneratedText = "") -> Usage:
+        """An estimate for when the provider reported no usage; ``output``: what it
+        generated (a stream's `GeneratedText`, or an answer's text)."""
+        model = self.counted_as
+        if isinstance(output, GeneratedText):
+            count = output.tokens_for(model).tokens
+        else:
+            count = tokens.count_output_text(model, output).tokens if output else 0
+        return self.spec.estimate(model, self.body, count)
 
     def row(
         self,
@@ -156,9 +173,9 @@ class Exchange:
 
     def _clamped_from(self) -> int | None:
         ticket = self.ticket
-        if ticket is None or not ticket.admitted.clamped:
+        if ticket is None or not ticket.lowered:
             return None
-        return ticket.plan.worst.requested_ceiling
+        return ticket.asked
 
     def template_row(self) -> LedgerRow:
         """The identity part of this request's row, for a reservation that may lapse."""

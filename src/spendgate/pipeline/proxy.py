@@ -27,6 +27,7 @@ from aiohttp import web
 from spendgate.dialects import SurfaceSpec
 from spendgate.domain.budgets import Caller
 from spendgate.domain.models import ModelRoute, ProviderKind
+from spendgate.domain.retries import request_shape
 from spendgate.domain.routing import Decision, RouteKind
 from spendgate.errors import (
     AuthenticationFailed,
@@ -159,32 +160,33 @@ async def _serve(
     route, decision = await decide(
         gateway.storage, snapshot, spec, caller, body, request.headers, arrived
     )
+    # An agent's own retry (same session, same shape, after a failure) counts as one even
+    # though its x-stainless-retry-count says 0 (`spendgate.domain.retries`).
+    shape = request_shape(spec.surface.value, caller.model, body)
+    retry = max(retry_count_of(request), gateway.retries.retry_of(session, shape, started))
     incoming = _Incoming(
-        reporter.request_id,
-        arrived,
-        started,
-        spec,
-        caller,
-        raw,
-        body,
-        retry_count_of(request),
-        snapshot,
-        reporter,
+        reporter.request_id, arrived, started, spec, caller, raw, body, retry, snapshot, reporter
     )
-    while True:
-        # A downgrade rule applies "instead of refusing": when the budget cannot afford
-        # this model (the threshold was crossed while the request was being routed), the
-        # next tier down is tried before the request is refused.
-        cheaper = _cheaper(snapshot, caller, route, decision)
-        try:
-            return await _run(gateway, request, incoming, route, decision, cheaper is None)
-        except BudgetExceeded:
-            if cheaper is None or decision is None:
-                raise
-            rule, route = cheaper
-            decision = dataclasses.replace(
-                decision, model=route.name, rule=rule, kind=RouteKind.DOWNGRADE, premium=False
-            )
+    ok = False
+    try:
+        while True:
+            # A downgrade rule applies "instead of refusing": when the budget cannot afford
+            # this model (the threshold was crossed while the request was being routed), the
+            # next tier down is tried before the request is refused.
+            cheaper = _cheaper(snapshot, caller, route, decision)
+            try:
+                response = await _run(gateway, request, incoming, route, decision, cheaper is None)
+                ok = response.status < 400
+                return response
+            except BudgetExceeded:
+                if cheaper is None or decision is None:
+                    raise
+                rule, route = cheaper
+                decision = dataclasses.replace(
+                    decision, model=route.name, rule=rule, kind=RouteKind.DOWNGRADE, premium=False
+                )
+    finally:
+        gateway.retries.ended(session, shape, gateway.clock.monotonic(), retry=retry, ok=ok)
 
 
 def _cheaper(
@@ -298,10 +300,17 @@ async def _attempt(
         if skip_open:
             return Failed(error=refusal, reached=False)
         settings = snapshot.config.budget_settings
-        worst = would_cost(
+        priced = would_cost(
             exchange, settings.default_max_output_tokens, settings.assumed_tool_calls
         )
-        await record_block(gateway.storage, exchange, refusal, worst)
+        await record_block(
+            gateway.storage,
+            exchange,
+            refusal,
+            priced.worst if priced else None,
+            counted=priced.count.tokens if priced else None,
+            work=BodyWork(gateway.offload, raw),
+        )
         raise refusal
     try:
         exchange.ticket = await _admit(
@@ -381,9 +390,11 @@ async def _admit(
 
 
 def _ceiling_to_send(ticket: Ticket | None) -> int | None:
-    """Spendgate sets the output ceiling only when it clamps one or the request had none."""
+    """Spendgate sets the output ceiling only when it lowers one (a budget clamped it, or the
+    request asked for more than the model's maximum output) or the request had none: the
+    provider then stops where the reservation does."""
     if ticket is None:
         return None
-    if ticket.admitted.clamped or ticket.requested_ceiling is None:
+    if ticket.lowered or ticket.requested_ceiling is None:
         return ticket.ceiling
     return None

@@ -24,6 +24,19 @@ class Ticket:
     def ceiling(self) -> int:
         return self.admitted.ceiling
 
+    @property
+    def asked(self) -> int:
+        """The output ceiling the request asked for: its own, else what it would get (the
+        model's maximum, or the default ceiling)."""
+        return self.requested_ceiling or self.plan.worst.requested_ceiling
+
+    @property
+    def lowered(self) -> bool:
+        """Whether the reserved ceiling is below what the request asked for: a budget
+        clamped it, or it asked for more than the model can write (the reservation never
+        exceeds the model's maximum output, and neither does the ceiling sent upstream)."""
+        return self.ceiling < self.asked
+
     def headers(self, dialect: Dialect, now: datetime) -> dict[str, str]:
         out = limit_headers(self.admitted, dialect, now)
         tightest = self.admitted.tightest
@@ -36,10 +49,10 @@ class Ticket:
             resets = tightest.ref.window.resets_at
             if resets is not None:
                 out["x-spendgate-budget-reset"] = resets.isoformat()
-        if self.admitted.clamped:
-            out["x-spendgate-output-clamped"] = (
-                f"{self.ceiling} (requested {self.plan.worst.requested_ceiling})"
-            )
+        if self.lowered:
+            model_max = self.plan.worst.requested_ceiling
+            why = f"; the model's maximum is {model_max}" if model_max < self.asked else ""
+            out["x-spendgate-output-clamped"] = f"{self.ceiling} (requested {self.asked}{why})"
         if self.bounded is not None:
             out["x-spendgate-input-bounded"] = self.bounded
         if self.admitted.shadow_blocks:

@@ -22,7 +22,7 @@ from enum import Enum
 
 from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain.admission import WorstCase, worst_case
-from spendgate.domain.budgets import CounterRef, HiddenInputPolicy, Kind, Unit
+from spendgate.domain.budgets import CounterRef, HiddenInputPolicy, Kind
 from spendgate.domain.tokens import TokenCount
 from spendgate.errors import InvalidRequest, RequestCapExceeded
 from spendgate.pipeline.exchange import Exchange
@@ -84,7 +84,7 @@ def price_worst_case(
     ``count``: the input as already bounded (else the body is counted)."""
     spec, route, price, body = exchange.spec, exchange.route, exchange.price, exchange.body
     if count is None:
-        count = spec.input_counter(route.name, body)
+        count = spec.input_counter(exchange.counted_as, body)
     requested, choices = spec.requested_output(body)
     hidden = exchange.hidden_input()
     if bounding is None:
@@ -132,11 +132,10 @@ def price_worst_case(
     return Priced(worst, requested, count, hidden, bounded)
 
 
-def would_cost(exchange: Exchange, default_ceiling: int, assumed_tool_calls: int) -> int:
-    """The request's worst case in nano-dollars, as `admit` prices it: what a refusal made
-    before admission (an open circuit breaker) saved. 0 if the body cannot be priced."""
+def would_cost(exchange: Exchange, default_ceiling: int, assumed_tool_calls: int) -> Priced | None:
+    """The request priced as `admit` prices it: what a refusal made before admission (an
+    open circuit breaker) saved. None if the body cannot be priced."""
     try:
-        priced = price_worst_case(exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls)
+        return price_worst_case(exchange, default_ceiling, assumed_tool_calls=assumed_tool_calls)
     except (InvalidRequest, RequestCapExceeded):
-        return 0
-    return priced.worst.amount(Unit.NANOS, priced.worst.requested_ceiling)
+        return None

@@ -12,11 +12,13 @@ Price layering (`build_price_book`), later layers replace earlier ones model by 
 3. ``pricing.overrides`` — the operator's corrections, keyed by model name;
 4. ``models.<name>.price`` — a gateway model's own price, which beats everything.
 
-A layer replaces a model's rates, long-context tiers and limits whole, but its service
-tiers and tool fees are layered key by key: a tier or tool the layer does not name keeps
-its price from the layer below (an override of a model's rates keeps the catalog's
-``priority`` multiplier and web search fee); a tier set to ``null`` is removed. A free
-price has neither.
+A layer replaces a model's rates and long-context tiers whole, but its service tiers and
+tool fees are layered key by key: a tier or tool the layer does not name keeps its price
+from the layer below (an override of a model's rates keeps the catalog's ``priority``
+multiplier and web search fee); a tier set to ``null`` is removed. A free price has
+neither. The limits (``max_input_tokens``, ``max_output_tokens``) belong to the model, not
+to its price: a layer that does not state one keeps the layer below's, so a negotiated
+price never loses the catalog's maximum output (which bounds every reservation).
 
 A gateway model without a price of its own is looked up by its gateway name first and, if
 that is absent, by the upstream name of its first deployment (``upstream_model``), and is
@@ -172,8 +174,8 @@ def price_from_config(
 ) -> Price:
     """Turn a validated price block (Decimal dollars per 1M tokens) into integer nano-dollars.
 
-    ``below`` is the price this block replaces, if any: its service tiers and tool fees are
-    kept where the block names none (see the module docstring).
+    ``below`` is the price this block replaces, if any: its service tiers, tool fees and
+    limits are kept where the block names none (see the module docstring).
 
     Raises `ValueError` naming the field for a negative rate: the schema's `PriceConfig`
     does not refuse those itself, and a negative price would credit budgets.
@@ -192,17 +194,27 @@ def price_from_config(
             tool_fees=_layered_tool_fees(below.tool_fees if below else {}, cfg.tool_fees),
         )
     return dataclasses.replace(
-        price, max_output_tokens=cfg.max_output_tokens, max_input_tokens=cfg.max_input_tokens
+        price,
+        max_output_tokens=cfg.max_output_tokens or (below.max_output_tokens if below else None),
+        max_input_tokens=cfg.max_input_tokens or (below.max_input_tokens if below else None),
     )
 
 
 def _inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price]:
-    """``prices`` about to replace entries of ``book``, each keeping the service tiers and
-    tool fees of the entry it replaces that it does not name itself."""
+    """``prices`` about to replace entries of ``book``, each keeping the service tiers, tool
+    fees and limits of the entry it replaces that it does not name itself."""
     layered: dict[str, Price] = {}
     for name, price in prices.items():
         below = book.get(name)
-        if below is not None and not price.free:
+        if below is None:
+            layered[name] = price
+            continue
+        price = dataclasses.replace(
+            price,
+            max_output_tokens=price.max_output_tokens or below.max_output_tokens,
+            max_input_tokens=price.max_input_tokens or below.max_input_tokens,
+        )
+        if not price.free:
             price = dataclasses.replace(
                 price,
                 service_tiers={**below.service_tiers, **price.service_tiers},

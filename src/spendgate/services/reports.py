@@ -8,11 +8,24 @@ from enum import Enum
 from typing import TypeVar
 
 from spendgate.clock import Clock
+from spendgate.domain.identity import ApiKey
+from spendgate.domain.refusals import (
+    DEFAULT_OUTPUT_TOKENS,
+    RECENT_OUTPUTS,
+    RETRY_WINDOW,
+    SAMPLE_SPAN,
+    RefusalGroup,
+    callers_and_models,
+    refusal_groups,
+)
 from spendgate.domain.reports import (
     PERIOD_FORMS,
+    Callers,
     TopSpenders,
+    callers_json,
     dollars,
     parse_period,
+    rank_users,
     to_json,
     top_spenders,
 )
@@ -31,15 +44,21 @@ class UsageReport:
     since: datetime
     until: datetime
     groups: list[UsageGroup]
-    top: TopSpenders
+    top: TopSpenders  # by user: users only (`callers` has the rest)
+    callers: Callers | None = None  # by user: services apart, shares over every caller
+
+    @property
+    def all_cost_nanos(self) -> int:
+        return sum(g.cost_nanos for g in self.groups)
 
     def to_json(self) -> dict[str, object]:
+        body = to_json(self.top) if self.callers is None else callers_json(self.top, self.callers)
         return {
             "group_by": self.group_by.value,
             "period": self.period,
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
-            **to_json(self.top),
+            **body,
         }
 
 
@@ -71,9 +90,32 @@ def period_bounds(clock: Clock, period: str) -> tuple[datetime, datetime]:
 
 async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[str, object]:
     """What each budget, limit, loop detector and breaker stopped (and what shadow limits
-    would have stopped) over a period, with the worst-case cost that blocking saved."""
+    would have stopped) over a period: refusals and the distinct requests among them, their
+    worst case and a realistic estimate of what they would have cost
+    (`spendgate.domain.refusals`)."""
     since, until = period_bounds(clock, period)
     groups = await storage.blocks(since, until)
+    refused = [row for row in await storage.marked(since, until) if row.blocked_by is not None]
+    samples = await storage.recent_outputs(
+        callers_and_models(refused), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
+    )
+    estimated = {g.name: g for g in refusal_groups(refused, samples)}
+
+    def figures(found: RefusalGroup) -> dict[str, object]:
+        return {
+            "requests": found.distinct,
+            "requests_worst_case_nanos": found.distinct_worst_case_nanos,
+            "requests_worst_case_usd": dollars(found.distinct_worst_case_nanos),
+            "estimate_nanos": found.estimate_nanos,
+            "estimate_usd": dollars(found.estimate_nanos),
+        }
+
+    total = RefusalGroup(
+        "",
+        distinct=sum(g.distinct for g in estimated.values()),
+        distinct_worst_case_nanos=sum(g.distinct_worst_case_nanos for g in estimated.values()),
+        estimate_nanos=sum(g.estimate_nanos for g in estimated.values()),
+    )
     return {
         "period": period,
         "since": since.isoformat(),
@@ -81,6 +123,12 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
         "blocked": sum(g.blocked for g in groups),
         "blocked_would_cost_nanos": sum(g.blocked_would_cost_nanos for g in groups),
         "blocked_would_cost_usd": dollars(sum(g.blocked_would_cost_nanos for g in groups)),
+        **figures(total),
+        "estimate_basis": {
+            "default_output_tokens": DEFAULT_OUTPUT_TOKENS,
+            "recent_outputs": RECENT_OUTPUTS,
+            "retry_window_s": RETRY_WINDOW.total_seconds(),
+        },
         "overruns": sum(g.overruns for g in groups),
         "data": [
             {
@@ -88,6 +136,7 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
                 "blocked": g.blocked,
                 "blocked_would_cost_nanos": g.blocked_would_cost_nanos,
                 "blocked_would_cost_usd": dollars(g.blocked_would_cost_nanos),
+                **figures(estimated.get(g.name, RefusalGroup(g.name))),
                 "shadow_hits": g.shadow_hits,
                 "shadow_cost_nanos": g.shadow_cost_nanos,
                 "shadow_cost_usd": dollars(g.shadow_cost_nanos),
@@ -109,6 +158,9 @@ async def usage_report(
         raise InvalidRequest("top must be 0 or more", param="top")
     since, until = period_bounds(clock, period)
     groups = await storage.usage(UsageQuery(group_by=grouping, since=since, until=until))
+    if grouping is GroupBy.USER:
+        ranked, callers = rank_users(groups, top, await _service_keys(storage, since, until))
+        return UsageReport(grouping, period, since, until, groups, ranked, callers)
     return UsageReport(
         group_by=grouping,
         period=period,
@@ -117,3 +169,18 @@ async def usage_report(
         groups=groups,
         top=top_spenders(groups, top),
     )
+
+
+async def _service_keys(storage: Storage, since: datetime, until: datetime) -> int:
+    """How many keys without a user sent traffic (served or refused) over the period."""
+    by_key = await storage.usage(UsageQuery(group_by=GroupBy.KEY, since=since, until=until))
+    keys = {key.id: key for key in await storage.list_keys(include_revoked=True)}
+    return sum(
+        1
+        for g in by_key
+        if g.group is not None and (g.requests or g.blocked) and _no_user(keys.get(g.group))
+    )
+
+
+def _no_user(key: ApiKey | None) -> bool:
+    return key is not None and key.user is None

@@ -33,6 +33,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCas
 from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
 
@@ -151,6 +152,15 @@ class Ledger(Protocol):
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         """The rows over ``[since, until)`` that were refused or settled above their
         reservation, oldest first."""
+        ...
+
+    async def recent_outputs(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, list[int]]:
+        """Output sizes for estimating refused requests: for each (key, model) of ``pairs``,
+        and each of their models over all keys (key None), the output tokens of the last
+        ``limit`` answered requests (status < 400, not refused) over ``[since, until)``,
+        newest first (ties by request id), as `spendgate.domain.refusals.output_samples`."""
         ...
 
     async def savings(

@@ -32,6 +32,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
@@ -213,6 +214,11 @@ class Storage:
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
         return await self.ledger_store.savings(since, until, by)
+
+    async def recent_outputs(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, list[int]]:
+        return await self.ledger_store.recent_outputs(pairs, since, until, limit)
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.refusals import CallerModel, output_samples
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery, block_totals, usage_totals
 from spendgate.errors import StorageError
@@ -83,6 +84,12 @@ class MemoryLedger:
         self._state.require()
         folded = savings(self._between(since, until), by)
         return list(folded.groups), list(folded.shadow)
+
+    async def recent_outputs(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, list[int]]:
+        self._state.require()
+        return output_samples(self._between(since, until), pairs, limit)
 
     async def check(self) -> None:
         self._state.require()

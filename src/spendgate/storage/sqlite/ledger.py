@@ -3,12 +3,14 @@ report thread, one-row lookups on the event-loop reader."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
 from spendgate.storage.sqlite.file import SqliteFile
@@ -42,6 +44,23 @@ _MARKED = (
     f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
     "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
     "ORDER BY ts, id"
+)
+
+
+# The newest answered requests per (key, model) and per model: `Ledger.recent_outputs`.
+_RECENT_OUTPUTS = (
+    "WITH r AS (SELECT key_id, COALESCE(routed_model, requested_model) AS model, "
+    "output_tokens, ts, request_id FROM ledger "
+    "WHERE ts >= ? AND ts < ? AND blocked_by IS NULL AND status < 400 "
+    "AND COALESCE(routed_model, requested_model) IN (SELECT value FROM json_each(?))) "
+    "SELECT key_id, model, output_tokens, n FROM (SELECT key_id, model, output_tokens, "
+    "ROW_NUMBER() OVER (PARTITION BY key_id, model ORDER BY ts DESC, request_id DESC) AS n "
+    "FROM r WHERE key_id IN (SELECT value FROM json_each(?))) WHERE n <= ? "
+    "UNION ALL "
+    "SELECT NULL, model, output_tokens, n FROM (SELECT model, output_tokens, "
+    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY ts DESC, request_id DESC) AS n "
+    "FROM r) WHERE n <= ? "
+    "ORDER BY 1, 2, 4"
 )
 
 
@@ -132,6 +151,25 @@ class SqliteLedger:
                 found.setdefault(name, [0] * 7)[5:7] = [count, cost]
             return [BlockGroup(name, *values) for name, values in sorted(found.items())]
 
+        return await self._file.report(scan)
+
+    async def recent_outputs(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, list[int]]:
+        wanted = set(pairs)
+        models = json.dumps(sorted({model for _, model in pairs}))
+        keys = json.dumps(sorted({key for key, _ in pairs}))
+        params = (to_ms(since), to_ms(until), models, keys, limit, limit)
+
+        def scan(conn: sqlite3.Connection) -> dict[CallerModel, list[int]]:
+            found: dict[CallerModel, list[int]] = {}
+            for key, model, output, _ in conn.execute(_RECENT_OUTPUTS, params):
+                if key is None or (key, model) in wanted:
+                    found.setdefault((key, model), []).append(output)
+            return found
+
+        if not pairs:
+            return {}
         return await self._file.report(scan)
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:

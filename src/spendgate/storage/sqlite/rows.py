@@ -208,7 +208,8 @@ _SAVINGS_ROWS = (
     "route_kind, attempt, status, shadow_rule "
     "FROM ledger WHERE ts >= ? AND ts < ? AND blocked_by IS NULL"
 )
-# Selected in SavingsGroup's field order.
+# Selected in SavingsGroup's field order (no budget caps: the capped counterfactual is the
+# counterfactual; `spendgate.services.savings` applies the caps).
 SAVINGS = {
     name: (
         f"WITH r AS ({_SAVINGS_ROWS.format(column=column)}) "  # noqa: S608
@@ -216,7 +217,8 @@ SAVINGS = {
         "COUNT(DISTINCT CASE WHEN route_kind = 'alias' THEN req END), "
         "COUNT(DISTINCT CASE WHEN route_kind = 'rewrite' THEN req END), "
         "COUNT(DISTINCT CASE WHEN route_kind = 'downgrade' THEN req END), "
-        "COUNT(DISTINCT CASE WHEN attempt > 0 AND status < 400 THEN req END) "
+        "COUNT(DISTINCT CASE WHEN attempt > 0 AND status < 400 THEN req END), "
+        "SUM(shadow_cost), SUM(counterfactual), SUM(cost_nanos - shadow_cost) "
         "FROM r GROUP BY grp"
     )
     for name, column in (("team", "team"), ("service", "service"))
