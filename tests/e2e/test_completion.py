@@ -59,5 +59,5 @@ def test_the_script_protocol_completes_commands_and_options() -> None:
 
     assert complete("spendgate ke") == ["keys"]
     assert complete("spendgate in") == ["init"]
-    assert set(complete("spendgate keys create --t")) == {"--team", "--tag"}
+    assert set(complete("spendgate keys create --t")) == {"--team", "--tag", "--tokens"}
     assert "--force" in complete("spendgate init --")
