@@ -420,11 +420,36 @@ class RunawayConfig(Strict):
 
     loop_max_repeats: Annotated[int, Field(ge=0)] = 0  # 0: loop detection off
     loop_window_s: Annotated[float, Field(gt=0)] = 60.0
+    # A detected loop is blocked for loop_cooldown_s (None: loop_window_s), doubled on each
+    # repeat detection up to loop_cooldown_max_s; strikes are forgotten after a quiet
+    # loop_forget_s (None: loop_cooldown_max_s) past the end of the last block.
+    loop_cooldown_s: Annotated[float | None, Field(gt=0)] = None
+    loop_cooldown_max_s: Annotated[float, Field(gt=0)] = 3600.0
+    loop_forget_s: Annotated[float | None, Field(ge=0)] = None
     breaker_failures: Annotated[int, Field(ge=0)] = 0  # 0: circuit breaker off
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     session_headers: list[str] = Field(
         default_factory=lambda: ["x-spendgate-session", "x-claude-code-session-id", "session-id"]
     )
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> RunawayConfig:
+        if self.loop_cooldown_max_s < self.cooldown_s:
+            raise ValueError(
+                f"loop_cooldown_max_s ({self.loop_cooldown_max_s:g}) is shorter than the first "
+                f"cool-down ({self.cooldown_s:g} s: loop_cooldown_s, else loop_window_s)"
+            )
+        return self
+
+    @property
+    def cooldown_s(self) -> float:
+        """The first block of a detected loop."""
+        return self.loop_window_s if self.loop_cooldown_s is None else self.loop_cooldown_s
+
+    @property
+    def forget_s(self) -> float:
+        """The quiet time after a block that forgets its strikes."""
+        return self.loop_cooldown_max_s if self.loop_forget_s is None else self.loop_forget_s
 
 
 class RouteRuleConfig(Strict):
