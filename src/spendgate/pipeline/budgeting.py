@@ -188,7 +188,9 @@ async def _strike_loop(
     storage: Storage, book: BudgetBook, refused: Refused, exchange: Exchange, found: str
 ) -> LoopDetected:
     """The loop detector refused: the pair is struck (blocked for a cool-down that grows
-    with each repeat detection; `spendgate.domain.loops`) and the refusal says until when."""
+    with each repeat detection; `spendgate.domain.loops`) and the refusal says until when.
+    The repeats it counted are forgiven (the block is their penalty): when the block ends,
+    the pair has ``loop_max_repeats`` sends again before it is detected again."""
     counter = _loop_counter(refused)
     assert counter is not None
     assert book.loops is not None
@@ -200,6 +202,8 @@ async def _strike_loop(
         model=exchange.route.name,
         now=now,
     )
+    ref = counter.ref
+    await storage.reset_budget(ref.budget.name, ref.member, ref.window.since_ms)
     return _loop_detected(block, book, now, counter.spent + counter.reserved + 1)
 
 
