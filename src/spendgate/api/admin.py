@@ -14,7 +14,7 @@ GET  /admin/budgets              budgets and rate limits, with their current use
 PUT  /admin/budgets/{name}/limit, DELETE /admin/budgets/{name}/limit, POST .../reset
 GET  /admin/loops                detected loops blocked now (?all=true: also those whose
                                  block ended but whose strikes are remembered)
-POST /admin/loops/{id}/release   unblock a loop now and forget its strikes
+POST /admin/loops/{loop_id}/release   unblock a loop now and forget its strikes
 """
 
 from __future__ import annotations
