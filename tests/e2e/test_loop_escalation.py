@@ -273,6 +273,50 @@ def test_a_blocked_loop_stays_blocked_across_a_restart(tmp_path: Path) -> None:
         gw.stop()
 
 
+def test_a_key_with_two_loops_blocked_at_once_is_blocked_whole(tmp_path: Path) -> None:
+    """``loop_escalate_after: 2``: the second loop of a key blocked while its first still is
+    blocks every request of the key (even a changed one) for the cool-down; an operator
+    releases the key by the id in the message."""
+
+    def escalating(data: dict[str, Any]) -> None:
+        configure(data)
+        data["runaway"]["loop_escalate_after"] = 2
+
+    clock = ManualClock(T0)
+    gw = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=escalating,
+        clock=clock,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
+    ).start()
+    try:
+        key = gw.create_key(name="two-loops")
+        bystander = gw.create_key(name="bystander")
+        with (
+            openai.OpenAI(api_key=key, base_url=gw.openai_base_url, max_retries=0) as client,
+            openai.OpenAI(api_key=bystander, base_url=gw.openai_base_url, max_retries=0) as other,
+        ):
+            detect_loop(client, "First loop.")
+            assert ask(client, "A changed request.") is None  # one loop: only it is blocked
+            clock.advance(10)
+            message = detect_loop(client, "Second loop.")
+            assert "every request of it is blocked until" in message
+            key_id = release_id(message)
+            refused = ask(client, "Yet another request.")
+            assert refused is not None
+            assert "too many requests blocked as loops" in refused
+            assert ask(other, "Second loop.") is None  # other keys are not affected
+            listed = http_request("GET", gw.url + "/admin/loops", token=ADMIN).json()["data"]
+            wide = [b for b in listed if b["key_wide"]]
+            assert [(b["id"], b["fingerprint"], b["strikes"]) for b in wide] == [(key_id, "*", 1)]
+            released = http_request("POST", gw.url + f"/admin/loops/{key_id}/release", token=ADMIN)
+            assert released.status == 200
+            assert ask(client, "Yet another request.") is None  # the key is served again
+            assert ask(client, "Second loop.") is not None  # its loops stay blocked
+    finally:
+        gw.stop()
+
+
 def codex_body(text: str, pad: int = 0) -> dict[str, Any]:
     """A Codex-shaped Responses body (CLIENTS.md §8.2, §12.7): fresh ids, turn id, creation
     time, client metadata and cache key on every call."""

@@ -17,7 +17,7 @@ import pytest
 
 from spendgate.dialects.offloaded import fingerprint_of
 from spendgate.domain.fingerprint import fingerprint
-from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id, loop_message
+from spendgate.domain.loops import KEY_WIDE, LoopBlock, LoopPolicy, loop_id, loop_message
 from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -68,6 +68,34 @@ def test_strikes_grow_while_blocked_loops_stay_and_are_forgotten_when_quiet() ->
     fresh = strike(third, (third.until - T0).total_seconds() + 1800)  # quiet long enough
     assert fresh.strikes == 1
     assert fresh.until - fresh.detected_at == timedelta(seconds=60)
+
+
+def test_a_key_with_n_loops_blocked_at_once_escalates_when_configured() -> None:
+    escalating = LoopPolicy(POLICY.cooldown, POLICY.cooldown_max, POLICY.forget_after, 2)
+
+    def block(key_id: str, fingerprint: str, at_s: float) -> LoopBlock:
+        return escalating.strike(
+            None,
+            key_id=key_id,
+            fingerprint=fingerprint,
+            model="m",
+            now=T0 + timedelta(seconds=at_s),
+        )
+
+    now = T0 + timedelta(seconds=30)
+    one = block("key_1", "a", 0)
+    assert not escalating.escalates([one], "key_1", now)
+    held = [one, block("key_1", "b", 10), block("key_2", "c", 10)]
+    assert escalating.escalates(held, "key_1", now)
+    assert not escalating.escalates(held, "key_2", now)  # per key
+    assert not escalating.escalates(held, "key_1", T0 + timedelta(seconds=65))  # one ended
+    assert not POLICY.escalates(held, "key_1", now)  # 0: off
+    wide = block("key_1", KEY_WIDE, 10)
+    assert wide.key_wide
+    assert not escalating.escalates([one, wide], "key_1", now)  # a key block is no loop
+    message = loop_message(wide, now, wide.until.isoformat())
+    assert "every request of it is blocked until" in message
+    assert f"spendgate loops release {wide.id}" in message
 
 
 def test_the_message_says_how_long_and_why() -> None:

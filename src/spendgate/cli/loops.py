@@ -40,7 +40,7 @@ def render_table(blocks: list[LoopBlock], now: datetime) -> str:
         (
             block.id,
             escape(block.key_id),
-            escape(block.model),
+            "(whole key)" if block.key_wide else escape(block.model),
             str(block.strikes),
             block.until.astimezone(UTC).isoformat(timespec="seconds"),
             _left(block, now),

@@ -128,6 +128,7 @@ def loop_policy(runaway: RunawayConfig) -> LoopPolicy | None:
         cooldown=timedelta(seconds=runaway.cooldown_s),
         cooldown_max=timedelta(seconds=runaway.loop_cooldown_max_s),
         forget_after=timedelta(seconds=runaway.forget_s),
+        escalate_after=runaway.loop_escalate_after,
     )
 
 

@@ -426,6 +426,8 @@ class RunawayConfig(Strict):
     loop_cooldown_s: Annotated[float | None, Field(gt=0)] = None
     loop_cooldown_max_s: Annotated[float, Field(gt=0)] = 3600.0
     loop_forget_s: Annotated[float | None, Field(ge=0)] = None
+    # A key with this many loops blocked at once is blocked whole (0: never).
+    loop_escalate_after: Annotated[int, Field(ge=0)] = 0
     breaker_failures: Annotated[int, Field(ge=0)] = 0  # 0: circuit breaker off
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     session_headers: list[str] = Field(

@@ -6,16 +6,22 @@ loop_detector`). When it refuses, the pair is *struck*: blocked until ``now + co
 where the cool-down is ``cooldown * 2^(strikes-1)``, at most ``cooldown_max``. While
 blocked, every request of that key with that fingerprint is refused before it is counted;
 a changed request (another fingerprint) is not. A strike more than ``forget_after`` after
-the previous block ended starts again at 1. The blocks live in storage (shared by every
-gateway process on it, durable); this module decides what they become.
+the previous block ended starts again at 1. Optionally (``escalate_after`` N > 0), a key
+with N loops blocked at once is blocked whole: a block of its own (fingerprint
+`KEY_WIDE`), struck and escalated the same way. The blocks live in storage (shared by
+every gateway process on it, durable); this module decides what they become.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# The fingerprint of a key-wide block: after ``escalate_after`` loops of one key are blocked
+# at once, every request of the key is (`LoopPolicy.escalates`).
+KEY_WIDE = "*"
 DOUBLINGS_MAX = 62  # 2^62 * any cool-down is past any cap; keeps the arithmetic finite
 
 
@@ -40,6 +46,10 @@ class LoopBlock:
         return loop_id(self.key_id, self.fingerprint)
 
     @property
+    def key_wide(self) -> bool:
+        return self.fingerprint == KEY_WIDE
+
+    @property
     def member(self) -> str:
         """The loop detector's counter member for the pair."""
         return f"{self.key_id}|{self.fingerprint}"
@@ -52,6 +62,7 @@ class LoopBlock:
             "id": self.id,
             "key_id": self.key_id,
             "fingerprint": self.fingerprint,
+            "key_wide": self.key_wide,
             "model": self.model,
             "strikes": self.strikes,
             "detected_at": self.detected_at.isoformat(),
@@ -68,6 +79,14 @@ class LoopPolicy:
     cooldown: timedelta  # the first block
     cooldown_max: timedelta  # no block is longer
     forget_after: timedelta  # quiet time after a block ends that forgets its strikes
+    escalate_after: int = 0  # loops of one key blocked at once that block the key (0: never)
+
+    def escalates(self, blocks: Sequence[LoopBlock], key_id: str, now: datetime) -> bool:
+        """Whether a key's loops blocked at ``now`` (of ``blocks``) block the whole key."""
+        if self.escalate_after <= 0:
+            return False
+        held = [b for b in blocks if b.key_id == key_id and not b.key_wide and b.blocks(now)]
+        return len(held) >= self.escalate_after
 
     def cooldown_for(self, strikes: int) -> timedelta:
         """``cooldown * 2^(strikes-1)``, at most ``cooldown_max``."""
@@ -111,12 +130,20 @@ def loop_message(
     """The refusal a blocked (or just struck) loop gets: how long, and why. ``until``: the
     block's end as the operator's calendar writes it; ``repeats``: the sends counted in the
     ``window_s`` when this request is the one detected (None: refused by the block)."""
+    left = max(0.0, (block.until - now).total_seconds())
+    if block.key_wide:
+        return (
+            "Loop detected: this key has too many requests blocked as loops, so every "
+            f"request of it is blocked until {until} ({_seconds(left)} from now), repeat "
+            f"detection {block.strikes}; each repeat detection doubles the block. Fix the "
+            "client that repeats its requests; an operator can release the key with "
+            f"`spendgate loops release {block.id}`."
+        )
     seen = (
         f"this key sent the same request {repeats} times within {window_s:g} s"
         if repeats is not None
         else "this key sent the same request again while it is blocked as a loop"
     )
-    left = max(0.0, (block.until - now).total_seconds())
     return (
         f"Loop detected: {seen}. Blocked until {until} ({_seconds(left)} from now), repeat "
         f"detection {block.strikes}; each repeat detection doubles the block. Change the "

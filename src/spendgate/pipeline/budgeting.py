@@ -25,7 +25,7 @@ from spendgate.domain.admission import (
 from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.loops import LoopBlock, loop_message
+from spendgate.domain.loops import KEY_WIDE, LoopBlock, loop_message
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
@@ -90,6 +90,8 @@ async def admit(
     try:
         await _refuse_on_full_rate_limits(storage, counters, now)
         if loops:
+            if book.loops is not None and book.loops.escalate_after:
+                await _refuse_blocked_loop(storage, book, exchange.key.id, KEY_WIDE, now)
             found = await work.fingerprint(exchange) if work else fingerprint(exchange.body)
             await _refuse_blocked_loop(storage, book, exchange.key.id, found, now)
             counters = book.counters(dataclasses.replace(caller, fingerprint=found), now)
@@ -204,6 +206,16 @@ async def _strike_loop(
     )
     ref = counter.ref
     await storage.reset_budget(ref.budget.name, ref.member, ref.window.since_ms)
+    if book.loops.escalate_after and book.loops.escalates(
+        await storage.loop_blocks(), exchange.key.id, now
+    ):  # too many loops at once: the whole key is blocked
+        block = await storage.strike_loop(
+            book.loops,
+            key_id=exchange.key.id,
+            fingerprint=KEY_WIDE,
+            model=exchange.route.name,
+            now=now,
+        )
     return _loop_detected(block, book, now, counter.spent + counter.reserved + 1)
 
 
