@@ -103,6 +103,13 @@ class InvalidRequest(GatewayError):
     status = 400
 
 
+class RequestTimeout(InvalidRequest):
+    """The request body did not arrive within `server.request_body_timeout_s`."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     code = "invalid_api_key"

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from spendgate.api.app import create_app
+from spendgate.api.connections import ConnectionLimits, GuardedRunner
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 
@@ -70,8 +71,12 @@ async def _until_empty(tasks: set[asyncio.Task[Any]], timeout_s: float) -> None:
 
 async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGateway:
     app = create_app(gateway)
-    runner = web.AppRunner(
+    server = gateway.config.server
+    limits = ConnectionLimits(server.request_header_timeout_s, server.max_connections_per_address)
+    runner = GuardedRunner(
         app,
+        limits,
+        keepalive_timeout=server.keepalive_timeout_s,
         handle_signals=False,
         access_log=None,
         handler_cancellation=True,

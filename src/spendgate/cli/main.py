@@ -8,6 +8,7 @@ from spendgate import __version__
 from spendgate.cli.budgets import budgets
 from spendgate.cli.check import check_config
 from spendgate.cli.common import config_option, failure, gateway_for
+from spendgate.cli.init import init
 from spendgate.cli.keys import keys
 from spendgate.cli.loops import loops
 from spendgate.errors import StorageError
@@ -48,6 +49,7 @@ cli.add_command(check_config)
 cli.add_command(keys)
 cli.add_command(budgets)
 cli.add_command(loops)
+cli.add_command(init)
 
 
 def _register_optional() -> None:

@@ -43,6 +43,16 @@ class ServerConfig(Strict):
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    # A request's head must arrive within this many seconds of its first byte, its body
+    # within this many of its head; an idle keep-alive connection is closed after this.
+    request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
+    # Connections one client address may hold open at once (one more gets 503 and closed).
+    max_connections_per_address: Annotated[int, Field(ge=1)] = 1024
+    # A single server-sent event from a provider may be this large (else the stream is
+    # ended as an upstream error).
+    max_upstream_event_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     log_level: str = "info"
 
     @field_validator("log_level")
@@ -96,6 +106,15 @@ class ProviderConfig(Strict):
     # The service tier this account runs a request in when the request does not choose one
     # (OpenAI "auto"): e.g. priority for a project that defaults to Priority processing.
     default_service_tier: Annotated[str | None, Field(pattern=r"^[a-z_]+$")] = None
+    # Azure OpenAI deployment URLs: requests go to {base_url}/deployments/{upstream model}/...
+    # with ?api-version=<this> (absent: the URL is base_url + the path, as for OpenAI).
+    api_version: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$")] = None
+
+    @model_validator(mode="after")
+    def _api_version_openai_only(self) -> ProviderConfig:
+        if self.api_version is not None and self.kind is ProviderKind.ANTHROPIC:
+            raise ValueError("api_version (Azure OpenAI deployment URLs) needs an OpenAI kind")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -321,7 +321,7 @@ class MessagesMeter(MeterBase):
         for key in ("text", "partial_json", "thinking"):
             text = delta.get(key)
             if isinstance(text, str) and text:
-                self._pieces.append(text)
+                self.generated.append(text)
 
     def usage(self) -> Usage | None:
         usage = self._vetted(messages_usage_problem)

@@ -25,6 +25,7 @@ from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
+from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, InvalidRequest, RateLimited, RateWindow
 from spendgate.upstream.sse import SseEvent
@@ -118,13 +119,9 @@ class StreamMeter(Protocol):
 
     def usage(self) -> Usage | None: ...
 
-    def generated_text(self) -> str: ...
+    generated: GeneratedText  # what the stream generated, in bounded memory
 
     def error_event(self, code: str, message: str) -> bytes: ...
-
-    def pieces(self) -> list[str]:
-        """The generated text so far, in the pieces it arrived in (appended to, never edited)."""
-        ...
 
     def cut_events(self, usage: Usage) -> bytes:
         """The dialect's clean ending for a stream spendgate stops at the output ceiling."""
@@ -142,7 +139,7 @@ class MeterBase:
         self.finished = False
         self.usage_problem: str | None = None
         self._usage: dict[str, Any] | None = None
-        self._pieces: list[str] = []
+        self.generated = GeneratedText()
 
     def _vetted(
         self, problem: Callable[[Mapping[str, Any]], str | None]
@@ -152,12 +149,6 @@ class MeterBase:
             return None
         self.usage_problem = problem(self._usage)
         return None if self.usage_problem else self._usage
-
-    def pieces(self) -> list[str]:
-        return self._pieces
-
-    def generated_text(self) -> str:
-        return "".join(self._pieces)
 
 
 def count_problem(
@@ -377,10 +368,10 @@ class SurfaceSpec:
         """The generated text of a non-streamed response, for estimating its output."""
         return ""
 
-    def estimate(self, model: str, body: Mapping[str, Any], output_text: str) -> Usage:
-        """An upper-bound estimate, marked as such, for when the provider reported nothing."""
+    def estimate(self, model: str, body: Mapping[str, Any], output_tokens: int) -> Usage:
+        """An upper-bound estimate, marked as such, for when the provider reported nothing;
+        ``output_tokens``: those of the text it generated, as the model counts them."""
         if not self.billed:
             return Usage(estimated=True)
         input_tokens = self.input_counter(model, body).tokens
-        output_tokens = tokens.count_output_text(model, output_text).tokens if output_text else 0
         return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)

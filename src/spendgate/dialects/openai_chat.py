@@ -149,12 +149,12 @@ class ChatMeter(MeterBase):
             for key in ("content", "refusal", "reasoning_content"):
                 text = delta.get(key)
                 if isinstance(text, str) and text:
-                    self._pieces.append(text)
+                    self.generated.append(text)
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
-                    self._pieces.append(str(function.get("name") or ""))
-                    self._pieces.append(str(function.get("arguments") or ""))
+                    self.generated.append(str(function.get("name") or ""))
+                    self.generated.append(str(function.get("arguments") or ""))
 
     def usage(self) -> Usage | None:
         usage = self._vetted(chat_usage_problem)

@@ -133,7 +133,7 @@ class ResponsesMeter(MeterBase):
         if kind in _TEXT:
             delta = payload.get("delta")
             if isinstance(delta, str):
-                self._pieces.append(delta)
+                self.generated.append(delta)
         elif kind == "response.created":
             self._note_response(payload.get("response"))
         elif kind in _TERMINAL:

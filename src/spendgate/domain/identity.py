@@ -20,7 +20,8 @@ def generate_secret() -> str:
 
 def hash_secret(secret: str) -> str:
     """Keys carry 240 random bits, so a fast unsalted hash is safe to store and look up."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    # (surrogateescape: a header that is not UTF-8 still hashes, to a key nobody holds)
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def display_hint(secret: str) -> str:

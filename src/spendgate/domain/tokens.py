@@ -159,9 +159,15 @@ class TokenCounter:
 
     def upper_bound(self, text: str) -> int:
         """The estimate for models without a public encoding (see the module docstring)."""
-        scaled = -(-self.count("o200k_base", text) * ESTIMATE_FACTOR_PERCENT // 100)
         size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        return max(scaled, -(-size // BYTES_PER_TOKEN_FLOOR))
+        return bound_from_counts(self.count("o200k_base", text), size)
+
+
+def bound_from_counts(o200k_tokens: int, size_bytes: int) -> int:
+    """`TokenCounter.upper_bound` of a text known only by its ``o200k_base`` tokens and
+    its UTF-8 bytes."""
+    scaled = -(-o200k_tokens * ESTIMATE_FACTOR_PERCENT // 100)
+    return max(scaled, -(-size_bytes // BYTES_PER_TOKEN_FLOOR))
 
 
 @functools.cache

@@ -10,9 +10,11 @@ from typing import Any
 
 from spendgate.dialects import SurfaceSpec
 from spendgate.dialects.hidden import HiddenInput
+from spendgate.domain import tokens
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.models import Deployment, ModelRoute
+from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.pricing import Price, cost_of
 from spendgate.domain.routing import Decision
 from spendgate.domain.usage import Usage
@@ -78,8 +80,15 @@ class Exchange:
         if self.ttfb is None:
             self.ttfb = now
 
-    def estimate(self, output_text: str = "") -> Usage:
-        return self.spec.estimate(self.route.name, self.body, output_text)
+    def estimate(self, output: str | GeneratedText = "") -> Usage:
+        """An estimate for when the provider reported no usage; ``output``: what it
+        generated (a stream's `GeneratedText`, or an answer's text)."""
+        model = self.route.name
+        if isinstance(output, GeneratedText):
+            count = output.tokens_for(model).tokens
+        else:
+            count = tokens.count_output_text(model, output).tokens if output else 0
+        return self.spec.estimate(model, self.body, count)
 
     def row(
         self,

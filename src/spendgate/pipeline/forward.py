@@ -82,6 +82,7 @@ async def forward(
             prepared.body,
             request.headers,
             query=request.query_string,
+            model=exchange.deployment.upstream_model,
         )
     except asyncio.CancelledError:
         breaker_outcome(gateway, exchange, None)

@@ -4,6 +4,7 @@ count; and the per-request reporter of outcome events."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from aiohttp import web
 from spendgate.config.schema import ServerConfig
 from spendgate.dialects.offloaded import shape_of
 from spendgate.domain.json_shape import Shape, containers_at_most, shape
-from spendgate.errors import InvalidRequest, RequestTooLarge
+from spendgate.errors import InvalidRequest, RequestTimeout, RequestTooLarge
 from spendgate.events import Event, Events
 from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 from spendgate.text import escape
@@ -47,9 +48,15 @@ async def read_json_object(
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(server.request_body_timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {server.request_body_timeout_s:g} s "
+            "(server.request_body_timeout_s)."
+        ) from None
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     # (a large body is not even scanned here: the worker parses it anyway)
@@ -114,9 +121,16 @@ def session_of(request: web.Request, names: list[str]) -> str | None:
     return None
 
 
+MAX_RETRY_COUNT = 1000  # a larger claim is not believed (and must fit the ledger's integer)
+
+
 def retry_count_of(request: web.Request) -> int:
+    """The SDK's own retry count (``x-stainless-retry-count``): ASCII digits only (``"²"``
+    is a digit to Python, not to ``int``), at most `MAX_RETRY_COUNT`."""
     value = request.headers.get("x-stainless-retry-count", "0")
-    return int(value) if value.isdigit() else 0
+    if not (value.isascii() and value.isdigit()):
+        return 0
+    return min(int(value[:6]), MAX_RETRY_COUNT)
 
 
 class Reporter:

@@ -10,14 +10,15 @@ from aiohttp import web
 
 from spendgate.dialects import Prepared
 from spendgate.dialects.base import Action, StreamMeter
-from spendgate.domain import tokens
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
 from spendgate.pipeline.outcome import answer_and_record, client_headers, record
 from spendgate.pipeline.usage_check import believed, capped
 from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
+from spendgate.upstream.sse import EventTooLarge
 
 
 class OutputGuard:
@@ -26,48 +27,45 @@ class OutputGuard:
     It counts with ``o200k_base`` and no safety factor: for Claude and Gemini that count is
     at or below the provider's own, so the guard cuts only streams that have really passed
     the ceiling (an upstream ignoring ``max_tokens``), never a well-behaved one early.
-    Pieces are counted one by one (cheap); a whole recount confirms before cutting.
+    Pieces are counted one by one as they arrive (cheap, `GeneratedText.running`); a
+    whole recount confirms before cutting.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, generated: GeneratedText) -> None:
         self.limit = limit
+        self.generated = generated
+        generated.guarded()
         self.counted = 0
-        self._seen = 0
 
-    def over(self, pieces: list[str]) -> bool:
-        fresh = pieces[self._seen :]
-        self._seen = len(pieces)
-        if not fresh:
+    def over(self) -> bool:
+        running = self.generated.running or 0
+        if running <= self.limit:
             return False
-        counter = tokens.token_counter()
-        self.counted += sum(counter.count("o200k_base", piece) for piece in fresh)
-        if self.counted <= self.limit:
-            return False
-        self.counted = counter.count("o200k_base", "".join(pieces))
+        self.counted = self.generated.recount()
         return self.counted > self.limit
 
 
 class _Relay:
     """Moves one SSE stream from upstream to client, event by event, metering as it goes."""
 
-    def __init__(self, exchange: Exchange, meter: StreamMeter) -> None:
+    def __init__(self, exchange: Exchange, meter: StreamMeter, max_event_bytes: int) -> None:
         self.exchange = exchange
         self.meter = meter
-        self.splitter = exchange.provider.framing.splitter()
+        self.splitter = exchange.provider.framing.splitter(max_event_bytes)
         self.held: list[bytes] = []
         self.disconnected = False
         self.broken: str | None = None
         self.cut = False
         ticket = exchange.ticket
         self.limit = ticket.ceiling * ticket.plan.worst.choices if ticket else None
-        self.guard = OutputGuard(self.limit) if self.limit is not None else None
+        self.guard = OutputGuard(self.limit, meter.generated) if self.limit is not None else None
 
     def sort(self, chunk: bytes) -> bytes:
         out = []
         for event in self.splitter.feed(chunk):
             action = self.meter.feed(event)
             if action is Action.FORWARD:
-                if self.guard is not None and self.guard.over(self.meter.pieces()):
+                if self.guard is not None and self.guard.over():
                     self.cut = True
                     break
                 out.append(event.raw)
@@ -80,9 +78,9 @@ class _Relay:
         or the stream was cut short, which is no fault of the provider's)."""
         reported = self.meter.usage()
         if self.meter.finished:
-            text = self.meter.generated_text()
-            return believed(self.exchange, reported, self.meter.usage_problem, text)
-        estimate = self.exchange.estimate(self.meter.generated_text())
+            generated = self.meter.generated
+            return believed(self.exchange, reported, self.meter.usage_problem, generated)
+        estimate = self.exchange.estimate(self.meter.generated)
         return capped(cut_short(reported, estimate), self.exchange), None
 
 
@@ -96,7 +94,8 @@ async def relay_stream(
     response = web.StreamResponse(
         status=upstream.status, headers=client_headers(exchange, upstream)
     )
-    relay = _Relay(exchange, exchange.spec.meter(prepared, exchange.body))
+    meter = exchange.spec.meter(prepared, exchange.body)
+    relay = _Relay(exchange, meter, gateway.config.server.max_upstream_event_bytes)
     try:
         await response.prepare(request)
         async for chunk in upstream.chunks():
@@ -114,8 +113,9 @@ async def relay_stream(
     except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
         relay.disconnected = True
         upstream.close()
-    except (ReadTimeout, Broken) as failure:
+    except (ReadTimeout, Broken, EventTooLarge) as failure:
         relay.broken = str(failure)
+        upstream.close()
     ended = relay.meter.finished or relay.cut or relay.disconnected
     if not ended and relay.broken is None and relay.meter.upstream_error is None:
         # (after the provider's own error event the stream ends there: nothing to add)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.exchange import Exchange
 
@@ -63,7 +64,7 @@ def capped(usage: Usage, exchange: Exchange) -> Usage:
 
 
 def believed(
-    exchange: Exchange, reported: Usage | None, problem: str | None, text: str
+    exchange: Exchange, reported: Usage | None, problem: str | None, text: str | GeneratedText
 ) -> tuple[Usage, str | None]:
     """The usage to charge, and what was wrong with the provider's if it was not believed:
     ``reported`` when it is plausible, else an estimate from ``text`` (capped)."""

@@ -79,6 +79,8 @@ def _has_bearer(request: web.Request) -> bool:
 def _authorized(request: web.Request, dialect: wire.Dialect) -> bool:
     if dialect is wire.Dialect.ANTHROPIC and request.headers.get("x-api-key", "").strip():
         return True
+    if request.path.startswith("/openai/"):  # Azure OpenAI: the key in `api-key`
+        return bool(request.headers.get("api-key", "").strip()) or _has_bearer(request)
     return _has_bearer(request)
 
 
@@ -192,6 +194,35 @@ def _add_stateful_routes(app: web.Application) -> None:
     app.router.add_post(conversation + "/items", _endpoint(conversations.add_items, openai))
 
 
+def _add_azure_routes(app: web.Application) -> None:
+    """Azure OpenAI's shapes: the v1 API under ``/openai/v1`` and deployment URLs
+    (``/openai/deployments/{deployment}/chat/completions?api-version=...``), both
+    authenticated by an ``api-key`` header. A deployment URL without ``api-version`` is a
+    404, as on Azure; the model answered is the body's (Azure's would be the deployment's)."""
+    openai = wire.Dialect.OPENAI
+    chat = _endpoint(openai_chat.chat_completions, openai)
+    responses = _endpoint(openai_responses.create_response, openai)
+    embeddings = _endpoint(openai_misc.embeddings, openai)
+    app.router.add_post("/openai/v1/chat/completions", chat)
+    app.router.add_post("/openai/v1/responses", responses)
+    app.router.add_post("/openai/v1/embeddings", embeddings)
+    deployment = "/openai/deployments/{deployment}"
+    app.router.add_post(deployment + "/chat/completions", _versioned(chat))
+    app.router.add_post(deployment + "/embeddings", _versioned(embeddings))
+    app.router.add_post("/openai/responses", _versioned(responses))
+
+
+def _versioned(
+    serve: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def check(request: web.Request) -> web.StreamResponse:
+        if not request.query.get("api-version"):
+            return await _NOT_FOUND[wire.Dialect.OPENAI](request)
+        return await serve(request)
+
+    return check
+
+
 def create_simulator_app(options: SimulatorOptions | None = None) -> web.Application:
     """The fake provider as an aiohttp app (run it with `Simulator` or any aiohttp runner)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -209,6 +240,7 @@ def create_simulator_app(options: SimulatorOptions | None = None) -> web.Applica
     app.router.add_get("/v1/models", _endpoint(openai_misc.models, None, needs_body=False))
     app.router.add_post("/v1/messages", _endpoint(anthropic.messages, anthropic_))
     app.router.add_post("/v1/messages/count_tokens", _endpoint(anthropic.count_tokens, anthropic_))
+    _add_azure_routes(app)
     app.router.add_get("/_sim/records", _records)
     app.router.add_post("/_sim/reset", _reset)
     app.router.add_route("*", "/{tail:.*}", _unknown)

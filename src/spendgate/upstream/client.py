@@ -125,14 +125,16 @@ class UpstreamClient:
         client_headers: Mapping[str, str],
         *,
         query: str = "",
+        model: str = "",
     ) -> UpstreamResponse:
         """POST ``body`` to the provider's URL for a gateway ``path``, with the client's
-        passable headers and the provider's credential."""
+        passable headers and the provider's credential. ``model``: the upstream model, which
+        an Azure OpenAI deployment URL names."""
         if self._session is None:
             raise RuntimeError("the upstream client has not been started")
         request = Outgoing(
             method="POST",
-            url=provider.url_for(path, query),
+            url=provider.url_for(path, query, model),
             headers=provider.request_headers(client_headers),
             body=body,
         )

@@ -20,14 +20,17 @@ class Splitter(Protocol):
 class Framing(Protocol):
     content_type: str
 
-    def splitter(self) -> Splitter: ...
+    def splitter(self, max_event_bytes: int) -> Splitter:
+        """One stream's splitter; an event larger than ``max_event_bytes`` raises
+        `spendgate.upstream.sse.EventTooLarge`."""
+        ...
 
 
 class SseFraming:
     content_type = "text/event-stream"
 
-    def splitter(self) -> Splitter:
-        return EventSplitter()
+    def splitter(self, max_event_bytes: int) -> Splitter:
+        return EventSplitter(max_event_bytes)
 
 
 SSE = SseFraming()

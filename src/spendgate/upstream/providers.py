@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, urlencode
 
 from spendgate.config.schema import AuthScheme, Config
 from spendgate.domain.models import ProviderKind
@@ -18,8 +19,12 @@ from spendgate.upstream.framing import SSE, Framing
 
 # Headers that are about one hop, or that carry the caller's gateway credential, never go
 # upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
+# What a reverse proxy in front of spendgate adds about its hop (the client's address) is
+# for spendgate, not for the provider.
 _REQUEST_DROP = frozenset(
     {
+        "forwarded",
+        "x-real-ip",
         "host",
         "content-length",
         "authorization",
@@ -40,6 +45,7 @@ _REQUEST_DROP = frozenset(
         "expect",
     }
 )
+_REQUEST_DROP_PREFIXES = ("x-spendgate-", "x-forwarded-")
 _RESPONSE_DROP = frozenset(
     {
         "content-length",
@@ -53,6 +59,9 @@ _RESPONSE_DROP = frozenset(
     }
 )
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+# The OpenAI paths Azure OpenAI serves per deployment (the others, such as /responses, sit
+# beside /deployments and take the model from the body).
+_AZURE_DEPLOYMENT_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings"})
 
 
 @dataclass(frozen=True)
@@ -64,27 +73,38 @@ class Provider:
     headers: Mapping[str, str] = field(default_factory=dict)
     default_service_tier: str | None = None  # what "auto" (or no tier) runs in
     framing: Framing = field(default=SSE, repr=False)
+    api_version: str | None = None  # Azure OpenAI deployment URLs (``providers.*.api_version``)
 
     def __repr__(self) -> str:
         return f"Provider(name={self.name!r}, kind={self.kind.value!r}, base_url={self.base_url!r})"
 
-    def url_for(self, gateway_path: str, query: str = "") -> str:
+    def url_for(self, gateway_path: str, query: str = "", model: str = "") -> str:
         """Map a gateway path (``/v1/chat/completions``) onto this provider's base URL.
 
         OpenAI-shaped base URLs include the version (``https://api.openai.com/v1``), like
-        ``OPENAI_BASE_URL``; Anthropic's is the host root, like ``ANTHROPIC_BASE_URL``.
+        ``OPENAI_BASE_URL``; Anthropic's is the host root, like ``ANTHROPIC_BASE_URL``. With
+        an ``api_version`` (Azure OpenAI deployment URLs, base URL ``https://R.openai.azure.com
+        /openai``), chat completions and embeddings go to ``/deployments/{model}`` and every
+        request carries ``api-version`` (the provider's, whatever the client sent).
         """
         if self.kind is ProviderKind.ANTHROPIC:
-            url = self.base_url + gateway_path
-        else:
-            url = self.base_url + gateway_path.removeprefix("/v1")
-        return f"{url}?{query}" if query else url
+            return _with_query(self.base_url + gateway_path, query)
+        path = gateway_path.removeprefix("/v1")
+        if self.api_version is None:
+            return _with_query(self.base_url + path, query)
+        if path in _AZURE_DEPLOYMENT_PATHS and model:
+            path = f"/deployments/{quote(model, safe='')}{path}"
+        pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "api-version"]
+        return _with_query(
+            self.base_url + path, urlencode([("api-version", self.api_version), *pairs])
+        )
 
     def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
         out = {
             name: value
             for name, value in client_headers.items()
-            if name.lower() not in _REQUEST_DROP and not name.lower().startswith("x-spendgate-")
+            if name.lower() not in _REQUEST_DROP
+            and not name.lower().startswith(_REQUEST_DROP_PREFIXES)
         }
         out.update(self.headers)
         out["content-type"] = "application/json"
@@ -93,6 +113,10 @@ class Provider:
         ):
             out["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
         return out
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}?{query}" if query else url
 
 
 def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
@@ -126,6 +150,7 @@ def build_providers(
             auth=auth_for(spec.auth or default_auth(spec.kind), secret),
             headers=spec.headers,
             default_service_tier=spec.default_service_tier,
+            api_version=spec.api_version,
         )
     return providers
 

@@ -29,18 +29,47 @@ def parse_event(raw: bytes) -> SseEvent:
     return SseEvent(raw=raw, event=name, data=b"\n".join(data_lines))
 
 
+class EventTooLarge(Exception):
+    """An event grew past the splitter's bound without its terminating blank line."""
+
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
 class EventSplitter:
-    """Feed bytes as they arrive; get back every complete event."""
+    """Feed bytes as they arrive; get back every complete event.
 
-    __slots__ = ("_buffer",)
+    Linear in the bytes fed, however an event is cut into chunks: an incomplete event's
+    chunks are kept as they came and searched only where new bytes can end it (a chunk,
+    plus the byte before it), and joined once, when it ends. ``max_event_bytes`` bounds
+    what one event may hold before `EventTooLarge` is raised."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_cr", "_max", "_parts", "_size")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._max = max_event_bytes
+        self._cr = False  # the last chunk ended in "\r": its "\n" may come next
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
+        if self._cr:
+            chunk = b"\r" + chunk
+            self._cr = False
+        if chunk.endswith(b"\r"):
+            chunk, self._cr = chunk[:-1], True
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        if not chunk:
+            return []
+        # where an event can end: in this chunk, or across its first byte and the last kept
+        joined = bool(self._parts) and self._parts[-1][-1:] == b"\n" and chunk[:1] == b"\n"
+        if not joined and chunk.find(b"\n\n") < 0:
+            self._keep(chunk)
+            return []
+        buffer = b"".join((*self._parts, chunk)) if self._parts else chunk
+        self._parts.clear()
+        self._size = 0
         events: list[SseEvent] = []
         start = 0
         while True:
@@ -51,9 +80,21 @@ class EventSplitter:
             if raw.strip():
                 events.append(parse_event(raw))
             start = end + 2
-        self._buffer = buffer[start:]
+        if start < len(buffer):
+            self._keep(buffer[start:])
         return events
+
+    def _keep(self, part: bytes) -> None:
+        self._size += len(part)
+        if self._size > self._max:
+            self._parts.clear()
+            self._size = 0
+            raise EventTooLarge(
+                f"the provider sent an event of more than {self._max} bytes "
+                "(server.max_upstream_event_bytes)"
+            )
+        self._parts.append(part)
 
     def pending(self) -> bytes:
         """Bytes of an event that never got its terminating blank line."""
-        return self._buffer
+        return b"".join(self._parts) + (b"\r" if self._cr else b"")

@@ -1,0 +1,161 @@
+"""Bounds on client connections: how long a request's head may take to arrive, how many
+connections one address may hold open, and (through aiohttp's own keep-alive timer) how
+long an idle connection is kept.
+
+aiohttp closes an idle keep-alive connection after ``keepalive_timeout``, and a connection
+that has sent nothing at all is idle; but a connection that sends the head of a request a
+byte at a time (slowloris) is never idle and was kept for as long as it trickled. Here each
+connection is served by `GuardedHandler`, aiohttp's request handler plus two checks:
+
+* the first byte of a request head starts a timer; the head must be complete within
+  ``server.request_header_timeout_s``, else the connection is closed;
+* at most ``server.max_connections_per_address`` connections per client address; one more
+  is answered ``503`` and closed at once.
+
+The request body's own timeout is applied where the body is read
+(`spendgate.pipeline.intake.read_json_object`). These hooks use aiohttp's request handler
+(`aiohttp.web_protocol.RequestHandler`) as subclass: the tests of
+``tests/e2e/test_connections.py`` fail if a new aiohttp changes what they rely on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("spendgate.connections")
+
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: text/plain\r\n"
+    b"connection: close\r\n"
+    b"content-length: 50\r\n\r\n"
+    b"Too many connections from this address; try later."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    per_address: int
+
+
+class GuardedHandler(RequestHandler):
+    """One client connection: aiohttp's handler, with a deadline on each request head and
+    a count of connections per address."""
+
+    # (no __slots__: aiohttp's handler has a __dict__ of its own attributes)
+
+    def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = manager.guard
+        self._address: str | None = None
+        self._head_since: float | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._made = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        if address is not None and not self._guard.admit(address):
+            log.warning("connection refused", extra={"address": address, "reason": "per-address"})
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(BUSY)
+            transport.close()
+            return
+        self._address = address
+        self._made = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._address is not None:
+            self._guard.release(self._address)
+            self._address = None
+        self._stop_head_timer()
+        if self._made:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._made:  # refused in connection_made
+            return
+        reading_heads = self._payload_parser is None and not self._upgraded
+        before = self._request_count
+        super().data_received(data)
+        if not reading_heads:
+            return
+        if self._request_count > before:  # a whole head arrived: its request is served
+            self._head_since = None
+            self._stop_head_timer()
+        elif data and self._head_since is None:  # the first bytes of a new head
+            loop = self._loop
+            self._head_since = loop.time()
+            self._head_timer = loop.call_later(
+                self._guard.limits.header_timeout_s, self._head_overdue
+            )
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self._head_since is None:
+            return
+        log.info(
+            "connection closed",
+            extra={"address": self._address, "reason": "request head not complete in time"},
+        )
+        self.force_close()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+
+class AddressGuard:
+    """Open connections per client address, shared by every connection of one server."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._open: Counter[str] = Counter()
+
+    def admit(self, address: str) -> bool:
+        if self._open[address] >= self.limits.per_address:
+            return False
+        self._open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
+
+    def open_from(self, address: str) -> int:
+        return self._open.get(address, 0)
+
+
+class GuardedServer(web.Server):
+    """aiohttp's server, making `GuardedHandler` connections."""
+
+    guard: AddressGuard
+
+    def __call__(self) -> RequestHandler:
+        return GuardedHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GuardedRunner(web.AppRunner):
+    """An app runner whose server guards its connections (`GuardedServer`)."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = AddressGuard(limits)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = GuardedServer  # the same object, making guarded handlers
+        guarded = cast(GuardedServer, server)
+        guarded.guard = self.guard
+        return guarded

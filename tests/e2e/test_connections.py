@@ -1,0 +1,227 @@
+"""Bounded client connections, over raw sockets against the real gateway:
+
+* a request head trickled a byte at a time (slowloris) is closed once
+  ``server.request_header_timeout_s`` has passed since its first byte, while other
+  clients are served; a connection that sends nothing at all, or stays idle after its
+  answer, is closed after ``server.keepalive_timeout_s``;
+* a body that stops arriving is answered ``408 request_timeout`` in the caller's dialect
+  after ``server.request_body_timeout_s``;
+* one address may hold ``server.max_connections_per_address`` connections; the next is
+  answered ``503`` and closed, and a freed place is taken again;
+* header values a client may send that Python reads differently: a retry count in
+  non-ASCII digits, or a huge one, and a key that is not UTF-8 (401, not 500).
+
+The timeouts here are fractions of a second; each check waits for the outcome with a
+generous cap instead of measuring it, so a loaded machine only makes the test slower.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+
+from harness import GatewayHarness
+
+HEAD_TIMEOUT_S = 0.5
+BODY_TIMEOUT_S = 0.5
+KEEPALIVE_S = 0.8
+PER_ADDRESS = 6
+CAP_S = 15.0  # the longest any check waits for what it expects
+
+CHAT = orjson.dumps(
+    {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    def configure(data: dict[str, Any]) -> None:
+        data["server"].update(
+            request_header_timeout_s=HEAD_TIMEOUT_S,
+            request_body_timeout_s=BODY_TIMEOUT_S,
+            keepalive_timeout_s=KEEPALIVE_S,
+            max_connections_per_address=PER_ADDRESS,
+        )
+
+    harness = GatewayHarness(
+        tmp_path_factory.mktemp("connections") / "spendgate.db", configure=configure
+    ).start()
+    yield harness
+    harness.stop()
+
+
+@pytest.fixture(scope="module")
+def secret(gw: GatewayHarness) -> str:
+    return gw.create_key(name="sockets", user="sam")
+
+
+def connect(gw: GatewayHarness) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", gw.running.port), timeout=CAP_S)
+
+
+def closed_by_peer(sock: socket.socket, *, trickle: bytes = b"") -> tuple[bool, bytes]:
+    """Reads until the gateway closes the connection (or ``CAP_S`` passes), sending one
+    byte of ``trickle`` every 50 ms meanwhile. Returns (closed, what was received)."""
+    sock.settimeout(0.05)
+    received = b""
+    deadline = time.monotonic() + CAP_S
+    sent = 0
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if sent < len(trickle):
+                try:
+                    sock.sendall(trickle[sent : sent + 1])
+                except OSError:  # closed under us
+                    return True, received
+                sent += 1
+            continue
+        except ConnectionResetError:
+            return True, received
+        if not chunk:
+            return True, received
+        received += chunk
+    return False, received
+
+
+def one_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of the next response (``content-length`` framed)."""
+    sock.settimeout(CAP_S)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole response: {received[:200]!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the whole body"
+        body += chunk
+    return head, body
+
+
+def healthy(gw: GatewayHarness) -> bool:
+    return httpx2.get(gw.url + "/healthz", timeout=CAP_S).status_code == 200
+
+
+def request_bytes(secret: str, body: bytes, *, extra: str = "", length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        f"Authorization: Bearer {secret}\r\ncontent-type: application/json\r\n"
+        f"content-length: {size}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+def test_a_trickled_request_head_is_closed_after_the_header_timeout(gw: GatewayHarness) -> None:
+    sock = connect(gw)
+    try:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+        # ~45 s of trickle at one byte per 50 ms if nobody stopped it
+        closed, received = closed_by_peer(sock, trickle=b"x-slow: " + b"a" * 900)
+        assert closed, "the gateway kept a request head open past its timeout"
+        assert received == b""  # no request was ever read, so nothing is answered
+        assert healthy(gw)  # others are served meanwhile
+    finally:
+        sock.close()
+
+
+def test_an_idle_connection_is_closed_after_the_keepalive_timeout(
+    gw: GatewayHarness, secret: str
+) -> None:
+    silent = connect(gw)  # sends nothing at all
+    used = connect(gw)  # one request, then idle
+    try:
+        used.sendall(request_bytes(secret, CHAT))
+        closed_silent, _ = closed_by_peer(silent)
+        closed_used, received = closed_by_peer(used)
+        assert closed_silent
+        assert closed_used
+        assert received.startswith(b"HTTP/1.1 200")
+    finally:
+        silent.close()
+        used.close()
+
+
+def test_a_body_that_stops_arriving_is_a_408_in_the_dialect(
+    gw: GatewayHarness, secret: str
+) -> None:
+    before = len(gw.ledger())
+    sock = connect(gw)
+    try:
+        sock.sendall(request_bytes(secret, CHAT[:10], length=len(CHAT)))
+        head, body = one_response(sock)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        error = orjson.loads(body)["error"]
+        assert error["code"] == "request_timeout"
+        assert "server.request_body_timeout_s" in error["message"]
+        assert len(gw.ledger()) == before  # nothing went upstream
+    finally:
+        sock.close()
+
+
+def test_connections_per_address_are_capped(gw: GatewayHarness) -> None:
+    held = [connect(gw) for _ in range(PER_ADDRESS)]
+    try:
+        for sock in held:  # each one accepted: a request on it is answered
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            assert one_response(sock)[0].startswith(b"HTTP/1.1 200")
+        extra = connect(gw)
+        closed, received = closed_by_peer(extra)
+        extra.close()
+        assert closed
+        assert received.startswith(b"HTTP/1.1 503"), received[:200]
+        assert b"Too many connections" in received
+        held.pop().close()  # a place is freed ...
+        assert gw.wait_for(lambda: gw.running.runner.guard.open_from("127.0.0.1") < PER_ADDRESS)
+        assert healthy(gw)  # ... and taken again
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.parametrize(("sent", "recorded"), [("²", 0), ("99999999999999999999", 1000)])
+def test_retry_counts_python_reads_differently(
+    gw: GatewayHarness, sent: str, recorded: int
+) -> None:
+    secret = gw.create_key(name=f"retries-{recorded}", user="ria")
+    key_id = gw.last_key_id
+    response = httpx2.post(
+        gw.openai_base_url + "/chat/completions",
+        content=CHAT,
+        headers={
+            "authorization": f"Bearer {secret}",
+            "content-type": "application/json",
+            "x-stainless-retry-count": sent.encode(),
+        },
+        timeout=CAP_S,
+    )
+    assert response.status_code == 200, response.text
+    [row] = gw.ledger(key_id)
+    assert row.retry_count == recorded
+
+
+def test_a_key_that_is_not_utf8_is_a_401(gw: GatewayHarness) -> None:
+    sock = connect(gw)
+    try:
+        sock.sendall(
+            request_bytes("sk-sg-\xff\xfe", CHAT).replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe")
+        )
+        head, body = one_response(sock)
+        assert head.startswith(b"HTTP/1.1 401"), head
+        assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
+    finally:
+        sock.close()
