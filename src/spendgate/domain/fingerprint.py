@@ -79,12 +79,16 @@ VERBATIM = frozenset({"input", "arguments"})
 
 
 def _without_stamps(value: Any) -> Any:
+    """``value`` without `ITEM_VOLATILE` keys at any depth (scalars are not visited: a
+    call per string would double the cost of fingerprinting a long conversation)."""
     if isinstance(value, list):
-        return [_without_stamps(item) for item in value]
+        return [_without_stamps(item) if isinstance(item, list | dict) else item for item in value]
     if isinstance(value, dict):
-        return {
-            name: inner if name in VERBATIM else _without_stamps(inner)
-            for name, inner in value.items()
-            if name not in ITEM_VOLATILE
-        }
+        kept = {}
+        for name, inner in value.items():
+            if name in ITEM_VOLATILE:
+                continue
+            nested = isinstance(inner, list | dict) and name not in VERBATIM
+            kept[name] = _without_stamps(inner) if nested else inner
+        return kept
     return value
