@@ -152,6 +152,8 @@ def test_a_400_request_loop_over_40_minutes_stays_stopped_and_escalates(
     assert len(blocks) == SENDS - 18
     assert {row.blocked_by for row in blocks} == {"loop-detection"}
     assert {row.status for row in blocks} == {429}
+    assert all(row.would_cost_nanos > 0 for row in blocks)  # priced for the record
+    assert {row.cost_nanos for row in blocks} == {0}
     print(f"\n400-request loop, 3 repeats/60 s: {len(served)} served, {len(blocks)} refused")
 
     # the block is listed with its strikes, and ends when the listing says

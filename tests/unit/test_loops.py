@@ -14,7 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
+from spendgate.config.build import loop_policy
+from spendgate.config.schema import RunawayConfig
 from spendgate.dialects.offloaded import fingerprint_of
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.loops import KEY_WIDE, LoopBlock, LoopPolicy, loop_id, loop_message
@@ -109,6 +112,31 @@ def test_the_message_says_how_long_and_why() -> None:
     assert block.id == loop_id("key_1", "f" * 24)
     assert len(block.id) == 16
     assert loop_id("key_2", "f" * 24) != block.id
+
+
+def test_the_config_defaults_and_checks_the_cool_downs() -> None:
+    default = loop_policy(RunawayConfig(loop_max_repeats=3, loop_window_s=90))
+    assert default == LoopPolicy(
+        cooldown=timedelta(seconds=90),  # the window
+        cooldown_max=timedelta(hours=1),
+        forget_after=timedelta(hours=1),  # the longest block
+    )
+    assert loop_policy(RunawayConfig(loop_window_s=90)) is None  # detection off
+    chosen = RunawayConfig(
+        loop_max_repeats=3,
+        loop_cooldown_s=30,
+        loop_cooldown_max_s=600,
+        loop_forget_s=0,
+        loop_escalate_after=2,
+    )
+    assert loop_policy(chosen) == LoopPolicy(
+        timedelta(seconds=30), timedelta(seconds=600), timedelta(0), escalate_after=2
+    )
+    with pytest.raises(ValidationError, match="shorter than the first cool-down"):
+        RunawayConfig(loop_max_repeats=3, loop_window_s=7200, loop_cooldown_max_s=3600)
+    long_window = loop_policy(RunawayConfig(loop_max_repeats=3, loop_window_s=7200))
+    assert long_window is not None
+    assert long_window.cooldown == long_window.cooldown_max == timedelta(hours=2)
 
 
 # ======================================================================= fingerprints

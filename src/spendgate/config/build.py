@@ -120,14 +120,20 @@ def build_budget_book(config: Config) -> BudgetBook:
     )
 
 
+LOOP_COOLDOWN_MAX_S = 3600.0  # the longest loop block unless configured (or the first)
+
+
 def loop_policy(runaway: RunawayConfig) -> LoopPolicy | None:
     """How long a detected loop stays blocked; None with loop detection off."""
     if runaway.loop_max_repeats <= 0:
         return None
+    first = runaway.loop_cooldown_s or runaway.loop_window_s
+    longest = runaway.loop_cooldown_max_s or max(LOOP_COOLDOWN_MAX_S, first)
+    forget = longest if runaway.loop_forget_s is None else runaway.loop_forget_s
     return LoopPolicy(
-        cooldown=timedelta(seconds=runaway.cooldown_s),
-        cooldown_max=timedelta(seconds=runaway.loop_cooldown_max_s),
-        forget_after=timedelta(seconds=runaway.forget_s),
+        cooldown=timedelta(seconds=first),
+        cooldown_max=timedelta(seconds=longest),
+        forget_after=timedelta(seconds=forget),
         escalate_after=runaway.loop_escalate_after,
     )
 

@@ -439,14 +439,13 @@ class RunawayConfig(Strict):
 
     loop_max_repeats: Annotated[int, Field(ge=0)] = 0  # 0: loop detection off
     loop_window_s: Annotated[float, Field(gt=0)] = 60.0
-    # A detected loop is blocked for loop_cooldown_s (None: loop_window_s), doubled on each
-    # repeat detection up to loop_cooldown_max_s; strikes are forgotten after a quiet
-    # loop_forget_s (None: loop_cooldown_max_s) past the end of the last block.
+    # A detected loop's first block (None: loop_window_s), doubling per repeat detection up
+    # to the max (None: 3600, or the first if longer); strikes forgotten after
+    # loop_forget_s quiet (None: the max).
     loop_cooldown_s: Annotated[float | None, Field(gt=0)] = None
-    loop_cooldown_max_s: Annotated[float, Field(gt=0)] = 3600.0
+    loop_cooldown_max_s: Annotated[float | None, Field(gt=0)] = None
     loop_forget_s: Annotated[float | None, Field(ge=0)] = None
-    # A key with this many loops blocked at once is blocked whole (0: never).
-    loop_escalate_after: Annotated[int, Field(ge=0)] = 0
+    loop_escalate_after: Annotated[int, Field(ge=0)] = 0  # loops that block their key (0: off)
     breaker_failures: Annotated[int, Field(ge=0)] = 0  # 0: circuit breaker off
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     session_headers: list[str] = Field(
@@ -455,22 +454,13 @@ class RunawayConfig(Strict):
 
     @model_validator(mode="after")
     def _cooldowns(self) -> RunawayConfig:
-        if self.loop_cooldown_max_s < self.cooldown_s:
+        first = self.loop_cooldown_s or self.loop_window_s
+        if self.loop_cooldown_max_s is not None and self.loop_cooldown_max_s < first:
             raise ValueError(
                 f"loop_cooldown_max_s ({self.loop_cooldown_max_s:g}) is shorter than the first "
-                f"cool-down ({self.cooldown_s:g} s: loop_cooldown_s, else loop_window_s)"
+                f"cool-down ({first:g} s: loop_cooldown_s, else loop_window_s)"
             )
         return self
-
-    @property
-    def cooldown_s(self) -> float:
-        """The first block of a detected loop."""
-        return self.loop_window_s if self.loop_cooldown_s is None else self.loop_cooldown_s
-
-    @property
-    def forget_s(self) -> float:
-        """The quiet time after a block that forgets its strikes."""
-        return self.loop_cooldown_max_s if self.loop_forget_s is None else self.loop_forget_s
 
 
 class RouteRuleConfig(Strict):

@@ -128,8 +128,9 @@ async def admit(
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
-        if worst is None and isinstance(refusal, RateLimited):
-            # refused before it was priced (a full rate limit): priced now, for the record
+        if worst is None and isinstance(refusal, RateLimited | LoopDetected):
+            # refused before it was priced (a full rate limit, a blocked loop): priced now,
+            # for the record
             with contextlib.suppress(GatewayError):
                 counted = await work.input_count(exchange) if work else None
                 worst = price_worst_case(
