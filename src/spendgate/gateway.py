@@ -44,6 +44,7 @@ from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
+from spendgate.services.loops import LoopService
 from spendgate.services.offload import Offload
 from spendgate.services.outage import OutageAllowance
 from spendgate.storage import Storage
@@ -288,6 +289,10 @@ class Gateway:
     @property
     def budget_service(self) -> BudgetService:
         return BudgetService(self.storage, self.budgets, self.clock)
+
+    @property
+    def loop_service(self) -> LoopService:
+        return LoopService(self.storage, self.budgets, self.clock)
 
     @property
     def lease(self) -> timedelta:

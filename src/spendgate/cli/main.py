@@ -10,6 +10,7 @@ from spendgate.cli.check import check_config
 from spendgate.cli.common import config_option, failure, gateway_for
 from spendgate.cli.init import init
 from spendgate.cli.keys import keys
+from spendgate.cli.loops import loops
 from spendgate.errors import StorageError
 from spendgate.logs import configure
 
@@ -47,6 +48,7 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
 cli.add_command(check_config)
 cli.add_command(keys)
 cli.add_command(budgets)
+cli.add_command(loops)
 cli.add_command(init)
 
 

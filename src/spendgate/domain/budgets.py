@@ -15,6 +15,7 @@ from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
 
 from spendgate.domain.identity import ApiKey
+from spendgate.domain.loops import LoopPolicy
 from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
 from spendgate.money import format_dollars
 
@@ -168,11 +169,13 @@ class BudgetBook:
         caps: Sequence[RequestCap],
         calendar: Calendar,
         loop: Budget | None = None,
+        loops: LoopPolicy | None = None,
     ) -> None:
         self.budgets = tuple(budgets)
         self.caps = tuple(caps)
         self.calendar = calendar
-        self.loop = loop
+        self.loop = loop  # the loop detector (a requests counter per key and fingerprint)
+        self.loops = loops  # how long a detected loop stays blocked (None: detection off)
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
@@ -253,7 +256,7 @@ def limit_period(length: timedelta) -> Period:
 
 def loop_detector(max_repeats: int, window_s: float) -> Budget | None:
     """The same request (same key, same fingerprint) more than ``max_repeats`` times in the
-    window is a loop: the next one is refused."""
+    window is a loop: the next one is refused, and the pair blocked (`spendgate.domain.loops`)."""
     if max_repeats <= 0:
         return None
     return Budget(
