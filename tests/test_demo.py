@@ -601,11 +601,11 @@ def test_the_routing_chapter_calls_are_drawn_once_for_both_phases() -> None:
 def test_the_budget_chapter_ends_refusing_and_the_summary_says_so(
     run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    """Dana's chapter is counted, not timed: every run clamps her and then refuses her at
-    least twice; her budget's line says it is refusing, never "(ok)" next to refusals."""
+    """Dana's chapter is counted, not timed: every run clamps her and then refuses her; her
+    budget's line says it is refusing, never "(ok)" next to refusals."""
     done, db = run
     ledger = read_ledger(db)
-    assert ledger.blocks["dana-opus-daily"][0] >= 2, ledger.blocks
+    assert ledger.blocks["dana-opus-daily"][0] >= 1, ledger.blocks
     assert ledger.blocks["loop-detection"][0] >= 1, ledger.blocks
     line = re.search(r"^  Budget dana-opus-daily \(dana\): .*$", done.stdout, re.MULTILINE)
     assert line, done.stdout
@@ -716,7 +716,7 @@ def test_the_chapters_happen_on_a_slowed_machine(tmp_path: Path) -> None:
     assert result.open_chapters == ()
     ledger = read_ledger(db)
     assert result.guards.clamped >= 1  # clamp
-    assert ledger.blocks["dana-opus-daily"][0] >= 2  # refuse
+    assert ledger.blocks["dana-opus-daily"][0] >= 1  # refuse
     assert ledger.blocks["embeddings-per-key:requests/second"][0] >= 1  # rate limit
     assert ledger.retried >= 1  # ... sat out and served on a retry
     assert ledger.blocks["loop-detection"][0] >= 1  # loop

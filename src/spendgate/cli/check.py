@@ -33,13 +33,13 @@ def check_config(config_path: str | None) -> None:
     except SpendgateError as exc:
         raise failure(str(exc)) from None
     database = _database(config)
-    if database is not None:
-        refused = _storage_problem(database)
-        if refused:
-            raise failure(f"{path}: storage.url: {refused}")
+    # Like an unset secret, a folder `serve` could not write is this machine's state, not
+    # the file's: a warning (exit 0), so a config checked elsewhere (CI) still passes.
+    storage_problem = _storage_problem(database) if database is not None else None
     labels, unchecked = _key_labels(config, database)
     prices, table = parts.prices, parts.models
-    problems = reference_warnings(config, labels, unchecked)
+    problems = [f"storage.url: {storage_problem}"] if storage_problem else []
+    problems += reference_warnings(config, labels, unchecked)
     for name in table.names():
         route = table.get(name)
         if route is not None and route.price is None:
@@ -80,16 +80,20 @@ def _storage_problem(database: Path) -> str | None:
     folder = database.parent
     if not folder.is_dir():
         return (
-            f"the folder {folder} does not exist, so `spendgate serve` cannot create "
-            f"{database.name} there: create it (mkdir -p {folder}) or change storage.url"
+            f"the folder {folder} does not exist here, so `spendgate serve` would refuse to "
+            f"start: create it (mkdir -p {folder}) or change storage.url"
         )
     if not os.access(folder, os.W_OK | os.X_OK):
         return (
             f"the folder {folder} is not writable by this user, and spendgate writes the "
-            "database's -wal and -shm files beside it: make it writable or change storage.url"
+            "database's -wal and -shm files beside it, so `spendgate serve` would refuse to "
+            "start: make it writable or change storage.url"
         )
     if database.exists() and not os.access(database, os.R_OK | os.W_OK):
-        return f"{database} is not writable by this user: make it writable or change storage.url"
+        return (
+            f"{database} is not writable by this user, so `spendgate serve` would refuse to "
+            "start: make it writable or change storage.url"
+        )
     return None
 
 

@@ -90,7 +90,7 @@ AGENT_OPUS = Workload(
 AGENT_OPUS_ALL_DAY = Workload(  # one long Claude Code session on Opus, all day
     calls=(CallSpec(Api.MESSAGES, "claude-opus-4-1", True, (12_000, 20_000), (300, 900), 0.85),),
     pause_s=0.6,
-    chapter=2,  # clamped, then refused twice
+    chapter=1,  # clamped, then refused
 )
 CODEX_4O = Workload(
     calls=(CallSpec(Api.RESPONSES, "gpt-4o", True, (10_000, 30_000), (300, 800), 0.6),),
@@ -198,22 +198,23 @@ GUEST = KeySpec(name="you", user="you", service="your-client", team="web")
 # ---------------------------------------------------------------------------- guards
 
 BUDGETED_USER = "dana"
-# Dana's Opus requests cost about $0.12 each; at full pace she sends one every ~3.5 s.
-# Each needs $0.70-1.20 of room before it is sent (its input priced at the dearest input
+# Dana's Opus requests cost about $0.08-0.13 each; at full pace she sends one every ~3.5 s.
+# Each needs $0.50-0.70 of room before it is sent (its input priced at the dearest input
 # rate, the cache-write one, with the token count's upper-bound margin; plus 256 output
 # tokens), and Claude Code asks for 32,000 output tokens ($2.40 more). So her budget is
-# about one request's room plus what the requests of the first 2/3 of the run cost (at
+# about one request's room plus what the requests of the first half of the run cost (at
 # least one): every request is clamped, the ceilings shrink as she spends, and then she is
-# refused. It is counted in requests: a slow machine sends fewer by the deadline, and her
-# session then goes on (`Workload.chapter`) until she has been refused.
-BUDGET_BASE_USD = Decimal("0.95")  # about one request's room
+# refused (her 4th or 5th request in a 20 s run, 12-16 s in on an idle machine). It is
+# counted in requests: a slow machine sends fewer by the deadline, and her session then
+# goes on (`Workload.chapter`) until she has been refused.
+BUDGET_BASE_USD = Decimal("0.60")  # about one request's room
 BUDGET_USD_PER_REQUEST = Decimal("0.12")
 SECONDS_PER_REQUEST = 3.5  # hers, at speed 1 on an idle machine
 
 
 def afforded_requests(duration_s: float, speed: float) -> int:
-    """How many of Dana's requests her budget is sized for: those of the run's first 2/3."""
-    return max(1, round(duration_s * speed / SECONDS_PER_REQUEST * 2 / 3))
+    """How many of Dana's requests her budget is sized for: those of the run's first half."""
+    return max(1, round(duration_s * speed / SECONDS_PER_REQUEST / 2))
 
 
 def budget_usd(duration_s: float, speed: float) -> Decimal:
