@@ -128,8 +128,8 @@ class Traffic:
 
     async def _pause(self, person: Person, seconds: float) -> None:
         """Sleep, cut short when this session is to stop: at the deadline, or (for a key
-        playing a chapter) at `abort`."""
-        stop = self._halt if person.workload.chapter else self._stop
+        whose chapter is still open) at `abort`."""
+        stop = self._halt if person.key_name in self.open_chapters() else self._stop
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
@@ -149,7 +149,8 @@ class Traffic:
                 return
             await self._pause(person, wait_s)
             if self._halt.is_set() or (self._stop.is_set() and not person.workload.chapter):
-                return  # no new sends once the demo stops sending (the story's excepted)
+                return  # no new sends after the deadline, but a chapter's retries (the
+                # rate-limit chapter ends with the refused requests served on a retry)
             self.stats.retried += 1
 
     async def _post(self, request: Request) -> tuple[int, float | None] | None:
