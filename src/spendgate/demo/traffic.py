@@ -126,10 +126,11 @@ class Traffic:
             await asyncio.gather(*(self._send(person, request) for request in batch))
             await self._pause(person, rng.expovariate(1 / workload.pause_s) / self.speed)
 
-    async def _pause(self, person: Person, seconds: float) -> None:
+    async def _pause(self, person: Person, seconds: float, *, retry: bool = False) -> None:
         """Sleep, cut short when this session is to stop: at the deadline, or (for a key
-        whose chapter is still open) at `abort`."""
-        stop = self._halt if person.key_name in self.open_chapters() else self._stop
+        whose chapter is still open, or sitting out a refusal of its chapter) at `abort`."""
+        story = person.workload.chapter if retry else person.key_name in self.open_chapters()
+        stop = self._halt if story else self._stop
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
@@ -147,7 +148,7 @@ class Traffic:
                 self._failed(f"{request.path}: HTTP {status}")
             if wait_s is None or attempt == MAX_RETRIES:
                 return
-            await self._pause(person, wait_s)
+            await self._pause(person, wait_s, retry=True)
             if self._halt.is_set() or (self._stop.is_set() and not person.workload.chapter):
                 return  # no new sends after the deadline, but a chapter's retries (the
                 # rate-limit chapter ends with the refused requests served on a retry)
