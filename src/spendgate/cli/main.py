@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from spendgate import __version__
@@ -24,25 +26,52 @@ def cli() -> None:
 @cli.command()
 @config_option
 @click.option("--host", default=None, help="Bind address (default: server.host).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port, 1-65535 (0: any free port; default: server.port).",
+)
 def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     """Run the gateway until SIGTERM/SIGINT (then drain, flush and exit)."""
     from spendgate.server import run
 
     gateway = gateway_for(config_path, need_providers=True)
     configure(gateway.config.server.log_level)
+    bind_host = host or gateway.config.server.host
+    bind_port = gateway.config.server.port if port is None else port
     try:
-        run(
-            gateway,
-            host or gateway.config.server.host,
-            gateway.config.server.port if port is None else port,
-        )
+        run(gateway, bind_host, bind_port)
     except StorageError as exc:  # at start: a database it cannot open or write
         raise failure(
             f"cannot start: {exc}. spendgate writes its database, and the -wal and -shm "
-            "files beside it: check that the file and its folder are writable "
+            "files beside it: check that the file and its folder exist and are writable "
             f"(storage.url: {gateway.config.storage.url})."
         ) from None
+    except OSError as exc:  # at start: the address cannot be bound
+        raise failure(_cannot_listen(exc, bind_host, bind_port)) from None
+
+
+def _cannot_listen(exc: OSError, host: str, port: int) -> str:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot start: {where} is already in use (another spendgate, or another "
+            "program, listens there): stop it, or choose another port with --port or "
+            "server.port."
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot start: no permission to listen on {where} (ports below 1024 need "
+            "privileges): choose a port of 1024 or more with --port or server.port."
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot start: {host} is not an address of this machine: choose one with "
+            "--host or server.host (127.0.0.1 for this machine only, 0.0.0.0 for all)."
+        )
+    reason = exc.strerror or str(exc)
+    return f"cannot start: cannot listen on {where}: {reason}; check --host and --port."
 
 
 cli.add_command(check_config)

@@ -86,6 +86,13 @@ class StorageConfig(Strict):
     def _scheme(cls, value: str) -> str:
         if not value.startswith("sqlite://"):
             raise ValueError("only sqlite:///PATH (or sqlite://:memory:) is supported so far")
+        rest = value.removeprefix("sqlite://")
+        if rest and rest != ":memory:" and (not rest.startswith("/") or "?" in rest):
+            raise ValueError(
+                f"{value!r} names no file: a SQLite URL takes three slashes before a path "
+                "relative to the config file (sqlite:///spendgate.db) and four before an "
+                "absolute one (sqlite:////var/lib/spendgate/spendgate.db), and no query"
+            )
         return value
 
 

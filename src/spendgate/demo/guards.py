@@ -56,7 +56,7 @@ async def read_guards(storage: Storage, clock: Clock, config: Config) -> Guards:
             limit=_amount(view.budget.unit, view.state.limit),
             remaining=_amount(view.budget.unit, max(0, view.state.room)),
             used_bp=view.state.used_bp,
-            state=view.state.state,
+            state=view.condition,  # "refusing" where it refused lately, as `spendgate budgets`
             resets_at=view.state.ref.window.resets_at,
         )
         for view in views
@@ -100,6 +100,12 @@ def _amount(unit: Unit, amount: int) -> str:
     if unit is Unit.NANOS:
         return f"${Decimal(amount) / NANOS_PER_DOLLAR:,.4f}"
     return unit.render(amount)
+
+
+def _state(state: str) -> str:
+    if state == "refusing":  # room left, but less than a request's worst case
+        return "refusing: what is left is less than a request's worst case"
+    return state
 
 
 def live_line(blocks: Blocks) -> str:
@@ -152,7 +158,8 @@ def summary_lines(blocks: Blocks, guards: Guards, book: BudgetBook) -> list[str]
         resets = f"{budget.resets_at:%Y-%m-%d %H:%M} UTC" if budget.resets_at else "never"
         lines.append(
             f"  Budget {budget.name} ({budget.member}): {budget.spent} of {budget.limit} "
-            f"spent, {budget.used_bp / 100:.1f}% used ({budget.state}); resets {resets}."
+            f"spent, {budget.used_bp / 100:.1f}% used ({_state(budget.state)}); "
+            f"resets {resets}."
         )
         if refused.get(budget.name):
             lines.append(
