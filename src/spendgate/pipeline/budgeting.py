@@ -22,12 +22,14 @@ from spendgate.domain.admission import (
     Thresholds,
     WorstCase,
 )
+from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
 from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
+    BUDGET_EXHAUSTED,
     MAX_RETRY_AFTER_S,
     BudgetBusy,
     BudgetExceeded,
@@ -41,7 +43,7 @@ from spendgate.events import SettledAbove, ThresholdCrossed
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
-from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage
@@ -116,8 +118,8 @@ async def admit(
         decision = await reserve_in_line(storage, plan, waiting)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
-                raise _busy(decision, waiting)
-            raise _refusal(decision, worst, book, now)
+                raise _told(_busy(decision, waiting), decision, exchange, min_output)
+            raise _told(_refusal(decision, worst, book, now), decision, exchange, min_output)
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
@@ -142,8 +144,44 @@ async def admit(
             )
             exchange.reporter.notice(event)
     return Ticket(
-        plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
+        plan=plan,
+        admitted=decision,
+        requested_ceiling=priced.requested,
+        bounded=priced.bounded,
+        budget_state=_state_after(decision, plan, exchange, min_output),
     )
+
+
+def _state_after(
+    admitted: Admitted, plan: ReservationPlan, exchange: Exchange, min_output: int
+) -> str | None:
+    """The state of the tightest budget (the one the headers name) with this request in
+    flight: as `spendgate budgets` would show it now (docs/budgets.md)."""
+    tightest = admitted.tightest
+    if tightest is None:
+        return None
+    amount = admitted.amounts[plan.counters.index(tightest.ref)]
+    after = dataclasses.replace(tightest, reserved=tightest.reserved + amount)
+    models = exchange.snapshot.model_prices()
+    minimal = minimal_request(tightest.ref.budget, tightest.ref.member, models, min_output)
+    return budget_state(after, minimal)
+
+
+def _told(
+    refusal: GatewayError, refused: Refused, exchange: Exchange, min_output: int
+) -> GatewayError:
+    """A budget's refusal names it in its headers, with the state this refusal leaves it
+    in: as `spendgate budgets` shows it once the refusal is in the ledger."""
+    counter = refused.counter
+    if counter is not None and counter.ref.budget.kind is Kind.BUDGET:
+        ref = counter.ref
+        minimal = minimal_request(
+            ref.budget, ref.member, exchange.snapshot.model_prices(), min_output
+        )
+        over = isinstance(refusal, BudgetExceeded)
+        condition = budget_state(counter, minimal, Refusals(unanswered=over, lately=1))
+        refusal.extra_headers.update(budget_headers(counter, condition))
+    return refusal
 
 
 async def _refuse_on_full_rate_limits(
@@ -324,7 +362,7 @@ def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str
         else "It never resets (lifetime budget); ask an operator to raise it."
     )
     return (
-        f"Budget exhausted for {ref.budget.describe(ref.member)}: "
+        f"{BUDGET_EXHAUSTED}{ref.budget.describe(ref.member)}: "
         f"{unit.render(counter.spent)} spent and {unit.render(counter.reserved)} reserved "
         f"of {unit.render(counter.limit)}; this request needs at least {unit.render(needed)}. "
         f"{when}"
