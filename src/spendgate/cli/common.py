@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -70,3 +70,26 @@ def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]
         raise failure(exc.message) from None
     except SpendgateError as exc:
         raise failure(str(exc)) from None
+
+
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = ()
+) -> str:
+    """A plain-text table whose every column is as wide as its widest cell, so no cell is
+    ever cut: a budget, limit, member or key id reads in full, to be pasted back into the
+    command that takes it. Columns are two spaces apart; those in ``right`` (by index) are
+    right-aligned; the last is not padded. Cells must already be escaped for a terminal."""
+    body = [list(row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    last = len(header) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            if index in right:
+                out.append(cell.rjust(width))
+            else:
+                out.append(cell if index == last else cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    return "\n".join(line(cells) for cells in [list(header), *body])

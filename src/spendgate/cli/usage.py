@@ -96,13 +96,15 @@ def blocks(config_path: str | None, period: str, as_json: bool) -> None:
     )
     if report["overruns"]:
         click.echo(f"{report['overruns']} request(s) charged more than they had reserved")
+    # the name in full: it pastes into `spendgate budgets set-limit`
+    wide = max([32, *(len(escape(str(row["name"]))) for row in rows)])
     click.echo(
-        f"{'BY':<32} {'BLOCKED':>8} {'RETRYABLE':>9} {'WOULD COST $':>14} {'SHADOW HITS':>12} "
+        f"{'BY':<{wide}} {'BLOCKED':>8} {'RETRYABLE':>9} {'WOULD COST $':>14} {'SHADOW HITS':>12} "
         f"{'SHADOW $':>14} {'OVERRUNS':>8} {'OVERRUN $':>14}"
     )
     for row in rows:
         click.echo(
-            f"{escape(str(row['name']))[:32]:<32} {row['blocked']:>8} {row['retryable']:>9} "
+            f"{escape(str(row['name'])):<{wide}} {row['blocked']:>8} {row['retryable']:>9} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"
         )
