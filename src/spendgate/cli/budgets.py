@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from spendgate.cli.common import config_option, gateway_for, run_with_storage, table
-from spendgate.services.budgets import BudgetView
 from spendgate.text import escape
+
+if TYPE_CHECKING:
+    from spendgate.services.budgets import BudgetView
 
 
 @click.group(invoke_without_command=True)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from spendgate.config import Config, load_config
 from spendgate.errors import ConfigError, GatewayError, SpendgateError
-from spendgate.gateway import Gateway, build_gateway
 from spendgate.settings import Settings
 from spendgate.text import escape
+
+if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI start)
+    from spendgate.config import Config
+    from spendgate.gateway import Gateway
 
 T = TypeVar("T")
 
@@ -34,6 +35,8 @@ def failure(message: str) -> click.ClickException:
 
 
 def load(config_path: str | None) -> tuple[Config, Path, Settings]:
+    from spendgate.config import load_config
+
     settings = Settings.from_environment()
     path = settings.config_path(config_path)
     try:
@@ -43,6 +46,8 @@ def load(config_path: str | None) -> tuple[Config, Path, Settings]:
 
 
 def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
+    from spendgate.gateway import build_gateway
+
     config, path, settings = load(config_path)
     try:
         return build_gateway(
@@ -57,6 +62,8 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
 
 
 def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    import asyncio
+
     async def main() -> T:
         await gateway.storage.open()
         try:
