@@ -29,10 +29,11 @@ from spendgate.config.build import (
 from spendgate.config.schema import Config
 from spendgate.domain.admission import Thresholds
 from spendgate.domain.breaker import CircuitBreakers
+from spendgate.domain.budget_state import model_prices
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
-from spendgate.domain.pricing import Price, PriceBook
+from spendgate.domain.pricing import PriceBook
 from spendgate.domain.routing import Router
 from spendgate.errors import ConfigError, ServiceUnavailable, StorageError
 from spendgate.events import Events
@@ -99,12 +100,6 @@ class Snapshot:
     router: Router
     providers: Mapping[str, Provider]
     breakers: CircuitBreakers | None
-
-    def model_prices(self) -> list[tuple[str, Price | None]]:
-        """Every gateway model and its price (None: unpriced): what a budget's minimal
-        request is priced at (`spendgate.domain.budget_state.minimal_request`)."""
-        table = self.models
-        return [(name, route.price) for name in table.names() if (route := table.get(name))]
 
     def org_of(self, key: ApiKey) -> str | None:
         return self.config.org_of_team(key.team) or key.org
@@ -309,7 +304,7 @@ class Gateway:
             self.storage,
             self.budgets,
             self.clock,
-            models=self.snapshot.model_prices(),
+            models=model_prices(self.models),
             min_output=self.config.budget_settings.min_output_tokens,
         )
 

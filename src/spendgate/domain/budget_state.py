@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budgets import Budget, BudgetScope, Kind, Unit
+from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import Price
 from spendgate.money import token_cost
 
@@ -42,6 +43,11 @@ def minimal_request(
         and (budget.target.scope is not BudgetScope.MODEL or member == name)
     ]
     return max(1, min(costs, default=1))
+
+
+def model_prices(table: ModelTable) -> list[tuple[str, Price | None]]:
+    """Every model of a table and its price (None: unpriced), for `minimal_request`."""
+    return [(name, route.price) for name in table.names() if (route := table.get(name))]
 
 
 def _cost(price: Price | None, min_output: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -22,10 +23,11 @@ from spendgate.domain.admission import (
     Thresholds,
     WorstCase,
 )
-from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
-from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
+from spendgate.domain.budget_state import Refusals, budget_state, minimal_request, model_prices
+from spendgate.domain.budgets import Budget, BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.models import ModelTable
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
@@ -162,9 +164,16 @@ def _state_after(
         return None
     amount = admitted.amounts[plan.counters.index(tightest.ref)]
     after = dataclasses.replace(tightest, reserved=tightest.reserved + amount)
-    models = exchange.snapshot.model_prices()
-    minimal = minimal_request(tightest.ref.budget, tightest.ref.member, models, min_output)
+    models = exchange.snapshot.models
+    minimal = _minimal(models, tightest.ref.budget, tightest.ref.member, min_output)
     return budget_state(after, minimal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _minimal(models: ModelTable, budget: Budget, member: str, min_output: int) -> int:
+    """`minimal_request`, remembered per model table (each snapshot has its own: a reload
+    builds a new one), so an admitted request does not price every model again."""
+    return minimal_request(budget, member, model_prices(models), min_output)
 
 
 def _told(
@@ -175,9 +184,7 @@ def _told(
     counter = refused.counter
     if counter is not None and counter.ref.budget.kind is Kind.BUDGET:
         ref = counter.ref
-        minimal = minimal_request(
-            ref.budget, ref.member, exchange.snapshot.model_prices(), min_output
-        )
+        minimal = _minimal(exchange.snapshot.models, ref.budget, ref.member, min_output)
         over = isinstance(refusal, BudgetExceeded)
         condition = budget_state(counter, minimal, Refusals(unanswered=over, lately=1))
         refusal.extra_headers.update(budget_headers(counter, condition))
