@@ -1,7 +1,7 @@
 """CLI tables never cut an identifier an operator may need to paste: every budget, limit
-counter and member that ``spendgate budgets`` and ``spendgate blocks`` print, however long,
-pastes back into ``budgets --name``, ``budgets set-limit`` and ``budgets reset --member``
-and names exactly what the table showed."""
+counter and member that ``spendgate budgets``, ``spendgate blocks`` and ``spendgate keys
+list`` print, however long, pastes back into ``budgets --name``, ``budgets set-limit`` and
+``budgets reset --member`` and names exactly what the table showed."""
 
 from __future__ import annotations
 
@@ -93,3 +93,11 @@ def test_every_id_in_the_tables_pastes_back(gw: GatewayHarness, tmp_path: Path) 
     assert names == [counter]
     for name in names:
         assert run("budgets", "set-limit", name, "2", "-c", config).output.startswith(name)
+
+    listed = run("keys", "list", "-c", config).output
+    header = listed.splitlines()[0]
+    [line] = [line for line in listed.splitlines() if line.startswith(key_id)]
+    user = line[header.index("USER") : header.index("STATE")].strip()
+    assert user == USER
+    reset = run("budgets", "reset", "per-user-tokens", "--member", user, "-c", config)
+    assert reset.output.strip() == "per-user-tokens: 1 counter(s) reset"
