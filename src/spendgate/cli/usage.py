@@ -143,14 +143,16 @@ def render_blocks(report: dict[str, object]) -> str:
     ]
     if report["overruns"]:
         lines.append(f"{report['overruns']} request(s) charged more than they had reserved")
+    # the name in full: it pastes into `spendgate budgets set-limit`
+    wide = max([32, *(len(escape(str(row["name"]))) for row in rows)])
     lines.append(
-        f"{'BY':<32} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
+        f"{'BY':<{wide}} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
         f"{'WORST CASE $':>14} {'SHADOW HITS':>12} {'SHADOW $':>14} {'OVERRUNS':>8} "
         f"{'OVERRUN $':>14}"
     )
     for row in rows:
         lines.append(
-            f"{escape(str(row['name'])):<32} {row['blocked']:>8} {row['requests']:>8} "
+            f"{escape(str(row['name'])):<{wide}} {row['blocked']:>8} {row['requests']:>8} "
             f"{row['retryable']:>9} {row['estimate_usd']:>14} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"

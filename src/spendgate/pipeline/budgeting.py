@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -22,13 +23,16 @@ from spendgate.domain.admission import (
     Thresholds,
     WorstCase,
 )
-from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
+from spendgate.domain.budget_state import Refusals, budget_state, minimal_request, model_prices
+from spendgate.domain.budgets import Budget, BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import KEY_WIDE, LoopBlock, loop_message
+from spendgate.domain.models import ModelTable
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
+    BUDGET_EXHAUSTED,
     MAX_RETRY_AFTER_S,
     BudgetBusy,
     BudgetExceeded,
@@ -43,7 +47,7 @@ from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
-from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage
@@ -124,10 +128,10 @@ async def admit(
         decision = await reserve_in_line(storage, plan, waiting)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
-                raise _busy(decision, waiting)
+                raise _told(_busy(decision, waiting), decision, exchange, min_output)
             if found is not None and _loop_counter(decision):
                 raise await _strike_loop(storage, book, decision, exchange, found)
-            raise _refusal(decision, worst, book, now)
+            raise _told(_refusal(decision, worst, book, now), decision, exchange, min_output)
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
@@ -155,8 +159,49 @@ async def admit(
             )
             exchange.reporter.notice(event)
     return Ticket(
-        plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
+        plan=plan,
+        admitted=decision,
+        requested_ceiling=priced.requested,
+        bounded=priced.bounded,
+        budget_state=_state_after(decision, plan, exchange, min_output),
     )
+
+
+def _state_after(
+    admitted: Admitted, plan: ReservationPlan, exchange: Exchange, min_output: int
+) -> str | None:
+    """The state of the tightest budget (the one the headers name) with this request in
+    flight: as `spendgate budgets` would show it now (docs/budgets.md)."""
+    tightest = admitted.tightest
+    if tightest is None:
+        return None
+    amount = admitted.amounts[plan.counters.index(tightest.ref)]
+    after = dataclasses.replace(tightest, reserved=tightest.reserved + amount)
+    models = exchange.snapshot.models
+    minimal = _minimal(models, tightest.ref.budget, tightest.ref.member, min_output)
+    return budget_state(after, minimal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _minimal(models: ModelTable, budget: Budget, member: str, min_output: int) -> int:
+    """`minimal_request`, remembered per model table (each snapshot has its own: a reload
+    builds a new one), so an admitted request does not price every model again."""
+    return minimal_request(budget, member, model_prices(models), min_output)
+
+
+def _told(
+    refusal: GatewayError, refused: Refused, exchange: Exchange, min_output: int
+) -> GatewayError:
+    """A budget's refusal names it in its headers, with the state this refusal leaves it
+    in: as `spendgate budgets` shows it once the refusal is in the ledger."""
+    counter = refused.counter
+    if counter is not None and counter.ref.budget.kind is Kind.BUDGET:
+        ref = counter.ref
+        minimal = _minimal(exchange.snapshot.models, ref.budget, ref.member, min_output)
+        over = isinstance(refusal, BudgetExceeded)
+        condition = budget_state(counter, minimal, Refusals(unanswered=over, lately=1))
+        refusal.extra_headers.update(budget_headers(counter, condition))
+    return refusal
 
 
 async def _refuse_on_full_rate_limits(
@@ -419,7 +464,7 @@ def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str
         else "It never resets (lifetime budget); ask an operator to raise it."
     )
     return (
-        f"Budget exhausted for {ref.budget.describe(ref.member)}: "
+        f"{BUDGET_EXHAUSTED}{ref.budget.describe(ref.member)}: "
         f"{unit.render(counter.spent)} spent and {unit.render(counter.reserved)} reserved "
         f"of {unit.render(counter.limit)}; this request needs at least {unit.render(needed)}. "
         f"{when}"
