@@ -59,7 +59,8 @@ LAZY: dict[str, tuple[str, str, str]] = {
     "savings": (
         "spendgate.cli.savings",
         "savings",
-        "What routing saved against serving every request the model it asked for.",
+        "What routing saved against serving every request the model it asked for: in price, "
+        "and in spend where budgets bind.",
     ),
     "usage": (
         "spendgate.cli.usage",
