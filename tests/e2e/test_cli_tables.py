@@ -101,3 +101,9 @@ def test_every_id_in_the_tables_pastes_back(gw: GatewayHarness, tmp_path: Path) 
     assert user == USER
     reset = run("budgets", "reset", "per-user-tokens", "--member", user, "-c", config)
     assert reset.output.strip() == "per-user-tokens: 1 counter(s) reset"
+
+    by_user = run("usage", "-c", config, "--by", "user", "--period", "all").output
+    ranked = [line for line in by_user.splitlines() if line.strip().startswith("1 ")]
+    assert [line.split()[1] for line in ranked] == [USER]  # in full, past 28 characters
+    by_key = run("usage", "-c", config, "--by", "key", "--period", "all").output
+    assert key_id in by_key.split()

@@ -34,28 +34,35 @@ def _headline(report: UsageReport) -> str:
 
 
 def render_table(report: UsageReport) -> str:
+    # every name in full (it pastes into `--name`, `reset --member`...): the column is as
+    # wide as the widest
+    labels = [escape(ranked.usage.group or "(none)") for ranked in report.top.top]
+    extra = [f"(other {report.top.rest_groups})"] if report.top.rest_groups else []
+    if report.callers is not None and report.callers.services is not None:
+        extra.append(f"(services: {report.callers.service_keys} key(s))")
+    wide = max([28, *(len(label) for label in labels + extra)])
     lines = [
         _headline(report),
-        f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
+        f"{'#':>3} {report.group_by.value.upper():<{wide}} {'REQUESTS':>9} {'INPUT':>11} "
         f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
-    for ranked in report.top.top:
+    for ranked, label in zip(report.top.top, labels, strict=True):
         g = ranked.usage
         lines.append(
-            f"{ranked.rank:>3} {escape(g.group or '(none)')[:28]:<28} {g.requests:>9} "
+            f"{ranked.rank:>3} {label:<{wide}} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
             f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
     if report.top.rest_groups:
         rest = report.top.rest
         lines.append(
-            f"{'':>3} {f'(other {report.top.rest_groups})':<28} {rest.requests:>9} "
+            f"{'':>3} {f'(other {report.top.rest_groups})':<{wide}} {rest.requests:>9} "
             f"{rest.input_tokens:>11} {rest.output_tokens:>10} {dollars(rest.cost_nanos):>14} "
             f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
     callers = report.callers
     if callers is not None:
-        return "\n".join(lines + _callers_lines(report, callers))
+        return "\n".join(lines + _callers_lines(report, callers, wide))
     if report.top.top:
         lines.append(
             f"Top {len(report.top.top)} account for {format_bp(report.top.top_share_bp)} "
@@ -64,7 +71,7 @@ def render_table(report: UsageReport) -> str:
     return "\n".join(lines)
 
 
-def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
+def _callers_lines(report: UsageReport, callers: Callers, wide: int) -> list[str]:
     """``--by user``: the services line apart from the users' ranking, and the top N's
     share of the users' spend and of every caller's."""
     lines = []
@@ -72,7 +79,7 @@ def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
     if services is not None:
         label = f"(services: {callers.service_keys} key(s))"
         lines.append(
-            f"{'':>3} {label:<28} {services.requests:>9} {services.input_tokens:>11} "
+            f"{'':>3} {label:<{wide}} {services.requests:>9} {services.input_tokens:>11} "
             f"{services.output_tokens:>10} {dollars(services.cost_nanos):>14} "
             f"{format_bp(callers.services_share_bp):>8} {services.blocked:>8}"
         )
