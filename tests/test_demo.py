@@ -8,6 +8,8 @@ share, the rule behind every request and what each shadow rule would have saved.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import re
 import signal
@@ -24,10 +26,15 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+from spendgate.cli.demo import this_command
 from spendgate.cli.main import cli
+from spendgate.clock import SystemClock
 from spendgate.config import load_config
 from spendgate.config.build import build_budget_book, build_model_table, build_router
+from spendgate.demo import DemoOptions, DemoResult, run_demo
+from spendgate.demo.display import render_live
 from spendgate.demo.routing_run import routing_db_path
 from spendgate.demo.routing_scenario import (
     ALIAS,
@@ -49,7 +56,7 @@ from spendgate.demo.scenario import (
     demo_config,
     guards_data,
 )
-from spendgate.demo.view import RateMeter
+from spendgate.demo.view import RateMeter, read_snapshot
 from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Dialect
@@ -57,6 +64,7 @@ from spendgate.domain.reports import format_bp, share_bp
 from spendgate.domain.routing import RouteFacts, Router
 from spendgate.money import format_dollars
 from spendgate.pricing.catalog import build_price_book
+from spendgate.storage.open import open_storage
 
 TOTAL = re.compile(r"Total spend: \$([0-9.]+) over ([0-9,]+) requests")
 REFUSED = re.compile(r"Refused ([0-9,]+) requests? that could have cost up to \$([0-9.]+)")
@@ -141,10 +149,10 @@ def assert_refusals_match(output: str, ledger: Ledger) -> None:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     db = tmp_path_factory.mktemp("demo") / "demo.db"
     done = subprocess.run(
-        demo_command(db, "--duration", "3"),
+        demo_command(db, "--duration", "3", "--speed", "2"),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     return done, db
@@ -584,3 +592,140 @@ def test_the_routing_chapter_calls_are_drawn_once_for_both_phases() -> None:
     assert not any(item.person.workload.stuck for item in calls)
     heavy = sum(1 for item in calls if item.person.user in HEAVY_USERS)
     assert 0 < heavy < len(calls) // 2  # a few heavy users, many light calls
+
+
+# ---------------------------------------------------------------------------- the story
+
+
+@pytest.mark.slow
+def test_the_budget_chapter_ends_refusing_and_the_summary_says_so(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Dana's chapter is counted, not timed: every run clamps her and then refuses her; her
+    budget's line says it is refusing, never "(ok)" next to refusals."""
+    done, db = run
+    ledger = read_ledger(db)
+    assert ledger.blocks["dana-opus-daily"][0] >= 1, ledger.blocks
+    assert ledger.blocks["loop-detection"][0] >= 1, ledger.blocks
+    line = re.search(r"^  Budget dana-opus-daily \(dana\): .*$", done.stdout, re.MULTILINE)
+    assert line, done.stdout
+    assert "% used (refusing: what is left is less than a request's worst case)" in line[0]
+    assert "heaviest" not in done.stdout
+    assert "on Claude Opus all day in Claude Code" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_printed_commands_work_literally_in_a_fresh_shell(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Each explore command, pasted into a shell whose PATH has no spendgate on it."""
+    done, _ = run
+    start = done.stdout.index("Explore it")
+    commands = [
+        line.strip()
+        for line in done.stdout[start:].splitlines()
+        if line.startswith("  ") and " -c " in line
+    ]
+    assert len(commands) >= 8, done.stdout[start:]
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    one_of_each = {command.split(" -c ")[0]: command for command in commands}  # usage, ...
+    assert len(one_of_each) >= 5, commands
+    for command in one_of_each.values():
+        ran = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0, (command, ran.stderr)
+
+
+def test_the_command_printed_is_the_running_spendgate(tmp_path: Path) -> None:
+    """``spendgate`` only when that name on the PATH is this program; else its full path,
+    or ``python -m spendgate``."""
+    script = tmp_path / "bin" / "spendgate"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n", encoding="utf-8")
+    script.chmod(0o755)
+    path = os.environ["PATH"]
+    try:
+        os.environ["PATH"] = "/usr/bin:/bin"
+        assert this_command(str(script)) == str(script)
+        os.environ["PATH"] = f"{script.parent}:/usr/bin:/bin"
+        assert this_command(str(script)) == "spendgate"
+        assert this_command("spendgate") == "spendgate"
+    finally:
+        os.environ["PATH"] = path
+    assert this_command("/x/spendgate/__main__.py") == f"{sys.executable} -m spendgate"
+
+
+@pytest.mark.slow
+def test_the_live_view_fits_80x24_with_the_refusals_in_sight(
+    run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, db = run
+
+    async def snapshot_of_the_run() -> Any:
+        storage = open_storage(f"sqlite:///{db}")
+        await storage.open()
+        try:
+            return await read_snapshot(storage, SystemClock(), elapsed_s=3, duration_s=3)
+        finally:
+            await storage.close()
+
+    snapshot = asyncio.run(snapshot_of_the_run())
+    assert snapshot.blocks.blocked > 0
+    for width, height, least_users in ((80, 24, 5), (100, 30, 8), (60, 12, 0)):
+        console = Console(file=io.StringIO(), width=width, height=height, force_terminal=True)
+        lines = console.render_lines(render_live(snapshot, "http://127.0.0.1:8700", console))
+        text = ["".join(segment.text for segment in line).rstrip() for line in lines]
+        assert len(text) < height, "\n".join(text)
+        assert any(line.startswith("Refused before the call: ") for line in text), text
+        assert all(len(line) <= width for line in text)
+        users = [line for line in text if re.match(r"^(dana|tomas|mei|raj) ", line)]
+        assert len(users) >= min(least_users, 4), "\n".join(text)
+        if least_users >= 5:
+            assert "Top users" in text
+
+
+@pytest.mark.slow
+def test_the_chapters_happen_on_a_slowed_machine(tmp_path: Path) -> None:
+    """A loaded machine, made on purpose: the event loop that runs the simulator, the
+    gateway and the traffic is blocked 3/4 of the time, and the run lasts 1 s, far less
+    than Dana needs to spend her budget. The story still happens, in the same order and
+    by request counts: clamped, then refused (after the deadline: her session goes on
+    until then), the indexer's burst rate-limited and retried, the stuck agent stopped,
+    and the routing chapter's saving."""
+    db = tmp_path / "demo.db"
+
+    async def slowed() -> DemoResult:
+        done = asyncio.Event()
+
+        async def hog() -> None:
+            while not done.is_set():
+                time.sleep(0.03)  # the loop can do nothing else: a busy machine
+                await asyncio.sleep(0.01)
+
+        hogging = asyncio.create_task(hog())
+        try:
+            options = DemoOptions(duration_s=1, db_path=db, speed=2)
+            return await run_demo(options, Console(file=io.StringIO(), width=120))
+        finally:
+            done.set()
+            await hogging
+
+    result = asyncio.run(slowed())
+    assert not result.interrupted
+    assert result.open_chapters == ()
+    ledger = read_ledger(db)
+    assert result.guards.clamped >= 1  # clamp
+    assert ledger.blocks["dana-opus-daily"][0] >= 1  # refuse
+    assert ledger.blocks["embeddings-per-key:requests/second"][0] >= 1  # rate limit
+    assert ledger.retried >= 1  # ... sat out and served on a retry
+    assert ledger.blocks["loop-detection"][0] >= 1  # loop
+    conn = sqlite3.connect(db)
+    (first_ts,) = conn.execute(
+        "SELECT MIN(ts) FROM ledger WHERE blocked_by = 'dana-opus-daily'"
+    ).fetchone()
+    (started_ts,) = conn.execute("SELECT MIN(ts) FROM ledger").fetchone()
+    conn.close()
+    assert first_ts - started_ts > 1_000  # refused after the deadline: counted, not timed
+    assert result.routing is not None  # routing saving
+    assert result.routing.after.cost_nanos < result.routing.before.cost_nanos

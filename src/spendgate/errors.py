@@ -143,6 +143,11 @@ class RequestTooLarge(GatewayError):
     code = "request_too_large"
 
 
+# How a refusal as over budget begins (its ledger row keeps the message): the budget states
+# (`spendgate.domain.budget_state`) tell it from a refusal while room is held.
+BUDGET_EXHAUSTED = "Budget exhausted for "
+
+
 class BudgetExceeded(GatewayError):
     """A hard budget cannot afford even the smallest version of this request.
 

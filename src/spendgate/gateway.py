@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.config import load_config
@@ -29,6 +29,7 @@ from spendgate.config.build import (
 from spendgate.config.schema import Config
 from spendgate.domain.admission import Thresholds
 from spendgate.domain.breaker import CircuitBreakers
+from spendgate.domain.budget_state import model_prices
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
@@ -44,13 +45,16 @@ from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
+from spendgate.services.loops import LoopService
 from spendgate.services.offload import Offload
 from spendgate.services.outage import OutageAllowance
 from spendgate.storage import Storage
 from spendgate.storage.open import open_storage
 from spendgate.storage.spool import Spool
-from spendgate.upstream.client import UpstreamClient
 from spendgate.upstream.providers import Provider, build_providers
+
+if TYPE_CHECKING:  # imported on first use: a CLI report never needs aiohttp
+    from spendgate.upstream.client import UpstreamClient
 
 log = logging.getLogger("spendgate.reload")
 
@@ -195,11 +199,7 @@ class Gateway:
         stored = snapshot.config.storage  # restart-only, as the storage itself
         self.spool = Spool(stored.spool_path(), self.owner)
         self.outage = OutageAllowance(dollars_to_nanos(str(stored.outage_allowance_usd)))
-        server = snapshot.config.server  # restart-only: the pool's timeouts never reload
-        self.upstream = UpstreamClient(
-            connect_timeout_s=server.upstream_connect_timeout_s,
-            read_timeout_s=server.upstream_timeout_s,
-        )
+        self._upstream: UpstreamClient | None = None  # made on first use (`upstream`)
         self._reloading = asyncio.Lock()
         # One future per request answered before its ledger row was written, resolved once
         # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
@@ -207,6 +207,21 @@ class Gateway:
 
     def __repr__(self) -> str:
         return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        """The pool of upstream connections. Made on first use, so a gateway built for a
+        CLI report never imports the HTTP client (aiohttp): docs/benchmarks.md, CLI start.
+        Its timeouts are the config's at start: they never reload."""
+        if self._upstream is None:
+            from spendgate.upstream.client import UpstreamClient
+
+            server = self.snapshot.config.server
+            self._upstream = UpstreamClient(
+                connect_timeout_s=server.upstream_connect_timeout_s,
+                read_timeout_s=server.upstream_timeout_s,
+            )
+        return self._upstream
 
     # What the snapshot in force holds (for operator surfaces and tests; a request reads
     # `snapshot` once instead).
@@ -267,7 +282,8 @@ class Gateway:
         """Close upstream connections, then flush and close storage (once every request
         answered has its row)."""
         await self.settled()
-        await self.upstream.close()
+        if self._upstream is not None:
+            await self._upstream.close()
         if self.lease_keeper is not None:
             await self.lease_keeper.stop()
             self.lease_keeper = None
@@ -287,7 +303,17 @@ class Gateway:
 
     @property
     def budget_service(self) -> BudgetService:
-        return BudgetService(self.storage, self.budgets, self.clock)
+        return BudgetService(
+            self.storage,
+            self.budgets,
+            self.clock,
+            models=model_prices(self.models),
+            min_output=self.config.budget_settings.min_output_tokens,
+        )
+
+    @property
+    def loop_service(self) -> LoopService:
+        return LoopService(self.storage, self.budgets, self.clock)
 
     @property
     def lease(self) -> timedelta:
@@ -350,7 +376,8 @@ class Gateway:
         )
         old_keeper = self.lease_keeper
         keeper = old_keeper
-        if self.upstream.started and (old_keeper is not None or built.budgets):
+        started = self._upstream is not None and self._upstream.started
+        if started and (old_keeper is not None or built.budgets):
             keeper = self._keeper(built)
         # The swap: no await from here to the end of the block.
         self.snapshot = built

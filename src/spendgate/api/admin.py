@@ -16,6 +16,9 @@ GET  /admin/savings              what routing saved, by team or service, and wha
                                  would save (?group_by=team|service&period=month&format=json|csv)
 GET  /admin/budgets              budgets and rate limits, with their current use
 PUT  /admin/budgets/{name}/limit, DELETE /admin/budgets/{name}/limit, POST .../reset
+GET  /admin/loops                detected loops blocked now (?all=true: also those whose
+                                 block ended but whose strikes are remembered)
+POST /admin/loops/{loop_id}/release   unblock a loop now and forget its strikes
 """
 
 from __future__ import annotations
@@ -237,6 +240,18 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
     return _json(report.to_json())
 
 
+async def _list_loops(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    ended = request.query.get("all", "false").lower() in {"1", "true", "yes"}
+    blocks = await gateway.loop_service.blocks(ended=ended)
+    now = gateway.clock.now()
+    return _json({"data": [block.to_json(now) for block in blocks]})
+
+
+async def _release_loop(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    block = await gateway.loop_service.release(request.match_info["loop_id"])
+    return _json({**block.to_json(gateway.clock.now()), "released": True})
+
+
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router = app.router
     router.add_post("/admin/keys", _guard(gateway_key, _create_key))
@@ -252,3 +267,5 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit))
     router.add_delete("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit))
     router.add_post("/admin/budgets/{name}/reset", _guard(gateway_key, budgets.reset))
+    router.add_get("/admin/loops", _guard(gateway_key, _list_loops))
+    router.add_post("/admin/loops/{loop_id}/release", _guard(gateway_key, _release_loop))

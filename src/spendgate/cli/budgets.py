@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage
-from spendgate.services.budgets import BudgetView
+from spendgate.cli.common import config_option, gateway_for, run_with_storage, table
 from spendgate.text import escape
+
+if TYPE_CHECKING:
+    from spendgate.services.budgets import BudgetView
 
 
 @click.group(invoke_without_command=True)
@@ -29,27 +32,36 @@ def budgets(ctx: click.Context, config_path: str | None, name: str | None, as_js
     click.echo(render_table(views))
 
 
+HEADER = ("BUDGET", "MEMBER", "PERIOD", "SPENT", "RESERVED", "LIMIT", "USED", "STATE", "OVER")
+
+
 def render_table(views: list[BudgetView]) -> str:
+    """One line per budget member; budget and member in full (`spendgate.cli.common.table`)
+    so either pastes into ``set-limit`` or ``reset --member``."""
     if not views:
         return "no budget has a counter yet (budgets with match '*' appear once used)"
-    lines = [
-        f"{'BUDGET':<20} {'MEMBER':<16} {'PERIOD':<12} {'SPENT':>14} {'RESERVED':>12} "
-        f"{'LIMIT':>14} {'USED':>6}  {'STATE':<9} {'OVER':>4} RESETS"
-    ]
+    rows = []
     for view in views:
         data = view.to_json()
         shown = data["display"]
         assert isinstance(shown, dict)
         resets = data["resets_at"] or "never"
         override = " (override)" if view.override else ""
-        period = escape(str(view.budget.period))[:12]
-        lines.append(
-            f"{escape(view.budget.name)[:20]:<20} {escape(view.member)[:16]:<16} {period:<12} "
-            f"{shown['spent']:>14} {shown['reserved']:>12} {shown['limit']:>14} "
-            f"{view.state.used_bp / 100:>5.1f}%  {view.condition:<9} {view.overruns:>4} "
-            f"{resets}{override}"
+        rows.append(
+            (
+                escape(view.budget.name),
+                escape(view.member),
+                escape(str(view.budget.period)),
+                str(shown["spent"]),
+                str(shown["reserved"]),
+                str(shown["limit"]),
+                f"{view.state.used_bp / 100:.1f}%",
+                view.condition,
+                str(view.overruns),
+                f"{resets}{override}",
+            )
         )
-    return "\n".join(lines)
+    return table((*HEADER, "RESETS"), rows, right={3, 4, 5, 6, 8})
 
 
 @budgets.command("set-limit")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
 import click
 
 from spendgate.cli.common import config_option, failure, load
+from spendgate.config import Config
+from spendgate.config.checks import KeyLabels, reference_warnings
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
+from spendgate.storage.open import open_storage
 from spendgate.text import escape, plural
 
 
@@ -25,8 +32,14 @@ def check_config(config_path: str | None) -> None:
         )
     except SpendgateError as exc:
         raise failure(str(exc)) from None
+    database = _database(config)
+    # Like an unset secret, a folder `serve` could not write is this machine's state, not
+    # the file's: a warning (exit 0), so a config checked elsewhere (CI) still passes.
+    storage_problem = _storage_problem(database) if database is not None else None
+    labels, unchecked = _key_labels(config, database)
     prices, table = parts.prices, parts.models
-    problems = []
+    problems = [f"storage.url: {storage_problem}"] if storage_problem else []
+    problems += reference_warnings(config, labels, unchecked)
     for name in table.names():
         route = table.get(name)
         if route is not None and route.price is None:
@@ -52,3 +65,60 @@ def check_config(config_path: str | None) -> None:
         click.echo(f"routing: {len(rules)} rules ({kinds}; {shadow} in shadow)")
     for problem in problems:
         click.echo(f"warning: {escape(problem)}", err=True)
+
+
+def _database(config: Config) -> Path | None:
+    """The SQLite file ``serve`` will write (the loader made a relative path absolute)."""
+    rest = config.storage.url.removeprefix("sqlite:///")
+    if rest == config.storage.url or rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def _storage_problem(database: Path) -> str | None:
+    """What ``serve`` would refuse about the database's place: a missing or unwritable
+    folder, an unwritable file."""
+    folder = database.parent
+    if not folder.is_dir():
+        return (
+            f"the folder {folder} does not exist here, so `spendgate serve` would refuse to "
+            f"start: create it (mkdir -p {folder}) or change storage.url"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"the folder {folder} is not writable by this user, and spendgate writes the "
+            "database's -wal and -shm files beside it, so `spendgate serve` would refuse to "
+            "start: make it writable or change storage.url"
+        )
+    if database.exists() and not os.access(database, os.R_OK | os.W_OK):
+        return (
+            f"{database} is not writable by this user, so `spendgate serve` would refuse to "
+            "start: make it writable or change storage.url"
+        )
+    return None
+
+
+def _key_labels(config: Config, database: Path | None) -> tuple[KeyLabels | None, str]:
+    """What the active keys carry, when the database exists; else None and why not."""
+    if database is None or not database.exists():
+        return None, f"the database {database or config.storage.url} does not exist yet"
+
+    async def read() -> KeyLabels:
+        storage = open_storage(config.storage.url)
+        await storage.open()
+        try:
+            keys = await storage.list_keys()
+        finally:
+            await storage.close()
+        return KeyLabels(
+            users=frozenset(k.user for k in keys if k.user),
+            services=frozenset(k.service for k in keys if k.service),
+            teams=frozenset(k.team for k in keys if k.team),
+            tags=frozenset(tag for k in keys for tag in k.tags),
+            keys=frozenset(k.id for k in keys),
+        )
+
+    try:
+        return asyncio.run(read()), ""
+    except SpendgateError as exc:
+        return None, f"the database could not be read ({exc})"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from spendgate.config import Config, load_config
 from spendgate.errors import ConfigError, GatewayError, SpendgateError
-from spendgate.gateway import Gateway, build_gateway
 from spendgate.settings import CONFIG_ENV, Settings
 from spendgate.text import escape
+
+if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI start)
+    from spendgate.config import Config
+    from spendgate.gateway import Gateway
 
 T = TypeVar("T")
 
@@ -34,6 +35,8 @@ def failure(message: str) -> click.ClickException:
 
 
 def load(config_path: str | None) -> tuple[Config, Path, Settings]:
+    from spendgate.config import load_config
+
     settings = Settings.from_environment()
     path = settings.config_path(config_path)
     try:
@@ -55,6 +58,8 @@ def _no_config(path: Path, settings: Settings) -> str:
 
 
 def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
+    from spendgate.gateway import build_gateway
+
     config, path, settings = load(config_path)
     try:
         return build_gateway(
@@ -69,6 +74,8 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
 
 
 def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    import asyncio
+
     async def main() -> T:
         await gateway.storage.open()
         try:
@@ -82,3 +89,26 @@ def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]
         raise failure(exc.message) from None
     except SpendgateError as exc:
         raise failure(str(exc)) from None
+
+
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = ()
+) -> str:
+    """A plain-text table whose every column is as wide as its widest cell, so no cell is
+    ever cut: a budget, limit, member or key id reads in full, to be pasted back into the
+    command that takes it. Columns are two spaces apart; those in ``right`` (by index) are
+    right-aligned; the last is not padded. Cells must already be escaped for a terminal."""
+    body = [list(row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    last = len(header) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            if index in right:
+                out.append(cell.rjust(width))
+            else:
+                out.append(cell if index == last else cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    return "\n".join(line(cells) for cells in [list(header), *body])

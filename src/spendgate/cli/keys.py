@@ -8,7 +8,7 @@ import click
 import orjson
 
 from spendgate.api.serialize import key_json
-from spendgate.cli.common import config_option, failure, gateway_for, run_with_storage
+from spendgate.cli.common import config_option, failure, gateway_for, run_with_storage, table
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.key_limits import DEFAULT_PERIOD, KeyLimits
 from spendgate.services.keys import KeySpec, KeyUpdate
@@ -105,16 +105,20 @@ def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> 
     if not found:
         click.echo("no keys")
         return
-    click.echo(
-        f"{'ID':<22} {'NAME':<20} {'TEAM':<12} {'SERVICE':<14} {'USER':<12} {'STATE':<8} LIMITS"
-    )
-    for key in found:
-        state = key.state(now)
-        click.echo(
-            f"{key.id:<22} {escape(key.name)[:20]:<20} {escape(key.team or '-')[:12]:<12} "
-            f"{escape(key.service or '-')[:14]:<14} {escape(key.user or '-')[:12]:<12} "
-            f"{state:<8} {escape(KeyLimits.of(key).describe())}"
+    # every cell in full: a team, service or user pastes into `budgets reset --member`
+    rows = [
+        (
+            key.id,
+            escape(key.name),
+            escape(key.team or "-"),
+            escape(key.service or "-"),
+            escape(key.user or "-"),
+            key.state(now),
+            escape(KeyLimits.of(key).describe()),
         )
+        for key in found
+    ]
+    click.echo(table(("ID", "NAME", "TEAM", "SERVICE", "USER", "STATE", "LIMITS"), rows))
 
 
 @keys.command("show")

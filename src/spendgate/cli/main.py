@@ -1,20 +1,111 @@
-"""The ``spendgate`` command line."""
+"""The ``spendgate`` command line.
+
+It starts fast (docs/benchmarks.md, "CLI start"): every command but ``serve`` lives in a
+module of its own, imported only when that command runs (`LazyGroup`), and ``--help``
+lists them from the summaries below without importing any. Nothing here imports the
+server, aiohttp, pydantic or the tokenizer; ``tests/e2e/test_cli_start.py`` guards it.
+"""
 
 from __future__ import annotations
+
+import errno
+import importlib
 
 import click
 
 from spendgate import __version__
-from spendgate.cli.budgets import budgets
-from spendgate.cli.check import check_config
 from spendgate.cli.common import config_option, failure, gateway_for
-from spendgate.cli.init import init
-from spendgate.cli.keys import keys
 from spendgate.errors import StorageError
 from spendgate.logs import configure
 
+# name: (module, attribute, the first line of its docstring: what `spendgate --help` shows)
+LAZY: dict[str, tuple[str, str, str]] = {
+    "blocks": (
+        "spendgate.cli.usage",
+        "blocks",
+        "What budgets, limits, loop detection and breakers refused, and what it saved.",
+    ),
+    "budgets": (
+        "spendgate.cli.budgets",
+        "budgets",
+        "Show budgets: spent, reserved, remaining and next reset (the default action).",
+    ),
+    "check-config": (
+        "spendgate.cli.check",
+        "check_config",
+        "Validate the config file: schema, references, prices and provider secrets.",
+    ),
+    "demo": (
+        "spendgate.cli.demo",
+        "demo",
+        "Run the whole product offline: simulated provider, gateway on SQLite, traffic.",
+    ),
+    "init": (
+        "spendgate.cli.init",
+        "init",
+        "Write a commented starter config for the provider keys set in the environment.",
+    ),
+    "keys": (
+        "spendgate.cli.keys",
+        "keys",
+        "Manage virtual keys (stored hashed; a secret is shown only once).",
+    ),
+    "loops": (
+        "spendgate.cli.loops",
+        "loops",
+        "Show detected loops: key, model, strikes and until when each is blocked (the "
+        "default action).",
+    ),
+    "savings": (
+        "spendgate.cli.savings",
+        "savings",
+        "What routing saved against serving every request the model it asked for: in price, "
+        "and in spend where budgets bind.",
+    ),
+    "usage": (
+        "spendgate.cli.usage",
+        "usage",
+        "Spend grouped by team, service, user, key, model, org or provider.",
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands in `LAZY` are imported when one of them is run (or asked
+    for its own ``--help``), not to list them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attribute, _summary = LAZY[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if not loaded.hidden:
+                    rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                # click shortens a summary as it would the command's own docstring
+                summary = click.Command(name, help=LAZY[name][2])
+                rows.append((name, summary.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spendgate")
 def cli() -> None:
     """spendgate: an LLM gateway that caps AI token spend before the expensive call."""
@@ -23,47 +114,52 @@ def cli() -> None:
 @cli.command()
 @config_option
 @click.option("--host", default=None, help="Bind address (default: server.host).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port, 1-65535 (0: any free port; default: server.port).",
+)
 def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     """Run the gateway until SIGTERM/SIGINT (then drain, flush and exit)."""
     from spendgate.server import run
 
     gateway = gateway_for(config_path, need_providers=True)
     configure(gateway.config.server.log_level)
+    bind_host = host or gateway.config.server.host
+    bind_port = gateway.config.server.port if port is None else port
     try:
-        run(
-            gateway,
-            host or gateway.config.server.host,
-            gateway.config.server.port if port is None else port,
-        )
+        run(gateway, bind_host, bind_port)
     except StorageError as exc:  # at start: a database it cannot open or write
         raise failure(
             f"cannot start: {exc}. spendgate writes its database, and the -wal and -shm "
-            "files beside it: check that the file and its folder are writable "
+            "files beside it: check that the file and its folder exist and are writable "
             f"(storage.url: {gateway.config.storage.url})."
         ) from None
+    except OSError as exc:  # at start: the address cannot be bound
+        raise failure(_cannot_listen(exc, bind_host, bind_port)) from None
 
 
-cli.add_command(check_config)
-cli.add_command(keys)
-cli.add_command(budgets)
-cli.add_command(init)
-
-
-def _register_optional() -> None:
-    # usage, savings and demo live in their own modules; imported here so `spendgate --help`
-    # lists them.
-    from spendgate.cli.demo import demo
-    from spendgate.cli.savings import savings
-    from spendgate.cli.usage import blocks, usage
-
-    cli.add_command(usage)
-    cli.add_command(blocks)
-    cli.add_command(savings)
-    cli.add_command(demo)
-
-
-_register_optional()
+def _cannot_listen(exc: OSError, host: str, port: int) -> str:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot start: {where} is already in use (another spendgate, or another "
+            "program, listens there): stop it, or choose another port with --port or "
+            "server.port."
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot start: no permission to listen on {where} (ports below 1024 need "
+            "privileges): choose a port of 1024 or more with --port or server.port."
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot start: {host} is not an address of this machine: choose one with "
+            "--host or server.host (127.0.0.1 for this machine only, 0.0.0.0 for all)."
+        )
+    reason = exc.strerror or str(exc)
+    return f"cannot start: cannot listen on {where}: {reason}; check --host and --port."
 
 
 def main() -> None:

@@ -34,28 +34,35 @@ def _headline(report: UsageReport) -> str:
 
 
 def render_table(report: UsageReport) -> str:
+    # every name in full (it pastes into `--name`, `reset --member`...): the column is as
+    # wide as the widest
+    labels = [escape(ranked.usage.group or "(none)") for ranked in report.top.top]
+    extra = [f"(other {report.top.rest_groups})"] if report.top.rest_groups else []
+    if report.callers is not None and report.callers.services is not None:
+        extra.append(f"(services: {report.callers.service_keys} key(s))")
+    wide = max([28, *(len(label) for label in labels + extra)])
     lines = [
         _headline(report),
-        f"{'#':>3} {report.group_by.value.upper():<28} {'REQUESTS':>9} {'INPUT':>11} "
+        f"{'#':>3} {report.group_by.value.upper():<{wide}} {'REQUESTS':>9} {'INPUT':>11} "
         f"{'OUTPUT':>10} {'COST $':>14} {'SHARE':>8} {'BLOCKED':>8}",
     ]
-    for ranked in report.top.top:
+    for ranked, label in zip(report.top.top, labels, strict=True):
         g = ranked.usage
         lines.append(
-            f"{ranked.rank:>3} {escape(g.group or '(none)')[:28]:<28} {g.requests:>9} "
+            f"{ranked.rank:>3} {label:<{wide}} {g.requests:>9} "
             f"{g.input_tokens:>11} {g.output_tokens:>10} {dollars(g.cost_nanos):>14} "
             f"{format_bp(ranked.share_bp):>8} {g.blocked:>8}"
         )
     if report.top.rest_groups:
         rest = report.top.rest
         lines.append(
-            f"{'':>3} {f'(other {report.top.rest_groups})':<28} {rest.requests:>9} "
+            f"{'':>3} {f'(other {report.top.rest_groups})':<{wide}} {rest.requests:>9} "
             f"{rest.input_tokens:>11} {rest.output_tokens:>10} {dollars(rest.cost_nanos):>14} "
             f"{format_bp(report.top.rest_share_bp):>8} {rest.blocked:>8}"
         )
     callers = report.callers
     if callers is not None:
-        return "\n".join(lines + _callers_lines(report, callers))
+        return "\n".join(lines + _callers_lines(report, callers, wide))
     if report.top.top:
         shown = len(report.top.top)
         lines.append(
@@ -65,7 +72,7 @@ def render_table(report: UsageReport) -> str:
     return "\n".join(lines)
 
 
-def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
+def _callers_lines(report: UsageReport, callers: Callers, wide: int) -> list[str]:
     """``--by user``: the services line apart from the users' ranking, and the top N's
     share of the users' spend and of every caller's."""
     lines = []
@@ -73,7 +80,7 @@ def _callers_lines(report: UsageReport, callers: Callers) -> list[str]:
     if services is not None:
         label = f"(services: {callers.service_keys} key(s))"
         lines.append(
-            f"{'':>3} {label:<28} {services.requests:>9} {services.input_tokens:>11} "
+            f"{'':>3} {label:<{wide}} {services.requests:>9} {services.input_tokens:>11} "
             f"{services.output_tokens:>10} {dollars(services.cost_nanos):>14} "
             f"{format_bp(callers.services_share_bp):>8} {services.blocked:>8}"
         )
@@ -144,14 +151,16 @@ def render_blocks(report: dict[str, object]) -> str:
     ]
     if report["overruns"]:
         lines.append(f"{report['overruns']} request(s) charged more than they had reserved")
+    # the name in full: it pastes into `spendgate budgets set-limit`
+    wide = max([32, *(len(escape(str(row["name"]))) for row in rows)])
     lines.append(
-        f"{'BY':<32} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
+        f"{'BY':<{wide}} {'BLOCKED':>8} {'REQUESTS':>8} {'RETRYABLE':>9} {'ESTIMATE $':>14} "
         f"{'WORST CASE $':>14} {'SHADOW HITS':>12} {'SHADOW $':>14} {'OVERRUNS':>8} "
         f"{'OVERRUN $':>14}"
     )
     for row in rows:
         lines.append(
-            f"{escape(str(row['name'])):<32} {row['blocked']:>8} {row['requests']:>8} "
+            f"{escape(str(row['name'])):<{wide}} {row['blocked']:>8} {row['requests']:>8} "
             f"{row['retryable']:>9} {row['estimate_usd']:>14} "
             f"{row['blocked_would_cost_usd']:>14} {row['shadow_hits']:>12} "
             f"{row['shadow_cost_usd']:>14} {row['overruns']:>8} {row['overrun_cost_usd']:>14}"

@@ -4,6 +4,7 @@ other (so the config layer depends on the domain, never the reverse)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from spendgate.config.schema import (
@@ -13,6 +14,7 @@ from spendgate.config.schema import (
     PremiumConfig,
     RequestCapConfig,
     RouteRuleConfig,
+    RunawayConfig,
 )
 from spendgate.domain.budgets import (
     BASIS_POINTS,
@@ -26,6 +28,7 @@ from spendgate.domain.budgets import (
     loop_detector,
 )
 from spendgate.domain.key_limits import KeyBudgetCache
+from spendgate.domain.loops import LoopPolicy
 from spendgate.domain.models import Deployment, ModelRoute, ModelTable, dialect_of_provider
 from spendgate.domain.periods import Calendar, Period
 from spendgate.domain.pricing import PriceBook
@@ -104,6 +107,7 @@ def limits_from_config(spec: LimitConfig) -> list[Budget]:
 
 def build_budget_book(config: Config) -> BudgetBook:
     settings = config.budget_settings
+    runaway = config.runaway
     by_name = {spec.name: spec for spec in config.budgets}
     budgets = [build_budget(spec, by_name.get(spec.share_of or "")) for spec in config.budgets]
     for spec in config.limits:
@@ -112,8 +116,27 @@ def build_budget_book(config: Config) -> BudgetBook:
         budgets,
         [build_request_cap(spec) for spec in config.request_caps],
         Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
-        loop_detector(config.runaway.loop_max_repeats, config.runaway.loop_window_s),
+        loop_detector(runaway.loop_max_repeats, runaway.loop_window_s),
+        loop_policy(runaway),
         per_key=KeyBudgetCache(),
+    )
+
+
+LOOP_COOLDOWN_MAX_S = 3600.0  # the longest loop block unless configured (or the first)
+
+
+def loop_policy(runaway: RunawayConfig) -> LoopPolicy | None:
+    """How long a detected loop stays blocked; None with loop detection off."""
+    if runaway.loop_max_repeats <= 0:
+        return None
+    first = runaway.loop_cooldown_s or runaway.loop_window_s
+    longest = runaway.loop_cooldown_max_s or max(LOOP_COOLDOWN_MAX_S, first)
+    forget = longest if runaway.loop_forget_s is None else runaway.loop_forget_s
+    return LoopPolicy(
+        cooldown=timedelta(seconds=first),
+        cooldown_max=timedelta(seconds=longest),
+        forget_after=timedelta(seconds=forget),
+        escalate_after=runaway.loop_escalate_after,
     )
 
 

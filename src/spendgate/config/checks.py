@@ -1,4 +1,6 @@
-"""Cross-reference checks on a whole config: routing rules, fallbacks and budget shares.
+"""Cross-reference checks on a whole config: routing rules, fallbacks and budget shares
+(errors), and what ``spendgate check-config`` warns about: budgets, limits, caps and rules
+whose ``match`` or ``models`` names nothing declared (`reference_warnings`).
 
 Each message starts with the key path (``routing.rules[2]: ...``) so the loader can report
 it as that key of that file, and names the rule it is about.
@@ -6,9 +8,11 @@ it as that key of that file, and names the rule it is about.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
+from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.routing import RouteKind
 
 if TYPE_CHECKING:
@@ -146,3 +150,118 @@ def _same_dialect(config: Config, where: str, model: str, other: str, label: str
             f"{where}: {label} would send {model!r} ({config.dialect_of(model)} API) to "
             f"{other!r} ({config.dialect_of(other)} API); routing stays within one API dialect"
         )
+
+
+# ---------------------------------------------------------------------------- references
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLabels:
+    """What the keys in storage carry: the members a user, service, tag or key scope can
+    match (teams are declared under ``orgs``; without orgs, keys carry any team)."""
+
+    users: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    teams: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    keys: frozenset[str] = frozenset()  # key ids
+
+
+_ON_KEYS = {
+    BudgetScope.USER: "user",
+    BudgetScope.SERVICE: "service",
+    BudgetScope.TAG: "tag",
+    BudgetScope.KEY: "key id",
+}
+
+
+def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str = "") -> list[str]:
+    """Budgets, limits, request caps and routing rules that can never apply: a ``match``
+    naming no declared org, team or model (nor, with ``labels``, any key's user, service,
+    tag or id), or a ``models`` glob matching no declared model. ``labels`` None: the keys
+    could not be read, and ``unchecked`` says why (once, with what was not checked)."""
+    warnings: list[str] = []
+    skipped: list[str] = []
+    entries: list[tuple[str, str, BudgetScope | None, str, list[str]]] = [
+        *(
+            (f"budgets[{i}]", f"budget {b.name!r}", b.scope, b.match, b.models)
+            for i, b in enumerate(config.budgets)
+        ),
+        *(
+            (f"limits[{i}]", f"limit {lim.name!r}", lim.scope, lim.match, lim.models)
+            for i, lim in enumerate(config.limits)
+        ),
+        *(
+            (f"request_caps[{i}]", "request cap", cap.scope, cap.match, cap.models)
+            for i, cap in enumerate(config.request_caps)
+        ),
+        *(
+            (f"routing.rules[{i}]", f"rule {r.name!r}", r.scope, r.match, r.models)
+            for i, r in enumerate(config.routing.rules)
+        ),
+    ]
+    for where, label, scope, match, models in entries:
+        for pattern in models:
+            if not _matching(config, [pattern]):
+                known = ", ".join(sorted(config.models)) or "none"
+                warnings.append(
+                    f"{where}: {label}: models pattern {pattern!r} matches no declared model "
+                    f"(declared: {known}), so it never applies to any"
+                )
+        if scope is None or match == "*":
+            continue
+        problem = _unknown_member(config, scope, match, labels)
+        if problem is not None:
+            warnings.append(f"{where}: {label} matches {scope.value} {match!r}, {problem}")
+        elif labels is None and (scope in _ON_KEYS or _teams_on_keys(config, scope)):
+            skipped.append(f"{where} ({scope.value} {match!r})")
+    if skipped and unchecked:
+        warnings.append(
+            f"not checked: {', '.join(skipped)}: these labels exist only on keys, and {unchecked}"
+        )
+    return warnings
+
+
+def _teams_on_keys(config: Config, scope: BudgetScope) -> bool:
+    return scope is BudgetScope.TEAM and not config.all_teams()
+
+
+def _unknown_member(
+    config: Config, scope: BudgetScope, match: str, labels: KeyLabels | None
+) -> str | None:
+    """Why ``match`` names nobody in ``scope``; None when it may."""
+    if scope is BudgetScope.ORG:
+        if match in config.orgs:
+            return None
+        declared = ", ".join(sorted(config.orgs)) or "none"
+        return f"which is not declared under orgs (declared: {declared}), so it never applies"
+    if scope is BudgetScope.MODEL:
+        aliases = {rule.alias for rule in config.routing.rules if rule.alias}
+        if match in config.models or match in aliases:
+            return None
+        known = ", ".join(sorted(config.models)) or "none"
+        return f"which is not a declared model (declared: {known}), so it never applies"
+    if scope is BudgetScope.TEAM and config.all_teams():
+        if match in config.all_teams():
+            return None
+        declared = ", ".join(sorted(config.all_teams()))
+        return (
+            f"which is not a team declared under orgs (declared: {declared}); keys can only "
+            "carry declared teams, so it never applies"
+        )
+    if labels is None or scope is BudgetScope.SESSION:
+        return None
+    carried = {
+        BudgetScope.TEAM: labels.teams,
+        BudgetScope.USER: labels.users,
+        BudgetScope.SERVICE: labels.services,
+        BudgetScope.TAG: labels.tags,
+        BudgetScope.KEY: labels.keys,
+    }[scope]
+    if match in carried:
+        return None
+    what = _ON_KEYS.get(scope, scope.value)
+    return (
+        f"but no active key in the database carries that {what} (it applies once a key "
+        "does; `spendgate keys list` shows them)"
+    )

@@ -95,6 +95,32 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise _first_problem(exc, source) from None
 
 
+def _refuse_duplicate_keys(source: str, node: yaml.Node | None, where: str = "") -> None:
+    """A key given twice in one mapping is an error: YAML would keep the last one silently
+    (a second ``gpt-4o:`` would move the model to another provider)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None or key_node.tag == "tag:yaml.org,2002:merge":
+                _refuse_duplicate_keys(source, value_node, where)
+                continue
+            path = f"{where}.{escape(key)}" if where else escape(key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    source,
+                    path,
+                    f"duplicate key at line {line} (first at line {seen[key]}); YAML would "
+                    "silently keep the last one: remove or rename one of them",
+                )
+            seen[key] = line
+            _refuse_duplicate_keys(source, value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(source, item, f"{where}[{index}]")
+
+
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
@@ -102,6 +128,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
     try:
+        _refuse_duplicate_keys(source, yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

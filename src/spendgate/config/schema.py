@@ -86,6 +86,13 @@ class StorageConfig(Strict):
     def _scheme(cls, value: str) -> str:
         if not value.startswith("sqlite://"):
             raise ValueError("only sqlite:///PATH (or sqlite://:memory:) is supported so far")
+        rest = value.removeprefix("sqlite://")
+        if rest and rest != ":memory:" and (not rest.startswith("/") or "?" in rest):
+            raise ValueError(
+                f"{value!r} names no file: a SQLite URL takes three slashes before a path "
+                "relative to the config file (sqlite:///spendgate.db) and four before an "
+                "absolute one (sqlite:////var/lib/spendgate/spendgate.db), and no query"
+            )
         return value
 
 
@@ -439,11 +446,28 @@ class RunawayConfig(Strict):
 
     loop_max_repeats: Annotated[int, Field(ge=0)] = 0  # 0: loop detection off
     loop_window_s: Annotated[float, Field(gt=0)] = 60.0
+    # A detected loop's first block (None: loop_window_s), doubling per repeat detection up
+    # to the max (None: 3600, or the first if longer); strikes forgotten after
+    # loop_forget_s quiet (None: the max).
+    loop_cooldown_s: Annotated[float | None, Field(gt=0)] = None
+    loop_cooldown_max_s: Annotated[float | None, Field(gt=0)] = None
+    loop_forget_s: Annotated[float | None, Field(ge=0)] = None
+    loop_escalate_after: Annotated[int, Field(ge=0)] = 0  # loops that block their key (0: off)
     breaker_failures: Annotated[int, Field(ge=0)] = 0  # 0: circuit breaker off
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     session_headers: list[str] = Field(
         default_factory=lambda: ["x-spendgate-session", "x-claude-code-session-id", "session-id"]
     )
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> RunawayConfig:
+        first = self.loop_cooldown_s or self.loop_window_s
+        if self.loop_cooldown_max_s is not None and self.loop_cooldown_max_s < first:
+            raise ValueError(
+                f"loop_cooldown_max_s ({self.loop_cooldown_max_s:g}) is shorter than the first "
+                f"cool-down ({first:g} s: loop_cooldown_s, else loop_window_s)"
+            )
+        return self
 
 
 class RouteRuleConfig(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from rich import box
 from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -20,41 +21,37 @@ from spendgate.demo.guards import Guards, live_line, summary_lines
 from spendgate.demo.traffic import TrafficStats
 from spendgate.demo.view import Snapshot
 from spendgate.domain.budgets import BudgetBook
-from spendgate.domain.reports import format_bp
+from spendgate.domain.reports import TopSpenders, format_bp, top_spenders
 from spendgate.money import format_dollars
 from spendgate.services.reports import UsageReport
 from spendgate.text import escape
 
 SERVICE_KEYS = "(service keys)"  # the user group of keys that have no user
+LIVE_MIN_ROWS = 2  # the live view shows at least this many users and teams, else no tables
+LIVE_MAX_ROWS = 9  # ... and at most this many (the top 8 and the rest), as the summary
 
 
 def money(amount_nanos: int, places: int = 4) -> str:
     return format_dollars(amount_nanos, places)
 
 
-def _spend_table(report: UsageReport, title: str, label: str) -> Table:
-    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+def _spend_table(
+    report: UsageReport, title: str, label: str, rows: int | None = None, compact: bool = False
+) -> Table:
+    """The report's top groups (``rows`` of them, when given: the rest summed in one line)."""
+    top = report.top if rows is None else _top(report, rows)
+    table = Table(
+        title=title,
+        title_justify="left",
+        expand=False,
+        pad_edge=False,
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        show_edge=not compact,
+    )
     table.add_column(label, no_wrap=True)
     for name in ("requests", "tokens", "spend", "share"):
         table.add_column(name, justify="right")
-    for ranked in report.top.top:
-        group = ranked.usage
-        table.add_row(
-            Text(escape(group.group or SERVICE_KEYS)),
-            f"{group.requests:,}",
-            f"{group.input_tokens + group.output_tokens:,}",
-            money(group.cost_nanos),
-            format_bp(ranked.share_bp),
-        )
-    if report.top.rest_groups:
-        rest = report.top.rest
-        table.add_row(
-            Text(f"({report.top.rest_groups} more)", style="dim"),
-            f"{rest.requests:,}",
-            f"{rest.input_tokens + rest.output_tokens:,}",
-            money(rest.cost_nanos),
-            format_bp(report.top.rest_share_bp),
-        )
+    _add_rows(table, top)
     callers = report.callers
     if callers is not None and callers.services is not None:  # by user: services apart
         services = callers.services
@@ -66,6 +63,34 @@ def _spend_table(report: UsageReport, title: str, label: str) -> Table:
             format_bp(callers.services_share_bp),
         )
     return table
+
+
+def _top(report: UsageReport, rows: int) -> TopSpenders:
+    """The top ``rows - 1`` and the rest in one line, or all when they fit in ``rows``."""
+    if len(report.groups) <= rows:
+        return top_spenders(report.groups, rows)
+    return top_spenders(report.groups, max(0, rows - 1))
+
+
+def _add_rows(table: Table, top: TopSpenders) -> None:
+    for ranked in top.top:
+        group = ranked.usage
+        table.add_row(
+            Text(escape(group.group or SERVICE_KEYS)),
+            f"{group.requests:,}",
+            f"{group.input_tokens + group.output_tokens:,}",
+            money(group.cost_nanos),
+            format_bp(ranked.share_bp),
+        )
+    if top.rest_groups:
+        rest = top.rest
+        table.add_row(
+            Text(f"({top.rest_groups} more)", style="dim"),
+            f"{rest.requests:,}",
+            f"{rest.input_tokens + rest.output_tokens:,}",
+            money(rest.cost_nanos),
+            format_bp(top.rest_share_bp),
+        )
 
 
 def _headline(snapshot: Snapshot) -> Text:
@@ -87,25 +112,39 @@ def _pareto_line(snapshot: Snapshot) -> Text:
     )
 
 
-def _tables(snapshot: Snapshot) -> Columns:
+def _tables(snapshot: Snapshot, rows: int | None = None, compact: bool = False) -> Columns:
     """Side by side when the console is wide enough, else one above the other."""
     return Columns(
         [
-            _spend_table(snapshot.by_team, "Spend by team", "team"),
-            _spend_table(snapshot.by_user, "Top users", "user"),
+            _spend_table(snapshot.by_team, "Spend by team", "team", rows, compact),
+            _spend_table(snapshot.by_user, "Top users", "user", rows, compact),
         ],
         padding=(0, 3),
     )
 
 
-def render_live(snapshot: Snapshot, gateway_url: str) -> RenderableType:
+def render_live(
+    snapshot: Snapshot, gateway_url: str, console: Console | None = None
+) -> RenderableType:
+    """The live view; with ``console``, cut to fit its height: what was refused comes
+    right under the headline, and the tables show as many rows as the screen has room
+    for (none, if not even two fit)."""
     title = Text.assemble(
         ("spendgate demo", "bold"),
         f"  gateway {gateway_url}  {snapshot.elapsed_s:5.1f}s / {snapshot.duration_s:g}s  ",
         (snapshot.phase, "cyan"),
     )
     guards = Text(live_line(snapshot.blocks), style="yellow" if snapshot.blocks.blocked else "dim")
-    return Group(title, _headline(snapshot), _tables(snapshot), _pareto_line(snapshot), guards)
+    head = (title, _headline(snapshot), guards, _pareto_line(snapshot))
+    if console is None:
+        return Group(*head, _tables(snapshot))
+    height = console.size.height
+    most = max(len(snapshot.by_team.groups), len(snapshot.by_user.groups))
+    for rows in range(min(LIVE_MAX_ROWS, most), LIVE_MIN_ROWS - 1, -1):
+        view = Group(*head, _tables(snapshot, rows, compact=True))
+        if len(console.render_lines(view, pad=False)) < height:
+            return view
+    return Group(*head)
 
 
 def plain_line(snapshot: Snapshot) -> str:
@@ -137,7 +176,12 @@ class Screen:
 
     def __enter__(self) -> Screen:
         if self.console.is_terminal:
-            self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live = Live(
+                console=self.console,
+                auto_refresh=False,
+                transient=True,
+                vertical_overflow="crop",
+            )
             self._live.start()
         return self
 
@@ -147,7 +191,8 @@ class Screen:
 
     def show(self, snapshot: Snapshot) -> None:
         if self._live is not None:
-            self._live.update(render_live(snapshot, self.gateway_url), refresh=True)
+            view = render_live(snapshot, self.gateway_url, self.console)
+            self._live.update(view, refresh=True)
         elif snapshot.elapsed_s >= self._next_line_at:
             self.console.print(plain_line(snapshot), soft_wrap=True, highlight=False, markup=False)
             self._next_line_at = snapshot.elapsed_s + self.plain_every_s
@@ -162,11 +207,13 @@ def print_summary(
     *,
     sending_s: float,
     interrupted: bool,
+    open_chapters: list[str] | None = None,
 ) -> None:
     """The main chapter's summary; `print_ledgers` follows it (after the routing chapter)."""
     out = console.print
     out()
-    out(_how_it_ended(snapshot, stats, sending_s, interrupted), soft_wrap=True, highlight=False)
+    ended = _how_it_ended(snapshot, stats, sending_s, interrupted, open_chapters or [])
+    out(ended, soft_wrap=True, highlight=False, markup=False)
     out(
         f"Total spend: {money(snapshot.total_cost_nanos, 6)} over {snapshot.requests:,} "
         f"requests and {snapshot.tokens:,} tokens ({snapshot.errors} errors), as the ledger "
@@ -193,12 +240,14 @@ def print_ledgers(
     db_path: Path,
     config_path: Path | None,
     routing: tuple[Path, Path | None] | None = None,
+    *,
+    command: str = "spendgate",
 ) -> None:
-    """Where the ledgers are and how to explore them; ``routing``: the routing chapter's
-    ledger and its config."""
+    """Where the ledgers are and how to explore them (``command``: how to call the CLI);
+    ``routing``: the routing chapter's ledger and its config."""
     out = console.print
     out(f"Ledger (SQLite): {db_path}", soft_wrap=True, highlight=False)
-    for line in explore_commands(db_path, config_path):
+    for line in explore_commands(db_path, config_path, command):
         out(line, soft_wrap=True, highlight=False, markup=False)
     if routing is None:
         return
@@ -208,14 +257,18 @@ def print_ledgers(
         return
     config = shlex.quote(str(routing_config))
     for line in (
-        f"  spendgate savings -c {config} --period all",
-        f"  spendgate usage -c {config} --by model --period all",
+        f"  {command} savings -c {config} --period all",
+        f"  {command} usage -c {config} --by model --period all",
     ):
         out(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def _how_it_ended(
-    snapshot: Snapshot, stats: TrafficStats, sending_s: float, interrupted: bool
+    snapshot: Snapshot,
+    stats: TrafficStats,
+    sending_s: float,
+    interrupted: bool,
+    open_chapters: list[str],
 ) -> str:
     head = f"spendgate demo: {sending_s:.1f} s of traffic"
     rate = f"{snapshot.rate:.1f} requests/s on average"
@@ -225,10 +278,21 @@ def _how_it_ended(
             "the gateway metered each from what it had generated."
         )
     finishing = max(0.0, snapshot.elapsed_s - sending_s)
-    return f"{head}, then {finishing:.1f} s for the calls in flight to finish; {rate}."
+    ended = (
+        f"{head}, then {finishing:.1f} s for the calls in flight and the story's last "
+        f"chapters to finish; {rate}."
+    )
+    if open_chapters:
+        ended += (
+            f" The story never reached its end for {escape(', '.join(open_chapters))}: "
+            "this machine is very slow, or the gateway refused nothing."
+        )
+    return ended
 
 
-def explore_commands(db_path: Path, config_path: Path | None) -> list[str]:
+def explore_commands(
+    db_path: Path, config_path: Path | None, command: str = "spendgate"
+) -> list[str]:
     if config_path is None:
         return [
             f"Not writing {db_path}.yaml: a file of that name exists and is not the demo's.",
@@ -237,10 +301,10 @@ def explore_commands(db_path: Path, config_path: Path | None) -> list[str]:
     config = shlex.quote(str(config_path))
     return [
         "Explore it (the CLI reads storage from a config; this one points at the ledger):",
-        f"  spendgate usage -c {config} --by user",
-        f"  spendgate usage -c {config} --by model --period today",
-        f"  spendgate usage -c {config} --by service --json",
-        f"  spendgate blocks -c {config} --period all",
-        f"  spendgate budgets -c {config}",
-        f"  spendgate keys list -c {config}",
+        f"  {command} usage -c {config} --by user",
+        f"  {command} usage -c {config} --by model --period today",
+        f"  {command} usage -c {config} --by service --json",
+        f"  {command} blocks -c {config} --period all",
+        f"  {command} budgets -c {config}",
+        f"  {command} keys list -c {config}",
     ]

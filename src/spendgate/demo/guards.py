@@ -11,10 +11,12 @@ from decimal import Decimal
 
 from spendgate.clock import Clock
 from spendgate.config import Config
-from spendgate.config.build import build_budget_book
+from spendgate.config.build import build_budget_book, build_model_table
 from spendgate.demo.view import Blocks
+from spendgate.domain.budget_state import model_prices
 from spendgate.domain.budgets import BudgetBook, Kind, Unit
 from spendgate.money import NANOS_PER_DOLLAR, format_dollars
+from spendgate.pricing.catalog import build_price_book
 from spendgate.services.budgets import BudgetService
 from spendgate.storage import Storage
 from spendgate.text import escape
@@ -47,7 +49,11 @@ async def read_guards(storage: Storage, clock: Clock, config: Config) -> Guards:
     """Budget counters through `BudgetService` (as ``spendgate budgets``), and the clamped
     and retried requests from the ledger's rows."""
     book = build_budget_book(config)
-    views = await BudgetService(storage, book, clock).overview()
+    models = model_prices(build_model_table(config, build_price_book(config)))
+    service = BudgetService(
+        storage, book, clock, models=models, min_output=config.budget_settings.min_output_tokens
+    )
+    views = await service.overview()
     budgets = tuple(
         BudgetLine(
             name=view.budget.name,
@@ -56,7 +62,7 @@ async def read_guards(storage: Storage, clock: Clock, config: Config) -> Guards:
             limit=_amount(view.budget.unit, view.state.limit),
             remaining=_amount(view.budget.unit, max(0, view.state.room)),
             used_bp=view.state.used_bp,
-            state=view.state.state,
+            state=view.condition,  # as `spendgate budgets` shows it
             resets_at=view.state.ref.window.resets_at,
         )
         for view in views
@@ -100,6 +106,12 @@ def _amount(unit: Unit, amount: int) -> str:
     if unit is Unit.NANOS:
         return f"${Decimal(amount) / NANOS_PER_DOLLAR:,.4f}"
     return unit.render(amount)
+
+
+def _state(state: str) -> str:
+    if state == "refusing":  # room left, but less than a request's worst case
+        return "refusing: what is left is less than a request's worst case"
+    return state
 
 
 def live_line(blocks: Blocks) -> str:
@@ -152,7 +164,8 @@ def summary_lines(blocks: Blocks, guards: Guards, book: BudgetBook) -> list[str]
         resets = f"{budget.resets_at:%Y-%m-%d %H:%M} UTC" if budget.resets_at else "never"
         lines.append(
             f"  Budget {budget.name} ({budget.member}): {budget.spent} of {budget.limit} "
-            f"spent, {budget.used_bp / 100:.1f}% used ({budget.state}); resets {resets}."
+            f"spent, {budget.used_bp / 100:.1f}% used ({_state(budget.state)}); "
+            f"resets {resets}."
         )
         if refused.get(budget.name):
             lines.append(

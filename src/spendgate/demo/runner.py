@@ -2,7 +2,9 @@
 live view of the ledger, all in this process and on one event loop.
 
 Shutdown, whether the time is up or Ctrl-C came: stop sending (on Ctrl-C, cut the calls in
-flight as a client would), stop the gateway (drain, flush the ledger), stop the simulator.
+flight as a client would; else let the keys whose chapter of the story is still open go on
+until it has happened, for at most ``CHAPTER_S``), stop the gateway (drain, flush the
+ledger), stop the simulator.
 The summary is then read from the flushed SQLite file with a storage of its own, so it shows
 exactly what ``spendgate usage`` will show. Then, unless Ctrl-C came, the routing chapter
 (`spendgate.demo.routing_run`) runs on the same simulator, with a gateway and ledger of its own.
@@ -26,7 +28,7 @@ from spendgate.clock import Clock, SystemClock
 from spendgate.config import Config
 from spendgate.config.build import build_budget_book
 from spendgate.demo.display import Screen, print_ledgers, print_summary
-from spendgate.demo.guards import Guards, read_guards
+from spendgate.demo.guards import Guards, plural, read_guards
 from spendgate.demo.routing_run import ChapterResult, routing_db_path, run_routing_chapter
 from spendgate.demo.scenario import (
     BUDGETED_USER,
@@ -36,6 +38,7 @@ from spendgate.demo.scenario import (
     PROVIDER_ENV,
     TEAMS,
     Person,
+    afforded_requests,
     budget_usd,
     demo_config,
     guards_data,
@@ -50,6 +53,7 @@ from spendgate.storage.open import open_storage
 
 REFRESH_S = 0.25
 DRAIN_S = 30.0  # most calls in flight end within a few seconds; this only bounds a stuck one
+CHAPTER_S = 120.0  # after the deadline, the story's open chapters get this long at most
 CONFIG_MARKER = "# Written by `spendgate demo`"
 
 
@@ -61,6 +65,7 @@ class DemoOptions:
     speed: float = 1.0  # 2: pauses and provider latency halved, about twice the requests
     seed: int = 7
     routing: bool = True  # the routing chapter after the main one
+    command: str = "spendgate"  # how the explore commands it prints call the CLI
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class DemoResult:
     config_path: Path | None
     interrupted: bool
     routing: ChapterResult | None = None  # None: skipped, or cut by Ctrl-C
+    open_chapters: tuple[str, ...] = ()  # keys whose chapter never came (cut, or too slow)
 
 
 def simulator_options(speed: float) -> SimulatorOptions:
@@ -149,7 +155,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 cast = await issue_keys(gateway.keys)
                 guest = await gateway.keys.create(GUEST)
                 _print_intro(console, running, db_path, guest.secret, options)
-                stats, sending_s, elapsed_s = await _drive(
+                stats, sending_s, elapsed_s, open_chapters = await _drive(
                     running, cast, options, console, interrupted
                 )
             finally:
@@ -163,6 +169,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
                 build_budget_book(config),
                 sending_s=sending_s,
                 interrupted=interrupted.is_set(),
+                open_chapters=open_chapters,
             )
             if options.routing and not interrupted.is_set():
                 chapter = await _routing(simulator.url, db_path, console, options, interrupted)
@@ -176,11 +183,12 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         write_explore_config(db_path, guards_data(options.duration_s, options.speed)),
         interrupted.is_set(),
         chapter,
+        tuple(open_chapters),
     )
     routing = None
     if chapter is not None:
         routing = (chapter.db_path, write_explore_config(chapter.db_path))
-    print_ledgers(console, db_path, result.config_path, routing)
+    print_ledgers(console, db_path, result.config_path, routing, command=options.command)
     return result
 
 
@@ -219,11 +227,14 @@ def _print_intro(
         f"  gateway   {running.url}  (OpenAI base URL {running.url}/v1, Anthropic {running.url})",
         f"  ledger    {db_path}",
         f"  your key  {secret}  (send your own requests while it runs)",
-        f"  guards    {BUDGETED_USER}, the heaviest Claude Opus user, has ${budget} a day on "
-        "Opus; embeddings are limited to 4 requests/s per key (the search indexer sends "
+        f"  guards    {BUDGETED_USER}, on Claude Opus all day in Claude Code, has ${budget} a "
+        "day on Opus (about one request's room plus "
+        f"{plural(afforded_requests(options.duration_s, options.speed), 'request')}); "
+        "embeddings are limited to 4 requests/s per key (the search indexer sends "
         "bursts of 8); a triage agent is stuck re-sending one request (loop detection "
         "stops it after 3).",
-        f"Running for {options.duration_s:g} s; Ctrl-C stops early.",
+        f"Running for {options.duration_s:g} s (then the story's last chapters, if a slow "
+        "machine has not reached them yet); Ctrl-C stops early.",
     ]
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
@@ -235,9 +246,10 @@ async def _drive(
     options: DemoOptions,
     console: Console,
     interrupted: asyncio.Event,
-) -> tuple[TrafficStats, float, float]:
+) -> tuple[TrafficStats, float, float, list[str]]:
     """Traffic and the live view until the time is up (or Ctrl-C), then until the calls in
-    flight are done. Returns the stats, the seconds spent sending and the seconds in all."""
+    flight are done and the story's chapters have happened. Returns the stats, the seconds
+    spent sending, the seconds in all and the chapters that never came."""
     gateway = running.gateway
     clock = gateway.clock
     started = clock.monotonic()
@@ -267,11 +279,18 @@ async def _drive(
             finishing = asyncio.create_task(_finish(traffic, interrupted))
             while not finishing.done():
                 await asyncio.wait({finishing}, timeout=REFRESH_S)
-                await show(screen, "finishing the calls in flight")
+                await show(screen, _finishing(traffic.open_chapters()))
             await finishing
+        open_chapters = traffic.open_chapters()
     finally:
         await traffic.close()
-    return traffic.stats, sending_s, clock.monotonic() - started
+    return traffic.stats, sending_s, clock.monotonic() - started, open_chapters
+
+
+def _finishing(open_chapters: list[str]) -> str:
+    if not open_chapters:
+        return "finishing the calls in flight"
+    return f"the story goes on for {', '.join(open_chapters)}"
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:
@@ -284,7 +303,7 @@ async def _finish(traffic: Traffic, interrupted: asyncio.Event) -> None:
     if interrupted.is_set():
         await traffic.abort()
         return
-    drain = asyncio.create_task(traffic.drain(DRAIN_S))
+    drain = asyncio.create_task(traffic.drain(DRAIN_S + CHAPTER_S))
     signal_seen = asyncio.create_task(interrupted.wait())
     await asyncio.wait({drain, signal_seen}, return_when=asyncio.FIRST_COMPLETED)
     signal_seen.cancel()

@@ -3,9 +3,12 @@ and the budgets and limits the gateway holds them to.
 
 The shape follows the seed: a handful of heavy users on the strongest models (coding agents
 on Claude Opus, Codex and notebooks on GPT-4o) drive most of the bill, while most people
-and services make many small, cheap calls. Three things go wrong, as they do: the heaviest
-Opus user runs through her daily budget, a batch indexer sends bursts, and an agent gets
-stuck repeating one request. Nothing here does IO except `issue_keys`.
+and services make many small, cheap calls. Three things go wrong, as they do: a developer
+on Claude Opus all day runs through her daily budget, a batch indexer sends bursts, and an
+agent gets stuck repeating one request. Those three are chapters of the story, driven by
+request counts: the keys that play them keep sending after the deadline until spendgate
+has refused each as often as its chapter needs (`Workload.chapter`), so a slow machine
+shows the same story, only later. Nothing here does IO except `issue_keys`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Workload:
     sessions: int = 1  # sessions running side by side (agents, tabs, workers)
     burst: int = 1  # calls a session sends at once (a batch job)
     stuck: bool = False  # the session sends one request over and over (an agent in a loop)
+    # A chapter of the story: refusals of this key the demo waits for. Its sessions keep
+    # sending past the deadline until spendgate has refused the key this many times.
+    chapter: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,7 @@ AGENT_OPUS = Workload(
 AGENT_OPUS_ALL_DAY = Workload(  # one long Claude Code session on Opus, all day
     calls=(CallSpec(Api.MESSAGES, "claude-opus-4-1", True, (12_000, 20_000), (300, 900), 0.85),),
     pause_s=0.6,
+    chapter=1,  # clamped, then refused
 )
 CODEX_4O = Workload(
     calls=(CallSpec(Api.RESPONSES, "gpt-4o", True, (10_000, 30_000), (300, 800), 0.6),),
@@ -134,12 +141,14 @@ SEARCH_INDEXER = Workload(  # a batch job: eight documents at once, then a pause
     calls=(CallSpec(Api.EMBEDDINGS, "text-embedding-3-small", False, (2_000, 8_000)),),
     pause_s=2.0,
     burst=8,
+    chapter=1,  # a burst meets the rate limit
 )
 STUCK_AGENT = Workload(  # two sub-agents re-sending the same tool result, again and again
     calls=(CallSpec(Api.MESSAGES, "claude-haiku-4-5", False, (2_000, 4_000), (40, 120)),),
     pause_s=0.5,
     sessions=2,
     stuck=True,
+    chapter=1,  # loop detection stops it
 )
 
 
@@ -189,20 +198,29 @@ GUEST = KeySpec(name="you", user="you", service="your-client", team="web")
 # ---------------------------------------------------------------------------- guards
 
 BUDGETED_USER = "dana"
-# Dana's Opus requests cost about $0.11 each and she sends one every ~3 s: ~$0.037 a second.
-# Each needs $0.70-1.20 of room before it is sent (its input priced at the dearest input
+# Dana's Opus requests cost about $0.08-0.13 each; at full pace she sends one every ~3.5 s.
+# Each needs $0.50-0.70 of room before it is sent (its input priced at the dearest input
 # rate, the cache-write one, with the token count's upper-bound margin; plus 256 output
-# tokens), and Claude Code asks for 32,000 output tokens ($2.40 more). So her budget is what
-# she spends in the first 2/3 of the run plus about one request's room: every request is
-# clamped, the ceilings shrink as she spends, and in the last third she is refused.
-BUDGET_BASE_USD = Decimal("0.95")
-BUDGET_USD_PER_S = Decimal("0.024")
+# tokens), and Claude Code asks for 32,000 output tokens ($2.40 more). So her budget is
+# about one request's room plus what the requests of the first half of the run cost (at
+# least one): every request is clamped, the ceilings shrink as she spends, and then she is
+# refused (her 4th or 5th request in a 20 s run, 12-16 s in on an idle machine). It is
+# counted in requests: a slow machine sends fewer by the deadline, and her session then
+# goes on (`Workload.chapter`) until she has been refused.
+BUDGET_BASE_USD = Decimal("0.60")  # about one request's room
+BUDGET_USD_PER_REQUEST = Decimal("0.12")
+SECONDS_PER_REQUEST = 3.5  # hers, at speed 1 on an idle machine
+
+
+def afforded_requests(duration_s: float, speed: float) -> int:
+    """How many of Dana's requests her budget is sized for: those of the run's first half."""
+    return max(1, round(duration_s * speed / SECONDS_PER_REQUEST / 2))
 
 
 def budget_usd(duration_s: float, speed: float) -> Decimal:
-    """Dana's daily Opus budget, sized to run out about two thirds into the demo."""
-    scaled = BUDGET_BASE_USD + BUDGET_USD_PER_S * Decimal(str(duration_s * speed))
-    return scaled.quantize(Decimal("0.01"))
+    """Dana's daily Opus budget: about one request's room plus `afforded_requests`."""
+    requests = afforded_requests(duration_s, speed)
+    return (BUDGET_BASE_USD + BUDGET_USD_PER_REQUEST * requests).quantize(Decimal("0.01"))
 
 
 def guards_data(duration_s: float, speed: float) -> dict[str, Any]:

@@ -5,6 +5,10 @@ Clients behave as the official SDKs do with spendgate's refusals: a ``429`` that
 ``x-should-retry: true`` and ``retry-after-ms`` is sent again after that wait (at most
 ``MAX_RETRIES`` times, numbered in ``x-stainless-retry-count``); a refusal marked
 ``x-should-retry: false`` (budget exhausted, loop detected) is not retried.
+
+The story is counted, not timed: after `stop_sending` the sessions of a key that plays a
+chapter (`spendgate.demo.scenario.Workload.chapter`) go on until spendgate has refused that
+key as often as the chapter needs; everyone else stops. `abort` stops them all.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class TrafficStats:
     retried: int = 0  # refusals the client sat out (retry-after) and sent again
     in_flight: int = 0
     cut: int = 0  # calls in flight when `abort` cancelled them
+    refused_by_key: dict[str, int] = field(default_factory=dict)  # key name -> refusals
 
 
 @dataclass(slots=True)
@@ -44,7 +49,8 @@ class Traffic:
     speed: float = 1.0
     seed: int = 7
     stats: TrafficStats = field(default_factory=TrafficStats)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)  # the deadline: no new sends
+    _halt: asyncio.Event = field(default_factory=asyncio.Event)  # abort: not even the story's
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _http: aiohttp.ClientSession | None = None
 
@@ -62,10 +68,25 @@ class Traffic:
                 self._tasks.append(asyncio.create_task(self._session(person, secret, rng, name)))
 
     def stop_sending(self) -> None:
+        """No new sends, except from the keys whose chapter of the story is still open."""
         self._stop.set()
 
+    def open_chapters(self) -> list[str]:
+        """The keys whose chapter has not yet had its refusals, in cast order."""
+        return [
+            person.key_name
+            for person, _ in self.cast
+            if self.stats.refused_by_key.get(person.key_name, 0) < person.workload.chapter
+        ]
+
+    def _sending(self, person: Person) -> bool:
+        if self._halt.is_set():
+            return False
+        return not self._stop.is_set() or person.key_name in self.open_chapters()
+
     async def drain(self, timeout_s: float) -> None:
-        """Stop sending; wait for the calls in flight (at most ``timeout_s``), then cancel."""
+        """Stop sending; wait for the calls in flight and the open chapters (at most
+        ``timeout_s``), then cancel."""
         self.stop_sending()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
@@ -75,6 +96,7 @@ class Traffic:
     async def abort(self) -> None:
         """Cancel every session now: calls in flight are cut, as a client would on Ctrl-C."""
         self.stop_sending()
+        self._halt.set()
         self.stats.cut += self.stats.in_flight
         for task in self._tasks:
             task.cancel()
@@ -93,22 +115,26 @@ class Traffic:
         if workload.stuck:  # every session of the key sends this one request, unchanged
             stuck_rng = random.Random(person.key_name)
             stuck = build_request(workload.calls[0], secret, stuck_rng, speed=self.speed)
-        await self._pause(rng.uniform(0, workload.pause_s) / self.speed)
-        while not self._stop.is_set():
+        await self._pause(person, rng.uniform(0, workload.pause_s) / self.speed)
+        while self._sending(person):
             batch = []
             for _ in range(workload.burst):
                 call = rng.choices(workload.calls, weights)[0]
                 batch.append(
                     stuck or build_request(call, secret, rng, speed=self.speed, session=name)
                 )
-            await asyncio.gather(*(self._send(request) for request in batch))
-            await self._pause(rng.expovariate(1 / workload.pause_s) / self.speed)
+            await asyncio.gather(*(self._send(person, request) for request in batch))
+            await self._pause(person, rng.expovariate(1 / workload.pause_s) / self.speed)
 
-    async def _pause(self, seconds: float) -> None:
+    async def _pause(self, person: Person, seconds: float, *, retry: bool = False) -> None:
+        """Sleep, cut short when this session is to stop: at the deadline, or (for a key
+        whose chapter is still open, or sitting out a refusal of its chapter) at `abort`."""
+        story = person.workload.chapter if retry else person.key_name in self.open_chapters()
+        stop = self._halt if story else self._stop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            await asyncio.wait_for(stop.wait(), seconds)
 
-    async def _send(self, request: Request) -> None:
+    async def _send(self, person: Person, request: Request) -> None:
         for attempt in range(MAX_RETRIES + 1):
             answer = await self._post(retried(request, attempt) if attempt else request)
             if answer is None:
@@ -116,13 +142,16 @@ class Traffic:
             status, wait_s = answer
             if status in REFUSED:
                 self.stats.refused += 1
+                refused = self.stats.refused_by_key
+                refused[person.key_name] = refused.get(person.key_name, 0) + 1
             elif status >= 400:
                 self._failed(f"{request.path}: HTTP {status}")
             if wait_s is None or attempt == MAX_RETRIES:
                 return
-            await self._pause(wait_s)
-            if self._stop.is_set():  # no new sends once the demo stops sending
-                return
+            await self._pause(person, wait_s, retry=True)
+            if self._halt.is_set() or (self._stop.is_set() and not person.workload.chapter):
+                return  # no new sends after the deadline, but a chapter's retries (the
+                # rate-limit chapter ends with the refused requests served on a retry)
             self.stats.retried += 1
 
     async def _post(self, request: Request) -> tuple[int, float | None] | None:

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Protocol
 
 from spendgate.domain.identity import ApiKey
+from spendgate.domain.loops import LoopPolicy
 from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
 from spendgate.money import format_dollars
 
@@ -180,12 +181,14 @@ class BudgetBook:
         caps: Sequence[RequestCap],
         calendar: Calendar,
         loop: Budget | None = None,
+        loops: LoopPolicy | None = None,
         per_key: PerKey | None = None,
     ) -> None:
         self.budgets = tuple(budgets)
         self.caps = tuple(caps)
         self.calendar = calendar
-        self.loop = loop
+        self.loop = loop  # the loop detector (a requests counter per key and fingerprint)
+        self.loops = loops  # how long a detected loop stays blocked (None: detection off)
         self.per_key = per_key
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
@@ -277,7 +280,7 @@ def limit_period(length: timedelta) -> Period:
 
 def loop_detector(max_repeats: int, window_s: float) -> Budget | None:
     """The same request (same key, same fingerprint) more than ``max_repeats`` times in the
-    window is a loop: the next one is refused."""
+    window is a loop: the next one is refused, and the pair blocked (`spendgate.domain.loops`)."""
     if max_repeats <= 0:
         return None
     return Budget(

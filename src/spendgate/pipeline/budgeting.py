@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -22,12 +23,16 @@ from spendgate.domain.admission import (
     Thresholds,
     WorstCase,
 )
-from spendgate.domain.budgets import BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
+from spendgate.domain.budget_state import Refusals, budget_state, minimal_request, model_prices
+from spendgate.domain.budgets import Budget, BudgetBook, Caller, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.loops import KEY_WIDE, LoopBlock, loop_message
+from spendgate.domain.models import ModelTable
 from spendgate.domain.settlement import actual_amounts
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
+    BUDGET_EXHAUSTED,
     MAX_RETRY_AFTER_S,
     BudgetBusy,
     BudgetExceeded,
@@ -42,7 +47,7 @@ from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.limit_headers import refusal_window
-from spendgate.pipeline.ticket import Ticket
+from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage
@@ -87,10 +92,14 @@ async def admit(
     hidden = exchange.hidden_input()
     worst: WorstCase | None = None
     counted: int | None = None  # the body's input tokens, once counted
+    found: str | None = None
     try:
         await _refuse_on_full_rate_limits(storage, counters, now)
         if loops:
+            if book.loops is not None and book.loops.escalate_after:
+                await _refuse_blocked_loop(storage, book, exchange.key.id, KEY_WIDE, now)
             found = await work.fingerprint(exchange) if work else fingerprint(exchange.body)
+            await _refuse_blocked_loop(storage, book, exchange.key.id, found, now)
             counters = book.counters(dataclasses.replace(caller, fingerprint=found), now)
         bounding = hidden_input_policy(counters, hidden)
         priced = price_worst_case(
@@ -119,13 +128,16 @@ async def admit(
         decision = await reserve_in_line(storage, plan, waiting)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
-                raise _busy(decision, waiting)
-            raise _refusal(decision, worst, book, now)
+                raise _told(_busy(decision, waiting), decision, exchange, min_output)
+            if found is not None and _loop_counter(decision):
+                raise await _strike_loop(storage, book, decision, exchange, found)
+            raise _told(_refusal(decision, worst, book, now), decision, exchange, min_output)
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
-        if worst is None and isinstance(refusal, RateLimited):
-            # refused before it was priced (a full rate limit): priced now, for the record
+        if worst is None and isinstance(refusal, RateLimited | LoopDetected):
+            # refused before it was priced (a full rate limit, a blocked loop): priced now,
+            # for the record
             with contextlib.suppress(GatewayError):
                 repriced = price_worst_case(
                     exchange,
@@ -147,8 +159,49 @@ async def admit(
             )
             exchange.reporter.notice(event)
     return Ticket(
-        plan=plan, admitted=decision, requested_ceiling=priced.requested, bounded=priced.bounded
+        plan=plan,
+        admitted=decision,
+        requested_ceiling=priced.requested,
+        bounded=priced.bounded,
+        budget_state=_state_after(decision, plan, exchange, min_output),
     )
+
+
+def _state_after(
+    admitted: Admitted, plan: ReservationPlan, exchange: Exchange, min_output: int
+) -> str | None:
+    """The state of the tightest budget (the one the headers name) with this request in
+    flight: as `spendgate budgets` would show it now (docs/budgets.md)."""
+    tightest = admitted.tightest
+    if tightest is None:
+        return None
+    amount = admitted.amounts[plan.counters.index(tightest.ref)]
+    after = dataclasses.replace(tightest, reserved=tightest.reserved + amount)
+    models = exchange.snapshot.models
+    minimal = _minimal(models, tightest.ref.budget, tightest.ref.member, min_output)
+    return budget_state(after, minimal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _minimal(models: ModelTable, budget: Budget, member: str, min_output: int) -> int:
+    """`minimal_request`, remembered per model table (each snapshot has its own: a reload
+    builds a new one), so an admitted request does not price every model again."""
+    return minimal_request(budget, member, model_prices(models), min_output)
+
+
+def _told(
+    refusal: GatewayError, refused: Refused, exchange: Exchange, min_output: int
+) -> GatewayError:
+    """A budget's refusal names it in its headers, with the state this refusal leaves it
+    in: as `spendgate budgets` shows it once the refusal is in the ledger."""
+    counter = refused.counter
+    if counter is not None and counter.ref.budget.kind is Kind.BUDGET:
+        ref = counter.ref
+        minimal = _minimal(exchange.snapshot.models, ref.budget, ref.member, min_output)
+        over = isinstance(refusal, BudgetExceeded)
+        condition = budget_state(counter, minimal, Refusals(unanswered=over, lately=1))
+        refusal.extra_headers.update(budget_headers(counter, condition))
+    return refusal
 
 
 async def _refuse_on_full_rate_limits(
@@ -168,6 +221,66 @@ async def _refuse_on_full_rate_limits(
     for state in await storage.counter_states(cheap, now):
         if state.room < 1:
             raise _rate_limited(state, 1, now)
+
+
+async def _refuse_blocked_loop(
+    storage: Storage, book: BudgetBook, key_id: str, found: str, now: datetime
+) -> None:
+    """A (key, fingerprint) blocked as a loop is refused before it is counted or priced."""
+    block = await storage.loop_block(key_id, found)
+    if block is not None and block.blocks(now):
+        raise _loop_detected(block, book, now, None)
+
+
+def _loop_counter(refused: Refused) -> CounterState | None:
+    counter = refused.counter
+    return counter if counter is not None and counter.ref.budget.kind is Kind.LOOP else None
+
+
+async def _strike_loop(
+    storage: Storage, book: BudgetBook, refused: Refused, exchange: Exchange, found: str
+) -> LoopDetected:
+    """The loop detector refused: the pair is struck (blocked for a cool-down that grows
+    with each repeat detection; `spendgate.domain.loops`) and the refusal says until when.
+    The repeats it counted are forgiven (the block is their penalty): when the block ends,
+    the pair has ``loop_max_repeats`` sends again before it is detected again."""
+    counter = _loop_counter(refused)
+    assert counter is not None
+    assert book.loops is not None
+    now = exchange.arrived
+    block = await storage.strike_loop(
+        book.loops,
+        key_id=exchange.key.id,
+        fingerprint=found,
+        model=exchange.route.name,
+        now=now,
+    )
+    ref = counter.ref
+    await storage.reset_budget(ref.budget.name, ref.member, ref.window.since_ms)
+    if book.loops.escalate_after and book.loops.escalates(
+        await storage.loop_blocks(), exchange.key.id, now
+    ):  # too many loops at once: the whole key is blocked
+        block = await storage.strike_loop(
+            book.loops,
+            key_id=exchange.key.id,
+            fingerprint=KEY_WIDE,
+            model=exchange.route.name,
+            now=now,
+        )
+    return _loop_detected(block, book, now, counter.spent + counter.reserved + 1)
+
+
+def _loop_detected(
+    block: LoopBlock, book: BudgetBook, now: datetime, repeats: int | None
+) -> LoopDetected:
+    detector = book.loop
+    assert detector is not None
+    length = detector.period.length
+    until = block.until.astimezone(book.calendar.zone).isoformat()
+    window_s = length.total_seconds() if length else 0.0
+    return LoopDetected(
+        loop_message(block, now, until, repeats, window_s), blocked_by=detector.name
+    )
 
 
 def counter_keys(plan: ReservationPlan) -> list[str]:
@@ -294,12 +407,11 @@ def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime
     budget = counter.ref.budget
     if budget.kind is Kind.LIMIT:
         return _rate_limited(counter, refused.needed, now)
-    if budget.kind is Kind.LOOP:
+    if budget.kind is Kind.LOOP:  # without a fingerprint (never on the request path)
         seconds = budget.period.length.total_seconds() if budget.period.length else 0
         return LoopDetected(
             f"Loop detected: this key sent the same request {counter.spent + counter.reserved + 1} "
-            f"times within {seconds:g} s; spendgate refuses further repeats "
-            "until the window passes. Change the request, or fix the client that repeats it.",
+            f"times within {seconds:g} s. Change the request, or fix the client that repeats it.",
             blocked_by=budget.name,
         )
     return BudgetExceeded(_budget_message(counter, refused.needed, book), blocked_by=budget.name)
@@ -352,7 +464,7 @@ def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str
         else "It never resets (lifetime budget); ask an operator to raise it."
     )
     return (
-        f"Budget exhausted for {ref.budget.describe(ref.member)}: "
+        f"{BUDGET_EXHAUSTED}{ref.budget.describe(ref.member)}: "
         f"{unit.render(counter.spent)} spent and {unit.render(counter.reserved)} reserved "
         f"of {unit.render(counter.limit)}; this request needs at least {unit.render(needed)}. "
         f"{when}"

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from spendgate.domain.admission import Admitted
+from spendgate.domain.admission import Admitted, CounterState
 from spendgate.domain.budgets import Unit
 from spendgate.domain.models import Dialect
 from spendgate.pipeline.limit_headers import limit_headers
 from spendgate.storage.base import ReservationPlan
+
+BUDGET_STATE_HEADER = "x-spendgate-budget-state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,7 @@ class Ticket:
     admitted: Admitted
     requested_ceiling: int | None  # what the request itself asked for
     bounded: str | None = None  # hidden input bounded: why, and as what
+    budget_state: str | None = None  # the tightest budget's state with this request in flight
 
     @property
     def ceiling(self) -> int:
@@ -46,6 +49,8 @@ class Ticket:
             budget = tightest.ref.budget
             out["x-spendgate-budget"] = budget.name
             out["x-spendgate-budget-remaining"] = _plain(budget.unit, left)
+            if self.budget_state is not None:
+                out[BUDGET_STATE_HEADER] = self.budget_state
             resets = tightest.ref.window.resets_at
             if resets is not None:
                 out["x-spendgate-budget-reset"] = resets.isoformat()
@@ -58,6 +63,21 @@ class Ticket:
         if self.admitted.shadow_blocks:
             out["x-spendgate-shadow-blocked"] = ", ".join(self.admitted.shadow_blocks)
         return out
+
+
+def budget_headers(state: CounterState, condition: str) -> dict[str, str]:
+    """What a refusal by a budget tells the client of it: its name, what is left of it
+    (requests in flight count as used) and its state (docs/budgets.md, "Budget states")."""
+    budget = state.ref.budget
+    out = {
+        "x-spendgate-budget": budget.name,
+        "x-spendgate-budget-remaining": _plain(budget.unit, max(0, state.room)),
+        BUDGET_STATE_HEADER: condition,
+    }
+    resets = state.ref.window.resets_at
+    if resets is not None:
+        out["x-spendgate-budget-reset"] = resets.isoformat()
+    return out
 
 
 def _plain(unit: Unit, amount: int) -> str:

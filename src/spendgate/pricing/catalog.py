@@ -297,7 +297,9 @@ def parse_catalog(data: object, source: str) -> PriceBook:
 def load_builtin_catalog() -> PriceBook:
     """The catalog shipped with spendgate, read once from the package data."""
     text = resources.files(__package__).joinpath(CATALOG_RESOURCE).read_text(encoding="utf-8")
-    return parse_catalog(yaml.safe_load(text), CATALOG_SOURCE)
+    # libyaml's safe loader where PyYAML has it: the same data, ~9x less CPU (CLI start)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return parse_catalog(yaml.load(text, Loader=loader), CATALOG_SOURCE)  # noqa: S506
 
 
 # --------------------------------------------------------------------- layering

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from spendgate.clock import Clock
 from spendgate.domain.admission import CounterState
-from spendgate.domain.budgets import Budget, BudgetBook, BudgetScope, CounterRef, Unit
+from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
+from spendgate.domain.budgets import Budget, BudgetBook, BudgetScope, CounterRef, Kind, Unit
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import window
-from spendgate.errors import InvalidRequest, NotFound
+from spendgate.domain.pricing import Price
+from spendgate.errors import BUDGET_EXHAUSTED, InvalidRequest, NotFound
 from spendgate.money import dollars_to_nanos
 from spendgate.storage import BudgetOverride, Storage
 
@@ -27,18 +31,17 @@ class BudgetView:
     override: BudgetOverride | None
     refused_lately: int = 0  # requests it refused within REFUSING
     overruns: int = 0  # requests charged more on it than they reserved, this window
+    minimal: int = 1  # its minimal request (`spendgate.domain.budget_state.minimal_request`)
+    unanswered: bool = False  # its latest refusal as over budget came after all it admitted
 
     @property
     def condition(self) -> str:
-        """The counter's state (`CounterState.state`), or ``refusing`` where it refused a
-        request lately though its spent amount leaves room (its room was too small for
-        the request, or held by requests in flight past the line's bound). Refusals from
-        before its limit was last set, or before a reset emptied it, do not count."""
-        counted = self.state.state
-        holds = self.state.spent + self.state.reserved > 0 or self.state.limit == 0
-        if counted != "exhausted" and self.refused_lately and holds:
-            return "refusing"
-        return counted
+        """``exhausted``, ``refusing``, ``held``, ``soft`` or ``ok``: see
+        `spendgate.domain.budget_state.budget_state`. Refusals from before its limit was
+        last set, or before a reset emptied it, do not count."""
+        return budget_state(
+            self.state, self.minimal, Refusals(self.unanswered, self.refused_lately)
+        )
 
     def to_json(self) -> dict[str, object]:
         unit = self.budget.unit
@@ -58,11 +61,13 @@ class BudgetView:
             "spent": self.state.spent,
             "reserved": self.state.reserved,
             "remaining": max(0, self.state.room),
+            "minimal_request": self.minimal,
             "display": {
                 "limit": unit.render(self.state.limit),
                 "spent": unit.render(self.state.spent),
                 "reserved": unit.render(self.state.reserved),
                 "remaining": unit.render(max(0, self.state.room)),
+                "minimal_request": unit.render(self.minimal),
             },
             "used_bp": self.state.used_bp,
             "state": self.condition,
@@ -85,10 +90,22 @@ class BudgetView:
 
 
 class BudgetService:
-    def __init__(self, storage: Storage, book: BudgetBook, clock: Clock) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        book: BudgetBook,
+        clock: Clock,
+        *,
+        models: Sequence[tuple[str, Price | None]] = (),
+        min_output: int = 1,
+    ) -> None:
+        """``models``: the gateway's models and their prices, and ``min_output``
+        (budget_settings.min_output_tokens): what a budget's minimal request is priced at."""
         self._storage = storage
         self._book = book
         self._clock = clock
+        self._models = tuple(models)
+        self._min_output = min_output
 
     async def _budget(self, name: str) -> Budget:
         budget = self._book.get(name) or await self._key_budget(name)
@@ -156,8 +173,54 @@ class BudgetService:
             over = sum(
                 budget.name in row.settled_above and row.ts >= s.ref.window.since for row in rows
             )
-            views.append(BudgetView(budget, member, s, override, refused, over))
-        return views
+            minimal = minimal_request(budget, member, self._models, self._min_output)
+            view = BudgetView(budget, member, s, override, refused, over, minimal)
+            views.append(view)
+        return await self._answered(views, by_budget, overrides, now)
+
+    async def _answered(
+        self,
+        views: list[BudgetView],
+        by_budget: dict[str, list[LedgerRow]],
+        overrides: dict[str, BudgetOverride],
+        now: datetime,
+    ) -> list[BudgetView]:
+        """Mark each view whose latest refusal as over budget, this window and since its
+        limit was last set, came after everything it admitted (`BudgetView.unanswered`)."""
+        last: dict[int, LedgerRow] = {}
+        for index, view in enumerate(views):
+            budget = view.budget
+            if budget.kind is not Kind.BUDGET or not budget.blocks:
+                continue
+            override = overrides.get(budget.name)
+            since = view.state.ref.window.since
+            if override is not None:
+                since = max(since, override.created_at)
+            for row in by_budget.get(budget.name, ()):  # oldest first
+                if (
+                    row.blocked_by == budget.name
+                    and row.ts >= since
+                    and (row.error or "").startswith(BUDGET_EXHAUSTED)
+                    and view.member in row_members(budget.target.scope, row)
+                ):
+                    last[index] = row
+        if not last:
+            return views
+        earliest = min(row.ts for row in last.values())
+        admitted = [row for row in await self._storage.ledger(earliest, now) if not row.blocked_by]
+        out = list(views)
+        for index, refusal in last.items():
+            view = views[index]
+            target = view.budget.target
+            answered = any(
+                row.ts > refusal.ts
+                and target.covers_model(row.routed_model or row.requested_model)
+                and view.member in row_members(target.scope, row)
+                for row in admitted
+            )
+            if not answered:
+                out[index] = dataclasses.replace(view, unanswered=True)
+        return out
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
         budget = await self._budget(name)

@@ -25,7 +25,8 @@ SPOOL_RETRY_S = 1.0  # how often rows waiting in the spool are tried while any w
 
 class LeaseKeeper:
     """Renews this process's leases, settles lapsed ones (from any process), and drops
-    counter rows no window counts any more (loop fingerprints, old rolling buckets)."""
+    counter rows no window counts any more (loop fingerprints, old rolling buckets), and
+    loop blocks whose strikes are forgotten."""
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class LeaseKeeper:
                 self._events.emit(LeaseLapsed(row))
         if self._book is not None:
             await self._storage.prune_counters(self._book.oldest_counted(now))
+            if self._book.loops is not None:  # blocks whose strikes are forgotten
+                await self._storage.prune_loops(self._book.loops.forgotten_before(now))
         return len(lapsed)
 
     async def _run(self) -> None:

@@ -7,8 +7,9 @@ one of each (chosen by URL) and holds the operations that span two roles.
 * `KeyStore`: virtual keys, looked up by hash on every request.
 * `Ledger`: one row per request, appended in batches and **idempotent by request id**
   (`Ledger.append` leaves a row that exists as it is and says so), and the report queries.
-* `CounterStore`: budget and limit counters, reservations with their leases, overrides;
-  **idempotent by reservation id** (a reservation settles, is released or lapses once).
+* `CounterStore`: budget and limit counters, reservations with their leases, overrides,
+  and the blocks of detected loops; **idempotent by reservation id** (a reservation
+  settles, is released or lapses once).
 
 Settlement is two halves, the ledger row first and the counters second (see `Storage`):
 counters and ledger may live in different systems, and a crash between the halves is
@@ -33,6 +34,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCas
 from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.loops import LoopBlock, LoopPolicy
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
@@ -240,6 +242,29 @@ class CounterStore(Protocol):
     async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
         """Zero the spent amount of a budget's counters from ``since_ms`` (current window),
         for one member or all; reserved amounts (requests in flight) stay."""
+        ...
+
+    async def loop_block(self, key_id: str, fingerprint: str) -> LoopBlock | None:
+        """The block of one (key, fingerprint): in force or ended, until it is pruned."""
+        ...
+
+    async def strike_loop(
+        self, policy: LoopPolicy, *, key_id: str, fingerprint: str, model: str, now: datetime
+    ) -> LoopBlock:
+        """Atomically (against every process on the store): read the pair's block,
+        `LoopPolicy.strike` it at ``now`` and store what that returns."""
+        ...
+
+    async def loop_blocks(self) -> list[LoopBlock]:
+        """Every stored block (in force or ended), the latest detection first."""
+        ...
+
+    async def release_loop(self, block_id: str) -> LoopBlock | None:
+        """Delete a block and its strikes (an operator's release); None if there is none."""
+        ...
+
+    async def prune_loops(self, ended_before: datetime) -> int:
+        """Delete blocks that ended before ``ended_before`` (their strikes are forgotten)."""
         ...
 
     async def check(self) -> None: ...

@@ -32,6 +32,7 @@ from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.loops import LoopBlock, LoopPolicy
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
@@ -197,6 +198,25 @@ class Storage:
 
     async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
         return await self.counter_store.reset_budget(budget, member, since_ms)
+
+    async def loop_block(self, key_id: str, fingerprint: str) -> LoopBlock | None:
+        return await self.counter_store.loop_block(key_id, fingerprint)
+
+    async def strike_loop(
+        self, policy: LoopPolicy, *, key_id: str, fingerprint: str, model: str, now: datetime
+    ) -> LoopBlock:
+        return await self.counter_store.strike_loop(
+            policy, key_id=key_id, fingerprint=fingerprint, model=model, now=now
+        )
+
+    async def loop_blocks(self) -> list[LoopBlock]:
+        return await self.counter_store.loop_blocks()
+
+    async def release_loop(self, block_id: str) -> LoopBlock | None:
+        return await self.counter_store.release_loop(block_id)
+
+    async def prune_loops(self, ended_before: datetime) -> int:
+        return await self.counter_store.prune_loops(ended_before)
 
     async def record(self, row: LedgerRow) -> None:
         await self.ledger_store.record(row)

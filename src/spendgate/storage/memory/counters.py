@@ -18,6 +18,7 @@ from spendgate.clock import Clock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, decide
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.memory.state import State
@@ -51,6 +52,7 @@ class MemoryCounters:
         self._reservations: dict[str, _Reservation] = {}
         self._overrides: list[_Override] = []
         self._sequence = itertools.count()
+        self._loops: dict[str, LoopBlock] = {}  # by `loop_id`
 
     # -- reads ------------------------------------------------------------------------
 
@@ -257,6 +259,42 @@ class MemoryCounters:
                     values[0] = 0
                     reset += 1
         return reset
+
+    # -- loop blocks ------------------------------------------------------------------
+
+    async def loop_block(self, key_id: str, fingerprint: str) -> LoopBlock | None:
+        self._state.require()
+        return self._loops.get(loop_id(key_id, fingerprint))
+
+    async def strike_loop(
+        self, policy: LoopPolicy, *, key_id: str, fingerprint: str, model: str, now: datetime
+    ) -> LoopBlock:
+        self._state.require()
+        block_id = loop_id(key_id, fingerprint)
+        block = policy.strike(
+            self._loops.get(block_id),
+            key_id=key_id,
+            fingerprint=fingerprint,
+            model=model,
+            now=from_ms(to_ms(now)),  # the millisecond resolution SQLite keeps
+        )
+        self._loops[block_id] = block
+        return block
+
+    async def loop_blocks(self) -> list[LoopBlock]:
+        self._state.require()
+        return sorted(self._loops.values(), key=lambda b: (b.detected_at, b.id), reverse=True)
+
+    async def release_loop(self, block_id: str) -> LoopBlock | None:
+        self._state.require()
+        return self._loops.pop(block_id, None)
+
+    async def prune_loops(self, ended_before: datetime) -> int:
+        self._state.require()
+        ended = [i for i, block in self._loops.items() if block.until < ended_before]
+        for block_id in ended:
+            del self._loops[block_id]
+        return len(ended)
 
     async def check(self) -> None:
         self._state.require()

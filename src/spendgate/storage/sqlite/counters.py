@@ -30,10 +30,12 @@ import orjson
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.budgets import CounterRef
+from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.plans import check_plan
 from spendgate.storage.sqlite import counters_sql as work
+from spendgate.storage.sqlite import loops_sql as loops
 from spendgate.storage.sqlite.file import SqliteFile
 
 log = logging.getLogger("spendgate.storage.sqlite")
@@ -167,6 +169,31 @@ class SqliteCounters:
         else:
             job = partial(work.rowcount, work.RESET_MEMBER, (budget, member, since_ms))
         return await self._file.submit(job, f"reset of budget {budget!r}")
+
+    # -- loop blocks -------------------------------------------------------------------
+
+    async def loop_block(self, key_id: str, fingerprint: str) -> LoopBlock | None:
+        """One primary-key lookup on the event-loop reader (on every request of a key whose
+        fingerprint is taken)."""
+        rows = self._file.read(loops.ONE, (loop_id(key_id, fingerprint),))
+        return loops.block_of(rows[0]) if rows else None
+
+    async def strike_loop(
+        self, policy: LoopPolicy, *, key_id: str, fingerprint: str, model: str, now: datetime
+    ) -> LoopBlock:
+        job = partial(loops.strike_work, policy, key_id, fingerprint, model, now)
+        return await self._file.submit(job, f"loop strike of key {key_id!r}", self._others())
+
+    async def loop_blocks(self) -> list[LoopBlock]:
+        return [loops.block_of(row) for row in self._file.read(loops.ALL, ())]
+
+    async def release_loop(self, block_id: str) -> LoopBlock | None:
+        job = partial(loops.release_work, block_id)
+        return await self._file.submit(job, f"release of loop {block_id!r}")
+
+    async def prune_loops(self, ended_before: datetime) -> int:
+        job = partial(work.rowcount, loops.PRUNE, (to_ms(ended_before),))
+        return await self._file.submit(job, "loop block pruning")
 
     async def check(self) -> None:
         await self._file.check()

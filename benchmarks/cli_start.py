@@ -1,0 +1,130 @@
+"""How long the ``spendgate`` command takes to start: ``--help``, ``--version`` and a
+read-only report (``usage`` on a small ledger: 200 rows), each the median of N runs.
+
+``--baseline SRC`` times another source tree side by side (its ``src`` folder, e.g. from
+``git archive <commit> src | tar -x -C /tmp/base``), run by the same interpreter with
+``PYTHONPATH=SRC``; runs alternate between the two builds so machine noise hits both.
+
+    .venv/bin/python -m benchmarks.cli_start --runs 10 [--baseline /tmp/base/src]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import ROOT, bench_config
+from spendgate.domain.ledger import LedgerRow
+from spendgate.storage.open import open_storage
+
+ENTRY = "import sys; from spendgate.cli.main import main; sys.argv[0] = 'spendgate'; main()"
+
+
+async def _fill(db: Path, rows: int) -> None:
+    storage = open_storage(f"sqlite:///{db}")
+    await storage.open()
+    now = datetime.now(UTC)
+    try:
+        await storage.ledger_store.append(
+            [
+                LedgerRow(
+                    request_id=f"req-{i}",
+                    ts=now - timedelta(minutes=i),
+                    surface="openai.chat",
+                    key_id=f"key_{i % 7:022d}",
+                    user=f"dev-{i % 11}",
+                    service=None,
+                    team=("ml", "web", "platform")[i % 3],
+                    org="acme",
+                    tags=(),
+                    requested_model="gpt-4o-mini",
+                    served_model="gpt-4o-mini",
+                    provider="openai",
+                    input_tokens=1_000 + i,
+                    cached_input_tokens=0,
+                    cache_write_tokens=0,
+                    output_tokens=200,
+                    reasoning_tokens=0,
+                    cost_nanos=270_000 + 150 * i,
+                    status=200,
+                    latency_ms=12.0,
+                    ttfb_ms=None,
+                    streamed=False,
+                    client_disconnected=False,
+                    usage_estimated=False,
+                )
+                for i in range(rows)
+            ]
+        )
+    finally:
+        await storage.close()
+
+
+def _time(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds, and the CPU seconds (user + system) the command used: on a shared
+    machine the CPU time moves far less with other load than the wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{command} failed: {done.stderr.decode()[-2000:]}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return elapsed, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--baseline", type=Path, default=None, help="a baseline's src folder")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sg-cli-start-") as folder:
+        db = Path(folder) / "small.db"
+        config = Path(folder) / "spendgate.yaml"
+        config.write_text(yaml.safe_dump(bench_config("http://127.0.0.1:9", db)), "utf-8")
+        asyncio.run(_fill(db, 200))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        builds = {"this": (ROOT / "src", env)}
+        if args.baseline is not None:
+            builds["baseline"] = (args.baseline, {**env, "PYTHONPATH": str(args.baseline)})
+        cases = {
+            "spendgate --help": ["--help"],
+            "spendgate --version": ["--version"],
+            "spendgate usage -c small.yaml": ["usage", "-c", str(config)],
+        }
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for _ in range(args.runs):
+            for case, argv in cases.items():
+                for build, (_src, build_env) in builds.items():
+                    command = [sys.executable, "-c", ENTRY, *argv]
+                    times.setdefault((case, build), []).append(_time(command, build_env))
+    names = list(builds)
+    titles = [f"{n}: wall ms | {n}: CPU ms" for n in names]
+    print(f"Median of {args.runs} runs, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"| command | {' | '.join(titles)} |")
+    print(f"|---|{'---:|---:|' * len(names)}")
+    for case in cases:
+        cells = []
+        for n in names:
+            wall = statistics.median(t[0] for t in times[(case, n)]) * 1000
+            cpu = statistics.median(t[1] for t in times[(case, n)]) * 1000
+            cells.append(f"{wall:.0f} | {cpu:.0f}")
+        print(f"| `{case}` | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The CLI starts without the server's weight (docs/benchmarks.md, "CLI start"): ``--help``,
+``--version`` and the read-only reports never import aiohttp, uvloop, the tokenizer or the
+server, and ``--help``/``--version`` not even the config schema (pydantic), storage or the
+gateway. Checked by what ``sys.modules`` holds after the command ran in a fresh
+interpreter, not by wall time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e.process import write_config
+from spendgate.cli.main import LAZY, cli
+
+# what serving needs and no report does
+SERVER = (
+    "aiohttp",
+    "uvloop",
+    "spendgate.bpe",
+    "spendgate.domain.tokens",
+    "spendgate.server",
+    "spendgate.api",
+    "spendgate.pipeline",
+    "spendgate.upstream.client",
+    "spendgate.dialects",
+    "rich",
+)
+# and what printing help needs none of
+HEAVY = (*SERVER, "pydantic", "yaml", "spendgate.config", "spendgate.gateway", "spendgate.storage")
+
+PROBE = """
+import json, sys
+from spendgate.cli.main import main
+sys.argv = ["spendgate", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def imported(*args: str) -> set[str]:
+    """The modules a fresh ``spendgate ARGS`` had imported when it finished."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.rsplit("\nMODULES ", 1)[1]
+    return set(json.loads(line))
+
+
+def loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == r or m.startswith(r + ".") for r in roots))
+
+
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("-h",)])
+def test_help_and_version_import_nothing_heavy(args: tuple[str, ...]) -> None:
+    modules = imported(*args)
+    assert "click" in modules  # (the probe does see what was imported)
+    assert loaded(modules, HEAVY) == []
+
+
+def test_a_read_only_report_imports_nothing_of_the_server(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    for args in (["usage", "-c", str(config)], ["budgets", "-c", str(config)]):
+        modules = imported(*args)
+        assert "spendgate.storage.sqlite" in modules  # it did read the database
+        assert loaded(modules, SERVER) == [], args
+
+
+def test_help_lists_every_command_with_its_own_summary() -> None:
+    """`spendgate --help` shows the summaries `LAZY` keeps, not the commands' docstrings:
+    they must say the same."""
+    ctx = cli.make_context("spendgate", ["--help"], resilient_parsing=True)
+    for name, (_module, _attribute, summary) in LAZY.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert command.get_short_help_str(limit=1_000) == summary, name
