@@ -107,7 +107,7 @@ def test_the_quickstart_works_as_written_in_a_fresh_shell(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert out.rstrip().endswith("QUICKSTART-DONE"), out
-    assert "spendgate.yaml: OK: 2 providers, 6 models, 3 teams in 1 orgs" in out
+    assert "spendgate.yaml: OK: 2 providers, 6 models, 3 teams in 1 org," in out
     assert re.search(r"sk-sg-\S+", out), out  # the key, printed once
     assert '"group_by":"team"' in out.replace(" ", "")  # the admin API answered
     assert (checkout / ".venv" / "bin" / "spendgate").exists()
