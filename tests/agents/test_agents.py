@@ -8,9 +8,9 @@ scenario has its own budget, cap, limit, loop counter and breaker:
 
 * basic turn: the agent prints the simulator's text; one ledger row, the right model and
   the agent's own session id;
-* budget refusal: one request, spendgate's message (Claude Code) / Codex's own wording;
+* budget refusal and request cap: one request, and the agent prints spendgate's message;
 * rate-limit wait: the agent waits out a ``retry-after`` and then gets its answer;
-* request cap, loop, breaker, clamp: what each agent does today (see each test).
+* loop, breaker, clamp: what each agent does today (see each test).
 
 The agents ask for models of the catalog explicitly (``--model``, ``model =``): their own
 defaults are not in it yet.
@@ -309,17 +309,21 @@ def test_codex_basic_turn_prints_the_answer_and_leaves_one_row(world: World, cod
     assert not world.blocks(key_id)
 
 
-def test_codex_budget_refusal_is_one_request_in_codexs_words(world: World, codex: Run) -> None:
-    """429 insufficient_quota: one request, but Codex prints its own "Quota exceeded"
-    text; spendgate's message (budget, reset time) is not shown (issue 12, item 7)."""
+def test_codex_budget_refusal_is_one_request_with_spendgates_message(
+    world: World, codex: Run
+) -> None:
+    """Codex gets a budget refusal as 400 (same body): one request, and it prints our
+    message. The 429 insufficient_quota that OpenAI clients get made it print its own
+    "Quota exceeded. Check your plan and billing details." instead."""
     secret, key_id = world.key("broke")
     run = codex(secret, "say hi", "broke")
     assert run.returncode == 1, run
     assert world.requests(key_id) == 1
     (block,) = world.blocks(key_id)
-    assert (block.status, block.blocked_by) == (429, "broke")
-    assert "Quota exceeded. Check your plan and billing details." in run.stderr
-    assert "Budget exhausted" not in run.output
+    assert (block.status, block.blocked_by) == (400, "broke")
+    assert "Budget exhausted for user 'broke' (broke, daily)" in run.stderr
+    assert "It resets at 2026-12-08T00:00:00+00:00" in run.stderr
+    assert "Quota exceeded" not in run.output
 
 
 def test_codex_waits_out_a_rate_limit_and_answers(world: World, codex: Run) -> None:
@@ -341,20 +345,17 @@ def test_codex_waits_out_a_rate_limit_and_answers(world: World, codex: Run) -> N
     assert answer_text(world, world.rows(key_id)[-1]) in run.stdout
 
 
-def test_codex_request_cap_is_retried_then_shows_spendgates_message(
-    world: World, codex: Run
-) -> None:
-    """Today: 413 request_cap_exceeded; Codex 0.169 ignores x-should-retry: false and
-    retries it (stream_max_retries: 1 here: 2 requests; 6 with its defaults) before
-    printing spendgate's message. A 400 is the one status Codex gives up on at once
-    (docs/errors.md, Agents)."""
+def test_codex_request_cap_is_one_request_with_spendgates_message(world: World, codex: Run) -> None:
+    """A request cap goes to Codex as 400 request_cap_exceeded: one request, our message.
+    As a 413 Codex retried it five times, x-should-retry: false notwithstanding."""
     secret, key_id = world.key("capped")
-    run = codex(secret, "say hi", "capped", request_max_retries=1, stream_max_retries=1)
+    run = codex(secret, "say hi", "capped")
     assert run.returncode == 1, run
-    blocks = world.blocks(key_id)
-    assert {(b.status, b.blocked_by) for b in blocks} == {(413, "request-cap:user:capped")}
-    assert world.requests(key_id) == 2
+    assert world.requests(key_id) == 1
+    (block,) = world.blocks(key_id)
+    assert (block.status, block.blocked_by) == (400, "request-cap:user:capped")
     assert "over the limit of 100 per request for user 'capped'" in run.stderr
+    assert "Reconnecting" not in run.output
 
 
 def test_codex_repeats_are_not_a_loop_today(world: World, codex: Run) -> None:

@@ -268,6 +268,48 @@ def test_max_input_tokens_cap_refuses_with_413_or_402(
     assert counter.count == 2
 
 
+CODEX = {"originator": "codex_exec", "user-agent": "codex_exec/0.169.0 (Linux; x86_64)"}
+
+
+def test_codex_gets_a_refusal_it_cannot_retry_as_400(
+    gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Counter]]
+) -> None:
+    """Codex retries 401/402/403/413/429 five times whatever x-should-retry says and
+    rewrites 429 insufficient_quota into its own words; it stops at once on a 400 and
+    prints the message. So requests from Codex (its originator header) get non-retryable
+    refusals as 400, same body; everyone else keeps the status (docs/errors.md, Agents)."""
+    secret = gw.create_key(name="codex-big", user="u-big")
+    key_id = gw.last_key_id
+    client, counter = clients("openai", secret)
+    big = "tell me more about budgets " * 40
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=OPENAI_MODEL, input=big, extra_headers=CODEX)
+    error: Any = caught.value
+    assert error.code == "request_cap_exceeded"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "over the limit of 50 per request for user 'u-big'" in error.message
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.responses.create(model=OPENAI_MODEL, input=big)  # not Codex: 413
+    assert caught.value.status_code == 413
+    assert counter.count == 2
+    assert [row.status for row in gw.ledger(key_id, blocked=True)] == [400, 413]
+    # a bad key: Codex retried a 401 six times
+    bad, _ = clients("openai", "sk-sg-not-a-key")
+    with pytest.raises(openai.BadRequestError) as caught:
+        bad.responses.create(model=OPENAI_MODEL, input="hi", extra_headers=CODEX)
+    assert caught.value.code == "invalid_api_key"
+    # Claude Code's dialect is not touched by an originator header
+    ant, _ = clients("anthropic", secret)
+    with pytest.raises(anthropic.APIStatusError) as caught_ant:
+        ant.messages.create(
+            model=ANTHROPIC_MODEL,
+            max_tokens=50,
+            messages=[{"role": "user", "content": big}],
+            extra_headers=CODEX,
+        )
+    assert caught_ant.value.status_code == 402
+
+
 def test_max_request_usd_cap_clamps_when_a_smaller_ceiling_fits(
     gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Counter]]
 ) -> None:
