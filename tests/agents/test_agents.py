@@ -73,6 +73,9 @@ def configure(data: dict[str, Any]) -> None:
     data["limits"] = [
         {"name": f"paced-{agent}", "scope": "user", "match": f"paced-{agent}", "requests": "1/s"}
         for agent in ("claude", "codex")
+    ] + [
+        {"name": f"hourly-{agent}", "scope": "user", "match": f"hourly-{agent}", "requests": "1/h"}
+        for agent in ("claude", "codex")
     ]
     data["runaway"] = {
         "loop_max_repeats": 1,
@@ -199,6 +202,20 @@ def test_claude_waits_out_a_rate_limit_and_answers(world: World, claude: Run) ->
     assert (block.status, block.blocked_by) == (429, "paced-claude:requests/s")
     assert [r.status for r in world.rows(key_id)] == [200, 200]
     assert answer_text(world, world.rows(key_id)[-1]) in run.stdout
+
+
+def test_claude_long_rate_limit_is_one_request_with_spendgates_message(
+    world: World, claude: Run
+) -> None:
+    """Room only in an hour: 429 rate_limit_error, x-should-retry: false, no retry-after."""
+    secret, key_id = world.key("hourly-claude")
+    assert claude(secret, "first").returncode == 0
+    run = claude(secret, "second")
+    assert run.returncode == 1, run
+    assert world.requests(key_id) == 2
+    (block,) = world.blocks(key_id)
+    assert (block.status, block.blocked_by) == (429, "hourly-claude:requests/h")
+    assert "API Error: Request rejected (429) · Rate limit reached for user" in run.stdout
 
 
 def test_claude_request_cap_is_one_request_with_spendgates_message(
@@ -343,6 +360,22 @@ def test_codex_waits_out_a_rate_limit_and_answers(world: World, codex: Run) -> N
     assert (block.status, block.blocked_by) == (429, "paced-codex:requests/s")
     assert [r.status for r in world.rows(key_id)] == [200, 200]
     assert answer_text(world, world.rows(key_id)[-1]) in run.stdout
+
+
+def test_codex_long_rate_limit_is_one_request_with_spendgates_message(
+    world: World, codex: Run
+) -> None:
+    """Room only in an hour: x-should-retry: false, so Codex gets a 400. (A 429 without
+    retry-after: "exceeded retry limit, last status: 429", our message lost.)"""
+    secret, key_id = world.key("hourly-codex")
+    assert codex(secret, "first", "hourly").returncode == 0
+    run = codex(secret, "second", "hourly")
+    assert run.returncode == 1, run
+    assert world.requests(key_id) == 2
+    (block,) = world.blocks(key_id)
+    assert (block.status, block.blocked_by) == (400, "hourly-codex:requests/h")
+    assert "Rate limit reached for user 'hourly-codex'" in run.stderr
+    assert "exceeded retry limit" not in run.output
 
 
 def test_codex_request_cap_is_one_request_with_spendgates_message(world: World, codex: Run) -> None:
