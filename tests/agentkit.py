@@ -235,8 +235,10 @@ class Agents:
         if headers:
             pairs = ", ".join(f'"{k}" = "{v}"' for k, v in headers.items())
             lines.append(f"http_headers = {{ {pairs} }}")
-        # Offline, Codex's plugin sync waits ~5 s for DNS at every exit: turn it off.
+        # Offline, Codex's plugin sync and its metrics export (ab.chatgpt.com) each wait
+        # ~5 s for DNS before it exits: turn them off.
         lines += ["", "[features]", "plugins = false", "remote_plugin = false"]
+        lines += ["", "[analytics]", "enabled = false"]
         (home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return home
 
