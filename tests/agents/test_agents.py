@@ -107,7 +107,8 @@ class World:
         return len(self.rows(key_id)) + len(self.blocks(key_id))
 
     def upstream_calls(self, key_id: str) -> int:
-        return sum(1 for row in self.rows(key_id))
+        """Requests that reached the simulator: each has a (non-block) ledger row."""
+        return len(self.rows(key_id))
 
     def wait_for_block(self, key_id: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +126,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def answer_text(world: World, row: LedgerRow) -> str:
-    """The text the simulator answered ``row``'s request with (first ``tokens`` of it)."""
+    """The text the simulator answered ``row``'s request with (its generator is a function
+    of the prompt and the number of output tokens)."""
     (record,) = [r for r in world.gw.sim.records if r.request_id == row.upstream_request_id]
     body = record.body
     if "messages" in body:
