@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from spendgate.dialects import SurfaceSpec
+from spendgate.dialects import DialectAdapter, SurfaceSpec
 from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.identity import ApiKey
@@ -59,6 +59,7 @@ class Exchange:
     shadow_price: Price | None = None  # the price of the model a shadow rule would have used
     attempt: int = 0  # which attempt of the fallback chain
     fallback_from: str | None = None  # the model whose failure led to this attempt
+    refusals_as: DialectAdapter | None = None  # the client's reading of refusals (Codex)
     _hidden: tuple[SurfaceSpec, dict[str, Any], HiddenInput] | None = dataclasses.field(
         default=None, init=False, repr=False
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from spendgate.dialects import SurfaceSpec
+from spendgate.dialects import SurfaceSpec, for_request
 from spendgate.domain.budgets import Caller
 from spendgate.domain.models import ModelRoute, ProviderKind
 from spendgate.domain.retries import request_shape
@@ -79,15 +79,15 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     except StorageError as exc:
         log.error("storage failed", extra={"path": request.path, "error": str(exc)})
         refusal = storage_refusal()
-        _report_unanswered(reporter, spec, refusal, key_id)
+        _report_unanswered(reporter, request, refusal, key_id)
         raise refusal from exc
     except GatewayError as error:
-        _report_unanswered(reporter, spec, error, key_id)
+        _report_unanswered(reporter, request, error, key_id)
         raise
 
 
 def _report_unanswered(
-    reporter: Reporter, spec: SurfaceSpec, error: GatewayError, key_id: str | None
+    reporter: Reporter, request: web.Request, error: GatewayError, key_id: str | None
 ) -> None:
     """The outcome event of a request refused before any attempt reported one."""
     if reporter.reported:
@@ -95,7 +95,7 @@ def _report_unanswered(
     if isinstance(error, AuthenticationFailed):
         reporter.outcome(AuthFailed(reporter.request_id, reporter.surface, error.message))
         return
-    status = spec.adapter.error_status(error)
+    status = for_request(request.path, request.headers).error_status(error)  # as answered
     event = Rejected(
         reporter.request_id, reporter.surface, key_id, status, error.code, error.message
     )
@@ -233,6 +233,7 @@ async def _run(
             ),
             attempt=index,
             fallback_from=previous,
+            refusals_as=for_request(request.path, request.headers),
         )
         request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
