@@ -252,18 +252,19 @@ def test_claude_loop_is_refused_after_one_request_with_spendgates_message(
 
 
 def test_claude_breaker_stops_the_agent_with_spendgates_message(world: World, claude: Run) -> None:
-    """Today: an upstream 500 (relayed; Claude Code retries it), then the open breaker's
-    503 overloaded_error, retry-after 1 s and x-should-retry: true, which Claude Code
-    retries until CLAUDE_CODE_MAX_RETRIES (2) is used up: 3 requests, 1 upstream call."""
+    """An upstream 500 (relayed; Claude Code retries it), then the open breaker's 529
+    overloaded_error with x-should-retry: false, which Claude Code shows at once: 2
+    requests, 1 upstream call. (A 503 it retried whatever the header said: with
+    CLAUDE_CODE_MAX_RETRIES=2, 3 requests, and 7 or more in 45 s with its defaults.)"""
     secret, key_id = world.key("cc-breaker")
     run = claude(secret, "say hi", headers=FAILING, CLAUDE_CODE_MAX_RETRIES="2")
     assert run.returncode == 1, run
     assert world.upstream_calls(key_id) == 1
     assert [r.status for r in world.rows(key_id)] == [500]
     blocks = world.blocks(key_id)
-    assert {(b.status, b.blocked_by) for b in blocks} == {(503, "circuit-breaker")}
-    assert world.requests(key_id) == 3
-    assert "API Error: 503 The upstream for 'claude-haiku-4-5' failed 1 times" in run.stdout
+    assert [(b.status, b.blocked_by) for b in blocks] == [(529, "circuit-breaker")]
+    assert world.requests(key_id) == 2
+    assert "The upstream for 'claude-haiku-4-5' failed 1 times" in run.stdout
 
 
 def test_claude_clamp_that_bites_charges_and_shows_only_the_refusal(
@@ -393,30 +394,34 @@ def test_codex_request_cap_is_one_request_with_spendgates_message(world: World, 
     assert "Reconnecting" not in run.output
 
 
-def test_codex_repeats_are_not_a_loop_today(world: World, codex: Run) -> None:
-    """Every Codex request carries fresh ids, turn ids, timestamps and client metadata,
-    so two identical ``codex exec`` runs are two different fingerprints (issue 12 item 2):
-    both are served. When the loop fingerprint ignores those fields, the second run must be
-    refused after one request with spendgate's message: change this test then."""
+def test_codex_repeats_are_a_loop_refused_after_one_request(world: World, codex: Run) -> None:
+    """Every Codex request carries fresh ids, turn ids, timestamps and client metadata;
+    the loop fingerprint ignores them (docs/limits.md), so the second identical ``codex
+    exec`` run is a loop: one request, refused as 400 (Codex cannot retry it), spendgate's
+    message printed. (Before, both runs were served: no two Codex bodies were equal.)"""
     secret, key_id = world.key("codex-loop")
     assert codex(secret, "say hi again", "loop").returncode == 0
     run = codex(secret, "say hi again", "loop")
-    assert run.returncode == 0, run
-    assert [r.status for r in world.rows(key_id)] == [200, 200]
-    assert not world.blocks(key_id)
+    assert run.returncode == 1, run
+    assert world.requests(key_id) == 2
+    assert [r.status for r in world.rows(key_id)] == [200]
+    (block,) = world.blocks(key_id)
+    assert (block.status, block.blocked_by) == (400, "loop-detection")
+    assert "Loop detected" in run.stderr
 
 
-def test_codex_breaker_is_retried_then_shows_spendgates_message(world: World, codex: Run) -> None:
-    """Today: the upstream 500, then the open breaker's 503 (retry-after 1 s,
-    x-should-retry: true), which Codex retries request_max_retries x stream_max_retries
-    times (1 + 1 here: 4 requests; 30 with its defaults) before printing the message."""
+def test_codex_breaker_shows_spendgates_message_at_once(world: World, codex: Run) -> None:
+    """The upstream 500 (Codex retries it once here), then the open breaker's refusal with
+    x-should-retry: false, sent to Codex as 400: it stops and prints the message. (As a 503
+    with retry-after Codex retried request_max_retries x stream_max_retries times: 4
+    requests here, 30 with its defaults.)"""
     secret, key_id = world.key("codex-breaker")
     run = codex(secret, "say hi", "breaker", FAILING, request_max_retries=1, stream_max_retries=1)
     assert run.returncode == 1, run
     assert world.upstream_calls(key_id) == 1
     blocks = world.blocks(key_id)
-    assert {(b.status, b.blocked_by) for b in blocks} == {(503, "circuit-breaker")}
-    assert world.requests(key_id) == 4
+    assert [(b.status, b.blocked_by) for b in blocks] == [(400, "circuit-breaker")]
+    assert world.requests(key_id) == 2
     assert "The upstream for 'gpt-4o-mini' failed 1 times in a row" in run.stderr
 
 
