@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from spendgate.dialects.agents import messages_end_turn, rewrite_event
 from spendgate.dialects.anthropic_hidden import messages_hidden
 from spendgate.dialects.base import (
     Action,
@@ -219,6 +220,9 @@ def _cache_marks(value: object) -> Iterator[Mapping[str, Any]]:
 
 
 class MessagesSurface(SurfaceSpec):
+    def end_turn(self, raw: bytes) -> bytes:
+        return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
+
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_anthropic_input(model, body)
 

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from spendgate.dialects import SurfaceSpec, for_request
+from spendgate.dialects.agents import coding_agent
 from spendgate.domain.budgets import Caller
 from spendgate.domain.models import ModelRoute, ProviderKind
 from spendgate.domain.retries import request_shape
@@ -234,6 +235,7 @@ async def _run(
             attempt=index,
             fallback_from=previous,
             refusals_as=for_request(request.path, request.headers),
+            agent=coding_agent(request.headers),
         )
         request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
