@@ -42,8 +42,14 @@ FAILING = {"x-sim-status": "500"}
 WINDOW_PASSES = 1.1  # a 1/s window plus one bucket (a tenth of it): the limit has room again
 
 
+CLAUDE_DEFAULT = "claude-opus-5-5"  # what Claude Code 2.1.328 asks for without --model
+CODEX_DEFAULT = "gpt-6.1-sol"  # Codex 0.169.0's default model
+
+
 def configure(data: dict[str, Any]) -> None:
     data["server"]["max_body_bytes"] = 4_000_000  # Claude Code sends ~90 KB, Codex ~40 KB
+    data["models"][CLAUDE_DEFAULT] = {"provider": "anthropic"}  # priced by the catalog
+    data["models"][CODEX_DEFAULT] = {"provider": "openai"}
     data["budgets"] = [
         {
             "name": "broke",
@@ -156,6 +162,42 @@ def claude(world: World) -> Run:
         return agents.run(argv, agents.claude_env(secret, headers, **env), world.work, timeout)
 
     return run
+
+
+def test_claude_on_its_default_model_is_served_and_reserved_within_the_models_maximum(
+    world: World,
+) -> None:
+    """Without --model Claude Code asks for its default (claude-opus-5-5) with max_tokens
+    128000; the catalog prices it and the reservation stays within the model's maximum
+    output (128,000 on this model: the request's own ceiling, unclamped)."""
+    secret, key_id = world.key("cc-default")
+    agents = world.agents
+    argv = agents.claude_argv("say hi", CLAUDE_MODEL)[:-2]  # no --model
+    run = agents.run(argv, agents.claude_env(secret), world.work, 60)
+    assert run.returncode == 0, run
+    rows = world.rows(key_id)
+    assert rows
+    assert {row.requested_model for row in rows} <= {CLAUDE_DEFAULT, CLAUDE_MODEL}
+    main = [row for row in rows if row.requested_model == CLAUDE_DEFAULT]
+    assert main, [row.requested_model for row in rows]
+    for row in main:
+        assert row.status == 200, row.error
+        assert row.cost_nanos > 0
+        assert row.output_ceiling is not None
+        assert row.output_ceiling <= 128_000
+    assert answer_text(world, main[-1]) in run.stdout
+
+
+def test_codex_on_its_default_model_is_served(world: World, codex: Run) -> None:
+    secret, key_id = world.key("codex-default")
+    agents = world.agents
+    home = agents.codex_home("default", CODEX_DEFAULT)
+    run = agents.run(agents.codex_argv("say hi"), agents.codex_env(secret, home), world.work, 60)
+    assert run.returncode == 0, run
+    (row,) = world.rows(key_id)
+    assert (row.requested_model, row.status) == (CODEX_DEFAULT, 200)
+    assert row.cost_nanos > 0
+    assert answer_text(world, row) in run.stdout
 
 
 def test_claude_basic_turn_prints_the_answer_and_leaves_one_row(world: World, claude: Run) -> None:
