@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test lint types check bench clean
+.PHONY: setup agents demo test lint types check bench clean
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -12,10 +12,15 @@ $(VENV_STAMP): pyproject.toml
 
 setup: $(VENV_STAMP)
 
+# The real coding agents the tests in tests/agents run (pinned in tests/agentkit.py),
+# installed once into .agents/ with npm; the tests fail if they cannot be installed.
+agents: setup
+	$(PY) tests/agentkit.py
+
 demo: setup
 	.venv/bin/spendgate demo
 
-test: setup
+test: setup agents
 	.venv/bin/pytest -q
 
 lint: setup
@@ -32,4 +37,4 @@ bench: setup
 	.venv/bin/python -m benchmarks.latency --write docs/benchmarks.md
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .agents .mypy_cache .ruff_cache .pytest_cache

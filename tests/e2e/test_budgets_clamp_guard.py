@@ -584,3 +584,58 @@ def test_lease_is_renewed_while_a_slow_request_is_in_flight(tmp_path: Path) -> N
         assert (state.spent, state.reserved) == (row.cost_nanos, 0)
     finally:
         gw.stop()
+
+
+# --------------------------------------------------------------------------- coding agents
+
+CLAUDE_CODE = {"user-agent": "claude-cli/2.1.328 (external, sdk-cli)", "x-app": "cli"}
+CODEX = {"originator": "codex_exec", "user-agent": "codex_exec/0.169.0 (Linux; x86_64)"}
+LONG = {"x-sim-output-tokens": "5000"}  # the simulator writes up to the ceiling
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_clamped_agent_answer_ends_the_turn_other_clients_see_the_ceiling(
+    gw: GatewayHarness, sdk: Callable[[str, str], Any], stream: bool
+) -> None:
+    """The same clamped request (the per-user budget: ~100 output tokens of Haiku) from
+    Claude Code, from Codex and from a plain SDK client: the agents are told the turn ended
+    (end_turn / response.completed), so they show what was paid for instead of sending the
+    whole context again; every other client gets the provider's own ceiling stop."""
+    stops = {}
+    for who, extra in (("claude-code", CLAUDE_CODE), ("codex", CODEX), ("sdk", {})):
+        user = f"agent-{who}-{stream}"
+        claude = sdk("anthropic", gw.create_key(name=user, user=user))
+        key_id = gw.last_key_id
+        headers = {**LONG, **extra}
+        if stream:
+            with claude.messages.stream(
+                model="claude-haiku-4-5", max_tokens=4000, messages=PROMPT, extra_headers=headers
+            ) as events:
+                message = events.get_final_message()
+        else:
+            message = claude.messages.create(
+                model="claude-haiku-4-5", max_tokens=4000, messages=PROMPT, extra_headers=headers
+            )
+        row = the_row(gw, key_id)
+        assert row.clamped_from == 4000
+        assert row.output_tokens == row.output_ceiling  # it ran into the clamp
+        stops[who] = message.stop_reason
+        openai_client = sdk("openai", gw.create_key(name=f"oa-{user}", user=f"oa-{user}"))
+        oa_id = gw.last_key_id
+        response = openai_client.responses.create(
+            model="gpt-4o-mini",
+            input="Write about careful gateways.",
+            max_output_tokens=4000,
+            stream=False,
+            extra_headers=headers,
+        )
+        assert the_row(gw, oa_id).clamped_from == 4000
+        stops[f"{who} responses"] = response.status
+    assert stops == {
+        "claude-code": "end_turn",
+        "claude-code responses": "completed",
+        "codex": "end_turn",
+        "codex responses": "completed",
+        "sdk": "max_tokens",
+        "sdk responses": "incomplete",
+    }

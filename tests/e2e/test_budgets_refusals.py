@@ -6,9 +6,9 @@ limit, what is spent and reserved, and when it resets. OpenAI dialect: 429
 ``insufficient_quota`` (``openai.RateLimitError``); Anthropic dialect: 402 ``billing_error``
 (``anthropic.PaymentRequiredError``), never 400 (CLIENTS.md §0 facts 7, 8, 11, 12).
 
-Also here: per-request caps (413, naming the cap; a dollar cap clamps the output ceiling
-when a smaller one fits), soft budgets (never refuse; their state shows in ``overview()``)
-and the budget headers on successful responses.
+Also here: per-request caps (413; 402 billing_error in the Anthropic dialect; naming the
+cap; a dollar cap clamps the output ceiling when a smaller one fits), soft budgets (never
+refuse; their state shows in ``overview()``) and the budget headers on successful responses.
 """
 
 from __future__ import annotations
@@ -235,20 +235,27 @@ def test_exhausted_budget_refuses_once_and_names_everything(
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
-def test_max_input_tokens_cap_refuses_with_413(
+def test_max_input_tokens_cap_refuses_with_413_or_402(
     gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Counter]], kind: str
 ) -> None:
+    """OpenAI dialect: 413 request_cap_exceeded. Anthropic dialect: 402 billing_error, the
+    one shape Claude Code shows our message for (on a 413 it prints its own "Request too
+    large (max 32MB)" text; docs/errors.md, Agents)."""
     secret = gw.create_key(name=f"big-{kind}", user="u-big")
     client, counter = clients(kind, secret)
     before = len(gw.sim.records)
     big = [{"role": "user", "content": "tell me more about budgets " * 40}]
-    error_type = anthropic.ContentTooLargeError if kind == "anthropic" else openai.APIStatusError
+    error_type = anthropic.APIStatusError if kind == "anthropic" else openai.APIStatusError
     create = client.messages.create if kind == "anthropic" else client.chat.completions.create
     model = ANTHROPIC_MODEL if kind == "anthropic" else OPENAI_MODEL
     with pytest.raises(error_type) as caught:
         create(model=model, messages=big, max_tokens=50)
     error: Any = caught.value
-    assert error.status_code == 413
+    if kind == "anthropic":
+        assert error.status_code == 402
+        assert error.body["error"]["type"] == "billing_error"
+    else:
+        assert error.status_code == 413
     assert counter.count == 1
     assert error.response.headers["x-should-retry"] == "false"
     text = str(error.body)
@@ -259,6 +266,48 @@ def test_max_input_tokens_cap_refuses_with_413(
     # a small prompt passes the same cap
     send(kind, client, FAST)
     assert counter.count == 2
+
+
+CODEX = {"originator": "codex_exec", "user-agent": "codex_exec/0.169.0 (Linux; x86_64)"}
+
+
+def test_codex_gets_a_refusal_it_cannot_retry_as_400(
+    gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Counter]]
+) -> None:
+    """Codex retries 401/402/403/413/429 five times whatever x-should-retry says and
+    rewrites 429 insufficient_quota into its own words; it stops at once on a 400 and
+    prints the message. So requests from Codex (its originator header) get non-retryable
+    refusals as 400, same body; everyone else keeps the status (docs/errors.md, Agents)."""
+    secret = gw.create_key(name="codex-big", user="u-big")
+    key_id = gw.last_key_id
+    client, counter = clients("openai", secret)
+    big = "tell me more about budgets " * 40
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=OPENAI_MODEL, input=big, extra_headers=CODEX)
+    error: Any = caught.value
+    assert error.code == "request_cap_exceeded"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "over the limit of 50 per request for user 'u-big'" in error.message
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.responses.create(model=OPENAI_MODEL, input=big)  # not Codex: 413
+    assert caught.value.status_code == 413
+    assert counter.count == 2
+    assert [row.status for row in gw.ledger(key_id, blocked=True)] == [400, 413]
+    # a bad key: Codex retried a 401 six times
+    bad, _ = clients("openai", "sk-sg-not-a-key")
+    with pytest.raises(openai.BadRequestError) as caught:
+        bad.responses.create(model=OPENAI_MODEL, input="hi", extra_headers=CODEX)
+    assert caught.value.code == "invalid_api_key"
+    # Claude Code's dialect is not touched by an originator header
+    ant, _ = clients("anthropic", secret)
+    with pytest.raises(anthropic.APIStatusError) as caught_ant:
+        ant.messages.create(
+            model=ANTHROPIC_MODEL,
+            max_tokens=50,
+            messages=[{"role": "user", "content": big}],
+            extra_headers=CODEX,
+        )
+    assert caught_ant.value.status_code == 402
 
 
 def test_max_request_usd_cap_clamps_when_a_smaller_ceiling_fits(

@@ -243,6 +243,8 @@ def test_valid_extras_are_accepted(raw: Raw) -> None:
     assert raw.post("/v1/messages", {**CLAUDE, **adaptive}).status == 200
     blocks = [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}]
     assert raw.post("/v1/messages", {**CLAUDE, "system": blocks}).status == 200
+    later = [{"role": "user", "content": "hi"}, {"role": "system", "content": "be brief"}]
+    assert raw.post("/v1/messages", {**CLAUDE, "messages": later}).status == 200  # Claude Code
     assert raw.post("/v1/chat/completions", {**CHAT, "n": 128, "stream": None}).status == 200
     assistant = {"role": "assistant", "content": None, "tool_calls": []}
     assert raw.post("/v1/chat/completions", {**CHAT, "messages": [assistant]}).status == 200

@@ -1,8 +1,9 @@
 """The API dialects spendgate speaks, one adapter each, and the surfaces they serve.
 
 `surface_for` / `SURFACES` list every operation the gateway proxies; `for_request` picks
-the dialect that renders an error for a request whose surface is not known yet (an unknown
-route, a bad key on ``GET /v1/models``).
+the dialect that renders an error for a request (its surface's dialect, or the one its path
+and headers name when the surface is not known yet: an unknown route, a bad key on ``GET
+/v1/models``), including a client's own reading of a dialect (`codex`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 
 from spendgate.dialects.anthropic import ANTHROPIC, COUNT_TOKENS, MESSAGES
 from spendgate.dialects.base import DialectAdapter, Prepared, SurfaceSpec
+from spendgate.dialects.codex import CODEX
 from spendgate.dialects.openai import EMBEDDINGS, OPENAI, RESPONSES_INPUT_TOKENS
 from spendgate.dialects.openai_chat import CHAT
 from spendgate.dialects.openai_responses import RESPONSES
@@ -19,6 +21,7 @@ from spendgate.domain.models import Dialect
 __all__ = [
     "ANTHROPIC",
     "CHAT",
+    "CODEX",
     "COUNT_TOKENS",
     "EMBEDDINGS",
     "MESSAGES",
@@ -41,9 +44,10 @@ SURFACES: tuple[SurfaceSpec, ...] = (
     COUNT_TOKENS,
     RESPONSES_INPUT_TOKENS,
 )
-# The order in which dialects claim a request: the most specific first, OpenAI last.
-_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, OPENAI)
-_BY_DIALECT = {adapter.dialect: adapter for adapter in _DIALECTS}
+# The order in which dialects claim a request: the most specific first, OpenAI last. A
+# client's variant of a dialect (Codex's reading of OpenAI errors) comes before it.
+_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, CODEX, OPENAI)
+_BY_DIALECT = {adapter.dialect: adapter for adapter in (ANTHROPIC, OPENAI)}
 
 
 def adapter(dialect: Dialect) -> DialectAdapter:

@@ -3,7 +3,8 @@ free token counting, its error shape, ``anthropic-ratelimit-*`` headers, model l
 usage objects and stream events.
 
 Errors: ``{"type": "error", "error": {"type", "message"}, "request_id"}``; a budget refusal
-is ``402 billing_error`` (never 400: Claude Code replays a 400 five times). Rate limits:
+and a request cap are ``402 billing_error`` (never 400: Claude Code replays a 400 five
+times; on a 413 it prints its own "Request too large" text instead of ours). Rate limits:
 ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``, resets as RFC 3339 times.
 Usage: ``input_tokens`` excludes both cache fields (shared/CLIENTS.md §0.16), so the
 normal form adds them back; ``message_delta`` usage is cumulative.
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from spendgate.dialects.agents import messages_end_turn, rewrite_event
 from spendgate.dialects.anthropic_hidden import messages_hidden
 from spendgate.dialects.base import (
     Action,
@@ -47,6 +49,7 @@ from spendgate.errors import (
     PermissionDenied,
     RateLimited,
     RateWindow,
+    RequestCapExceeded,
     RequestTooLarge,
     ServiceUnavailable,
     StorageUnavailable,
@@ -65,6 +68,7 @@ class AnthropicDialect(DialectAdapter):
         PermissionDenied: "permission_error",
         NotFound: "not_found_error",
         RequestTooLarge: "request_too_large",
+        RequestCapExceeded: "billing_error",
         BudgetExceeded: "billing_error",
         RateLimited: "rate_limit_error",
         BudgetBusy: "rate_limit_error",
@@ -75,8 +79,13 @@ class AnthropicDialect(DialectAdapter):
         StorageUnavailable: "overloaded_error",
     }
     # 529 overloaded_error with x-should-retry: false is what Claude Code shows at once,
-    # with the message, after one request (CLIENTS.md §8.1); a 503 it retries.
-    statuses: ClassVar[Mapping[type[GatewayError], int]] = {BudgetExceeded: 402, CircuitOpen: 529}
+    # with the message, after one request (CLIENTS.md §8.1); a 503 it retries. A request
+    # cap is 402: on a 413 Claude Code prints its own "Request too large" text instead.
+    statuses: ClassVar[Mapping[type[GatewayError], int]] = {
+        BudgetExceeded: 402,
+        RequestCapExceeded: 402,
+        CircuitOpen: 529,
+    }
     request_id_header = "request-id"
 
     def owns(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -211,6 +220,9 @@ def _cache_marks(value: object) -> Iterator[Mapping[str, Any]]:
 
 
 class MessagesSurface(SurfaceSpec):
+    def end_turn(self, raw: bytes) -> bytes:
+        return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
+
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_anthropic_input(model, body)
 

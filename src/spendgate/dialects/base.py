@@ -278,6 +278,12 @@ class SurfaceSpec:
         not choose one (`providers.*.default_service_tier`)."""
         return (account_default,)
 
+    def end_turn(self, raw: bytes) -> bytes:
+        """A stream event (or a whole answer) that says the output stopped at its ceiling,
+        told as the end of the turn, for a coding agent whose ceiling a budget lowered
+        (`spendgate.dialects.agents`). By default: unchanged."""
+        return raw
+
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         """Whether the request can be billed for writing its input to the provider's cache,
         at the 5-minute rate and at the 1-hour rate. By default: whichever the model's

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from spendgate.dialects.agents import chat_stop, rewrite_event
 from spendgate.dialects.base import (
     Action,
     MeterBase,
@@ -37,6 +38,9 @@ from spendgate.upstream.sse import SseEvent
 
 
 class ChatSurface(SurfaceSpec):
+    def end_turn(self, raw: bytes) -> bytes:
+        return rewrite_event(raw, b'"length"', chat_stop)
+
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_chat_input(model, body)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from spendgate.dialects.agents import responses_completed, rewrite_event
 from spendgate.dialects.base import (
     Action,
     MeterBase,
@@ -37,6 +38,9 @@ from spendgate.upstream.sse import SseEvent
 
 
 class ResponsesSurface(SurfaceSpec):
+    def end_turn(self, raw: bytes) -> bytes:
+        return rewrite_event(raw, b'"incomplete"', responses_completed)
+
     def check(self, body: Mapping[str, Any]) -> None:
         super().check(body)
         if body.get("background") is True:

@@ -355,7 +355,7 @@ async def record_block(
     row = exchange.row(
         now=exchange.started,
         usage=Usage(),
-        status=exchange.spec.adapter.error_status(refusal),
+        status=(exchange.refusals_as or exchange.spec.adapter).error_status(refusal),
         error=refusal.message[:500],
     )
     try:

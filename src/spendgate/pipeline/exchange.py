@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from spendgate.dialects import SurfaceSpec
+from spendgate.dialects import DialectAdapter, SurfaceSpec
 from spendgate.dialects.hidden import HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.identity import ApiKey
@@ -59,6 +59,8 @@ class Exchange:
     shadow_price: Price | None = None  # the price of the model a shadow rule would have used
     attempt: int = 0  # which attempt of the fallback chain
     fallback_from: str | None = None  # the model whose failure led to this attempt
+    refusals_as: DialectAdapter | None = None  # the client's reading of refusals (Codex)
+    agent: str | None = None  # the coding agent that sent it (`spendgate.dialects.agents`)
     _hidden: tuple[SurfaceSpec, dict[str, Any], HiddenInput] | None = dataclasses.field(
         default=None, init=False, repr=False
     )
@@ -67,6 +69,12 @@ class Exchange:
     def lease_id(self) -> str | None:
         """The reservation whose lease is the request's durable trace, if it has one."""
         return self.ticket.plan.reservation_id if self.ticket is not None else self.trace
+
+    @property
+    def ends_turn_at_clamp(self) -> bool:
+        """Whether an answer stopped at its ceiling is told as the end of the turn: a
+        coding agent's request whose ceiling a budget lowered (`spendgate.dialects.agents`)."""
+        return self.agent is not None and self.ticket is not None and self.ticket.budget_clamped
 
     def hidden_input(self) -> HiddenInput:
         """What the provider may bill that the body does not show, read once per attempt

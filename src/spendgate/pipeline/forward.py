@@ -201,6 +201,8 @@ async def _relay_body(
         error=error,
         usage_problem=problem,
     )
+    if exchange.ends_turn_at_clamp:  # a clamped agent's ceiling stop ends its turn
+        payload = exchange.spec.end_turn(payload)
     response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
     )

@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from spendgate.dialects import SurfaceSpec
+from spendgate.dialects import SurfaceSpec, for_request
+from spendgate.dialects.agents import coding_agent
 from spendgate.domain.budgets import Caller
 from spendgate.domain.models import ModelRoute, ProviderKind
 from spendgate.domain.retries import request_shape
@@ -81,10 +82,10 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     except StorageError as exc:
         log.error("storage failed", extra={"path": request.path, "error": str(exc)})
         refusal = storage_refusal()
-        _report_unanswered(reporter, spec, refusal)
+        _report_unanswered(reporter, request, refusal)
         raise refusal from exc
     except GatewayError as error:
-        _report_unanswered(reporter, spec, error)
+        _report_unanswered(reporter, request, error)
         raise
     except asyncio.CancelledError:
         if not reporter.forwarded:  # the client left before anything went upstream
@@ -98,13 +99,14 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
         raise
 
 
-def _report_unanswered(reporter: Reporter, spec: SurfaceSpec, error: GatewayError) -> None:
+def _report_unanswered(reporter: Reporter, request: web.Request, error: GatewayError) -> None:
     """The outcome event of a request refused before any attempt reported one."""
     if isinstance(error, AuthenticationFailed):
         if not reporter.reported:
             reporter.outcome(AuthFailed(reporter.request_id, reporter.surface, error.message))
         return
-    _report(reporter, spec.adapter.error_status(error), error.code, error.message)
+    status = for_request(request.path, request.headers).error_status(error)  # as answered
+    _report(reporter, status, error.code, error.message)
 
 
 def _report(reporter: Reporter, status: int, code: str | None, message: str) -> None:
@@ -257,6 +259,8 @@ async def _run(
             ),
             attempt=index,
             fallback_from=previous,
+            refusals_as=for_request(request.path, request.headers),
+            agent=coding_agent(request.headers),
         )
         request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name

@@ -4,6 +4,7 @@ guarded against outrunning its reserved output ceiling, settled on every path.""
 from __future__ import annotations
 
 import asyncio
+import re
 from functools import partial
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from spendgate.pipeline.outcome import answer_and_record, client_headers, record
 from spendgate.pipeline.usage_check import believed, capped
 from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
 from spendgate.upstream.sse import EventTooLarge
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 class OutputGuard:
@@ -59,6 +62,16 @@ class _Relay:
         ticket = exchange.ticket
         self.limit = ticket.ceiling * ticket.plan.worst.choices if ticket else None
         self.guard = OutputGuard(self.limit, meter.generated) if self.limit is not None else None
+        self.end_turn = exchange.ends_turn_at_clamp
+
+    def told(self, raw: bytes) -> bytes:
+        """Events as the client gets them: a clamped agent's ceiling stop is the end of its
+        turn (`spendgate.dialects.agents`)."""
+        if not self.end_turn or not raw:
+            return raw
+        spec = self.exchange.spec
+        events = _EVENT_END.split(raw)
+        return b"".join(spec.end_turn(event + b"\n\n") for event in events if event.strip())
 
     def sort(self, chunk: bytes) -> bytes:
         out = []
@@ -68,7 +81,8 @@ class _Relay:
                 if self.guard is not None and self.guard.over():
                     self.cut = True
                     break
-                out.append(event.raw)
+                raw = self.exchange.spec.end_turn(event.raw) if self.end_turn else event.raw
+                out.append(raw)
             elif action is Action.HOLD:
                 self.held.append(event.raw)
         return b"".join(out)
@@ -160,7 +174,7 @@ async def _finish_stream(response: web.StreamResponse, relay: _Relay, row: Ledge
             f"The upstream provider's stream broke off ({relay.broken}); what was generated "
             "so far has been metered.",
         )
-    tail += b"".join(relay.held)
+    tail = relay.told(tail + b"".join(relay.held))
     try:
         if tail:
             await response.write(tail)

@@ -40,6 +40,12 @@ class Ticket:
         exceeds the model's maximum output, and neither does the ceiling sent upstream)."""
         return self.ceiling < self.asked
 
+    @property
+    def budget_clamped(self) -> bool:
+        """Whether a budget (not the model's maximum) set the reserved ceiling below what
+        the request asked for."""
+        return self.ceiling < min(self.asked, self.plan.worst.requested_ceiling)
+
     def headers(self, dialect: Dialect, now: datetime) -> dict[str, str]:
         out = limit_headers(self.admitted, dialect, now)
         tightest = self.admitted.tightest

@@ -78,11 +78,16 @@ def _check_block(block: object, where: str) -> Problem | None:
     return None
 
 
-def _check_message(message: object, where: str) -> Problem | None:
+def _check_message(message: object, where: str, first: bool = False) -> Problem | None:
     if not isinstance(message, dict):
         return _bad(f"{where}: Input should be a valid dictionary")
-    if message.get("role") not in ("user", "assistant"):
-        return _bad(f"{where}.role: Input should be 'user' or 'assistant'")
+    # ("system" after the first message: a system message at its own place in the
+    # conversation, which Claude Code 2.1.328 sends on claude-opus-5-5; a leading one
+    # belongs in the top-level `system`)
+    roles = ("user", "assistant") if first else ("user", "assistant", "system")
+    if message.get("role") not in roles:
+        allowed = " or ".join(f"'{role}'" for role in roles)
+        return _bad(f"{where}.role: Input should be {allowed}")
     content = message.get("content")
     if isinstance(content, str):
         return None
@@ -103,7 +108,7 @@ def _check_messages(messages: object) -> Problem | None:
     if not messages:
         return _bad("messages: at least one message is required")
     for index, message in enumerate(messages):
-        problem = _check_message(message, f"messages.{index}")
+        problem = _check_message(message, f"messages.{index}", first=index == 0)
         if problem:
             return problem
     return None
