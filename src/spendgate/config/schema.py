@@ -43,15 +43,11 @@ class ServerConfig(Strict):
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
-    # A request's head must arrive within this many seconds of its first byte, its body
-    # within this many of its head; an idle keep-alive connection is closed after this.
+    # Bounds on client connections and on one provider event (docs/configuration.md).
     request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
-    # Connections one client address may hold open at once (one more gets 503 and closed).
     max_connections_per_address: Annotated[int, Field(ge=1)] = 1024
-    # A single server-sent event from a provider may be this large (else the stream is
-    # ended as an upstream error).
     max_upstream_event_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     log_level: str = "info"
 
