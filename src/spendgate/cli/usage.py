@@ -13,7 +13,7 @@ from spendgate.services.reports import (
     blocks_report,
     usage_report,
 )
-from spendgate.text import escape
+from spendgate.text import escape, plural
 
 
 def _headline(report: UsageReport) -> str:
@@ -86,7 +86,8 @@ def _callers_lines(report: UsageReport, callers: Callers, wide: int) -> list[str
         )
     if report.top.top:
         lines.append(
-            f"Top {len(report.top.top)} of {callers.users} users account for "
+            f"Top {len(report.top.top)} of {plural(callers.users, 'user')} "
+            f"{'accounts' if len(report.top.top) == 1 else 'account'} for "
             f"{format_bp(report.top.top_share_bp)} of the users' spend "
             f"(${dollars(callers.users_cost_nanos)}); of all {callers.count} callers "
             f"({callers.users} users, {callers.service_keys} service key(s)), for "
