@@ -67,7 +67,9 @@ from spendgate.pricing.catalog import build_price_book
 from spendgate.storage.open import open_storage
 
 TOTAL = re.compile(r"Total spend: \$([0-9.]+) over ([0-9,]+) requests")
-REFUSED = re.compile(r"Refused ([0-9,]+) requests? that could have cost up to \$([0-9.]+)")
+REFUSED = re.compile(
+    r"\(([0-9,]+) refusals? in all, retries included: \$([0-9.]+) had each cost its worst case\)"
+)
 REFUSAL_LINE = re.compile(r"^    (\S+)\s+([0-9,]+)\s+\$([0-9.]+)  ", re.MULTILINE)
 SERVED = "blocked_by IS NULL"
 

@@ -131,11 +131,11 @@ def summary_lines(blocks: Blocks, guards: Guards, book: BudgetBook) -> list[str]
     lines = [
         "Stopped before the expensive call (the ledger's block rows, as `spendgate blocks` "
         "shows them):",
-        f"  Refused {plural(blocks.blocked, 'request')} that could have cost up to "
-        f"{format_dollars(blocks.would_cost_nanos, 6)} (each at its worst case)",
-        f"  They were {plural(blocks.requests, 'distinct request')} (retries counted once), "
+        f"  Refused {plural(blocks.requests, 'distinct request')} (retries counted once), "
         f"about {format_dollars(blocks.estimate_nanos, 6)} at their real input rate and "
         "typical output",
+        f"  ({plural(blocks.blocked, 'refusal')} in all, retries included: "
+        f"{format_dollars(blocks.would_cost_nanos, 6)} had each cost its worst case)",
     ]
     width = max((len(line.name) for line in blocks.refusals), default=0)
     for line in blocks.refusals:
