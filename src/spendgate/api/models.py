@@ -1,4 +1,5 @@
-"""``GET /v1/models``: the models the caller's key may use, in the caller's dialect."""
+"""``GET /v1/models`` (and Gemini's ``GET /v1beta/models``): the models the caller's key
+may use, in the caller's dialect."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
-        key = await gateway.keys.authenticate(credential(request))
+        key = await gateway.keys.authenticate(credential(request, in_query=True))
         adapter = dialects.for_request(request.path, request.headers)
         models = gateway.models
         caller = Caller(key=key, org=gateway.config.org_of_team(key.team) or key.org, model="")

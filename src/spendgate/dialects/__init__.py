@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from spendgate.dialects.anthropic import ANTHROPIC, COUNT_TOKENS, MESSAGES
 from spendgate.dialects.base import DialectAdapter, Prepared, SurfaceSpec
+from spendgate.dialects.gemini import GEMINI, GEMINI_COUNT_TOKENS, GENERATE, STREAM_GENERATE
 from spendgate.dialects.openai import EMBEDDINGS, OPENAI, RESPONSES_INPUT_TOKENS
 from spendgate.dialects.openai_chat import CHAT
 from spendgate.dialects.openai_responses import RESPONSES
@@ -21,10 +22,14 @@ __all__ = [
     "CHAT",
     "COUNT_TOKENS",
     "EMBEDDINGS",
+    "GEMINI",
+    "GEMINI_COUNT_TOKENS",
+    "GENERATE",
     "MESSAGES",
     "OPENAI",
     "RESPONSES",
     "RESPONSES_INPUT_TOKENS",
+    "STREAM_GENERATE",
     "SURFACES",
     "DialectAdapter",
     "Prepared",
@@ -40,9 +45,12 @@ SURFACES: tuple[SurfaceSpec, ...] = (
     MESSAGES,
     COUNT_TOKENS,
     RESPONSES_INPUT_TOKENS,
+    GENERATE,
+    STREAM_GENERATE,
+    GEMINI_COUNT_TOKENS,
 )
 # The order in which dialects claim a request: the most specific first, OpenAI last.
-_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, OPENAI)
+_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, GEMINI, OPENAI)
 _BY_DIALECT = {adapter.dialect: adapter for adapter in _DIALECTS}
 
 

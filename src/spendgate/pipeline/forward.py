@@ -78,7 +78,7 @@ async def forward(
     try:
         upstream = await gateway.upstream.send(
             exchange.provider,
-            exchange.spec.path,
+            exchange.spec.upstream_path(request.path),
             prepared.body,
             request.headers,
             query=request.query_string,

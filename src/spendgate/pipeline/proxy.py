@@ -73,7 +73,7 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     reporter = Reporter(gateway.events, request_id, spec.surface.value)
     key_id: str | None = None
     try:
-        key = await gateway.keys.authenticate(credential(request))
+        key = await gateway.keys.authenticate(credential(request, in_query=spec.key_in_query))
         key_id = key.id
         return await _serve(gateway, snapshot, request, spec, reporter, key)
     except StorageError as exc:
@@ -129,10 +129,13 @@ async def _serve(
     started = gateway.clock.monotonic()
     arrived = gateway.clock.now()
     config = snapshot.config
+    spec.check_query(request.query)
     raw, body = await read_json_object(request, config.server, gateway.offload)
     spec.check(body)
     session = session_of(request, config.runaway.session_headers)
-    caller = Caller(key=key, org=snapshot.org_of(key), model=require_model(body), session=session)
+    in_path = request.match_info.get("model", "") if spec.model_in_path else None
+    model = require_model(body, in_path)
+    caller = Caller(key=key, org=snapshot.org_of(key), model=model, session=session)
     route, decision = await decide(
         gateway.storage, snapshot, spec, caller, body, request.headers, arrived
     )
