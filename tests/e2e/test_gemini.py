@@ -70,10 +70,36 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
         harness.stop()
 
 
-def client(gw: GatewayHarness, secret: str, headers: dict[str, str] | None = None) -> genai.Client:
-    """The real SDK, pointed at the gateway as ``GOOGLE_GEMINI_BASE_URL`` would."""
-    options = types.HttpOptions(base_url=gw.url, headers=headers or {}, timeout=10_000)
-    return genai.Client(api_key=secret, http_options=options)
+_MADE: list[genai.Client] = []
+
+
+def client(
+    gw: GatewayHarness,
+    secret: str,
+    headers: dict[str, str] | None = None,
+    sent: list[httpx2.Request] | None = None,
+) -> genai.Client:
+    """The real SDK, pointed at the gateway as ``GOOGLE_GEMINI_BASE_URL`` would; ``sent``
+    collects every HTTP request it makes (its retries included)."""
+    hooks: dict[str, list[Any]] = {"request": [sent.append]} if sent is not None else {}
+    options = types.HttpOptions(
+        base_url=gw.url,
+        headers=headers or {},
+        timeout=10_000,
+        httpx_client=httpx2.Client(event_hooks=hooks),
+    )
+    made = genai.Client(api_key=secret, http_options=options)
+    _MADE.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _MADE:
+        made = _MADE.pop()
+        made.close()
+        made._api_client._httpx_client.close()
 
 
 def records(gw: GatewayHarness) -> list[RequestRecord]:
@@ -280,12 +306,7 @@ def test_hard_budget_clamps_max_output_tokens_then_refuses_once(gw: GatewayHarne
     secret = gw.create_key(user="u-gem-budget")
     key_id = gw.last_key_id
     sent: list[httpx2.Request] = []
-    options = types.HttpOptions(
-        base_url=gw.url,
-        headers={"x-sim-output-tokens": "5000"},
-        httpx_client=httpx2.Client(event_hooks={"request": [sent.append]}),
-    )
-    sdk = genai.Client(api_key=secret, http_options=options)
+    sdk = client(gw, secret, {"x-sim-output-tokens": "5000"}, sent)
     answer = sdk.models.generate_content(model=MODEL, contents=PROMPT)
     assert answer.candidates
     assert answer.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
