@@ -52,7 +52,14 @@ def configure(data: dict[str, Any]) -> None:
             "match": "u-gem-budget",
             "limit_usd": BUDGET_USD,
             "period": "daily",
-        }
+        },
+        {
+            "name": "gem-think",
+            "scope": "user",
+            "match": "u-gem-think",
+            "limit_usd": BUDGET_USD,
+            "period": "daily",
+        },
     ]
     data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
 
@@ -332,3 +339,56 @@ def test_hard_budget_clamps_max_output_tokens_then_refuses_once(gw: GatewayHarne
     assert "gem-user" in str(caught.value.message)
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert len(gw.ledger(key_id, blocked=True)) == 1
+
+
+def test_streamed_request_clamped_with_its_thinking_budget(gw: GatewayHarness) -> None:
+    """Thoughts count inside maxOutputTokens: clamping a streamed request to what the
+    budget affords lowers a larger thinking budget to the same ceiling, and the stream
+    (cut by the provider at that ceiling) is charged exactly."""
+    secret = gw.create_key(user="u-gem-think")
+    key_id = gw.last_key_id
+    sdk = client(gw, secret, {"x-sim-output-tokens": "5000", "x-sim-reasoning-tokens": "100"})
+    config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_budget=8000))
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT, config=config))
+    final = chunks[-1]
+    assert final.candidates
+    assert final.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    record = last_record(gw)
+    generation = record.body["generationConfig"]
+    ceiling = generation["maxOutputTokens"]
+    assert worst_nanos(gw, record.body, ceiling) <= 600_000
+    assert worst_nanos(gw, record.body, ceiling + 1) > 600_000
+    budget = generation["thinkingConfig"]
+    assert list(budget.values()) == [ceiling]  # 8000 lowered to the ceiling, same field
+    row = only_row(gw, key_id)
+    assert row.streamed is True
+    assert row.output_ceiling == ceiling
+    assert row.output_tokens == ceiling  # 100 thoughts + the text, cut at the ceiling
+    assert row.reasoning_tokens == 100
+    assert row.cost_nanos == row.input_tokens * 300 + ceiling * 2_500
+
+
+def test_upstream_error_mid_stream_is_relayed_and_recorded(gw: GatewayHarness) -> None:
+    secret = gw.create_key(user="u-gem-broken")
+    with httpx2.stream(
+        "POST",
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        headers={
+            "x-goog-api-key": secret,
+            "x-sim-output-tokens": "40",
+            "x-sim-error-after-chunks": "2",
+        },
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    ) as response:
+        assert response.status_code == 200
+        data = response.read()
+    # (the relay re-frames events with bare \n separators, as it does for every dialect)
+    blocks = [block for block in data.replace(b"\r\n", b"\n").split(b"\n\n") if block]
+    assert len(blocks) == 3
+    error = orjson.loads(blocks[-1].removeprefix(b"data: "))["error"]
+    assert error["status"] == "UNAVAILABLE"
+    row = only_row(gw, gw.last_key_id)
+    assert row.error is not None
+    assert "UNAVAILABLE" in row.error
+    assert row.usage_estimated is True
+    assert row.output_tokens > 0  # what was generated before the error, estimated
