@@ -339,6 +339,8 @@ def test_hard_budget_clamps_max_output_tokens_then_refuses_once(gw: GatewayHarne
     assert "gem-user" in str(caught.value.message)
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert len(gw.ledger(key_id, blocked=True)) == 1
+    # counting tokens is free: a spent budget does not stop it
+    assert sdk.models.count_tokens(model=MODEL, contents=PROMPT).total_tokens
 
 
 def test_streamed_request_clamped_with_its_thinking_budget(gw: GatewayHarness) -> None:
@@ -392,3 +394,12 @@ def test_upstream_error_mid_stream_is_relayed_and_recorded(gw: GatewayHarness) -
     assert "UNAVAILABLE" in row.error
     assert row.usage_estimated is True
     assert row.output_tokens > 0  # what was generated before the error, estimated
+
+
+def test_model_listing_in_gemini_shape(gw: GatewayHarness) -> None:
+    secret = gw.create_key(user="u-gem-list")
+    sdk = client(gw, secret)
+    names = [model.name for model in sdk.models.list(config={"query_base": True})]
+    assert f"models/{MODEL}" in names
+    assert f"models/{ALIASED}" in names
+    assert "models/gpt-4o-mini" not in names  # other dialects' models are listed elsewhere

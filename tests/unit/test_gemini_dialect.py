@@ -134,6 +134,7 @@ def test_dialect_claims_its_paths_only() -> None:
     assert for_request("/v1beta/models", {}) is GEMINI
     assert for_request("/v1/models/x:countTokens", {}) is GEMINI
     assert for_request("/v1/models", {}) is not GEMINI
+    assert for_request("/v1/models", {"x-goog-api-key": "k"}) is GEMINI
     assert for_request("/v1/chat/completions", {}) is not GEMINI
 
 

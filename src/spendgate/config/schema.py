@@ -111,11 +111,9 @@ class ProviderConfig(Strict):
     api_key_env: Annotated[str | None, Field(pattern=ENV_NAME)] = None
     auth: AuthScheme | None = None  # None: the kind's own (docs/configuration.md)
     headers: dict[str, str] = Field(default_factory=dict)
-    # The service tier this account runs a request in when the request does not choose one
-    # (OpenAI "auto"): e.g. priority for a project that defaults to Priority processing.
+    # The tier a request that chooses none (OpenAI "auto") runs in on this account, e.g. priority
     default_service_tier: Annotated[str | None, Field(pattern=r"^[a-z_]+$")] = None
-    # Azure OpenAI deployment URLs: requests go to {base_url}/deployments/{upstream model}/...
-    # with ?api-version=<this> (absent: the URL is base_url + the path, as for OpenAI).
+    # Azure OpenAI deployment URLs: {base_url}/deployments/{upstream model}/...?api-version=this
     api_version: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$")] = None
 
     @model_validator(mode="after")
@@ -557,9 +555,8 @@ class Config(Strict):
                         f"under providers (declared: {known})"
                     )
             kinds = {self.providers[d.provider].kind for d in model.resolved_deployments(name)}
-            dialects = {dialect_of_provider(k) for k in kinds}
-            if len(dialects) > 1:
-                shown = " and ".join(sorted(d.value for d in dialects))
+            if len(dialects := sorted({dialect_of_provider(k).value for k in kinds})) > 1:
+                shown = " and ".join(dialects)
                 raise ValueError(f"models.{name}: deployments mix {shown}-shaped providers")
         named: dict[str, str] = {}
         names = [(f"budgets[{i}].name", b.name) for i, b in enumerate(self.budgets)]

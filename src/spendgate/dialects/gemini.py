@@ -99,6 +99,8 @@ class GeminiDialect(DialectAdapter):
     def owns(self, path: str, headers: Mapping[str, str]) -> bool:
         if path.startswith("/v1beta/"):
             return True
+        if path == "/v1/models":  # google-genai lists on /v1/ with its own headers
+            return "x-goog-api-key" in headers or "x-goog-api-client" in headers
         return path.startswith("/v1/models/") and ":" in path
 
     def error_type(self, error: GatewayError) -> str:
