@@ -236,20 +236,52 @@ def test_stream_generate_content_sse_metered_from_the_last_chunk(gw: GatewayHarn
     assert row.cost_nanos == row.input_tokens * 300 + 60 * 2_500
 
 
-def test_stream_without_alt_sse_is_refused_in_gemini_shape(gw: GatewayHarness) -> None:
+def test_stream_without_alt_sse_is_relayed_as_a_json_array_and_metered(
+    gw: GatewayHarness,
+) -> None:
     secret = gw.create_key(user="u-gem-array")
-    before = len(records(gw))
-    response = httpx2.post(
+    with httpx2.stream(
+        "POST",
         f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent",
-        headers={"x-goog-api-key": secret},
+        headers={"x-goog-api-key": secret, "x-sim-output-tokens": "30"},
         json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
-    )
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["code"] == 400
-    assert error["status"] == "INVALID_ARGUMENT"
-    assert "alt=sse" in error["message"]
-    assert len(records(gw)) == before
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json")
+        data = response.read()
+    chunks = orjson.loads(data)  # one JSON array, relayed byte for byte
+    assert len(chunks) > 2
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 30
+    record = last_record(gw)
+    assert record.query == ""
+    row = only_row(gw, gw.last_key_id)
+    assert row.streamed is True
+    assert row.error is None
+    assert row.usage_estimated is False
+    assert row.output_tokens == 30
+    assert row.input_tokens == chunks[-1]["usageMetadata"]["promptTokenCount"]
+
+
+def test_json_array_stream_broken_upstream_ends_as_valid_json(gw: GatewayHarness) -> None:
+    secret = gw.create_key(user="u-gem-array-cut")
+    with httpx2.stream(
+        "POST",
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent",
+        headers={
+            "x-goog-api-key": secret,
+            "x-sim-output-tokens": "40",
+            "x-sim-die-after-chunks": "2",
+        },
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    ) as response:
+        data = response.read()
+    chunks = orjson.loads(data)  # spendgate closed the array with its error element
+    assert chunks[-1]["error"]["status"] == "INTERNAL"
+    assert "broke off" in chunks[-1]["error"]["message"]
+    row = only_row(gw, gw.last_key_id)
+    assert row.usage_estimated is True
+    assert row.output_tokens > 0
 
 
 # ----------------------------------------------------------------------------- count

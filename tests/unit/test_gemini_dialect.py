@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from spendgate.dialects import GENERATE, STREAM_GENERATE, for_request
@@ -16,8 +17,9 @@ from spendgate.domain import tokens
 from spendgate.domain.models import ProviderKind
 from spendgate.domain.usage import Usage
 from spendgate.errors import BudgetExceeded, InvalidRequest, RateLimited, RateWindow
+from spendgate.upstream.framing import JSON_ARRAY, JsonArraySplitter
 from spendgate.upstream.providers import Provider, default_auth
-from spendgate.upstream.sse import EventSplitter
+from spendgate.upstream.sse import EventSplitter, EventTooLarge
 
 BODY: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
 
@@ -109,11 +111,43 @@ def test_unchanged_body_goes_upstream_byte_for_byte() -> None:
     assert prepared.stream is True  # streamGenerateContent streams whatever the body says
 
 
-def test_stream_needs_alt_sse() -> None:
-    STREAM_GENERATE.check_query({"alt": "sse", "key": "k"})
-    with pytest.raises(InvalidRequest, match="alt=sse"):
-        STREAM_GENERATE.check_query({})
-    GENERATE.check_query({})
+def test_stream_without_alt_sse_is_framed_as_a_json_array() -> None:
+    assert STREAM_GENERATE.framing_for({"alt": "sse", "key": "k"}) is None
+    assert STREAM_GENERATE.framing_for({}) is JSON_ARRAY
+    assert GENERATE.framing_for({}) is None
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_json_array_splitter_cuts_elements_however_the_bytes_arrive(step: int) -> None:
+    stream = b'[{"a": "} ] { \\" [", "b": [1, {"c": 2}]}\r\n,\r\n{"d": {}}\r\n]\n'
+    splitter = JsonArraySplitter(1000)
+    events = []
+    for start in range(0, len(stream), step):
+        events += splitter.feed(stream[start : start + step])
+    assert [orjson.loads(e.data) for e in events[:2]] == [
+        {"a": '} ] { " [', "b": [1, {"c": 2}]},
+        {"d": {}},
+    ]
+    assert events[2].data == b""
+    assert b"".join(e.raw for e in events) + splitter.pending() == stream
+
+
+def test_json_array_splitter_bounds_an_element() -> None:
+    splitter = JsonArraySplitter(16)
+    with pytest.raises(EventTooLarge):
+        splitter.feed(b'[{"text": "' + b"x" * 32)
+
+
+def test_array_meter_continues_and_closes_the_array() -> None:
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    events = JsonArraySplitter(1000).feed(b'[{"candidates":[{"index":0}]}')
+    assert meter.feed(events[0]) is Action.FORWARD
+    closed = b'[{"candidates":[{"index":0}]}' + meter.error_event("upstream_error", "broke")
+    assert orjson.loads(closed)[-1]["error"]["message"] == "broke"
+    cut = b'[{"candidates":[{"index":0}]}' + meter.cut_events(Usage(input_tokens=1))
+    assert orjson.loads(cut)[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    fresh = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    assert orjson.loads(fresh.error_event("upstream_error", "no bytes"))[0]["error"]
 
 
 def test_routes_and_upstream_paths() -> None:

@@ -28,6 +28,7 @@ from spendgate.domain.models import Dialect, ModelRoute
 from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, InvalidRequest, RateLimited, RateWindow
+from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import SseEvent
 
 T = TypeVar("T")
@@ -203,6 +204,7 @@ class Prepared:
     body: bytes  # what goes upstream
     stream: bool
     client_wants_usage: bool
+    framing: Framing | None = None  # the request's own stream framing (None: the provider's)
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,11 @@ class SurfaceSpec:
 
     def check_query(self, query: Mapping[str, str]) -> None:
         """Refuse a query string the surface cannot serve (`InvalidRequest`)."""
+
+    def framing_for(self, query: Mapping[str, str]) -> Framing | None:
+        """How the answer's stream is framed when the query chooses it (None: the
+        provider's usual framing)."""
+        return None
 
     def asks_stream(self, body: Mapping[str, Any]) -> bool:
         """Whether the request asks for a streamed answer (the body's ``stream`` by

@@ -55,6 +55,7 @@ from spendgate.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from spendgate.upstream.framing import JSON_ARRAY, Framing
 from spendgate.upstream.sse import SseEvent
 
 # gRPC status names by HTTP status, for errors the table below does not name.
@@ -272,13 +273,9 @@ class GeminiSurface(SurfaceSpec):
     def asks_stream(self, body: Mapping[str, Any]) -> bool:
         return self.streams  # streamGenerateContent always streams
 
-    def check_query(self, query: Mapping[str, str]) -> None:
-        if self.streams and query.get("alt") != "sse":
-            raise InvalidRequest(
-                "spendgate relays streamGenerateContent as server-sent events only: add "
-                "'?alt=sse' (google-genai and Gemini CLI do), or call generateContent.",
-                param="alt",
-            )
+    def framing_for(self, query: Mapping[str, str]) -> Framing | None:
+        """Without ``alt=sse`` Gemini streams one JSON array."""
+        return JSON_ARRAY if self.streams and query.get("alt") != "sse" else None
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_gemini_input(model, _request(body))
@@ -320,7 +317,7 @@ class GeminiSurface(SurfaceSpec):
         return False, False  # implicit caching writes for free; explicit caches are made apart
 
     def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
-        return GeminiMeter()
+        return GeminiMeter(array=prepared.framing is JSON_ARRAY)
 
     def usage_of(self, response: Mapping[str, Any]) -> tuple[Usage | None, str | None]:
         if not self.billed:
@@ -389,14 +386,18 @@ class GeminiMeter(MeterBase):
 
     Gemini sends no terminal event: the chunk in which every candidate has a
     ``finishReason`` ends the stream, and it (with anything after it) is held until the
-    spend is durable."""
+    spend is durable. ``array``: the stream is one JSON array (no ``alt=sse``), so what
+    spendgate adds (an error, a clean cut) continues the array and closes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, array: bool = False) -> None:
         super().__init__()
+        self.array = array
+        self._opened = False  # (array) the "[" went out with the first element
         self._open: set[int] = set()
         self._ended: set[int] = set()
 
     def feed(self, event: SseEvent) -> Action:
+        self._opened = True
         if self.finished:
             return Action.HOLD
         chunk = load_object(event.data)
@@ -427,8 +428,13 @@ class GeminiMeter(MeterBase):
         usage = self._vetted(gemini_usage_problem)
         return from_gemini(usage) if usage is not None else None
 
+    def _frame(self, payload: Mapping[str, Any]) -> bytes:
+        if not self.array:
+            return data_event(payload)
+        return (b",\r\n" if self._opened else b"[") + orjson.dumps(payload) + b"]"
+
     def error_event(self, code: str, message: str) -> bytes:
-        return data_event({"error": {"code": 500, "message": message, "status": "INTERNAL"}})
+        return self._frame({"error": {"code": 500, "message": message, "status": "INTERNAL"}})
 
     def cut_events(self, usage: Usage) -> bytes:
         candidates = [
@@ -447,7 +453,7 @@ class GeminiMeter(MeterBase):
         chunk: dict[str, Any] = {"candidates": candidates, "usageMetadata": counts}
         if self.served_model:
             chunk["modelVersion"] = self.served_model
-        return data_event(chunk)
+        return self._frame(chunk)
 
 
 def _error_text(error: object) -> str:
