@@ -236,9 +236,6 @@ class SurfaceSpec:
         """The path to ask the provider on (``{model}``: the upstream model's place)."""
         return self.path
 
-    def check_query(self, query: Mapping[str, str]) -> None:
-        """Refuse a query string the surface cannot serve (`InvalidRequest`)."""
-
     def framing_for(self, query: Mapping[str, str]) -> Framing | None:
         """How the answer's stream is framed when the query chooses it (None: the
         provider's usual framing)."""

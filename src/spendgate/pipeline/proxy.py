@@ -129,7 +129,6 @@ async def _serve(
     started = gateway.clock.monotonic()
     arrived = gateway.clock.now()
     config = snapshot.config
-    spec.check_query(request.query)
     raw, body = await read_json_object(request, config.server, gateway.offload)
     spec.check(body)
     session = session_of(request, config.runaway.session_headers)
