@@ -62,6 +62,7 @@ def configure(data: dict[str, Any]) -> None:
         },
     ]
     data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
+    data["runaway"] = {"loop_max_repeats": 2, "loop_window_s": 60}
 
 
 @pytest.fixture(scope="module")
@@ -435,3 +436,18 @@ def test_model_listing_in_gemini_shape(gw: GatewayHarness) -> None:
     assert f"models/{MODEL}" in names
     assert f"models/{ALIASED}" in names
     assert "models/gpt-4o-mini" not in names  # other dialects' models are listed elsewhere
+
+
+def test_loop_detection_tells_models_in_the_path_apart(gw: GatewayHarness) -> None:
+    """The model is in the path, not the body: the same prompt to two models is two
+    requests for loop detection (at most 2 repeats here), the same prompt to one model
+    a third time a loop, refused in Gemini's shape."""
+    secret = gw.create_key(user="u-gem-loop")
+    sdk = client(gw, secret)
+    for model in (MODEL, MODEL, ALIASED, ALIASED):
+        assert sdk.models.generate_content(model=model, contents=PROMPT).text
+    with pytest.raises(genai_errors.ClientError) as caught:
+        sdk.models.generate_content(model=MODEL, contents=PROMPT)
+    assert caught.value.code == 429
+    assert caught.value.status == "RESOURCE_EXHAUSTED"
+    assert len(gw.ledger(gw.last_key_id)) == 4
