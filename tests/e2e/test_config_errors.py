@@ -66,7 +66,7 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "bad enum",
         _set("providers.x", {"kind": "azure", "base_url": "https://example.invalid"}),
         "providers.x.kind",
-        "Input should be 'openai', 'anthropic' or 'openai-compatible'",
+        "Input should be 'openai', 'anthropic', 'openai-compatible' or 'gemini'",
     ),
     (
         "bad base_url",

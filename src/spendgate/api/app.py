@@ -1,4 +1,4 @@
-"""The app factory: routes of the OpenAI and Anthropic surfaces, health and admin."""
+"""The app factory: routes of the OpenAI, Anthropic and Gemini surfaces, health and admin."""
 
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     )
     app[GATEWAY] = gateway
     for spec in SURFACES:
-        app.router.add_post(spec.path, _proxy(spec))
+        for path in spec.routes:
+            app.router.add_post(path, _proxy(spec))
     app.router.add_get("/v1/responses", _websocket_refused)
     app.router.add_get("/v1/models", models.list_models(GATEWAY))
+    app.router.add_get("/v1beta/models", models.list_models(GATEWAY))
     health.add_routes(app, GATEWAY)
     admin.add_routes(app, GATEWAY)
     reload.add_routes(app, GATEWAY)

@@ -1,4 +1,5 @@
-"""``GET /v1/models``: the models the caller's key may use, in the caller's dialect."""
+"""``GET /v1/models`` (and Gemini's ``GET /v1beta/models``): the models the caller's key
+may use, in the caller's dialect."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
         adapter = dialects.for_request(request.path, request.headers)
         request[REQUEST_ID_KEY] = request_id = new_request_id()
         try:
-            key = await gateway.keys.authenticate(credential(request))
+            key = await gateway.keys.authenticate(credential(request, in_query=True))
         except AuthenticationFailed as failed:  # a listing served is not logged; a bad key is
             surface = f"{adapter.dialect.value}.models"
             gateway.events.emit(AuthFailed(request_id, surface, failed.message))

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
-from spendgate.domain.models import ProviderKind
+from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import RouteKind
 
@@ -98,24 +98,23 @@ class AuthScheme(StrEnum):
     BEARER = "bearer"  # Authorization: Bearer <secret> (OpenAI and compatible servers)
     X_API_KEY = "x-api-key"  # Anthropic
     API_KEY = "api-key"  # Azure OpenAI
+    X_GOOG_API_KEY = "x-goog-api-key"  # Gemini
 
 
 class ProviderConfig(Strict):
     kind: ProviderKind
     base_url: str
     api_key_env: Annotated[str | None, Field(pattern=ENV_NAME)] = None
-    auth: AuthScheme | None = None  # None: x-api-key for anthropic, bearer otherwise
+    auth: AuthScheme | None = None  # None: the kind's own (docs/configuration.md)
     headers: dict[str, str] = Field(default_factory=dict)
-    # The service tier this account runs a request in when the request does not choose one
-    # (OpenAI "auto"): e.g. priority for a project that defaults to Priority processing.
+    # The tier a request that chooses none (OpenAI "auto") runs in on this account, e.g. priority
     default_service_tier: Annotated[str | None, Field(pattern=r"^[a-z_]+$")] = None
-    # Azure OpenAI deployment URLs: requests go to {base_url}/deployments/{upstream model}/...
-    # with ?api-version=<this> (absent: the URL is base_url + the path, as for OpenAI).
+    # Azure OpenAI deployment URLs: {base_url}/deployments/{upstream model}/...?api-version=this
     api_version: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$")] = None
 
     @model_validator(mode="after")
     def _api_version_openai_only(self) -> ProviderConfig:
-        if self.api_version is not None and self.kind is ProviderKind.ANTHROPIC:
+        if self.api_version is not None and dialect_of_provider(self.kind).value != "openai":
             raise ValueError("api_version (Azure OpenAI deployment URLs) needs an OpenAI kind")
         return self
 
@@ -552,11 +551,9 @@ class Config(Strict):
                         f"under providers (declared: {known})"
                     )
             kinds = {self.providers[d.provider].kind for d in model.resolved_deployments(name)}
-            dialects = {k is ProviderKind.ANTHROPIC for k in kinds}
-            if len(dialects) > 1:
-                raise ValueError(
-                    f"models.{name}: deployments mix Anthropic and OpenAI-shaped providers"
-                )
+            if len(dialects := sorted({dialect_of_provider(k).value for k in kinds})) > 1:
+                shown = " and ".join(dialects)
+                raise ValueError(f"models.{name}: deployments mix {shown}-shaped providers")
         named: dict[str, str] = {}
         names = [(f"budgets[{i}].name", b.name) for i, b in enumerate(self.budgets)]
         names += [(f"limits[{i}].name", lim.name) for i, lim in enumerate(self.limits)]
@@ -582,9 +579,9 @@ class Config(Strict):
         return self
 
     def dialect_of(self, model: str) -> str:
-        """ "anthropic" or "openai": the API dialect a declared model is served through."""
+        """The API dialect ("openai", "anthropic", "gemini") a declared model is served in."""
         provider = self.models[model].resolved_deployments(model)[0].provider
-        return "anthropic" if self.providers[provider].kind is ProviderKind.ANTHROPIC else "openai"
+        return dialect_of_provider(self.providers[provider].kind).value
 
     def org_of_team(self, team: str | None) -> str | None:
         if team is None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from spendgate.dialects.anthropic import ANTHROPIC, COUNT_TOKENS, MESSAGES
 from spendgate.dialects.base import DialectAdapter, Prepared, SurfaceSpec
 from spendgate.dialects.codex import CODEX
+from spendgate.dialects.gemini import GEMINI, GEMINI_COUNT_TOKENS, GENERATE, STREAM_GENERATE
 from spendgate.dialects.openai import EMBEDDINGS, OPENAI, RESPONSES_INPUT_TOKENS
 from spendgate.dialects.openai_chat import CHAT
 from spendgate.dialects.openai_responses import RESPONSES
@@ -24,10 +25,14 @@ __all__ = [
     "CODEX",
     "COUNT_TOKENS",
     "EMBEDDINGS",
+    "GEMINI",
+    "GEMINI_COUNT_TOKENS",
+    "GENERATE",
     "MESSAGES",
     "OPENAI",
     "RESPONSES",
     "RESPONSES_INPUT_TOKENS",
+    "STREAM_GENERATE",
     "SURFACES",
     "DialectAdapter",
     "Prepared",
@@ -43,11 +48,14 @@ SURFACES: tuple[SurfaceSpec, ...] = (
     MESSAGES,
     COUNT_TOKENS,
     RESPONSES_INPUT_TOKENS,
+    GENERATE,
+    STREAM_GENERATE,
+    GEMINI_COUNT_TOKENS,
 )
 # The order in which dialects claim a request: the most specific first, OpenAI last. A
 # client's variant of a dialect (Codex's reading of OpenAI errors) comes before it.
-_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, CODEX, OPENAI)
-_BY_DIALECT = {adapter.dialect: adapter for adapter in (ANTHROPIC, OPENAI)}
+_DIALECTS: tuple[DialectAdapter, ...] = (ANTHROPIC, GEMINI, CODEX, OPENAI)
+_BY_DIALECT = {adapter.dialect: adapter for adapter in (ANTHROPIC, GEMINI, OPENAI)}
 
 
 def adapter(dialect: Dialect) -> DialectAdapter:

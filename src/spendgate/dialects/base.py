@@ -28,6 +28,7 @@ from spendgate.domain.models import Dialect, ModelRoute
 from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, InvalidRequest, RateLimited, RateWindow
+from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import SseEvent
 
 T = TypeVar("T")
@@ -203,6 +204,7 @@ class Prepared:
     body: bytes  # what goes upstream
     stream: bool
     client_wants_usage: bool
+    framing: Framing | None = None  # the request's own stream framing (None: the provider's)
 
 
 @dataclass(frozen=True)
@@ -216,10 +218,33 @@ class SurfaceSpec:
     streams: bool = False
     billed: bool = False
     ceiling_fields: tuple[str, ...] = ()  # where the request states its output ceiling
+    # The model is named in the path (``{model}`` in `path`, Gemini), not in the body.
+    model_in_path: bool = False
+    # The gateway key may come as ``?key=`` (Gemini's REST clients); it never goes upstream.
+    key_in_query: bool = False
 
     @property
     def dialect(self) -> Dialect:
         return self.adapter.dialect
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The gateway paths this surface is served on (aiohttp route patterns)."""
+        return (self.path,)
+
+    def upstream_path(self, request_path: str) -> str:
+        """The path to ask the provider on (``{model}``: the upstream model's place)."""
+        return self.path
+
+    def framing_for(self, query: Mapping[str, str]) -> Framing | None:
+        """How the answer's stream is framed when the query chooses it (None: the
+        provider's usual framing)."""
+        return None
+
+    def asks_stream(self, body: Mapping[str, Any]) -> bool:
+        """Whether the request asks for a streamed answer (the body's ``stream`` by
+        default; a surface that always streams says so whatever the body holds)."""
+        return self.streams and body.get("stream") is True
 
     # -- the request -----------------------------------------------------------------
 
@@ -320,9 +345,9 @@ class SurfaceSpec:
     ) -> Prepared:
         """The body that goes upstream: only the fields spendgate must set change (the
         model, the output ceiling, stream usage); the client's bytes otherwise."""
-        stream = self.streams and body.get("stream") is True
+        stream = self.asks_stream(body)
         changed = False
-        if body.get("model") != upstream_model:
+        if not self.model_in_path and body.get("model") != upstream_model:
             body["model"] = upstream_model
             changed = True
         if ceiling is not None and self.ceiling_fields:

@@ -28,6 +28,10 @@ def count_input(surface: str, model: str, raw: bytes) -> tuple[int, bool]:
     return counted.tokens, counted.exact
 
 
-def fingerprint_of(raw: bytes) -> str:
-    """The loop-detection fingerprint of the request (`spendgate.domain.fingerprint`)."""
-    return fingerprint(orjson.loads(raw))
+def fingerprint_of(raw: bytes, model: str | None = None) -> str:
+    """The loop-detection fingerprint of the request (`spendgate.domain.fingerprint`);
+    ``model``: the model named in the path, for a surface whose body has none."""
+    body = orjson.loads(raw)
+    if model:
+        body["model"] = model
+    return fingerprint(body)

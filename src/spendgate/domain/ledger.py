@@ -14,6 +14,9 @@ class Surface(Enum):
     OPENAI_INPUT_TOKENS = "openai.input_tokens"
     ANTHROPIC_MESSAGES = "anthropic.messages"
     ANTHROPIC_COUNT_TOKENS = "anthropic.count_tokens"
+    GEMINI_GENERATE = "gemini.generate_content"
+    GEMINI_STREAM = "gemini.stream_generate_content"
+    GEMINI_COUNT_TOKENS = "gemini.count_tokens"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ class Dialect(Enum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
 
 
 class ProviderKind(StrEnum):
@@ -26,10 +27,13 @@ class ProviderKind(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     OPENAI_COMPATIBLE = "openai-compatible"
+    GEMINI = "gemini"
 
 
 def dialect_of_provider(kind: ProviderKind) -> Dialect:
-    return Dialect.ANTHROPIC if kind is ProviderKind.ANTHROPIC else Dialect.OPENAI
+    if kind is ProviderKind.ANTHROPIC:
+        return Dialect.ANTHROPIC
+    return Dialect.GEMINI if kind is ProviderKind.GEMINI else Dialect.OPENAI
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class ModelRoute:
 _DIALECT_PATHS = {
     Dialect.OPENAI: "the OpenAI API (/v1/chat/completions, /v1/responses, /v1/embeddings)",
     Dialect.ANTHROPIC: "the Anthropic Messages API (/v1/messages)",
+    Dialect.GEMINI: "the Gemini API (/v1beta/models/{model}:generateContent)",
 }
 
 

@@ -542,3 +542,54 @@ def count_embedding_input(model: str, body: Mapping[str, Any]) -> TokenCount:
             else:
                 tally.value(item)
     return tally.result()
+
+
+# --------------------------------------------------------------------- Gemini
+
+
+def _gemini_part(tally: _Tally, part: Mapping[str, Any]) -> None:
+    if isinstance(part.get("text"), str):
+        tally.text(part["text"])
+        return
+    inline = _mapping(part.get("inlineData") or part.get("inline_data"))
+    if inline:
+        mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
+        if mime.startswith("image/"):
+            tally.add(OTHER_IMAGE_TOKENS, exact=False)
+        else:
+            per_token = AUDIO_BYTES_PER_TOKEN if mime.startswith("audio/") else FILE_BYTES_PER_TOKEN
+            tally.attachment(inline.get("data"), per_token)
+    elif part.get("fileData") or part.get("file_data"):  # by URI: size unknown offline
+        tally.attachment(None, FILE_BYTES_PER_TOKEN)
+    else:  # functionCall, functionResponse, executableCode...
+        tally.json(part)
+
+
+def _gemini_content(tally: _Tally, content: object) -> None:
+    tally.add(TOKENS_PER_MESSAGE)
+    parts = _mapping(content).get("parts")
+    if isinstance(parts, list):
+        for part in parts:
+            _gemini_part(tally, _mapping(part))
+
+
+def count_gemini_input(model: str, body: Mapping[str, Any]) -> TokenCount:
+    """Input tokens of a Gemini ``generateContent`` body: ``systemInstruction``,
+    ``contents``, ``tools`` and a response schema. Gemini's tokenizer is not public: an
+    upper bound unless the upstream model maps to an OpenAI encoding."""
+    tally = _Tally(model)
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    if system:
+        _gemini_content(tally, system)
+    contents = body.get("contents")
+    if isinstance(contents, list):
+        for content in contents:
+            _gemini_content(tally, content)
+    tally.add(REPLY_PRIMING_TOKENS)
+    if body.get("tools"):
+        tally.json(body["tools"])
+    config = _mapping(body.get("generationConfig"))
+    for name in ("responseSchema", "responseJsonSchema"):
+        if config.get(name):
+            tally.json(config[name])
+    return tally.result()

@@ -31,6 +31,9 @@ class BodyWork:
         return TokenCount(tokens, exact)
 
     async def fingerprint(self, exchange: Exchange) -> str:
+        # A surface that names the model in its path (Gemini) has none in the body: the
+        # model asked for is part of what the request is, as a body's ``model`` is.
+        named = exchange.asked if exchange.spec.model_in_path else None
         if not self.large:
-            return fingerprint(exchange.body)
-        return await self.offload.run(fingerprint_of, self.raw)
+            return fingerprint({**exchange.body, "model": named} if named else exchange.body)
+        return await self.offload.run(fingerprint_of, self.raw, named)

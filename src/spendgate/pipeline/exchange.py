@@ -129,9 +129,7 @@ class Exchange:
         if billed and self.shadow_price is not None:
             shadow = cost_of(usage, self.shadow_price)
         # Admission comes before `prepare` sets `self.stream`: a template reads the body.
-        streamed = (
-            (self.spec.streams and self.body.get("stream") is True) if template else self.stream
-        )
+        streamed = self.spec.asks_stream(self.body) if template else self.stream
         return LedgerRow(
             request_id=self.request_id,
             ts=self.arrived,

@@ -5,6 +5,7 @@ attempt's row, except a call that never reached the provider (nothing was sent).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,10 +81,13 @@ async def forward(
     a byte (unreachable, timeout, 429, 5xx) comes back as `Failed`, for a fallback to take
     over; once a stream's first byte is relayed, there is no going back."""
     exchange.reporter.forwarded = True
+    framing = exchange.spec.framing_for(request.query)
+    if framing is not None:
+        prepared = dataclasses.replace(prepared, framing=framing)
     try:
         upstream = await gateway.upstream.send(
             exchange.provider,
-            exchange.spec.path,
+            exchange.spec.upstream_path(request.path),
             prepared.body,
             request.headers,
             query=request.query_string,
@@ -102,7 +106,7 @@ async def forward(
     breaker_outcome(gateway, exchange, not failing)
     try:
         # An answer framed as a stream is metered as one, whatever the request said.
-        if upstream.status == 200 and _is_stream(exchange, upstream):
+        if upstream.status == 200 and _is_stream(exchange, prepared, upstream):
             exchange.stream = True
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
@@ -147,8 +151,9 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
     )
 
 
-def _is_stream(exchange: Exchange, upstream: UpstreamResponse) -> bool:
-    return upstream.content_type == exchange.provider.framing.content_type
+def _is_stream(exchange: Exchange, prepared: Prepared, upstream: UpstreamResponse) -> bool:
+    framing = prepared.framing or exchange.provider.framing
+    return upstream.content_type == framing.content_type
 
 
 def _upstream_id(headers: Any) -> str | None:

@@ -23,13 +23,18 @@ REQUEST_ID_HEADER = "x-spendgate-request-id"
 REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on aiohttp >= 3.14
 
 
-def credential(request: web.Request) -> str | None:
+def credential(request: web.Request, *, in_query: bool = False) -> str | None:
+    """The gateway key: ``Authorization: Bearer``, ``x-api-key``, ``x-goog-api-key``, or
+    (``in_query``: Gemini's REST clients) the ``key`` query parameter."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return request.headers.get("x-api-key") or None
+    found = request.headers.get("x-api-key") or request.headers.get("x-goog-api-key")
+    if not found and in_query:
+        found = request.query.get("key")
+    return found or None
 
 
 # Below this many opening brackets (and `LARGE_BODY_BYTES`), a body is parsed and measured
@@ -104,7 +109,13 @@ def _too_large(size: int | None, limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"The request body{got} exceeds this gateway's limit of {limit} bytes.")
 
 
-def require_model(body: dict[str, Any]) -> str:
+def require_model(body: dict[str, Any], in_path: str | None = None) -> str:
+    """The model the request asks for: the body's ``model``, or ``in_path`` where the
+    surface names it in the path (Gemini)."""
+    if in_path is not None:
+        if not in_path:
+            raise InvalidRequest("The request path needs a model.", param="model")
+        return in_path.removeprefix("models/")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("The request needs a 'model' (a non-empty string).", param="model")

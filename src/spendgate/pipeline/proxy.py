@@ -76,7 +76,7 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     try:
         if gateway.draining:
             raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
-        key = await gateway.keys.authenticate(credential(request))
+        key = await gateway.keys.authenticate(credential(request, in_query=spec.key_in_query))
         reporter.key = key
         return await _serve(gateway, snapshot, request, spec, reporter, key)
     except StorageError as exc:
@@ -157,7 +157,8 @@ async def _serve(
     raw, body = await read_json_object(request, config.server, gateway.offload)
     spec.check(body)
     session = session_of(request, config.runaway.session_headers)
-    reporter.model = require_model(body)
+    in_path = request.match_info.get("model", "") if spec.model_in_path else None
+    reporter.model = require_model(body, in_path)
     caller = Caller(key=key, org=snapshot.org_of(key), model=reporter.model, session=session)
     route, decision = await decide(
         gateway.storage, snapshot, spec, caller, body, request.headers, arrived

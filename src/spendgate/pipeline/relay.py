@@ -19,6 +19,7 @@ from spendgate.pipeline.exchange import Exchange, cut_short
 from spendgate.pipeline.outcome import answer_and_record, client_headers, record
 from spendgate.pipeline.usage_check import believed, capped
 from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
+from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import EventTooLarge
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -51,10 +52,12 @@ class OutputGuard:
 class _Relay:
     """Moves one SSE stream from upstream to client, event by event, metering as it goes."""
 
-    def __init__(self, exchange: Exchange, meter: StreamMeter, max_event_bytes: int) -> None:
+    def __init__(
+        self, exchange: Exchange, meter: StreamMeter, framing: Framing, max_event_bytes: int
+    ) -> None:
         self.exchange = exchange
         self.meter = meter
-        self.splitter = exchange.provider.framing.splitter(max_event_bytes)
+        self.splitter = framing.splitter(max_event_bytes)
         self.held: list[bytes] = []
         self.disconnected = False
         self.broken: str | None = None
@@ -109,7 +112,8 @@ async def relay_stream(
         status=upstream.status, headers=client_headers(exchange, upstream)
     )
     meter = exchange.spec.meter(prepared, exchange.body)
-    relay = _Relay(exchange, meter, gateway.config.server.max_upstream_event_bytes)
+    framing = prepared.framing or exchange.provider.framing
+    relay = _Relay(exchange, meter, framing, gateway.config.server.max_upstream_event_bytes)
     try:
         await response.prepare(request)
         async for chunk in upstream.chunks():

@@ -14,6 +14,7 @@ from . import (
     anthropic,
     background,
     conversations,
+    gemini,
     openai_chat,
     openai_misc,
     openai_responses,
@@ -77,6 +78,8 @@ def _has_bearer(request: web.Request) -> bool:
 
 
 def _authorized(request: web.Request, dialect: wire.Dialect) -> bool:
+    if dialect is wire.Dialect.GEMINI:
+        return bool(request.headers.get("x-goog-api-key", "").strip() or request.query.get("key"))
     if dialect is wire.Dialect.ANTHROPIC and request.headers.get("x-api-key", "").strip():
         return True
     if request.path.startswith("/openai/"):  # Azure OpenAI: the key in `api-key`
@@ -102,6 +105,8 @@ async def _answer(call: Call, handler: Handler, needs_body: bool) -> web.StreamR
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000.0)
     if options.require_auth and not _authorized(request, call.dialect):
+        if call.dialect is wire.Dialect.GEMINI:
+            return call.error(403)  # Google: PERMISSION_DENIED, "unregistered callers"
         no_key = _OPENAI_NO_KEY if call.dialect is wire.Dialect.OPENAI else _ANTHROPIC_NO_KEY
         return call.error(401, no_key)
     if faults.status is not None and faults.status >= 400:
@@ -174,6 +179,8 @@ _NOT_FOUND = {dialect: _endpoint(_not_found, dialect, needs_body=False) for dial
 async def _unknown(request: web.Request) -> web.StreamResponse:
     anthropic_like = request.path.startswith("/v1/messages")
     dialect = wire.Dialect.ANTHROPIC if anthropic_like else wire.Dialect.OPENAI
+    if request.path.startswith("/v1beta/") or ":" in request.path:
+        dialect = wire.Dialect.GEMINI
     return await _NOT_FOUND[dialect](request)
 
 
@@ -223,6 +230,17 @@ def _versioned(
     return check
 
 
+def _add_gemini_routes(app: web.Application) -> None:
+    """The Gemini API on ``/v1beta/`` and ``/v1/`` (`gemini`)."""
+    google = wire.Dialect.GEMINI
+    for version in ("/v1beta", "/v1"):
+        base = version + "/models/{model}:"
+        app.router.add_post(base + "generateContent", _endpoint(gemini.generate_content, google))
+        stream = _endpoint(gemini.stream_generate_content, google)
+        app.router.add_post(base + "streamGenerateContent", stream)
+        app.router.add_post(base + "countTokens", _endpoint(gemini.count_tokens, google))
+
+
 def create_simulator_app(options: SimulatorOptions | None = None) -> web.Application:
     """The fake provider as an aiohttp app (run it with `Simulator` or any aiohttp runner)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -241,6 +259,7 @@ def create_simulator_app(options: SimulatorOptions | None = None) -> web.Applica
     app.router.add_post("/v1/messages", _endpoint(anthropic.messages, anthropic_))
     app.router.add_post("/v1/messages/count_tokens", _endpoint(anthropic.count_tokens, anthropic_))
     _add_azure_routes(app)
+    _add_gemini_routes(app)
     app.router.add_get("/_sim/records", _records)
     app.router.add_post("/_sim/reset", _reset)
     app.router.add_route("*", "/{tail:.*}", _unknown)

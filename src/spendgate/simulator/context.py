@@ -41,7 +41,10 @@ class Call:
 
     @property
     def streaming(self) -> bool:
-        """``stream: true``; any truthy value under ``x-sim-compat: lenient-stream``."""
+        """``stream: true``; any truthy value under ``x-sim-compat: lenient-stream``;
+        Gemini: the method (``:streamGenerateContent``), whatever the body says."""
+        if self.dialect is wire.Dialect.GEMINI:
+            return self.request.path.endswith(":streamGenerateContent")
         value = self.body.get("stream")
         if "lenient-stream" in self.faults.compat:
             return bool(value)

@@ -91,16 +91,21 @@ async def _send_all(
 
 
 async def stream_events(
-    call: Call, events: Events, error_event: Callable[[int], bytes], paced: bool = True
+    call: Call,
+    events: Events,
+    error_event: Callable[[int], bytes],
+    paced: bool = True,
+    content_type: str = wire.SSE_TYPE,
 ) -> web.StreamResponse:
     """Answer with an SSE stream of ``events``.
 
     ``error_event(n)`` builds the dialect's mid-stream error after ``n`` events; it is
     sent instead of the rest when ``x-sim-error-after-chunks`` is ``n``. ``paced``: wait
-    the chunk delay between events (False when the source paces itself)."""
+    the chunk delay between events (False when the source paces itself). ``content_type``:
+    another framing of a streamed answer (Gemini's JSON array without ``alt=sse``)."""
     call.record.stream = True
     response = web.StreamResponse(
-        headers=wire.headers_for(call.dialect, call.request_id, wire.SSE_TYPE)
+        headers=wire.headers_for(call.dialect, call.request_id, content_type)
     )
     response.headers["cache-control"] = "no-cache"
     try:

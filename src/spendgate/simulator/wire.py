@@ -14,6 +14,7 @@ from aiohttp import web
 class Dialect(Enum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
 
 
 JSON_TYPE = "application/json"
@@ -41,8 +42,17 @@ _ANTHROPIC_HEADERS: dict[str, str] = {
     "anthropic-ratelimit-output-tokens-limit": "16000",
     "anthropic-ratelimit-output-tokens-remaining": "16000",
 }
-_REQUEST_ID_HEADER = {Dialect.OPENAI: "x-request-id", Dialect.ANTHROPIC: "request-id"}
-_STATIC_HEADERS = {Dialect.OPENAI: _OPENAI_HEADERS, Dialect.ANTHROPIC: _ANTHROPIC_HEADERS}
+_GEMINI_HEADERS: dict[str, str] = {"server-timing": "gfet4t7; dur=1", "vary": "Origin"}
+_REQUEST_ID_HEADER = {
+    Dialect.OPENAI: "x-request-id",
+    Dialect.ANTHROPIC: "request-id",
+    Dialect.GEMINI: "x-gemini-request-id",  # Google sends none; a simulator aid
+}
+_STATIC_HEADERS = {
+    Dialect.OPENAI: _OPENAI_HEADERS,
+    Dialect.ANTHROPIC: _ANTHROPIC_HEADERS,
+    Dialect.GEMINI: _GEMINI_HEADERS,
+}
 
 _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request (simulated)."),
@@ -170,6 +180,46 @@ def anthropic_error_body(
     return {"type": "error", "error": {"type": kind, "message": text}, "request_id": request_id}
 
 
+# HTTP status -> (gRPC status, Google's message) of the Gemini API's errors.
+_GEMINI_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    403: (
+        "PERMISSION_DENIED",
+        "Method doesn't allow unregistered callers (callers without "
+        "established identity). Please use API Key or other form of API consumer identity "
+        "to call this API.",
+    ),
+    404: ("NOT_FOUND", "models/unknown is not found for API version v1beta."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. (simulated)",
+    ),
+    500: ("INTERNAL", "An internal error has occurred. (simulated)"),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later. (simulated)"),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+
+
+def gemini_error_body(
+    status: int, message: str | None = None, error_type: str | None = None, retry_after_s: int = 1
+) -> dict[str, Any]:
+    """``{"error": {"code", "message", "status"}}``; a 429 has a ``RetryInfo`` detail."""
+    default = _GEMINI_ERRORS.get(
+        status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", "Simulated error.")
+    )
+    inner: dict[str, Any] = {
+        "code": status,
+        "message": message or default[1],
+        "status": error_type or default[0],
+    }
+    if status == 429:
+        inner["details"] = [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s}s"}
+        ]
+    return {"error": inner}
+
+
 def error_response(
     dialect: Dialect,
     status: int,
@@ -181,11 +231,13 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
 ) -> web.Response:
-    """An error answer exactly shaped like the provider's (CLIENTS.md §5.1, §6.4).
+    """An error answer exactly shaped like the provider's (CLIENTS.md §5.1, §6.4, §7).
 
     ``param`` and ``code`` only exist in the OpenAI dialect."""
     if dialect is Dialect.OPENAI:
         body = openai_error_body(status, message, error_type, param=param, code=code)
+    elif dialect is Dialect.GEMINI:
+        body = gemini_error_body(status, message, error_type, retry_after_s)
     else:
         body = anthropic_error_body(status, request_id, message, error_type)
     response = json_response(body, dialect, request_id, status)

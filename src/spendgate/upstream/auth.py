@@ -55,4 +55,6 @@ def auth_for(scheme: AuthScheme, secret: str | None) -> Auth:
         return HeaderAuth("x-api-key", secret)
     if scheme is AuthScheme.API_KEY:
         return HeaderAuth("api-key", secret)
+    if scheme is AuthScheme.X_GOOG_API_KEY:
+        return HeaderAuth("x-goog-api-key", secret)
     return HeaderAuth("authorization", secret, prefix="Bearer ")

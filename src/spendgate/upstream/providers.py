@@ -30,6 +30,7 @@ _REQUEST_DROP = frozenset(
         "authorization",
         "x-api-key",
         "api-key",
+        "x-goog-api-key",
         "connection",
         "keep-alive",
         "proxy-authorization",
@@ -85,10 +86,17 @@ class Provider:
         ``OPENAI_BASE_URL``; Anthropic's is the host root, like ``ANTHROPIC_BASE_URL``. With
         an ``api_version`` (Azure OpenAI deployment URLs, base URL ``https://R.openai.azure.com
         /openai``), chat completions and embeddings go to ``/deployments/{model}`` and every
-        request carries ``api-version`` (the provider's, whatever the client sent).
+        request carries ``api-version`` (the provider's, whatever the client sent). Gemini's
+        base URL is the host root too (``https://generativelanguage.googleapis.com``) and its
+        paths name the model (``/v1beta/models/{model}:generateContent``): the upstream model
+        takes the place of ``{model}``, and ``?key=`` (the caller's gateway key) is dropped.
         """
         if self.kind is ProviderKind.ANTHROPIC:
             return _with_query(self.base_url + gateway_path, query)
+        if self.kind is ProviderKind.GEMINI:
+            path = gateway_path.replace("{model}", quote(model, safe=""))
+            pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"]
+            return _with_query(self.base_url + path, urlencode(pairs))
         path = gateway_path.removeprefix("/v1")
         if self.api_version is None:
             return _with_query(self.base_url + path, query)
@@ -156,5 +164,8 @@ def build_providers(
 
 
 def default_auth(kind: ProviderKind) -> AuthScheme:
-    """Anthropic takes ``x-api-key``; OpenAI and compatible servers a bearer token."""
+    """Anthropic takes ``x-api-key``, Gemini ``x-goog-api-key``; OpenAI and compatible
+    servers a bearer token."""
+    if kind is ProviderKind.GEMINI:
+        return AuthScheme.X_GOOG_API_KEY
     return AuthScheme.X_API_KEY if kind is ProviderKind.ANTHROPIC else AuthScheme.BEARER

@@ -1,0 +1,463 @@
+"""The Gemini dialect: ``POST /v1beta/models/{model}:generateContent``,
+``:streamGenerateContent?alt=sse`` and free ``:countTokens`` (``/v1/`` too), its error
+shape, model listing, ``usageMetadata`` and stream chunks (shared/CLIENTS.md §7).
+
+The model is named in the path, not the body; the gateway key comes as ``x-goog-api-key``
+or ``?key=`` (which never goes upstream). Errors: ``{"error": {"code", "message",
+"status"}}`` with a gRPC status name (``RESOURCE_EXHAUSTED``), and a ``RetryInfo`` detail
+when a wait helps. Usage: ``promptTokenCount`` includes ``cachedContentTokenCount``;
+``thoughtsTokenCount`` is output outside ``candidatesTokenCount``; a tool-use prompt
+(``toolUsePromptTokenCount``) is input. The output ceiling is
+``generationConfig.maxOutputTokens`` and, on models that think, covers the thoughts too
+(``thinkingConfig.thinkingBudget`` counts inside it). Streams are SSE chunks, each a whole
+``GenerateContentResponse``; usage is cumulative and the last chunk has the totals and a
+``finishReason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from spendgate.dialects.base import (
+    Action,
+    DialectAdapter,
+    MeterBase,
+    Prepared,
+    StreamMeter,
+    SurfaceSpec,
+    count_problem,
+    load_object,
+)
+from spendgate.dialects.hidden import HiddenInput, mappings
+from spendgate.domain import tokens
+from spendgate.domain.ledger import Surface
+from spendgate.domain.models import Dialect, ModelRoute
+from spendgate.domain.usage import Usage, count_field
+from spendgate.errors import (
+    AuthenticationFailed,
+    BudgetBusy,
+    BudgetExceeded,
+    CircuitOpen,
+    GatewayError,
+    InvalidRequest,
+    LoopDetected,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RateWindow,
+    RequestTooLarge,
+    ServiceUnavailable,
+    StorageUnavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from spendgate.upstream.framing import JSON_ARRAY, Framing
+from spendgate.upstream.sse import SseEvent
+
+# gRPC status names by HTTP status, for errors the table below does not name.
+_BY_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class GeminiDialect(DialectAdapter):
+    dialect = Dialect.GEMINI
+    error_types: ClassVar[Mapping[type[GatewayError], str]] = {
+        InvalidRequest: "INVALID_ARGUMENT",
+        AuthenticationFailed: "UNAUTHENTICATED",
+        PermissionDenied: "PERMISSION_DENIED",
+        NotFound: "NOT_FOUND",
+        RequestTooLarge: "INVALID_ARGUMENT",
+        BudgetExceeded: "RESOURCE_EXHAUSTED",
+        RateLimited: "RESOURCE_EXHAUSTED",
+        BudgetBusy: "RESOURCE_EXHAUSTED",
+        LoopDetected: "RESOURCE_EXHAUSTED",
+        CircuitOpen: "UNAVAILABLE",
+        UpstreamTimeout: "DEADLINE_EXCEEDED",
+        UpstreamUnavailable: "UNAVAILABLE",
+        ServiceUnavailable: "UNAVAILABLE",
+        StorageUnavailable: "UNAVAILABLE",
+    }
+
+    def owns(self, path: str, headers: Mapping[str, str]) -> bool:
+        if path.startswith("/v1beta/"):
+            return True
+        if path == "/v1/models":  # google-genai lists on /v1/ with its own headers
+            return "x-goog-api-key" in headers or "x-goog-api-client" in headers
+        return path.startswith("/v1/models/") and ":" in path
+
+    def error_type(self, error: GatewayError) -> str:
+        for klass in type(error).__mro__:
+            if klass in self.error_types:
+                return self.error_types[klass]
+        status = self.error_status(error)
+        return _BY_STATUS.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+
+    def error_body(self, error: GatewayError, request_id: str | None) -> dict[str, Any]:
+        status = self.error_status(error)
+        inner: dict[str, Any] = {
+            "code": status,
+            "message": error.message,
+            "status": self.error_type(error),
+        }
+        wait = getattr(error, "wait_s", None)
+        if isinstance(wait, int | float) and getattr(error, "can_retry", False):
+            inner["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{max(1, -(-int(wait * 1000) // 1000))}s",
+                }
+            ]
+        return {"error": inner}
+
+    def rate_headers(self, windows: Iterable[RateWindow]) -> dict[str, str]:
+        return {}  # Gemini reports no rate-limit headers; spendgate's own x-spendgate-* stay
+
+    def model_list(self, routes: Sequence[ModelRoute], aliases: Mapping[str, str]) -> Any:
+        methods = ["generateContent", "streamGenerateContent", "countTokens"]
+        models: list[dict[str, Any]] = [
+            {
+                "name": f"models/{route.name}",
+                "displayName": route.name,
+                "outputTokenLimit": route.max_output_tokens,
+                "supportedGenerationMethods": methods,
+            }
+            for route in routes
+            if route.dialect is Dialect.GEMINI
+        ]
+        models += [
+            {
+                "name": f"models/{alias}",
+                "displayName": f"{alias} (now {model})",
+                "supportedGenerationMethods": methods,
+            }
+            for alias, model in sorted(aliases.items())
+        ]
+        return {"models": models}
+
+
+GEMINI = GeminiDialect()
+
+
+# ---------------------------------------------------------------------------- usage
+
+
+def from_gemini(usage: Mapping[str, Any]) -> Usage:
+    """``usageMetadata`` in normal form: input is the prompt (cached tokens included) and
+    any tool-use prompt; output is the candidates and the thoughts (reasoning)."""
+    thoughts = count_field(usage, "thoughtsTokenCount")
+    return Usage(
+        input_tokens=count_field(usage, "promptTokenCount")
+        + count_field(usage, "toolUsePromptTokenCount"),
+        output_tokens=count_field(usage, "candidatesTokenCount") + thoughts,
+        cached_input_tokens=count_field(usage, "cachedContentTokenCount"),
+        reasoning_tokens=thoughts,
+    )
+
+
+def gemini_usage_problem(usage: Mapping[str, Any]) -> str | None:
+    # Gemini leaves out counts that are zero: only the prompt's is always there.
+    problem = count_problem(
+        usage,
+        ("promptTokenCount",),
+        {},
+        optional=(
+            "candidatesTokenCount",
+            "cachedContentTokenCount",
+            "thoughtsTokenCount",
+            "toolUsePromptTokenCount",
+            "totalTokenCount",
+        ),
+    )
+    if problem is None:
+        cached = count_field(usage, "cachedContentTokenCount")
+        if cached > count_field(usage, "promptTokenCount"):
+            return "usage cachedContentTokenCount exceeds promptTokenCount"
+    return problem
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def _config(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    config = body.get("generationConfig")
+    return config if isinstance(config, Mapping) else {}
+
+
+def _thinking_budget(config: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """The thinking budget's field (the SDK may write it snake_case) and value."""
+    thinking = config.get("thinkingConfig")
+    if not isinstance(thinking, Mapping):
+        return None, None
+    for name in ("thinkingBudget", "thinking_budget"):
+        value = thinking.get(name)
+        if value is not None:
+            return name, value if isinstance(value, int) and not isinstance(value, bool) else None
+    return None, None
+
+
+def _positive(config: Mapping[str, Any], name: str, most: int | None = None) -> int | None:
+    value = config.get(name)
+    if value is None:
+        return None
+    bad = not isinstance(value, int) or isinstance(value, bool) or value < 1
+    if bad or (most is not None and value > most):
+        upper = f" from 1 to {most}" if most is not None else ""
+        raise InvalidRequest(
+            f"'generationConfig.{name}' must be a positive integer{upper}.",
+            param=f"generationConfig.{name}",
+        )
+    return int(value)
+
+
+# Built-in tools that run on Google's side: each call is one more pass over the context.
+_SERVER_TOOLS = {
+    "googleSearch": "google_search",
+    "google_search": "google_search",
+    "googleSearchRetrieval": "google_search",
+    "google_search_retrieval": "google_search",
+    "codeExecution": "code_execution",
+    "code_execution": "code_execution",
+    "urlContext": "url_context",
+    "url_context": "url_context",
+}
+
+
+def gemini_hidden(body: Mapping[str, Any]) -> HiddenInput:
+    """A named context cache (``cachedContent``) is input the body does not show; the
+    built-in tools (Google Search, code execution, URL context) run server-side."""
+    reasons = ("cachedContent",) if body.get("cachedContent") else ()
+    tools: list[tuple[str, int | None]] = []
+    for _, tool in mappings(body.get("tools")):
+        tools += [(fee, None) for name, fee in _SERVER_TOOLS.items() if name in tool]
+    return HiddenInput(reasons=reasons, tools=tuple(tools))
+
+
+@dataclass(frozen=True)
+class GeminiSurface(SurfaceSpec):
+    """One Gemini method on ``/v1beta/models/{model}:<method>`` (and ``/v1/``)."""
+
+    model_in_path: bool = True
+    key_in_query: bool = True
+
+    @property
+    def method(self) -> str:
+        return self.path.rsplit(":", 1)[1]
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return (self.path, self.path.replace("/v1beta/", "/v1/", 1))
+
+    def upstream_path(self, request_path: str) -> str:
+        version = "/v1" if request_path.startswith("/v1/") else "/v1beta"
+        return f"{version}/models/{{model}}:{self.method}"
+
+    def asks_stream(self, body: Mapping[str, Any]) -> bool:
+        return self.streams  # streamGenerateContent always streams
+
+    def framing_for(self, query: Mapping[str, str]) -> Framing | None:
+        """Without ``alt=sse`` Gemini streams one JSON array."""
+        return JSON_ARRAY if self.streams and query.get("alt") != "sse" else None
+
+    def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
+        return tokens.count_gemini_input(model, _request(body))
+
+    def check(self, body: Mapping[str, Any]) -> None:
+        config = body.get("generationConfig")
+        if config is not None and not isinstance(config, Mapping):
+            raise InvalidRequest("'generationConfig' must be an object.", param="generationConfig")
+        config = _config(body)
+        _positive(config, "maxOutputTokens")
+        _positive(config, "candidateCount", most=8)
+        name, budget = _thinking_budget(config)
+        if name is not None and (budget is None or budget < -1):
+            raise InvalidRequest(
+                f"'generationConfig.thinkingConfig.{name}' must be an integer (-1: dynamic).",
+                param=f"generationConfig.thinkingConfig.{name}",
+            )
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        return _positive(_config(body), "candidateCount", most=8) or 1
+
+    def requested_output(self, body: Mapping[str, Any]) -> tuple[int | None, int]:
+        return _positive(_config(body), "maxOutputTokens"), self.choices(body)
+
+    def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
+        """``maxOutputTokens`` covers the thoughts too: a thinking budget above the
+        ceiling is lowered to it, so the provider is never asked for more than is paid."""
+        config = dict(_config(body))
+        config["maxOutputTokens"] = ceiling
+        name, budget = _thinking_budget(config)
+        if name is not None and budget is not None and budget > ceiling:
+            config["thinkingConfig"] = {**config["thinkingConfig"], name: ceiling}
+        body["generationConfig"] = config
+
+    def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
+        return gemini_hidden(_request(body))
+
+    def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
+        return False, False  # implicit caching writes for free; explicit caches are made apart
+
+    def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
+        return GeminiMeter(array=prepared.framing is JSON_ARRAY)
+
+    def usage_of(self, response: Mapping[str, Any]) -> tuple[Usage | None, str | None]:
+        if not self.billed:
+            return Usage(), None
+        raw = response.get("usageMetadata")
+        if not isinstance(raw, dict):
+            return None, "no usageMetadata in the response"
+        problem = gemini_usage_problem(raw)
+        return (None, problem) if problem else (from_gemini(raw), None)
+
+    def parse_usage(self, usage: Mapping[str, Any]) -> Usage:
+        return from_gemini(usage)
+
+    def usage_problem(self, usage: Mapping[str, Any]) -> str | None:
+        return gemini_usage_problem(usage)
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        return "".join(_candidate_texts(response.get("candidates")))
+
+
+def _request(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """countTokens may wrap a whole request as ``generateContentRequest``."""
+    inner = body.get("generateContentRequest")
+    return inner if isinstance(inner, Mapping) else body
+
+
+def _candidate_texts(candidates: object) -> Iterable[str]:
+    for _, candidate in mappings(candidates):
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        for _, part in mappings(parts):
+            if isinstance(part.get("text"), str):
+                yield part["text"]
+            elif isinstance(part.get("functionCall"), Mapping):
+                yield orjson.dumps(part["functionCall"]).decode()
+
+
+_BASE = "/v1beta/models/{model}:"
+GENERATE = GeminiSurface(
+    Surface.GEMINI_GENERATE,
+    GEMINI,
+    _BASE + "generateContent",
+    billed=True,
+    ceiling_fields=("generationConfig.maxOutputTokens",),
+)
+STREAM_GENERATE = GeminiSurface(
+    Surface.GEMINI_STREAM,
+    GEMINI,
+    _BASE + "streamGenerateContent",
+    streams=True,
+    billed=True,
+    ceiling_fields=("generationConfig.maxOutputTokens",),
+)
+GEMINI_COUNT_TOKENS = GeminiSurface(Surface.GEMINI_COUNT_TOKENS, GEMINI, _BASE + "countTokens")
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+def data_event(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
+
+
+class GeminiMeter(MeterBase):
+    """Each chunk is a ``GenerateContentResponse``; its ``usageMetadata`` is cumulative.
+
+    Gemini sends no terminal event: the chunk in which every candidate has a
+    ``finishReason`` ends the stream, and it (with anything after it) is held until the
+    spend is durable. ``array``: the stream is one JSON array (no ``alt=sse``), so what
+    spendgate adds (an error, a clean cut) continues the array and closes it."""
+
+    def __init__(self, *, array: bool = False) -> None:
+        super().__init__()
+        self.array = array
+        self._opened = False  # (array) the "[" went out with the first element
+        self._open: set[int] = set()
+        self._ended: set[int] = set()
+
+    def feed(self, event: SseEvent) -> Action:
+        self._opened = True
+        if self.finished:
+            return Action.HOLD
+        chunk = load_object(event.data)
+        if chunk is None:
+            return Action.FORWARD
+        error = chunk.get("error")
+        if error is not None:
+            self.upstream_error = _error_text(error)
+            return Action.FORWARD
+        if isinstance(chunk.get("modelVersion"), str):
+            self.served_model = chunk["modelVersion"]
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self._usage = chunk["usageMetadata"]
+        for index, candidate in mappings(chunk.get("candidates")):
+            number = candidate.get("index", index)
+            number = number if isinstance(number, int) else index
+            self._open.add(number)
+            if candidate.get("finishReason"):
+                self._ended.add(number)
+        for text in _candidate_texts(chunk.get("candidates")):
+            self.generated.append(text)
+        if self._open and self._open <= self._ended:
+            self.finished = True
+            return Action.HOLD
+        return Action.FORWARD
+
+    def usage(self) -> Usage | None:
+        usage = self._vetted(gemini_usage_problem)
+        return from_gemini(usage) if usage is not None else None
+
+    def _frame(self, payload: Mapping[str, Any]) -> bytes:
+        if not self.array:
+            return data_event(payload)
+        return (b",\r\n" if self._opened else b"[") + orjson.dumps(payload) + b"]"
+
+    def error_event(self, code: str, message: str) -> bytes:
+        return self._frame({"error": {"code": 500, "message": message, "status": "INTERNAL"}})
+
+    def cut_events(self, usage: Usage) -> bytes:
+        candidates = [
+            {
+                "content": {"role": "model", "parts": [{"text": ""}]},
+                "finishReason": "MAX_TOKENS",
+                "index": index,
+            }
+            for index in sorted((self._open - self._ended) or {0})
+        ]
+        counts = {
+            "promptTokenCount": usage.input_tokens,
+            "candidatesTokenCount": usage.output_tokens,
+            "totalTokenCount": usage.input_tokens + usage.output_tokens,
+        }
+        chunk: dict[str, Any] = {"candidates": candidates, "usageMetadata": counts}
+        if self.served_model:
+            chunk["modelVersion"] = self.served_model
+        return self._frame(chunk)
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, dict):
+        parts = [str(error.get(k)) for k in ("status", "code", "message") if error.get(k)]
+        return ": ".join(parts)[:500] or "error"
+    return str(error)[:500]

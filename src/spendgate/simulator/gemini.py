@@ -1,0 +1,184 @@
+"""The Gemini API (CLIENTS.md §7): ``POST /v1beta/models/{model}:generateContent``,
+``:streamGenerateContent`` and ``:countTokens`` (``/v1/`` too).
+
+* The model is in the path; the key in ``x-goog-api-key`` or ``?key=``.
+* ``usageMetadata``: ``promptTokenCount`` includes ``cachedContentTokenCount``
+  (``x-sim-cached-tokens``); ``thoughtsTokenCount`` (``x-sim-reasoning-tokens``) is
+  output *outside* ``candidatesTokenCount``; ``maxOutputTokens`` caps both together.
+  Counts that are zero are left out, as Gemini does.
+* Streams: with ``?alt=sse`` each chunk is ``data: {GenerateContentResponse}\\r\\n\\r\\n``,
+  no ``[DONE]``; every chunk carries the usage so far, the last one the totals and the
+  ``finishReason``. Without ``alt=sse`` the same chunks come as one JSON array, streamed.
+* Errors: ``{"error": {"code", "message", "status"}}``; a mid-stream error is a
+  ``data:`` chunk holding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from . import records, wire
+from .streaming import Event, stream_events
+from .tokens import (
+    InputPlan,
+    OutputPlan,
+    chunk_text,
+    generate_text,
+    plan_input,
+    prompt_seed,
+    value_tokens,
+)
+from .validation import Problem
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .context import Call
+
+_PER_CONTENT = 3
+_OVERLOADED = "The model is overloaded. (simulated)"
+_MID_STREAM_ERROR = {"error": {"code": 503, "message": _OVERLOADED, "status": "UNAVAILABLE"}}
+
+
+def _event(payload: object) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
+
+
+def mid_stream_error(_sent: int) -> bytes:
+    return _event(_MID_STREAM_ERROR)
+
+
+def _request(body: dict[str, Any]) -> dict[str, Any]:
+    inner = body.get("generateContentRequest")
+    return inner if isinstance(inner, dict) else body
+
+
+def gemini_input_tokens(body: dict[str, Any]) -> int:
+    contents = body.get("contents")
+    items = contents if isinstance(contents, list) else []
+    system = body.get("systemInstruction")
+    if isinstance(system, dict):
+        items = [system, *items]
+    tokens = sum(_PER_CONTENT + value_tokens(item) for item in items)
+    return tokens + value_tokens(body.get("tools"))
+
+
+def _check(body: dict[str, Any]) -> Problem | None:
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return Problem("* GenerateContentRequest.contents: contents is not specified\n")
+    config = body.get("generationConfig")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return Problem('Invalid JSON payload received. Unknown name "generationConfig".')
+    for name in ("maxOutputTokens", "candidateCount"):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return Problem(f"Invalid value at 'generation_config.{name}', \"{value}\"")
+    return None
+
+
+def usage_metadata(inputs: InputPlan, plan: OutputPlan, text_so_far: int) -> dict[str, Any]:
+    """Gemini's ``usageMetadata``; zero counts are omitted."""
+    usage: dict[str, Any] = {"promptTokenCount": inputs.total}
+    if text_so_far:
+        usage["candidatesTokenCount"] = text_so_far
+    usage["totalTokenCount"] = inputs.total + text_so_far + plan.reasoning
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": inputs.total}]
+    if inputs.cached:
+        usage["cachedContentTokenCount"] = inputs.cached
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": inputs.cached}]
+    if plan.reasoning:
+        usage["thoughtsTokenCount"] = plan.reasoning
+    return usage
+
+
+class _Answer:
+    def __init__(self, call: Call) -> None:
+        body = call.body
+        self.call = call
+        self.model = call.request.match_info["model"]
+        self.id = wire.new_id("")[:22]
+        self.inputs = plan_input(gemini_input_tokens(body), call.faults)
+        config = body.get("generationConfig") or {}
+        seed = prompt_seed(body.get("systemInstruction"), body.get("contents"))
+        self.plan = call.plan_output_for(seed, config.get("maxOutputTokens"))
+        self.words = generate_text(seed, self.plan.text)
+        call.account(self.inputs, self.plan.total)
+        call.record.response_id = self.id
+
+    def _chunk(self, text: str, finish: bool, text_so_far: int) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+        if finish:
+            candidate["finishReason"] = "MAX_TOKENS" if self.plan.truncated else "STOP"
+        candidate["index"] = 0
+        chunk: dict[str, Any] = {"candidates": [candidate]}
+        usage = self.call.report_usage(usage_metadata(self.inputs, self.plan, text_so_far))
+        if usage is not None:
+            chunk["usageMetadata"] = usage
+        chunk["modelVersion"] = self.model
+        chunk["responseId"] = self.id
+        return chunk
+
+    def whole(self) -> dict[str, Any]:
+        return self._chunk("".join(self.words), True, self.plan.text)
+
+    def chunks(self) -> Iterator[tuple[dict[str, Any], int]]:
+        pieces = chunk_text(self.words, self.call.options.tokens_per_chunk) or [("", 0)]
+        sent = 0
+        for number, (text, count) in enumerate(pieces):
+            sent += count
+            yield self._chunk(text, number == len(pieces) - 1, sent), count
+
+
+async def generate_content(call: Call) -> web.StreamResponse:
+    problem = _check(call.body)
+    if problem:
+        return call.refuse(problem)
+    answer = _Answer(call)
+    chunk = answer.whole()
+    call.record.usage_reported = chunk.get("usageMetadata")
+    call.record.output_tokens_sent = call.record.output_tokens
+    call.record.finish(records.OK)
+    return call.json(chunk)
+
+
+async def stream_generate_content(call: Call) -> web.StreamResponse:
+    problem = _check(call.body)
+    if problem:
+        return call.refuse(problem)
+    answer = _Answer(call)
+    if call.request.query.get("alt") == "sse":
+        events = (
+            Event(_event(chunk), count, chunk.get("usageMetadata"))
+            for chunk, count in answer.chunks()
+        )
+        return await stream_events(call, events, mid_stream_error)
+    return await stream_events(call, _array(answer), mid_stream_error, content_type=wire.JSON_TYPE)
+
+
+def _array(answer: _Answer) -> Iterator[Event]:
+    """The chunks as one JSON array: ``[`` + chunk, ``,\\r\\n`` + chunk..., ``]``."""
+    first = True
+    for chunk, count in answer.chunks():
+        head = b"[" if first else b",\r\n"
+        first = False
+        yield Event(head + orjson.dumps(chunk), count, chunk.get("usageMetadata"))
+    yield Event(b"]")
+
+
+async def count_tokens(call: Call) -> web.StreamResponse:
+    body = _request(call.body)
+    problem = _check(body)
+    if problem:
+        return call.refuse(problem)
+    count = gemini_input_tokens(body)
+    call.record.input_tokens = count
+    call.record.finish(records.OK)
+    return call.json(
+        {"totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}]}
+    )

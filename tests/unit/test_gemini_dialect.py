@@ -1,0 +1,256 @@
+"""The Gemini dialect's pure parts: usage in normal form, the request fields that decide
+money (output ceiling, candidates, thinking budget), errors in Google's shape, URLs and
+the stream meter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from spendgate.dialects import GENERATE, STREAM_GENERATE, for_request
+from spendgate.dialects.base import Action, Prepared
+from spendgate.dialects.gemini import GEMINI, from_gemini, gemini_usage_problem
+from spendgate.domain import tokens
+from spendgate.domain.models import ProviderKind
+from spendgate.domain.usage import Usage
+from spendgate.errors import BudgetExceeded, InvalidRequest, RateLimited, RateWindow
+from spendgate.upstream.framing import JSON_ARRAY, JsonArraySplitter
+from spendgate.upstream.providers import Provider, default_auth
+from spendgate.upstream.sse import EventSplitter, EventTooLarge
+
+BODY: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+
+
+def test_usage_cached_inside_prompt_thoughts_outside_candidates() -> None:
+    usage = from_gemini(
+        {
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 60,
+            "candidatesTokenCount": 20,
+            "thoughtsTokenCount": 30,
+            "toolUsePromptTokenCount": 5,
+            "totalTokenCount": 155,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=105, output_tokens=50, cached_input_tokens=60, reasoning_tokens=30
+    )
+    assert usage.uncached_input_tokens == 45
+
+
+def test_usage_problems() -> None:
+    assert gemini_usage_problem({"promptTokenCount": 3}) is None  # zero counts left out
+    assert gemini_usage_problem({"candidatesTokenCount": 3}) == "usage without promptTokenCount"
+    assert "not a count" in str(
+        gemini_usage_problem({"promptTokenCount": 3, "thoughtsTokenCount": -1})
+    )
+    assert gemini_usage_problem({"promptTokenCount": 3, "cachedContentTokenCount": 4})
+
+
+def test_usage_of_a_response_reads_usage_metadata() -> None:
+    usage, problem = GENERATE.usage_of({"usageMetadata": {"promptTokenCount": 7}})
+    assert (usage, problem) == (Usage(input_tokens=7), None)
+    assert GENERATE.usage_of({"usage": {"prompt_tokens": 7}}) == (
+        None,
+        "no usageMetadata in the response",
+    )
+
+
+def test_requested_output_and_choices() -> None:
+    body = {**BODY, "generationConfig": {"maxOutputTokens": 300, "candidateCount": 3}}
+    assert GENERATE.requested_output(body) == (300, 3)
+    assert GENERATE.requested_output(BODY) == (None, 1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"maxOutputTokens": 0},
+        {"maxOutputTokens": "100"},
+        {"maxOutputTokens": True},
+        {"candidateCount": 9},
+        {"thinkingConfig": {"thinkingBudget": "lots"}},
+        {"thinkingConfig": {"thinking_budget": -2}},
+    ],
+)
+def test_money_fields_that_providers_could_read_differently_are_refused(
+    config: dict[str, Any],
+) -> None:
+    with pytest.raises(InvalidRequest):
+        GENERATE.check({**BODY, "generationConfig": config})
+
+
+def test_check_refuses_a_config_that_is_not_an_object() -> None:
+    with pytest.raises(InvalidRequest):
+        GENERATE.check({**BODY, "generationConfig": [1]})
+
+
+@pytest.mark.parametrize("name", ["thinkingBudget", "thinking_budget"])
+def test_clamping_writes_max_output_tokens_and_lowers_the_thinking_budget(name: str) -> None:
+    body = {**BODY, "generationConfig": {"temperature": 0.2, "thinkingConfig": {name: 8000}}}
+    prepared = GENERATE.prepare(b"{}", body, "gemini-2.5-flash", ceiling=500)
+    assert body["generationConfig"] == {
+        "temperature": 0.2,
+        "maxOutputTokens": 500,
+        "thinkingConfig": {name: 500},
+    }
+    assert "model" not in body  # the model is in the path, never added to the body
+    assert prepared.stream is False
+    small = {**BODY, "generationConfig": {"thinkingConfig": {name: 100}}}
+    GENERATE.prepare(b"{}", small, "gemini-2.5-flash", ceiling=500)
+    assert small["generationConfig"]["thinkingConfig"] == {name: 100}
+
+
+def test_unchanged_body_goes_upstream_byte_for_byte() -> None:
+    raw = b'{"contents": [ ]}'
+    prepared = STREAM_GENERATE.prepare(raw, {"contents": []}, "gemini-2.5-flash")
+    assert prepared.body == raw
+    assert prepared.stream is True  # streamGenerateContent streams whatever the body says
+
+
+def test_stream_without_alt_sse_is_framed_as_a_json_array() -> None:
+    assert STREAM_GENERATE.framing_for({"alt": "sse", "key": "k"}) is None
+    assert STREAM_GENERATE.framing_for({}) is JSON_ARRAY
+    assert GENERATE.framing_for({}) is None
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_json_array_splitter_cuts_elements_however_the_bytes_arrive(step: int) -> None:
+    stream = b'[{"a": "} ] { \\" [", "b": [1, {"c": 2}]}\r\n,\r\n{"d": {}}\r\n]\n'
+    splitter = JsonArraySplitter(1000)
+    events = []
+    for start in range(0, len(stream), step):
+        events += splitter.feed(stream[start : start + step])
+    assert [orjson.loads(e.data) for e in events[:2]] == [
+        {"a": '} ] { " [', "b": [1, {"c": 2}]},
+        {"d": {}},
+    ]
+    assert events[2].data == b""
+    assert b"".join(e.raw for e in events) + splitter.pending() == stream
+
+
+def test_json_array_splitter_bounds_an_element() -> None:
+    splitter = JsonArraySplitter(16)
+    with pytest.raises(EventTooLarge):
+        splitter.feed(b'[{"text": "' + b"x" * 32)
+
+
+def test_array_meter_continues_and_closes_the_array() -> None:
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    events = JsonArraySplitter(1000).feed(b'[{"candidates":[{"index":0}]}')
+    assert meter.feed(events[0]) is Action.FORWARD
+    closed = b'[{"candidates":[{"index":0}]}' + meter.error_event("upstream_error", "broke")
+    assert orjson.loads(closed)[-1]["error"]["message"] == "broke"
+    cut = b'[{"candidates":[{"index":0}]}' + meter.cut_events(Usage(input_tokens=1))
+    assert orjson.loads(cut)[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    fresh = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    assert orjson.loads(fresh.error_event("upstream_error", "no bytes"))[0]["error"]
+
+
+def test_routes_and_upstream_paths() -> None:
+    assert STREAM_GENERATE.routes == (
+        "/v1beta/models/{model}:streamGenerateContent",
+        "/v1/models/{model}:streamGenerateContent",
+    )
+    assert GENERATE.upstream_path("/v1/models/x:generateContent") == (
+        "/v1/models/{model}:generateContent"
+    )
+    assert GENERATE.upstream_path("/v1beta/models/x:generateContent") == (
+        "/v1beta/models/{model}:generateContent"
+    )
+
+
+def test_dialect_claims_its_paths_only() -> None:
+    assert for_request("/v1beta/models/x:generateContent", {}) is GEMINI
+    assert for_request("/v1beta/models", {}) is GEMINI
+    assert for_request("/v1/models/x:countTokens", {}) is GEMINI
+    assert for_request("/v1/models", {}) is not GEMINI
+    assert for_request("/v1/models", {"x-goog-api-key": "k"}) is GEMINI
+    assert for_request("/v1/chat/completions", {}) is not GEMINI
+
+
+def test_provider_url_names_the_model_and_drops_the_gateway_key() -> None:
+    provider = Provider("google", ProviderKind.GEMINI, "https://generativelanguage.googleapis.com")
+    url = provider.url_for(
+        "/v1beta/models/{model}:streamGenerateContent", "alt=sse&key=sg-secret", "gemini/x 1"
+    )
+    assert url == (
+        "https://generativelanguage.googleapis.com/v1beta/models/"
+        "gemini%2Fx%201:streamGenerateContent?alt=sse"
+    )
+    assert default_auth(ProviderKind.GEMINI).value == "x-goog-api-key"
+    headers = provider.request_headers({"x-goog-api-key": "sg-secret", "x-goog-api-client": "a"})
+    assert "x-goog-api-key" not in headers
+    assert headers["x-goog-api-client"] == "a"
+
+
+def test_errors_in_google_shape() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    window = RateWindow(kind="requests", limit=5, remaining=0, resets_at=now, now=now)
+    limited = RateLimited("slow down", window=window, wait_s=2.4)
+    body = GEMINI.error_body(limited, "req-1")
+    assert body == {
+        "error": {
+            "code": 429,
+            "message": "slow down",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}],
+        }
+    }
+    spent = BudgetExceeded("budget spent")
+    assert GEMINI.error_status(spent) == 429
+    assert GEMINI.error_body(spent, None)["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert "details" not in GEMINI.error_body(spent, None)["error"]
+    assert GEMINI.error_headers(spent, "req-1")["x-should-retry"] == "false"
+    assert GEMINI.error_body(InvalidRequest("no"), None)["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def _events(*chunks: bytes) -> list[Any]:
+    splitter = EventSplitter()
+    return [event for chunk in chunks for event in splitter.feed(chunk)]
+
+
+def test_meter_holds_the_finishing_chunk_and_reads_its_totals() -> None:
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True), BODY)
+    first, last = _events(
+        b'data: {"candidates":[{"content":{"parts":[{"text":"Hi "}]},"index":0}],'
+        b'"usageMetadata":{"promptTokenCount":9},"modelVersion":"gemini-2.5-flash"}\r\n\r\n',
+        b'data: {"candidates":[{"content":{"parts":[{"text":"there"}]},"finishReason":"STOP",'
+        b'"index":0}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":2,'
+        b'"thoughtsTokenCount":4,"totalTokenCount":15}}\r\n\r\n',
+    )
+    assert meter.feed(first) is Action.FORWARD
+    assert not meter.finished
+    assert meter.feed(last) is Action.HOLD
+    assert meter.finished
+    assert meter.served_model == "gemini-2.5-flash"
+    assert meter.usage() == Usage(input_tokens=9, output_tokens=6, reasoning_tokens=4)
+    assert meter.generated.kept_text() == "Hi there"
+    (cut,) = _events(meter.cut_events(Usage(input_tokens=9, output_tokens=6)))
+    assert b'"finishReason":"MAX_TOKENS"' in cut.data
+
+
+def test_meter_notes_an_upstream_error_chunk() -> None:
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True), BODY)
+    (event,) = _events(b'data: {"error":{"code":503,"status":"UNAVAILABLE","message":"busy"}}\n\n')
+    assert meter.feed(event) is Action.FORWARD
+    assert meter.upstream_error == "UNAVAILABLE: 503: busy"
+    assert not meter.finished
+
+
+def test_input_count_is_an_upper_bound_over_every_part() -> None:
+    text_only = tokens.count_gemini_input("gemini-2.5-flash", BODY)
+    assert text_only.exact is False
+    with_image = {
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "hello there"}]},
+            {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]},
+        ],
+        "tools": [{"functionDeclarations": [{"name": "lookup"}]}],
+    }
+    counted = tokens.count_gemini_input("gemini-2.5-flash", with_image).tokens
+    assert counted >= text_only.tokens + tokens.OTHER_IMAGE_TOKENS
