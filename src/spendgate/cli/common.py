@@ -1,10 +1,16 @@
-"""What every CLI command shares: loading the config and opening a gateway or storage."""
+"""What every CLI command shares: loading the config and opening a gateway or storage.
+
+Every command but ``serve`` works on a `Workspace` (`gateway_for`): the config checked as
+``serve`` checks it, the budgets and models it builds, storage and the clock, and nothing a
+running gateway needs besides (providers, router, events, upstream client): a report
+starts in a fraction of the time (docs/benchmarks.md, "CLI start";
+tests/e2e/test_cli_start.py guards which modules it imports)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 import click
 
@@ -13,8 +19,15 @@ from spendgate.settings import Settings
 from spendgate.text import escape
 
 if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI start)
+    from spendgate.clock import Clock
     from spendgate.config import Config
+    from spendgate.domain.budgets import BudgetBook
+    from spendgate.domain.models import ModelTable
     from spendgate.gateway import Gateway
+    from spendgate.services.budgets import BudgetService
+    from spendgate.services.keys import KeyService
+    from spendgate.services.loops import LoopService
+    from spendgate.storage import Storage
 
 T = TypeVar("T")
 
@@ -45,11 +58,91 @@ def load(config_path: str | None) -> tuple[Config, Path, Settings]:
         raise failure(str(exc)) from None
 
 
-def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
-    from spendgate.gateway import build_gateway
+class Workspace:
+    """What a command other than ``serve`` works on: the config, the budgets and models it
+    builds, storage (opened by `run_with_storage`) and the clock. The services it offers
+    are built as the gateway builds them (`spendgate.gateway.Gateway`)."""
 
+    def __init__(
+        self,
+        config: Config,
+        *,
+        budgets: BudgetBook,
+        models: ModelTable,
+        storage: Storage,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.budgets = budgets
+        self.models = models
+        self.storage = storage
+        self.clock = clock
+
+    @property
+    def keys(self) -> KeyService:
+        from spendgate.services.keys import KeyService
+
+        return KeyService(self.storage, self.config, self.clock)
+
+    @property
+    def budget_service(self) -> BudgetService:
+        from spendgate.domain.budget_state import model_prices
+        from spendgate.services.budgets import BudgetService
+
+        return BudgetService(
+            self.storage,
+            self.budgets,
+            self.clock,
+            models=model_prices(self.models),
+            min_output=self.config.budget_settings.min_output_tokens,
+        )
+
+    @property
+    def loop_service(self) -> LoopService:
+        from spendgate.services.loops import LoopService
+
+        return LoopService(self.storage, self.budgets, self.clock)
+
+
+def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
+    """The config's parts a command reads, built and checked as a gateway builds them
+    (`spendgate.gateway.build_parts`, less providers and router, which add no check
+    without provider secrets): a config ``serve`` would refuse is refused here with the
+    same message."""
+    from spendgate.clock import SystemClock
+    from spendgate.config.build import build_budget_book, build_model_table, price_problem
+    from spendgate.pricing.catalog import build_price_book
+    from spendgate.storage.open import open_storage
+
+    clock = SystemClock()
+    storage = open_storage(config.storage.url, clock=clock)  # first, as build_gateway does
+    prices = build_price_book(config, env_base_dir=base_dir, source=source)
+    models = build_model_table(config, prices)
+    problem = price_problem(config, models)
+    if problem is not None:
+        raise ConfigError(source, *problem)
+    budgets = build_budget_book(config)
+    return Workspace(config, budgets=budgets, models=models, storage=storage, clock=clock)
+
+
+@overload
+def gateway_for(config_path: str | None, *, need_providers: Literal[True]) -> Gateway: ...
+
+
+@overload
+def gateway_for(config_path: str | None, *, need_providers: Literal[False] = ...) -> Workspace: ...
+
+
+def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway | Workspace:
+    """``serve`` (``need_providers``): the whole gateway, provider secrets required.
+    Any other command: a `Workspace`, checked as strictly but built without the parts of
+    a gateway that only serving uses."""
     config, path, settings = load(config_path)
     try:
+        if not need_providers:
+            return workspace(config, source=str(path), base_dir=path.parent)
+        from spendgate.gateway import build_gateway
+
         return build_gateway(
             config,
             source=str(path),
@@ -61,7 +154,10 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
         raise failure(str(exc)) from None
 
 
-def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
+W = TypeVar("W", bound="Gateway | Workspace")
+
+
+def run_with_storage(gateway: W, action: Callable[[W], Awaitable[T]]) -> T:
     import asyncio
 
     async def main() -> T:
