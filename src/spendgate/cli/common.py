@@ -130,8 +130,8 @@ def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
 @contextmanager
 def _without_pydantic_plugins() -> Iterator[None]:
     """Validate the config without looking for pydantic plugins: pydantic finds them by
-    reading the entry points of every installed distribution (about 25 ms, a tenth of a
-    report's start), and none has a use in a command that reads the config and exits.
+    reading the entry points of every installed distribution (about 25 ms of a report's
+    start), and none has a use in a command that reads the config and exits.
     ``serve`` looks for them as usual; so does a command run with the variable already
     set (pydantic then does what it says)."""
     if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
