@@ -6,6 +6,7 @@ interpreter, not by wall time."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -43,17 +44,23 @@ try:
     main()
 except SystemExit as exc:
     assert exc.code in (0, None), exc.code
+import gc
+print("\\nGC " + json.dumps([gc.isenabled(), gc.get_freeze_count()]))
 print("\\nMODULES " + json.dumps(sorted(sys.modules)))
 """
 
 
-def imported(*args: str) -> set[str]:
-    """The modules a fresh ``spendgate ARGS`` had imported when it finished."""
+def _probe(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    line = done.stdout.rsplit("\nMODULES ", 1)[1]
+    return done.stdout
+
+
+def imported(*args: str) -> set[str]:
+    """The modules a fresh ``spendgate ARGS`` had imported when it finished."""
+    line = _probe(*args).rsplit("\nMODULES ", 1)[1]
     return set(json.loads(line))
 
 
@@ -165,3 +172,25 @@ def test_a_report_refuses_a_broken_config_as_serve_does(
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == f"Error: {config}: {problem}\n"
     assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == before  # as it was
+
+
+def test_the_program_freezes_its_start_and_collects_after(tmp_path: Path) -> None:
+    """`spendgate.cli.common.uncollected`: the program's start runs without the cyclic
+    collector and freezes what it made; the collector runs again after it (a `serve` or
+    `demo` collects its garbage)."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    out = _probe("usage", "-c", str(config))
+    enabled, frozen = json.loads(out.split("\nGC ", 1)[1].split("\n", 1)[0])
+    assert enabled is True
+    assert frozen > 10_000  # the modules, classes and config of the start
+
+
+def test_cli_inside_another_process_freezes_nothing(tmp_path: Path) -> None:
+    """Run inside a host process (here pytest), the CLI leaves the collector as it found
+    it and freezes none of the host's objects (their garbage would be kept for good)."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(cli, ["usage", "-c", str(config)], env={"SPENDGATE_CONFIG": None})
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen

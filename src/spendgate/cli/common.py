@@ -8,6 +8,7 @@ tests/e2e/test_cli_start.py guards which modules it imports)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -127,6 +128,39 @@ def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
     return Workspace(config, budgets=budgets, models=models, storage=storage, clock=clock)
 
 
+_freeze_after_start = False  # set by the `spendgate` program (`program_start`)
+
+
+def program_start() -> None:
+    """The `spendgate` program runs: `uncollected` may freeze what its start made. Not
+    called where `cli` runs inside another process (tests), whose older garbage a freeze
+    would keep for good."""
+    global _freeze_after_start
+    _freeze_after_start = True
+
+
+@contextmanager
+def uncollected() -> Iterator[None]:
+    """Run a command's start (importing its modules, loading the config, building what it
+    works on) without the cyclic garbage collector: the start allocates many objects and
+    frees few, so the collections it would set off find little to free; and, in the
+    `spendgate` program, freeze what the start made (`gc.freeze`: the modules, classes and
+    config it keeps to the end), so that no later collection walks them again. About 45
+    ms of a report's start (docs/benchmarks.md, CLI start). Reference counting frees
+    what it always frees, and the collector runs again after the start, so a long-running
+    command (``serve``, ``demo``) collects its garbage as before."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _freeze_after_start:
+            gc.freeze()
+        gc.enable()
+
+
 @contextmanager
 def _without_pydantic_plugins() -> Iterator[None]:
     """Validate the config without looking for pydantic plugins: pydantic finds them by
@@ -157,25 +191,26 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
     Any other command: a `Workspace`, checked as strictly but built without the parts of
     a gateway that only serving uses."""
     if not need_providers:
-        with _without_pydantic_plugins():
+        with uncollected(), _without_pydantic_plugins():
             config, path, _settings = load(config_path)
             try:
                 return workspace(config, source=str(path), base_dir=path.parent)
             except SpendgateError as exc:
                 raise failure(str(exc)) from None
-    config, path, settings = load(config_path)
-    try:
-        from spendgate.gateway import build_gateway
+    with uncollected():
+        config, path, settings = load(config_path)
+        try:
+            from spendgate.gateway import build_gateway
 
-        return build_gateway(
-            config,
-            source=str(path),
-            env=settings.env,
-            require_secrets=need_providers,
-            base_dir=path.parent,
-        )
-    except SpendgateError as exc:
-        raise failure(str(exc)) from None
+            return build_gateway(
+                config,
+                source=str(path),
+                env=settings.env,
+                require_secrets=need_providers,
+                base_dir=path.parent,
+            )
+        except SpendgateError as exc:
+            raise failure(str(exc)) from None
 
 
 W = TypeVar("W", bound="Gateway | Workspace")
