@@ -99,6 +99,7 @@ marks = [("", clock())]
 def mark(name):
     marks.append((name, clock()))
 os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"  # as spendgate.cli.common does
+import gc; gc.disable()  # and its `uncollected`, until the start is over
 import click; mark("click")
 import spendgate.cli.main, spendgate.cli.usage; mark("CLI, report service, storage API, domain")
 from pydantic import BaseModel; mark("pydantic import")
@@ -111,6 +112,7 @@ from spendgate.pricing.catalog import build_price_book
 prices = build_price_book(config); mark("price book (builtin catalog parsed)")
 models = build_model_table(config, prices)
 price_problem(config, models); build_budget_book(config); mark("models, budgets, checks")
+gc.freeze(); gc.enable()
 import asyncio; mark("asyncio import")
 from spendgate.storage.open import open_storage
 import spendgate.storage.sqlite; mark("SQLite storage import")
