@@ -1,10 +1,19 @@
-"""What every CLI command shares: loading the config and opening a gateway or storage."""
+"""What every CLI command shares: loading the config and opening a gateway or storage.
+
+Every command but ``serve`` works on a `Workspace` (`gateway_for`): the config checked as
+``serve`` checks it, the budgets and models it builds, storage and the clock, and nothing a
+running gateway needs besides (providers, router, events, upstream client): a report
+starts in a fraction of the time (docs/benchmarks.md, "CLI start";
+tests/e2e/test_cli_start.py guards which modules it imports)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+import gc
+import os
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 import click
 
@@ -13,8 +22,15 @@ from spendgate.settings import CONFIG_ENV, Settings
 from spendgate.text import escape
 
 if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI start)
+    from spendgate.clock import Clock
     from spendgate.config import Config
+    from spendgate.domain.budgets import BudgetBook
+    from spendgate.domain.models import ModelTable
     from spendgate.gateway import Gateway
+    from spendgate.services.budgets import BudgetService
+    from spendgate.services.keys import KeyService
+    from spendgate.services.loops import LoopService
+    from spendgate.storage import Storage
 
 T = TypeVar("T")
 
@@ -57,23 +73,162 @@ def _no_config(path: Path, settings: Settings) -> str:
     )
 
 
-def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway:
-    from spendgate.gateway import build_gateway
+class Workspace:
+    """What a command other than ``serve`` works on: the config, the budgets and models it
+    builds, storage (opened by `run_with_storage`) and the clock. The services it offers
+    are built as the gateway builds them (`spendgate.gateway.Gateway`)."""
 
-    config, path, settings = load(config_path)
-    try:
-        return build_gateway(
-            config,
-            source=str(path),
-            env=settings.env,
-            require_secrets=need_providers,
-            base_dir=path.parent,
+    def __init__(
+        self,
+        config: Config,
+        *,
+        budgets: BudgetBook,
+        models: ModelTable,
+        storage: Storage,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.budgets = budgets
+        self.models = models
+        self.storage = storage
+        self.clock = clock
+
+    @property
+    def keys(self) -> KeyService:
+        from spendgate.services.keys import KeyService
+
+        return KeyService(self.storage, self.config, self.clock)
+
+    @property
+    def budget_service(self) -> BudgetService:
+        from spendgate.domain.budget_state import model_prices
+        from spendgate.services.budgets import BudgetService
+
+        return BudgetService(
+            self.storage,
+            self.budgets,
+            self.clock,
+            models=model_prices(self.models),
+            min_output=self.config.budget_settings.min_output_tokens,
         )
-    except SpendgateError as exc:
-        raise failure(str(exc)) from None
+
+    @property
+    def loop_service(self) -> LoopService:
+        from spendgate.services.loops import LoopService
+
+        return LoopService(self.storage, self.budgets, self.clock)
 
 
-def run_with_storage(gateway: Gateway, action: Callable[[Gateway], Awaitable[T]]) -> T:
+def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
+    """The config's parts a command reads, built and checked as a gateway builds them
+    (`spendgate.gateway.build_parts`, less providers and router, which add no check
+    without provider secrets): a config ``serve`` would refuse is refused here with the
+    same message."""
+    from spendgate.clock import SystemClock
+    from spendgate.config.build import build_budget_book, build_model_table, price_problem
+    from spendgate.pricing.catalog import build_price_book
+    from spendgate.storage.open import open_storage
+
+    clock = SystemClock()
+    storage = open_storage(config.storage.url, clock=clock)  # first, as build_gateway does
+    prices = build_price_book(config, env_base_dir=base_dir, source=source)
+    models = build_model_table(config, prices)
+    problem = price_problem(config, models)
+    if problem is not None:
+        raise ConfigError(source, *problem)
+    budgets = build_budget_book(config)
+    return Workspace(config, budgets=budgets, models=models, storage=storage, clock=clock)
+
+
+_freeze_after_start = False  # set by the `spendgate` program (`program_start`)
+
+
+def program_start() -> None:
+    """The `spendgate` program runs: `uncollected` may freeze what its start made. Not
+    called where `cli` runs inside another process (tests), whose older garbage a freeze
+    would keep for good."""
+    global _freeze_after_start
+    _freeze_after_start = True
+
+
+@contextmanager
+def uncollected() -> Iterator[None]:
+    """Run a command's start (importing its modules, loading the config, building what it
+    works on) without the cyclic garbage collector: the start allocates many objects and
+    frees few, so the collections it would set off find little to free; and, in the
+    `spendgate` program, freeze what the start made (`gc.freeze`: the modules, classes and
+    config it keeps to the end), so that no later collection walks them again. About 45
+    ms of a report's start (docs/benchmarks.md, CLI start). Reference counting frees
+    what it always frees, and the collector runs again after the start, so a long-running
+    command (``serve``, ``demo``) collects its garbage as before."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _freeze_after_start:
+            gc.freeze()
+        gc.enable()
+
+
+@contextmanager
+def _without_pydantic_plugins() -> Iterator[None]:
+    """Validate the config without looking for pydantic plugins: pydantic finds them by
+    reading the entry points of every installed distribution (about 25 ms of a report's
+    start), and none has a use in a command that reads the config and exits.
+    ``serve`` looks for them as usual; so does a command run with the variable already
+    set (pydantic then does what it says)."""
+    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
+        yield
+        return
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    try:
+        yield
+    finally:
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+
+
+@overload
+def gateway_for(config_path: str | None, *, need_providers: Literal[True]) -> Gateway: ...
+
+
+@overload
+def gateway_for(config_path: str | None, *, need_providers: Literal[False] = ...) -> Workspace: ...
+
+
+def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gateway | Workspace:
+    """``serve`` (``need_providers``): the whole gateway, provider secrets required.
+    Any other command: a `Workspace`, checked as strictly but built without the parts of
+    a gateway that only serving uses."""
+    if not need_providers:
+        with uncollected(), _without_pydantic_plugins():
+            config, path, _settings = load(config_path)
+            try:
+                return workspace(config, source=str(path), base_dir=path.parent)
+            except SpendgateError as exc:
+                raise failure(str(exc)) from None
+    with uncollected():
+        config, path, settings = load(config_path)
+        try:
+            from spendgate.gateway import build_gateway
+
+            return build_gateway(
+                config,
+                source=str(path),
+                env=settings.env,
+                require_secrets=need_providers,
+                base_dir=path.parent,
+            )
+        except SpendgateError as exc:
+            raise failure(str(exc)) from None
+
+
+W = TypeVar("W", bound="Gateway | Workspace")
+
+
+def run_with_storage(gateway: W, action: Callable[[W], Awaitable[T]]) -> T:
     import asyncio
 
     async def main() -> T:

@@ -14,7 +14,13 @@ import importlib
 import click
 
 from spendgate import __version__
-from spendgate.cli.common import config_option, failure, gateway_for
+from spendgate.cli.common import (
+    config_option,
+    failure,
+    gateway_for,
+    program_start,
+    uncollected,
+)
 from spendgate.errors import StorageError
 from spendgate.logs import configure
 
@@ -81,7 +87,8 @@ class LazyGroup(click.Group):
         if cmd_name in self.commands or cmd_name not in LAZY:
             return super().get_command(ctx, cmd_name)
         module, attribute, _summary = LAZY[cmd_name]
-        command = getattr(importlib.import_module(module), attribute)
+        with uncollected():
+            command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
         self.add_command(command, cmd_name)
         return command
@@ -163,4 +170,5 @@ def _cannot_listen(exc: OSError, host: str, port: int) -> str:
 
 
 def main() -> None:
+    program_start()
     cli(prog_name="spendgate")

@@ -28,7 +28,7 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ServerConfig(Strict):

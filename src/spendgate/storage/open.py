@@ -15,8 +15,6 @@ from collections.abc import Callable
 
 from spendgate.clock import Clock, SystemClock
 from spendgate.errors import StorageError
-from spendgate.storage.memory import memory_storage
-from spendgate.storage.sqlite import SqliteStorage
 from spendgate.storage.stores import Storage
 
 
@@ -34,12 +32,16 @@ def _open_sqlite(url: str, clock: Clock) -> Storage:
             "a SQLite URL names a file and takes no host or query: "
             "sqlite:///relative.db or sqlite:////absolute.db"
         )
+    from spendgate.storage.sqlite import SqliteStorage  # each backend when used (CLI start)
+
     return SqliteStorage(path, clock=clock)
 
 
 def _open_memory(url: str, clock: Clock) -> Storage:
     if url.partition("://")[2] not in ("", "/"):
         raise StorageError("a memory URL takes nothing after the scheme: memory://")
+    from spendgate.storage.memory import memory_storage
+
     return memory_storage(clock)
 
 
