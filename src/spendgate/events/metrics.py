@@ -10,6 +10,7 @@ counters live there, not here."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.registry import Collector
@@ -50,6 +51,9 @@ class Metrics:
     """Subscribe an instance to `spendgate.events.Events`; `render` writes the exposition."""
 
     def __init__(self) -> None:
+        # The labelled children met so far: `labels()` validates and locks on every call,
+        # several microseconds a request on the hot path (docs/admin-api.md#metrics).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         who = (*IDENTITY, "model", "provider")
@@ -164,11 +168,18 @@ class Metrics:
         return out
 
     # ---------------------------------------------------------------------------------
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _who(self, row: LedgerRow) -> tuple[str, str, str, str]:
         return (row.team or "", row.service or "", row.requested_model, row.provider)
 
     def _row(self, outcome: str, row: LedgerRow) -> None:
-        self.requests.labels(outcome, str(row.status), row.surface, *self._who(row)).inc()
+        self._child(self.requests, outcome, str(row.status), row.surface, *self._who(row)).inc()
         self._charged(row)
         if row.route_kind == "downgrade":
             model = row.routed_model or row.served_model
@@ -187,15 +198,15 @@ class Metrics:
             ("reasoning", row.reasoning_tokens),
         ):
             if count:
-                self.tokens.labels(kind, *who).inc(count)
+                self._child(self.tokens, kind, *who).inc(count)
         if row.cost_nanos:
-            self.cost.labels(*who).inc(row.cost_nanos / NANOS_PER_DOLLAR)
+            self._child(self.cost, *who).inc(row.cost_nanos / NANOS_PER_DOLLAR)
 
     def _timings(self, row: LedgerRow) -> None:
         labels = (row.surface, row.requested_model, row.provider)
-        self.latency.labels(*labels).observe(row.latency_ms / 1000)
+        self._child(self.latency, *labels).observe(row.latency_ms / 1000)
         if row.ttfb_ms is not None:
-            self.ttfb.labels(*labels).observe(row.ttfb_ms / 1000)
+            self._child(self.ttfb, *labels).observe(row.ttfb_ms / 1000)
 
     def _upstream_failed(self, event: UpstreamFailed) -> None:
         self.upstream_failures.labels(event.reason, event.provider, event.model).inc()
