@@ -166,6 +166,18 @@ async def test_ledger_is_oldest_first_and_limited(storage: Storage, make_row: Ma
     assert await storage.ledger(NOW, NOW + DAY, limit=3) == rows[:3]
 
 
+async def test_latest_of_key_is_its_own_newest_first(storage: Storage, make_row: MakeRow) -> None:
+    mine = [make_row(ts=NOW + i * MS, key_id="key_mine") for i in range(5)]
+    theirs = [make_row(ts=NOW + i * MS, key_id="key_theirs") for i in range(5)]
+    refused = make_row(ts=NOW + 9 * MS, key_id="key_mine", blocked_by="ml-daily", status=429)
+    for row in [*reversed(mine), *theirs, refused]:
+        await storage.record(row)
+
+    assert await storage.latest_of_key("key_mine", 3) == [refused, mine[4], mine[3]]
+    assert await storage.latest_of_key("key_mine", 100) == [refused, *reversed(mine)]
+    assert await storage.latest_of_key("key_nobody", 5) == []
+
+
 async def test_ledger_drops_sub_millisecond_digits(storage: Storage, make_row: MakeRow) -> None:
     await storage.record(make_row(ts=NOW + timedelta(microseconds=1_999)))
     [stored] = await storage.ledger(NOW, NOW + DAY)

@@ -48,7 +48,7 @@ class AdminDisabled(PermissionDenied):
     code = "admin_disabled"
 
 
-def _require_admin(request: web.Request, gateway: Gateway) -> None:
+def require_admin(request: web.Request, gateway: Gateway) -> None:
     expected = gateway.admin_token
     if not expected:
         raise AdminDisabled(
@@ -73,7 +73,7 @@ def _guard(
 ) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
-        _require_admin(request, gateway)
+        require_admin(request, gateway)
         await gateway.settled()  # what it reports includes every request already answered
         return await inner(request, gateway)
 

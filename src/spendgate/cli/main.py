@@ -62,6 +62,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "Show detected loops: key, model, strikes and until when each is blocked (the "
         "default action).",
     ),
+    "me": (
+        "spendgate.cli.me",
+        "me",
+        "Your key's identity, the budgets and limits that apply to it, and its last requests.",
+    ),
     "savings": (
         "spendgate.cli.savings",
         "savings",

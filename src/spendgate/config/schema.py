@@ -40,6 +40,7 @@ class ServerConfig(Strict):
     # ... and hold this many JSON objects and arrays (each costs parsing time on the loop).
     max_json_containers: Annotated[int, Field(ge=1)] = 50_000
     admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"  # noqa: S105
+    metrics_public: bool = False  # GET /metrics without the admin token
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0

@@ -18,9 +18,10 @@ from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
+from spendgate.money import nanos_to_decimal
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_KEY
-from spendgate.pipeline.outcome import answer_and_record, client_headers, record
+from spendgate.pipeline.outcome import COST_HEADER, answer_and_record, client_headers, record
 from spendgate.pipeline.relay import relay_stream
 from spendgate.pipeline.usage_check import believed
 from spendgate.upstream.client import (
@@ -211,6 +212,7 @@ async def _relay_body(
     response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
     )
+    response.headers[COST_HEADER] = f"{nanos_to_decimal(row.cost_nanos):.9f}"  # its dollars
     if request is None:
         await record(gateway, exchange, row)
         return response

@@ -28,6 +28,7 @@ ROUTE_RULE_HEADER = "x-spendgate-route-rule"  # the routing rule that chose the 
 ROUTE_KIND_HEADER = "x-spendgate-route-kind"  # alias, rewrite or downgrade
 PREMIUM_HEADER = "x-spendgate-premium"  # "kept": a premium model a rewrite would have moved
 FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before this one answered
+COST_HEADER = "x-spendgate-cost"  # dollars charged for this request (non-streamed answers)
 
 
 async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from spendgate.clock import Clock
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
-from spendgate.domain.budgets import Budget, BudgetBook, BudgetScope, CounterRef, Kind, Unit
+from spendgate.domain.budgets import (
+    Budget,
+    BudgetBook,
+    BudgetScope,
+    Caller,
+    CounterRef,
+    Kind,
+    Unit,
+)
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import window
@@ -143,7 +151,6 @@ class BudgetService:
             budgets = [await self._budget(name)]
         else:
             budgets = [*self._book.budgets, *await self._keys_own()]
-        overrides = {o.budget: o for o in await self._storage.overrides(now)}
         refs: list[CounterRef] = []
         for budget in budgets:
             span = window(budget.period, now, self._book.calendar)
@@ -152,6 +159,27 @@ class BudgetService:
             else:
                 members = [budget.target.match]
             refs.extend(CounterRef(budget, member, span) for member in members)
+        return await self._views(refs, now)
+
+    async def for_caller(self, caller: Caller) -> list[BudgetView]:
+        """Every budget and rate limit that counts ``caller``'s requests (those restricted
+        to some models included; a per-session or per-model one is not: it depends on the
+        request), and the budgets its key carries itself, for the caller's members."""
+        now = self._clock.now()
+        refs: list[CounterRef] = []
+        for budget in self._book.budgets:
+            if budget.target.scope in (BudgetScope.SESSION, BudgetScope.MODEL):
+                continue
+            span = window(budget.period, now, self._book.calendar)
+            refs.extend(CounterRef(budget, m, span) for m in budget.target.members(caller))
+        with contextlib.suppress(ValueError):  # checked when stored: a hand-edited row
+            for budget in key_budgets(caller.key.id, KeyLimits.of(caller.key)):
+                span = window(budget.period, now, self._book.calendar)
+                refs.append(CounterRef(budget, caller.key.id, span))
+        return await self._views(refs, now)
+
+    async def _views(self, refs: list[CounterRef], now: datetime) -> list[BudgetView]:
+        overrides = {o.budget: o for o in await self._storage.overrides(now)}
         states = await self._storage.counter_states(tuple(refs), now)
         lately = now - REFUSING
         since = min((ref.window.since for ref in refs), default=now)

@@ -178,6 +178,10 @@ class Ledger(Protocol):
         """Rows over ``[since, until)``, oldest first (ties in insertion order)."""
         ...
 
+    async def latest_of_key(self, key_id: str, limit: int) -> list[LedgerRow]:
+        """The last ``limit`` rows of one key (refusals included), newest first."""
+        ...
+
     async def check(self) -> None: ...
 
 

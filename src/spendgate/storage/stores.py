@@ -245,6 +245,9 @@ class Storage:
     ) -> list[LedgerRow]:
         return await self.ledger_store.ledger(since, until, limit=limit)
 
+    async def latest_of_key(self, key_id: str, limit: int) -> list[LedgerRow]:
+        return await self.ledger_store.latest_of_key(key_id, limit)
+
     async def insert_key(self, key: ApiKey) -> None:
         await self.key_store.insert_key(key)
 

@@ -66,6 +66,11 @@ class MemoryLedger:
         rows = self._between(since, until)
         return rows if limit is None else rows[:limit]
 
+    async def latest_of_key(self, key_id: str, limit: int) -> list[LedgerRow]:
+        self._state.require()
+        rows = [row for _, _, row in reversed(self._rows) if row.key_id == key_id]
+        return rows[:limit]
+
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         self._state.require()
         return usage_totals(self._between(query.since, query.until), query.group_by)

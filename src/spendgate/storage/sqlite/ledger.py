@@ -17,6 +17,7 @@ from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rows import (
     INSERT_LEDGER,
     INSERT_LEDGER_IF_NEW,
+    KEY_LATEST,
     LEDGER,
     LEDGER_RANGE,
     LEDGER_ROW,
@@ -134,6 +135,12 @@ class SqliteLedger:
 
         def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
             return [LEDGER.load(row) for row in conn.execute(LEDGER_RANGE, params)]
+
+        return await self._file.report(scan)
+
+    async def latest_of_key(self, key_id: str, limit: int) -> list[LedgerRow]:
+        def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LEDGER.load(row) for row in conn.execute(KEY_LATEST, (key_id, limit))]
 
         return await self._file.report(scan)
 

@@ -171,6 +171,11 @@ LEDGER_RANGE = (
     "WHERE ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?"
 )
 
+KEY_LATEST = (
+    f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
+    "WHERE key_id = ? ORDER BY ts DESC, id DESC LIMIT ?"
+)
+
 GROUP_COLUMNS = {
     GroupBy.TEAM: "team",
     GroupBy.SERVICE: "service",

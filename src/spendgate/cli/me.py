@@ -1,0 +1,87 @@
+"""``spendgate me``: what the gateway tells a key about itself (GET /v1/spendgate/me).
+Over HTTP with the standard library only: it needs no config, storage or server code."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+PATH = "/v1/spendgate/me"
+
+
+@click.command()
+@click.option(
+    "--key",
+    envvar="SPENDGATE_KEY",
+    required=True,
+    help="Your spendgate key (sk-sg-...); or the environment variable SPENDGATE_KEY.",
+)
+@click.option(
+    "--url",
+    envvar="SPENDGATE_URL",
+    default="http://127.0.0.1:8700",
+    show_default=True,
+    help="The gateway's address; or SPENDGATE_URL.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100),
+    default=10,
+    show_default=True,
+    help="How many of your last requests to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON as it is.")
+def me(key: str, url: str, limit: int, as_json: bool) -> None:
+    """Your key's identity, the budgets and limits that apply to it, and its last requests."""
+    address = f"{url.rstrip('/')}{PATH}?limit={limit}"
+    request = urllib.request.Request(address, headers={"authorization": f"Bearer {key}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as failed:
+        raise click.ClickException(f"{address}: {failed.code} {_message(failed.read())}") from None
+    except (urllib.error.URLError, OSError) as failed:
+        raise click.ClickException(f"cannot reach {address}: {failed}") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(render(data))
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:300]
+
+
+def render(data: dict[str, Any]) -> str:
+    key = data["key"]
+    lines = [f"Key {key['id']} ({key['name']}, {key['hint']}): {key['state']}"]
+    for field in ("user", "team", "service", "org"):
+        if key.get(field):
+            lines.append(f"  {field}: {key[field]}")
+    if key.get("tags"):
+        lines.append(f"  tags: {', '.join(key['tags'])}")
+    budgets = data["budgets"]
+    lines.append("")
+    lines.append("Budgets and limits" if budgets else "No budget or limit applies to this key.")
+    for view in budgets:
+        shown = view["display"]
+        resets = view["resets_at"] or "never"
+        lines.append(
+            f"  {view['name']} ({view['scope']} {view['member']}, {view['period']}): "
+            f"{shown['spent']} spent of {shown['limit']}, {shown['reserved']} reserved, "
+            f"{shown['remaining']} left; {view['state']}; resets {resets}"
+        )
+    rows = data["requests"]
+    lines.append("")
+    lines.append(f"Last {len(rows)} requests" if rows else "No requests yet.")
+    for row in rows:
+        refused = f" refused by {row['blocked_by']}" if row["blocked_by"] else ""
+        lines.append(f"  {row['time']}  {row['model']}  {row['status']}  {row['cost']}{refused}")
+    return "\n".join(lines)
