@@ -22,7 +22,7 @@ import spendgate.api.app  # noqa: F401  (registers every error class, AdminDisab
 from spendgate import dialects as surfaces
 from spendgate import errors
 from spendgate.api import admin
-from spendgate.cli.main import cli
+from spendgate.cli.main import LAZY, cli
 from spendgate.config import Config, load_config, parse_config
 from spendgate.config.schema import BudgetScope, RunawayConfig
 from spendgate.dialects import SurfaceSpec
@@ -135,7 +135,16 @@ def _commands(
             yield from _commands(sub, (*path, name))
 
 
-COMMANDS = dict(_commands(cli))
+def _loaded(group: click.Group) -> click.Group:
+    """The CLI with every lazy command imported (`spendgate.cli.main.LAZY`), so that the
+    walk below sees them all, not only those some other test happened to load."""
+    ctx = group.make_context("spendgate", ["--help"], resilient_parsing=True)
+    for name in LAZY:
+        group.get_command(ctx, name)
+    return group
+
+
+COMMANDS = dict(_commands(_loaded(cli)))
 
 
 def _section(doc: str, command: str) -> str:
