@@ -29,7 +29,6 @@ from spendgate.config.build import (
 from spendgate.config.schema import Config
 from spendgate.domain.admission import Thresholds
 from spendgate.domain.breaker import CircuitBreakers
-from spendgate.domain.budget_state import model_prices
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
@@ -42,12 +41,11 @@ from spendgate.events.access_log import access_log
 from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
-from spendgate.services.budgets import BudgetService
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
-from spendgate.services.loops import LoopService
 from spendgate.services.offload import Offload
 from spendgate.services.outage import OutageAllowance
+from spendgate.services.views import ServiceViews
 from spendgate.storage import Storage
 from spendgate.storage.open import open_storage
 from spendgate.storage.spool import Spool
@@ -157,7 +155,7 @@ class InFlight:
             self.tasks.discard(task)
 
 
-class Gateway:
+class Gateway(ServiceViews):
     """The running gateway's state: the snapshot in force, storage, the upstream client,
     the event bus, the lease keeper and the requests in flight."""
 
@@ -300,20 +298,6 @@ class Gateway:
         answered = list(self.unsettled)  # not those answered later: under steady load
         if answered:  # the set is never empty, and waiting for that would never end
             await asyncio.wait(answered)
-
-    @property
-    def budget_service(self) -> BudgetService:
-        return BudgetService(
-            self.storage,
-            self.budgets,
-            self.clock,
-            models=model_prices(self.models),
-            min_output=self.config.budget_settings.min_output_tokens,
-        )
-
-    @property
-    def loop_service(self) -> LoopService:
-        return LoopService(self.storage, self.budgets, self.clock)
 
     @property
     def lease(self) -> timedelta:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar, overload
 import click
 
 from spendgate.errors import ConfigError, GatewayError, SpendgateError
+from spendgate.services.views import ServiceViews
 from spendgate.settings import CONFIG_ENV, Settings
 from spendgate.text import escape
 
@@ -27,9 +28,7 @@ if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI 
     from spendgate.domain.budgets import BudgetBook
     from spendgate.domain.models import ModelTable
     from spendgate.gateway import Gateway
-    from spendgate.services.budgets import BudgetService
     from spendgate.services.keys import KeyService
-    from spendgate.services.loops import LoopService
     from spendgate.storage import Storage
 
 T = TypeVar("T")
@@ -73,7 +72,7 @@ def _no_config(path: Path, settings: Settings) -> str:
     )
 
 
-class Workspace:
+class Workspace(ServiceViews):
     """What a command other than ``serve`` works on: the config, the budgets and models it
     builds, storage (opened by `run_with_storage`) and the clock. The services it offers
     are built as the gateway builds them (`spendgate.gateway.Gateway`)."""
@@ -87,36 +86,29 @@ class Workspace:
         storage: Storage,
         clock: Clock,
     ) -> None:
-        self.config = config
-        self.budgets = budgets
-        self.models = models
+        self._config = config
+        self._budgets = budgets
+        self._models = models
         self.storage = storage
         self.clock = clock
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def budgets(self) -> BudgetBook:
+        return self._budgets
+
+    @property
+    def models(self) -> ModelTable:
+        return self._models
 
     @property
     def keys(self) -> KeyService:
         from spendgate.services.keys import KeyService
 
         return KeyService(self.storage, self.config, self.clock)
-
-    @property
-    def budget_service(self) -> BudgetService:
-        from spendgate.domain.budget_state import model_prices
-        from spendgate.services.budgets import BudgetService
-
-        return BudgetService(
-            self.storage,
-            self.budgets,
-            self.clock,
-            models=model_prices(self.models),
-            min_output=self.config.budget_settings.min_output_tokens,
-        )
-
-    @property
-    def loop_service(self) -> LoopService:
-        from spendgate.services.loops import LoopService
-
-        return LoopService(self.storage, self.budgets, self.clock)
 
 
 def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
