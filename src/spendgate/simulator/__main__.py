@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -54,8 +55,16 @@ async def _serve(args: argparse.Namespace) -> None:
         await asyncio.Event().wait()
 
 
+def _interruptible() -> None:
+    """Ctrl-C (SIGINT) stops the simulator whatever it inherited: a parent that ignored or
+    blocked SIGINT passes that on through exec, and Python then installs no handler."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    _interruptible()
     with contextlib.suppress(KeyboardInterrupt):
         _run(_serve(args), use_uvloop=not args.no_uvloop)
 
