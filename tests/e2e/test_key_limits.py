@@ -6,63 +6,24 @@ key:<id>`). A real gateway on loopback (injected clock), the CLI on the same dat
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from click.testing import CliRunner, Result
 
-from e2e.process import http_request, write_config
-from harness import SIM_SECRET_ANTHROPIC, SIM_SECRET_OPENAI, GatewayHarness
-from spendgate.cli.main import cli
-from spendgate.clock import ManualClock
+from e2e.key_world import Setup, admin, run, run_json, started
 
 ADMIN = "key-limits-admin-token"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-ENV = {
-    "SIM_OPENAI_KEY": SIM_SECRET_OPENAI,
-    "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC,
-    "SPENDGATE_CONFIG": None,
-    "SPENDGATE_ADMIN_TOKEN": None,
-}
-
-
-@dataclass
-class Setup:
-    harness: GatewayHarness
-    config: Path
-    clock: ManualClock
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    folder = tmp_path_factory.mktemp("key-limits")
-    clock = ManualClock(T0)
-    harness = GatewayHarness(
-        folder / "spendgate.db", env={"SPENDGATE_ADMIN_TOKEN": ADMIN}, clock=clock
-    ).start()
-    assert not harness.gateway.config.budgets  # nothing declared: only the keys' own
-    assert not harness.gateway.config.limits
-    try:
-        yield Setup(harness, write_config(folder, harness.sim.url, db_path=harness.db_path), clock)
-    finally:
-        harness.stop()
-
-
-def run(setup: Setup, *args: str) -> Result:
-    return CliRunner().invoke(cli, [*args, "-c", str(setup.config)], env=ENV)
-
-
-def run_json(setup: Setup, *args: str) -> Any:
-    result = run(setup, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    for world in started(tmp_path_factory, "key-limits", ADMIN):
+        assert not world.harness.gateway.config.budgets  # nothing declared: the keys' own
+        assert not world.harness.gateway.config.limits
+        yield world
 
 
 def chat(setup: Setup, secret: str) -> Any:
@@ -84,10 +45,6 @@ def until_refused(setup: Setup, secret: str, most: int = 60) -> tuple[int, opena
         except openai.APIStatusError as refused:
             return served, refused
     raise AssertionError(f"{most} requests and none refused")
-
-
-def admin(setup: Setup, method: str, path: str, body: Any = None) -> Any:
-    return http_request(method, setup.harness.url + path, body=body, token=ADMIN)
 
 
 def test_a_key_made_with_a_budget_is_held_to_it(setup: Setup) -> None:

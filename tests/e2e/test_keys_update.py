@@ -6,61 +6,22 @@ database."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from click.testing import CliRunner, Result
 
-from e2e.process import http_request, write_config
-from harness import SIM_SECRET_ANTHROPIC, SIM_SECRET_OPENAI, GatewayHarness
-from spendgate.cli.main import cli
-from spendgate.clock import ManualClock
+from e2e.key_world import T0, Setup, admin, run, run_json, started
 
 ADMIN = "keys-update-admin-token"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the gateway's clock; the CLI's is the real one
-ENV = {
-    "SIM_OPENAI_KEY": SIM_SECRET_OPENAI,
-    "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC,
-    "SPENDGATE_CONFIG": None,
-    "SPENDGATE_ADMIN_TOKEN": None,
-}
-
-
-@dataclass
-class Setup:
-    harness: GatewayHarness
-    config: Path
-    clock: ManualClock
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    folder = tmp_path_factory.mktemp("keys-update")
-    clock = ManualClock(T0)
-    harness = GatewayHarness(
-        folder / "spendgate.db", env={"SPENDGATE_ADMIN_TOKEN": ADMIN}, clock=clock
-    ).start()
-    try:
-        yield Setup(harness, write_config(folder, harness.sim.url, db_path=harness.db_path), clock)
-    finally:
-        harness.stop()
-
-
-def run(setup: Setup, *args: str) -> Result:
-    return CliRunner().invoke(cli, [*args, "-c", str(setup.config)], env=ENV)
-
-
-def run_json(setup: Setup, *args: str) -> Any:
-    result = run(setup, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    yield from started(tmp_path_factory, "keys-update", ADMIN)
 
 
 def chat(setup: Setup, secret: str) -> Any:
@@ -70,10 +31,6 @@ def chat(setup: Setup, secret: str) -> Any:
         return client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}], max_tokens=10
         )
-
-
-def admin(setup: Setup, method: str, path: str, body: Any = None) -> Any:
-    return http_request(method, setup.harness.url + path, body=body, token=ADMIN)
 
 
 # ----------------------------------------------------------------------------- update
