@@ -48,23 +48,45 @@ class AdminDisabled(PermissionDenied):
     code = "admin_disabled"
 
 
-def require_admin(request: web.Request, gateway: Gateway) -> None:
+SESSION_COOKIE = "spendgate_session"  # the dashboard's login (api/ui.py): the token itself
+UI_HEADER = "x-spendgate-ui"  # what the dashboard's own changes carry (cross-site forms cannot)
+
+
+def admin_credential(request: web.Request) -> str | None:
+    """The credential a request presents: ``Authorization: Bearer``, else the dashboard's
+    session cookie. A change made with the cookie must also carry `UI_HEADER`: a form on
+    another site can make a browser send the cookie (SameSite aside), never the header."""
+    given = request.headers.get("authorization")
+    if given is not None:
+        scheme, _, token = given.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        return None
+    if request.method not in ("GET", "HEAD") and request.headers.get(UI_HEADER) != "1":
+        return None
+    return cookie
+
+
+def check_admin_token(token: str | None, gateway: Gateway) -> None:
     expected = gateway.admin_token
     if not expected:
         raise AdminDisabled(
             "The admin API is disabled: set the environment variable "
             f"{gateway.config.server.admin_token_env} to an admin token and restart."
         )
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
     # Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError).
-    given_bytes = token.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
+    given_bytes = (token or "").encode("utf-8", "surrogateescape")
+    if token is None or not hmac.compare_digest(
         given_bytes, expected.encode("utf-8", "surrogateescape")
     ):
         raise AuthenticationFailed(
             "This endpoint needs the admin token as 'Authorization: Bearer'."
         )
+
+
+def require_admin(request: web.Request, gateway: Gateway) -> None:
+    check_admin_token(admin_credential(request), gateway)
 
 
 def _guard(
