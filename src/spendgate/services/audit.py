@@ -11,6 +11,7 @@ fails (not found, invalid) leaves no entry.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -72,6 +73,8 @@ MAX_LIMIT = 100_000
 def _moment(value: str | None, param: str) -> datetime | None:
     if value is None:
         return None
+    # a '+' of an offset left unescaped in a URL arrives as a space: "09:00 01:00"
+    value = re.sub(r" (\d\d:?\d\d)$", r"+\1", value.strip())
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
