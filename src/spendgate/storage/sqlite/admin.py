@@ -1,5 +1,6 @@
 """Admin tokens and the audit log in SQLite (migration 0013): writes through the writer,
-token lookups on the event-loop reader, audit queries on the report thread."""
+token lookups on the event-loop reader, audit queries on the report thread. The statements
+and codecs are public: another SQL backend uses them as they are (``?`` numbered)."""
 
 from __future__ import annotations
 
@@ -15,22 +16,24 @@ from spendgate.errors import StorageError
 from spendgate.storage.sqlite.file import SqliteFile
 
 # (constant column lists, never a value: S608 does not apply)
-_COLUMNS = "id, token_hash, hint, name, role, team, created_at, created_by, expires_at, revoked_at"
-_INSERT = f"INSERT INTO admin_tokens ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
-_UPDATE = (
+ADMIN_COLUMNS = (
+    "id, token_hash, hint, name, role, team, created_at, created_by, expires_at, revoked_at"
+)
+INSERT_ADMIN = f"INSERT INTO admin_tokens ({ADMIN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
+UPDATE_ADMIN = (
     "UPDATE admin_tokens SET token_hash=?, hint=?, name=?, role=?, team=?, created_at=?, "
     "created_by=?, expires_at=?, revoked_at=? WHERE id=?"
 )
-_SELECT = f"SELECT {_COLUMNS} FROM admin_tokens"  # noqa: S608
-_AUDIT_COLUMNS = "id, at_ms, actor, role, action, target, team, before_json, after_json"
-_INSERT_AUDIT = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"  # noqa: S608
+SELECT_ADMIN = f"SELECT {ADMIN_COLUMNS} FROM admin_tokens"  # noqa: S608
+AUDIT_COLUMNS = "id, at_ms, actor, role, action, target, team, before_json, after_json"
+INSERT_AUDIT = f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"  # noqa: S608
 
 
 def _opt_ms(value: Any) -> int | None:
     return None if value is None else to_ms(value)
 
 
-def _token_params(token: AdminToken) -> list[Any]:
+def admin_params(token: AdminToken) -> list[Any]:
     return [
         token.id,
         token.token_hash,
@@ -45,7 +48,7 @@ def _token_params(token: AdminToken) -> list[Any]:
     ]
 
 
-def _token(row: tuple[Any, ...]) -> AdminToken:
+def load_admin(row: tuple[Any, ...]) -> AdminToken:
     return AdminToken(
         id=row[0],
         token_hash=row[1],
@@ -71,7 +74,7 @@ def _load(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _entry(row: tuple[Any, ...]) -> AuditEntry:
+def load_entry(row: tuple[Any, ...]) -> AuditEntry:
     return AuditEntry(
         id=row[0],
         at=from_ms(row[1]),
@@ -83,6 +86,20 @@ def _entry(row: tuple[Any, ...]) -> AuditEntry:
         before=_load(row[7]),
         after=_load(row[8]),
     )
+
+
+def entry_params(entry: AuditEntry) -> list[Any]:
+    return [
+        entry.id,
+        to_ms(entry.at),
+        entry.actor,
+        entry.role,
+        entry.action.value,
+        entry.target,
+        entry.team,
+        _dump(entry.before),
+        _dump(entry.after),
+    ]
 
 
 def audit_select(query: AuditQuery) -> tuple[str, list[Any]]:
@@ -105,7 +122,7 @@ def audit_select(query: AuditQuery) -> tuple[str, list[Any]]:
             params.append(value)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     params.append(query.limit)
-    sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_log{clause} ORDER BY at_ms DESC, seq DESC LIMIT ?"  # noqa: S608
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log{clause} ORDER BY at_ms DESC, seq DESC LIMIT ?"  # noqa: S608
     return sql, params
 
 
@@ -116,48 +133,38 @@ class SqliteAdmin:
         self._file = file
 
     async def insert_token(self, token: AdminToken) -> None:
-        await self._file.write(_INSERT, _token_params(token), f"admin token {token.id!r}")
+        await self._file.write(INSERT_ADMIN, admin_params(token), f"admin token {token.id!r}")
 
     async def update_token(self, token: AdminToken) -> None:
-        params = [*_token_params(token)[1:], token.id]
+        params = [*admin_params(token)[1:], token.id]
 
         def update(conn: sqlite3.Connection) -> None:
-            if conn.execute(_UPDATE, params).rowcount != 1:
+            if conn.execute(UPDATE_ADMIN, params).rowcount != 1:
                 raise StorageError(f"cannot store admin token {token.id!r}: it does not exist")
 
         await self._file.submit(update, f"admin token {token.id!r}")
 
     async def token_by_hash(self, token_hash: str) -> AdminToken | None:
-        rows = self._file.read(f"{_SELECT} WHERE token_hash = ?", (token_hash,))
-        return _token(rows[0]) if rows else None
+        rows = self._file.read(f"{SELECT_ADMIN} WHERE token_hash = ?", (token_hash,))
+        return load_admin(rows[0]) if rows else None
 
     async def token_by_id(self, token_id: str) -> AdminToken | None:
-        rows = self._file.read(f"{_SELECT} WHERE id = ?", (token_id,))
-        return _token(rows[0]) if rows else None
+        rows = self._file.read(f"{SELECT_ADMIN} WHERE id = ?", (token_id,))
+        return load_admin(rows[0]) if rows else None
 
     async def list_tokens(self) -> list[AdminToken]:
-        rows = self._file.read(f"{_SELECT} ORDER BY created_at, id", ())
-        return [_token(row) for row in rows]
+        rows = self._file.read(f"{SELECT_ADMIN} ORDER BY created_at, id", ())
+        return [load_admin(row) for row in rows]
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        params = [
-            entry.id,
-            to_ms(entry.at),
-            entry.actor,
-            entry.role,
-            entry.action.value,
-            entry.target,
-            entry.team,
-            _dump(entry.before),
-            _dump(entry.after),
-        ]
-        await self._file.write(_INSERT_AUDIT, params, f"audit entry {entry.id!r}")
+        params = entry_params(entry)
+        await self._file.write(INSERT_AUDIT, params, f"audit entry {entry.id!r}")
 
     async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
         sql, params = audit_select(query)
 
         def select(conn: sqlite3.Connection) -> list[AuditEntry]:
-            return [_entry(row) for row in conn.execute(sql, params).fetchall()]
+            return [load_entry(row) for row in conn.execute(sql, params).fetchall()]
 
         try:
             return await self._file.report(select)
