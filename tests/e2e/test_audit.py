@@ -169,6 +169,18 @@ def test_the_audit_route_filters(setup: Setup) -> None:
     assert len(rows) - 1 == len(entries(setup))
 
 
+def test_a_reload_by_sighup_is_audited(setup: Setup) -> None:
+    from spendgate.server import reload_on_signal
+
+    setup.clock.advance(60)
+    assert setup.harness.call(reload_on_signal(setup.harness.gateway))  # what SIGHUP runs
+    [entry] = entries(setup, "?action=config.reload&actor=signal:SIGHUP")
+    assert entry["at"] == setup.clock.now().isoformat()
+    assert entry["role"] == "org_admin"
+    assert entry["target"] == str(setup.config)
+    assert entry["after"]["reloaded"] is True
+
+
 def test_cli_changes_are_audited_too(setup: Setup) -> None:
     actor = f"cli:{getpass.getuser()}"
     key = run_json(setup, "keys", "create", "--name", "from-cli", "--team", "ml")

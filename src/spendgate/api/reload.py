@@ -14,9 +14,9 @@ from aiohttp import web
 
 from spendgate.api.auth import guard, principal_of
 from spendgate.domain.audit import AuditAction
-from spendgate.domain.roles import Access
-from spendgate.errors import GatewayError, InvalidRequest, SpendgateError
-from spendgate.gateway import Gateway
+from spendgate.domain.roles import Access, Principal, Role
+from spendgate.errors import GatewayError, InvalidRequest, SpendgateError, StorageError
+from spendgate.gateway import Gateway, ReloadResult
 
 log = logging.getLogger("spendgate.reload")
 
@@ -28,12 +28,35 @@ def _digest(gateway: Gateway) -> str:
     return hashlib.sha256(gateway.config.model_dump_json().encode()).hexdigest()
 
 
-async def reload_config(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    audit = gateway.audit_service
-    audit.require()
+SIGNAL = Principal("signal:SIGHUP", Role.ORG_ADMIN)  # whoever may signal the process
+
+
+async def audited_reload(gateway: Gateway, principal: Principal) -> ReloadResult:
+    """`Gateway.reload_source`, written to the audit log (the config's SHA-256 before and
+    after, and what the reload put in force) once it succeeded; raises as it does. The new
+    config is in force whether or not its entry could be written (logged if not)."""
     before = _digest(gateway)
+    result = await gateway.reload_source()
     try:
-        result = await gateway.reload_source()
+        await gateway.audit_service.record(
+            principal,
+            AuditAction.CONFIG_RELOAD,
+            gateway.config_source or "config",
+            before={"config_sha256": before},
+            after={**result.to_json(), "config_sha256": _digest(gateway)},
+        )
+    except StorageError as exc:
+        log.error(
+            "config reloaded; its audit entry was not written",
+            extra={"source": gateway.config_source, "error": str(exc)},
+        )
+    return result
+
+
+async def reload_config(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    gateway.audit_service.require()
+    try:
+        result = await audited_reload(gateway, principal_of(request))
     except GatewayError:
         raise  # e.g. shutting down (503)
     except SpendgateError as exc:
@@ -42,13 +65,6 @@ async def reload_config(request: web.Request, gateway: Gateway) -> web.StreamRes
             f"{exc} (nothing was reloaded: the running config stays in force)",
             param=getattr(exc, "key", None) or None,
         ) from None
-    await audit.record(
-        principal_of(request),
-        AuditAction.CONFIG_RELOAD,
-        gateway.config_source or "config",
-        before={"config_sha256": before},
-        after={**result.to_json(), "config_sha256": _digest(gateway)},
-    )
     return web.Response(body=orjson.dumps(result.to_json()), content_type="application/json")
 
 
