@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import getpass
 import io
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +21,14 @@ import openai
 import pytest
 
 from e2e.key_world import Setup, run, run_json, started
-from e2e.process import http_request
+from e2e.process import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    gateway_env,
+    http_request,
+    running_gateway,
+    write_config,
+)
 from spendgate.domain.audit import CSV_HEADER, AuditAction
 from spendgate.domain.loops import LoopPolicy
 
@@ -234,3 +243,32 @@ def test_cli_changes_are_audited_too(setup: Setup) -> None:
     refused = run(setup, "audit", "--since", "not-a-time")
     assert refused.exit_code != 0
     assert "since" in refused.output
+
+
+def test_an_audit_entry_survives_kill_9_once_the_change_is_answered(tmp_path: Path) -> None:
+    """The entry commits before the answer (the storage contract): ``kill -9`` right after
+    the answers loses none, and the token made before it still works after a restart."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")  # no request reaches a provider
+    process = GatewayProcess(config).start()
+    try:
+        made = http_request(
+            "POST",
+            process.url + "/admin/tokens",
+            body={"name": "ops", "role": "org_admin"},
+            token=ADMIN_TOKEN,
+        )
+        assert made.status == 201
+        secret = made.json()["token"]
+        key = http_request(
+            "POST", process.url + "/admin/keys", body={"name": "k"}, token=secret
+        ).json()
+        assert process.kill9() == -9
+    finally:
+        process.stop()  # reaps it (nothing left to stop once killed)
+    with sqlite3.connect(tmp_path / "spendgate.db") as conn:
+        rows = conn.execute("SELECT action, target FROM audit_log ORDER BY seq").fetchall()
+    assert rows == [("token.create", made.json()["id"]), ("key.create", key["id"])]
+    with running_gateway(config, env=gateway_env(admin_token=None)) as again:
+        shown = http_request("GET", again.url + "/admin/audit", token=secret)
+        assert shown.status == 200
+        assert [e["action"] for e in shown.json()["data"]] == ["key.create", "token.create"]
