@@ -14,6 +14,7 @@ from aiohttp import web
 
 from spendgate.api.app import create_app
 from spendgate.api.connections import ConnectionLimits, GuardedRunner
+from spendgate.api.reload import SIGNAL, audited_reload
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 
@@ -99,10 +100,11 @@ async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGatewa
 
 
 async def reload_on_signal(gateway: Gateway) -> bool:
-    """SIGHUP: re-read the config file and put it in force. A bad file is logged (its
-    message names the file, key path and rule) and the running config stays."""
+    """SIGHUP: re-read the config file and put it in force (audited as ``signal:SIGHUP``).
+    A bad file is logged (its message names the file, key path and rule) and the running
+    config stays."""
     try:
-        await gateway.reload_source()
+        await audited_reload(gateway, SIGNAL)
     except SpendgateError as exc:
         log.error("config not reloaded", extra={"source": gateway.config_source, "error": str(exc)})
         return False

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from e2e.key_world import T0
+from e2e.process import http_request
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 from spendgate.money import format_dollars
@@ -199,6 +200,40 @@ def test_a_key_created_in_the_browser_works_until_revoked_there(
         client.chat.completions.create(
             model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def _admin_call(world: GatewayHarness, method: str, path: str, body: Any) -> Any:
+    answer = http_request(method, world.url + path, body=body, token=ADMIN)
+    assert answer.status in (200, 201), answer.body
+    return answer.json()
+
+
+def test_a_team_admin_sees_and_changes_only_its_team(page: Page, world: GatewayHarness) -> None:
+    token = _admin_call(
+        world, "POST", "/admin/tokens", {"name": "wendy", "role": "team_admin", "team": "web"}
+    )["token"]
+    ml_key = next(
+        k for k in _admin_call(world, "GET", "/admin/keys", None)["data"] if k["team"] == "ml"
+    )
+    login(page, world, token=token)
+    loaded(page)
+    expect(page.locator("#whoami")).to_have_text("wendy · team admin of web")
+    chart = page.evaluate("() => Chart.getChart('team-chart').data.labels")
+    assert chart == ["web"]
+    teams = {row.inner_text().split("\t")[2] for row in page.locator("#key-list tbody tr").all()}
+    assert teams == {"web"}
+    expect(page.locator("#budget-list")).not_to_contain_text("ml-monthly")
+    expect(page.locator("#spender-list")).not_to_contain_text("ann")
+    # The page's own session, used as the dashboard's script would, on another team's key:
+    status = page.evaluate(
+        """async (id) => (await fetch(`/admin/keys/${id}/revoke`, {method: "POST",
+             headers: {"x-spendgate-ui": "1", "content-type": "application/json"},
+             body: "{}"})).status""",
+        ml_key["id"],
+    )
+    assert status == 403
+    assert _admin_call(world, "GET", f"/admin/keys/{ml_key['id']}", None)["revoked_at"] is None
+    shot(page, "team-admin")
 
 
 def test_the_page_is_keyboard_usable(page: Page, world: GatewayHarness) -> None:

@@ -5,10 +5,11 @@ GET  /ui/login           the login form: an admin token
 POST /ui/login           check the token as the admin API does; on success set the session
                          cookie and go to /ui/
 POST /ui/logout          forget the cookie
+GET  /ui/whoami          who the session is: {"name", "role", "team"} (401 without one)
 GET  /ui/static/{name}   the dashboard's script, styles and the charting library
 
 The session cookie holds the token itself (``HttpOnly``, ``SameSite=Strict``, ``Secure``
-over HTTPS): every admin route accepts it (`spendgate.api.admin.admin_credential`), so the
+over HTTPS): every admin route accepts it (`spendgate.api.auth.credential`), so the
 dashboard sees and changes exactly what its token may through the API, a revoked or
 expired token ends the session at once, and several workers need no shared session state.
 Nothing is fetched from elsewhere at run time (Content-Security-Policy ``'self'`` only).
@@ -22,7 +23,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from spendgate.api.admin import SESSION_COOKIE, admin_credential, check_admin_token
+from spendgate.api.auth import SESSION_COOKIE, authenticate, principal_for
 from spendgate.errors import GatewayError
 from spendgate.gateway import Gateway
 
@@ -60,9 +61,9 @@ def _page(name: str, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="text/html", headers=_SECURITY)
 
 
-def _signed_in(request: web.Request, gateway: Gateway) -> bool:
+async def _signed_in(request: web.Request, gateway: Gateway) -> bool:
     try:
-        check_admin_token(admin_credential(request), gateway)
+        await authenticate(request, gateway)
     except GatewayError:
         return False
     return True
@@ -72,7 +73,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     async def index(request: web.Request) -> web.StreamResponse:
         if request.path == "/ui":
             raise web.HTTPFound("/ui/")
-        if not _signed_in(request, request.app[gateway_key]):
+        if not await _signed_in(request, request.app[gateway_key]):
             raise web.HTTPSeeOther("/ui/login")
         return _page("index.html")
 
@@ -84,7 +85,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         token = form.get("token")
         gateway = request.app[gateway_key]
         try:
-            check_admin_token(token.strip() if isinstance(token, str) else None, gateway)
+            await principal_for(token.strip() if isinstance(token, str) else None, gateway)
         except GatewayError as error:
             raise web.HTTPSeeOther("/ui/login?failed=" + quote(error.code or "denied")) from None
         assert isinstance(token, str)
@@ -105,6 +106,11 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         answer.del_cookie(SESSION_COOKIE, path="/")
         raise answer
 
+    async def whoami(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request, request.app[gateway_key])
+        body = {"name": principal.name, "role": principal.role.value, "team": principal.team}
+        return web.json_response(body, headers=_SECURITY)
+
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         body = _asset(name)
@@ -119,6 +125,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     app.router.add_get("/ui/login", login_form)
     app.router.add_post("/ui/login", login)
     app.router.add_post("/ui/logout", logout)
+    app.router.add_get("/ui/whoami", whoami)
     app.router.add_get("/ui/static/{name:.+}", static)
 
 

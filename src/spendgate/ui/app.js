@@ -340,14 +340,22 @@ async function loadAlerts() {
   } catch (error) { unavailable("alert-list", error); }
 }
 
+function change(entry) {
+  const show = (value) => (value === null || value === undefined ? "–" : JSON.stringify(value));
+  return el("details", {}, el("summary", { text: "before → after" }),
+    el("pre", { text: `${show(entry.before)}\n→ ${show(entry.after)}` }));
+}
+
 async function loadAudit() {
   try {
-    const data = await api("/admin/audit");
+    const data = await api("/admin/audit?limit=200");
     fill("audit-list", table([
-      { title: "When", value: (e) => when(e.at || e.created_at) },
-      { title: "Who", value: (e) => e.actor || "–" },
-      { title: "What", value: (e) => e.action || "–" },
+      { title: "When", value: (e) => when(e.at) },
+      { title: "Who", value: (e) => `${e.actor} (${e.role})` },
+      { title: "What", value: (e) => e.action },
       { title: "Target", value: (e) => e.target || "–" },
+      { title: "Team", value: (e) => e.team || "–" },
+      { title: "Change", value: (e) => change(e) },
     ], data.data || [], "No changes recorded."));
   } catch (error) { unavailable("audit-list", error); }
 }
@@ -377,7 +385,17 @@ async function refresh() {
   document.body.dataset.loaded = "true";
 }
 
+const ROLES = { org_admin: "org admin", team_admin: "team admin", viewer: "viewer" };
+
+async function loadWhoami() {
+  const me = await api("/ui/whoami");
+  document.getElementById("whoami").textContent =
+    `${me.name} · ${ROLES[me.role] || me.role}${me.team ? ` of ${me.team}` : ""}`;
+  document.body.dataset.role = me.role; // a viewer's page hides what it may not change
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  loadWhoami().catch(() => {});
   document.getElementById("period").addEventListener("change", refresh);
   document.getElementById("series-by").addEventListener("change", () => loadSeries().catch((e) => unavailable("series-table", e)));
   document.getElementById("refresh").addEventListener("click", refresh);
