@@ -38,6 +38,7 @@ from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
 from spendgate.errors import StorageError
+from spendgate.storage.alerts import AlertStore
 from spendgate.storage.base import (
     EXPIRE_BATCH,
     BudgetOverride,
@@ -65,8 +66,10 @@ class Storage:
         *,
         parts: Sequence[Lifecycle] = (),
         joint: JointSettlement | None = None,
+        alerts: AlertStore | None = None,
     ) -> None:
         self.key_store = keys
+        self.alert_store = alerts  # None: this backend keeps no alerts
         self.ledger_store = ledger
         self.counter_store = counters
         self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
@@ -81,6 +84,7 @@ class Storage:
             records.ledger_store,
             counters.counter_store,
             parts=[*records._parts, *counters._parts],
+            alerts=records.alert_store,
         )
 
     # -- lifecycle --------------------------------------------------------------------

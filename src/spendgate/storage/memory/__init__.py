@@ -14,6 +14,7 @@ from spendgate.clock import Clock, to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.storage.base import EXPIRE_BATCH
+from spendgate.storage.memory.alerts import MemoryAlerts
 from spendgate.storage.memory.counters import MemoryCounters
 from spendgate.storage.memory.keys import MemoryKeys
 from spendgate.storage.memory.ledger import MemoryLedger
@@ -64,4 +65,5 @@ def memory_storage(clock: Clock) -> Storage:
         counters,
         parts=[state],
         joint=_Joint(state, ledger, counters),
+        alerts=MemoryAlerts(state, clock),
     )

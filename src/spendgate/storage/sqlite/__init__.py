@@ -45,6 +45,7 @@ report statements), `migrate` and `migrations/`.
 from __future__ import annotations
 
 from spendgate.clock import Clock, SystemClock
+from spendgate.storage.sqlite.alerts import SqliteAlerts
 from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
@@ -67,6 +68,7 @@ class SqliteStorage(Storage):
             SqliteCounters(self._file),
             parts=[self._file],
             joint=SqliteJoint(self._file),
+            alerts=SqliteAlerts(self._file),
         )
 
     def __repr__(self) -> str:
