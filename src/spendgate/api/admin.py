@@ -19,6 +19,7 @@ PUT  /admin/budgets/{name}/limit, DELETE /admin/budgets/{name}/limit, POST .../r
 GET  /admin/loops                detected loops blocked now (?all=true: also those whose
                                  block ended but whose strikes are remembered)
 POST /admin/loops/{loop_id}/release   unblock a loop now and forget its strikes
+GET  /admin/alerts               the alert delivery log (?limit=100&status=pending|delivered|failed)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from spendgate.api import budgets
+from spendgate.api import alerts, budgets
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.domain.key_limits import KeyLimits
@@ -269,3 +270,4 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/budgets/{name}/reset", _guard(gateway_key, budgets.reset))
     router.add_get("/admin/loops", _guard(gateway_key, _list_loops))
     router.add_post("/admin/loops/{loop_id}/release", _guard(gateway_key, _release_loop))
+    router.add_get("/admin/alerts", _guard(gateway_key, alerts.list_alerts))

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.services.forecasts import burn_window, views_json
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -37,7 +38,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     views = await gateway.budget_service.overview(request.query.get("name"))
-    return _json({"data": [view.to_json() for view in views]})
+    window = burn_window(gateway.config.alerts.burn_window_s)
+    return _json({"data": await views_json(gateway.storage, views, gateway.clock.now(), window)})
 
 
 async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:

@@ -26,6 +26,11 @@ from spendgate.logs import configure
 
 # name: (module, attribute, the first line of its docstring: what `spendgate --help` shows)
 LAZY: dict[str, tuple[str, str, str]] = {
+    "alerts": (
+        "spendgate.cli.alerts",
+        "alerts",
+        "Show the alert delivery log: alerts raised, channel, status, attempts, last error.",
+    ),
     "blocks": (
         "spendgate.cli.usage",
         "blocks",
@@ -72,6 +77,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "savings",
         "What routing saved against serving every request the model it asked for: in price, "
         "and in spend where budgets bind.",
+    ),
+    "statusline": (
+        "spendgate.cli.statusline",
+        "statusline",
+        "One line with your remaining budget, for Claude Code's statusLine or a prompt.",
     ),
     "usage": (
         "spendgate.cli.usage",

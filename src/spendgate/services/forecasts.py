@@ -62,3 +62,33 @@ async def forecasts(
             )
         )
     return out
+
+
+def burn_window(burn_window_s: int) -> timedelta:
+    return timedelta(seconds=burn_window_s)
+
+
+def forecast_json(view: BudgetView, found: Forecast | None) -> dict[str, object] | None:
+    """A forecast as the budgets API, ``spendgate budgets --json`` and /v1/spendgate/me show
+    it: amounts in the budget's unit, and rendered (``display``)."""
+    if found is None:
+        return None
+    unit = view.budget.unit
+    return {
+        **found.to_json(),
+        "display": {
+            "burn_per_hour": unit.render(found.burn_per_hour),
+            "projected": unit.render(found.projected) if found.projected is not None else None,
+        },
+    }
+
+
+async def views_json(
+    storage: Storage, views: Sequence[BudgetView], now: datetime, window: timedelta
+) -> list[dict[str, object]]:
+    """Each view's JSON with its ``forecast``."""
+    found = await forecasts(storage, views, now, window)
+    return [
+        {**view.to_json(), "forecast": forecast_json(view, f)}
+        for view, f in zip(views, found, strict=True)
+    ]
