@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,45 @@ def test_a_channel_needs_one_url(kind: str) -> None:
 
     with pytest.raises(ConfigError, match="exactly one of url or url_env"):
         parse_config({"alerts": {"channels": {"x": {"kind": kind}}}}, "t.yaml")
+
+
+def test_a_projected_overrun_is_raised_once_and_the_forecast_is_shown(tmp_path: Path) -> None:
+    """At 40 requests (~$0.0006) in the last hour, a $0.01 monthly budget on March 10 would
+    run out within a day: "projected to exceed", raised once however often it is checked."""
+    from spendgate.clock import ManualClock
+    from spendgate.services.forecasts import views_json
+
+    clock = ManualClock(datetime(2026, 3, 10, 12, tzinfo=UTC))
+    with Receiver() as receiver:
+        alerts = {
+            "channels": {"ops": {"kind": "webhook", "url": receiver.url}},
+            "budgets": [{"budget": "team-ml", "thresholds": ["0.99"], "channels": ["ops"]}],
+            "forecast_interval_s": 3600,
+        }
+
+        def configure(data: dict[str, Any]) -> None:
+            data["budgets"] = [_budget("0.01")]
+            data["alerts"] = fast_delivery(alerts)
+
+        gw = GatewayHarness(tmp_path / "spendgate.db", configure=configure, clock=clock).start()
+        try:
+            secret = gw.create_key(team="ml")
+            assert asyncio.run(_fire(gw.openai_base_url, secret, 40)).count(None) == 40
+            clock.advance(1)  # the requests are now in the last hour, not at its end
+            raised = [gw.call(gw.gateway.alerter.project()) for _ in range(3)]
+            assert wait_until(lambda: len(receiver.bodies()) == 1)
+            views = gw.call(gw.gateway.budget_service.overview("team-ml"))
+            [data] = gw.call(views_json(gw.gateway.storage, views, clock.now(), timedelta(hours=1)))
+        finally:
+            gw.stop()
+    assert raised == [1, 0, 0]
+    [body] = receiver.bodies()
+    assert body["kind"] == "projected"
+    assert body["member"] == "ml"
+    spent = data["spent"]
+    forecast = data["forecast"]
+    assert forecast["recent"] == spent  # all of it in the last hour
+    assert forecast["burn_per_hour"] == spent
+    assert forecast["exceeds"] is True
+    hours_left = (datetime(2026, 4, 1, tzinfo=UTC) - clock.now()) / timedelta(hours=1)
+    assert forecast["projected"] >= spent * (1 + int(hours_left))
