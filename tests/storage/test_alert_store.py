@@ -45,7 +45,8 @@ async def test_an_alert_is_raised_once_however_many_race_to_raise_it(storage: St
     assert sorted(entry.channel for entry in log) == ["mail", "ops"]
     assert {entry.status for entry in log} == {"pending"}
     other = await store.raise_alert(_alert("9500"), ["ops"])  # another threshold: its own
-    assert other is not None and other != raised[0]
+    assert other is not None
+    assert other != raised[0]
     next_member = await store.raise_alert(_alert(member="web"), ["ops"])
     assert next_member is not None
 
