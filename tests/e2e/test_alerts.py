@@ -233,7 +233,7 @@ def test_refusals_raise_one_alert_per_quiet_interval(tmp_path: Path) -> None:
     with Receiver() as receiver:
         alerts = {
             "channels": {"ops": {"kind": "webhook", "url": receiver.url}},
-            "events": [{"on": ["refused"], "channels": ["ops"], "quiet_s": 3600}],
+            "events": [{"kinds": ["refused"], "channels": ["ops"], "quiet_s": 3600}],
         }
         with gateway(tmp_path, alerts, budgets=[_budget("0.0000001", hard=True)]) as gw:
             secret = gw.create_key(team="ml")

@@ -55,7 +55,7 @@ def test_notify_member_needs_a_contact() -> None:
 
 
 def test_event_alerts_are_keyed_by_their_quiet_interval() -> None:
-    config = _config(events=[{"on": ["breaker_opened"], "channels": ["ops"], "quiet_s": 600}])
+    config = _config(events=[{"kinds": ["breaker_opened"], "channels": ["ops"], "quiet_s": 600}])
     event = BreakerOpened("k_1", "gpt-4o", 5, 30.0)
     [first] = alerts_of(event, AT, config)
     [same] = alerts_of(event, AT + timedelta(seconds=599), config)
@@ -114,7 +114,7 @@ def test_backoff_doubles_up_to_its_cap() -> None:
         ({"budgets": [{"channels": ["nope"]}]}, "channel 'nope' is not declared"),
         ({"contacts": {"ml": []}}, "alerts.contacts"),
         ({"budgets": [{"thresholds": ["0"]}]}, "greater than 0"),
-        ({"events": [{"on": ["everything"]}]}, "alerts.events"),
+        ({"events": [{"kinds": ["everything"]}]}, "alerts.events"),
     ],
 )
 def test_bad_alert_configs_name_the_problem(alerts: dict[str, Any], message: str) -> None:

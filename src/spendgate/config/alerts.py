@@ -76,7 +76,7 @@ class BudgetAlertConfig(_Strict):
 class EventAlertConfig(_Strict):
     """Alerts of what happened to requests, at most one per subject per ``quiet_s``."""
 
-    on: Annotated[list[EventKind], Field(min_length=1)]
+    kinds: Annotated[list[EventKind], Field(min_length=1)]
     channels: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
     notify_member: bool = False  # also the caller's team, user and key contacts
     quiet_s: Annotated[int, Field(ge=1)] = 3600

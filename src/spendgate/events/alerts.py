@@ -40,7 +40,7 @@ class AlertInbox:
 
     def configure(self, config: AlertsConfig) -> None:
         self.config = config
-        kinds = {kind for rule in config.events for kind in rule.on}
+        kinds = {kind for rule in config.events for kind in rule.kinds}
         wanted: set[type] = set()
         if config.budgets:
             wanted.add(ThresholdCrossed)
@@ -79,7 +79,7 @@ def alerts_of(event: Event, at: datetime, config: AlertsConfig) -> list[Alert]:
     contacts: list[str] = []
     quiet = 0
     for rule in config.events:
-        if found.kind not in rule.on:
+        if found.kind not in rule.kinds:
             continue
         channels += rule.channels
         if rule.notify_member:
