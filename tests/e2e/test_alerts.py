@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiosmtpd.controller import Controller
@@ -335,3 +336,44 @@ def test_a_projected_overrun_is_raised_once_and_the_forecast_is_shown(tmp_path: 
     assert forecast["exceeds"] is True
     hours_left = (datetime(2026, 4, 1, tzinfo=UTC) - clock.now()) / timedelta(hours=1)
     assert forecast["projected"] >= spent * (1 + int(hours_left))
+
+
+def test_downgrades_and_loops_raise_event_alerts(tmp_path: Path) -> None:
+    opus, sonnet = "claude-opus-4-1", "claude-sonnet-4-6"
+    with Receiver() as receiver:
+        alerts = {
+            "channels": {"ops": {"kind": "webhook", "url": receiver.url}},
+            "events": [{"kinds": ["downgraded", "loop_detected"], "channels": ["ops"]}],
+        }
+
+        def configure(data: dict[str, Any]) -> None:
+            data["models"][opus] = {"provider": "anthropic"}
+            data["budgets"] = [{**_budget("0.0000001", hard=False), "soft_thresholds": ["0.5"]}]
+            data["routing"] = {
+                "tiers": {opus: sonnet},
+                "rules": [{"name": "ml-soft", "kind": "downgrade", "budget": "team-ml"}],
+            }
+            data["runaway"] = {"loop_max_repeats": 2, "loop_window_s": 60}
+            data["alerts"] = fast_delivery(alerts)
+
+        gw = GatewayHarness(tmp_path / "spendgate.db", configure=configure).start()
+        try:
+            secret = gw.create_key(team="ml")
+            statuses = []
+            with gw.sdk_client("anthropic", secret, max_retries=0) as client:
+                for _ in range(4):  # the same body: past 2 repeats it is a loop
+                    try:
+                        client.messages.create(
+                            model=opus, max_tokens=20, messages=PROMPT, extra_headers=SIM
+                        )
+                        statuses.append(200)
+                    except anthropic.APIStatusError as exc:
+                        statuses.append(exc.status_code)
+            assert wait_until(lambda: len(receiver.bodies()) >= 2)
+            gw.call(gw.gateway.alerter.deliver_due())
+            served = [row.routed_model for row in gw.ledger(gw.last_key_id)]
+        finally:
+            gw.stop()
+    kinds = sorted(body["kind"] for body in receiver.bodies())
+    assert kinds == ["downgraded", "loop_detected"], (kinds, statuses, served)
+    assert sonnet in served

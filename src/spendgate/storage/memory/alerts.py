@@ -81,6 +81,8 @@ class MemoryAlerts:
         retry_at: datetime | None,
     ) -> bool:
         self._state.require()
+        if not 0 < delivery_id <= len(self._rows):
+            return False
         row = self._rows[delivery_id - 1]
         if row.claimed_by != owner or row.status != "pending":
             return False

@@ -28,6 +28,10 @@ _DUE = (
     "JOIN alerts a ON a.id = d.alert_id WHERE d.status = 'pending' AND d.next_ms <= ? "
     "AND (d.claim_until_ms IS NULL OR d.claim_until_ms < ?) ORDER BY d.next_ms, d.id LIMIT ?"
 )
+_ANY_DUE = (
+    "SELECT 1 FROM alert_deliveries WHERE status = 'pending' AND next_ms <= ? "
+    "AND (claim_until_ms IS NULL OR claim_until_ms < ?) LIMIT 1"
+)
 _CLAIM = "UPDATE alert_deliveries SET claimed_by = ?, claim_until_ms = ? WHERE id = ?"
 _HELD = (
     "SELECT attempts FROM alert_deliveries WHERE id = ? AND claimed_by = ? AND status = 'pending'"
@@ -69,6 +73,10 @@ class SqliteAlerts:
         self, owner: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[Delivery]:
         now_ms, until_ms = to_ms(now), to_ms(lease_until)
+        # A look on the reader first: most polls find nothing due, and then take no write
+        # lock away from the requests' reservations.
+        if not self._file.read(_ANY_DUE, (now_ms, now_ms)):
+            return []
 
         def work(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(_DUE, (now_ms, now_ms, limit)).fetchall()
