@@ -377,3 +377,26 @@ def test_downgrades_and_loops_raise_event_alerts(tmp_path: Path) -> None:
     kinds = sorted(body["kind"] for body in receiver.bodies())
     assert kinds == ["downgraded", "loop_detected"], (kinds, statuses, served)
     assert sonnet in served
+
+
+def test_alerts_configured_by_a_reload_start_working(tmp_path: Path) -> None:
+    from harness import base_config
+    from spendgate.config import parse_config
+
+    with Receiver() as receiver:
+        with gateway(tmp_path, {}) as gw:  # no alerts at start
+            assert not gw.gateway.config.alerts.enabled
+            data = base_config(gw.sim.url, gw.db_path)
+            data["budgets"] = [_budget()]
+            data["alerts"] = fast_delivery(
+                {
+                    "channels": {"ops": {"kind": "webhook", "url": receiver.url}},
+                    "budgets": [{"thresholds": ["0.5"], "channels": ["ops"]}],
+                }
+            )
+            gw.call(gw.gateway.reload(parse_config(data, "reloaded.yaml")))
+            secret = gw.create_key(team="ml")
+            assert asyncio.run(_fire(gw.openai_base_url, secret, 40)).count(None) == 40
+            assert wait_until(lambda: len(receiver.bodies()) == 1)
+        [body] = receiver.bodies()
+        assert (body["kind"], body["mark"]) == ("threshold", "5000")
