@@ -15,7 +15,7 @@ from spendgate.domain.alerts import percent, quiet_period, retry_delay
 from spendgate.domain.budgets import Budget, BudgetScope, CounterRef, Scoped, Unit
 from spendgate.domain.periods import Calendar, Period, window
 from spendgate.errors import ConfigError
-from spendgate.events import BreakerOpened, ThresholdCrossed
+from spendgate.events import BreakerOpened, SettledAbove, ThresholdCrossed
 from spendgate.events.alerts import AlertInbox, alerts_of
 
 AT = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
@@ -120,3 +120,11 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 def test_bad_alert_configs_name_the_problem(alerts: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"alerts": alerts}, "t.yaml")
+
+
+def test_a_charge_above_the_reservation_is_an_alert_of_its_budget_and_member() -> None:
+    config = _config(events=[{"kinds": ["settled_above"], "channels": ["ops"]}])
+    [alert] = alerts_of(SettledAbove("req_9", "team-ml", "ml", 100, 130), AT, config)
+    assert (alert.kind, alert.subject, alert.member) == ("settled_above", "team-ml", "ml")
+    assert "reserved 100" in alert.text
+    assert "charged 130" in alert.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from spendgate.clock import Clock, to_ms
@@ -72,7 +73,7 @@ def alerts_of(event: Event, at: datetime, config: AlertsConfig) -> list[Alert]:
     contact the matching rules send it to)."""
     if isinstance(event, ThresholdCrossed):
         return _threshold(event, at, config)
-    found = _event_alert(event, at)
+    found = _event_alert(event)
     if found is None:
         return []
     channels: list[str] = []
@@ -162,24 +163,19 @@ def _unit(value: str) -> Unit | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
 class _Found:
-    __slots__ = ("facts", "kind", "member", "subject", "text", "title")
+    """What an event says, before the rules decide where it goes."""
 
-    def __init__(
-        self,
-        kind: str,
-        subject: str,
-        member: str,
-        title: str,
-        text: str,
-        facts: tuple[tuple[str, object], ...],
-    ) -> None:
-        self.kind, self.subject, self.member = kind, subject, member
-        self.title, self.text, self.facts = title, text, facts
+    kind: str
+    subject: str
+    member: str
+    title: str
+    text: str
+    facts: tuple[tuple[str, object], ...]
 
 
-def _event_alert(event: Event, at: datetime) -> _Found | None:
-    del at
+def _event_alert(event: Event) -> _Found | None:
     if isinstance(event, Refused):
         row = event.row
         what = event.reason
