@@ -105,7 +105,7 @@ class Alerter:
 
         self._http = aiohttp.ClientSession()
         self._tasks = [
-            asyncio.create_task(self._loop(self._write_pass, self._write_wake, None)),
+            asyncio.create_task(self._loop(self._write_pass, self._write_wake, "poll_s")),
             asyncio.create_task(self._loop(self.deliver_due, self._send_wake, "poll_s")),
         ]
         if self._views is not None and any(rule.projected for rule in self.config.budgets):
@@ -152,9 +152,11 @@ class Alerter:
         pending = self.inbox.pending
         raised = 0
         while pending:
-            event, at = pending.popleft()
+            event, at = pending[0]
             for alert in alerts_of(event, at, self.config):
+                # a store that fails leaves the event first in line, tried again next pass
                 raised += await self.raise_alert(alert) is not None
+            pending.popleft()
         return raised
 
     async def raise_alert(self, alert: Alert) -> int | None:
