@@ -237,6 +237,7 @@ ROUTES = [
     Route("GET", "/admin/tokens", ORG),
     Route("POST", "/admin/tokens/{token}/revoke", ORG),
     Route("GET", "/admin/audit", READERS, teams=_audit_teams),
+    Route("GET", "/admin/alerts", roles("env", "org_token", "viewer")),  # spans every team
 ]
 
 

@@ -6,11 +6,14 @@ revoked there, the page is keyboard-usable and fits a phone. Screenshots are kep
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 import pytest
@@ -34,17 +37,41 @@ WORKLOAD = [
 ]
 
 
-def _configure(data: dict[str, Any]) -> None:
-    budget = {"name": "ml-monthly", "scope": "team", "match": "ml", "period": "monthly"}
-    data["budgets"] = [{**budget, "limit_usd": "5"}]
+class _Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver on loopback: keeps every alert posted to it."""
+
+    posts: ClassVar[list[Any]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        self.posts.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _configure(receiver: str) -> Callable[[dict[str, Any]], None]:
+    def configure(data: dict[str, Any]) -> None:
+        budget = {"name": "ml-monthly", "scope": "team", "match": "ml", "period": "monthly"}
+        data["budgets"] = [{**budget, "limit_usd": "0.0002"}]  # the workload uses ~41 %
+        data["alerts"] = {
+            "channels": {"ops": {"kind": "webhook", "url": receiver}},
+            "budgets": [{"budget": "ml-monthly", "thresholds": [0.25, 0.4], "channels": ["ops"]}],
+        }
+
+    return configure
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     folder = tmp_path_factory.mktemp("ui")
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     harness = GatewayHarness(
         folder / "spendgate.db",
-        configure=_configure,
+        configure=_configure(f"http://127.0.0.1:{receiver.server_port}/hook"),
         env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
         clock=ManualClock(T0),
     ).start()
@@ -58,9 +85,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
                         max_tokens=max_tokens,
                         messages=[{"role": "user", "content": f"request {n} of {user}"}],
                     )
+        assert harness.wait_for(lambda: len(_Receiver.posts) == 2, timeout=30), _Receiver.posts
         yield harness
     finally:
         harness.stop()
+        receiver.shutdown()
+        receiver.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +195,13 @@ def test_the_charts_and_tables_show_the_ledger(page: Page, world: GatewayHarness
     spent = format_dollars(teams["ml"], places=6)
     expect(budget).to_contain_text(spent)
     expect(budget.get_by_role("img")).to_have_attribute(
-        "aria-label", re.compile(re.escape(f"{spent} spent, $0.000000 reserved of $5.000000"))
+        "aria-label", re.compile(re.escape(f"{spent} spent, $0.000000 reserved of $0.000200"))
     )
+    alerts = page.locator("#alert-list tbody tr")
+    expect(alerts).to_have_count(2)
+    for row in alerts.all():
+        expect(row).to_contain_text("ml-monthly")
+        expect(row).to_contain_text("delivered")
     shot(page, "charts")
 
 
@@ -248,7 +283,7 @@ def test_the_page_is_keyboard_usable(page: Page, world: GatewayHarness) -> None:
     page.keyboard.press("Enter")
     expect(page).to_have_url(world.url + "/ui/#budgets")
     for field in ("Period", "Over time, by"):
-        assert page.get_by_label(field).count() == 1, f"{field} has no label"
+        assert page.get_by_label(field, exact=True).count() == 1, f"{field} has no label"
 
 
 def test_the_dashboard_fits_a_phone(browser: Browser, world: GatewayHarness) -> None:

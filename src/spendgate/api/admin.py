@@ -23,6 +23,7 @@ GET  /admin/loops                detected loops blocked now (?all=true: also tho
 POST /admin/loops/{loop_id}/release   unblock a loop now and forget its strikes
 POST /admin/tokens, GET /admin/tokens, POST /admin/tokens/{token_id}/revoke   (api/tokens.py)
 GET  /admin/audit                every admin change: who, what, when, before/after (api/audit.py)
+GET  /admin/alerts               the alert delivery log (?limit=100&status=pending|delivered|failed)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from spendgate.api import audit, budgets, tokens
+from spendgate.api import alerts, audit, budgets, tokens
 from spendgate.api.auth import AdminDisabled, guard, principal_of, scoped_storage
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import blocks_handler, usage_handler
@@ -256,3 +257,5 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router.add_post("/admin/loops/{loop_id}/release", _guard(gateway_key, _release_loop, CHANGE))
     tokens.add_routes(app, gateway_key)
     audit.add_routes(app, gateway_key)
+    # the delivery log spans every team: org-wide readers (the default for GET)
+    router.add_get("/admin/alerts", _guard(gateway_key, alerts.list_alerts))

@@ -18,6 +18,7 @@ from spendgate.api.auth import principal_of
 from spendgate.domain.roles import team_of_budget_member
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.services.forecasts import burn_window, views_json
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -47,7 +48,8 @@ async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResp
             for view in views
             if principal.sees(team_of_budget_member(view.budget, view.member, teams))
         ]
-    return _json({"data": [view.to_json() for view in views]})
+    window = burn_window(gateway.config.alerts.burn_window_s)
+    return _json({"data": await views_json(gateway.storage, views, gateway.clock.now(), window)})
 
 
 async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:

@@ -31,6 +31,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "audit",
         "Every admin change (API and CLI): who, what, when, from what to what.",
     ),
+    "alerts": (
+        "spendgate.cli.alerts",
+        "alerts",
+        "Show the alert delivery log: alerts raised, channel, status, attempts, last error.",
+    ),
     "blocks": (
         "spendgate.cli.usage",
         "blocks",
@@ -82,6 +87,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "spendgate.cli.tokens",
         "tokens",
         "Manage admin tokens: roles for the admin API (stored hashed; shown only once).",
+    ),
+    "statusline": (
+        "spendgate.cli.statusline",
+        "statusline",
+        "One line with your remaining budget, for Claude Code's statusLine or a prompt.",
     ),
     "usage": (
         "spendgate.cli.usage",

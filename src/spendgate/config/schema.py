@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from spendgate.config.alerts import AlertsConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
@@ -540,6 +541,7 @@ class Config(Strict):
     limits: list[LimitConfig] = Field(default_factory=list)
     runaway: RunawayConfig = Field(default_factory=RunawayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

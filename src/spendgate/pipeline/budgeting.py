@@ -156,6 +156,10 @@ async def admit(
                 crossing.threshold_bp,
                 crossing.used_bp,
                 exchange.request_id,
+                crossing.since_ms,
+                crossing.limit,
+                crossing.unit,
+                crossing.scope,
             )
             exchange.reporter.notice(event)
     return Ticket(

@@ -39,6 +39,7 @@ from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
 from spendgate.errors import StorageError
 from spendgate.storage.admin import AdminStores
+from spendgate.storage.alerts import AlertStore
 from spendgate.storage.base import (
     EXPIRE_BATCH,
     BudgetOverride,
@@ -67,8 +68,10 @@ class Storage:
         parts: Sequence[Lifecycle] = (),
         joint: JointSettlement | None = None,
         admin: AdminStores | None = None,
+        alerts: AlertStore | None = None,
     ) -> None:
         self.key_store = keys
+        self.alert_store = alerts  # None: this backend keeps no alerts
         self.ledger_store = ledger
         self.counter_store = counters
         self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
@@ -95,6 +98,7 @@ class Storage:
             counters.counter_store,
             parts=[*records._parts, *counters._parts],
             admin=records._admin,
+            alerts=records.alert_store,
         )
 
     # -- lifecycle --------------------------------------------------------------------

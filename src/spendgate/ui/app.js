@@ -176,12 +176,12 @@ function budgetBar(b) {
   const spent = el("span", { class: "spent", style: { left: "0", width: width(b.spent) } });
   const reserved = el("span", { class: "reserved", style: { left: width(b.spent), width: width(b.reserved) } });
   const parts = [spent, reserved];
-  const forecast = b.forecast && b.forecast.projected_spend;
+  const forecast = b.forecast && b.forecast.projected;
   if (forecast !== undefined && forecast !== null) {
     parts.push(el("span", { class: "forecast", style: { left: "0", width: width(forecast) } }));
   }
   const label = `${b.display.spent} spent, ${b.display.reserved} reserved of ${b.display.limit}` +
-    (forecast !== undefined && forecast !== null ? `, forecast ${b.forecast.display ? b.forecast.display.projected_spend : forecast}` : "");
+    (forecast !== undefined && forecast !== null ? `, forecast ${b.forecast.display.projected} at period end` : "");
   return el("div", { class: "bar", role: "img", "aria-label": label, title: label }, parts);
 }
 
@@ -208,7 +208,8 @@ async function loadBudgets() {
     { title: "Use", value: (b) => budgetBar(b) },
     { title: "Spent", num: true, value: (b) => b.display.spent },
     { title: "Limit", num: true, value: (b) => b.display.limit },
-    { title: "Forecast", num: true, value: (b) => (b.forecast && b.forecast.display ? b.forecast.display.projected_spend : "–") },
+    { title: "Forecast", num: true, value: (b) => (b.forecast && b.forecast.display.projected ? b.forecast.display.projected : "–") },
+    { title: "Cap reached", value: (b) => (b.forecast && b.forecast.cap_at ? when(b.forecast.cap_at) : "–") },
     { title: "Resets", value: (b) => when(b.resets_at) },
     { title: "Actions", value: (b) => el("span", {},
       el("button", { type: "button", class: "secondary", onclick: () => setLimit(b), text: "Set limit" }), " ",
@@ -329,14 +330,16 @@ async function createKey(event) {
 
 async function loadAlerts() {
   try {
-    const data = await api("/admin/alerts");
+    const data = await api("/admin/alerts?limit=200");
     fill("alert-list", table([
-      { title: "When", value: (a) => when(a.created_at || a.at) },
-      { title: "Alert", value: (a) => a.kind || a.event || "–" },
-      { title: "About", value: (a) => a.subject || a.budget || "–" },
-      { title: "Channel", value: (a) => a.channel || "–" },
-      { title: "Status", value: (a) => a.status || "–" },
-    ], data.data || [], "No alerts yet."));
+      { title: "When", value: (a) => when(a.created_at) },
+      { title: "Alert", value: (a) => a.title },
+      { title: "Kind", value: (a) => a.kind },
+      { title: "Channel", value: (a) => a.channel },
+      { title: "Status", value: (a) => el("span", { class: `state ${a.status === "failed" ? "exhausted" : a.status === "delivered" ? "ok" : "soft"}`, text: a.status }) },
+      { title: "Attempts", num: true, value: (a) => count(a.attempts) },
+      { title: "Last error", value: (a) => a.last_error || "–" },
+    ], data.data, data.enabled ? "No alerts yet." : "Alerts are not configured on this gateway."));
   } catch (error) { unavailable("alert-list", error); }
 }
 

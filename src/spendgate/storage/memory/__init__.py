@@ -16,6 +16,7 @@ from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.storage.admin import AdminStores
 from spendgate.storage.base import EXPIRE_BATCH
 from spendgate.storage.memory.admin import MemoryAdmin
+from spendgate.storage.memory.alerts import MemoryAlerts
 from spendgate.storage.memory.counters import MemoryCounters
 from spendgate.storage.memory.keys import MemoryKeys
 from spendgate.storage.memory.ledger import MemoryLedger
@@ -68,4 +69,5 @@ def memory_storage(clock: Clock) -> Storage:
         parts=[state],
         joint=_Joint(state, ledger, counters),
         admin=AdminStores(admin, admin),
+        alerts=MemoryAlerts(state, clock),
     )

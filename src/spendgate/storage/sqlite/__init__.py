@@ -47,6 +47,7 @@ from __future__ import annotations
 from spendgate.clock import Clock, SystemClock
 from spendgate.storage.admin import AdminStores
 from spendgate.storage.sqlite.admin import SqliteAdmin
+from spendgate.storage.sqlite.alerts import SqliteAlerts
 from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
@@ -71,6 +72,7 @@ class SqliteStorage(Storage):
             parts=[self._file],
             joint=SqliteJoint(self._file),
             admin=AdminStores(admin, admin),
+            alerts=SqliteAlerts(self._file),
         )
 
     def __repr__(self) -> str:
