@@ -14,6 +14,7 @@ from aiohttp import web
 
 from spendgate.api.app import create_app
 from spendgate.api.connections import ConnectionLimits, GuardedRunner
+from spendgate.api.metrics import serve_metrics
 from spendgate.api.reload import SIGNAL, audited_reload
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
@@ -87,6 +88,7 @@ async def start_gateway(gateway: Gateway, host: str, port: int) -> RunningGatewa
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     try:
         await site.start()
+        await serve_metrics(app, host)  # metrics.port: /metrics alone (api/metrics.py)
     except BaseException:  # e.g. the port is taken: close what setup opened (storage, pool)
         await runner.cleanup()
         raise
