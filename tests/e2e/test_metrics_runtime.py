@@ -25,6 +25,8 @@ from prometheus_client.samples import Sample
 from alertkit import Receiver, fast_delivery, wait_until
 from harness import GatewayHarness
 from spendgate.api.metrics import LISTENER
+from spendgate.config.metrics import MetricsConfig
+from spendgate.errors import ConfigError
 from spendgate.simulator import SimulatorOptions
 
 TOKEN = "metrics-admin-token"
@@ -327,3 +329,12 @@ def test_the_scrape_token_alone_without_an_admin_token(tmp_path: Path) -> None:
         assert httpx2.get(f"{harness.url}/admin/keys").status_code == 403  # admin_disabled
     finally:
         harness.stop()
+
+
+def test_the_metrics_section_takes_a_restart(tmp_path: Path) -> None:
+    with gateway(tmp_path) as gw:
+        running = gw.gateway.config
+        changed = running.model_copy(update={"metrics": MetricsConfig(labels=["user"])})
+        with pytest.raises(ConfigError, match=r"metrics\.labels: cannot change while"):
+            gw.call(gw.gateway.reload(changed))
+        assert gw.gateway.config is running
