@@ -167,11 +167,9 @@ class BudgetService:
         request), and the budgets its key carries itself, for the caller's members."""
         now = self._clock.now()
         refs: list[CounterRef] = []
-        for budget in self._book.budgets:
-            if budget.target.scope in (BudgetScope.SESSION, BudgetScope.MODEL):
-                continue
+        for budget, members in self._book.counting(caller):
             span = window(budget.period, now, self._book.calendar)
-            refs.extend(CounterRef(budget, m, span) for m in budget.target.members(caller))
+            refs.extend(CounterRef(budget, m, span) for m in members)
         with contextlib.suppress(ValueError):  # checked when stored: a hand-edited row
             for budget in key_budgets(caller.key.id, KeyLimits.of(caller.key)):
                 span = window(budget.period, now, self._book.calendar)
