@@ -145,9 +145,6 @@ class ScopeIndex(Generic[T]):
         self._wild = {scope: tuple(positions) for scope, positions in wild.items()}
         self._scopes = tuple(scope for scope in BudgetScope if scope in wild or scope in named)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def matching(
         self, caller: Caller, skip: frozenset[BudgetScope] = frozenset()
     ) -> list[tuple[T, tuple[str, ...]]]:
@@ -331,7 +328,7 @@ class BudgetBook:
         """Per budget (and the loop detector), the oldest bucket its window still counts."""
         since = {period: self.window(period, now).since_ms for period in self._periods}
         oldest = {budget.name: since[budget.period] for budget in self.budgets}
-        extra = [*([self.loop] if self.loop is not None else [])]
+        extra: list[Budget] = [self.loop] if self.loop is not None else []
         if self.per_key is not None:
             extra.extend(self.per_key.seen())
         oldest.update((budget.name, self.window(budget.period, now).since_ms) for budget in extra)
