@@ -174,9 +174,9 @@ async def rounds(
     }
     path = "/v1/chat/completions"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        for variant in variants:  # warm-up: every key once at concurrency 8
+        for variant in variants:  # warm-up: every key once (its counter exists from then on)
             keys = variant.secrets
-            await block(session, variant.url + path, keys, variant.turns, len(keys), 8)
+            await block(session, variant.url + path, keys, variant.turns, len(keys), 32)
         for round_no in range(rounds):
             shift = round_no % len(variants)
             direct, _ = await block(session, sim_url + path, ["sk-sim"], itertools.count(), calm, 1)
@@ -214,7 +214,8 @@ def stages(config_path: Path, runs: int) -> str:
     import gc
 
     from spendgate.config.build import build_budget_book
-    from spendgate.config.loader import _parse_yaml, parse_config
+    from spendgate.config.loader import parse_config
+    from spendgate.config.yaml_text import parse_yaml as _parse_yaml
 
     text = config_path.read_text()
     spent: dict[str, list[float]] = {"YAML (libyaml, one pass)": [], "validation": [], "book": []}

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spendgate.config.loader import _parse_yaml
+from spendgate.config.yaml_text import parse_yaml as _parse_yaml
 
 DOCUMENTS = [
     "",

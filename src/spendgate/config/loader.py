@@ -16,20 +16,10 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.schema import Config
+from spendgate.config.yaml_text import key_path as _key_path
+from spendgate.config.yaml_text import parse_yaml
 from spendgate.errors import ConfigError
-from spendgate.text import escape, unsafe_in
-
-
-def _key_path(location: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in location:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif parts:
-            parts.append(f".{escape(item)}")
-        else:
-            parts.append(escape(str(item)))
-    return "".join(parts)
+from spendgate.text import unsafe_in
 
 
 def _first_problem(error: ValidationError, source: str) -> ConfigError:
@@ -112,107 +102,6 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise _first_problem(exc, source) from None
 
 
-def _refuse_duplicate_keys(
-    source: str, node: yaml.Node | None, location: tuple[int | str, ...] = ()
-) -> None:
-    """A key given twice in one mapping is an error: YAML would keep the last one silently
-    (a second ``gpt-4o:`` would move the model to another provider). The key path is
-    written out only for the error (a config may list 100,000 budgets)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None or key_node.tag == "tag:yaml.org,2002:merge":
-                _refuse_duplicate_keys(source, value_node, location)
-                continue
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise ConfigError(
-                    source,
-                    _key_path((*location, key)),
-                    f"duplicate key at line {line} (first at line {seen[key]}); YAML would "
-                    "silently keep the last one: remove or rename one of them",
-                )
-            seen[key] = line
-            if not isinstance(value_node, yaml.ScalarNode):
-                _refuse_duplicate_keys(source, value_node, (*location, key))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            if not isinstance(item, yaml.ScalarNode):
-                _refuse_duplicate_keys(source, item, (*location, index))
-
-
-# libyaml's parser where PyYAML was built with it (its wheels are): 4-5x faster than the
-# pure-Python one on a config listing 10,000 budgets. Same resolver and constructor; a
-# document it refuses is parsed again by the pure-Python parser, whose messages (line,
-# column, what was expected) are the ones documented and tested.
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _parse_yaml(source: str, text: str) -> Any:
-    """The document's data, parsed once: its nodes are checked for duplicate keys, then
-    constructed (what ``yaml.safe_load`` does, without parsing the text a second time)."""
-    try:
-        return _parse_with(_FAST_LOADER, source, text)
-    except yaml.YAMLError:
-        if _FAST_LOADER is yaml.SafeLoader:  # pragma: no cover - PyYAML without libyaml
-            raise
-        return _parse_with(yaml.SafeLoader, source, text)
-
-
-def _parse_with(loader_class: type[yaml.SafeLoader], source: str, text: str) -> Any:
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _refuse_duplicate_keys(source, node)
-        try:
-            return _plain(loader, node, set())
-        except _Unusual:
-            return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-_STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
-_SPECIAL_KEYS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
-
-
-class _Unusual(Exception):
-    """The document uses what `_plain` leaves to PyYAML's constructor."""
-
-
-def _plain(loader: yaml.SafeLoader, node: yaml.Node, seen: set[int]) -> Any:
-    """What ``loader.construct_document(node)`` returns, for a document of plain mappings,
-    lists and scalars: 10x faster on a config listing 100,000 budgets, where PyYAML's
-    generic constructor took most of the load. Anything else (an alias, a merge key, a
-    tagged collection, an unhashable key) raises `_Unusual`, and PyYAML constructs it."""
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag == _STR:
-            return node.value
-        return loader.construct_object(node)  # numbers, booleans, null, dates: PyYAML's
-    if id(node) in seen:  # an alias: PyYAML shares one object (or builds a cycle)
-        raise _Unusual
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-        mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag in _SPECIAL_KEYS:
-                raise _Unusual
-            key = _plain(loader, key_node, seen)
-            try:
-                mapping[key] = _plain(loader, value_node, seen)
-            except TypeError:  # an unhashable key: PyYAML's error says where
-                raise _Unusual from None
-        return mapping
-    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-        return [_plain(loader, item, seen) for item in node.value]
-    raise _Unusual
-
-
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
@@ -220,7 +109,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
     try:
-        data = _parse_yaml(source, text)
+        data = parse_yaml(source, text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
