@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendgate.config.yaml_text import parse_yaml as _parse_yaml
+from spendgate.errors import ConfigError
 
 DOCUMENTS = [
     "",
@@ -61,3 +62,20 @@ values = st.recursive(
 def test_dumped_data_reads_back_as_safe_load_reads_it(data: object, flow: bool) -> None:
     text = yaml.safe_dump(data, default_flow_style=flow)
     assert _parse_yaml("x.yaml", text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "line", "first"),
+    [
+        ("a:\n  b: 1\n  b: 2\n", "a.b", 3, 2),  # a plain document: built from events
+        ("x: &x 1\nlist:\n  - {c: *x, c: 2}\n", "list[0].c", 3, 3),  # an alias: from nodes
+        ("base: &b {k: 1}\nm:\n  <<: *b\n  v: 1\n  v: 2\n", "m.v", 5, 4),  # a merge key
+    ],
+)
+def test_a_duplicate_key_is_refused_with_its_path_and_lines(
+    text: str, where: str, line: int, first: int
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _parse_yaml("x.yaml", text)
+    assert caught.value.key == where
+    assert f"duplicate key at line {line} (first at line {first})" in str(caught.value)
