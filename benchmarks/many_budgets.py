@@ -16,9 +16,12 @@ source tree (``PYTHONPATH=SRC``, e.g. ``git archive <commit> src``), for before/
 
 Per round (the variants' order rotates): a block at concurrency 32 (requests per second)
 and a block at concurrency 1 (p50, and "added": minus the simulator called directly in
-the same round). Reported: medians over rounds. Start-up: from spawning ``serve`` to its
-first ``/readyz`` answer; ``check-config``: median wall time of runs alternating between
-sizes. RSS: each gateway's ``VmRSS`` after start (idle) and after the rounds (idle again).
+the same round), and the gateway's CPU time per request over the concurrency-32 block
+(from ``/proc``: on a shared machine it moves far less than throughput). Reported:
+medians over rounds; "vs 10 budgets" is the median of the per-round ratios. Start-up:
+from spawning ``serve`` to its first ``/readyz`` answer, and the CPU it used by then;
+``check-config``: median wall time of runs alternating between sizes. RSS: each gateway's
+``VmRSS`` after start (idle) and after the rounds (idle again).
 """
 
 from __future__ import annotations
@@ -170,7 +173,7 @@ async def rounds(
     variants: list[Variant], sim_url: str, rounds: int, busy: int, calm: int
 ) -> dict[str, dict[str, list[float]]]:
     found: dict[str, dict[str, list[float]]] = {
-        v.name: {"rps": [], "p50": [], "added": []} for v in variants
+        v.name: {"rps": [], "cpu": [], "p50": [], "added": [], "ratio": []} for v in variants
     }
     path = "/v1/chat/completions"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -182,11 +185,16 @@ async def rounds(
             direct, _ = await block(session, sim_url + path, ["sk-sim"], itertools.count(), calm, 1)
             for variant in variants[shift:] + variants[:shift]:
                 url, keys, turns = variant.url + path, variant.secrets, variant.turns
+                cpu = cpu_seconds(variant.pid)
                 _, wall = await block(session, url, keys, turns, busy, 32)
+                found[variant.name]["cpu"].append((cpu_seconds(variant.pid) - cpu) / busy)
                 found[variant.name]["rps"].append(busy / wall)
                 latencies, _ = await block(session, url, keys, turns, calm, 1)
                 found[variant.name]["p50"].append(median(latencies))
                 found[variant.name]["added"].append(median(latencies) - median(direct))
+            reference = found[variants[1].name]["rps"][-1]  # the 10-budget variant
+            for variant in variants:
+                found[variant.name]["ratio"].append(found[variant.name]["rps"][-1] / reference)
             print(f"round {round_no + 1}/{rounds} done", flush=True)
     return found
 
@@ -243,17 +251,18 @@ def table(
     checks: dict[str, list[float]],
     rss_after: dict[str, float],
 ) -> str:
-    reference = median(found[variants[1].name]["rps"])  # the 10-budget variant
     lines = [
-        "| variant | req/s at c=32 | vs 10 budgets | p50 ms at c=1 | added p50 ms | "
+        "| variant | req/s at c=32 | vs 10 budgets | CPU ms per request | p50 ms at c=1 | "
+        "added p50 ms | "
         "start-up s (CPU s) | check-config s | RSS idle MB (start) | RSS idle MB (after) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in variants:
         r = found[v.name]
         rps = median(r["rps"])
         lines.append(
-            f"| {v.name} | {rps:,.0f} | {(rps / reference - 1) * 100:+.1f}% | "
+            f"| {v.name} | {rps:,.0f} | {(median(r['ratio']) - 1) * 100:+.1f}% | "
+            f"{median(r['cpu']) * 1000:.2f} | "
             f"{median(r['p50']) * 1000:.2f} | {median(r['added']) * 1000:.2f} | "
             f"{v.start_s:.2f} ({v.start_cpu_s:.2f}) | {median(checks[v.name]):.2f} | "
             f"{v.rss_start_mb:.1f} | "
