@@ -41,6 +41,7 @@ from spendgate.events.access_log import access_log
 from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
+from spendgate.services.fleet import Fleet
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
 from spendgate.services.offload import Offload
@@ -202,6 +203,7 @@ class Gateway(ServiceViews):
         # One future per request answered before its ledger row was written, resolved once
         # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
         self.unsettled: set[asyncio.Future[None]] = set()
+        self.fleet: Fleet | None = None  # the other workers of `serve --workers N`, if any
 
     def __repr__(self) -> str:
         return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"

@@ -44,6 +44,7 @@ class ServerConfig(Strict):
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes on the port (docs/deploy.md)
     # Bounds on client connections and on one provider event (docs/configuration.md).
     request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
