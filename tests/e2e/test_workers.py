@@ -182,9 +182,7 @@ def test_a_worker_killed_is_restarted_and_the_port_keeps_serving(tmp_path: Path)
             assert again[0].pid == workers[0].pid
             chat(again[1], key.secret)
             close_all(again)
-            died = [
-                e for e in process.log_events() if e.get("msg") == "worker died: restarting"
-            ]
+            died = [e for e in process.log_events() if e.get("msg") == "worker died: restarting"]
             assert [(e["worker"], e["exit_code"], e["restarts"]) for e in died] == [(1, -9, 1)]
         finally:
             assert process.stop() == 0

@@ -85,9 +85,14 @@ class WorkerConnection:
     conn: http.client.HTTPConnection
 
     def request(
-        self, method: str, path: str, body: Any = None, token: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", **(headers or {})}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         data = None if body is None else json.dumps(body).encode()
@@ -142,3 +147,40 @@ def admin(connection: WorkerConnection, method: str, path: str, body: Any = None
     status, answer = connection.request(method, path, body, token=ADMIN_TOKEN)
     assert status == 200, answer
     return answer
+
+
+def connections_per_worker(
+    process: GatewayProcess, workers: int, each: int, tries: int = 2000
+) -> dict[int, list[WorkerConnection]]:
+    """``each`` keep-alive connections to every worker (at most ``tries`` opened)."""
+    found: dict[int, list[WorkerConnection]] = {i: [] for i in range(workers)}
+    for _ in range(tries):
+        conn = http.client.HTTPConnection("127.0.0.1", process.port, timeout=30)
+        status, body = WorkerConnection(-1, -1, conn).request("GET", "/readyz")
+        assert status == 200, body
+        mine = found[body["worker"]]
+        if len(mine) >= each:
+            conn.close()
+            continue
+        mine.append(WorkerConnection(body["worker"], body["pid"], conn))
+        if all(len(conns) == each for conns in found.values()):
+            return found
+    raise AssertionError(f"{tries} connections: { ({i: len(c) for i, c in found.items()}) }")
+
+
+def budget_states(config: Path) -> list[tuple[str, str, int, int]]:
+    """(budget, member, spent, reserved) of every budget member, read from storage."""
+    from spendgate.config import load_config
+    from spendgate.gateway import build_gateway
+
+    gateway = build_gateway(load_config(config), env={}, require_secrets=False)
+
+    async def read() -> list[tuple[str, str, int, int]]:
+        await gateway.storage.open()
+        try:
+            views = await gateway.budget_service.overview()
+        finally:
+            await gateway.storage.close()
+        return [(v.budget.name, v.member, v.state.spent, v.state.reserved) for v in views]
+
+    return asyncio.run(read())
