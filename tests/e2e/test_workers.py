@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.process import create_key_direct
+from e2e.process import GatewayProcess, create_key_direct, gateway_env, write_config
 from e2e.workers_world import (
     WorkerConnection,
     admin,
     close_all,
+    configure_storage,
     connections_to_every_worker,
     read_rows,
     start_workers,
@@ -221,3 +224,45 @@ def test_restart_policy_backs_off_and_gives_up_on_a_storm() -> None:
     calm = RestartPolicy(first_backoff_s=0.1, max_backoff_s=1.0, storm=4, window_s=10)
     # deaths far apart never add up to a storm, and the backoff starts over
     assert [calm.died(t) for t in (0, 20, 40, 60, 80, 100)] == [0.1] * 6
+
+
+SUPERVISE = """
+import sys
+from spendgate.logs import configure
+from spendgate.settings import Settings
+from spendgate.supervisor import Plan, run
+configure("info")
+env = Settings.from_environment().env
+plan = Plan(sys.argv[1], "127.0.0.1", int(sys.argv[2]), 2, 5.0, env, reuse_port=False)
+sys.exit(run(plan))
+"""
+
+
+def test_without_so_reuseport_the_workers_share_the_supervisors_socket(tmp_path: Path) -> None:
+    """The design for platforms without SO_REUSEPORT, forced here: the supervisor listens
+    once and both workers accept on the socket they inherited."""
+    url = storage_url("sqlite", tmp_path)
+    with SimulatorThread() as sim:
+        config = write_config(tmp_path, sim.url, configure=configure_storage(url))
+        process = GatewayProcess(config)
+        log = (tmp_path / "inherited.log").open("a", encoding="utf-8")
+        process.proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISE, str(config), str(process.port)],
+            env=gateway_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        process.log_path = tmp_path / "inherited.log"
+        process._log = log
+        try:
+            wait_for_log(process, "all workers listening")
+            starting = next(e for e in process.log_events() if e["msg"] == "supervisor starting")
+            assert starting["sockets"] == "inherited"
+            key = create_key_direct(config, name="inherit", team="ml")
+            workers = connections_to_every_worker(process, 2)
+            for worker in workers.values():
+                chat(worker, key.secret)
+            close_all(workers)
+        finally:
+            assert process.stop() == 0
+    assert len(read_rows(url)) == 2
