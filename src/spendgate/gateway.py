@@ -58,8 +58,9 @@ if TYPE_CHECKING:  # imported on first use: a CLI report never needs aiohttp
 log = logging.getLogger("spendgate.reload")
 
 # Sections a running gateway cannot take on: the listening socket, the upstream connection
-# pool's timeouts, the admin token and the database are set up once, at start.
-RESTART_ONLY = ("server", "storage")
+# pool's timeouts, the admin token, the database and the telemetry exporters are set up
+# once, at start.
+RESTART_ONLY = ("server", "storage", "telemetry")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import logging
 import signal
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,6 +20,9 @@ from spendgate.api.connections import ConnectionLimits, GuardedRunner
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 from spendgate.worker import WorkerLink, WorkerSpec
+
+if TYPE_CHECKING:  # imported when configured: it needs the `otel` extra
+    from spendgate.events.otel import Telemetry
 
 log = logging.getLogger("spendgate.server")
 
@@ -32,6 +35,7 @@ class RunningGateway:
     runner: web.AppRunner
     host: str
     port: int
+    telemetry: Telemetry | None = None  # OpenTelemetry export, when configured
 
     @property
     def url(self) -> str:
@@ -48,6 +52,8 @@ class RunningGateway:
         if cut:
             log.warning("drain timeout: requests cut", extra={"cut": cut, "timeout_s": timeout})
         await self.runner.cleanup()
+        if self.telemetry is not None:  # what is left of the spans and metrics
+            await asyncio.to_thread(self.telemetry.shutdown)
         log.info("stopped")
 
 
@@ -95,6 +101,7 @@ async def start_gateway(
         handler_cancellation=True,
         shutdown_timeout=gateway.config.server.drain_timeout_s,
     )
+    telemetry = subscribe_telemetry(gateway)
     await runner.setup()
     site: web.BaseSite
     if sock is not None:
@@ -107,6 +114,8 @@ async def start_gateway(
         await site.start()
     except BaseException:  # e.g. the port is taken: close what setup opened (storage, pool)
         await runner.cleanup()
+        if telemetry is not None:
+            telemetry.shutdown()
         raise
     bound = port
     for address in runner.addresses if sock is None else [sock.getsockname()]:
@@ -114,7 +123,27 @@ async def start_gateway(
             bound = int(address[1])
             break
     log.info("listening", extra={"url": f"http://{host}:{bound}", "models": len(gateway.models)})
-    return RunningGateway(gateway=gateway, runner=runner, host=host, port=bound)
+    return RunningGateway(gateway, runner, host, bound, telemetry=telemetry)
+
+
+def subscribe_telemetry(gateway: Gateway) -> Telemetry | None:
+    """OpenTelemetry export (``telemetry.otlp``), subscribed to the gateway's events."""
+    otlp = gateway.config.telemetry.otlp
+    if otlp is None:
+        return None
+    from spendgate import __version__
+    from spendgate.events.otel import otlp_telemetry
+
+    def kind_of(name: str) -> str | None:
+        provider = gateway.providers.get(name)
+        return provider.kind.value if provider is not None else None
+
+    telemetry = otlp_telemetry(
+        otlp, gateway.env, instance_id=gateway.owner, version=__version__, kind_of=kind_of
+    )
+    gateway.events.subscribe(telemetry)
+    log.info("exporting telemetry", extra={"endpoint": otlp.endpoint})
+    return telemetry
 
 
 async def reload_on_signal(gateway: Gateway) -> bool:

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from spendgate.config.telemetry import TelemetryConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
@@ -541,6 +542,7 @@ class Config(Strict):
     limits: list[LimitConfig] = Field(default_factory=list)
     runaway: RunawayConfig = Field(default_factory=RunawayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # config/telemetry.py
 
     @model_validator(mode="after")
     def _references(self) -> Config:
