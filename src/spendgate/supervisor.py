@@ -31,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -109,6 +110,17 @@ def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def metrics_dir(env: Mapping[str, str]) -> tuple[str, bool]:
+    """The workers' shared Prometheus directory, emptied of an earlier run's counters: the
+    operator's ``$PROMETHEUS_MULTIPROC_DIR``, else a temporary one (True: ours to remove)."""
+    given = env.get(METRICS_DIR_ENV)
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="spendgate-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path), not given
+
+
 @dataclass
 class Worker:
     index: int
@@ -146,11 +158,7 @@ class Supervisor:
     async def run(self) -> int:
         self._sock = bind(self.plan.host, self.plan.port, reuse_port=self.reuse_port)
         self.port = int(self._sock.getsockname()[1])
-        self._metrics_dir = self.plan.env.get(METRICS_DIR_ENV)
-        if not self._metrics_dir:
-            self._metrics_dir = tempfile.mkdtemp(prefix="spendgate-metrics-")
-            self._own_metrics_dir = True
-        os.makedirs(self._metrics_dir, exist_ok=True)
+        self._metrics_dir, self._own_metrics_dir = metrics_dir(self.plan.env)
         log.info(
             "supervisor starting",
             extra={
@@ -207,8 +215,14 @@ class Supervisor:
             return
         assert worker.proc is not None
         code = await worker.proc.wait()
+        listened = worker.ready
         self._forget(worker)
         if self.stopping.is_set():
+            return
+        if not listened and worker.restarts == 0:  # it said why on stderr (a port, a database)
+            log.error("a worker could not start: stopping", extra={"worker": worker.index})
+            self.exit_code = code or 1
+            self.stopping.set()
             return
         backoff = self.policy.died(asyncio.get_running_loop().time())
         if backoff is None:

@@ -23,7 +23,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.process import GatewayProcess, create_key_direct, gateway_env, write_config
+from e2e.process import (
+    GatewayProcess,
+    create_key_direct,
+    gateway_env,
+    spendgate_cli,
+    write_config,
+)
 from e2e.workers_world import (
     WorkerConnection,
     admin,
@@ -266,3 +272,40 @@ def test_without_so_reuseport_the_workers_share_the_supervisors_socket(tmp_path:
         finally:
             assert process.stop() == 0
     assert len(read_rows(url)) == 2
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_reason(tmp_path: Path) -> None:
+    """No restart loop for a start that cannot succeed (here: a database folder missing)."""
+    with SimulatorThread() as sim:
+        missing = tmp_path / "missing" / "spendgate.db"
+        config = write_config(
+            tmp_path, sim.url, configure=configure_storage(f"sqlite:///{missing}")
+        )
+        done = spendgate_cli("serve", "-c", str(config), "--port", "0", "--workers", "2")
+    assert done.returncode == 1
+    assert "cannot start" in done.stderr
+    assert "a worker could not start: stopping" in done.stderr
+    assert "worker died: restarting" not in done.stderr
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    with SimulatorThread() as sim:
+        _config, process = start_workers(tmp_path, sim.url, 2, url=storage_url("sqlite", tmp_path))
+        workers = connections_to_every_worker(process, 2)
+        pids = [w.pid for w in workers.values()]
+        close_all(workers)
+        assert process.kill9() == -9
+        wait_for_log(process, "stopped", count=2)  # each worker: control socket closed, drained
+    for pid in pids:
+        for _ in range(200):  # reaped by init once it exits; counted, not timed
+            if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                break
+            threading.Event().wait(0.05)
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
