@@ -4,10 +4,13 @@ the environment, and a ledger row's span attributes (pure functions of `events.o
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from spendgate.config import load_config
 from spendgate.domain.ledger import LedgerRow
+from spendgate.errors import ConfigError
 from spendgate.events.otel import Naming, naming, parse_headers, provider_name, row_attributes
 
 
@@ -106,3 +109,20 @@ def test_a_refusal_names_what_refused_and_what_it_would_have_cost() -> None:
     assert refused["spendgate.blocked_by"] == "tiny"
     assert refused["spendgate.would_cost_nanos"] == 9_000
     assert refused["gen_ai.usage.cost"] == 0
+
+
+def test_a_telemetry_endpoint_must_be_an_http_url(tmp_path: Path) -> None:
+    path = tmp_path / "spendgate.yaml"
+    path.write_text("telemetry:\n  otlp:\n    endpoint: grpc://collector:4317\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: telemetry.otlp.endpoint: must be an http:// or https:// URL (OTLP over HTTP)"
+    )
+    path.write_text("telemetry:\n  otlp:\n    endpoint: http://collector:4318/\n    port: 1\n")
+    with pytest.raises(ConfigError, match=r"telemetry\.otlp\.port"):
+        load_config(path)
+    path.write_text("telemetry:\n  otlp:\n    endpoint: http://collector:4318/\n")
+    otlp = load_config(path).telemetry.otlp
+    assert otlp is not None
+    assert otlp.endpoint == "http://collector:4318"

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -31,6 +32,16 @@ class OtlpConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _installed(self) -> OtlpConfig:
+        for module in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(
+                    f"needs the OpenTelemetry packages ({module} is not installed): "
+                    "pip install 'spendgate[otel]'"
+                )
+        return self
 
 
 class TelemetryConfig(BaseModel):
