@@ -10,15 +10,21 @@ like the OTel instrumentations, ``$OTEL_SEMCONV_STABILITY_OPT_IN`` chooses:
   ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``;
 * ``gen_ai_latest_experimental/dup``: both.
 
-The request path pays for building the span and recording two histograms, nothing more:
-spans leave in batches from the SDK's own thread (``BatchSpanProcessor``), metrics from a
-periodic reader's. The span's times come from the ledger row (arrival, latency), never
-from a clock read here. Needs the ``otel`` extra (``pip install 'spendgate[otel]'``).
+The request path pays for one append to a bounded queue: a thread of its own turns the
+events into spans and histogram values (the SDK's attribute checks cost tens of
+microseconds an event, too much for the event loop), spans leave in batches from the
+SDK's thread (``BatchSpanProcessor``), metrics from a periodic reader's. A full queue
+drops the event and counts it (`Telemetry.dropped`). The thread shares the interpreter
+with the event loop: its work is CPU the process spends, off the request's path but not
+free. The span's times come from the ledger row (arrival, latency), never from a clock
+read here. Needs the ``otel`` extra (``pip install 'spendgate[otel]'``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
@@ -39,6 +45,8 @@ log = logging.getLogger("spendgate.otel")
 
 OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 NANOS_PER_DOLLAR = 1_000_000_000
+MAX_QUEUE = 10_000  # events waiting for the exporter thread; past it they are dropped
+FLUSH_TIMEOUT_S = 30.0
 # The GenAI conventions' advised bucket boundaries.
 TOKEN_BUCKETS = [4**i for i in range(14)]
 DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]
@@ -147,9 +155,15 @@ class Telemetry:
         kind_of: Callable[[str], str | None],
         span_exporter: SpanExporter | None = None,
         metric_reader: MetricReader | None = None,
+        max_queue: int = MAX_QUEUE,
     ) -> None:
         self.names = names
         self._kind_of = kind_of
+        self.dropped = 0
+        self._max_queue = max_queue
+        self._queue: deque[Event | threading.Event] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
         attributes = Resource.create(dict(resource))
         self.tracer_provider = TracerProvider(resource=attributes)
         if span_exporter is not None:
@@ -170,8 +184,38 @@ class Telemetry:
             description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self._thread = threading.Thread(target=self._run, name="spendgate-otel", daemon=True)
+        self._thread.start()
 
     def __call__(self, event: Event) -> None:
+        """On the request path: queue the event for the exporter thread, nothing more."""
+        if not isinstance(event, Served | Refused | UpstreamFailed | LeaseLapsed):
+            return
+        if len(self._queue) >= self._max_queue:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("telemetry queue full: dropping events", extra={"max": self._max_queue})
+            return
+        self._queue.append(event)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, threading.Event):  # a flush waiting for what came before
+                    item.set()
+                    continue
+                try:
+                    self._export(item)
+                except Exception:
+                    log.exception("telemetry: an event was not exported")
+            if self._stopping:
+                return
+
+    def _export(self, event: Event) -> None:
         if isinstance(event, Served):
             self._record(event.row, "served", None)
         elif isinstance(event, Refused):
@@ -221,12 +265,19 @@ class Telemetry:
         self._tokens.record(row.output_tokens, {**common, "gen_ai.token.type": "output"})
 
     def force_flush(self) -> None:
+        """Export every event queued so far (blocking)."""
+        done = threading.Event()
+        self._queue.append(done)
+        self._wake.set()
+        done.wait(FLUSH_TIMEOUT_S)
         self.tracer_provider.force_flush()
         self.meter_provider.force_flush()
 
     def shutdown(self) -> None:
-        """Export what is left and stop the exporters' threads (blocking: call it off the
-        event loop)."""
+        """Export what is left and stop the threads (blocking: call it off the event loop)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(FLUSH_TIMEOUT_S)
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
