@@ -17,6 +17,7 @@ from aiohttp import web
 
 from spendgate.api.app import create_app
 from spendgate.api.connections import ConnectionLimits, GuardedRunner
+from spendgate.api.reload import SIGNAL, audited_reload
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
 from spendgate.worker import WorkerLink, WorkerSpec
@@ -147,10 +148,11 @@ def subscribe_telemetry(gateway: Gateway) -> Telemetry | None:
 
 
 async def reload_on_signal(gateway: Gateway) -> bool:
-    """SIGHUP: re-read the config file and put it in force. A bad file is logged (its
-    message names the file, key path and rule) and the running config stays."""
+    """SIGHUP: re-read the config file and put it in force (audited as ``signal:SIGHUP``).
+    A bad file is logged (its message names the file, key path and rule) and the running
+    config stays."""
     try:
-        await gateway.reload_source()
+        await audited_reload(gateway, SIGNAL)
     except SpendgateError as exc:
         log.error("config not reloaded", extra={"source": gateway.config_source, "error": str(exc)})
         return False
@@ -188,7 +190,7 @@ async def serve_forever(
     with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
         loop.add_signal_handler(signal.SIGHUP, hangup)
     if link is not None:
-        await link.open(lambda: reload_for_supervisor(gateway), stop.set)
+        await link.open(lambda audit: reload_for_supervisor(gateway, audit), stop.set)
         link.send({"op": "ready"})
     try:
         await stop.wait()
@@ -198,10 +200,16 @@ async def serve_forever(
             await link.close()
 
 
-async def reload_for_supervisor(gateway: Gateway) -> tuple[bool, str, dict[str, object]]:
-    """A reload the supervisor asked for (SIGHUP to it, or another worker's admin reload)."""
+async def reload_for_supervisor(
+    gateway: Gateway, audit: bool
+) -> tuple[bool, str, dict[str, object]]:
+    """A reload the supervisor asked for: SIGHUP to it (``audit``: this worker writes the
+    signal's one audit entry), or another worker's admin reload (audited there)."""
     try:
-        result = await gateway.reload_source()
+        if audit:
+            result = await audited_reload(gateway, SIGNAL)
+        else:
+            result = await gateway.reload_source()
     except SpendgateError as exc:
         log.error("config not reloaded", extra={"source": gateway.config_source, "error": str(exc)})
         return False, str(exc), {}

@@ -190,7 +190,8 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGHUP, self._hangup)
 
     def _hangup(self) -> None:
-        self._track(asyncio.create_task(self.reload_all(None), name="sighup-reload"))
+        reload = self.reload_all(None, audit_one=True)
+        self._track(asyncio.create_task(reload, name="sighup-reload"))
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -322,18 +323,23 @@ class Supervisor:
         results = await self.reload_all(origin, ask)
         origin.send({"op": "reloaded-all", "id": ask, "results": results})
 
-    async def reload_all(self, origin: Worker | None, ask: str | None = None) -> list[Any]:
-        """Have every worker but ``origin`` re-read the config file; what each answered."""
+    async def reload_all(
+        self, origin: Worker | None, ask: str | None = None, *, audit_one: bool = False
+    ) -> list[Any]:
+        """Have every worker but ``origin`` re-read the config file; what each answered.
+        ``audit_one``: the first worker asked writes the reload's audit entry (a SIGHUP)."""
         if ask is None:
             self._asks += 1
             ask = f"s.{self._asks}"
         loop = asyncio.get_running_loop()
         waiting = []
+        to_audit = audit_one
         for worker in self.workers:
             if worker is origin:
                 continue
             answer: asyncio.Future[dict[str, Any]] = loop.create_future()
-            if worker.send({"op": "reload", "id": ask}):
+            if worker.send({"op": "reload", "id": ask, "audit": to_audit}):
+                to_audit = False
                 worker.answers[ask] = answer
                 waiting.append(answer)
             else:  # between a death and its restart: it reads the new file as it starts

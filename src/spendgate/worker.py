@@ -9,8 +9,10 @@ descriptor of the listening socket it inherits or none (it binds its own with
 * worker -> supervisor ``{"op": "ready"}``: it listens;
 * worker -> supervisor ``{"op": "reload-all", "id": ...}``: an admin reload reached this
   worker (and succeeded here): reload every other worker, then answer ``reloaded-all``;
-* supervisor -> worker ``{"op": "reload", "id": ...}``: re-read the config file (SIGHUP to
-  the supervisor, or another worker's admin reload); the worker answers ``reloaded``.
+* supervisor -> worker ``{"op": "reload", "id": ..., "audit": ...}``: re-read the config
+  file (SIGHUP to the supervisor, or another worker's admin reload, which that worker
+  audited); the worker answers ``reloaded``. Of a SIGHUP's reloads, one (``audit: true``)
+  writes the audit log's entry.
 
 End of file on the control socket means the supervisor is gone: the worker drains and exits.
 """
@@ -33,8 +35,9 @@ log = logging.getLogger("spendgate.worker")
 WORKER_ENV = "SPENDGATE_WORKER"
 RELOAD_ALL_TIMEOUT_S = 60.0
 
-# A reload's outcome in one worker: (ok, the error message or "", what it put in force).
-Reloader = Callable[[], Awaitable[tuple[bool, str, dict[str, object]]]]
+# A reload in one worker (True: write it to the audit log, as the one entry of a SIGHUP to
+# the supervisor); its outcome: (ok, the error message or "", what it put in force).
+Reloader = Callable[[bool], Awaitable[tuple[bool, str, dict[str, object]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,8 @@ class WorkerLink:
                 continue
             op = message.get("op")
             if op == "reload":
-                job = asyncio.create_task(self._reload(reload, str(message.get("id"))))
+                ask, audit = str(message.get("id")), bool(message.get("audit"))
+                job = asyncio.create_task(self._reload(reload, ask, audit))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
             elif op == "reloaded-all":
@@ -132,8 +136,8 @@ class WorkerLink:
         log.warning("the supervisor is gone: stopping")
         gone()
 
-    async def _reload(self, reload: Reloader, ask: str) -> None:
-        ok, error, result = await reload()
+    async def _reload(self, reload: Reloader, ask: str, audit: bool) -> None:
+        ok, error, result = await reload(audit)
         self.send(
             {
                 "op": "reloaded",

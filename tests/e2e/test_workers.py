@@ -108,6 +108,8 @@ def test_an_admin_reload_through_one_worker_is_in_force_in_every_worker(
             assert all(o["ok"] for o in others), others
             for worker in workers.values():  # each reloaded before the answer came
                 assert EXTRA in model_ids(worker, key.secret), worker.worker
+            audit = admin(workers[2], "GET", "/admin/audit?action=config.reload")["data"]
+            assert [entry["actor"] for entry in audit] == ["env"]  # one admin change, one entry
             close_all(workers)
         finally:
             assert process.stop() == 0
@@ -124,6 +126,8 @@ def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path) -> None:
             wait_for_log(process, "workers reloaded")
             for worker in workers.values():
                 assert EXTRA in model_ids(worker, key.secret), worker.worker
+            audit = admin(workers[0], "GET", "/admin/audit?action=config.reload")["data"]
+            assert [entry["actor"] for entry in audit] == ["signal:SIGHUP"]  # once, not per worker
             close_all(workers)
         finally:
             assert process.stop() == 0

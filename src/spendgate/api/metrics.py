@@ -1,8 +1,9 @@
 """GET /metrics: Prometheus text exposition of the outcome events' counters
 (`spendgate.events.metrics`) and of every budget's counters, read at scrape time.
 
-Behind the admin token (``Authorization: Bearer``) unless ``server.metrics_public: true``:
-team and service names, models and budgets are not for everyone who can reach the port."""
+Behind the admin token (``Authorization: Bearer``: an org admin or an org-wide viewer)
+unless ``server.metrics_public: true``: team and service names, models and budgets are not
+for everyone who can reach the port."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from spendgate.api.admin import require_admin
+from spendgate.api.auth import authenticate, authorize
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
+from spendgate.domain.roles import Access
 from spendgate.events.metrics import NANOS_PER_DOLLAR, PERSONAL, Metrics
 from spendgate.gateway import Gateway
 from spendgate.services.budgets import BudgetView
@@ -31,7 +33,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
         if not gateway.config.server.metrics_public:
-            require_admin(request, gateway)
+            authorize(await authenticate(request, gateway), Access.READ)  # spans every team
         views = await gateway.budget_service.overview()
         fleet = gateway.fleet
         body = request.app[METRICS].render(

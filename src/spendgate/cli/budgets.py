@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage, table
+from spendgate.cli.common import (
+    cli_principal,
+    config_option,
+    gateway_for,
+    run_with_storage,
+    table,
+)
 from spendgate.text import escape
 
 if TYPE_CHECKING:
@@ -73,7 +79,9 @@ def set_limit(config_path: str | None, name: str, limit: str, until: datetime | 
     """Change a budget's limit at run time (dollars or tokens, per its unit)."""
     gateway = gateway_for(config_path)
     expires = until.replace(tzinfo=UTC) if until else None
-    override = run_with_storage(gateway, lambda g: g.budget_service.set_limit(name, limit, expires))
+    override = run_with_storage(
+        gateway, lambda g: g.actions(cli_principal()).set_limit(name, limit, expires)
+    )
     when = f" until {override.expires_at.isoformat()}" if override.expires_at else ""
     click.echo(f"{escape(name)}: limit set to {escape(limit)}{when}")
 
@@ -84,7 +92,7 @@ def set_limit(config_path: str | None, name: str, limit: str, until: datetime | 
 def clear_limit(config_path: str | None, name: str) -> None:
     """Drop run-time limit changes: back to the configured limit."""
     gateway = gateway_for(config_path)
-    cleared = run_with_storage(gateway, lambda g: g.budget_service.clear_override(name))
+    cleared = run_with_storage(gateway, lambda g: g.actions(cli_principal()).clear_limit(name))
     click.echo(f"{escape(name)}: {cleared} override(s) cleared")
 
 
@@ -95,5 +103,7 @@ def clear_limit(config_path: str | None, name: str) -> None:
 def reset(config_path: str | None, name: str, member: str | None) -> None:
     """Forgive the current window's spend (the ledger keeps every row)."""
     gateway = gateway_for(config_path)
-    count = run_with_storage(gateway, lambda g: g.budget_service.reset(name, member))
+    count = run_with_storage(
+        gateway, lambda g: g.actions(cli_principal()).reset_budget(name, member)
+    )
     click.echo(f"{escape(name)}: {count} counter(s) reset")

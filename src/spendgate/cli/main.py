@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 # name: (module, attribute, the first line of its docstring: what `spendgate --help` shows)
 LAZY: dict[str, tuple[str, str, str]] = {
+    "audit": (
+        "spendgate.cli.audit",
+        "audit",
+        "Every admin change (API and CLI): who, what, when, from what to what.",
+    ),
     "blocks": (
         "spendgate.cli.usage",
         "blocks",
@@ -76,6 +81,11 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "savings",
         "What routing saved against serving every request the model it asked for: in price, "
         "and in spend where budgets bind.",
+    ),
+    "tokens": (
+        "spendgate.cli.tokens",
+        "tokens",
+        "Manage admin tokens: roles for the admin API (stored hashed; shown only once).",
     ),
     "usage": (
         "spendgate.cli.usage",

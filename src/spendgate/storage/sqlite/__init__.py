@@ -45,6 +45,8 @@ report statements), `migrate` and `migrations/`.
 from __future__ import annotations
 
 from spendgate.clock import Clock, SystemClock
+from spendgate.storage.admin import AdminStores
+from spendgate.storage.sqlite.admin import SqliteAdmin
 from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
@@ -61,12 +63,14 @@ class SqliteStorage(Storage):
     def __init__(self, path: str, *, clock: Clock | None = None) -> None:
         self.path = path
         self._file = SqliteFile(path, clock or SystemClock())
+        admin = SqliteAdmin(self._file)
         super().__init__(
             SqliteKeys(self._file),
             SqliteLedger(self._file),
             SqliteCounters(self._file),
             parts=[self._file],
             joint=SqliteJoint(self._file),
+            admin=AdminStores(admin, admin),
         )
 
     def __repr__(self) -> str:

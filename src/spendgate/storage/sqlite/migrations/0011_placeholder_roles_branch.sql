@@ -1,0 +1,3 @@
+-- PLACEHOLDER on branch roles only, so that 0013 applies (migrations are numbered without
+-- gaps): the lead drops this file at merge (commit 'placeholders'), where task B's 0011 and
+-- task G's 0012 take these numbers.
