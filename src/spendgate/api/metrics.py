@@ -35,7 +35,10 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         if not gateway.config.server.metrics_public:
             authorize(await authenticate(request, gateway), Access.READ)  # spans every team
         views = await gateway.budget_service.overview()
-        body = request.app[METRICS].render([BudgetGauges(views)])
+        fleet = gateway.fleet
+        body = request.app[METRICS].render(
+            [BudgetGauges(views)], multiprocess_dir=fleet.metrics_dir if fleet else None
+        )
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/metrics", handler)

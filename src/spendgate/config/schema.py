@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from spendgate.config.alerts import AlertsConfig
+from spendgate.config.telemetry import TelemetryConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
@@ -45,6 +46,7 @@ class ServerConfig(Strict):
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes on the port (docs/deploy.md)
     # Bounds on client connections and on one provider event (docs/configuration.md).
     request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
@@ -542,6 +544,7 @@ class Config(Strict):
     runaway: RunawayConfig = Field(default_factory=RunawayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # config/telemetry.py
 
     @model_validator(mode="after")
     def _references(self) -> Config:
