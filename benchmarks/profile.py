@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks.common import CHAT_BODY, LAUNCH, PYTHON, gateway_target, run_block, stack
+from benchmarks.common import CHAT_BODY, LAUNCH, PYTHON, SOURCE, gateway_target, run_block, stack
 
 # The issue's "full policy" (issue 17): three nested dollar budgets and three rate limits.
 FULL_POLICY: dict[str, Any] = {
@@ -43,6 +43,30 @@ FULL_POLICY: dict[str, Any] = {
 }
 
 SCENARIOS = (("concurrency 1", 1), ("concurrency 32", 32))
+
+
+def _area(file: str, name: str) -> str:
+    if "benchmarks/profiled" in file:
+        return "the profiler's statement counter (measurement overhead)"
+    if "/spendgate/" in file:
+        return "spendgate/" + file.split("/spendgate/", 1)[1].split("/", 1)[0]
+    if any(lib in file for lib in ("aiohttp", "multidict", "yarl", "propcache")):
+        return "aiohttp (server and client)"
+    if "sqlite3" in name:
+        return "SQLite (execute, fetch)"
+    if "asyncio" in file or "uvloop" in file:
+        return "asyncio"
+    return "other (builtins, stdlib)"
+
+
+def areas(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Self time by where the code lives, largest first, in % of all of it."""
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    shares: dict[str, float] = {}
+    for (file, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        area = _area(file, name)
+        shares[area] = shares.get(area, 0.0) + 100 * own / total
+    return sorted(shares.items(), key=lambda kv: kv[1], reverse=True)
 
 
 def summary(prof: Path, counts: dict[str, int], requests: int, top: int) -> str:
@@ -71,6 +95,9 @@ def summary(prof: Path, counts: dict[str, int], requests: int, top: int) -> str:
         lines.append(
             f"| `{where}:{line} {name}` | {100 * own / total:.1f} | {calls / requests:.2f} |"
         )
+    lines += ["", "| area (self time, share of the thread's CPU) | % |", "|---|---:|"]
+    for area, share in areas(stats):
+        lines.append(f"| {area} | {share:.1f} |")
     statements = sum(counts.values())
     lines += [
         "",
@@ -116,12 +143,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", type=Path, default=None, help="keep the .prof files here")
+    parser.add_argument("--baseline", type=Path, default=None, help="profile this src/ instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spendgate-profile-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         prefix = folder / "profile"
         variant = {**FULL_POLICY, LAUNCH: [PYTHON, "-m", "benchmarks.profiled", str(prefix)]}
+        if args.baseline:
+            variant[SOURCE] = args.baseline
         with stack(variants={"gateway": variant}) as s:
             asyncio.run(drive(s, s.pids["gateway"], prefix, args.requests, args.top))
 
