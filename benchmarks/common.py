@@ -119,7 +119,7 @@ def stack(
     variant's ``SOURCE`` entry (not config) runs that gateway from another source tree
     (``PYTHONPATH``: another build of spendgate side by side, `benchmarks.compare`); its
     ``LAUNCH`` entry, a list, replaces ``python -m spendgate`` before ``serve`` (a profiler,
-    `benchmarks.profile`).
+    `benchmarks.profile`). ``BENCH_STDERR=1`` in the environment shows the gateways' stderr.
     """
     env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     variants = variants or {"gateway": extra_config or {}}
