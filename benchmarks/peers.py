@@ -207,7 +207,7 @@ async def measure(
     return figures
 
 
-def report(figures: dict[str, Figures]) -> str:
+def report(figures: dict[str, Figures], overlaid: bool = False) -> str:
     lines = [
         "| variant | p50 ms, c=1 | added p50 ms, c=1 | req/s, c=32 | CPU µs per request, c=32 |",
         "|---|---:|---:|---:|---:|",
@@ -225,7 +225,8 @@ def report(figures: dict[str, Figures]) -> str:
         f"| throughput at c=32 | {median(policy.rps) / median(bare.rps):.2f}x | ≥ 0.5x |",
         f"| CPU per request at c=32 | {median(policy.cpu) / median(bare.cpu):.2f}x | ≤ 2.5x |",
         "",
-        "| metrics on against off (full policy; median of per-round differences) | change |",
+        f"| metrics{' and overlay' if overlaid else ''} on against off (full policy; median of"
+        " per-round differences) | change |",
         "|---|---:|",
         f"| p50 at c=1 | {_diff(policy.p50, off.p50, 1e3):+.3f} ms |",
         f"| req/s at c=32 | {_diff(policy.rps, off.rps, 1):+.0f} |",
@@ -248,6 +249,7 @@ def main() -> None:
     parser.add_argument("--litellm", type=Path, default=None, help="LiteLLM's virtualenv")
     parser.add_argument("--overlay", type=Path, default=None, help="YAML merged into 'policy'")
     parser.add_argument("--write", type=Path, default=None, help="update this markdown file")
+    parser.add_argument("--section", default="peers", help="the marked section to replace")
     args = parser.parse_args()
     overlay = yaml.safe_load(args.overlay.read_text()) if args.overlay else {}
     with peers(args.litellm, overlay or {}) as proxies:
@@ -260,11 +262,13 @@ def main() -> None:
     content = (
         f"Measured {stamp} on {machine()}, load average {load:.1f} at the end (a machine"
         f" shared with other work), with `{command}` ({args.count1} requests per block at"
-        f" concurrency 1, {args.count32} at 32; medians over rounds).\n\n" + report(figures)
+        f" concurrency 1, {args.count32} at 32; medians over rounds).\n\n"
+        + report(figures, bool(overlay))
     )
     print(content)
     if args.write:
-        write(ROOT / args.write if not args.write.is_absolute() else args.write, "peers", content)
+        path = ROOT / args.write if not args.write.is_absolute() else args.write
+        write(path, args.section, content)
 
 
 if __name__ == "__main__":
