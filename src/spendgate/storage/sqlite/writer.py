@@ -197,7 +197,9 @@ class _Writer:
     ) -> asyncio.Future[T]:
         """Run or queue ``work``; the future resolves with its result once it has committed.
         ``others``: other requests of this process are in flight and likely to write in
-        the same turn of the event loop (see `_gather`)."""
+        the same turn of the event loop (see `_gather`). ``work`` may run twice, its first
+        run rolled back, when another job of its batch fails (`_run_together`): what it
+        changes must be on the connection (in memory, only hints the rows overrule)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._place(_Job(work, what, future, loop), others)
