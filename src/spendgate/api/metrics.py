@@ -25,7 +25,10 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
-    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``."""
+    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``
+    (unless ``server.metrics`` is false: nothing counted, ``404``)."""
+    if not app[gateway_key].config.server.metrics:
+        return
     metrics = Metrics()
     app[gateway_key].events.subscribe(metrics)
     app[METRICS] = metrics

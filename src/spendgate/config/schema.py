@@ -43,6 +43,7 @@ class ServerConfig(Strict):
     max_json_containers: Annotated[int, Field(ge=1)] = 50_000
     admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"  # noqa: S105
     metrics_public: bool = False  # GET /metrics without the admin token
+    metrics: bool = True  # count the outcome events for GET /metrics (false: 404, no counting)
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
