@@ -42,6 +42,7 @@ from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.alerts import Alerter
+from spendgate.services.fleet import Fleet
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
 from spendgate.services.offload import Offload
@@ -58,9 +59,9 @@ if TYPE_CHECKING:  # imported on first use: a CLI report never needs aiohttp
 log = logging.getLogger("spendgate.reload")
 
 # Sections a running gateway cannot take on: the listening socket, the upstream connection
-# pool's timeouts, the admin token, the database and the metrics' labels and listener are
-# set up once, at start.
-RESTART_ONLY = ("server", "storage", "metrics")
+# pool's timeouts, the admin token, the database, the telemetry exporters and the metrics'
+# labels and listener are set up once, at start.
+RESTART_ONLY = ("server", "storage", "telemetry", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,7 @@ class Gateway(ServiceViews):
         # One future per request answered before its ledger row was written, resolved once
         # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
         self.unsettled: set[asyncio.Future[None]] = set()
+        self.fleet: Fleet | None = None  # the other workers of `serve --workers N`, if any
 
     def __repr__(self) -> str:
         return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"

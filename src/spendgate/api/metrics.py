@@ -50,8 +50,11 @@ LISTENER: web.AppKey[MetricsListener] = web.AppKey("metrics_listener", MetricsLi
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
-    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``."""
+    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``
+    (unless ``server.metrics`` is false: nothing counted, ``404``)."""
     gateway = app[gateway_key]
+    if not gateway.config.server.metrics:
+        return
     config = gateway.config.metrics
     metrics = Metrics(config)
     gateway.events.subscribe(metrics)
@@ -71,11 +74,17 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
 
 async def serve_metrics(app: web.Application, host: str, *, reuse_port: bool = False) -> None:
     """``metrics.port`` set: serve ``/metrics`` alone on ``metrics.host`` (else ``host``)
-    and that port. ``reuse_port``: beside other worker processes on the same port."""
-    listener = app[LISTENER]
-    config = listener.gateway.config.metrics
-    if config.port is None:
+    and that port. ``reuse_port``: beside the other workers of ``serve --workers N`` on the
+    same port (SO_REUSEPORT); workers on a socket inherited from the supervisor (no
+    SO_REUSEPORT) leave that port to the first of them. Either way each scrape answers the
+    counters summed over every worker (`Metrics.render`)."""
+    listener = app.get(LISTENER)
+    if listener is None or listener.gateway.config.metrics.port is None:
+        return  # no metrics (server.metrics: false), or no listener of their own
+    fleet = listener.gateway.fleet
+    if fleet is not None and not reuse_port and fleet.index != 0:
         return
+    config = listener.gateway.config.metrics
     only = web.Application(middlewares=[error_middleware])
     only.router.add_get("/metrics", _handler(listener))
     runner = web.AppRunner(only, handle_signals=False, access_log=None)
@@ -109,12 +118,14 @@ def _handler(
         blocks = await gateway.storage.loop_blocks()
         config = gateway.config.metrics
         personal = {BudgetScope(label) for label in listener.metrics.personal}
+        fleet = gateway.fleet
         body = listener.metrics.render(
             [
                 BudgetGauges(views, config.max_budget_series, named=personal),
                 RuntimeGauges(gateway),
                 LoopGauges(blocks, gateway),
-            ]
+            ],
+            multiprocess_dir=fleet.metrics_dir if fleet else None,
         )
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 

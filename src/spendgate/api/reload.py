@@ -65,7 +65,10 @@ async def reload_config(request: web.Request, gateway: Gateway) -> web.StreamRes
             f"{exc} (nothing was reloaded: the running config stays in force)",
             param=getattr(exc, "key", None) or None,
         ) from None
-    return web.Response(body=orjson.dumps(result.to_json()), content_type="application/json")
+    answer = result.to_json()
+    if gateway.fleet is not None:  # one worker of several: the others reload too
+        answer["workers"] = await gateway.fleet.reload_others()
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:

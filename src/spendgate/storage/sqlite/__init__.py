@@ -4,11 +4,12 @@ Three connections, each owned by one thread, so that no connection is ever share
 
 * **Writer thread** (``spendgate-sqlite-writer``): the only connection that writes. It
   applies migrations at `SqliteStorage.open`, then serves a queue of writes with *group
-  commit*: it drains everything queued into one ``BEGIN IMMEDIATE`` transaction, commits,
-  and only then resolves each caller's future (one ``loop.call_soon_threadsafe`` per
-  batch). Under load one commit carries many rows; idle, a row commits alone. Budget work
-  (`counters`, `joint`) runs there too, as *jobs*: each in a savepoint of
-  the batch, so a failing job rolls back only itself, and its result is delivered after
+  commit*: it drains everything queued into one ``BEGIN IMMEDIATE`` transaction,
+  commits, and only then resolves each caller's future (one
+  ``loop.call_soon_threadsafe`` per batch). Under load one commit carries many rows;
+  idle, a row commits alone. Budget work (`counters`, `joint`) runs there too, as
+  *jobs*: a failing job rolls back only itself (the batch runs in one savepoint, and
+  again with a savepoint per job if one fails), and its result is delivered after
   COMMIT. When the writer is idle and the process is alone on the file, a write or job
   commits *inline* instead, on the calling (event-loop) thread, in a transaction of its
   own (`_Writer._place`); while other requests are in flight, the writes of one turn of
