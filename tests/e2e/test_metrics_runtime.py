@@ -338,3 +338,41 @@ def test_the_metrics_section_takes_a_restart(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"metrics\.labels: cannot change while"):
             gw.call(gw.gateway.reload(changed))
         assert gw.gateway.config is running
+
+
+@pytest.mark.slow
+def test_the_metrics_port_with_several_workers(tmp_path: Path) -> None:
+    """``serve --workers 2``: both workers listen on the metrics port (SO_REUSEPORT); every
+    scrape there answers what both served, added latency included."""
+    from e2e.process import create_key_direct, free_port
+    from e2e.workers_world import close_all, connections_to_every_worker, start_workers
+    from spendgate.simulator.thread import SimulatorThread
+
+    port = free_port()
+
+    def edit(data: dict[str, Any]) -> None:
+        data["metrics"] = {"port": port, "host": "127.0.0.1", "token_env": "SCRAPE_TOKEN"}
+
+    with SimulatorThread() as sim:
+        url = f"sqlite:///{tmp_path / 'workers.db'}"
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "SCRAPE_TOKEN": SCRAPE}
+        config, process = start_workers(tmp_path, sim.url, 2, url=url, edit=edit, env=env)
+        try:
+            key = create_key_direct(config, name="metrics", team="ml")
+            workers = connections_to_every_worker(process, 2)
+            for worker in workers.values():
+                status, _ = worker.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    token=key.secret,
+                    body={"model": CHAT, "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert status == 200
+            close_all(workers)
+            for _ in range(4):  # a new connection each time: either worker may answer
+                samples = scrape(f"http://127.0.0.1:{port}", {"authorization": f"Bearer {SCRAPE}"})
+                assert total(samples, "spendgate_requests_total", outcome="served") == 2
+                assert total(samples, "spendgate_overhead_seconds_count") == 2
+            assert httpx2.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
+        finally:
+            assert process.stop() == 0
