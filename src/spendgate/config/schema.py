@@ -7,16 +7,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from spendgate.config.alerts import AlertsConfig
+from spendgate.config.metrics import MetricsConfig
 from spendgate.config.telemetry import TelemetryConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
@@ -546,6 +540,7 @@ class Config(Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # config/telemetry.py
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # config/metrics.py
 
     @model_validator(mode="after")
     def _references(self) -> Config:

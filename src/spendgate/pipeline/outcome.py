@@ -62,7 +62,7 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
             row,
         )
     else:
-        event = Served(row)
+        event = Served(row, round(exchange.upstream_s * 1000, 3))
     reporter.outcome(event)
     for over in overruns:
         reporter.notice(over)
