@@ -3,6 +3,8 @@
     sqlite:///spendgate.db          relative path: ./spendgate.db
     sqlite:////var/lib/sg/spend.db  absolute path: /var/lib/sg/spend.db
     memory://                       this process's memory: tests, replays; nothing persists
+    redis://host:6379/0?prefix=sg   live counters only (``counters_url``): also rediss://,
+                                    redis+sentinel://, redis+cluster:// (docs/storage.md)
 
 The backend comes back unopened: the caller owns its lifecycle (``await storage.open()``
 at startup, ``await storage.close()`` at shutdown). Error messages name the URL scheme
@@ -45,10 +47,25 @@ def _open_memory(url: str, clock: Clock) -> Storage:
     return memory_storage(clock)
 
 
+def _open_redis(url: str, clock: Clock) -> Storage:
+    from spendgate.storage.redis import redis_storage
+
+    return redis_storage(url, clock)
+
+
 _BACKENDS: dict[str, Callable[[str, Clock], Storage]] = {
     "sqlite": _open_sqlite,
     "memory": _open_memory,
 }
+_COUNTERS_ONLY = (
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
+_BACKENDS.update(dict.fromkeys(_COUNTERS_ONLY, _open_redis))
 
 
 def supported_schemes() -> list[str]:
@@ -61,6 +78,11 @@ def open_storage(
     """The backend for ``url``, not yet opened. ``counters_url``: live counters in another
     system (keys and the ledger stay with ``url``; settlement then runs in two halves)."""
     clock = clock or SystemClock()
+    if url.partition("://")[0].lower() in _COUNTERS_ONLY:
+        raise StorageError(
+            "a Redis URL holds live counters only: set it as storage.counters_url, with "
+            "storage.url on the database that keeps keys and the ledger"
+        )
     if counters_url is not None and counters_url != url:
         return Storage.split(_backend(url, clock), _backend(counters_url, clock))
     return _backend(url, clock)
