@@ -63,6 +63,7 @@ class ServerConfig(Strict):
 
 class StorageConfig(Strict):
     url: str = "sqlite:///spendgate.db"
+    counters_url: str | None = None  # live counters elsewhere: redis://... (storage.md)
     # Where rows that storage would not take wait for it (a local directory; default:
     # "<database file>.spool" beside a SQLite file, none for an in-memory database).
     spool_dir: str | None = None
