@@ -1,7 +1,7 @@
 -- spendgate counters: reserve (version 1). One decision, one round trip.
 --
--- KEYS: 1 reservation hash, 2 lease index (zset), 3 overrides hash, 4 the owner's set,
---       then for counter i: 4 + 2i - 1 its hash, 4 + 2i its budget's member set.
+-- KEYS: 1 reservation hash, 2 lease index (zset), 3 overrides hash, then for counter i:
+--       3 + 2i - 1 its hash, 3 + 2i its budget's member set.
 -- ARGV: 1 injected now_ms or '', 2 reservation id, 3 owner, 4 lease length ms,
 --       5 requested ceiling, 6 floor, 7 ceiling the request caps allow,
 --       8 input tokens, 9 input cost, 10 choices, 11 output rate,
@@ -65,8 +65,8 @@ for i = 1, n do
     unit = tonumber(ARGV[base + 5]),
     since = tonumber(ARGV[base + 6]),
     bucket = tonumber(ARGV[base + 7]),
-    key = KEYS[4 + 2 * i - 1],
-    members = KEYS[4 + 2 * i],
+    key = KEYS[3 + 2 * i - 1],
+    members = KEYS[3 + 2 * i],
   }
   local width = tonumber(ARGV[base + 8])
   if width > 0 then
@@ -136,7 +136,6 @@ redis.call('HSET', KEYS[1],
   'keys', cjson.encode(keys), 'buckets', table.concat(buckets, ','),
   'amounts', table.concat(amount_text, ','))
 redis.call('ZADD', KEYS[2], int(expires), ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[2])
 
 local out = {1, ceiling}
 for _, a in ipairs(amounts) do out[#out + 1] = a end
