@@ -115,7 +115,8 @@ class RedisCounters:
         self._overrides = f"{tag}:overrides"
         self._sequence = f"{tag}:seq"
         self._loops = f"{tag}:loops"
-        self._live: dict[str, str] = {}  # admitted here, not yet ended here: id -> owner
+        # admitted here, not yet ended here: id -> (owner, what it holds)
+        self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
         self._unknown: set[str] = set()  # reserve outcomes lost in a failure: to release
 
     # -- keys -------------------------------------------------------------------------
@@ -230,7 +231,17 @@ class RedisCounters:
             raise
         decision = await self._verdict(plan, raw)
         if isinstance(decision, Admitted):
-            self._live[plan.reservation_id] = plan.owner
+            held = tuple(
+                (
+                    s.ref.budget.name,
+                    s.ref.member,
+                    s.ref.window.bucket_ms,
+                    s.ref.budget.unit.value,
+                    a,
+                )
+                for s, a in zip(decision.states, decision.amounts, strict=True)
+            )
+            self._live[plan.reservation_id] = (plan.owner, held)
         return decision
 
     def _abandon(self, reservation_id: str) -> None:
@@ -277,6 +288,14 @@ class RedisCounters:
         return decision
 
     async def holding(self, reservation_id: str) -> tuple[StoredCounter, ...] | None:
+        """A reservation this process admitted and has not ended is answered from memory
+        (no round trip on the settlement path). If another replica's sweeper settled it
+        meanwhile (its lease lapsed), the settlement that follows finds the sweeper's row
+        in the ledger (idempotent by request id) and `settle` then changes nothing: the
+        same outcome as answering None here."""
+        known = self._live.get(reservation_id)
+        if known is not None:
+            return known[1]
         key = self._reservation_key(reservation_id)
         found = await self._call(lambda r: r.hmget(key, "counters", "buckets", "amounts"))
         return None if found[0] is None else _held(found[0], found[1], found[2])
@@ -308,7 +327,7 @@ class RedisCounters:
         lease no one here knows of is never renewed."""
         await self._release_unknown()
         lease_ms = max(0, to_ms(expires_at) - to_ms(self._clock.now()))
-        ids = sorted(i for i, o in self._live.items() if o == owner and i not in keep_lapsing)
+        ids = sorted(i for i, (o, _) in self._live.items() if o == owner and i not in keep_lapsing)
         args = [self._now_arg(), lease_ms, self._reservation_key(""), *ids]
         renewed, gone = await self._run("renew", [self._leases], args)
         for reservation_id in gone:
