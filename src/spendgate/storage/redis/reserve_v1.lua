@@ -8,9 +8,9 @@
 --       12 worst case (JSON, stored), 13 lapse template (JSON, stored),
 --       14 counters as stored (JSON list of [budget, member, unit]), 15 counter count n,
 --       then 8 per counter: budget, configured limit, blocks (0/1), clamps (0/1),
---       unit (0 nano-dollars, 1 tokens, 2 requests or concurrency), since_ms, bucket_ms,
---       rolling bucket width ms (0: the window given; > 0: recomputed from now with the
---       rolling length given in since_ms's place... see below).
+--       unit (0 nano-dollars, 1 tokens, 2 requests or concurrency), since_ms (for a
+--       rolling window: its length in ms), bucket_ms, rolling bucket width ms (0: not
+--       rolling, the window is the one given).
 --
 -- A rolling window (width > 0) is recomputed from the server's clock: bucket =
 -- floor(now / width) * width and since = floor((now - length) / width) * width, with the
