@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 from budget_samples import UTC_CALENDAR, WORST, budget, plan, ref
+from redis.asyncio.cluster import RedisCluster
 from redis_child import DOLLARS, REQUESTS, TOKENS, budgets
 
 from conftest import REDIS
@@ -21,7 +22,9 @@ from spendgate.clock import SystemClock, from_ms
 from spendgate.domain.admission import Admitted
 from spendgate.domain.budgets import Unit
 from spendgate.domain.periods import window
+from spendgate.errors import StorageError
 from spendgate.storage.redis import RedisCounters
+from spendgate.storage.redis.connect import client, parse
 
 CHILD = Path(__file__).with_name("redis_child.py")
 
@@ -194,3 +197,30 @@ class own_redis:
 
     def __exit__(self, *_: object) -> None:
         self.kill()
+
+
+def test_the_url_forms() -> None:
+    """What each documented URL form connects to (parsing only: no Sentinel or Cluster
+    runs here, so connecting through them is not tested)."""
+    plain = parse("redis://:s3cret@db:6380/2?prefix=team-a&socket_timeout=0.5")
+    assert (plain.scheme, plain.prefix) == ("redis", "team-a")
+    assert plain.url.startswith("redis://:s3cret@db:6380/2?")
+    assert "socket_timeout=0.5" in plain.url
+    assert "socket_connect_timeout=2" in plain.url
+    assert "prefix" not in plain.url
+    assert parse("rediss://db:6380").url.startswith("rediss://db:6380?")
+    assert parse("redis://db").prefix == "spendgate"
+
+    sentinel = parse("redis+sentinel://:pw@s1:26379,s2/primary/3?prefix=p")
+    assert sentinel.sentinels == (("s1", 26379), ("s2", 26379))
+    assert sentinel.service == "primary"
+    assert sentinel.url.startswith("redis://:pw@localhost/3?")
+
+    cluster = parse("rediss+cluster://node:7000?prefix=p")
+    assert cluster.url.startswith("rediss://node:7000?")
+    assert isinstance(client(cluster), RedisCluster)
+
+    for bad in ("redis+sentinel://:pw@s1:26379", "redis://db?prefix={x}"):
+        with pytest.raises(StorageError) as caught:
+            parse(bad)
+        assert "pw" not in str(caught.value)

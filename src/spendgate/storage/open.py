@@ -57,15 +57,11 @@ _BACKENDS: dict[str, Callable[[str, Clock], Storage]] = {
     "sqlite": _open_sqlite,
     "memory": _open_memory,
 }
-_COUNTERS_ONLY = (
-    "redis",
-    "rediss",
-    "redis+sentinel",
-    "rediss+sentinel",
-    "redis+cluster",
-    "rediss+cluster",
+# Backends that hold the live counters only (``counters_url``).
+_COUNTERS_ONLY: dict[str, Callable[[str, Clock], Storage]] = dict.fromkeys(
+    ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"),
+    _open_redis,
 )
-_BACKENDS.update(dict.fromkeys(_COUNTERS_ONLY, _open_redis))
 
 
 def supported_schemes() -> list[str]:
@@ -84,17 +80,20 @@ def open_storage(
             "storage.url on the database that keeps keys and the ledger"
         )
     if counters_url is not None and counters_url != url:
-        return Storage.split(_backend(url, clock), _backend(counters_url, clock))
-    return _backend(url, clock)
+        counters = _backend(counters_url, clock, {**_BACKENDS, **_COUNTERS_ONLY})
+        return Storage.split(_backend(url, clock, _BACKENDS), counters)
+    return _backend(url, clock, _BACKENDS)
 
 
-def _backend(url: str, clock: Clock) -> Storage:
+def _backend(
+    url: str, clock: Clock, backends: dict[str, Callable[[str, Clock], Storage]]
+) -> Storage:
     scheme, separator, _ = url.partition("://")
-    backend = _BACKENDS.get(scheme.lower()) if separator else None
+    backend = backends.get(scheme.lower()) if separator else None
     if backend is None:
         shown = scheme if separator else "(none)"
         raise StorageError(
             f"unsupported storage URL scheme {shown!r}; supported: "
-            + ", ".join(f"{name}://" for name in supported_schemes())
+            + ", ".join(f"{name}://" for name in sorted(backends))
         )
     return backend(url, clock)
