@@ -19,10 +19,11 @@ from redis_child import DOLLARS, REQUESTS, TOKENS, budgets
 
 from conftest import REDIS
 from spendgate.clock import SystemClock, from_ms
+from spendgate.config import parse_config
 from spendgate.domain.admission import Admitted
 from spendgate.domain.budgets import Unit
 from spendgate.domain.periods import window
-from spendgate.errors import StorageError
+from spendgate.errors import ConfigError, StorageError
 from spendgate.storage.redis import RedisCounters
 from spendgate.storage.redis.connect import client, parse
 
@@ -224,3 +225,17 @@ def test_the_url_forms() -> None:
         with pytest.raises(StorageError) as caught:
             parse(bad)
         assert "pw" not in str(caught.value)
+
+
+def test_a_budget_beyond_the_exact_range_is_refused_when_the_config_loads() -> None:
+    data = {
+        "storage": {"url": "sqlite:///x.db", "counters_url": "redis://127.0.0.1:6379/0"},
+        "budgets": [
+            {"name": "fine", "scope": "org", "match": "*", "limit_usd": "9000000"},
+            {"name": "huge", "scope": "org", "match": "*", "limit_usd": "9007200"},
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"budgets\[1\].*'huge'.*Redis"):
+        parse_config(data, "redis.yaml")
+    data["storage"] = {"url": "sqlite:///x.db"}  # SQLite counts in 64-bit integers
+    assert parse_config(data, "redis.yaml").budgets[1].name == "huge"

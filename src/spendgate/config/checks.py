@@ -38,6 +38,28 @@ def check_budget_shares(config: Config) -> None:
             )
 
 
+EXACT_COUNTER = 2**53  # Redis scripts count in doubles: every integer below is exact
+
+
+def check_counters(config: Config) -> None:
+    """Counters on Redis keep integers below 2^53 exactly (docs/storage.md): a budget
+    whose limit is beyond that is refused here rather than on its first request."""
+    url = config.storage.counters_url or ""
+    if not url.partition("://")[0].lower().startswith(("redis", "rediss")):
+        return
+    for index, budget in enumerate(config.budgets):
+        if budget.limit_usd is not None and budget.limit_usd * 10**9 >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_usd {budget.limit_usd} is "
+                "beyond what counters on Redis keep exactly (below $9,007,199.25)"
+            )
+        if budget.limit_tokens is not None and budget.limit_tokens >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_tokens is beyond what "
+                f"counters on Redis keep exactly (below {EXACT_COUNTER:,})"
+            )
+
+
 def check_routing(config: Config) -> None:
     _check_fallbacks(config)
     routing = config.routing

@@ -574,9 +574,10 @@ class Config(Strict):
                         f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
                     )
                 seen[team] = org
-        from spendgate.config.checks import check_budget_shares, check_routing
+        from spendgate.config.checks import check_budget_shares, check_counters, check_routing
 
         check_budget_shares(self)
+        check_counters(self)
         check_routing(self)
         return self
 
