@@ -144,5 +144,7 @@ def test_redis_restarted_mid_load(tmp_path: Path) -> None:
     finally:
         if load is not None:
             load.stopping.set()
-        gw.stop()
-        server.kill()
+        try:
+            gw.stop()
+        finally:
+            server.kill()
