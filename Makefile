@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup agents demo test lint types check bench clean
+.PHONY: setup agents browser demo test lint types check bench clean
 
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -17,10 +17,16 @@ setup: $(VENV_STAMP)
 agents: setup
 	$(PY) tests/agentkit.py
 
+# Debian's Chromium, which the dashboard's browser tests (tests/ui) drive through Playwright;
+# installed once with apt. The tests fail if it is missing.
+browser:
+	@test -x /usr/bin/chromium || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 demo: setup
 	.venv/bin/spendgate demo
 
-test: setup agents
+test: setup agents browser
 	.venv/bin/pytest -q
 
 lint: setup

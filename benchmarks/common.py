@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ADMIN = "bench-admin-token"
 SOURCE = "__source__"  # a variant's source tree (see `stack`)
+LAUNCH = "__launch__"  # a variant's serve command, instead of `python -m spendgate`
 
 
 def free_port() -> int:
@@ -116,7 +117,9 @@ def stack(
     ``variants`` starts one gateway per entry (name -> extra config), each with its own
     database, all against the same simulator; the first is also `Stack.gateway_url`. A
     variant's ``SOURCE`` entry (not config) runs that gateway from another source tree
-    (``PYTHONPATH``: another build of spendgate side by side, `benchmarks.compare`).
+    (``PYTHONPATH``: another build of spendgate side by side, `benchmarks.compare`); its
+    ``LAUNCH`` entry, a list, replaces ``python -m spendgate`` before ``serve`` (a profiler,
+    `benchmarks.profile`). ``BENCH_STDERR=1`` in the environment shows the gateways' stderr.
     """
     env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     variants = variants or {"gateway": extra_config or {}}
@@ -135,7 +138,8 @@ def stack(
             pids: dict[str, int] = {}
             first_config = Path(tmp)
             for index, (name, settings) in enumerate(variants.items()):
-                extra = {k: v for k, v in settings.items() if k != SOURCE}
+                extra = {k: v for k, v in settings.items() if k not in (SOURCE, LAUNCH)}
+                launch = list(settings.get(LAUNCH, [PYTHON, "-m", "spendgate"]))
                 run_env = dict(env)
                 if SOURCE in settings:
                     run_env["PYTHONPATH"] = str(settings[SOURCE])
@@ -168,9 +172,7 @@ def stack(
                 procs.append(
                     subprocess.Popen(
                         [
-                            PYTHON,
-                            "-m",
-                            "spendgate",
+                            *launch,
                             "serve",
                             "-c",
                             str(config_path),
@@ -178,7 +180,7 @@ def stack(
                             str(port),
                         ],
                         env=run_env,
-                        stderr=subprocess.DEVNULL,
+                        stderr=None if os.environ.get("BENCH_STDERR") else subprocess.DEVNULL,
                     )
                 )
                 gateways[name] = (f"http://127.0.0.1:{port}", key)

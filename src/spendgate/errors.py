@@ -15,7 +15,8 @@ one). Errors do not render themselves: each API dialect renders them in its own 
         │   └── WrongDialect            400  model served by the other API dialect
         ├── AuthenticationFailed        401  missing, unknown, revoked or expired key
         ├── PermissionDenied            403  key may not use this model / admin only
-        │   └── ModelNotPriced          403  unpriced model: refused, never counted as $0
+        │   ├── ModelNotPriced          403  unpriced model: refused, never counted as $0
+        │   └── AccessDenied            403  an admin token's role or team does not allow it
         ├── NotFound                    404  unknown route
         │   └── ModelNotFound           404  model not in the model table
         ├── RequestTooLarge             413  body over the configured limit
@@ -123,6 +124,13 @@ class PermissionDenied(GatewayError):
 
 class ModelNotPriced(PermissionDenied):
     code = "model_not_priced"
+
+
+class AccessDenied(PermissionDenied):
+    """An admin credential whose role or team does not allow this route or this change
+    (`spendgate.domain.roles`)."""
+
+    code = "permission_denied"
 
 
 class NotFound(GatewayError):

@@ -41,6 +41,8 @@ from spendgate.events.access_log import access_log
 from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
+from spendgate.services.alerts import Alerter
+from spendgate.services.fleet import Fleet
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
 from spendgate.services.offload import Offload
@@ -57,8 +59,9 @@ if TYPE_CHECKING:  # imported on first use: a CLI report never needs aiohttp
 log = logging.getLogger("spendgate.reload")
 
 # Sections a running gateway cannot take on: the listening socket, the upstream connection
-# pool's timeouts, the admin token and the database are set up once, at start.
-RESTART_ONLY = ("server", "storage")
+# pool's timeouts, the admin token, the database and the telemetry exporters are set up
+# once, at start.
+RESTART_ONLY = ("server", "storage", "telemetry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +190,17 @@ class Gateway(ServiceViews):
         self.lease_keeper: LeaseKeeper | None = None
         self.draining = False
         self.requests = InFlight()
-        self.thresholds = Thresholds()  # soft thresholds seen crossed, told once a window
+        # soft thresholds (and those alerts watch) seen crossed, told once a window
+        self.thresholds = Thresholds(snapshot.config.alerts.thresholds_bp())
+        self.alerter = Alerter(
+            storage,
+            snapshot.config.alerts,
+            clock,
+            self.owner,
+            self.env,
+            views=lambda: self.budget_service.overview(),
+        )
+        self.events.subscribe(self.alerter.inbox)  # queues only: sent in the background
         self.retries = SessionRetries()  # sessions whose last request failed (per process)
         settings = snapshot.config.budget_settings
         self.admission = AdmissionQueue(
@@ -202,6 +215,7 @@ class Gateway(ServiceViews):
         # One future per request answered before its ledger row was written, resolved once
         # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
         self.unsettled: set[asyncio.Future[None]] = set()
+        self.fleet: Fleet | None = None  # the other workers of `serve --workers N`, if any
 
     def __repr__(self) -> str:
         return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"
@@ -263,6 +277,7 @@ class Gateway(ServiceViews):
         self.lease_keeper = self._keeper(self.snapshot)
         await self.lease_keeper.tick()
         self.lease_keeper.start()
+        await self.alerter.start()
         await self.upstream.start()
 
     def _keeper(self, snapshot: Snapshot) -> LeaseKeeper:
@@ -290,6 +305,7 @@ class Gateway(ServiceViews):
                 await self.spool.replay(self.storage)
         self.spool.close()
         self.offload.close()
+        await self.alerter.stop()
         await self.storage.close()
 
     async def settled(self) -> None:
@@ -370,6 +386,8 @@ class Gateway(ServiceViews):
         self.env = env
         self.base_dir = base_dir
         self.keys = KeyService(self.storage, config, self.clock)
+        self.thresholds.alerting = config.alerts.thresholds_bp()
+        self.alerter.configure(config.alerts, env)
         self.lease_keeper = keeper
         if keeper is not old_keeper:
             assert keeper is not None

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -189,8 +189,10 @@ class GatewayProcess:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         log_path: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
+        self.args = tuple(args)  # more ``serve`` options (``--workers 3``)
         self.env = dict(env) if env is not None else gateway_env()
         self.port = port or free_port()
         self.log_path = log_path or config_path.with_name(f"gateway-{self.port}.log")
@@ -221,6 +223,7 @@ class GatewayProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             env=self.env,
             stdout=self._log,

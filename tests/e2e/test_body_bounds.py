@@ -29,7 +29,7 @@ from spendgate.domain.fingerprint import fingerprint
 from spendgate.domain.json_shape import shape
 from spendgate.simulator.thread import SimulatorThread
 
-STALL_LIMIT_MS = 50.0
+STALL_SHARE = 0.25  # of the huge request's own time
 
 
 def nested(levels: int) -> Any:
@@ -198,14 +198,18 @@ def test_a_20_mb_body_of_small_messages_does_not_stall_other_requests(tmp_path: 
                     )
                     prober.start()
                     time.sleep(0.05)
+                    began = time.perf_counter()
                     reply = http.post(
                         gateway.url + "/v1/chat/completions", content=huge, headers=headers
                     )
+                    took_ms = (time.perf_counter() - began) * 1000
                     stop.set()
                     prober.join(10)
                     assert reply.status_code == 413
                     assert "server.max_json_containers" in reply.json()["error"]["message"]
-                    tries.append(worst[0])
+                    tries.append((worst[0], took_ms))
             assert gateway.stop() == 0
-    print(f"\nslowest /healthz while a 20 MB body was handled, three tries: {tries} ms")
-    assert min(tries) < STALL_LIMIT_MS, tries
+    print(f"\n(slowest /healthz, the 20 MB request) in ms, three tries: {tries}")
+    # Relative, not a wall-time limit: a loop blocked by the body would hold a probe for
+    # about as long as the request took; a loaded machine slows both alike.
+    assert min(stall / took for stall, took in tries) < STALL_SHARE, tries

@@ -185,3 +185,24 @@ def test_metrics_without_an_admin_token_are_disabled_unless_public(tmp_path: Pat
         assert _sum(samples, "spendgate_requests_total", outcome="auth_failed") == 1
     finally:
         opened.stop()
+
+
+def test_metrics_off_is_no_route(tmp_path: Path) -> None:
+    """``server.metrics: false`` (the benchmark's "metrics off" variant): nothing is
+    subscribed to count the events, and ``GET /metrics`` is no route."""
+
+    def off(data: dict[str, Any]) -> None:
+        data["server"]["metrics_public"] = True
+        data["server"]["metrics"] = False
+
+    gateway = GatewayHarness(tmp_path / "off.db", configure=off).start()
+    try:
+        with (
+            gateway.sdk_client("openai", "sk-sg-not-a-key", max_retries=0) as client,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}])
+        response = httpx2.get(f"{gateway.url}/metrics", timeout=10)
+        assert response.status_code == 404
+    finally:
+        gateway.stop()

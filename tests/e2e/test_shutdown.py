@@ -148,10 +148,16 @@ def _post_chat(conn: http.client.HTTPConnection, secret: str) -> int:
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(tmp_path: Path) -> None:
-    options = SimulatorOptions(first_byte_delay_ms=500, chunk_delay_ms=10)
+    # The answers take 3 s to start, so they are still in flight after the gateway turned new
+    # work away, however loaded the machine; the drain may take up to 20 s.
+    options = SimulatorOptions(first_byte_delay_ms=3000, chunk_delay_ms=10)
+    drain_timeout = 20.0
+
+    def configure(data: dict[str, Any]) -> None:
+        data["server"]["drain_timeout_s"] = drain_timeout
+
     with SimulatorThread(options) as sim:
-        config = write_config(tmp_path, sim.url)  # drain_timeout_s: 5
-        drain_timeout = 5.0
+        config = write_config(tmp_path, sim.url, configure=configure)
         issued = create_key_direct(config, name="drain", team="web")
         with (
             GatewayProcess(config) as gateway,

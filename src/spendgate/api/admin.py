@@ -1,4 +1,6 @@
-"""The admin HTTP API, behind the admin credential (``Authorization: Bearer <admin token>``).
+"""The admin HTTP API, behind an admin credential (``Authorization: Bearer <token>``): the
+environment's admin token or an admin token with a role (`spendgate.api.auth`; a team
+admin's and a team viewer's listings show their team only, changes outside it are refused).
 
 POST /admin/keys                 create a key (the secret is in this response only)
 GET  /admin/keys                 list keys (?include_revoked=true)
@@ -19,65 +21,35 @@ PUT  /admin/budgets/{name}/limit, DELETE /admin/budgets/{name}/limit, POST .../r
 GET  /admin/loops                detected loops blocked now (?all=true: also those whose
                                  block ended but whose strikes are remembered)
 POST /admin/loops/{loop_id}/release   unblock a loop now and forget its strikes
+POST /admin/tokens, GET /admin/tokens, POST /admin/tokens/{token_id}/revoke   (api/tokens.py)
+GET  /admin/audit                every admin change: who, what, when, before/after (api/audit.py)
+GET  /admin/alerts               the alert delivery log (?limit=100&status=pending|delivered|failed)
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from spendgate.api import budgets
+from spendgate.api import alerts, audit, budgets, tokens
+from spendgate.api.auth import AdminDisabled, guard, principal_of, scoped_storage
 from spendgate.api.serialize import key_json
 from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.domain.key_limits import KeyLimits
+from spendgate.domain.roles import Access
 from spendgate.domain.savings import to_csv as savings_csv
-from spendgate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from spendgate.errors import AccessDenied, InvalidRequest
 from spendgate.gateway import Gateway
 from spendgate.services.keys import LIMIT_FIELDS, KeySpec, KeyUpdate
 from spendgate.services.savings import savings_report
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["AdminDisabled", "add_routes"]
 
-
-class AdminDisabled(PermissionDenied):
-    code = "admin_disabled"
-
-
-def require_admin(request: web.Request, gateway: Gateway) -> None:
-    expected = gateway.admin_token
-    if not expected:
-        raise AdminDisabled(
-            "The admin API is disabled: set the environment variable "
-            f"{gateway.config.server.admin_token_env} to an admin token and restart."
-        )
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    # Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError).
-    given_bytes = token.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given_bytes, expected.encode("utf-8", "surrogateescape")
-    ):
-        raise AuthenticationFailed(
-            "This endpoint needs the admin token as 'Authorization: Bearer'."
-        )
-
-
-def _guard(
-    gateway_key: web.AppKey[Gateway],
-    inner: Callable[[web.Request, Gateway], Awaitable[web.StreamResponse]],
-) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        gateway = request.app[gateway_key]
-        require_admin(request, gateway)
-        await gateway.settled()  # what it reports includes every request already answered
-        return await inner(request, gateway)
-
-    return handler
+_guard = guard  # (routes that name no `Access`: org-wide reads for GET, org admin otherwise)
+READ, CHANGE = Access.TEAM_READ, Access.TEAM_CHANGE  # filtered to, or checked against, a team
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -187,41 +159,48 @@ async def _json_body(request: web.Request) -> Any:
 
 async def _update_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     update = key_update_from_json(await _json_body(request))
-    key = await gateway.keys.update(request.match_info["key_id"], update)
+    actions = gateway.actions(principal_of(request))
+    key = await actions.update_key(request.match_info["key_id"], update)
     return _json(key_json(key, gateway.clock.now()))
 
 
 async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     body = await _json_body(request)
-    issued = await gateway.keys.create(key_spec_from_json(body))
+    issued = await gateway.actions(principal_of(request)).create_key(key_spec_from_json(body))
     return _json({**key_json(issued.key, gateway.clock.now()), "key": issued.secret}, status=201)
 
 
 async def _list_keys(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     include = request.query.get("include_revoked", "false").lower() in {"1", "true", "yes"}
     keys = await gateway.keys.list(include_revoked=include)
-    return _json({"data": [key_json(key, gateway.clock.now()) for key in keys]})
+    principal = principal_of(request)
+    shown = [key for key in keys if principal.sees(key.team)]
+    return _json({"data": [key_json(key, gateway.clock.now()) for key in shown]})
 
 
 async def _show_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     key = await gateway.keys.get(request.match_info["key_id"])
+    principal = principal_of(request)
+    if not principal.sees(key.team):
+        raise AccessDenied(principal.outside(f"key {key.id}", key.team))
     return _json(key_json(key, gateway.clock.now()))
 
 
 async def _revoke_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    key = await gateway.keys.revoke(request.match_info["key_id"])
+    key = await gateway.actions(principal_of(request)).revoke_key(request.match_info["key_id"])
     return _json(key_json(key, gateway.clock.now()))
 
 
 async def _rotate_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    issued = await gateway.keys.rotate(request.match_info["key_id"])
+    actions = gateway.actions(principal_of(request))
+    issued = await actions.rotate_key(request.match_info["key_id"])
     return _json({**key_json(issued.key, gateway.clock.now()), "key": issued.secret})
 
 
 async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     query = request.query
     report = await savings_report(
-        gateway.storage,
+        scoped_storage(request, gateway),
         gateway.clock,
         group_by=query.get("group_by", "team"),
         period=query.get("period", "month"),
@@ -243,29 +222,40 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
 async def _list_loops(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     ended = request.query.get("all", "false").lower() in {"1", "true", "yes"}
     blocks = await gateway.loop_service.blocks(ended=ended)
+    principal = principal_of(request)
+    if not principal.org_wide:
+        teams = {key.id: key.team for key in await gateway.keys.list(include_revoked=True)}
+        blocks = [block for block in blocks if principal.sees(teams.get(block.key_id))]
     now = gateway.clock.now()
     return _json({"data": [block.to_json(now) for block in blocks]})
 
 
 async def _release_loop(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    block = await gateway.loop_service.release(request.match_info["loop_id"])
+    actions = gateway.actions(principal_of(request))
+    block = await actions.release_loop(request.match_info["loop_id"])
     return _json({**block.to_json(gateway.clock.now()), "released": True})
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     router = app.router
-    router.add_post("/admin/keys", _guard(gateway_key, _create_key))
-    router.add_get("/admin/keys", _guard(gateway_key, _list_keys))
-    router.add_get("/admin/keys/{key_id}", _guard(gateway_key, _show_key))
-    router.add_patch("/admin/keys/{key_id}", _guard(gateway_key, _update_key))
-    router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key))
-    router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key))
-    router.add_get("/admin/usage", _guard(gateway_key, usage_handler))
-    router.add_get("/admin/blocks", _guard(gateway_key, blocks_handler))
-    router.add_get("/admin/savings", _guard(gateway_key, _savings))
-    router.add_get("/admin/budgets", _guard(gateway_key, budgets.list_budgets))
-    router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit))
-    router.add_delete("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit))
-    router.add_post("/admin/budgets/{name}/reset", _guard(gateway_key, budgets.reset))
-    router.add_get("/admin/loops", _guard(gateway_key, _list_loops))
-    router.add_post("/admin/loops/{loop_id}/release", _guard(gateway_key, _release_loop))
+    router.add_post("/admin/keys", _guard(gateway_key, _create_key, CHANGE))
+    router.add_get("/admin/keys", _guard(gateway_key, _list_keys, READ))
+    router.add_get("/admin/keys/{key_id}", _guard(gateway_key, _show_key, READ))
+    router.add_patch("/admin/keys/{key_id}", _guard(gateway_key, _update_key, CHANGE))
+    router.add_post("/admin/keys/{key_id}/revoke", _guard(gateway_key, _revoke_key, CHANGE))
+    router.add_post("/admin/keys/{key_id}/rotate", _guard(gateway_key, _rotate_key, CHANGE))
+    router.add_get("/admin/usage", _guard(gateway_key, usage_handler, READ))
+    router.add_get("/admin/blocks", _guard(gateway_key, blocks_handler, READ))
+    router.add_get("/admin/savings", _guard(gateway_key, _savings, READ))
+    router.add_get("/admin/budgets", _guard(gateway_key, budgets.list_budgets, READ))
+    router.add_put("/admin/budgets/{name}/limit", _guard(gateway_key, budgets.set_limit, CHANGE))
+    router.add_delete(
+        "/admin/budgets/{name}/limit", _guard(gateway_key, budgets.clear_limit, CHANGE)
+    )
+    router.add_post("/admin/budgets/{name}/reset", _guard(gateway_key, budgets.reset, CHANGE))
+    router.add_get("/admin/loops", _guard(gateway_key, _list_loops, READ))
+    router.add_post("/admin/loops/{loop_id}/release", _guard(gateway_key, _release_loop, CHANGE))
+    tokens.add_routes(app, gateway_key)
+    audit.add_routes(app, gateway_key)
+    # the delivery log spans every team: org-wide readers (the default for GET)
+    router.add_get("/admin/alerts", _guard(gateway_key, alerts.list_alerts))

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from spendgate.api import admin, health, me, metrics, models, reload
+from spendgate.api import admin, health, me, metrics, models, reload, ui
 from spendgate.api.errors import error_middleware
 from spendgate.dialects import SURFACES, SurfaceSpec
 from spendgate.gateway import Gateway
@@ -53,6 +53,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     reload.add_routes(app, GATEWAY)
     metrics.add_routes(app, GATEWAY)
     me.add_routes(app, GATEWAY)
+    ui.add_routes(app, GATEWAY)
     if manage_lifecycle:
         app.on_startup.append(_start)
         app.on_cleanup.append(_stop)

@@ -14,8 +14,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from spendgate.api.auth import principal_of
+from spendgate.domain.roles import team_of_budget_member
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.services.forecasts import burn_window, views_json
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -37,7 +40,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     views = await gateway.budget_service.overview(request.query.get("name"))
-    return _json({"data": [view.to_json() for view in views]})
+    principal = principal_of(request)
+    if not principal.org_wide:  # a team's principal: its team's budgets and members only
+        teams = {key.id: key.team for key in await gateway.keys.list(include_revoked=True)}
+        views = [
+            view
+            for view in views
+            if principal.sees(team_of_budget_member(view.budget, view.member, teams))
+        ]
+    window = burn_window(gateway.config.alerts.burn_window_s)
+    return _json({"data": await views_json(gateway.storage, views, gateway.clock.now(), window)})
 
 
 async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
@@ -53,7 +65,7 @@ async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamRespons
         expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
     except ValueError:
         raise InvalidRequest("'expires_at' must be an ISO 8601 time", param="expires_at") from None
-    override = await gateway.budget_service.set_limit(
+    override = await gateway.actions(principal_of(request)).set_limit(
         request.match_info["name"], str(limit), expires_at
     )
     return _json(
@@ -66,7 +78,7 @@ async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamRespons
 
 
 async def clear_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    cleared = await gateway.budget_service.clear_override(request.match_info["name"])
+    cleared = await gateway.actions(principal_of(request)).clear_limit(request.match_info["name"])
     return _json({"name": request.match_info["name"], "overrides_cleared": cleared})
 
 
@@ -75,5 +87,6 @@ async def reset(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     member = body.get("member")
     if member is not None and not isinstance(member, str):
         raise InvalidRequest("'member' must be a string or null", param="member")
-    counters = await gateway.budget_service.reset(request.match_info["name"], member)
+    actions = gateway.actions(principal_of(request))
+    counters = await actions.reset_budget(request.match_info["name"], member)
     return _json({"name": request.match_info["name"], "member": member, "counters_reset": counters})

@@ -4,6 +4,7 @@ balancer stops sending traffic to a gateway whose storage fails (it would refuse
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
 
@@ -28,9 +29,15 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         except StorageError as exc:
             log.warning("not ready: storage failed", extra={"error": str(exc)})
             return web.json_response({"status": "storage unavailable"}, status=503)
-        return web.json_response(
-            {"status": "ready", "models": len(gateway.models), "inflight": gateway.inflight}
-        )
+        answer: dict[str, object] = {
+            "status": "ready",
+            "models": len(gateway.models),
+            "inflight": gateway.inflight,
+        }
+        if gateway.fleet is not None:  # one of `serve --workers N`: which one answered
+            answer["worker"] = gateway.fleet.index
+            answer["pid"] = os.getpid()
+        return web.json_response(answer)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -20,6 +20,7 @@ from spendgate.gateway import Gateway
 from spendgate.money import format_dollars
 from spendgate.pipeline.exchange import new_request_id
 from spendgate.pipeline.intake import REQUEST_ID_KEY, credential
+from spendgate.services.forecasts import burn_window, views_json
 
 PATH = "/v1/spendgate/me"
 SURFACE = "spendgate.me"
@@ -43,9 +44,10 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         rows = await gateway.storage.latest_of_key(key.id, limit)
         identity = key_json(key, now)
         identity["org"] = caller.org
+        window = burn_window(gateway.config.alerts.burn_window_s)
         body = {
             "key": identity,
-            "budgets": [view.to_json() for view in views],
+            "budgets": await views_json(gateway.storage, views, now, window),
             "requests": [_row_json(row) for row in rows],
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")

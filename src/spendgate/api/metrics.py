@@ -1,8 +1,9 @@
 """GET /metrics: Prometheus text exposition of the outcome events' counters
 (`spendgate.events.metrics`) and of every budget's counters, read at scrape time.
 
-Behind the admin token (``Authorization: Bearer``) unless ``server.metrics_public: true``:
-team and service names, models and budgets are not for everyone who can reach the port."""
+Behind the admin token (``Authorization: Bearer``: an org admin or an org-wide viewer)
+unless ``server.metrics_public: true``: team and service names, models and budgets are not
+for everyone who can reach the port."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from spendgate.api.admin import require_admin
+from spendgate.api.auth import authenticate, authorize
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
+from spendgate.domain.roles import Access
 from spendgate.events.metrics import NANOS_PER_DOLLAR, PERSONAL, Metrics
 from spendgate.gateway import Gateway
 from spendgate.services.budgets import BudgetView
@@ -23,7 +25,10 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
-    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``."""
+    """Subscribe a `Metrics` to the gateway's events and serve it at ``GET /metrics``
+    (unless ``server.metrics`` is false: nothing counted, ``404``)."""
+    if not app[gateway_key].config.server.metrics:
+        return
     metrics = Metrics()
     app[gateway_key].events.subscribe(metrics)
     app[METRICS] = metrics
@@ -31,9 +36,12 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
         if not gateway.config.server.metrics_public:
-            require_admin(request, gateway)
+            authorize(await authenticate(request, gateway), Access.READ)  # spans every team
         views = await gateway.budget_service.overview()
-        body = request.app[METRICS].render([BudgetGauges(views)])
+        fleet = gateway.fleet
+        body = request.app[METRICS].render(
+            [BudgetGauges(views)], multiprocess_dir=fleet.metrics_dir if fleet else None
+        )
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/metrics", handler)

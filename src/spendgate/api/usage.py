@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from spendgate.api.auth import scoped_storage
 from spendgate.domain.reports import to_csv
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
@@ -18,7 +19,7 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
     except ValueError:
         raise InvalidRequest("top must be an integer", param="top") from None
     report = await usage_report(
-        gateway.storage,
+        scoped_storage(request, gateway),  # a team's principal: its team's rows only
         gateway.clock,
         group_by=query.get("group_by", "team"),
         period=query.get("period", "month"),
@@ -37,6 +38,6 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
 
 async def blocks_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     report = await blocks_report(
-        gateway.storage, gateway.clock, period=request.query.get("period", "today")
+        scoped_storage(request, gateway), gateway.clock, period=request.query.get("period", "today")
     )
     return web.Response(body=orjson.dumps(report), content_type="application/json")

@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage, table
+from spendgate.cli.common import (
+    cli_principal,
+    config_option,
+    gateway_for,
+    run_with_storage,
+    table,
+)
 from spendgate.text import escape
 
 if TYPE_CHECKING:
+    from spendgate.cli.common import Workspace
     from spendgate.services.budgets import BudgetView
 
 
@@ -25,23 +32,34 @@ def budgets(ctx: click.Context, config_path: str | None, name: str | None, as_js
     if ctx.invoked_subcommand is not None:
         return
     gateway = gateway_for(config_path)
-    views = run_with_storage(gateway, lambda g: g.budget_service.overview(name))
+
+    async def read(g: Workspace) -> tuple[list[BudgetView], list[dict[str, object]]]:
+        from spendgate.services.forecasts import burn_window, views_json
+
+        views = await g.budget_service.overview(name)
+        window = burn_window(g.config.alerts.burn_window_s)
+        return views, await views_json(g.storage, views, g.clock.now(), window)
+
+    views, data = run_with_storage(gateway, read)
     if as_json:
-        click.echo(orjson.dumps([v.to_json() for v in views], option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(render_table(views))
+    click.echo(render_table(views, data))
 
 
 HEADER = ("BUDGET", "MEMBER", "PERIOD", "SPENT", "RESERVED", "LIMIT", "USED", "STATE", "OVER")
+FORECAST = ("BURN/H", "FORECAST", "CAP AT")
 
 
-def render_table(views: list[BudgetView]) -> str:
+def render_table(views: list[BudgetView], forecasts: list[dict[str, object]] | None = None) -> str:
     """One line per budget member; budget and member in full (`spendgate.cli.common.table`)
-    so either pastes into ``set-limit`` or ``reset --member``."""
+    so either pastes into ``set-limit`` or ``reset --member``. With ``forecasts`` (each
+    view's JSON with its forecast): the burn rate, the spend projected at the period's end
+    and when the limit is reached at that rate."""
     if not views:
         return "no budget has a counter yet (budgets with match '*' appear once used)"
     rows = []
-    for view in views:
+    for index, view in enumerate(views):
         data = view.to_json()
         shown = data["display"]
         assert isinstance(shown, dict)
@@ -59,9 +77,25 @@ def render_table(views: list[BudgetView]) -> str:
                 view.condition,
                 str(view.overruns),
                 f"{resets}{override}",
+                *(_forecast_cells(forecasts[index]) if forecasts is not None else ()),
             )
         )
-    return table((*HEADER, "RESETS"), rows, right={3, 4, 5, 6, 8})
+    extra = FORECAST if forecasts is not None else ()
+    return table((*HEADER, "RESETS", *extra), rows, right={3, 4, 5, 6, 8, 10, 11})
+
+
+def _forecast_cells(data: dict[str, object]) -> tuple[str, str, str]:
+    found = data.get("forecast")
+    if not isinstance(found, dict):
+        return ("-", "-", "-")
+    shown = found["display"]
+    assert isinstance(shown, dict)
+    cap_at = found.get("cap_at")
+    return (
+        str(shown["burn_per_hour"]),
+        str(shown["projected"] or "-"),
+        str(cap_at)[:16].replace("T", " ") if cap_at else "never",
+    )
 
 
 @budgets.command("set-limit")
@@ -73,7 +107,9 @@ def set_limit(config_path: str | None, name: str, limit: str, until: datetime | 
     """Change a budget's limit at run time (dollars or tokens, per its unit)."""
     gateway = gateway_for(config_path)
     expires = until.replace(tzinfo=UTC) if until else None
-    override = run_with_storage(gateway, lambda g: g.budget_service.set_limit(name, limit, expires))
+    override = run_with_storage(
+        gateway, lambda g: g.actions(cli_principal()).set_limit(name, limit, expires)
+    )
     when = f" until {override.expires_at.isoformat()}" if override.expires_at else ""
     click.echo(f"{escape(name)}: limit set to {escape(limit)}{when}")
 
@@ -84,7 +120,7 @@ def set_limit(config_path: str | None, name: str, limit: str, until: datetime | 
 def clear_limit(config_path: str | None, name: str) -> None:
     """Drop run-time limit changes: back to the configured limit."""
     gateway = gateway_for(config_path)
-    cleared = run_with_storage(gateway, lambda g: g.budget_service.clear_override(name))
+    cleared = run_with_storage(gateway, lambda g: g.actions(cli_principal()).clear_limit(name))
     click.echo(f"{escape(name)}: {cleared} override(s) cleared")
 
 
@@ -95,5 +131,7 @@ def clear_limit(config_path: str | None, name: str) -> None:
 def reset(config_path: str | None, name: str, member: str | None) -> None:
     """Forgive the current window's spend (the ledger keeps every row)."""
     gateway = gateway_for(config_path)
-    count = run_with_storage(gateway, lambda g: g.budget_service.reset(name, member))
+    count = run_with_storage(
+        gateway, lambda g: g.actions(cli_principal()).reset_budget(name, member)
+    )
     click.echo(f"{escape(name)}: {count} counter(s) reset")

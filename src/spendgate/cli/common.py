@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # imported where used: `spendgate --help` needs neither (CLI 
     from spendgate.config import Config
     from spendgate.domain.budgets import BudgetBook
     from spendgate.domain.models import ModelTable
+    from spendgate.domain.roles import Principal
     from spendgate.gateway import Gateway
     from spendgate.services.keys import KeyService
     from spendgate.storage import Storage
@@ -217,6 +218,20 @@ def gateway_for(config_path: str | None, *, need_providers: bool = False) -> Gat
             )
         except SpendgateError as exc:
             raise failure(str(exc)) from None
+
+
+def cli_principal() -> Principal:
+    """Who a CLI change is audited as: ``cli:<os user>``, an org admin (whoever can run
+    the CLI on the database can change everything in it)."""
+    import getpass
+
+    from spendgate.domain.roles import Principal, Role
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid{os.getuid()}"
+    return Principal(f"cli:{user}", Role.ORG_ADMIN)
 
 
 W = TypeVar("W", bound="Gateway | Workspace")

@@ -8,7 +8,14 @@ import click
 import orjson
 
 from spendgate.api.serialize import key_json
-from spendgate.cli.common import config_option, failure, gateway_for, run_with_storage, table
+from spendgate.cli.common import (
+    cli_principal,
+    config_option,
+    failure,
+    gateway_for,
+    run_with_storage,
+    table,
+)
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.key_limits import DEFAULT_PERIOD, KeyLimits
 from spendgate.services.keys import KeySpec, KeyUpdate
@@ -85,7 +92,7 @@ def create(
         limits=limits,
     )
     gateway = gateway_for(config_path)
-    issued = run_with_storage(gateway, lambda g: g.keys.create(spec))
+    issued = run_with_storage(gateway, lambda g: g.actions(cli_principal()).create_key(spec))
     _print_key(issued.key, gateway.clock.now(), as_json, issued.secret)
 
 
@@ -139,7 +146,7 @@ def show(config_path: str | None, key_id: str, as_json: bool) -> None:
 def revoke(config_path: str | None, key_id: str, as_json: bool) -> None:
     """Revoke a key now."""
     gateway = gateway_for(config_path)
-    key = run_with_storage(gateway, lambda g: g.keys.revoke(key_id))
+    key = run_with_storage(gateway, lambda g: g.actions(cli_principal()).revoke_key(key_id))
     _print_key(key, gateway.clock.now(), as_json)
 
 
@@ -150,7 +157,7 @@ def revoke(config_path: str | None, key_id: str, as_json: bool) -> None:
 def rotate(config_path: str | None, key_id: str, as_json: bool) -> None:
     """Issue a new secret for a key; the old one stops working at once."""
     gateway = gateway_for(config_path)
-    issued = run_with_storage(gateway, lambda g: g.keys.rotate(key_id))
+    issued = run_with_storage(gateway, lambda g: g.actions(cli_principal()).rotate_key(key_id))
     _print_key(issued.key, gateway.clock.now(), as_json, issued.secret)
 
 
@@ -231,5 +238,5 @@ def update(
         ),
     )
     gateway = gateway_for(config_path)
-    key = run_with_storage(gateway, lambda g: g.keys.update(key_id, change))
+    key = run_with_storage(gateway, lambda g: g.actions(cli_principal()).update_key(key_id, change))
     _print_key(key, gateway.clock.now(), as_json)

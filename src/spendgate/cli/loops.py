@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.cli.common import cli_principal, config_option, gateway_for, run_with_storage
 from spendgate.domain.loops import LoopBlock
 from spendgate.text import escape
 
@@ -66,7 +66,7 @@ def _left(block: LoopBlock, now: datetime) -> str:
 def release(config_path: str | None, loop_id: str) -> None:
     """Unblock a detected loop now and forget its strikes (ID from `spendgate loops`)."""
     gateway = gateway_for(config_path)
-    block = run_with_storage(gateway, lambda g: g.loop_service.release(loop_id))
+    block = run_with_storage(gateway, lambda g: g.actions(cli_principal()).release_loop(loop_id))
     click.echo(
         f"loop {block.id} released: key {escape(block.key_id)}, model {escape(block.model)}, "
         f"{block.strikes} strike(s) forgotten"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,8 +25,21 @@ from spendgate.cli.common import (
 from spendgate.errors import StorageError
 from spendgate.logs import configure
 
+if TYPE_CHECKING:
+    from spendgate.gateway import Gateway
+
 # name: (module, attribute, the first line of its docstring: what `spendgate --help` shows)
 LAZY: dict[str, tuple[str, str, str]] = {
+    "audit": (
+        "spendgate.cli.audit",
+        "audit",
+        "Every admin change (API and CLI): who, what, when, from what to what.",
+    ),
+    "alerts": (
+        "spendgate.cli.alerts",
+        "alerts",
+        "Show the alert delivery log: alerts raised, channel, status, attempts, last error.",
+    ),
     "blocks": (
         "spendgate.cli.usage",
         "blocks",
@@ -72,6 +86,16 @@ LAZY: dict[str, tuple[str, str, str]] = {
         "savings",
         "What routing saved against serving every request the model it asked for: in price, "
         "and in spend where budgets bind.",
+    ),
+    "tokens": (
+        "spendgate.cli.tokens",
+        "tokens",
+        "Manage admin tokens: roles for the admin API (stored hashed; shown only once).",
+    ),
+    "statusline": (
+        "spendgate.cli.statusline",
+        "statusline",
+        "One line with your remaining budget, for Claude Code's statusLine or a prompt.",
     ),
     "usage": (
         "spendgate.cli.usage",
@@ -132,16 +156,30 @@ def cli() -> None:
     default=None,
     help="Port, 1-65535 (0: any free port; default: server.port).",
 )
-def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker processes serving the port (default: server.workers; docs/deploy.md).",
+)
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the gateway until SIGTERM/SIGINT (then drain, flush and exit)."""
     from spendgate.server import run
+    from spendgate.worker import WORKER_ENV, WorkerSpec
 
     gateway = gateway_for(config_path, need_providers=True)
     configure(gateway.config.server.log_level)
     bind_host = host or gateway.config.server.host
     bind_port = gateway.config.server.port if port is None else port
+    count = gateway.config.server.workers if workers is None else workers
+    spec = gateway.env.get(WORKER_ENV)  # set by the supervisor for each of its workers
     try:
-        run(gateway, bind_host, bind_port)
+        if spec:
+            run(gateway, bind_host, bind_port, WorkerSpec.from_env(spec))
+        elif count > 1:
+            _supervise(gateway, bind_host, bind_port, count)
+        else:
+            run(gateway, bind_host, bind_port)
     except StorageError as exc:  # at start: a database it cannot open or write
         raise failure(
             f"cannot start: {exc}. spendgate writes its database, and the -wal and -shm "
@@ -150,6 +188,23 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
         ) from None
     except OSError as exc:  # at start: the address cannot be bound
         raise failure(_cannot_listen(exc, bind_host, bind_port)) from None
+
+
+def _supervise(gateway: Gateway, host: str, port: int, workers: int) -> None:
+    from spendgate.supervisor import Plan
+    from spendgate.supervisor import run as supervise
+
+    plan = Plan(
+        config_path=gateway.config_source,
+        host=host,
+        port=port,
+        workers=workers,
+        drain_timeout_s=gateway.config.server.drain_timeout_s,
+        env=gateway.env,
+    )
+    code = supervise(plan)
+    if code:
+        raise SystemExit(code)
 
 
 def _cannot_listen(exc: OSError, host: str, port: int) -> str:

@@ -197,6 +197,9 @@ _ON_KEYS = {
 }
 
 
+UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning
+
+
 def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str = "") -> list[str]:
     """Budgets, limits, request caps and routing rules that can never apply: a ``match``
     naming no declared org, team or model (nor, with ``labels``, any key's user, service,
@@ -222,6 +225,7 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
             for i, r in enumerate(config.routing.rules)
         ),
     ]
+    teams = config.all_teams()  # once: a config may list 100,000 budgets
     for where, label, scope, match, models in entries:
         for pattern in models:
             if not _matching(config, [pattern]):
@@ -232,24 +236,21 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
                 )
         if scope is None or match == "*":
             continue
-        problem = _unknown_member(config, scope, match, labels)
+        problem = _unknown_member(config, scope, match, labels, teams)
         if problem is not None:
             warnings.append(f"{where}: {label} matches {scope.value} {match!r}, {problem}")
-        elif labels is None and (scope in _ON_KEYS or _teams_on_keys(config, scope)):
+        elif labels is None and (scope in _ON_KEYS or (scope is BudgetScope.TEAM and not teams)):
             skipped.append(f"{where} ({scope.value} {match!r})")
     if skipped and unchecked:
-        warnings.append(
-            f"not checked: {', '.join(skipped)}: these labels exist only on keys, and {unchecked}"
-        )
+        shown = ", ".join(skipped[:UNCHECKED_SHOWN])
+        if len(skipped) > UNCHECKED_SHOWN:  # a config may list 100,000 per-user budgets
+            shown += f" and {len(skipped) - UNCHECKED_SHOWN:,} more"
+        warnings.append(f"not checked: {shown}: these labels exist only on keys, and {unchecked}")
     return warnings
 
 
-def _teams_on_keys(config: Config, scope: BudgetScope) -> bool:
-    return scope is BudgetScope.TEAM and not config.all_teams()
-
-
 def _unknown_member(
-    config: Config, scope: BudgetScope, match: str, labels: KeyLabels | None
+    config: Config, scope: BudgetScope, match: str, labels: KeyLabels | None, teams: set[str]
 ) -> str | None:
     """Why ``match`` names nobody in ``scope``; None when it may."""
     if scope is BudgetScope.ORG:
@@ -263,10 +264,10 @@ def _unknown_member(
             return None
         known = ", ".join(sorted(config.models)) or "none"
         return f"which is not a declared model (declared: {known}), so it never applies"
-    if scope is BudgetScope.TEAM and config.all_teams():
-        if match in config.all_teams():
+    if scope is BudgetScope.TEAM and teams:
+        if match in teams:
             return None
-        declared = ", ".join(sorted(config.all_teams()))
+        declared = ", ".join(sorted(teams))
         return (
             f"which is not a team declared under orgs (declared: {declared}); keys can only "
             "carry declared teams, so it never applies"

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from spendgate.config.alerts import AlertsConfig
+from spendgate.config.telemetry import TelemetryConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
@@ -41,9 +43,11 @@ class ServerConfig(Strict):
     max_json_containers: Annotated[int, Field(ge=1)] = 50_000
     admin_token_env: Annotated[str, Field(pattern=ENV_NAME)] = "SPENDGATE_ADMIN_TOKEN"  # noqa: S105
     metrics_public: bool = False  # GET /metrics without the admin token
+    metrics: bool = True  # count the outcome events for GET /metrics (false: 404, no counting)
     upstream_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     upstream_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    workers: Annotated[int, Field(ge=1, le=256)] = 1  # processes on the port (docs/deploy.md)
     # Bounds on client connections and on one provider event (docs/configuration.md).
     request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
@@ -541,6 +545,8 @@ class Config(Strict):
     limits: list[LimitConfig] = Field(default_factory=list)
     runaway: RunawayConfig = Field(default_factory=RunawayConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # config/telemetry.py
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -16,11 +16,11 @@ reserved amount, ``spent + reserved <= limit`` holds on every hard budget at all
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spendgate.domain.budgets import CounterRef, Kind, RequestCap, Unit
+from spendgate.domain.budgets import Budget, CounterRef, Kind, RequestCap, Unit
 from spendgate.domain.pricing import Price
 from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos, token_cost
 
@@ -237,6 +237,11 @@ class Crossing:
     member: str
     threshold_bp: int
     used_bp: int  # spent + reserved after the reservation that crossed it
+    # where and of what (for alerts; not part of what was crossed)
+    since_ms: int = field(default=0, compare=False)  # the window it was crossed in
+    limit: int = field(default=0, compare=False)
+    unit: str = field(default="", compare=False)
+    scope: str = field(default="", compare=False)
 
 
 class Thresholds:
@@ -248,17 +253,27 @@ class Thresholds:
 
     MAX_SEEN = 100_000
 
-    def __init__(self) -> None:
+    def __init__(self, alerting: Mapping[str, tuple[int, ...]] | None = None) -> None:
         self._seen: set[tuple[str, str, int, int]] = set()
+        # Thresholds that alerts watch besides each budget's soft ones, by budget name
+        # ("*": every budget); replaced whole on reload.
+        self.alerting: Mapping[str, tuple[int, ...]] = alerting or {}
+
+    def _of(self, budget: Budget) -> tuple[int, ...]:
+        if not self.alerting:
+            return budget.soft_bp
+        extra = self.alerting.get(budget.name, ()) + self.alerting.get("*", ())
+        return tuple(sorted({*budget.soft_bp, *extra})) if extra else budget.soft_bp
 
     def crossed(self, admitted: Admitted) -> list[Crossing]:
         found = []
         for state, amount in zip(admitted.states, admitted.amounts, strict=True):
             budget = state.ref.budget
-            if budget.kind is not Kind.BUDGET or not budget.soft_bp or state.limit <= 0:
+            marks = self._of(budget)
+            if budget.kind is not Kind.BUDGET or not marks or state.limit <= 0:
                 continue
             after = (state.spent + state.reserved + amount) * 10_000 // state.limit
-            for threshold in budget.soft_bp:
+            for threshold in marks:
                 if not state.used_bp < threshold <= after:
                     continue
                 seen = (budget.name, state.ref.member, state.ref.window.since_ms, threshold)
@@ -267,5 +282,16 @@ class Thresholds:
                 if len(self._seen) >= self.MAX_SEEN:
                     self._seen.clear()
                 self._seen.add(seen)
-                found.append(Crossing(budget.name, state.ref.member, threshold, after))
+                found.append(
+                    Crossing(
+                        budget.name,
+                        state.ref.member,
+                        threshold,
+                        after,
+                        state.ref.window.since_ms,
+                        state.limit,
+                        budget.unit.value,
+                        budget.target.scope.value,
+                    )
+                )
         return found

@@ -106,6 +106,10 @@ class ThresholdCrossed:
     threshold_bp: int  # the soft threshold crossed, in basis points of the limit
     used_bp: int  # spent + reserved after the request that crossed it
     request_id: str
+    window_since_ms: int = 0  # the start of the window it was crossed in
+    limit: int = 0  # the limit in force, in the budget's unit
+    unit: str = ""  # usd | tokens
+    scope: str = ""  # the budget's scope (team, user, key, ...)
 
 
 @dataclass(frozen=True, slots=True)

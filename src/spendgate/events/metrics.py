@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from spendgate.domain.identity import ApiKey
@@ -158,9 +159,18 @@ class Metrics:
         elif isinstance(event, UsageAnomaly):
             self.anomalies.labels(event.provider, event.model).inc()
 
-    def render(self, extra: Iterable[Collector] = ()) -> bytes:
-        """The text exposition of these metrics, then of ``extra`` collectors."""
-        out = generate_latest(self.registry)
+    def render(
+        self, extra: Iterable[Collector] = (), *, multiprocess_dir: str | None = None
+    ) -> bytes:
+        """The text exposition of these metrics, then of ``extra`` collectors.
+        ``multiprocess_dir``: these metrics summed over every worker process that wrote
+        there (prometheus_client's multiprocess mode, `serve --workers N`)."""
+        if multiprocess_dir is None:
+            out = generate_latest(self.registry)
+        else:
+            registry = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            out = generate_latest(registry)
         for collector in extra:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(collector)

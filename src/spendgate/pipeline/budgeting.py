@@ -125,7 +125,8 @@ async def admit(
         # With a cheaper model to try instead (record_refusal off), a request does not
         # wait in line: the cheaper one may fit now.
         waiting = queue if record_refusal else None
-        decision = await reserve_in_line(storage, plan, waiting)
+        keys = counter_keys(plan)
+        decision = await reserve_in_line(storage, plan, waiting, keys)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
                 raise _told(_busy(decision, waiting), decision, exchange, min_output)
@@ -156,6 +157,10 @@ async def admit(
                 crossing.threshold_bp,
                 crossing.used_bp,
                 exchange.request_id,
+                crossing.since_ms,
+                crossing.limit,
+                crossing.unit,
+                crossing.scope,
             )
             exchange.reporter.notice(event)
     return Ticket(
@@ -164,6 +169,7 @@ async def admit(
         requested_ceiling=priced.requested,
         bounded=priced.bounded,
         budget_state=_state_after(decision, plan, exchange, min_output),
+        keys=tuple(keys),
     )
 
 
@@ -288,14 +294,17 @@ def counter_keys(plan: ReservationPlan) -> list[str]:
 
 
 async def reserve_in_line(
-    storage: Storage, plan: ReservationPlan, queue: AdmissionQueue | None
+    storage: Storage,
+    plan: ReservationPlan,
+    queue: AdmissionQueue | None,
+    keys: list[str] | None = None,
 ) -> Admitted | Refused:
     """Reserve now; or, when requests in flight hold the room a budget would otherwise
     have, wait in line for them to settle (`AdmissionQueue`). A newcomer to a budget
     member that has a line joins it, so room is given first come, first served."""
     if queue is None:
         return await storage.reserve(plan)
-    keys = counter_keys(plan)
+    keys = counter_keys(plan) if keys is None else keys
 
     async def attempt() -> Admitted | Refused:
         return await storage.reserve(plan)

@@ -14,7 +14,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
 from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import counter_keys, finish, settled_above, settlement
+from spendgate.pipeline.budgeting import finish, settled_above, settlement
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
@@ -49,7 +49,7 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
             extra={"request_id": row.request_id, "on_disk": durable, "error": str(exc)},
         )
     if exchange.ticket is not None:
-        gateway.admission.freed(counter_keys(exchange.ticket.plan))
+        gateway.admission.freed(exchange.ticket.keys)
         gateway.admission.took(gateway.clock.monotonic() - exchange.started)
     reporter = exchange.reporter
     if row.status == 429 or row.status >= 500:

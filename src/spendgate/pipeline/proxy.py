@@ -44,7 +44,7 @@ from spendgate.errors import (
 from spendgate.events import AuthFailed, Rejected
 from spendgate.gateway import Gateway, Snapshot
 from spendgate.pipeline.bodywork import BodyWork
-from spendgate.pipeline.budgeting import admit, counter_keys, record_block
+from spendgate.pipeline.budgeting import admit, record_block
 from spendgate.pipeline.exchange import Exchange, new_request_id
 from spendgate.pipeline.forward import Failed, breaker_key, forward
 from spendgate.pipeline.intake import (
@@ -346,7 +346,7 @@ async def _attempt(
             # Never reached an upstream (unreachable, bad body...): give the budget back.
             await asyncio.shield(gateway.storage.release(lease))
             if exchange.ticket is not None:
-                gateway.admission.freed(counter_keys(exchange.ticket.plan))
+                gateway.admission.freed(exchange.ticket.keys)
 
 
 def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:

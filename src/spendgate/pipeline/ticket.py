@@ -22,6 +22,7 @@ class Ticket:
     requested_ceiling: int | None  # what the request itself asked for
     bounded: str | None = None  # hidden input bounded: why, and as what
     budget_state: str | None = None  # the tightest budget's state with this request in flight
+    keys: tuple[str, ...] = ()  # its counters' ids, for the admission line (made once)
 
     @property
     def ceiling(self) -> int:

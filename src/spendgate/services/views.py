@@ -12,8 +12,11 @@ if TYPE_CHECKING:
     from spendgate.config.schema import Config
     from spendgate.domain.budgets import BudgetBook
     from spendgate.domain.models import ModelTable
+    from spendgate.domain.roles import Principal
+    from spendgate.services.audit import AdminActions, AuditService
     from spendgate.services.budgets import BudgetService
     from spendgate.services.loops import LoopService
+    from spendgate.services.tokens import TokenService
     from spendgate.storage import Storage
 
 
@@ -53,3 +56,21 @@ class ServiceViews:
         from spendgate.services.loops import LoopService
 
         return LoopService(self.storage, self.budgets, self.clock)
+
+    @property
+    def token_service(self) -> TokenService:
+        from spendgate.services.tokens import TokenService
+
+        return TokenService(self.storage, self.config, self.clock)
+
+    @property
+    def audit_service(self) -> AuditService:
+        from spendgate.services.audit import AuditService
+
+        return AuditService(self.storage, self.clock)
+
+    def actions(self, principal: Principal) -> AdminActions:
+        """Admin changes as ``principal``: checked against its role and team, and audited."""
+        from spendgate.services.audit import AdminActions
+
+        return AdminActions(self, principal)

@@ -38,6 +38,8 @@ from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
 from spendgate.errors import StorageError
+from spendgate.storage.admin import AdminStores
+from spendgate.storage.alerts import AlertStore
 from spendgate.storage.base import (
     EXPIRE_BATCH,
     BudgetOverride,
@@ -65,12 +67,26 @@ class Storage:
         *,
         parts: Sequence[Lifecycle] = (),
         joint: JointSettlement | None = None,
+        admin: AdminStores | None = None,
+        alerts: AlertStore | None = None,
     ) -> None:
         self.key_store = keys
+        self.alert_store = alerts  # None: this backend keeps no alerts
         self.ledger_store = ledger
         self.counter_store = counters
         self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
         self._joint = joint
+        self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
+
+    @property
+    def admin(self) -> AdminStores:
+        """The admin tokens and audit log; StorageError for a backend that keeps none."""
+        if self._admin is None:
+            raise StorageError(
+                "this storage backend keeps no admin tokens or audit log: admin changes "
+                "cannot be audited (use the SQLite backend for keys and the ledger)"
+            )
+        return self._admin
 
     @classmethod
     def split(cls, records: Storage, counters: Storage) -> Storage:
@@ -81,6 +97,8 @@ class Storage:
             records.ledger_store,
             counters.counter_store,
             parts=[*records._parts, *counters._parts],
+            admin=records._admin,
+            alerts=records.alert_store,
         )
 
     # -- lifecycle --------------------------------------------------------------------

@@ -13,7 +13,10 @@ from datetime import datetime
 from spendgate.clock import Clock, to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.settlement import lapsed_row, row_amounts
+from spendgate.storage.admin import AdminStores
 from spendgate.storage.base import EXPIRE_BATCH
+from spendgate.storage.memory.admin import MemoryAdmin
+from spendgate.storage.memory.alerts import MemoryAlerts
 from spendgate.storage.memory.counters import MemoryCounters
 from spendgate.storage.memory.keys import MemoryKeys
 from spendgate.storage.memory.ledger import MemoryLedger
@@ -58,10 +61,13 @@ def memory_storage(clock: Clock) -> Storage:
     state = State()
     ledger = MemoryLedger(state)
     counters = MemoryCounters(state, clock)
+    admin = MemoryAdmin(state)
     return Storage(
         MemoryKeys(state, clock),
         ledger,
         counters,
         parts=[state],
         joint=_Joint(state, ledger, counters),
+        admin=AdminStores(admin, admin),
+        alerts=MemoryAlerts(state, clock),
     )

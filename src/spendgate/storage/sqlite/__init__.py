@@ -4,11 +4,12 @@ Three connections, each owned by one thread, so that no connection is ever share
 
 * **Writer thread** (``spendgate-sqlite-writer``): the only connection that writes. It
   applies migrations at `SqliteStorage.open`, then serves a queue of writes with *group
-  commit*: it drains everything queued into one ``BEGIN IMMEDIATE`` transaction, commits,
-  and only then resolves each caller's future (one ``loop.call_soon_threadsafe`` per
-  batch). Under load one commit carries many rows; idle, a row commits alone. Budget work
-  (`counters`, `joint`) runs there too, as *jobs*: each in a savepoint of
-  the batch, so a failing job rolls back only itself, and its result is delivered after
+  commit*: it drains everything queued into one ``BEGIN IMMEDIATE`` transaction,
+  commits, and only then resolves each caller's future (one
+  ``loop.call_soon_threadsafe`` per batch). Under load one commit carries many rows;
+  idle, a row commits alone. Budget work (`counters`, `joint`) runs there too, as
+  *jobs*: a failing job rolls back only itself (the batch runs in one savepoint, and
+  again with a savepoint per job if one fails), and its result is delivered after
   COMMIT. When the writer is idle and the process is alone on the file, a write or job
   commits *inline* instead, on the calling (event-loop) thread, in a transaction of its
   own (`_Writer._place`); while other requests are in flight, the writes of one turn of
@@ -45,6 +46,9 @@ report statements), `migrate` and `migrations/`.
 from __future__ import annotations
 
 from spendgate.clock import Clock, SystemClock
+from spendgate.storage.admin import AdminStores
+from spendgate.storage.sqlite.admin import SqliteAdmin
+from spendgate.storage.sqlite.alerts import SqliteAlerts
 from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
@@ -61,12 +65,15 @@ class SqliteStorage(Storage):
     def __init__(self, path: str, *, clock: Clock | None = None) -> None:
         self.path = path
         self._file = SqliteFile(path, clock or SystemClock())
+        admin = SqliteAdmin(self._file)
         super().__init__(
             SqliteKeys(self._file),
             SqliteLedger(self._file),
             SqliteCounters(self._file),
             parts=[self._file],
             joint=SqliteJoint(self._file),
+            admin=AdminStores(admin, admin),
+            alerts=SqliteAlerts(self._file),
         )
 
     def __repr__(self) -> str:

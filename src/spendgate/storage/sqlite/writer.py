@@ -197,7 +197,9 @@ class _Writer:
     ) -> asyncio.Future[T]:
         """Run or queue ``work``; the future resolves with its result once it has committed.
         ``others``: other requests of this process are in flight and likely to write in
-        the same turn of the event loop (see `_gather`)."""
+        the same turn of the event loop (see `_gather`). ``work`` may run twice, its first
+        run rolled back, when another job of its batch fails (`_run_together`): what it
+        changes must be on the connection (in memory, only hints the rows overrule)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._place(_Job(work, what, future, loop), others)
@@ -462,10 +464,7 @@ class _Writer:
                 return [_run_alone(conn, item)]
             return [(None, _run_write_alone(conn, item))]
         try:
-            results = [
-                _run_job(conn, w) if isinstance(w, _Job) else (None, _execute(conn, w))
-                for w in batch
-            ]
+            results = _run_together(conn, batch)
             conn.execute("COMMIT")
         except Exception as exc:  # fail every caller loudly rather than leave them hanging
             if not isinstance(exc, sqlite3.Error):
@@ -525,6 +524,38 @@ def _run_alone(conn: sqlite3.Connection, job: _Job) -> tuple[Any, StorageError |
             log.exception("SQLite writer job failed: %s", job.what)
         return None, as_storage_error(exc, f"cannot store {job.what}")
     return result, None
+
+
+def _run_together(
+    conn: sqlite3.Connection, batch: list[_Write | _Job]
+) -> list[tuple[Any, StorageError | None]]:
+    """Run a batch's items inside its transaction, each one's failure rolling back only its
+    own changes. Optimistically first, in one savepoint for the whole batch: jobs almost
+    never fail, and a savepoint of its own per job costs two statements (``SAVEPOINT``,
+    ``RELEASE``) for every request of a gathered commit. If a job raises, the whole batch
+    is rolled back to that savepoint and run again carefully, each job in its own savepoint
+    (`_run_job`); its jobs then run a second time, which they allow: each does its work on
+    the connection alone, and what it keeps in memory (`SqliteFile.held`) is a hint that
+    the rows overrule. A statement (`_Write`) that fails fails alone (SQLite rolls back a
+    failed statement), so it needs no savepoint either way."""
+    conn.execute("SAVEPOINT batch")
+    results: list[tuple[Any, StorageError | None]] = []
+    for item in batch:
+        if isinstance(item, _Write):
+            results.append((None, _execute(conn, item)))
+            continue
+        try:
+            results.append((item.work(conn), None))
+        except Exception:
+            conn.execute("ROLLBACK TO batch")
+            conn.execute("RELEASE batch")
+            return [_run_one(conn, w) for w in batch]
+    conn.execute("RELEASE batch")
+    return results
+
+
+def _run_one(conn: sqlite3.Connection, item: _Write | _Job) -> tuple[Any, StorageError | None]:
+    return _run_job(conn, item) if isinstance(item, _Job) else (None, _execute(conn, item))
 
 
 def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[Any, StorageError | None]:

@@ -1,0 +1,135 @@
+"""The web dashboard at ``/ui``: static pages shipped in the package, behind a login.
+
+GET  /ui, /ui/           the dashboard (its script reads the admin API), or the login page
+GET  /ui/login           the login form: an admin token
+POST /ui/login           check the token as the admin API does; on success set the session
+                         cookie and go to /ui/
+POST /ui/logout          forget the cookie
+GET  /ui/whoami          who the session is: {"name", "role", "team"} (401 without one)
+GET  /ui/static/{name}   the dashboard's script, styles and the charting library
+
+The session cookie holds the token itself (``HttpOnly``, ``SameSite=Strict``, ``Secure``
+over HTTPS): every admin route accepts it (`spendgate.api.auth.credential`), so the
+dashboard sees and changes exactly what its token may through the API, a revoked or
+expired token ends the session at once, and several workers need no shared session state.
+Nothing is fetched from elsewhere at run time (Content-Security-Policy ``'self'`` only).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+from urllib.parse import quote
+
+from aiohttp import web
+
+from spendgate.api.auth import SESSION_COOKIE, authenticate, principal_for
+from spendgate.errors import GatewayError
+from spendgate.gateway import Gateway
+
+SESSION_SECONDS: Final = 8 * 3600
+_TYPES: Final = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".md": "text/plain",
+    ".svg": "image/svg+xml",
+}
+_SECURITY: Final = {
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+def _asset(name: str) -> bytes | None:
+    """A file shipped under spendgate/ui (one folder level: vendor/), or None."""
+    parts = name.split("/")
+    if not 1 <= len(parts) <= 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return None
+    node = resources.files("spendgate").joinpath("ui", *parts)
+    return node.read_bytes() if node.is_file() else None
+
+
+def _page(name: str, status: int = 200) -> web.Response:
+    body = _asset(name)
+    assert body is not None, f"spendgate/ui/{name} is missing from the package"
+    return web.Response(body=body, status=status, content_type="text/html", headers=_SECURITY)
+
+
+async def _signed_in(request: web.Request, gateway: Gateway) -> bool:
+    try:
+        await authenticate(request, gateway)
+    except GatewayError:
+        return False
+    return True
+
+
+def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
+    async def index(request: web.Request) -> web.StreamResponse:
+        if request.path == "/ui":
+            raise web.HTTPFound("/ui/")
+        if not await _signed_in(request, request.app[gateway_key]):
+            raise web.HTTPSeeOther("/ui/login")
+        return _page("index.html")
+
+    async def login_form(request: web.Request) -> web.StreamResponse:
+        return _page("login.html")
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = form.get("token")
+        gateway = request.app[gateway_key]
+        try:
+            await principal_for(token.strip() if isinstance(token, str) else None, gateway)
+        except GatewayError as error:
+            raise web.HTTPSeeOther("/ui/login?failed=" + quote(error.code or "denied")) from None
+        assert isinstance(token, str)
+        answer = web.HTTPSeeOther("/ui/")
+        answer.set_cookie(
+            SESSION_COOKIE,
+            token.strip(),
+            max_age=SESSION_SECONDS,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=_over_https(request),
+        )
+        raise answer
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        answer = web.HTTPSeeOther("/ui/login")
+        answer.del_cookie(SESSION_COOKIE, path="/")
+        raise answer
+
+    async def whoami(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request, request.app[gateway_key])
+        body = {"name": principal.name, "role": principal.role.value, "team": principal.team}
+        return web.json_response(body, headers=_SECURITY)
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        body = _asset(name)
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if body is None or suffix not in _TYPES or suffix == ".html":
+            raise web.HTTPNotFound()
+        headers = {**_SECURITY, "cache-control": "public, max-age=3600"}
+        return web.Response(body=body, content_type=_TYPES[suffix], headers=headers)
+
+    app.router.add_get("/ui", index)
+    app.router.add_get("/ui/", index)
+    app.router.add_get("/ui/login", login_form)
+    app.router.add_post("/ui/login", login)
+    app.router.add_post("/ui/logout", logout)
+    app.router.add_get("/ui/whoami", whoami)
+    app.router.add_get("/ui/static/{name:.+}", static)
+
+
+def _over_https(request: web.Request) -> bool:
+    # Behind a TLS-terminating proxy the gateway sees plain HTTP; the header only ever makes
+    # the cookie stricter, so trusting it is safe.
+    return request.secure or request.headers.get("x-forwarded-proto", "").lower() == "https"
