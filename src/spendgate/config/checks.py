@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from spendgate.config.schema import Config
 
 
+def check_whole_config(config: Config) -> None:
+    """Every cross-reference check that raises (`Config`'s last validator)."""
+    check_budget_shares(config)
+    check_counters(config)
+    check_routing(config)
+
+
 def check_budget_shares(config: Config) -> None:
     by_name = {budget.name: budget for budget in config.budgets}
     for index, budget in enumerate(config.budgets):

@@ -580,11 +580,9 @@ class Config(Strict):
                         f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
                     )
                 seen[team] = org
-        from spendgate.config.checks import check_budget_shares, check_counters, check_routing
+        from spendgate.config.checks import check_whole_config
 
-        check_budget_shares(self)
-        check_counters(self)
-        check_routing(self)
+        check_whole_config(self)
         return self
 
     def dialect_of(self, model: str) -> str:
