@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from spendgate.config.schema import Config
 
 
+def check_whole_config(config: Config) -> None:
+    """Every cross-reference check that raises (`Config`'s last validator)."""
+    check_budget_shares(config)
+    check_counters(config)
+    check_routing(config)
+
+
 def check_budget_shares(config: Config) -> None:
     by_name = {budget.name: budget for budget in config.budgets}
     for index, budget in enumerate(config.budgets):
@@ -35,6 +42,28 @@ def check_budget_shares(config: Config) -> None:
             raise ValueError(
                 f"{where}: budget {budget.name!r} is a share of {parent.name!r}, which is "
                 "itself a share; name a budget with limit_usd or limit_tokens"
+            )
+
+
+EXACT_COUNTER = 2**53  # Redis scripts count in doubles: every integer below is exact
+
+
+def check_counters(config: Config) -> None:
+    """Counters on Redis keep integers below 2^53 exactly (docs/storage.md): a budget
+    whose limit is beyond that is refused here rather than on its first request."""
+    url = config.storage.counters_url or ""
+    if not url.partition("://")[0].lower().startswith(("redis", "rediss")):
+        return
+    for index, budget in enumerate(config.budgets):
+        if budget.limit_usd is not None and budget.limit_usd * 10**9 >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_usd {budget.limit_usd} is "
+                "beyond what counters on Redis keep exactly (below $9,007,199.25)"
+            )
+        if budget.limit_tokens is not None and budget.limit_tokens >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_tokens is beyond what "
+                f"counters on Redis keep exactly (below {EXACT_COUNTER:,})"
             )
 
 

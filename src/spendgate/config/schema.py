@@ -61,6 +61,7 @@ class ServerConfig(Strict):
 
 class StorageConfig(Strict):
     url: str = "sqlite:///spendgate.db"
+    counters_url: str | None = None  # live counters elsewhere: redis://... (storage.md)
     # Where rows that storage would not take wait for it (a local directory; default:
     # "<database file>.spool" beside a SQLite file, none for an in-memory database).
     spool_dir: str | None = None
@@ -574,10 +575,9 @@ class Config(Strict):
                         f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
                     )
                 seen[team] = org
-        from spendgate.config.checks import check_budget_shares, check_routing
+        from spendgate.config.checks import check_whole_config
 
-        check_budget_shares(self)
-        check_routing(self)
+        check_whole_config(self)
         return self
 
     def dialect_of(self, model: str) -> str:

@@ -3,6 +3,8 @@
     sqlite:///spendgate.db          relative path: ./spendgate.db
     sqlite:////var/lib/sg/spend.db  absolute path: /var/lib/sg/spend.db
     memory://                       this process's memory: tests, replays; nothing persists
+    redis://host:6379/0?prefix=sg   live counters only (``counters_url``): also rediss://,
+                                    redis+sentinel://, redis+cluster:// (docs/storage.md)
 
 The backend comes back unopened: the caller owns its lifecycle (``await storage.open()``
 at startup, ``await storage.close()`` at shutdown). Error messages name the URL scheme
@@ -45,10 +47,21 @@ def _open_memory(url: str, clock: Clock) -> Storage:
     return memory_storage(clock)
 
 
+def _open_redis(url: str, clock: Clock) -> Storage:
+    from spendgate.storage.redis import redis_storage
+
+    return redis_storage(url, clock)
+
+
 _BACKENDS: dict[str, Callable[[str, Clock], Storage]] = {
     "sqlite": _open_sqlite,
     "memory": _open_memory,
 }
+# Backends that hold the live counters only (``counters_url``).
+_COUNTERS_ONLY: dict[str, Callable[[str, Clock], Storage]] = dict.fromkeys(
+    ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"),
+    _open_redis,
+)
 
 
 def supported_schemes() -> list[str]:
@@ -61,18 +74,26 @@ def open_storage(
     """The backend for ``url``, not yet opened. ``counters_url``: live counters in another
     system (keys and the ledger stay with ``url``; settlement then runs in two halves)."""
     clock = clock or SystemClock()
+    if url.partition("://")[0].lower() in _COUNTERS_ONLY:
+        raise StorageError(
+            "a Redis URL holds live counters only: set it as storage.counters_url, with "
+            "storage.url on the database that keeps keys and the ledger"
+        )
     if counters_url is not None and counters_url != url:
-        return Storage.split(_backend(url, clock), _backend(counters_url, clock))
-    return _backend(url, clock)
+        counters = _backend(counters_url, clock, {**_BACKENDS, **_COUNTERS_ONLY})
+        return Storage.split(_backend(url, clock, _BACKENDS), counters)
+    return _backend(url, clock, _BACKENDS)
 
 
-def _backend(url: str, clock: Clock) -> Storage:
+def _backend(
+    url: str, clock: Clock, backends: dict[str, Callable[[str, Clock], Storage]]
+) -> Storage:
     scheme, separator, _ = url.partition("://")
-    backend = _BACKENDS.get(scheme.lower()) if separator else None
+    backend = backends.get(scheme.lower()) if separator else None
     if backend is None:
         shown = scheme if separator else "(none)"
         raise StorageError(
             f"unsupported storage URL scheme {shown!r}; supported: "
-            + ", ".join(f"{name}://" for name in supported_schemes())
+            + ", ".join(f"{name}://" for name in sorted(backends))
         )
     return backend(url, clock)
