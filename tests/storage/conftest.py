@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pg_databases import throwaway_database
 from storage_samples import NOW, build_key, build_row
 
 from spendgate.clock import ManualClock
@@ -13,22 +15,28 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.storage import Storage, open_storage
 
-# Each backend the suite runs against; PostgreSQL and Redis join this list with a URL
-# builder that points at a real server. Tests of what survives a restart take only the
-# persistent ones.
+# Each backend the suite runs against; Redis joins this list with a URL builder that
+# points at a real server. Tests of what survives a restart take only the persistent ones.
 # "split": keys and ledger on SQLite, counters in memory, so that settlement runs in its two
 # halves (ledger, then counters) as it will with counters and ledger in separate systems.
-BACKENDS = ["memory", "sqlite", "split"]
-PERSISTENT = ["sqlite"]
+# "postgres": a throwaway database on the PostgreSQL server of `pg_databases` (a test fails,
+# never skips, when it cannot be reached).
+BACKENDS = ["memory", "sqlite", "split", "postgres"]
+PERSISTENT = ["sqlite", "postgres"]
 COUNTERS_URL = {"split": "memory://"}
 
 
-def storage_url(backend: str, tmp_path: Path) -> str:
+@contextmanager
+def storage_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend in ("sqlite", "split"):
-        return f"sqlite:///{tmp_path / 'spend.db'}"
-    if backend == "memory":
-        return "memory://"
-    raise AssertionError(f"no URL builder for backend {backend!r}")
+        yield f"sqlite:///{tmp_path / 'spend.db'}"
+    elif backend == "memory":
+        yield "memory://"
+    elif backend == "postgres":
+        with throwaway_database() as url:
+            yield url
+    else:
+        raise AssertionError(f"no URL builder for backend {backend!r}")
 
 
 @pytest.fixture
@@ -43,13 +51,15 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def url(backend: str, tmp_path: Path) -> str:
-    return storage_url(backend, tmp_path)
+def url(backend: str, tmp_path: Path) -> Iterator[str]:
+    with storage_url(backend, tmp_path) as found:
+        yield found
 
 
 @pytest.fixture(params=PERSISTENT)
-def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return storage_url(request.param, tmp_path)
+def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with storage_url(request.param, tmp_path) as found:
+        yield found
 
 
 @pytest.fixture
