@@ -58,16 +58,17 @@ async def insert_rows(db: PgDatabase, conn: Conn, rows: Sequence[LedgerRow]) -> 
     id has a row; for each, whether it was inserted. A request id twice in ``rows``: the
     first is the one inserted. The partitions the rows need must exist (`ensure_for`)."""
     seen: set[str] = set()
-    candidates = []
+    first = []  # whether each row is the first of its request id in ``rows``
     for row in rows:
-        if row.request_id not in seen:
-            seen.add(row.request_id)
-            candidates.append(row)
+        first.append(row.request_id not in seen)
+        seen.add(row.request_id)
+    candidates = [row for row, is_first in zip(rows, first, strict=True) if is_first]
     columns = list(zip(*(LEDGER.params(row) for row in candidates), strict=True))
     sql = _insert_sql(db.ledger_types)
     inserted = {record[0] for record in await conn.fetch(sql, *columns)}
-    firsts = {id(row) for row in candidates}
-    return [id(row) in firsts and row.request_id in inserted for row in rows]
+    return [
+        is_first and row.request_id in inserted for row, is_first in zip(rows, first, strict=True)
+    ]
 
 
 async def ensure_for(db: PgDatabase, rows: Sequence[LedgerRow]) -> None:
