@@ -21,7 +21,6 @@ from storage_samples import NOW, build_row
 
 from spendgate.clock import ManualClock
 from spendgate.domain.admission import Admitted
-
 from spendgate.storage import open_storage
 
 
