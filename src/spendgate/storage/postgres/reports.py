@@ -10,22 +10,44 @@ from spendgate.storage.sqlite.rows import GROUP_COLUMNS, LEDGER
 
 COLUMNS = LEDGER.columns
 
+HOUR_MS = 3_600_000
+# Usage per group: the hourly rollup (migration 0002) for the whole hours of the period,
+# [$3, $4), and the ledger's own rows for its edges, [$1, $3) and [$4, $2).
+_USAGE_PARTS = (
+    "SELECT {column} AS grp, answered, input_tokens, cached_input_tokens, cache_write_tokens, "
+    "output_tokens, reasoning_tokens, cost_nanos, errors, estimated, blocked, "
+    "would_cost_nanos, retries, retry_cost_nanos "
+    "FROM ledger_hourly WHERE hour_ms >= $3 AND hour_ms < $4 "
+    "UNION ALL "
+    "SELECT {column}, (blocked_by IS NULL)::int, input_tokens, cached_input_tokens, "
+    "cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos, "
+    "(status >= 400 AND blocked_by IS NULL)::int, usage_estimated::int, "
+    "(blocked_by IS NOT NULL)::int, would_cost_nanos, "
+    "(retry_count > 0 AND blocked_by IS NULL)::int, "
+    "CASE WHEN retry_count > 0 THEN cost_nanos ELSE 0 END "
+    "FROM ledger WHERE (ts >= $1 AND ts < $3) OR (ts >= $4 AND ts < $2)"
+)
 USAGE = {
     group_by: (
-        f"SELECT {column}, COUNT(*) FILTER (WHERE blocked_by IS NULL), "  # noqa: S608
-        "SUM(input_tokens)::bigint, SUM(cached_input_tokens)::bigint, "
-        "SUM(cache_write_tokens)::bigint, SUM(output_tokens)::bigint, "
-        "SUM(reasoning_tokens)::bigint, SUM(cost_nanos)::bigint, "
-        "COUNT(*) FILTER (WHERE status >= 400 AND blocked_by IS NULL), "
-        "COUNT(*) FILTER (WHERE usage_estimated), COUNT(*) FILTER (WHERE blocked_by IS NOT NULL), "
-        "SUM(would_cost_nanos)::bigint, "
-        "COUNT(*) FILTER (WHERE retry_count > 0 AND blocked_by IS NULL), "
-        "COALESCE(SUM(cost_nanos) FILTER (WHERE retry_count > 0), 0)::bigint "
-        "FROM ledger WHERE ts >= $1 AND ts < $2 "
-        f'GROUP BY {column} ORDER BY SUM(cost_nanos) DESC, {column} IS NULL, {column} COLLATE "C"'
+        f"WITH parts AS ({_USAGE_PARTS.format(column=column)}) "  # noqa: S608
+        "SELECT grp, SUM(answered)::bigint, SUM(input_tokens)::bigint, "
+        "SUM(cached_input_tokens)::bigint, SUM(cache_write_tokens)::bigint, "
+        "SUM(output_tokens)::bigint, SUM(reasoning_tokens)::bigint, SUM(cost_nanos)::bigint, "
+        "SUM(errors)::bigint, SUM(estimated)::bigint, SUM(blocked)::bigint, "
+        "SUM(would_cost_nanos)::bigint, SUM(retries)::bigint, SUM(retry_cost_nanos)::bigint "
+        'FROM parts GROUP BY grp ORDER BY SUM(cost_nanos) DESC, grp IS NULL, grp COLLATE "C"'
     )
     for group_by, column in GROUP_COLUMNS.items()
 }
+
+
+def rolled_span(since_ms: int, until_ms: int) -> tuple[int, int]:
+    """The whole hours inside ``[since, until)`` that the rollup answers for (empty, at
+    ``until``, when there are none: the ledger answers for everything)."""
+    first = -(-since_ms // HOUR_MS) * HOUR_MS
+    last = until_ms // HOUR_MS * HOUR_MS
+    return (first, last) if first < last else (until_ms, until_ms)
+
 
 _SAVINGS_ROWS = (
     "SELECT {column} AS grp, "

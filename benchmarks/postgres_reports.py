@@ -1,0 +1,142 @@
+"""Reports on PostgreSQL at 1 M and 10 M ledger rows: `usage` (by team, by key) and
+`savings` (by team) over the last 30 days, through the backend's own code path.
+
+    python -m benchmarks.postgres_reports [--url postgresql://root@127.0.0.1:5432/postgres]
+        [--sizes 1000000,10000000] [--days 90] [--repeat 5]
+
+A throwaway database (``sg_bench_<hex>``) is created on the server of ``--url`` and dropped
+at the end. Rows are generated server-side (``generate_series``), spread evenly over the
+last ``--days`` days across 25 teams, 500 keys and 40 services, one row in ten routed
+(a downgrade with a baseline cost), one in 97 a failure; the ledger's monthly partitions
+and indexes are those of the migrations. Each size is loaded on top of the previous one,
+then ANALYZEd; each report runs ``--repeat`` times and the median and the slowest are
+printed (milliseconds, wall clock around the awaited call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from spendgate.clock import ManualClock, to_ms
+from spendgate.domain.savings import SavingsBy
+from spendgate.domain.totals import GroupBy, UsageQuery
+from spendgate.storage.postgres import PostgresStorage
+from spendgate.storage.postgres.partitions import month_of_ms, shift
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+CHUNK = 1_000_000
+
+_GENERATE = """
+WITH g AS (
+    SELECT i, $3::bigint + ((i - $5::bigint) * $4::bigint / $6::bigint) AS ts
+    FROM generate_series($1::bigint, $2::bigint) AS i
+), ids AS (
+    INSERT INTO ledger_ids (request_id, ts) SELECT 'req_' || i, ts FROM g
+)
+INSERT INTO ledger (
+    request_id, ts, surface, key_id, "user", service, team, org, tags, requested_model,
+    served_model, provider, input_tokens, cached_input_tokens, cache_write_tokens,
+    output_tokens, reasoning_tokens, cost_nanos, status, latency_ms, ttfb_ms, streamed,
+    client_disconnected, usage_estimated, route_kind, baseline_model, baseline_cost_nanos)
+SELECT 'req_' || i, ts, 'openai.chat', 'key_' || (i % 500), 'user_' || (i % 2000),
+    'svc_' || (i % 40), 'team_' || (i % 25), 'acme', '[]', 'gpt-4o', 'gpt-4o-mini', 'openai',
+    1000 + i % 500, 0, 0, 200 + i % 300, 0, 1000 + (i % 5000) * 100,
+    CASE WHEN i % 97 = 0 THEN 500 ELSE 200 END, 120.0, 30.0, i % 2 = 0, FALSE, FALSE,
+    CASE WHEN i % 10 = 0 THEN 'downgrade' END, CASE WHEN i % 10 = 0 THEN 'gpt-4o' END,
+    CASE WHEN i % 10 = 0 THEN 5000000 END
+FROM g
+"""
+
+
+async def timed(work: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, float]:
+    await work()  # warm: plans, caches
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await work()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), max(times)
+
+
+async def load(conn: asyncpg.Connection[Any], first: int, last: int, days: int) -> None:
+    """Rows ``first..last``, spread evenly over the last ``days`` days."""
+    span = days * 86_400_000
+    start = to_ms(NOW) - span
+    for low in range(first, last + 1, CHUNK):
+        high = min(last, low + CHUNK - 1)
+        began = time.perf_counter()
+        await conn.execute(_GENERATE, low, high, start, span, first, last - first + 1)
+        print(f"  loaded rows {low:,}..{high:,} in {time.perf_counter() - began:.1f} s", flush=True)
+
+
+async def run(url: str, sizes: list[int], days: int, repeat: int) -> None:
+    name = f"sg_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    db_url = url.rsplit("/", 1)[0] + "/" + name
+    store = PostgresStorage(db_url, clock=ManualClock(NOW))
+    try:
+        await store.open()
+        first = month_of_ms(to_ms(NOW - timedelta(days=days)))
+        months = [shift(first, i) for i in range(days // 28 + 2)]
+        await store.database.ensure_months(months)
+        conn = await asyncpg.connect(db_url)
+        settings = {
+            key: await conn.fetchval(f"SHOW {key}")
+            for key in (
+                "server_version",
+                "shared_buffers",
+                "work_mem",
+                "max_parallel_workers_per_gather",
+            )
+        }
+        print("server:", settings)
+        loaded = 0
+        since, until = NOW - timedelta(days=30), NOW
+        reports: dict[str, Callable[[], Awaitable[Any]]] = {
+            "usage by team, 30 days": lambda: store.usage(UsageQuery(GroupBy.TEAM, since, until)),
+            "usage by key, 30 days": lambda: store.usage(UsageQuery(GroupBy.KEY, since, until)),
+            "savings by team, 30 days": lambda: store.savings(since, until, SavingsBy.TEAM),
+        }
+        for size in sizes:
+            await load(conn, loaded + 1, size, days)  # on top of the last size's rows
+            loaded = size
+            await conn.execute("ANALYZE")
+            in_window = await conn.fetchval(
+                "SELECT count(*) FROM ledger WHERE ts >= $1 AND ts < $2", to_ms(since), to_ms(until)
+            )
+            print(f"{size:,} rows ({in_window:,} in the 30 days):", flush=True)
+            for label, work in reports.items():
+                median, worst = await timed(work, repeat)
+                print(
+                    f"  {label:28s} median {median:9.1f} ms   slowest {worst:9.1f} ms", flush=True
+                )
+        await conn.close()
+    finally:
+        await store.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="postgresql://root@127.0.0.1:5432/postgres")
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+    asyncio.run(run(args.url, sizes, args.days, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
