@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _POSTGRES = ("postgresql://", "postgres://")
 
@@ -33,13 +33,23 @@ class PostgresConfig(Strict):
 class StorageConfig(Strict):
     url: str = "sqlite:///spendgate.db"
     # Where rows that storage would not take wait for it (a local directory; default:
-    # "<database file>.spool" beside a SQLite file, none for an in-memory database).
+    # "<database file>.spool" beside a SQLite file, "spendgate.spool" beside the config
+    # file for PostgreSQL, none for an in-memory database).
     spool_dir: str | None = None
     # Worst-case dollars, in all, that requests no budget or limit applies to may cost
     # while storage fails (per gateway process, until it answers again). 0: every
     # request is refused while storage fails (fail closed).
     outage_allowance_usd: Annotated[Decimal, Field(ge=0)] = Decimal(0)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _postgres_spool(cls, data: object) -> object:
+        """A PostgreSQL outage spools rows on local disk unless told where: a directory
+        beside the config file (resolved by the loader like any relative path)."""
+        if isinstance(data, dict) and str(data.get("url", "")).startswith(_POSTGRES):
+            return {"spool_dir": "spendgate.spool", **data}
+        return data
 
     def spool_path(self) -> Path | None:
         if self.spool_dir is not None:

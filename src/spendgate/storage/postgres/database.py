@@ -189,7 +189,7 @@ class PgDatabase:
 
     async def maintain(self) -> list[partitions.Month]:
         """Create this month's partition and those ahead; drop those past retention (and
-        their request ids). The months dropped."""
+        their request ids and rollup hours). The months dropped."""
         now = self.clock.now()
         self.forget_months()
         await self.ensure_months(partitions.wanted(now, self.settings.partitions_ahead))
@@ -204,6 +204,7 @@ class PgDatabase:
             for month in dropped:
                 await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
             await conn.execute("DELETE FROM ledger_ids WHERE ts < $1", cutoff)
+            await conn.execute("DELETE FROM ledger_hourly WHERE hour_ms < $1", cutoff)
 
         await self.transaction(drop, "ledger retention")
         self.forget_months()
