@@ -5,6 +5,7 @@ budgets exact between gateway processes sharing one database."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,9 @@ from storage_child import FITS, RESERVATIONS
 from storage_samples import NOW, build_row
 
 from spendgate.clock import ManualClock
+from spendgate.config.storage import StorageConfig
 from spendgate.domain.admission import Admitted
+from spendgate.errors import StorageError
 from spendgate.storage import Storage, open_storage
 from spendgate.storage.postgres import PostgresSettings, PostgresStorage
 from spendgate.storage.postgres.migrate import load_migrations
@@ -265,3 +268,30 @@ async def test_settle_and_sweep_racing_charge_once(pg_url: str, clock: ManualClo
     finally:
         await first.close()
         await second.close()
+
+
+# -- configuration and reachability -----------------------------------------------------
+
+
+def test_the_storage_section_sizes_the_pool_and_sets_retention(pg_url: str) -> None:
+    config = StorageConfig.model_validate(
+        {"url": pg_url, "postgres": {"pool_max_size": 3, "retention_months": 13}}
+    )
+    store = open_storage(config.url, config=config)
+    assert isinstance(store, PostgresStorage)
+    assert (store.database.settings.pool_max, store.database.settings.retention_months) == (3, 13)
+    assert config.spool_path() == Path("spendgate.spool")  # rows wait on local disk
+    assert StorageConfig.model_validate({"url": pg_url, "spool_dir": None}).spool_path() is None
+
+
+async def test_an_unreachable_server_is_a_storage_error_naming_no_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_storage(f"postgresql://root:hunter2@127.0.0.1:{port}/spendgate")
+    with pytest.raises(StorageError, match="PostgreSQL storage is unavailable") as caught:
+        await store.open()
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(store)
+    with pytest.raises(StorageError, match="not open"):  # and may be opened again later
+        await store.check()

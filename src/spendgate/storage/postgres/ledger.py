@@ -34,14 +34,14 @@ log = logging.getLogger("spendgate.storage.postgres")
 MAX_BATCH = 1_000  # rows per statement and commit
 
 
-# The dimensions and sums of the hourly usage rollup (migration 0002), from inserted rows.
+# The hourly usage rollup (migration 0002): adds the rows of a CTE named ``inserted``.
 _ROLLUP_KEYS = 'hour_ms, key_id, "user", service, team, org, served_model, provider'
 _ROLLUP_SUMS = (
     "answered, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, "
     "reasoning_tokens, cost_nanos, errors, estimated, blocked, would_cost_nanos, retries, "
     "retry_cost_nanos"
 )
-_ROLLUP = (
+ROLLUP_INSERTED = (
     f"INSERT INTO ledger_hourly ({_ROLLUP_KEYS}, {_ROLLUP_SUMS}) "  # noqa: S608
     'SELECT ts - ts % 3600000, key_id, "user", service, team, org, served_model, provider, '
     "COUNT(*) FILTER (WHERE blocked_by IS NULL), SUM(input_tokens), SUM(cached_input_tokens), "
@@ -77,7 +77,7 @@ def _insert_sql(types: dict[str, str]) -> str:
         f"FROM unnest({arrays}) WITH ORDINALITY AS r({names}, n) "
         "WHERE r.request_id IN (SELECT request_id FROM fresh) ORDER BY r.n "
         "RETURNING *), "
-        f"rolled AS ({_ROLLUP}) "
+        f"rolled AS ({ROLLUP_INSERTED}) "
         "SELECT request_id FROM inserted"
     )
 
