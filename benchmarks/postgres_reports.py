@@ -7,7 +7,8 @@
 A throwaway database (``sg_bench_<hex>``) is created on the server of ``--url`` and dropped
 at the end. Rows are generated server-side (``generate_series``; the hourly rollup is added
 in the same statement, as the backend's insert does), spread evenly over the last
-``--days`` days across 25 teams, 500 keys and 40 services, one row in ten routed
+``--days`` days across 500 keys (each of one user, one of 40 services, one of 25
+teams), one row in ten routed
 (a downgrade with a baseline cost), one in 97 a failure; the ledger's monthly partitions
 and indexes are those of the migrations. Each size is loaded on top of the previous one,
 then ANALYZEd; each report runs ``--repeat`` times and the median and the slowest are
@@ -50,6 +51,13 @@ _SAVINGS_PER_REQUEST = (
     "SUM(shadow)::bigint, SUM(cf)::bigint, SUM(saved)::bigint "
     "FROM per_request GROUP BY grp"
 )
+# Usage by team straight from the ledger (no rollup), timed beside the backend's form.
+_USAGE_RAW = (
+    "SELECT team, COUNT(*) FILTER (WHERE blocked_by IS NULL), SUM(input_tokens)::bigint, "
+    "SUM(output_tokens)::bigint, SUM(cost_nanos)::bigint, "
+    "COUNT(*) FILTER (WHERE status >= 400 AND blocked_by IS NULL) "
+    "FROM ledger WHERE ts >= $1 AND ts < $2 GROUP BY team ORDER BY SUM(cost_nanos) DESC"
+)
 CHUNK = 1_000_000
 
 _GENERATE = """
@@ -64,8 +72,9 @@ INSERT INTO ledger (
     served_model, provider, input_tokens, cached_input_tokens, cache_write_tokens,
     output_tokens, reasoning_tokens, cost_nanos, status, latency_ms, ttfb_ms, streamed,
     client_disconnected, usage_estimated, route_kind, baseline_model, baseline_cost_nanos)
-SELECT 'req_' || i, ts, 'openai.chat', 'key_' || (i % 500), 'user_' || (i % 2000),
-    'svc_' || (i % 40), 'team_' || (i % 25), 'acme', '[]', 'gpt-4o', 'gpt-4o-mini', 'openai',
+SELECT 'req_' || i, ts, 'openai.chat', 'key_' || (i % 500), 'user_' || (i % 500),
+    'svc_' || (i % 500 % 40), 'team_' || (i % 500 % 25), 'acme', '[]', 'gpt-4o', 'gpt-4o-mini',
+    'openai',
     1000 + i % 500, 0, 0, 200 + i % 300, 0, 1000 + (i % 5000) * 100,
     CASE WHEN i % 97 = 0 THEN 500 ELSE 200 END, 120.0, 30.0, i % 2 = 0, FALSE, FALSE,
     CASE WHEN i % 10 = 0 THEN 'downgrade' END, CASE WHEN i % 10 = 0 THEN 'gpt-4o' END,
@@ -125,6 +134,9 @@ async def run(url: str, sizes: list[int], days: int, repeat: int) -> None:
         since, until = NOW - timedelta(days=30), NOW
         reports: dict[str, Callable[[], Awaitable[Any]]] = {
             "usage by team, 30 days": lambda: store.usage(UsageQuery(GroupBy.TEAM, since, until)),
+            "  (from the ledger, no rollup)": lambda: conn.fetch(
+                _USAGE_RAW, to_ms(since), to_ms(until)
+            ),
             "usage by key, 30 days": lambda: store.usage(UsageQuery(GroupBy.KEY, since, until)),
             "savings by team, 30 days": lambda: store.savings(since, until, SavingsBy.TEAM),
             "  (per-request form)": lambda: conn.fetch(

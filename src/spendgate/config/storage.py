@@ -28,6 +28,9 @@ class PostgresConfig(Strict):
     # Months of ledger kept, the current one included; older partitions are dropped.
     # None: keep every row.
     retention_months: Annotated[int, Field(ge=1)] | None = None
+    # False: commits return before the server's WAL is on disk (faster; a server crash
+    # may lose the last commits, a gateway crash never does).
+    synchronous_commit: bool = True
 
 
 class StorageConfig(Strict):

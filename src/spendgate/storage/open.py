@@ -75,6 +75,7 @@ def postgres_settings(config: StorageConfig | None) -> PostgresSettings:
         statement_timeout_s=pg.statement_timeout_s,
         partitions_ahead=pg.partitions_ahead,
         retention_months=pg.retention_months,
+        synchronous_commit=pg.synchronous_commit,
     )
 
 

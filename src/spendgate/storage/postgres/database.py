@@ -91,7 +91,10 @@ class PgDatabase:
                 max_size=self.settings.pool_max,
                 timeout=self.settings.connect_timeout_s,
                 command_timeout=self.settings.statement_timeout_s,
-                server_settings={"application_name": "spendgate"},
+                server_settings={
+                    "application_name": "spendgate",
+                    "synchronous_commit": "on" if self.settings.synchronous_commit else "off",
+                },
             )
         except Exception as exc:
             raise storage_error(exc, "a connection") from exc

@@ -13,3 +13,6 @@ class PostgresSettings:
     statement_timeout_s: float = 30.0  # a statement past this fails (outage policy)
     partitions_ahead: int = 2  # monthly ledger partitions created ahead of this month
     retention_months: int | None = None  # months of ledger kept (None: all, forever)
+    # False: this gateway's commits return before the server's WAL reaches disk (they
+    # survive the gateway's crash, not the server's: like SQLite's synchronous=NORMAL).
+    synchronous_commit: bool = True
