@@ -295,3 +295,20 @@ async def test_an_unreachable_server_is_a_storage_error_naming_no_password() -> 
     assert "hunter2" not in repr(store)
     with pytest.raises(StorageError, match="not open"):  # and may be opened again later
         await store.check()
+
+
+async def test_synchronous_commit_is_the_operators_choice(pg_url: str) -> None:
+    for value, shown in ((True, "on"), (False, "off")):
+        config = StorageConfig.model_validate(
+            {"url": pg_url, "postgres": {"synchronous_commit": value}}
+        )
+        store = open_storage(config.url, config=config)
+        assert isinstance(store, PostgresStorage)
+        await store.open()
+        try:
+            found = await store.database.run(
+                lambda conn: conn.fetchval("SHOW synchronous_commit"), "a setting"
+            )
+            assert found == shown
+        finally:
+            await store.close()

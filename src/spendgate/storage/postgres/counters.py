@@ -23,6 +23,7 @@ from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
+from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.codec import (
     dump_template,
@@ -35,7 +36,7 @@ from spendgate.storage.codec import (
 from spendgate.storage.plans import check_amounts, check_plan, stored_counters
 from spendgate.storage.postgres import counters_sql as work
 from spendgate.storage.postgres import loops_sql as loops
-from spendgate.storage.postgres.database import Conn, PgDatabase
+from spendgate.storage.postgres.database import Conn, PgDatabase, is_outage
 
 log = logging.getLogger("spendgate.storage.postgres")
 
@@ -70,6 +71,10 @@ async def take(
 class PgCounters:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
+        # Reservations whose transaction failed with the connection: their COMMIT may have
+        # taken effect although the caller was refused. Released (idempotently) at the next
+        # lease renewal that reaches the server, before their lease is renewed.
+        self._doubtful: set[str] = set()
 
     # -- the request path --------------------------------------------------------------
 
@@ -85,6 +90,10 @@ class PgCounters:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(partial(self._release_abandoned, plan.reservation_id))
+            raise
+        except StorageError as error:
+            if is_outage(error):
+                self._doubtful.add(plan.reservation_id)
             raise
 
     async def _reserve(self, plan: ReservationPlan, now_ms: int, conn: Conn) -> Admitted | Refused:
@@ -135,9 +144,17 @@ class PgCounters:
         return ended is not None
 
     async def release(self, reservation_id: str) -> bool:
-        ended = await self._db.transaction(
-            lambda conn: take(conn, reservation_id, None), f"release of {reservation_id!r}"
-        )
+        """Drop a reservation whose request never reached an upstream. One that cannot be
+        released now (the server is unreachable) is released at the next lease renewal
+        that reaches it, before its lease could lapse into a charge."""
+        try:
+            ended = await self._db.transaction(
+                lambda conn: take(conn, reservation_id, None), f"release of {reservation_id!r}"
+            )
+        except StorageError as error:
+            if is_outage(error):
+                self._doubtful.add(reservation_id)
+            raise
         return ended is not None
 
     # -- leases ------------------------------------------------------------------------
@@ -145,6 +162,9 @@ class PgCounters:
     async def renew_leases(
         self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
     ) -> int:
+        for reservation_id in sorted(self._doubtful):  # first: their leases must not renew
+            await self.release(reservation_id)  # raises (and keeps them) while unreachable
+            self._doubtful.discard(reservation_id)
         params = (to_ms(expires_at), owner, sorted(keep_lapsing))
         status = await self._db.run(
             lambda conn: conn.execute(work.RENEW, *params), f"lease renewal for {owner!r}"

@@ -56,6 +56,12 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def is_outage(error: BaseException) -> bool:
+    """Whether a StorageError says the server could not be reached or the connection broke
+    (so whether a COMMIT sent then took effect is unknown)."""
+    return isinstance(error.__cause__, _UNREACHABLE)
+
+
 def storage_error(exc: BaseException, what: str) -> StorageError:
     if isinstance(exc, StorageError):
         return exc
