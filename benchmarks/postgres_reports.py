@@ -31,7 +31,7 @@ import asyncpg
 from spendgate.clock import ManualClock, to_ms
 from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy, UsageQuery
-from spendgate.storage.postgres import PostgresStorage, reports
+from spendgate.storage.postgres import PostgresSettings, PostgresStorage, reports
 from spendgate.storage.postgres.ledger import ROLLUP_INSERTED
 from spendgate.storage.postgres.partitions import month_of_ms, shift
 
@@ -108,19 +108,23 @@ async def load(conn: asyncpg.Connection[Any], first: int, last: int, days: int) 
         print(f"  loaded rows {low:,}..{high:,} in {time.perf_counter() - began:.1f} s", flush=True)
 
 
-async def run(url: str, sizes: list[int], days: int, repeat: int) -> None:
+async def run(
+    url: str, sizes: list[int], days: int, repeat: int, statement_timeout_s: float
+) -> None:
     name = f"sg_bench_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     db_url = url.rsplit("/", 1)[0] + "/" + name
-    store = PostgresStorage(db_url, clock=ManualClock(NOW))
+    # A report may take longer than the gateway's default statement timeout here.
+    settings = PostgresSettings(statement_timeout_s=statement_timeout_s)
+    store = PostgresStorage(db_url, clock=ManualClock(NOW), settings=settings)
     try:
         await store.open()
         first = month_of_ms(to_ms(NOW - timedelta(days=days)))
         months = [shift(first, i) for i in range(days // 28 + 2)]
         await store.database.ensure_months(months)
         conn = await asyncpg.connect(db_url)
-        settings = {
+        shown = {
             key: await conn.fetchval(f"SHOW {key}")
             for key in (
                 "server_version",
@@ -129,7 +133,7 @@ async def run(url: str, sizes: list[int], days: int, repeat: int) -> None:
                 "max_parallel_workers_per_gather",
             )
         }
-        print("server:", settings)
+        print("server:", shown)
         loaded = 0
         since, until = NOW - timedelta(days=30), NOW
         reports: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -169,9 +173,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--statement-timeout-s", type=float, default=900.0)
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
-    asyncio.run(run(args.url, sizes, args.days, args.repeat))
+    asyncio.run(run(args.url, sizes, args.days, args.repeat, args.statement_timeout_s))
 
 
 if __name__ == "__main__":

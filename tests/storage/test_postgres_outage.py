@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,28 @@ PROMPT = [{"role": "user", "content": "hello"}]
 BUDGETED_TEAM = "ml"
 
 
-def until(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
+def until(
+    check: Callable[[], bool],
+    what: str,
+    limit_s: float = 30.0,
+    explain: Callable[[], object] = lambda: "",
+) -> None:
     """Poll ``check`` (a bound, not a timing: the test waits for a state, never a delay)."""
     deadline = time.monotonic() + limit_s
     while not check():
-        assert time.monotonic() < deadline, f"never: {what}"
+        assert time.monotonic() < deadline, f"never: {what} {explain()}"
         time.sleep(0.05)
+
+
+def held(gw: GatewayHarness) -> object:
+    """The reservations still held, and the ledger rows of their requests (diagnostics)."""
+    storage = gw.gateway.storage
+    lapsed = gw.call(storage.counter_store.lapsed(datetime(2100, 1, 1, tzinfo=UTC), 100))
+    rows = {
+        item.reservation_id: gw.call(storage.ledger_store.row(item.reservation_id))
+        for item in lapsed
+    }
+    return {"held": [(i.reservation_id, i.counters) for i in lapsed], "rows": rows}
 
 
 def ready(gw: GatewayHarness) -> int:
@@ -154,7 +171,7 @@ def test_postgres_stopped_and_restarted_mid_load(tmp_path: Path) -> None:
 
             # A reservation whose COMMIT went through as the connection broke (the caller
             # was refused) is given back at the next lease renewal: never charged.
-            until(lambda: reserved(gw) == 0, "nothing reserved")
+            until(lambda: reserved(gw) == 0, "nothing reserved", explain=lambda: held(gw))
 
             rows = gw.ledger()
             per_call = Counter(row.upstream_request_id for row in rows if row.upstream_request_id)
