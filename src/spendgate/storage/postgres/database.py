@@ -3,10 +3,9 @@ the connection pool, migrations at open, ledger partitions, and the one place wh
 driver errors become `StorageError` (so that an outage takes the outage policy's path).
 
 Driver: asyncpg, chosen by measurement (`benchmarks/postgres_drivers.py`) against psycopg 3
-(async, psycopg_pool) on the
-same server, side by side (docs/storage.md): a one-row SELECT p50 228 us vs 278 us, a
-500-row ``unnest`` INSERT p50 13.9 ms vs 19.9 ms; a two-statement transaction cost the
-same (4.0 ms, dominated by the server's commit fsync).
+(async, psycopg_pool) on the same server, side by side (docs/storage.md): a one-row SELECT
+p50 228 us vs 278 us, a 500-row ``unnest`` INSERT p50 13.9 ms vs 19.9 ms; a two-statement
+transaction cost the same (4.0 ms, dominated by the server's commit fsync).
 """
 
 from __future__ import annotations
