@@ -461,9 +461,7 @@ def build_gateway(
 ) -> Gateway:
     """``base_dir`` resolves relative paths in the config (LiteLLM price files)."""
     clock = clock or SystemClock()
-    storage = storage or open_storage(
-        config.storage.url, clock=clock, counters_url=config.storage.counters_url
-    )
+    storage = storage or open_storage(config.storage.url, clock=clock, config=config.storage)
     snapshot = build_parts(
         config, source=source, env=env, require_secrets=require_secrets, base_dir=base_dir
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from pg_databases import throwaway_database
 from storage_samples import NOW, build_key, build_row
 
 from spendgate.clock import ManualClock
@@ -15,16 +17,15 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.storage import Storage, open_storage
 from spendgate.storage.redis import RedisCounters
 
-# Each backend the suite runs against; PostgreSQL and Redis join this list with a URL
-# builder that points at a real server. Tests of what survives a restart take only the
-# persistent ones.
+# Each backend the suite runs against; Redis joins this list with a URL builder that
+# points at a real server. Tests of what survives a restart take only the persistent ones.
 # "split": keys and ledger on SQLite, counters in memory, so that settlement runs in its two
 # halves (ledger, then counters) as it will with counters and ledger in separate systems.
-# "redis": keys and ledger on SQLite, counters on the Redis server of 127.0.0.1:6379 (shared
-# by other test runs: each test has a key prefix of its own, whose keys it deletes at
-# teardown; never FLUSHALL/FLUSHDB). A test that cannot reach it fails.
-BACKENDS = ["memory", "sqlite", "split", "redis"]
-PERSISTENT = ["sqlite"]
+# "postgres": a throwaway database on the PostgreSQL server of `pg_databases` (a test fails,
+# never skips, when it cannot be reached).
+# "redis-pg": keys and ledger on PostgreSQL, counters on Redis (the production shape).
+BACKENDS = ["memory", "sqlite", "split", "redis", "postgres", "redis-pg"]
+PERSISTENT = ["sqlite", "postgres"]
 COUNTERS_URL = {"split": "memory://"}
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -34,12 +35,17 @@ def redis_url() -> str:
     return f"{REDIS}?prefix=sgtest-{uuid4().hex[:12]}"
 
 
-def storage_url(backend: str, tmp_path: Path) -> str:
+@contextmanager
+def storage_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend in ("sqlite", "split", "redis"):
-        return f"sqlite:///{tmp_path / 'spend.db'}"
-    if backend == "memory":
-        return "memory://"
-    raise AssertionError(f"no URL builder for backend {backend!r}")
+        yield f"sqlite:///{tmp_path / 'spend.db'}"
+    elif backend == "memory":
+        yield "memory://"
+    elif backend in ("postgres", "redis-pg"):
+        with throwaway_database() as url:
+            yield url
+    else:
+        raise AssertionError(f"no URL builder for backend {backend!r}")
 
 
 @pytest.fixture
@@ -54,18 +60,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def url(backend: str, tmp_path: Path) -> str:
-    return storage_url(backend, tmp_path)
+def url(backend: str, tmp_path: Path) -> Iterator[str]:
+    with storage_url(backend, tmp_path) as found:
+        yield found
 
 
 @pytest.fixture(params=PERSISTENT)
-def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return storage_url(request.param, tmp_path)
+def persistent_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with storage_url(request.param, tmp_path) as found:
+        yield found
 
 
 @pytest.fixture
 def counters_url(backend: str) -> str | None:
-    if backend == "redis":
+    if backend in ("redis", "redis-pg"):
         return redis_url()
     return COUNTERS_URL.get(backend)
 
