@@ -7,7 +7,8 @@ by every gateway process and replica that points at it.
 * `keys`, `ledger` (group commit of rows; reports as single statements), `counters`
   (reservations under per-counter advisory locks), `joint` (a request's row and its
   reservation's end in one transaction), `admin` (admin tokens and the audit log),
-  `migrate` and `migrations/`, `partitions`.
+  `alerts` (alerts raised once, their leased outbox), `migrate` and `migrations/`,
+  `partitions`.
 
 Values are stored as on SQLite (epoch milliseconds, JSON text), through the same row
 codecs (`spendgate.storage.sqlite.rows`). Durability: a write returns after COMMIT, which
@@ -19,6 +20,7 @@ from __future__ import annotations
 from spendgate.clock import Clock, SystemClock
 from spendgate.storage.admin import AdminStores
 from spendgate.storage.postgres.admin import PgAdmin
+from spendgate.storage.postgres.alerts import PgAlerts
 from spendgate.storage.postgres.counters import PgCounters
 from spendgate.storage.postgres.database import PgDatabase
 from spendgate.storage.postgres.joint import PgJoint
@@ -47,6 +49,7 @@ class PostgresStorage(Storage):
             parts=[self.database, ledger],  # closed in reverse: queued rows commit first
             joint=PgJoint(self.database),
             admin=AdminStores(admin, admin),
+            alerts=PgAlerts(self.database),
         )
 
     def __repr__(self) -> str:
