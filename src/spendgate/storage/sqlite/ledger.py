@@ -12,7 +12,8 @@ from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
+from spendgate.storage.sqlite import rollups
 from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rows import (
     INSERT_LEDGER,
@@ -21,26 +22,8 @@ from spendgate.storage.sqlite.rows import (
     LEDGER,
     LEDGER_RANGE,
     LEDGER_ROW,
-    SAVINGS,
-    SHADOW_SAVINGS,
-    USAGE,
 )
 
-_BLOCKED = (
-    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos), SUM(status = 429) FROM ledger "
-    "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
-)
-_SHADOW_HITS = (
-    "SELECT hit.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
-    "json_each(ledger.shadow_blocks) AS hit "
-    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
-)
-_OVERRUNS = (
-    "SELECT over.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
-    "json_each(ledger.settled_above) AS over "
-    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.settled_above != '[]' "
-    "GROUP BY over.value"
-)
 _MARKED = (
     f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
     "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
@@ -104,28 +87,25 @@ class SqliteLedger:
         return self._file.on_reader(lambda conn: row_of(conn, request_id))
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
-        """Totals per group over ``[since, until)``, highest cost first, ties by name."""
-        sql = USAGE[query.group_by]
-        params = (to_ms(query.since), to_ms(query.until))
+        """Totals per group over ``[since, until)``, highest cost first, ties by name: the
+        whole hours from the rollups, the edges from the rows (`rollups`)."""
+        low, high = to_ms(query.since), to_ms(query.until)
+        return await self._file.report(lambda conn: rollups.usage(conn, query.group_by, low, high))
 
-        def scan(conn: sqlite3.Connection) -> list[UsageGroup]:
-            return [UsageGroup(*row) for row in conn.execute(sql, params)]
-
-        return await self._file.report(scan)
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.series(conn, group_by, bucket, low, high)
+        )
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
-        """Savings per team or service, and per shadow rule, summed in SQL."""
-        params = (to_ms(since), to_ms(until))
-        grouped = SAVINGS[by.value]
-
-        def scan(conn: sqlite3.Connection) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
-            groups = [SavingsGroup(*row) for row in conn.execute(grouped, params)]
-            shadows = [ShadowSavings(*row) for row in conn.execute(SHADOW_SAVINGS, params)]
-            return groups, shadows
-
-        return await self._file.report(scan)
+        """Savings per team or service, and per shadow rule, from the rollups and the edges."""
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(lambda conn: rollups.savings(conn, by, low, high))
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None
@@ -145,20 +125,8 @@ class SqliteLedger:
         return await self._file.report(scan)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
-        params = (to_ms(since), to_ms(until))
-
-        def scan(conn: sqlite3.Connection) -> list[BlockGroup]:
-            found: dict[str, list[int]] = {}
-            for name, count, cost, retryable in conn.execute(_BLOCKED, params):
-                values = found.setdefault(name, [0] * 7)
-                values[0:2], values[4] = [count, cost], retryable
-            for name, count, cost in conn.execute(_SHADOW_HITS, params):
-                found.setdefault(name, [0] * 7)[2:4] = [count, cost]
-            for name, count, cost in conn.execute(_OVERRUNS, params):
-                found.setdefault(name, [0] * 7)[5:7] = [count, cost]
-            return [BlockGroup(name, *values) for name, values in sorted(found.items())]
-
-        return await self._file.report(scan)
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(lambda conn: rollups.blocks(conn, low, high))
 
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
