@@ -7,12 +7,16 @@ pipeline writes them (`pipeline/proxy.py`): the samples keep that invariant."""
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_samples import NOW, build_row
 
+from spendgate.clock import ManualClock
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.savings import SavingsBy, from_totals, savings
 from spendgate.domain.totals import (
@@ -23,6 +27,10 @@ from spendgate.domain.totals import (
     usage_totals,
 )
 from spendgate.storage import Storage, UsageQuery
+from spendgate.storage.sqlite import SqliteStorage
+from spendgate.storage.sqlite.connection import connect
+from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
+from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER
 
 SPAN_MS = 6 * 3_600_000  # the sample ledgers cover six hours from START
 START = NOW - timedelta(hours=2, minutes=17)  # not on an hour
@@ -164,3 +172,47 @@ async def test_a_period_inside_one_hour_and_an_empty_one(storage: Storage) -> No
     assert [(g.group, g.requests) for g in inside] == [("t", 1), (None, 1)]
     assert await storage.usage(UsageQuery(GroupBy.TEAM, at, at)) == []
     assert await storage.usage_series(at, at, Bucket.HOUR, GroupBy.TEAM) == []
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    batches=st.lists(requests(), max_size=30), windows=st.lists(periods(), min_size=1, max_size=3)
+)
+async def test_migration_0011_backfills_a_ledger_written_before_it(
+    batches: list[list[LedgerRow]], windows: list[tuple[int, int]]
+) -> None:
+    """A ledger written under migrations 0001-0010 (no rollups), then opened by this
+    version: 0011 sums the rows already there, and later rows go through the triggers."""
+    rows = [row for batch in batches for row in batch]
+    later = rows[len(rows) // 2 :]
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "old.db"
+        with closing(connect(str(db))) as conn:
+            apply_migrations(conn, load_migrations()[:10], lambda: 0)
+            conn.execute("BEGIN")
+            conn.executemany(INSERT_LEDGER, [LEDGER.params(row) for row in rows[: len(rows) // 2]])
+            conn.execute("COMMIT")
+            assert (
+                conn.execute(
+                    "SELECT name FROM sqlite_master WHERE name = 'usage_hourly'"
+                ).fetchall()
+                == []
+            )
+        storage = SqliteStorage(str(db), clock=ManualClock(NOW))
+        await storage.open()
+        try:
+            await storage.ledger_store.append(later)
+            for low, high in windows:
+                since = START + timedelta(milliseconds=low)
+                until = START + timedelta(milliseconds=high)
+                raw = await storage.ledger(since, until)
+                assert len(raw) == sum(since <= r.ts < until for r in rows)
+                for group_by in GroupBy:
+                    query = UsageQuery(group_by=group_by, since=since, until=until)
+                    assert await storage.usage(query) == usage_totals(raw, group_by)
+                assert await storage.blocks(since, until) == block_totals(raw)
+                for by in SavingsBy:
+                    groups, shadow = await storage.savings(since, until, by)
+                    assert from_totals(groups, shadow) == savings(raw, by)
+        finally:
+            await storage.close()

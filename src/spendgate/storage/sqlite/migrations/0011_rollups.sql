@@ -331,12 +331,6 @@ GROUP BY 1, 2;
 DROP TABLE rollup_backfill_seen;
 
 -- Refused rows and overruns over a period (`spendgate blocks`, the budgets view) without
--- reading the rows in between; the output sizes of a caller's latest answered requests on
--- a model (a refusal's realistic estimate) without scanning the period.
+-- reading the rows in between.
 CREATE INDEX ledger_marked ON ledger (ts)
     WHERE blocked_by IS NOT NULL OR settled_above != '[]';
-CREATE INDEX ledger_answered_model ON ledger (COALESCE(routed_model, requested_model), ts)
-    WHERE blocked_by IS NULL AND status < 400;
-CREATE INDEX ledger_answered_key_model
-    ON ledger (key_id, COALESCE(routed_model, requested_model), ts)
-    WHERE blocked_by IS NULL AND status < 400;
