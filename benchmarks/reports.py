@@ -10,8 +10,9 @@ Then, each ``--repeat`` times, interleaved:
 * ``cli``: ``spendgate usage|savings|blocks --period 30d --json`` (a fresh process each);
 * ``api``: ``GET /admin/usage|savings|blocks?period=30d`` on a running ``spendgate serve``.
 
-It also measures what the rollup triggers add to a ledger insert (rows per transaction as
-group commit writes them under load: 100), on the same machine in the same run.
+It also measures, on the same machine in the same run, a ledger insert (100 rows per
+transaction, as group commit writes them under load) without and with 0011, and what the
+roll-up job spends per row.
 
     python -m benchmarks.reports --rows 1000000 --rows 5000000 --repeat 3
 
@@ -180,12 +181,14 @@ def _insert(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
 
 
 def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, float]:
-    """Microseconds per row inserted 100 to a transaction, without and with 0011."""
+    """Microseconds per row: inserted 100 to a transaction without and with 0011, and
+    added to the rollups by the roll-up job (`rollups.roll_up`, its own batches)."""
     migrations = load_migrations()
-    found: dict[str, list[float]] = {"without 0011": [], "with 0011": []}
+    found: dict[str, list[float]] = {"insert without 0011": [], "insert with 0011": []}
+    found["roll-up job"] = []
     data = list(synthetic_rows(rows, now_ms, seed=3))
     for _ in range(3):
-        for name, upto in (("without 0011", 10), ("with 0011", 11)):
+        for name, upto in (("insert without 0011", 10), ("insert with 0011", 11)):
             path = folder / f"insert-{upto}.db"
             path.unlink(missing_ok=True)
             conn = connect(str(path))
@@ -194,6 +197,15 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             for index in range(0, len(data), 100):
                 _insert(conn, data[index : index + 100])
             found[name].append((time.perf_counter() - started) / len(data) * 1e6)
+            if upto == 11:
+                started = time.perf_counter()
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    step = rollups.roll_up(conn)
+                    conn.execute("COMMIT")
+                    if step < rollups.ROLL_BATCH:
+                        break
+                found["roll-up job"].append((time.perf_counter() - started) / len(data) * 1e6)
             conn.close()
     return {name: statistics.median(values) for name, values in found.items()}
 
@@ -327,7 +339,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="spendgate-reports-", dir=args.dir) as tmp:
         folder = Path(tmp)
         cost = insert_cost(folder, int(time.time() * 1000))
-        print("| insert, µs per row (100 per transaction) | " + " | ".join(cost) + " |")
+        print("| µs per row | " + " | ".join(cost) + " |")
         print("| | " + " | ".join(f"{v:.1f}" for v in cost.values()) + " |")
         table: dict[int, dict[str, float]] = {}
         for count in sizes:

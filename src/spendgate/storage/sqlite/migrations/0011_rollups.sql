@@ -1,9 +1,8 @@
--- Per-hour rollups of the ledger, kept by triggers in the transaction that inserts each
--- row (every path: `record`, `append`, joint settlement, the lapse sweep, another
--- process), and backfilled here from the rows already there. Reports over whole hours read
--- these; the partial hours at a period's edges are summed from the raw rows
--- (docs/storage.md, "Rollups"). Ledger rows are never updated or deleted, so an insert
--- trigger is all it takes.
+-- Per-hour rollups of the ledger, kept by an incremental job past a high-water mark
+-- (ledger ids: rows are never updated or deleted), and backfilled here from the rows
+-- already there. Reports over whole hours read these; the partial hours at a period's
+-- edges, and the rows past the mark, are summed from the raw rows (docs/storage.md,
+-- "Rollups").
 --
 -- `hour` is the epoch millisecond the row's hour starts at (UTC). A group that is NULL in
 -- the ledger is stored as the integer 0 (the group columns hold text otherwise, and a
@@ -67,155 +66,17 @@ CREATE TABLE shadow_hourly (
     PRIMARY KEY (hour, rule)
 ) WITHOUT ROWID;
 
--- The first of a request's served rows counts it as a request (and the first with each
--- routing kind, a fallback's success, a shadow rule), judged against the rows of the same
--- request inserted before it (lower id; `request_of` in spendgate.domain.savings: attempt
--- n's id is `<request id>-<n>`): a bit mask, `seen`, computed once per row. The trigger
--- and the backfill below write the same contributions (the storage tests hold both to
--- the raw ledger).
-CREATE TRIGGER ledger_rollup_usage AFTER INSERT ON ledger
-BEGIN
-    INSERT INTO usage_hourly
-    SELECT d.dim, NEW.ts - (((NEW.ts % 3600000) + 3600000) % 3600000), IFNULL(CASE d.dim WHEN 'team' THEN NEW.team WHEN 'service' THEN NEW.service
-        WHEN 'user' THEN NEW."user" WHEN 'key' THEN NEW.key_id WHEN 'model' THEN NEW.served_model
-        WHEN 'org' THEN NEW.org ELSE NEW.provider END, 0),
-        NEW.blocked_by IS NULL,
-        NEW.input_tokens,
-        NEW.cached_input_tokens,
-        NEW.cache_write_tokens,
-        NEW.output_tokens,
-        NEW.reasoning_tokens,
-        NEW.cost_nanos,
-        NEW.blocked_by IS NULL AND NEW.status >= 400,
-        NEW.usage_estimated,
-        NEW.blocked_by IS NOT NULL,
-        NEW.would_cost_nanos,
-        NEW.blocked_by IS NULL AND NEW.retry_count > 0,
-        CASE WHEN NEW.retry_count > 0 THEN NEW.cost_nanos ELSE 0 END,
-        NEW.blocked_by IS NULL AND NOT (f.seen & 1),
-        CASE WHEN NEW.blocked_by IS NULL THEN NEW.cost_nanos ELSE 0 END,
-        CASE WHEN NEW.blocked_by IS NOT NULL THEN 0
-             WHEN NEW.baseline_cost_nanos IS NULL OR NEW.unreconciled THEN NEW.cost_nanos
-             ELSE NEW.baseline_cost_nanos END,
-        NEW.blocked_by IS NULL AND NEW.route_kind IS 'alias' AND NOT (f.seen & 2),
-        NEW.blocked_by IS NULL AND NEW.route_kind IS 'rewrite' AND NOT (f.seen & 4),
-        NEW.blocked_by IS NULL AND NEW.route_kind IS 'downgrade' AND NOT (f.seen & 8),
-        NEW.blocked_by IS NULL AND NEW.attempt > 0 AND NEW.status < 400 AND NOT (f.seen & 16),
-        CASE WHEN NEW.blocked_by IS NOT NULL THEN 0
-             WHEN NEW.shadow_cost_nanos IS NULL OR NEW.unreconciled THEN NEW.cost_nanos
-             ELSE NEW.shadow_cost_nanos END
-    FROM (SELECT CASE WHEN NEW.blocked_by IS NOT NULL THEN 0 ELSE mask.seen END AS seen
-        FROM (SELECT (COUNT(o.id) > 0)
-        + 2 * IFNULL(MAX(o.route_kind = 'alias'), 0)
-        + 4 * IFNULL(MAX(o.route_kind = 'rewrite'), 0)
-        + 8 * IFNULL(MAX(o.route_kind = 'downgrade'), 0)
-        + 16 * IFNULL(MAX(o.attempt > 0 AND o.status < 400), 0)
-        + 32 * IFNULL(MAX(o.shadow_rule = NEW.shadow_rule), 0) AS seen
-    FROM ledger AS o
-    WHERE NEW.blocked_by IS NULL AND o.id < NEW.id AND o.blocked_by IS NULL AND (
-        (o.request_id = (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END)
-         AND (o.attempt = 0 OR substr(o.request_id, -length(o.attempt) - 1) != '-' || o.attempt))
-        OR (o.request_id > (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '-' AND o.request_id < (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '.'
-            AND o.attempt > 0 AND o.request_id = (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '-' || o.attempt))) AS mask) AS f,
-        (SELECT 'team' AS dim UNION ALL SELECT 'service' UNION ALL SELECT 'user'
-        UNION ALL SELECT 'key' UNION ALL SELECT 'model' UNION ALL SELECT 'org'
-        UNION ALL SELECT 'provider') AS d
-    WHERE true
-    ON CONFLICT (dim, hour, grp) DO UPDATE SET
-        requests = requests + excluded.requests,
-        input_tokens = input_tokens + excluded.input_tokens,
-        cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
-        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-        output_tokens = output_tokens + excluded.output_tokens,
-        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-        cost_nanos = cost_nanos + excluded.cost_nanos,
-        errors = errors + excluded.errors,
-        estimated = estimated + excluded.estimated,
-        blocked = blocked + excluded.blocked,
-        blocked_would_cost_nanos = blocked_would_cost_nanos + excluded.blocked_would_cost_nanos,
-        retries = retries + excluded.retries,
-        retry_cost_nanos = retry_cost_nanos + excluded.retry_cost_nanos,
-        s_requests = s_requests + excluded.s_requests,
-        s_cost_nanos = s_cost_nanos + excluded.s_cost_nanos,
-        s_counterfactual_nanos = s_counterfactual_nanos + excluded.s_counterfactual_nanos,
-        s_aliased = s_aliased + excluded.s_aliased,
-        s_rewritten = s_rewritten + excluded.s_rewritten,
-        s_downgraded = s_downgraded + excluded.s_downgraded,
-        s_fell_back = s_fell_back + excluded.s_fell_back,
-        s_shadow_cost_nanos = s_shadow_cost_nanos + excluded.s_shadow_cost_nanos;
-END;
-
-CREATE TRIGGER ledger_rollup_blocks AFTER INSERT ON ledger
-WHEN NEW.blocked_by IS NOT NULL OR NEW.shadow_blocks != '[]' OR NEW.settled_above != '[]'
-BEGIN
-    INSERT INTO blocks_hourly
-    SELECT NEW.ts - (((NEW.ts % 3600000) + 3600000) % 3600000), NEW.blocked_by, 1, NEW.would_cost_nanos, 0, 0, NEW.status = 429, 0, 0
-    WHERE NEW.blocked_by IS NOT NULL
-    UNION ALL
-    SELECT NEW.ts - (((NEW.ts % 3600000) + 3600000) % 3600000), value, 0, 0, 1, NEW.cost_nanos, 0, 0, 0 FROM json_each(NEW.shadow_blocks)
-    WHERE true
-    UNION ALL
-    SELECT NEW.ts - (((NEW.ts % 3600000) + 3600000) % 3600000), value, 0, 0, 0, 0, 0, 1, NEW.cost_nanos FROM json_each(NEW.settled_above)
-    WHERE true
-    ON CONFLICT (hour, name) DO UPDATE SET
-        blocked = blocked + excluded.blocked,
-        blocked_would_cost_nanos = blocked_would_cost_nanos + excluded.blocked_would_cost_nanos,
-        shadow_hits = shadow_hits + excluded.shadow_hits,
-        shadow_cost_nanos = shadow_cost_nanos + excluded.shadow_cost_nanos,
-        retryable = retryable + excluded.retryable,
-        overruns = overruns + excluded.overruns,
-        overrun_cost_nanos = overrun_cost_nanos + excluded.overrun_cost_nanos;
-END;
-
-CREATE TRIGGER ledger_rollup_shadow AFTER INSERT ON ledger
-WHEN NEW.blocked_by IS NULL AND NEW.shadow_rule IS NOT NULL
-BEGIN
-    INSERT INTO shadow_hourly
-    SELECT NEW.ts - (((NEW.ts % 3600000) + 3600000) % 3600000), NEW.shadow_rule, NOT (mask.seen & 32), NEW.cost_nanos,
-        CASE WHEN NEW.shadow_cost_nanos IS NULL OR NEW.unreconciled THEN NEW.cost_nanos
-             ELSE NEW.shadow_cost_nanos END
-    FROM (SELECT (COUNT(o.id) > 0)
-        + 2 * IFNULL(MAX(o.route_kind = 'alias'), 0)
-        + 4 * IFNULL(MAX(o.route_kind = 'rewrite'), 0)
-        + 8 * IFNULL(MAX(o.route_kind = 'downgrade'), 0)
-        + 16 * IFNULL(MAX(o.attempt > 0 AND o.status < 400), 0)
-        + 32 * IFNULL(MAX(o.shadow_rule = NEW.shadow_rule), 0) AS seen
-    FROM ledger AS o
-    WHERE o.id < NEW.id AND o.blocked_by IS NULL AND (
-        (o.request_id = (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END)
-         AND (o.attempt = 0 OR substr(o.request_id, -length(o.attempt) - 1) != '-' || o.attempt))
-        OR (o.request_id > (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '-' AND o.request_id < (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '.'
-            AND o.attempt > 0 AND o.request_id = (CASE WHEN NEW.attempt > 0
-            AND substr(NEW.request_id, -length(NEW.attempt) - 1) = '-' || NEW.attempt
-        THEN substr(NEW.request_id, 1, length(NEW.request_id) - length(NEW.attempt) - 1)
-        ELSE NEW.request_id END) || '-' || o.attempt))) AS mask
-    WHERE true
-    ON CONFLICT (hour, rule) DO UPDATE SET
-        requests = requests + excluded.requests,
-        cost_nanos = cost_nanos + excluded.cost_nanos,
-        shadow_cost_nanos = shadow_cost_nanos + excluded.shadow_cost_nanos;
-END;
+-- An incremental job (`spendgate.storage.sqlite.rollups.roll_up`) adds the rows past
+-- `rollup_mark.rolled_to` (ledger ids) to the rollups, in batches on the writer; reports
+-- read the rollups for the rows up to the mark and the rows past it raw, in one read
+-- transaction. The first of a request's served rows counts it as a request (and the first
+-- with each routing kind, a fallback's success, a shadow rule), judged against the rows of
+-- the same request with a lower id (`request_of` in spendgate.domain.savings: attempt n's
+-- id is `<request id>-<n>`): a bit mask, `seen`, computed once per row.
+CREATE TABLE rollup_mark (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    rolled_to INTEGER NOT NULL
+);
 
 -- The backfill: the rows already in the ledger, summed once (each served row's mask
 -- computed once, into a table dropped at the end).
@@ -329,6 +190,7 @@ WHERE l.shadow_rule IS NOT NULL
 GROUP BY 1, 2;
 
 DROP TABLE rollup_backfill_seen;
+INSERT INTO rollup_mark VALUES (1, IFNULL((SELECT MAX(id) FROM ledger), 0));
 
 -- Refused rows and overruns over a period (`spendgate blocks`, the budgets view) without
 -- reading the rows in between.
