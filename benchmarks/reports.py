@@ -224,9 +224,9 @@ def _raw_savings(conn: sqlite3.Connection, low: int, high: int) -> object:
 
 def _raw_blocks(conn: sqlite3.Connection, low: int, high: int) -> object:
     return [
-        conn.execute(rollups._BLOCKED, (low, high)).fetchall(),
-        conn.execute(rollups._SHADOW_HITS, (low, high)).fetchall(),
-        conn.execute(rollups._OVERRUNS, (low, high)).fetchall(),
+        conn.execute(rollups._BLOCKED[0], (low, high)).fetchall(),
+        conn.execute(rollups._SHADOW_HITS[0], (low, high)).fetchall(),
+        conn.execute(rollups._OVERRUNS[0], (low, high)).fetchall(),
     ]
 
 
