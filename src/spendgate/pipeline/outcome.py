@@ -14,7 +14,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
 from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import finish, settled_above, settlement
+from spendgate.pipeline.budgeting import charged, finish, settled_above, settlement
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
@@ -36,10 +36,11 @@ async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
     and report the attempt's outcome. A row storage will not take waits in the spool
     (`spendgate.storage.spool`): the request has reached the provider, its answer goes on."""
     exchange.settled = True
-    overruns = settled_above(exchange, row)
+    amounts = charged(exchange, row)  # settling does not change tokens or cost
+    overruns = settled_above(exchange, row, amounts)
     if overruns:
         row = dataclasses.replace(row, settled_above=tuple(o.budget for o in overruns))
-    item = settlement(exchange, row)
+    item = settlement(exchange, row, amounts)
     try:
         await asyncio.shield(finish(gateway.storage, item))
     except StorageError as exc:
