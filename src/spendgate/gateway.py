@@ -59,9 +59,9 @@ if TYPE_CHECKING:  # imported on first use: a CLI report never needs aiohttp
 log = logging.getLogger("spendgate.reload")
 
 # Sections a running gateway cannot take on: the listening socket, the upstream connection
-# pool's timeouts, the admin token, the database and the telemetry exporters are set up
-# once, at start.
-RESTART_ONLY = ("server", "storage", "telemetry")
+# pool's timeouts, the admin token, the database, the telemetry exporters and the metrics'
+# labels and listener are set up once, at start.
+RESTART_ONLY = ("server", "storage", "telemetry", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +461,7 @@ def build_gateway(
 ) -> Gateway:
     """``base_dir`` resolves relative paths in the config (LiteLLM price files)."""
     clock = clock or SystemClock()
-    storage = storage or open_storage(config.storage.url, clock=clock)
+    storage = storage or open_storage(config.storage.url, clock=clock, config=config.storage)
     snapshot = build_parts(
         config, source=source, env=env, require_secrets=require_secrets, base_dir=base_dir
     )

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from spendgate.api.app import create_app
 from spendgate.api.connections import ConnectionLimits, GuardedRunner
+from spendgate.api.metrics import serve_metrics
 from spendgate.api.reload import SIGNAL, audited_reload
 from spendgate.errors import SpendgateError
 from spendgate.gateway import Gateway
@@ -113,6 +114,7 @@ async def start_gateway(
         )
     try:
         await site.start()
+        await serve_metrics(app, host, reuse_port=reuse_port)  # metrics.port (api/metrics.py)
     except BaseException:  # e.g. the port is taken: close what setup opened (storage, pool)
         await runner.cleanup()
         if telemetry is not None:

@@ -5,6 +5,9 @@
 ``record URL WORKERS`` record rows forever from WORKERS concurrent tasks, printing each
                        request_id only after `record` returned: the parent kills us with
                        SIGKILL and checks that every printed id survived.
+``reserve URL START_AT`` at START_AT, make `RESERVATIONS` concurrent reservations on one
+                       budget worth `FITS` of them (`budget_samples`), print the number
+                       admitted and the sum reserved (two processes must not overshoot).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import asyncio
 import sys
 import time
 
-from storage_samples import build_row
+from budget_samples import FULL, budget, plan, ref
+from storage_samples import NOW, build_row
 
+from spendgate.clock import ManualClock
+from spendgate.domain.admission import Admitted
 from spendgate.storage import open_storage
 
 
@@ -39,10 +45,28 @@ async def record_forever(url: str, workers: int) -> None:
     await asyncio.gather(*(worker(n) for n in range(workers)))
 
 
+RESERVATIONS = 150
+FITS = 40  # the budget holds 40.5 full reservations between every process
+
+
+async def reserve_at(url: str, start_at: float) -> None:
+    storage = open_storage(url, clock=ManualClock(NOW))
+    await storage.open()
+    team = ref(budget("shared", limit=FITS * FULL + FULL // 2), NOW)
+    plans = [plan([team], NOW, min_output=1_000) for _ in range(RESERVATIONS)]
+    time.sleep(max(0.0, start_at - time.time()))
+    decisions = await asyncio.gather(*(storage.reserve(p) for p in plans))
+    admitted = [d for d in decisions if isinstance(d, Admitted)]
+    await storage.close()
+    print(len(admitted), sum(d.amounts[0] for d in admitted), flush=True)
+
+
 def main() -> None:
     mode, url, arg = sys.argv[1:4]
     if mode == "open":
         asyncio.run(open_at(url, float(arg)))
+    elif mode == "reserve":
+        asyncio.run(reserve_at(url, float(arg)))
     elif mode == "record":
         asyncio.run(record_forever(url, int(arg)))
     else:

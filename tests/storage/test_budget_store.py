@@ -357,7 +357,7 @@ async def test_concurrent_reserves_admit_exactly_what_fits(storage: Storage) -> 
     assert all(r.counter is not None and r.counter.ref == team for r in refusals)
 
 
-async def test_concurrent_nested_budgets_never_overshoot(storage: Storage) -> None:
+async def test_concurrent_nested_budgets_never_overshoot(storage: Storage, backend: str) -> None:
     """Key within team within org: a different budget is the tightest for each group of
     callers, the last request before each runs out is clamped, and after the burst no
     group can afford even the minimum (nothing fits that was refused)."""
@@ -376,11 +376,17 @@ async def test_concurrent_nested_budgets_never_overshoot(storage: Storage) -> No
     admitted = [(p, d) for p, d in zip(plans, decisions, strict=True) if isinstance(d, Admitted)]
     assert any(d.clamped for _, d in admitted)
     tightest = {d.tightest.ref.budget.name for _, d in admitted if d.tightest is not None}
-    assert tightest == {"key-k0", "team-core", "org"}
     blockers = {
         d.counter.ref.budget.name for d in decisions if isinstance(d, Refused) and d.counter
     }
-    assert blockers == {"key-k0", "team-core", "org"}
+    if backend == "postgres":
+        # One process's reservations reach PostgreSQL over a pool of connections, in no
+        # set order: whether key k0 or team core runs out first depends on it.
+        assert {"team-core", "org"} <= tightest <= {"key-k0", "team-core", "org"}
+        assert {"team-core", "org"} <= blockers <= {"key-k0", "team-core", "org"}
+    else:  # in the order asked
+        assert tightest == {"key-k0", "team-core", "org"}
+        assert blockers == {"key-k0", "team-core", "org"}
     counters = (org, core, big, key0, key1, key2)
     states = await storage.counter_states(counters, NOW)
     for state in states:

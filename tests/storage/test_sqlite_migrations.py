@@ -160,9 +160,12 @@ def test_unknown_scheme_names_it_and_the_supported_ones() -> None:
     with pytest.raises(StorageError) as caught:
         open_storage("mongodb://admin:hunter2@db:27017/spend")
     message = str(caught.value)
-    assert message == ("unsupported storage URL scheme 'mongodb'; supported: memory://, sqlite://")
+    assert message == (
+        "unsupported storage URL scheme 'mongodb'; supported: "
+        "memory://, postgres://, postgresql://, sqlite://"
+    )
     assert "hunter2" not in message
-    assert supported_schemes() == ["memory", "sqlite"]
+    assert supported_schemes() == ["memory", "postgres", "postgresql", "sqlite"]
 
 
 @pytest.mark.parametrize(

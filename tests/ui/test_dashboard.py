@@ -299,3 +299,27 @@ def test_the_dashboard_fits_a_phone(browser: Browser, world: GatewayHarness) -> 
         shot(page, "dashboard-phone-390x844")
     finally:
         context.close()
+
+
+def test_an_admin_sets_a_budget_limit_and_the_audit_log_shows_it(
+    page: Page, world: GatewayHarness
+) -> None:
+    login(page, world)
+    loaded(page)
+    budget = page.locator("#budget-list tbody tr").filter(has_text="ml-monthly")
+    page.once("dialog", lambda dialog: dialog.accept("0.0005"))
+    try:
+        budget.get_by_role("button", name="Set limit").click()
+        expect(page.locator("#status")).to_have_text("Limit of ml-monthly set to 0.0005.")
+        expect(budget).to_contain_text("$0.000500")
+        [override] = [
+            b
+            for b in _admin_call(world, "GET", "/admin/budgets", None)["data"]
+            if b["name"] == "ml-monthly"
+        ]
+        assert override["limit"] == 500_000  # nano-dollars, in force through the API too
+        entry = page.locator("#audit-list tbody tr").filter(has_text="budget.set_limit")
+        expect(entry).to_contain_text("env (org_admin)")
+        expect(entry).to_contain_text("ml-monthly")
+    finally:
+        _admin_call(world, "DELETE", "/admin/budgets/ml-monthly/limit", None)

@@ -104,7 +104,7 @@ def _key_labels(config: Config, database: Path | None) -> tuple[KeyLabels | None
         return None, f"the database {database or config.storage.url} does not exist yet"
 
     async def read() -> KeyLabels:
-        storage = open_storage(config.storage.url)
+        storage = open_storage(config.storage.url, config=config.storage)
         await storage.open()
         try:
             keys = await storage.list_keys()

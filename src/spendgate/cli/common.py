@@ -123,7 +123,9 @@ def workspace(config: Config, *, source: str, base_dir: Path) -> Workspace:
     from spendgate.storage.open import open_storage
 
     clock = SystemClock()
-    storage = open_storage(config.storage.url, clock=clock)  # first, as build_gateway does
+    storage = open_storage(
+        config.storage.url, clock=clock, config=config.storage
+    )  # first, as build_gateway does
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
     models = build_model_table(config, prices)
     problem = price_problem(config, models)

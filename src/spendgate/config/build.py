@@ -39,8 +39,13 @@ from spendgate.money import dollars_to_nanos
 # ---------------------------------------------------------------------------- budgets
 
 
-def build_budget(spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budget:
-    """``parent``: the budget that a ``share_of`` budget takes its share of."""
+def build_budget(
+    spec: BudgetConfig, parent: BudgetConfig | None = None, shared: _Shared | None = None
+) -> Budget:
+    """``parent``: the budget that a ``share_of`` budget takes its share of. ``shared``:
+    the periods and thresholds already built for earlier budgets (a config may list
+    100,000 budgets that differ only in name, member and limit)."""
+    shared = shared if shared is not None else _Shared()
     source = parent if spec.share_of is not None and parent is not None else spec
     unit = Unit.NANOS if source.limit_usd is not None else Unit.TOKENS
     limit = (
@@ -54,11 +59,33 @@ def build_budget(spec: BudgetConfig, parent: BudgetConfig | None = None) -> Budg
         target=Scoped(spec.scope, spec.match, tuple(spec.models)),
         unit=unit,
         limit=limit,
-        period=Period.parse(spec.period),
+        period=shared.period(spec.period),
         hard=spec.hard,
-        soft_bp=tuple(sorted(int(t * BASIS_POINTS) for t in spec.soft_thresholds)),
+        soft_bp=shared.thresholds(spec.soft_thresholds),
         hidden_input=spec.hidden_input,
     )
+
+
+class _Shared:
+    """Values many budgets of one config have in common, built once for all of them."""
+
+    def __init__(self) -> None:
+        self._periods: dict[str, Period] = {}
+        self._thresholds: dict[tuple[Decimal, ...], tuple[int, ...]] = {}
+
+    def period(self, text: str) -> Period:
+        found = self._periods.get(text)
+        if found is None:
+            found = self._periods[text] = Period.parse(text)
+        return found
+
+    def thresholds(self, given: list[Decimal]) -> tuple[int, ...]:
+        key = tuple(given)
+        found = self._thresholds.get(key)
+        if found is None:
+            found = tuple(sorted(int(t * BASIS_POINTS) for t in given))
+            self._thresholds[key] = found
+        return found
 
 
 def build_request_cap(spec: RequestCapConfig) -> RequestCap:
@@ -109,7 +136,11 @@ def build_budget_book(config: Config) -> BudgetBook:
     settings = config.budget_settings
     runaway = config.runaway
     by_name = {spec.name: spec for spec in config.budgets}
-    budgets = [build_budget(spec, by_name.get(spec.share_of or "")) for spec in config.budgets]
+    shared = _Shared()
+    budgets = [
+        build_budget(spec, by_name.get(spec.share_of) if spec.share_of else None, shared)
+        for spec in config.budgets
+    ]
     for spec in config.limits:
         budgets.extend(limits_from_config(spec))
     return BudgetBook(

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from spendgate.config.schema import Config
 
 
+def check_whole_config(config: Config) -> None:
+    """Every cross-reference check that raises (`Config`'s last validator)."""
+    check_budget_shares(config)
+    check_counters(config)
+    check_routing(config)
+
+
 def check_budget_shares(config: Config) -> None:
     by_name = {budget.name: budget for budget in config.budgets}
     for index, budget in enumerate(config.budgets):
@@ -35,6 +42,28 @@ def check_budget_shares(config: Config) -> None:
             raise ValueError(
                 f"{where}: budget {budget.name!r} is a share of {parent.name!r}, which is "
                 "itself a share; name a budget with limit_usd or limit_tokens"
+            )
+
+
+EXACT_COUNTER = 2**53  # Redis scripts count in doubles: every integer below is exact
+
+
+def check_counters(config: Config) -> None:
+    """Counters on Redis keep integers below 2^53 exactly (docs/storage.md): a budget
+    whose limit is beyond that is refused here rather than on its first request."""
+    url = config.storage.counters_url or ""
+    if not url.partition("://")[0].lower().startswith(("redis", "rediss")):
+        return
+    for index, budget in enumerate(config.budgets):
+        if budget.limit_usd is not None and budget.limit_usd * 10**9 >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_usd {budget.limit_usd} is "
+                "beyond what counters on Redis keep exactly (below $9,007,199.25)"
+            )
+        if budget.limit_tokens is not None and budget.limit_tokens >= EXACT_COUNTER:
+            raise ValueError(
+                f"budgets[{index}]: budget {budget.name!r}: limit_tokens is beyond what "
+                f"counters on Redis keep exactly (below {EXACT_COUNTER:,})"
             )
 
 
@@ -175,6 +204,9 @@ _ON_KEYS = {
 }
 
 
+UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning
+
+
 def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str = "") -> list[str]:
     """Budgets, limits, request caps and routing rules that can never apply: a ``match``
     naming no declared org, team or model (nor, with ``labels``, any key's user, service,
@@ -200,6 +232,7 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
             for i, r in enumerate(config.routing.rules)
         ),
     ]
+    teams = config.all_teams()  # once: a config may list 100,000 budgets
     for where, label, scope, match, models in entries:
         for pattern in models:
             if not _matching(config, [pattern]):
@@ -210,24 +243,21 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
                 )
         if scope is None or match == "*":
             continue
-        problem = _unknown_member(config, scope, match, labels)
+        problem = _unknown_member(config, scope, match, labels, teams)
         if problem is not None:
             warnings.append(f"{where}: {label} matches {scope.value} {match!r}, {problem}")
-        elif labels is None and (scope in _ON_KEYS or _teams_on_keys(config, scope)):
+        elif labels is None and (scope in _ON_KEYS or (scope is BudgetScope.TEAM and not teams)):
             skipped.append(f"{where} ({scope.value} {match!r})")
     if skipped and unchecked:
-        warnings.append(
-            f"not checked: {', '.join(skipped)}: these labels exist only on keys, and {unchecked}"
-        )
+        shown = ", ".join(skipped[:UNCHECKED_SHOWN])
+        if len(skipped) > UNCHECKED_SHOWN:  # a config may list 100,000 per-user budgets
+            shown += f" and {len(skipped) - UNCHECKED_SHOWN:,} more"
+        warnings.append(f"not checked: {shown}: these labels exist only on keys, and {unchecked}")
     return warnings
 
 
-def _teams_on_keys(config: Config, scope: BudgetScope) -> bool:
-    return scope is BudgetScope.TEAM and not config.all_teams()
-
-
 def _unknown_member(
-    config: Config, scope: BudgetScope, match: str, labels: KeyLabels | None
+    config: Config, scope: BudgetScope, match: str, labels: KeyLabels | None, teams: set[str]
 ) -> str | None:
     """Why ``match`` names nobody in ``scope``; None when it may."""
     if scope is BudgetScope.ORG:
@@ -241,10 +271,10 @@ def _unknown_member(
             return None
         known = ", ".join(sorted(config.models)) or "none"
         return f"which is not a declared model (declared: {known}), so it never applies"
-    if scope is BudgetScope.TEAM and config.all_teams():
-        if match in config.all_teams():
+    if scope is BudgetScope.TEAM and teams:
+        if match in teams:
             return None
-        declared = ", ".join(sorted(config.all_teams()))
+        declared = ", ".join(sorted(teams))
         return (
             f"which is not a team declared under orgs (declared: {declared}); keys can only "
             "carry declared teams, so it never applies"

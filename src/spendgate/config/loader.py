@@ -16,20 +16,10 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.schema import Config
+from spendgate.config.yaml_text import key_path as _key_path
+from spendgate.config.yaml_text import parse_yaml
 from spendgate.errors import ConfigError
-from spendgate.text import escape, unsafe_in
-
-
-def _key_path(location: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in location:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif parts:
-            parts.append(f".{escape(item)}")
-        else:
-            parts.append(escape(str(item)))
-    return "".join(parts)
+from spendgate.text import unsafe_in
 
 
 def _first_problem(error: ValidationError, source: str) -> ConfigError:
@@ -80,12 +70,29 @@ def _unsafe_text(data: Any, location: tuple[int | str, ...] = ()) -> Iterator[tu
             yield from _unsafe_text(item, (*location, index))
 
 
+def _holds_unsafe(data: Any) -> bool:
+    """Whether any key or text value holds such a character: one search over all of them
+    (a config may list 100,000 budgets); `_unsafe_text` then finds where."""
+    texts: list[str] = []
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            texts.extend(key for key in item if isinstance(key, str))
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return unsafe_in(" ".join(texts)) is not None
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping of settings")
-    unsafe = next(_unsafe_text(data), None)
+    unsafe = next(_unsafe_text(data), None) if _holds_unsafe(data) else None
     if unsafe is not None:
         key, problem = unsafe
         raise ConfigError(source, key, f"{problem}; names and values must be plain text")
@@ -95,32 +102,6 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise _first_problem(exc, source) from None
 
 
-def _refuse_duplicate_keys(source: str, node: yaml.Node | None, where: str = "") -> None:
-    """A key given twice in one mapping is an error: YAML would keep the last one silently
-    (a second ``gpt-4o:`` would move the model to another provider)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None or key_node.tag == "tag:yaml.org,2002:merge":
-                _refuse_duplicate_keys(source, value_node, where)
-                continue
-            path = f"{where}.{escape(key)}" if where else escape(key)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise ConfigError(
-                    source,
-                    path,
-                    f"duplicate key at line {line} (first at line {seen[key]}); YAML would "
-                    "silently keep the last one: remove or rename one of them",
-                )
-            seen[key] = line
-            _refuse_duplicate_keys(source, value_node, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(source, item, f"{where}[{index}]")
-
-
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
@@ -128,8 +109,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
     try:
-        _refuse_duplicate_keys(source, yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
+        data = parse_yaml(source, text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -4,33 +4,23 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from spendgate.config.alerts import AlertsConfig
+from spendgate.config.metrics import MetricsConfig
+from spendgate.config.storage import StorageConfig, Strict
 from spendgate.config.telemetry import TelemetryConfig
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import RouteKind
 
-__all__ = ["BudgetScope", "Config", "ProviderKind", "RouteKind"]
+__all__ = ["BudgetScope", "Config", "ProviderKind", "RouteKind", "StorageConfig", "Strict"]
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ServerConfig(Strict):
@@ -63,38 +53,6 @@ class ServerConfig(Strict):
         if value.lower() not in allowed:
             raise ValueError(f"must be one of {sorted(allowed)}")
         return value.lower()
-
-
-class StorageConfig(Strict):
-    url: str = "sqlite:///spendgate.db"
-    # Where rows that storage would not take wait for it (a local directory; default:
-    # "<database file>.spool" beside a SQLite file, none for an in-memory database).
-    spool_dir: str | None = None
-    # Worst-case dollars, in all, that requests no budget or limit applies to may cost
-    # while storage fails (per gateway process, until it answers again). 0: every
-    # request is refused while storage fails (fail closed).
-    outage_allowance_usd: Annotated[Decimal, Field(ge=0)] = Decimal(0)
-
-    def spool_path(self) -> Path | None:
-        if self.spool_dir is not None:
-            return Path(self.spool_dir)
-        if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
-            return Path(self.url.removeprefix("sqlite:///") + ".spool")
-        return None
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite://"):
-            raise ValueError("only sqlite:///PATH (or sqlite://:memory:) is supported so far")
-        rest = value.removeprefix("sqlite://")
-        if rest and rest != ":memory:" and (not rest.startswith("/") or "?" in rest):
-            raise ValueError(
-                f"{value!r} names no file: a SQLite URL takes three slashes before a path "
-                "relative to the config file (sqlite:///spendgate.db) and four before an "
-                "absolute one (sqlite:////var/lib/spendgate/spendgate.db), and no query"
-            )
-        return value
 
 
 class AuthScheme(StrEnum):
@@ -546,6 +504,7 @@ class Config(Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)  # config/telemetry.py
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # config/metrics.py
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -579,10 +538,9 @@ class Config(Strict):
                         f"orgs.{org}.teams: team {team!r} already belongs to org {seen[team]!r}"
                     )
                 seen[team] = org
-        from spendgate.config.checks import check_budget_shares, check_routing
+        from spendgate.config.checks import check_whole_config
 
-        check_budget_shares(self)
-        check_routing(self)
+        check_whole_config(self)
         return self
 
     def dialect_of(self, model: str) -> str:

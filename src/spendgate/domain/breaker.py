@@ -59,6 +59,17 @@ class CircuitBreakers:
         if state is not None:
             state.probing = False
 
+    def open_by_model(self, now: float) -> dict[tuple[str, str], int]:
+        """How many breakers are open, per (model, ``open`` or ``half_open``): half-open
+        once the cool-down has passed (the next request is a probe)."""
+        found: dict[tuple[str, str], int] = {}
+        for (_key_id, model), state in list(self._states.items()):
+            if state.opened_at is None:
+                continue
+            phase = "open" if now < state.opened_at + self.cooldown_s else "half_open"
+            found[(model, phase)] = found.get((model, phase), 0) + 1
+        return found
+
     def is_open(self, key: tuple[str, str]) -> bool:
         state = self._states.get(key)
         return state is not None and state.opened_at is not None

@@ -4,16 +4,21 @@ A budget is declared once (config) and applies per *member* of its scope: ``scop
 match: ml`` is one budget for team ml; ``scope: user, match: "*"`` gives every user a
 budget of their own. ``models`` narrows a budget to requested models matching any of the
 glob patterns. A counter is one (budget, member, time bucket); see `spendgate.domain.periods`.
+
+Which budgets apply to a caller is looked up, not searched: `ScopeIndex` files every
+budget (and request cap) under its (scope, member) or, for ``match: "*"``, under its scope
+alone, so a caller costs a few dictionary lookups whether 10 or 100,000 budgets are listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
-from typing import Protocol
+from types import MappingProxyType
+from typing import Generic, Protocol, TypeVar
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.loops import LoopPolicy
@@ -112,6 +117,67 @@ def _scope_values(scope: BudgetScope, caller: Caller) -> list[str]:
     return [value] if value else []
 
 
+T = TypeVar("T")
+WILD = "*"
+
+
+class ScopeIndex(Generic[T]):
+    """Entries (budgets, caps) filed by their target: under (scope, member) for a named
+    member, under the scope alone for ``match: "*"``. `matching` gives, for a caller, the
+    entries whose target has members for it, with those members, in the order the entries
+    were given: exactly what testing ``target.members(caller)`` on every entry gives, in
+    time that grows with what applies, not with what is listed. Model filters are left
+    to the caller (`Scoped.covers_model`)."""
+
+    def __init__(self, entries: Sequence[tuple[Scoped, T]]) -> None:
+        self._entries = tuple(entry for _, entry in entries)
+        named: dict[BudgetScope, dict[str, list[int]]] = {}
+        wild: dict[BudgetScope, list[int]] = {}
+        for position, (target, _) in enumerate(entries):
+            if target.match == WILD:
+                wild.setdefault(target.scope, []).append(position)
+            else:
+                named.setdefault(target.scope, {}).setdefault(target.match, []).append(position)
+        self._named = {
+            scope: {member: tuple(positions) for member, positions in members.items()}
+            for scope, members in named.items()
+        }
+        self._wild = {scope: tuple(positions) for scope, positions in wild.items()}
+        self._scopes = tuple(scope for scope in BudgetScope if scope in wild or scope in named)
+
+    def matching(
+        self, caller: Caller, skip: frozenset[BudgetScope] = frozenset()
+    ) -> list[tuple[T, tuple[str, ...]]]:
+        """The entries with members for ``caller`` and those members (scopes in ``skip``
+        left out), in the order given."""
+        found: list[tuple[int, tuple[str, ...]]] = []
+        for scope in self._scopes:
+            if scope in skip:
+                continue
+            values = _scope_values(scope, caller)
+            if not values:
+                continue
+            wild = self._wild.get(scope)
+            if wild is not None:
+                members = tuple(values)
+                found.extend((position, members) for position in wild)
+            names = self._named.get(scope, _NONE)
+            for value in values:
+                named = names.get(value)
+                if named is not None:
+                    found.extend((position, (value,)) for position in named)
+        found.sort(key=_first)  # a scope's wildcards, names and tags interleave in the book
+        entries = self._entries
+        return [(entries[position], members) for position, members in found]
+
+
+_NONE: Mapping[str, tuple[int, ...]] = MappingProxyType({})
+
+
+def _first(pair: tuple[int, tuple[str, ...]]) -> int:
+    return pair[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     name: str
@@ -193,9 +259,12 @@ class BudgetBook:
         self._by_name = {budget.name: budget for budget in budgets}
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
+        self._index = ScopeIndex([(budget.target, budget) for budget in self.budgets])
+        self._cap_index = ScopeIndex([(cap.target, cap) for cap in self.caps])
         targets = [budget.target for budget in self.budgets]
         self._by_model = any(t.models or t.scope is BudgetScope.MODEL for t in targets)
         self._by_session = any(t.scope is BudgetScope.SESSION for t in targets)
+        self._periods = tuple(dict.fromkeys(budget.period for budget in self.budgets))
 
     def window(self, period: Period, now: datetime) -> Window:
         """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone
@@ -232,9 +301,10 @@ class BudgetBook:
         return refs
 
     def _applying(self, caller: Caller) -> tuple[tuple[Budget, tuple[str, ...]], ...]:
-        """The budgets that apply to a caller and its members of each: the same for every
-        request of one key, model and session, so remembered (matching globs and scopes
-        for every budget on every request is measurable on the hot path)."""
+        """The budgets that apply to a caller and its members of each, in the order they
+        were declared: found through the index (a few lookups, however many budgets are
+        listed), and the same for every request of one key, model and session, so
+        remembered (model globs and tuples on every request are measurable)."""
         key = caller.key
         who: tuple[object, ...] = (key.id, key.user, key.service, key.team, key.tags, caller.org)
         if self._by_model:
@@ -243,11 +313,11 @@ class BudgetBook:
             who += (caller.session,)
         found = self._applies.get(who)
         if found is None:
+            model = caller.model
             found = tuple(
-                (budget, tuple(members))
-                for budget in self.budgets
-                if budget.target.covers_model(caller.model)
-                and (members := budget.target.members(caller))
+                (budget, members)
+                for budget, members in self._index.matching(caller)
+                if budget.target.covers_model(model)
             )
             if len(self._applies) >= APPLIES_CACHE:
                 self._applies.clear()
@@ -256,17 +326,30 @@ class BudgetBook:
 
     def oldest_counted(self, now: datetime) -> dict[str, int]:
         """Per budget (and the loop detector), the oldest bucket its window still counts."""
-        budgets = [*self.budgets, *([self.loop] if self.loop is not None else [])]
+        since = {period: self.window(period, now).since_ms for period in self._periods}
+        oldest = {budget.name: since[budget.period] for budget in self.budgets}
+        extra: list[Budget] = [self.loop] if self.loop is not None else []
         if self.per_key is not None:
-            budgets.extend(self.per_key.seen())
-        return {budget.name: self.window(budget.period, now).since_ms for budget in budgets}
+            extra.extend(self.per_key.seen())
+        oldest.update((budget.name, self.window(budget.period, now).since_ms) for budget in extra)
+        return oldest
 
     def caps_for(self, caller: Caller) -> list[RequestCap]:
+        if not self.caps:
+            return []
+        model = caller.model
         return [
-            cap
-            for cap in self.caps
-            if cap.target.covers_model(caller.model) and cap.target.members(caller)
+            cap for cap, _ in self._cap_index.matching(caller) if cap.target.covers_model(model)
         ]
+
+    def counting(self, caller: Caller) -> list[tuple[Budget, tuple[str, ...]]]:
+        """Every declared budget with members for ``caller`` whatever the model, per-session
+        and per-model ones left out (they depend on the request): what a caller's view of
+        its budgets lists (`spendgate.services.budgets.BudgetService.for_caller`)."""
+        return self._index.matching(caller, skip=_PER_REQUEST)
+
+
+_PER_REQUEST = frozenset({BudgetScope.SESSION, BudgetScope.MODEL})
 
 
 LIMIT_BUCKETS = 10  # a rate limit's window is kept in tenths

@@ -3,9 +3,12 @@ produced when the provider reported no usage.
 
 Pure: no network, no environment. OpenAI's ``o200k_base`` and ``cl100k_base`` encodings
 come from the ``bpe-openai`` wheel, which ships both (tiktoken downloads them on first use
-and so fails offline; shared/CLIENTS.md §10). Each encoding is loaded once, on first use
-(20-60 ms), by the process-wide `TokenCounter`; call `token_counter().preload()` at start-up
-to keep that off the first request.
+and so fails offline; shared/CLIENTS.md §10). Each encoding is loaded once, on first use,
+by the process-wide `TokenCounter`: the gateway does not load them at start, so a gateway
+whose requests never need a count never holds one (``o200k_base`` costs 34 MB of memory,
+``cl100k_base`` 16 MB; `spendgate.bpe`), and the first request that needs an encoding
+waits for it to load (about 45 ms on the 2-core development machine, once per process and
+encoding; docs/benchmarks.md). `token_counter().preload()` loads them ahead.
 
 Exact and estimated counts
     A model's tokenizer family is recognised by its name (`tokenizer_family`), so a new

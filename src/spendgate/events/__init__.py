@@ -11,8 +11,9 @@ One event per outcome of a request attempt:
   429/5xx; a row when it may have billed.
 
 And what happens around requests: `ThresholdCrossed` (a soft threshold of a budget),
-`BreakerOpened`, `BreakerClosed`, `LeaseLapsed`, `SettledAbove` (a request charged more than
-it reserved), `UsageAnomaly` (a provider's usage not believed).
+`BreakerOpened`, `BreakerClosed`, `LoopStruck` (a loop detected and blocked), `LeaseLapsed`,
+`SettledAbove` (a request charged more than it reserved), `UsageAnomaly` (a provider's
+usage not believed).
 
 Subscribers run synchronously on the request path, so they must be cheap and must not
 block: one that needs IO queues the event and does it elsewhere. A subscriber that raises
@@ -34,6 +35,9 @@ log = logging.getLogger("spendgate.events")
 @dataclass(frozen=True, slots=True)
 class Served:
     row: LedgerRow
+    # Of the row's latency, the time spent waiting on the provider (its answer's head and
+    # body, every attempt of the request): the rest is the gateway's own. None: not measured.
+    upstream_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,19 @@ class BreakerClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopStruck:
+    """The loop detector struck a (key, request) pair, or a whole key (``key_wide``): it is
+    blocked for a while (the request is also `Refused`)."""
+
+    key_id: str
+    model: str
+    strikes: int
+    key_wide: bool
+    team: str | None = None
+    service: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseLapsed:
     row: LedgerRow  # the row in force: charged at its worst case, flagged unreconciled
 
@@ -163,6 +180,7 @@ Event = (
     | BreakerOpened
     | BreakerClosed
     | LeaseLapsed
+    | LoopStruck
     | SettledAbove
     | UsageAnomaly
 )
@@ -193,6 +211,7 @@ __all__ = [
     "Event",
     "Events",
     "LeaseLapsed",
+    "LoopStruck",
     "Refused",
     "Rejected",
     "Served",

@@ -1,11 +1,15 @@
 """Prometheus metrics: a subscriber of the outcome events, like the access log. Counters of
-requests, tokens, cost, refusals, rejections, downgrades, fallbacks, breaker opens; histograms
-of request latency and time to first byte. Labels stay bounded: team, service, model,
-provider, surface, status, budget, reason; never a user, a key or a session (a refusal by a
-key's own budget or by a per-user cap is named by its kind, not by whom it refused).
+requests, tokens, cost, refusals, rejections, downgrades, fallbacks, breakers, loop
+detections; histograms of request latency, time to first byte and the gateway's own added
+latency. Labels stay bounded: team, service, model, provider, surface, status, budget,
+reason; never a user, a key or a session by default (a refusal by a key's own budget or by
+a per-user cap is named by its kind, not by whom it refused). ``metrics.labels`` opts in
+``user`` and ``key`` on requests, tokens, cost and refusals, each capped at
+``metrics.max_label_values`` values (later ones are counted as `OTHER`).
 
-The per-budget gauges are read from storage at scrape time (`budget_families`): their
-counters live there, not here."""
+The admission line and the alerts tell their own watchers (`admission_waited`,
+`alert_raised`, `alert_delivery`). Gauges of what is true now (budgets, lines, breakers,
+blocked loops) are read at scrape time (`spendgate.api.metrics`)."""
 
 from __future__ import annotations
 
@@ -16,13 +20,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from spendgate.config.metrics import MetricsConfig
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.events import (
     AuthFailed,
+    BreakerClosed,
     BreakerOpened,
     Event,
     LeaseLapsed,
+    LoopStruck,
     Refused,
     Rejected,
     Served,
@@ -36,6 +43,9 @@ NANOS_PER_DOLLAR = 1_000_000_000
 PERSONAL = ("key", "user", "session")
 IDENTITY = ("team", "service")
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+OTHER = "_other"  # an opt-in label's values past its cap
 
 
 def bounded_reason(reason: str) -> str:
@@ -48,16 +58,38 @@ def bounded_reason(reason: str) -> str:
     return reason
 
 
+class Capped:
+    """The values of one opt-in label: the first ``cap`` seen are kept, later ones are
+    `OTHER`, so an opted-in user or key label still has a bounded number of series."""
+
+    def __init__(self, cap: int) -> None:
+        self._seen: set[str] = set()
+        self._cap = cap
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return ""
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._cap:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
 class Metrics:
     """Subscribe an instance to `spendgate.events.Events`; `render` writes the exposition."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: MetricsConfig | None = None) -> None:
+        config = config or MetricsConfig()
+        self.personal = tuple(dict.fromkeys(config.labels))  # "user", "key": opted in
+        self._capped = {label: Capped(config.max_label_values) for label in self.personal}
         # The labelled children met so far: `labels()` validates and locks on every call,
         # several microseconds a request on the hot path (docs/admin-api.md#metrics).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        who = (*IDENTITY, "model", "provider")
+        who = (*IDENTITY, "model", "provider", *self.personal)
         self.requests = Counter(
             "spendgate_requests",
             "Outcomes of request attempts (served, refused, rejected, auth_failed, "
@@ -75,7 +107,7 @@ class Metrics:
         self.refusals = Counter(
             "spendgate_refusals",
             "Requests refused by a budget, limit, request cap, loop detector or breaker",
-            ("reason", *IDENTITY, "model"),
+            ("reason", *IDENTITY, "model", *self.personal),
             registry=r,
         )
         self.rejections = Counter(
@@ -104,6 +136,38 @@ class Metrics:
         )
         self.breaker_opens = Counter(
             "spendgate_breaker_opens", "Circuit breakers opened", ("model",), registry=r
+        )
+        self.breaker_closes = Counter(
+            "spendgate_breaker_closes",
+            "Circuit breakers closed (a probe was answered)",
+            ("model",),
+            registry=r,
+        )
+        self.loop_detections = Counter(
+            "spendgate_loop_detections",
+            "Loops detected and blocked: a key's repeated request (pair) or the whole key",
+            ("scope", *IDENTITY, "model"),
+            registry=r,
+        )
+        self.alerts_raised = Counter(
+            "spendgate_alerts_raised",
+            "Alerts this process raised (each alert is raised once across processes)",
+            ("kind",),
+            registry=r,
+        )
+        self.alert_deliveries = Counter(
+            "spendgate_alert_deliveries",
+            "Attempts to deliver an alert: delivered, retrying (failed, tried again later) "
+            "or failed (given up)",
+            ("channel_kind", "outcome"),
+            registry=r,
+        )
+        self.admission_wait = Histogram(
+            "spendgate_admission_wait_seconds",
+            "Time requests waited in a budget's admission line, by how the wait ended",
+            ("budget", "outcome"),
+            buckets=WAIT_BUCKETS,
+            registry=r,
         )
         self.thresholds = Counter(
             "spendgate_threshold_crossings",
@@ -134,16 +198,29 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.overhead = Histogram(
+            "spendgate_overhead_seconds",
+            "The gateway's own added latency: the request's duration less the time spent "
+            "waiting on providers, served requests",
+            ("surface", "model", "provider"),
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Served):
             self._row("served", event.row)
-            self._timings(event.row)
+            self._timings(event.row, event.upstream_ms)
         elif isinstance(event, Refused):
             self._row("refused", event.row)
             row = event.row
-            self.refusals.labels(
-                bounded_reason(event.reason), row.team or "", row.service or "", row.requested_model
+            self._child(
+                self.refusals,
+                bounded_reason(event.reason),
+                row.team or "",
+                row.service or "",
+                row.requested_model,
+                *self._mine(row.user, row.key_id),
             ).inc()
         elif isinstance(event, UpstreamFailed):
             self._upstream_failed(event)
@@ -154,10 +231,28 @@ class Metrics:
             self._charged(event.row)
         elif isinstance(event, BreakerOpened):
             self.breaker_opens.labels(event.model).inc()
+        elif isinstance(event, BreakerClosed):
+            self.breaker_closes.labels(event.model).inc()
+        elif isinstance(event, LoopStruck):
+            scope = "key" if event.key_wide else "pair"
+            team, service = event.team or "", event.service or ""
+            self.loop_detections.labels(scope, team, service, event.model).inc()
         elif isinstance(event, ThresholdCrossed):
             self.thresholds.labels(bounded_reason(event.budget)).inc()
         elif isinstance(event, UsageAnomaly):
             self.anomalies.labels(event.provider, event.model).inc()
+
+    # -- watchers of the admission line and the alerts -------------------------------------
+    def admission_waited(self, budget: str, seconds: float, outcome: str) -> None:
+        """A wait in a budget's admission line ended: ``admitted``, ``refused`` (waiting
+        could not help) or ``timed_out`` (the bound, or the line was full)."""
+        self._child(self.admission_wait, bounded_reason(budget), outcome).observe(seconds)
+
+    def alert_raised(self, kind: str) -> None:
+        self.alerts_raised.labels(kind).inc()
+
+    def alert_delivery(self, channel_kind: str, outcome: str) -> None:
+        self.alert_deliveries.labels(channel_kind, outcome).inc()
 
     def render(
         self, extra: Iterable[Collector] = (), *, multiprocess_dir: str | None = None
@@ -185,8 +280,17 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def _who(self, row: LedgerRow) -> tuple[str, str, str, str]:
-        return (row.team or "", row.service or "", row.requested_model, row.provider)
+    def _mine(self, user: str | None, key_id: str | None) -> tuple[str, ...]:
+        """The values of the opted-in labels (none by default)."""
+        if not self.personal:
+            return ()
+        return tuple(
+            self._capped[label](user if label == "user" else key_id) for label in self.personal
+        )
+
+    def _who(self, row: LedgerRow) -> tuple[str, ...]:
+        who = (row.team or "", row.service or "", row.requested_model, row.provider)
+        return who + self._mine(row.user, row.key_id) if self.personal else who
 
     def _row(self, outcome: str, row: LedgerRow) -> None:
         self._child(self.requests, outcome, str(row.status), row.surface, *self._who(row)).inc()
@@ -212,11 +316,14 @@ class Metrics:
         if row.cost_nanos:
             self._child(self.cost, *who).inc(row.cost_nanos / NANOS_PER_DOLLAR)
 
-    def _timings(self, row: LedgerRow) -> None:
+    def _timings(self, row: LedgerRow, upstream_ms: float | None) -> None:
         labels = (row.surface, row.requested_model, row.provider)
         self._child(self.latency, *labels).observe(row.latency_ms / 1000)
         if row.ttfb_ms is not None:
             self._child(self.ttfb, *labels).observe(row.ttfb_ms / 1000)
+        if upstream_ms is not None:
+            own = max(0.0, row.latency_ms - upstream_ms)
+            self._child(self.overhead, *labels).observe(own / 1000)
 
     def _upstream_failed(self, event: UpstreamFailed) -> None:
         self.upstream_failures.labels(event.reason, event.provider, event.model).inc()
@@ -225,18 +332,32 @@ class Metrics:
             self._row("upstream_failed", row)
             return
         team, service = _identity(event.key)
+        key = event.key
+        mine = self._mine(key.user, key.id) if key is not None else self._mine(None, None)
         self.requests.labels(
-            "upstream_failed", str(event.status), "", team, service, event.model, event.provider
+            "upstream_failed",
+            str(event.status),
+            "",
+            team,
+            service,
+            event.model,
+            event.provider,
+            *mine,
         ).inc()
 
     def _rejected(self, event: Rejected | AuthFailed) -> None:
+        mine = self._mine(None, None)
         if isinstance(event, AuthFailed):
             outcome, status, team, service = "auth_failed", 401, "", ""
         else:
             outcome, status = "rejected", event.status
             team, service = _identity(event.key)
+            if event.key is not None:
+                mine = self._mine(event.key.user, event.key.id)
         # The model a rejected request named may be any string: left out.
-        self.requests.labels(outcome, str(status), event.surface, team, service, "", "").inc()
+        self.requests.labels(
+            outcome, str(status), event.surface, team, service, "", "", *mine
+        ).inc()
         self.rejections.labels(event.reason, event.surface, team, service).inc()
 
 

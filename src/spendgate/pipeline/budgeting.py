@@ -41,8 +41,8 @@ from spendgate.errors import (
     RateLimited,
     RequestCapExceeded,
 )
+from spendgate.events import LoopStruck, SettledAbove, ThresholdCrossed
 from spendgate.events import Refused as RefusedEvent
-from spendgate.events import SettledAbove, ThresholdCrossed
 from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.exchange import Exchange
@@ -275,6 +275,11 @@ async def _strike_loop(
             model=exchange.route.name,
             now=now,
         )
+    key = exchange.key
+    model = exchange.route.name
+    exchange.reporter.notice(
+        LoopStruck(key.id, model, block.strikes, block.key_wide, key.team, key.service)
+    )
     return _loop_detected(block, book, now, counter.spent + counter.reserved + 1)
 
 

@@ -46,6 +46,7 @@ class Exchange:
     reporter: Reporter  # tells the event bus what became of it
     stream: bool = False
     ttfb: float | None = None
+    upstream_s: float = 0.0  # spent waiting on providers, this attempt and those before it
     upstream_request_id: str | None = None
     ticket: Ticket | None = None  # what it reserved on budgets and limits
     trace: str | None = None  # or its lease without counters (`spendgate.pipeline.trace`)

@@ -85,6 +85,7 @@ async def forward(
     framing = exchange.spec.framing_for(request.query)
     if framing is not None:
         prepared = dataclasses.replace(prepared, framing=framing)
+    sent = gateway.clock.monotonic()
     try:
         upstream = await gateway.upstream.send(
             exchange.provider,
@@ -99,9 +100,12 @@ async def forward(
         await record(gateway, exchange, lost(gateway, exchange, 499, "client disconnected", True))
         raise
     except UpstreamFailure as failure:
+        exchange.upstream_s += gateway.clock.monotonic() - sent
         breaker_outcome(gateway, exchange, False)
         return await _unanswered(gateway, exchange, failure)
-    exchange.mark_first_byte(gateway.clock.monotonic())
+    head = gateway.clock.monotonic()
+    exchange.upstream_s += head - sent
+    exchange.mark_first_byte(head)
     exchange.upstream_request_id = _upstream_id(upstream.headers)
     failing = upstream.status >= 500 or upstream.status == 429
     breaker_outcome(gateway, exchange, not failing)
@@ -187,6 +191,7 @@ async def _relay_body(
     """The upstream's answer, whole, and its ledger row. With a ``request`` the answer is
     final (no fallback can replace it) and is sent here, in the order `answer_and_record`
     chooses; without one the row is written and the caller decides what to send."""
+    reading = gateway.clock.monotonic()
     try:
         payload = await upstream.read()
     except asyncio.CancelledError:
@@ -198,6 +203,7 @@ async def _relay_body(
     except Broken:
         await record(gateway, exchange, lost(gateway, exchange, 502, "upstream broke mid-body"))
         raise UpstreamUnavailable("The upstream provider broke off its answer.") from None
+    exchange.upstream_s += gateway.clock.monotonic() - reading
     usage, served, error, problem = _body_usage(exchange, upstream.status, payload)
     row = exchange.row(
         now=gateway.clock.monotonic(),

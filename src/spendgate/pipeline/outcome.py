@@ -71,7 +71,7 @@ async def record(
             row,
         )
     else:
-        event = Served(row)
+        event = Served(row, round(exchange.upstream_s * 1000, 3))
     reporter.outcome(event)
     for over in overruns:
         reporter.notice(over)

@@ -233,6 +233,7 @@ async def _run(
     baseline = decision.baseline if decision else route.name  # the model asked for
     failed: Failed | None = None
     previous: str | None = None
+    waited = 0.0  # on the providers of earlier attempts
     for index, attempt in enumerate(chain):
         last = index == len(chain) - 1
         exchange = Exchange(
@@ -262,6 +263,7 @@ async def _run(
             fallback_from=previous,
             refusals_as=for_request(request.path, request.headers),
             agent=coding_agent(request.headers),
+            upstream_s=waited,
         )
         request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
@@ -280,6 +282,7 @@ async def _run(
             break  # a fallback the budget or a limit refuses: answer the earlier failure
         if not isinstance(outcome, Failed):
             return outcome
+        waited = exchange.upstream_s
         outcome.request_id = exchange.request_id
         if failed is None or outcome.reached or not failed.reached:
             failed = outcome  # the latest failure, but one that reached an upstream first

@@ -114,15 +114,22 @@ async def relay_stream(
     meter = exchange.spec.meter(prepared, exchange.body)
     framing = prepared.framing or exchange.provider.framing
     relay = _Relay(exchange, meter, framing, gateway.config.server.max_upstream_event_bytes)
+    clock = gateway.clock
+    asked = clock.monotonic()
     try:
         await response.prepare(request)
+        asked = clock.monotonic()  # time waiting for the provider's next chunk is its own
         async for chunk in upstream.chunks():
+            exchange.upstream_s += clock.monotonic() - asked
             out = relay.sort(chunk)
             if out:
                 await response.write(out)
             if relay.cut:
                 upstream.close()  # stop paying for output nobody will be charged for
                 break
+            asked = clock.monotonic()
+        else:
+            exchange.upstream_s += clock.monotonic() - asked
     except asyncio.CancelledError:
         relay.disconnected = True
         upstream.close()
@@ -132,6 +139,7 @@ async def relay_stream(
         relay.disconnected = True
         upstream.close()
     except (ReadTimeout, Broken, EventTooLarge) as failure:
+        exchange.upstream_s += clock.monotonic() - asked
         relay.broken = str(failure)
         upstream.close()
     ended = relay.meter.finished or relay.cut or relay.disconnected

@@ -37,6 +37,9 @@ class Waited:
     timed_out: bool  # the bound was reached (or the line was full)
 
 
+Watcher = Callable[[str, Waited], None]  # told the counter and how each wait ended
+
+
 class AdmissionQueue:
     def __init__(self, *, max_wait_s: float, max_waiting: int) -> None:
         self.max_wait_s = max_wait_s
@@ -44,6 +47,11 @@ class AdmissionQueue:
         self._lines: dict[str, deque[asyncio.Future[None]]] = {}
         self._holding: dict[str, int] = {}  # counter -> this process's reservations on it
         self.typical_s = SETTLE_GUESS_S  # how long a budgeted request takes, running average
+        self.watchers: list[Watcher] = []  # metrics: cheap, and never raising
+
+    def lines(self) -> dict[str, int]:
+        """How many wait in each counter's line now."""
+        return {key: len(line) for key, line in self._lines.items() if line}
 
     def took(self, seconds: float) -> None:
         """A budgeted request took this long, from arrival to settlement."""
@@ -96,6 +104,17 @@ class AdmissionQueue:
     ) -> Waited:
         """Wait in the counter's line until ``attempt`` admits the request, it is refused
         for a reason waiting cannot help (``worth_waiting`` says no), or the bound."""
+        waited = await self._wait(key, attempt, worth_waiting)
+        for watcher in self.watchers:
+            watcher(key, waited)
+        return waited
+
+    async def _wait(
+        self,
+        key: str,
+        attempt: Callable[[], Awaitable[Admitted | Refused]],
+        worth_waiting: Callable[[Refused], bool],
+    ) -> Waited:
         loop = asyncio.get_running_loop()
         started = loop.time()
         line = self._lines.setdefault(key, deque())

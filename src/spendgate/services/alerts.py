@@ -24,7 +24,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from spendgate.clock import Clock
 from spendgate.config.alerts import AlertsConfig, BudgetAlertConfig, ChannelConfig
@@ -47,6 +47,15 @@ CLAIM_BATCH = 32
 SEEN_MAX = 10_000
 
 Views = Callable[[], Awaitable[list[BudgetView]]]
+
+
+class AlertWatcher(Protocol):
+    """Told of what this process raised and delivered (metrics): cheap, never raising."""
+
+    def alert_raised(self, kind: str) -> None: ...
+
+    def alert_delivery(self, channel_kind: str, outcome: str) -> None:
+        """``outcome``: delivered, retrying (failed, tried again later) or failed (given up)."""
 
 
 def contact_channel(contact: str, index: int) -> str:
@@ -76,6 +85,7 @@ class Alerter:
         self._write_wake: asyncio.Event | None = None
         self._send_wake: asyncio.Event | None = None
         self.raised = 0  # alerts this process raised (first to see them)
+        self.watchers: list[AlertWatcher] = []
 
     @property
     def store(self) -> AlertStore | None:
@@ -174,6 +184,8 @@ class Alerter:
             self._seen.popitem(last=False)
         if alert_id is not None:
             self.raised += 1
+            for watcher in self.watchers:
+                watcher.alert_raised(alert.kind)
             log.info(
                 "alert raised",
                 extra={"alert": alert.kind, "subject": alert.subject, "member": alert.member},
@@ -208,8 +220,10 @@ class Alerter:
 
     async def _attempt(self, store: AlertStore, delivery: Delivery) -> None:
         error: str | None = None
+        kind = "unknown"  # a channel no longer configured
         try:
             channel = self._channel(delivery.channel)
+            kind = channel.kind
             assert self._http is not None
             await send(
                 channel, delivery.payload, http=self._http, smtp=self.config.smtp, env=self.env
@@ -225,6 +239,9 @@ class Alerter:
         if error is not None and attempts < self.config.max_attempts:
             retry_at = now + retry_delay(attempts, self.config.backoff_s, self.config.max_backoff_s)
         await store.finish(delivery.delivery_id, self.owner, now, error=error, retry_at=retry_at)
+        outcome = "delivered" if error is None else "retrying" if retry_at else "failed"
+        for watcher in self.watchers:
+            watcher.alert_delivery(kind, outcome)
         if error is not None:
             log.warning(
                 "alert delivery failed",

@@ -153,7 +153,7 @@ class BudgetService:
             budgets = [*self._book.budgets, *await self._keys_own()]
         refs: list[CounterRef] = []
         for budget in budgets:
-            span = window(budget.period, now, self._book.calendar)
+            span = self._book.window(budget.period, now)
             if budget.target.match == "*":
                 members = await self._storage.active_members(budget.name, span.since_ms)
             else:
@@ -167,14 +167,12 @@ class BudgetService:
         request), and the budgets its key carries itself, for the caller's members."""
         now = self._clock.now()
         refs: list[CounterRef] = []
-        for budget in self._book.budgets:
-            if budget.target.scope in (BudgetScope.SESSION, BudgetScope.MODEL):
-                continue
-            span = window(budget.period, now, self._book.calendar)
-            refs.extend(CounterRef(budget, m, span) for m in budget.target.members(caller))
+        for budget, members in self._book.counting(caller):
+            span = self._book.window(budget.period, now)
+            refs.extend(CounterRef(budget, m, span) for m in members)
         with contextlib.suppress(ValueError):  # checked when stored: a hand-edited row
             for budget in key_budgets(caller.key.id, KeyLimits.of(caller.key)):
-                span = window(budget.period, now, self._book.calendar)
+                span = self._book.window(budget.period, now)
                 refs.append(CounterRef(budget, caller.key.id, span))
         return await self._views(refs, now)
 

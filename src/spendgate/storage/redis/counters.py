@@ -1,0 +1,545 @@
+"""The counter store on Redis (`RedisCounters`): budgets, limits, concurrency, loop
+blocks, reservations and their leases, overrides; keys and the ledger live elsewhere
+(`Storage.split`: settlement in two halves, the sweeper repairing a crash between them).
+
+Each admission decision is one ``EVALSHA`` of ``reserve_v1.lua``: it reads every counter
+of the request with its effective limit, makes `spendgate.domain.admission.decide`'s
+decision in exact integer arithmetic, and records the reservation and its lease, all or
+nothing (a script runs alone on the server). The Python side then runs `decide` on the
+states the script read and checks that both agree; a disagreement is a bug, reported as a
+`StorageError` after the reservation is released.
+
+Time: every comparison with "now" (lease expiry, overrides in force, rolling windows) is
+made with the Redis server's clock (``TIME``), so replicas whose clocks differ still agree.
+A lease's length comes from the caller (``expires_at - clock.now()``) and is added to the
+server's time. With an injected clock (tests: anything but `SystemClock`) the script is
+given that clock's time instead, and windows come as the caller computed them.
+
+Integers: Lua numbers are doubles, exact below 2^53. Limits, overrides and amounts at or
+above 2^53 (nano-dollars: about $9M per counter) are refused with a `StorageError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import orjson
+from redis.exceptions import RedisError, WatchError
+
+from spendgate.clock import Clock, SystemClock, from_ms, to_ms
+from spendgate.domain.admission import Admitted, CounterState, Refused, decide
+from spendgate.domain.budgets import CounterRef, Unit
+from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
+from spendgate.errors import StorageError
+from spendgate.storage import codec
+from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
+from spendgate.storage.plans import check_amounts, check_plan
+from spendgate.storage.redis.connect import Scripts, Target, client, parse
+
+log = logging.getLogger("spendgate.storage.redis")
+
+EXACT = 2**53  # Lua's doubles hold every integer below this exactly
+MAX_OUTPUT = EXACT // 10**6  # output tokens (ceiling x choices) the exact cost needs
+_UNIT_CODE = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
+T = TypeVar("T")
+
+
+def check_exact(plan: ReservationPlan) -> None:
+    """Refuse a plan whose numbers could leave the exact range of the script."""
+    worst = plan.worst
+    if worst.requested_ceiling * worst.choices > MAX_OUTPUT:
+        raise StorageError(
+            f"reservation {plan.reservation_id!r} asks for {worst.requested_ceiling} x "
+            f"{worst.choices} output tokens; the Redis counter store handles at most "
+            f"{MAX_OUTPUT:,} per request"
+        )
+    if worst.choices * worst.output_rate * 10 >= EXACT:
+        raise StorageError("an output price beyond the Redis counter store's exact range")
+    for ref in plan.counters:
+        if not 0 <= ref.budget.limit < EXACT:
+            raise StorageError(
+                f"budget {ref.budget.name!r}: limit {ref.budget.limit} is beyond what the "
+                f"Redis counter store keeps exactly (below 2^53 = {EXACT:,} in its unit; "
+                "$9,007,199 for a dollar budget)"
+            )
+    for unit in {ref.budget.unit for ref in plan.counters}:
+        if worst.amount(unit, worst.requested_ceiling) >= EXACT:
+            raise StorageError(
+                f"reservation {plan.reservation_id!r}: its worst case in {unit.value} is "
+                "beyond the Redis counter store's exact range (2^53)"
+            )
+
+
+def _rolling(ref: CounterRef) -> tuple[int, int]:
+    """(length ms, bucket width ms) of a rolling window; (0, 0) for any other."""
+    period = ref.budget.period
+    window = ref.window
+    if period.kind != "rolling" or period.length is None or window.resets_at is None:
+        return 0, 0
+    width = window.resets_at - window.since - period.length
+    return period.length // timedelta(milliseconds=1), width // timedelta(milliseconds=1)
+
+
+def _state(ref: CounterRef, values: Sequence[int], server_windows: bool) -> CounterState:
+    limit, spent, reserved, oldest, since, bucket = (int(v) for v in values)
+    length, width = _rolling(ref)
+    if server_windows and width and (since, bucket) != (ref.window.since_ms, ref.window.bucket_ms):
+        start = from_ms(since)
+        window = dataclasses.replace(
+            ref.window,
+            since=start,
+            bucket=from_ms(bucket),
+            resets_at=start + timedelta(milliseconds=length + width),
+        )
+        ref = dataclasses.replace(ref, window=window)
+    return CounterState(ref, limit, spent, reserved, None if oldest < 0 else oldest)
+
+
+class RedisCounters:
+    """`CounterStore` on Redis. Opened once, closed once."""
+
+    def __init__(self, url: str, clock: Clock) -> None:
+        self._target: Target = parse(url)
+        self._clock = clock
+        self._server_time = isinstance(clock, SystemClock)
+        self._scripts = Scripts()
+        self._redis: Any = None
+        tag = "{" + self._target.prefix + "}"
+        self._tag = tag
+        self._leases = f"{tag}:leases"
+        self._overrides = f"{tag}:overrides"
+        self._sequence = f"{tag}:seq"
+        self._loops = f"{tag}:loops"
+        # admitted here, not yet ended here: id -> (owner, what it holds)
+        self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
+        self._unknown: set[str] = set()  # reserve outcomes lost in a failure: to release
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _counter_key(self, budget: str, member: str, unit: str) -> str:
+        return f"{self._tag}:c:" + codec.dumps([budget, member, unit])
+
+    def _members_key(self, budget: str) -> str:
+        return f"{self._tag}:m:" + budget
+
+    def _reservation_key(self, reservation_id: str) -> str:
+        return f"{self._tag}:r:" + reservation_id
+
+    def _now_arg(self) -> str:
+        return "" if self._server_time else str(to_ms(self._clock.now()))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._redis is not None:
+            raise StorageError("the Redis counter store can be opened only once")
+        self._redis = client(self._target)
+        await self._call(lambda r: self._scripts.load(r))
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, False
+            await redis.aclose()
+
+    async def _call(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        if not self._redis:
+            state = "closed" if self._redis is False else "not open"
+            raise StorageError(f"the Redis counter store is {state}")
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        try:
+            result = await work(self._redis)
+        except (RedisError, OSError) as exc:
+            if task is not None and task.cancelling() > cancels:
+                raise asyncio.CancelledError from exc  # see below
+            raise StorageError(f"Redis counters: {type(exc).__name__}: {exc}") from exc
+        if task is not None and task.cancelling() > cancels:
+            # A cancellation that met redis-py's own socket timeout came out as a
+            # TimeoutError that its retry then absorbed (Python 3.11's asyncio.timeout):
+            # the cancel must win, or a task stopped at shutdown would carry on (measured:
+            # the lease keeper never stopped in about 1 run in 10 of test_redis_outage).
+            raise asyncio.CancelledError
+        return result
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._call(lambda r: self._scripts.run(r, name, keys, args))
+
+    async def check(self) -> None:
+        await self._call(lambda r: r.ping())
+
+    # -- the request path -------------------------------------------------------------
+
+    async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
+        check_plan(plan)
+        worst = plan.worst
+        floor = min(plan.min_output, worst.requested_ceiling)
+        cap_only = decide(worst, (), plan.caps, plan.min_output)
+        if isinstance(cap_only, Refused):  # the request caps alone refuse it: no trip
+            return cap_only
+        check_exact(plan)
+        keys = [self._reservation_key(plan.reservation_id), self._leases, self._overrides]
+        stored = [[r.budget.name, r.member, r.budget.unit.value] for r in plan.counters]
+        lease_ms = max(0, to_ms(plan.expires_at) - to_ms(self._clock.now()))
+        args: list[Any] = [
+            self._now_arg(),
+            plan.reservation_id,
+            plan.owner,
+            lease_ms,
+            worst.requested_ceiling,
+            floor,
+            cap_only.ceiling,
+            worst.input_tokens,
+            worst.input_cost,
+            worst.choices,
+            worst.output_rate,
+            codec.dump_worst(worst),
+            codec.dump_template(plan.template),
+            codec.dumps(stored),
+            len(plan.counters),
+        ]
+        for ref in plan.counters:
+            budget = ref.budget
+            keys.append(self._counter_key(budget.name, ref.member, budget.unit.value))
+            keys.append(self._members_key(budget.name))
+            length, width = _rolling(ref) if self._server_time else (0, 0)
+            args += [
+                budget.name,
+                budget.limit,
+                int(budget.blocks),
+                int(budget.clamps),
+                _UNIT_CODE[budget.unit],
+                length if width else ref.window.since_ms,
+                ref.window.bucket_ms,
+                width,
+            ]
+        call = asyncio.ensure_future(self._run("reserve", keys, args))
+        try:
+            raw = await asyncio.shield(call)
+        except asyncio.CancelledError:  # the script may have run: give it back at once
+            call.add_done_callback(lambda _: self._abandon(plan.reservation_id))
+            raise
+        except StorageError:
+            # The script may have run and its answer been lost (a connection cut): the
+            # caller refuses the request, so the reservation, if any, is released as soon
+            # as Redis answers again (`renew_leases`), never renewed or left to lapse.
+            self._unknown.add(plan.reservation_id)
+            raise
+        decision = await self._verdict(plan, raw)
+        if isinstance(decision, Admitted):
+            held = tuple(
+                (
+                    s.ref.budget.name,
+                    s.ref.member,
+                    s.ref.window.bucket_ms,
+                    s.ref.budget.unit.value,
+                    a,
+                )
+                for s, a in zip(decision.states, decision.amounts, strict=True)
+            )
+            self._live[plan.reservation_id] = (plan.owner, held)
+        return decision
+
+    def _abandon(self, reservation_id: str) -> None:
+        self._unknown.add(reservation_id)
+        if self._redis:
+            task = asyncio.ensure_future(self._release_unknown())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _release_unknown(self) -> None:
+        for reservation_id in sorted(self._unknown):
+            await self.release(reservation_id)
+            self._unknown.discard(reservation_id)
+
+    async def _verdict(self, plan: ReservationPlan, raw: list[Any]) -> Admitted | Refused:
+        status = int(raw[0])
+        if status < 0:
+            raise StorageError(f"cannot store reservation {plan.reservation_id!r}: it exists")
+        n = len(plan.counters)
+        tail = raw[2 + n :] if status == 1 else raw[2:]
+        states = [
+            _state(ref, tail[6 * i : 6 * i + 6], self._server_time)
+            for i, ref in enumerate(plan.counters)
+        ]
+        decision = decide(plan.worst, states, plan.caps, plan.min_output)
+        if status == 1:
+            amounts = tuple(int(a) for a in raw[2 : 2 + n])
+            agrees = (
+                isinstance(decision, Admitted)
+                and decision.ceiling == int(raw[1])
+                and decision.amounts == amounts
+            )
+        else:
+            blocker = int(raw[1])
+            agrees = isinstance(decision, Refused) and (
+                decision.counter is (states[blocker - 1] if blocker else None)
+            )
+        if not agrees:
+            if status == 1:
+                await self.release(plan.reservation_id)
+            raise StorageError(
+                f"the Redis reserve script and decide() disagree on {plan.reservation_id!r}: "
+                f"{raw[:2]} vs {decision!r}"
+            )
+        return decision
+
+    async def holding(self, reservation_id: str) -> tuple[StoredCounter, ...] | None:
+        """A reservation this process admitted and has not ended is answered from memory
+        (no round trip on the settlement path). If another replica's sweeper settled it
+        meanwhile (its lease lapsed), the settlement that follows finds the sweeper's row
+        in the ledger (idempotent by request id) and `settle` then changes nothing: the
+        same outcome as answering None here."""
+        known = self._live.get(reservation_id)
+        if known is not None:
+            return known[1]
+        key = self._reservation_key(reservation_id)
+        found = await self._call(lambda r: r.hmget(key, "counters", "buckets", "amounts"))
+        return None if found[0] is None else _held(found[0], found[1], found[2])
+
+    async def _end(self, reservation_id: str, amounts: Sequence[int] | None) -> bool:
+        keys = [self._reservation_key(reservation_id), self._leases]
+        charges = [] if amounts is None else [str(int(a)) for a in amounts]
+        args = ["", reservation_id, -1 if amounts is None else len(charges)]
+        done = await self._run("settle", keys, args + charges)
+        if isinstance(done, list):
+            held = (("", "", 0, "", 0),) * int(done[1])
+            check_amounts(reservation_id, held, list(amounts or ()))
+        self._live.pop(reservation_id, None)
+        return bool(done)
+
+    async def settle(self, reservation_id: str, amounts: Sequence[int]) -> bool:
+        return await self._end(reservation_id, amounts)
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._end(reservation_id, None)
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def renew_leases(
+        self, owner: str, expires_at: datetime, keep_lapsing: frozenset[str] = frozenset()
+    ) -> int:
+        """Extends the leases of ``owner``'s reservations that this store admitted, first
+        releasing those whose reservation outcome was lost in a failure (`reserve`): a
+        lease no one here knows of is never renewed."""
+        await self._release_unknown()
+        lease_ms = max(0, to_ms(expires_at) - to_ms(self._clock.now()))
+        ids = sorted(i for i, (o, _) in self._live.items() if o == owner and i not in keep_lapsing)
+        args = [self._now_arg(), lease_ms, self._reservation_key(""), *ids]
+        renewed, gone = await self._run("renew", [self._leases], args)
+        for reservation_id in gone:
+            self._live.pop(reservation_id.decode(), None)
+        return int(renewed)
+
+    async def lapsed(self, now: datetime, limit: int) -> list[Lapsed]:
+        """With the server's clock, ``now`` is the server's: the caller's is not used."""
+        now_arg = "" if self._server_time else str(to_ms(now))
+        raw = await self._run("lapsed", [self._leases], [now_arg, limit, self._reservation_key("")])
+        out = []
+        for i in range(0, len(raw), 7):
+            rid, counters, buckets, amounts, ceiling, worst, template = raw[i : i + 7]
+            out.append(
+                Lapsed(
+                    rid.decode(),
+                    _held(counters, buckets, amounts),
+                    int(ceiling),
+                    codec.load_worst(worst),
+                    codec.load_template(template),
+                )
+            )
+        return out
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def counter_states(
+        self, refs: tuple[CounterRef, ...], now: datetime
+    ) -> list[CounterState]:
+        if not refs:
+            return []
+        keys = [self._overrides]
+        args: list[Any] = ["" if self._server_time else str(to_ms(now)), len(refs)]
+        for ref in refs:
+            keys.append(self._counter_key(ref.budget.name, ref.member, ref.budget.unit.value))
+            length, width = _rolling(ref) if self._server_time else (0, 0)
+            args += [
+                ref.budget.name,
+                ref.budget.limit,
+                length if width else ref.window.since_ms,
+                width,
+            ]
+        raw = await self._run("states", keys, args)
+        return [
+            _state(ref, raw[6 * i : 6 * i + 6], self._server_time) for i, ref in enumerate(refs)
+        ]
+
+    async def active_members(self, budget: str, since_ms: int) -> list[str]:
+        async def work(r: Any) -> list[str]:
+            keys = sorted(k.decode() for k in await r.smembers(self._members_key(budget)))
+            async with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hkeys(key)
+                fields = await pipe.execute()
+            found = set()
+            for key, names in zip(keys, fields, strict=True):
+                if any(int(name[1:]) >= since_ms for name in names):
+                    found.add(orjson.loads(key.partition(":c:")[2])[1])
+            return sorted(found)
+
+        return await self._call(work)
+
+    async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        pruned = 0
+        for budget, since in keep_from_ms.items():
+            pruned += int(
+                await self._run("maintain", [self._members_key(budget)], ["", "prune", since, ""])
+            )
+        return pruned
+
+    async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
+        start = "" if member is None else self._counter_key(budget, member, "")[:-3]
+        keys = [self._members_key(budget)]
+        return int(await self._run("maintain", keys, ["", "reset", since_ms, start]))
+
+    # -- operator changes -------------------------------------------------------------
+
+    async def set_override(self, override: BudgetOverride) -> None:
+        if not 0 <= override.limit < EXACT:
+            raise StorageError(
+                f"override of {override.budget!r}: {override.limit} is beyond what the Redis "
+                f"counter store keeps exactly (below 2^53 = {EXACT:,})"
+            )
+        expires = -1 if override.expires_at is None else to_ms(override.expires_at)
+        args = ["", override.budget, to_ms(override.created_at), override.limit, expires]
+        await self._run("override", [self._overrides, self._sequence], args)
+
+    async def clear_overrides(self, budget: str) -> int:
+        async def work(r: Any) -> int:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hget(self._overrides, budget)
+                pipe.hdel(self._overrides, budget)
+                raw, _ = await pipe.execute()
+            return 0 if raw is None else len(orjson.loads(raw))
+
+        return await self._call(work)
+
+    async def overrides(self, now: datetime) -> list[BudgetOverride]:
+        now_ms = to_ms(now)
+        raw = await self._call(lambda r: r.hgetall(self._overrides))
+        out = []
+        for name, value in sorted(raw.items()):
+            live = [o for o in orjson.loads(value) if o[3] < 0 or o[3] > now_ms]
+            if live:
+                created, _, limit, expires = max(live, key=lambda o: (o[0], o[1]))
+                at = None if expires < 0 else from_ms(expires)
+                out.append(BudgetOverride(name.decode(), limit, at, from_ms(created)))
+        return out
+
+    # -- loop blocks ------------------------------------------------------------------
+
+    async def loop_block(self, key_id: str, fingerprint: str) -> LoopBlock | None:
+        raw = await self._call(lambda r: r.hget(self._loops, loop_id(key_id, fingerprint)))
+        return None if raw is None else _block(raw)
+
+    async def strike_loop(
+        self, policy: LoopPolicy, *, key_id: str, fingerprint: str, model: str, now: datetime
+    ) -> LoopBlock:
+        """Read, strike and write under WATCH: a write by another process in between makes
+        the transaction fail and the strike start over, so two detections strike twice."""
+        block_id = loop_id(key_id, fingerprint)
+        at = from_ms(to_ms(now))
+
+        async def work(r: Any) -> LoopBlock:
+            async with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(self._loops)
+                        raw = await pipe.hget(self._loops, block_id)
+                        previous = None if raw is None else _block(raw)
+                        block = policy.strike(
+                            previous, key_id=key_id, fingerprint=fingerprint, model=model, now=at
+                        )
+                        pipe.multi()
+                        pipe.hset(self._loops, block_id, _dump_block(block))
+                        await pipe.execute()
+                        return block
+                    except WatchError:
+                        continue
+
+        return await self._call(work)
+
+    async def loop_blocks(self) -> list[LoopBlock]:
+        raw = await self._call(lambda r: r.hgetall(self._loops))
+        blocks = [_block(v) for v in raw.values()]
+        return sorted(blocks, key=lambda b: (b.detected_at, b.id), reverse=True)
+
+    async def release_loop(self, block_id: str) -> LoopBlock | None:
+        async def work(r: Any) -> LoopBlock | None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hget(self._loops, block_id)
+                pipe.hdel(self._loops, block_id)
+                raw, _ = await pipe.execute()
+            return None if raw is None else _block(raw)
+
+        return await self._call(work)
+
+    async def prune_loops(self, ended_before: datetime) -> int:
+        limit = to_ms(ended_before)
+
+        async def work(r: Any) -> int:
+            async with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(self._loops)
+                        raw = await pipe.hgetall(self._loops)
+                        ended = [k for k, v in raw.items() if orjson.loads(v)[5] < limit]
+                        pipe.multi()
+                        if ended:
+                            pipe.hdel(self._loops, *ended)
+                        await pipe.execute()
+                        return len(ended)
+                    except WatchError:
+                        continue
+
+        return await self._call(work)
+
+    # -- test support -----------------------------------------------------------------
+
+    async def drop_all(self) -> int:
+        """Delete every key of this store's prefix (tests: a prefix of their own)."""
+
+        async def work(r: Any) -> int:
+            found = [k async for k in r.scan_iter(match=f"{{{self._target.prefix}}}:*", count=500)]
+            return int(await r.delete(*found)) if found else 0
+
+        return await self._call(work)
+
+
+def _held(counters: bytes, buckets: bytes, amounts: bytes) -> tuple[StoredCounter, ...]:
+    names = orjson.loads(counters)
+    return tuple(
+        (budget, member, int(bucket), unit, int(amount))
+        for (budget, member, unit), bucket, amount in zip(
+            names, buckets.split(b","), amounts.split(b","), strict=True
+        )
+    )
+
+
+def _dump_block(block: LoopBlock) -> str:
+    return codec.dumps(
+        [
+            block.key_id,
+            block.fingerprint,
+            block.model,
+            block.strikes,
+            to_ms(block.detected_at),
+            to_ms(block.until),
+        ]
+    )
+
+
+def _block(raw: bytes) -> LoopBlock:
+    key_id, fingerprint, model, strikes, detected_ms, until_ms = orjson.loads(raw)
+    return LoopBlock(key_id, fingerprint, model, strikes, from_ms(detected_ms), from_ms(until_ms))
