@@ -6,7 +6,9 @@ by every gateway process and replica that points at it.
   server is an outage: the outage policy of `spendgate.pipeline.outage` applies).
 * `keys`, `ledger` (group commit of rows; reports as single statements), `counters`
   (reservations under per-counter advisory locks), `joint` (a request's row and its
-  reservation's end in one transaction), `migrate` and `migrations/`, `partitions`.
+  reservation's end in one transaction), `admin` (admin tokens and the audit log),
+  `alerts` (alerts raised once, their leased outbox), `migrate` and `migrations/`,
+  `partitions`.
 
 Values are stored as on SQLite (epoch milliseconds, JSON text), through the same row
 codecs (`spendgate.storage.sqlite.rows`). Durability: a write returns after COMMIT, which
@@ -16,6 +18,9 @@ the server makes durable as its ``synchronous_commit`` says (on by default: fsyn
 from __future__ import annotations
 
 from spendgate.clock import Clock, SystemClock
+from spendgate.storage.admin import AdminStores
+from spendgate.storage.postgres.admin import PgAdmin
+from spendgate.storage.postgres.alerts import PgAlerts
 from spendgate.storage.postgres.counters import PgCounters
 from spendgate.storage.postgres.database import PgDatabase
 from spendgate.storage.postgres.joint import PgJoint
@@ -36,12 +41,15 @@ class PostgresStorage(Storage):
     ) -> None:
         self.database = PgDatabase(url, clock or SystemClock(), settings or PostgresSettings())
         ledger = PgLedger(self.database)
+        admin = PgAdmin(self.database)
         super().__init__(
             PgKeys(self.database),
             ledger,
             PgCounters(self.database),
             parts=[self.database, ledger],  # closed in reverse: queued rows commit first
             joint=PgJoint(self.database),
+            admin=AdminStores(admin, admin),
+            alerts=PgAlerts(self.database),
         )
 
     def __repr__(self) -> str:
