@@ -65,6 +65,20 @@ def until(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def with_small_pool(
+    edit: Callable[[dict[str, Any]], None] | None,
+) -> Callable[[dict[str, Any]], None]:
+    """At most 8 PostgreSQL connections a gateway process: the shared server's
+    max_connections (100) also serves every other test running at once."""
+
+    def edited(data: dict[str, Any]) -> None:
+        if edit is not None:
+            edit(data)
+        data["storage"]["postgres"] = {"pool_min_size": 1, "pool_max_size": 8}
+
+    return edited
+
+
 class Fleet:
     """Gateways sharing ``stores``: ``gateways-N`` (N processes, each its own port and
     config folder) or ``workers-N`` (one ``serve --workers N``)."""
@@ -81,6 +95,8 @@ class Fleet:
         self.processes: list[GatewayProcess] = []
         self.configs: list[Path] = []
         folders = [tmp_path / f"gw{i}" for i in range(int(count) if kind == "gateways" else 1)]
+        if stores.url.startswith("postgresql://"):
+            edit = with_small_pool(edit)
         for folder in folders:
             folder.mkdir()
             self.configs.append(

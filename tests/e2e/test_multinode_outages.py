@@ -129,6 +129,45 @@ class Load(threading.Thread):
                     self.unexpected.append(error)
 
 
+class SlowStream(threading.Thread):
+    """A streamed request that is answering (its first event read) when the server stops:
+    its row cannot be written then, and waits in its gateway's spool."""
+
+    def __init__(self, url: str, secret: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.secret = url, secret
+        self.first = threading.Event()
+        self.text = ""
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with openai.OpenAI(
+                base_url=self.url + "/v1", api_key=self.secret, max_retries=0
+            ) as sdk:
+                stream = sdk.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=PROMPT,
+                    max_tokens=50,
+                    stream=True,
+                    extra_headers={"x-sim-output-tokens": "12", "x-sim-chunk-delay-ms": "150"},
+                )
+                for chunk in stream:
+                    self.first.set()
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        self.text += chunk.choices[0].delta.content
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.first.set()
+
+
+def spooled(folder: Path) -> int:
+    """Rows waiting in the spool of the gateway whose config is in ``folder``."""
+    spool = folder / "spendgate.spool"
+    return sum(len(f.read_bytes().splitlines()) for f in spool.glob("*.jsonl"))
+
+
 def served(loads: list[Load]) -> int:
     return sum(load.statuses[200] for load in loads)
 
@@ -254,6 +293,9 @@ def test_postgres_stopped_and_restarted_mid_load_across_two_gateways(tmp_path: P
             for load in loads:
                 load.start()
             until(lambda: served(loads) >= 30, "requests served before the outage")
+            in_flight = SlowStream(running.urls[0], secret)
+            in_flight.start()
+            assert in_flight.first.wait(10)
 
             server.stop()
             for url in running.urls:
@@ -263,6 +305,10 @@ def test_postgres_stopped_and_restarted_mid_load_across_two_gateways(tmp_path: P
                 lambda: sum(load.statuses[503] for load in loads) >= 10,
                 "requests refused while the server is down",
             )
+            in_flight.join(30)
+            assert in_flight.error is None
+            assert in_flight.text  # the answer was not cut by the outage
+            until(lambda: spooled(tmp_path / "gw0") >= 1, "the stream's row waits in the spool")
 
             server.start()
             for url in running.urls:
@@ -274,6 +320,7 @@ def test_postgres_stopped_and_restarted_mid_load_across_two_gateways(tmp_path: P
                 load.join(30)
             assert [error for load in loads for error in load.unexpected] == []
             settle_and_check(running, stores, sim)
+            until(lambda: spooled(tmp_path / "gw0") == 0, "the spool written")
             assert len(sim.records) >= 60
             assert running.stop() == [0, 0]
         finally:
