@@ -28,9 +28,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         failed = {name: error for name, error in stores.items() if error is not None}
         if failed:
             log.warning("not ready: storage failed", extra={"error": str(failed)})
-            return web.json_response(
-                {"status": "storage unavailable", "stores": named}, status=503
-            )
+            return web.json_response({"status": "storage unavailable", "stores": named}, status=503)
         answer: dict[str, object] = {
             "status": "ready",
             "stores": named,
