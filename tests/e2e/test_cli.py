@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +406,46 @@ def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert __version__ in result.stdout
+
+
+@pytest.mark.parametrize("bucket", ["hour", "day"])
+def test_usage_series_matches_the_ledger_and_the_admin_api(
+    setup: Setup, traffic: list[LedgerRow], bucket: str
+) -> None:
+    """`usage --by-hour/--by-day`: per bucket and team, what the ledger's rows add up to
+    (every row of today's traffic falls in this hour's or this day's bucket)."""
+    report = run_json("usage", "-c", str(setup.config), f"--by-{bucket}", "--period", "today")
+    assert report["bucket"] == bucket
+    assert report["group_by"] == "team"
+    rows = setup.harness.ledger()
+    expected: dict[tuple[str, str | None], dict[str, int]] = {}
+    size = 3_600 if bucket == "hour" else 86_400
+    for row in rows:
+        start = int(row.ts.timestamp()) // size * size
+        at = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sums = expected.setdefault(
+            (at, row.team), {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_nanos": 0}
+        )
+        sums["requests"] += row.blocked_by is None
+        sums["input_tokens"] += row.input_tokens
+        sums["output_tokens"] += row.output_tokens
+        sums["cost_nanos"] += row.cost_nanos
+    found = {
+        (p["start"], p["group"]): {
+            k: p[k] for k in ("requests", "input_tokens", "output_tokens", "cost_nanos")
+        }
+        for p in report["series"]
+    }
+    assert found == expected
+    assert all(p["cost_usd"] == dollars(p["cost_nanos"]) for p in report["series"])
+    api = http_request(
+        "GET", f"{setup.harness.url}/admin/usage?bucket={bucket}&period=today", token=ADMIN
+    ).json()
+    api.pop("until")
+    report.pop("until")
+    assert api == report
+    refused = http_request(
+        "GET", f"{setup.harness.url}/admin/usage?bucket=week&period=today", token=ADMIN
+    )
+    assert refused.status == 400
+    assert refused.json()["error"]["param"] == "bucket"

@@ -197,7 +197,8 @@ def small_disk(where: Path, size: str) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Write a file until the disk is full."""
     filler = disk / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    # The close flushes what the last write left buffered: it fails too, and is suppressed.
+    with contextlib.suppress(OSError), filler.open("wb") as handle:
         while True:
             handle.write(b"\0" * 65536)
             handle.flush()

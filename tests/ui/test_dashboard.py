@@ -179,6 +179,15 @@ def test_the_charts_and_tables_show_the_ledger(page: Page, world: GatewayHarness
     )
     shown = dict(zip(chart["labels"], chart["values"], strict=True))
     assert shown == {team: nanos / 1e9 for team, nanos in teams.items()}
+    series = page.evaluate(
+        "() => { const c = Chart.getChart('series-chart'); return {labels: c.data.labels,"
+        " sets: c.data.datasets.map(d => [d.label, d.data])}; }"
+    )
+    day = T0.date().isoformat()  # every request of the workload ran at the gateway's T0
+    assert series["labels"] == [day]
+    assert {label: values for label, values in series["sets"]} == {
+        team: [nanos / 1e9] for team, nanos in teams.items()
+    }
     team_table = page.locator("#team-table")
     for team, nanos in teams.items():
         expect(team_table.get_by_role("row", name=team)).to_contain_text(usd(nanos))

@@ -9,11 +9,20 @@ from spendgate.api.auth import scoped_storage
 from spendgate.domain.reports import to_csv
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
-from spendgate.services.reports import blocks_report, usage_report
+from spendgate.services.reports import blocks_report, usage_report, usage_series_report
 
 
 async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     query = request.query
+    if "bucket" in query:  # a time series for charts (docs/admin-api.md)
+        series = await usage_series_report(
+            gateway.storage,
+            gateway.clock,
+            group_by=query.get("group_by", "team"),
+            period=query.get("period", "month"),
+            bucket=query["bucket"],
+        )
+        return web.Response(body=orjson.dumps(series), content_type="application/json")
     try:
         top = int(query.get("top", "15"))
     except ValueError:

@@ -12,6 +12,7 @@ from spendgate.services.reports import (
     UsageReport,
     blocks_report,
     usage_report,
+    usage_series_report,
 )
 from spendgate.text import escape, plural
 
@@ -110,11 +111,35 @@ def _callers_lines(report: UsageReport, callers: Callers, wide: int) -> list[str
 @click.option("--top", default=15, show_default=True, help="How many top spenders to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (same as the admin API).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every group as CSV.")
+@click.option(
+    "--by-hour",
+    "bucket",
+    flag_value="hour",
+    default=None,
+    help="A time series instead: per UTC hour and group.",
+)
+@click.option("--by-day", "bucket", flag_value="day", help="A time series per UTC day and group.")
 def usage(
-    config_path: str | None, group_by: str, period: str, top: int, as_json: bool, as_csv: bool
+    config_path: str | None,
+    group_by: str,
+    period: str,
+    top: int,
+    as_json: bool,
+    as_csv: bool,
+    bucket: str | None,
 ) -> None:
     """Spend grouped by team, service, user, key, model, org or provider."""
     gateway = gateway_for(config_path)
+    if bucket is not None:
+        series = run_with_storage(
+            gateway,
+            lambda g: usage_series_report(
+                g.storage, g.clock, group_by=group_by, period=period, bucket=bucket
+            ),
+        )
+        text = orjson.dumps(series, option=orjson.OPT_INDENT_2).decode()
+        click.echo(text if as_json else render_series(series))
+        return
     report = run_with_storage(
         gateway,
         lambda g: usage_report(g.storage, g.clock, group_by=group_by, period=period, top=top),
@@ -125,6 +150,25 @@ def usage(
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render_table(report))
+
+
+def render_series(series: dict[str, object]) -> str:
+    points = series["series"]
+    assert isinstance(points, list)
+    wide = max([16, *(len(escape(str(p["group"] or "-"))) for p in points)])
+    lines = [
+        f"Usage per {series['bucket']} by {series['group_by']}, "
+        f"{series['since']} to {series['until']} (buckets in UTC)",
+        f"{'START':<20} {str(series['group_by']).upper():<{wide}} {'COST $':>16} "
+        f"{'REQUESTS':>9} {'BLOCKED':>8} {'INPUT':>12} {'OUTPUT':>12}",
+    ]
+    for p in points:
+        lines.append(
+            f"{p['start']:<20} {escape(str(p['group'] or '-')):<{wide}} {p['cost_usd']:>16} "
+            f"{p['requests']:>9} {p['blocked']:>8} {p['input_tokens']:>12} "
+            f"{p['output_tokens']:>12}"
+        )
+    return "\n".join(lines)
 
 
 @click.command()

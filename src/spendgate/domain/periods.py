@@ -14,7 +14,7 @@ side of refusing, never of overspending.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -70,14 +70,14 @@ class Window:
     since: datetime  # the oldest bucket start that still counts
     bucket: datetime  # the bucket that new spend goes into
     resets_at: datetime | None  # next calendar reset, or when the oldest bucket leaves
+    # Both in epoch milliseconds, made once: a window is shared by every request of its
+    # bucket (`BudgetBook.window`), and each request reads them several times per counter.
+    since_ms: int = field(init=False, repr=False, compare=False)
+    bucket_ms: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def since_ms(self) -> int:
-        return to_ms(self.since)
-
-    @property
-    def bucket_ms(self) -> int:
-        return to_ms(self.bucket)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "since_ms", to_ms(self.since))
+        object.__setattr__(self, "bucket_ms", to_ms(self.bucket))
 
 
 _FOREVER = datetime(9999, 1, 1, tzinfo=UTC)

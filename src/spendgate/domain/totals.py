@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import Enum
 
+from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
 
 
@@ -124,3 +125,110 @@ def block_totals(rows: Iterable[LedgerRow]) -> list[BlockGroup]:
             counts[5] += 1
             counts[6] += row.cost_nanos
     return [BlockGroup(name, *counts) for name, counts in sorted(found.items())]
+
+
+def merge_usage(*parts: Iterable[UsageGroup]) -> list[UsageGroup]:
+    """Sum `UsageGroup`s of the same group from several parts of a period (rollups and the
+    raw rows at its edges), in `usage_totals`' order."""
+    sums: dict[str | None, list[int]] = {}
+    for part in parts:
+        for g in part:
+            values = [getattr(g, name) for name in _USAGE_SUMS]
+            total = sums.setdefault(g.group, [0] * len(values))
+            for index, value in enumerate(values):
+                total[index] += value
+    groups = [UsageGroup(name, *values) for name, values in sums.items()]
+    groups.sort(key=lambda g: (-g.cost_nanos, g.group is None, g.group or ""))
+    return groups
+
+
+def merge_blocks(*parts: Iterable[BlockGroup]) -> list[BlockGroup]:
+    """Sum `BlockGroup`s of the same name from several parts of a period, by name."""
+    sums: dict[str, list[int]] = {}
+    for part in parts:
+        for g in part:
+            values = [getattr(g, name) for name in _BLOCK_SUMS]
+            total = sums.setdefault(g.name, [0] * len(values))
+            for index, value in enumerate(values):
+                total[index] += value
+    return [BlockGroup(name, *values) for name, values in sorted(sums.items())]
+
+
+_USAGE_SUMS = tuple(f.name for f in fields(UsageGroup))[1:]
+_BLOCK_SUMS = tuple(f.name for f in fields(BlockGroup))[1:]
+
+# ---------------------------------------------------------------------------- series
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+class Bucket(Enum):
+    HOUR = "hour"
+    DAY = "day"
+
+    @property
+    def ms(self) -> int:
+        return HOUR_MS if self is Bucket.HOUR else DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePoint:
+    """One group's usage in one time bucket (UTC hours or days) of a series."""
+
+    start: datetime  # the bucket's start (the first may start before the period does)
+    group: str | None
+    requests: int  # served (refused ones are in `blocked`)
+    input_tokens: int
+    output_tokens: int
+    cost_nanos: int
+    blocked: int = 0
+
+
+def bucket_of(ts_ms: int, bucket: Bucket) -> int:
+    """The start (epoch ms) of the bucket holding ``ts_ms``: UTC hours and days."""
+    return ts_ms - ts_ms % bucket.ms
+
+
+def whole_hours(since_ms: int, until_ms: int) -> tuple[int, int] | None:
+    """The whole UTC hours inside ``[since_ms, until_ms)`` as ``[first, end)``, or None if
+    it holds none: the part of a period that hourly rollups answer."""
+    first = -(-since_ms // HOUR_MS) * HOUR_MS
+    end = until_ms // HOUR_MS * HOUR_MS
+    return (first, end) if first < end else None
+
+
+def series_order(points: Iterable[UsagePoint]) -> list[UsagePoint]:
+    """Oldest bucket first; in a bucket, highest cost first, ties by name (no group last)."""
+    return sorted(points, key=lambda p: (p.start, -p.cost_nanos, p.group is None, p.group or ""))
+
+
+def merge_series(*parts: Iterable[UsagePoint]) -> list[UsagePoint]:
+    """Sum points of the same bucket and group from several parts of a period."""
+    sums: dict[tuple[datetime, str | None], list[int]] = {}
+    for part in parts:
+        for p in part:
+            values = [p.requests, p.input_tokens, p.output_tokens, p.cost_nanos, p.blocked]
+            total = sums.setdefault((p.start, p.group), [0] * len(values))
+            for index, value in enumerate(values):
+                total[index] += value
+    return series_order(UsagePoint(start, group, *v) for (start, group), v in sums.items())
+
+
+def usage_series(rows: Iterable[LedgerRow], group_by: GroupBy, bucket: Bucket) -> list[UsagePoint]:
+    """Fold ledger rows into points per bucket and group: the reference every backend's
+    series must equal."""
+    field = _GROUP_FIELDS[group_by]
+    sums: dict[tuple[int, str | None], list[int]] = {}
+    for row in rows:
+        served = row.blocked_by is None
+        key = (bucket_of(to_ms(row.ts), bucket), getattr(row, field))
+        total = sums.setdefault(key, [0] * 5)
+        total[0] += served
+        total[1] += row.input_tokens
+        total[2] += row.output_tokens
+        total[3] += row.cost_nanos
+        total[4] += not served
+    return series_order(
+        UsagePoint(from_ms(start), group, *values) for (start, group), values in sums.items()
+    )

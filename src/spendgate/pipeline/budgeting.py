@@ -182,7 +182,9 @@ def _state_after(
     if tightest is None:
         return None
     amount = admitted.amounts[plan.counters.index(tightest.ref)]
-    after = dataclasses.replace(tightest, reserved=tightest.reserved + amount)
+    after = CounterState(
+        tightest.ref, tightest.limit, tightest.spent, tightest.reserved + amount, tightest.oldest_ms
+    )
     models = exchange.snapshot.models
     minimal = _minimal(models, tightest.ref.budget, tightest.ref.member, min_output)
     return budget_state(after, minimal)
@@ -485,32 +487,46 @@ def _budget_message(counter: CounterState, needed: int, book: BudgetBook) -> str
     )
 
 
-def settled_above(exchange: Exchange, row: LedgerRow) -> list[SettledAbove]:
+def charged(exchange: Exchange, row: LedgerRow) -> tuple[int, ...]:
+    """What each counter of the request's ticket is charged for ``row`` (none without a
+    ticket): computed once per request, for `settled_above` and `settlement`."""
+    ticket = exchange.ticket
+    if ticket is None:
+        return ()
+    usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+    return actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
+
+
+def settled_above(
+    exchange: Exchange, row: LedgerRow, amounts: tuple[int, ...] | None = None
+) -> list[SettledAbove]:
     """The counters this request was charged more on than it reserved (its worst case
-    missed something): each is an event, never silently absorbed."""
+    missed something): each is an event, never silently absorbed. ``amounts``: what
+    `charged` gives for ``row``, if the caller has it already."""
     ticket = exchange.ticket
     if ticket is None:
         return []
-    usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
-    charged = actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
+    charged_now = charged(exchange, row) if amounts is None else amounts
     return [
         SettledAbove(row.request_id, ref.budget.name, ref.member, reserved, amount)
         for ref, reserved, amount in zip(
-            ticket.plan.counters, ticket.admitted.amounts, charged, strict=True
+            ticket.plan.counters, ticket.admitted.amounts, charged_now, strict=True
         )
         if amount > reserved
     ]
 
 
-def settlement(exchange: Exchange, row: LedgerRow) -> Unwritten:
+def settlement(
+    exchange: Exchange, row: LedgerRow, amounts: tuple[int, ...] | None = None
+) -> Unwritten:
     """What ending the request writes: its row, and the lease it settles with what each
-    counter is charged (a trace's lease has no counters)."""
+    counter is charged (a trace's lease has no counters). ``amounts`` as for
+    `settled_above`."""
     ticket = exchange.ticket
     if ticket is None:
         return Unwritten(row, exchange.trace)
-    usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
-    amounts = actual_amounts(ticket.plan.counters, usage, row.cost_nanos)
-    return Unwritten(row, ticket.plan.reservation_id, amounts)
+    charged_now = charged(exchange, row) if amounts is None else amounts
+    return Unwritten(row, ticket.plan.reservation_id, charged_now)
 
 
 async def finish(storage: Storage, item: Unwritten) -> None:

@@ -23,14 +23,31 @@ _KINDS: dict[Unit, Literal["requests", "tokens"]] = {
 
 
 def _tightest(admitted: Admitted) -> dict[Unit, tuple[CounterState, int]]:
-    best: dict[Unit, tuple[CounterState, int]] = {}
+    """The tightest request and token limit (state, what is left after the request), in
+    the order each kind is first met. Units are compared by identity: hashing an Enum
+    member runs Python code, and this runs on every admitted request."""
+    requests: tuple[CounterState, int] | None = None
+    tokens: tuple[CounterState, int] | None = None
+    tokens_first = False
     for state, amount in zip(admitted.states, admitted.amounts, strict=True):
         budget = state.ref.budget
-        if budget.kind is not Kind.LIMIT or budget.shadow or budget.unit not in _KINDS:
+        if budget.kind is not Kind.LIMIT or budget.shadow:
             continue
+        unit = budget.unit
         left = state.room - amount
-        if budget.unit not in best or left < best[budget.unit][1]:
-            best[budget.unit] = (state, left)
+        if unit is Unit.REQUESTS:
+            if requests is None or left < requests[1]:
+                requests = (state, left)
+        elif unit is Unit.TOKENS:
+            if tokens is None:
+                tokens_first = requests is None
+            if tokens is None or left < tokens[1]:
+                tokens = (state, left)
+    best: dict[Unit, tuple[CounterState, int]] = {}
+    kinds = ((Unit.REQUESTS, requests), (Unit.TOKENS, tokens))
+    for unit, found in reversed(kinds) if tokens_first else kinds:
+        if found is not None:
+            best[unit] = found
     return best
 
 

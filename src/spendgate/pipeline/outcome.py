@@ -14,7 +14,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
 from spendgate.events import Event, Served, UpstreamFailed, UsageAnomaly
 from spendgate.gateway import Gateway
-from spendgate.pipeline.budgeting import finish, settled_above, settlement
+from spendgate.pipeline.budgeting import charged, finish, settled_above, settlement
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_HEADER
 from spendgate.upstream.client import UpstreamResponse
@@ -31,17 +31,26 @@ FALLBACK_HEADER = "x-spendgate-fallback-from"  # the model that failed before th
 COST_HEADER = "x-spendgate-cost"  # dollars charged for this request (non-streamed answers)
 
 
-async def record(gateway: Gateway, exchange: Exchange, row: LedgerRow) -> None:
+async def record(
+    gateway: Gateway, exchange: Exchange, row: LedgerRow, *, own_task: bool = False
+) -> None:
     """Write the row, settling the reservation if any (see `answer_and_record` for when),
     and report the attempt's outcome. A row storage will not take waits in the spool
-    (`spendgate.storage.spool`): the request has reached the provider, its answer goes on."""
+    (`spendgate.storage.spool`): the request has reached the provider, its answer goes on.
+
+    The write is shielded from the caller's cancellation (a client hanging up cancels its
+    handler), unless ``own_task``: `answer_and_record` runs this in a task of its own that
+    it only ever awaits through a shield, so a second shield (another task per request)
+    would guard against nothing."""
     exchange.settled = True
-    overruns = settled_above(exchange, row)
+    amounts = charged(exchange, row)  # settling does not change tokens or cost
+    overruns = settled_above(exchange, row, amounts)
     if overruns:
         row = dataclasses.replace(row, settled_above=tuple(o.budget for o in overruns))
-    item = settlement(exchange, row)
+    item = settlement(exchange, row, amounts)
     try:
-        await asyncio.shield(finish(gateway.storage, item))
+        writing = finish(gateway.storage, item)
+        await (writing if own_task else asyncio.shield(writing))
     except StorageError as exc:
         durable = gateway.spool.add(item)
         log.error(
@@ -100,7 +109,7 @@ async def answer_and_record(
     try:
         await answer()
     finally:
-        writing = asyncio.ensure_future(record(gateway, exchange, row))
+        writing = asyncio.ensure_future(record(gateway, exchange, row, own_task=True))
         writing.add_done_callback(partial(_written, gateway, pending, exchange.request_id))
         # The client has its answer: a failure to write the row is logged (`_written`)
         # and left to the lease, which charges the worst case; nothing to tell the client.

@@ -29,12 +29,14 @@ from spendgate.domain.reports import (
     to_json,
     top_spenders,
 )
+from spendgate.domain.totals import Bucket, UsagePoint
 from spendgate.errors import InvalidRequest
 from spendgate.storage import GroupBy, Storage, UsageGroup, UsageQuery
 
 E = TypeVar("E", bound=Enum)
 
 GROUP_BY_CHOICES = tuple(g.value for g in GroupBy)
+BUCKET_CHOICES = tuple(b.value for b in Bucket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +186,36 @@ async def _service_keys(storage: Storage, since: datetime, until: datetime) -> i
 
 def _no_user(key: ApiKey | None) -> bool:
     return key is not None and key.user is None
+
+
+async def usage_series_report(
+    storage: Storage, clock: Clock, *, group_by: str, period: str, bucket: str
+) -> dict[str, object]:
+    """Usage per UTC hour or day and per group over a period, for charts: each point's
+    bucket start, group, cost, requests served and tokens (the first bucket may start
+    before the period does; only the period's rows count)."""
+    grouping = parse_choice(GroupBy, group_by)
+    size = parse_choice(Bucket, bucket, param="bucket")
+    since, until = period_bounds(clock, period)
+    points = await storage.usage_series(since, until, size, grouping)
+    return {
+        "group_by": grouping.value,
+        "period": period,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "bucket": size.value,
+        "series": [point_json(p) for p in points],
+    }
+
+
+def point_json(point: UsagePoint) -> dict[str, object]:
+    return {
+        "start": point.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "group": point.group,
+        "cost_usd": dollars(point.cost_nanos),
+        "cost_nanos": point.cost_nanos,
+        "requests": point.requests,
+        "blocked": point.blocked,
+        "input_tokens": point.input_tokens,
+        "output_tokens": point.output_tokens,
+    }

@@ -37,7 +37,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
-from spendgate.domain.totals import BlockGroup, GroupBy, UsageGroup, UsageQuery
+from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 
 __all__ = [
     "BudgetOverride",
@@ -142,6 +142,13 @@ class Ledger(Protocol):
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         """Totals per group over ``[since, until)``, highest cost first."""
+        ...
+
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        """Usage per UTC hour or day and per group over ``[since, until)``, oldest bucket
+        first, then highest cost, as `spendgate.domain.totals.usage_series` folds it."""
         ...
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:

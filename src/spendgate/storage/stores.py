@@ -36,7 +36,7 @@ from spendgate.domain.loops import LoopBlock, LoopPolicy
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
 from spendgate.storage.admin import AdminStores
 from spendgate.storage.alerts import AlertStore
@@ -258,6 +258,11 @@ class Storage:
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         return await self.ledger_store.usage(query)
+
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        return await self.ledger_store.usage_series(since, until, bucket, group_by)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         return await self.ledger_store.blocks(since, until)

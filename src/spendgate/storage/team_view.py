@@ -18,7 +18,17 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery, block_totals, usage_totals
+from spendgate.domain.totals import (
+    BlockGroup,
+    Bucket,
+    GroupBy,
+    UsageGroup,
+    UsagePoint,
+    UsageQuery,
+    block_totals,
+    usage_series,
+    usage_totals,
+)
 from spendgate.errors import StorageError
 from spendgate.storage.base import KeyStore, Ledger, RetiredKey
 from spendgate.storage.stores import Storage
@@ -50,6 +60,11 @@ class TeamLedger:
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         return usage_totals(await self._rows(query.since, query.until), query.group_by)
+
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        return usage_series(await self._rows(since, until), group_by, bucket)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         return block_totals(await self._rows(since, until))

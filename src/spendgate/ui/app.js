@@ -119,7 +119,7 @@ async function loadSeries() {
   const bucket = ["today"].includes(period()) ? "hour" : "day";
   const note = document.getElementById("series-note");
   try {
-    const data = await api(`/admin/usage/series?bucket=${bucket}&group_by=${by}&period=${period()}`);
+    const data = await api(`/admin/usage?bucket=${bucket}&group_by=${by}&period=${period()}`);
     note.hidden = true;
     document.getElementById("series-chart").parentElement.hidden = false;
     const starts = [...new Set(data.series.map((p) => p.start))].sort();
@@ -147,7 +147,7 @@ async function loadSeries() {
       { title: "Requests", num: true, value: (p) => count(p.requests) },
     ], data.series, "No spend in this period."));
   } catch (error) {
-    if (error.status !== 404) throw error;
+    if (error.status !== 404 && error.status !== 400) throw error;
     note.textContent = "Spend over time needs a gateway with the usage series report.";
     note.hidden = false;
     document.getElementById("series-chart").parentElement.hidden = true;

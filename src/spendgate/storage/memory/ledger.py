@@ -12,7 +12,17 @@ from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import CallerModel, output_samples
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery, block_totals, usage_totals
+from spendgate.domain.totals import (
+    BlockGroup,
+    Bucket,
+    GroupBy,
+    UsageGroup,
+    UsagePoint,
+    UsageQuery,
+    block_totals,
+    usage_series,
+    usage_totals,
+)
 from spendgate.errors import StorageError
 from spendgate.storage.memory.state import State
 
@@ -74,6 +84,12 @@ class MemoryLedger:
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
         self._state.require()
         return usage_totals(self._between(query.since, query.until), query.group_by)
+
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        self._state.require()
+        return usage_series(self._between(since, until), group_by, bucket)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
         self._state.require()

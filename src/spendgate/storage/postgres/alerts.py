@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from spendgate.clock import from_ms, to_ms
+from spendgate.clock import to_ms
 from spendgate.domain.alerts import Alert, Delivery, DeliveryLog
 from spendgate.storage.postgres.database import Conn, PgDatabase
+from spendgate.storage.sqlite.alerts import log_row
 
 _RAISE = (
     "INSERT INTO alerts (kind, subject, member, period_ms, mark, created_ms, title, payload) "
@@ -112,25 +113,4 @@ class PgAlerts:
         else:
             sql, params = f"{_LOG}ORDER BY d.id DESC LIMIT $1", (limit,)
         rows = await self._db.run(lambda conn: conn.fetch(sql, *params), "the alert log")
-        return [_log_row(tuple(row)) for row in rows]
-
-
-def _log_row(r: tuple[Any, ...]) -> DeliveryLog:
-    status = str(r[8])
-    return DeliveryLog(
-        delivery_id=int(r[0]),
-        alert_id=int(r[1]),
-        kind=str(r[2]),
-        subject=str(r[3]),
-        member=str(r[4]),
-        mark=str(r[5]),
-        title=str(r[6]),
-        channel=str(r[7]),
-        status=status,
-        attempts=int(r[9]),
-        last_error=r[10],
-        created_at=from_ms(int(r[11])),
-        next_at=from_ms(int(r[12])) if status == "pending" else None,
-        delivered_at=from_ms(int(r[13])) if r[13] is not None else None,
-        updated_at=from_ms(int(r[14])),
-    )
+        return [log_row(tuple(row)) for row in rows]

@@ -19,11 +19,19 @@ from datetime import datetime
 
 import asyncpg
 
-from spendgate.clock import to_ms
+from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.domain.totals import (
+    BlockGroup,
+    Bucket,
+    GroupBy,
+    UsageGroup,
+    UsagePoint,
+    UsageQuery,
+    series_order,
+)
 from spendgate.errors import StorageError
 from spendgate.storage.postgres import partitions, reports
 from spendgate.storage.postgres.database import Conn, PgDatabase, storage_error
@@ -214,6 +222,16 @@ class PgLedger:
         first, last = reports.rolled_span(since_ms, until_ms)
         found = await self._fetch(reports.USAGE[query.group_by], since_ms, until_ms, first, last)
         return [UsageGroup(*row) for row in found]
+
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        since_ms, until_ms = to_ms(since), to_ms(until)
+        first, last = reports.rolled_span(since_ms, until_ms)
+        found = await self._fetch(
+            reports.SERIES[group_by], since_ms, until_ms, first, last, bucket.ms
+        )
+        return series_order(UsagePoint(from_ms(row[0]), row[1], *row[2:]) for row in found)
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy

@@ -41,6 +41,27 @@ USAGE = {
 }
 
 
+# Usage per time bucket ($5: its length in ms) and group: the same parts as USAGE, each
+# placed in its hour (the rollup's row) or at its own time (the edges' rows).
+_SERIES_PARTS = (
+    "SELECT hour_ms AS at, {column} AS grp, answered, input_tokens, output_tokens, "
+    "cost_nanos, blocked FROM ledger_hourly WHERE hour_ms >= $3 AND hour_ms < $4 "
+    "UNION ALL "
+    "SELECT ts, {column}, (blocked_by IS NULL)::int, input_tokens, output_tokens, cost_nanos, "
+    "(blocked_by IS NOT NULL)::int "
+    "FROM ledger WHERE (ts >= $1 AND ts < $3) OR (ts >= $4 AND ts < $2)"
+)
+SERIES = {
+    group_by: (
+        f"WITH parts AS ({_SERIES_PARTS.format(column=column)}) "  # noqa: S608
+        "SELECT at - at % $5 AS bucket, grp, SUM(answered)::bigint, SUM(input_tokens)::bigint, "
+        "SUM(output_tokens)::bigint, SUM(cost_nanos)::bigint, SUM(blocked)::bigint "
+        "FROM parts GROUP BY 1, 2"
+    )
+    for group_by, column in GROUP_COLUMNS.items()
+}
+
+
 def rolled_span(since_ms: int, until_ms: int) -> tuple[int, int]:
     """The whole hours inside ``[since, until)`` that the rollup answers for (empty, at
     ``until``, when there are none: the ledger answers for everything)."""

@@ -53,7 +53,7 @@ from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
 from spendgate.storage.sqlite.keys import SqliteKeys
-from spendgate.storage.sqlite.ledger import SqliteLedger
+from spendgate.storage.sqlite.ledger import RollingUp, SqliteLedger
 from spendgate.storage.stores import Storage
 
 __all__ = ["SqliteCounters", "SqliteKeys", "SqliteLedger", "SqliteStorage"]
@@ -66,11 +66,12 @@ class SqliteStorage(Storage):
         self.path = path
         self._file = SqliteFile(path, clock or SystemClock())
         admin = SqliteAdmin(self._file)
+        ledger = SqliteLedger(self._file)
         super().__init__(
             SqliteKeys(self._file),
-            SqliteLedger(self._file),
+            ledger,
             SqliteCounters(self._file),
-            parts=[self._file],
+            parts=[self._file, RollingUp(ledger)],
             joint=SqliteJoint(self._file),
             admin=AdminStores(admin, admin),
             alerts=SqliteAlerts(self._file),

@@ -119,12 +119,13 @@ class SqliteAlerts:
         params: tuple[Any, ...] = (status, limit) if status else (limit,)
 
         def work(conn: sqlite3.Connection) -> list[DeliveryLog]:
-            return [_log_row(row) for row in conn.execute(sql, params).fetchall()]
+            return [log_row(row) for row in conn.execute(sql, params).fetchall()]
 
         return await self._file.report(work)
 
 
-def _log_row(r: tuple[Any, ...]) -> DeliveryLog:
+def log_row(r: tuple[Any, ...]) -> DeliveryLog:
+    """A delivery log row as the SQL backends select it (PostgreSQL uses it too)."""
     status = str(r[8])
     return DeliveryLog(
         delivery_id=int(r[0]),

@@ -164,7 +164,8 @@ def read_states(
         params: list[Any] = []
         for ref in chunk:
             budget = ref.budget
-            params += (budget.name, ref.member, budget.unit.value, ref.window.since_ms)
+            # ``_value_``, not ``value``: Enum's ``value`` is a Python-level descriptor
+            params += (budget.name, ref.member, budget.unit._value_, ref.window.since_ms)
         params.append(now_ms)
         rows = conn.execute(_counter_states_sql(len(chunk)), params).fetchall()
         rows.sort()  # by index (UNION ALL returns them in order, but says nothing of it)

@@ -3,7 +3,10 @@ report thread, one-row lookups on the event-loop reader."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,7 +15,9 @@ from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import CallerModel
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
-from spendgate.domain.totals import BlockGroup, UsageGroup, UsageQuery
+from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
+from spendgate.errors import StorageError
+from spendgate.storage.sqlite import rollups
 from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rows import (
     INSERT_LEDGER,
@@ -21,26 +26,12 @@ from spendgate.storage.sqlite.rows import (
     LEDGER,
     LEDGER_RANGE,
     LEDGER_ROW,
-    SAVINGS,
-    SHADOW_SAVINGS,
-    USAGE,
 )
 
-_BLOCKED = (
-    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos), SUM(status = 429) FROM ledger "
-    "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
-)
-_SHADOW_HITS = (
-    "SELECT hit.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
-    "json_each(ledger.shadow_blocks) AS hit "
-    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.shadow_blocks != '[]' GROUP BY hit.value"
-)
-_OVERRUNS = (
-    "SELECT over.value, COUNT(*), SUM(ledger.cost_nanos) FROM ledger, "
-    "json_each(ledger.settled_above) AS over "
-    "WHERE ledger.ts >= ? AND ledger.ts < ? AND ledger.settled_above != '[]' "
-    "GROUP BY over.value"
-)
+log = logging.getLogger("spendgate.storage.sqlite")
+
+ROLL_UP_EVERY_S = 5.0  # how often an open storage adds new ledger rows to the rollups
+
 _MARKED = (
     f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
     "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
@@ -100,32 +91,51 @@ class SqliteLedger:
             to_ms(row.ts)  # a naive time is refused before anything is queued
         return await self._file.submit(insert, f"{len(rows)} ledger rows", bool(self._file.held))
 
+    def behind(self) -> bool:
+        """Whether rows wait past the rollups' mark (a read on the event-loop reader)."""
+        found = self._file.read(rollups.BEHIND, ())
+        return bool(found[0][0])
+
+    async def roll_up(self) -> int:
+        """Add the rows written since the last call to the hourly rollups, a batch per
+        writer transaction (`rollups.roll_up`), until none is left; how many ids it covered.
+        Reports are exact whether or not it ran; it keeps the raw part they read small."""
+        done = 0
+        while True:
+            step = await self._file.submit(rollups.roll_up, "roll-up of the ledger")
+            done += step
+            if step < rollups.ROLL_BATCH:
+                return done
+
     async def row(self, request_id: str) -> LedgerRow | None:
         return self._file.on_reader(lambda conn: row_of(conn, request_id))
 
     async def usage(self, query: UsageQuery) -> list[UsageGroup]:
-        """Totals per group over ``[since, until)``, highest cost first, ties by name."""
-        sql = USAGE[query.group_by]
-        params = (to_ms(query.since), to_ms(query.until))
+        """Totals per group over ``[since, until)``, highest cost first, ties by name: the
+        whole hours from the rollups, the edges from the rows (`rollups`)."""
+        low, high = to_ms(query.since), to_ms(query.until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: rollups.usage(c, query.group_by, low, high))
+        )
 
-        def scan(conn: sqlite3.Connection) -> list[UsageGroup]:
-            return [UsageGroup(*row) for row in conn.execute(sql, params)]
-
-        return await self._file.report(scan)
+    async def usage_series(
+        self, since: datetime, until: datetime, bucket: Bucket, group_by: GroupBy
+    ) -> list[UsagePoint]:
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(
+                conn, lambda c: rollups.series(c, group_by, bucket, low, high)
+            )
+        )
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
-        """Savings per team or service, and per shadow rule, summed in SQL."""
-        params = (to_ms(since), to_ms(until))
-        grouped = SAVINGS[by.value]
-
-        def scan(conn: sqlite3.Connection) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
-            groups = [SavingsGroup(*row) for row in conn.execute(grouped, params)]
-            shadows = [ShadowSavings(*row) for row in conn.execute(SHADOW_SAVINGS, params)]
-            return groups, shadows
-
-        return await self._file.report(scan)
+        """Savings per team or service, and per shadow rule, from the rollups and the edges."""
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: rollups.savings(c, by, low, high))
+        )
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None
@@ -145,20 +155,10 @@ class SqliteLedger:
         return await self._file.report(scan)
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
-        params = (to_ms(since), to_ms(until))
-
-        def scan(conn: sqlite3.Connection) -> list[BlockGroup]:
-            found: dict[str, list[int]] = {}
-            for name, count, cost, retryable in conn.execute(_BLOCKED, params):
-                values = found.setdefault(name, [0] * 7)
-                values[0:2], values[4] = [count, cost], retryable
-            for name, count, cost in conn.execute(_SHADOW_HITS, params):
-                found.setdefault(name, [0] * 7)[2:4] = [count, cost]
-            for name, count, cost in conn.execute(_OVERRUNS, params):
-                found.setdefault(name, [0] * 7)[5:7] = [count, cost]
-            return [BlockGroup(name, *values) for name, values in sorted(found.items())]
-
-        return await self._file.report(scan)
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: rollups.blocks(c, low, high))
+        )
 
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
@@ -190,3 +190,33 @@ class SqliteLedger:
 
     async def check(self) -> None:
         await self._file.check()
+
+
+class RollingUp:
+    """While the storage is open, add new ledger rows to the rollups every
+    `ROLL_UP_EVERY_S` (`SqliteLedger.roll_up`): reports are exact either way, and faster
+    the fewer rows wait past the mark. A part of the storage's lifecycle, so a split
+    storage (counters elsewhere) keeps it too."""
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self._ledger = ledger
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(ROLL_UP_EVERY_S)
+            try:
+                if self._ledger.behind():
+                    await self._ledger.roll_up()
+            except StorageError as exc:  # the outage policy is the requests' business
+                log.warning("could not roll up the ledger", extra={"error": str(exc)})

@@ -204,7 +204,8 @@ USAGE = {
 # refused requests are left out; an unreconciled row counts at its charge on every side.
 _SAVINGS_ROWS = (
     "SELECT {column} AS grp, "
-    "CASE WHEN attempt > 0 THEN substr(request_id, 1, length(request_id) - length(attempt) - 1)"
+    "CASE WHEN attempt > 0 AND substr(request_id, -length(attempt) - 1) = '-' || attempt"
+    " THEN substr(request_id, 1, length(request_id) - length(attempt) - 1)"
     " ELSE request_id END AS req, cost_nanos, "
     "CASE WHEN baseline_cost_nanos IS NULL OR unreconciled THEN cost_nanos"
     " ELSE baseline_cost_nanos END AS counterfactual, "

@@ -1,0 +1,356 @@
+"""Reports over a large SQLite ledger: raw scans (before) against the hourly rollups (after).
+
+For each size it builds a ledger of synthetic rows spread over the last 30 days as an
+existing ledger (migrations 0001-0010, rows inserted in 10,000-row transactions), then
+applies migration 0011, whose backfill builds the rollups (timed: what an upgrade costs).
+Then, each ``--repeat`` times, interleaved:
+
+* ``raw``: the statements the reports ran before 0011 (one scan of the period), in process;
+* ``rollups``: the same reports from the rollups and the edge hours, in process;
+* ``cli``: ``spendgate usage|savings|blocks --period 30d --json`` (a fresh process each);
+* ``api``: ``GET /admin/usage|savings|blocks?period=30d`` on a running ``spendgate serve``.
+
+It also measures, on the same machine in the same run, a ledger insert (100 rows per
+transaction, as group commit writes them under load) without and with 0011, and what the
+roll-up job spends per row.
+
+    python -m benchmarks.reports --rows 1000000 --rows 5000000 --repeat 3
+
+Medians are printed as a Markdown table (docs/benchmarks.md, "Reports from rollups").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
+from spendgate.domain.savings import SavingsBy
+from spendgate.domain.totals import GroupBy
+from spendgate.storage.sqlite import rollups
+from spendgate.storage.sqlite.connection import connect
+from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
+from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER, SAVINGS, SHADOW_SAVINGS, USAGE
+
+DAY_MS = 86_400_000
+BATCH = 10_000
+BUDGETS = ("team-daily", "user-daily", "org-monthly", "rpm", "breaker")
+MODELS = (
+    ("gpt-4o", "openai"),
+    ("gpt-4o-mini", "openai"),
+    ("claude-sonnet-4-5", "anthropic"),
+    ("claude-haiku-4-5", "anthropic"),
+    ("gemini-2.5-flash", "gemini"),
+    ("gemini-2.5-pro", "gemini"),
+)
+_BASE: dict[str, Any] = {
+    "surface": "openai.chat",
+    "tags": "[]",
+    "cached_input_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
+    "latency_ms": 800.0,
+    "ttfb_ms": None,
+    "streamed": 0,
+    "client_disconnected": 0,
+    "usage_estimated": 0,
+    "upstream_request_id": None,
+    "error": None,
+    "output_ceiling": None,
+    "clamped_from": None,
+    "unreconciled": 0,
+    "session_id": None,
+    "retry_count": 0,
+    "blocked_by": None,
+    "would_cost_nanos": 0,
+    "shadow_blocks": "[]",
+    "routed_model": None,
+    "route_rule": None,
+    "route_kind": None,
+    "baseline_model": None,
+    "baseline_cost_nanos": None,
+    "shadow_rule": None,
+    "shadow_model": None,
+    "shadow_cost_nanos": None,
+    "attempt": 0,
+    "fallback_from": None,
+    "usage_problem": None,
+    "settled_above": "[]",
+    "service_tier": None,
+    "tool_calls": "[]",
+    "fingerprint": None,
+    "would_input_nanos": 0,
+    "would_output_rate": 0,
+    "would_ceiling": 0,
+}
+
+
+def synthetic_rows(count: int, now_ms: int, seed: int = 17) -> Iterator[list[Any]]:
+    """``count`` rows over the 30 days before ``now_ms``: 2,000 keys (one user each, a few
+    shared service keys), 40 teams in 4 orgs, 8 services, 6 models; 3% refused, 2% with a
+    fallback attempt (two rows), 15% routed, 5% under a shadow rule, 1% overruns."""
+    rng = random.Random(seed)
+    fields = LEDGER.fields
+    made = 0
+    while made < count:
+        key = rng.randrange(2_000)
+        model, provider = MODELS[rng.randrange(len(MODELS))]
+        cost = rng.randrange(10_000, 20_000_000)
+        row = dict(_BASE)
+        row.update(
+            request_id=f"req_{made:010d}",
+            ts=now_ms - rng.randrange(30 * DAY_MS),
+            key_id=f"key_{key:05d}",
+            user=None if key % 50 == 0 else f"user{key:05d}",
+            service=f"svc{key % 8}",
+            team=f"team{key % 40:02d}",
+            org=f"org{key % 4}",
+            requested_model=model,
+            served_model=model,
+            provider=provider,
+            input_tokens=rng.randrange(50, 20_000),
+            output_tokens=rng.randrange(0, 2_000),
+            cost_nanos=cost,
+            status=200,
+        )
+        roll = rng.random()
+        if roll < 0.03:
+            row.update(
+                blocked_by=BUDGETS[rng.randrange(len(BUDGETS))],
+                status=429 if rng.random() < 0.5 else 402,
+                cost_nanos=0,
+                output_tokens=0,
+                would_cost_nanos=cost * 3,
+            )
+        elif roll < 0.18:
+            row.update(
+                route_kind=("alias", "rewrite", "downgrade")[rng.randrange(3)],
+                routed_model=model,
+                baseline_cost_nanos=cost * 2,
+            )
+        if rng.random() < 0.05 and row["blocked_by"] is None:
+            row.update(shadow_rule="try-mini", shadow_cost_nanos=cost // 3)
+        if rng.random() < 0.01 and row["blocked_by"] is None:
+            row.update(settled_above='["team-daily"]')
+        if rng.random() < 0.02 and row["blocked_by"] is None and made + 1 < count:
+            failed = dict(row, status=503, cost_nanos=0, output_tokens=0)
+            yield [failed[f] for f in fields]
+            row.update(request_id=f"{row['request_id']}-1", attempt=1)
+            made += 1
+        yield [row[f] for f in fields]
+        made += 1
+
+
+def build(path: Path, count: int, now_ms: int) -> tuple[float, float]:
+    """An existing ledger of ``count`` rows, then migration 0011: (insert s, backfill s)."""
+    migrations = load_migrations()
+    conn = connect(str(path))
+    apply_migrations(conn, migrations[:10], lambda: now_ms)
+    started = time.perf_counter()
+    batch: list[list[Any]] = []
+    for row in synthetic_rows(count, now_ms):
+        batch.append(row)
+        if len(batch) == BATCH:
+            _insert(conn, batch)
+            batch = []
+    _insert(conn, batch)
+    inserted = time.perf_counter() - started
+    started = time.perf_counter()
+    apply_migrations(conn, migrations, lambda: now_ms)
+    backfill = time.perf_counter() - started
+    conn.close()
+    return inserted, backfill
+
+
+def _insert(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(INSERT_LEDGER, rows)
+    conn.execute("COMMIT")
+
+
+def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, float]:
+    """Microseconds per row: inserted 100 to a transaction without and with 0011, and
+    added to the rollups by the roll-up job (`rollups.roll_up`, its own batches)."""
+    migrations = load_migrations()
+    found: dict[str, list[float]] = {"insert without 0011": [], "insert with 0011": []}
+    found["roll-up job"] = []
+    data = list(synthetic_rows(rows, now_ms, seed=3))
+    for _ in range(3):
+        for name, upto in (("insert without 0011", 10), ("insert with 0011", 11)):
+            path = folder / f"insert-{upto}.db"
+            path.unlink(missing_ok=True)
+            conn = connect(str(path))
+            apply_migrations(conn, migrations[:upto], lambda: now_ms)
+            started = time.perf_counter()
+            for index in range(0, len(data), 100):
+                _insert(conn, data[index : index + 100])
+            found[name].append((time.perf_counter() - started) / len(data) * 1e6)
+            if upto == 11:
+                started = time.perf_counter()
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    step = rollups.roll_up(conn)
+                    conn.execute("COMMIT")
+                    if step < rollups.ROLL_BATCH:
+                        break
+                found["roll-up job"].append((time.perf_counter() - started) / len(data) * 1e6)
+            conn.close()
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
+# ---------------------------------------------------------------------------- timings
+
+
+def _raw_usage(conn: sqlite3.Connection, low: int, high: int) -> object:
+    return conn.execute(USAGE[GroupBy.TEAM], (low, high)).fetchall()
+
+
+def _raw_savings(conn: sqlite3.Connection, low: int, high: int) -> object:
+    groups = conn.execute(SAVINGS["team"], (low, high)).fetchall()
+    return groups, conn.execute(SHADOW_SAVINGS, (low, high)).fetchall()
+
+
+def _raw_blocks(conn: sqlite3.Connection, low: int, high: int) -> object:
+    return [
+        conn.execute(rollups._BLOCKED[0], (low, high)).fetchall(),
+        conn.execute(rollups._SHADOW_HITS[0], (low, high)).fetchall(),
+        conn.execute(rollups._OVERRUNS[0], (low, high)).fetchall(),
+    ]
+
+
+def in_process(path: Path, now_ms: int) -> dict[str, Callable[[], object]]:
+    conn = connect(str(path))
+    low, high = now_ms - 30 * DAY_MS, now_ms + 1
+    return {
+        "usage raw": lambda: _raw_usage(conn, low, high),
+        "usage rollups": lambda: rollups.usage(conn, GroupBy.TEAM, low, high),
+        "savings raw": lambda: _raw_savings(conn, low, high),
+        "savings rollups": lambda: rollups.savings(conn, SavingsBy.TEAM, low, high),
+        "blocks raw": lambda: _raw_blocks(conn, low, high),
+        "blocks rollups": lambda: rollups.blocks(conn, low, high),
+    }
+
+
+def cli_runs(config: Path) -> dict[str, Callable[[], object]]:
+    def run(*args: str) -> Callable[[], object]:
+        command = [PYTHON, "-m", "spendgate", *args, "-c", str(config), "--period", "30d"]
+        env = {**os.environ, "SIM_KEY": "sk-unused"}
+        return lambda: subprocess.run(command, check=True, capture_output=True, env=env)
+
+    return {
+        "usage cli": run("usage", "--json"),
+        "savings cli": run("savings", "--json"),
+        "blocks cli": run("blocks", "--json"),
+    }
+
+
+def api_runs(url: str) -> dict[str, Callable[[], object]]:
+    def get(path: str) -> Callable[[], object]:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{url}{path}", headers={"authorization": f"Bearer {ADMIN}"}
+        )
+
+        def call() -> object:
+            with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
+                return response.read()
+
+        return call
+
+    return {
+        "usage api": get("/admin/usage?period=30d&group_by=team"),
+        "savings api": get("/admin/savings?period=30d&group_by=team"),
+        "blocks api": get("/admin/blocks?period=30d"),
+    }
+
+
+def timed(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    found: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):  # interleaved rounds: machine noise hits every variant alike
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            found[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
+def write_config(folder: Path, db: Path) -> Path:
+    config = {
+        "server": {"log_level": "warning"},
+        "storage": {"url": f"sqlite:///{db}"},
+        "providers": {
+            "openai": {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "api_key_env": "SIM_KEY",
+            }
+        },
+        "models": {"gpt-4o-mini": {"provider": "openai"}},
+    }
+    path = folder / "reports.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def measure(folder: Path, count: int, repeat: int) -> dict[str, float]:
+    now_ms = int(time.time() * 1000)
+    db = folder / f"ledger-{count}.db"
+    inserted, backfill = build(db, count, now_ms)
+    results = {"insert s": inserted, "0011 backfill s": backfill}
+    results.update(timed(in_process(db, now_ms), repeat))
+    config = write_config(folder, db)
+    results.update(timed(cli_runs(config), repeat))
+    port = free_port()
+    env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
+    server = subprocess.Popen(
+        [PYTHON, "-m", "spendgate", "serve", "-c", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", timeout=120)
+        results.update(timed(api_runs(url), repeat))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    db.unlink()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, action="append", help="ledger size (repeatable)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
+    args = parser.parse_args()
+    sizes = args.rows or [1_000_000]
+    with tempfile.TemporaryDirectory(prefix="spendgate-reports-", dir=args.dir) as tmp:
+        folder = Path(tmp)
+        cost = insert_cost(folder, int(time.time() * 1000))
+        print("| µs per row | " + " | ".join(cost) + " |")
+        print("| | " + " | ".join(f"{v:.1f}" for v in cost.values()) + " |")
+        table: dict[int, dict[str, float]] = {}
+        for count in sizes:
+            table[count] = measure(folder, count, args.repeat)
+            print(f"{count:,} rows: {table[count]}", flush=True)
+    names = list(next(iter(table.values())))
+    print("\n| seconds (median) | " + " | ".join(f"{c:,} rows" for c in table) + " |")
+    print("|---|" + "---|" * len(table))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{table[c][name]:.3f}" for c in table) + " |")
+
+
+if __name__ == "__main__":
+    main()

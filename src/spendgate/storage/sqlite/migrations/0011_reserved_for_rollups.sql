@@ -1,3 +1,0 @@
--- PLACEHOLDER on branch `alerts` only: 0011 belongs to the rollups task (branch of task B).
--- Migrations must be numbered without gaps, so this empty one lets 0012 apply until that
--- branch is merged. DROP THIS FILE WHEN MERGING: task B's 0011 replaces it.
