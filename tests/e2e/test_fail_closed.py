@@ -252,7 +252,8 @@ def test_database_file_changed_under_the_gateway(tmp_path: Path, how: str) -> No
         refused_in_each_dialect(gw, plain, budgeted)
         assert ready(gw) == 503
         ready_body = httpx2.get(gw.url + "/readyz").json()
-        assert ready_body == {"status": "storage unavailable"}
+        assert ready_body["status"] == "storage unavailable"
+        assert ready_body["stores"]["storage"] == "unavailable"
         if how == "read-only":
             db.chmod(0o644)
             until(lambda: ready(gw) == 200, "ready again once writable")

@@ -38,7 +38,10 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayHa
 def test_readyz_turns_unready(broken: tuple[GatewayHarness, str]) -> None:
     harness, _ = broken
     response = httpx2.get(harness.url + "/readyz")
-    assert (response.status_code, response.json()) == (503, {"status": "storage unavailable"})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "storage unavailable"
+    assert body["stores"]["storage"] == "unavailable"  # each store by name
     assert httpx2.get(harness.url + "/healthz").status_code == 200  # alive, not ready
 
 

@@ -6,42 +6,162 @@ connection's addresses), so a test that must reach every worker opens connection
 it holds one per worker (`connections_to_every_worker`): ``/readyz`` on a connection says
 which worker answered (``worker``, ``pid``), and the connection stays with that worker.
 
-The storage URL of these tests comes from ``$SPENDGATE_TEST_STORAGE_URLS`` (comma
-separated; default: a SQLite file per test), so the same tests run on every backend that
-``storage.url`` accepts.
+The storage of these tests comes from ``$SPENDGATE_TEST_STORAGE_URLS`` (comma separated;
+default: ``sqlite``), so the same tests run on every backend. Each entry is a kind, and
+`storage_url` makes that kind's stores afresh for each test: ``sqlite`` (a file in the
+test's folder), ``postgres`` (a throwaway database ``sg_<uuid>`` on the PostgreSQL server
+at $PGHOST:$PGPORT, default 127.0.0.1:5432) or ``redis-pg`` (such a database, with the
+live counters on Redis at $SPENDGATE_TEST_REDIS, default redis://127.0.0.1:6379/0, under a
+key prefix of the test's own). Databases and prefixes are dropped when the test process
+ends (`throwaway_stores` drops them at once, for tests that hold it as a context). Any
+other entry is a storage URL used as it is (shared between tests: the caller cleans up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import http.client
 import json
 import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from e2e.process import ADMIN_TOKEN, GatewayProcess, gateway_env, write_config
 from spendgate.domain.ledger import LedgerRow
 from spendgate.storage.open import open_storage
 
 STORAGE_URLS = [u for u in os.environ.get("SPENDGATE_TEST_STORAGE_URLS", "").split(",") if u]
+KINDS = ("sqlite", "postgres", "redis-pg")  # what `storage_url` builds afresh per test
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("PGPORT", "5432"))
+PG_USER = os.environ.get("PGUSER", "root")
+REDIS = os.environ.get("SPENDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class Stores:
+    """``storage.url`` and ``storage.counters_url`` of one test's gateways."""
+
+    url: str
+    counters_url: str | None = None
+
+    def __str__(self) -> str:
+        return self.url
 
 
 def storage_urls() -> list[str]:
     return STORAGE_URLS or ["sqlite"]
 
 
-def storage_url(kind: str, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'spendgate.db'}" if kind == "sqlite" else kind
+def pg_admin(statement: str, *, host: str = PG_HOST, port: int = PG_PORT) -> None:
+    """One statement on the server's ``postgres`` database (its own event loop)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"postgresql://{PG_USER}@{host}:{port}/postgres", timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
-def configure_storage(url: str, edit: Callable[[dict[str, Any]], None] | None = None) -> Any:
+def new_database(*, host: str = PG_HOST, port: int = PG_PORT) -> str:
+    name = f"sg_{uuid.uuid4().hex}"
+    pg_admin(f'CREATE DATABASE "{name}"', host=host, port=port)
+    return f"postgresql://{PG_USER}@{host}:{port}/{name}"
+
+
+def drop_stores(stores: Stores) -> None:
+    """Drop a throwaway database and delete a throwaway prefix's keys (never FLUSHDB)."""
+    if stores.counters_url and "prefix=sgtest-" in stores.counters_url:
+        import redis
+
+        base, _, query = stores.counters_url.partition("?")
+        prefix = query.split("prefix=", 1)[1].split("&", 1)[0]
+        client = redis.Redis.from_url(base)
+        try:
+            found = list(client.scan_iter(match=f"{{{prefix}}}:*", count=500))
+            if found:
+                client.delete(*found)
+        except redis.RedisError:
+            pass  # a throwaway server of the test's own, already gone
+        finally:
+            client.close()
+    if stores.url.startswith("postgresql://") and "/sg_" in stores.url:
+        rest = stores.url.removeprefix("postgresql://").split("@", 1)[1]
+        address, name = rest.split("/", 1)
+        host, port = address.rsplit(":", 1)
+        with contextlib.suppress(OSError, asyncpg.PostgresError):  # a server already gone
+            pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', host=host, port=int(port))
+
+
+def make_stores(
+    kind: str,
+    tmp_path: Path,
+    *,
+    redis: str = REDIS,
+    pg_host: str = PG_HOST,
+    pg_port: int = PG_PORT,
+) -> Stores:
+    if kind == "sqlite":
+        return Stores(f"sqlite:///{tmp_path / 'spendgate.db'}")
+    if kind == "postgres":
+        return Stores(new_database(host=pg_host, port=pg_port))
+    if kind == "redis-pg":
+        prefix = f"sgtest-{uuid.uuid4().hex[:12]}"
+        return Stores(new_database(host=pg_host, port=pg_port), f"{redis}?prefix={prefix}")
+    return Stores(kind)  # a URL of the caller's
+
+
+_LEFT: list[Stores] = []
+
+
+@atexit.register
+def _drop_left() -> None:
+    for stores in _LEFT:
+        drop_stores(stores)
+
+
+def storage_url(kind: str, tmp_path: Path) -> Stores:
+    """Fresh stores of ``kind`` for one test (see the module docstring); dropped when the
+    test process ends."""
+    stores = make_stores(kind, tmp_path)
+    if kind in KINDS:
+        _LEFT.append(stores)
+    return stores
+
+
+@contextmanager
+def throwaway_stores(kind: str, tmp_path: Path, **where: Any) -> Iterator[Stores]:
+    """Fresh stores of ``kind``, dropped when the block ends."""
+    stores = make_stores(kind, tmp_path, **where)
+    try:
+        yield stores
+    finally:
+        if kind in KINDS:
+            drop_stores(stores)
+
+
+def configure_storage(
+    url: str | Stores, edit: Callable[[dict[str, Any]], None] | None = None
+) -> Any:
+    stores = url if isinstance(url, Stores) else Stores(url)
+
     def configure(data: dict[str, Any]) -> None:
-        data["storage"] = {"url": url}
+        data["storage"] = {"url": stores.url}
+        if stores.counters_url:
+            data["storage"]["counters_url"] = stores.counters_url
         if edit is not None:
             edit(data)
 
@@ -53,7 +173,7 @@ def start_workers(
     sim_url: str,
     workers: int,
     *,
-    url: str,
+    url: str | Stores,
     edit: Callable[[dict[str, Any]], None] | None = None,
     env: dict[str, str] | None = None,
 ) -> tuple[Path, GatewayProcess]:
@@ -129,9 +249,9 @@ def close_all(connections: dict[int, WorkerConnection]) -> None:
         connection.conn.close()
 
 
-def read_rows(url: str) -> list[LedgerRow]:
+def read_rows(url: str | Stores) -> list[LedgerRow]:
     async def read() -> list[LedgerRow]:
-        storage = open_storage(url)
+        storage = open_storage(str(url))
         await storage.open()
         try:
             return await storage.ledger(

@@ -8,7 +8,6 @@ import os
 
 from aiohttp import web
 
-from spendgate.errors import StorageError
 from spendgate.gateway import Gateway
 
 log = logging.getLogger("spendgate.health")
@@ -24,13 +23,15 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
             return web.json_response({"status": "draining"}, status=503)
         if not gateway.upstream.started:
             return web.json_response({"status": "starting"}, status=503)
-        try:
-            await gateway.storage.check()
-        except StorageError as exc:
-            log.warning("not ready: storage failed", extra={"error": str(exc)})
-            return web.json_response({"status": "storage unavailable"}, status=503)
+        stores = await gateway.storage.check_each()
+        named = {name: "ok" if error is None else "unavailable" for name, error in stores.items()}
+        failed = {name: error for name, error in stores.items() if error is not None}
+        if failed:
+            log.warning("not ready: storage failed", extra={"error": str(failed)})
+            return web.json_response({"status": "storage unavailable", "stores": named}, status=503)
         answer: dict[str, object] = {
             "status": "ready",
+            "stores": named,
             "models": len(gateway.models),
             "inflight": gateway.inflight,
         }

@@ -126,6 +126,23 @@ class Storage:
         await self.ledger_store.check()
         await self.counter_store.check()
 
+    async def check_each(self) -> dict[str, str | None]:
+        """Each store by name (``storage``: keys and ledger; ``counters``: live counters)
+        with the error that failed its check, or None if it can serve now (`/readyz`)."""
+        found: dict[str, str | None] = {}
+        for name, checks in (
+            ("storage", (self.key_store.check, self.ledger_store.check)),
+            ("counters", (self.counter_store.check,)),
+        ):
+            found[name] = None
+            for check in checks:
+                try:
+                    await check()
+                except StorageError as exc:
+                    found[name] = str(exc)
+                    break
+        return found
+
     # -- what spans two roles ---------------------------------------------------------
 
     async def settle(self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow) -> bool:

@@ -1,0 +1,78 @@
+"""Added latency at concurrency 1 of one single-process gateway per backend, with nothing
+else of this benchmark running (`benchmarks.workers` runs 21 processes at once, which
+inflates concurrency-1 latency on a small machine): SQLite, PostgreSQL, Redis + PostgreSQL,
+and Redis + PostgreSQL with ``storage.postgres.synchronous_commit: false`` (what the
+ledger's commit costs).
+
+    python -m benchmarks.backends_c1 [--rounds 3]
+        [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
+        [--counters-url redis://127.0.0.1:6379/0]
+
+Blocks of 200 requests alternate between the simulator itself and each gateway, in
+turn, every round; reported: the median over rounds of each block's p50, and of the
+gateway's p50 minus direct's ("added").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from benchmarks.budgets import NESTED
+from benchmarks.common import CHAT_BODY, Target, gateway_target, median, ms, run_block, stack
+from benchmarks.workers import drop_made, storage_of
+
+
+async def main_async(rounds: int, postgres_url: str, counters_url: str) -> str:
+    made: list[tuple[str, str]] = []
+    variants: dict[str, dict[str, Any]] = {"SQLite": dict(NESTED)}
+    try:
+        for name, backend, extra in (
+            ("PostgreSQL", "postgres", {}),
+            ("Redis + PostgreSQL", "redis-pg", {}),
+            ("Redis + PostgreSQL, commit async", "redis-pg", {"synchronous_commit": False}),
+        ):
+            section = storage_of(backend, postgres_url, counters_url, made)
+            section["storage"]["postgres"].update(extra)
+            variants[name] = {**NESTED, **section}
+        with stack(variants=variants) as s:
+            direct = Target(
+                "direct", s.sim_url + "/v1/chat/completions", {"authorization": "Bearer x"}
+            )
+            targets = [direct] + [gateway_target(s, n, "/v1/chat/completions") for n in variants]
+            p50: dict[str, list[float]] = {t.name: [] for t in targets}
+            added: dict[str, list[float]] = {t.name: [] for t in targets}
+            async with aiohttp.ClientSession() as session:
+                for target in targets:
+                    await run_block(session, target, CHAT_BODY, count=100, concurrency=1)
+                for _ in range(rounds):
+                    for target in targets:
+                        _, total, _ = await run_block(
+                            session, target, CHAT_BODY, count=200, concurrency=1
+                        )
+                        p50[target.name].append(median(total))
+                    for target in targets[1:]:
+                        added[target.name].append(p50[target.name][-1] - p50["direct"][-1])
+        lines = ["| gateway (1 process) | p50 ms | added p50 ms |", "|---|---:|---:|"]
+        lines.append(f"| direct (simulator) | {ms(median(p50['direct']))} | |")
+        for name in variants:
+            lines.append(f"| {name} | {ms(median(p50[name]))} | **{ms(median(added[name]))}** |")
+        return "\n".join(lines)
+    finally:
+        drop_made(made, postgres_url, counters_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres-url", default="postgresql://root@127.0.0.1:5432/postgres")
+    parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    print(asyncio.run(main_async(args.rounds, args.postgres_url, args.counters_url)))
+
+
+if __name__ == "__main__":
+    main()
