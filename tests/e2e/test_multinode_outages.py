@@ -87,11 +87,16 @@ class own_redis:
             self.process = None
 
 
-def until(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
+def until(
+    check: Callable[[], bool],
+    what: str,
+    limit_s: float = 30.0,
+    details: Callable[[], object] = lambda: "",
+) -> None:
     """Poll ``check`` (a bound, not a timing: the test waits for a state, never a delay)."""
     deadline = time.monotonic() + limit_s
     while not check():
-        assert time.monotonic() < deadline, f"never: {what}"
+        assert time.monotonic() < deadline, f"never: {what} {details()}"
         time.sleep(0.05)
 
 
@@ -200,12 +205,20 @@ def settle_and_check(running: Fleet, stores: Stores, sim: SimulatorThread) -> No
 
     until(every_call_has_one_row, "one ledger row per provider call (the spools written)")
 
+    seen: list[object] = []
+
     def counters_match_the_ledger() -> bool:
         states = budget_states(running.config)
         charged = sum(row.cost_nanos for row in read_rows(stores) if row.team == "ml")
+        seen[:] = [[(s[2], s[3]) for s in states], charged]
         return [(s[2], s[3]) for s in states] == [(charged, 0)]
 
-    until(counters_match_the_ledger, "counters equal the ledger, nothing reserved")
+    until(
+        counters_match_the_ledger,
+        "counters equal the ledger, nothing reserved: last seen [(spent, reserved)], charged",
+        limit_s=90.0,  # a lease the outage left must lapse and be swept by a live gateway
+        details=lambda: seen,
+    )
     rows = read_rows(stores)
     assert len(rows) == len(sim.records)  # and no row for a request that never went out
     assert max(Counter(row.request_id for row in rows).values()) == 1

@@ -36,7 +36,7 @@ from spendgate.storage.codec import (
 from spendgate.storage.plans import check_amounts, check_plan, stored_counters
 from spendgate.storage.postgres import counters_sql as work
 from spendgate.storage.postgres import loops_sql as loops
-from spendgate.storage.postgres.database import Conn, PgDatabase, is_outage
+from spendgate.storage.postgres.database import Conn, PgDatabase
 
 log = logging.getLogger("spendgate.storage.postgres")
 
@@ -91,9 +91,11 @@ class PgCounters:
         except asyncio.CancelledError:
             task.add_done_callback(partial(self._release_abandoned, plan.reservation_id))
             raise
-        except StorageError as error:
-            if is_outage(error):
-                self._doubtful.add(plan.reservation_id)
+        except StorageError:
+            # Whatever failed, the caller is refused: if the COMMIT took effect after all
+            # (a broken connection, a server shutting down), the reservation is released
+            # at the next lease renewal rather than renewed for ever by this owner.
+            self._doubtful.add(plan.reservation_id)
             raise
 
     async def _reserve(self, plan: ReservationPlan, now_ms: int, conn: Conn) -> Admitted | Refused:
@@ -151,9 +153,8 @@ class PgCounters:
             ended = await self._db.transaction(
                 lambda conn: take(conn, reservation_id, None), f"release of {reservation_id!r}"
             )
-        except StorageError as error:
-            if is_outage(error):
-                self._doubtful.add(reservation_id)
+        except StorageError:
+            self._doubtful.add(reservation_id)  # released at the next renewal that works
             raise
         return ended is not None
 
