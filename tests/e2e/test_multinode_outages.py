@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "storage"))
 
 from pg_server import ThrowawayServer
 
+from slow_stream import SlowStream
 from spendgate.simulator.thread import SimulatorThread
 
 pytestmark = pytest.mark.slow
@@ -132,39 +133,6 @@ class Load(threading.Thread):
                     self.statuses[503] += 1
                 except Exception as error:
                     self.unexpected.append(error)
-
-
-class SlowStream(threading.Thread):
-    """A streamed request that is answering (its first event read) when the server stops:
-    its row cannot be written then, and waits in its gateway's spool."""
-
-    def __init__(self, url: str, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.secret = url, secret
-        self.first = threading.Event()
-        self.text = ""
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with openai.OpenAI(
-                base_url=self.url + "/v1", api_key=self.secret, max_retries=0
-            ) as sdk:
-                stream = sdk.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=PROMPT,
-                    max_tokens=50,
-                    stream=True,
-                    extra_headers={"x-sim-output-tokens": "12", "x-sim-chunk-delay-ms": "150"},
-                )
-                for chunk in stream:
-                    self.first.set()
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        self.text += chunk.choices[0].delta.content
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.first.set()
 
 
 def spooled(folder: Path) -> int:
@@ -306,7 +274,7 @@ def test_postgres_stopped_and_restarted_mid_load_across_two_gateways(tmp_path: P
             for load in loads:
                 load.start()
             until(lambda: served(loads) >= 30, "requests served before the outage")
-            in_flight = SlowStream(running.urls[0], secret)
+            in_flight = SlowStream(running.urls[0] + "/v1", secret)
             in_flight.start()
             assert in_flight.first.wait(10)
 

@@ -21,6 +21,7 @@ import pytest
 from pg_server import ThrowawayServer
 
 from harness import GatewayHarness
+from slow_stream import SlowStream
 
 PROMPT = [{"role": "user", "content": "hello"}]
 BUDGETED_TEAM = "ml"
@@ -81,36 +82,6 @@ class Load(threading.Thread):
                     self.unexpected.append(error)
 
 
-class SlowStream(threading.Thread):
-    """A streamed request that is answering (its first event read) when the server stops."""
-
-    def __init__(self, gw: GatewayHarness, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.gw, self.secret = gw, secret
-        self.first = threading.Event()
-        self.text = ""
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with self.gw.sdk_client("openai", self.secret, max_retries=0) as client:
-                stream = client.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=PROMPT,
-                    max_tokens=50,
-                    stream=True,
-                    extra_headers={"x-sim-output-tokens": "12", "x-sim-chunk-delay-ms": "150"},
-                )
-                for chunk in stream:
-                    self.first.set()
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        self.text += chunk.choices[0].delta.content
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.first.set()
-
-
 def reserved(gw: GatewayHarness) -> int:
     views = gw.call(gw.gateway.budget_service.overview())
     return sum(view.state.reserved for view in views)
@@ -147,7 +118,7 @@ def test_postgres_stopped_and_restarted_mid_load(tmp_path: Path) -> None:
             for load in loads:
                 load.start()
             until(lambda: served(loads) >= 30, "requests served before the outage")
-            in_flight = SlowStream(gw, budgeted)
+            in_flight = SlowStream(gw.openai_base_url, budgeted)
             in_flight.start()
             assert in_flight.first.wait(10)
 
