@@ -19,7 +19,6 @@ import contextlib
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ import pytest
 
 from e2e.process import spendgate_cli
 from harness import GatewayHarness
+from slow_stream import SlowStream
 
 PROMPT = [{"role": "user", "content": "hello"}]
 ADMIN = "fail-closed-admin"
@@ -110,36 +110,6 @@ def served(gw: GatewayHarness, secret: str) -> None:
     assert answer.choices[0].message.content
 
 
-class SlowStream(threading.Thread):
-    """A streamed request that is in flight (its first event read) when storage fails."""
-
-    def __init__(self, gw: GatewayHarness, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.gw, self.secret = gw, secret
-        self.first = threading.Event()
-        self.text = ""
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with self.gw.sdk_client("openai", self.secret, max_retries=0) as client:
-                stream = client.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=PROMPT,
-                    max_tokens=50,
-                    stream=True,
-                    extra_headers={"x-sim-output-tokens": "12", "x-sim-chunk-delay-ms": "150"},
-                )
-                for chunk in stream:
-                    self.first.set()
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        self.text += chunk.choices[0].delta.content
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.first.set()
-
-
 @pytest.mark.slow
 def test_write_lock_held_by_another_process(tmp_path: Path) -> None:
     db = tmp_path / "spendgate.db"
@@ -149,7 +119,7 @@ def test_write_lock_held_by_another_process(tmp_path: Path) -> None:
         budgeted = gw.create_key(name="budgeted", team=BUDGETED_TEAM)
         served(gw, plain)
         served(gw, budgeted)
-        in_flight = SlowStream(gw, budgeted)
+        in_flight = SlowStream(gw.openai_base_url, budgeted)
         in_flight.start()
         assert in_flight.first.wait(10)
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "storage"))
 
 from pg_server import ThrowawayServer
 
+from polling import until
 from slow_stream import SlowStream
 from spendgate.simulator.thread import SimulatorThread
 
@@ -86,19 +87,6 @@ class own_redis:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-
-def until(
-    check: Callable[[], bool],
-    what: str,
-    limit_s: float = 30.0,
-    details: Callable[[], object] = lambda: "",
-) -> None:
-    """Poll ``check`` (a bound, not a timing: the test waits for a state, never a delay)."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        assert time.monotonic() < deadline, f"never: {what} {details()}"
-        time.sleep(0.05)
 
 
 def readyz(url: str) -> tuple[int, Any]:
@@ -185,7 +173,7 @@ def settle_and_check(running: Fleet, stores: Stores, sim: SimulatorThread) -> No
         counters_match_the_ledger,
         "counters equal the ledger, nothing reserved: last seen [(spent, reserved)], charged",
         limit_s=90.0,  # a lease the outage left must lapse and be swept by a live gateway
-        details=lambda: seen,
+        explain=lambda: seen,
     )
     rows = read_rows(stores)
     assert len(rows) == len(sim.records)  # and no row for a request that never went out

@@ -8,9 +8,7 @@ stays reserved."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,11 @@ import pytest
 from pg_server import ThrowawayServer
 
 from harness import GatewayHarness
+from polling import until
 from slow_stream import SlowStream
 
 PROMPT = [{"role": "user", "content": "hello"}]
 BUDGETED_TEAM = "ml"
-
-
-def until(
-    check: Callable[[], bool],
-    what: str,
-    limit_s: float = 30.0,
-    explain: Callable[[], object] = lambda: "",
-) -> None:
-    """Poll ``check`` (a bound, not a timing: the test waits for a state, never a delay)."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        assert time.monotonic() < deadline, f"never: {what} {explain()}"
-        time.sleep(0.05)
 
 
 def held(gw: GatewayHarness) -> object:
