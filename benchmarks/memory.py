@@ -8,7 +8,8 @@ with the same ``--keys`` keys (users ``user<i>``, team ``ml``): "metering" (no b
 limit) and "full policy" (three nested dollar budgets on the key, its team and its org,
 and a request, a token and a concurrency limit: `benchmarks.budgets`). ``--baseline SRC``
 adds the full policy run from another source tree (``PYTHONPATH=SRC``, e.g.
-``git archive <commit> src``): before and after in one run.
+``git archive <commit> src``): before and after in one run; ``--env NAME=VALUE`` adds
+the full policy run with that variable in its environment (``MALLOC_ARENA_MAX=2``).
 
 Each gateway runs under `benchmarks.memory_probe` and is measured at four points, counted
 in requests: idle after start; after its first request (the first token count loads the
@@ -59,6 +60,7 @@ class Variant:
     name: str
     extra: dict[str, Any]
     source: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. MALLOC_ARENA_MAX (--env)
     url: str = ""
     pid: int = 0
     secrets: list[str] = field(default_factory=list)
@@ -101,7 +103,7 @@ def start(
     config_path = tmp / f"{variant.name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     variant.secrets = asyncio.run(issue_keys(config_path, keys, keys))
-    env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
+    env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN, **variant.env}
     if variant.source is not None:
         env["PYTHONPATH"] = f"{variant.source}{os.pathsep}{ROOT}"
     port = free_port()
@@ -180,12 +182,23 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=70.0, help="seconds before 'idle after'")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before a probe")
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="adds the full policy run with this environment variable (repeatable)",
+    )
     parser.add_argument("--trace", type=int, default=0, help="tracemalloc frames (0: off)")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     variants = [Variant("metering", {}), Variant("full policy", {**NESTED, **LIMITED})]
     if args.baseline is not None:
         variants.append(Variant("full policy (baseline)", {**NESTED, **LIMITED}, args.baseline))
+    for setting in args.env:
+        name, _, value = setting.partition("=")
+        policy = {**NESTED, **LIMITED}
+        variants.append(Variant(f"full policy ({setting})", policy, env={name: value}))
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="spendgate-bench-") as folder:
         tmp = Path(folder)

@@ -24,23 +24,22 @@ from typing import Any
 
 import orjson
 
+FIELDS = (
+    "arena",  # bytes the heaps span (every arena)
+    "ordblks",
+    "smblks",
+    "hblks",
+    "hblkhd",  # bytes in chunks of their own mapping (large allocations)
+    "usmblks",
+    "fsmblks",
+    "uordblks",  # bytes in use
+    "fordblks",  # bytes free but held
+    "keepcost",
+)
+
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS]
 
 
 def mallinfo() -> dict[str, int]:
@@ -52,7 +51,7 @@ def mallinfo() -> dict[str, int]:
         return {}
     function.restype = _MallInfo2
     info = function()
-    return {name: int(getattr(info, name)) for name, _ in _MallInfo2._fields_}
+    return {name: int(getattr(info, name)) for name in FIELDS}
 
 
 def report() -> dict[str, Any]:
