@@ -165,6 +165,7 @@ class Block:
     p50_ms: float
     requests: int
     cpu_ms: dict[str, float] = field(default_factory=dict)  # group -> ms per request
+    idle_ms_s: dict[str, float] = field(default_factory=dict)  # idle gateway -> ms CPU / s
 
 
 @dataclass
@@ -173,6 +174,7 @@ class Harness:
     pids: dict[str, int]  # group -> pid (redis, postgres absent on SQLite)
     pin: set[int] | None
     script: Path
+    idle: dict[str, int]  # the gateways not under load: their background work per second
 
 
 LATENCY = re.compile(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
@@ -183,6 +185,7 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 def wrk_block(h: Harness, url: str, concurrency: int, seconds: float) -> Block:
     groups = {name: pid for name, pid in h.pids.items() if name != "wrk"}
     before = {name: group_cpu(pid) for name, pid in groups.items()}
+    idle_before = {name: group_cpu(pid) for name, pid in h.idle.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = busy_seconds()
     command = [
@@ -210,12 +213,14 @@ def wrk_block(h: Harness, url: str, concurrency: int, seconds: float) -> Block:
     wall = float(total.group(2)) * UNITS[total.group(3)] / 1000
     used = {name: group_cpu(pid) - before[name] for name, pid in groups.items()}
     used["wrk"] = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-    used["rest"] = max(0.0, busy - sum(used.values()))
+    idle = {name: group_cpu(pid) - idle_before[name] for name, pid in h.idle.items()}
+    used["rest"] = max(0.0, busy - sum(used.values()) - sum(idle.values()))
     return Block(
         rps=requests / wall,
         p50_ms=float(latency.group(1)) * UNITS[latency.group(2)],
         requests=requests,
         cpu_ms={name: seconds_used * 1000 / requests for name, seconds_used in used.items()},
+        idle_ms_s={name: seconds_used * 1000 / wall for name, seconds_used in idle.items()},
     )
 
 
@@ -256,15 +261,17 @@ def measure(
         pids = {"upstream": s.pids["upstream"]}
         if name != "direct":
             pids.update(stores, gateway=s.pids[name])
-        wrk_block(Harness(s, pids, pin, scripts[name]), urls[name], concurrency, 3)
+        idle = {other: s.pids[other] for other in s.gateways if other != name}
+        wrk_block(Harness(s, pids, pin, scripts[name], idle), urls[name], concurrency, 3)
     for round_no in range(rounds):
         shift = round_no % len(targets)
         for name in targets[shift:] + targets[:shift]:
             pids = {"upstream": s.pids["upstream"]}
             if name != "direct":
                 pids.update(stores, gateway=s.pids[name])
+            idle = {other: s.pids[other] for other in s.gateways if other != name}
             block = wrk_block(
-                Harness(s, pids, pin, scripts[name]), urls[name], concurrency, seconds
+                Harness(s, pids, pin, scripts[name], idle), urls[name], concurrency, seconds
             )
             found[name].append(block)
             print(
@@ -283,8 +290,8 @@ def table(found: dict[int, dict[str, list[Block]]], names: list[str], cores: int
     lines = [
         "| concurrency | target | req/s | vs 1 worker | p50 ms | "
         + " | ".join(f"CPU ms/req: {g}" for g in GROUPS)
-        + " | all | cores: this stack | cores: rest | bound 2w/1w |",
-        "|---:|---|---:|---:|---:|" + "---:|" * (len(GROUPS) + 4),
+        + " | all | cores: this stack | cores: rest | bound 2w/1w | idle: CPU ms/s |",
+        "|---:|---|---:|---:|---:|" + "---:|" * (len(GROUPS) + 5),
     ]
     for concurrency, per in found.items():
         one = median([b.rps for b in per[names[0]]])
@@ -296,8 +303,11 @@ def table(found: dict[int, dict[str, list[Block]]], names: list[str], cores: int
             stack_cores = median([sum(b.cpu_ms.get(g, 0.0) for g in ours) * b.rps for b in blocks])
             rest_cores = median([b.cpu_ms["rest"] * b.rps for b in blocks])
             ratio = f"{rps / one:.2f}x" if name != "direct" else ""
-            bound = ""
+            bound = idle = ""
             if name != "direct":
+                every = [b for bs in per.values() for b in bs]
+                idle_rates = [b.idle_ms_s[name] for b in every if name in b.idle_ms_s]
+                idle = f"{median(idle_rates):.1f}" if idle_rates else ""
                 gateway = median([b.cpu_ms["gateway"] for b in blocks])
                 bound = f"{min(2.0, 2 * gateway / everything) if cores >= 2 else 1.0:.2f}x"
             lines.append(
@@ -305,7 +315,7 @@ def table(found: dict[int, dict[str, list[Block]]], names: list[str], cores: int
                 f"{median([b.p50_ms for b in blocks]):.2f} | "
                 + " | ".join(cell(blocks, g) for g in GROUPS)
                 + f" | {everything:.3f} | {stack_cores / 1000:.2f} | {rest_cores / 1000:.2f}"
-                + f" | {bound} |"
+                + f" | {bound} | {idle} |"
             )
     return lines
 
