@@ -2,11 +2,12 @@
 
 A topology of the test's own, on free ports in its folder (never the shared Redis): a
 primary and a replica (``redis-server``, append-only, fsynced on every write) and three
-sentinels (``redis-server --sentinel``, quorum 2, the primary judged down after 500 ms).
+sentinels (``redis-server --sentinel``, quorum 2, the primary judged down after 2 s).
 Two gateways on separate ports share a throwaway PostgreSQL database (keys, ledger) and
 point ``storage.counters_url`` at the three sentinels; budgeted requests flow through both.
 
-* **Primary killed** (SIGKILL under load): until the sentinels promote the replica, both
+* **Primary killed** (SIGKILL under load): until the sentinels promote the replica (held
+  back by a long ``down-after-milliseconds`` while the test looks, then shortened), both
   gateways refuse with ``503 storage_unavailable`` in the caller's dialect (the outage
   policy, docs/storage.md), nothing reaches the provider unrecorded, and ``/readyz``
   names ``counters``; then both follow Sentinel to the new primary by themselves, with
@@ -60,6 +61,8 @@ pytestmark = pytest.mark.slow
 SERVICE = "sgprimary"
 # Fail fast while no primary answers (the outage policy), as the Redis outage test does.
 FAST = "&socket_timeout=0.5&socket_connect_timeout=0.5"
+# Long enough that a loaded machine's pauses are not taken for a dead primary.
+DOWN_AFTER_MS = 2000
 
 
 def free_port() -> int:
@@ -114,12 +117,18 @@ class SentinelWorld:
             config.write_text(
                 f"port {port}\nbind 127.0.0.1\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 500\n"
+                f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {SERVICE} 5000\n"
             )
             self._spawn(port, [str(config), "--sentinel"])
         for port in self.sentinels:  # each knows the replica and the other sentinels
             until(lambda p=port: self._sees_everyone(p), "sentinels discover each other")
+
+    def judge_down_after(self, ms: int) -> None:
+        """How long a primary must be silent before the sentinels fail it over."""
+        for port in self.sentinels:
+            done = cli(port, "sentinel", "set", SERVICE, "down-after-milliseconds", str(ms))
+            assert done == "OK", done
 
     def _sees_everyone(self, port: int) -> bool:
         fields = info(port, "sentinel")
@@ -216,12 +225,15 @@ def test_primary_killed_the_gateways_follow_sentinel_to_the_promoted_replica(
                 until(lambda: all(load.statuses[200] >= 5 for load in loads), "served")
 
                 world.hold_writes_until_replicated()
+                world.judge_down_after(600_000)  # no promotion while the outage is checked
                 world.kill(old)
                 for url in running.urls:
                     until(answers(url, 503), "/readyz reports the outage")
                     _status, body = readyz(url)
                     assert body["stores"] == {"storage": "ok", "counters": "unavailable"}
                     refused_in_each_dialect(url, secret, sim)  # while no primary answers
+                assert world.primary() == old
+                world.judge_down_after(500)
                 until(lambda: world.primary() != old, "the sentinels promote the replica")
 
                 for url in running.urls:
@@ -266,6 +278,7 @@ def test_sentinel_failover_moves_the_gateways_to_the_new_primary(tmp_path: Path)
                 for url in running.urls:
                     assert readyz(url)[1]["stores"] == {"storage": "ok", "counters": "ok"}
                 finish(loads)
+                assert sum(load.statuses[503] for load in loads) == 0  # no request refused
                 settle_and_check(running, stores, sim)
                 assert running.stop() == [0, 0]
             finally:
