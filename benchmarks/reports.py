@@ -55,6 +55,9 @@ MODELS = (
     ("gemini-2.5-flash", "gemini"),
     ("gemini-2.5-pro", "gemini"),
 )
+# nano-dollars per million output tokens, per model (refused rows' estimates)
+OUTPUT_RATES = {model: 600_000_000 * (index + 1) for index, (model, _) in enumerate(MODELS)}
+CEILINGS = (0, 4_096, 8_192, 32_000)
 _BASE: dict[str, Any] = {
     "surface": "openai.chat",
     "tags": "[]",
@@ -99,7 +102,9 @@ _BASE: dict[str, Any] = {
 
 def synthetic_rows(count: int, now_ms: int, seed: int = 17) -> Iterator[list[Any]]:
     """``count`` rows over the 30 days before ``now_ms``: 2,000 keys (one user each, a few
-    shared service keys), 40 teams in 4 orgs, 8 services, 6 models; 3% refused, 2% with a
+    shared service keys), 40 teams in 4 orgs, 8 services, 6 models; 3% refused (a tenth
+    without estimates, as rows before 0008; 30% of them resent within the retry window,
+    half of those as SDK retries), 2% with a
     fallback attempt (two rows), 15% routed, 5% under a shadow rule, 1% overruns."""
     rng = random.Random(seed)
     fields = LEDGER.fields
@@ -127,13 +132,26 @@ def synthetic_rows(count: int, now_ms: int, seed: int = 17) -> Iterator[list[Any
         )
         roll = rng.random()
         if roll < 0.03:
+            legacy = rng.random() < 0.1  # refused before estimates were recorded
             row.update(
                 blocked_by=BUDGETS[rng.randrange(len(BUDGETS))],
                 status=429 if rng.random() < 0.5 else 402,
                 cost_nanos=0,
                 output_tokens=0,
                 would_cost_nanos=cost * 3,
+                fingerprint=f"fp{key}-{rng.randrange(20)}",
+                would_input_nanos=0 if legacy else cost // 2,
+                would_output_rate=0 if legacy else OUTPUT_RATES[model],
+                would_ceiling=CEILINGS[rng.randrange(len(CEILINGS))],
             )
+            if rng.random() < 0.3 and made + 1 < count:  # resent within the retry window
+                yield [row[f] for f in fields]
+                made += 1
+                row.update(
+                    request_id=f"req_{made:010d}",
+                    ts=min(row["ts"] + rng.randrange(5_000), now_ms - 1),
+                    retry_count=rng.randrange(2),
+                )
         elif roll < 0.18:
             row.update(
                 route_kind=("alias", "rewrite", "downgrade")[rng.randrange(3)],

@@ -35,7 +35,7 @@ from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 
@@ -170,6 +170,12 @@ class Ledger(Protocol):
         and each of their models over all keys (key None), the output tokens of the last
         ``limit`` answered requests (status < 400, not refused) over ``[since, until)``,
         newest first (ties by request id), as `spendgate.domain.refusals.output_samples`."""
+        ...
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        """The distinct refused requests over ``[since, until)`` (repeats chained within
+        the period only) summed per combination, sorted, none of zero requests: as
+        `spendgate.domain.refusals.refusal_combos` folds the period's rows."""
         ...
 
     async def savings(

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel, output_samples
+from spendgate.domain.refusals import CallerModel, RefusalCombo, output_samples, refusal_combos
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -111,6 +111,10 @@ class MemoryLedger:
     ) -> dict[CallerModel, list[int]]:
         self._state.require()
         return output_samples(self._between(since, until), pairs, limit)
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        self._state.require()
+        return refusal_combos(self._between(since, until))
 
     async def check(self) -> None:
         self._state.require()

@@ -21,7 +21,7 @@ import asyncpg
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo, refusal_combos
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -283,6 +283,9 @@ class PgLedger:
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         found = await self._fetch(reports.MARKED, to_ms(since), to_ms(until))
         return [LEDGER.load(tuple(row)) for row in found]
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        return refusal_combos(await self.marked(since, until))
 
     async def check(self) -> None:
         await self._db.check()

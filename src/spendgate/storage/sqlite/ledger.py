@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
@@ -39,20 +38,18 @@ _MARKED = (
 )
 
 
-# The newest answered requests per (key, model) and per model: `Ledger.recent_outputs`.
-_RECENT_OUTPUTS = (
-    "WITH r AS (SELECT key_id, COALESCE(routed_model, requested_model) AS model, "
-    "output_tokens, ts, request_id FROM ledger "
-    "WHERE ts >= ? AND ts < ? AND blocked_by IS NULL AND status < 400 "
-    "AND COALESCE(routed_model, requested_model) IN (SELECT value FROM json_each(?))) "
-    "SELECT key_id, model, output_tokens, n FROM (SELECT key_id, model, output_tokens, "
-    "ROW_NUMBER() OVER (PARTITION BY key_id, model ORDER BY ts DESC, request_id DESC) AS n "
-    "FROM r WHERE key_id IN (SELECT value FROM json_each(?))) WHERE n <= ? "
-    "UNION ALL "
-    "SELECT NULL, model, output_tokens, n FROM (SELECT model, output_tokens, "
-    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY ts DESC, request_id DESC) AS n "
-    "FROM r) WHERE n <= ? "
-    "ORDER BY 1, 2, 4"
+# The newest answered requests of a (key, model) and of a model (`Ledger.recent_outputs`):
+# a walk down migration 0014's indexes, newest first.
+_ANSWERED = (
+    "COALESCE(routed_model, requested_model) = ? AND blocked_by IS NULL AND status < 400 "
+    "AND ts >= ? AND ts < ? ORDER BY ts DESC, request_id DESC LIMIT ?"
+)
+_KEY_OUTPUTS = (
+    "SELECT output_tokens FROM ledger INDEXED BY ledger_answered "  # noqa: S608
+    f"WHERE key_id = ? AND {_ANSWERED}"
+)
+_MODEL_OUTPUTS = (
+    f"SELECT output_tokens FROM ledger INDEXED BY ledger_answered_model WHERE {_ANSWERED}"  # noqa: S608
 )
 
 
@@ -163,21 +160,30 @@ class SqliteLedger:
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, list[int]]:
-        wanted = set(pairs)
-        models = json.dumps(sorted({model for _, model in pairs}))
-        keys = json.dumps(sorted({key for key, _ in pairs}))
-        params = (to_ms(since), to_ms(until), models, keys, limit, limit)
+        span = (to_ms(since), to_ms(until), limit)
 
         def scan(conn: sqlite3.Connection) -> dict[CallerModel, list[int]]:
             found: dict[CallerModel, list[int]] = {}
-            for key, model, output, _ in conn.execute(_RECENT_OUTPUTS, params):
-                if key is None or (key, model) in wanted:
-                    found.setdefault((key, model), []).append(output)
+            wanted: list[tuple[CallerModel, str, tuple[object, ...]]] = [
+                ((key, model), _KEY_OUTPUTS, (key, model)) for key, model in sorted(set(pairs))
+            ]
+            for model in sorted({model for _, model in pairs}):
+                wanted.append(((None, model), _MODEL_OUTPUTS, (model,)))
+            for who, sql, params in wanted:
+                outputs = [row[0] for row in conn.execute(sql, (*params, *span))]
+                if outputs:
+                    found[who] = outputs
             return found
 
         if not pairs:
             return {}
-        return await self._file.report(scan)
+        return await self._file.report(lambda conn: rollups.read(conn, scan))
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: rollups.refusals(c, low, high))
+        )
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         """Refused rows and rows settled above their reservation over ``[since, until)``."""
