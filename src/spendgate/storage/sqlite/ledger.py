@@ -53,6 +53,28 @@ _MODEL_OUTPUTS = (
 )
 
 
+def recent_outputs(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    since_ms: int,
+    until_ms: int,
+    limit: int,
+) -> dict[CallerModel, list[int]]:
+    """`Ledger.recent_outputs` on ``conn``: one walk down an index per pair and per model."""
+    span = (since_ms, until_ms, limit)
+    wanted: list[tuple[CallerModel, str, tuple[str, ...]]] = [
+        ((key, model), _KEY_OUTPUTS, (key, model)) for key, model in sorted(set(pairs))
+    ]
+    for model in sorted({model for _, model in pairs}):
+        wanted.append(((None, model), _MODEL_OUTPUTS, (model,)))
+    found: dict[CallerModel, list[int]] = {}
+    for who, sql, params in wanted:
+        outputs = [row[0] for row in conn.execute(sql, (*params, *span))]
+        if outputs:
+            found[who] = outputs
+    return found
+
+
 def insert_row(conn: sqlite3.Connection, row: LedgerRow) -> bool:
     """Insert a ledger row on ``conn`` (the writer's, inside a job) unless its request id
     has one; whether it was inserted."""
@@ -160,24 +182,12 @@ class SqliteLedger:
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, list[int]]:
-        span = (to_ms(since), to_ms(until), limit)
-
-        def scan(conn: sqlite3.Connection) -> dict[CallerModel, list[int]]:
-            found: dict[CallerModel, list[int]] = {}
-            wanted: list[tuple[CallerModel, str, tuple[object, ...]]] = [
-                ((key, model), _KEY_OUTPUTS, (key, model)) for key, model in sorted(set(pairs))
-            ]
-            for model in sorted({model for _, model in pairs}):
-                wanted.append(((None, model), _MODEL_OUTPUTS, (model,)))
-            for who, sql, params in wanted:
-                outputs = [row[0] for row in conn.execute(sql, (*params, *span))]
-                if outputs:
-                    found[who] = outputs
-            return found
-
+        low, high = to_ms(since), to_ms(until)
         if not pairs:
             return {}
-        return await self._file.report(lambda conn: rollups.read(conn, scan))
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: recent_outputs(c, pairs, low, high, limit))
+        )
 
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
         low, high = to_ms(since), to_ms(until)
