@@ -130,7 +130,7 @@ def refusal_groups(
     return [RefusalGroup(name, *values) for name, values in sorted(sums.items())]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class RefusalCombo:
     """The distinct refused requests of a period that share everything their estimate
     depends on but the caller's typical output: what refused them, the caller, the model,
