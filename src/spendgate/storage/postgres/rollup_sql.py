@@ -80,8 +80,8 @@ _SEVERAL = (
     "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL "
     "UNION ALL SELECT {column}, request_id, route_kind, attempt, status, shadow_rule "
     "FROM ledger WHERE ts >= $1 AND ts < $2 AND attempt = 0 AND blocked_by IS NULL "
-    "AND request_id IN (SELECT " + _REQUEST + " FROM ledger "
-    "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL))"
+    "AND request_id = ANY(ARRAY(SELECT " + _REQUEST + " FROM ledger "
+    "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL)))"
 )
 
 

@@ -49,8 +49,12 @@ SELECT ts - ts % 3600000, shadow_rule, COUNT(*), SUM(cost_nanos),
 FROM ledger WHERE blocked_by IS NULL AND shadow_rule IS NOT NULL
 GROUP BY 1, 2;
 
--- The answered fallback attempts of a period: the requests that may hold several rows.
+-- The answered fallback attempts of a period: the requests that may hold several rows
+-- (their first rows are found by request id, as an array: an index probe each).
 CREATE INDEX ledger_attempts ON ledger (ts) WHERE attempt > 0 AND blocked_by IS NULL;
+-- `spendgate blocks`' shadow hits and overruns: the rows that have some, not the period.
+CREATE INDEX ledger_shadow_hits ON ledger (ts) WHERE shadow_blocks != '[]';
+CREATE INDEX ledger_overruns ON ledger (ts) WHERE settled_above != '[]';
 -- The newest answered requests per (key, model) and per model (`Ledger.recent_outputs`,
 -- the refusal estimate's samples): a walk down an index per pair, not a scan of 30 days.
 CREATE INDEX ledger_answered ON ledger
