@@ -51,7 +51,7 @@ from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy
 from spendgate.storage.sqlite import rollups
 from spendgate.storage.sqlite.connection import connect
-from spendgate.storage.sqlite.ledger import recent_outputs
+from spendgate.storage.sqlite.ledger import output_medians
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
 from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -308,17 +308,22 @@ def _blocks_before(conn: sqlite3.Connection, low: int, high: int) -> object:
 
 
 def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The same from 0014's rollups (`SqliteLedger.refusals`, `recent_outputs`)."""
+    """The same from 0014's rollups (`SqliteLedger.refusals`, `output_medians`)."""
     combos = rollups.refusals(conn, low, high)
-    samples = recent_outputs(conn, combo_pairs(combos), high - 30 * DAY_MS, high, RECENT_OUTPUTS)
+    pairs = combo_pairs(combos)
+    typical = output_medians(conn, pairs, high - 30 * DAY_MS, high, RECENT_OUTPUTS)
+    samples = {who: [value] for who, value in typical.items()}
     return rollups.blocks(conn, low, high), estimate_groups(combos, samples)
 
 
-def in_process(path: Path, now_ms: int) -> dict[str, Callable[[], object]]:
+def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callable[[], object]]:
     conn = connect(str(path))
     low, high = now_ms - 30 * DAY_MS, now_ms + 1
+    old: dict[str, Callable[[], object]] = {
+        "blocks report, rows folded (before 0014)": lambda: _blocks_before(conn, low, high)
+    }
     return {
-        "blocks report, rows folded (before 0014)": lambda: _blocks_before(conn, low, high),
+        **(old if before else {}),
         "blocks report, rollups (0014)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
         "usage rollups": lambda: rollups.usage(conn, GroupBy.TEAM, low, high),
@@ -417,7 +422,13 @@ def build_base(path: Path, count: int, now_ms: int) -> None:
 
 
 def measure(
-    folder: Path, count: int, repeat: int, base: Path | None = None, *, cli: bool = True
+    folder: Path,
+    count: int,
+    repeat: int,
+    base: Path | None = None,
+    *,
+    cli: bool = True,
+    before: bool = True,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
@@ -427,7 +438,7 @@ def measure(
     else:
         inserted, backfill = build(db, count, now_ms)
         results = {"insert s": inserted, "0011 backfill s": backfill}
-    results.update(timed(in_process(db, now_ms), repeat))
+    results.update(timed(in_process(db, now_ms, before), repeat))
     config = write_config(folder, db)
     if cli:
         results.update(timed(cli_runs(config), repeat))
@@ -460,6 +471,12 @@ def main() -> None:
     parser.add_argument("--build-base", type=Path, help="build a ledger of --rows to FILE, exit")
     parser.add_argument("--skip-cli", action="store_true", help="in process and API only")
     parser.add_argument(
+        "--no-before",
+        dest="before",
+        action="store_false",
+        help="skip the blocks report as computed before 0014 (minutes at 5M rows)",
+    )
+    parser.add_argument(
         "--no-insert-cost", dest="insert_cost", action="store_false", help="skip the insert costs"
     )
     args = parser.parse_args()
@@ -475,7 +492,9 @@ def main() -> None:
         table: dict[int, dict[str, float]] = {}
         bases = args.base or [None] * len(sizes)
         for count, base in zip(sizes, bases, strict=True):
-            table[count] = measure(folder, count, args.repeat, base, cli=not args.skip_cli)
+            table[count] = measure(
+                folder, count, args.repeat, base, cli=not args.skip_cli, before=args.before
+            )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))
     print("\n| seconds (median) | " + " | ".join(f"{c:,} rows" for c in table) + " |")

@@ -28,6 +28,7 @@ from spendgate.domain.refusals import (
     callers_and_models,
     combo_pairs,
     estimate_groups,
+    medians,
     output_samples,
     refusal_combos,
     refusal_groups,
@@ -86,9 +87,7 @@ def bursts(draw: st.DrawFn) -> list[LedgerRow]:
                     output_tokens=0 if refused else draw(st.integers(0, 3000)),
                     would_cost_nanos=draw(st.integers(0, 10**6)) if refused else 0,
                     would_input_nanos=draw(st.sampled_from([0, 0, 700])) if refused else 0,
-                    would_output_rate=(
-                        draw(st.sampled_from([0, 4_000_000_000])) if refused else 0
-                    ),
+                    would_output_rate=(draw(st.sampled_from([0, 4_000_000_000])) if refused else 0),
                     would_ceiling=draw(st.sampled_from([0, 256, 2000])) if refused else 0,
                 )
             )
@@ -98,8 +97,7 @@ def bursts(draw: st.DrawFn) -> list[LedgerRow]:
 @st.composite
 def periods(draw: st.DrawFn) -> tuple[int, int]:
     since = draw(
-        MOMENT
-        | st.sampled_from([0, HOUR_MS, HOUR_MS + 1, HOUR_MS + WINDOW_MS, 2 * HOUR_MS - 1])
+        MOMENT | st.sampled_from([0, HOUR_MS, HOUR_MS + 1, HOUR_MS + WINDOW_MS, 2 * HOUR_MS - 1])
     )
     length = draw(
         st.integers(min_value=0, max_value=2 * WINDOW_MS)
@@ -131,8 +129,10 @@ async def _check(storage: Storage, since_ms: int, until_ms: int) -> None:
     refused = [row for row in raw if row.blocked_by is not None]
     samples = output_samples(raw, callers_and_models(refused), 100)  # what the rows need
     pairs = combo_pairs(combos)  # what the combinations need
-    needed = await storage.recent_outputs(pairs, since, until, 100)
-    assert needed == output_samples(raw, pairs, 100)
+    assert await storage.recent_outputs(pairs, since, until, 100) == output_samples(raw, pairs, 100)
+    typical = await storage.output_medians(pairs, since, until, 100)
+    assert typical == medians(output_samples(raw, pairs, 100))
+    needed = {who: [value] for who, value in typical.items()}  # as `blocks_report` reads them
     expected = {
         g.name: (g.distinct, g.distinct_worst_case_nanos, g.estimate_nanos)
         for g in refusal_groups(refused, samples)

@@ -212,6 +212,12 @@ def callers_and_models(rows: Iterable[LedgerRow]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def medians(samples: Mapping[CallerModel, Sequence[int]]) -> dict[CallerModel, int]:
+    """The reference for `Ledger.output_medians`: each non-empty sample's (lower) median.
+    `typical_output` over ``{who: [m]}`` is `typical_output` over the samples."""
+    return {who: median(found) for who, found in samples.items() if found}
+
+
 def output_samples(
     served: Iterable[LedgerRow], pairs: Sequence[tuple[str, str]], limit: int = RECENT_OUTPUTS
 ) -> dict[CallerModel, list[int]]:

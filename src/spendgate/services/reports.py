@@ -98,10 +98,11 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
     since, until = period_bounds(clock, period)
     groups = await storage.blocks(since, until)
     combos = await storage.refusals(since, until)
-    samples = await storage.recent_outputs(
+    typical = await storage.output_medians(
         combo_pairs(combos), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
     )
-    estimated = estimate_groups(combos, samples)
+    # a median's median is itself: the estimate reads the medians as one-value samples
+    estimated = estimate_groups(combos, {who: [value] for who, value in typical.items()})
 
     def figures(found: RefusalGroup) -> dict[str, object]:
         return {

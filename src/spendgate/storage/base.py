@@ -172,6 +172,13 @@ class Ledger(Protocol):
         newest first (ties by request id), as `spendgate.domain.refusals.output_samples`."""
         ...
 
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        """The lower median of each non-empty list `recent_outputs` gives for the same
+        arguments (`spendgate.domain.refusals.medians`), computed where the rows are."""
+        ...
+
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
         """The distinct refused requests over ``[since, until)`` (repeats chained within
         the period only) summed per combination, sorted, none of zero requests: as

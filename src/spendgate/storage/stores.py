@@ -280,6 +280,11 @@ class Storage:
     ) -> dict[CallerModel, list[int]]:
         return await self.ledger_store.recent_outputs(pairs, since, until, limit)
 
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        return await self.ledger_store.output_medians(pairs, since, until, limit)
+
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
         return await self.ledger_store.refusals(since, until)
 

@@ -288,6 +288,19 @@ class PgLedger:
         found = await self._fetch(reports.MARKED, to_ms(since), to_ms(until))
         return [LEDGER.load(tuple(row)) for row in found]
 
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        if not pairs:
+            return {}
+        ordered = sorted(set(pairs))
+        models = [model for _, model in ordered]
+        span = (to_ms(since), to_ms(until), limit)
+        found = await self._fetch(
+            rollup_sql.MEDIANS, [key for key, _ in ordered], models, sorted(set(models)), *span
+        )
+        return {(key, model): value for key, model, value in found if value is not None}
+
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
         found = await self._fetch(rollup_sql.REFUSALS, to_ms(since), to_ms(until))
         return sorted(RefusalCombo(*row) for row in found)

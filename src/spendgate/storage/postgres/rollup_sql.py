@@ -157,3 +157,16 @@ RECENT_OUTPUTS = (
     f"WHERE COALESCE(routed_model, requested_model) = m.model AND {_ANSWERED}) AS o "
     "ORDER BY 1 NULLS FIRST, 2, 4 DESC, 5 DESC"
 )
+
+# The lower median of each (percentile_disc(0.5): the ceil(n/2)-th smallest, as
+# `spendgate.domain.refusals.median`'s (n-1)//2-th from 0).
+MEDIANS = (
+    "SELECT p.key_id, p.model, (SELECT percentile_disc(0.5) WITHIN GROUP "  # noqa: S608
+    "(ORDER BY output_tokens) FROM (SELECT output_tokens FROM ledger WHERE key_id = p.key_id "
+    f"AND COALESCE(routed_model, requested_model) = p.model AND {_ANSWERED}) AS o) "
+    "FROM unnest($1::text[], $2::text[]) AS p(key_id, model) "
+    "UNION ALL SELECT NULL, m.model, (SELECT percentile_disc(0.5) WITHIN GROUP "
+    "(ORDER BY output_tokens) FROM (SELECT output_tokens FROM ledger "
+    f"WHERE COALESCE(routed_model, requested_model) = m.model AND {_ANSWERED}) AS o) "
+    "FROM unnest($3::text[]) AS m(model)"
+)

@@ -53,6 +53,46 @@ _MODEL_OUTPUTS = (
 )
 
 
+# The lower median of the newest answered outputs of a pair or a model (``?1`` the key
+# where there is one, ``?2`` the model, ``?3``/``?4`` the span, ``?5`` the limit).
+_NEWEST = (
+    "COALESCE(routed_model, requested_model) = ?2 AND blocked_by IS NULL "
+    "AND status < 400 AND ts >= ?3 AND ts < ?4 ORDER BY ts DESC, request_id DESC LIMIT ?5"
+)
+
+
+def _median_of(newest: str) -> str:
+    return (
+        f"SELECT o FROM (SELECT output_tokens AS o {newest}) ORDER BY o "  # noqa: S608
+        f"LIMIT 1 OFFSET ((SELECT COUNT(*) FROM (SELECT 1 {newest})) - 1) / 2"
+    )
+
+
+_KEY_MEDIAN = _median_of(f"FROM ledger INDEXED BY ledger_answered WHERE key_id = ?1 AND {_NEWEST}")
+_MODEL_MEDIAN = _median_of(
+    f"FROM ledger INDEXED BY ledger_answered_model WHERE ?1 IS NULL AND {_NEWEST}"
+)
+
+
+def output_medians(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    since_ms: int,
+    until_ms: int,
+    limit: int,
+) -> dict[CallerModel, int]:
+    """`Ledger.output_medians` on ``conn``: an index walk per pair and per model, the
+    median taken in SQLite (one value back each, not ``limit``)."""
+    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in sorted(set(pairs))]
+    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
+    found: dict[CallerModel, int] = {}
+    for (key, model), sql in wanted:
+        row = conn.execute(sql, (key, model, since_ms, until_ms, limit)).fetchone()
+        if row is not None:
+            found[(key, model)] = row[0]
+    return found
+
+
 def recent_outputs(
     conn: sqlite3.Connection,
     pairs: Sequence[tuple[str, str]],
@@ -187,6 +227,16 @@ class SqliteLedger:
             return {}
         return await self._file.report(
             lambda conn: rollups.read(conn, lambda c: recent_outputs(c, pairs, low, high, limit))
+        )
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        low, high = to_ms(since), to_ms(until)
+        if not pairs:
+            return {}
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: output_medians(c, pairs, low, high, limit))
         )
 
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
