@@ -8,9 +8,10 @@ it as that key of that file, and names the rule it is about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.routing import RouteKind
@@ -214,46 +215,60 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
     could not be read, and ``unchecked`` says why (once, with what was not checked)."""
     warnings: list[str] = []
     skipped: list[str] = []
-    entries: list[tuple[str, str, BudgetScope | None, str, list[str]]] = [
-        *(
-            (f"budgets[{i}]", f"budget {b.name!r}", b.scope, b.match, b.models)
-            for i, b in enumerate(config.budgets)
-        ),
-        *(
-            (f"limits[{i}]", f"limit {lim.name!r}", lim.scope, lim.match, lim.models)
-            for i, lim in enumerate(config.limits)
-        ),
-        *(
-            (f"request_caps[{i}]", "request cap", cap.scope, cap.match, cap.models)
-            for i, cap in enumerate(config.request_caps)
-        ),
-        *(
-            (f"routing.rules[{i}]", f"rule {r.name!r}", r.scope, r.match, r.models)
-            for i, r in enumerate(config.routing.rules)
-        ),
+    skipped_count = 0
+    # (section, index, noun, entry): the key path and the label are written only for a
+    # warning, and only the first `UNCHECKED_SHOWN` skipped ones: a config may list 100,000
+    entries: list[tuple[str, int, str, _Matcher]] = [
+        *(("budgets", i, "budget", b) for i, b in enumerate(config.budgets)),
+        *(("limits", i, "limit", lim) for i, lim in enumerate(config.limits)),
+        *(("request_caps", i, "request cap", cap) for i, cap in enumerate(config.request_caps)),
+        *(("routing.rules", i, "rule", r) for i, r in enumerate(config.routing.rules)),
     ]
     teams = config.all_teams()  # once: a config may list 100,000 budgets
-    for where, label, scope, match, models in entries:
-        for pattern in models:
+    for section, index, noun, entry in entries:
+        scope, match = entry.scope, entry.match
+        for pattern in entry.models:
             if not _matching(config, [pattern]):
                 known = ", ".join(sorted(config.models)) or "none"
                 warnings.append(
-                    f"{where}: {label}: models pattern {pattern!r} matches no declared model "
-                    f"(declared: {known}), so it never applies to any"
+                    f"{section}[{index}]: {_label(noun, entry)}: models pattern {pattern!r} "
+                    f"matches no declared model (declared: {known}), so it never applies to any"
                 )
         if scope is None or match == "*":
             continue
         problem = _unknown_member(config, scope, match, labels, teams)
         if problem is not None:
-            warnings.append(f"{where}: {label} matches {scope.value} {match!r}, {problem}")
+            warnings.append(
+                f"{section}[{index}]: {_label(noun, entry)} matches {scope.value} {match!r}, "
+                f"{problem}"
+            )
         elif labels is None and (scope in _ON_KEYS or (scope is BudgetScope.TEAM and not teams)):
-            skipped.append(f"{where} ({scope.value} {match!r})")
+            skipped_count += 1
+            if len(skipped) < UNCHECKED_SHOWN:
+                skipped.append(f"{section}[{index}] ({scope.value} {match!r})")
     if skipped and unchecked:
-        shown = ", ".join(skipped[:UNCHECKED_SHOWN])
-        if len(skipped) > UNCHECKED_SHOWN:  # a config may list 100,000 per-user budgets
-            shown += f" and {len(skipped) - UNCHECKED_SHOWN:,} more"
+        shown = ", ".join(skipped)
+        if skipped_count > len(skipped):  # a config may list 100,000 per-user budgets
+            shown += f" and {skipped_count - len(skipped):,} more"
         warnings.append(f"not checked: {shown}: these labels exist only on keys, and {unchecked}")
     return warnings
+
+
+class _Matcher(Protocol):
+    """A budget, limit, request cap or routing rule: who and which models it applies to."""
+
+    @property
+    def scope(self) -> BudgetScope | None: ...
+    @property
+    def match(self) -> str: ...
+    @property
+    def models(self) -> Sequence[str]: ...
+
+
+def _label(noun: str, entry: object) -> str:
+    """``budget 'ml-monthly'``; a request cap has no name."""
+    name = getattr(entry, "name", None)
+    return f"{noun} {name!r}" if name is not None else noun
 
 
 def _unknown_member(
