@@ -196,6 +196,17 @@ class KeyLabels:
     tags: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()  # key ids
 
+    def carried(self, scope: BudgetScope) -> frozenset[str]:
+        """The members of ``scope`` the keys carry (team, user, service, tag or key)."""
+        if scope is BudgetScope.USER:  # first: the scope a long list of budgets is on
+            return self.users
+        return {
+            BudgetScope.TEAM: self.teams,
+            BudgetScope.SERVICE: self.services,
+            BudgetScope.TAG: self.tags,
+            BudgetScope.KEY: self.keys,
+        }[scope]
+
 
 _ON_KEYS = {
     BudgetScope.USER: "user",
@@ -205,7 +216,8 @@ _ON_KEYS = {
 }
 
 
-UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning
+UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning, and in that no key carries
+NO_KEY = "but no active key in the database"
 
 
 def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str = "") -> list[str]:
@@ -216,6 +228,7 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
     warnings: list[str] = []
     skipped: list[str] = []
     skipped_count = 0
+    unmatched = 0  # entries whose member no active key carries
     # (section, index, noun, entry): the key path and the label are written only for a
     # warning, and only the first `UNCHECKED_SHOWN` skipped ones: a config may list 100,000
     entries: list[tuple[str, int, str, _Matcher]] = [
@@ -237,7 +250,9 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
         if scope is None or match == "*":
             continue
         problem = _unknown_member(config, scope, match, labels, teams)
-        if problem is not None:
+        if problem is not None and problem.startswith(NO_KEY):
+            unmatched += 1  # named up to `UNCHECKED_SHOWN`, then counted (100,000 budgets)
+        if problem is not None and (unmatched <= UNCHECKED_SHOWN or not problem.startswith(NO_KEY)):
             warnings.append(
                 f"{section}[{index}]: {_label(noun, entry)} matches {scope.value} {match!r}, "
                 f"{problem}"
@@ -246,6 +261,11 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
             skipped_count += 1
             if len(skipped) < UNCHECKED_SHOWN:
                 skipped.append(f"{section}[{index}] ({scope.value} {match!r})")
+    if unmatched > UNCHECKED_SHOWN:
+        warnings.append(
+            f"and {unmatched - UNCHECKED_SHOWN:,} more budgets, limits, caps or rules whose "
+            "member no active key in the database carries"
+        )
     if skipped and unchecked:
         shown = ", ".join(skipped)
         if skipped_count > len(skipped):  # a config may list 100,000 per-user budgets
@@ -296,17 +316,10 @@ def _unknown_member(
         )
     if labels is None or scope is BudgetScope.SESSION:
         return None
-    carried = {
-        BudgetScope.TEAM: labels.teams,
-        BudgetScope.USER: labels.users,
-        BudgetScope.SERVICE: labels.services,
-        BudgetScope.TAG: labels.tags,
-        BudgetScope.KEY: labels.keys,
-    }[scope]
-    if match in carried:
+    if match in labels.carried(scope):
         return None
     what = _ON_KEYS.get(scope, scope.value)
     return (
-        f"but no active key in the database carries that {what} (it applies once a key "
+        f"{NO_KEY} carries that {what} (it applies once a key "
         "does; `spendgate keys list` shows them)"
     )

@@ -467,6 +467,7 @@ class Config(Strict):
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     orgs: dict[Annotated[str, Field(pattern=NAME)], OrgConfig] = Field(default_factory=dict)
     budgets: Listed = ()  # config/budgets.py: validated for size (100,000 listed)
+    budgets_file: str | None = None  # more budgets, one a CSV row (config/budget_file.py)
     request_caps: list[RequestCapConfig] = Field(default_factory=list)
     budget_settings: BudgetSettingsConfig = Field(default_factory=BudgetSettingsConfig)
     limits: list[LimitConfig] = Field(default_factory=list)
