@@ -1,7 +1,8 @@
 """Budgets at organisation scale: throughput and latency with 10, 10,000 and 100,000
 listed budgets and 10,000 active keys; start-up and ``check-config`` with them; idle RSS.
 
-    python -m benchmarks.many_budgets [--rounds 3] [--keys 10000] [--baseline SRC]
+    python -m benchmarks.many_budgets [--rounds 3] [--keys 10000] [--csv]
+                                      [--baseline SRC [--baseline-size N]]
                                       [--write docs/benchmarks.md]
 
 One simulator and one gateway per variant, side by side: "none" (no budget), and one
@@ -11,8 +12,10 @@ has the same 10,000 keys (users ``user<i mod size>``), so every request of every
 variant reserves and settles exactly one counter, whatever the size: the variants differ
 only in how many budgets are listed. The load generator sends each request with the next
 key in turn, so a key comes back only after 10,000 others (more than the gateway's
-applies-cache holds). ``--baseline SRC`` adds the 10,000-budget variant run from another
-source tree (``PYTHONPATH=SRC``, e.g. ``git archive <commit> src``), for before/after.
+applies-cache holds). ``--csv`` adds the largest size again with its budgets in a
+``budgets_file`` (CSV). ``--baseline SRC`` adds a variant of ``--baseline-size`` budgets
+(10,000) run from another source tree (``PYTHONPATH=SRC``, e.g. ``git archive <commit>
+src``), for before/after.
 
 Per round (the variants' order rotates): a block at concurrency 32 (requests per second)
 and a block at concurrency 1 (p50, and "added": minus the simulator called directly in
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import itertools
 import os
 import subprocess
@@ -69,6 +73,7 @@ class Variant:
     name: str
     budgets: int  # listed budgets; 0: none
     source: Path | None = None  # another source tree (--baseline)
+    in_csv: bool = False  # the budgets in a ``budgets_file`` (CSV), not under ``budgets:``
     url: str = ""
     secrets: list[str] = field(default_factory=list)
     turns: Iterator[int] = field(default_factory=itertools.count)  # which key is next
@@ -115,8 +120,18 @@ async def issue_keys(config_path: Path, keys: int, users: int) -> list[str]:
     return [key.secret for key in issued]
 
 
+def write_csv(path: Path, budgets: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(budgets[0]))
+        writer.writeheader()
+        writer.writerows(budgets)
+
+
 def start(variant: Variant, sim_url: str, tmp: Path, keys: int) -> subprocess.Popen[bytes]:
-    extra = {"budgets": listed(variant.budgets)} if variant.budgets else {}
+    extra: dict[str, Any] = {"budgets": listed(variant.budgets)} if variant.budgets else {}
+    if variant.in_csv:
+        write_csv(tmp / f"{variant.name}.csv", extra.pop("budgets"))
+        extra["budgets_file"] = f"{variant.name}.csv"
     config = bench_config(sim_url, tmp / f"{variant.name}.db", extra)
     variant.config = tmp / f"{variant.name}.yaml"
     variant.config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -217,31 +232,41 @@ def check_config_times(variants: list[Variant], runs: int) -> dict[str, list[flo
 
 def stages(config_path: Path, runs: int) -> str:
     """Where loading a config goes, in CPU seconds (medians of ``runs``, in this process,
-    without the cyclic collector, as the CLI's start runs): the YAML, its validation, the
-    budget book (budgets and their index)."""
+    without the cyclic collector, as the CLI's start runs): the YAML (and the CSV of a
+    ``budgets_file``), their validation, the budget book (budgets and their index)."""
     import gc
 
+    from spendgate.config.budget_file import read_budget_rows
     from spendgate.config.build import build_budget_book
     from spendgate.config.loader import parse_config
     from spendgate.config.yaml_text import parse_yaml as _parse_yaml
 
     text = config_path.read_text()
-    spent: dict[str, list[float]] = {"YAML (libyaml, one pass)": [], "validation": [], "book": []}
+    spent: dict[str, list[float]] = {"YAML": [], "CSV": [], "validation": [], "book": []}
     gc.disable()
     try:
         for _ in range(runs):
             began = time.process_time()
             data = _parse_yaml(str(config_path), text)
             parsed = time.process_time()
+            if "budgets_file" in data:
+                rows = read_budget_rows(config_path.parent / data["budgets_file"]).rows
+                data["budgets"] = [*data.get("budgets", []), *rows]
+            read = time.process_time()
             config = parse_config(data)
             validated = time.process_time()
             build_budget_book(config)
             built = time.process_time()
-            spent["YAML (libyaml, one pass)"].append(parsed - began)
-            spent["validation"].append(validated - parsed)
+            spent["YAML"].append(parsed - began)
+            spent["CSV"].append(read - parsed)
+            spent["validation"].append(validated - read)
             spent["book"].append(built - validated)
     finally:
         gc.enable()
+    if "budgets_file" in text:  # the stages this config has
+        del spent["YAML"]  # a few lines of YAML
+    else:
+        del spent["CSV"]
     return ", ".join(f"{name} {median(values):.2f} s" for name, values in spent.items())
 
 
@@ -281,14 +306,22 @@ def main() -> None:
     parser.add_argument("--calm", type=int, default=200, help="requests per c=1 block")
     parser.add_argument("--checks", type=int, default=3, help="check-config runs per variant")
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--baseline-size", type=int, default=10_000, help="its listed budgets")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="listed budgets")
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument(
+        "--csv", action="store_true", help="also the largest size in a budgets_file (CSV)"
+    )
     args = parser.parse_args()
     variants = [Variant("no budget", 0)]
     sizes = [int(size) for size in args.sizes.split(",")]
     variants += [Variant(f"{size:,} budgets", size) for size in sizes]
+    if args.csv:
+        most = max(sizes)
+        variants.append(Variant(f"{most:,} budgets (CSV)", most, in_csv=True))
     if args.baseline is not None:
-        variants.append(Variant("10,000 budgets (baseline)", 10_000, args.baseline))
+        size = args.baseline_size
+        variants.append(Variant(f"{size:,} budgets (baseline)", size, args.baseline))
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="spendgate-bench-") as folder:
         tmp = Path(folder)
@@ -305,8 +338,12 @@ def main() -> None:
             time.sleep(1)
             rss_after = {v.name: rss_mb(v.pid) for v in variants}
             checks = check_config_times(variants, args.checks)
-            largest = max(variants, key=lambda v: v.budgets)
+            ours = [v for v in variants if v.source is None]
+            largest = max(ours, key=lambda v: (v.budgets, -v.in_csv))
             where = f"{largest.name}, CPU: " + stages(largest.config, args.checks)
+            if args.csv:
+                in_csv = next(v for v in variants if v.in_csv)
+                where += f"; {in_csv.name}: " + stages(in_csv.config, args.checks)
         finally:
             for proc in reversed(procs):
                 proc.terminate()

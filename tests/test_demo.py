@@ -493,7 +493,11 @@ def test_the_demo_config_declares_budgets_limits_and_loop_detection(tmp_path: Pa
     config = demo_config("http://127.0.0.1:9", tmp_path / "demo.db", duration_s=20, speed=1)
     budgets = {budget.name: budget for budget in config.budgets}
     dana = budgets["dana-opus-daily"]
-    assert (dana.scope.value, dana.match, dana.models) == ("user", BUDGETED_USER, ["claude-opus-*"])
+    assert (dana.scope.value, dana.match, dana.models) == (
+        "user",
+        BUDGETED_USER,
+        ("claude-opus-*",),
+    )
     assert dana.limit_usd == budget_usd(20, 1)
     assert {limit.name for limit in config.limits} == {"embeddings-per-key", "tokens-per-user"}
     assert any(limit.shadow for limit in config.limits)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from aiohttp import web
 from click.testing import CliRunner
-from pydantic import BaseModel
+from pydantic import BaseModel, PlainValidator
 
 import spendgate.api.app  # noqa: F401  (registers every error class, AdminDisabled included)
 from spendgate import dialects as surfaces
@@ -67,7 +67,9 @@ def config_keys(
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         yield model, name, path
-        for nested, suffix in _nested(field.annotation):
+        # a field validated by a function of its own names the type it reads (budgets)
+        read = [m.json_schema_input_type for m in field.metadata if isinstance(m, PlainValidator)]
+        for nested, suffix in _nested(read[0] if read else field.annotation):
             yield from config_keys(nested, f"{path}{suffix}.")
 
 

@@ -435,3 +435,31 @@ def test_the_template_round_trips_and_old_templates_still_load() -> None:
     old = {field.name: getattr(full, field.name) for field in fields(LedgerRow)}
     old.update(ts=to_ms(full.ts), tags=list(full.tags), shadow_blocks=list(full.shadow_blocks))
     assert load_template(orjson.dumps(old).decode()) == full
+
+
+async def test_pruning_drops_the_old_settled_counters_of_the_budgets_named(
+    storage: Storage,
+) -> None:
+    """One lease tick names every listed budget (a config may list 100,000): counters older
+    than their budget's window go, those of budgets not named and those in use stay."""
+    old = NOW - timedelta(days=40)
+    refs = {
+        (name, when): ref(budget(name), when) for name in ("team", "org") for when in (old, NOW)
+    }
+    for (_, when), counter in refs.items():
+        reservation = plan([counter], when)
+        assert isinstance(await storage.reserve(reservation), Admitted)
+        row = settled(reservation, 1_000, output_ceiling=1_000, clamped_from=None)
+        assert await storage.settle(reservation.reservation_id, (1_000,), row) is True
+    since = to_ms(refs["team", NOW].window.since)  # this month's bucket is kept
+    keep = {f"listed-{i}": since for i in range(2_000)} | {"team": since}
+    assert await storage.prune_counters(keep) >= 1  # its rows in the old window
+    assert await storage.prune_counters(keep) == 0
+    spent = {key: (await one(storage, counter, key[1])).spent for key, counter in refs.items()}
+    # read from last month's window: both buckets, unless last month's was pruned
+    assert spent == {
+        ("team", old): 1_000,
+        ("team", NOW): 1_000,
+        ("org", old): 2_000,
+        ("org", NOW): 1_000,
+    }

@@ -79,3 +79,77 @@ def test_a_duplicate_key_is_refused_with_its_path_and_lines(
         _parse_yaml("x.yaml", text)
     assert caught.value.key == where
     assert f"duplicate key at line {line} (first at line {first})" in str(caught.value)
+
+
+# Plain scalars as people write them, each resolved by YAML 1.1's rules (PyYAML's):
+# booleans, octal and sexagesimal integers, underscores, floats, nulls, timestamps, text
+# that starts like a number. The loader resolves each distinct scalar once and reuses it,
+# and takes a plain scalar whose first character no rule starts with for text: the same
+# scalars repeated, plain and quoted, must read as ``safe_load`` reads each of them.
+PLAIN = [
+    "yes",
+    "No",
+    "ON",
+    "off",
+    "y",
+    "n",
+    "true",
+    "False",
+    "TRUE",
+    "~",
+    "null",
+    "Null",
+    "",
+    "0777",
+    "0o17",
+    "0x1F",
+    "0b101",
+    "1_000",
+    "-1_0",
+    "+12",
+    "190:20:30",
+    "1:30",
+    "1.5",
+    "1e3",
+    "1.0e+3",
+    ".5",
+    "-.inf",
+    ".NaN",
+    "6.8523015e+5",
+    "685.230_15e+03",
+    "2026-12-07",
+    "2026-12-07T10:00:00Z",
+    "2001-12-14 21:59:43.10 -5",
+    "0.15",
+    "007",
+    "user-1",
+    "user1",
+    "monthly",
+    "=",
+    "<<x",
+    "o",
+    "Yes please",
+    "1 000",
+    "12abc",
+    "-",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(PLAIN), st.sampled_from(["plain", "single", "double"])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_plain_scalars_resolve_as_safe_load_resolves_them(items: list[tuple[str, str]]) -> None:
+    def written(text: str, style: str) -> str:
+        if style == "single" or (style == "plain" and text in ("", "-", "<<x", "=")):
+            return "'" + text + "'"
+        return '"' + text + '"' if style == "double" else text
+
+    lines = [f"k{i}: {written(text, style)}" for i, (text, style) in enumerate(items)]
+    lines += ["list:", *(f"  - {written(text, style)}" for text, style in items)]
+    text = "\n".join(lines) + "\n"
+    assert repr(_parse_yaml("x.yaml", text)) == repr(yaml.safe_load(text))

@@ -35,3 +35,16 @@ def test_a_short_list_is_named_in_full() -> None:
         "not checked: budgets[0] (user 'user0'), budgets[1] (user 'user1'): these labels "
         "exist only on keys, and no keys"
     ]
+
+
+def test_budgets_no_key_carries_are_named_up_to_a_count() -> None:
+    from spendgate.config.checks import KeyLabels
+
+    config = parse_config(_config(UNCHECKED_SHOWN + 5))
+    warnings = reference_warnings(config, KeyLabels(users=frozenset({"user0"})))
+    assert len(warnings) == UNCHECKED_SHOWN + 1
+    assert warnings[0].startswith("budgets[1]: budget 'u1' matches user 'user1', but no active")
+    assert warnings[-1] == (
+        "and 4 more budgets, limits, caps or rules whose member no active key in the "
+        "database carries"
+    )

@@ -105,3 +105,27 @@ def test_messages_keep_their_backslashes_and_lose_every_control(text: str) -> No
     assert not [c for c in shown if obeyed_by_a_terminal(c)]
     assert shown.count("\\") >= text.count("\\")
     assert escape("found character '\\t'", reversible=False) == "found character '\\t'"
+
+
+def test_every_character_a_report_escapes_is_one_repr_escapes() -> None:
+    """The config loader looks for a backslash in the repr of a whole config before
+    searching its text (`spendgate.config.loader._holds_unsafe`): that is exact only while
+    every character `unsafe_in` finds is one that ``repr`` escapes (not printable)."""
+    unsafe = [chr(code) for code in range(0x110000) if unsafe_in(chr(code)) is not None]
+    assert len(unsafe) > 2000  # C0, C1, the BIDI controls, the surrogates
+    assert all("\\" in repr(char) for char in unsafe)
+
+
+def test_a_config_with_an_escaped_harmless_character_is_searched() -> None:
+    from spendgate.config.loader import parse_config
+
+    match = ["a\u00adb", "c\\d"]  # a soft hyphen (harmless, escaped by repr), a backslash
+    config = parse_config(
+        {
+            "budgets": [
+                {"name": f"b{i}", "scope": "user", "match": m, "limit_usd": 1}
+                for i, m in enumerate(match)
+            ]
+        }
+    )
+    assert [budget.match for budget in config.budgets] == match

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from spendgate.cli.common import config_option, failure, load
+from spendgate.cli.common import config_option, failure, load, uncollected
 from spendgate.config import Config
 from spendgate.config.checks import KeyLabels, reference_warnings
 from spendgate.errors import SpendgateError
@@ -21,17 +21,18 @@ from spendgate.text import escape, plural
 @config_option
 def check_config(config_path: str | None) -> None:
     """Validate the config file: schema, references, prices and provider secrets."""
-    config, path, settings = load(config_path)
-    try:  # everything `serve` builds from the config, so what it would refuse fails here
-        parts = build_parts(
-            config,
-            source=str(path),
-            env=settings.env,
-            require_secrets=False,
-            base_dir=path.parent,
-        )
-    except SpendgateError as exc:
-        raise failure(str(exc)) from None
+    with uncollected():  # as every command's start (a config may list 100,000 budgets)
+        config, path, settings = load(config_path)
+        try:  # everything `serve` builds from the config, so what it would refuse fails here
+            parts = build_parts(
+                config,
+                source=str(path),
+                env=settings.env,
+                require_secrets=False,
+                base_dir=path.parent,
+            )
+        except SpendgateError as exc:
+            raise failure(str(exc)) from None
     database = _database(config)
     # Like an unset secret, a folder `serve` could not write is this machine's state, not
     # the file's: a warning (exit 0), so a config checked elsewhere (CI) still passes.

@@ -4,11 +4,12 @@ other (so the config layer depends on the domain, never the reverse)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 
+from spendgate.config.budgets import BudgetConfig, BudgetSpec
 from spendgate.config.schema import (
-    BudgetConfig,
     Config,
     LimitConfig,
     PremiumConfig,
@@ -40,17 +41,17 @@ from spendgate.money import dollars_to_nanos
 
 
 def build_budget(
-    spec: BudgetConfig, parent: BudgetConfig | None = None, shared: _Shared | None = None
+    spec: BudgetSpec | BudgetConfig,
+    parent: BudgetSpec | BudgetConfig | None = None,
+    shared: _Shared | None = None,
 ) -> Budget:
     """``parent``: the budget that a ``share_of`` budget takes its share of. ``shared``:
-    the periods and thresholds already built for earlier budgets (a config may list
-    100,000 budgets that differ only in name, member and limit)."""
+    the periods, thresholds and limits already built for earlier budgets (a config may
+    list 100,000 budgets that differ only in name, member and limit)."""
     shared = shared if shared is not None else _Shared()
     source = parent if spec.share_of is not None and parent is not None else spec
     unit = Unit.NANOS if source.limit_usd is not None else Unit.TOKENS
-    limit = (
-        dollars_to_nanos(source.limit_usd) if source.limit_usd is not None else source.limit_tokens
-    )
+    limit = shared.nanos(source.limit_usd) if source.limit_usd is not None else source.limit_tokens
     assert limit is not None
     if spec.share is not None:
         limit = int(limit * spec.share)
@@ -72,6 +73,7 @@ class _Shared:
     def __init__(self) -> None:
         self._periods: dict[str, Period] = {}
         self._thresholds: dict[tuple[Decimal, ...], tuple[int, ...]] = {}
+        self._nanos: dict[Decimal, int] = {}
 
     def period(self, text: str) -> Period:
         found = self._periods.get(text)
@@ -79,12 +81,18 @@ class _Shared:
             found = self._periods[text] = Period.parse(text)
         return found
 
-    def thresholds(self, given: list[Decimal]) -> tuple[int, ...]:
+    def thresholds(self, given: Sequence[Decimal]) -> tuple[int, ...]:
         key = tuple(given)
         found = self._thresholds.get(key)
         if found is None:
             found = tuple(sorted(int(t * BASIS_POINTS) for t in given))
             self._thresholds[key] = found
+        return found
+
+    def nanos(self, dollars: Decimal) -> int:
+        found = self._nanos.get(dollars)
+        if found is None:
+            found = self._nanos[dollars] = dollars_to_nanos(dollars)
         return found
 
 
@@ -135,11 +143,13 @@ def limits_from_config(spec: LimitConfig) -> list[Budget]:
 def build_budget_book(config: Config) -> BudgetBook:
     settings = config.budget_settings
     runaway = config.runaway
-    by_name = {spec.name: spec for spec in config.budgets}
+    specs = config.budgets
+    shares = any(spec.share_of for spec in specs)
+    by_name = {spec.name: spec for spec in specs} if shares else {}
     shared = _Shared()
     budgets = [
         build_budget(spec, by_name.get(spec.share_of) if spec.share_of else None, shared)
-        for spec in config.budgets
+        for spec in specs
     ]
     for spec in config.limits:
         budgets.extend(limits_from_config(spec))

@@ -8,9 +8,11 @@ it as that key of that file, and names the rule it is about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from operator import attrgetter
+from typing import TYPE_CHECKING, Protocol
 
 from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.routing import RouteKind
@@ -27,6 +29,8 @@ def check_whole_config(config: Config) -> None:
 
 
 def check_budget_shares(config: Config) -> None:
+    if not any(map(attrgetter("share_of"), config.budgets)):  # in C: 100,000 budgets
+        return
     by_name = {budget.name: budget for budget in config.budgets}
     for index, budget in enumerate(config.budgets):
         if budget.share_of is None:
@@ -195,6 +199,17 @@ class KeyLabels:
     tags: frozenset[str] = frozenset()
     keys: frozenset[str] = frozenset()  # key ids
 
+    def carried(self, scope: BudgetScope) -> frozenset[str]:
+        """The members of ``scope`` the keys carry (team, user, service, tag or key)."""
+        if scope is BudgetScope.USER:  # first: the scope a long list of budgets is on
+            return self.users
+        return {
+            BudgetScope.TEAM: self.teams,
+            BudgetScope.SERVICE: self.services,
+            BudgetScope.TAG: self.tags,
+            BudgetScope.KEY: self.keys,
+        }[scope]
+
 
 _ON_KEYS = {
     BudgetScope.USER: "user",
@@ -204,7 +219,8 @@ _ON_KEYS = {
 }
 
 
-UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning
+UNCHECKED_SHOWN = 20  # entries named in the "not checked" warning, and in that no key carries
+NO_KEY = "but no active key in the database"
 
 
 def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str = "") -> list[str]:
@@ -214,46 +230,68 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
     could not be read, and ``unchecked`` says why (once, with what was not checked)."""
     warnings: list[str] = []
     skipped: list[str] = []
-    entries: list[tuple[str, str, BudgetScope | None, str, list[str]]] = [
-        *(
-            (f"budgets[{i}]", f"budget {b.name!r}", b.scope, b.match, b.models)
-            for i, b in enumerate(config.budgets)
-        ),
-        *(
-            (f"limits[{i}]", f"limit {lim.name!r}", lim.scope, lim.match, lim.models)
-            for i, lim in enumerate(config.limits)
-        ),
-        *(
-            (f"request_caps[{i}]", "request cap", cap.scope, cap.match, cap.models)
-            for i, cap in enumerate(config.request_caps)
-        ),
-        *(
-            (f"routing.rules[{i}]", f"rule {r.name!r}", r.scope, r.match, r.models)
-            for i, r in enumerate(config.routing.rules)
-        ),
+    skipped_count = 0
+    unmatched = 0  # entries whose member no active key carries
+    # (section, index, noun, entry): the key path and the label are written only for a
+    # warning, and only the first `UNCHECKED_SHOWN` skipped ones: a config may list 100,000
+    entries: list[tuple[str, int, str, _Matcher]] = [
+        *(("budgets", i, "budget", b) for i, b in enumerate(config.budgets)),
+        *(("limits", i, "limit", lim) for i, lim in enumerate(config.limits)),
+        *(("request_caps", i, "request cap", cap) for i, cap in enumerate(config.request_caps)),
+        *(("routing.rules", i, "rule", r) for i, r in enumerate(config.routing.rules)),
     ]
     teams = config.all_teams()  # once: a config may list 100,000 budgets
-    for where, label, scope, match, models in entries:
-        for pattern in models:
+    for section, index, noun, entry in entries:
+        scope, match = entry.scope, entry.match
+        for pattern in entry.models:
             if not _matching(config, [pattern]):
                 known = ", ".join(sorted(config.models)) or "none"
                 warnings.append(
-                    f"{where}: {label}: models pattern {pattern!r} matches no declared model "
-                    f"(declared: {known}), so it never applies to any"
+                    f"{section}[{index}]: {_label(noun, entry)}: models pattern {pattern!r} "
+                    f"matches no declared model (declared: {known}), so it never applies to any"
                 )
         if scope is None or match == "*":
             continue
         problem = _unknown_member(config, scope, match, labels, teams)
-        if problem is not None:
-            warnings.append(f"{where}: {label} matches {scope.value} {match!r}, {problem}")
+        if problem is not None and problem.startswith(NO_KEY):
+            unmatched += 1  # named up to `UNCHECKED_SHOWN`, then counted (100,000 budgets)
+        if problem is not None and (unmatched <= UNCHECKED_SHOWN or not problem.startswith(NO_KEY)):
+            warnings.append(
+                f"{section}[{index}]: {_label(noun, entry)} matches {scope.value} {match!r}, "
+                f"{problem}"
+            )
         elif labels is None and (scope in _ON_KEYS or (scope is BudgetScope.TEAM and not teams)):
-            skipped.append(f"{where} ({scope.value} {match!r})")
+            skipped_count += 1
+            if len(skipped) < UNCHECKED_SHOWN:
+                skipped.append(f"{section}[{index}] ({scope.value} {match!r})")
+    if unmatched > UNCHECKED_SHOWN:
+        warnings.append(
+            f"and {unmatched - UNCHECKED_SHOWN:,} more budgets, limits, caps or rules whose "
+            "member no active key in the database carries"
+        )
     if skipped and unchecked:
-        shown = ", ".join(skipped[:UNCHECKED_SHOWN])
-        if len(skipped) > UNCHECKED_SHOWN:  # a config may list 100,000 per-user budgets
-            shown += f" and {len(skipped) - UNCHECKED_SHOWN:,} more"
+        shown = ", ".join(skipped)
+        if skipped_count > len(skipped):  # a config may list 100,000 per-user budgets
+            shown += f" and {skipped_count - len(skipped):,} more"
         warnings.append(f"not checked: {shown}: these labels exist only on keys, and {unchecked}")
     return warnings
+
+
+class _Matcher(Protocol):
+    """A budget, limit, request cap or routing rule: who and which models it applies to."""
+
+    @property
+    def scope(self) -> BudgetScope | None: ...
+    @property
+    def match(self) -> str: ...
+    @property
+    def models(self) -> Sequence[str]: ...
+
+
+def _label(noun: str, entry: object) -> str:
+    """``budget 'ml-monthly'``; a request cap has no name."""
+    name = getattr(entry, "name", None)
+    return f"{noun} {name!r}" if name is not None else noun
 
 
 def _unknown_member(
@@ -281,17 +319,10 @@ def _unknown_member(
         )
     if labels is None or scope is BudgetScope.SESSION:
         return None
-    carried = {
-        BudgetScope.TEAM: labels.teams,
-        BudgetScope.USER: labels.users,
-        BudgetScope.SERVICE: labels.services,
-        BudgetScope.TAG: labels.tags,
-        BudgetScope.KEY: labels.keys,
-    }[scope]
-    if match in carried:
+    if match in labels.carried(scope):
         return None
     what = _ON_KEYS.get(scope, scope.value)
     return (
-        f"but no active key in the database carries that {what} (it applies once a key "
+        f"{NO_KEY} carries that {what} (it applies once a key "
         "does; `spendgate keys list` shows them)"
     )

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from spendgate.config.budget_file import located, read_budget_rows
 from spendgate.config.schema import Config
 from spendgate.config.yaml_text import key_path as _key_path
 from spendgate.config.yaml_text import parse_yaml
@@ -71,8 +72,16 @@ def _unsafe_text(data: Any, location: tuple[int | str, ...] = ()) -> Iterator[tu
 
 
 def _holds_unsafe(data: Any) -> bool:
-    """Whether any key or text value holds such a character: one search over all of them
-    (a config may list 100,000 budgets); `_unsafe_text` then finds where."""
+    """Whether any key or text value holds such a character. Each of them is one that
+    ``repr`` escapes (none is printable: tests/unit/test_text.py), so a repr of the data
+    without a backslash holds none: one pass in C over a config of 100,000 budgets. Else
+    (a backslash, an escaped harmless character) one search over every key and text
+    value decides; `_unsafe_text` then finds where."""
+    try:
+        if "\\" not in repr(data):
+            return False
+    except RecursionError:  # nested deeper than repr goes: the walk below does not recurse
+        pass
     texts: list[str] = []
     pending = [data]
     while pending:
@@ -102,6 +111,20 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise _first_problem(exc, source) from None
 
 
+def _parse_with_rows(data: Any, source: str, folder: Path) -> Config:
+    """`parse_config`, with the rows of ``budgets_file`` (relative to the config's folder)
+    listed after ``budgets:``; a problem with a row names the file, its line and column."""
+    named = data.get("budgets_file") if isinstance(data, dict) else None
+    listed = data.get("budgets", []) if isinstance(data, dict) else None
+    if not isinstance(named, str) or not named or not isinstance(listed, list):
+        return parse_config(data, source)  # no file, or the schema says what is wrong
+    rows = read_budget_rows(folder / named)
+    try:
+        return parse_config({**data, "budgets": [*listed, *rows.rows]}, source)
+    except ConfigError as exc:
+        raise located(exc, rows, len(listed)) from None
+
+
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
@@ -115,7 +138,7 @@ def load_config(path: str | Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, "", f"not valid YAML{where}: {problem}") from None
-    config = parse_config(data, source)
+    config = _parse_with_rows(data, source, Path(path).parent)
     if config.storage.url.startswith("sqlite:///") and not config.storage.url.startswith(
         "sqlite:////"
     ):

@@ -9,18 +9,26 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from spendgate.config.alerts import AlertsConfig
+from spendgate.config.budgets import BudgetConfig, BudgetSpec, Listed
 from spendgate.config.metrics import MetricsConfig
+from spendgate.config.patterns import ENV_NAME, NAME
 from spendgate.config.storage import StorageConfig, Strict
 from spendgate.config.telemetry import TelemetryConfig
-from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
+from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.models import ProviderKind, dialect_of_provider
 from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import RouteKind
 
-__all__ = ["BudgetScope", "Config", "ProviderKind", "RouteKind", "StorageConfig", "Strict"]
-
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"
+__all__ = [
+    "BudgetConfig",
+    "BudgetScope",
+    "BudgetSpec",
+    "Config",
+    "ProviderKind",
+    "RouteKind",
+    "StorageConfig",
+    "Strict",
+]
 
 
 class ServerConfig(Strict):
@@ -270,44 +278,6 @@ class OrgConfig(Strict):
     teams: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
 
 
-PERIOD_PATTERN = r"^(hourly|daily|weekly|monthly|lifetime|rolling:[1-9][0-9]*[mhd])$"
-
-
-class BudgetConfig(Strict):
-    """A spend or token limit on one scope, per period. See docs/budgets.md."""
-
-    name: Annotated[str, Field(pattern=NAME)]
-    scope: BudgetScope
-    match: Annotated[str, Field(min_length=1)] = "*"
-    models: list[str] = Field(default_factory=list)
-    limit_usd: Decimal | None = None
-    limit_tokens: Annotated[int | None, Field(gt=0)] = None
-    share_of: Annotated[str | None, Field(pattern=NAME)] = None  # a share of another budget
-    share: Annotated[Decimal | None, Field(gt=0, le=1)] = None  # ... this share of its limit
-    period: Annotated[str, Field(pattern=PERIOD_PATTERN)] = "monthly"
-    hard: bool = True
-    soft_thresholds: list[Annotated[Decimal, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: [Decimal("0.8")]
-    )
-    hidden_input: HiddenInputPolicy = HiddenInputPolicy.BOUND
-
-    @model_validator(mode="after")
-    def _one_limit(self) -> BudgetConfig:
-        if self.hidden_input is HiddenInputPolicy.ESTIMATE and self.hard:
-            raise ValueError(
-                "hidden_input: estimate is for soft budgets (hard: false); a hard budget "
-                "bounds input it cannot see (bound) or refuses it (refuse)"
-            )
-        given = [self.limit_usd is not None, self.limit_tokens is not None, bool(self.share_of)]
-        if sum(given) != 1:
-            raise ValueError("give exactly one of limit_usd, limit_tokens or share_of")
-        if (self.share_of is None) != (self.share is None):
-            raise ValueError("share_of and share go together (share: a fraction such as 0.2)")
-        if self.limit_usd is not None and self.limit_usd < 0:
-            raise ValueError("limit_usd must not be negative")
-        return self
-
-
 class RequestCapConfig(Strict):
     """Limits on ONE request (the single huge prompt), for callers in a scope."""
 
@@ -496,7 +466,8 @@ class Config(Strict):
     models: dict[Annotated[str, Field(pattern=NAME)], ModelConfig] = Field(default_factory=dict)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     orgs: dict[Annotated[str, Field(pattern=NAME)], OrgConfig] = Field(default_factory=dict)
-    budgets: list[BudgetConfig] = Field(default_factory=list)
+    budgets: Listed = ()  # config/budgets.py: validated for size (100,000 listed)
+    budgets_file: str | None = None  # more budgets, one a CSV row (config/budget_file.py)
     request_caps: list[RequestCapConfig] = Field(default_factory=list)
     budget_settings: BudgetSettingsConfig = Field(default_factory=BudgetSettingsConfig)
     limits: list[LimitConfig] = Field(default_factory=list)
@@ -520,16 +491,7 @@ class Config(Strict):
             if len(dialects := sorted({dialect_of_provider(k).value for k in kinds})) > 1:
                 shown = " and ".join(dialects)
                 raise ValueError(f"models.{name}: deployments mix {shown}-shaped providers")
-        named: dict[str, str] = {}
-        names = [(f"budgets[{i}].name", b.name) for i, b in enumerate(self.budgets)]
-        names += [(f"limits[{i}].name", lim.name) for i, lim in enumerate(self.limits)]
-        for where, entry in names:
-            if entry in named:
-                raise ValueError(
-                    f"{where}: duplicate name {entry!r}, already used by "
-                    f"{named[entry]} (budget and limit names share one namespace)"
-                )
-            named[entry] = where
+        self._unique_names()
         seen: dict[str, str] = {}
         for org, spec in self.orgs.items():
             for team in spec.teams:
@@ -542,6 +504,21 @@ class Config(Strict):
 
         check_whole_config(self)
         return self
+
+    def _unique_names(self) -> None:
+        names = [budget.name for budget in self.budgets] + [lim.name for lim in self.limits]
+        if len(set(names)) == len(names):  # the common case, in one pass (100,000 budgets)
+            return
+        wheres = [f"budgets[{i}].name" for i in range(len(self.budgets))]
+        wheres += [f"limits[{i}].name" for i in range(len(self.limits))]
+        named: dict[str, str] = {}
+        for where, entry in zip(wheres, names, strict=True):
+            if entry in named:
+                raise ValueError(
+                    f"{where}: duplicate name {entry!r}, already used by "
+                    f"{named[entry]} (budget and limit names share one namespace)"
+                )
+            named[entry] = where
 
     def dialect_of(self, model: str) -> str:
         """The API dialect ("openai", "anthropic", "gemini") a declared model is served in."""

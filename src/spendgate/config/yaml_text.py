@@ -29,6 +29,8 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _SPECIAL_KEYS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 _IMPLICIT = (None, "!")  # no tag given: the resolver decides
+_IMPLICIT_SEQ = (*_IMPLICIT, _SEQ)
+_IMPLICIT_MAP = (*_IMPLICIT, _MAP)
 # libyaml's check_event compares exact classes: CollectionStartEvent would match nothing
 _COLLECTIONS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 
@@ -71,7 +73,7 @@ def _from_events(loader: Any, source: str) -> Any:
         if loader.check_event(yaml.StreamEndEvent):
             return None
         loader.get_event()  # the document's start
-        value = _value(loader, source, ())
+        value = _Builder(loader, source).value(())
         loader.get_event()  # the document's end
         if not loader.check_event(yaml.StreamEndEvent):
             raise _Unusual  # a second document: PyYAML's error says where
@@ -80,56 +82,93 @@ def _from_events(loader: Any, source: str) -> Any:
         loader.dispose()
 
 
-def _value(loader: Any, source: str, location: tuple[int | str, ...]) -> Any:
-    event = loader.get_event()
-    if getattr(event, "anchor", None) is not None or isinstance(event, yaml.AliasEvent):
-        raise _Unusual  # PyYAML shares one object between an anchor and its aliases
-    if isinstance(event, yaml.ScalarEvent):
-        return _scalar(loader, event)[0]
-    if isinstance(event, yaml.SequenceStartEvent) and event.tag in (*_IMPLICIT, _SEQ):
-        items: list[Any] = []
-        while not loader.check_event(yaml.SequenceEndEvent):
-            nested = loader.check_event(*_COLLECTIONS)
-            items.append(_value(loader, source, (*location, len(items)) if nested else ()))
-        loader.get_event()
-        return items
-    if isinstance(event, yaml.MappingStartEvent) and event.tag in (*_IMPLICIT, _MAP):
-        return _mapping(loader, source, location)
-    raise _Unusual
+class _Every:
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
-def _mapping(loader: Any, source: str, location: tuple[int | str, ...]) -> Any:
-    mapping: dict[Any, Any] = {}
-    lines: dict[str, int] = {}
-    while not loader.check_event(yaml.MappingEndEvent):
+_EVERY = _Every()  # a resolver with patterns for any text: ask it of every scalar
+
+
+class _Builder:
+    """Values from the parser's events; ``known``: the untagged scalars met before, by
+    text and whether plain (a config repeats most of its scalars: keys, scopes, periods,
+    limits), with the value and tag they gave, every one immutable (text, numbers,
+    booleans, null, dates), so resolved and constructed once."""
+
+    def __init__(self, loader: Any, source: str) -> None:
+        self.loader = loader
+        self.source = source
+        self.known: dict[tuple[str, bool], tuple[Any, str]] = {}
+        # the first characters the resolver has patterns for (digits, y/n/t/f/o, ~, ...):
+        # a plain scalar that starts with another is text, as PyYAML's resolver finds
+        resolvers = loader.yaml_implicit_resolvers
+        plain = None not in resolvers and not loader.yaml_path_resolvers
+        self.patterned: Any = resolvers if plain else _EVERY
+
+    def value(self, location: tuple[int | str, ...]) -> Any:
+        loader = self.loader
         event = loader.get_event()
-        if not isinstance(event, yaml.ScalarEvent) or event.anchor is not None:
-            raise _Unusual  # a key that is a collection or an anchor
-        key, tag = _scalar(loader, event)
-        if tag in _SPECIAL_KEYS:
-            raise _Unusual  # a merge key (<<)
-        name = str(event.value)
-        mark: Any = event.start_mark
-        line = mark.line + 1
-        if name in lines:
-            raise _duplicate(source, (*location, name), line, lines[name])
-        lines[name] = line
-        nested = loader.check_event(*_COLLECTIONS)
-        mapping[key] = _value(loader, source, (*location, name) if nested else ())
-    loader.get_event()
-    return mapping
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            if event.anchor is not None:
+                raise _Unusual  # PyYAML shares one object between an anchor and its aliases
+            return self.scalar(event)[0]
+        if kind is yaml.AliasEvent or event.anchor is not None:
+            raise _Unusual
+        if kind is yaml.SequenceStartEvent and event.tag in _IMPLICIT_SEQ:
+            items: list[Any] = []
+            while not loader.check_event(yaml.SequenceEndEvent):
+                nested = loader.check_event(*_COLLECTIONS)
+                items.append(self.value((*location, len(items)) if nested else ()))
+            loader.get_event()
+            return items
+        if kind is yaml.MappingStartEvent and event.tag in _IMPLICIT_MAP:
+            return self.mapping(location)
+        raise _Unusual
 
+    def mapping(self, location: tuple[int | str, ...]) -> Any:
+        loader = self.loader
+        mapping: dict[Any, Any] = {}
+        lines: dict[str, int] = {}
+        while not loader.check_event(yaml.MappingEndEvent):
+            event = loader.get_event()
+            if type(event) is not yaml.ScalarEvent or event.anchor is not None:
+                raise _Unusual  # a key that is a collection or an anchor
+            key, tag = self.scalar(event)
+            if tag in _SPECIAL_KEYS:
+                raise _Unusual  # a merge key (<<)
+            name = str(event.value)
+            mark: Any = event.start_mark
+            line = mark.line + 1
+            if name in lines:
+                raise _duplicate(self.source, (*location, name), line, lines[name])
+            lines[name] = line
+            nested = loader.check_event(*_COLLECTIONS)
+            mapping[key] = self.value((*location, name) if nested else ())
+        loader.get_event()
+        return mapping
 
-def _scalar(loader: Any, event: Any) -> tuple[Any, str]:
-    """A scalar's value and tag, resolved and constructed as PyYAML's composer and
-    constructor do."""
-    tag = event.tag
-    if tag in _IMPLICIT:
-        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-    if tag == _STR:
-        return event.value, tag
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-    return loader.construct_object(node), tag  # numbers, booleans, null, dates
+    def scalar(self, event: Any) -> tuple[Any, str]:
+        """A scalar's value and tag, resolved and constructed as PyYAML's composer and
+        constructor do."""
+        tag = event.tag
+        if tag not in _IMPLICIT:
+            return self.constructed(event, tag)
+        text, plain = event.value, event.implicit[0]
+        if plain and text[:1] not in self.patterned:
+            return text, _STR  # most of a long list's names and members
+        found = self.known.get((text, plain))
+        if found is None:
+            tag = self.loader.resolve(yaml.ScalarNode, text, event.implicit)
+            found = self.known[text, plain] = self.constructed(event, tag)
+        return found
+
+    def constructed(self, event: Any, tag: str) -> tuple[Any, str]:
+        if tag == _STR:
+            return event.value, tag
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return self.loader.construct_object(node), tag  # numbers, booleans, null, dates
 
 
 def _from_nodes(loader: yaml.SafeLoader, source: str) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
 
@@ -134,17 +135,18 @@ class ScopeIndex(Generic[T]):
 
     def __init__(self, entries: Sequence[tuple[Scoped, T]]) -> None:
         self._entries = tuple(entry for _, entry in entries)
-        named: dict[BudgetScope, dict[str, list[int]]] = {}
+        named: dict[BudgetScope, dict[str, tuple[int, ...]]] = {}
         wild: dict[BudgetScope, list[int]] = {}
         for position, (target, _) in enumerate(entries):
-            if target.match == WILD:
-                wild.setdefault(target.scope, []).append(position)
-            else:
-                named.setdefault(target.scope, {}).setdefault(target.match, []).append(position)
-        self._named = {
-            scope: {member: tuple(positions) for member, positions in members.items()}
-            for scope, members in named.items()
-        }
+            scope, match = target.scope, target.match
+            if match == WILD:
+                wild.setdefault(scope, []).append(position)
+                continue
+            members = named.get(scope)
+            if members is None:
+                members = named[scope] = {}
+            members[match] = (*members.get(match, ()), position)  # mostly one per member
+        self._named = named
         self._wild = {scope: tuple(positions) for scope, positions in wild.items()}
         self._scopes = tuple(scope for scope in BudgetScope if scope in wild or scope in named)
 
@@ -240,6 +242,13 @@ class PerKey(Protocol):
         ...
 
 
+_NAME_OF = attrgetter("name")
+_TARGET_OF = attrgetter("target")
+_SCOPE_OF = attrgetter("scope")
+_MODELS_OF = attrgetter("models")
+_PERIOD_OF = attrgetter("period")
+
+
 class BudgetBook:
     """Every declared budget and request cap, and the calendar they are counted in; and,
     with ``per_key``, the budgets each key carries itself."""
@@ -259,15 +268,19 @@ class BudgetBook:
         self.loop = loop  # the loop detector (a requests counter per key and fingerprint)
         self.loops = loops  # how long a detected loop stays blocked (None: detection off)
         self.per_key = per_key
-        self._by_name = {budget.name: budget for budget in budgets}
+        # built in C where it can be (map, zip): a book may hold 100,000 budgets
+        self._by_name = dict(zip(map(_NAME_OF, self.budgets), self.budgets, strict=True))
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
-        self._index = ScopeIndex([(budget.target, budget) for budget in self.budgets])
+        targets = list(map(_TARGET_OF, self.budgets))
+        self._index = ScopeIndex(list(zip(targets, self.budgets, strict=True)))
         self._cap_index = ScopeIndex([(cap.target, cap) for cap in self.caps])
-        targets = [budget.target for budget in self.budgets]
-        self._by_model = any(t.models or t.scope is BudgetScope.MODEL for t in targets)
-        self._by_session = any(t.scope is BudgetScope.SESSION for t in targets)
-        self._periods = tuple(dict.fromkeys(budget.period for budget in self.budgets))
+        scopes = set(map(_SCOPE_OF, targets))
+        self._by_model = BudgetScope.MODEL in scopes or any(map(_MODELS_OF, targets))
+        self._by_session = BudgetScope.SESSION in scopes
+        # each distinct period once, in the order met (the same object is shared by many)
+        periods = {id(period): period for period in map(_PERIOD_OF, self.budgets)}
+        self._periods = tuple(dict.fromkeys(periods.values()))
 
     def window(self, period: Period, now: datetime) -> Window:
         """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone

@@ -46,8 +46,8 @@ from typing import Annotated
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from spendgate.config.patterns import NAME
 from spendgate.config.schema import (
-    NAME,
     Config,
     PriceConfig,
     RatesConfig,

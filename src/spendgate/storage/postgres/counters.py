@@ -215,10 +215,18 @@ class PgCounters:
     # -- housekeeping and operator changes ---------------------------------------------
 
     async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        if not keep_from_ms:
+            return 0
+        latest = max(keep_from_ms.values())
+
         async def prune(conn: Conn) -> int:
+            # only budgets holding a counter older than the latest window start can have
+            # one to prune: found in one query, not one statement per listed budget
             total = 0
-            for budget, since_ms in keep_from_ms.items():
-                total += _count(await conn.execute(work.PRUNE_COUNTERS, budget, since_ms))
+            for (budget,) in await conn.fetch(work.PRUNABLE, latest):
+                if budget in keep_from_ms:
+                    since_ms = keep_from_ms[budget]
+                    total += _count(await conn.execute(work.PRUNE_COUNTERS, budget, since_ms))
             return total
 
         return await self._db.transaction(prune, "counter pruning")

@@ -82,6 +82,7 @@ ACTIVE_MEMBERS = (
     "WHERE budget = $1 AND bucket_ms >= $2 ORDER BY m"
 )
 PRUNE_COUNTERS = "DELETE FROM budget_counters WHERE budget = $1 AND bucket_ms < $2 AND reserved = 0"
+PRUNABLE = "SELECT DISTINCT budget FROM budget_counters WHERE bucket_ms < $1 AND reserved = 0"
 INSERT_OVERRIDE = (
     "INSERT INTO budget_overrides (budget, limit_amount, expires_ms, created_ms) "
     "VALUES ($1, $2, $3, $4)"

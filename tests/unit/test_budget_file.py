@@ -1,0 +1,115 @@
+"""``budgets_file``: budgets one a CSV row, listed after ``budgets:``; what the YAML would
+give for the same entries, and every problem named by the file, its line and column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spendgate.config.build import build_budget_book
+from spendgate.config.loader import load_config
+from spendgate.errors import ConfigError
+
+ROWS = [
+    {"name": "u1", "scope": "user", "match": "alice", "limit_usd": "12.50"},
+    {"name": "u2", "scope": "user", "match": "bob", "limit_tokens": 5000, "period": "daily"},
+    {
+        "name": "opus",
+        "scope": "team",
+        "match": "ml",
+        "models": ["claude-opus-*", "o3*"],
+        "limit_usd": "3",
+        "hard": False,
+        "soft_thresholds": ["0.5", "0.9"],
+    },
+    {"name": "half", "scope": "user", "match": "carol", "share_of": "team", "share": "0.5"},
+]
+YAML_BUDGETS = [{"name": "team", "scope": "team", "match": "ml", "limit_usd": "100"}]
+HEADER = "name,scope,match,models,limit_usd,limit_tokens,share_of,share,period,hard,soft_thresholds"
+LINES = [
+    "u1,user,alice,,12.50,,,,,,",
+    "u2,user,bob,,,5000,,,daily,,",
+    "",  # a blank line is skipped
+    'opus,team,ml,"claude-opus-* o3*",3,,,,,false,0.5 0.9',
+    "half,user,carol,,,,team,0.5,,,",
+]
+
+
+def write(folder: Path, lines: list[str], header: str = HEADER) -> Path:
+    (folder / "people.csv").write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    config = folder / "spendgate.yaml"
+    data = {"budgets": YAML_BUDGETS, "budgets_file": "people.csv"}
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return config
+
+
+def test_rows_are_the_budgets_the_yaml_would_list(tmp_path: Path) -> None:
+    from_file = load_config(write(tmp_path, LINES))
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(yaml.safe_dump({"budgets": [*YAML_BUDGETS, *ROWS]}), encoding="utf-8")
+    from_yaml = load_config(listed)
+    assert from_file.budgets == from_yaml.budgets
+    assert build_budget_book(from_file).budgets == build_budget_book(from_yaml).budgets
+    assert from_file.budgets_file == "people.csv"
+
+
+def test_a_spreadsheet_export_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    path = write(tmp_path, LINES[:1])
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text("\ufeff" + csv_file.read_text(encoding="utf-8"), encoding="utf-8")
+    assert [b.name for b in load_config(path).budgets] == ["team", "u1"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "header", "key", "problem"),
+    [
+        (["u1,user,alice,,ten,,,,,,"], HEADER, "line 2, column limit_usd", "Input should be"),
+        (
+            [*LINES[:2], "", "u3,user,x,,1,,,,yearly,,"],
+            HEADER,
+            "line 5, column period",
+            "should match pattern",
+        ),
+        (
+            ["u1,user,alice,,1,,,,,,", "u1,user,bob,,1,,,,,,"],
+            HEADER,
+            "line 3, column name",
+            "duplicate name 'u1', already used by {csv} line 2, column name",
+        ),
+        (
+            ["team,user,alice,,1,,,,,,"],
+            HEADER,
+            "line 2, column name",
+            "duplicate name 'team', already used by budgets[0].name",
+        ),
+        (["u1,user,alice,,1,5,,,,,"], HEADER, "line 2", "give exactly one of limit_usd"),
+        (["u1,user,alice,,1,,,,,"], HEADER, "line 2", "10 cells, the header names 11"),
+        (["u1,user"], "name,scope,limit", "line 1", "column 'limit' is not a budget key"),
+        (["u1,user,u"], "name,scope,name", "line 1", "column 'name' is given twice"),
+        (
+            ["u1,user,al\x1bice,1"],
+            "name,scope,match,limit_usd",
+            "line 2, column match",
+            "contains a control or BIDI character (U+001B at position 2)",
+        ),
+    ],
+)
+def test_a_problem_names_the_file_line_and_column(
+    tmp_path: Path, lines: list[str], header: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, lines, header)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    csv_file = str(tmp_path / "people.csv")
+    assert caught.value.path == csv_file
+    assert caught.value.key == key
+    assert problem.format(csv=csv_file) in caught.value.problem
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "spendgate.yaml"
+    config.write_text("budgets_file: nowhere.csv\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"nowhere\.csv: cannot read the budgets file"):
+        load_config(config)
