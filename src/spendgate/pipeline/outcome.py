@@ -4,7 +4,6 @@ reservation in the same step) and the headers the client gets."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,8 +39,7 @@ async def record(
 
     The write is shielded from the caller's cancellation (a client hanging up cancels its
     handler), unless ``own_task``: `answer_and_record` runs this in a task of its own that
-    it only ever awaits through a shield, so a second shield (another task per request)
-    would guard against nothing."""
+    no handler awaits, so a shield (another task per request) would guard against nothing."""
     exchange.settled = True
     amounts = charged(exchange, row)  # settling does not change tokens or cost
     overruns = settled_above(exchange, row, amounts)
@@ -96,6 +94,13 @@ async def answer_and_record(
     flagged unreconciled), so the client need not wait for the commit. Any other request
     writes its row first (settling its trace, if it has one), so a request the client saw
     complete is on record at its real cost: a crash cannot turn it into a worst case.
+
+    The row of an answered request is written in a task of its own that the handler does
+    not wait for: aiohttp starts the next request of a keep-alive connection only once the
+    handler returns, so waiting here would put this row's round trips (the ledger commit,
+    the counters' settlement) on the path of the client's next request. The task is held
+    in `Gateway.unsettled` until the row is written; `Gateway.settled` (admin reads, the
+    drain at shutdown) waits for it.
     """
     if exchange.ticket is None:
         await record(gateway, exchange, row)
@@ -109,17 +114,20 @@ async def answer_and_record(
     try:
         await answer()
     finally:
+        # Settled from here on: the handler's cleanup (`spendgate.pipeline.proxy`) must
+        # not release the reservation while the task below has yet to start.
+        exchange.settled = True
         writing = asyncio.ensure_future(record(gateway, exchange, row, own_task=True))
+        gateway.writing.add(writing)  # a strong reference until it is done
         writing.add_done_callback(partial(_written, gateway, pending, exchange.request_id))
         # The client has its answer: a failure to write the row is logged (`_written`)
         # and left to the lease, which charges the worst case; nothing to tell the client.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(writing)
 
 
 def _written(
     gateway: Gateway, pending: asyncio.Future[None], request_id: str, writing: asyncio.Future[None]
 ) -> None:
+    gateway.writing.discard(writing)
     gateway.unsettled.discard(pending)
     pending.set_result(None)
     if not writing.cancelled() and writing.exception() is not None:
