@@ -8,11 +8,12 @@
   would also be refused for its body); its team changed, the next request is counted
   under the new team.
 * A budgeted request is answered before its row is written, and the handler no longer
-  waits for the write (the next request on the connection does not queue behind it). The
-  durability story is the one before: the lease holds the worst case until the row
-  settles it. Shown with the row's write held by a lock on ``ledger_ids`` when the
-  gateway is ``kill -9``'d after answering: the request ends with exactly one row and the
-  counters equal the ledger, nothing reserved.
+  waits for the write (the next request on the connection does not queue behind it). On
+  PostgreSQL alone the lease holds the worst case until the row settles it, as before; on
+  Redis + PostgreSQL the counters are charged before the answer and the row is kept in
+  Redis until the ledger has it (`RowKeeper`). Shown with the row's write held by a lock
+  on ``ledger_ids`` when the gateway is ``kill -9``'d after answering: the request ends
+  with exactly one row and the counters equal the ledger, nothing reserved.
 """
 
 from __future__ import annotations
@@ -174,13 +175,21 @@ def test_kill_9_after_the_answer_before_its_row_leaves_one_row(tmp_path: Path, k
             with LedgerLock(stores.url) as lock:
                 assert asyncio.run(one()) == 200  # answered while its row cannot be written
                 assert read_rows(stores) == []
-                assert [s[3] > 0 for s in budget_states(running.config)] == [True]
+                [(_, _, spent, reserved)] = budget_states(running.config)
+                if kind == "redis-pg":  # charged before the answer, its row kept in Redis
+                    assert (spent > 0, reserved) == (True, 0)
+                else:  # its lease holds the worst case until the row settles it
+                    assert (spent, reserved > 0) == (0, True)
                 assert victim.kill9() == -9
                 lock.release()
-            # its lease lapses after 1 s; the survivor's sweeper settles it, once
+            # after 1 s (the lease, or the kept row's due time) the survivor's sweeper
+            # writes its row, once
             until(
-                lambda: not any(s[3] for s in budget_states(running.config)),
-                "the answered request's reservation settled",
+                lambda: (
+                    len(read_rows(stores)) == 1
+                    and not any(s[3] for s in budget_states(running.config))
+                ),
+                "the answered request's row written and nothing reserved",
             )
             assert survivor.stop() == 0
         rows = read_rows(stores)
@@ -188,4 +197,6 @@ def test_kill_9_after_the_answer_before_its_row_leaves_one_row(tmp_path: Path, k
 
     assert len(sim.records) == 1
     assert len(rows) == 1  # once: the row written, or the lapsed lease's, never both
+    if kind == "redis-pg":  # the kept row: what the request really used
+        assert (rows[0].output_tokens, rows[0].unreconciled) == (OUTPUT_TOKENS, False)
     assert [(s[1], s[2], s[3]) for s in states] == [("ml", rows[0].cost_nanos, 0)]
