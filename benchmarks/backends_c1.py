@@ -4,9 +4,13 @@ inflates concurrency-1 latency on a small machine): SQLite, PostgreSQL, Redis + 
 and Redis + PostgreSQL with ``storage.postgres.synchronous_commit: false`` (what the
 ledger's commit costs).
 
-    python -m benchmarks.backends_c1 [--rounds 3]
+    python -m benchmarks.backends_c1 [--rounds 3] [--backends all|redis-pg]
+        [--baseline /path/to/other/src]
         [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
         [--counters-url redis://127.0.0.1:6379/0]
+
+``--baseline`` adds, for each backend measured, the same gateway run from another source
+tree (``PYTHONPATH``: the commit before a change), in the same rounds.
 
 Blocks of 200 requests alternate between the simulator itself and each gateway, in
 turn, every round; reported: the median over rounds of each block's p50, and of the
@@ -22,22 +26,50 @@ from typing import Any
 import aiohttp
 
 from benchmarks.budgets import NESTED
-from benchmarks.common import CHAT_BODY, Target, gateway_target, median, ms, run_block, stack
+from benchmarks.common import (
+    CHAT_BODY,
+    SOURCE,
+    Target,
+    gateway_target,
+    median,
+    ms,
+    run_block,
+    stack,
+)
 from benchmarks.workers import drop_made, storage_of
 
 
-async def main_async(rounds: int, postgres_url: str, counters_url: str) -> str:
+async def main_async(
+    rounds: int,
+    postgres_url: str,
+    counters_url: str,
+    backends: str = "all",
+    baseline: str | None = None,
+) -> str:
     made: list[tuple[str, str]] = []
-    variants: dict[str, dict[str, Any]] = {"SQLite": dict(NESTED)}
-    try:
-        for name, backend, extra in (
+    variants: dict[str, dict[str, Any]] = {}
+    if backends == "all":
+        variants["SQLite"] = dict(NESTED)
+        if baseline:
+            variants["SQLite (baseline)"] = {**NESTED, SOURCE: baseline}
+    chosen = (
+        [
             ("PostgreSQL", "postgres", {}),
             ("Redis + PostgreSQL", "redis-pg", {}),
             ("Redis + PostgreSQL, commit async", "redis-pg", {"synchronous_commit": False}),
-        ):
-            section = storage_of(backend, postgres_url, counters_url, made)
-            section["storage"]["postgres"].update(extra)
-            variants[name] = {**NESTED, **section}
+        ]
+        if backends == "all"
+        else [("Redis + PostgreSQL", "redis-pg", {})]
+    )
+    try:
+        for name, backend, extra in chosen:
+            for suffix, source in [("", None)] + ([(" (baseline)", baseline)] if baseline else []):
+                section = storage_of(backend, postgres_url, counters_url, made)
+                section["storage"]["postgres"].update(extra)
+                variant = {**NESTED, **section}
+                if source:
+                    variant[SOURCE] = source
+                variants[name + suffix] = variant
         with stack(variants=variants) as s:
             direct = Target(
                 "direct", s.sim_url + "/v1/chat/completions", {"authorization": "Bearer x"}
@@ -70,8 +102,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--backends", choices=("all", "redis-pg"), default="all")
+    parser.add_argument("--baseline", default=None, help="another source tree (its src/)")
     args = parser.parse_args()
-    print(asyncio.run(main_async(args.rounds, args.postgres_url, args.counters_url)))
+    print(
+        asyncio.run(
+            main_async(
+                args.rounds, args.postgres_url, args.counters_url, args.backends, args.baseline
+            )
+        )
+    )
 
 
 if __name__ == "__main__":
