@@ -9,7 +9,7 @@ times seen by the client (one keep-alive connection, as SDKs use).
 
 Each gateway runs under this module's probe (``--probe``), which wraps redis-py's
 ``execute_command`` and pipeline ``execute`` and asyncpg's ``Connection`` query methods
-(BEGIN and COMMIT included, and the pool's reset at release) before starting
+(BEGIN and COMMIT included, and the pool's reset query at release) before starting
 ``spendgate serve``, and writes what it saw when the gateway exits. A call that starts
 between a request's send and the end of its answer is on that request's path (the
 client waits for it); one that starts after the answer ran in the gap before the next
@@ -93,7 +93,7 @@ def _probe() -> None:
     wrap(redis.asyncio.client.Pipeline, "execute", "redis", lambda a: "PIPELINE")
     for method in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
         wrap(asyncpg.connection.Connection, method, "pg", first_word)
-    wrap(asyncpg.connection.Connection, "reset", "pg", lambda a: "RESET (pool release)")
+    # (the pool's reset at release is an ``execute`` of its query: counted there)
 
     def dump() -> None:
         folder = os.environ.get(OUT_ENV)
