@@ -40,40 +40,13 @@ from spendgate.errors import StorageError
 from spendgate.storage import codec
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.plans import check_amounts, check_plan
+from spendgate.storage.redis.bounds import EXACT, check_exact
 from spendgate.storage.redis.connect import Scripts, Target, client, parse
 
 log = logging.getLogger("spendgate.storage.redis")
 
-EXACT = 2**53  # Lua's doubles hold every integer below this exactly
-MAX_OUTPUT = EXACT // 10**6  # output tokens (ceiling x choices) the exact cost needs
 _UNIT_CODE = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
 T = TypeVar("T")
-
-
-def check_exact(plan: ReservationPlan) -> None:
-    """Refuse a plan whose numbers could leave the exact range of the script."""
-    worst = plan.worst
-    if worst.requested_ceiling * worst.choices > MAX_OUTPUT:
-        raise StorageError(
-            f"reservation {plan.reservation_id!r} asks for {worst.requested_ceiling} x "
-            f"{worst.choices} output tokens; the Redis counter store handles at most "
-            f"{MAX_OUTPUT:,} per request"
-        )
-    if worst.choices * worst.output_rate * 10 >= EXACT:
-        raise StorageError("an output price beyond the Redis counter store's exact range")
-    for ref in plan.counters:
-        if not 0 <= ref.budget.limit < EXACT:
-            raise StorageError(
-                f"budget {ref.budget.name!r}: limit {ref.budget.limit} is beyond what the "
-                f"Redis counter store keeps exactly (below 2^53 = {EXACT:,} in its unit; "
-                "$9,007,199 for a dollar budget)"
-            )
-    for unit in {ref.budget.unit for ref in plan.counters}:
-        if worst.amount(unit, worst.requested_ceiling) >= EXACT:
-            raise StorageError(
-                f"reservation {plan.reservation_id!r}: its worst case in {unit.value} is "
-                "beyond the Redis counter store's exact range (2^53)"
-            )
 
 
 def _rolling(ref: CounterRef) -> tuple[int, int]:
