@@ -14,7 +14,8 @@ tree (``PYTHONPATH``: the commit before a change), in the same rounds.
 
 Blocks of 200 requests alternate between the simulator itself and each gateway, in
 turn, every round; reported: the median over rounds of each block's p50, and of the
-gateway's p50 minus direct's ("added").
+gateway's p50 minus direct's ("added"), and of the gateway process's CPU time (user +
+system) over a block divided by its requests.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from benchmarks.common import (
     CHAT_BODY,
     SOURCE,
     Target,
+    cpu_seconds,
     gateway_target,
     median,
     ms,
@@ -77,21 +79,32 @@ async def main_async(
             targets = [direct] + [gateway_target(s, n, "/v1/chat/completions") for n in variants]
             p50: dict[str, list[float]] = {t.name: [] for t in targets}
             added: dict[str, list[float]] = {t.name: [] for t in targets}
+            cpu: dict[str, list[float]] = {t.name: [] for t in targets}
             async with aiohttp.ClientSession() as session:
                 for target in targets:
                     await run_block(session, target, CHAT_BODY, count=100, concurrency=1)
                 for _ in range(rounds):
                     for target in targets:
+                        pid = s.pids.get(target.name)
+                        before = cpu_seconds(pid) if pid else 0.0
                         _, total, _ = await run_block(
                             session, target, CHAT_BODY, count=200, concurrency=1
                         )
                         p50[target.name].append(median(total))
+                        if pid:
+                            cpu[target.name].append((cpu_seconds(pid) - before) / 200)
                     for target in targets[1:]:
                         added[target.name].append(p50[target.name][-1] - p50["direct"][-1])
-        lines = ["| gateway (1 process) | p50 ms | added p50 ms |", "|---|---:|---:|"]
-        lines.append(f"| direct (simulator) | {ms(median(p50['direct']))} | |")
+        lines = [
+            "| gateway (1 process) | p50 ms | added p50 ms | gateway CPU ms a request |",
+            "|---|---:|---:|---:|",
+        ]
+        lines.append(f"| direct (simulator) | {ms(median(p50['direct']))} | | |")
         for name in variants:
-            lines.append(f"| {name} | {ms(median(p50[name]))} | **{ms(median(added[name]))}** |")
+            lines.append(
+                f"| {name} | {ms(median(p50[name]))} | **{ms(median(added[name]))}** | "
+                f"{ms(median(cpu[name]))} |"
+            )
         return "\n".join(lines)
     finally:
         drop_made(made, postgres_url, counters_url)

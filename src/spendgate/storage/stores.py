@@ -77,6 +77,8 @@ class Storage:
         self.counter_store = counters
         self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
         self._joint = joint
+        # (a runtime-checked protocol is a slow isinstance: decided once, here)
+        self._keeper = counters if joint is None and isinstance(counters, RowKeeper) else None
         self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
 
     @property
@@ -177,8 +179,7 @@ class Storage:
     @property
     def keeps_rows(self) -> RowKeeper | None:
         """The counter store, if it can charge a reservation before its row is written."""
-        store = self.counter_store
-        return store if self._joint is None and isinstance(store, RowKeeper) else None
+        return self._keeper
 
     async def charge_first(
         self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow, due: timedelta
