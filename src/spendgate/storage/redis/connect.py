@@ -50,6 +50,7 @@ SCRIPTS = (
     "reserve",
     "settle",
     "charge",
+    "forget",
     "renew",
     "lapsed",
     "unwritten",
