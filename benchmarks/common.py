@@ -111,6 +111,7 @@ def _reap(procs: list[subprocess.Popen[bytes]]) -> None:
 def stack(
     extra_config: dict[str, Any] | None = None,
     variants: dict[str, dict[str, Any]] | None = None,
+    upstream: list[str] | None = None,
 ) -> Iterator[Stack]:
     """Simulator and gateway(s) as separate processes, as they would run in production.
 
@@ -119,7 +120,9 @@ def stack(
     variant's ``SOURCE`` entry (not config) runs that gateway from another source tree
     (``PYTHONPATH``: another build of spendgate side by side, `benchmarks.compare`); its
     ``LAUNCH`` entry, a list, replaces ``python -m spendgate`` before ``serve`` (a profiler,
-    `benchmarks.profile`). ``BENCH_STDERR=1`` in the environment shows the gateways' stderr.
+    `benchmarks.profile`). ``upstream`` replaces the simulator's command (before
+    ``--port``): a cheaper fake provider, `benchmarks.fake_upstream`. ``BENCH_STDERR=1`` in
+    the environment shows the gateways' stderr.
     """
     env = {**os.environ, "SIM_KEY": "sk-sim", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     variants = variants or {"gateway": extra_config or {}}
@@ -130,12 +133,15 @@ def stack(
         try:
             procs.append(
                 subprocess.Popen(
-                    [PYTHON, "-m", "spendgate.simulator", "--port", str(sim_port), "--no-records"],
+                    [
+                        *(upstream or [PYTHON, "-m", "spendgate.simulator", "--no-records"]),
+                        *("--port", str(sim_port)),
+                    ],
                     stdout=subprocess.DEVNULL,
                 )
             )
             gateways: dict[str, tuple[str, str]] = {}
-            pids: dict[str, int] = {}
+            pids: dict[str, int] = {"upstream": procs[0].pid}
             first_config = Path(tmp)
             for index, (name, settings) in enumerate(variants.items()):
                 extra = {k: v for k, v in settings.items() if k not in (SOURCE, LAUNCH)}

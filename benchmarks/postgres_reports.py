@@ -29,11 +29,14 @@ from typing import Any
 import asyncpg
 
 from spendgate.clock import ManualClock, to_ms
+from spendgate.domain.refusals import RECENT_OUTPUTS, callers_and_models, refusal_groups
 from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy, UsageQuery
-from spendgate.storage.postgres import PostgresSettings, PostgresStorage, reports
+from spendgate.services.reports import blocks_report
+from spendgate.storage.postgres import PostgresSettings, PostgresStorage, reports, rollup_sql
 from spendgate.storage.postgres.ledger import ROLLUP_INSERTED
 from spendgate.storage.postgres.partitions import month_of_ms, shift
+from spendgate.storage.sqlite.rows import LEDGER
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 # The savings statement in the SQLite backend's form (one COUNT(DISTINCT ...) per count),
@@ -59,27 +62,59 @@ CHUNK = 1_000_000
 
 _GENERATE = """
 WITH g AS (
-    SELECT i, $3::bigint + ((i - $5::bigint) * $4::bigint / $6::bigint) AS ts
+    SELECT i, $3::bigint + ((i - $5::bigint) * $4::bigint / $6::bigint) AS ts,
+        i % 50 = 1 AS attempt, i % 33 = 7 AS refused
     FROM generate_series($1::bigint, $2::bigint) AS i
 ), ids AS (
-    INSERT INTO ledger_ids (request_id, ts) SELECT 'req_' || i, ts FROM g
+    INSERT INTO ledger_ids (request_id, ts)
+    SELECT CASE WHEN attempt THEN 'req_' || (i - 1) || '-1' ELSE 'req_' || i END, ts FROM g
 ), inserted AS (
 INSERT INTO ledger (
     request_id, ts, surface, key_id, "user", service, team, org, tags, requested_model,
     served_model, provider, input_tokens, cached_input_tokens, cache_write_tokens,
     output_tokens, reasoning_tokens, cost_nanos, status, latency_ms, ttfb_ms, streamed,
-    client_disconnected, usage_estimated, route_kind, baseline_model, baseline_cost_nanos)
-SELECT 'req_' || i, ts, 'openai.chat', 'key_' || (i % 500), 'user_' || (i % 500),
-    'svc_' || (i % 500 % 40), 'team_' || (i % 500 % 25), 'acme', '[]', 'gpt-4o', 'gpt-4o-mini',
-    'openai',
-    1000 + i % 500, 0, 0, 200 + i % 300, 0, 1000 + (i % 5000) * 100,
-    CASE WHEN i % 97 = 0 THEN 500 ELSE 200 END, 120.0, 30.0, i % 2 = 0, FALSE, FALSE,
+    client_disconnected, usage_estimated, route_kind, baseline_model, baseline_cost_nanos,
+    attempt, blocked_by, would_cost_nanos, would_input_nanos, would_output_rate, would_ceiling,
+    fingerprint, retry_count, shadow_rule, shadow_cost_nanos)
+SELECT CASE WHEN attempt THEN 'req_' || (i - 1) || '-1' ELSE 'req_' || i END, ts,
+    'openai.chat', 'key_' || (i % 500), 'user_' || (i % 500),
+    'svc_' || (i % 500 % 40), 'team_' || (i % 500 % 25), 'acme', '[]',
+    CASE WHEN i % 3 = 0 THEN 'gpt-4o' ELSE 'gpt-4o-mini' END, 'gpt-4o-mini', 'openai',
+    1000 + i % 500, 0, 0, CASE WHEN refused THEN 0 ELSE 200 + i % 300 END, 0,
+    CASE WHEN refused THEN 0 ELSE 1000 + (i % 5000) * 100 END,
+    CASE WHEN refused THEN 429 WHEN i % 97 = 0 OR i % 50 = 0 THEN 503 ELSE 200 END,
+    120.0, 30.0, i % 2 = 0, FALSE, FALSE,
     CASE WHEN i % 10 = 0 THEN 'downgrade' END, CASE WHEN i % 10 = 0 THEN 'gpt-4o' END,
-    CASE WHEN i % 10 = 0 THEN 5000000 END
+    CASE WHEN i % 10 = 0 THEN 5000000 END,
+    attempt::int, CASE WHEN refused THEN (ARRAY['team-daily', 'user-daily', 'rpm'])[i % 3 + 1] END,
+    CASE WHEN refused THEN 3000000 + i % 1000 ELSE 0 END,
+    CASE WHEN refused AND i % 10 != 0 THEN 5000 + i % 700 ELSE 0 END,
+    CASE WHEN refused AND i % 10 != 0 THEN 600000000 * (1 + i % 3) ELSE 0 END,
+    CASE WHEN refused THEN (ARRAY[0, 4096, 32000])[i % 3 + 1] ELSE 0 END,
+    CASE WHEN refused THEN 'fp' || (i % 500) || '-' || (i / 500 % 3) END,
+    CASE WHEN refused AND i % 5 = 0 THEN 1 ELSE 0 END,
+    CASE WHEN i % 20 = 3 THEN 'try-mini' END, CASE WHEN i % 20 = 3 THEN 400 + i % 300 END
 FROM g
 RETURNING *
 )
 """  # + the rollup of what was inserted, as the backend's own insert statement does
+
+
+async def _blocks_before(conn: asyncpg.Connection[Any], since: datetime, until: datetime) -> object:
+    """The blocks report's refusal figures as computed before 0005: the period's refused
+    rows loaded and folded, the samples from a window over 30 days of rows."""
+    low, high = to_ms(since), to_ms(until)
+    found = await conn.fetch(reports.MARKED, low, high)
+    refused = [r for r in (LEDGER.load(tuple(row)) for row in found) if r.blocked_by]
+    pairs = callers_and_models(refused)
+    samples: dict[Any, list[int]] = {}
+    if pairs:
+        models = sorted({model for _, model in pairs})
+        keys = sorted({key for key, _ in pairs})
+        params = (high - 30 * 86_400_000, high, models, keys, RECENT_OUTPUTS)
+        for key, model, output, _ in await conn.fetch(reports.RECENT_OUTPUTS, *params):
+            samples.setdefault((key, model), []).append(output)
+    return refusal_groups(refused, samples)
 
 
 async def timed(work: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, float]:
@@ -100,7 +135,13 @@ async def load(conn: asyncpg.Connection[Any], first: int, last: int, days: int) 
         high = min(last, low + CHUNK - 1)
         began = time.perf_counter()
         await conn.execute(
-            _GENERATE + ROLLUP_INSERTED, low, high, start, span, first, last - first + 1
+            _GENERATE.rstrip() + f", {rollup_sql.ROLLUPS_INSERTED} {ROLLUP_INSERTED}",
+            low,
+            high,
+            start,
+            span,
+            first,
+            last - first + 1,
         )
         print(f"  loaded rows {low:,}..{high:,} in {time.perf_counter() - began:.1f} s", flush=True)
 
@@ -133,16 +174,21 @@ async def run(
         print("server:", shown)
         loaded = 0
         since, until = NOW - timedelta(days=30), NOW
-        reports: dict[str, Callable[[], Awaitable[Any]]] = {
+        timings: dict[str, Callable[[], Awaitable[Any]]] = {
             "usage by team, 30 days": lambda: store.usage(UsageQuery(GroupBy.TEAM, since, until)),
             "  (from the ledger, no rollup)": lambda: conn.fetch(
                 _USAGE_RAW, to_ms(since), to_ms(until)
             ),
             "usage by key, 30 days": lambda: store.usage(UsageQuery(GroupBy.KEY, since, until)),
             "savings by team, 30 days": lambda: store.savings(since, until, SavingsBy.TEAM),
+            "  (per-request form, before 0005)": lambda: conn.fetch(
+                reports.SAVINGS["team"], to_ms(since), to_ms(until)
+            ),
             "  (COUNT DISTINCT form)": lambda: conn.fetch(
                 _SAVINGS_DISTINCT, to_ms(since), to_ms(until)
             ),
+            "blocks report, 30 days": lambda: blocks_report(store, ManualClock(NOW), period="30d"),
+            "  (rows folded, before 0005)": lambda: _blocks_before(conn, since, until),
         }
         for size in sizes:
             await load(conn, loaded + 1, size, days)  # on top of the last size's rows
@@ -152,7 +198,26 @@ async def run(
                 "SELECT count(*) FROM ledger WHERE ts >= $1 AND ts < $2", to_ms(since), to_ms(until)
             )
             print(f"{size:,} rows ({in_window:,} in the 30 days):", flush=True)
-            for label, work in reports.items():
+            before = await conn.fetch(reports.SAVINGS["team"], to_ms(since), to_ms(until))
+            after, _ = await store.savings(since, until, SavingsBy.TEAM)
+            same = sorted(tuple(row) for row in before) == sorted(
+                (
+                    g.group,
+                    g.requests,
+                    g.cost_nanos,
+                    g.counterfactual_nanos,
+                    g.aliased,
+                    g.rewritten,
+                    g.downgraded,
+                    g.fell_back,
+                    g.shadow_cost_nanos,
+                    g.capped_counterfactual_nanos,
+                    g.shadow_spend_saved_nanos,
+                )
+                for g in after
+            )
+            print(f"  savings from the rollups equal the per-request form: {same}", flush=True)
+            for label, work in timings.items():
                 median, worst = await timed(work, repeat)
                 print(
                     f"  {label:28s} median {median:9.1f} ms   slowest {worst:9.1f} ms", flush=True

@@ -22,8 +22,10 @@ Medians are printed as a Markdown table (docs/benchmarks.md, "Reports from rollu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -37,10 +39,19 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
+from spendgate.domain.refusals import (
+    RECENT_OUTPUTS,
+    CallerModel,
+    callers_and_models,
+    combo_pairs,
+    estimate_groups,
+    refusal_groups,
+)
 from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy
 from spendgate.storage.sqlite import rollups
 from spendgate.storage.sqlite.connection import connect
+from spendgate.storage.sqlite.ledger import output_medians
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
 from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -55,6 +66,9 @@ MODELS = (
     ("gemini-2.5-flash", "gemini"),
     ("gemini-2.5-pro", "gemini"),
 )
+# nano-dollars per million output tokens, per model (refused rows' estimates)
+OUTPUT_RATES = {model: 600_000_000 * (index + 1) for index, (model, _) in enumerate(MODELS)}
+CEILINGS = (0, 4_096, 8_192, 32_000)
 _BASE: dict[str, Any] = {
     "surface": "openai.chat",
     "tags": "[]",
@@ -99,7 +113,9 @@ _BASE: dict[str, Any] = {
 
 def synthetic_rows(count: int, now_ms: int, seed: int = 17) -> Iterator[list[Any]]:
     """``count`` rows over the 30 days before ``now_ms``: 2,000 keys (one user each, a few
-    shared service keys), 40 teams in 4 orgs, 8 services, 6 models; 3% refused, 2% with a
+    shared service keys), 40 teams in 4 orgs, 8 services, 6 models; 3% refused (a tenth
+    without estimates, as rows before 0008; 30% of them resent within the retry window,
+    half of those as SDK retries), 2% with a
     fallback attempt (two rows), 15% routed, 5% under a shadow rule, 1% overruns."""
     rng = random.Random(seed)
     fields = LEDGER.fields
@@ -127,13 +143,26 @@ def synthetic_rows(count: int, now_ms: int, seed: int = 17) -> Iterator[list[Any
         )
         roll = rng.random()
         if roll < 0.03:
+            legacy = rng.random() < 0.1  # refused before estimates were recorded
             row.update(
                 blocked_by=BUDGETS[rng.randrange(len(BUDGETS))],
                 status=429 if rng.random() < 0.5 else 402,
                 cost_nanos=0,
                 output_tokens=0,
                 would_cost_nanos=cost * 3,
+                fingerprint=f"fp{key}-{rng.randrange(20)}",
+                would_input_nanos=0 if legacy else cost // 2,
+                would_output_rate=0 if legacy else OUTPUT_RATES[model],
+                would_ceiling=CEILINGS[rng.randrange(len(CEILINGS))],
             )
+            if rng.random() < 0.3 and made + 1 < count:  # resent within the retry window
+                yield [row[f] for f in fields]
+                made += 1
+                row.update(
+                    request_id=f"req_{made:010d}",
+                    ts=min(row["ts"] + rng.randrange(5_000), now_ms - 1),
+                    retry_count=rng.randrange(2),
+                )
         elif roll < 0.18:
             row.update(
                 route_kind=("alias", "rewrite", "downgrade")[rng.randrange(3)],
@@ -181,23 +210,34 @@ def _insert(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
 
 
 def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, float]:
-    """Microseconds per row: inserted 100 to a transaction without and with 0011, and
+    """CPU microseconds per row: inserted 100 to a transaction without and with 0011, 0014
+    (two indexes on answered rows) and 0015 (the team index dropped), and
     added to the rollups by the roll-up job (`rollups.roll_up`, its own batches)."""
     migrations = load_migrations()
-    found: dict[str, list[float]] = {"insert without 0011": [], "insert with 0011": []}
+    found: dict[str, list[float]] = {
+        "insert without 0011": [],
+        "insert with 0011": [],
+        "insert with 0014": [],
+        "insert with 0015": [],
+    }
     found["roll-up job"] = []
     data = list(synthetic_rows(rows, now_ms, seed=3))
     for _ in range(3):
-        for name, upto in (("insert without 0011", 10), ("insert with 0011", 11)):
+        for name, upto in (
+            ("insert without 0011", 10),
+            ("insert with 0011", 11),
+            ("insert with 0014", 14),
+            ("insert with 0015", 15),
+        ):
             path = folder / f"insert-{upto}.db"
             path.unlink(missing_ok=True)
             conn = connect(str(path))
             apply_migrations(conn, migrations[:upto], lambda: now_ms)
-            started = time.perf_counter()
+            started = time.process_time()  # CPU: what a loaded machine moves least
             for index in range(0, len(data), 100):
                 _insert(conn, data[index : index + 100])
-            found[name].append((time.perf_counter() - started) / len(data) * 1e6)
-            if upto == 11:
+            found[name].append((time.process_time() - started) / len(data) * 1e6)
+            if upto == 15:
                 started = time.perf_counter()
                 while True:
                     conn.execute("BEGIN IMMEDIATE")
@@ -230,10 +270,64 @@ def _raw_blocks(conn: sqlite3.Connection, low: int, high: int) -> object:
     ]
 
 
-def in_process(path: Path, now_ms: int) -> dict[str, Callable[[], object]]:
+# The estimate's samples as read before 0014: one window over every answered row of 30 days.
+_OLD_RECENT_OUTPUTS = (
+    "WITH r AS (SELECT key_id, COALESCE(routed_model, requested_model) AS model, "
+    "output_tokens, ts, request_id FROM ledger "
+    "WHERE ts >= ? AND ts < ? AND blocked_by IS NULL AND status < 400 "
+    "AND COALESCE(routed_model, requested_model) IN (SELECT value FROM json_each(?))) "
+    "SELECT key_id, model, output_tokens, n FROM (SELECT key_id, model, output_tokens, "
+    "ROW_NUMBER() OVER (PARTITION BY key_id, model ORDER BY ts DESC, request_id DESC) AS n "
+    "FROM r WHERE key_id IN (SELECT value FROM json_each(?))) WHERE n <= ? "
+    "UNION ALL "
+    "SELECT NULL, model, output_tokens, n FROM (SELECT model, output_tokens, "
+    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY ts DESC, request_id DESC) AS n "
+    "FROM r) WHERE n <= ? "
+    "ORDER BY 1, 2, 4"
+)
+_MARKED = (
+    f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
+    "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
+    "ORDER BY ts, id"
+)
+
+
+def _blocks_before(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The blocks report's refusal figures as computed before 0014: every refused row of
+    the period loaded and folded, the samples from a window over 30 days of rows."""
+    rows = [LEDGER.load(row) for row in conn.execute(_MARKED, (low, high))]
+    refused = [row for row in rows if row.blocked_by is not None]
+    pairs = callers_and_models(refused)
+    wanted = set(pairs)
+    models = json.dumps(sorted({model for _, model in pairs}))
+    keys = json.dumps(sorted({key for key, _ in pairs}))
+    samples: dict[CallerModel, list[int]] = {}
+    if pairs:
+        params = (high - 30 * DAY_MS, high, models, keys, RECENT_OUTPUTS, RECENT_OUTPUTS)
+        for key, model, output, _ in conn.execute(_OLD_RECENT_OUTPUTS, params):
+            if key is None or (key, model) in wanted:
+                samples.setdefault((key, model), []).append(output)
+    return rollups.blocks(conn, low, high), refusal_groups(refused, samples)
+
+
+def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The same from 0014's rollups (`SqliteLedger.refusals`, `output_medians`)."""
+    combos = rollups.refusals(conn, low, high)
+    pairs = combo_pairs(combos)
+    typical = output_medians(conn, pairs, high - 30 * DAY_MS, high, RECENT_OUTPUTS)
+    samples = {who: [value] for who, value in typical.items()}
+    return rollups.blocks(conn, low, high), estimate_groups(combos, samples)
+
+
+def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callable[[], object]]:
     conn = connect(str(path))
     low, high = now_ms - 30 * DAY_MS, now_ms + 1
+    old: dict[str, Callable[[], object]] = {
+        "blocks report, rows folded (before 0014)": lambda: _blocks_before(conn, low, high)
+    }
     return {
+        **(old if before else {}),
+        "blocks report, rollups (0014)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
         "usage rollups": lambda: rollups.usage(conn, GroupBy.TEAM, low, high),
         "savings raw": lambda: _raw_savings(conn, low, high),
@@ -303,14 +397,54 @@ def write_config(folder: Path, db: Path) -> Path:
     return path
 
 
-def measure(folder: Path, count: int, repeat: int) -> dict[str, float]:
+def from_base(db: Path, base: Path, now_ms: int) -> dict[str, float]:
+    """A copy of a ledger built by ``--build-base`` (0001-0013), upgraded: (0014 s)."""
+    shutil.copyfile(base, db)
+    conn = connect(str(db))
+    started = time.perf_counter()
+    apply_migrations(conn, load_migrations(), lambda: now_ms)
+    conn.close()
+    return {"0014 backfill s": time.perf_counter() - started}
+
+
+def build_base(path: Path, count: int, now_ms: int) -> None:
+    """``count`` rows under 0001-0010, then 0011-0013 (0011's backfill): what a ledger
+    looked like before 0014, to upgrade copies of (``--base``)."""
+    migrations = load_migrations()[:13]
+    conn = connect(str(path))
+    apply_migrations(conn, migrations[:10], lambda: now_ms)
+    batch: list[list[Any]] = []
+    for row in synthetic_rows(count, now_ms):
+        batch.append(row)
+        if len(batch) == BATCH:
+            _insert(conn, batch)
+            batch = []
+    _insert(conn, batch)
+    apply_migrations(conn, migrations, lambda: now_ms)
+    conn.close()
+
+
+def measure(
+    folder: Path,
+    count: int,
+    repeat: int,
+    base: Path | None = None,
+    *,
+    cli: bool = True,
+    before: bool = True,
+) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
-    inserted, backfill = build(db, count, now_ms)
-    results = {"insert s": inserted, "0011 backfill s": backfill}
-    results.update(timed(in_process(db, now_ms), repeat))
+    results: dict[str, float]
+    if base is not None:
+        results = from_base(db, base, now_ms)
+    else:
+        inserted, backfill = build(db, count, now_ms)
+        results = {"insert s": inserted, "0011 backfill s": backfill}
+    results.update(timed(in_process(db, now_ms, before), repeat))
     config = write_config(folder, db)
-    results.update(timed(cli_runs(config), repeat))
+    if cli:
+        results.update(timed(cli_runs(config), repeat))
     port = free_port()
     env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     server = subprocess.Popen(
@@ -334,16 +468,36 @@ def main() -> None:
     parser.add_argument("--rows", type=int, action="append", help="ledger size (repeatable)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
+    parser.add_argument(
+        "--base", type=Path, action="append", help="a ledger from --build-base (repeatable)"
+    )
+    parser.add_argument("--build-base", type=Path, help="build a ledger of --rows to FILE, exit")
+    parser.add_argument("--skip-cli", action="store_true", help="in process and API only")
+    parser.add_argument(
+        "--no-before",
+        dest="before",
+        action="store_false",
+        help="skip the blocks report as computed before 0014 (minutes at 5M rows)",
+    )
+    parser.add_argument(
+        "--no-insert-cost", dest="insert_cost", action="store_false", help="skip the insert costs"
+    )
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
+    if args.build_base is not None:
+        build_base(args.build_base, sizes[0], int(time.time() * 1000))
+        return
     with tempfile.TemporaryDirectory(prefix="spendgate-reports-", dir=args.dir) as tmp:
         folder = Path(tmp)
-        cost = insert_cost(folder, int(time.time() * 1000))
+        cost = insert_cost(folder, int(time.time() * 1000)) if args.insert_cost else {}
         print("| µs per row | " + " | ".join(cost) + " |")
         print("| | " + " | ".join(f"{v:.1f}" for v in cost.values()) + " |")
         table: dict[int, dict[str, float]] = {}
-        for count in sizes:
-            table[count] = measure(folder, count, args.repeat)
+        bases = args.base or [None] * len(sizes)
+        for count, base in zip(sizes, bases, strict=True):
+            table[count] = measure(
+                folder, count, args.repeat, base, cli=not args.skip_cli, before=args.before
+            )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))
     print("\n| seconds (median) | " + " | ".join(f"{c:,} rows" for c in table) + " |")

@@ -43,6 +43,7 @@ from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.services.alerts import Alerter
 from spendgate.services.fleet import Fleet
+from spendgate.services.idle import IdleRelease, release_memory
 from spendgate.services.keys import KeyService
 from spendgate.services.leases import LeaseKeeper
 from spendgate.services.offload import Offload
@@ -143,12 +144,14 @@ class InFlight:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._count = 0
+        self.started = 0  # since the process began (`spendgate.services.idle`)
 
     def __len__(self) -> int:
         return self._count
 
     def enter(self, task: asyncio.Task[Any] | None) -> None:
         self._count += 1
+        self.started += 1
         if task is not None:
             self.tasks.add(task)
 
@@ -190,6 +193,8 @@ class Gateway(ServiceViews):
         self.lease_keeper: LeaseKeeper | None = None
         self.draining = False
         self.requests = InFlight()
+        # memory a burst left behind, given back once the gateway goes idle
+        self.idle = IdleRelease(lambda: release_memory(self.storage))
         # soft thresholds (and those alerts watch) seen crossed, told once a window
         self.thresholds = Thresholds(snapshot.config.alerts.thresholds_bp())
         self.alerter = Alerter(
@@ -290,7 +295,11 @@ class Gateway(ServiceViews):
             snapshot.budgets,
             self.events,
             self.spool,
+            idle=self._idle_tick,
         )
+
+    async def _idle_tick(self) -> None:
+        await self.idle.tick(self.requests.started, self.inflight)
 
     async def stop(self) -> None:
         """Close upstream connections, then flush and close storage (once every request

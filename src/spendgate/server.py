@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -164,6 +165,23 @@ async def reload_on_signal(gateway: Gateway) -> bool:
     return True
 
 
+# The cyclic collector's first threshold while serving: a young-generation collection
+# after this many more container objects made than freed (Python's default: 700). A request
+# makes several hundred that live until its answer, so with dozens in flight the default
+# collects every few requests and finds them all alive (docs/benchmarks.md, "The cyclic
+# collector"). Garbage in cycles (rare on the request path) waits a little longer.
+YOUNG_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Once serving: freeze what the start made (the app, storage, caches: kept to the
+    end) so that no collection walks it again, and collect the young generation less
+    often."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
 async def serve_forever(
     gateway: Gateway, host: str, port: int, worker: WorkerSpec | None = None
 ) -> None:
@@ -177,6 +195,7 @@ async def serve_forever(
     running = await start_gateway(
         gateway, host, port, reuse_port=worker is not None and sock is None, sock=sock
     )
+    tune_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()  # strong references until each one is done

@@ -90,6 +90,7 @@ GATEWAY = (
     "spendgate.events",
     "spendgate.upstream",
     "spendgate.services.admission_queue",
+    "spendgate.services.idle",
     "spendgate.services.leases",
     "spendgate.services.offload",
     "spendgate.services.outage",

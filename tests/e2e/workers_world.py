@@ -84,7 +84,10 @@ def new_database(*, host: str = PG_HOST, port: int = PG_PORT) -> str:
 
 def drop_stores(stores: Stores) -> None:
     """Drop a throwaway database and delete a throwaway prefix's keys (never FLUSHDB)."""
-    if stores.counters_url and "prefix=sgtest-" in stores.counters_url:
+    # a throwaway prefix on a plain server (a Sentinel topology of a test's own goes
+    # with its servers)
+    counters = stores.counters_url or ""
+    if counters.startswith("redis://") and "prefix=sgtest-" in counters:
         import redis
 
         base, _, query = stores.counters_url.partition("?")

@@ -1,7 +1,8 @@
 """`Storage.recent_outputs` returns in the backend exactly what the reference
 (`spendgate.domain.refusals.output_samples`) picks from the rows: the newest answered
 outputs per (key, model) and per model, refused and failed rows left out, at most
-``limit`` each; and a refused row's estimate fields survive the round trip."""
+``limit`` each, and `Storage.output_medians` their lower medians; and a refused row's
+estimate fields survive the round trip."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from storage_samples import NOW, build_row
 
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import output_samples
+from spendgate.domain.refusals import medians, output_samples
 from spendgate.storage import Storage
 
 KEYS = st.sampled_from(["key_a", "key_b", "key_c"])
@@ -48,9 +49,9 @@ async def test_backend_samples_match_the_reference(
         await storage.record(row)
     since, until = NOW, NOW + timedelta(minutes=5)  # the rows after it are left out
     stored = await storage.ledger(since, until)  # this example's rows and earlier ones
-    assert await storage.recent_outputs(pairs, since, until, limit) == output_samples(
-        stored, pairs, limit
-    )
+    expected = output_samples(stored, pairs, limit)
+    assert await storage.recent_outputs(pairs, since, until, limit) == expected
+    assert await storage.output_medians(pairs, since, until, limit) == medians(expected)
 
 
 async def test_newest_first_and_per_model_across_keys(storage: Storage) -> None:

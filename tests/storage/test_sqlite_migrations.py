@@ -64,7 +64,8 @@ async def test_schema_has_tables_indexes_and_wal(tmp_path: Path, clock: ManualCl
 
     names = {row[0] for row in _query(db, "SELECT name FROM sqlite_master")}
     assert {"api_keys", "ledger", "schema_migrations"} <= names
-    assert {"ledger_ts", "ledger_team_ts", "ledger_key_ts"} <= names
+    assert {"ledger_ts", "ledger_key_ts", "ledger_answered", "ledger_answered_model"} <= names
+    assert "ledger_team_ts" not in names  # dropped by 0015: no reader left
     assert _query(db, "PRAGMA journal_mode") == [("wal",)]
 
 

@@ -26,7 +26,10 @@ from spendgate.domain.periods import Calendar, Period, Window, bucket_end, windo
 from spendgate.money import format_dollars
 
 BASIS_POINTS = 10_000
-APPLIES_CACHE = 4096  # callers whose applicable budgets are remembered (then start over)
+# Callers whose applicable budgets are remembered (then start over). A miss costs one index
+# lookup (~10 us); each entry holds ~850 bytes, so 4,096 held 3.5 MB after traffic from
+# 10,000 keys, which the cache could not serve anyway (docs/benchmarks.md, "Memory").
+APPLIES_CACHE = 1024
 
 
 class BudgetScope(StrEnum):

@@ -130,6 +130,78 @@ def refusal_groups(
     return [RefusalGroup(name, *values) for name, values in sorted(sums.items())]
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class RefusalCombo:
+    """The distinct refused requests of a period that share everything their estimate
+    depends on but the caller's typical output: what refused them, the caller, the model,
+    the output ceiling and the output rate. The unit the backends roll up (per hour on
+    SQLite) and sum, so that a report reads these instead of every refused row."""
+
+    name: str
+    key_id: str
+    model: str
+    ceiling: int
+    rate: int
+    requests: int  # distinct requests
+    worst_case_nanos: int  # their worst cases
+    fixed_nanos: int  # their estimates' part that needs no sample (`fixed_part`)
+
+
+def fixed_part(row: LedgerRow) -> int:
+    """What a refused row's estimate is without its output part: its input part, or its
+    whole worst case for a row refused before estimates were recorded."""
+    if row.would_output_rate == 0 and row.would_input_nanos == 0:
+        return row.would_cost_nanos
+    return row.would_input_nanos
+
+
+def refusal_combos(rows: Iterable[LedgerRow]) -> list[RefusalCombo]:
+    """The reference fold the backends are held to: the refused rows among ``rows`` that
+    are not repeats (`repeats`, chained over ``rows`` alone), summed per combination,
+    sorted."""
+    refused = [row for row in rows if row.blocked_by is not None]
+    repeated = repeats(refused)
+    sums: dict[tuple[str, str, str, int, int], list[int]] = {}
+    for row in refused:
+        if row.request_id in repeated:
+            continue
+        assert row.blocked_by is not None
+        combo = (row.blocked_by, row.key_id, model_of(row), row.would_ceiling)
+        values = sums.setdefault((*combo, row.would_output_rate), [0, 0, 0])
+        values[0] += 1
+        values[1] += row.would_cost_nanos
+        values[2] += fixed_part(row)
+    return [RefusalCombo(*combo, *values) for combo, values in sorted(sums.items())]
+
+
+def combo_pairs(combos: Iterable[RefusalCombo]) -> list[tuple[str, str]]:
+    """The (key, model) pairs whose output samples the estimate of ``combos`` needs."""
+    return sorted({(c.key_id, c.model) for c in combos if c.requests and c.rate})
+
+
+def estimate_groups(
+    combos: Iterable[RefusalCombo], samples: Mapping[CallerModel, Sequence[int]]
+) -> dict[str, RefusalGroup]:
+    """Per name: the distinct requests, their worst cases and their estimate, as
+    `refusal_groups` gives them from the rows (its ``refusals`` and ``worst_case_nanos``,
+    of every refused row, are left 0: `Storage.blocks` has them)."""
+    sums: dict[str, list[int]] = {}
+    for c in combos:
+        values = sums.setdefault(c.name, [0, 0, 0])
+        values[0] += c.requests
+        values[1] += c.worst_case_nanos
+        values[2] += c.fixed_nanos
+        if c.requests and c.rate:
+            output = typical_output(samples, c.key_id, c.model)
+            if c.ceiling > 0:
+                output = min(output, c.ceiling)
+            values[2] += c.requests * token_cost(output, Nanos(c.rate))
+    return {
+        name: RefusalGroup(name, 0, requests, 0, worst, estimated)
+        for name, (requests, worst, estimated) in sorted(sums.items())
+    }
+
+
 def callers_and_models(rows: Iterable[LedgerRow]) -> list[tuple[str, str]]:
     """The (key, model) pairs of the refused rows that need an output sample."""
     pairs = {
@@ -138,6 +210,12 @@ def callers_and_models(rows: Iterable[LedgerRow]) -> list[tuple[str, str]]:
         if row.blocked_by is not None and (row.would_output_rate or row.would_input_nanos)
     }
     return sorted(pairs)
+
+
+def medians(samples: Mapping[CallerModel, Sequence[int]]) -> dict[CallerModel, int]:
+    """The reference for `Ledger.output_medians`: each non-empty sample's (lower) median.
+    `typical_output` over ``{who: [m]}`` is `typical_output` over the samples."""
+    return {who: median(found) for who, found in samples.items() if found}
 
 
 def output_samples(

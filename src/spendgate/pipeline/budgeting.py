@@ -55,6 +55,8 @@ from spendgate.storage.spool import Unwritten
 
 log = logging.getLogger("spendgate.budgets")
 
+MINIMAL_CACHE = 1024  # (budget, member)s whose minimal request is remembered: ~180 bytes each
+
 
 async def admit(
     storage: Storage,
@@ -192,7 +194,7 @@ def _state_after(
     return budget_state(after, minimal)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=MINIMAL_CACHE)
 def _minimal(models: ModelTable, budget: Budget, member: str, min_output: int) -> int:
     """`minimal_request`, remembered per model table (each snapshot has its own: a reload
     builds a new one), so an admitted request does not price every model again."""

@@ -54,8 +54,11 @@ async def read_json_object(
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
     try:
-        async with asyncio.timeout(server.request_body_timeout_s):
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
             raw = await request.read()
+        else:
+            async with asyncio.timeout(server.request_body_timeout_s):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
     except TimeoutError:

@@ -181,18 +181,20 @@ class BudgetService:
         states = await self._storage.counter_states(tuple(refs), now)
         lately = now - REFUSING
         since = min((ref.window.since for ref in refs), default=now)
-        by_budget: dict[str, list[LedgerRow]] = {}
+        scopes = {s.ref.budget.name: s.ref.budget.target.scope for s in states}
+        # each row filed once under every (budget, member) it counts for: one pass over
+        # the rows, not one per view (10,000 listed budgets would make it quadratic)
+        by_member: dict[tuple[str, str | None], list[LedgerRow]] = {}
         for row in await self._storage.marked(min(since, lately), now):
             for name in {row.blocked_by, *row.settled_above} - {None}:
-                by_budget.setdefault(str(name), []).append(row)
+                scope = scopes.get(str(name))
+                if scope is not None:
+                    for member in set(row_members(scope, row)):
+                        by_member.setdefault((str(name), member), []).append(row)
         views = []
         for s in states:
             budget, member = s.ref.budget, s.ref.member
-            rows = [
-                row
-                for row in by_budget.get(budget.name, ())
-                if member in row_members(budget.target.scope, row)
-            ]
+            rows = by_member.get((budget.name, member), [])
             override = overrides.get(budget.name)
             changed = max(lately, override.created_at) if override else lately
             refused = sum(row.blocked_by == budget.name and row.ts >= changed for row in rows)
@@ -202,12 +204,12 @@ class BudgetService:
             minimal = minimal_request(budget, member, self._models, self._min_output)
             view = BudgetView(budget, member, s, override, refused, over, minimal)
             views.append(view)
-        return await self._answered(views, by_budget, overrides, now)
+        return await self._answered(views, by_member, overrides, now)
 
     async def _answered(
         self,
         views: list[BudgetView],
-        by_budget: dict[str, list[LedgerRow]],
+        by_member: dict[tuple[str, str | None], list[LedgerRow]],
         overrides: dict[str, BudgetOverride],
         now: datetime,
     ) -> list[BudgetView]:
@@ -222,31 +224,42 @@ class BudgetService:
             since = view.state.ref.window.since
             if override is not None:
                 since = max(since, override.created_at)
-            for row in by_budget.get(budget.name, ()):  # oldest first
+            for row in by_member.get((budget.name, view.member), ()):  # oldest first
                 if (
                     row.blocked_by == budget.name
                     and row.ts >= since
                     and (row.error or "").startswith(BUDGET_EXHAUSTED)
-                    and view.member in row_members(budget.target.scope, row)
                 ):
                     last[index] = row
         if not last:
             return views
+        # the views still to answer, by (scope, member): one pass over the admitted rows
+        waiting: dict[tuple[BudgetScope, str | None], list[int]] = {}
+        for index in last:
+            target = views[index].budget.target
+            waiting.setdefault((target.scope, views[index].member), []).append(index)
+        scopes = {scope for scope, _ in waiting}
+        answered: set[int] = set()
         earliest = min(row.ts for row in last.values())
-        admitted = [row for row in await self._storage.ledger(earliest, now) if not row.blocked_by]
-        out = list(views)
-        for index, refusal in last.items():
-            view = views[index]
-            target = view.budget.target
-            answered = any(
-                row.ts > refusal.ts
-                and target.covers_model(row.routed_model or row.requested_model)
-                and view.member in row_members(target.scope, row)
-                for row in admitted
-            )
-            if not answered:
-                out[index] = dataclasses.replace(view, unanswered=True)
-        return out
+        for row in await self._storage.ledger(earliest, now):
+            if row.blocked_by:
+                continue
+            model = row.routed_model or row.requested_model
+            for scope in scopes:
+                for member in set(row_members(scope, row)):
+                    for index in waiting.get((scope, member), ()):
+                        if (
+                            index not in answered
+                            and row.ts > last[index].ts
+                            and views[index].budget.target.covers_model(model)
+                        ):
+                            answered.add(index)
+        return [
+            dataclasses.replace(view, unanswered=True)
+            if index in last and index not in answered
+            else view
+            for index, view in enumerate(views)
+        ]
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
         budget = await self._budget(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from spendgate.clock import Clock
@@ -37,6 +38,7 @@ class LeaseKeeper:
         book: BudgetBook | None = None,
         events: Events | None = None,
         spool: Spool | None = None,
+        idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._storage = storage
         self._owner = owner
@@ -45,6 +47,7 @@ class LeaseKeeper:
         self._book = book
         self._events = events
         self.spool = spool
+        self._idle = idle  # after each periodic tick (`spendgate.services.idle`)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -86,6 +89,8 @@ class LeaseKeeper:
                 if failing:
                     log.warning("storage answers again; leases renewed")
                 failing = False
+                if self._idle is not None:
+                    await self._idle()
             except StorageError as exc:  # told once per outage, not every tick
                 if not failing:
                     log.error("cannot renew leases: storage fails", extra={"error": str(exc)})

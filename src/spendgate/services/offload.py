@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # imported with the first pool: a gateway that never starts one never
+    from concurrent.futures import ProcessPoolExecutor  # holds them (~0.7 MB of modules)
 
 log = logging.getLogger("spendgate.offload")
 
@@ -43,8 +43,13 @@ class Offload:
         if self._broken:
             return work(*args)
         if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
         except BrokenProcessPool:

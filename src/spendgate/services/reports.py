@@ -15,8 +15,8 @@ from spendgate.domain.refusals import (
     RETRY_WINDOW,
     SAMPLE_SPAN,
     RefusalGroup,
-    callers_and_models,
-    refusal_groups,
+    combo_pairs,
+    estimate_groups,
 )
 from spendgate.domain.reports import (
     PERIOD_FORMS,
@@ -97,11 +97,12 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
     (`spendgate.domain.refusals`)."""
     since, until = period_bounds(clock, period)
     groups = await storage.blocks(since, until)
-    refused = [row for row in await storage.marked(since, until) if row.blocked_by is not None]
-    samples = await storage.recent_outputs(
-        callers_and_models(refused), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
+    combos = await storage.refusals(since, until)
+    typical = await storage.output_medians(
+        combo_pairs(combos), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
     )
-    estimated = {g.name: g for g in refusal_groups(refused, samples)}
+    # a median's median is itself: the estimate reads the medians as one-value samples
+    estimated = estimate_groups(combos, {who: [value] for who, value in typical.items()})
 
     def figures(found: RefusalGroup) -> dict[str, object]:
         return {

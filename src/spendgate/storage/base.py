@@ -35,7 +35,7 @@ from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 
@@ -171,6 +171,19 @@ class Ledger(Protocol):
         and each of their models over all keys (key None), the output tokens of the last
         ``limit`` answered requests (status < 400, not refused) over ``[since, until)``,
         newest first (ties by request id), as `spendgate.domain.refusals.output_samples`."""
+        ...
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        """The lower median of each non-empty list `recent_outputs` gives for the same
+        arguments (`spendgate.domain.refusals.medians`), computed where the rows are."""
+        ...
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        """The distinct refused requests over ``[since, until)`` (repeats chained within
+        the period only) summed per combination, sorted, none of zero requests: as
+        `spendgate.domain.refusals.refusal_combos` folds the period's rows."""
         ...
 
     async def savings(

@@ -33,7 +33,7 @@ from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
@@ -122,6 +122,14 @@ class Storage:
         """Flush every pending write, then release connections."""
         for part in reversed(self._parts):
             await part.close()
+
+    async def release_memory(self) -> None:
+        """Give back the memory its parts hold only to go faster (caches), where they can
+        (SQLite's page caches); the gateway asks when it goes idle (`spendgate.services.idle`)."""
+        for part in self._parts:
+            release = getattr(part, "release_memory", None)
+            if release is not None:
+                await release()
 
     async def check(self) -> None:
         """Raise StorageError unless every store can serve requests now (`/readyz`)."""
@@ -345,6 +353,14 @@ class Storage:
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, list[int]]:
         return await self.ledger_store.recent_outputs(pairs, since, until, limit)
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        return await self.ledger_store.output_medians(pairs, since, until, limit)
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        return await self.ledger_store.refusals(since, until)
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo, medians, refusal_combos
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -77,6 +77,14 @@ class TeamLedger:
     ) -> dict[CallerModel, list[int]]:
         # output sizes only (no identity, no cost), for estimating the team's refusals
         return await self._inner.recent_outputs(pairs, since, until, limit)
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        return medians(await self.recent_outputs(pairs, since, until, limit))
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        return refusal_combos(await self.marked(since, until))
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy

@@ -10,7 +10,13 @@ from datetime import datetime
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel, output_samples
+from spendgate.domain.refusals import (
+    CallerModel,
+    RefusalCombo,
+    medians,
+    output_samples,
+    refusal_combos,
+)
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings, savings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -111,6 +117,15 @@ class MemoryLedger:
     ) -> dict[CallerModel, list[int]]:
         self._state.require()
         return output_samples(self._between(since, until), pairs, limit)
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        return medians(await self.recent_outputs(pairs, since, until, limit))
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        self._state.require()
+        return refusal_combos(self._between(since, until))
 
     async def check(self) -> None:
         self._state.require()

@@ -124,6 +124,9 @@ class PgCounters:
         self, reservation_id: str, task: asyncio.Future[Admitted | Refused]
     ) -> None:
         if task.cancelled() or task.exception() is not None:
+            # Its COMMIT may have taken effect (a connection broken as it went out) while
+            # nobody was left to hear it: released at the next lease renewal, as above.
+            self._doubtful.add(reservation_id)
             return
         if isinstance(task.result(), Refused):
             return

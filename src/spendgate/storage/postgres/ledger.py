@@ -21,7 +21,7 @@ import asyncpg
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -33,7 +33,7 @@ from spendgate.domain.totals import (
     series_order,
 )
 from spendgate.errors import StorageError
-from spendgate.storage.postgres import partitions, reports
+from spendgate.storage.postgres import partitions, reports, rollup_sql
 from spendgate.storage.postgres.database import Conn, PgDatabase, storage_error
 from spendgate.storage.sqlite.rows import LEDGER
 
@@ -85,7 +85,7 @@ def _insert_sql(types: dict[str, str]) -> str:
         f"FROM unnest({arrays}) WITH ORDINALITY AS r({names}, n) "
         "WHERE r.request_id IN (SELECT request_id FROM fresh) ORDER BY r.n "
         "RETURNING *), "
-        f"rolled AS ({ROLLUP_INSERTED}) "
+        f"rolled AS ({ROLLUP_INSERTED}), {rollup_sql.ROLLUPS_INSERTED} "
         "SELECT request_id FROM inserted"
     )
 
@@ -239,9 +239,10 @@ class PgLedger:
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
-        span = (to_ms(since), to_ms(until))
-        groups = await self._fetch(reports.SAVINGS[by.value], *span)
-        shadows = await self._fetch(reports.SHADOW_SAVINGS, *span)
+        since_ms, until_ms = to_ms(since), to_ms(until)
+        span = (since_ms, until_ms, *reports.rolled_span(since_ms, until_ms))
+        groups = await self._fetch(rollup_sql.SAVINGS[by.value], *span)
+        shadows = await self._fetch(rollup_sql.SHADOW_SAVINGS, *span)
         return [SavingsGroup(*row) for row in groups], [ShadowSavings(*row) for row in shadows]
 
     async def ledger(
@@ -271,21 +272,41 @@ class PgLedger:
     ) -> dict[CallerModel, list[int]]:
         if not pairs:
             return {}
-        wanted = set(pairs)
-        models = sorted({model for _, model in pairs})
-        keys = sorted({key for key, _ in pairs})
-        span = (to_ms(since), to_ms(until))
+        ordered = sorted(set(pairs))
+        keys, models = [key for key, _ in ordered], [model for _, model in ordered]
         found: dict[CallerModel, list[int]] = {}
-        for key, model, output, _ in await self._fetch(
-            reports.RECENT_OUTPUTS, *span, models, keys, limit
+        for key, model, output, _, _ in await self._fetch(
+            rollup_sql.RECENT_OUTPUTS,
+            keys,
+            models,
+            sorted(set(models)),
+            to_ms(since),
+            to_ms(until),
+            limit,
         ):
-            if key is None or (key, model) in wanted:
-                found.setdefault((key, model), []).append(output)
+            found.setdefault((key, model), []).append(output)
         return found
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         found = await self._fetch(reports.MARKED, to_ms(since), to_ms(until))
         return [LEDGER.load(tuple(row)) for row in found]
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        if not pairs:
+            return {}
+        ordered = sorted(set(pairs))
+        models = [model for _, model in ordered]
+        span = (to_ms(since), to_ms(until), limit)
+        found = await self._fetch(
+            rollup_sql.MEDIANS, [key for key, _ in ordered], models, sorted(set(models)), *span
+        )
+        return {(key, model): value for key, model, value in found if value is not None}
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        found = await self._fetch(rollup_sql.REFUSALS, to_ms(since), to_ms(until))
+        return sorted(RefusalCombo(*row) for row in found)
 
     async def check(self) -> None:
         await self._db.check()

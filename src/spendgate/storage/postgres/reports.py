@@ -81,6 +81,9 @@ SAVINGS_ROWS = (
     "route_kind, attempt, status, shadow_rule "
     "FROM ledger WHERE ts >= $1 AND ts < $2 AND blocked_by IS NULL"
 )
+# Savings and the estimate's samples as scans of the period, as the backend read them
+# before migration 0005 (`rollup_sql` now): kept as the baseline benchmarks/postgres_reports.py
+# times beside the rollups (and checks them against).
 # Per request first (its rows share the request id up to ``-<attempt>``), then per group:
 # counting (group, request) pairs is COUNT(DISTINCT request) within the group, and one hash
 # aggregate replaces a sort per COUNT(DISTINCT ...): 8.5 s against 31 s over 3.3 M rows,

@@ -117,6 +117,15 @@ def client(target: Target) -> Any:
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
+async def close(redis: Any) -> None:
+    """Close a client of `client`, and for Sentinel its connections to the sentinels (the
+    primary's client does not own them: left open, they outlive the event loop)."""
+    manager = getattr(getattr(redis, "connection_pool", None), "sentinel_manager", None)
+    await redis.aclose()
+    if manager is not None:
+        await manager.aclose()
+
+
 def _text(name: str) -> str:
     package = resources.files("spendgate.storage.redis")
     common = package.joinpath(f"common_{VERSION}.lua").read_text()

@@ -41,7 +41,7 @@ from spendgate.storage import codec
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.plans import check_amounts, check_plan
 from spendgate.storage.redis.bounds import EXACT, check_exact
-from spendgate.storage.redis.connect import Scripts, Target, client, parse
+from spendgate.storage.redis.connect import Scripts, Target, client, close, parse
 
 log = logging.getLogger("spendgate.storage.redis")
 
@@ -122,7 +122,7 @@ class RedisCounters:
     async def close(self) -> None:
         if self._redis is not None:
             redis, self._redis = self._redis, False
-            await redis.aclose()
+            await close(redis)
 
     async def _call(self, work: Callable[[Any], Awaitable[T]]) -> T:
         if not self._redis:

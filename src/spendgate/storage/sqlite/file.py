@@ -4,6 +4,7 @@ counter store of one `SqliteStorage` (see the package docstring for who runs whe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -46,6 +47,17 @@ class ReportReader:
             return work(self._conn)
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite read failed on {self._path!r}: {exc}") from exc
+
+    async def shrink_memory(self) -> None:
+        """Drop the connection's unused cache pages, if it has one (none is opened)."""
+        if self._conn is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self._shrink)
+
+    def _shrink(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA shrink_memory")
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +109,18 @@ class SqliteFile:
         await conns.writer.stop()
         await conns.reports.close()
         conns.reader.close()
+
+    async def release_memory(self) -> None:
+        """Drop the unused pages of every connection's cache (``PRAGMA shrink_memory``): the
+        rows a burst of traffic read stay in the OS page cache, not in this process
+        (`spendgate.services.idle`). A connection in a transaction keeps its cache."""
+        conns = self._conns
+        if conns is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conns.reader.execute("PRAGMA shrink_memory")
+        conns.writer.shrink_memory()
+        await conns.reports.shrink_memory()
 
     def require(self) -> Connections:
         if self._conns is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel
+from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
@@ -39,21 +38,81 @@ _MARKED = (
 )
 
 
-# The newest answered requests per (key, model) and per model: `Ledger.recent_outputs`.
-_RECENT_OUTPUTS = (
-    "WITH r AS (SELECT key_id, COALESCE(routed_model, requested_model) AS model, "
-    "output_tokens, ts, request_id FROM ledger "
-    "WHERE ts >= ? AND ts < ? AND blocked_by IS NULL AND status < 400 "
-    "AND COALESCE(routed_model, requested_model) IN (SELECT value FROM json_each(?))) "
-    "SELECT key_id, model, output_tokens, n FROM (SELECT key_id, model, output_tokens, "
-    "ROW_NUMBER() OVER (PARTITION BY key_id, model ORDER BY ts DESC, request_id DESC) AS n "
-    "FROM r WHERE key_id IN (SELECT value FROM json_each(?))) WHERE n <= ? "
-    "UNION ALL "
-    "SELECT NULL, model, output_tokens, n FROM (SELECT model, output_tokens, "
-    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY ts DESC, request_id DESC) AS n "
-    "FROM r) WHERE n <= ? "
-    "ORDER BY 1, 2, 4"
+# The newest answered requests of a (key, model) and of a model (`Ledger.recent_outputs`):
+# a walk down migration 0014's indexes, newest first.
+_ANSWERED = (
+    "COALESCE(routed_model, requested_model) = ? AND blocked_by IS NULL AND status < 400 "
+    "AND ts >= ? AND ts < ? ORDER BY ts DESC, request_id DESC LIMIT ?"
 )
+_KEY_OUTPUTS = (
+    "SELECT output_tokens FROM ledger INDEXED BY ledger_answered "  # noqa: S608
+    f"WHERE key_id = ? AND {_ANSWERED}"
+)
+_MODEL_OUTPUTS = (
+    f"SELECT output_tokens FROM ledger INDEXED BY ledger_answered_model WHERE {_ANSWERED}"  # noqa: S608
+)
+
+
+# The lower median of the newest answered outputs of a pair or a model (``?1`` the key
+# where there is one, ``?2`` the model, ``?3``/``?4`` the span, ``?5`` the limit).
+_NEWEST = (
+    "COALESCE(routed_model, requested_model) = ?2 AND blocked_by IS NULL "
+    "AND status < 400 AND ts >= ?3 AND ts < ?4 ORDER BY ts DESC, request_id DESC LIMIT ?5"
+)
+
+
+def _median_of(newest: str) -> str:
+    return (
+        f"SELECT o FROM (SELECT output_tokens AS o {newest}) ORDER BY o "  # noqa: S608
+        f"LIMIT 1 OFFSET ((SELECT COUNT(*) FROM (SELECT 1 {newest})) - 1) / 2"
+    )
+
+
+_KEY_MEDIAN = _median_of(f"FROM ledger INDEXED BY ledger_answered WHERE key_id = ?1 AND {_NEWEST}")
+_MODEL_MEDIAN = _median_of(
+    f"FROM ledger INDEXED BY ledger_answered_model WHERE ?1 IS NULL AND {_NEWEST}"
+)
+
+
+def output_medians(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    since_ms: int,
+    until_ms: int,
+    limit: int,
+) -> dict[CallerModel, int]:
+    """`Ledger.output_medians` on ``conn``: an index walk per pair and per model, the
+    median taken in SQLite (one value back each, not ``limit``)."""
+    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in sorted(set(pairs))]
+    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
+    found: dict[CallerModel, int] = {}
+    for (key, model), sql in wanted:
+        row = conn.execute(sql, (key, model, since_ms, until_ms, limit)).fetchone()
+        if row is not None:
+            found[(key, model)] = row[0]
+    return found
+
+
+def recent_outputs(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    since_ms: int,
+    until_ms: int,
+    limit: int,
+) -> dict[CallerModel, list[int]]:
+    """`Ledger.recent_outputs` on ``conn``: one walk down an index per pair and per model."""
+    span = (since_ms, until_ms, limit)
+    wanted: list[tuple[CallerModel, str, tuple[str, ...]]] = [
+        ((key, model), _KEY_OUTPUTS, (key, model)) for key, model in sorted(set(pairs))
+    ]
+    for model in sorted({model for _, model in pairs}):
+        wanted.append(((None, model), _MODEL_OUTPUTS, (model,)))
+    found: dict[CallerModel, list[int]] = {}
+    for who, sql, params in wanted:
+        outputs = [row[0] for row in conn.execute(sql, (*params, *span))]
+        if outputs:
+            found[who] = outputs
+    return found
 
 
 def insert_row(conn: sqlite3.Connection, row: LedgerRow) -> bool:
@@ -163,21 +222,28 @@ class SqliteLedger:
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, list[int]]:
-        wanted = set(pairs)
-        models = json.dumps(sorted({model for _, model in pairs}))
-        keys = json.dumps(sorted({key for key, _ in pairs}))
-        params = (to_ms(since), to_ms(until), models, keys, limit, limit)
-
-        def scan(conn: sqlite3.Connection) -> dict[CallerModel, list[int]]:
-            found: dict[CallerModel, list[int]] = {}
-            for key, model, output, _ in conn.execute(_RECENT_OUTPUTS, params):
-                if key is None or (key, model) in wanted:
-                    found.setdefault((key, model), []).append(output)
-            return found
-
+        low, high = to_ms(since), to_ms(until)
         if not pairs:
             return {}
-        return await self._file.report(scan)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: recent_outputs(c, pairs, low, high, limit))
+        )
+
+    async def output_medians(
+        self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
+    ) -> dict[CallerModel, int]:
+        low, high = to_ms(since), to_ms(until)
+        if not pairs:
+            return {}
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: output_medians(c, pairs, low, high, limit))
+        )
+
+    async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: rollups.refusals(c, low, high))
+        )
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         """Refused rows and rows settled above their reservation over ``[since, until)``."""

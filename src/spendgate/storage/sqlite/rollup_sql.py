@@ -17,7 +17,7 @@ DIMS = {
 }
 
 
-def _request(a: str) -> str:
+def request_of(a: str) -> str:
     """The id of the request a row belongs to (`spendgate.domain.savings.request_of`)."""
     return (
         f"(CASE WHEN {a}.attempt > 0 AND substr({a}.request_id, -length({a}.attempt) - 1)"
@@ -29,7 +29,7 @@ def _request(a: str) -> str:
 def _seen(a: str) -> str:
     """A served row's mask: bit 0, an earlier served row of its request exists; bits 1-3,
     one with each routing kind; bit 4, a successful fallback; bit 5, the same shadow rule."""
-    r = _request(a)
+    r = request_of(a)
     return (
         "SELECT (COUNT(o.id) > 0) + 2 * IFNULL(MAX(o.route_kind = 'alias'), 0)"  # noqa: S608
         " + 4 * IFNULL(MAX(o.route_kind = 'rewrite'), 0)"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from spendgate.clock import from_ms
+from spendgate.domain.refusals import RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -31,6 +32,7 @@ from spendgate.domain.totals import (
     merge_usage,
     whole_hours,
 )
+from spendgate.storage.sqlite import refusal_sql
 from spendgate.storage.sqlite import rollup_sql as job
 from spendgate.storage.sqlite.rows import GROUP_COLUMNS, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -163,6 +165,8 @@ def roll_up(conn: sqlite3.Connection, batch: int = ROLL_BATCH) -> int:
     conn.execute(job.SEEN_FILL, (mark, last))
     for statement in (job.ROLL_USAGE, job.ROLL_BLOCKS, job.ROLL_SHADOW):
         conn.execute(statement, (mark, last))
+    for statement in (refusal_sql.ROLL_TAKEN_BACK, refusal_sql.ROLL_NEW):
+        conn.execute(statement, {"mark": mark, "last": last})
     conn.execute(job.SEEN_CLEAR)
     conn.execute(job.SET_MARK, (last,))
     return last - mark
@@ -199,6 +203,39 @@ def blocks(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Block
         return [BlockGroup(*row) for row in conn.execute(_BLOCKS, (low, high))]
 
     return merge_blocks(*_split(conn, since_ms, until_ms, raw, rolled))
+
+
+def refusals(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[RefusalCombo]:
+    """The distinct refused requests of ``[since_ms, until_ms)`` per combination, as
+    `spendgate.domain.refusals.refusal_combos` folds the period's rows (`refusal_sql`):
+    the rollups of the whole hours corrected for their rows that the period or the rows
+    past the mark answer differently, the edge hours and the rows past the mark raw."""
+    found: dict[tuple[str, str, str, int, int], list[int]] = {}
+
+    def add(sql: str, params: dict[str, int]) -> None:
+        for name, key, model, ceiling, rate, *sums in conn.execute(sql, params):
+            values = found.setdefault((name, key, model, ceiling, rate), [0, 0, 0])
+            for index, value in enumerate(sums):
+                values[index] += value
+
+    span = {"since": since_ms}
+    hours = whole_hours(since_ms, until_ms)
+    if hours is None:
+        if since_ms < until_ms:
+            add(refusal_sql.RAW, {**span, "low": since_ms, "high": until_ms})
+    else:
+        first, end = hours
+        mark = int(conn.execute(job.MARK).fetchone()[0])
+        whole = {**span, "first": first, "end": end, "mark": mark}
+        add(refusal_sql.ROLLED, {"first": first, "end": end})
+        add(refusal_sql.CORRECTION, whole)
+        add(refusal_sql.PAST, whole)
+        for low, high in ((since_ms, first), (end, until_ms)):
+            if low < high:
+                add(refusal_sql.RAW, {**span, "low": low, "high": high})
+    return [
+        RefusalCombo(*combo, *values) for combo, values in sorted(found.items()) if values[0] != 0
+    ]
 
 
 Savings = tuple[list[SavingsGroup], list[ShadowSavings]]

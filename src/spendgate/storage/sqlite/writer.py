@@ -266,6 +266,20 @@ class _Writer:
             _settle([(item.future, None, error) for item in batch])
             raise
 
+    def shrink_memory(self) -> bool:
+        """Drop the writer connection's unused cache pages (``PRAGMA shrink_memory``), on the
+        calling thread; False, having done nothing, if a transaction holds the connection."""
+        conn = self._conn
+        if conn is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            conn.execute("PRAGMA shrink_memory")
+        except sqlite3.Error:
+            return False
+        finally:
+            self._lock.release()
+        return True
+
     def _commit_here(self, batch: list[_Write | _Job]) -> bool:
         """Commit ``batch`` on the calling (event-loop) thread; False, having done nothing,
         if the writer thread or another process holds the write lock."""
