@@ -4,13 +4,18 @@ inflates concurrency-1 latency on a small machine): SQLite, PostgreSQL, Redis + 
 and Redis + PostgreSQL with ``storage.postgres.synchronous_commit: false`` (what the
 ledger's commit costs).
 
-    python -m benchmarks.backends_c1 [--rounds 3]
+    python -m benchmarks.backends_c1 [--rounds 3] [--backends all|redis-pg]
+        [--baseline /path/to/other/src]
         [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
         [--counters-url redis://127.0.0.1:6379/0]
 
+``--baseline`` adds, for each backend measured, the same gateway run from another source
+tree (``PYTHONPATH``: the commit before a change), in the same rounds.
+
 Blocks of 200 requests alternate between the simulator itself and each gateway, in
 turn, every round; reported: the median over rounds of each block's p50, and of the
-gateway's p50 minus direct's ("added").
+gateway's p50 minus direct's ("added"), and of the gateway process's CPU time (user +
+system) over a block divided by its requests.
 """
 
 from __future__ import annotations
@@ -22,22 +27,51 @@ from typing import Any
 import aiohttp
 
 from benchmarks.budgets import NESTED
-from benchmarks.common import CHAT_BODY, Target, gateway_target, median, ms, run_block, stack
+from benchmarks.common import (
+    CHAT_BODY,
+    SOURCE,
+    Target,
+    cpu_seconds,
+    gateway_target,
+    median,
+    ms,
+    run_block,
+    stack,
+)
 from benchmarks.workers import drop_made, storage_of
 
 
-async def main_async(rounds: int, postgres_url: str, counters_url: str) -> str:
+async def main_async(
+    rounds: int,
+    postgres_url: str,
+    counters_url: str,
+    backends: str = "all",
+    baseline: str | None = None,
+) -> str:
     made: list[tuple[str, str]] = []
-    variants: dict[str, dict[str, Any]] = {"SQLite": dict(NESTED)}
-    try:
-        for name, backend, extra in (
+    variants: dict[str, dict[str, Any]] = {}
+    if backends == "all":
+        variants["SQLite"] = dict(NESTED)
+        if baseline:
+            variants["SQLite (baseline)"] = {**NESTED, SOURCE: baseline}
+    chosen = (
+        [
             ("PostgreSQL", "postgres", {}),
             ("Redis + PostgreSQL", "redis-pg", {}),
             ("Redis + PostgreSQL, commit async", "redis-pg", {"synchronous_commit": False}),
-        ):
-            section = storage_of(backend, postgres_url, counters_url, made)
-            section["storage"]["postgres"].update(extra)
-            variants[name] = {**NESTED, **section}
+        ]
+        if backends == "all"
+        else [("Redis + PostgreSQL", "redis-pg", {})]
+    )
+    try:
+        for name, backend, extra in chosen:
+            for suffix, source in [("", None)] + ([(" (baseline)", baseline)] if baseline else []):
+                section = storage_of(backend, postgres_url, counters_url, made)
+                section["storage"]["postgres"].update(extra)
+                variant = {**NESTED, **section}
+                if source:
+                    variant[SOURCE] = source
+                variants[name + suffix] = variant
         with stack(variants=variants) as s:
             direct = Target(
                 "direct", s.sim_url + "/v1/chat/completions", {"authorization": "Bearer x"}
@@ -45,21 +79,32 @@ async def main_async(rounds: int, postgres_url: str, counters_url: str) -> str:
             targets = [direct] + [gateway_target(s, n, "/v1/chat/completions") for n in variants]
             p50: dict[str, list[float]] = {t.name: [] for t in targets}
             added: dict[str, list[float]] = {t.name: [] for t in targets}
+            cpu: dict[str, list[float]] = {t.name: [] for t in targets}
             async with aiohttp.ClientSession() as session:
                 for target in targets:
                     await run_block(session, target, CHAT_BODY, count=100, concurrency=1)
                 for _ in range(rounds):
                     for target in targets:
+                        pid = s.pids.get(target.name)
+                        before = cpu_seconds(pid) if pid else 0.0
                         _, total, _ = await run_block(
                             session, target, CHAT_BODY, count=200, concurrency=1
                         )
                         p50[target.name].append(median(total))
+                        if pid:
+                            cpu[target.name].append((cpu_seconds(pid) - before) / 200)
                     for target in targets[1:]:
                         added[target.name].append(p50[target.name][-1] - p50["direct"][-1])
-        lines = ["| gateway (1 process) | p50 ms | added p50 ms |", "|---|---:|---:|"]
-        lines.append(f"| direct (simulator) | {ms(median(p50['direct']))} | |")
+        lines = [
+            "| gateway (1 process) | p50 ms | added p50 ms | gateway CPU ms a request |",
+            "|---|---:|---:|---:|",
+        ]
+        lines.append(f"| direct (simulator) | {ms(median(p50['direct']))} | | |")
         for name in variants:
-            lines.append(f"| {name} | {ms(median(p50[name]))} | **{ms(median(added[name]))}** |")
+            lines.append(
+                f"| {name} | {ms(median(p50[name]))} | **{ms(median(added[name]))}** | "
+                f"{ms(median(cpu[name]))} |"
+            )
         return "\n".join(lines)
     finally:
         drop_made(made, postgres_url, counters_url)
@@ -70,8 +115,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--backends", choices=("all", "redis-pg"), default="all")
+    parser.add_argument("--baseline", default=None, help="another source tree (its src/)")
     args = parser.parse_args()
-    print(asyncio.run(main_async(args.rounds, args.postgres_url, args.counters_url)))
+    print(
+        asyncio.run(
+            main_async(
+                args.rounds, args.postgres_url, args.counters_url, args.backends, args.baseline
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

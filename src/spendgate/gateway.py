@@ -220,6 +220,7 @@ class Gateway(ServiceViews):
         # One future per request answered before its ledger row was written, resolved once
         # the row is (`spendgate.pipeline.outcome.answer_and_record`); `settled` waits.
         self.unsettled: set[asyncio.Future[None]] = set()
+        self.writing: set[asyncio.Future[None]] = set()  # those rows' writes, running
         self.fleet: Fleet | None = None  # the other workers of `serve --workers N`, if any
 
     def __repr__(self) -> str:

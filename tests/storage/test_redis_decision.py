@@ -29,7 +29,7 @@ from spendgate.domain.budgets import Kind, RequestCap, Scoped, Unit
 from spendgate.errors import StorageError
 from spendgate.storage import BudgetOverride
 from spendgate.storage.redis import RedisCounters
-from spendgate.storage.redis.counters import EXACT, MAX_OUTPUT
+from spendgate.storage.redis.bounds import EXACT, MAX_OUTPUT
 
 _ids = itertools.count()
 BIG = EXACT - 1

@@ -45,7 +45,7 @@ from spendgate.events import LoopStruck, SettledAbove, ThresholdCrossed
 from spendgate.events import Refused as RefusedEvent
 from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
-from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.exchange import Exchange, confirm_key
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
@@ -128,6 +128,7 @@ async def admit(
         # wait in line: the cheaper one may fit now.
         waiting = queue if record_refusal else None
         keys = counter_keys(plan)
+        await confirm_key(exchange)  # the first write on the key's behalf
         decision = await reserve_in_line(storage, plan, waiting, keys)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
@@ -138,6 +139,7 @@ async def admit(
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
+        await confirm_key(exchange)  # a refusal's row is written on the key's behalf too
         if worst is None and isinstance(refusal, RateLimited | LoopDetected):
             # refused before it was priced (a full rate limit, a blocked loop): priced now,
             # for the record

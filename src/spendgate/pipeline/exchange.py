@@ -22,11 +22,34 @@ from spendgate.domain.usage import Usage
 from spendgate.gateway import Snapshot
 from spendgate.pipeline.intake import Reporter
 from spendgate.pipeline.ticket import Ticket
+from spendgate.services.keys import KeyCheck
 from spendgate.upstream.providers import Provider
 
 
 def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
+
+
+class KeyChanged(Exception):
+    """The remembered key a request started on is not the stored one any more (its labels
+    or limits changed): the request starts again on ``key``, the stored one."""
+
+    def __init__(self, key: ApiKey) -> None:
+        super().__init__(key.id)
+        self.key = key
+
+
+async def confirm_key(exchange: Exchange) -> None:
+    """Before anything is written or sent upstream on a request's behalf: the key it
+    started on is the stored one (`spendgate.services.keys.KeyService.remembered`).
+    Raises `AuthenticationFailed` (revoked, expired, rotated away meanwhile), `KeyChanged`
+    or `StorageError` as reading it first would have; at once when already confirmed."""
+    check = exchange.key_check
+    if check is None:
+        return
+    fresh = await check.fresh()
+    if fresh != exchange.key:
+        raise KeyChanged(fresh)
 
 
 @dataclass(slots=True)
@@ -62,6 +85,7 @@ class Exchange:
     fallback_from: str | None = None  # the model whose failure led to this attempt
     refusals_as: DialectAdapter | None = None  # the client's reading of refusals (Codex)
     agent: str | None = None  # the coding agent that sent it (`spendgate.dialects.agents`)
+    key_check: KeyCheck | None = None  # the key being read again (`confirm_key`)
     _hidden: tuple[SurfaceSpec, dict[str, Any], HiddenInput] | None = dataclasses.field(
         default=None, init=False, repr=False
     )

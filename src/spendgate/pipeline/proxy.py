@@ -27,6 +27,7 @@ from aiohttp import web
 from spendgate.dialects import SurfaceSpec, for_request
 from spendgate.dialects.agents import coding_agent
 from spendgate.domain.budgets import Caller
+from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelRoute, ProviderKind
 from spendgate.domain.retries import request_shape
 from spendgate.domain.routing import Decision, RouteKind
@@ -45,7 +46,7 @@ from spendgate.events import AuthFailed, Rejected
 from spendgate.gateway import Gateway, Snapshot
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.budgeting import admit, record_block
-from spendgate.pipeline.exchange import Exchange, new_request_id
+from spendgate.pipeline.exchange import Exchange, KeyChanged, confirm_key, new_request_id
 from spendgate.pipeline.forward import Failed, breaker_key, forward
 from spendgate.pipeline.intake import (
     REQUEST_ID_KEY,
@@ -61,6 +62,7 @@ from spendgate.pipeline.routing import attempts, decide, price_of
 from spendgate.pipeline.ticket import Ticket
 from spendgate.pipeline.trace import trace
 from spendgate.pipeline.worst_case import would_cost
+from spendgate.services.keys import KeyCheck
 
 log = logging.getLogger("spendgate.errors")
 
@@ -76,9 +78,13 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     try:
         if gateway.draining:
             raise ServiceUnavailable("spendgate is shutting down; retry on another replica.")
-        key = await gateway.keys.authenticate(credential(request, in_query=spec.key_in_query))
-        reporter.key = key
-        return await _serve(gateway, snapshot, request, spec, reporter, key)
+        secret = credential(request, in_query=spec.key_in_query)
+        remembered = gateway.keys.remembered(secret)
+        if remembered is None:
+            key = await gateway.keys.authenticate(secret)
+            reporter.key = key
+            return await _serve(gateway, snapshot, request, spec, reporter, key, None)
+        return await _serve_remembered(gateway, snapshot, request, spec, reporter, *remembered)
     except StorageError as exc:
         log.error("storage failed", extra={"path": request.path, "error": str(exc)})
         refusal = storage_refusal()
@@ -97,6 +103,38 @@ async def handle(gateway: Gateway, request: web.Request, spec: SurfaceSpec) -> w
     except Exception:
         _report(reporter, 500, None, "spendgate hit an internal error")
         raise
+
+
+async def _serve_remembered(
+    gateway: Gateway,
+    snapshot: Snapshot,
+    request: web.Request,
+    spec: SurfaceSpec,
+    reporter: Reporter,
+    key: ApiKey,
+    check: KeyCheck,
+) -> web.StreamResponse:
+    """Serve on the key remembered for the secret while it is read again (`KeyService.
+    remembered`); every write and the upstream call wait for it (`confirm_key`). A request
+    refused before that (a bad body, a model the key may not use) is answered as the stored
+    key says: refused as unauthenticated if it no longer authenticates, or served again
+    from the start on the stored key if that differs."""
+    reporter.key = key
+    try:
+        return await _serve(gateway, snapshot, request, spec, reporter, key, check)
+    except KeyChanged as changed:
+        fresh = changed.key
+    except GatewayError:
+        if check.asked:
+            raise
+        fresh = await check.fresh()  # an AuthenticationFailed here replaces the error
+        if fresh == key:
+            raise
+    except BaseException:
+        check.abandon()
+        raise
+    reporter.key = fresh
+    return await _serve(gateway, snapshot, request, spec, reporter, fresh, None)
 
 
 def _report_unanswered(reporter: Reporter, request: web.Request, error: GatewayError) -> None:
@@ -141,6 +179,7 @@ class _Incoming:
     retry_count: int
     snapshot: Snapshot
     reporter: Reporter
+    key_check: KeyCheck | None  # the key being read again, if it started on a remembered one
 
 
 async def _serve(
@@ -149,7 +188,8 @@ async def _serve(
     request: web.Request,
     spec: SurfaceSpec,
     reporter: Reporter,
-    key: Any,
+    key: ApiKey,
+    check: KeyCheck | None,
 ) -> web.StreamResponse:
     started = gateway.clock.monotonic()
     arrived = gateway.clock.now()
@@ -168,7 +208,17 @@ async def _serve(
     shape = request_shape(spec.surface.value, caller.model, body)
     retry = max(retry_count_of(request), gateway.retries.retry_of(session, shape, started))
     incoming = _Incoming(
-        reporter.request_id, arrived, started, spec, caller, raw, body, retry, snapshot, reporter
+        reporter.request_id,
+        arrived,
+        started,
+        spec,
+        caller,
+        raw,
+        body,
+        retry,
+        snapshot,
+        reporter,
+        check,
     )
     ok = False
     try:
@@ -264,6 +314,7 @@ async def _run(
             refusals_as=for_request(request.path, request.headers),
             agent=coding_agent(request.headers),
             upstream_s=waited,
+            key_check=incoming.key_check,
         )
         request[REQUEST_ID_KEY] = exchange.request_id
         previous = attempt.route.name
@@ -307,6 +358,7 @@ async def _attempt(
         refusal = _breaker_refusal(exchange, wait)
         if skip_open:
             return Failed(error=refusal, reached=False)
+        await confirm_key(exchange)  # before its refusal's row
         settings = snapshot.config.budget_settings
         priced = would_cost(
             exchange, settings.default_max_output_tokens, settings.assumed_tool_calls
@@ -324,6 +376,7 @@ async def _attempt(
         exchange.ticket = await _admit(
             gateway, exchange, BodyWork(gateway.offload, raw), record_refusal
         )
+        await confirm_key(exchange)  # before a trace or the upstream call (at once if done)
         if exchange.ticket is None and exchange.spec.billed:
             exchange.trace = await trace(gateway, exchange, len(raw))
         legacy = exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from spendgate.text import unsafe_in
 
 NO_LIMITS = KeyLimits()
 MAX_LABEL_LENGTH = 200  # a key's name, user, service, team, each tag and model pattern
+REMEMBERED_KEYS = 10_000  # keys a process remembers to start on (`KeyService.remembered`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,37 @@ class KeyUpdate:
     limits: KeyLimits = NO_LIMITS  # its fields named in ``changed`` (`LIMIT_FIELDS`) change
 
 
+class KeyCheck:
+    """The stored key, being read again for a request that started on the remembered one
+    (`KeyService.remembered`): `fresh` answers it, or raises as `authenticate` does."""
+
+    def __init__(self, reading: asyncio.Future[ApiKey]) -> None:
+        self._reading = reading
+        reading.add_done_callback(_retrieved)  # a request that never asks: no warning
+        self.asked = False
+
+    async def fresh(self) -> ApiKey:
+        self.asked = True
+        return await asyncio.shield(self._reading)
+
+    def abandon(self) -> None:
+        self._reading.cancel()
+
+
+def _retrieved(reading: asyncio.Future[ApiKey]) -> None:
+    if not reading.cancelled():
+        reading.exception()
+
+
 class KeyService:
     def __init__(self, storage: Storage, config: Config, clock: Clock) -> None:
         self._storage = storage
         self._config = config
         self._clock = clock
+        # Keys as last read, by hash, where reading one is a round trip to another server
+        # (PostgreSQL): a request starts on the remembered key while it is read again.
+        self._remember = bool(getattr(storage.key_store, "remote", False))
+        self._seen: dict[str, ApiKey] = {}
 
     def _check(self, spec: KeySpec) -> None:
         if not spec.name.strip():
@@ -224,6 +252,18 @@ class KeyService:
                 f"{KEY_PREFIX}...' or in the 'x-api-key' header."
             )
         hashed = hash_secret(secret)
+        try:
+            key = await self._stored(secret, hashed)
+        except AuthenticationFailed:
+            self._seen.pop(hashed, None)
+            raise
+        if self._remember:
+            if hashed not in self._seen and len(self._seen) >= REMEMBERED_KEYS:
+                del self._seen[next(iter(self._seen))]  # the first remembered goes first
+            self._seen[hashed] = key
+        return key
+
+    async def _stored(self, secret: str, hashed: str) -> ApiKey:
         key = await self._storage.key_by_hash(hashed)
         if key is None:
             raise AuthenticationFailed(await self._unknown(secret, hashed))
@@ -233,6 +273,24 @@ class KeyService:
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationFailed(f"This API key ({key.hint}) has expired.")
         return key
+
+    def remembered(self, secret: str | None) -> tuple[ApiKey, KeyCheck] | None:
+        """The key this secret had when it was last read here, and its reading again from
+        storage, started now; None if there is none to start on (`authenticate` then).
+
+        A request may do what reads nothing but memory on the remembered key (read its
+        body, route, price, count tokens) while the key is read again, and must have the
+        fresh key (`KeyCheck.fresh`) before anything leaves the process on its behalf: a
+        counter, a ledger row, an upstream call. So a key revoked, rotated, expired or
+        changed anywhere is refused, or served as it is now, exactly as when every
+        request reads it first; the lookup's round trip overlaps the request's own work
+        instead of preceding it."""
+        if not secret or not self._remember:
+            return None
+        key = self._seen.get(hash_secret(secret))
+        if key is None:
+            return None
+        return key, KeyCheck(asyncio.ensure_future(self.authenticate(secret)))
 
 
 def _unknown_secret(secret: str) -> str:

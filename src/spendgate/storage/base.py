@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase
 from spendgate.domain.budgets import CounterRef, RequestCap
@@ -48,6 +48,7 @@ __all__ = [
     "Lapsed",
     "Ledger",
     "ReservationPlan",
+    "RowKeeper",
     "StoredCounter",
     "UsageGroup",
     "UsageQuery",
@@ -203,6 +204,31 @@ class Ledger(Protocol):
         ...
 
     async def check(self) -> None: ...
+
+
+@runtime_checkable
+class RowKeeper(Protocol):
+    """A counter store in another system than the ledger that can charge a reservation
+    before its ledger row is written, keeping the row until the ledger has it (Redis):
+    the counters are settled before the client's answer, the ledger's commit after it.
+
+    `charge` settles as `CounterStore.settle` does and, in the same atomic step, keeps
+    ``row``; `forget` drops it once the ledger has it; `unwritten` lists the rows kept
+    longer than their ``due`` (their gateway died, or the ledger was down), for any
+    gateway's sweeper to write (idempotent by request id) and forget. So a row charged
+    this way is in the ledger once, whatever dies when."""
+
+    async def charge(
+        self, reservation_id: str, amounts: Sequence[int], row: LedgerRow, due: timedelta
+    ) -> bool: ...
+
+    async def unwritten(self, now: datetime, limit: int) -> list[LedgerRow]: ...
+
+    async def forget(self, reservation_ids: Sequence[str]) -> None: ...
+
+    async def correct(self, held: Sequence[StoredCounter], deltas: Sequence[int]) -> None:
+        """Add ``deltas`` to the spent amounts of ``held``'s counters in their buckets."""
+        ...
 
 
 class CounterStore(Protocol):

@@ -26,7 +26,7 @@ backend implements a role protocol of `spendgate.storage.base`, never this class
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.budgets import CounterRef
@@ -51,6 +51,7 @@ from spendgate.storage.base import (
     Lifecycle,
     ReservationPlan,
     RetiredKey,
+    RowKeeper,
     StoredCounter,
 )
 from spendgate.storage.plans import check_amounts
@@ -76,6 +77,8 @@ class Storage:
         self.counter_store = counters
         self._parts = tuple(parts)  # what opens and closes, in order (closed in reverse)
         self._joint = joint
+        # (a runtime-checked protocol is a slow isinstance: decided once, here)
+        self._keeper = counters if joint is None and isinstance(counters, RowKeeper) else None
         self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
 
     @property
@@ -179,11 +182,74 @@ class Storage:
             raise StorageError(f"the ledger reports a row for {row.request_id!r} but has none")
         return row_amounts([c[3] for c in held], existing)
 
+    # -- charged first, written after (`RowKeeper`) -------------------------------------
+
+    @property
+    def keeps_rows(self) -> RowKeeper | None:
+        """The counter store, if it can charge a reservation before its row is written."""
+        return self._keeper
+
+    async def charge_first(
+        self, reservation_id: str, amounts: tuple[int, ...], row: LedgerRow, due: timedelta
+    ) -> tuple[StoredCounter, ...] | None:
+        """Settle the reservation's counters now, keeping ``row`` with them until `ship`
+        writes it to the ledger (or, past ``due``, a sweeper does). What the reservation
+        held; None if this backend keeps no rows or the reservation has ended (then
+        `settle`, as ever)."""
+        keeper = self.keeps_rows
+        if keeper is None:
+            return None
+        if any(amount < 0 for amount in amounts):
+            raise ValueError(f"negative settlement amounts for {reservation_id!r}: {amounts}")
+        held = await self.counter_store.holding(reservation_id)
+        if held is None:
+            return None
+        check_amounts(reservation_id, held, amounts)
+        if not await keeper.charge(reservation_id, amounts, row, due):
+            return None
+        return held
+
+    async def ship(
+        self,
+        reservation_id: str,
+        held: Sequence[StoredCounter],
+        amounts: tuple[int, ...],
+        row: LedgerRow,
+    ) -> None:
+        """Write a row charged first (`charge_first`) to the ledger, then forget it in the
+        counter store. If another row for the request is in force (a sweeper wrote the
+        lapsed lease's while this gateway stalled), the counters are corrected to it."""
+        keeper = self.keeps_rows
+        if keeper is None:
+            raise StorageError("this storage keeps no rows with its counters")
+        in_force = await self._write_row(held, row, amounts)
+        deltas = [now - before for now, before in zip(in_force, amounts, strict=True)]
+        if any(deltas):
+            await keeper.correct(held, deltas)
+        await keeper.forget([reservation_id])
+
+    async def _write_kept(self, keeper: RowKeeper, now: datetime) -> int:
+        """Rows charged first and not written in time (their gateway died, or the ledger
+        was down): written now, once each, and forgotten."""
+        written = 0
+        while True:
+            rows = await keeper.unwritten(now, EXPIRE_BATCH)
+            if rows:
+                await self.ledger_store.append(rows)
+                await keeper.forget([row.request_id for row in rows])
+            written += len(rows)
+            if len(rows) < EXPIRE_BATCH:
+                return written
+
     async def sweep(self, now: datetime) -> list[LedgerRow]:
         """Settle every reservation whose lease expired before ``now``; the rows in force
-        of those this call settled (lapsed rows, or rows written before a crash)."""
+        of those this call settled (lapsed rows, or rows written before a crash). Rows
+        charged first and kept past their due time (`RowKeeper`) are written too."""
         if self._joint is not None:
             return await self._joint.sweep(now)
+        keeper = self.keeps_rows
+        if keeper is not None:
+            await self._write_kept(keeper, now)
         done: list[LedgerRow] = []
         while True:
             batch = await self.counter_store.lapsed(now, EXPIRE_BATCH)

@@ -101,6 +101,7 @@ class PgDatabase:
                     "application_name": "spendgate",
                     "synchronous_commit": "on" if self.settings.synchronous_commit else "off",
                 },
+                reset=_keep_session,
             )
         except Exception as exc:
             raise storage_error(exc, "a connection") from exc
@@ -147,6 +148,25 @@ class PgDatabase:
             raise
         except Exception as exc:
             raise storage_error(exc, what) from exc
+
+    async def statement(self, work: Callable[[Conn], Awaitable[T]], what: str) -> T:
+        """``work``, one statement, on a pooled connection outside a transaction: the
+        statement is its own transaction (one round trip, where BEGIN and COMMIT around it
+        are two more); rerun, as `transaction`, if the server picked it as a deadlock
+        victim."""
+        pool = self.require()
+        for attempt in range(_RETRIES):
+            try:
+                async with pool.acquire() as conn:
+                    return await work(conn)
+            except _RETRYABLE:
+                if attempt == _RETRIES - 1:
+                    raise StorageError(f"cannot store {what}: lock conflicts persisted") from None
+            except (StorageError, ValueError):
+                raise
+            except Exception as exc:
+                raise storage_error(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def transaction(self, work: Callable[[Conn], Awaitable[T]], what: str) -> T:
         """``work`` in one transaction (READ COMMITTED); rerun if the server picked it as a
@@ -227,6 +247,15 @@ class PgDatabase:
                 await self.maintain()
             except StorageError as exc:
                 log.warning("ledger partition upkeep failed; retried later: %s", exc)
+
+
+async def _keep_session(conn: Conn) -> None:
+    """What a connection goes back to the pool with: as it is. asyncpg's default reset
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more round trip
+    at the end of every statement and transaction, on the request path; spendgate leaves
+    nothing in a session to reset: its advisory locks are transaction-scoped (the migration
+    lock is released explicitly), and it opens no cursors, listens to nothing and sets no
+    session settings. A transaction left open is still rolled back by asyncpg first."""
 
 
 async def _column_types(conn: Conn, table: str) -> dict[str, str]:

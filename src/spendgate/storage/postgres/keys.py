@@ -36,6 +36,8 @@ _RETIRED = "SELECT key_id, retired_ms FROM retired_key_hashes WHERE key_hash = $
 
 
 class PgKeys:
+    remote = True  # a lookup is a round trip (`spendgate.services.keys.KeyService`)
+
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
 

@@ -2,7 +2,7 @@
 monthly partitions; reports as single statements on pooled connections.
 
 Group commit: `record` and `append` queue their rows and one flusher task per process
-inserts everything queued in one statement (`insert_rows`) in one transaction, then wakes
+inserts everything queued in one statement (`insert_rows`, its own transaction), then wakes
 each caller. Idle, a row goes alone; under load one commit (one fsync on the server)
 carries hundreds. The batch keeps the callers' order, so rows of one batch are numbered in
 the order they were given (the ``id`` that breaks ties of ``ts``).
@@ -91,9 +91,10 @@ def _insert_sql(types: dict[str, str]) -> str:
 
 
 async def insert_rows(db: PgDatabase, conn: Conn, rows: Sequence[LedgerRow]) -> list[bool]:
-    """Insert ``rows`` on ``conn`` (inside the caller's transaction) unless their request
-    id has a row; for each, whether it was inserted. A request id twice in ``rows``: the
-    first is the one inserted. The partitions the rows need must exist (`ensure_for`)."""
+    """Insert ``rows`` on ``conn`` (in one statement, inside the caller's transaction if
+    it has one) unless their request id has a row; for each, whether it was inserted. A
+    request id twice in ``rows``: the first is the one inserted. The partitions the rows
+    need must exist (`ensure_for`)."""
     seen: set[str] = set()
     first = []  # whether each row is the first of its request id in ``rows``
     for row in rows:
@@ -186,7 +187,9 @@ class PgLedger:
         for attempt in range(2):
             await ensure_for(self._db, rows)
             try:
-                return await self._db.transaction(
+                # One statement (its CTEs record the ids, insert the rows and add them
+                # to the rollup), atomic as its own transaction: one round trip.
+                return await self._db.statement(
                     lambda conn: insert_rows(self._db, conn, rows), f"{len(rows)} ledger rows"
                 )
             except StorageError as exc:

@@ -46,7 +46,18 @@ DEFAULT_PREFIX = "spendgate"
 # Fail fast (the outage policy answers while Redis does not), and bound the connections of
 # one gateway process: past the bound, callers wait for one (up to the pool timeout).
 _TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2", "max_connections": "64"}
-SCRIPTS = ("reserve", "settle", "renew", "lapsed", "states", "maintain", "override")
+SCRIPTS = (
+    "reserve",
+    "settle",
+    "charge",
+    "forget",
+    "renew",
+    "lapsed",
+    "unwritten",
+    "states",
+    "maintain",
+    "override",
+)
 VERSION = "v1"
 
 

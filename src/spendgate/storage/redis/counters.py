@@ -34,45 +34,19 @@ from redis.exceptions import RedisError, WatchError
 from spendgate.clock import Clock, SystemClock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
 from spendgate.domain.budgets import CounterRef, Unit
+from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage import codec
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.plans import check_amounts, check_plan
+from spendgate.storage.redis.bounds import EXACT, check_exact
 from spendgate.storage.redis.connect import Scripts, Target, client, close, parse
 
 log = logging.getLogger("spendgate.storage.redis")
 
-EXACT = 2**53  # Lua's doubles hold every integer below this exactly
-MAX_OUTPUT = EXACT // 10**6  # output tokens (ceiling x choices) the exact cost needs
 _UNIT_CODE = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
 T = TypeVar("T")
-
-
-def check_exact(plan: ReservationPlan) -> None:
-    """Refuse a plan whose numbers could leave the exact range of the script."""
-    worst = plan.worst
-    if worst.requested_ceiling * worst.choices > MAX_OUTPUT:
-        raise StorageError(
-            f"reservation {plan.reservation_id!r} asks for {worst.requested_ceiling} x "
-            f"{worst.choices} output tokens; the Redis counter store handles at most "
-            f"{MAX_OUTPUT:,} per request"
-        )
-    if worst.choices * worst.output_rate * 10 >= EXACT:
-        raise StorageError("an output price beyond the Redis counter store's exact range")
-    for ref in plan.counters:
-        if not 0 <= ref.budget.limit < EXACT:
-            raise StorageError(
-                f"budget {ref.budget.name!r}: limit {ref.budget.limit} is beyond what the "
-                f"Redis counter store keeps exactly (below 2^53 = {EXACT:,} in its unit; "
-                "$9,007,199 for a dollar budget)"
-            )
-    for unit in {ref.budget.unit for ref in plan.counters}:
-        if worst.amount(unit, worst.requested_ceiling) >= EXACT:
-            raise StorageError(
-                f"reservation {plan.reservation_id!r}: its worst case in {unit.value} is "
-                "beyond the Redis counter store's exact range (2^53)"
-            )
 
 
 def _rolling(ref: CounterRef) -> tuple[int, int]:
@@ -115,6 +89,7 @@ class RedisCounters:
         self._overrides = f"{tag}:overrides"
         self._sequence = f"{tag}:seq"
         self._loops = f"{tag}:loops"
+        self._unwritten = f"{tag}:unwritten"  # rows charged before written (`charge`)
         # admitted here, not yet ended here: id -> (owner, what it holds)
         self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
         self._unknown: set[str] = set()  # reserve outcomes lost in a failure: to release
@@ -129,6 +104,9 @@ class RedisCounters:
 
     def _reservation_key(self, reservation_id: str) -> str:
         return f"{self._tag}:r:" + reservation_id
+
+    def _row_key(self, reservation_id: str) -> str:
+        return f"{self._tag}:w:" + reservation_id
 
     def _now_arg(self) -> str:
         return "" if self._server_time else str(to_ms(self._clock.now()))
@@ -313,6 +291,53 @@ class RedisCounters:
 
     async def settle(self, reservation_id: str, amounts: Sequence[int]) -> bool:
         return await self._end(reservation_id, amounts)
+
+    # -- rows kept until written (`spendgate.storage.base.RowKeeper`) --------------------
+
+    async def charge(
+        self, reservation_id: str, amounts: Sequence[int], row: LedgerRow, due: timedelta
+    ) -> bool:
+        """`settle`, and in the same script the row kept here until `forget`: a sweeper
+        writes it to the ledger once ``due`` has passed (`unwritten`)."""
+        keys = [
+            self._reservation_key(reservation_id),
+            self._leases,
+            self._unwritten,
+            self._row_key(reservation_id),
+        ]
+        charges = [str(int(a)) for a in amounts]
+        due_ms = max(0, due // timedelta(milliseconds=1))
+        args = [self._now_arg(), reservation_id, due_ms, codec.dump_template(row), len(charges)]
+        done = await self._run("charge", keys, args + charges)
+        if isinstance(done, list):
+            held = (("", "", 0, "", 0),) * int(done[1])
+            check_amounts(reservation_id, held, list(amounts))
+        self._live.pop(reservation_id, None)
+        return bool(done)
+
+    async def unwritten(self, now: datetime, limit: int) -> list[LedgerRow]:
+        """Rows charged before they were written and due now, oldest first."""
+        now_arg = "" if self._server_time else str(to_ms(now))
+        raw = await self._run("unwritten", [self._unwritten], [now_arg, limit, self._row_key("")])
+        return [codec.load_template(raw[i + 1]) for i in range(0, len(raw), 2)]
+
+    async def forget(self, reservation_ids: Sequence[str]) -> None:
+        """The ledger has these rows: drop them here (idempotent)."""
+        if reservation_ids:  # a script: cheaper for redis-py than a MULTI pipeline
+            await self._run("forget", [self._unwritten], ["", self._row_key(""), *reservation_ids])
+
+    async def correct(self, held: Sequence[StoredCounter], deltas: Sequence[int]) -> None:
+        """Add ``deltas`` to what the counters of ``held`` spent in their buckets: a row
+        charged before it was written met another row in force for its request."""
+
+        async def work(r: Any) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                for (budget, member, bucket, unit, _), delta in zip(held, deltas, strict=True):
+                    if delta:
+                        pipe.hincrby(self._counter_key(budget, member, unit), f"s{bucket}", delta)
+                await pipe.execute()
+
+        await self._call(work)
 
     async def release(self, reservation_id: str) -> bool:
         return await self._end(reservation_id, None)
