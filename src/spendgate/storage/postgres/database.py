@@ -154,28 +154,24 @@ class PgDatabase:
         statement is its own transaction (one round trip, where BEGIN and COMMIT around it
         are two more); rerun, as `transaction`, if the server picked it as a deadlock
         victim."""
-        pool = self.require()
-        for attempt in range(_RETRIES):
-            try:
-                async with pool.acquire() as conn:
-                    return await work(conn)
-            except _RETRYABLE:
-                if attempt == _RETRIES - 1:
-                    raise StorageError(f"cannot store {what}: lock conflicts persisted") from None
-            except (StorageError, ValueError):
-                raise
-            except Exception as exc:
-                raise storage_error(exc, what) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._retried(work, what, in_transaction=False)
 
     async def transaction(self, work: Callable[[Conn], Awaitable[T]], what: str) -> T:
         """``work`` in one transaction (READ COMMITTED); rerun if the server picked it as a
         deadlock victim. An error inside rolls everything back."""
+        return await self._retried(work, what, in_transaction=True)
+
+    async def _retried(
+        self, work: Callable[[Conn], Awaitable[T]], what: str, *, in_transaction: bool
+    ) -> T:
         pool = self.require()
         for attempt in range(_RETRIES):
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    return await work(conn)
+                async with pool.acquire() as conn:
+                    if not in_transaction:
+                        return await work(conn)
+                    async with conn.transaction():
+                        return await work(conn)
             except _RETRYABLE:
                 if attempt == _RETRIES - 1:
                     raise StorageError(f"cannot store {what}: lock conflicts persisted") from None
