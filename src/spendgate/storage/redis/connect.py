@@ -48,6 +48,7 @@ DEFAULT_PREFIX = "spendgate"
 _TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2", "max_connections": "64"}
 SCRIPTS = (
     "reserve",
+    "prune",
     "settle",
     "charge",
     "forget",

@@ -45,6 +45,10 @@ from spendgate.storage.redis.connect import Scripts, Target, client, close, pars
 
 log = logging.getLogger("spendgate.storage.redis")
 
+# Budgets pruned per script call: one call holds Redis for its whole run (every other
+# gateway's reservations wait), so a tick's pruning is cut into calls of about a
+# millisecond each (a listed per-user budget has one member: one HGETALL).
+PRUNE_BATCH = 500
 _UNIT_CODE = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
 T = TypeVar("T")
 
@@ -416,11 +420,15 @@ class RedisCounters:
         return await self._call(work)
 
     async def prune_counters(self, keep_from_ms: dict[str, int]) -> int:
+        """``prune_v1.lua`` over `PRUNE_BATCH` budgets a call: a config may list 100,000
+        budgets, and every lease tick names them all (one call each cost 100,000 round
+        trips a tick)."""
         pruned = 0
-        for budget, since in keep_from_ms.items():
-            pruned += int(
-                await self._run("maintain", [self._members_key(budget)], ["", "prune", since, ""])
-            )
+        listed = list(keep_from_ms.items())
+        for start in range(0, len(listed), PRUNE_BATCH):
+            batch = listed[start : start + PRUNE_BATCH]
+            keys = [self._members_key(budget) for budget, _ in batch]
+            pruned += int(await self._run("prune", keys, ["", *(since for _, since in batch)]))
         return pruned
 
     async def reset_budget(self, budget: str, member: str | None, since_ms: int) -> int:
