@@ -33,6 +33,7 @@ the ledger with nothing reserved. Driven by states (bounded polls), never by a d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import subprocess
@@ -54,7 +55,9 @@ from e2e.test_multinode_outages import (
 )
 from e2e.workers_world import Stores, throwaway_stores
 from polling import until
+from spendgate.clock import SystemClock
 from spendgate.simulator.thread import SimulatorThread
+from spendgate.storage.redis import RedisCounters
 
 pytestmark = pytest.mark.slow
 
@@ -286,3 +289,20 @@ def test_sentinel_failover_moves_the_gateways_to_the_new_primary(tmp_path: Path)
             finally:
                 for load in loads:
                     load.stopping.set()
+
+
+def test_a_burst_past_the_pool_waits_for_a_connection_over_sentinel(tmp_path: Path) -> None:
+    """Past ``max_connections`` a caller waits for a pooled connection, as on a plain
+    ``redis://`` URL, instead of failing with "Too many connections" (redis-py's Sentinel
+    pool does not wait by itself)."""
+
+    async def burst(url: str) -> None:
+        store = RedisCounters(url, SystemClock())
+        await store.open()
+        try:
+            await asyncio.gather(*(store.check() for _ in range(40)))
+        finally:
+            await store.close()
+
+    with sentinel_world(tmp_path / "redis") as world:
+        asyncio.run(burst(f"{world.url}?prefix=sgburst&max_connections=2"))

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
 from spendgate.errors import StorageError
@@ -104,6 +104,12 @@ def parse(url: str) -> Target:
     return Target(scheme, plain, prefix)
 
 
+class _WaitingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (the primary's address asked of the sentinels) that waits for a free
+    connection past ``max_connections``, as a plain URL's pool does, instead of failing the
+    caller with "Too many connections" (redis-py's `SentinelConnectionPool` does not wait)."""
+
+
 def client(target: Target) -> Any:
     """The asyncio client for a target (a Redis, a RedisCluster or Sentinel's primary)."""
     if target.scheme.endswith("+cluster"):
@@ -113,7 +119,7 @@ def client(target: Target) -> Any:
         options.pop("host", None)
         options.pop("port", None)
         sentinel = Sentinel(list(target.sentinels), **options)
-        return sentinel.master_for(target.service)
+        return sentinel.master_for(target.service, connection_pool_class=_WaitingSentinelPool)
     pool = aioredis.BlockingConnectionPool.from_url(target.url)  # waits for a connection
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
