@@ -3,9 +3,9 @@
     python -m benchmarks.redis_prune [--budgets 100000]
 
 Every lease tick prunes the old counters of every listed budget (`Storage.prune_counters`).
-On the machine's Redis, under a throwaway key prefix: the old way, one ``maintain_v1.lua``
-call a budget, against ``prune_v1.lua`` over `PRUNE_BATCH` budgets a call; wall time and
-this process's CPU time for one tick each.
+On the machine's Redis, under a throwaway key prefix: the old way, one ``prune_v1.lua``
+call a budget (as the per-budget prune of ``maintain_v1.lua`` was called), against
+`PRUNE_BATCH` budgets a call; wall time and this process's CPU time for one tick each.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ async def measure(budgets: int) -> str:
         wall, cpu = time.perf_counter(), time.process_time()
         for budget, since in keep.items():  # before: one script call a budget
             members = store._members_key(budget)  # the old call, measured
-            await store._run("maintain", [members], ["", "prune", since, ""])
+            await store._run("prune", [members], ["", since])
         one_wall, one_cpu = time.perf_counter() - wall, time.process_time() - cpu
         wall, cpu = time.perf_counter(), time.process_time()
         await store.prune_counters(keep)
