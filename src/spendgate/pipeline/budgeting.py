@@ -49,7 +49,7 @@ from spendgate.pipeline.exchange import Exchange, confirm_key
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
-from spendgate.services.admission_queue import AdmissionQueue
+from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.storage import ReservationPlan, Storage
 from spendgate.storage.spool import Unwritten
 
@@ -72,14 +72,17 @@ async def admit(
     thresholds: Thresholds | None = None,
     queue: AdmissionQueue | None = None,
     work: BodyWork | None = None,
+    full: FullLimits | None = None,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
     (and record the refusal in the ledger, uncharged, with what it would have cost, unless
     ``record_refusal`` is False: the caller has a cheaper model to try instead).
 
     The cheap checks come first: a full request-rate or concurrency limit refuses before
-    any work on the body; then the body is fingerprinted (loop detection) and its input
-    counted, in a worker process when it is large (``work``)."""
+    any work on the body (with ``full``, only a limit this process has seen full is read
+    for that: the others are left to the reservation); then the body is fingerprinted
+    (loop detection) and its input counted, in a worker process when it is large
+    (``work``)."""
     now = exchange.arrived
     caller = Caller(
         key=exchange.key, org=exchange.org, model=exchange.route.name, session=exchange.session_id
@@ -96,7 +99,7 @@ async def admit(
     counted: int | None = None  # the body's input tokens, once counted
     found: str | None = None
     try:
-        await _refuse_on_full_rate_limits(storage, counters, now)
+        await _refuse_on_full_rate_limits(storage, counters, now, full)
         if loops:
             if book.loops is not None and book.loops.escalate_after:
                 await _refuse_blocked_loop(storage, book, exchange.key.id, KEY_WIDE, now)
@@ -131,6 +134,8 @@ async def admit(
         await confirm_key(exchange)  # the first write on the key's behalf
         decision = await reserve_in_line(storage, plan, waiting, keys)
         if isinstance(decision, Refused):
+            if full is not None and decision.counter and _cheap(decision.counter.ref):
+                full.saw_full(decision.counter.ref.budget.name, decision.counter.ref.member)
             if waiting is not None and room_is_held(decision):
                 raise _told(_busy(decision, waiting), decision, exchange, min_output)
             if found is not None and _loop_counter(decision):
@@ -216,23 +221,34 @@ def _told(
     return refusal
 
 
+def _cheap(ref: CounterRef) -> bool:
+    """A limit that a request fills by its mere arrival (requests, concurrency)."""
+    budget = ref.budget
+    return (
+        budget.kind is Kind.LIMIT
+        and budget.blocks
+        and budget.unit in (Unit.REQUESTS, Unit.CONCURRENT)
+    )
+
+
 async def _refuse_on_full_rate_limits(
-    storage: Storage, counters: list[CounterRef], now: datetime
+    storage: Storage, counters: list[CounterRef], now: datetime, full: FullLimits | None
 ) -> None:
     """A request-rate or concurrency limit with no room left refuses at once, before the
-    body is counted (the atomic reservation decides again, whatever this read saw)."""
+    body is counted (the atomic reservation decides again, whatever this read saw). With
+    ``full``, only the limits this process has seen full are read."""
     cheap = tuple(
         ref
         for ref in counters
-        if ref.budget.kind is Kind.LIMIT
-        and ref.budget.blocks
-        and ref.budget.unit in (Unit.REQUESTS, Unit.CONCURRENT)
+        if _cheap(ref) and (full is None or full.may_be_full(ref.budget.name, ref.member))
     )
     if not cheap:
         return
     for state in await storage.counter_states(cheap, now):
         if state.room < 1:
             raise _rate_limited(state, 1, now)
+        if full is not None:
+            full.saw_room(state.ref.budget.name, state.ref.member)
 
 
 async def _refuse_blocked_loop(
