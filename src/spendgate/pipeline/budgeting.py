@@ -45,10 +45,11 @@ from spendgate.events import LoopStruck, SettledAbove, ThresholdCrossed
 from spendgate.events import Refused as RefusedEvent
 from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
+from spendgate.pipeline.bound_first import reserve_by_bound
 from spendgate.pipeline.exchange import Exchange, confirm_key
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket, budget_headers
-from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
+from spendgate.pipeline.worst_case import Bounding, Priced, hidden_input_policy, price_worst_case
 from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.storage import ReservationPlan, Storage
 from spendgate.storage.spool import Unwritten
@@ -93,7 +94,6 @@ async def admit(
     loops = book.loop is not None and exchange.attempt == 0
     if not counters and not caps and not loops:
         return None
-    spec = exchange.spec
     hidden = exchange.hidden_input()
     worst: WorstCase | None = None
     counted: int | None = None  # the body's input tokens, once counted
@@ -107,32 +107,43 @@ async def admit(
             await _refuse_blocked_loop(storage, book, exchange.key.id, found, now)
             counters = book.counters(dataclasses.replace(caller, fingerprint=found), now)
         bounding = hidden_input_policy(counters, hidden)
-        priced = price_worst_case(
+        # With a cheaper model to try instead (record_refusal off), a request does not
+        # wait in line: the cheaper one may fit now.
+        waiting = queue if record_refusal else None
+        price = functools.partial(
+            price_worst_case,
             exchange,
             default_ceiling,
             assumed_tool_calls=assumed_tool_calls,
             bounding=bounding,
-            count=await work.input_count(exchange) if work else None,
         )
-        worst, count = priced.worst, priced.count
-        counted = count.tokens
-        _check_input_caps(caps, count.tokens, count.exact)
-        plan = ReservationPlan(
-            reservation_id=exchange.request_id,
-            owner=owner,
-            expires_at=now + lease,
-            counters=tuple(counters),
-            worst=worst,
-            caps=tuple(caps),
-            min_output=max(min_output, spec.min_ceiling(exchange.body)),
-            template=exchange.template_row(),
+        plan_of = functools.partial(_plan, exchange, owner, now + lease, counters, caps, min_output)
+        tried = await reserve_by_bound(
+            storage,
+            exchange,
+            work if bounding is Bounding.COUNT else None,
+            price,
+            plan_of,
+            caps,
+            thresholds,
         )
-        # With a cheaper model to try instead (record_refusal off), a request does not
-        # wait in line: the cheaper one may fit now.
-        waiting = queue if record_refusal else None
-        keys = counter_keys(plan)
-        await confirm_key(exchange)  # the first write on the key's behalf
-        decision = await reserve_in_line(storage, plan, waiting, keys)
+        decision: Admitted | Refused
+        if tried.taken is not None:
+            priced, plan, decision = tried.taken
+            worst = priced.worst
+            keys = counter_keys(plan)
+            if waiting is not None:
+                waiting.held(keys)
+        else:
+            priced = price(count=await work.input_count(exchange) if work else None)
+            worst, count = priced.worst, priced.count
+            counted = count.tokens
+            _check_input_caps(caps, count.tokens, count.exact)
+            # (a reservation given back under the request's id is not taken again)
+            plan = plan_of(priced, exchange.request_id + ("~" if tried.spent_id else ""))
+            keys = counter_keys(plan)
+            await confirm_key(exchange)  # the first write on the key's behalf
+            decision = await reserve_in_line(storage, plan, waiting, keys)
         if isinstance(decision, Refused):
             if full is not None and decision.counter and _cheap(decision.counter.ref):
                 full.saw_full(decision.counter.ref.budget.name, decision.counter.ref.member)
@@ -179,6 +190,28 @@ async def admit(
         bounded=priced.bounded,
         budget_state=_state_after(decision, plan, exchange, min_output),
         keys=tuple(keys),
+    )
+
+
+def _plan(
+    exchange: Exchange,
+    owner: str,
+    expires_at: datetime,
+    counters: list[CounterRef],
+    caps: list[RequestCap],
+    min_output: int,
+    priced: Priced,
+    reservation_id: str,
+) -> ReservationPlan:
+    return ReservationPlan(
+        reservation_id=reservation_id,
+        owner=owner,
+        expires_at=expires_at,
+        counters=tuple(counters),
+        worst=priced.worst,
+        caps=tuple(caps),
+        min_output=max(min_output, exchange.spec.min_ceiling(exchange.body)),
+        template=exchange.template_row(),
     )
 
 
