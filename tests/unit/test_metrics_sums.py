@@ -20,10 +20,11 @@ from spendgate.events.metrics import Metrics
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 
 
-def row(team: str, model: str, tokens: int, cost: int) -> LedgerRow:
+def row(team: str, model: str, tokens: int, cost: int, latency_ms: float = 1.0) -> LedgerRow:
     return LedgerRow(
         "req", NOW, "openai.chat", "key", None, None, team, None, (), model, model, "openai",
-        tokens, tokens // 3, 0, tokens // 2, 0, cost, 200, 1.0, None, False, False, False,
+        tokens, tokens // 3, 0, tokens // 2, 0, cost, 200, latency_ms, latency_ms / 2, False,
+        False, False,
     )  # fmt: skip
 
 
@@ -31,10 +32,13 @@ def scraped(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(metrics.render().decode()):
         for sample in family.samples:
-            if sample.name in ("spendgate_requests_total", "spendgate_tokens_total"):
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-            elif sample.name == "spendgate_cost_dollars_total":
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = round(sample.value, 9)
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            if sample.name.endswith("_created"):
+                continue  # when each series began: not a count
+            if sample.name == "spendgate_cost_dollars_total" or sample.name.endswith("_sum"):
+                out[key] = round(sample.value, 9)  # (float sums, added in another order)
+            elif sample.name.startswith("spendgate_"):
+                out[key] = sample.value
     return out
 
 
@@ -44,6 +48,7 @@ rows = st.lists(
         st.sampled_from(["gpt-4o-mini", "gpt-4o"]),
         st.integers(0, 5_000),
         st.integers(0, 10**7),
+        st.sampled_from([0.0, 1.0, 25.0, 50.0, 99.9, 2_500.0, 7e5]),  # on and off the bounds
         st.booleans(),  # read the metrics after this row
     ),
     max_size=40,
@@ -53,13 +58,13 @@ rows = st.lists(
 @settings(max_examples=40, deadline=None)
 @given(rows=rows)
 def test_reads_show_what_one_increment_per_row_would(
-    rows: list[tuple[str, str, int, int, bool]],
+    rows: list[tuple[str, str, int, int, float, bool]],
 ) -> None:
     deferred, direct = Metrics(), Metrics()
     direct._deferred = False  # one increment per row, as before
     assert deferred._deferred
-    for team, model, tokens, cost, read in rows:
-        event = Served(row(team, model, tokens, cost), 0.5)
+    for team, model, tokens, cost, latency_ms, read in rows:
+        event = Served(row(team, model, tokens, cost, latency_ms), latency_ms / 4)
         deferred(event)
         direct(event)
         if read:

@@ -13,6 +13,8 @@ blocked loops) are read at scrape time (`spendgate.api.metrics`)."""
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -93,8 +95,9 @@ class Metrics:
         # counters when the metrics are read (`flush`): each counter increment takes a
         # lock, and a row makes up to seven. Only with in-process values: a worker's
         # multiprocess values are read from files by whichever worker is scraped.
-        self._deferred = values.ValueClass is values.MutexValue
+        self._deferred = values.ValueClass is values.MutexValue and _bulk_observe()
         self._sums: dict[tuple[str, ...], list[int]] = {}
+        self._observed: dict[tuple[int, tuple[str, ...]], _Observed] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         who = (*IDENTITY, "model", "provider", *self.personal)
@@ -332,6 +335,9 @@ class Metrics:
         for (outcome, status, surface, *who), (count, *amounts) in sums.items():
             self._child(self.requests, outcome, status, surface, *who).inc(count)
             self._charge(tuple(who), amounts[:5], amounts[5])
+        observed, self._observed = self._observed, {}
+        for found in observed.values():
+            found.hand_on()
 
     def _charged(self, row: LedgerRow) -> None:
         counts = (
@@ -352,12 +358,26 @@ class Metrics:
 
     def _timings(self, row: LedgerRow, upstream_ms: float | None) -> None:
         labels = (row.surface, row.requested_model, row.provider)
-        self._child(self.latency, *labels).observe(row.latency_ms / 1000)
+        self._observe(self.latency, labels, row.latency_ms / 1000)
         if row.ttfb_ms is not None:
-            self._child(self.ttfb, *labels).observe(row.ttfb_ms / 1000)
+            self._observe(self.ttfb, labels, row.ttfb_ms / 1000)
         if upstream_ms is not None:
             own = max(0.0, row.latency_ms - upstream_ms)
-            self._child(self.overhead, *labels).observe(own / 1000)
+            self._observe(self.overhead, labels, own / 1000)
+
+    def _observe(self, metric: Histogram, labels: tuple[str, ...], seconds: float) -> None:
+        child = self._child(metric, *labels)
+        if not self._deferred:
+            child.observe(seconds)
+            return
+        key = (id(metric), labels)
+        found = self._observed.get(key)
+        if found is None:
+            if len(self._observed) >= MAX_SUMS:
+                self.flush()
+            found = self._observed[key] = _Observed(child)
+        found.counts[bisect_left(found.bounds, seconds)] += 1  # the first bound >= it
+        found.total += seconds
 
     def _upstream_failed(self, event: UpstreamFailed) -> None:
         self.upstream_failures.labels(event.reason, event.provider, event.model).inc()
@@ -393,6 +413,35 @@ class Metrics:
             outcome, str(status), event.surface, team, service, "", "", *mine
         ).inc()
         self.rejections.labels(event.reason, event.surface, team, service).inc()
+
+
+class _Observed:
+    """A histogram child's observations since the last read: a count per bucket (the
+    first whose upper bound is at or above the value, as `Histogram.observe` counts) and
+    their sum, handed on in one increment each (`prometheus_client`'s child internals,
+    checked once: `_bulk_observe`)."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = child._upper_bounds
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def hand_on(self) -> None:
+        self.child._sum.inc(self.total)
+        for index, count in enumerate(self.counts):
+            if count:
+                self.child._buckets[index].inc(count)
+
+
+@functools.cache
+def _bulk_observe() -> bool:
+    """Whether histogram children keep the internals `_Observed` adds to (asked only with
+    in-process values: a multiprocess probe would leave a file behind)."""
+    probe = Histogram("probe", "probe", registry=None, buckets=(1.0,))
+    return all(hasattr(probe, name) for name in ("_upper_bounds", "_buckets", "_sum"))
 
 
 def _identity(key: ApiKey | None) -> tuple[str, str]:
