@@ -30,7 +30,6 @@ from spendgate.storage import ReservationPlan, Storage
 @dataclass(frozen=True, slots=True)
 class BoundTry:
     taken: tuple[Priced, ReservationPlan, Admitted] | None  # the bound fitted: kept
-    spent_id: bool  # a reservation under the request's id was made and given back
 
 
 async def reserve_by_bound(
@@ -47,14 +46,17 @@ async def reserve_by_bound(
     if bound is None or any(
         cap.max_input_tokens is not None and bound.tokens > cap.max_input_tokens for cap in caps
     ):
-        return BoundTry(None, False)
+        return BoundTry(None)
     priced = price(count=bound)
     plan = plan_of(priced, exchange.request_id)
     await confirm_key(exchange)  # the first write on the key's behalf
     decision = await storage.reserve(plan)
     if not isinstance(decision, Admitted):
-        return BoundTry(None, False)  # nothing held: the exact attempt may take the id
+        return BoundTry(None)
     if not decision.clamped and (thresholds is None or not thresholds.would_cross(decision)):
-        return BoundTry((priced, plan, decision), True)
+        return BoundTry((priced, plan, decision))
+    # Given back before the exact attempt reserves under the same id (the request's: kept
+    # rows and sweepers know a reservation by it), which every store allows once the
+    # reservation is gone; shielded, so a cancelled request does not leave it held.
     await asyncio.shield(storage.release(plan.reservation_id))
-    return BoundTry(None, True)
+    return BoundTry(None)

@@ -139,8 +139,7 @@ async def admit(
             worst, count = priced.worst, priced.count
             counted = count.tokens
             _check_input_caps(caps, count.tokens, count.exact)
-            # (a reservation given back under the request's id is not taken again)
-            plan = plan_of(priced, exchange.request_id + ("~" if tried.spent_id else ""))
+            plan = plan_of(priced, exchange.request_id)  # (any bound's was given back)
             keys = counter_keys(plan)
             await confirm_key(exchange)  # the first write on the key's behalf
             decision = await reserve_in_line(storage, plan, waiting, keys)
