@@ -6,11 +6,11 @@ context: ~9 ms of CPU per request). For a body of `BOUND_FIRST_BYTES` or more, a
 first prices the worst case with an upper bound that needs no tokenizer
 (`spendgate.domain.token_bound`: at most one token per byte of text) and reserves that. If
 every budget and limit takes it whole (admitted, the output ceiling not lowered, no budget
-threshold passed, no per-request input cap exceeded), the request goes on with that
-reservation: it holds more than the exact count would while in flight, and settlement
-charges the real usage either way. Otherwise the reservation is given back at once and the
-request is counted and admitted exactly as a small one is, so the bound never refuses,
-clamps or alerts where the exact count would not.
+threshold passed, no shadow limit hit, no per-request input cap exceeded), the request goes
+on with that reservation: it holds more than the exact count would while in flight, and
+settlement charges the real usage either way. Otherwise the reservation is given back at
+once and the request is counted and admitted exactly as a small one is, so the bound never
+refuses, clamps, alerts or marks a shadow block where the exact count would not.
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ async def reserve_by_bound(
     decision = await storage.reserve(plan)
     if not isinstance(decision, Admitted):
         return BoundTry(None)
-    if not decision.clamped and (thresholds is None or not thresholds.would_cross(decision)):
+    if (
+        not decision.clamped
+        and not decision.shadow_blocks  # a shadow limit the bound alone would have hit
+        and (thresholds is None or not thresholds.would_cross(decision))
+    ):
         return BoundTry((priced, plan, decision))
     # Given back before the exact attempt reserves under the same id (the request's: kept
     # rows and sweepers know a reservation by it), which every store allows once the
