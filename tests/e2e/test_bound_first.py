@@ -25,7 +25,8 @@ from spendgate.pipeline.worst_case import input_upper_bound
 MODEL = "gpt-4o-mini"
 CEILING = 100
 MIN_OUTPUT = 16
-USERS = ("roomy", "exact-only", "bound-clamped")
+SHADOW_TOKENS = 16_000
+USERS = ("roomy", "exact-only", "bound-clamped", "shadowed")
 
 
 def configure(data: dict[str, Any]) -> None:
@@ -34,6 +35,16 @@ def configure(data: dict[str, Any]) -> None:
         for user in USERS
     ]
     data["budget_settings"] = {"min_output_tokens": MIN_OUTPUT}
+    # counts, never refuses: the bound of a body (~20k tokens) would pass it, its count not
+    data["limits"] = [
+        {
+            "name": "shadow-tpm",
+            "scope": "user",
+            "match": "shadowed",
+            "tokens": f"{SHADOW_TOKENS}/minute",
+            "shadow": True,
+        }
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +166,18 @@ def test_a_bound_that_would_be_clamped_is_given_back_and_the_body_counted(
     assert abs(remaining(raw) - (limit - cost(exact, CEILING))) <= 1_000
     settled(gw, "bound-clamped")
     assert gw.sim.records[-1].body["max_tokens"] == CEILING  # sent as asked
+
+
+def test_a_bound_only_a_shadow_limit_would_block_is_not_reported_as_blocked(
+    gw: GatewayHarness,
+) -> None:
+    body = {"model": MODEL, "messages": messages(), "max_tokens": CEILING}
+    exact = worst(gw, body, bound=False, ceiling=CEILING)
+    bound = worst(gw, body, bound=True, ceiling=CEILING)
+    assert exact.amount(Unit.TOKENS, CEILING) < SHADOW_TOKENS < bound.amount(Unit.TOKENS, CEILING)
+    raw = send(gw, "shadowed", body)
+    assert raw.http_response.status_code == 200
+    assert "x-spendgate-shadow-blocked" not in raw.headers
+    gw.call(gw.gateway.settled())
+    (row,) = gw.ledger(gw.last_key_id)
+    assert row.shadow_blocks == ()
