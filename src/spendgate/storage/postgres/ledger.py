@@ -33,7 +33,7 @@ from spendgate.domain.totals import (
     series_order,
 )
 from spendgate.errors import StorageError
-from spendgate.storage.postgres import partitions, reports, rollup_sql
+from spendgate.storage.postgres import partitions, report_rollups, reports, rollup_sql
 from spendgate.storage.postgres.database import Conn, PgDatabase, storage_error
 from spendgate.storage.sqlite.rows import LEDGER
 
@@ -256,16 +256,7 @@ class PgLedger:
         return [LEDGER.load(tuple(row)) for row in found]
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
-        span = (to_ms(since), to_ms(until))
-        found: dict[str, list[int]] = {}
-        for name, count, cost, retryable in await self._fetch(reports.BLOCKED, *span):
-            values = found.setdefault(name, [0] * 7)
-            values[0:2], values[4] = [count, cost], retryable
-        for name, count, cost in await self._fetch(reports.SHADOW_HITS, *span):
-            found.setdefault(name, [0] * 7)[2:4] = [count, cost]
-        for name, count, cost in await self._fetch(reports.OVERRUNS, *span):
-            found.setdefault(name, [0] * 7)[5:7] = [count, cost]
-        return [BlockGroup(name, *values) for name, values in sorted(found.items())]
+        return await report_rollups.blocks(self._db, to_ms(since), to_ms(until))
 
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
@@ -305,8 +296,12 @@ class PgLedger:
         return {(key, model): value for key, model, value in found if value is not None}
 
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
-        found = await self._fetch(rollup_sql.REFUSALS, to_ms(since), to_ms(until))
-        return sorted(RefusalCombo(*row) for row in found)
+        return await report_rollups.refusals(self._db, to_ms(since), to_ms(until))
+
+    async def roll_up(self) -> int:
+        """Bring the refusal rollups up to date (`report_rollups.roll_up`); reports are
+        exact whether or not it ran."""
+        return await report_rollups.roll_up(self._db)
 
     async def check(self) -> None:
         await self._db.check()
