@@ -16,9 +16,11 @@ from pg_databases import throwaway_database
 from storage_samples import NOW, build_row
 from test_refusal_rollups import bursts
 from test_rollups import requests
+from test_view_marks import rows as marked_rows
 
 from spendgate.clock import ManualClock, to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.marks import view_marks
 from spendgate.domain.refusals import refusal_combos
 from spendgate.domain.savings import SavingsBy, from_totals, savings
 from spendgate.domain.totals import GroupBy, UsageQuery, block_totals, usage_totals
@@ -129,12 +131,16 @@ async def _reports_hold(store: PostgresStorage, since_ms: int, until_ms: int) ->
         groups, shadow = await store.savings(since, until, by)
         assert from_totals(groups, shadow) == savings(raw, by)
     assert await store.refusals(since, until) == refusal_combos(raw)
+    recent = since + (until - since) / 2
+    marked = await store.marked(since, until)
+    assert await store.view_marks(since, recent, until) == view_marks(marked, recent)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     answered=st.lists(requests(), max_size=12),
     refused=st.lists(bursts(), max_size=8),
+    marks=st.lists(marked_rows(), max_size=10),
     windows=st.lists(
         st.tuples(st.integers(-4 * HOUR, 4 * HOUR), st.integers(0, 8 * HOUR)), max_size=3
     ),
@@ -142,12 +148,13 @@ async def _reports_hold(store: PostgresStorage, since_ms: int, until_ms: int) ->
 async def test_migration_0006_backfills_a_ledger_written_before_it(
     answered: list[list[LedgerRow]],
     refused: list[list[LedgerRow]],
+    marks: list[LedgerRow],
     windows: list[tuple[int, int]],
 ) -> None:
     """Rows of a ledger written before the rollups, then opened by this version (0002,
     0005 and 0006 backfill); later rows, some written late, go through the insert
-    statement and the job."""
-    rows = [row for group in [*answered, *refused] for row in group]
+    statement and the job. Every report and the budgets view's rows hold."""
+    rows = [row for group in [*answered, *refused, marks] for row in group]
     rows.reverse()  # late rows: ids out of time order
     third = len(rows) // 3
     periods = [(since, since + length) for since, length in windows]

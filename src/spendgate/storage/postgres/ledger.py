@@ -33,7 +33,7 @@ from spendgate.domain.totals import (
     series_order,
 )
 from spendgate.errors import StorageError
-from spendgate.storage.postgres import partitions, report_rollups, reports, rollup_sql
+from spendgate.storage.postgres import marks_sql, partitions, report_rollups, reports, rollup_sql
 from spendgate.storage.postgres.database import Conn, PgDatabase, storage_error
 from spendgate.storage.sqlite.rows import LEDGER
 
@@ -216,6 +216,20 @@ class PgLedger:
         )
         return result
 
+    async def _walk(self, sql: str, *params: object) -> list[asyncpg.Record]:
+        """A statement of per-pair index walks (`rollup_sql.RECENT_OUTPUTS`, `MEDIANS`),
+        planned without sorts: each walk reads its newest ``LIMIT`` rows in index order,
+        partition by partition (an ordered Append), where the planner, underestimating a
+        pair's rows, would read and sort all of its 30 days (7 s against 0.1 s for 400
+        pairs at 10 M rows: docs/benchmarks.md)."""
+
+        async def walk(conn: Conn) -> list[asyncpg.Record]:
+            async with conn.transaction(readonly=True):
+                await conn.execute("SET LOCAL enable_sort = off")
+                return await conn.fetch(sql, *params)
+
+        return await self._db.run(walk, "a ledger read")
+
     async def row(self, request_id: str) -> LedgerRow | None:
         found = await self._fetch(reports.ONE_ROW, request_id)
         return LEDGER.load(tuple(found[0])) if found else None
@@ -266,7 +280,7 @@ class PgLedger:
         ordered = sorted(set(pairs))
         keys, models = [key for key, _ in ordered], [model for _, model in ordered]
         found: dict[CallerModel, list[int]] = {}
-        for key, model, output, _, _ in await self._fetch(
+        for key, model, output, _, _ in await self._walk(
             rollup_sql.RECENT_OUTPUTS,
             keys,
             models,
@@ -282,6 +296,13 @@ class PgLedger:
         found = await self._fetch(reports.MARKED, to_ms(since), to_ms(until))
         return [LEDGER.load(tuple(row)) for row in found]
 
+    async def view_marks(
+        self, since: datetime, recent: datetime, until: datetime
+    ) -> list[LedgerRow]:
+        span = (to_ms(since), to_ms(recent), to_ms(until))
+        found = await self._fetch(marks_sql.VIEW_MARKS, *span)
+        return [LEDGER.load(tuple(row)[:-1]) for row in found]
+
     async def output_medians(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, int]:
@@ -290,7 +311,7 @@ class PgLedger:
         ordered = sorted(set(pairs))
         models = [model for _, model in ordered]
         span = (to_ms(since), to_ms(until), limit)
-        found = await self._fetch(
+        found = await self._walk(
             rollup_sql.MEDIANS, [key for key, _ in ordered], models, sorted(set(models)), *span
         )
         return {(key, model): value for key, model, value in found if value is not None}

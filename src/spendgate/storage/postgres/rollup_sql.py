@@ -22,7 +22,7 @@ index each, ``LIMIT`` rows, all in one statement (``LATERAL``).
 from __future__ import annotations
 
 from spendgate.domain.refusals import RETRY_WINDOW
-from spendgate.storage.postgres import blocks_sql, refusal_sql
+from spendgate.storage.postgres import blocks_sql, marks_sql, refusal_sql
 
 _COUNTERFACTUAL = (
     "CASE WHEN baseline_cost_nanos IS NULL OR unreconciled THEN cost_nanos"
@@ -109,13 +109,14 @@ FALLBACKS_INSERTED = (
 
 # Everything the statement that inserts ledger rows adds besides ledger_hourly (a CTE
 # named ``inserted`` returning the rows): savings, fallback rows, block sums, refusals
-# left to the roll-up job.
+# left to the roll-up job, each caller's newest exhausted refusal.
 ROLLUPS_INSERTED = ", ".join(
     (
         _SAVINGS_INSERTED,
         FALLBACKS_INSERTED,
         blocks_sql.BLOCKS_INSERTED,
         refusal_sql.PENDING_INSERTED,
+        marks_sql.LATEST_INSERTED,
     )
 )
 

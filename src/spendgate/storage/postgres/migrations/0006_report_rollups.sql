@@ -109,10 +109,45 @@ FROM ledger WHERE attempt > 0;
 INSERT INTO fallback_rows
 SELECT l.request_id, l.ts, l.request_id, 0, l.blocked_by IS NULL, l.status, l.team, l.service,
     l.route_kind, l.shadow_rule
-FROM ledger AS l JOIN (SELECT DISTINCT request, ts FROM fallback_rows) AS a
-    ON l.request_id = a.request AND l.ts = a.ts
+FROM (SELECT DISTINCT request FROM fallback_rows) AS a
+    JOIN ledger_ids AS d ON d.request_id = a.request
+    JOIN ledger AS l ON l.request_id = d.request_id AND l.ts = d.ts
 WHERE l.attempt = 0
 ON CONFLICT (request_id) DO NOTHING;
 
 -- Its reader is fallback_rows now; one index fewer written on every insert.
 DROP INDEX ledger_attempts;
+
+-- The budgets view: per name and caller (what a view's members are made of), the newest
+-- refusal for an exhausted budget (`spendgate.domain.marks`), kept by the insert
+-- statement; the view reads those rows, not every refusal of the longest window.
+CREATE TABLE refusals_latest (
+    name         TEXT NOT NULL,
+    key_id       TEXT NOT NULL,
+    "user"       TEXT,
+    service      TEXT,
+    team         TEXT,
+    org          TEXT,
+    session_id   TEXT,
+    routed_model TEXT,
+    tags         TEXT NOT NULL,
+    ts           BIGINT NOT NULL,
+    id           BIGINT NOT NULL,  -- the ledger row's
+    UNIQUE NULLS NOT DISTINCT
+        (name, key_id, "user", service, team, org, session_id, routed_model, tags)
+);
+CREATE INDEX refusals_latest_ts ON refusals_latest (ts);
+
+INSERT INTO refusals_latest
+SELECT DISTINCT ON (blocked_by, key_id, "user", service, team, org, session_id, routed_model,
+    tags) blocked_by, key_id, "user", service, team, org, session_id, routed_model, tags, ts, id
+FROM ledger WHERE blocked_by IS NOT NULL AND starts_with(error, 'Budget exhausted for ')
+ORDER BY blocked_by, key_id, "user", service, team, org, session_id, routed_model, tags,
+    ts DESC, id DESC;
+
+-- Statistics for the new tables now, not at autovacuum's next pass: the reports' plans
+-- depend on them.
+ANALYZE blocks_hourly;
+ANALYZE refusals_hourly;
+ANALYZE fallback_rows;
+ANALYZE refusals_latest;
