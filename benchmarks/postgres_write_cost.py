@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.metrics_events import ROW
 from spendgate.domain.ledger import LedgerRow
 from spendgate.storage.postgres import partitions, rollup_sql
 from spendgate.storage.postgres.database import _column_types
@@ -34,32 +35,7 @@ from spendgate.storage.postgres.migrate import apply_migrations, load_migrations
 from spendgate.storage.sqlite.rows import LEDGER
 
 NOW = datetime(2026, 11, 15, tzinfo=UTC)
-BASE = LedgerRow(
-    request_id="",
-    ts=NOW,
-    surface="openai.chat",
-    key_id="key_1",
-    user="ada",
-    service="search",
-    team="ml",
-    org="acme",
-    tags=(),
-    requested_model="gpt-4o",
-    served_model="gpt-4o-mini",
-    provider="openai",
-    input_tokens=1000,
-    cached_input_tokens=0,
-    cache_write_tokens=0,
-    output_tokens=300,
-    reasoning_tokens=0,
-    cost_nanos=123_456,
-    status=200,
-    latency_ms=120.5,
-    ttfb_ms=30.25,
-    streamed=False,
-    client_disconnected=False,
-    usage_estimated=False,
-)
+BASE = replace(ROW, requested_model="gpt-4o", input_tokens=1000, output_tokens=300)
 
 
 def rows(count: int, tag: str) -> list[LedgerRow]:

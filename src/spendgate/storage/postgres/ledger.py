@@ -40,6 +40,7 @@ from spendgate.storage.sqlite.rows import LEDGER
 log = logging.getLogger("spendgate.storage.postgres")
 
 MAX_BATCH = 1_000  # rows per statement and commit
+REPORT_WORK_MEM = "64MB"  # a savings report's sort and hash memory (the session's own)
 
 
 # The hourly usage rollup (migration 0002): adds the rows of a CTE named ``inserted``.
@@ -255,9 +256,18 @@ class PgLedger:
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
         since_ms, until_ms = to_ms(since), to_ms(until)
         span = (since_ms, until_ms, *reports.rolled_span(since_ms, until_ms))
-        groups = await self._fetch(rollup_sql.SAVINGS[by.value], *span)
-        shadows = await self._fetch(rollup_sql.SHADOW_SAVINGS, *span)
-        return [SavingsGroup(*row) for row in groups], [ShadowSavings(*row) for row in shadows]
+
+        async def read(conn: Conn) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+            # One snapshot for both; memory enough to aggregate the period's fallback
+            # rows per request without spilling to disk (4 MB, the server's default, spilt
+            # 7 MB at 10 M rows: docs/benchmarks.md).
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+                groups = await conn.fetch(rollup_sql.SAVINGS[by.value], *span)
+                shadows = await conn.fetch(rollup_sql.SHADOW_SAVINGS, *span)
+            return [SavingsGroup(*r) for r in groups], [ShadowSavings(*r) for r in shadows]
+
+        return await self._db.run(read, "a savings report")
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None

@@ -84,7 +84,8 @@ _SEVERAL = (
     "FROM ledger WHERE ts >= $1 AND ts < $2 AND attempt = 0 AND blocked_by IS NULL "
     "AND request_id = ANY(ARRAY(SELECT a.request FROM fallback_rows AS a "
     "WHERE a.ts >= $1 AND a.ts < $2 AND a.attempt > 0 AND a.answered AND NOT EXISTS "
-    "(SELECT 1 FROM fallback_rows AS f WHERE f.request_id = a.request))))"
+    "(SELECT 1 FROM fallback_rows AS f WHERE f.request_id = a.request "
+    "AND f.ts >= $1 AND f.ts < $2))))"
 )
 _FALLBACK_COLUMNS = "answered, status, team, service, route_kind, shadow_rule"
 _FIRST_OF = (
