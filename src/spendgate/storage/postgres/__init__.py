@@ -26,7 +26,7 @@ from spendgate.storage.postgres.database import PgDatabase
 from spendgate.storage.postgres.joint import PgJoint
 from spendgate.storage.postgres.keys import PgKeys
 from spendgate.storage.postgres.ledger import PgLedger
-from spendgate.storage.postgres.report_rollups import RollingUp
+from spendgate.storage.postgres.report_rollups import rolling_up
 from spendgate.storage.postgres.settings import PostgresSettings
 from spendgate.storage.stores import Storage
 
@@ -48,7 +48,7 @@ class PostgresStorage(Storage):
             ledger,
             PgCounters(self.database),
             # closed in reverse: the job stops, then queued rows commit
-            parts=[self.database, ledger, RollingUp(self.database)],
+            parts=[self.database, ledger, rolling_up(self.database)],
             joint=PgJoint(self.database),
             admin=AdminStores(admin, admin),
             alerts=PgAlerts(self.database),

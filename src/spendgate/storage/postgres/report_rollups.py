@@ -6,7 +6,7 @@ keeps the refusal rollups.
 * **Distinct refusals** (`refusals`): ``refusals_hourly`` for the hours `spans.plan` lets
   it answer, the ledger for the rest (`refusal_sql`), all in one snapshot (a repeatable-read
   transaction): the pending rows, the rollups and the rows are of one moment.
-* **The job** (`roll_up`, every `ROLL_UP_EVERY_S` on each open storage: `RollingUp`): takes
+* **The job** (`roll_up`, every `ROLL_UP_EVERY_S` on each open storage: `rolling_up`): takes
   pending refused rows and recomputes the hours they can change. One process at a time
   (a tried transaction-scoped advisory lock: the others skip that turn). Reports are exact
   whether or not it ran; it keeps their raw part small.
@@ -14,19 +14,14 @@ keeps the refusal rollups.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from spendgate.domain.refusals import RefusalCombo
 from spendgate.domain.totals import BlockGroup, merge_blocks, whole_hours
-from spendgate.errors import StorageError
+from spendgate.storage.periodic import Periodic
 from spendgate.storage.postgres import blocks_sql, refusal_sql, reports, spans
 from spendgate.storage.postgres.database import Conn, PgDatabase, lock_key
-
-log = logging.getLogger("spendgate.storage.postgres")
 
 ROLL_UP_EVERY_S = 5.0
 ROLL_BATCH = 5_000  # pending refused rows per job transaction
@@ -131,27 +126,6 @@ async def _roll_step(conn: Conn, batch: int) -> int:
     return len(taken)
 
 
-class RollingUp:
-    """While the storage is open, run `roll_up` every `ROLL_UP_EVERY_S`."""
-
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
-        self._task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(ROLL_UP_EVERY_S)
-            try:
-                await roll_up(self._db)
-            except StorageError as exc:  # the outage policy is the requests' business
-                log.warning("could not roll up refusals", extra={"error": str(exc)})
+def rolling_up(db: PgDatabase) -> Periodic:
+    """The job every `ROLL_UP_EVERY_S` while the storage is open."""
+    return Periodic(lambda: roll_up(db), ROLL_UP_EVERY_S, "the refusal roll-up")
