@@ -132,12 +132,14 @@ _SEVERAL_0005 = (
     "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL)))"
 )
 SAVINGS_0005 = rollup_sql.SAVINGS["team"].replace(
-    _SEVERAL.format(column="team"), _SEVERAL_0005.format(column="team")
+    _SEVERAL.format(column="team", rows="TRUE"), _SEVERAL_0005.format(column="team")
 )
 SHADOW_SAVINGS_0005 = rollup_sql.SHADOW_SAVINGS.replace(
-    _SEVERAL.format(column="NULL::text"), _SEVERAL_0005.format(column="NULL::text")
+    _SEVERAL.format(column="NULL::text", rows="shadow_rule IS NOT NULL"),
+    _SEVERAL_0005.format(column="NULL::text"),
 )
 assert rollup_sql.SAVINGS["team"] != SAVINGS_0005
+assert rollup_sql.SHADOW_SAVINGS != SHADOW_SAVINGS_0005
 
 
 async def _savings_0005(conn: asyncpg.Connection[Any], since: datetime, until: datetime) -> object:

@@ -76,14 +76,15 @@ _SAVINGS_INSERTED = (
 _EDGES = "((ts >= $1 AND ts < $3) OR (ts >= $4 AND ts < $2))"
 # The rows of the period's requests that may hold several rows, with their request: the
 # rows with attempt > 0 and the first rows copied beside them (``fallback_rows``, 0006),
-# and from the ledger the first rows not copied (written after their attempts).
+# and from the ledger the first rows not copied (written after their attempts). {rows}:
+# a condition on the rows (the shadow rules' correction counts only rows with a rule).
 _SEVERAL = (
     "several AS (SELECT {column} AS grp, request AS req, route_kind, attempt, status, "
-    "shadow_rule FROM fallback_rows WHERE ts >= $1 AND ts < $2 AND answered "
+    "shadow_rule FROM fallback_rows WHERE ts >= $1 AND ts < $2 AND answered AND {rows} "
     "UNION ALL SELECT {column}, request_id, route_kind, attempt, status, shadow_rule "
     "FROM ledger WHERE ts >= $1 AND ts < $2 AND attempt = 0 AND blocked_by IS NULL "
-    "AND request_id = ANY(ARRAY(SELECT a.request FROM fallback_rows AS a "
-    "WHERE a.ts >= $1 AND a.ts < $2 AND a.attempt > 0 AND a.answered AND NOT EXISTS "
+    "AND {rows} AND request_id = ANY(ARRAY(SELECT a.request FROM fallback_rows AS a "
+    "WHERE a.ts >= $1 AND a.ts < $2 AND a.attempt > 0 AND a.answered AND {rows} AND NOT EXISTS "
     "(SELECT 1 FROM fallback_rows AS f WHERE f.request_id = a.request "
     "AND f.ts >= $1 AND f.ts < $2))))"
 )
@@ -133,7 +134,7 @@ _DOWNGRADED = _less_one("route_kind = 'downgrade'")
 _FELL_BACK = _less_one("attempt > 0 AND status < 400")
 SAVINGS = {
     name: (
-        f"WITH {_SEVERAL.format(column=column)}, "  # noqa: S608
+        f"WITH {_SEVERAL.format(column=column, rows='TRUE')}, "  # noqa: S608
         f"parts AS (SELECT {column} AS grp, {_SAVINGS_SUMS} FROM savings_hourly "
         "WHERE hour_ms >= $3 AND hour_ms < $4 "
         f"UNION ALL SELECT {column}, {_ROW_SAVINGS} FROM ledger "
@@ -150,7 +151,7 @@ SAVINGS = {
     for name, column in (("team", "team"), ("service", "service"))
 }
 SHADOW_SAVINGS = (
-    f"WITH {_SEVERAL.format(column='NULL::text')}, "  # noqa: S608
+    f"WITH {_SEVERAL.format(column='NULL::text', rows='shadow_rule IS NOT NULL')}, "  # noqa: S608
     "parts AS (SELECT rule, answered, cost_nanos, shadow_cost_nanos FROM shadow_hourly "
     "WHERE hour_ms >= $3 AND hour_ms < $4 "
     f"UNION ALL SELECT shadow_rule, 1, cost_nanos, {_SHADOW_COST} FROM ledger "
