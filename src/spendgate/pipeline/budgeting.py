@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from spendgate.domain.admission import (
@@ -40,6 +41,7 @@ from spendgate.errors import (
     LoopDetected,
     RateLimited,
     RequestCapExceeded,
+    SpendgateError,
 )
 from spendgate.events import LoopStruck, SettledAbove, ThresholdCrossed
 from spendgate.events import Refused as RefusedEvent
@@ -128,8 +130,7 @@ async def admit(
         # wait in line: the cheaper one may fit now.
         waiting = queue if record_refusal else None
         keys = counter_keys(plan)
-        await confirm_key(exchange)  # the first write on the key's behalf
-        decision = await reserve_in_line(storage, plan, waiting, keys)
+        decision = await reserve_confirmed(storage, plan, waiting, keys, exchange)
         if isinstance(decision, Refused):
             if waiting is not None and room_is_held(decision):
                 raise _told(_busy(decision, waiting), decision, exchange, min_output)
@@ -309,19 +310,21 @@ async def reserve_in_line(
     plan: ReservationPlan,
     queue: AdmissionQueue | None,
     keys: list[str] | None = None,
+    first: Awaitable[Admitted | Refused] | None = None,
 ) -> Admitted | Refused:
     """Reserve now; or, when requests in flight hold the room a budget would otherwise
     have, wait in line for them to settle (`AdmissionQueue`). A newcomer to a budget
-    member that has a line joins it, so room is given first come, first served."""
+    member that has a line joins it, so room is given first come, first served.
+    ``first``: the first attempt, already started when no line waited."""
     if queue is None:
-        return await storage.reserve(plan)
+        return await (first or storage.reserve(plan))
     keys = counter_keys(plan) if keys is None else keys
 
     async def attempt() -> Admitted | Refused:
         return await storage.reserve(plan)
 
-    line = queue.busy(keys)
-    decision = await attempt() if line is None else None
+    line = queue.busy(keys) if first is None else None
+    decision = await (first or attempt()) if line is None else None
     if isinstance(decision, Refused) and room_is_held(decision) and decision.counter:
         line = decision.counter.ref.id
     if line is not None and not isinstance(decision, Admitted):
@@ -330,6 +333,49 @@ async def reserve_in_line(
     if isinstance(decision, Admitted):
         queue.held(keys)
     return decision
+
+
+async def reserve_confirmed(
+    storage: Storage,
+    plan: ReservationPlan,
+    queue: AdmissionQueue | None,
+    keys: list[str],
+    exchange: Exchange,
+) -> Admitted | Refused:
+    """`reserve_in_line` for a key confirmed by storage (`confirm_key`). A request started
+    on a remembered key still being read again makes its first attempt beside that read
+    when no line waits (two servers at once): the reservation is held, nothing charged,
+    written or sent upstream, until the read confirms the key; if it does not (revoked,
+    expired, rotated, changed: `KeyChanged`), the reservation is given back before the
+    read's error goes on. A refused key is forgotten: this happens once per change."""
+    check = exchange.key_check
+    if check is None or check.done or (queue is not None and queue.busy(keys) is not None):
+        await confirm_key(exchange)
+        return await reserve_in_line(storage, plan, queue, keys)
+    reserving = asyncio.ensure_future(storage.reserve(plan))
+    try:
+        await confirm_key(exchange)
+    except BaseException:
+        await _give_back(storage, reserving, plan.reservation_id)
+        raise
+    return await reserve_in_line(storage, plan, queue, keys, reserving)
+
+
+async def _give_back(
+    storage: Storage, reserving: asyncio.Future[Admitted | Refused], reservation_id: str
+) -> None:
+    """Release what ``reserving`` reserved, once it ends (shielded: a client hanging up
+    meanwhile does not leave it held until its lease lapses)."""
+
+    async def back() -> None:
+        try:
+            decision = await reserving
+        except SpendgateError:
+            return  # nothing held: a store that failed gives back what it may have kept
+        if isinstance(decision, Admitted):
+            await storage.release(reservation_id)
+
+    await asyncio.shield(back())
 
 
 def room_is_held(refused: Refused) -> bool:
