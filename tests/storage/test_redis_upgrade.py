@@ -3,13 +3,17 @@
 ``reserve_v2.lua`` (the numbers packed in one) and ``charge_v2.lua`` (forgetting written
 rows in passing). Both reserve versions decide alike and leave the same reservation and
 counters, so a gateway of either version charges, settles or sweeps what the other
-reserved. The version before's calls are made here as it made them."""
+reserved. The version before's scripts are in ``scripts_before/`` as it shipped them (a
+gateway loads the scripts of its own install), and its calls are made here as it made
+them."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +26,19 @@ from spendgate.domain.admission import Admitted, decide
 from spendgate.domain.budgets import Unit
 from spendgate.storage import ReservationPlan, codec
 from spendgate.storage.redis import RedisCounters
-from spendgate.storage.redis.connect import _text
+from spendgate.storage.redis.connect import PRELUDE
+
+BEFORE = Path(__file__).parent / "scripts_before"
 
 V1_UNITS = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
 DUE = timedelta(seconds=60)
+
+
+def _text(name: str) -> str:
+    """A script of the version before, with the prelude both versions share."""
+    package = resources.files("spendgate.storage.redis")
+    prelude = package.joinpath(f"{PRELUDE}.lua").read_text()
+    return prelude + "\n" + (BEFORE / f"{name}.lua").read_text()
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ Scripts are loaded with ``SCRIPT LOAD`` when the store opens, run with ``EVALSHA
 loaded again when the server answers ``NOSCRIPT`` (a restart, a failover to a replica
 that never saw them, ``SCRIPT FLUSH``). Their file names carry a version
 (``reserve_v2.lua``): a change of arguments or behaviour is a new file, so gateways of two
-versions sharing a server never run each other's script under one name (during a rolling
-upgrade a ``reserve_v1`` gateway and a ``reserve_v2`` one share counters and reservations:
-both scripts read and write them alike).
+versions sharing a server never run each other's script under one name (each loads those
+of its own install; during a rolling upgrade a ``reserve_v1`` gateway and a ``reserve_v2``
+one share counters and reservations: both scripts read and write them alike).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ DEFAULT_PREFIX = "spendgate"
 # one gateway process: past the bound, callers wait for one (up to the pool timeout).
 _TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2", "max_connections": "64"}
 # Each script by the file it is in: a script whose arguments or behaviour change gets a new
-# file (``reserve_v2``), and the old one stays for gateways of the version before.
+# file (``reserve_v2``; the version before's are in tests/storage/scripts_before/).
 SCRIPTS = {
     "reserve": "reserve_v2",
     "prune": "prune_v1",
