@@ -4,12 +4,15 @@ process with three nested dollar budgets (``--limits``: and three rate limits), 
 keep-alive connection sends requests back to back.
 
     python -m benchmarks.spy_c1 [--seconds 20] [--limits] [--top 30]
+        [--baseline /work/main/src] [--rounds 1]
         [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
-        [--counters-url redis://127.0.0.1:6379/0] [--out /tmp/spy.txt]
+        [--counters-url redis://127.0.0.1:6379/0] [--out /tmp/spy]
 
 Printed: the share of samples by package area (inclusive: a sample counts for every area
-on its stack) and the top functions by self and by inclusive samples. py-spy must be on
-``PATH`` or beside the interpreter (``pip install py-spy``).
+on its stack) and the top functions by self and by inclusive samples. ``--baseline`` runs
+a second gateway from another source tree (``PYTHONPATH``), profiled in turn after this
+tree's, ``--rounds`` times each (the samples of a tree's rounds added up). py-spy must be
+on ``PATH`` or beside the interpreter (``pip install py-spy``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import aiohttp
 import orjson
 
 from benchmarks.budgets import LIMITED, NESTED
-from benchmarks.common import CHAT_BODY, gateway_target, stack
+from benchmarks.common import CHAT_BODY, SOURCE, gateway_target, stack
 from benchmarks.workers import drop_made, storage_of
 
 AREAS = (
@@ -105,46 +108,49 @@ def _summary(collapsed: str, top: int) -> str:
     return "\n".join(lines)
 
 
+def _record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    command = [_py_spy(), "record", "--gil", "--rate", "500", "--format", "raw"]
+    command += ["--duration", str(int(seconds)), "--output", str(out), "--pid", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--limits", action="store_true")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--baseline", default=None, help="another source tree (its src/)")
     parser.add_argument("--postgres-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", default=None, help="keep py-spy's collapsed stacks here")
     args = parser.parse_args()
     made: list[tuple[str, str]] = []
+    trees = {"this tree": None} | ({"baseline": args.baseline} if args.baseline else {})
     try:
-        section = storage_of("redis-pg", args.postgres_url, args.counters_url, made)
-        variant: dict[str, Any] = {**NESTED, **section, **(LIMITED if args.limits else {})}
-        with stack(variants={"gateway": variant}) as s, tempfile.TemporaryDirectory() as tmp:
-            target = gateway_target(s, "gateway", "/v1/chat/completions")
-            asyncio.run(_load(target.url, target.headers, 2))  # warm up
-            out = Path(args.out or Path(tmp) / "spy.txt")
-            spy = subprocess.Popen(
-                [
-                    _py_spy(),
-                    "record",
-                    "--gil",
-                    "--rate",
-                    "500",
-                    "--format",
-                    "raw",
-                    "--duration",
-                    str(int(args.seconds)),
-                    "--output",
-                    str(out),
-                    "--pid",
-                    str(s.pids["gateway"]),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            count = asyncio.run(_load(target.url, target.headers, args.seconds + 1))
-            spy.wait(timeout=60)
-            print(f"{count} requests in {args.seconds + 1:.0f} s")
-            print(_summary(out.read_text(), args.top))
+        variants: dict[str, dict[str, Any]] = {}
+        for name, source in trees.items():
+            section = storage_of("redis-pg", args.postgres_url, args.counters_url, made)
+            variant: dict[str, Any] = {**NESTED, **section, **(LIMITED if args.limits else {})}
+            variants[name] = {**variant, SOURCE: source} if source else variant
+        with stack(variants=variants) as s, tempfile.TemporaryDirectory() as tmp:
+            folder = Path(args.out or tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            targets = {name: gateway_target(s, name, "/v1/chat/completions") for name in trees}
+            for target in targets.values():
+                asyncio.run(_load(target.url, target.headers, 2))  # warm up
+            stacks = {name: "" for name in trees}
+            counts = dict.fromkeys(trees, 0)
+            for round_ in range(args.rounds):
+                for name, target in targets.items():
+                    out = folder / f"{name.replace(' ', '-')}-{round_}.txt"
+                    spy = _record(s.pids[name], args.seconds, out)
+                    counts[name] += asyncio.run(_load(target.url, target.headers, args.seconds + 1))
+                    spy.wait(timeout=60)
+                    stacks[name] += out.read_text()
+            for name in trees:
+                print(f"== {name}: {counts[name]} requests in {args.rounds} x {args.seconds} s")
+                print(_summary(stacks[name], args.top))
     finally:
         drop_made(made, args.postgres_url, args.counters_url)
 
