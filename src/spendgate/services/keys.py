@@ -288,7 +288,7 @@ class KeyService:
         fresh key (`KeyCheck.fresh`) before anything is charged, written or sent on its
         behalf: a counter's spend, a ledger row, an upstream call. Its reservation alone
         may be made meanwhile, held until the read answers and given back if the key is
-        refused or changed (`spendgate.pipeline.budgeting.reserve_confirmed`). So a key
+        refused or changed (`spendgate.pipeline.in_line.reserve_confirmed`). So a key
         revoked, rotated, expired or changed anywhere is refused, or served as it is now,
         exactly as when every request reads it first; the lookup's round trip overlaps
         the request's own work and its reservation instead of preceding them."""
