@@ -5,12 +5,13 @@ and Redis + PostgreSQL with ``storage.postgres.synchronous_commit: false`` (what
 ledger's commit costs).
 
     python -m benchmarks.backends_c1 [--rounds 3] [--backends all|redis-pg]
-        [--baseline /path/to/other/src]
+        [--baseline /path/to/other/src] [--limits]
         [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
         [--counters-url redis://127.0.0.1:6379/0]
 
 ``--baseline`` adds, for each backend measured, the same gateway run from another source
-tree (``PYTHONPATH``: the commit before a change), in the same rounds.
+tree (``PYTHONPATH``: the commit before a change), in the same rounds. ``--limits`` adds
+three rate limits (requests, tokens, concurrency) to the three budgets.
 
 Blocks of 200 requests alternate between the simulator itself and each gateway, in
 turn, every round; reported: the median over rounds of each block's p50, and of the
@@ -26,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.budgets import NESTED
+from benchmarks.budgets import LIMITED, NESTED
 from benchmarks.common import (
     CHAT_BODY,
     SOURCE,
@@ -47,13 +48,15 @@ async def main_async(
     counters_url: str,
     backends: str = "all",
     baseline: str | None = None,
+    limits: bool = False,
 ) -> str:
     made: list[tuple[str, str]] = []
     variants: dict[str, dict[str, Any]] = {}
+    policy = {**NESTED, **(LIMITED if limits else {})}
     if backends == "all":
-        variants["SQLite"] = dict(NESTED)
+        variants["SQLite"] = dict(policy)
         if baseline:
-            variants["SQLite (baseline)"] = {**NESTED, SOURCE: baseline}
+            variants["SQLite (baseline)"] = {**policy, SOURCE: baseline}
     chosen = (
         [
             ("PostgreSQL", "postgres", {}),
@@ -68,7 +71,7 @@ async def main_async(
             for suffix, source in [("", None)] + ([(" (baseline)", baseline)] if baseline else []):
                 section = storage_of(backend, postgres_url, counters_url, made)
                 section["storage"]["postgres"].update(extra)
-                variant = {**NESTED, **section}
+                variant = {**policy, **section}
                 if source:
                     variant[SOURCE] = source
                 variants[name + suffix] = variant
@@ -117,11 +120,17 @@ def main() -> None:
     parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--backends", choices=("all", "redis-pg"), default="all")
     parser.add_argument("--baseline", default=None, help="another source tree (its src/)")
+    parser.add_argument("--limits", action="store_true", help="and three rate limits")
     args = parser.parse_args()
     print(
         asyncio.run(
             main_async(
-                args.rounds, args.postgres_url, args.counters_url, args.backends, args.baseline
+                args.rounds,
+                args.postgres_url,
+                args.counters_url,
+                args.backends,
+                args.baseline,
+                args.limits,
             )
         )
     )

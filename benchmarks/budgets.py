@@ -45,7 +45,6 @@ from spendgate.domain.admission import WorstCase
 from spendgate.domain.budgets import Budget, CounterRef, Scoped, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import Calendar, Period, window
-from spendgate.pipeline.budgeting import reserve_in_line
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage, open_storage
 
@@ -136,6 +135,9 @@ async def _line_block(
     storage: Storage, queue: AdmissionQueue | None, refs: tuple[CounterRef, ...], first: int
 ) -> float:
     """Reserve and settle ``LINE_BLOCK`` requests one after another; microseconds each."""
+    # here, not at the top: `NESTED` is imported by probes run on other source trees
+    from spendgate.pipeline.in_line import reserve_in_line
+
     started = time.perf_counter()
     for index in range(first, first + LINE_BLOCK):
         plan = _line_plan(index, refs)

@@ -89,6 +89,10 @@ def _probe() -> None:
         name = str(args[0]).upper()
         return f"EVALSHA {scripts.get(str(args[1]), '?')}" if name == "EVALSHA" else name
 
+    from spendgate.upstream.client import UpstreamClient, UpstreamResponse
+
+    wrap(UpstreamClient, "send", "upstream", lambda a: "send (to the answer's head)")
+    wrap(UpstreamResponse, "read", "upstream", lambda a: "read (the body)")
     wrap(redis.asyncio.client.Redis, "execute_command", "redis", command)
     wrap(redis.asyncio.client.Pipeline, "execute", "redis", lambda a: "PIPELINE")
     for method in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
@@ -135,6 +139,7 @@ def _analyse(
     gap: list[collections.Counter[str]] = []
     index = 0
     durations: dict[str, list[float]] = {}
+    timeline: dict[str, list[tuple[float, float]]] = {}
     for i, (start, end) in enumerate(spans):
         following = spans[i + 1][0] if i + 1 < len(spans) else float("inf")
         here: collections.Counter[str] = collections.Counter()
@@ -146,7 +151,9 @@ def _analyse(
             system, label, t0, t1 = calls[index]
             if t0 <= end:
                 here[f"{system} {label}"] += 1
-                total += t1 - t0
+                nth = f"{system} {label} #{here[f'{system} {label}']}"
+                timeline.setdefault(nth, []).append((t0 - start, t1 - start))
+                total += t1 - t0 if system != "upstream" else 0.0
             else:
                 after[f"{system} {label}"] += 1
             durations.setdefault(f"{system} {label.split(' [')[0]}", []).append(t1 - t0)
@@ -155,13 +162,23 @@ def _analyse(
         gap.append(after)
         waited.append(total)
     latency = [end - start for start, end in spans]
+    steps = {
+        name: (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+        for name, times in timeline.items()
+        if len(times) * 2 > len(spans)  # on the path of most requests
+    }
     return {
+        "timeline_ms": dict(sorted(steps.items(), key=lambda item: item[1])),
         "p50_ms": statistics.median(latency) * 1000,
         "on_path": _typical(on_path),
         "between": _typical(gap),
         "waited_ms": statistics.median(waited) * 1000,
         "call_ms": {name: statistics.median(d) * 1000 for name, d in sorted(durations.items())},
     }
+
+
+def _storage(counts: dict[str, float]) -> float:
+    return sum(n for call, n in counts.items() if not call.startswith("upstream"))
 
 
 def _typical(counters: list[collections.Counter[str]]) -> dict[str, float]:
@@ -210,12 +227,16 @@ async def main_async(args: argparse.Namespace) -> str:
             report = _analyse(spans, calls)
             lines.append(
                 f"{name}: p50 {report['p50_ms']:.2f} ms; storage calls a request, started "
-                f"between its send and its answer {sum(report['on_path'].values()):.2f}, "
-                f"after its answer {sum(report['between'].values()):.2f}"
+                f"between its send and its answer {_storage(report['on_path']):.2f}, "
+                f"after its answer {_storage(report['between']):.2f}"
             )
             for kind, title in (("on_path", "before"), ("between", "after")):
                 for call, count in report[kind].items():
                     lines.append(f"    started {title} the answer: {call:60} {count:5.2f}")
+            lines.append("    timeline, median ms from the client's send (start -> end):")
+            for call, (t0, t1) in report["timeline_ms"].items():
+                lines.append(f"        {call:64} {t0 * 1000:6.3f} -> {t1 * 1000:6.3f}")
+            lines.append(f"        {'the client has the whole answer':64} {report['p50_ms']:6.3f}")
             for call, took in report["call_ms"].items():
                 lines.append(f"    p50 of one {call:50} {took:6.3f} ms")
         return "\n".join(lines)

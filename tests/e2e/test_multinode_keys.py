@@ -6,7 +6,9 @@
   holds on the next request exactly as when every request read it first: revoked or
   rotated away, ``401`` with nothing sent upstream and no row (even for a request that
   would also be refused for its body); its team changed, the next request is counted
-  under the new team.
+  under the new team. Its reservation is made beside that read (two servers at once),
+  held until the read answers, and given back when the key is refused: shown with the
+  read held by a lock on ``api_keys``.
 * A budgeted request is answered before its row is written, and the handler no longer
   waits for the write (the next request on the connection does not queue behind it). On
   PostgreSQL alone the lease holds the worst case until the row settles it, as before; on
@@ -128,12 +130,13 @@ def test_a_key_changed_elsewhere_holds_on_the_next_request(tmp_path: Path, kind:
     ]
 
 
-class LedgerLock:
-    """An open transaction holding ``ledger_ids`` in EXCLUSIVE mode (reads pass, every
-    ledger insert waits), in a thread of its own, until `release`."""
+class TableLock:
+    """An open transaction holding ``table`` in ``mode`` (EXCLUSIVE: reads pass, writes
+    wait; ACCESS EXCLUSIVE: reads wait too), in a thread of its own, until `release`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, table: str = "ledger_ids", mode: str = "EXCLUSIVE") -> None:
         self._url = url
+        self._statement = f"LOCK TABLE {table} IN {mode} MODE"
         self._locked = threading.Event()
         self._release = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
@@ -142,13 +145,13 @@ class LedgerLock:
         conn = await asyncpg.connect(self._url, timeout=10)
         try:
             async with conn.transaction():
-                await conn.execute("LOCK TABLE ledger_ids IN EXCLUSIVE MODE")
+                await conn.execute(self._statement)
                 self._locked.set()
                 await asyncio.to_thread(self._release.wait, 60)
         finally:
             await conn.close()
 
-    def __enter__(self) -> LedgerLock:
+    def __enter__(self) -> TableLock:
         self._thread.start()
         assert self._locked.wait(20), "the lock was never taken"
         return self
@@ -172,7 +175,7 @@ def test_kill_9_after_the_answer_before_its_row_leaves_one_row(tmp_path: Path, k
                 async with aiohttp.ClientSession() as session:
                     return await _post(session, victim.url, key.secret)
 
-            with LedgerLock(stores.url) as lock:
+            with TableLock(stores.url) as lock:  # ledger inserts wait
                 assert asyncio.run(one()) == 200  # answered while its row cannot be written
                 assert read_rows(stores) == []
                 [(_, _, spent, reserved)] = budget_states(running.config)
@@ -199,4 +202,40 @@ def test_kill_9_after_the_answer_before_its_row_leaves_one_row(tmp_path: Path, k
     assert len(rows) == 1  # once: the row written, or the lapsed lease's, never both
     if kind == "redis-pg":  # the kept row: what the request really used
         assert (rows[0].output_tokens, rows[0].unreconciled) == (OUTPUT_TOKENS, False)
+    assert [(s[1], s[2], s[3]) for s in states] == [("ml", rows[0].cost_nanos, 0)]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis-pg"])
+def test_a_revoked_key_gives_back_what_it_reserved_beside_its_read(
+    tmp_path: Path, kind: str
+) -> None:
+    with throwaway_stores(kind, tmp_path) as stores, SimulatorThread() as sim:
+        with fleet(tmp_path, sim.url, stores, "gateways-2", team_budgets) as running:
+            key = create_key_direct(running.config, name="held", team="ml")
+            url = running.urls[0]
+
+            def reserved() -> bool:
+                return any(s[3] for s in budget_states(running.config, "teams"))
+
+            async def scenario() -> tuple[int, int]:
+                async with aiohttp.ClientSession() as session:
+                    first = await _post(session, url, key.secret)  # the key is remembered
+                    await asyncio.to_thread(_change_key, running.config, key.key.id, "revoke")
+                    with TableLock(stores.url, "api_keys", "ACCESS EXCLUSIVE") as lock:
+                        second = asyncio.ensure_future(_post(session, url, key.secret))
+                        # the key's read waits on the lock; its reservation does not
+                        await asyncio.to_thread(until, reserved, "a reservation beside the read")
+                        assert not second.done()
+                        lock.release()
+                        return first, await second
+
+            statuses = asyncio.run(scenario())
+            assert not reserved()  # given back before the 401
+            assert running.stop() == [0, 0]
+        rows = read_rows(stores)
+        states = budget_states(running.config)
+
+    assert statuses == (200, 401)
+    assert len(sim.records) == 1  # nothing went upstream on the revoked key
+    assert len(rows) == 1
     assert [(s[1], s[2], s[3]) for s in states] == [("ml", rows[0].cost_nanos, 0)]

@@ -291,8 +291,9 @@ def connections_per_worker(
     raise AssertionError(f"{tries} connections: { ({i: len(c) for i, c in found.items()}) }")
 
 
-def budget_states(config: Path) -> list[tuple[str, str, int, int]]:
-    """(budget, member, spent, reserved) of every budget member, read from storage."""
+def budget_states(config: Path, name: str | None = None) -> list[tuple[str, str, int, int]]:
+    """(budget, member, spent, reserved) of every budget member (``name``: of that budget
+    only, which reads no key), read from storage."""
     from spendgate.config import load_config
     from spendgate.gateway import build_gateway
 
@@ -301,7 +302,7 @@ def budget_states(config: Path) -> list[tuple[str, str, int, int]]:
     async def read() -> list[tuple[str, str, int, int]]:
         await gateway.storage.open()
         try:
-            views = await gateway.budget_service.overview()
+            views = await gateway.budget_service.overview(name)
         finally:
             await gateway.storage.close()
         return [(v.budget.name, v.member, v.state.spent, v.state.reserved) for v in views]

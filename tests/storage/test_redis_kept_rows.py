@@ -124,3 +124,56 @@ async def test_a_lapsed_row_in_force_corrects_the_counters(
     assert await storage.ledger_store.row(rid) == worst
     assert await _spent_reserved(storage, clock) == (worst.cost_nanos, 0)
     assert worst.cost_nanos == reserved
+
+
+async def _kept(storage: Storage, clock: ManualClock) -> list[str]:
+    """The request ids of the rows kept in Redis, due or not."""
+    counters = storage.counter_store
+    assert isinstance(counters, RedisCounters)
+    return sorted(r.request_id for r in await counters.unwritten(clock.now() + DUE * 2, 100))
+
+
+async def test_a_shipped_row_is_forgotten_with_the_next_charge_or_the_lease_tick(
+    split: tuple[Storage, ManualClock],
+) -> None:
+    """A row the ledger has is not forgotten in a round trip of its own: the next charge's
+    script forgets it in passing, or the next lease tick (`renew_leases`) does; until then
+    a sweeper writing it again changes nothing (idempotent by request id)."""
+    storage, clock = split
+    first, first_row, _ = await _admitted(storage, clock)
+    second, second_row, _ = await _admitted(storage, clock)
+    held = await storage.charge_first(first, (1234,), first_row, DUE)
+    assert held is not None
+    await storage.ship(first, held, (1234,), first_row)
+    assert await _kept(storage, clock) == [first]  # written, not forgotten yet
+    held = await storage.charge_first(second, (1234,), second_row, DUE)
+    assert held is not None
+    assert await _kept(storage, clock) == [second]  # the first went with this charge
+    await storage.ship(second, held, (1234,), second_row)
+    assert await _kept(storage, clock) == [second]
+    clock.advance(DUE.total_seconds() + 1)
+    await storage.sweep(clock.now())  # due, kept: written again, and nothing changes
+    assert await storage.renew_leases("nobody", clock.now() + DUE) == 0
+    assert await _kept(storage, clock) == []
+    rows = await storage.ledger(clock.now() - DUE * 3, clock.now())
+    assert sorted(r.request_id for r in rows) == sorted([first, second])
+    assert await _spent_reserved(storage, clock) == (2 * 1234, 0)
+
+
+async def test_rows_left_to_forget_are_forgotten_on_close(tmp_path: Path) -> None:
+    clock = ManualClock()
+    url = f"{REDIS}?prefix=sgtest-{uuid4().hex[:12]}"
+    storage = open_storage(f"sqlite:///{tmp_path / 'ledger.db'}", clock=clock, counters_url=url)
+    await storage.open()
+    rid, row, _ = await _admitted(storage, clock)
+    held = await storage.charge_first(rid, (1234,), row, DUE)
+    assert held is not None
+    await storage.ship(rid, held, (1234,), row)
+    await storage.close()
+    again = RedisCounters(url, clock)
+    await again.open()
+    try:
+        assert await again.unwritten(clock.now() + DUE * 2, 100) == []
+    finally:
+        await again.drop_all()
+        await again.close()

@@ -29,7 +29,7 @@ from spendgate.domain.admission import Admitted, WorstCase
 from spendgate.domain.budgets import Budget, CounterRef, Scoped, Unit
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.periods import Calendar, Period, window
-from spendgate.pipeline.budgeting import reserve_in_line, room_is_held
+from spendgate.pipeline.in_line import reserve_in_line, room_is_held
 from spendgate.services.admission_queue import AdmissionQueue
 from spendgate.storage import ReservationPlan, Storage, open_storage
 

@@ -47,6 +47,7 @@ from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.bound_first import reserve_by_bound
 from spendgate.pipeline.exchange import Exchange, confirm_key
+from spendgate.pipeline.in_line import counter_keys, reserve_confirmed, room_is_held
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket, budget_headers
 from spendgate.pipeline.worst_case import Bounding, Priced, hidden_input_policy, price_worst_case
@@ -141,8 +142,7 @@ async def admit(
             _check_input_caps(caps, count.tokens, count.exact)
             plan = plan_of(priced, exchange.request_id)  # (any bound's was given back)
             keys = counter_keys(plan)
-            await confirm_key(exchange)  # the first write on the key's behalf
-            decision = await reserve_in_line(storage, plan, waiting, keys)
+            decision = await reserve_confirmed(storage, plan, waiting, keys, exchange)
         if isinstance(decision, Refused):
             if full is not None and decision.counter and _cheap(decision.counter.ref):
                 full.saw_full(decision.counter.ref.budget.name, decision.counter.ref.member)
@@ -346,47 +346,6 @@ def _loop_detected(
     return LoopDetected(
         loop_message(block, now, until, repeats, window_s), blocked_by=detector.name
     )
-
-
-def counter_keys(plan: ReservationPlan) -> list[str]:
-    return [ref.id for ref in plan.counters]
-
-
-async def reserve_in_line(
-    storage: Storage,
-    plan: ReservationPlan,
-    queue: AdmissionQueue | None,
-    keys: list[str] | None = None,
-) -> Admitted | Refused:
-    """Reserve now; or, when requests in flight hold the room a budget would otherwise
-    have, wait in line for them to settle (`AdmissionQueue`). A newcomer to a budget
-    member that has a line joins it, so room is given first come, first served."""
-    if queue is None:
-        return await storage.reserve(plan)
-    keys = counter_keys(plan) if keys is None else keys
-
-    async def attempt() -> Admitted | Refused:
-        return await storage.reserve(plan)
-
-    line = queue.busy(keys)
-    decision = await attempt() if line is None else None
-    if isinstance(decision, Refused) and room_is_held(decision) and decision.counter:
-        line = decision.counter.ref.id
-    if line is not None and not isinstance(decision, Admitted):
-        decision = (await queue.wait_for_room(line, attempt, room_is_held)).decision
-    assert decision is not None
-    if isinstance(decision, Admitted):
-        queue.held(keys)
-    return decision
-
-
-def room_is_held(refused: Refused) -> bool:
-    """A budget refused, but its spent amount alone leaves room for the request: what
-    fills it is reserved by requests in flight, which give back all but their cost."""
-    counter = refused.counter
-    if counter is None or counter.ref.budget.kind is not Kind.BUDGET:
-        return False
-    return counter.reserved > 0 and counter.spent + refused.needed <= counter.limit
 
 
 def _busy(refused: Refused, queue: AdmissionQueue) -> BudgetBusy:

@@ -82,6 +82,11 @@ class KeyCheck:
         reading.add_done_callback(_retrieved)  # a request that never asks: no warning
         self.asked = False
 
+    @property
+    def done(self) -> bool:
+        """The read has ended: `fresh` answers at once."""
+        return self._reading.done()
+
     async def fresh(self) -> ApiKey:
         self.asked = True
         return await asyncio.shield(self._reading)
@@ -280,11 +285,13 @@ class KeyService:
 
         A request may do what reads nothing but memory on the remembered key (read its
         body, route, price, count tokens) while the key is read again, and must have the
-        fresh key (`KeyCheck.fresh`) before anything leaves the process on its behalf: a
-        counter, a ledger row, an upstream call. So a key revoked, rotated, expired or
-        changed anywhere is refused, or served as it is now, exactly as when every
-        request reads it first; the lookup's round trip overlaps the request's own work
-        instead of preceding it."""
+        fresh key (`KeyCheck.fresh`) before anything is charged, written or sent on its
+        behalf: a counter's spend, a ledger row, an upstream call. Its reservation alone
+        may be made meanwhile, held until the read answers and given back if the key is
+        refused or changed (`spendgate.pipeline.in_line.reserve_confirmed`). So a key
+        revoked, rotated, expired or changed anywhere is refused, or served as it is now,
+        exactly as when every request reads it first; the lookup's round trip overlaps
+        the request's own work and its reservation instead of preceding them."""
         if not secret or not self._remember:
             return None
         key = self._seen.get(hash_secret(secret))

@@ -227,9 +227,10 @@ class RowKeeper(Protocol):
     the counters are settled before the client's answer, the ledger's commit after it.
 
     `charge` settles as `CounterStore.settle` does and, in the same atomic step, keeps
-    ``row``; `forget` drops it once the ledger has it; `unwritten` lists the rows kept
-    longer than their ``due`` (their gateway died, or the ledger was down), for any
-    gateway's sweeper to write (idempotent by request id) and forget. So a row charged
+    ``row``; `forget` drops it once the ledger has it (`forget_soon`: in passing, with a
+    later call); `unwritten` lists the rows kept longer than their ``due`` (their gateway
+    died, or the ledger was down), for any gateway's sweeper to write (idempotent by
+    request id) and forget. So a row charged
     this way is in the ledger once, whatever dies when."""
 
     async def charge(
@@ -239,6 +240,11 @@ class RowKeeper(Protocol):
     async def unwritten(self, now: datetime, limit: int) -> list[LedgerRow]: ...
 
     async def forget(self, reservation_ids: Sequence[str]) -> None: ...
+
+    def forget_soon(self, reservation_ids: Sequence[str]) -> None:
+        """`forget`, later: with the store's next round trip that can carry it, at the
+        latest on its next `CounterStore.renew_leases` or on close."""
+        ...
 
     async def correct(self, held: Sequence[StoredCounter], deltas: Sequence[int]) -> None:
         """Add ``deltas`` to the spent amounts of ``held``'s counters in their buckets."""

@@ -218,9 +218,10 @@ class Storage:
         amounts: tuple[int, ...],
         row: LedgerRow,
     ) -> None:
-        """Write a row charged first (`charge_first`) to the ledger, then forget it in the
-        counter store. If another row for the request is in force (a sweeper wrote the
-        lapsed lease's while this gateway stalled), the counters are corrected to it."""
+        """Write a row charged first (`charge_first`) to the ledger, then have the counter
+        store forget it (`RowKeeper.forget_soon`). If another row for the request is in
+        force (a sweeper wrote the lapsed lease's while this gateway stalled), the counters
+        are corrected to it."""
         keeper = self.keeps_rows
         if keeper is None:
             raise StorageError("this storage keeps no rows with its counters")
@@ -228,7 +229,7 @@ class Storage:
         deltas = [now - before for now, before in zip(in_force, amounts, strict=True)]
         if any(deltas):
             await keeper.correct(held, deltas)
-        await keeper.forget([reservation_id])
+        keeper.forget_soon([reservation_id])  # with the next charge: no round trip of its own
 
     async def _write_kept(self, keeper: RowKeeper, now: datetime) -> int:
         """Rows charged first and not written in time (their gateway died, or the ledger

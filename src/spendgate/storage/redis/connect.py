@@ -15,8 +15,10 @@ parameters go to redis-py (``socket_timeout=0.5``, ``health_check_interval=...``
 Scripts are loaded with ``SCRIPT LOAD`` when the store opens, run with ``EVALSHA`` and
 loaded again when the server answers ``NOSCRIPT`` (a restart, a failover to a replica
 that never saw them, ``SCRIPT FLUSH``). Their file names carry a version
-(``reserve_v1.lua``): a change of behaviour is a new file, so gateways of two versions
-sharing a server never run each other's script under one name.
+(``reserve_v2.lua``): a change of arguments or behaviour is a new file, so gateways of two
+versions sharing a server never run each other's script under one name (each loads those
+of its own install; during a rolling upgrade a ``reserve_v1`` gateway and a ``reserve_v2``
+one share counters and reservations: both scripts read and write them alike).
 """
 
 from __future__ import annotations
@@ -46,20 +48,22 @@ DEFAULT_PREFIX = "spendgate"
 # Fail fast (the outage policy answers while Redis does not), and bound the connections of
 # one gateway process: past the bound, callers wait for one (up to the pool timeout).
 _TIMEOUTS = {"socket_timeout": "2", "socket_connect_timeout": "2", "max_connections": "64"}
-SCRIPTS = (
-    "reserve",
-    "prune",
-    "settle",
-    "charge",
-    "forget",
-    "renew",
-    "lapsed",
-    "unwritten",
-    "states",
-    "maintain",
-    "override",
-)
-VERSION = "v1"
+# Each script by the file it is in: a script whose arguments or behaviour change gets a new
+# file (``reserve_v2``; the version before's are in tests/storage/scripts_before/).
+SCRIPTS = {
+    "reserve": "reserve_v2",
+    "prune": "prune_v1",
+    "settle": "settle_v1",
+    "charge": "charge_v2",
+    "forget": "forget_v1",
+    "renew": "renew_v1",
+    "lapsed": "lapsed_v1",
+    "unwritten": "unwritten_v1",
+    "states": "states_v1",
+    "maintain": "maintain_v1",
+    "override": "override_v1",
+}
+PRELUDE = "common_v1"  # prepended to every script
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,17 +137,17 @@ async def close(redis: Any) -> None:
         await manager.aclose()
 
 
-def _text(name: str) -> str:
+def _text(file: str) -> str:
     package = resources.files("spendgate.storage.redis")
-    common = package.joinpath(f"common_{VERSION}.lua").read_text()
-    return common + "\n" + package.joinpath(f"{name}_{VERSION}.lua").read_text()
+    common = package.joinpath(f"{PRELUDE}.lua").read_text()
+    return common + "\n" + package.joinpath(f"{file}.lua").read_text()
 
 
 class Scripts:
     """The counter store's Lua scripts: SCRIPT LOAD once, EVALSHA, reload on NOSCRIPT."""
 
     def __init__(self) -> None:
-        self.text = {name: _text(name) for name in SCRIPTS}
+        self.text = {name: _text(file) for name, file in SCRIPTS.items()}
         self.sha = {name: hashlib.sha1(t.encode()).hexdigest() for name, t in self.text.items()}  # noqa: S324
 
     async def load(self, redis: Any) -> None:

@@ -2,10 +2,11 @@
 blocks, reservations and their leases, overrides; keys and the ledger live elsewhere
 (`Storage.split`: settlement in two halves, the sweeper repairing a crash between them).
 
-Each admission decision is one ``EVALSHA`` of ``reserve_v1.lua``: it reads every counter
-of the request with its effective limit, makes `spendgate.domain.admission.decide`'s
-decision in exact integer arithmetic, and records the reservation and its lease, all or
-nothing (a script runs alone on the server). The Python side then runs `decide` on the
+Each admission decision is one ``EVALSHA`` of ``reserve_v2.lua`` (its arguments and answer:
+`spendgate.storage.redis.decision`): it reads every counter of the request with its
+effective limit, makes `spendgate.domain.admission.decide`'s decision in exact integer
+arithmetic, and records the reservation and its lease, all or nothing (a script runs alone
+on the server). The Python side then runs `decide` on the
 states the script read and checks that both agree; a disagreement is a bug, reported as a
 `StorageError` after the reservation is released.
 
@@ -22,7 +23,7 @@ above 2^53 (nano-dollars: about $9M per counter) are refused with a `StorageErro
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError, WatchError
 
 from spendgate.clock import Clock, SystemClock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
-from spendgate.domain.budgets import CounterRef, Unit
+from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
@@ -42,6 +43,7 @@ from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, Stor
 from spendgate.storage.plans import check_amounts, check_plan
 from spendgate.storage.redis.bounds import EXACT, check_exact
 from spendgate.storage.redis.connect import Scripts, Target, client, close, parse
+from spendgate.storage.redis.decision import held_of, reserve_args, rolling, state, verdict
 
 log = logging.getLogger("spendgate.storage.redis")
 
@@ -49,33 +51,8 @@ log = logging.getLogger("spendgate.storage.redis")
 # gateway's reservations wait), so a tick's pruning is cut into calls of about a
 # millisecond each (a listed per-user budget has one member: one HGETALL).
 PRUNE_BATCH = 500
-_UNIT_CODE = {Unit.NANOS: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2, Unit.CONCURRENT: 2}
+FORGET_BATCH = 256  # written rows a `charge` forgets in passing, at most
 T = TypeVar("T")
-
-
-def _rolling(ref: CounterRef) -> tuple[int, int]:
-    """(length ms, bucket width ms) of a rolling window; (0, 0) for any other."""
-    period = ref.budget.period
-    window = ref.window
-    if period.kind != "rolling" or period.length is None or window.resets_at is None:
-        return 0, 0
-    width = window.resets_at - window.since - period.length
-    return period.length // timedelta(milliseconds=1), width // timedelta(milliseconds=1)
-
-
-def _state(ref: CounterRef, values: Sequence[int], server_windows: bool) -> CounterState:
-    limit, spent, reserved, oldest, since, bucket = (int(v) for v in values)
-    length, width = _rolling(ref)
-    if server_windows and width and (since, bucket) != (ref.window.since_ms, ref.window.bucket_ms):
-        start = from_ms(since)
-        window = dataclasses.replace(
-            ref.window,
-            since=start,
-            bucket=from_ms(bucket),
-            resets_at=start + timedelta(milliseconds=length + width),
-        )
-        ref = dataclasses.replace(ref, window=window)
-    return CounterState(ref, limit, spent, reserved, None if oldest < 0 else oldest)
 
 
 class RedisCounters:
@@ -97,6 +74,7 @@ class RedisCounters:
         # admitted here, not yet ended here: id -> (owner, what it holds)
         self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
         self._unknown: set[str] = set()  # reserve outcomes lost in a failure: to release
+        self._written: list[str] = []  # kept rows the ledger has: to forget (`forget_soon`)
 
     # -- keys -------------------------------------------------------------------------
 
@@ -124,6 +102,9 @@ class RedisCounters:
         await self._call(lambda r: self._scripts.load(r))
 
     async def close(self) -> None:
+        if self._redis and self._written:
+            with contextlib.suppress(StorageError):  # left to a sweeper (idempotent)
+                await self._forget_written()
         if self._redis is not None:
             redis, self._redis = self._redis, False
             await close(redis)
@@ -158,47 +139,17 @@ class RedisCounters:
 
     async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
         check_plan(plan)
-        worst = plan.worst
-        floor = min(plan.min_output, worst.requested_ceiling)
-        cap_only = decide(worst, (), plan.caps, plan.min_output)
+        cap_only = decide(plan.worst, (), plan.caps, plan.min_output)
         if isinstance(cap_only, Refused):  # the request caps alone refuse it: no trip
             return cap_only
         check_exact(plan)
         keys = [self._reservation_key(plan.reservation_id), self._leases, self._overrides]
-        stored = [[r.budget.name, r.member, r.budget.unit.value] for r in plan.counters]
-        lease_ms = max(0, to_ms(plan.expires_at) - to_ms(self._clock.now()))
-        args: list[Any] = [
-            self._now_arg(),
-            plan.reservation_id,
-            plan.owner,
-            lease_ms,
-            worst.requested_ceiling,
-            floor,
-            cap_only.ceiling,
-            worst.input_tokens,
-            worst.input_cost,
-            worst.choices,
-            worst.output_rate,
-            codec.dump_worst(worst),
-            codec.dump_template(plan.template),
-            codec.dumps(stored),
-            len(plan.counters),
-        ]
         for ref in plan.counters:
             budget = ref.budget
             keys.append(self._counter_key(budget.name, ref.member, budget.unit.value))
             keys.append(self._members_key(budget.name))
-            length, width = _rolling(ref) if self._server_time else (0, 0)
-            args += [
-                budget.name,
-                budget.limit,
-                int(budget.blocks),
-                int(budget.clamps),
-                _UNIT_CODE[budget.unit],
-                length if width else ref.window.since_ms,
-                ref.window.bucket_ms,
-                width,
-            ]
+        lease_ms = max(0, to_ms(plan.expires_at) - to_ms(self._clock.now()))
+        args = reserve_args(plan, self._now_arg(), lease_ms, cap_only.ceiling, self._server_time)
         call = asyncio.ensure_future(self._run("reserve", keys, args))
         try:
             raw = await asyncio.shield(call)
@@ -211,19 +162,18 @@ class RedisCounters:
             # as Redis answers again (`renew_leases`), never renewed or left to lapse.
             self._unknown.add(plan.reservation_id)
             raise
-        decision = await self._verdict(plan, raw)
-        if isinstance(decision, Admitted):
-            held = tuple(
-                (
-                    s.ref.budget.name,
-                    s.ref.member,
-                    s.ref.window.bucket_ms,
-                    s.ref.budget.unit.value,
-                    a,
-                )
-                for s, a in zip(decision.states, decision.amounts, strict=True)
+        if int(raw[0]) < 0:
+            raise StorageError(f"cannot store reservation {plan.reservation_id!r}: it exists")
+        decision, agrees = verdict(plan, raw, self._server_time)
+        if not agrees:
+            if int(raw[0]) == 1:  # the script reserved it
+                await self.release(plan.reservation_id)
+            raise StorageError(
+                f"the Redis reserve script and decide() disagree on {plan.reservation_id!r}: "
+                f"{raw[:2]} vs {decision!r}"
             )
-            self._live[plan.reservation_id] = (plan.owner, held)
+        if isinstance(decision, Admitted):
+            self._live[plan.reservation_id] = (plan.owner, held_of(decision))
         return decision
 
     def _abandon(self, reservation_id: str) -> None:
@@ -236,38 +186,6 @@ class RedisCounters:
         for reservation_id in sorted(self._unknown):
             await self.release(reservation_id)
             self._unknown.discard(reservation_id)
-
-    async def _verdict(self, plan: ReservationPlan, raw: list[Any]) -> Admitted | Refused:
-        status = int(raw[0])
-        if status < 0:
-            raise StorageError(f"cannot store reservation {plan.reservation_id!r}: it exists")
-        n = len(plan.counters)
-        tail = raw[2 + n :] if status == 1 else raw[2:]
-        states = [
-            _state(ref, tail[6 * i : 6 * i + 6], self._server_time)
-            for i, ref in enumerate(plan.counters)
-        ]
-        decision = decide(plan.worst, states, plan.caps, plan.min_output)
-        if status == 1:
-            amounts = tuple(int(a) for a in raw[2 : 2 + n])
-            agrees = (
-                isinstance(decision, Admitted)
-                and decision.ceiling == int(raw[1])
-                and decision.amounts == amounts
-            )
-        else:
-            blocker = int(raw[1])
-            agrees = isinstance(decision, Refused) and (
-                decision.counter is (states[blocker - 1] if blocker else None)
-            )
-        if not agrees:
-            if status == 1:
-                await self.release(plan.reservation_id)
-            raise StorageError(
-                f"the Redis reserve script and decide() disagree on {plan.reservation_id!r}: "
-                f"{raw[:2]} vs {decision!r}"
-            )
-        return decision
 
     async def holding(self, reservation_id: str) -> tuple[StoredCounter, ...] | None:
         """A reservation this process admitted and has not ended is answered from memory
@@ -302,22 +220,47 @@ class RedisCounters:
         self, reservation_id: str, amounts: Sequence[int], row: LedgerRow, due: timedelta
     ) -> bool:
         """`settle`, and in the same script the row kept here until `forget`: a sweeper
-        writes it to the ledger once ``due`` has passed (`unwritten`)."""
+        writes it to the ledger once ``due`` has passed (`unwritten`). The rows left to
+        forget (`forget_soon`) are forgotten by the same script."""
+        written = self._written[:FORGET_BATCH]
+        del self._written[:FORGET_BATCH]
         keys = [
             self._reservation_key(reservation_id),
             self._leases,
             self._unwritten,
             self._row_key(reservation_id),
+            *(self._row_key(i) for i in written),
         ]
-        charges = [str(int(a)) for a in amounts]
+        charges = [int(a) for a in amounts]
         due_ms = max(0, due // timedelta(milliseconds=1))
         args = [self._now_arg(), reservation_id, due_ms, codec.dump_template(row), len(charges)]
-        done = await self._run("charge", keys, args + charges)
+        try:
+            done = await self._run("charge", keys, [*args, *charges, *written])
+        except BaseException:
+            self._written[:0] = written  # not known forgotten: still to forget
+            raise
         if isinstance(done, list):
             held = (("", "", 0, "", 0),) * int(done[1])
             check_amounts(reservation_id, held, list(amounts))
         self._live.pop(reservation_id, None)
         return bool(done)
+
+    def forget_soon(self, reservation_ids: Sequence[str]) -> None:
+        """`forget`, without a round trip of its own: the rows go with this process's next
+        `charge` (its script forgets them in passing), or its next lease tick
+        (`renew_leases`), or `close`, whichever comes first. A row forgotten late is only
+        written again by a sweeper once due, which the ledger ignores (idempotent by
+        request id); the lease tick comes at least four times a lease, and rows are due
+        a lease after their charge."""
+        self._written.extend(reservation_ids)
+
+    async def _forget_written(self) -> None:
+        written, self._written = self._written, []
+        try:
+            await self.forget(written)
+        except BaseException:
+            self._written[:0] = written
+            raise
 
     async def unwritten(self, now: datetime, limit: int) -> list[LedgerRow]:
         """Rows charged before they were written and due now, oldest first."""
@@ -353,7 +296,10 @@ class RedisCounters:
     ) -> int:
         """Extends the leases of ``owner``'s reservations that this store admitted, first
         releasing those whose reservation outcome was lost in a failure (`reserve`): a
-        lease no one here knows of is never renewed."""
+        lease no one here knows of is never renewed. Rows left to forget (`forget_soon`)
+        are forgotten first."""
+        if self._written:
+            await self._forget_written()
         await self._release_unknown()
         lease_ms = max(0, to_ms(expires_at) - to_ms(self._clock.now()))
         ids = sorted(i for i, (o, _) in self._live.items() if o == owner and i not in keep_lapsing)
@@ -392,7 +338,7 @@ class RedisCounters:
         args: list[Any] = ["" if self._server_time else str(to_ms(now)), len(refs)]
         for ref in refs:
             keys.append(self._counter_key(ref.budget.name, ref.member, ref.budget.unit.value))
-            length, width = _rolling(ref) if self._server_time else (0, 0)
+            length, width = rolling(ref) if self._server_time else (0, 0)
             args += [
                 ref.budget.name,
                 ref.budget.limit,
@@ -400,9 +346,7 @@ class RedisCounters:
                 width,
             ]
         raw = await self._run("states", keys, args)
-        return [
-            _state(ref, raw[6 * i : 6 * i + 6], self._server_time) for i, ref in enumerate(refs)
-        ]
+        return [state(ref, raw[6 * i : 6 * i + 6], self._server_time) for i, ref in enumerate(refs)]
 
     async def active_members(self, budget: str, since_ms: int) -> list[str]:
         async def work(r: Any) -> list[str]:
