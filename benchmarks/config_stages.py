@@ -44,14 +44,18 @@ path = Path(sys.argv[1])
 began = time.process_time()
 data = parse_yaml(str(path), path.read_text())
 spent["YAML"] = time.process_time() - began
+more = ()
 if "budgets_file" in data:
-    from spendgate.config.budget_file import read_budget_rows
+    from spendgate.config import budget_file
     began = time.process_time()
-    rows = read_budget_rows(path.parent / data["budgets_file"]).rows
-    data["budgets"] = [*data.get("budgets", []), *rows]
+    if hasattr(budget_file, "read_budget_specs"):  # read and validated column by column
+        more = budget_file.read_budget_specs(path.parent / data["budgets_file"])
+    else:  # the rows as entries, validated with the YAML's
+        rows = budget_file.read_budget_rows(path.parent / data["budgets_file"]).rows
+        data["budgets"] = [*data.get("budgets", []), *rows]
     spent["CSV"] = time.process_time() - began
 began = time.process_time()
-config = parse_config(data)
+config = parse_config(data, "<config>", more) if more else parse_config(data)
 spent["validation"] = time.process_time() - began
 began = time.process_time()
 build_budget_book(config)
