@@ -157,18 +157,42 @@ class ScopeIndex(Generic[T]):
     ) -> None:
         self._entries = entries
         named: dict[BudgetScope, dict[str, tuple[int, ...]]] = {}
-        wild: dict[BudgetScope, list[int]] = {}
-        for position, (scope, match) in enumerate(zip(scopes, matches, strict=True)):
-            if match == WILD:
-                wild.setdefault(scope, []).append(position)
-                continue
-            members = named.get(scope)
-            if members is None:
-                members = named[scope] = {}
-            members[match] = (*members.get(match, ()), position)  # mostly one per member
+        wild: dict[BudgetScope, tuple[int, ...]] = {}
+        distinct = dict.fromkeys(scopes)  # a few, in C
+        for scope in distinct:
+            if len(distinct) == 1:
+                positions: Sequence[int] = range(len(scopes))
+                members = matches
+            else:
+                positions = [at for at, each in enumerate(scopes) if each == scope]
+                members = list(map(matches.__getitem__, positions))
+            if WILD not in members:  # each member named once (a long list): filed in C
+                filed: dict[str, tuple[int, ...]] = dict(zip(members, zip(positions), strict=True))
+                if len(filed) == len(members):
+                    named[scope] = filed
+                    continue
+            found = self._file_each(positions, members)
+            if found[0]:
+                named[scope] = found[0]
+            if found[1]:
+                wild[scope] = found[1]
         self._named = named
-        self._wild = {scope: tuple(positions) for scope, positions in wild.items()}
+        self._wild = wild
         self._scopes = tuple(scope for scope in BudgetScope if scope in wild or scope in named)
+
+    @staticmethod
+    def _file_each(
+        positions: Sequence[int], members: Sequence[str]
+    ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+        """One scope's entries: by member, and those for any member (``match: "*"``)."""
+        named: dict[str, tuple[int, ...]] = {}
+        wild: list[int] = []
+        for position, match in zip(positions, members, strict=True):
+            if match == WILD:
+                wild.append(position)
+            else:
+                named[match] = (*named.get(match, ()), position)  # mostly one per member
+        return named, tuple(wild)
 
     def matching(
         self, caller: Caller, skip: frozenset[BudgetScope] = frozenset()
