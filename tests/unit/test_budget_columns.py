@@ -22,10 +22,11 @@ from spendgate.config.budgets import (
     BudgetConfig,
     BudgetSpec,
     _specs_from_entries,
+    budgets_by_columns,
     listed_budgets,
     specs_from_columns,
 )
-from spendgate.config.loader import load_config
+from spendgate.config.loader import load_config, parse_config
 from spendgate.errors import ConfigError
 
 
@@ -48,7 +49,7 @@ VALUES: dict[str, list[Any]] = {
     "name": ["a", "b-1", "user.7", "", "-x", "a b", 5, None],
     "scope": ["user", "team", "key", "USER", "nobody", 1],
     "match": ["*", "u1", "u2", "", 3, None],
-    "models": [["gpt-*"], [], ["a", "b"], "gpt-4o", [1], ("x",)],
+    "models": [["gpt-*"], [], ["a", "b"], "gpt-4o", [1], ("x",), [["a"]], ["a\x1b"]],
     "limit_usd": ["10", "10.50", "0", "-1", " 12 ", "1e3", "1_000", "NaN", "abc", 5, 0, True],
     "limit_tokens": [100, 0, -1, "100", "1e3", True, None],
     "share_of": ["a", "b-1", "", None, 2],
@@ -197,3 +198,42 @@ def test_a_row_named_twice_across_yaml_and_file_is_named_by_its_line(tmp_path: P
         load_config(tmp_path / "c.yaml")
     assert "line 3, column name" in str(caught.value)
     assert "duplicate name 't'" in str(caught.value)
+
+
+def _long_list(count: int = 1000) -> list[dict[str, Any]]:
+    return [
+        {"name": f"u{i}", "scope": "user", "match": f"user{i}", "limit_usd": f"{10 + i % 3}"}
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("match", "user\x1b", "budgets[700].match: contains a control or BIDI character "
+         "(U+001B at position 4); names and values must be plain text"),
+        ("scope", "USER", "budgets[700].scope: Input should be 'org', 'team', 'service', "
+         "'user', 'key', 'tag', 'session' or 'model'"),
+        ("limit_usd", "-5", "budgets[700]: limit_usd must not be negative"),
+        ("name", "u3", "budgets[700].name: duplicate name 'u3', already used by "
+         "budgets[3].name (budget and limit names share one namespace)"),
+    ],
+)  # fmt: skip
+def test_a_long_yaml_list_names_the_entry_refused(key: str, value: str, problem: str) -> None:
+    budgets = _long_list()
+    budgets[700] = {**budgets[700], key: value}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"budgets": budgets}, "c.yaml")
+    assert str(caught.value) == f"c.yaml: {problem}"
+
+
+def test_control_characters_beside_a_long_list_are_named() -> None:
+    data = {"budgets": _long_list(), "orgs": {"acme": {"teams": ["m\x1bl"]}}}
+    assert budgets_by_columns(data["budgets"]) is not None
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "c.yaml")
+    assert str(caught.value) == (
+        "c.yaml: orgs.acme.teams[0]: contains a control or BIDI character (U+001B at "
+        "position 1); names and values must be plain text"
+    )
+    assert len(parse_config({"budgets": _long_list()}).budgets) == 1000

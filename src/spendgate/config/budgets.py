@@ -37,6 +37,7 @@ from pydantic import (
 from spendgate.config.patterns import NAME, PERIOD_PATTERN
 from spendgate.config.storage import Strict
 from spendgate.domain.budgets import BudgetScope, HiddenInputPolicy
+from spendgate.text import unsafe_in
 
 DEFAULT_THRESHOLDS = (Decimal("0.8"),)
 
@@ -176,7 +177,7 @@ MISSING: Final = _Missing()  # the entry leaves this key out: its default applie
 _REQUIRED = object()
 # Equal values of these types convert alike (a text is one text, an integer one integer);
 # ``True == 1`` is why a column may not mix booleans and integers.
-_PLAIN = frozenset({str, int, bool, type(None), _Missing})  # and tuples of texts
+_PLAIN = frozenset({str, int, bool, type(None), _Missing, tuple})  # tuples: of texts
 _KEYS = frozenset(BudgetSpec._fields)
 _LIMITS = ("limit_usd", "limit_tokens", "share_of", "share", "hard", "hidden_input")
 
@@ -188,12 +189,26 @@ def _adapter(key: str) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[hint])  # type: ignore[valid-type]
 
 
+def budgets_by_columns(value: Any) -> tuple[BudgetSpec, ...] | None:
+    """A ``budgets:`` list of mappings validated by columns (`specs_from_columns`), its
+    texts checked for control characters too; None when that way declines."""
+    if type(value) is not list or not all(type(entry) is dict for entry in value):
+        return None
+    specs = _specs_from_entries(value)
+    return tuple(specs) if specs is not None else None
+
+
 def _specs_from_entries(entries: list[dict[Any, Any]]) -> list[BudgetSpec] | None:
     """The ``budgets:`` entries (mappings) as `specs_from_columns` validates them."""
-    keys = set(chain.from_iterable(entries))
-    if not keys <= _KEYS:
-        return None
-    columns = {key: list(map(methodcaller("get", key, MISSING), entries)) for key in keys}
+    shapes = set(map(tuple, entries))  # each entry's keys, in order
+    if len(shapes) == 1:  # every entry gives the same keys (a long list): in C
+        (keys,) = shapes
+        columns = dict(zip(keys, zip(*map(dict.values, entries), strict=True), strict=True))
+    else:
+        given = set(chain.from_iterable(shapes))
+        if not given <= _KEYS:
+            return None
+        columns = {key: list(map(methodcaller("get", key, MISSING), entries)) for key in given}
     return specs_from_columns(columns, len(entries))
 
 
@@ -228,16 +243,19 @@ def specs_from_columns(columns: Mapping[str, Sequence[Any]], count: int) -> list
 def _validated(key: str, column: Sequence[Any], default: Any) -> Sequence[Any] | None:
     """The column's values validated, each distinct one once; None if any is refused."""
     kinds = set(map(type, column))
-    if list in kinds or tuple in kinds:  # ``models``, ``soft_thresholds``: texts only
+    if list in kinds:  # ``models``, ``soft_thresholds``: as tuples, to be told apart
         column = [tuple(value) if type(value) is list else value for value in column]
-        items = [item for value in column if type(value) is tuple for item in value]
+        kinds = (kinds - {list}) | {tuple}
+    if tuple in kinds:  # of texts only (hashable, and alike when equal)
+        items = chain.from_iterable(value for value in column if type(value) is tuple)
         if not set(map(type, items)) <= {str}:
             return None
-        kinds = (kinds - {list, tuple}) | {str}
     if not kinds <= _PLAIN or (bool in kinds and int in kinds):
         return None
     distinct = dict.fromkeys(column)
     given = [value for value in distinct if value is not MISSING]
+    if _unsafe(given, kinds):
+        return None  # the loader names the key and the character
     try:
         values = _adapter(key).validate_python(given)
     except ValidationError:
@@ -250,6 +268,15 @@ def _validated(key: str, column: Sequence[Any], default: Any) -> Sequence[Any] |
     found = dict(zip(given, values, strict=True))
     found[MISSING] = default
     return list(map(found.__getitem__, column))
+
+
+def _unsafe(values: list[Any], kinds: set[type]) -> bool:
+    """Whether a text among ``values`` (or in a tuple of them) holds a character a report
+    would have to escape (`spendgate.text.unsafe_in`, as the loader checks every text)."""
+    texts = values if kinds <= {str, _Missing} else [v for v in values if type(v) is str]
+    if tuple in kinds:
+        texts = [*texts, *chain.from_iterable(v for v in values if type(v) is tuple)]
+    return unsafe_in(" ".join(texts)) is not None
 
 
 @cache
@@ -269,9 +296,9 @@ def listed_budgets(value: Any) -> tuple[BudgetSpec, ...]:
         return value  # validated before (a config built from another)
     # only mappings: a list given for an entry would fill a named tuple in order
     if type(value) is list and all(type(entry) is dict for entry in value):
-        columns = _specs_from_entries(value)
+        columns = budgets_by_columns(value)
         if columns is not None:  # each distinct value validated once (100,000 listed)
-            return tuple(columns)
+            return columns
         try:
             specs = _specs().validate_python(value)
         except ValidationError:

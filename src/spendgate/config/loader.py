@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.budget_file import located, read_budget_rows, read_budget_specs
-from spendgate.config.budgets import BudgetSpec, listed_budgets
+from spendgate.config.budgets import BudgetSpec, budgets_by_columns, listed_budgets
 from spendgate.config.schema import Config
 from spendgate.config.yaml_text import key_path as _key_path
 from spendgate.config.yaml_text import parse_yaml
@@ -102,19 +102,22 @@ def parse_config(
     data: Any, source: str = "<config>", more_budgets: Sequence[BudgetSpec] = ()
 ) -> Config:
     """``more_budgets``: validated budgets listed after ``budgets:`` (a ``budgets_file``'s
-    rows, checked for control characters when read)."""
+    rows, read by `read_budget_specs`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping of settings")
-    unsafe = next(_unsafe_text(data), None) if _holds_unsafe(data) else None
+    # a long list validated by columns, its texts checked there: the rest checked here
+    listed = budgets_by_columns(data.get("budgets"))
+    rest = data if listed is None else {k: v for k, v in data.items() if k != "budgets"}
+    unsafe = next(_unsafe_text(rest), None) if _holds_unsafe(rest) else None
     if unsafe is not None:
         key, problem = unsafe
         raise ConfigError(source, key, f"{problem}; names and values must be plain text")
     try:
-        if more_budgets:
-            listed = data.get("budgets", [])
-            data = {**data, "budgets": (*listed_budgets(listed), *more_budgets)}
+        if listed is not None or more_budgets:
+            given = listed if listed is not None else listed_budgets(data.get("budgets", []))
+            data = {**data, "budgets": (*given, *more_budgets)}
         return Config.model_validate(data)
     except ValidationError as exc:
         raise _first_problem(exc, source) from None
