@@ -154,15 +154,27 @@ def test_a_file_read_by_columns_gives_what_its_rows_give(
         assert expected == ("accepted", written(by_columns))
 
 
-def test_a_file_with_a_bad_row_is_named_by_its_line_and_column(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("u700,user,user700,-5", "line 702: limit_usd must not be negative"),
+        ("-x,user,user700,5", "line 702, column name: String should match pattern "
+         "'^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$'"),
+        ('u700,user,"us\u202eer",5', "line 702, column match: contains a control or BIDI "
+         "character (U+202E at position 2); names and values must be plain text"),
+    ],
+)  # fmt: skip
+def test_a_long_file_with_a_bad_row_is_named_by_its_line_and_column(
+    tmp_path: Path, row: str, problem: str
+) -> None:
     lines = [f"u{i},user,user{i},{10 + i % 3}" for i in range(1000)]
-    lines[700] = "u700,user,user700,-5"
+    lines[700] = row
     (tmp_path / "b.csv").write_text("name,scope,match,limit_usd\n" + "\n".join(lines) + "\n")
     (tmp_path / "c.yaml").write_text("budgets_file: b.csv\n")
     assert read_budget_specs(tmp_path / "b.csv") is None
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "c.yaml")
-    assert str(caught.value) == (f"{tmp_path / 'b.csv'}: line 702: limit_usd must not be negative")
+    assert str(caught.value) == f"{tmp_path / 'b.csv'}: {problem}"
 
 
 @pytest.mark.parametrize(
@@ -215,11 +227,16 @@ def _long_list(count: int = 1000) -> list[dict[str, Any]]:
         ("scope", "USER", "budgets[700].scope: Input should be 'org', 'team', 'service', "
          "'user', 'key', 'tag', 'session' or 'model'"),
         ("limit_usd", "-5", "budgets[700]: limit_usd must not be negative"),
+        ("name", "-bad", "budgets[700].name: String should match pattern "
+         "'^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$'"),
+        ("match", "", "budgets[700].match: String should have at least 1 character"),
+        ("name", 5, "budgets[700].name: Input should be a valid string"),
         ("name", "u3", "budgets[700].name: duplicate name 'u3', already used by "
          "budgets[3].name (budget and limit names share one namespace)"),
     ],
 )  # fmt: skip
-def test_a_long_yaml_list_names_the_entry_refused(key: str, value: str, problem: str) -> None:
+def test_a_long_yaml_list_names_the_entry_refused(key: str, value: object, problem: str) -> None:
+    """Its names and members are validated whole (mostly distinct), the rest by value."""
     budgets = _long_list()
     budgets[700] = {**budgets[700], key: value}
     with pytest.raises(ConfigError) as caught:

@@ -179,6 +179,7 @@ _REQUIRED = object()
 # ``True == 1`` is why a column may not mix booleans and integers.
 _PLAIN = frozenset({str, int, bool, type(None), _Missing, tuple})  # tuples: of texts
 _KEYS = frozenset(BudgetSpec._fields)
+_SAMPLE = 256  # a column whose first values are mostly distinct is validated whole
 _LIMITS = ("limit_usd", "limit_tokens", "share_of", "share", "hard", "hidden_input")
 
 
@@ -252,8 +253,12 @@ def _validated(key: str, column: Sequence[Any], default: Any) -> Sequence[Any] |
             return None
     if not kinds <= _PLAIN or (bool in kinds and int in kinds):
         return None
-    distinct = dict.fromkeys(column)
-    given = [value for value in distinct if value is not MISSING]
+    if kinds == {str} and len(set(column[:_SAMPLE])) > _SAMPLE // 2:
+        distinct: Mapping[Any, None] = {}  # names, members: mostly distinct, taken whole
+        given = list(column)
+    else:
+        distinct = dict.fromkeys(column)
+        given = [value for value in distinct if value is not MISSING]
     if _unsafe(given, kinds):
         return None  # the loader names the key and the character
     try:
