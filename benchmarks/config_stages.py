@@ -154,8 +154,8 @@ def main() -> None:
     trees: dict[str, Path | None] = {"now": None}
     if args.baseline is not None:
         trees["before"] = args.baseline
-    for tree in trees.values():
-        compileall.compile_dir(tree or Path(__file__).parents[1] / "src", quiet=1)
+    for root in trees.values():
+        compileall.compile_dir(root or Path(__file__).parents[1] / "src", quiet=1)
     found: dict[tuple[str, str], dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="spendgate-stages-") as folder:
         made = configs(Path(folder), args.budgets)
