@@ -165,6 +165,12 @@ def listed_budgets(config: Config) -> BudgetList:
     shared = _Shared()
     texts = list(map(_PERIOD_TEXT, specs))
     periods = {text: shared.period(text) for text in set(texts)}
+    # what building a budget converts, converted now: a budget built on first use then
+    # does only what cannot fail (the specs were validated, their shares checked)
+    for dollars in set(map(_LIMIT_USD, specs)) - {None}:
+        shared.nanos(dollars)
+    for given in set(map(_THRESHOLDS, specs)):
+        shared.thresholds(given)
     built = Outline.of(limits)
     outline = Outline(
         [*map(_NAME, specs), *built.names],
@@ -192,6 +198,8 @@ _MATCH = attrgetter("match")
 _MODELS = attrgetter("models")
 _PERIOD_TEXT = attrgetter("period")
 _SHARE_OF = attrgetter("share_of")
+_LIMIT_USD = attrgetter("limit_usd")
+_THRESHOLDS = attrgetter("soft_thresholds")
 
 
 LOOP_COOLDOWN_MAX_S = 3600.0  # the longest loop block unless configured (or the first)
