@@ -250,7 +250,7 @@ def stages(config_path: Path, runs: int) -> str:
             began = time.process_time()
             data = _parse_yaml(str(config_path), text)
             parsed = time.process_time()
-            more = ()
+            more: tuple[Any, ...] = ()
             if "budgets_file" in data:  # read and validated by columns, as the loader does
                 more = tuple(read_budget_specs(config_path.parent / data["budgets_file"]) or ())
             read = time.process_time()
