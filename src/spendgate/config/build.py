@@ -171,14 +171,8 @@ def listed_budgets(config: Config) -> BudgetList:
         shared.nanos(dollars)
     for given in set(map(_THRESHOLDS, specs)):
         shared.thresholds(given)
-    built = Outline.of(limits)
-    outline = Outline(
-        [*map(_NAME, specs), *built.names],
-        [*map(_SCOPE, specs), *built.scopes],
-        [*map(_MATCH, specs), *built.matches],
-        [*map(_MODELS, specs), *built.models],
-        [*map(periods.__getitem__, texts), *built.periods],
-    )
+    counted = list(map(periods.__getitem__, texts))
+    outline = Outline.of_targets(specs, specs, counted).extended(Outline.of(limits))
     shares = any(map(_SHARE_OF, specs))
     by_name = {spec.name: spec for spec in specs} if shares else {}
     count = len(specs)
@@ -192,10 +186,6 @@ def listed_budgets(config: Config) -> BudgetList:
     return BudgetList(outline, build)
 
 
-_NAME = attrgetter("name")
-_SCOPE = attrgetter("scope")
-_MATCH = attrgetter("match")
-_MODELS = attrgetter("models")
 _PERIOD_TEXT = attrgetter("period")
 _SHARE_OF = attrgetter("share_of")
 _LIMIT_USD = attrgetter("limit_usd")

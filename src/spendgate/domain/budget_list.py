@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING, NamedTuple, overload
+from typing import TYPE_CHECKING, NamedTuple, Protocol, overload
 
 if TYPE_CHECKING:
     from spendgate.domain.budgets import Budget, BudgetScope
@@ -35,14 +35,47 @@ class Outline(NamedTuple):
     @classmethod
     def of(cls, budgets: Sequence[Budget]) -> Outline:
         """The outline of budgets already built."""
-        targets = list(map(_TARGET_OF, budgets))
+        periods = list(map(_PERIOD_OF, budgets))
+        return cls.of_targets(budgets, list(map(_TARGET_OF, budgets)), periods)
+
+    @classmethod
+    def of_targets(
+        cls, named: Sequence[_Named], targets: Sequence[_Target], periods: Sequence[Period]
+    ) -> Outline:
+        """Each budget's name and target (scope, member, models), taken from the entries
+        given (a budget, its `Scoped`, a config's spec) column by column in C, and its
+        period."""
         return cls(
-            list(map(_NAME_OF, budgets)),
+            list(map(_NAME_OF, named)),
             list(map(_SCOPE_OF, targets)),
             list(map(_MATCH_OF, targets)),
             list(map(_MODELS_OF, targets)),
-            list(map(_PERIOD_OF, budgets)),
+            list(periods),
         )
+
+    def extended(self, other: Outline) -> Outline:
+        """These budgets, then ``other``'s."""
+        return Outline(
+            [*self.names, *other.names],
+            [*self.scopes, *other.scopes],
+            [*self.matches, *other.matches],
+            [*self.models, *other.models],
+            [*self.periods, *other.periods],
+        )
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Target(Protocol):
+    @property
+    def scope(self) -> BudgetScope: ...
+    @property
+    def match(self) -> str: ...
+    @property
+    def models(self) -> tuple[str, ...]: ...
 
 
 _NAME_OF = attrgetter("name")
