@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import cache
 from itertools import chain, repeat
+from math import copysign
 from operator import methodcaller
 from typing import Annotated, Any, Final, NamedTuple, get_type_hints
 
@@ -177,7 +178,8 @@ MISSING: Final = _Missing()  # the entry leaves this key out: its default applie
 _REQUIRED = object()
 # Equal values of these types convert alike (a text is one text, an integer one integer);
 # ``True == 1`` is why a column may not mix booleans and integers.
-_PLAIN = frozenset({str, int, bool, type(None), _Missing, tuple})  # tuples: of texts
+# Floats too, unless beside integers (``1 == 1.0``), NaN (not equal to itself) or -0.0.
+_PLAIN = frozenset({str, int, bool, float, type(None), _Missing, tuple})  # tuples: of texts
 _KEYS = frozenset(BudgetSpec._fields)
 _SAMPLE = 256  # a column whose first values are mostly distinct is validated whole
 _LIMITS = ("limit_usd", "limit_tokens", "share_of", "share", "hard", "hidden_input")
@@ -253,6 +255,8 @@ def _validated(key: str, column: Sequence[Any], default: Any) -> Sequence[Any] |
             return None
     if not kinds <= _PLAIN or (bool in kinds and int in kinds):
         return None
+    if float in kinds and not _plain_floats(column, kinds):
+        return None
     if kinds == {str} and len(set(column[:_SAMPLE])) > _SAMPLE // 2:
         distinct: Mapping[Any, None] = {}  # names, members: mostly distinct, taken whole
         given = list(column)
@@ -273,6 +277,15 @@ def _validated(key: str, column: Sequence[Any], default: Any) -> Sequence[Any] |
     found = dict(zip(given, values, strict=True))
     found[MISSING] = default
     return list(map(found.__getitem__, column))
+
+
+def _plain_floats(column: Sequence[Any], kinds: set[type]) -> bool:
+    """Whether the column's floats are told apart by equality as by value: no integer or
+    boolean beside them, no NaN, no negative zero."""
+    if int in kinds or bool in kinds:
+        return False
+    floats = {value for value in column if type(value) is float}
+    return all(value == value and (value != 0 or copysign(1.0, value) > 0) for value in floats)
 
 
 def _unsafe(values: list[Any], kinds: set[type]) -> bool:
