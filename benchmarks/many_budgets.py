@@ -233,10 +233,11 @@ def check_config_times(variants: list[Variant], runs: int) -> dict[str, list[flo
 def stages(config_path: Path, runs: int) -> str:
     """Where loading a config goes, in CPU seconds (medians of ``runs``, in this process,
     without the cyclic collector, as the CLI's start runs): the YAML (and the CSV of a
-    ``budgets_file``), their validation, the budget book (budgets and their index)."""
+    ``budgets_file``, validated by columns as it is read), the validation of the rest, the
+    budget book (budgets filed in their index, each built on first use)."""
     import gc
 
-    from spendgate.config.budget_file import read_budget_rows
+    from spendgate.config.budget_file import read_budget_specs
     from spendgate.config.build import build_budget_book
     from spendgate.config.loader import parse_config
     from spendgate.config.yaml_text import parse_yaml as _parse_yaml
@@ -249,11 +250,11 @@ def stages(config_path: Path, runs: int) -> str:
             began = time.process_time()
             data = _parse_yaml(str(config_path), text)
             parsed = time.process_time()
-            if "budgets_file" in data:
-                rows = read_budget_rows(config_path.parent / data["budgets_file"]).rows
-                data["budgets"] = [*data.get("budgets", []), *rows]
+            more: tuple[Any, ...] = ()
+            if "budgets_file" in data:  # read and validated by columns, as the loader does
+                more = tuple(read_budget_specs(config_path.parent / data["budgets_file"]) or ())
             read = time.process_time()
-            config = parse_config(data)
+            config = parse_config(data, str(config_path), more)
             validated = time.process_time()
             build_budget_book(config)
             built = time.process_time()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from spendgate.config.checks import UNCHECKED_SHOWN, reference_warnings
 from spendgate.config.loader import parse_config
 
@@ -48,3 +50,34 @@ def test_budgets_no_key_carries_are_named_up_to_a_count() -> None:
         "and 4 more budgets, limits, caps or rules whose member no active key in the "
         "database carries"
     )
+
+
+def _mixed(count: int) -> dict[str, Any]:
+    scopes = ("user", "service", "tag", "key")
+    budgets = [
+        {"name": f"b{i}", "scope": scopes[i % 4 if i % 3 else 0], "match": f"m{i % 50}",
+         "limit_usd": "10"}
+        for i in range(count)
+    ]  # fmt: skip
+    limits = [{"name": "rpm", "scope": "user", "match": "m7", "requests": "5/minute"}]
+    return {"budgets": budgets, "limits": limits}
+
+
+@pytest.mark.parametrize("data", [_config(300), _mixed(300), _mixed(7)])
+@pytest.mark.parametrize("carried", [None, {"m1", "m7", "m30", "user4"}, set()])
+def test_budgets_looked_up_in_bulk_warn_as_one_by_one(
+    data: dict[str, Any], carried: set[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Budgets each naming a member of a key-carried scope, on every model, are checked
+    in bulk: the warnings read as when each entry is checked on its own."""
+    from spendgate.config import checks
+    from spendgate.config.checks import KeyLabels
+
+    config = parse_config(data)
+    labels = None
+    if carried is not None:
+        labels = KeyLabels(*(frozenset(carried),) * 5)
+    assert checks._named_on_keys(config.budgets) is not None
+    in_bulk = reference_warnings(config, labels, "no database")
+    monkeypatch.setattr(checks, "_named_on_keys", lambda budgets: None)
+    assert in_bulk == reference_warnings(config, labels, "no database")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 from spendgate.config.budgets import BudgetConfig, BudgetSpec
 from spendgate.config.schema import (
@@ -17,6 +18,7 @@ from spendgate.config.schema import (
     RouteRuleConfig,
     RunawayConfig,
 )
+from spendgate.domain.budget_list import BudgetList, Outline
 from spendgate.domain.budgets import (
     BASIS_POINTS,
     Budget,
@@ -143,24 +145,51 @@ def limits_from_config(spec: LimitConfig) -> list[Budget]:
 def build_budget_book(config: Config) -> BudgetBook:
     settings = config.budget_settings
     runaway = config.runaway
-    specs = config.budgets
-    shares = any(spec.share_of for spec in specs)
-    by_name = {spec.name: spec for spec in specs} if shares else {}
-    shared = _Shared()
-    budgets = [
-        build_budget(spec, by_name.get(spec.share_of) if spec.share_of else None, shared)
-        for spec in specs
-    ]
-    for spec in config.limits:
-        budgets.extend(limits_from_config(spec))
     return BudgetBook(
-        budgets,
+        listed_budgets(config),
         [build_request_cap(spec) for spec in config.request_caps],
         Calendar.of(settings.timezone, settings.week_start.value, settings.month_start_day),
         loop_detector(runaway.loop_max_repeats, runaway.loop_window_s),
         loop_policy(runaway),
         per_key=KeyBudgetCache(),
     )
+
+
+def listed_budgets(config: Config) -> BudgetList:
+    """The config's budgets and rate limits, in that order; each budget built the first
+    time the book is asked for it (`BudgetList`), the limits built now (they are few).
+    What filing them needs is read from the specs column by column, in C where it can be:
+    a config may list 100,000 budgets (docs/benchmarks.md, "Start-up")."""
+    specs = config.budgets
+    limits = [budget for spec in config.limits for budget in limits_from_config(spec)]
+    shared = _Shared()
+    texts = list(map(_PERIOD_TEXT, specs))
+    periods = {text: shared.period(text) for text in set(texts)}
+    # what building a budget converts, converted now: a budget built on first use then
+    # does only what cannot fail (the specs were validated, their shares checked)
+    for dollars in set(map(_LIMIT_USD, specs)) - {None}:
+        shared.nanos(dollars)
+    for given in set(map(_THRESHOLDS, specs)):
+        shared.thresholds(given)
+    counted = list(map(periods.__getitem__, texts))
+    outline = Outline.of_targets(specs, specs, counted).extended(Outline.of(limits))
+    shares = any(map(_SHARE_OF, specs))
+    by_name = {spec.name: spec for spec in specs} if shares else {}
+    count = len(specs)
+
+    def build(position: int) -> Budget:
+        if position >= count:
+            return limits[position - count]
+        spec = specs[position]
+        return build_budget(spec, by_name.get(spec.share_of) if spec.share_of else None, shared)
+
+    return BudgetList(outline, build)
+
+
+_PERIOD_TEXT = attrgetter("period")
+_SHARE_OF = attrgetter("share_of")
+_LIMIT_USD = attrgetter("limit_usd")
+_THRESHOLDS = attrgetter("soft_thresholds")
 
 
 LOOP_COOLDOWN_MAX_S = 3600.0  # the longest loop block unless configured (or the first)

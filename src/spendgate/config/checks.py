@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, not_
 from typing import TYPE_CHECKING, Protocol
 
 from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.routing import RouteKind
 
 if TYPE_CHECKING:
+    from spendgate.config.budgets import BudgetSpec
     from spendgate.config.schema import Config
 
 
@@ -234,8 +236,24 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
     unmatched = 0  # entries whose member no active key carries
     # (section, index, noun, entry): the key path and the label are written only for a
     # warning, and only the first `UNCHECKED_SHOWN` skipped ones: a config may list 100,000
+    bulk = _named_on_keys(config.budgets)
+    if bulk is not None:  # 100,000 budgets on users, each named: looked up in C
+        found = _members_carried(config.budgets, bulk, labels)
+        if labels is None:
+            skipped_count = len(found)
+            skipped = [f"budgets[{i}] ({bulk[i].value} {config.budgets[i].match!r})"
+                       for i in found[:UNCHECKED_SHOWN]]  # fmt: skip
+        else:
+            unmatched = len(found)
+            warnings += [
+                f"budgets[{i}]: {_label('budget', config.budgets[i])} matches "
+                f"{bulk[i].value} {config.budgets[i].match!r}, "
+                f"{_unknown_member(config, bulk[i], config.budgets[i].match, labels, set())}"
+                for i in found[:UNCHECKED_SHOWN]
+            ]
+    listed = () if bulk is not None else config.budgets
     entries: list[tuple[str, int, str, _Matcher]] = [
-        *(("budgets", i, "budget", b) for i, b in enumerate(config.budgets)),
+        *(("budgets", i, "budget", b) for i, b in enumerate(listed)),
         *(("limits", i, "limit", lim) for i, lim in enumerate(config.limits)),
         *(("request_caps", i, "request cap", cap) for i, cap in enumerate(config.request_caps)),
         *(("routing.rules", i, "rule", r) for i, r in enumerate(config.routing.rules)),
@@ -275,6 +293,42 @@ def reference_warnings(config: Config, labels: KeyLabels | None, unchecked: str 
             shown += f" and {skipped_count - len(skipped):,} more"
         warnings.append(f"not checked: {shown}: these labels exist only on keys, and {unchecked}")
     return warnings
+
+
+def _named_on_keys(budgets: Sequence[BudgetSpec]) -> list[BudgetScope] | None:
+    """The budgets' scopes, when each budget names one member of a scope only keys carry
+    (user, service, tag, key id) and applies to every model; else None. Then whether it
+    can apply depends on that member alone."""
+    if not budgets or any(map(_MODELS, budgets)):
+        return None
+    scopes = list(map(_SCOPE, budgets))
+    if not set(scopes) <= _ON_KEYS.keys() or WILD in map(_MATCH, budgets):
+        return None
+    return scopes
+
+
+def _members_carried(
+    budgets: Sequence[BudgetSpec], scopes: list[BudgetScope], labels: KeyLabels | None
+) -> list[int]:
+    """The positions of the budgets (`_named_on_keys`) whose member no key carries; with
+    no ``labels``, of them all (none can be checked)."""
+    if labels is None:
+        return list(range(len(budgets)))
+    if len(set(scopes)) > 1:
+        return [
+            index
+            for index, (budget, scope) in enumerate(zip(budgets, scopes, strict=True))
+            if budget.match not in labels.carried(scope)
+        ]
+    carried = labels.carried(scopes[0])
+    missing = map(not_, map(carried.__contains__, map(_MATCH, budgets)))
+    return list(compress(range(len(budgets)), missing))
+
+
+_SCOPE = attrgetter("scope")
+_MATCH = attrgetter("match")
+_MODELS = attrgetter("models")
+WILD = "*"
 
 
 class _Matcher(Protocol):

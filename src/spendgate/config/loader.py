@@ -8,14 +8,16 @@ report, and none of its settings needs one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from spendgate.config.budget_file import located, read_budget_rows
+from spendgate.config.budget_file import located, read_budget_rows, read_budget_specs
+from spendgate.config.budgets import BudgetSpec, budgets_by_columns, listed_budgets
 from spendgate.config.schema import Config
 from spendgate.config.yaml_text import key_path as _key_path
 from spendgate.config.yaml_text import parse_yaml
@@ -96,16 +98,26 @@ def _holds_unsafe(data: Any) -> bool:
     return unsafe_in(" ".join(texts)) is not None
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
+def parse_config(
+    data: Any, source: str = "<config>", more_budgets: Sequence[BudgetSpec] = ()
+) -> Config:
+    """``more_budgets``: validated budgets listed after ``budgets:`` (a ``budgets_file``'s
+    rows, read by `read_budget_specs`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping of settings")
-    unsafe = next(_unsafe_text(data), None) if _holds_unsafe(data) else None
+    # a long list validated by columns, its texts checked there: the rest checked here
+    listed = budgets_by_columns(data.get("budgets"))
+    rest = data if listed is None else {k: v for k, v in data.items() if k != "budgets"}
+    unsafe = next(_unsafe_text(rest), None) if _holds_unsafe(rest) else None
     if unsafe is not None:
         key, problem = unsafe
         raise ConfigError(source, key, f"{problem}; names and values must be plain text")
     try:
+        if listed is not None or more_budgets:
+            given = listed if listed is not None else listed_budgets(data.get("budgets", []))
+            data = {**data, "budgets": (*given, *more_budgets)}
         return Config.model_validate(data)
     except ValidationError as exc:
         raise _first_problem(exc, source) from None
@@ -118,6 +130,10 @@ def _parse_with_rows(data: Any, source: str, folder: Path) -> Config:
     listed = data.get("budgets", []) if isinstance(data, dict) else None
     if not isinstance(named, str) or not named or not isinstance(listed, list):
         return parse_config(data, source)  # no file, or the schema says what is wrong
+    specs = read_budget_specs(folder / named)
+    if specs:  # every row a budget: checked column by column (100,000 rows)
+        with contextlib.suppress(ConfigError):  # said again below, located in the file
+            return parse_config(data, source, specs)
     rows = read_budget_rows(folder / named)
     try:
         return parse_config({**data, "budgets": [*listed, *rows.rows]}, source)

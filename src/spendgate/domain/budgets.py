@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
-from operator import attrgetter
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
 
+from spendgate.domain.budget_list import BudgetList, Outline
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.loops import LoopPolicy
 from spendgate.domain.periods import Calendar, Period, Window, bucket_end, window
@@ -140,21 +140,65 @@ class ScopeIndex(Generic[T]):
     to the caller (`Scoped.covers_model`)."""
 
     def __init__(self, entries: Sequence[tuple[Scoped, T]]) -> None:
-        self._entries = tuple(entry for _, entry in entries)
+        targets = [target for target, _ in entries]
+        self._file(
+            [target.scope for target in targets],
+            [target.match for target in targets],
+            tuple(entry for _, entry in entries),
+        )
+
+    @classmethod
+    def of(
+        cls, scopes: Sequence[BudgetScope], matches: Sequence[str], entries: Sequence[T]
+    ) -> ScopeIndex[T]:
+        """Entry ``i`` filed under ``scopes[i]`` and ``matches[i]``: its target, given
+        without the entry itself (a `spendgate.domain.budget_list.BudgetList` builds each
+        budget when `matching` first finds it)."""
+        index: ScopeIndex[T] = cls.__new__(cls)
+        index._file(scopes, matches, entries)
+        return index
+
+    def _file(
+        self, scopes: Sequence[BudgetScope], matches: Sequence[str], entries: Sequence[T]
+    ) -> None:
+        self._entries = entries
         named: dict[BudgetScope, dict[str, tuple[int, ...]]] = {}
-        wild: dict[BudgetScope, list[int]] = {}
-        for position, (target, _) in enumerate(entries):
-            scope, match = target.scope, target.match
-            if match == WILD:
-                wild.setdefault(scope, []).append(position)
-                continue
-            members = named.get(scope)
-            if members is None:
-                members = named[scope] = {}
-            members[match] = (*members.get(match, ()), position)  # mostly one per member
+        wild: dict[BudgetScope, tuple[int, ...]] = {}
+        distinct = dict.fromkeys(scopes)  # a few, in C
+        for scope in distinct:
+            if len(distinct) == 1:
+                positions: Sequence[int] = range(len(scopes))
+                members = matches
+            else:
+                positions = [at for at, each in enumerate(scopes) if each == scope]
+                members = list(map(matches.__getitem__, positions))
+            if WILD not in members:  # each member named once (a long list): filed in C
+                filed: dict[str, tuple[int, ...]] = dict(zip(members, zip(positions), strict=True))
+                if len(filed) == len(members):
+                    named[scope] = filed
+                    continue
+            found = self._file_each(positions, members)
+            if found[0]:
+                named[scope] = found[0]
+            if found[1]:
+                wild[scope] = found[1]
         self._named = named
-        self._wild = {scope: tuple(positions) for scope, positions in wild.items()}
+        self._wild = wild
         self._scopes = tuple(scope for scope in BudgetScope if scope in wild or scope in named)
+
+    @staticmethod
+    def _file_each(
+        positions: Sequence[int], members: Sequence[str]
+    ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+        """One scope's entries: by member, and those for any member (``match: "*"``)."""
+        named: dict[str, tuple[int, ...]] = {}
+        wild: list[int] = []
+        for position, match in zip(positions, members, strict=True):
+            if match == WILD:
+                wild.append(position)
+            else:
+                named[match] = (*named.get(match, ()), position)  # mostly one per member
+        return named, tuple(wild)
 
     def matching(
         self, caller: Caller, skip: frozenset[BudgetScope] = frozenset()
@@ -248,16 +292,12 @@ class PerKey(Protocol):
         ...
 
 
-_NAME_OF = attrgetter("name")
-_TARGET_OF = attrgetter("target")
-_SCOPE_OF = attrgetter("scope")
-_MODELS_OF = attrgetter("models")
-_PERIOD_OF = attrgetter("period")
-
-
 class BudgetBook:
     """Every declared budget and request cap, and the calendar they are counted in; and,
-    with ``per_key``, the budgets each key carries itself."""
+    with ``per_key``, the budgets each key carries itself.
+
+    ``budgets`` may be a `BudgetList`: then each budget is built the first time a lookup
+    finds it (a config may list 100,000 budgets, and a gateway's traffic touches few)."""
 
     def __init__(
         self,
@@ -268,25 +308,28 @@ class BudgetBook:
         loops: LoopPolicy | None = None,
         per_key: PerKey | None = None,
     ) -> None:
-        self.budgets = tuple(budgets)
+        self.budgets: Sequence[Budget] = (
+            budgets if isinstance(budgets, BudgetList) else tuple(budgets)
+        )
         self.caps = tuple(caps)
         self.calendar = calendar
         self.loop = loop  # the loop detector (a requests counter per key and fingerprint)
         self.loops = loops  # how long a detected loop stays blocked (None: detection off)
         self.per_key = per_key
+        outline = budgets.outline if isinstance(budgets, BudgetList) else Outline.of(self.budgets)
+        self._outline = outline
         # built in C where it can be (map, zip): a book may hold 100,000 budgets
-        self._by_name = dict(zip(map(_NAME_OF, self.budgets), self.budgets, strict=True))
+        self._by_name = dict(zip(outline.names, range(len(outline.names)), strict=True))
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
-        targets = list(map(_TARGET_OF, self.budgets))
-        self._index = ScopeIndex(list(zip(targets, self.budgets, strict=True)))
+        self._index = ScopeIndex.of(outline.scopes, outline.matches, self.budgets)
         self._cap_index = ScopeIndex([(cap.target, cap) for cap in self.caps])
-        scopes = set(map(_SCOPE_OF, targets))
-        self._by_model = BudgetScope.MODEL in scopes or any(map(_MODELS_OF, targets))
+        scopes = set(outline.scopes)
+        self._by_model = BudgetScope.MODEL in scopes or any(outline.models)
         self._by_session = BudgetScope.SESSION in scopes
         # each distinct period once, in the order met (the same object is shared by many)
-        periods = {id(period): period for period in map(_PERIOD_OF, self.budgets)}
-        self._periods = tuple(dict.fromkeys(periods.values()))
+        self._period_ids = {id(period): period for period in outline.periods}
+        self._periods = tuple(dict.fromkeys(self._period_ids.values()))
 
     def window(self, period: Period, now: datetime) -> Window:
         """`spendgate.domain.periods.window`, remembered until its bucket changes: time-zone
@@ -302,7 +345,12 @@ class BudgetBook:
         return bool(self.budgets or self.caps or self.loop)
 
     def get(self, name: str) -> Budget | None:
-        return self._by_name.get(name)
+        position = self._by_name.get(name)
+        return self.budgets[position] if position is not None else None
+
+    def names(self) -> Sequence[str]:
+        """The declared budgets' names, in order (none of them built for it)."""
+        return self._outline.names
 
     def any_for(self, key: ApiKey) -> bool:
         """Whether anything here may count a request of ``key``: a declared budget, cap or
@@ -348,8 +396,10 @@ class BudgetBook:
 
     def oldest_counted(self, now: datetime) -> dict[str, int]:
         """Per budget (and the loop detector), the oldest bucket its window still counts."""
-        since = {period: self.window(period, now).since_ms for period in self._periods}
-        oldest = {budget.name: since[budget.period] for budget in self.budgets}
+        since = {key: self.window(period, now).since_ms for key, period in self._period_ids.items()}
+        outline = self._outline  # no budget built for it: in C, 100,000 listed
+        counted = map(since.__getitem__, map(id, outline.periods))
+        oldest = dict(zip(outline.names, counted, strict=True))
         extra: list[Budget] = [self.loop] if self.loop is not None else []
         if self.per_key is not None:
             extra.extend(self.per_key.seen())

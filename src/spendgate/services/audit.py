@@ -230,7 +230,7 @@ class AdminActions:
             return key.team if key is not None else None
         budget = self._views.budgets.get(name)
         if budget is None:
-            known = ", ".join(b.name for b in self._views.budgets.budgets) or "none"
+            known = ", ".join(self._views.budgets.names()) or "none"
             raise NotFound(f"no budget named {name!r} (budgets: {known})", param="name")
         keys = await self._storage.list_keys(include_revoked=True)
         return team_of_budget_member(budget, member, {k.id: k.team for k in keys})

@@ -118,7 +118,7 @@ class BudgetService:
     async def _budget(self, name: str) -> Budget:
         budget = self._book.get(name) or await self._key_budget(name)
         if budget is None:
-            known = ", ".join(b.name for b in self._book.budgets) or "none"
+            known = ", ".join(self._book.names()) or "none"
             raise NotFound(
                 f"no budget named {name!r} (budgets: {known}; a key's own: "
                 f"{KEY_BUDGET_PREFIX}<key id>, see spendgate keys list)",
