@@ -12,12 +12,20 @@ from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel, RefusalCombo
+from spendgate.domain.refusals import (
+    RECENT_OUTPUTS,
+    SAMPLE_SPAN,
+    CallerModel,
+    RefusalCombo,
+    RefusalGroup,
+    estimate_sums,
+)
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
-from spendgate.storage.sqlite import rollups
+from spendgate.storage.sqlite import medians, rollups
 from spendgate.storage.sqlite.file import SqliteFile
+from spendgate.storage.sqlite.rollup_sql import MARK
 from spendgate.storage.sqlite.rows import (
     INSERT_LEDGER,
     INSERT_LEDGER_IF_NEW,
@@ -81,11 +89,18 @@ def output_medians(
     until_ms: int,
     limit: int,
 ) -> dict[CallerModel, int]:
-    """`Ledger.output_medians` on ``conn``: an index walk per pair and per model, the
-    median taken in SQLite (one value back each, not ``limit``)."""
-    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in sorted(set(pairs))]
-    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
+    """`Ledger.output_medians` on ``conn``: the pairs the roll-up job's kept medians
+    answer (`medians`), an index walk for each other pair and per model, the median taken
+    in SQLite (one value back each, not ``limit``). Inside a read transaction."""
+    unique = sorted(set(pairs))
     found: dict[CallerModel, int] = {}
+    if limit == RECENT_OUTPUTS:
+        mark = int(conn.execute(MARK).fetchone()[0])
+        found = medians.kept(conn, unique, mark, since_ms, until_ms)
+    wanted: list[tuple[CallerModel, str]] = [
+        (pair, _KEY_MEDIAN) for pair in unique if pair not in found
+    ]
+    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
     for (key, model), sql in wanted:
         row = conn.execute(sql, (key, model, since_ms, until_ms, limit)).fetchone()
         if row is not None:
@@ -244,6 +259,19 @@ class SqliteLedger:
         return await self._file.report(
             lambda conn: rollups.read(conn, lambda c: rollups.refusals(c, low, high))
         )
+
+    async def refusal_estimates(self, since: datetime, until: datetime) -> dict[str, RefusalGroup]:
+        """`RefusalEstimates.refusal_estimates` in one read: the refusals' parts
+        (`rollups.refusal_parts`) and their pairs' medians, summed by name in one pass."""
+        low, high, sampled = to_ms(since), to_ms(until), to_ms(until - SAMPLE_SPAN)
+
+        def work(conn: sqlite3.Connection) -> dict[str, RefusalGroup]:
+            parts = rollups.refusal_parts(conn, low, high)
+            pairs = sorted({(p[1], p[2]) for p in parts if p[4] and p[5]})
+            typical = output_medians(conn, pairs, sampled, high, RECENT_OUTPUTS) if pairs else {}
+            return estimate_sums(parts, typical)
+
+        return await self._file.report(lambda conn: rollups.read(conn, work))
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         """Refused rows and rows settled above their reservation over ``[since, until)``."""
