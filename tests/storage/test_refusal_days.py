@@ -182,7 +182,7 @@ async def test_whole_days_and_kept_medians_equal_the_raw_computation(
             await storage.close()
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bursts=st.lists(refusals(), max_size=10),
     callers=st.lists(answered(), max_size=3),
@@ -209,6 +209,8 @@ async def test_migration_0016_backfills_the_days_and_the_medians(
         storage = SqliteStorage(str(db), clock=ManualClock(NOW))
         await storage.open()
         try:
+            for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
+                await _check(storage, since_ms, until_ms, 30 * DAY_MS)  # the backfill's
             await _write(storage, rows[third:], [True, False])
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms, 30 * DAY_MS)

@@ -62,21 +62,32 @@ INSERT INTO refusal_combos
 SELECT name, key_id, model, ceiling, rate, MIN(day), MAX(day) FROM refusals_daily
 GROUP BY name, key_id, model, ceiling, rate;
 
--- ... and the medians of the answered rows up to the mark, one pass in index order.
+-- ... and the medians of the answered rows up to the mark: per pair, a walk of its newest
+-- 100 down 0014's index, sorted by size there (`medians.keep` does the same per batch).
 INSERT INTO answered_medians
-SELECT key_id, model, MAX(CASE WHEN by_size = (samples + 1) / 2 THEN o END), MAX(samples),
-    MIN(ts), MAX(ts)
+SELECT p.key_id, p.model, (
+        SELECT o FROM (
+            SELECT o, ROW_NUMBER() OVER (ORDER BY o) AS by_size, COUNT(*) OVER () AS samples
+            FROM (SELECT output_tokens AS o FROM ledger INDEXED BY ledger_answered
+                WHERE key_id = p.key_id AND COALESCE(routed_model, requested_model) = p.model
+                    AND blocked_by IS NULL AND status < 400 AND id <= p.mark
+                ORDER BY ts DESC, request_id DESC LIMIT 100))
+        WHERE by_size = (samples + 1) / 2),
+    (SELECT COUNT(*) FROM (SELECT 1 FROM ledger INDEXED BY ledger_answered
+        WHERE key_id = p.key_id AND COALESCE(routed_model, requested_model) = p.model
+            AND blocked_by IS NULL AND status < 400 AND id <= p.mark
+        ORDER BY ts DESC, request_id DESC LIMIT 100)),
+    (SELECT MIN(ts) FROM (SELECT ts FROM ledger INDEXED BY ledger_answered
+        WHERE key_id = p.key_id AND COALESCE(routed_model, requested_model) = p.model
+            AND blocked_by IS NULL AND status < 400 AND id <= p.mark
+        ORDER BY ts DESC, request_id DESC LIMIT 100)),
+    (SELECT ts FROM ledger INDEXED BY ledger_answered
+        WHERE key_id = p.key_id AND COALESCE(routed_model, requested_model) = p.model
+            AND blocked_by IS NULL AND status < 400 AND id <= p.mark
+        ORDER BY ts DESC, request_id DESC LIMIT 1)
 FROM (
-    SELECT key_id, model, o, ts, COUNT(*) OVER pair AS samples,
-        ROW_NUMBER() OVER (PARTITION BY key_id, model ORDER BY o) AS by_size
-    FROM (
-        SELECT key_id, COALESCE(routed_model, requested_model) AS model, output_tokens AS o, ts,
-            ROW_NUMBER() OVER (PARTITION BY key_id, COALESCE(routed_model, requested_model)
-                ORDER BY ts DESC, request_id DESC) AS newest
-        FROM ledger INDEXED BY ledger_answered
-        WHERE blocked_by IS NULL AND status < 400 AND id <= (SELECT rolled_to FROM rollup_mark)
-    )
-    WHERE newest <= 100
-    WINDOW pair AS (PARTITION BY key_id, model)
-)
-GROUP BY key_id, model;
+    SELECT DISTINCT key_id, COALESCE(routed_model, requested_model) AS model,
+        (SELECT rolled_to FROM rollup_mark) AS mark
+    FROM ledger INDEXED BY ledger_answered
+    WHERE blocked_by IS NULL AND status < 400 AND id <= (SELECT rolled_to FROM rollup_mark)
+) AS p;
