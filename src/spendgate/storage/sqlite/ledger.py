@@ -130,6 +130,24 @@ def recent_outputs(
     return found
 
 
+def refusal_estimates(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int
+) -> dict[str, RefusalGroup]:
+    """`RefusalEstimates.refusal_estimates` on ``conn`` (inside a read transaction): the
+    refusals' parts (`rollups.refusal_parts`), the medians of their pairs, summed by name
+    in one pass (`spendgate.domain.refusals.estimate_sums`)."""
+    parts = rollups.refusal_parts(conn, since_ms, until_ms)
+    pairs = sorted({(part[1], part[2]) for part in parts if part[4] and part[5]})
+    sampled = since_of_samples(until_ms)
+    typical = output_medians(conn, pairs, sampled, until_ms, RECENT_OUTPUTS) if pairs else {}
+    return estimate_sums(parts, typical)
+
+
+def since_of_samples(until_ms: int) -> int:
+    """Where the estimate's samples start for a period ending at ``until_ms``."""
+    return until_ms - int(SAMPLE_SPAN.total_seconds() * 1000)
+
+
 def insert_row(conn: sqlite3.Connection, row: LedgerRow) -> bool:
     """Insert a ledger row on ``conn`` (the writer's, inside a job) unless its request id
     has one; whether it was inserted."""
@@ -263,15 +281,10 @@ class SqliteLedger:
     async def refusal_estimates(self, since: datetime, until: datetime) -> dict[str, RefusalGroup]:
         """`RefusalEstimates.refusal_estimates` in one read: the refusals' parts
         (`rollups.refusal_parts`) and their pairs' medians, summed by name in one pass."""
-        low, high, sampled = to_ms(since), to_ms(until), to_ms(until - SAMPLE_SPAN)
-
-        def work(conn: sqlite3.Connection) -> dict[str, RefusalGroup]:
-            parts = rollups.refusal_parts(conn, low, high)
-            pairs = sorted({(p[1], p[2]) for p in parts if p[4] and p[5]})
-            typical = output_medians(conn, pairs, sampled, high, RECENT_OUTPUTS) if pairs else {}
-            return estimate_sums(parts, typical)
-
-        return await self._file.report(lambda conn: rollups.read(conn, work))
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: refusal_estimates(c, low, high))
+        )
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         """Refused rows and rows settled above their reservation over ``[since, until)``."""

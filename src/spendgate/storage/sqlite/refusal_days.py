@@ -57,10 +57,10 @@ TO_HOURLY = (
 )
 # ... to the list of combinations, ...
 TO_COMBOS = (
-    f"INSERT INTO refusal_combos ({_COMBO}, first_day, last_day) "  # noqa: S608
-    f"SELECT {_COMBO}, MIN(day), MAX(day) FROM ({_BY_DAY}) GROUP BY {_COMBO} "
+    f"INSERT INTO refusal_combos ({_COMBO}, first_day, last_day, {', '.join(_SUMS)}) "  # noqa: S608
+    f"SELECT {_COMBO}, MIN(day), MAX(day), {_SUMMED} FROM ({_BY_DAY}) GROUP BY {_COMBO} "
     f"ON CONFLICT ({_COMBO}) DO UPDATE SET first_day = MIN(first_day, excluded.first_day), "
-    "last_day = MAX(last_day, excluded.last_day)"
+    f"last_day = MAX(last_day, excluded.last_day), {_ADD}"
 )
 # ... a running-sums row opened (from the day before) for each changed day without one, ...
 _PREVIOUS = (
@@ -88,22 +88,29 @@ TO_DAYS_ADD = (
 APPLY = (TO_HOURLY, TO_COMBOS, TO_DAYS_OPEN, TO_DAYS_ADD)
 
 
-def _at(alias: str, bound: str) -> str:
-    """``alias`` is combination ``c``'s running-sums row at its last day before ``bound``."""
+def _at(column: str, bound: str) -> str:
+    """Combination ``c``'s running sum ``column`` at its last day before ``bound``."""
     return (
-        f"{_same(alias, 'c')} AND {alias}.day = (SELECT MAX(q.day) FROM refusals_daily AS q "  # noqa: S608
-        f"WHERE {_same('q', 'c')} AND q.day < {bound})"
+        f"(SELECT q.{column} FROM refusals_daily AS q WHERE {_same('q', 'c')} "  # noqa: S608
+        f"AND q.day < {bound} ORDER BY q.day DESC LIMIT 1)"
+    )
+
+
+def _in_days(column: str) -> str:
+    """Combination ``c``'s sum ``column`` over the days ``[:d1, :d2)``: its sums over every
+    day unless it has days from ``:d2`` on, less its running sum before ``:d1`` if it has
+    days before it (a lookup each, only where needed)."""
+    return (
+        f"CASE WHEN c.last_day < :d2 THEN c.{column} ELSE {_at(column, ':d2')} END "
+        f"- CASE WHEN c.first_day >= :d1 THEN 0 ELSE {_at(column, ':d1')} END"
     )
 
 
 # A report's whole days [:d1, :d2): per combination whose days overlap them, its sums there.
 DAYS = (
     f"SELECT {', '.join(f'c.{column}' for column in _COMBO_COLUMNS)}, "  # noqa: S608
-    + ", ".join(f"hi.{column} - IFNULL(lo.{column}, 0)" for column in _SUMS)
-    + " FROM refusal_combos AS c "
-    f"JOIN refusals_daily AS hi ON {_at('hi', ':d2')} "
-    f"LEFT JOIN refusals_daily AS lo ON {_at('lo', ':d1')} "
-    "WHERE c.last_day >= :d1 AND c.first_day < :d2"
+    + ", ".join(_in_days(column) for column in _SUMS)
+    + " FROM refusal_combos AS c WHERE c.last_day >= :d1 AND c.first_day < :d2"
 )
 
 

@@ -20,16 +20,20 @@ CREATE TABLE refusals_daily (
     PRIMARY KEY (name, key_id, model, ceiling, rate, day)
 ) WITHOUT ROWID;
 
--- Every combination with a row in refusals_daily, and its first and last day there: what a
--- report walks (those whose days overlap the period), one row each.
+-- Every combination with a row in refusals_daily, its first and last day there, and its
+-- sums over every day (the running sums of its last day): what a report walks (those
+-- whose days overlap the period), one row each; most need no lookup in refusals_daily.
 CREATE TABLE refusal_combos (
-    name      TEXT NOT NULL,
-    key_id    TEXT NOT NULL,
-    model     TEXT NOT NULL,
-    ceiling   INTEGER NOT NULL,
-    rate      INTEGER NOT NULL,
-    first_day INTEGER NOT NULL,
-    last_day  INTEGER NOT NULL,
+    name             TEXT NOT NULL,
+    key_id           TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    ceiling          INTEGER NOT NULL,
+    rate             INTEGER NOT NULL,
+    first_day        INTEGER NOT NULL,
+    last_day         INTEGER NOT NULL,
+    requests         INTEGER NOT NULL,
+    worst_case_nanos INTEGER NOT NULL,
+    fixed_nanos      INTEGER NOT NULL,
     PRIMARY KEY (name, key_id, model, ceiling, rate)
 ) WITHOUT ROWID;
 
@@ -59,8 +63,11 @@ GROUP BY name, key_id, model, ceiling, rate, day
 WINDOW combo AS (PARTITION BY name, key_id, model, ceiling, rate ORDER BY day);
 
 INSERT INTO refusal_combos
-SELECT name, key_id, model, ceiling, rate, MIN(day), MAX(day) FROM refusals_daily
-GROUP BY name, key_id, model, ceiling, rate;
+SELECT name, key_id, model, ceiling, rate,
+    MIN(hour - (((hour % 86400000) + 86400000) % 86400000)),
+    MAX(hour - (((hour % 86400000) + 86400000) % 86400000)),
+    SUM(requests), SUM(worst_case_nanos), SUM(fixed_nanos)
+FROM refusals_hourly GROUP BY name, key_id, model, ceiling, rate;
 
 -- ... and the medians of the answered rows up to the mark: per pair, a walk of its newest
 -- 100 down 0014's index, sorted by size there (`medians.keep` does the same per batch).
