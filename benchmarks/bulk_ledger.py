@@ -30,7 +30,6 @@ from spendgate.storage.sqlite.rows import LEDGER
 
 HOUR_MS = 3_600_000
 HOURS = 30 * 24
-EXTRA = 0.03 * 0.3 + 0.97 * 0.02  # resends and failed first attempts per base row
 
 
 def _pick(values: list[str], index: str) -> str:
@@ -58,9 +57,9 @@ _GEN_TABLE = (
     "CREATE TEMP TABLE gen (i INTEGER, k INTEGER, m INTEGER, cost INTEGER, roll INTEGER, "
     "r2 INTEGER, r3 INTEGER, ts INTEGER, input INTEGER, output INTEGER, later INTEGER)"
 )
-_REFUSED = "g.roll < 30000"
+_REFUSED = "g.roll < :refused"  # per million base rows
 _LEGACY = "(g.r2 % 10 = 0)"
-_ROUTED = "(g.roll >= 30000 AND g.roll < 180000)"
+_ROUTED = "(g.roll >= :refused AND g.roll < :refused + 150000)"
 _SERVED_FLAG = {  # among rows not refused
     "shadow": "(g.r2 % 100 < 5)",
     "overrun": "(g.r3 % 100 = 0)",
@@ -216,8 +215,12 @@ def _code(statement: str) -> str:
     ).strip()
 
 
-def build(path: Path, count: int, now_ms: int) -> dict[str, float]:
-    """``count`` rows (about) over the 30 days before ``now_ms`` at ``path``, rolled up."""
+def build(
+    path: Path, count: int, now_ms: int, refused: float = 0.03, blocks_only: bool = False
+) -> dict[str, float]:
+    """``count`` rows (about) over the 30 days before ``now_ms`` at ``path``, rolled up;
+    ``refused``: the share of requests refused; ``blocks_only``: only what `spendgate
+    blocks` reads is rolled up (``usage_hourly`` and ``shadow_hourly`` are left empty)."""
     conn = connect(str(path))
     conn.execute("PRAGMA cache_size = -400000")
     conn.execute("PRAGMA temp_store = MEMORY")
@@ -231,7 +234,10 @@ def build(path: Path, count: int, now_ms: int) -> dict[str, float]:
     )
     rollup[2:2] = _usage_statements()
     rollup.append("DROP TABLE rollup_backfill_seen")
-    per_hour = max(1, round(count / HOURS / (1 + EXTRA)))
+    if blocks_only:
+        rollup = [s for s in rollup if _code(s).startswith("INSERT INTO blocks_hourly")]
+    extra = refused * 0.3 + (1 - refused) * 0.02  # resends and failed first attempts
+    per_hour = max(1, round(count / HOURS / (1 + extra)))
     first = (now_ms - 30 * 86_400_000) // HOUR_MS * HOUR_MS + HOUR_MS
     started = time.perf_counter()
     chunk = _chunk_statements()
@@ -240,13 +246,13 @@ def build(path: Path, count: int, now_ms: int) -> dict[str, float]:
         hour = first + h * HOUR_MS
         if hour >= now_ms:
             break
-        params = {"h": h, "hour": hour, "now": now_ms, "n": per_hour}
+        params = {"h": h, "hour": hour, "now": now_ms, "refused": round(refused * 1e6)}
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_GEN_TABLE)
-        conn.execute(_GENERATE, params)
+        conn.execute(_GENERATE, {"hour": hour, "now": now_ms, "n": per_hour})
         conn.execute("CREATE TEMP TABLE ledger AS SELECT * FROM main.ledger WHERE 0")
         for statement in chunk:
-            conn.execute(statement, {"h": h, "hour": hour, "now": now_ms})
+            conn.execute(statement, params)
         conn.execute("CREATE INDEX temp.chunk_request ON ledger (request_id)")
         for statement in rollup:
             conn.execute(statement)
@@ -277,11 +283,16 @@ def build(path: Path, count: int, now_ms: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000_000)
+    parser.add_argument("--refused", type=float, default=0.03, help="share refused")
+    parser.add_argument(
+        "--blocks-only", action="store_true", help="roll up only what `spendgate blocks` reads"
+    )
     parser.add_argument("path", type=Path)
     args = parser.parse_args()
     if args.path.exists():
         raise SystemExit(f"{args.path} exists")
-    print(build(args.path, args.rows, int(time.time() * 1000)))
+    now_ms = int(time.time() * 1000)
+    print(build(args.path, args.rows, now_ms, args.refused, args.blocks_only))
 
 
 if __name__ == "__main__":

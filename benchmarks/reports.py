@@ -519,6 +519,10 @@ def build_base(path: Path, count: int, now_ms: int) -> None:
     conn.close()
 
 
+def _of_blocks(name: str) -> bool:
+    return name.startswith("blocks") and "raw" not in name
+
+
 def measure(
     folder: Path,
     count: int,
@@ -528,6 +532,7 @@ def measure(
     cli: bool = True,
     before: bool = True,
     in_place: bool = False,
+    only_blocks: bool = False,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
@@ -540,9 +545,12 @@ def measure(
     else:
         inserted, backfill = build(db, count, now_ms)
         results = {"insert s": inserted, "0011 backfill s": backfill}
-    results.update(timed(in_process(db, now_ms, before), repeat))
+    runs = in_process(db, now_ms, before)
+    if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
+        runs = {name: run for name, run in runs.items() if _of_blocks(name)}
+    results.update(timed(runs, repeat))
     config = write_config(folder, db)
-    if cli:
+    if cli and not only_blocks:
         results.update(timed(cli_runs(config), repeat))
     port = free_port()
     env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
@@ -554,7 +562,10 @@ def measure(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", timeout=120)
-        results.update(timed(api_runs(url), repeat))
+        api = api_runs(url)
+        if only_blocks:
+            api = {name: run for name, run in api.items() if _of_blocks(name)}
+        results.update(timed(api, repeat))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -583,6 +594,9 @@ def main() -> None:
         "--no-insert-cost", dest="insert_cost", action="store_false", help="skip the insert costs"
     )
     parser.add_argument(
+        "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
+    )
+    parser.add_argument(
         "--in-place",
         action="store_true",
         help="time the --base files as they are (built by benchmarks.bulk_ledger), no copy",
@@ -608,6 +622,7 @@ def main() -> None:
                 cli=not args.skip_cli,
                 before=args.before,
                 in_place=args.in_place,
+                only_blocks=args.only_blocks,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))
