@@ -79,7 +79,7 @@ def refusals(draw: st.DrawFn) -> list[LedgerRow]:
                 output_tokens=0,
                 would_cost_nanos=draw(st.integers(0, 10**6)),
                 would_input_nanos=draw(st.sampled_from([0, 700])),
-                would_output_rate=draw(st.sampled_from([0, 4_000_000_000])),
+                would_output_rate=draw(st.sampled_from([0, 4_000_000_000, 3_333_333])),
                 would_ceiling=draw(st.sampled_from([0, 256, 2000])),
             )
         )

@@ -18,12 +18,11 @@ from spendgate.domain.refusals import (
     CallerModel,
     RefusalCombo,
     RefusalGroup,
-    estimate_sums,
 )
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
-from spendgate.storage.sqlite import medians, rollups
+from spendgate.storage.sqlite import medians, refusal_estimate, rollups
 from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rollup_sql import MARK
 from spendgate.storage.sqlite.rows import (
@@ -90,17 +89,32 @@ def output_medians(
     limit: int,
 ) -> dict[CallerModel, int]:
     """`Ledger.output_medians` on ``conn``: the pairs the roll-up job's kept medians
-    answer (`medians`), an index walk for each other pair and per model, the median taken
-    in SQLite (one value back each, not ``limit``). Inside a read transaction."""
+    answer (`medians`), an index walk for each other pair and per model (`walked_medians`).
+    Inside a read transaction."""
     unique = sorted(set(pairs))
     found: dict[CallerModel, int] = {}
     if limit == RECENT_OUTPUTS:
         mark = int(conn.execute(MARK).fetchone()[0])
         found = medians.kept(conn, unique, mark, since_ms, until_ms)
-    wanted: list[tuple[CallerModel, str]] = [
-        (pair, _KEY_MEDIAN) for pair in unique if pair not in found
-    ]
-    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
+    walk = [pair for pair in unique if pair not in found]
+    models = sorted({model for _, model in unique})
+    found.update(walked_medians(conn, walk, models, since_ms, until_ms, limit))
+    return found
+
+
+def walked_medians(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    models: Sequence[str],
+    since_ms: int,
+    until_ms: int,
+    limit: int = RECENT_OUTPUTS,
+) -> dict[CallerModel, int]:
+    """The medians of ``pairs`` and of ``models`` (key None) with a sample, each an index
+    walk, the median taken in SQLite (one value back each, not ``limit``)."""
+    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in pairs]
+    wanted += [((None, model), _MODEL_MEDIAN) for model in models]
+    found: dict[CallerModel, int] = {}
     for (key, model), sql in wanted:
         row = conn.execute(sql, (key, model, since_ms, until_ms, limit)).fetchone()
         if row is not None:
@@ -134,13 +148,17 @@ def refusal_estimates(
     conn: sqlite3.Connection, since_ms: int, until_ms: int
 ) -> dict[str, RefusalGroup]:
     """`RefusalEstimates.refusal_estimates` on ``conn`` (inside a read transaction): the
-    refusals' parts (`rollups.refusal_parts`), the medians of their pairs, summed by name
-    in one pass (`spendgate.domain.refusals.estimate_sums`)."""
-    parts = rollups.refusal_parts(conn, since_ms, until_ms)
-    pairs = sorted({(part[1], part[2]) for part in parts if part[4] and part[5]})
+    refusals' sources (`rollups.refusal_sources`) summed by name in SQLite with their
+    estimate (`refusal_estimate`)."""
+    sources = rollups.refusal_sources(conn, since_ms, until_ms)
     sampled = since_of_samples(until_ms)
-    typical = output_medians(conn, pairs, sampled, until_ms, RECENT_OUTPUTS) if pairs else {}
-    return estimate_sums(parts, typical)
+    return refusal_estimate.estimate(
+        conn,
+        sources,
+        sampled,
+        until_ms,
+        lambda pairs, models: walked_medians(conn, pairs, models, sampled, until_ms),
+    )
 
 
 def since_of_samples(until_ms: int) -> int:

@@ -211,40 +211,47 @@ def blocks(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Block
     return merge_blocks(*_split(conn, since_ms, until_ms, raw, rolled))
 
 
-def refusal_parts(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[ComboSums]:
-    """The distinct refused requests of ``[since_ms, until_ms)`` in parts that sum per
-    combination to `spendgate.domain.refusals.refusal_combos` over the period's rows
-    (`refusal_sql`): the whole days' running sums (`refusal_days`) and the other whole
-    hours' rollups, corrected for their rows that the period or the rows past the mark
-    answer differently, the edge hours and the rows past the mark raw."""
-    parts: list[ComboSums] = []
+Source = tuple[str, dict[str, int]]  # a statement and its parameters
 
-    def add(sql: str, params: dict[str, int]) -> None:
-        parts.extend(conn.execute(sql, params))
 
+def refusal_sources(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Source]:
+    """The statements whose rows (`ComboSums`, a combination in as many rows as come) sum
+    per combination to `spendgate.domain.refusals.refusal_combos` over the rows of
+    ``[since_ms, until_ms)`` (`refusal_sql`): the whole days' running sums
+    (`refusal_days`) and the other whole hours' rollups, corrected for their rows that the
+    period or the rows past the mark answer differently, the edge hours and the rows past
+    the mark raw. Inside the read transaction that runs them."""
     span = {"since": since_ms}
     hours = whole_hours(since_ms, until_ms)
     if hours is None:
-        if since_ms < until_ms:
-            add(refusal_sql.RAW, {**span, "low": since_ms, "high": until_ms})
-        return parts
+        raw = {**span, "low": since_ms, "high": until_ms}
+        return [(refusal_sql.RAW, raw)] if since_ms < until_ms else []
     first, end = hours
     mark = int(conn.execute(job.MARK).fetchone()[0])
+    sources: list[Source] = []
     days = refusal_days.whole_days(first, end)
     rolled = [(first, end)]
     if days is not None:
-        add(refusal_days.DAYS, {"d1": days[0], "d2": days[1]})
+        sources.append((refusal_days.DAYS, {"d1": days[0], "d2": days[1]}))
         rolled = [(first, days[0]), (days[1], end)]
-    for low, high in rolled:
-        if low < high:
-            add(refusal_sql.ROLLED, {"first": low, "end": high})
+    sources += [
+        (refusal_sql.ROLLED, {"first": low, "end": high}) for low, high in rolled if low < high
+    ]
     whole = {**span, "first": first, "end": end, "mark": mark}
-    add(refusal_sql.CORRECTION, whole)
-    add(refusal_sql.PAST, whole)
+    sources += [(refusal_sql.CORRECTION, whole), (refusal_sql.PAST, whole)]
     for low, high in ((since_ms, first), (end, until_ms)):
         if low < high:
-            add(refusal_sql.RAW, {**span, "low": low, "high": high})
-    return parts
+            sources.append((refusal_sql.RAW, {**span, "low": low, "high": high}))
+    return sources
+
+
+def refusal_parts(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[ComboSums]:
+    """The rows of `refusal_sources`."""
+    return [
+        part
+        for sql, params in refusal_sources(conn, since_ms, until_ms)
+        for part in conn.execute(sql, params)
+    ]
 
 
 def refusals(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[RefusalCombo]:
