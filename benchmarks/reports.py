@@ -533,6 +533,7 @@ def measure(
     before: bool = True,
     in_place: bool = False,
     only_blocks: bool = False,
+    raw: bool = True,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
@@ -548,6 +549,8 @@ def measure(
     runs = in_process(db, now_ms, before)
     if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
         runs = {name: run for name, run in runs.items() if _of_blocks(name)}
+    if not raw:
+        runs = {name: run for name, run in runs.items() if "raw" not in name}
     results.update(timed(runs, repeat))
     config = write_config(folder, db)
     if cli and not only_blocks:
@@ -594,6 +597,9 @@ def main() -> None:
         "--no-insert-cost", dest="insert_cost", action="store_false", help="skip the insert costs"
     )
     parser.add_argument(
+        "--no-raw", dest="raw", action="store_false", help="skip the raw scans (before 0011)"
+    )
+    parser.add_argument(
         "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
     )
     parser.add_argument(
@@ -623,6 +629,7 @@ def main() -> None:
                 before=args.before,
                 in_place=args.in_place,
                 only_blocks=args.only_blocks,
+                raw=args.raw,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))

@@ -2,7 +2,7 @@
 
 A month of refusals spread over many callers is hundreds of thousands of combinations
 (`rollups.refusal_sources`); bringing each into Python cost more than finding them
-(docs/benchmarks.md). Here each source is summed by name in SQL with the estimate of
+(docs/benchmarks.md). Here the sources' rows are summed by name in SQL with the estimate of
 `spendgate.domain.refusals.estimate_sums` written out: per row, its requests times the
 token cost of the typical output (the caller's median on the model, else the model's,
 else `DEFAULT_OUTPUT_TOKENS`; at most the row's ceiling) at its rate, rounded up per
@@ -10,9 +10,11 @@ request as `spendgate.money.token_cost`, plus its fixed part. A combination's es
 linear in its requests and fixed part, so summing its rows' estimates is summing its own.
 
 The medians: a pair's kept median (`medians`) where it answers the sample span exactly,
-else a walk, as `ledger.output_medians`; the walked ones (a pair without a sample holds
-NULL: it must not fall back to a kept median that does not answer) and every model's go
-to two scratch tables on the report's connection first. Names are fixed (S608 waivers).
+else a walk, as `ledger.output_medians` (a pair the walk finds no sample for holds NULL:
+the model's median applies, never a kept one that does not answer); they and every
+model's go to scratch tables on the report's connection first, and the sources' rows to
+a third (each source runs once; a view would run it for every column read from it).
+Names are fixed (S608 waivers).
 """
 
 from __future__ import annotations
@@ -33,23 +35,25 @@ _KEPT_OK = (
 # Per source: every (key, model) its rows price an output for, and whether the kept median
 # does not answer for it.
 _PAIRS = (
-    f"WITH s({_COLUMNS}) AS ({{source}}) SELECT s.key_id, s.model, "  # noqa: S608
-    f"{_KEPT_OK} IS NULL FROM s WHERE s.rate != 0 AND s.requests != 0 "
-    "GROUP BY s.key_id, s.model"
+    f"SELECT s.key_id, s.model, {_KEPT_OK} FROM temp.estimate_rows AS s "  # noqa: S608
+    "WHERE s.rate != 0 AND s.requests != 0 GROUP BY s.key_id, s.model"
 )
 TABLES = (
+    f"CREATE TEMP TABLE IF NOT EXISTS estimate_rows ({_COLUMNS})",
     "CREATE TEMP TABLE IF NOT EXISTS estimate_pairs "
     "(key_id TEXT NOT NULL, model TEXT NOT NULL, median INTEGER, PRIMARY KEY (key_id, model))",
     "CREATE TEMP TABLE IF NOT EXISTS estimate_models (model TEXT PRIMARY KEY, median INTEGER)",
 )
-CLEAR = ("DELETE FROM temp.estimate_pairs", "DELETE FROM temp.estimate_models")
+CLEAR = (
+    "DELETE FROM temp.estimate_rows",
+    "DELETE FROM temp.estimate_pairs",
+    "DELETE FROM temp.estimate_models",
+)
+_ROWS = "INSERT INTO temp.estimate_rows {source}"
 _FILL_PAIRS = "INSERT INTO temp.estimate_pairs VALUES (?, ?, ?)"
 _FILL_MODELS = "INSERT INTO temp.estimate_models VALUES (?, ?)"
 
-_TYPICAL = (
-    "COALESCE(CASE WHEN w.key_id IS NOT NULL THEN w.median ELSE "
-    f"{_KEPT_OK} END, wm.median, {DEFAULT_OUTPUT_TOKENS})"
-)
+_TYPICAL = f"COALESCE(w.median, wm.median, {DEFAULT_OUTPUT_TOKENS})"
 _OUTPUT = f"CASE WHEN s.ceiling > 0 THEN MIN({_TYPICAL}, s.ceiling) ELSE {_TYPICAL} END"
 _UNIT = TOKENS_PER_PRICE_UNIT
 # Outputs are never negative and prices never either: the product rounds up per request
@@ -59,8 +63,8 @@ _COST = (
     f"ELSE s.requests * ((({_OUTPUT}) * s.rate + {_UNIT - 1}) / {_UNIT}) END"
 )
 ESTIMATE = (
-    f"WITH s({_COLUMNS}) AS ({{source}}) "  # noqa: S608
-    f"SELECT s.name, SUM(s.requests), SUM(s.worst), SUM(s.fixed) + SUM({_COST}) FROM s "
+    f"SELECT s.name, SUM(s.requests), SUM(s.worst), SUM(s.fixed) + SUM({_COST}) "  # noqa: S608
+    "FROM temp.estimate_rows AS s "
     "LEFT JOIN temp.estimate_pairs AS w ON w.key_id = s.key_id AND w.model = s.model "
     "LEFT JOIN temp.estimate_models AS wm ON wm.model = s.model GROUP BY s.name"
 )
@@ -81,31 +85,28 @@ def estimate(
     span = {"sampled": sampled_ms, "until": until_ms}
     mark = int(conn.execute(job.MARK).fetchone()[0])
     past = set(conn.execute(_PAST, (mark, sampled_ms, until_ms)).fetchall())
-    walked: set[tuple[str, str]] = set()
-    models: set[str] = set()
-    for sql, params in sources:
-        for key_id, model, unanswered in conn.execute(
-            _PAIRS.format(source=sql), {**params, **span}
-        ):
-            models.add(model)
-            if unanswered or (key_id, model) in past:
-                walked.add((key_id, model))
-    found = walk(sorted(walked), sorted(models))
     for statement in (*TABLES, *CLEAR):
         conn.execute(statement)
-    conn.executemany(_FILL_PAIRS, ((k, m, found.get((k, m))) for k, m in sorted(walked)))
-    conn.executemany(_FILL_MODELS, ((m, found.get((None, m))) for m in sorted(models)))
-    sums: dict[str, list[int]] = {}
-    for sql, params in sources:
-        for name, *values in conn.execute(ESTIMATE.format(source=sql), {**params, **span}):
-            total = sums.setdefault(name, [0, 0, 0])
-            for index, value in enumerate(values):
-                total[index] += value
+    for sql, params in sources:  # each source once, into the scratch table
+        conn.execute(_ROWS.format(source=sql), params)
+    typical: dict[tuple[str, str], int | None] = {}
+    walked: list[tuple[str, str]] = []
+    for key_id, model, kept in conn.execute(_PAIRS, span):
+        typical[(key_id, model)] = kept
+        if kept is None or (key_id, model) in past:
+            walked.append((key_id, model))
+    models = sorted({model for _, model in typical})
+    found = walk(walked, models)
+    for pair in walked:  # a walk without a sample is None: the model's median, or the default
+        typical[pair] = found.get(pair)
+    conn.executemany(_FILL_PAIRS, ((k, m, median) for (k, m), median in typical.items()))
+    conn.executemany(_FILL_MODELS, ((m, found.get((None, m))) for m in models))
+    sums = conn.execute(ESTIMATE, span).fetchall()
     for statement in CLEAR:
         conn.execute(statement)
     return {
         name: RefusalGroup(name, 0, requests, 0, worst, estimated)
-        for name, (requests, worst, estimated) in sorted(sums.items())
+        for name, requests, worst, estimated in sorted(sums)
         if requests
     }
 
