@@ -7,7 +7,11 @@ Three variants side by side, in interleaved rounds (each round times every varia
 
 * ``timings``: a `Served` event without the upstream time (no added-latency observation);
 * ``overhead``: the same with ``upstream_ms`` (what the pipeline emits);
-* ``user+key``: that, with ``metrics.labels: [user, key]`` opted in.
+* ``user+key``: that, with ``metrics.labels: [user, key]`` opted in;
+* ``one by one``: ``overhead`` with every counter and histogram incremented as the event
+  comes (how the subscriber worked before it added them up between reads);
+* ``+ flush/1000``: ``overhead`` with the sums handed on every 1,000 events (a scrape's
+  share at 1,000 requests a second scraped every second).
 """
 
 from __future__ import annotations
@@ -53,11 +57,23 @@ ROW = LedgerRow(
 
 def variants() -> dict[str, Callable[[], None]]:
     plain, timed, personal = Metrics(), Metrics(), Metrics(MetricsConfig(labels=["user", "key"]))
+    direct, flushed = Metrics(), Metrics()
+    direct._deferred = False
     without, with_upstream = Served(ROW), Served(ROW, upstream_ms=110.0)
+    seen = [0]
+
+    def read_every_thousand() -> None:
+        flushed(with_upstream)
+        seen[0] += 1
+        if seen[0] % 1000 == 0:
+            flushed.flush()
+
     return {
         "timings": lambda: plain(without),
         "overhead": lambda: timed(with_upstream),
         "user+key": lambda: personal(with_upstream),
+        "one by one": lambda: direct(with_upstream),
+        "+ flush/1000": read_every_thousand,
     }
 
 

@@ -40,7 +40,7 @@ from spendgate.events import Events
 from spendgate.events.access_log import access_log
 from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
-from spendgate.services.admission_queue import AdmissionQueue
+from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.services.alerts import Alerter
 from spendgate.services.fleet import Fleet
 from spendgate.services.idle import IdleRelease, release_memory
@@ -211,6 +211,7 @@ class Gateway(ServiceViews):
         self.admission = AdmissionQueue(
             max_wait_s=settings.admission_wait_s, max_waiting=settings.admission_queue_max
         )
+        self.full_limits = FullLimits()  # rate limits seen full, read before the body's work
         self.offload = Offload()  # a worker pool for large bodies, started on first use
         stored = snapshot.config.storage  # restart-only, as the storage itself
         self.spool = Spool(stored.spool_path(), self.owner)

@@ -107,13 +107,21 @@ def test_a_key_made_with_a_request_rate_is_limited(setup: Setup) -> None:
     first = chat(setup, secret)
     assert first.http_response.headers["x-ratelimit-limit-requests"] == "2"
     chat(setup, secret)
+    full = setup.harness.gateway.full_limits
+    seen_full = len(full)
     with pytest.raises(openai.RateLimitError) as refused:
-        chat(setup, secret)
+        chat(setup, secret)  # refused by the reservation: the limit is learnt full
     assert refused.value.code == "rate_limit_exceeded"
     [block] = setup.harness.ledger(key_id, blocked=True)
     assert block.blocked_by == f"key:{key_id}:requests/hour"
+    assert len(full) == seen_full + 1
+    with pytest.raises(openai.RateLimitError) as again:
+        chat(setup, secret)  # refused by the read before the body's work, alike
+    assert (again.value.code, again.value.message) == (refused.value.code, refused.value.message)
+    assert len(setup.harness.ledger(key_id, blocked=True)) == 2
     setup.clock.advance(3600 + 360)  # the hour (kept in tenths) rolls on: room again
     assert chat(setup, secret).http_response.status_code == 200
+    assert len(full) == seen_full  # the read saw room: not read first any more
     assert "limit_requests: 2/hour" in run(setup, "keys", "show", key_id).stdout
 
 

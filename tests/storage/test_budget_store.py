@@ -135,6 +135,27 @@ async def test_duplicate_reservation_id_fails_and_reserves_nothing(storage: Stor
     assert await one(storage, team, NOW) == CounterState(team, 100 * FULL, 0, FULL)
 
 
+async def test_a_released_reservation_id_may_be_reserved_again(storage: Storage) -> None:
+    """A large body's bound is given back before its exact count is reserved under the same
+    id (`spendgate.pipeline.bound_first`): the second reservation is a reservation like
+    any other, settled once, with nothing of the first left held."""
+    team = ref(budget("team"), NOW)
+    bound = plan([team], NOW, worst=replace(WORST, input_cost=WORST.input_cost * 4))
+    first = await storage.reserve(bound)
+    assert isinstance(first, Admitted)
+    assert await storage.release(bound.reservation_id)
+    exact = plan([team], NOW, request_id=bound.reservation_id)
+    second = await storage.reserve(exact)
+    assert isinstance(second, Admitted)
+    assert second.amounts[0] < first.amounts[0]
+    assert await one(storage, team, NOW) == CounterState(team, 100 * FULL, 0, second.amounts[0])
+    row = settled(exact, 3_000_000)
+    assert await storage.settle(exact.reservation_id, (3_000_000,), row)
+    assert await storage.settle(exact.reservation_id, (3_000_000,), row) is False
+    assert await one(storage, team, NOW) == CounterState(team, 100 * FULL, 3_000_000, 0)
+    assert await ledger(storage) == [row]
+
+
 async def test_ledger_keeps_the_admission_fields(storage: Storage) -> None:
     row = build_row(output_ceiling=512, clamped_from=32_000, unreconciled=True)
     await storage.record(row)

@@ -16,7 +16,7 @@ reserved amount, ``spent + reserved <= limit`` holds on every hard budget at all
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -265,8 +265,9 @@ class Thresholds:
         extra = self.alerting.get(budget.name, ()) + self.alerting.get("*", ())
         return tuple(sorted({*budget.soft_bp, *extra})) if extra else budget.soft_bp
 
-    def crossed(self, admitted: Admitted) -> list[Crossing]:
-        found = []
+    def _passed(self, admitted: Admitted) -> Iterator[tuple[CounterState, int, int]]:
+        """(state, threshold, basis points after) for each threshold the reservation
+        takes a budget member past, whether reported before or not."""
         for state, amount in zip(admitted.states, admitted.amounts, strict=True):
             budget = state.ref.budget
             marks = self._of(budget)
@@ -274,24 +275,34 @@ class Thresholds:
                 continue
             after = (state.spent + state.reserved + amount) * 10_000 // state.limit
             for threshold in marks:
-                if not state.used_bp < threshold <= after:
-                    continue
-                seen = (budget.name, state.ref.member, state.ref.window.since_ms, threshold)
-                if seen in self._seen:
-                    continue
-                if len(self._seen) >= self.MAX_SEEN:
-                    self._seen.clear()
-                self._seen.add(seen)
-                found.append(
-                    Crossing(
-                        budget.name,
-                        state.ref.member,
-                        threshold,
-                        after,
-                        state.ref.window.since_ms,
-                        state.limit,
-                        budget.unit.value,
-                        budget.target.scope.value,
-                    )
+                if state.used_bp < threshold <= after:
+                    yield state, threshold, after
+
+    def would_cross(self, admitted: Admitted) -> bool:
+        """Whether the reservation takes any budget member past a threshold (reported
+        before or not); nothing is remembered."""
+        return next(self._passed(admitted), None) is not None
+
+    def crossed(self, admitted: Admitted) -> list[Crossing]:
+        found = []
+        for state, threshold, after in self._passed(admitted):
+            budget = state.ref.budget
+            seen = (budget.name, state.ref.member, state.ref.window.since_ms, threshold)
+            if seen in self._seen:
+                continue
+            if len(self._seen) >= self.MAX_SEEN:
+                self._seen.clear()
+            self._seen.add(seen)
+            found.append(
+                Crossing(
+                    budget.name,
+                    state.ref.member,
+                    threshold,
+                    after,
+                    state.ref.window.since_ms,
+                    state.limit,
+                    budget.unit.value,
+                    budget.target.scope.value,
                 )
+            )
         return found

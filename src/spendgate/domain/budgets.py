@@ -52,6 +52,10 @@ class Unit(Enum):
     REQUESTS = "requests"  # one per request sent
     CONCURRENT = "concurrent"  # one per request in flight, released when it ends
 
+    # Members are singletons compared by identity: hashed by it too, in C (Enum's own
+    # __hash__ is Python code, run for every dict lookup on the request path).
+    __hash__ = object.__hash__
+
     def render(self, amount: int) -> str:
         if self is Unit.NANOS:
             return format_dollars(amount, places=6)
@@ -74,6 +78,8 @@ class Kind(Enum):
     BUDGET = "budget"  # clamps the output ceiling when it can, refuses (non-retryable) else
     LIMIT = "limit"  # a rate limit: never clamps; refuses with a retry-after
     LOOP = "loop"  # the same request repeated: refuses, non-retryable
+
+    __hash__ = object.__hash__  # (as `Unit`'s)
 
 
 @dataclass(frozen=True, slots=True)

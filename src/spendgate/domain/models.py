@@ -20,6 +20,8 @@ class Dialect(Enum):
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
 
+    __hash__ = object.__hash__  # (as `spendgate.domain.budgets.Unit`'s)
+
 
 class ProviderKind(StrEnum):
     """How a provider is spoken to (the config's ``providers.*.kind``)."""

@@ -54,10 +54,9 @@ Request bodies
 
     A count is ``exact`` only when every part of it came from the model's own encoding.
 
-Speed (bpe-openai 0.1.4, measured on the 2-core development machine with `timeit`): a
-339-token English prompt counts in about 33 µs with ``o200k_base`` (`count_text`; the
-tiktoken-style ``encode_ordinary`` takes 39 µs), a three-message chat body of the same text
-in about 39 µs (`count_chat_input`); large texts count at 5-7 M tokens/s.
+Speed (bpe-openai 0.1.4, 2-core development machine): a 339-token prompt counts in ~33 µs
+(`count_text`), a chat body of it in ~39 µs; large texts at 5-7 M tokens/s. A large body is
+first priced by a cheap bound instead (`spendgate.domain.token_bound`).
 """
 
 from __future__ import annotations
@@ -66,6 +65,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -228,17 +228,18 @@ def token_counter() -> TokenCounter:
     return TokenCounter()
 
 
+# What request bodies are counted with, where not `token_counter()` (`domain.token_bound`).
+BODY_COUNTER: ContextVar[TokenCounter | None] = ContextVar("body_counter", default=None)
+
+
 def count_text(model: str, text: str) -> TokenCount:
     """Tokens of plain text: exact for OpenAI encodings, an upper bound otherwise."""
     return token_counter().text(model, text)
 
 
 def count_output_text(model: str, text: str) -> TokenCount:
-    """Tokens of generated text, for a stream that ended without usage.
-
-    Only what the client saw is counted: hidden reasoning tokens are not in ``text``, so
-    callers must add their own bound for them.
-    """
+    """Tokens of generated text, for a stream that ended without usage. Only what the client
+    saw is counted: hidden reasoning tokens are not in ``text`` (callers bound them)."""
     return token_counter().text(model, text)
 
 
@@ -265,7 +266,7 @@ class _Tally:
     def __init__(self, model: str) -> None:
         self.model = _bare_name(model)
         self.encoding = encoding_for_model(model)
-        self.counter = token_counter()
+        self.counter = BODY_COUNTER.get() or token_counter()
         self.tokens = 0
         self.exact = True
 

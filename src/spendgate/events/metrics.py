@@ -13,10 +13,12 @@ blocked loops) are read at scrape time (`spendgate.api.metrics`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -46,6 +48,8 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OTHER = "_other"  # an opt-in label's values past its cap
+MAX_SUMS = 4_096  # label sets added up between reads; past it they are handed on at once
+TOKEN_KINDS = ("input", "cached_input", "cache_write", "output", "reasoning")
 
 
 def bounded_reason(reason: str) -> str:
@@ -87,6 +91,13 @@ class Metrics:
         # The labelled children met so far: `labels()` validates and locks on every call,
         # several microseconds a request on the hot path (docs/admin-api.md#metrics).
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Served and refused rows are added up here, per label set, and handed to the
+        # counters when the metrics are read (`flush`): each counter increment takes a
+        # lock, and a row makes up to seven. Only with in-process values: a worker's
+        # multiprocess values are read from files by whichever worker is scraped.
+        self._deferred = values.ValueClass is values.MutexValue and _bulk_observe()
+        self._sums: dict[tuple[str, ...], list[int]] = {}
+        self._observed: dict[tuple[int, tuple[str, ...]], _Observed] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         who = (*IDENTITY, "model", "provider", *self.personal)
@@ -260,6 +271,7 @@ class Metrics:
         """The text exposition of these metrics, then of ``extra`` collectors.
         ``multiprocess_dir``: these metrics summed over every worker process that wrote
         there (prometheus_client's multiprocess mode, `serve --workers N`)."""
+        self.flush()
         if multiprocess_dir is None:
             out = generate_latest(self.registry)
         else:
@@ -293,8 +305,23 @@ class Metrics:
         return who + self._mine(row.user, row.key_id) if self.personal else who
 
     def _row(self, outcome: str, row: LedgerRow) -> None:
-        self._child(self.requests, outcome, str(row.status), row.surface, *self._who(row)).inc()
-        self._charged(row)
+        if self._deferred:
+            key = (outcome, str(row.status), row.surface, *self._who(row))
+            sums = self._sums.get(key)
+            if sums is None:
+                if len(self._sums) >= MAX_SUMS:
+                    self.flush()
+                sums = self._sums[key] = [0, 0, 0, 0, 0, 0, 0]
+            sums[0] += 1
+            sums[1] += row.input_tokens
+            sums[2] += row.cached_input_tokens
+            sums[3] += row.cache_write_tokens
+            sums[4] += row.output_tokens
+            sums[5] += row.reasoning_tokens
+            sums[6] += row.cost_nanos
+        else:
+            self._child(self.requests, outcome, str(row.status), row.surface, *self._who(row)).inc()
+            self._charged(row)
         if row.route_kind == "downgrade":
             model = row.routed_model or row.served_model
             self.downgrades.labels(row.route_rule or "", row.requested_model, model).inc()
@@ -302,28 +329,55 @@ class Metrics:
             model = row.routed_model or row.requested_model
             self.fallbacks.labels(row.fallback_from or "", model, row.provider).inc()
 
+    def flush(self) -> None:
+        """Hand the rows added up since the last read to the counters."""
+        sums, self._sums = self._sums, {}
+        for (outcome, status, surface, *who), (count, *amounts) in sums.items():
+            self._child(self.requests, outcome, status, surface, *who).inc(count)
+            self._charge(tuple(who), amounts[:5], amounts[5])
+        observed, self._observed = self._observed, {}
+        for found in observed.values():
+            found.hand_on()
+
     def _charged(self, row: LedgerRow) -> None:
-        who = self._who(row)
-        for kind, count in (
-            ("input", row.input_tokens),
-            ("cached_input", row.cached_input_tokens),
-            ("cache_write", row.cache_write_tokens),
-            ("output", row.output_tokens),
-            ("reasoning", row.reasoning_tokens),
-        ):
+        counts = (
+            row.input_tokens,
+            row.cached_input_tokens,
+            row.cache_write_tokens,
+            row.output_tokens,
+            row.reasoning_tokens,
+        )
+        self._charge(self._who(row), counts, row.cost_nanos)
+
+    def _charge(self, who: tuple[str, ...], counts: Sequence[int], cost_nanos: int) -> None:
+        for kind, count in zip(TOKEN_KINDS, counts, strict=True):
             if count:
                 self._child(self.tokens, kind, *who).inc(count)
-        if row.cost_nanos:
-            self._child(self.cost, *who).inc(row.cost_nanos / NANOS_PER_DOLLAR)
+        if cost_nanos:
+            self._child(self.cost, *who).inc(cost_nanos / NANOS_PER_DOLLAR)
 
     def _timings(self, row: LedgerRow, upstream_ms: float | None) -> None:
         labels = (row.surface, row.requested_model, row.provider)
-        self._child(self.latency, *labels).observe(row.latency_ms / 1000)
+        self._observe(self.latency, labels, row.latency_ms / 1000)
         if row.ttfb_ms is not None:
-            self._child(self.ttfb, *labels).observe(row.ttfb_ms / 1000)
+            self._observe(self.ttfb, labels, row.ttfb_ms / 1000)
         if upstream_ms is not None:
             own = max(0.0, row.latency_ms - upstream_ms)
-            self._child(self.overhead, *labels).observe(own / 1000)
+            self._observe(self.overhead, labels, own / 1000)
+
+    def _observe(self, metric: Histogram, labels: tuple[str, ...], seconds: float) -> None:
+        child = self._child(metric, *labels)
+        if not self._deferred:
+            child.observe(seconds)
+            return
+        key = (id(metric), labels)
+        found = self._observed.get(key)
+        if found is None:
+            if len(self._observed) >= MAX_SUMS:
+                self.flush()
+            found = self._observed[key] = _Observed(child)
+        found.counts[bisect_left(found.bounds, seconds)] += 1  # the first bound >= it
+        found.total += seconds
 
     def _upstream_failed(self, event: UpstreamFailed) -> None:
         self.upstream_failures.labels(event.reason, event.provider, event.model).inc()
@@ -359,6 +413,35 @@ class Metrics:
             outcome, str(status), event.surface, team, service, "", "", *mine
         ).inc()
         self.rejections.labels(event.reason, event.surface, team, service).inc()
+
+
+class _Observed:
+    """A histogram child's observations since the last read: a count per bucket (the
+    first whose upper bound is at or above the value, as `Histogram.observe` counts) and
+    their sum, handed on in one increment each (`prometheus_client`'s child internals,
+    checked once: `_bulk_observe`)."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = child._upper_bounds
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def hand_on(self) -> None:
+        self.child._sum.inc(self.total)
+        for index, count in enumerate(self.counts):
+            if count:
+                self.child._buckets[index].inc(count)
+
+
+@functools.cache
+def _bulk_observe() -> bool:
+    """Whether histogram children keep the internals `_Observed` adds to (asked only with
+    in-process values: a multiprocess probe would leave a file behind)."""
+    probe = Histogram("probe", "probe", registry=None, buckets=(1.0,))
+    return all(hasattr(probe, name) for name in ("_upper_bounds", "_buckets", "_sum"))
 
 
 def _identity(key: ApiKey | None) -> tuple[str, str]:

@@ -45,11 +45,12 @@ from spendgate.events import LoopStruck, SettledAbove, ThresholdCrossed
 from spendgate.events import Refused as RefusedEvent
 from spendgate.money import token_cost
 from spendgate.pipeline.bodywork import BodyWork
+from spendgate.pipeline.bound_first import reserve_by_bound
 from spendgate.pipeline.exchange import Exchange, confirm_key
 from spendgate.pipeline.limit_headers import refusal_window
 from spendgate.pipeline.ticket import Ticket, budget_headers
-from spendgate.pipeline.worst_case import hidden_input_policy, price_worst_case
-from spendgate.services.admission_queue import AdmissionQueue
+from spendgate.pipeline.worst_case import Bounding, Priced, hidden_input_policy, price_worst_case
+from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.storage import ReservationPlan, Storage
 from spendgate.storage.spool import Unwritten
 
@@ -72,14 +73,17 @@ async def admit(
     thresholds: Thresholds | None = None,
     queue: AdmissionQueue | None = None,
     work: BodyWork | None = None,
+    full: FullLimits | None = None,
 ) -> Ticket | None:
     """Reserve the request's worst case on every applicable budget and limit, or refuse it
     (and record the refusal in the ledger, uncharged, with what it would have cost, unless
     ``record_refusal`` is False: the caller has a cheaper model to try instead).
 
     The cheap checks come first: a full request-rate or concurrency limit refuses before
-    any work on the body; then the body is fingerprinted (loop detection) and its input
-    counted, in a worker process when it is large (``work``)."""
+    any work on the body (with ``full``, only a limit this process has seen full is read
+    for that: the others are left to the reservation); then the body is fingerprinted
+    (loop detection) and its input counted, in a worker process when it is large
+    (``work``)."""
     now = exchange.arrived
     caller = Caller(
         key=exchange.key, org=exchange.org, model=exchange.route.name, session=exchange.session_id
@@ -90,13 +94,12 @@ async def admit(
     loops = book.loop is not None and exchange.attempt == 0
     if not counters and not caps and not loops:
         return None
-    spec = exchange.spec
     hidden = exchange.hidden_input()
     worst: WorstCase | None = None
     counted: int | None = None  # the body's input tokens, once counted
     found: str | None = None
     try:
-        await _refuse_on_full_rate_limits(storage, counters, now)
+        await _refuse_on_full_rate_limits(storage, counters, now, full)
         if loops:
             if book.loops is not None and book.loops.escalate_after:
                 await _refuse_blocked_loop(storage, book, exchange.key.id, KEY_WIDE, now)
@@ -104,33 +107,45 @@ async def admit(
             await _refuse_blocked_loop(storage, book, exchange.key.id, found, now)
             counters = book.counters(dataclasses.replace(caller, fingerprint=found), now)
         bounding = hidden_input_policy(counters, hidden)
-        priced = price_worst_case(
+        # With a cheaper model to try instead (record_refusal off), a request does not
+        # wait in line: the cheaper one may fit now.
+        waiting = queue if record_refusal else None
+        price = functools.partial(
+            price_worst_case,
             exchange,
             default_ceiling,
             assumed_tool_calls=assumed_tool_calls,
             bounding=bounding,
-            count=await work.input_count(exchange) if work else None,
         )
-        worst, count = priced.worst, priced.count
-        counted = count.tokens
-        _check_input_caps(caps, count.tokens, count.exact)
-        plan = ReservationPlan(
-            reservation_id=exchange.request_id,
-            owner=owner,
-            expires_at=now + lease,
-            counters=tuple(counters),
-            worst=worst,
-            caps=tuple(caps),
-            min_output=max(min_output, spec.min_ceiling(exchange.body)),
-            template=exchange.template_row(),
+        plan_of = functools.partial(_plan, exchange, owner, now + lease, counters, caps, min_output)
+        tried = await reserve_by_bound(
+            storage,
+            exchange,
+            work if bounding is Bounding.COUNT else None,
+            price,
+            plan_of,
+            caps,
+            thresholds,
         )
-        # With a cheaper model to try instead (record_refusal off), a request does not
-        # wait in line: the cheaper one may fit now.
-        waiting = queue if record_refusal else None
-        keys = counter_keys(plan)
-        await confirm_key(exchange)  # the first write on the key's behalf
-        decision = await reserve_in_line(storage, plan, waiting, keys)
+        decision: Admitted | Refused
+        if tried.taken is not None:
+            priced, plan, decision = tried.taken
+            worst = priced.worst
+            keys = counter_keys(plan)
+            if waiting is not None:
+                waiting.held(keys)
+        else:
+            priced = price(count=await work.input_count(exchange) if work else None)
+            worst, count = priced.worst, priced.count
+            counted = count.tokens
+            _check_input_caps(caps, count.tokens, count.exact)
+            plan = plan_of(priced, exchange.request_id)  # (any bound's was given back)
+            keys = counter_keys(plan)
+            await confirm_key(exchange)  # the first write on the key's behalf
+            decision = await reserve_in_line(storage, plan, waiting, keys)
         if isinstance(decision, Refused):
+            if full is not None and decision.counter and _cheap(decision.counter.ref):
+                full.saw_full(decision.counter.ref.budget.name, decision.counter.ref.member)
             if waiting is not None and room_is_held(decision):
                 raise _told(_busy(decision, waiting), decision, exchange, min_output)
             if found is not None and _loop_counter(decision):
@@ -177,6 +192,28 @@ async def admit(
     )
 
 
+def _plan(
+    exchange: Exchange,
+    owner: str,
+    expires_at: datetime,
+    counters: list[CounterRef],
+    caps: list[RequestCap],
+    min_output: int,
+    priced: Priced,
+    reservation_id: str,
+) -> ReservationPlan:
+    return ReservationPlan(
+        reservation_id=reservation_id,
+        owner=owner,
+        expires_at=expires_at,
+        counters=tuple(counters),
+        worst=priced.worst,
+        caps=tuple(caps),
+        min_output=max(min_output, exchange.spec.min_ceiling(exchange.body)),
+        template=exchange.template_row(),
+    )
+
+
 def _state_after(
     admitted: Admitted, plan: ReservationPlan, exchange: Exchange, min_output: int
 ) -> str | None:
@@ -216,23 +253,34 @@ def _told(
     return refusal
 
 
+def _cheap(ref: CounterRef) -> bool:
+    """A limit that a request fills by its mere arrival (requests, concurrency)."""
+    budget = ref.budget
+    return (
+        budget.kind is Kind.LIMIT
+        and budget.blocks
+        and budget.unit in (Unit.REQUESTS, Unit.CONCURRENT)
+    )
+
+
 async def _refuse_on_full_rate_limits(
-    storage: Storage, counters: list[CounterRef], now: datetime
+    storage: Storage, counters: list[CounterRef], now: datetime, full: FullLimits | None
 ) -> None:
     """A request-rate or concurrency limit with no room left refuses at once, before the
-    body is counted (the atomic reservation decides again, whatever this read saw)."""
+    body is counted (the atomic reservation decides again, whatever this read saw). With
+    ``full``, only the limits this process has seen full are read."""
     cheap = tuple(
         ref
         for ref in counters
-        if ref.budget.kind is Kind.LIMIT
-        and ref.budget.blocks
-        and ref.budget.unit in (Unit.REQUESTS, Unit.CONCURRENT)
+        if _cheap(ref) and (full is None or full.may_be_full(ref.budget.name, ref.member))
     )
     if not cheap:
         return
     for state in await storage.counter_states(cheap, now):
         if state.room < 1:
             raise _rate_limited(state, 1, now)
+        if full is not None:
+            full.saw_room(state.ref.budget.name, state.ref.member)
 
 
 async def _refuse_blocked_loop(

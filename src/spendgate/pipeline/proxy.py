@@ -447,6 +447,7 @@ async def _admit(
         thresholds=gateway.thresholds,
         queue=gateway.admission,
         work=work,
+        full=gateway.full_limits,
     )
 
 

@@ -150,3 +150,31 @@ class AdmissionQueue:
             self._wake(key)  # the turn passes on: the next may fit too
         if not line:
             self._lines.pop(key, None)
+
+
+FULL_REMEMBERED = 4096  # counters remembered as full; past it the memory starts again
+
+
+class FullLimits:
+    """The request-rate and concurrency limits this process has seen full. A request reads
+    such a limit before any work on its body, to refuse cheaply while it stays full; a
+    limit never seen full is not read first (the atomic reservation decides either way, so
+    this only saves a read per request when there is room). Per process: another process
+    filling a limit is learnt from the first reservation it refuses here."""
+
+    def __init__(self) -> None:
+        self._full: set[tuple[str, str]] = set()  # (limit, member), whatever the window
+
+    def may_be_full(self, limit: str, member: str) -> bool:
+        return (limit, member) in self._full
+
+    def saw_full(self, limit: str, member: str) -> None:
+        if len(self._full) >= FULL_REMEMBERED:
+            self._full.clear()
+        self._full.add((limit, member))
+
+    def saw_room(self, limit: str, member: str) -> None:
+        self._full.discard((limit, member))
+
+    def __len__(self) -> int:
+        return len(self._full)

@@ -185,7 +185,7 @@ class BudgetService:
         # each row filed once under every (budget, member) it counts for: one pass over
         # the rows, not one per view (10,000 listed budgets would make it quadratic)
         by_member: dict[tuple[str, str | None], list[LedgerRow]] = {}
-        for row in await self._storage.marked(min(since, lately), now):
+        for row in await self._storage.view_marks(min(since, lately), lately, now):
             for name in {row.blocked_by, *row.settled_above} - {None}:
                 scope = scopes.get(str(name))
                 if scope is not None:

@@ -207,6 +207,20 @@ class Ledger(Protocol):
 
 
 @runtime_checkable
+class MarksReader(Protocol):
+    """A ledger that reads a budgets view's marked rows without the rest of the window's
+    (PostgreSQL: from a rollup of the newest refusal per name and caller). Others give
+    `Ledger.marked` narrowed by `spendgate.domain.marks.view_marks`."""
+
+    async def view_marks(
+        self, since: datetime, recent: datetime, until: datetime
+    ) -> list[LedgerRow]:
+        """`spendgate.domain.marks.view_marks` of ``marked(since, until)``; ``until`` is
+        now (no row is newer)."""
+        ...
+
+
+@runtime_checkable
 class RefusalEstimates(Protocol):
     """A ledger that sums `spendgate blocks`' distinct requests and estimate itself
     (optional: `Storage.refusal_estimates` folds `Ledger.refusals` and

@@ -33,6 +33,7 @@ from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
+from spendgate.domain.marks import view_marks
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     SAMPLE_SPAN,
@@ -57,6 +58,7 @@ from spendgate.storage.base import (
     Lapsed,
     Ledger,
     Lifecycle,
+    MarksReader,
     RefusalEstimates,
     ReservationPlan,
     RetiredKey,
@@ -352,6 +354,14 @@ class Storage:
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:
         return await self.ledger_store.marked(since, until)
+
+    async def view_marks(
+        self, since: datetime, recent: datetime, until: datetime
+    ) -> list[LedgerRow]:
+        """The marked rows a budgets view reads (`spendgate.domain.marks`), oldest first."""
+        if isinstance(self.ledger_store, MarksReader):
+            return await self.ledger_store.view_marks(since, recent, until)
+        return view_marks(await self.ledger_store.marked(since, until), recent)
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy

@@ -26,6 +26,7 @@ from spendgate.storage.postgres.database import PgDatabase
 from spendgate.storage.postgres.joint import PgJoint
 from spendgate.storage.postgres.keys import PgKeys
 from spendgate.storage.postgres.ledger import PgLedger
+from spendgate.storage.postgres.report_rollups import rolling_up
 from spendgate.storage.postgres.settings import PostgresSettings
 from spendgate.storage.stores import Storage
 
@@ -46,7 +47,8 @@ class PostgresStorage(Storage):
             PgKeys(self.database),
             ledger,
             PgCounters(self.database),
-            parts=[self.database, ledger],  # closed in reverse: queued rows commit first
+            # closed in reverse: the job stops, then queued rows commit
+            parts=[self.database, ledger, rolling_up(self.database)],
             joint=PgJoint(self.database),
             admin=AdminStores(admin, admin),
             alerts=PgAlerts(self.database),

@@ -229,7 +229,11 @@ class PgDatabase:
             for month in dropped:
                 await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
             await conn.execute("DELETE FROM ledger_ids WHERE ts < $1", cutoff)
-            await conn.execute("DELETE FROM ledger_hourly WHERE hour_ms < $1", cutoff)
+            for table in ("ledger_hourly", "savings_hourly", "shadow_hourly", "blocks_hourly"):
+                await conn.execute(f"DELETE FROM {table} WHERE hour_ms < $1", cutoff)  # noqa: S608
+            await conn.execute("DELETE FROM refusals_hourly WHERE hour_ms < $1", cutoff)
+            for table in ("fallback_rows", "refusals_latest"):
+                await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)  # noqa: S608
 
         await self.transaction(drop, "ledger retention")
         self.forget_months()

@@ -33,13 +33,14 @@ from spendgate.domain.totals import (
     series_order,
 )
 from spendgate.errors import StorageError
-from spendgate.storage.postgres import partitions, reports, rollup_sql
+from spendgate.storage.postgres import marks_sql, partitions, report_rollups, reports, rollup_sql
 from spendgate.storage.postgres.database import Conn, PgDatabase, storage_error
 from spendgate.storage.sqlite.rows import LEDGER
 
 log = logging.getLogger("spendgate.storage.postgres")
 
 MAX_BATCH = 1_000  # rows per statement and commit
+REPORT_WORK_MEM = "64MB"  # a savings report's sort and hash memory (the session's own)
 
 
 # The hourly usage rollup (migration 0002): adds the rows of a CTE named ``inserted``.
@@ -216,6 +217,20 @@ class PgLedger:
         )
         return result
 
+    async def _walk(self, sql: str, *params: object) -> list[asyncpg.Record]:
+        """A statement of per-pair index walks (`rollup_sql.RECENT_OUTPUTS`, `MEDIANS`),
+        planned without sorts: each walk reads its newest ``LIMIT`` rows in index order,
+        partition by partition (an ordered Append), where the planner, underestimating a
+        pair's rows, would read and sort all of its 30 days (7 s against 0.1 s for 400
+        pairs at 10 M rows: docs/benchmarks.md)."""
+
+        async def walk(conn: Conn) -> list[asyncpg.Record]:
+            async with conn.transaction(readonly=True):
+                await conn.execute("SET LOCAL enable_sort = off")
+                return await conn.fetch(sql, *params)
+
+        return await self._db.run(walk, "a ledger read")
+
     async def row(self, request_id: str) -> LedgerRow | None:
         found = await self._fetch(reports.ONE_ROW, request_id)
         return LEDGER.load(tuple(found[0])) if found else None
@@ -241,9 +256,18 @@ class PgLedger:
     ) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
         since_ms, until_ms = to_ms(since), to_ms(until)
         span = (since_ms, until_ms, *reports.rolled_span(since_ms, until_ms))
-        groups = await self._fetch(rollup_sql.SAVINGS[by.value], *span)
-        shadows = await self._fetch(rollup_sql.SHADOW_SAVINGS, *span)
-        return [SavingsGroup(*row) for row in groups], [ShadowSavings(*row) for row in shadows]
+
+        async def read(conn: Conn) -> tuple[list[SavingsGroup], list[ShadowSavings]]:
+            # One snapshot for both; memory enough to aggregate the period's fallback
+            # rows per request without spilling to disk (4 MB, the server's default, spilt
+            # 7 MB at 10 M rows: docs/benchmarks.md).
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+                groups = await conn.fetch(rollup_sql.SAVINGS[by.value], *span)
+                shadows = await conn.fetch(rollup_sql.SHADOW_SAVINGS, *span)
+            return [SavingsGroup(*r) for r in groups], [ShadowSavings(*r) for r in shadows]
+
+        return await self._db.run(read, "a savings report")
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None
@@ -256,16 +280,7 @@ class PgLedger:
         return [LEDGER.load(tuple(row)) for row in found]
 
     async def blocks(self, since: datetime, until: datetime) -> list[BlockGroup]:
-        span = (to_ms(since), to_ms(until))
-        found: dict[str, list[int]] = {}
-        for name, count, cost, retryable in await self._fetch(reports.BLOCKED, *span):
-            values = found.setdefault(name, [0] * 7)
-            values[0:2], values[4] = [count, cost], retryable
-        for name, count, cost in await self._fetch(reports.SHADOW_HITS, *span):
-            found.setdefault(name, [0] * 7)[2:4] = [count, cost]
-        for name, count, cost in await self._fetch(reports.OVERRUNS, *span):
-            found.setdefault(name, [0] * 7)[5:7] = [count, cost]
-        return [BlockGroup(name, *values) for name, values in sorted(found.items())]
+        return await report_rollups.blocks(self._db, to_ms(since), to_ms(until))
 
     async def recent_outputs(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
@@ -275,7 +290,7 @@ class PgLedger:
         ordered = sorted(set(pairs))
         keys, models = [key for key, _ in ordered], [model for _, model in ordered]
         found: dict[CallerModel, list[int]] = {}
-        for key, model, output, _, _ in await self._fetch(
+        for key, model, output, _, _ in await self._walk(
             rollup_sql.RECENT_OUTPUTS,
             keys,
             models,
@@ -291,6 +306,13 @@ class PgLedger:
         found = await self._fetch(reports.MARKED, to_ms(since), to_ms(until))
         return [LEDGER.load(tuple(row)) for row in found]
 
+    async def view_marks(
+        self, since: datetime, recent: datetime, until: datetime
+    ) -> list[LedgerRow]:
+        span = (to_ms(since), to_ms(recent), to_ms(until))
+        found = await self._fetch(marks_sql.VIEW_MARKS, *span)
+        return [LEDGER.load(tuple(row)[:-1]) for row in found]
+
     async def output_medians(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int
     ) -> dict[CallerModel, int]:
@@ -299,14 +321,18 @@ class PgLedger:
         ordered = sorted(set(pairs))
         models = [model for _, model in ordered]
         span = (to_ms(since), to_ms(until), limit)
-        found = await self._fetch(
+        found = await self._walk(
             rollup_sql.MEDIANS, [key for key, _ in ordered], models, sorted(set(models)), *span
         )
         return {(key, model): value for key, model, value in found if value is not None}
 
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
-        found = await self._fetch(rollup_sql.REFUSALS, to_ms(since), to_ms(until))
-        return sorted(RefusalCombo(*row) for row in found)
+        return await report_rollups.refusals(self._db, to_ms(since), to_ms(until))
+
+    async def roll_up(self) -> int:
+        """Bring the refusal rollups up to date (`report_rollups.roll_up`); reports are
+        exact whether or not it ran."""
+        return await report_rollups.roll_up(self._db)
 
     async def check(self) -> None:
         await self._db.check()

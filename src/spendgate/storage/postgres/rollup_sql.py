@@ -22,6 +22,7 @@ index each, ``LIMIT`` rows, all in one statement (``LATERAL``).
 from __future__ import annotations
 
 from spendgate.domain.refusals import RETRY_WINDOW
+from spendgate.storage.postgres import blocks_sql, marks_sql, refusal_sql
 
 _COUNTERFACTUAL = (
     "CASE WHEN baseline_cost_nanos IS NULL OR unreconciled THEN cost_nanos"
@@ -48,7 +49,7 @@ _ROW_SAVINGS = (
 )
 
 # Added to the statement that inserts rows, after ledger_hourly's: the rows of ``inserted``.
-ROLLUPS_INSERTED = (
+_SAVINGS_INSERTED = (
     f"saved AS (INSERT INTO savings_hourly (hour_ms, team, service, {_SAVINGS_SUMS}) "  # noqa: S608
     "SELECT ts - ts % 3600000, team, service, COUNT(*), SUM(cost_nanos), "
     f"SUM({_COUNTERFACTUAL}), COUNT(*) FILTER (WHERE route_kind = 'alias'), "
@@ -73,15 +74,52 @@ ROLLUPS_INSERTED = (
 
 # $1, $2: the period; $3, $4: its whole hours ([$4, $4) when none).
 _EDGES = "((ts >= $1 AND ts < $3) OR (ts >= $4 AND ts < $2))"
-# The rows of the period's requests that may hold several rows, with their request.
+# The rows of the period's requests that may hold several rows, with their request: the
+# rows with attempt > 0 and the first rows copied beside them (``fallback_rows``, 0006),
+# and from the ledger the first rows not copied (written after their attempts). {rows}:
+# a condition on the rows (the shadow rules' correction counts only rows with a rule).
 _SEVERAL = (
-    "several AS (SELECT {column} AS grp, " + _REQUEST + " AS req, route_kind, attempt, "  # noqa: S608
-    "status, shadow_rule FROM ledger "
-    "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL "
+    "several AS (SELECT {column} AS grp, request AS req, route_kind, attempt, status, "
+    "shadow_rule FROM fallback_rows WHERE ts >= $1 AND ts < $2 AND answered AND {rows} "
     "UNION ALL SELECT {column}, request_id, route_kind, attempt, status, shadow_rule "
     "FROM ledger WHERE ts >= $1 AND ts < $2 AND attempt = 0 AND blocked_by IS NULL "
-    "AND request_id = ANY(ARRAY(SELECT " + _REQUEST + " FROM ledger "
-    "WHERE ts >= $1 AND ts < $2 AND attempt > 0 AND blocked_by IS NULL)))"
+    "AND {rows} AND request_id = ANY(ARRAY(SELECT a.request FROM fallback_rows AS a "
+    "WHERE a.ts >= $1 AND a.ts < $2 AND a.attempt > 0 AND a.answered AND {rows} AND NOT EXISTS "
+    "(SELECT 1 FROM fallback_rows AS f WHERE f.request_id = a.request "
+    "AND f.ts >= $1 AND f.ts < $2))))"
+)
+_FALLBACK_COLUMNS = "answered, status, team, service, route_kind, shadow_rule"
+_FIRST_OF = (
+    "SELECT l.request_id, l.ts, l.request_id, 0, l.blocked_by IS NULL, l.status, l.team, "
+    "l.service, l.route_kind, l.shadow_rule "
+)
+# Added to the statement that inserts rows: its rows with attempt > 0, and the first rows
+# of their requests (already in the ledger, found by request id, or in the same batch).
+FALLBACKS_INSERTED = (
+    "fallbacks AS (INSERT INTO fallback_rows (request_id, ts, request, attempt, "  # noqa: S608
+    f"{_FALLBACK_COLUMNS}) SELECT DISTINCT ON (request_id) * FROM ("
+    f"SELECT request_id, ts, {_REQUEST} AS request, attempt, blocked_by IS NULL, status, "
+    "team, service, route_kind, shadow_rule FROM inserted WHERE attempt > 0 "
+    f"UNION ALL {_FIRST_OF}FROM (SELECT DISTINCT {_REQUEST} AS request FROM inserted "
+    "WHERE attempt > 0) AS a JOIN ledger_ids AS d ON d.request_id = a.request "
+    "JOIN ledger AS l ON l.request_id = a.request AND l.ts = d.ts WHERE l.attempt = 0 "
+    f"UNION ALL {_FIRST_OF}FROM inserted AS l WHERE l.attempt = 0 AND l.request_id IN "
+    f"(SELECT {_REQUEST} FROM inserted WHERE attempt > 0)) AS found "
+    "ORDER BY request_id ON CONFLICT (request_id) DO NOTHING)"
+)
+
+
+# Everything the statement that inserts ledger rows adds besides ledger_hourly (a CTE
+# named ``inserted`` returning the rows): savings, fallback rows, block sums, refusals
+# left to the roll-up job, each caller's newest exhausted refusal.
+ROLLUPS_INSERTED = ", ".join(
+    (
+        _SAVINGS_INSERTED,
+        FALLBACKS_INSERTED,
+        blocks_sql.BLOCKS_INSERTED,
+        refusal_sql.PENDING_INSERTED,
+        marks_sql.LATEST_INSERTED,
+    )
 )
 
 
@@ -96,7 +134,7 @@ _DOWNGRADED = _less_one("route_kind = 'downgrade'")
 _FELL_BACK = _less_one("attempt > 0 AND status < 400")
 SAVINGS = {
     name: (
-        f"WITH {_SEVERAL.format(column=column)}, "  # noqa: S608
+        f"WITH {_SEVERAL.format(column=column, rows='TRUE')}, "  # noqa: S608
         f"parts AS (SELECT {column} AS grp, {_SAVINGS_SUMS} FROM savings_hourly "
         "WHERE hour_ms >= $3 AND hour_ms < $4 "
         f"UNION ALL SELECT {column}, {_ROW_SAVINGS} FROM ledger "
@@ -113,7 +151,7 @@ SAVINGS = {
     for name, column in (("team", "team"), ("service", "service"))
 }
 SHADOW_SAVINGS = (
-    f"WITH {_SEVERAL.format(column='NULL::text')}, "  # noqa: S608
+    f"WITH {_SEVERAL.format(column='NULL::text', rows='shadow_rule IS NOT NULL')}, "  # noqa: S608
     "parts AS (SELECT rule, answered, cost_nanos, shadow_cost_nanos FROM shadow_hourly "
     "WHERE hour_ms >= $3 AND hour_ms < $4 "
     f"UNION ALL SELECT shadow_rule, 1, cost_nanos, {_SHADOW_COST} FROM ledger "

@@ -1,0 +1,34 @@
+"""The budgets view's marked rows on PostgreSQL (`spendgate.domain.marks`, migration
+0006): the recent marked rows and the overruns by their partial indexes, and the newest
+refusal for an exhausted budget per name and caller from ``refusals_latest``, which the
+statement that inserts ledger rows keeps. Names are fixed here, never input (hence the
+S608 waivers)."""
+
+from __future__ import annotations
+
+from spendgate.errors import BUDGET_EXHAUSTED
+from spendgate.storage.sqlite.rows import LEDGER
+
+_CALLER = 'blocked_by, key_id, "user", service, team, org, session_id, routed_model, tags'
+_KEY = 'name, key_id, "user", service, team, org, session_id, routed_model, tags'
+assert "'" not in BUDGET_EXHAUSTED
+
+# Added to the statement that inserts rows: each caller's newest exhausted refusal.
+LATEST_INSERTED = (
+    "latest AS (INSERT INTO refusals_latest "  # noqa: S608
+    f"SELECT DISTINCT ON ({_CALLER}) {_CALLER}, ts, id FROM inserted "
+    f"WHERE blocked_by IS NOT NULL AND starts_with(error, '{BUDGET_EXHAUSTED}') "
+    f"ORDER BY {_CALLER}, ts DESC, id DESC "
+    f"ON CONFLICT ({_KEY}) DO UPDATE SET ts = excluded.ts, id = excluded.id "
+    "WHERE (excluded.ts, excluded.id) > (refusals_latest.ts, refusals_latest.id))"
+)
+
+# $1 since, $2 recent, $3 until; each row once, oldest first, its id last.
+_ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= $1 AND ts < $3 AND "  # noqa: S608
+VIEW_MARKS = (
+    f"{_ROWS}ts >= $2 AND blocked_by IS NOT NULL "  # noqa: S608
+    f"UNION ALL {_ROWS}settled_above != '[]' AND NOT (ts >= $2 AND blocked_by IS NOT NULL) "
+    f"UNION ALL {_ROWS}ts < $2 AND settled_above = '[]' AND (ts, id) IN "
+    "(SELECT ts, id FROM refusals_latest WHERE ts >= $1 AND ts < $3) "
+    "ORDER BY ts, id"
+)

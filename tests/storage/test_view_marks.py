@@ -1,0 +1,59 @@
+"""`Storage.view_marks` (what a budgets view reads of the marked rows) is, on every
+backend, `spendgate.domain.marks.view_marks` of the rows `Storage.marked` returns: the
+recent marked rows, the overruns, and each caller's newest refusal for an exhausted budget
+(PostgreSQL: from its rollup, migration 0006), for rows written in any order."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from storage_samples import NOW, build_row
+
+from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.marks import view_marks
+from spendgate.errors import BUDGET_EXHAUSTED
+from spendgate.storage import Storage
+
+ERRORS = st.sampled_from([f"{BUDGET_EXHAUSTED}team-daily", "Rate limit rpm", None])
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> LedgerRow:
+    kind = draw(st.sampled_from(["refused", "refused", "overrun", "answered"]))
+    name = draw(st.sampled_from(["team-daily", "per-user"]))
+    return build_row(
+        ts=NOW + timedelta(seconds=draw(st.integers(min_value=0, max_value=3600))),
+        key_id=draw(st.sampled_from(["key_0", "key_1"])),
+        user=draw(st.sampled_from(["ada", None])),
+        session_id=draw(st.sampled_from(["s1", None])),
+        routed_model=draw(st.sampled_from(["fast", None])),
+        tags=tuple(draw(st.sets(st.sampled_from(["a", "b"])))),
+        status=402 if kind == "refused" else 200,
+        blocked_by=name if kind == "refused" else None,
+        error=draw(ERRORS) if kind == "refused" else None,
+        cost_nanos=0 if kind == "refused" else 10,
+        settled_above=(name,) if kind == "overrun" else (),
+    )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.lists(rows(), max_size=30),
+    order=st.randoms(use_true_random=False),
+    recent_s=st.integers(min_value=0, max_value=3600),
+)
+async def test_view_marks_are_the_marked_rows_a_view_reads(
+    storage: Storage, batch: list[LedgerRow], order: random.Random, recent_s: int
+) -> None:
+    order.shuffle(batch)  # written late: newest refusals not written last
+    for row in batch:
+        await storage.record(row)
+    since, until = NOW, NOW + timedelta(hours=2)
+    recent = NOW + timedelta(seconds=recent_s)
+    expected = view_marks(await storage.marked(since, until), recent)
+    assert await storage.view_marks(since, recent, until) == expected
