@@ -42,16 +42,18 @@ from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     CallerModel,
+    RefusalCombo,
     callers_and_models,
     combo_pairs,
     estimate_groups,
     refusal_groups,
 )
 from spendgate.domain.savings import SavingsBy
-from spendgate.domain.totals import GroupBy
-from spendgate.storage.sqlite import rollups
+from spendgate.domain.totals import GroupBy, whole_hours
+from spendgate.storage.sqlite import ledger as ledger_sql
+from spendgate.storage.sqlite import refusal_days, refusal_sql, rollups
+from spendgate.storage.sqlite import rollup_sql as job_sql
 from spendgate.storage.sqlite.connection import connect
-from spendgate.storage.sqlite.ledger import output_medians
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
 from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -220,6 +222,8 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
         "insert with 0014": [],
         "insert with 0015": [],
     }
+    found["insert with 0016"] = []
+    found["roll-up job without 0016's steps"] = []
     found["roll-up job"] = []
     data = list(synthetic_rows(rows, now_ms, seed=3))
     for _ in range(3):
@@ -228,6 +232,7 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             ("insert with 0011", 11),
             ("insert with 0014", 14),
             ("insert with 0015", 15),
+            ("insert with 0016", 16),
         ):
             path = folder / f"insert-{upto}.db"
             path.unlink(missing_ok=True)
@@ -237,17 +242,57 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             for index in range(0, len(data), 100):
                 _insert(conn, data[index : index + 100])
             found[name].append((time.process_time() - started) / len(data) * 1e6)
-            if upto == 15:
-                started = time.perf_counter()
-                while True:
-                    conn.execute("BEGIN IMMEDIATE")
-                    step = rollups.roll_up(conn)
-                    conn.execute("COMMIT")
-                    if step < rollups.ROLL_BATCH:
-                        break
-                found["roll-up job"].append((time.perf_counter() - started) / len(data) * 1e6)
+            if upto == 16:
+                conn.close()
+                copy = folder / "insert-16-copy.db"
+                shutil.copyfile(path, copy)
+                for job, file in (
+                    ("roll-up job without 0016's steps", copy),
+                    ("roll-up job", path),
+                ):
+                    found[job].append(_job_cost(file, len(data), job == "roll-up job"))
+                copy.unlink()
+                continue
             conn.close()
     return {name: statistics.median(values) for name, values in found.items()}
+
+
+def _roll_up_0015(conn: sqlite3.Connection) -> int:
+    """`rollups.roll_up` without 0016's steps (the days' running sums, the list of
+    combinations, the kept medians): the job as it was before 0016."""
+    mark = int(conn.execute(job_sql.MARK).fetchone()[0])
+    last = min(int(conn.execute(job_sql.LAST_ID).fetchone()[0]), mark + rollups.ROLL_BATCH)
+    if last <= mark:
+        return 0
+    conn.execute(job_sql.SEEN_TABLE)
+    conn.execute(job_sql.SEEN_CLEAR)
+    conn.execute(job_sql.SEEN_FILL, (mark, last))
+    for statement in (job_sql.ROLL_USAGE, job_sql.ROLL_BLOCKS, job_sql.ROLL_SHADOW):
+        conn.execute(statement, (mark, last))
+    conn.execute(refusal_days.DELTA_TABLE)
+    conn.execute(refusal_days.DELTA_CLEAR)
+    for statement in (refusal_sql.ROLL_TAKEN_BACK, refusal_sql.ROLL_NEW):
+        conn.execute(statement, {"mark": mark, "last": last})
+    conn.execute(refusal_days.TO_HOURLY)
+    conn.execute(refusal_days.DELTA_CLEAR)
+    conn.execute(job_sql.SEEN_CLEAR)
+    conn.execute(job_sql.SET_MARK, (last,))
+    return last - mark
+
+
+def _job_cost(path: Path, rows: int, with_0016: bool) -> float:
+    """Wall µs per row the roll-up job takes to roll up the ledger at ``path``."""
+    conn = connect(str(path))
+    roll = rollups.roll_up if with_0016 else _roll_up_0015
+    started = time.perf_counter()
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        step = roll(conn)
+        conn.execute("COMMIT")
+        if step < rollups.ROLL_BATCH:
+            break
+    conn.close()
+    return (time.perf_counter() - started) / rows * 1e6
 
 
 # ---------------------------------------------------------------------------- timings
@@ -310,13 +355,55 @@ def _blocks_before(conn: sqlite3.Connection, low: int, high: int) -> object:
     return rollups.blocks(conn, low, high), refusal_groups(refused, samples)
 
 
-def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The same from 0014's rollups (`SqliteLedger.refusals`, `output_medians`)."""
-    combos = rollups.refusals(conn, low, high)
-    pairs = combo_pairs(combos)
-    typical = output_medians(conn, pairs, high - 30 * DAY_MS, high, RECENT_OUTPUTS)
+def _combos_0014(conn: sqlite3.Connection, low: int, high: int) -> list[RefusalCombo]:
+    """`rollups.refusals` as 0014 read it: every whole hour from ``refusals_hourly``."""
+    first, end = whole_hours(low, high) or (low, low)
+    mark = int(conn.execute(job_sql.MARK).fetchone()[0])
+    whole = {"since": low, "first": first, "end": end, "mark": mark}
+    found: dict[tuple[str, str, str, int, int], list[int]] = {}
+    statements = [
+        (refusal_sql.ROLLED, {"first": first, "end": end}),
+        (refusal_sql.CORRECTION, whole),
+        (refusal_sql.PAST, whole),
+        (refusal_sql.RAW, {"since": low, "low": low, "high": first}),
+        (refusal_sql.RAW, {"since": low, "low": end, "high": high}),
+    ]
+    for sql, params in statements:
+        for name, key, model, ceiling, rate, *sums in conn.execute(sql, params):
+            values = found.setdefault((name, key, model, ceiling, rate), [0, 0, 0])
+            for index, value in enumerate(sums):
+                values[index] += value
+    return [RefusalCombo(*c, *v) for c, v in sorted(found.items()) if v[0] != 0]
+
+
+def _walked_medians(
+    conn: sqlite3.Connection, pairs: list[tuple[str, str]], low: int, high: int
+) -> dict[CallerModel, int]:
+    """`output_medians` as 0014 took them: an index walk per pair and per model."""
+    found: dict[CallerModel, int] = {}
+    wanted: list[tuple[CallerModel, str]] = [(pair, ledger_sql._KEY_MEDIAN) for pair in pairs]
+    wanted += [((None, m), ledger_sql._MODEL_MEDIAN) for m in sorted({m for _, m in pairs})]
+    for (key, model), sql in wanted:
+        row = conn.execute(sql, (key, model, low, high, RECENT_OUTPUTS)).fetchone()
+        if row is not None:
+            found[(key, model)] = row[0]
+    return found
+
+
+def _blocks_0014(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The blocks report as 0014 computed it: the combinations from the hourly rollups,
+    the medians walked, the estimate folded from `RefusalCombo`s."""
+    combos = _combos_0014(conn, low, high)
+    typical = _walked_medians(conn, combo_pairs(combos), high - 30 * DAY_MS, high)
     samples = {who: [value] for who, value in typical.items()}
     return rollups.blocks(conn, low, high), estimate_groups(combos, samples)
+
+
+def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The same from 0016 (`SqliteLedger.refusal_estimates`: the days' running sums, the
+    kept medians, the estimate summed from the parts), in one read transaction."""
+    estimates = rollups.read(conn, lambda c: ledger_sql.refusal_estimates(c, low, high))
+    return rollups.blocks(conn, low, high), estimates
 
 
 def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callable[[], object]]:
@@ -327,7 +414,10 @@ def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callab
     }
     return {
         **(old if before else {}),
-        "blocks report, rollups (0014)": lambda: _blocks_after(conn, low, high),
+        "blocks report, hourly rollups, medians walked (0014)": lambda: _blocks_0014(
+            conn, low, high
+        ),
+        "blocks report, days and kept medians (0016)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
         "usage rollups": lambda: rollups.usage(conn, GroupBy.TEAM, low, high),
         "savings raw": lambda: _raw_savings(conn, low, high),
@@ -398,13 +488,18 @@ def write_config(folder: Path, db: Path) -> Path:
 
 
 def from_base(db: Path, base: Path, now_ms: int) -> dict[str, float]:
-    """A copy of a ledger built by ``--build-base`` (0001-0013), upgraded: (0014 s)."""
+    """A copy of a ledger built by ``--build-base`` (0001-0013), upgraded: (0014-0015 s,
+    0016 s)."""
     shutil.copyfile(base, db)
     conn = connect(str(db))
-    started = time.perf_counter()
-    apply_migrations(conn, load_migrations(), lambda: now_ms)
+    migrations = load_migrations()
+    found = {}
+    for name, upto in (("0014-0015 s", 15), ("0016 s", len(migrations))):
+        started = time.perf_counter()
+        apply_migrations(conn, migrations[:upto], lambda: now_ms)
+        found[name] = time.perf_counter() - started
     conn.close()
-    return {"0014 backfill s": time.perf_counter() - started}
+    return found
 
 
 def build_base(path: Path, count: int, now_ms: int) -> None:
@@ -424,6 +519,10 @@ def build_base(path: Path, count: int, now_ms: int) -> None:
     conn.close()
 
 
+def _of_blocks(name: str) -> bool:
+    return name.startswith("blocks") and "raw" not in name
+
+
 def measure(
     folder: Path,
     count: int,
@@ -432,18 +531,29 @@ def measure(
     *,
     cli: bool = True,
     before: bool = True,
+    in_place: bool = False,
+    only_blocks: bool = False,
+    raw: bool = True,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
     results: dict[str, float]
-    if base is not None:
+    if base is not None and in_place:  # a ledger upgraded already (`benchmarks.bulk_ledger`)
+        db = base
+        results = {}
+    elif base is not None:
         results = from_base(db, base, now_ms)
     else:
         inserted, backfill = build(db, count, now_ms)
         results = {"insert s": inserted, "0011 backfill s": backfill}
-    results.update(timed(in_process(db, now_ms, before), repeat))
+    runs = in_process(db, now_ms, before)
+    if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
+        runs = {name: run for name, run in runs.items() if _of_blocks(name)}
+    if not raw:
+        runs = {name: run for name, run in runs.items() if "raw" not in name}
+    results.update(timed(runs, repeat))
     config = write_config(folder, db)
-    if cli:
+    if cli and not only_blocks:
         results.update(timed(cli_runs(config), repeat))
     port = free_port()
     env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
@@ -455,11 +565,15 @@ def measure(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", timeout=120)
-        results.update(timed(api_runs(url), repeat))
+        api = api_runs(url)
+        if only_blocks:
+            api = {name: run for name, run in api.items() if _of_blocks(name)}
+        results.update(timed(api, repeat))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    db.unlink()
+    if db != base:
+        db.unlink()
     return results
 
 
@@ -482,6 +596,17 @@ def main() -> None:
     parser.add_argument(
         "--no-insert-cost", dest="insert_cost", action="store_false", help="skip the insert costs"
     )
+    parser.add_argument(
+        "--no-raw", dest="raw", action="store_false", help="skip the raw scans (before 0011)"
+    )
+    parser.add_argument(
+        "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
+    )
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="time the --base files as they are (built by benchmarks.bulk_ledger), no copy",
+    )
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
     if args.build_base is not None:
@@ -496,7 +621,15 @@ def main() -> None:
         bases = args.base or [None] * len(sizes)
         for count, base in zip(sizes, bases, strict=True):
             table[count] = measure(
-                folder, count, args.repeat, base, cli=not args.skip_cli, before=args.before
+                folder,
+                count,
+                args.repeat,
+                base,
+                cli=not args.skip_cli,
+                before=args.before,
+                in_place=args.in_place,
+                only_blocks=args.only_blocks,
+                raw=args.raw,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))

@@ -24,7 +24,10 @@ from storage_samples import NOW, build_row
 from spendgate.clock import ManualClock
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.refusals import (
+    RECENT_OUTPUTS,
     RETRY_WINDOW,
+    SAMPLE_SPAN,
+    RefusalGroup,
     callers_and_models,
     combo_pairs,
     estimate_groups,
@@ -143,6 +146,20 @@ async def _check(storage: Storage, since_ms: int, until_ms: int) -> None:
         for g in estimate_groups(combos, needed).values()
     }
     assert found == expected
+    # as `blocks_report` asks: the samples of the `SAMPLE_SPAN` before the period's end
+    sampled = await storage.ledger(until - SAMPLE_SPAN, until)
+    spanned = output_samples(sampled, callers_and_models(refused), RECENT_OUTPUTS)
+    assert _figures(await storage.refusal_estimates(since, until)) == _figures(
+        {g.name: g for g in refusal_groups(refused, spanned)}
+    )
+
+
+def _figures(groups: dict[str, RefusalGroup]) -> dict[str, tuple[int, int, int]]:
+    return {
+        name: (g.distinct, g.distinct_worst_case_nanos, g.estimate_nanos)
+        for name, g in groups.items()
+        if g.distinct
+    }
 
 
 @settings(

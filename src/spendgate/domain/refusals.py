@@ -185,21 +185,64 @@ def estimate_groups(
     """Per name: the distinct requests, their worst cases and their estimate, as
     `refusal_groups` gives them from the rows (its ``refusals`` and ``worst_case_nanos``,
     of every refused row, are left 0: `Storage.blocks` has them)."""
+    typical = {who: median(found) for who, found in samples.items() if found}
+    return estimate_sums(
+        (
+            (
+                c.name,
+                c.key_id,
+                c.model,
+                c.ceiling,
+                c.rate,
+                c.requests,
+                c.worst_case_nanos,
+                c.fixed_nanos,
+            )
+            for c in combos
+        ),
+        typical,
+    )
+
+
+ComboSums = tuple[str, str, str, int, int, int, int, int]  # a RefusalCombo's fields
+
+
+def estimate_sums(
+    parts: Iterable[ComboSums], typical: Mapping[CallerModel, int]
+) -> dict[str, RefusalGroup]:
+    """`estimate_groups` over parts of combinations (`RefusalCombo`'s fields as a tuple),
+    a combination in as many parts as come, with the medians (`medians`) instead of the
+    samples. The estimate is linear in a combination's requests and fixed parts, so parts
+    sum to what their combination gives; names whose requests sum to 0 are left out."""
+    outputs: dict[tuple[str, str, int], int] = {}
     sums: dict[str, list[int]] = {}
-    for c in combos:
-        values = sums.setdefault(c.name, [0, 0, 0])
-        values[0] += c.requests
-        values[1] += c.worst_case_nanos
-        values[2] += c.fixed_nanos
-        if c.requests and c.rate:
-            output = typical_output(samples, c.key_id, c.model)
-            if c.ceiling > 0:
-                output = min(output, c.ceiling)
-            values[2] += c.requests * token_cost(output, Nanos(c.rate))
+    for name, key_id, model, ceiling, rate, requests, worst, fixed in parts:
+        values = sums.get(name)
+        if values is None:
+            values = sums[name] = [0, 0, 0]
+        values[0] += requests
+        values[1] += worst
+        values[2] += fixed
+        if requests and rate:
+            output = outputs.get((key_id, model, ceiling))
+            if output is None:
+                output = _typical(typical, key_id, model)
+                if ceiling > 0:
+                    output = min(output, ceiling)
+                outputs[(key_id, model, ceiling)] = output
+            values[2] += requests * token_cost(output, Nanos(rate))
     return {
         name: RefusalGroup(name, 0, requests, 0, worst, estimated)
         for name, (requests, worst, estimated) in sorted(sums.items())
+        if requests
     }
+
+
+def _typical(typical: Mapping[CallerModel, int], key_id: str, model: str) -> int:
+    found = typical.get((key_id, model))
+    if found is None:
+        found = typical.get((None, model))
+    return DEFAULT_OUTPUT_TOKENS if found is None else found
 
 
 def callers_and_models(rows: Iterable[LedgerRow]) -> list[tuple[str, str]]:

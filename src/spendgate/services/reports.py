@@ -13,10 +13,7 @@ from spendgate.domain.refusals import (
     DEFAULT_OUTPUT_TOKENS,
     RECENT_OUTPUTS,
     RETRY_WINDOW,
-    SAMPLE_SPAN,
     RefusalGroup,
-    combo_pairs,
-    estimate_groups,
 )
 from spendgate.domain.reports import (
     PERIOD_FORMS,
@@ -97,12 +94,7 @@ async def blocks_report(storage: Storage, clock: Clock, *, period: str) -> dict[
     (`spendgate.domain.refusals`)."""
     since, until = period_bounds(clock, period)
     groups = await storage.blocks(since, until)
-    combos = await storage.refusals(since, until)
-    typical = await storage.output_medians(
-        combo_pairs(combos), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
-    )
-    # a median's median is itself: the estimate reads the medians as one-value samples
-    estimated = estimate_groups(combos, {who: [value] for who, value in typical.items()})
+    estimated = await storage.refusal_estimates(since, until)
 
     def figures(found: RefusalGroup) -> dict[str, object]:
         return {

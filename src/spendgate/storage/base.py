@@ -35,7 +35,7 @@ from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
-from spendgate.domain.refusals import CallerModel, RefusalCombo
+from spendgate.domain.refusals import CallerModel, RefusalCombo, RefusalGroup
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 
@@ -217,6 +217,19 @@ class MarksReader(Protocol):
     ) -> list[LedgerRow]:
         """`spendgate.domain.marks.view_marks` of ``marked(since, until)``; ``until`` is
         now (no row is newer)."""
+        ...
+
+
+@runtime_checkable
+class RefusalEstimates(Protocol):
+    """A ledger that sums `spendgate blocks`' distinct requests and estimate itself
+    (optional: `Storage.refusal_estimates` folds `Ledger.refusals` and
+    `Ledger.output_medians` with `spendgate.domain.refusals.estimate_groups` otherwise)."""
+
+    async def refusal_estimates(self, since: datetime, until: datetime) -> dict[str, RefusalGroup]:
+        """Per name, over ``[since, until)``: what `estimate_groups` gives from
+        `Ledger.refusals` and the `Ledger.output_medians` of their pairs over the
+        `SAMPLE_SPAN` before ``until`` (`RECENT_OUTPUTS` each)."""
         ...
 
 

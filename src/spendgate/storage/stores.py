@@ -34,7 +34,15 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
 from spendgate.domain.marks import view_marks
-from spendgate.domain.refusals import CallerModel, RefusalCombo
+from spendgate.domain.refusals import (
+    RECENT_OUTPUTS,
+    SAMPLE_SPAN,
+    CallerModel,
+    RefusalCombo,
+    RefusalGroup,
+    combo_pairs,
+    estimate_groups,
+)
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.settlement import lapsed_row, row_amounts
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
@@ -51,6 +59,7 @@ from spendgate.storage.base import (
     Ledger,
     Lifecycle,
     MarksReader,
+    RefusalEstimates,
     ReservationPlan,
     RetiredKey,
     RowKeeper,
@@ -372,6 +381,18 @@ class Storage:
 
     async def refusals(self, since: datetime, until: datetime) -> list[RefusalCombo]:
         return await self.ledger_store.refusals(since, until)
+
+    async def refusal_estimates(self, since: datetime, until: datetime) -> dict[str, RefusalGroup]:
+        """Per name: the distinct refused requests over ``[since, until)``, their worst
+        cases and their estimate (`spendgate.domain.refusals.estimate_groups`)."""
+        if isinstance(self.ledger_store, RefusalEstimates):
+            return await self.ledger_store.refusal_estimates(since, until)
+        combos = await self.ledger_store.refusals(since, until)
+        typical = await self.ledger_store.output_medians(
+            combo_pairs(combos), until - SAMPLE_SPAN, until, RECENT_OUTPUTS
+        )
+        # a median's median is itself: the estimate reads the medians as one-value samples
+        return estimate_groups(combos, {who: [value] for who, value in typical.items()})
 
     async def ledger(
         self, since: datetime, until: datetime, *, limit: int | None = None

@@ -12,12 +12,19 @@ from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
-from spendgate.domain.refusals import CallerModel, RefusalCombo
+from spendgate.domain.refusals import (
+    RECENT_OUTPUTS,
+    SAMPLE_SPAN,
+    CallerModel,
+    RefusalCombo,
+    RefusalGroup,
+)
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import StorageError
-from spendgate.storage.sqlite import rollups
+from spendgate.storage.sqlite import medians, refusal_estimate, rollups
 from spendgate.storage.sqlite.file import SqliteFile
+from spendgate.storage.sqlite.rollup_sql import MARK
 from spendgate.storage.sqlite.rows import (
     INSERT_LEDGER,
     INSERT_LEDGER_IF_NEW,
@@ -81,10 +88,32 @@ def output_medians(
     until_ms: int,
     limit: int,
 ) -> dict[CallerModel, int]:
-    """`Ledger.output_medians` on ``conn``: an index walk per pair and per model, the
-    median taken in SQLite (one value back each, not ``limit``)."""
-    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in sorted(set(pairs))]
-    wanted += [((None, model), _MODEL_MEDIAN) for model in sorted({m for _, m in pairs})]
+    """`Ledger.output_medians` on ``conn``: the pairs the roll-up job's kept medians
+    answer (`medians`), an index walk for each other pair and per model (`walked_medians`).
+    Inside a read transaction."""
+    unique = sorted(set(pairs))
+    found: dict[CallerModel, int] = {}
+    if limit == RECENT_OUTPUTS:
+        mark = int(conn.execute(MARK).fetchone()[0])
+        found = medians.kept(conn, unique, mark, since_ms, until_ms)
+    walk = [pair for pair in unique if pair not in found]
+    models = sorted({model for _, model in unique})
+    found.update(walked_medians(conn, walk, models, since_ms, until_ms, limit))
+    return found
+
+
+def walked_medians(
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    models: Sequence[str],
+    since_ms: int,
+    until_ms: int,
+    limit: int = RECENT_OUTPUTS,
+) -> dict[CallerModel, int]:
+    """The medians of ``pairs`` and of ``models`` (key None) with a sample, each an index
+    walk, the median taken in SQLite (one value back each, not ``limit``)."""
+    wanted: list[tuple[CallerModel, str]] = [(pair, _KEY_MEDIAN) for pair in pairs]
+    wanted += [((None, model), _MODEL_MEDIAN) for model in models]
     found: dict[CallerModel, int] = {}
     for (key, model), sql in wanted:
         row = conn.execute(sql, (key, model, since_ms, until_ms, limit)).fetchone()
@@ -113,6 +142,28 @@ def recent_outputs(
         if outputs:
             found[who] = outputs
     return found
+
+
+def refusal_estimates(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int
+) -> dict[str, RefusalGroup]:
+    """`RefusalEstimates.refusal_estimates` on ``conn`` (inside a read transaction): the
+    refusals' sources (`rollups.refusal_sources`) summed by name in SQLite with their
+    estimate (`refusal_estimate`)."""
+    sources = rollups.refusal_sources(conn, since_ms, until_ms)
+    sampled = since_of_samples(until_ms)
+    return refusal_estimate.estimate(
+        conn,
+        sources,
+        sampled,
+        until_ms,
+        lambda pairs, models: walked_medians(conn, pairs, models, sampled, until_ms),
+    )
+
+
+def since_of_samples(until_ms: int) -> int:
+    """Where the estimate's samples start for a period ending at ``until_ms``."""
+    return until_ms - int(SAMPLE_SPAN.total_seconds() * 1000)
 
 
 def insert_row(conn: sqlite3.Connection, row: LedgerRow) -> bool:
@@ -243,6 +294,14 @@ class SqliteLedger:
         low, high = to_ms(since), to_ms(until)
         return await self._file.report(
             lambda conn: rollups.read(conn, lambda c: rollups.refusals(c, low, high))
+        )
+
+    async def refusal_estimates(self, since: datetime, until: datetime) -> dict[str, RefusalGroup]:
+        """`RefusalEstimates.refusal_estimates` in one read: the refusals' parts
+        (`rollups.refusal_parts`) and their pairs' medians, summed by name in one pass."""
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: refusal_estimates(c, low, high))
         )
 
     async def marked(self, since: datetime, until: datetime) -> list[LedgerRow]:

@@ -26,6 +26,7 @@ same request is never outside a period its row is in. Names are fixed here, neve
 from __future__ import annotations
 
 from spendgate.domain.refusals import RETRY_WINDOW
+from spendgate.storage.sqlite.refusal_days import DELTA_INSERT
 from spendgate.storage.sqlite.rollup_sql import request_of
 
 WINDOW_MS = int(RETRY_WINDOW.total_seconds() * 1000)
@@ -92,30 +93,21 @@ def _successors(a_where: str) -> str:
     )
 
 
-_UPSERT = (
-    "INSERT INTO refusals_hourly "
-    "(hour, name, key_id, model, ceiling, rate, requests, worst_case_nanos, fixed_nanos) "
-)
-_ADDED = (
-    " GROUP BY 1, 2, 3, 4, 5, 6 "
-    "ON CONFLICT (hour, name, key_id, model, ceiling, rate) DO UPDATE SET "
-    "requests = requests + excluded.requests, "
-    "worst_case_nanos = worst_case_nanos + excluded.worst_case_nanos, "
-    "fixed_nanos = fixed_nanos + excluded.fixed_nanos"
-)
+_ADDED = " GROUP BY 1, 2, 3, 4, 5, 6"
 _ROW = f"{_HOUR}, {_COMBO}".format(r="r")
 
-# The job, over the batch of ids (:mark, :last]. First the rows it turns into repeats
-# (distinct up to :mark, repeats up to :last), taken back; then its own distinct rows.
+# The job, over the batch of ids (:mark, :last], into its scratch table of changes
+# (`refusal_days.APPLY` applies them): first the rows it turns into repeats (distinct up
+# to :mark, repeats up to :last), taken back; then its own distinct rows.
 ROLL_TAKEN_BACK = (
-    f"{_UPSERT}SELECT {_ROW}, -COUNT(*), -SUM(r.would_cost_nanos), "  # noqa: S608
+    f"{DELTA_INSERT}SELECT {_ROW}, -COUNT(*), -SUM(r.would_cost_nanos), "  # noqa: S608
     f"-SUM({_FIXED.format(r='r')}) FROM ledger AS r WHERE r.id IN "
     f"({_successors('a.id > :mark AND a.id <= :last')}) AND r.id <= :mark "
     f"AND NOT {repeat('r', ':mark', str(NO_SINCE))} AND {repeat('r', ':last', str(NO_SINCE))}"
     f"{_ADDED}"
 )
 ROLL_NEW = (
-    f"{_UPSERT}SELECT {_ROW}, COUNT(*), SUM(r.would_cost_nanos), "  # noqa: S608
+    f"{DELTA_INSERT}SELECT {_ROW}, COUNT(*), SUM(r.would_cost_nanos), "  # noqa: S608
     f"SUM({_FIXED.format(r='r')}) FROM ledger AS r NOT INDEXED "
     "WHERE r.id > :mark AND r.id <= :last AND r.blocked_by IS NOT NULL "
     f"AND NOT {repeat('r', ':last', str(NO_SINCE))}{_ADDED}"

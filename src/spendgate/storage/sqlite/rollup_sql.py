@@ -43,7 +43,8 @@ def _seen(a: str) -> str:
     )
 
 
-_HOUR = "l.ts - (((l.ts % 3600000) + 3600000) % 3600000)"
+HOUR = "l.ts - (((l.ts % 3600000) + 3600000) % 3600000)"
+_HOUR = HOUR
 _COUNTERFACTUAL = (
     "CASE WHEN l.baseline_cost_nanos IS NULL OR l.unreconciled THEN l.cost_nanos"
     " ELSE l.baseline_cost_nanos END"
@@ -52,7 +53,7 @@ _SHADOW_COST = (
     "CASE WHEN l.shadow_cost_nanos IS NULL OR l.unreconciled THEN l.cost_nanos"
     " ELSE l.shadow_cost_nanos END"
 )
-_USAGE_COLUMNS = {
+USAGE_COLUMNS = {
     "requests": "l.blocked_by IS NULL",
     "input_tokens": "l.input_tokens",
     "cached_input_tokens": "l.cached_input_tokens",
@@ -92,9 +93,9 @@ SEEN_FILL = (
     f"INSERT INTO temp.rollup_seen SELECT l.id, ({_seen('l')}) FROM ledger AS l "  # noqa: S608
     "WHERE l.id > ?1 AND l.id <= ?2 AND l.blocked_by IS NULL"
 )
-_sums = ", ".join(f"SUM(c{i})" for i in range(len(_USAGE_COLUMNS)))
-_named = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(_USAGE_COLUMNS.values()))
-_added = ", ".join(f"{name} = {name} + excluded.{name}" for name in _USAGE_COLUMNS)
+_sums = ", ".join(f"SUM(c{i})" for i in range(len(USAGE_COLUMNS)))
+_named = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(USAGE_COLUMNS.values()))
+_added = ", ".join(f"{name} = {name} + excluded.{name}" for name in USAGE_COLUMNS)
 ROLL_USAGE = (
     f"INSERT INTO usage_hourly SELECT d.dim, l.hour, {_GROUP}, {_sums} "  # noqa: S608
     f"FROM (SELECT l.*, {_HOUR} AS hour, {_named} FROM ledger AS l "

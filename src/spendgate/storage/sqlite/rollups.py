@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from spendgate.clock import from_ms
-from spendgate.domain.refusals import RefusalCombo
+from spendgate.domain.refusals import ComboSums, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import (
     BlockGroup,
@@ -32,7 +32,7 @@ from spendgate.domain.totals import (
     merge_usage,
     whole_hours,
 )
-from spendgate.storage.sqlite import refusal_sql
+from spendgate.storage.sqlite import medians, refusal_days, refusal_sql
 from spendgate.storage.sqlite import rollup_sql as job
 from spendgate.storage.sqlite.rows import GROUP_COLUMNS, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -165,8 +165,14 @@ def roll_up(conn: sqlite3.Connection, batch: int = ROLL_BATCH) -> int:
     conn.execute(job.SEEN_FILL, (mark, last))
     for statement in (job.ROLL_USAGE, job.ROLL_BLOCKS, job.ROLL_SHADOW):
         conn.execute(statement, (mark, last))
+    conn.execute(refusal_days.DELTA_TABLE)
+    conn.execute(refusal_days.DELTA_CLEAR)
     for statement in (refusal_sql.ROLL_TAKEN_BACK, refusal_sql.ROLL_NEW):
         conn.execute(statement, {"mark": mark, "last": last})
+    for statement in refusal_days.APPLY:
+        conn.execute(statement)
+    conn.execute(refusal_days.DELTA_CLEAR)
+    medians.keep(conn, mark, last)
     conn.execute(job.SEEN_CLEAR)
     conn.execute(job.SET_MARK, (last,))
     return last - mark
@@ -205,34 +211,56 @@ def blocks(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Block
     return merge_blocks(*_split(conn, since_ms, until_ms, raw, rolled))
 
 
-def refusals(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[RefusalCombo]:
-    """The distinct refused requests of ``[since_ms, until_ms)`` per combination, as
-    `spendgate.domain.refusals.refusal_combos` folds the period's rows (`refusal_sql`):
-    the rollups of the whole hours corrected for their rows that the period or the rows
-    past the mark answer differently, the edge hours and the rows past the mark raw."""
-    found: dict[tuple[str, str, str, int, int], list[int]] = {}
+Source = tuple[str, dict[str, int]]  # a statement and its parameters
 
-    def add(sql: str, params: dict[str, int]) -> None:
-        for name, key, model, ceiling, rate, *sums in conn.execute(sql, params):
-            values = found.setdefault((name, key, model, ceiling, rate), [0, 0, 0])
-            for index, value in enumerate(sums):
-                values[index] += value
 
+def refusal_sources(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Source]:
+    """The statements whose rows (`ComboSums`, a combination in as many rows as come) sum
+    per combination to `spendgate.domain.refusals.refusal_combos` over the rows of
+    ``[since_ms, until_ms)`` (`refusal_sql`): the whole days' running sums
+    (`refusal_days`) and the other whole hours' rollups, corrected for their rows that the
+    period or the rows past the mark answer differently, the edge hours and the rows past
+    the mark raw. Inside the read transaction that runs them."""
     span = {"since": since_ms}
     hours = whole_hours(since_ms, until_ms)
     if hours is None:
-        if since_ms < until_ms:
-            add(refusal_sql.RAW, {**span, "low": since_ms, "high": until_ms})
-    else:
-        first, end = hours
-        mark = int(conn.execute(job.MARK).fetchone()[0])
-        whole = {**span, "first": first, "end": end, "mark": mark}
-        add(refusal_sql.ROLLED, {"first": first, "end": end})
-        add(refusal_sql.CORRECTION, whole)
-        add(refusal_sql.PAST, whole)
-        for low, high in ((since_ms, first), (end, until_ms)):
-            if low < high:
-                add(refusal_sql.RAW, {**span, "low": low, "high": high})
+        raw = {**span, "low": since_ms, "high": until_ms}
+        return [(refusal_sql.RAW, raw)] if since_ms < until_ms else []
+    first, end = hours
+    mark = int(conn.execute(job.MARK).fetchone()[0])
+    sources: list[Source] = []
+    days = refusal_days.whole_days(first, end)
+    rolled = [(first, end)]
+    if days is not None:
+        sources.append((refusal_days.DAYS, {"d1": days[0], "d2": days[1]}))
+        rolled = [(first, days[0]), (days[1], end)]
+    sources += [
+        (refusal_sql.ROLLED, {"first": low, "end": high}) for low, high in rolled if low < high
+    ]
+    whole = {**span, "first": first, "end": end, "mark": mark}
+    sources += [(refusal_sql.CORRECTION, whole), (refusal_sql.PAST, whole)]
+    for low, high in ((since_ms, first), (end, until_ms)):
+        if low < high:
+            sources.append((refusal_sql.RAW, {**span, "low": low, "high": high}))
+    return sources
+
+
+def refusal_parts(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[ComboSums]:
+    """The rows of `refusal_sources`."""
+    return [
+        part
+        for sql, params in refusal_sources(conn, since_ms, until_ms)
+        for part in conn.execute(sql, params)
+    ]
+
+
+def refusals(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> list[RefusalCombo]:
+    """`refusal_parts` summed per combination, sorted, none of zero requests."""
+    found: dict[tuple[str, str, str, int, int], list[int]] = {}
+    for name, key, model, ceiling, rate, *sums in refusal_parts(conn, since_ms, until_ms):
+        values = found.setdefault((name, key, model, ceiling, rate), [0, 0, 0])
+        for index, value in enumerate(sums):
+            values[index] += value
     return [
         RefusalCombo(*combo, *values) for combo, values in sorted(found.items()) if values[0] != 0
     ]
