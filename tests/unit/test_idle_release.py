@@ -5,9 +5,7 @@ dropped without disturbing a transaction, the storage serving as before."""
 
 from __future__ import annotations
 
-import gc
 import sys
-import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,33 +51,6 @@ async def test_released_once_per_quiet_spell_after_traffic() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_the_c_heap_is_trimmed_on_linux() -> None:
     assert idle.trim_heap()
-
-
-class _Node:
-    def __init__(self) -> None:
-        self.other: _Node | None = None
-
-
-async def test_garbage_in_cycles_is_collected_when_idle(tmp_path: Path) -> None:
-    """The gateway collects its young objects only every 10,000 allocations and its old
-    ones rarely (`spendgate.server.tune_collector`): what a burst left in reference cycles
-    is freed by the idle release, not at some later collection."""
-    storage = SqliteStorage(str(tmp_path / "g.db"), clock=ManualClock(NOW))
-    await storage.open()
-    enabled = gc.isenabled()
-    gc.disable()  # no collection but the release's
-    try:
-        first, second = _Node(), _Node()
-        first.other, second.other = second, first
-        alive = weakref.ref(first)
-        del first, second
-        assert alive() is not None  # a cycle: reference counting alone keeps it
-        await idle.release_memory(storage)
-        assert alive() is None
-    finally:
-        if enabled:
-            gc.enable()
-        await storage.close()
 
 
 async def test_sqlite_caches_are_dropped_and_the_storage_serves_as_before(

@@ -12,16 +12,15 @@ default) and gives that memory back once per quiet spell: on the first tick that
 no request started since the tick before and none in flight, if any request came since
 the last release. A busy gateway never pays for it; a gateway that stays idle pays once.
 The release asks storage to drop its caches (SQLite: ``PRAGMA shrink_memory`` on each
-connection; the next request reads its pages back from the OS page cache), collects the
-garbage in reference cycles (`collect_cycles`), then asks the C library to return its free
-heap memory to the system (glibc ``malloc_trim(0)``; nothing elsewhere).
+connection; the next request reads its pages back from the OS page cache), then the C
+library to return its free heap memory to the system (glibc ``malloc_trim(0)``; nothing
+elsewhere).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -76,22 +75,9 @@ class IdleRelease:
 
 
 async def release_memory(storage: Storage) -> None:
-    """Storage's caches, the garbage in reference cycles, then the C heap (what
-    `IdleRelease` runs in the gateway)."""
+    """Storage's caches, then the C heap (what `IdleRelease` runs in the gateway)."""
     try:
         await storage.release_memory()
     except Exception:  # memory only: never a reason to fail a tick
         log.debug("storage could not release its caches", exc_info=True)
-    collect_cycles()
     trim_heap()
-
-
-def collect_cycles() -> int:
-    """A full collection, the objects freed. The serving gateway collects its young
-    objects only every 10,000 allocations and its oldest rarely
-    (`spendgate.server.tune_collector`), so what a burst left in reference cycles could
-    otherwise stay until traffic comes back. It walks only what was made since the start
-    (the start's objects are frozen): a few milliseconds, once per quiet spell."""
-    freed = gc.collect()
-    log.debug("idle collection", extra={"freed": freed})
-    return freed
