@@ -5,7 +5,6 @@ dropped without disturbing a transaction, the storage serving as before."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,30 +76,6 @@ async def test_sqlite_caches_are_dropped_and_the_storage_serves_as_before(
             ApiKey("key_new", "hash_new", "sk-sg-...", "new", NOW, user="u", team="ml")
         )
         assert (await storage.key_store.key_by_hash("hash_new")) is not None
-    finally:
-        await storage.close()
-
-
-async def test_the_writer_cache_is_dropped_once_its_transaction_ends(tmp_path: Path) -> None:
-    """A release that comes while the writer commits (the lease keeper's tick, the
-    checkpoint after it) waits for its turn instead of leaving the writer's cache full."""
-    storage = SqliteStorage(str(tmp_path / "g.db"), clock=ManualClock(NOW))
-    await storage.open()
-    try:
-        writer = storage._require().writer
-        writer._lock.acquire()  # a transaction holds the writer's connection
-        try:
-            release = asyncio.ensure_future(storage.release_memory())
-            shrink = asyncio.ensure_future(storage._file._shrink_writer(writer))
-            for _ in range(5):
-                await asyncio.sleep(0)
-            assert not release.done()  # waiting, not given up
-            assert not shrink.done()
-        finally:
-            writer._lock.release()
-        await release
-        assert await shrink  # dropped once the transaction ended
-        assert await storage.key_store.key_by_hash("hash_none") is None  # serving as before
     finally:
         await storage.close()
 

@@ -24,10 +24,6 @@ T = TypeVar("T")
 # id missing here is read from the row; the row, not this, says whether it is still live.
 Held = dict[str, tuple[StoredCounter, ...]]
 HELD_MAX = 100_000  # a process that reserves without ever settling: forget, read rows back
-# The writer's cache is dropped between two of its transactions: while one runs (a commit,
-# a checkpoint, a heartbeat: milliseconds) the release waits and tries again, this often.
-SHRINK_TRIES = 50
-SHRINK_RETRY_S = 0.02
 
 
 class ReportReader:
@@ -117,26 +113,14 @@ class SqliteFile:
     async def release_memory(self) -> None:
         """Drop the unused pages of every connection's cache (``PRAGMA shrink_memory``): the
         rows a burst of traffic read stay in the OS page cache, not in this process
-        (`spendgate.services.idle`). The writer's, once its transaction (if one runs) ends."""
+        (`spendgate.services.idle`). A connection in a transaction keeps its cache."""
         conns = self._conns
         if conns is None:
             return
         with contextlib.suppress(sqlite3.Error):
             conns.reader.execute("PRAGMA shrink_memory")
-        await self._shrink_writer(conns.writer)
+        conns.writer.shrink_memory()
         await conns.reports.shrink_memory()
-
-    @staticmethod
-    async def _shrink_writer(writer: _Writer) -> bool:
-        """The writer's cache, once no transaction holds its connection; whether it was
-        dropped. Without waiting, a release that came while the writer committed the
-        lease keeper's tick, or checkpointed after it, left the writer's cache as the
-        burst had filled it (docs/benchmarks.md, "Memory at idle after traffic")."""
-        for _ in range(SHRINK_TRIES):
-            if writer.shrink_memory():
-                return True
-            await asyncio.sleep(SHRINK_RETRY_S)
-        return False
 
     def require(self) -> Connections:
         if self._conns is None:
