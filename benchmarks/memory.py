@@ -16,7 +16,8 @@ Each gateway runs under `benchmarks.memory_probe` and is measured at four points
 in requests: idle after start; after its first request (the first token count loads the
 ``o200k_base`` encoding); after ``--requests`` more at concurrency 32, each with the next
 key in turn (every key comes back only after all the others); and idle again, ``--idle``
-seconds later (what the gateway gives back once the traffic stops). At each point: RSS and
+seconds after its own traffic (what the gateway gives back once the traffic stops; the
+same quiet time for every variant, whose lease keeper ticks as often). At each point: RSS and
 its split from ``/proc/<pid>/status`` (anonymous: the heaps; file: mapped code and data),
 and the probe's report: the C heap's bytes in use and bytes free but still held
 (``mallinfo2``). The variants take the traffic one after the other, so the figures of one
@@ -125,8 +126,17 @@ def start(
     return proc
 
 
-async def traffic(variants: list[Variant], requests: int, settle_s: float) -> None:
+async def idle_probe(variant: Variant, idle_s: float) -> None:
+    await asyncio.sleep(idle_s)
+    await asyncio.to_thread(probe, variant, POINTS[3])
+
+
+async def traffic(variants: list[Variant], requests: int, settle_s: float, idle_s: float) -> None:
+    """The first three points, one variant's traffic after the other's; and each variant's
+    'idle after' ``idle_s`` after its own traffic, while the next takes its traffic (the
+    same quiet time, and as many lease-keeper ticks, for every variant)."""
     path = "/v1/chat/completions"
+    idle: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         time.sleep(settle_s)
         for variant in variants:
@@ -140,7 +150,9 @@ async def traffic(variants: list[Variant], requests: int, settle_s: float) -> No
             turns = itertools.count(1)
             await block(session, variant.url + path, variant.secrets, turns, requests, 32)
             probe(variant, POINTS[2])
+            idle.append(asyncio.create_task(idle_probe(variant, idle_s)))
             print(f"{variant.name}: {requests:,} requests done", flush=True)
+        await asyncio.gather(*idle)
 
 
 def _figures(variant: Variant, point: str) -> dict[str, float]:
@@ -214,7 +226,8 @@ def measure(args: argparse.Namespace) -> list[Variant]:
     if not args.no_metering:
         variants.insert(0, Variant("metering", {}))
     if args.baseline is not None:
-        variants.append(Variant("full policy (baseline)", {**NESTED, **LIMITED}, args.baseline))
+        name = f"full policy ({args.baseline_name})"
+        variants.append(Variant(name, {**NESTED, **LIMITED}, args.baseline))
     for setting in args.env:
         name, _, value = setting.partition("=")
         policy = {**NESTED, **LIMITED}
@@ -231,10 +244,7 @@ def measure(args: argparse.Namespace) -> list[Variant]:
             for variant in variants:
                 procs.append(start(variant, sim_url, tmp, args.keys, args.trace))
                 print(f"{variant.name}: up", flush=True)
-            asyncio.run(traffic(variants, args.requests, args.settle))
-            time.sleep(args.idle)
-            for variant in variants:
-                probe(variant, POINTS[3])
+            asyncio.run(traffic(variants, args.requests, args.settle, args.idle))
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -252,6 +262,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=70.0, help="seconds before 'idle after'")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before a probe")
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--baseline-name", default="baseline", help="its row's name")
     parser.add_argument(
         "--env",
         action="append",
