@@ -7,13 +7,10 @@ instead of returning them (a heap is only trimmed from its top, and the threads'
 hardly ever). On a gateway with budgets after 20,000 requests from 10,000 keys that is a
 few megabytes of its ~100 MB (docs/benchmarks.md, "Memory").
 
-`IdleRelease` is asked after each lease-keeper tick (every quarter of the lease, 30 s by
-default) and gives that memory back on every tick that finds no request started since
-the tick before and none in flight, once any request has come. Not only the first such
-tick: each tick writes through SQLite's writer (renewals, counter pruning) and fills its
-cache again, 1.8 MB held 70 s after a burst when only the first quiet tick released
-(docs/benchmarks.md, "Memory at idle after traffic"). A busy gateway never pays for it;
-an idle one pays a shrink and a trim every tick.
+`IdleRelease` is asked on each lease-keeper tick (every quarter of the lease, 30 s by
+default) and gives that memory back once per quiet spell: on the first tick that finds
+no request started since the tick before and none in flight, if any request came since
+the last release. A busy gateway never pays for it; a gateway that stays idle pays once.
 The release asks storage to drop its caches (SQLite: ``PRAGMA shrink_memory`` on each
 connection; the next request reads its pages back from the OS page cache), then the C
 library to return its free heap memory to the system (glibc ``malloc_trim(0)``; nothing
@@ -57,20 +54,22 @@ def trim_heap() -> bool:
 
 
 class IdleRelease:
-    """Decides, tick by tick, whether the gateway is idle (see the module's doc), and then
-    runs ``release``."""
+    """Decides, tick by tick, when the gateway has gone idle (see the module's doc), and
+    then runs ``release`` once."""
 
     def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
         self._release = release
         self._seen = 0  # requests started, as counted at the last tick
+        self._released = 0  # ... and at the last release
 
     async def tick(self, started: int, inflight: int) -> bool:
         """``started``: requests started since the process began; ``inflight``: running
         now. Whether memory was released."""
         quiet = started == self._seen and inflight == 0
         self._seen = started
-        if not quiet or started == 0:
+        if not quiet or started == self._released:
             return False
+        self._released = started
         await self._release()
         return True
 
