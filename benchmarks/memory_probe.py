@@ -2,12 +2,14 @@
 
     python -m benchmarks.memory_probe OUT_PREFIX [--trace N] serve -c config.yaml --port N
 
-SIGUSR1 writes ``OUT_PREFIX.<n>.json``: the C library's heap (glibc ``mallinfo2``: bytes
-in use, bytes free but held, arenas), the interpreter's own view (``sys.getallocatedblocks``,
-objects per type, the largest counts first), and, with ``--trace N`` (tracemalloc started
-before spendgate is imported, N frames), the Python heap by file and line (the top 40) and
-its total. RSS and its split (anonymous, file) are read from ``/proc`` by the benchmark
-itself: tracemalloc's own bookkeeping inflates them, so its runs are separate.
+SIGUSR1 writes ``OUT_PREFIX.<n>.json``, without collecting garbage first: the C library's
+heap (glibc ``mallinfo2``: bytes in use, bytes free but held, arenas), SQLite's own
+allocator (``sqlite3_memory_used``: every connection's page cache, schema and prepared
+statements), the interpreter's own view (``sys.getallocatedblocks``, objects per type, the
+largest counts first), and, with ``--trace N`` (tracemalloc started before spendgate is
+imported, N frames), the Python heap by file and line (the top 40), by file, and its total.
+RSS and its split (anonymous, file) are read from ``/proc`` by the benchmark itself:
+tracemalloc's own bookkeeping inflates them, so its runs are separate.
 """
 
 from __future__ import annotations
@@ -54,11 +56,29 @@ def mallinfo() -> dict[str, int]:
     return {name: int(getattr(info, name)) for name in FIELDS}
 
 
+def sqlite_memory() -> dict[str, int]:
+    """SQLite's own allocator: bytes in use now and at most (the library ``_sqlite3`` links:
+    every connection of the process)."""
+    try:
+        import _sqlite3
+
+        library = ctypes.CDLL(_sqlite3.__file__)
+        used, highest = library.sqlite3_memory_used, library.sqlite3_memory_highwater
+    except (OSError, AttributeError, ImportError):
+        return {}
+    used.restype = highest.restype = ctypes.c_int64
+    highest.argtypes = [ctypes.c_int]
+    return {"used": int(used()), "highwater": int(highest(0))}
+
+
 def report() -> dict[str, Any]:
-    gc.collect()
+    """What the heap holds now. No collection first: the gateway's own collections (and
+    the one its idle release runs) decide what garbage is freed, and a probe that collected
+    would free it for every variant alike, hiding that difference from the next point."""
     types = Counter(type(obj).__name__ for obj in gc.get_objects())
     found: dict[str, Any] = {
         "mallinfo": mallinfo(),
+        "sqlite": sqlite_memory(),
         "allocated_blocks": sys.getallocatedblocks(),
         "objects": dict(types.most_common(25)),
         "modules": len(sys.modules),
