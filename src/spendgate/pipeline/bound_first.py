@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from spendgate.domain.admission import Admitted, Thresholds
 from spendgate.domain.budgets import RequestCap
 from spendgate.pipeline.bodywork import BodyWork
-from spendgate.pipeline.exchange import Exchange, confirm_key
+from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.in_line import counter_keys, reserve_confirmed
 from spendgate.pipeline.worst_case import Priced
 from spendgate.storage import ReservationPlan, Storage
 
@@ -49,8 +50,8 @@ async def reserve_by_bound(
         return BoundTry(None)
     priced = price(count=bound)
     plan = plan_of(priced, exchange.request_id)
-    await confirm_key(exchange)  # the first write on the key's behalf
-    decision = await storage.reserve(plan)
+    # beside the read that confirms a remembered key (the first write on its behalf)
+    decision = await reserve_confirmed(storage, plan, None, counter_keys(plan), exchange)
     if not isinstance(decision, Admitted):
         return BoundTry(None)
     if (
