@@ -1,7 +1,7 @@
 """A storage chore run every few seconds while the storage is open (a `Lifecycle` part):
-PostgreSQL's refusal roll-up (`spendgate.storage.postgres.report_rollups`). A
-`StorageError` is logged and the chore tried again next time: the outage policy is the
-requests' business. (SQLite's `RollingUp` has the same shape and could run on this.)"""
+PostgreSQL's refusal roll-up (`spendgate.storage.postgres.report_rollups`), SQLite's
+ledger roll-up (`spendgate.storage.sqlite.ledger.rolling_up`). A `StorageError` is logged
+and the chore tried again next time: the outage policy is the requests' business."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ from spendgate.storage.sqlite.counters import SqliteCounters
 from spendgate.storage.sqlite.file import Connections, SqliteFile
 from spendgate.storage.sqlite.joint import SqliteJoint
 from spendgate.storage.sqlite.keys import SqliteKeys
-from spendgate.storage.sqlite.ledger import RollingUp, SqliteLedger
+from spendgate.storage.sqlite.ledger import SqliteLedger, rolling_up
 from spendgate.storage.stores import Storage
 
 __all__ = ["SqliteCounters", "SqliteKeys", "SqliteLedger", "SqliteStorage"]
@@ -71,7 +71,7 @@ class SqliteStorage(Storage):
             SqliteKeys(self._file),
             ledger,
             SqliteCounters(self._file),
-            parts=[self._file, RollingUp(ledger)],
+            parts=[self._file, rolling_up(ledger)],
             joint=SqliteJoint(self._file),
             admin=AdminStores(admin, admin),
             alerts=SqliteAlerts(self._file),

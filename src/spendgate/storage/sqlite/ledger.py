@@ -3,8 +3,6 @@ report thread, one-row lookups on the event-loop reader."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -21,7 +19,7 @@ from spendgate.domain.refusals import (
 )
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
-from spendgate.errors import StorageError
+from spendgate.storage.periodic import Periodic
 from spendgate.storage.sqlite import medians, refusal_estimate, rollups
 from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rollup_sql import MARK
@@ -317,31 +315,14 @@ class SqliteLedger:
         await self._file.check()
 
 
-class RollingUp:
+def rolling_up(ledger: SqliteLedger) -> Periodic:
     """While the storage is open, add new ledger rows to the rollups every
     `ROLL_UP_EVERY_S` (`SqliteLedger.roll_up`): reports are exact either way, and faster
     the fewer rows wait past the mark. A part of the storage's lifecycle, so a split
     storage (counters elsewhere) keeps it too."""
 
-    def __init__(self, ledger: SqliteLedger) -> None:
-        self._ledger = ledger
-        self._task: asyncio.Task[None] | None = None
+    async def roll_up_if_behind() -> None:
+        if ledger.behind():
+            await ledger.roll_up()
 
-    async def open(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(ROLL_UP_EVERY_S)
-            try:
-                if self._ledger.behind():
-                    await self._ledger.roll_up()
-            except StorageError as exc:  # the outage policy is the requests' business
-                log.warning("could not roll up the ledger", extra={"error": str(exc)})
+    return Periodic(roll_up_if_behind, ROLL_UP_EVERY_S, "the ledger's roll-up")
