@@ -24,6 +24,7 @@ from typing import Any
 import httpx2
 import pytest
 import schemathesis
+import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +43,19 @@ OPERATIONS = [
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 SERVED = ["gpt-4o-mini", "text-embedding-3-small", "gpt-4o"]
 
-schema = schemathesis.openapi.from_path(str(SPEC)).include(operation_id=OPERATIONS)
+
+def _spec() -> dict[str, Any]:
+    """OpenAI's description less its one ``not`` (``ImageRefParam``: exactly one of
+    ``image_url`` or ``file_id``). Schemathesis cannot generate from a ``not`` below the
+    document root and fails the whole operation when its generation happens to reach it
+    (it did once in a full run); without it a body may carry both fields, which the gateway
+    must answer like any other."""
+    data: dict[str, Any] = yaml.load(SPEC.read_text(), Loader=yaml.CSafeLoader)
+    data["components"]["schemas"]["ImageRefParam"].pop("not")
+    return data
+
+
+schema = schemathesis.openapi.from_dict(_spec()).include(operation_id=OPERATIONS)
 
 
 @pytest.fixture(scope="module")
