@@ -1,4 +1,4 @@
-"""A large body is priced by its byte bound first and counted only where that bound does
+"""A body is priced by its byte bound first and counted only where that bound does
 not fit (`spendgate.pipeline.bound_first`): with room to spare the request holds the
 bound while in flight; where only the exact count fits, the request is admitted as it
 would have been without the bound (not refused, not clamped); either way it settles at
@@ -19,7 +19,6 @@ from spendgate.domain import tokens
 from spendgate.domain.admission import WorstCase, worst_case
 from spendgate.domain.budgets import Unit
 from spendgate.domain.token_bound import BYTE_BOUND, counting_with
-from spendgate.pipeline.bodywork import BOUND_FIRST_BYTES
 from spendgate.pipeline.worst_case import input_upper_bound
 
 MODEL = "gpt-4o-mini"
@@ -62,7 +61,6 @@ def messages() -> list[dict[str, str]]:
     # (hex: the simulator bills a text as its characters / 4, which o200k_base counts
     # above, as a real provider's tokenizer would: no overrun to muddle the figures)
     text = " ".join(uuid.uuid4().hex for _ in range(600))
-    assert len(text) > BOUND_FIRST_BYTES
     return [{"role": "user", "content": text}]
 
 

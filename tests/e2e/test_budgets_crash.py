@@ -28,6 +28,7 @@ from spendgate.config import load_config
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.gateway import build_gateway
 from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.simulator.thread import SimulatorThread
@@ -85,14 +86,17 @@ KINDS = ("chat", "chat-stream", "messages")
 
 
 def worst_nanos(config_path: Path, model: str, surface: str) -> int:
-    """The whole reservation of one of these requests, priced as the gateway prices it."""
+    """The whole reservation of one of these requests, priced as the gateway prices it:
+    its budgets have room, so by the body's byte bound (docs/budgets.md, "The worst case
+    priced before the call"), which a lapsed reservation is charged."""
     gateway = build_gateway(load_config(config_path), env={}, require_secrets=False)
     route = gateway.models.get(model)
     assert route is not None
     assert route.price is not None
     body = {"model": model, "messages": PROMPT, "max_tokens": MAX_TOKENS}
     counter = tokens.count_anthropic_input if surface == "anthropic.messages" else None
-    count = (counter or tokens.count_chat_input)(model, body)
+    with counting_with(BYTE_BOUND):
+        count = (counter or tokens.count_chat_input)(model, body)
     cache = surface != "anthropic.messages"  # Anthropic writes its cache only where asked
     worst = worst_case(
         route.price,

@@ -13,6 +13,7 @@ refuse; their state shows in ``overview()``) and the budget headers on successfu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from harness import GatewayHarness
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.services.budgets import BudgetView
 
@@ -139,13 +141,18 @@ def send(kind: str, client: Any, headers: dict[str, str], **extra: Any) -> Any:
     )
 
 
-def worst_nanos(gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: int) -> int:
-    """What the gateway reserves for ``body`` at ``ceiling`` (its own worst-case pricing)."""
+def worst_nanos(
+    gw: GatewayHarness, model: str, body: dict[str, Any], ceiling: int, *, bound: bool = False
+) -> int:
+    """What the gateway reserves for ``body`` at ``ceiling`` (its own worst-case pricing):
+    with its input counted, or by its byte bound (``bound``: what a request holds while in
+    flight where its budgets have room to spare, docs/budgets.md)."""
     route = gw.gateway.models.get(model)
     assert route is not None
     assert route.price is not None
     counter = tokens.count_anthropic_input if "claude" in model else tokens.count_chat_input
-    count = counter(model, body)
+    with counting_with(BYTE_BOUND) if bound else contextlib.nullcontext():
+        count = counter(model, body)
     cache = "claude" not in model  # Anthropic writes its cache only where a body asks
     worst = worst_case(
         route.price,
@@ -395,7 +402,7 @@ def test_successful_responses_carry_the_tightest_budget(
     spent_before = one_view(gw, "hdr-user").state.spent  # the other dialect's run, if any
     model = ANTHROPIC_MODEL if kind == "anthropic" else OPENAI_MODEL
     body = {"model": model, "messages": PROMPT, "max_tokens": MAX_TOKENS}
-    worst = worst_nanos(gw, model, body, MAX_TOKENS)
+    worst = worst_nanos(gw, model, body, MAX_TOKENS, bound=True)  # held in flight
     if kind == "anthropic":
         raw = client.messages.with_raw_response.create(
             model=model, messages=PROMPT, max_tokens=MAX_TOKENS, extra_headers=FAST

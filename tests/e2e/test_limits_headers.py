@@ -26,6 +26,7 @@ import pytest
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 from spendgate.domain import tokens
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.pipeline.worst_case import input_upper_bound
 
 OPENAI_MODEL = "gpt-4o-mini"
@@ -60,9 +61,12 @@ def manual(
 
 
 def reserved_tokens(model: str, body: dict[str, Any]) -> int:
-    """The tokens the gateway reserves: input upper bound plus the output ceiling."""
+    """The tokens the gateway reserves: input upper bound plus the output ceiling. The
+    limits have room to spare, so the input is priced by the body's byte bound, never
+    counted (docs/budgets.md, "The worst case priced before the call")."""
     counter = tokens.count_anthropic_input if "claude" in model else tokens.count_chat_input
-    count = counter(model, body)
+    with counting_with(BYTE_BOUND):
+        count = counter(model, body)
     return input_upper_bound(count.tokens, None) + body["max_tokens"]
 
 

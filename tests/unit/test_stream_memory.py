@@ -7,9 +7,12 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spendgate.domain import tokens
 from spendgate.domain.output_tokens import GeneratedText
+from spendgate.pipeline.relay import OutputGuard
 from spendgate.upstream.sse import EventSplitter, EventTooLarge
 
 STREAM = (
@@ -114,3 +117,31 @@ def test_many_small_pieces_are_joined_not_kept_apart() -> None:
         generated.append("ab")
     assert len(generated._pieces) <= 4097
     assert generated.kept_text() == "ab" * 20_000
+
+
+@given(st.lists(st.text(max_size=40), max_size=60), st.integers(min_value=0, max_value=400))
+@settings(max_examples=150, deadline=None)
+def test_the_guard_counts_nothing_until_the_bytes_pass_its_limit(
+    texts: list[str], limit: int
+) -> None:
+    """No ``o200k_base`` token is shorter than a byte: while a stream's text is at most
+    ``limit`` bytes the guard makes no count (and loads no tokenizer); from then on it
+    decides at every piece as a guard counting every piece from the start does."""
+    generated = GeneratedText()
+    guard = OutputGuard(limit, generated)
+    eager = GeneratedText()
+    eager.guarded()
+    counter = tokens.token_counter()
+    for i, text in enumerate(texts):
+        generated.append(text)
+        eager.append(text)
+        sent = "".join(texts[: i + 1])
+        assert generated.utf8_bytes == len(sent.encode("utf-8"))
+        over = guard.over()
+        assert eager.running is not None
+        eager_over = eager.running > limit and counter.count("o200k_base", sent) > limit
+        assert over == eager_over
+        if generated.utf8_bytes <= limit:
+            assert generated.running is None
+        else:
+            assert generated.running == eager.running

@@ -50,3 +50,37 @@ def test_limits_and_budgets_without_thresholds_report_nothing() -> None:
     watch = Thresholds()
     assert watch.crossed(_admitted(_budget(kind=Kind.LIMIT), 0, 0, 1_000, NOW)) == []
     assert watch.crossed(_admitted(_budget(soft=()), 0, 0, 1_000, NOW)) == []
+
+
+def test_a_threshold_passed_by_a_bound_given_back_is_reported_where_the_count_reaches_it() -> None:
+    """`spendgate.pipeline.bound_first`: request X's bound takes the budget from 30 % to
+    70 % and is given back for its exact count. Meanwhile request Y reserved from 70 % to
+    95 % and, finding 50 % already behind it, reported only 80 %. X's exact reservation,
+    from 55 % (Y's hold) to 65 %, never passes 50 % itself: it reports it, since it reaches
+    it; without that, the crossing would be lost."""
+    budget = _budget()
+    watch = Thresholds()
+    bound = _admitted(budget, 0, 300, 400, NOW)  # X: 30 % -> 70 %, given back
+    assert watch.would_cross(bound)
+    assert watch.crossed(_admitted(budget, 0, 700, 250, NOW)) == [  # Y
+        Crossing("team", "ml", 8_000, 9_500)
+    ]
+    exact = _admitted(budget, 0, 550, 100, NOW)  # X's exact count: 55 % -> 65 %
+    assert Thresholds().crossed(exact) == []  # on its own it passes nothing
+    assert watch.crossed(exact, given_back=bound) == [Crossing("team", "ml", 5_000, 6_500)]
+    assert watch.crossed(exact, given_back=bound) == []  # once a window
+
+
+def test_a_bound_given_back_is_not_reported_where_the_count_stays_below() -> None:
+    budget = _budget()
+    watch = Thresholds()
+    bound = _admitted(budget, 0, 300, 400, NOW)  # 30 % -> 70 %, given back
+    assert watch.crossed(_admitted(budget, 0, 300, 100, NOW), given_back=bound) == []  # 40 %
+    # the bound's 80 % is not reached either way, and another budget's bound counts not
+    bound = _admitted(budget, 0, 0, 900, NOW)  # 0 -> 90 %
+    assert watch.crossed(_admitted(budget, 0, 0, 600, NOW), given_back=bound) == [
+        Crossing("team", "ml", 5_000, 6_000)
+    ]
+    other = _budget(soft=(9_000,))
+    other_bound = _admitted(other, 0, 0, 950, NOW)
+    assert Thresholds().crossed(_admitted(budget, 0, 0, 100, NOW), given_back=other_bound) == []

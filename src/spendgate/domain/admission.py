@@ -265,16 +265,19 @@ class Thresholds:
         extra = self.alerting.get(budget.name, ()) + self.alerting.get("*", ())
         return tuple(sorted({*budget.soft_bp, *extra})) if extra else budget.soft_bp
 
+    def _after(self, admitted: Admitted) -> Iterator[tuple[CounterState, int]]:
+        """(state, basis points used after the reservation) of each watched member."""
+        for state, amount in zip(admitted.states, admitted.amounts, strict=True):
+            budget = state.ref.budget
+            if budget.kind is not Kind.BUDGET or not self._of(budget) or state.limit <= 0:
+                continue
+            yield state, (state.spent + state.reserved + amount) * 10_000 // state.limit
+
     def _passed(self, admitted: Admitted) -> Iterator[tuple[CounterState, int, int]]:
         """(state, threshold, basis points after) for each threshold the reservation
         takes a budget member past, whether reported before or not."""
-        for state, amount in zip(admitted.states, admitted.amounts, strict=True):
-            budget = state.ref.budget
-            marks = self._of(budget)
-            if budget.kind is not Kind.BUDGET or not marks or state.limit <= 0:
-                continue
-            after = (state.spent + state.reserved + amount) * 10_000 // state.limit
-            for threshold in marks:
+        for state, after in self._after(admitted):
+            for threshold in self._of(state.ref.budget):
                 if state.used_bp < threshold <= after:
                     yield state, threshold, after
 
@@ -283,9 +286,21 @@ class Thresholds:
         before or not); nothing is remembered."""
         return next(self._passed(admitted), None) is not None
 
-    def crossed(self, admitted: Admitted) -> list[Crossing]:
+    def crossed(self, admitted: Admitted, given_back: Admitted | None = None) -> list[Crossing]:
+        """The thresholds ``admitted`` takes a budget member past, each once per window.
+        ``given_back``: a reservation of the same request released just before this one
+        was made (`spendgate.pipeline.bound_first`); a threshold it passed counts as
+        crossed here too if this reservation reaches it, since requests reserving while it
+        was held found that line already behind them."""
+        passed = list(self._passed(admitted))
+        if given_back is not None:
+            reached = {state.ref: (state, after) for state, after in self._after(admitted)}
+            for state, threshold, _ in self._passed(given_back):
+                now = reached.get(state.ref)
+                if now is not None and now[1] >= threshold:
+                    passed.append((now[0], threshold, now[1]))
         found = []
-        for state, threshold, after in self._passed(admitted):
+        for state, threshold, after in passed:
             budget = state.ref.budget
             seen = (budget.name, state.ref.member, state.ref.window.since_ms, threshold)
             if seen in self._seen:

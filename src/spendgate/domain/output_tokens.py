@@ -24,7 +24,15 @@ GUARD_ENCODING: EncodingName = "o200k_base"
 class GeneratedText:
     """Pieces of generated text as they arrive; counts of what was folded away."""
 
-    __slots__ = ("_chars", "_folded_bytes", "_folded_tokens", "_keep", "_pieces", "running")
+    __slots__ = (
+        "_chars",
+        "_folded_bytes",
+        "_folded_tokens",
+        "_keep",
+        "_pieces",
+        "running",
+        "utf8_bytes",
+    )
 
     def __init__(self, keep_chars: int = KEEP_CHARS) -> None:
         self._pieces: list[str] = []
@@ -33,6 +41,9 @@ class GeneratedText:
         self._folded_tokens = 0  # o200k_base tokens of the text folded away
         self._folded_bytes = 0
         self.running: int | None = None  # o200k tokens counted piece by piece (`guarded`)
+        # UTF-8 bytes of everything generated: a byte-level BPE counts no more tokens than
+        # that, so a guard need not count until these pass its limit.
+        self.utf8_bytes = 0
 
     def guarded(self) -> None:
         """Count every piece as it arrives (for the output guard)."""
@@ -46,6 +57,9 @@ class GeneratedText:
             return
         if self.running is not None:
             self.running += tokens.token_counter().count(GUARD_ENCODING, piece)
+        self.utf8_bytes += (
+            len(piece) if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
+        )
         self._pieces.append(piece)
         self._chars += len(piece)
         if self._chars > self._keep:

@@ -14,10 +14,6 @@ from spendgate.domain.tokens import TokenCount
 from spendgate.pipeline.exchange import Exchange
 from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 
-# A body this large is first priced by its byte bound (`spendgate.domain.token_bound`) and
-# counted only if that bound does not fit its budgets: counting 16 KiB takes ~0.7 ms.
-BOUND_FIRST_BYTES = 16 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class BodyWork:
@@ -35,11 +31,9 @@ class BodyWork:
         tokens, exact = await self.offload.run(count_input, surface, exchange.counted_as, self.raw)
         return TokenCount(tokens, exact)
 
-    def input_bound(self, exchange: Exchange) -> TokenCount | None:
-        """For a body of `BOUND_FIRST_BYTES` or more, an upper bound on its input tokens
-        that needs no tokenizer; None for a smaller one (counting it is as cheap)."""
-        if len(self.raw) < BOUND_FIRST_BYTES:
-            return None
+    def input_bound(self, exchange: Exchange) -> TokenCount:
+        """An upper bound on the body's input tokens that needs no tokenizer (admission
+        prices a body by it first: `spendgate.pipeline.bound_first`)."""
         with counting_with(BYTE_BOUND):
             counted = exchange.spec.input_counter(exchange.counted_as, exchange.body)
         return TokenCount(counted.tokens, exact=False)

@@ -169,7 +169,7 @@ async def admit(
         await record_block(storage, exchange, refusal, worst, counted=counted, work=work)
         raise
     if thresholds is not None:
-        for crossing in thresholds.crossed(decision):
+        for crossing in thresholds.crossed(decision, tried.given_back):
             event = ThresholdCrossed(
                 crossing.budget,
                 crossing.member,

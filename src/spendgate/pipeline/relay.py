@@ -31,21 +31,27 @@ class OutputGuard:
     It counts with ``o200k_base`` and no safety factor: for Claude and Gemini that count is
     at or below the provider's own, so the guard cuts only streams that have really passed
     the ceiling (an upstream ignoring ``max_tokens``), never a well-behaved one early.
-    Pieces are counted one by one as they arrive (cheap, `GeneratedText.running`); a
-    whole recount confirms before cutting.
+    No ``o200k_base`` token is shorter than a byte, so nothing is counted (and no tokenizer
+    loaded) while the stream's text is at most ``limit`` bytes; past that, pieces are
+    counted one by one as they arrive (cheap, `GeneratedText.running`), and a whole recount
+    confirms before cutting.
     """
 
     def __init__(self, limit: int, generated: GeneratedText) -> None:
         self.limit = limit
         self.generated = generated
-        generated.guarded()
         self.counted = 0
 
     def over(self) -> bool:
-        running = self.generated.running or 0
+        generated = self.generated
+        if generated.running is None:
+            if generated.utf8_bytes <= self.limit:
+                return False
+            generated.guarded()  # counted from here on
+        running = generated.running or 0
         if running <= self.limit:
             return False
-        self.counted = self.generated.recount()
+        self.counted = generated.recount()
         return self.counted > self.limit
 
 
