@@ -40,6 +40,7 @@ from benchmarks.common import CHAT_BODY, LAUNCH, PYTHON, SOURCE, gateway_target,
 from benchmarks.workers import drop_made, storage_of
 
 OUT_ENV = "ROUND_TRIPS_DIR"
+ASYNC = "-async"  # a backend's name suffix: its PostgreSQL commit asynchronous
 # The task a call was made in, by its coroutine: the request's handler (the client waits),
 # the row written after the answer, the key read again beside the request, the ledger's
 # group-commit flusher (it writes for whoever waits on it).
@@ -89,9 +90,12 @@ def _probe() -> None:
         name = str(args[0]).upper()
         return f"EVALSHA {scripts.get(str(args[1]), '?')}" if name == "EVALSHA" else name
 
+    from aiohttp import web_response
+
     from spendgate.upstream.client import UpstreamClient, UpstreamResponse
 
     wrap(UpstreamClient, "send", "upstream", lambda a: "send (to the answer's head)")
+    wrap(web_response.StreamResponse, "write_eof", "upstream", lambda a: "answer (write_eof)")
     wrap(UpstreamResponse, "read", "upstream", lambda a: "read (the body)")
     wrap(redis.asyncio.client.Redis, "execute_command", "redis", command)
     wrap(redis.asyncio.client.Pipeline, "execute", "redis", lambda a: "PIPELINE")
@@ -187,6 +191,19 @@ def _typical(counters: list[collections.Counter[str]]) -> dict[str, float]:
     return {name: sum(c[name] for c in counters) / len(counters) for name in names}
 
 
+def _storage_of(
+    backend: str, args: argparse.Namespace, made: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """`storage_of`; a backend named ``…-async`` is that backend with the ledger's commit
+    asynchronous (``storage.postgres.synchronous_commit: false``: what waiting for the
+    server's WAL flush costs)."""
+    asynchronous = backend.endswith(ASYNC)
+    section = storage_of(backend.removesuffix(ASYNC), args.postgres_url, args.counters_url, made)
+    if asynchronous:
+        section["storage"]["postgres"]["synchronous_commit"] = False
+    return section
+
+
 async def main_async(args: argparse.Namespace) -> str:
     made: list[tuple[str, str]] = []
     out = Path(os.environ.setdefault(OUT_ENV, tempfile.mkdtemp(prefix="round-trips-")))
@@ -197,10 +214,10 @@ async def main_async(args: argparse.Namespace) -> str:
     probe = [PYTHON, "-m", "benchmarks.round_trips", "--probe"]
     try:
         for backend in args.backends.split(","):
-            section = storage_of(backend, args.postgres_url, args.counters_url, made)
+            section = _storage_of(backend, args, made)
             variants[f"{backend} (this tree)"] = {**NESTED, **section, LAUNCH: probe}
             if args.baseline:
-                section = storage_of(backend, args.postgres_url, args.counters_url, made)
+                section = _storage_of(backend, args, made)
                 variants[f"{backend} (baseline)"] = {
                     **NESTED,
                     **section,
