@@ -15,7 +15,11 @@ between a request's send and the end of its answer is on that request's path (th
 client waits for it); one that starts after the answer ran in the gap before the next
 request. ``--baseline`` runs a second gateway per backend from another source tree
 (``PYTHONPATH``), side by side, blocks alternating. Counts are exact (the same each run);
-times are medians, noisy on a shared machine.
+times are medians, noisy on a shared machine. Also reported: the share of requests with a
+ledger statement (the flusher's insert) starting or ending between their send and their
+answer, and the p50 of those with and without one. A backend named ``<backend>-async``
+(``redis-pg-async``) is that backend with ``synchronous_commit: false``. The answer's write
+(aiohttp's ``write_eof``) is marked too, with the upstream calls (not a storage call).
 """
 
 from __future__ import annotations
@@ -166,6 +170,7 @@ def _analyse(
         gap.append(after)
         waited.append(total)
     latency = [end - start for start, end in spans]
+    beside = _ledger_beside(spans, calls)
     steps = {
         name: (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
         for name, times in timeline.items()
@@ -174,11 +179,27 @@ def _analyse(
     return {
         "timeline_ms": dict(sorted(steps.items(), key=lambda item: item[1])),
         "p50_ms": statistics.median(latency) * 1000,
+        "ledger_beside": beside,
         "on_path": _typical(on_path),
         "between": _typical(gap),
         "waited_ms": statistics.median(waited) * 1000,
         "call_ms": {name: statistics.median(d) * 1000 for name, d in sorted(durations.items())},
     }
+
+
+def _ledger_beside(
+    spans: list[tuple[float, float]], calls: list[tuple[str, str, float, float]]
+) -> dict[bool, list[float]]:
+    """Each request's latency, by whether a ledger statement (the flusher's) started or
+    ended between its send and its answer: the gateway's work for it (building and sending
+    the batch; waking when it commits) and the server's (the insert, its rollups, the
+    commit) beside that request on the same cores."""
+    ledger = [(t0, t1) for system, label, t0, t1 in calls if label.endswith("[ledger flusher]")]
+    found: dict[bool, list[float]] = {True: [], False: []}
+    for start, end in spans:
+        touched = any(start <= t0 <= end or start <= t1 <= end for t0, t1 in ledger)
+        found[touched].append(end - start)
+    return found
 
 
 def _storage(counts: dict[str, float]) -> float:
@@ -247,6 +268,14 @@ async def main_async(args: argparse.Namespace) -> str:
                 f"between its send and its answer {_storage(report['on_path']):.2f}, "
                 f"after its answer {_storage(report['between']):.2f}"
             )
+            for touched, title in ((True, "with"), (False, "without")):
+                times = report["ledger_beside"][touched]
+                share = len(times) / len(spans)
+                p50 = f"{statistics.median(times) * 1000:.2f} ms" if times else "-"
+                lines.append(
+                    f"    requests {title} a ledger statement starting or ending on their "
+                    f"path: {share:.0%}, p50 {p50}"
+                )
             for kind, title in (("on_path", "before"), ("between", "after")):
                 for call, count in report[kind].items():
                     lines.append(f"    started {title} the answer: {call:60} {count:5.2f}")
