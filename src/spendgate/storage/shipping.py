@@ -32,7 +32,7 @@ from spendgate.domain.settlement import row_amounts
 from spendgate.errors import StorageError
 from spendgate.storage.base import Ledger, RowKeeper, StoredCounter
 
-LINGER_S = 0.02  # how long the first row of a batch waits for others
+LINGER_S = 0.05  # how long the first row of a batch waits for others
 BATCH = 256  # rows that go at once without waiting longer
 
 
