@@ -15,7 +15,11 @@ between a request's send and the end of its answer is on that request's path (th
 client waits for it); one that starts after the answer ran in the gap before the next
 request. ``--baseline`` runs a second gateway per backend from another source tree
 (``PYTHONPATH``), side by side, blocks alternating. Counts are exact (the same each run);
-times are medians, noisy on a shared machine.
+times are medians, noisy on a shared machine. Also reported: the share of requests with a
+ledger statement (the flusher's insert) starting or ending between their send and their
+answer, and the p50 of those with and without one. A backend named ``<backend>-async``
+(``redis-pg-async``) is that backend with ``synchronous_commit: false``. The answer's write
+(aiohttp's ``write_eof``) is marked too, with the upstream calls (not a storage call).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from benchmarks.common import CHAT_BODY, LAUNCH, PYTHON, SOURCE, gateway_target,
 from benchmarks.workers import drop_made, storage_of
 
 OUT_ENV = "ROUND_TRIPS_DIR"
+ASYNC = "-async"  # a backend's name suffix: its PostgreSQL commit asynchronous
 # The task a call was made in, by its coroutine: the request's handler (the client waits),
 # the row written after the answer, the key read again beside the request, the ledger's
 # group-commit flusher (it writes for whoever waits on it).
@@ -89,9 +94,12 @@ def _probe() -> None:
         name = str(args[0]).upper()
         return f"EVALSHA {scripts.get(str(args[1]), '?')}" if name == "EVALSHA" else name
 
+    from aiohttp import web_response
+
     from spendgate.upstream.client import UpstreamClient, UpstreamResponse
 
     wrap(UpstreamClient, "send", "upstream", lambda a: "send (to the answer's head)")
+    wrap(web_response.StreamResponse, "write_eof", "upstream", lambda a: "answer (write_eof)")
     wrap(UpstreamResponse, "read", "upstream", lambda a: "read (the body)")
     wrap(redis.asyncio.client.Redis, "execute_command", "redis", command)
     wrap(redis.asyncio.client.Pipeline, "execute", "redis", lambda a: "PIPELINE")
@@ -162,6 +170,7 @@ def _analyse(
         gap.append(after)
         waited.append(total)
     latency = [end - start for start, end in spans]
+    beside = _ledger_beside(spans, calls)
     steps = {
         name: (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
         for name, times in timeline.items()
@@ -170,11 +179,27 @@ def _analyse(
     return {
         "timeline_ms": dict(sorted(steps.items(), key=lambda item: item[1])),
         "p50_ms": statistics.median(latency) * 1000,
+        "ledger_beside": beside,
         "on_path": _typical(on_path),
         "between": _typical(gap),
         "waited_ms": statistics.median(waited) * 1000,
         "call_ms": {name: statistics.median(d) * 1000 for name, d in sorted(durations.items())},
     }
+
+
+def _ledger_beside(
+    spans: list[tuple[float, float]], calls: list[tuple[str, str, float, float]]
+) -> dict[bool, list[float]]:
+    """Each request's latency, by whether a ledger statement (the flusher's) started or
+    ended between its send and its answer: the gateway's work for it (building and sending
+    the batch; waking when it commits) and the server's (the insert, its rollups, the
+    commit) beside that request on the same cores."""
+    ledger = [(t0, t1) for system, label, t0, t1 in calls if label.endswith("[ledger flusher]")]
+    found: dict[bool, list[float]] = {True: [], False: []}
+    for start, end in spans:
+        touched = any(start <= t0 <= end or start <= t1 <= end for t0, t1 in ledger)
+        found[touched].append(end - start)
+    return found
 
 
 def _storage(counts: dict[str, float]) -> float:
@@ -187,6 +212,19 @@ def _typical(counters: list[collections.Counter[str]]) -> dict[str, float]:
     return {name: sum(c[name] for c in counters) / len(counters) for name in names}
 
 
+def _storage_of(
+    backend: str, args: argparse.Namespace, made: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """`storage_of`; a backend named ``…-async`` is that backend with the ledger's commit
+    asynchronous (``storage.postgres.synchronous_commit: false``: what waiting for the
+    server's WAL flush costs)."""
+    asynchronous = backend.endswith(ASYNC)
+    section = storage_of(backend.removesuffix(ASYNC), args.postgres_url, args.counters_url, made)
+    if asynchronous:
+        section["storage"]["postgres"]["synchronous_commit"] = False
+    return section
+
+
 async def main_async(args: argparse.Namespace) -> str:
     made: list[tuple[str, str]] = []
     out = Path(os.environ.setdefault(OUT_ENV, tempfile.mkdtemp(prefix="round-trips-")))
@@ -197,10 +235,10 @@ async def main_async(args: argparse.Namespace) -> str:
     probe = [PYTHON, "-m", "benchmarks.round_trips", "--probe"]
     try:
         for backend in args.backends.split(","):
-            section = storage_of(backend, args.postgres_url, args.counters_url, made)
+            section = _storage_of(backend, args, made)
             variants[f"{backend} (this tree)"] = {**NESTED, **section, LAUNCH: probe}
             if args.baseline:
-                section = storage_of(backend, args.postgres_url, args.counters_url, made)
+                section = _storage_of(backend, args, made)
                 variants[f"{backend} (baseline)"] = {
                     **NESTED,
                     **section,
@@ -230,6 +268,14 @@ async def main_async(args: argparse.Namespace) -> str:
                 f"between its send and its answer {_storage(report['on_path']):.2f}, "
                 f"after its answer {_storage(report['between']):.2f}"
             )
+            for touched, title in ((True, "with"), (False, "without")):
+                times = report["ledger_beside"][touched]
+                share = len(times) / len(spans)
+                p50 = f"{statistics.median(times) * 1000:.2f} ms" if times else "-"
+                lines.append(
+                    f"    requests {title} a ledger statement starting or ending on their "
+                    f"path: {share:.0%}, p50 {p50}"
+                )
             for kind, title in (("on_path", "before"), ("between", "after")):
                 for call, count in report[kind].items():
                     lines.append(f"    started {title} the answer: {call:60} {count:5.2f}")

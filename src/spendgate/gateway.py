@@ -324,7 +324,8 @@ class Gateway(ServiceViews):
         reports afterwards includes them (admin reads call this first)."""
         answered = list(self.unsettled)  # not those answered later: under steady load
         if answered:  # the set is never empty, and waiting for that would never end
-            await asyncio.wait(answered)
+            with self.storage.shipping_now():  # no row lingers for a batch meanwhile
+                await asyncio.wait(answered)
 
     @property
     def lease(self) -> timedelta:

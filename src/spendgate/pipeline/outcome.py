@@ -78,6 +78,7 @@ async def _charge_first(gateway: Gateway, exchange: Exchange, row: LedgerRow) ->
         return None
     if exchange.ticket is not None:  # room given back: a request waiting in line may fit
         gateway.admission.freed(exchange.ticket.keys)
+        gateway.admission.took(gateway.clock.monotonic() - exchange.started)  # settled now
     return dataclasses.replace(settling, held=held)
 
 
@@ -115,9 +116,8 @@ async def record(
             "storage did not take a request's row; it waits in the spool",
             extra={"request_id": row.request_id, "on_disk": durable, "error": str(exc)},
         )
-    if exchange.ticket is not None:
-        if settling.held is None:
-            gateway.admission.freed(exchange.ticket.keys)
+    if exchange.ticket is not None and settling.held is None:  # (else: `_charge_first`)
+        gateway.admission.freed(exchange.ticket.keys)
         gateway.admission.took(gateway.clock.monotonic() - exchange.started)
     reporter = exchange.reporter
     if row.status == 429 or row.status >= 500:
@@ -161,7 +161,8 @@ async def answer_and_record(
     handler returns, so waiting here would put this row's round trips (the ledger commit,
     the counters' settlement) on the path of the client's next request. The task is held
     in `Gateway.unsettled` until the row is written; `Gateway.settled` (admin reads, the
-    drain at shutdown) waits for it.
+    drain at shutdown) waits for it. A row charged first goes to the ledger with those of
+    the next few ms (`spendgate.storage.shipping`), not alone beside the next request.
     """
     if exchange.ticket is None:
         await record(gateway, exchange, row)

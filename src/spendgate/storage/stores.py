@@ -25,7 +25,8 @@ backend implements a role protocol of `spendgate.storage.base`, never this class
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 from spendgate.domain.admission import Admitted, CounterState, Refused
@@ -66,6 +67,7 @@ from spendgate.storage.base import (
     StoredCounter,
 )
 from spendgate.storage.plans import check_amounts
+from spendgate.storage.shipping import Shipper, amounts_in_force
 
 
 class Storage:
@@ -90,6 +92,7 @@ class Storage:
         self._joint = joint
         # (a runtime-checked protocol is a slow isinstance: decided once, here)
         self._keeper = counters if joint is None and isinstance(counters, RowKeeper) else None
+        self._shipper = None if self._keeper is None else Shipper(ledger, self._keeper)
         self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
 
     @property
@@ -131,6 +134,8 @@ class Storage:
 
     async def close(self) -> None:
         """Flush every pending write, then release connections."""
+        if self._shipper is not None:
+            await self._shipper.close()
         for part in reversed(self._parts):
             await part.close()
 
@@ -188,10 +193,7 @@ class Storage:
         [added] = await self.ledger_store.append([row])
         if added:
             return tuple(amounts)
-        existing = await self.ledger_store.row(row.request_id)
-        if existing is None:  # pragma: no cover - a ledger that loses rows it reported
-            raise StorageError(f"the ledger reports a row for {row.request_id!r} but has none")
-        return row_amounts([c[3] for c in held], existing)
+        return await amounts_in_force(self.ledger_store, held, row)
 
     # -- charged first, written after (`RowKeeper`) -------------------------------------
 
@@ -230,15 +232,21 @@ class Storage:
         """Write a row charged first (`charge_first`) to the ledger, then have the counter
         store forget it (`RowKeeper.forget_soon`). If another row for the request is in
         force (a sweeper wrote the lapsed lease's while this gateway stalled), the counters
-        are corrected to it."""
-        keeper = self.keeps_rows
-        if keeper is None:
+        are corrected to it. The row goes with the others shipped within a few ms
+        (`spendgate.storage.shipping`); returns once it is written."""
+        if self._shipper is None:
             raise StorageError("this storage keeps no rows with its counters")
-        in_force = await self._write_row(held, row, amounts)
-        deltas = [now - before for now, before in zip(in_force, amounts, strict=True)]
-        if any(deltas):
-            await keeper.correct(held, deltas)
-        keeper.forget_soon([reservation_id])  # with the next charge: no round trip of its own
+        await self._shipper.ship(reservation_id, held, amounts, row)
+
+    @contextlib.contextmanager
+    def shipping_now(self) -> Iterator[None]:
+        """Within: rows charged first go to the ledger at once, none waiting for others
+        (`Gateway.settled`)."""
+        if self._shipper is None:
+            yield
+            return
+        with self._shipper.hurried():
+            yield
 
     async def _write_kept(self, keeper: RowKeeper, now: datetime) -> int:
         """Rows charged first and not written in time (their gateway died, or the ledger
