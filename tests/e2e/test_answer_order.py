@@ -24,16 +24,31 @@ import pytest
 
 from e2e.process import http_request
 from harness import GatewayHarness
+from spendgate.domain import tokens
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
+from spendgate.domain.tokens import TokenCount
+from spendgate.pipeline.worst_case import input_upper_bound
 
 ADMIN = "sg-admin-answer-order"
 MODEL = "gpt-4o-mini"
+SAY_HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def _counts(messages: list[dict[str, str]]) -> tuple[TokenCount, TokenCount]:
+    """The body's input as counted, and as its byte bound."""
+    body = {"model": MODEL, "messages": messages}
+    with counting_with(BYTE_BOUND):
+        bound = tokens.count_chat_input(MODEL, body)
+    return tokens.count_chat_input(MODEL, body), bound
+
+
 HELD_MS = "400"  # the upstream holds each answer this long: time to take the lock
 
 
 def configure(config: dict[str, Any]) -> None:
     config["budgets"] = [
         {"name": "order", "scope": "user", "match": "u-budgeted", "limit_usd": "10"},
-        # ~143 tokens reserved per request below, ~15 used: three fit one after the
+        # 143-154 tokens reserved per request below, ~15 used: three fit one after the
         # other only if each finds the one before it settled, not still reserved
         {"name": "sequence", "scope": "user", "match": "u-seq", "limit_tokens": 200},
     ]
@@ -143,7 +158,7 @@ def test_the_next_request_finds_the_previous_one_settled(gw: GatewayHarness) -> 
         with gw.sdk_client("openai", secret, max_retries=0) as client:  # a new connection
             raw = client.chat.completions.with_raw_response.create(
                 model=MODEL,
-                messages=[{"role": "user", "content": "Say hello."}],
+                messages=SAY_HELLO,
                 max_tokens=100,
                 extra_headers={"x-sim-output-tokens": "5"},
             )
@@ -152,10 +167,17 @@ def test_the_next_request_finds_the_previous_one_settled(gw: GatewayHarness) -> 
         remaining.append(int(raw.http_response.headers["x-spendgate-budget-remaining"].split()[0]))
         usage = raw.parse().usage
         used.append(usage.prompt_tokens + usage.completion_tokens)
-    reserved = 200 - remaining[0]  # what one request reserves: its worst case
-    assert 2 * used[0] + reserved <= 200 < used[0] + 2 * reserved  # the test's premise
+    # What one request reserves, its worst case: its body's byte bound where that fits
+    # whole, else its exact count (the bound would pass one of the budget's default soft
+    # thresholds: docs/budgets.md).
+    worst = {input_upper_bound(count.tokens, None) + 100 for count in _counts(SAY_HELLO)}
+    assert len(worst) == 2
+    for reserved in worst:  # the test's premise, with either
+        assert 2 * used[0] + reserved <= 200 < used[0] + 2 * reserved
+    assert remaining[0] == 200 - max(worst)  # room to spare: the bound
     # each found the ones before it charged what they used, nothing left reserved
-    assert remaining == [200 - reserved - sum(used[:i]) for i in range(3)]
+    for i in range(3):
+        assert 200 - remaining[i] - sum(used[:i]) in worst
 
 
 def test_admin_reads_include_every_answered_request(gw: GatewayHarness) -> None:
