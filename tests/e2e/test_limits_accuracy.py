@@ -34,6 +34,7 @@ from spendgate.clock import ManualClock
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.pipeline.worst_case import input_upper_bound
 from spendgate.services.budgets import BudgetView
 from spendgate.simulator.records import RequestRecord
@@ -142,14 +143,18 @@ def one_view(gw: GatewayHarness, name: str) -> BudgetView:
 
 
 def worst(gw: GatewayHarness, unit: Unit) -> int:
-    """The largest worst case the gateway reserves for one request of `burst`."""
+    """The largest worst case the gateway holds for one request of `burst`: its body's byte
+    bound, which a request holds while that fits whole (and its exact count, smaller,
+    near the limit: docs/budgets.md). Every admitted request holds at most this, so a
+    refusal means less than this was left: at least ``limit // worst`` are admitted."""
     route = gw.gateway.models.get(MODEL)
     assert route is not None
     assert route.price is not None
     amounts = []
     for extra in ({}, {"stream": True}):
         body = {"model": MODEL, "messages": PROMPT, "max_tokens": MAX_TOKENS, **extra}
-        count = tokens.count_chat_input(MODEL, body)
+        with counting_with(BYTE_BOUND):
+            count = tokens.count_chat_input(MODEL, body)
         case = worst_case(
             route.price,
             input_tokens=input_upper_bound(count.tokens, route.price.max_input_tokens),
