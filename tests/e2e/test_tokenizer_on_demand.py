@@ -93,3 +93,29 @@ def test_requests_with_room_load_no_tokenizer_and_a_tight_budget_does(
     assert raw.headers["x-spendgate-budget"] == "tight"
     assert "x-spendgate-output-clamped" not in raw.headers
     assert tokenizer_loaded(gateway.pid)
+
+
+def test_bodies_below_count_below_bytes_are_counted_first(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`budget_settings.count_below_bytes`: an operator who wants small bodies to hold
+    their exact count gets them counted, room or not."""
+
+    def counted_first(data: dict[str, Any]) -> None:
+        configure(data)
+        data["budget_settings"] = {"count_below_bytes": 16384}
+
+    folder = tmp_path_factory.mktemp("count-first")
+    with SimulatorThread() as sim:
+        config = write_config(folder, sim.url, configure=counted_first)
+        key = create_key(config, "--name", "small", "--user", "bo", "--team", "ml")["key"]
+        with GatewayProcess(config) as gateway:
+            assert not tokenizer_loaded(gateway.pid)
+            with openai.OpenAI(api_key=key, base_url=gateway.url + "/v1", max_retries=0) as c:
+                answer = c.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "Say hello."}],
+                    max_tokens=20,
+                )
+            assert answer.usage is not None
+            assert tokenizer_loaded(gateway.pid)

@@ -320,6 +320,9 @@ class BudgetSettingsConfig(Strict):
     # to settle (0: refuse at once), in a line of at most admission_queue_max per member.
     admission_wait_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     admission_queue_max: Annotated[int, Field(ge=1)] = 64
+    # A body smaller than this is counted before admission and holds its exact count while
+    # in flight; any other is priced by its byte bound first (docs/budgets.md). 0: every body.
+    count_below_bytes: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("timezone")
     @classmethod

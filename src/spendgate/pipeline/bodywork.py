@@ -31,9 +31,12 @@ class BodyWork:
         tokens, exact = await self.offload.run(count_input, surface, exchange.counted_as, self.raw)
         return TokenCount(tokens, exact)
 
-    def input_bound(self, exchange: Exchange) -> TokenCount:
+    def input_bound(self, exchange: Exchange) -> TokenCount | None:
         """An upper bound on the body's input tokens that needs no tokenizer (admission
-        prices a body by it first: `spendgate.pipeline.bound_first`)."""
+        prices a body by it first: `spendgate.pipeline.bound_first`); None for a body the
+        operator has counted first (`budget_settings.count_below_bytes`)."""
+        if len(self.raw) < exchange.snapshot.config.budget_settings.count_below_bytes:
+            return None
         with counting_with(BYTE_BOUND):
             counted = exchange.spec.input_counter(exchange.counted_as, exchange.body)
         return TokenCount(counted.tokens, exact=False)

@@ -53,10 +53,8 @@ async def reserve_by_bound(
     thresholds: Thresholds | None,
 ) -> BoundTry:
     """Reserve the body's bound if it fits whole (see the module docstring)."""
-    if work is None:
-        return BoundTry(None)
-    bound = work.input_bound(exchange)
-    if any(
+    bound = work.input_bound(exchange) if work is not None else None
+    if bound is None or any(
         cap.max_input_tokens is not None and bound.tokens > cap.max_input_tokens for cap in caps
     ):
         return BoundTry(None)
