@@ -265,19 +265,21 @@ class Thresholds:
         extra = self.alerting.get(budget.name, ()) + self.alerting.get("*", ())
         return tuple(sorted({*budget.soft_bp, *extra})) if extra else budget.soft_bp
 
-    def _after(self, admitted: Admitted) -> Iterator[tuple[CounterState, int]]:
-        """(state, basis points used after the reservation) of each watched member."""
+    def _after(self, admitted: Admitted) -> Iterator[tuple[CounterState, tuple[int, ...], int]]:
+        """(state, its thresholds, basis points used after the reservation) of each
+        watched member."""
         for state, amount in zip(admitted.states, admitted.amounts, strict=True):
             budget = state.ref.budget
-            if budget.kind is not Kind.BUDGET or not self._of(budget) or state.limit <= 0:
+            marks = self._of(budget)
+            if budget.kind is not Kind.BUDGET or not marks or state.limit <= 0:
                 continue
-            yield state, (state.spent + state.reserved + amount) * 10_000 // state.limit
+            yield state, marks, (state.spent + state.reserved + amount) * 10_000 // state.limit
 
     def _passed(self, admitted: Admitted) -> Iterator[tuple[CounterState, int, int]]:
         """(state, threshold, basis points after) for each threshold the reservation
         takes a budget member past, whether reported before or not."""
-        for state, after in self._after(admitted):
-            for threshold in self._of(state.ref.budget):
+        for state, marks, after in self._after(admitted):
+            for threshold in marks:
                 if state.used_bp < threshold <= after:
                     yield state, threshold, after
 
@@ -294,7 +296,7 @@ class Thresholds:
         was held found that line already behind them."""
         passed = list(self._passed(admitted))
         if given_back is not None:
-            reached = {state.ref: (state, after) for state, after in self._after(admitted)}
+            reached = {state.ref: (state, after) for state, _, after in self._after(admitted)}
             for state, threshold, _ in self._passed(given_back):
                 now = reached.get(state.ref)
                 if now is not None and now[1] >= threshold:
