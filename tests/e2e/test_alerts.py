@@ -90,6 +90,8 @@ def test_hundreds_of_concurrent_requests_raise_each_threshold_once(tmp_path: Pat
             results = asyncio.run(_fire(gw.openai_base_url, secret, 300))
             assert [r for r in results if r is not None] == []
             assert wait_until(lambda: len(receiver.bodies()) >= 4)
+            # each attempt is recorded once the receiver has answered it
+            assert wait_until(lambda: {e.status for e in _log(gw)} == {"delivered"})
             gw.call(gw.gateway.alerter.deliver_due())  # nothing more is due
             spent = sum(row.cost_nanos for row in gw.ledger())
             assert spent > 2_000_000  # past the limit: every threshold was crossed
