@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx2
+import openai
 import orjson
 import pytest
 
@@ -137,6 +138,55 @@ def test_a_trickled_request_head_is_closed_after_the_header_timeout(gw: GatewayH
         assert healthy(gw)  # others are served meanwhile
     finally:
         sock.close()
+
+
+def test_a_body_sent_apart_from_its_head_does_not_start_the_header_timeout(
+    gw: GatewayHarness, secret: str
+) -> None:
+    """SDKs write a request's head and its body in two sends, which the gateway may read
+    apart: the body's bytes are not a new head, and an answer slower than the header
+    timeout (a long stream, a slow model) is not cut by it."""
+    slow_ms = int(HEAD_TIMEOUT_S * 1000 * 4)
+    extra = f"x-sim-delay-ms: {slow_ms}\r\n"
+    whole = request_bytes(secret, CHAT, extra=extra)
+    head_end = whole.index(b"\r\n\r\n") + 4
+    sock = connect(gw)
+    try:
+        sock.sendall(whole[:head_end])
+        time.sleep(0.1)  # the head is read alone (a loaded gateway reads it later: both)
+        sock.sendall(whole[head_end:])
+        head, body = one_response(sock)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert orjson.loads(body)["choices"]
+        # the connection is still usable: a second request on it is answered
+        sock.sendall(request_bytes(secret, CHAT))
+        assert one_response(sock)[0].startswith(b"HTTP/1.1 200")
+    finally:
+        sock.close()
+
+
+def test_a_stream_longer_than_the_header_timeout_reaches_its_end_through_the_sdk(
+    gw: GatewayHarness, secret: str
+) -> None:
+    """The same through the OpenAI SDK, which writes a request's head and body apart: a
+    streamed answer that lasts several header timeouts arrives whole, usage included."""
+    client = openai.OpenAI(api_key=secret, base_url=gw.openai_base_url, max_retries=0)
+    delay_ms = int(HEAD_TIMEOUT_S * 1000)
+    with client:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Tell a story."}],
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-sim-output-tokens": "8", "x-sim-chunk-delay-ms": str(delay_ms)},
+        )
+        chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 8
+    # a header timeout between events: the stream outlived it several times over
+    assert len(chunks) >= 4
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def test_an_idle_connection_is_closed_after_the_keepalive_timeout(

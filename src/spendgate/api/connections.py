@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("spendgate.connections")
@@ -58,6 +59,7 @@ class GuardedHandler(RequestHandler):
         self._address: str | None = None
         self._head_since: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None  # the last request's, while it arrives
         self._made = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,6 +87,10 @@ class GuardedHandler(RequestHandler):
         if not self._made:  # refused in connection_made
             return
         reading_heads = self._payload_parser is None and not self._upgraded
+        # Bytes of a body still arriving, read apart from its head (clients write the two
+        # in separate sends), are no new head: the body has a timeout of its own where it
+        # is read, and its answer may take far longer than a head may (a long stream).
+        in_body = self._body is not None and not self._body.is_eof()
         before = self._request_count
         super().data_received(data)
         if not reading_heads:
@@ -92,6 +98,11 @@ class GuardedHandler(RequestHandler):
         if self._request_count > before:  # a whole head arrived: its request is served
             self._head_since = None
             self._stop_head_timer()
+            body = self._messages[-1][1] if self._messages else None
+            self._body = None if body is None or body.is_eof() else body
+        elif in_body:
+            if self._body is not None and self._body.is_eof():
+                self._body = None  # whole: the next bytes start a head
         elif data and self._head_since is None:  # the first bytes of a new head
             loop = self._loop
             self._head_since = loop.time()
