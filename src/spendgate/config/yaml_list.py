@@ -12,9 +12,11 @@ order and a single-line scalar per key::
       scope: user
       limit_usd: '1000'
 
-is cut into columns of raw scalars here, by string operations in C; `yaml_text` parses
-the rest of the document with PyYAML (the list replaced by ``budgets: []``) and resolves
-the scalars with PyYAML's own resolver and constructors.
+is cut out here: the first entry gives the keys and the text before each scalar, and one
+regular expression of exactly those lines captures every entry, in C (0.05 s for
+100,000), the scalars of a column that starts with text captured as text. `yaml_text`
+parses the rest of the document with PyYAML (the list replaced by ``budgets: []``) and
+resolves any other scalar with PyYAML's own resolver and constructors.
 
 What is taken is narrow on purpose. ``budgets:`` must open a line at the top level, once
 in the text, with nothing after it; every line of the list must be an entry's line, at
