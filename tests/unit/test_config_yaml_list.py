@@ -219,6 +219,32 @@ TAKEN = [
 ]
 
 
+def taken_as(style: str) -> list[str]:
+    """The traps the route takes written in ``style``."""
+    document = "budgets:\n- name: n\n  limit_usd: {}\nmodels: {{}}\n"
+    return [
+        text
+        for text in TRAPS
+        if parse_long_list("x.yaml", document.format(written(text, style))) is not None
+    ]
+
+
+def test_a_long_list_in_a_config_reads_as_the_whole_document_reads() -> None:
+    """A config long enough for `parse_yaml` to take the route (64 KiB), the traps it
+    takes in it, plain and quoted."""
+    plain, single, double = taken_as("plain"), taken_as("single"), taken_as("double")
+    assert {"yes", "0777", "1:20", ".inf", "~", "2026-12-07"} <= set(plain)
+    lines = ["server:\n  port: 1\nbudgets:\n"]
+    for i in range(2_000):
+        lines.append(f"- name: user-{i}\n  match: {plain[i % len(plain)]}\n")
+        lines.append(f"  limit_usd: {written(single[i % len(single)], 'single')}\n")
+        lines.append(f"  period: {written(double[i % len(double)], 'double')}\n")
+    text = "".join(lines) + "models: {}\n"
+    assert len(text) > 64 * 1024
+    assert check(text)
+    assert typed(parse_yaml("x.yaml", text)) == typed(parse_whole("x.yaml", text))
+
+
 @pytest.mark.parametrize("text", TAKEN)
 def test_lists_written_as_tools_write_them_are_taken(text: str) -> None:
     assert check(text)

@@ -50,6 +50,7 @@ _ENTRY_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): ")
 
 # Characters a scalar may hold here: printable ASCII but for YAML's indicators and
 # quotes, and the printable characters of the Basic Multilingual Plane that libyaml takes.
+# Patterns, compiled (and kept by `re`) when a long list is first read.
 # Written as what is left out (controls, C1 controls with NEL, the line and paragraph
 # separators, the byte order mark, non-characters, surrogates, other planes): a class of
 # a few ranges compiles in well under a millisecond, one of the BMP's ranges in 8 ms.
@@ -59,13 +60,13 @@ _NOT_PLAIN = r" \"#',:\[\\\]`{}" + _NEVER  # with the controls, below
 SAFE = rf"[^\x00-\x1f{_NOT_PLAIN}]"
 _FIRST = rf"[^\x00-\x1f{_NOT_PLAIN}!%&*\-?@|>]"
 _MORE = rf"(?:{SAFE}|:(?={SAFE})|[ ]+(?={SAFE}))*"
-PLAIN = re.compile(rf"(?:{_FIRST}|-(?={SAFE})){_MORE}")
+PLAIN = rf"(?:{_FIRST}|-(?={SAFE})){_MORE}"
 # a quoted scalar's characters: no line break, no backslash, not its own quote
 _SINGLE = rf"[^\x00-\x1f'\\{_NEVER}]"
 _DOUBLE = rf'[^\x00-\x1f"\\{_NEVER}]'
-SINGLE = re.compile(rf"'((?:{_SINGLE}|'')*)'")
-DOUBLE = re.compile(rf'"({_DOUBLE}*)"')
-_OUTSIDE = re.compile(rf"[\x00-\x09\x0b-\x1f{_NOT_PLAIN}]")  # not SAFE, not a line break
+SINGLE = rf"'((?:{_SINGLE}|'')*)'"
+DOUBLE = rf'"({_DOUBLE}*)"'
+_OUTSIDE = rf"[\x00-\x09\x0b-\x1f{_NOT_PLAIN}]"  # not SAFE, not a line break
 _ANY = r"([^\n]*)"  # a scalar as written, to be checked and resolved
 
 
@@ -81,7 +82,7 @@ def all_text(tokens: Sequence[str], starts: re.Pattern[str]) -> bool:
     """Whether every token is a plain scalar of one word (no space, no colon) that the
     resolver leaves text: names and members, checked in C."""
     joined = "\n".join(tokens)
-    if ":" in joined or " " in joined or _OUTSIDE.search(joined):
+    if ":" in joined or " " in joined or re.search(_OUTSIDE, joined):
         return False
     return starts.search("\n" + joined) is None
 
@@ -191,9 +192,9 @@ def _group(token: str, patterned: str | None) -> str:
     """The pattern that captures a column like its first scalar, as text."""
     if patterned is not None and all_text((token,), text_starts(patterned)):
         return rf"((?![{re.escape(patterned)}]){_FIRST}{SAFE}*)"
-    if "''" not in token and SINGLE.fullmatch(token):
+    if "''" not in token and re.fullmatch(SINGLE, token):
         return rf"'({_SINGLE}*)'"
-    if DOUBLE.fullmatch(token):
+    if re.fullmatch(DOUBLE, token):
         return rf'"({_DOUBLE}*)"'
     return _ANY
 

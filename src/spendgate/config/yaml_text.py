@@ -21,6 +21,7 @@ above; where anything in it is not provably read the same, the whole document is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 from typing import Any
@@ -57,7 +58,9 @@ _SCALAR_TAGS = frozenset(
 _RESOLVERS = _FAST_LOADER.yaml_implicit_resolvers
 # a column of plain scalars none of the resolver's patterns starts: text as written
 _PATTERNED = None if None in _RESOLVERS else "".join(filter(None, _RESOLVERS))
-_TEXT_STARTS = None if _PATTERNED is None else text_starts(_PATTERNED)
+# a document this long or longer may hold a long list (100,000 budgets: 8.4 MB); a shorter
+# one is read whole, as fast (a few hundred budgets: milliseconds)
+_LONG = 64 * 1024
 
 
 def key_path(location: tuple[int | str, ...]) -> str:
@@ -76,7 +79,7 @@ def key_path(location: tuple[int | str, ...]) -> str:
 def parse_yaml(source: str, text: str) -> Any:
     """The document's data; `ConfigError` for a duplicate key, ``yaml.YAMLError`` for
     text that is not one YAML document."""
-    found = parse_long_list(source, text)
+    found = parse_long_list(source, text) if len(text) >= _LONG else None
     return parse_whole(source, text) if found is None else found
 
 
@@ -181,7 +184,7 @@ def _entries(loader: Any, listed: LongList) -> list[dict[str, Any]] | None:
 
 def _column(loader: Any, tokens: Sequence[Any]) -> Sequence[Any] | None:
     """Each scalar's value, each distinct one resolved once; None for one not taken."""
-    if _TEXT_STARTS is not None and all_text(tokens, _TEXT_STARTS):
+    if _PATTERNED is not None and all_text(tokens, text_starts(_PATTERNED)):
         return tokens  # names, members: text as written
     table: dict[str, Any] = {}
     for token in set(tokens):
@@ -196,11 +199,11 @@ _NOT_TAKEN = object()
 
 def _token(loader: Any, token: str) -> Any:
     """A scalar's value as PyYAML's resolver and constructors give it, or `_NOT_TAKEN`."""
-    if PLAIN.fullmatch(token):
+    if re.fullmatch(PLAIN, token):
         text, style, implicit = token, None, (True, False)
-    elif quoted := SINGLE.fullmatch(token):
+    elif quoted := re.fullmatch(SINGLE, token):
         text, style, implicit = quoted.group(1).replace("''", "'"), "'", (False, True)
-    elif quoted := DOUBLE.fullmatch(token):
+    elif quoted := re.fullmatch(DOUBLE, token):
         text, style, implicit = quoted.group(1), '"', (False, True)
     else:
         return _NOT_TAKEN
