@@ -6,6 +6,8 @@ or declines; and a broken list is refused with the whole reading's error."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from spendgate.config.loader import _parse_with_rows, load_config
 from spendgate.config.yaml_text import parse_long_list, parse_whole, parse_yaml
 from spendgate.errors import ConfigError
 
@@ -303,3 +306,64 @@ def test_a_broken_document_is_refused_with_the_whole_readings_error(text: str) -
         parse_whole("x.yaml", text)
     assert type(fast.value) is type(slow.value)
     assert str(fast.value) == str(slow.value)
+
+
+# `load_config` validates a list that came by columns as it came, without a mapping per
+# entry: the same config as validating the mappings PyYAML gives, the same errors.
+def long_config(entry: Callable[[int], str], tail: str = "") -> str:
+    head = "storage:\n  url: 'sqlite:///:memory:'\nbudgets:\n"
+    return head + "".join(entry(i) for i in range(1_500)) + tail
+
+
+def user_budget(i: int) -> str:
+    return f"- name: user-{i}\n  scope: user\n  match: u{i}\n  limit_usd: '{10 + i % 7}'\n"
+
+
+def loaded_whole(path: Path) -> Any:
+    text = path.read_text()
+    return _parse_with_rows(parse_whole(str(path), text), str(path), path.parent)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        long_config(user_budget),
+        long_config(lambda i: user_budget(i) + f"  hard: {'yes' if i % 2 else 'off'}\n"),
+        long_config(lambda i: user_budget(i) + "  period: daily\n", "models: {}\n"),
+    ],
+)
+def test_a_long_list_loads_as_its_mappings_load(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "spendgate.yaml"
+    path.write_text(text)
+    assert parse_long_list(str(path), text) is not None
+    assert repr(load_config(path)) == repr(loaded_whole(path))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        long_config(lambda i: user_budget(i).replace("scope: user", "scope: nobody", i == 900)),
+        long_config(lambda i: user_budget(i).replace(f"user-{i}", "user-3", i == 1200)),
+        long_config(lambda i: user_budget(i) + f"  limit_tokens: {i}\n"),
+        long_config(user_budget, "unknown_key: 1\n"),
+        long_config(lambda i: user_budget(i).replace("u1\n", "u\u202e1\n", i == 1)),
+        long_config(lambda i: user_budget(i) + "  share: '0.5'\n"),
+    ],
+)
+def test_a_long_list_is_refused_as_its_mappings_are(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "spendgate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as columns:
+        load_config(path)
+    with pytest.raises(ConfigError) as mappings:
+        loaded_whole(path)
+    assert str(columns.value) == str(mappings.value)
+
+
+def test_a_long_list_beside_a_budgets_file_loads_as_before(tmp_path: Path) -> None:
+    (tmp_path / "more.csv").write_text("name,scope,match,limit_usd\nfile-1,user,f1,5\n")
+    path = tmp_path / "spendgate.yaml"
+    path.write_text(long_config(user_budget, "budgets_file: more.csv\n"))
+    config = load_config(path)
+    assert repr(config) == repr(loaded_whole(path))
+    assert [spec.name for spec in config.budgets][-2:] == ["user-1499", "file-1"]

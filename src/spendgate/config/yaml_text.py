@@ -22,7 +22,8 @@ above; where anything in it is not provably read the same, the whole document is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
@@ -79,8 +80,32 @@ def key_path(location: tuple[int | str, ...]) -> str:
 def parse_yaml(source: str, text: str) -> Any:
     """The document's data; `ConfigError` for a duplicate key, ``yaml.YAMLError`` for
     text that is not one YAML document."""
-    found = parse_long_list(source, text) if len(text) >= _LONG else None
-    return parse_whole(source, text) if found is None else found
+    data, listed = parse_yaml_apart(source, text)
+    if listed is not None:
+        data[KEY] = listed.entries()
+    return data
+
+
+@dataclass(frozen=True)
+class ListedBudgets:
+    """A long ``budgets:`` list's entries by columns: each entry's ``keys`` and, for each
+    key, its values in the entries' order, as PyYAML reads them."""
+
+    keys: tuple[str, ...]
+    columns: tuple[Sequence[Any], ...]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The list as PyYAML gives it: a mapping per entry."""
+        rows = zip(*self.columns, strict=True)
+        return list(map(dict, map(zip, repeat(self.keys), rows)))
+
+
+def parse_yaml_apart(source: str, text: str) -> tuple[Any, ListedBudgets | None]:
+    """`parse_yaml`'s data and None; or, for a document whose long ``budgets:`` list is
+    read by its text, the data with ``budgets: []`` and the list by columns (validated by
+    columns without a mapping per entry first: 0.08 s of 100,000 budgets)."""
+    found = _apart(source, text) if len(text) >= _LONG else None
+    return (parse_whole(source, text), None) if found is None else found
 
 
 def parse_whole(source: str, text: str) -> Any:
@@ -100,11 +125,20 @@ def parse_long_list(source: str, text: str) -> Any:
     """What `parse_whole` gives, for a document whose long ``budgets:`` list is written
     as `spendgate.config.yaml_list` takes it; None (declined) for any other document, and
     for one `parse_whole` would refuse (read whole, it gives the error and its message)."""
+    found = _apart(source, text)
+    if found is None:
+        return None
+    data, listed = found
+    data[KEY] = listed.entries()
+    return data
+
+
+def _apart(source: str, text: str) -> tuple[Any, ListedBudgets] | None:
     listed = None if _FAST_LOADER.yaml_path_resolvers else long_list(text, _PATTERNED)
     return None if listed is None else _with_long_list(listed, source)
 
 
-def _with_long_list(listed: LongList, source: str) -> Any:
+def _with_long_list(listed: LongList, source: str) -> tuple[Any, ListedBudgets] | None:
     """The document with its long list read by columns (`spendgate.config.yaml_list`),
     or None: declined, to be read whole. The rest is read as any document is, nodes and
     duplicate keys included, and must hold ``budgets: []`` where the list was, a key of
@@ -122,10 +156,7 @@ def _with_long_list(listed: LongList, source: str) -> Any:
         return None  # the whole document read again gives the error and its message
     finally:
         loader.dispose()
-    if entries is None:
-        return None
-    data[KEY] = entries
-    return data
+    return None if entries is None else (data, entries)
 
 
 def _holds_placeholder(node: yaml.Node | None, line: int) -> bool:
@@ -166,20 +197,17 @@ def _refers_to_itself(root: yaml.Node) -> bool:
     return False
 
 
-def _entries(loader: Any, listed: LongList) -> list[dict[str, Any]] | None:
-    keys = [_token(loader, key) for key in listed.keys]
+def _entries(loader: Any, listed: LongList) -> ListedBudgets | None:
+    keys = tuple(_token(loader, key) for key in listed.keys)
     if not all(isinstance(key, str) for key in keys):
         return None  # a key YAML 1.1 reads as a boolean, a number, null: not a budget's
-    rows: Iterable[Sequence[Any]] = listed.rows
-    if listed.raw:
-        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-        for index in listed.raw:
-            values = _column(loader, columns[index])
-            if values is None:
-                return None
-            columns[index] = values
-        rows = zip(*columns, strict=True)
-    return list(map(dict, map(zip, repeat(keys), rows)))
+    columns: list[Sequence[Any]] = list(zip(*listed.rows, strict=True))
+    for index in listed.raw:
+        values = _column(loader, columns[index])
+        if values is None:
+            return None
+        columns[index] = values
+    return ListedBudgets(keys, tuple(columns))
 
 
 def _column(loader: Any, tokens: Sequence[Any]) -> Sequence[Any] | None:
