@@ -195,7 +195,7 @@ def _adapter(key: str) -> TypeAdapter[list[Any]]:
 def budgets_by_columns(value: Any) -> tuple[BudgetSpec, ...] | None:
     """A ``budgets:`` list of mappings validated by columns (`specs_from_columns`), its
     texts checked for control characters too; None when that way declines."""
-    if type(value) is not list or not all(type(entry) is dict for entry in value):
+    if type(value) is not list or not set(map(type, value)) <= {dict}:  # in C
         return None
     specs = _specs_from_entries(value)
     return tuple(specs) if specs is not None else None
@@ -310,8 +310,8 @@ def _specs() -> TypeAdapter[list[BudgetSpec]]:
 def listed_budgets(value: Any) -> tuple[BudgetSpec, ...]:
     """The ``budgets:`` list validated, as `BudgetSpec`s; pydantic's `ValidationError`
     (located under the list) when `BudgetConfig` refuses an entry."""
-    if type(value) is tuple and all(type(spec) is BudgetSpec for spec in value):
-        return value  # validated before (a config built from another)
+    if type(value) is tuple and set(map(type, value)) <= {BudgetSpec}:
+        return value  # validated before (a config built from another, the loader)
     # only mappings: a list given for an entry would fill a named tuple in order
     if type(value) is list and all(type(entry) is dict for entry in value):
         columns = budgets_by_columns(value)

@@ -17,10 +17,15 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.budget_file import located, read_budget_rows, read_budget_specs
-from spendgate.config.budgets import BudgetSpec, budgets_by_columns, listed_budgets
+from spendgate.config.budgets import (
+    BudgetSpec,
+    budgets_by_columns,
+    listed_budgets,
+    specs_from_columns,
+)
 from spendgate.config.schema import Config
+from spendgate.config.yaml_text import ListedBudgets, parse_yaml_apart
 from spendgate.config.yaml_text import key_path as _key_path
-from spendgate.config.yaml_text import parse_yaml
 from spendgate.errors import ConfigError
 from spendgate.text import unsafe_in
 
@@ -141,6 +146,20 @@ def _parse_with_rows(data: Any, source: str, folder: Path) -> Config:
         raise located(exc, rows, len(listed)) from None
 
 
+def _parse_listed(data: Any, listed: ListedBudgets | None, source: str, folder: Path) -> Config:
+    """`_parse_with_rows` of the document; a long ``budgets:`` list that came by columns
+    is validated by columns as it came (the specs `parse_config` would make of its
+    mappings), else made into the mappings PyYAML gives and validated as any list."""
+    if listed is not None:
+        columns = dict(zip(listed.keys, listed.columns, strict=True))
+        count = len(listed.columns[0])
+        specs = None if "budgets_file" in data else specs_from_columns(columns, count)
+        if specs is not None:
+            return parse_config(data, source, tuple(specs))  # data holds ``budgets: []``
+        data["budgets"] = listed.entries()
+    return _parse_with_rows(data, source, folder)
+
+
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
@@ -148,13 +167,13 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
     try:
-        data = parse_yaml(source, text)
+        data, listed = parse_yaml_apart(source, text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, "", f"not valid YAML{where}: {problem}") from None
-    config = _parse_with_rows(data, source, Path(path).parent)
+    config = _parse_listed(data, listed, source, Path(path).parent)
     if config.storage.url.startswith("sqlite:///") and not config.storage.url.startswith(
         "sqlite:////"
     ):
