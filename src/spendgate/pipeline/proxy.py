@@ -378,7 +378,7 @@ async def _attempt(
         )
         await confirm_key(exchange)  # before a trace or the upstream call (at once if done)
         if exchange.ticket is None and exchange.spec.billed:
-            exchange.trace = await trace(gateway, exchange, len(raw))
+            exchange.trace = await trace(gateway, exchange, raw)
         legacy = exchange.provider.kind is ProviderKind.OPENAI_COMPATIBLE
         ceiling = _ceiling_to_send(exchange.ticket)
         if ceiling is None and legacy:

@@ -14,12 +14,17 @@ before the call (`spendgate.pipeline.outage`), unless the operator's outage allo
 The trace's worst case is bounded without counting tokens, so the plain path pays one
 write and no tokenizer: its input is at most the body's size in bytes (a token is at
 least a byte of the text, which the JSON body holds at least once), or the model's whole
-window, once per model pass, for input the body does not show.
+window, once per model pass, for input the body does not show. A part that is not text
+(an image, audio, a file or document) can cost more tokens than its bytes (one image of
+a few hundred bytes is up to 48,169 tokens for gpt-4o-mini): a body that may hold one
+(`may_hold_media`, a search of its bytes) is bounded by the byte-bound walk that admission
+uses instead (`spendgate.domain.token_bound`: each such part at its documented most).
 """
 
 from __future__ import annotations
 
 from spendgate.domain.budgets import Unit
+from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.domain.tokens import TokenCount
 from spendgate.errors import StorageError
 from spendgate.gateway import Gateway
@@ -28,14 +33,35 @@ from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.worst_case import Bounding, price_worst_case
 from spendgate.storage import ReservationPlan
 
+# Words that every part a body can carry that is not text holds (its type or its
+# fields): OpenAI's image_url, input_image, input_audio, file, input_file; Anthropic's
+# image and document; Gemini's inline_data / inlineData and file_data / fileData.
+_MEDIA = (b"image", b"audio", b"file", b"File", b"document", b"inline")
 
-async def trace(gateway: Gateway, exchange: Exchange, body_bytes: int) -> str | None:
+
+def may_hold_media(raw: bytes) -> bool:
+    """Whether the body may hold a part that is not text (never False for one that does;
+    True for text that merely names one)."""
+    return any(word in raw for word in _MEDIA)
+
+
+def input_bound(exchange: Exchange, raw: bytes) -> int:
+    """At least the body's input tokens, counted by no tokenizer (module docstring)."""
+    if not may_hold_media(raw):
+        return len(raw)
+    with counting_with(BYTE_BOUND):
+        walked = exchange.spec.input_counter(exchange.counted_as, exchange.body)
+    return max(len(raw), walked.tokens)
+
+
+async def trace(gateway: Gateway, exchange: Exchange, raw: bytes) -> str | None:
     """Write the request's trace (see the module docstring); its reservation id, or None
     when storage failed and the outage allowance let the request pass untraced.
     `StorageUnavailable` when it did neither."""
     snapshot = exchange.snapshot
     settings = snapshot.config.budget_settings
     window = exchange.price.max_input_tokens
+    body_bytes = input_bound(exchange, raw)
     hidden = exchange.hidden_input()
     bounding = Bounding.BOUND if hidden and window else Bounding.COUNT
     priced = price_worst_case(
