@@ -100,3 +100,13 @@ async def test_a_counter_read_is_one_statement(sqlite: SqliteStorage) -> None:
     assert [s.reserved for s in states] == [s.reserved for s in states[:1]] * 3
     assert states[0].reserved > 0
     assert sum(seen.values()) == 1, seen
+
+
+async def test_the_writer_keeps_its_savepoint_journal_in_memory(sqlite: SqliteStorage) -> None:
+    """A gathered commit's savepoint copies every page it changes into a sub-journal, which
+    SQLite would spill to a temporary file (opened, written and unlinked on the event loop's
+    thread) past 64 KiB; the writer's connection keeps it in memory. The reader's is left as
+    it was: its reports may sort more than memory should hold."""
+    conns = sqlite._require()  # type: ignore[attr-defined]
+    assert conns.writer._conn.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    assert conns.reader.execute("PRAGMA temp_store").fetchone() == (0,)  # the default

@@ -75,6 +75,22 @@ async def test_update_revokes(storage: Storage, make_key: MakeKey, clock: Manual
     assert await storage.list_keys() == []
 
 
+async def test_a_key_read_before_a_change_reads_as_changed(
+    storage: Storage, make_key: MakeKey, clock: ManualClock
+) -> None:
+    """Lookups on the request path may reuse what they decoded last time (SQLite does,
+    while the stored row is the same): a change is seen at the very next lookup."""
+    key = make_key(1, team="core", metadata={"owner": "ada"})
+    await storage.insert_key(key)
+    assert await storage.key_by_hash(key.key_hash) == key
+    assert await storage.key_by_hash(key.key_hash) == key
+    changed = replace(key, team="search", metadata={"owner": "bob"}, revoked_at=clock.now())
+    await storage.update_key(changed)
+    assert await storage.key_by_hash(key.key_hash) == changed
+    await storage.update_key(key)  # and back: not the first decoding either
+    assert await storage.key_by_hash(key.key_hash) == key
+
+
 async def test_rotate_replaces_the_hash(storage: Storage, make_key: MakeKey) -> None:
     key = make_key(1)
     rotated = replace(key, key_hash="f" * 64, hint="sk-sg-...rotate")

@@ -116,3 +116,11 @@ def test_anthropic_delta_may_restate_input() -> None:
 def test_usage_defaults_are_not_estimates() -> None:
     assert not Usage().estimated
     assert Usage(estimated=True).estimated
+
+
+def test_usage_in_a_tier() -> None:
+    usage = Usage(input_tokens=10, output_tokens=5)
+    assert usage.in_tier(None) is usage  # most answers name no tier: nothing to copy
+    flex = usage.in_tier("flex")
+    assert flex == Usage(input_tokens=10, output_tokens=5, service_tier="flex")
+    assert flex.in_tier(None) == usage

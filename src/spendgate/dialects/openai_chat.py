@@ -4,7 +4,6 @@ fields, usage in a ``choices: []`` chunk that spendgate asks for when the client
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,7 +85,7 @@ class ChatSurface(SurfaceSpec):
         return chat_usage_problem(usage)
 
     def billed_as(self, usage: Usage, response: Mapping[str, Any]) -> Usage:
-        return dataclasses.replace(usage, service_tier=reported_tier(response))
+        return usage.in_tier(reported_tier(response))
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []
@@ -164,7 +163,7 @@ class ChatMeter(MeterBase):
         usage = self._vetted(chat_usage_problem)
         if usage is None:
             return None
-        return dataclasses.replace(from_openai_chat(usage), service_tier=self.service_tier)
+        return from_openai_chat(usage).in_tier(self.service_tier)
 
     def error_event(self, code: str, message: str) -> bytes:
         body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}

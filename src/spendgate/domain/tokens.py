@@ -16,9 +16,8 @@ Exact and estimated counts
     (gpt-5*, gpt-6*, gpt-7-...), the o-series and the codex models are ``o200k_base``;
     gpt-4, gpt-3.5 and the embedding models ``cl100k_base``; ``claude*`` (Bedrock and Vertex
     ids too) Anthropic; ``gemini*`` and ``gemma*`` Google; anything else unknown. The
-    gateway counts a request by the model its provider runs (`counting_model`: the
-    upstream name, or the gateway name when only that one is recognised, as for an Azure
-    deployment name).
+    gateway counts a request by the model its provider runs (`counting_model`: the upstream
+    name, or the gateway name when only that one is recognised, as for an Azure deployment).
 
     For models whose encoding is public (`encoding_for_model`), text is counted exactly.
     Claude's and Gemini's tokenizers are not published, so for every other model
@@ -138,6 +137,7 @@ def _bare_name(model: str) -> str:
     return model.lower().rsplit("/", 1)[-1].removeprefix("ft:")
 
 
+@functools.lru_cache(maxsize=1_024)  # a few regular expressions per call, several a request
 def tokenizer_family(model: str) -> TokenizerFamily:
     """The tokenizer family of ``model``, ignoring provider prefixes and ``ft:``."""
     name = _bare_name(model)

@@ -22,6 +22,7 @@ Normal form (every count is a number of tokens):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,11 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def in_tier(self, tier: str | None) -> Usage:
+        """The same usage, served in ``tier`` (itself when it already says so: most answers
+        name no tier, and `dataclasses.replace` costs microseconds on every request)."""
+        return self if tier == self.service_tier else dataclasses.replace(self, service_tier=tier)
 
 
 def count_field(mapping: Mapping[str, Any] | None, key: str) -> int:
