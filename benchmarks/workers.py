@@ -170,7 +170,9 @@ def storage_of(
         return {}
     if backend not in ("postgres", "redis-pg"):
         raise SystemExit(f"unknown backend {backend!r}: sqlite, postgres or redis-pg")
-    database = f"sgbench_{uuid.uuid4().hex[:12]}"
+    # BENCH_DATABASE_PREFIX: where several people share one server and each may create
+    # only databases of their own prefix
+    database = f"{os.environ.get('BENCH_DATABASE_PREFIX', 'sgbench')}_{uuid.uuid4().hex[:12]}"
     pg_admin(postgres_url, f'CREATE DATABASE "{database}"')
     made.append(("database", database))
     # 14 PostgreSQL worker processes at once with 1, 2 and 4 workers on two backends: a

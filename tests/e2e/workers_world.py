@@ -46,6 +46,7 @@ PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "5432"))
 PG_USER = os.environ.get("PGUSER", "root")
 REDIS = os.environ.get("SPENDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+DATABASE_PREFIX = os.environ.get("SPENDGATE_TEST_DATABASE_PREFIX", "sg")  # pg_databases.py
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def pg_admin(statement: str, *, host: str = PG_HOST, port: int = PG_PORT) -> Non
 
 
 def new_database(*, host: str = PG_HOST, port: int = PG_PORT) -> str:
-    name = f"sg_{uuid.uuid4().hex}"
+    name = f"{DATABASE_PREFIX}_{uuid.uuid4().hex}"
     pg_admin(f'CREATE DATABASE "{name}"', host=host, port=port)
     return f"postgresql://{PG_USER}@{host}:{port}/{name}"
 

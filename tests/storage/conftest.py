@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from spendgate.storage.redis import RedisCounters
 BACKENDS = ["memory", "sqlite", "split", "redis", "postgres", "redis-pg"]
 PERSISTENT = ["sqlite", "postgres"]
 COUNTERS_URL = {"split": "memory://"}
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = os.environ.get("SPENDGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def redis_url() -> str:

@@ -1,6 +1,8 @@
 """Throwaway PostgreSQL databases for the storage tests, on the server at $PGHOST:$PGPORT
 (default 127.0.0.1:5432) as $PGUSER (default root): each test gets ``sg_<uuid>`` and drops
-it afterwards. An unreachable server fails the test: it is never skipped."""
+it afterwards (``<prefix>_<uuid>`` with $SPENDGATE_TEST_DATABASE_PREFIX set: a shared server
+that allows each user only some names). An unreachable server fails the test: it is
+never skipped."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import asyncpg
 HOST = os.environ.get("PGHOST", "127.0.0.1")
 PORT = int(os.environ.get("PGPORT", "5432"))
 USER = os.environ.get("PGUSER", "root")
+PREFIX = os.environ.get("SPENDGATE_TEST_DATABASE_PREFIX", "sg")
 
 
 def url_of(name: str, *, host: str = HOST, port: int = PORT) -> str:
@@ -40,7 +43,7 @@ def admin(statement: str, *, host: str = HOST, port: int = PORT) -> None:
 @contextmanager
 def throwaway_database(*, host: str = HOST, port: int = PORT) -> Iterator[str]:
     """A fresh database's URL, dropped afterwards (connections still open are cut)."""
-    name = f"sg_{uuid.uuid4().hex}"
+    name = f"{PREFIX}_{uuid.uuid4().hex}"
     admin(f'CREATE DATABASE "{name}"', host=host, port=port)
     try:
         yield url_of(name, host=host, port=port)

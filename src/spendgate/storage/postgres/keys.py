@@ -17,6 +17,7 @@ from spendgate.storage.sqlite.rows import (
     LIST_ACTIVE_KEYS,
     LIST_KEYS,
     UPDATE_KEY,
+    DecodedKeys,
     key_update_params,
 )
 
@@ -40,6 +41,7 @@ class PgKeys:
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
+        self._decoded = DecodedKeys()  # the row is read every time; decoded when it changed
 
     async def insert_key(self, key: ApiKey) -> None:
         params = KEYS.params(key)
@@ -66,7 +68,7 @@ class PgKeys:
 
     async def key_by_hash(self, key_hash: str) -> ApiKey | None:
         row = await self._db.run(lambda conn: conn.fetchrow(_BY_HASH, key_hash), "a key lookup")
-        return None if row is None else KEYS.load(tuple(row))
+        return self._decoded.of(key_hash, None if row is None else tuple(row))
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         row = await self._db.run(lambda conn: conn.fetchrow(_BY_ID, key_id), "a key lookup")

@@ -17,6 +17,7 @@ from spendgate.storage.sqlite.rows import (
     LIST_ACTIVE_KEYS,
     LIST_KEYS,
     UPDATE_KEY,
+    DecodedKeys,
     key_update_params,
 )
 
@@ -27,15 +28,10 @@ _RETIRE = (
 _RETIRED = "SELECT key_id, retired_ms FROM retired_key_hashes WHERE key_hash = ?"
 
 
-# Keys whose last decoded row is kept (`SqliteKeys.key_by_hash`); past it, all are dropped.
-DECODED_KEYS = 1_024
-
-
 class SqliteKeys:
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
-        # key hash -> (the row as last read, the key decoded from it)
-        self._decoded: dict[str, tuple[tuple[object, ...], ApiKey]] = {}
+        self._decoded = DecodedKeys()
 
     async def insert_key(self, key: ApiKey) -> None:
         await self._file.write(INSERT_KEY, KEYS.params(key), f"key {key.id!r}")
@@ -70,23 +66,7 @@ class SqliteKeys:
         3.40, 2 vCPU). A hop to a thread pool and back alone costs 45-75 us.
         """
         rows = self._file.read(KEY_BY_HASH, (key_hash,))
-        if not rows:
-            self._decoded.pop(key_hash, None)
-            return None
-        return self._decode(key_hash, rows[0])
-
-    def _decode(self, key_hash: str, row: tuple[object, ...]) -> ApiKey:
-        """The key of ``row``, read just now: the one decoded last time when the row is
-        the same, field for field (decoding its times and JSON is most of a lookup's
-        Python; the row itself is read every time, so a changed key is never missed)."""
-        seen = self._decoded.get(key_hash)
-        if seen is not None and seen[0] == row:
-            return seen[1]
-        key = KEYS.load(row)
-        if len(self._decoded) >= DECODED_KEYS:
-            self._decoded.clear()
-        self._decoded[key_hash] = (row, key)
-        return key
+        return self._decoded.of(key_hash, rows[0] if rows else None)
 
     async def key_by_id(self, key_id: str) -> ApiKey | None:
         rows = self._file.read(KEY_BY_ID, (key_id,))

@@ -107,6 +107,33 @@ KEYS = _RowCodec(
 )
 
 
+# Keys whose last decoded row is kept (`DecodedKeys`); past it, all are dropped.
+DECODED_KEYS = 1_024
+
+
+class DecodedKeys:
+    """The key of a row read just now: the one decoded last time when the row is the same,
+    field for field (decoding its times and JSON is most of a lookup's Python; the row
+    itself is read every time, so a changed key is never missed). SQLite and PostgreSQL."""
+
+    def __init__(self) -> None:
+        # key hash -> (the row as last read, the key decoded from it)
+        self._decoded: dict[str, tuple[tuple[object, ...], ApiKey]] = {}
+
+    def of(self, key_hash: str, row: tuple[object, ...] | None) -> ApiKey | None:
+        if row is None:
+            self._decoded.pop(key_hash, None)
+            return None
+        seen = self._decoded.get(key_hash)
+        if seen is not None and seen[0] == row:
+            return seen[1]
+        key = KEYS.load(row)
+        if len(self._decoded) >= DECODED_KEYS:
+            self._decoded.clear()
+        self._decoded[key_hash] = (row, key)
+        return key
+
+
 def _dump_counts(values: tuple[tuple[str, int], ...]) -> str:
     return json.dumps([list(pair) for pair in values], separators=(",", ":")) if values else "[]"
 
