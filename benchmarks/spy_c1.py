@@ -1,4 +1,4 @@
-"""Where a Redis + PostgreSQL gateway's interpreter time goes at concurrency 1: py-spy
+"""Where a gateway's interpreter time goes at concurrency 1 (Redis + PostgreSQL, or SQLite): py-spy
 (``record --gil``: samples of the thread holding the interpreter lock) on one gateway
 process with three nested dollar budgets (``--limits``: and three rate limits), while one
 keep-alive connection sends requests back to back.
@@ -7,6 +7,7 @@ keep-alive connection sends requests back to back.
         [--baseline /work/main/src] [--rounds 1]
         [--postgres-url postgresql://root@127.0.0.1:5432/postgres]
         [--counters-url redis://127.0.0.1:6379/0] [--out /tmp/spy]
+        [--backend redis-pg|sqlite] [--idle]
 
 Printed: the share of samples by package area (inclusive: a sample counts for every area
 on its stack) and the top functions by self and by inclusive samples. ``--baseline`` runs
@@ -41,6 +42,7 @@ AREAS = (
     ("aiohttp", "aiohttp/"),
     ("storage.redis", "spendgate/storage/redis/"),
     ("storage.postgres", "spendgate/storage/postgres/"),
+    ("storage.sqlite", "spendgate/storage/sqlite/"),
     ("storage (other)", "spendgate/storage/"),
     ("pipeline", "spendgate/pipeline/"),
     ("domain", "spendgate/domain/"),
@@ -93,7 +95,9 @@ def _summary(collapsed: str, top: int) -> str:
                 if marker in frame and name not in seen:
                     # spendgate/storage/redis/ is not "storage (other)"
                     if name == "storage (other)" and (
-                        "storage/redis/" in frame or "storage/postgres/" in frame
+                        "storage/redis/" in frame
+                        or "storage/postgres/" in frame
+                        or "storage/sqlite/" in frame
                     ):
                         continue
                     seen.add(name)
@@ -108,8 +112,10 @@ def _summary(collapsed: str, top: int) -> str:
     return "\n".join(lines)
 
 
-def _record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    command = [_py_spy(), "record", "--gil", "--rate", "500", "--format", "raw"]
+def _record(pid: int, seconds: float, out: Path, idle: bool) -> subprocess.Popen[bytes]:
+    # --idle: wall time, every thread, waiting included (epoll, SQLite's file calls)
+    mode = ["--idle"] if idle else ["--gil"]
+    command = [_py_spy(), "record", *mode, "--rate", "500", "--format", "raw"]
     command += ["--duration", str(int(seconds)), "--output", str(out), "--pid", str(pid)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -124,13 +130,15 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://root@127.0.0.1:5432/postgres")
     parser.add_argument("--counters-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", default=None, help="keep py-spy's collapsed stacks here")
+    parser.add_argument("--backend", choices=("redis-pg", "sqlite"), default="redis-pg")
+    parser.add_argument("--idle", action="store_true", help="wall time, not --gil")
     args = parser.parse_args()
     made: list[tuple[str, str]] = []
     trees = {"this tree": None} | ({"baseline": args.baseline} if args.baseline else {})
     try:
         variants: dict[str, dict[str, Any]] = {}
         for name, source in trees.items():
-            section = storage_of("redis-pg", args.postgres_url, args.counters_url, made)
+            section = storage_of(args.backend, args.postgres_url, args.counters_url, made)
             variant: dict[str, Any] = {**NESTED, **section, **(LIMITED if args.limits else {})}
             variants[name] = {**variant, SOURCE: source} if source else variant
         with stack(variants=variants) as s, tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +152,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name, target in targets.items():
                     out = folder / f"{name.replace(' ', '-')}-{round_}.txt"
-                    spy = _record(s.pids[name], args.seconds, out)
+                    spy = _record(s.pids[name], args.seconds, out, args.idle)
                     counts[name] += asyncio.run(_load(target.url, target.headers, args.seconds + 1))
                     spy.wait(timeout=60)
                     stacks[name] += out.read_text()
