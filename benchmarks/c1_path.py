@@ -108,8 +108,7 @@ def _client_socket(
     before = Counter(
         reads[i][1]
         for c in commits
-        if 0 < c.frames < SETTLEMENT_FRAMES
-        and (i := bisect.bisect(times, c.start) - 1) >= 0
+        if 0 < c.frames < SETTLEMENT_FRAMES and (i := bisect.bisect(times, c.start) - 1) >= 0
     )
     return before.most_common(1)[0][0] if before else None
 
