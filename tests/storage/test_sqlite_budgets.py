@@ -307,6 +307,31 @@ async def test_reserve_and_settle_latency(url: str, clock: ManualClock) -> None:
     assert settle_p50 < 2_000
 
 
+async def test_a_lone_settlement_commits_off_the_event_loop_and_before_the_next_reservation(
+    storage: Storage,
+) -> None:
+    """One request at a time, a settlement commits on the writer thread, so that the event
+    loop can read the next request meanwhile; a reservation placed after it still finds it
+    settled (it queues behind it, or commits inline once it has committed)."""
+    team = ref(budget("team", limit=FULL + FULL // 2), NOW)  # room for one worst case
+    writer = storage._require().writer  # type: ignore[attr-defined]
+    first = plan([team], NOW)
+    assert isinstance(await storage.reserve(first), Admitted)
+    with writer._lock:  # the writer thread cannot commit: the settlement must wait for it
+        settling = asyncio.ensure_future(
+            storage.settle(first.reservation_id, (FULL // 2,), settled(first, FULL // 2))
+        )
+        await asyncio.sleep(0.05)
+        assert not settling.done()  # handed to the writer thread, not committed inline
+        second = plan([team], NOW)
+        reserving = asyncio.ensure_future(storage.reserve(second))
+        await asyncio.sleep(0.05)
+        assert not reserving.done()  # behind the settlement, not beside it
+    assert await settling
+    assert isinstance(await reserving, Admitted)  # it found the first one settled
+    assert await one(storage, team, NOW) == CounterState(team, FULL + FULL // 2, FULL // 2, FULL)
+
+
 async def test_requests_in_flight_share_commits(storage: Storage) -> None:
     """With other reservations live (other requests in flight), the reservations and
     settlements made in one turn of the event loop commit together: a COMMIT is the
