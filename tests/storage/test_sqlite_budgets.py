@@ -307,22 +307,22 @@ async def test_reserve_and_settle_latency(url: str, clock: ManualClock) -> None:
     assert settle_p50 < 2_000
 
 
-async def test_a_lone_settlement_commits_off_the_event_loop_and_before_the_next_reservation(
+async def test_a_reservation_placed_after_a_waiting_settlement_finds_it_settled(
     storage: Storage,
 ) -> None:
-    """One request at a time, a settlement commits on the writer thread, so that the event
-    loop can read the next request meanwhile; a reservation placed after it still finds it
-    settled (it queues behind it, or commits inline once it has committed)."""
+    """One request at a time: a settlement that cannot commit at once (the writer is busy,
+    as in a checkpoint) waits on the writer thread, and the next reservation, placed after
+    it, waits behind it rather than committing inline first: it finds it settled."""
     team = ref(budget("team", limit=FULL + FULL // 2), NOW)  # room for one worst case
     writer = storage._require().writer  # type: ignore[attr-defined]
     first = plan([team], NOW)
     assert isinstance(await storage.reserve(first), Admitted)
-    with writer._lock:  # the writer thread cannot commit: the settlement must wait for it
+    with writer._lock:  # the writer is busy: the settlement must wait for it
         settling = asyncio.ensure_future(
             storage.settle(first.reservation_id, (FULL // 2,), settled(first, FULL // 2))
         )
         await asyncio.sleep(0.05)
-        assert not settling.done()  # handed to the writer thread, not committed inline
+        assert not settling.done()
         second = plan([team], NOW)
         reserving = asyncio.ensure_future(storage.reserve(second))
         await asyncio.sleep(0.05)

@@ -151,15 +151,11 @@ class SqliteFile:
         await self.require().writer.submit(sql, params, what, must_change, bool(self.held))
 
     def submit(
-        self,
-        work: Callable[[sqlite3.Connection], T],
-        what: str,
-        others: bool = False,
-        off_loop: bool = False,
+        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool = False
     ) -> asyncio.Future[T]:
         """Queue a job on the writer; resolves with its result after COMMIT. ``others``:
         other requests are in flight, so the job may share a commit with theirs."""
-        return self.require().writer.submit_job(work, what, others, off_loop)
+        return self.require().writer.submit_job(work, what, others)
 
     def read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A short indexed read on the event-loop thread (no thread hop)."""

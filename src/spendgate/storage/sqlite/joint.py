@@ -71,14 +71,7 @@ class SqliteJoint:
         """A caller cancelled while waiting does not take the settlement back."""
         job = partial(settle_work, reservation_id, tuple(amounts), row, self._file.held)
         others = len(self._file.held) > 1  # live reservations besides this one
-        # Alone, it commits on the writer thread: the client has its answer already
-        # (`answer_and_record`), and inline it would hold the event loop while the same
-        # client's next request waits to be read (about half the time at concurrency 1,
-        # docs/benchmarks.md, round seven). A reservation placed after it still commits
-        # after it: it queues behind it, or inlines once nothing handed is uncommitted.
-        return await self._file.submit(
-            job, f"settlement of {reservation_id!r}", others, off_loop=not others
-        )
+        return await self._file.submit(job, f"settlement of {reservation_id!r}", others)
 
     async def sweep(self, now: datetime) -> list[LedgerRow]:
         now_ms = to_ms(now)

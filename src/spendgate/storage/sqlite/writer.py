@@ -193,20 +193,19 @@ class _Writer:
         await future
 
     def submit_job(
-        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool, off_loop: bool
+        self, work: Callable[[sqlite3.Connection], T], what: str, others: bool
     ) -> asyncio.Future[T]:
         """Run or queue ``work``; the future resolves with its result once it has committed.
         ``others``: other requests of this process are in flight and likely to write in
-        the same turn of the event loop (see `_gather`). ``off_loop``: not inline, on the
-        writer thread (`SqliteJoint.settle`). ``work`` may run twice, its first run rolled
-        back, when another job of its batch fails (`_run_together`): what it changes must
-        be on the connection (in memory, only hints the rows overrule)."""
+        the same turn of the event loop (see `_gather`). ``work`` may run twice, its first
+        run rolled back, when another job of its batch fails (`_run_together`): what it
+        changes must be on the connection (in memory, only hints the rows overrule)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._place(_Job(work, what, future, loop), others, off_loop)
+        self._place(_Job(work, what, future, loop), others)
         return future
 
-    def _place(self, item: _Write | _Job, others: bool, off_loop: bool = False) -> None:
+    def _place(self, item: _Write | _Job, others: bool) -> None:
         """Commit ``item`` now on the calling thread, gather it for one commit on the
         event loop's next pass, or queue it for the writer thread.
 
@@ -225,7 +224,7 @@ class _Writer:
                 return
         if self._gathered:  # keep the order: behind what is already gathered
             self._gather(item)
-        elif off_loop or not self._can_inline():
+        elif not self._can_inline():
             self._enqueue([item])
         elif others:
             self._gather(item)
