@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import SOURCE, Target, gateway_target, stack
 from benchmarks.profile import FULL_POLICY
@@ -193,18 +194,23 @@ def _recorded(pid: int, target: Target, seconds: float, out: Path) -> int:
     return done
 
 
+def full_policy_variants(baseline: str | None) -> dict[str, dict[str, Any]]:
+    """The full-policy gateway of this tree, and of ``baseline`` (a ``src/``) if given."""
+    trees = {"this tree": None} | ({"baseline": baseline} if baseline else {})
+    return {
+        name: {**FULL_POLICY, SOURCE: source} if source else FULL_POLICY
+        for name, source in trees.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--baseline", default=None, help="another source tree (its src/)")
     args = parser.parse_args()
-    trees = {"this tree": None} | ({"baseline": args.baseline} if args.baseline else {})
-    variants = {
-        name: {**FULL_POLICY, SOURCE: source} if source else FULL_POLICY
-        for name, source in trees.items()
-    }
+    variants = full_policy_variants(args.baseline)
     with stack(variants=variants) as s, tempfile.TemporaryDirectory() as tmp:
-        for name in trees:
+        for name in variants:
             target = gateway_target(s, name, "/v1/chat/completions")
             asyncio.run(_load(target, 2, 1))  # warm-up
             out = Path(tmp) / f"{name.replace(' ', '-')}.data"
