@@ -16,9 +16,11 @@ write and no tokenizer: its input is at most the body's size in bytes (a token i
 least a byte of the text, which the JSON body holds at least once), or the model's whole
 window, once per model pass, for input the body does not show. A part that is not text
 (an image, audio, a file or document) can cost more tokens than its bytes (one image of
-a few hundred bytes is up to 48,169 tokens for gpt-4o-mini): a body that may hold one
-(`may_hold_media`, a search of its bytes) is bounded by the byte-bound walk that admission
-uses instead (`spendgate.domain.token_bound`: each such part at its documented most).
+a few hundred bytes is up to 48,169 tokens for gpt-4o-mini), so the body is also walked
+by the byte bound admission uses (`spendgate.domain.token_bound`: each such part at its
+documented most), and the larger of the two is the bound. The walk reads the parsed body's
+structure and the lengths of its texts: 3 µs for a short chat, 0.25 ms for 1 MB in 400
+messages (a search of the raw bytes for the parts' names cost 3.4 ms there).
 """
 
 from __future__ import annotations
@@ -33,22 +35,9 @@ from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.worst_case import Bounding, price_worst_case
 from spendgate.storage import ReservationPlan
 
-# Words that every part a body can carry that is not text holds (its type or its
-# fields): OpenAI's image_url, input_image, input_audio, file, input_file; Anthropic's
-# image and document; Gemini's inline_data / inlineData and file_data / fileData.
-_MEDIA = (b"image", b"audio", b"file", b"File", b"document", b"inline")
-
-
-def may_hold_media(raw: bytes) -> bool:
-    """Whether the body may hold a part that is not text (never False for one that does;
-    True for text that merely names one)."""
-    return any(word in raw for word in _MEDIA)
-
 
 def input_bound(exchange: Exchange, raw: bytes) -> int:
     """At least the body's input tokens, counted by no tokenizer (module docstring)."""
-    if not may_hold_media(raw):
-        return len(raw)
     with counting_with(BYTE_BOUND):
         walked = exchange.spec.input_counter(exchange.counted_as, exchange.body)
     return max(len(raw), walked.tokens)
