@@ -90,7 +90,7 @@ class GuardedHandler(RequestHandler):
         # Bytes of a body still arriving, read apart from its head (clients write the two
         # in separate sends), are no new head: the body has a timeout of its own where it
         # is read, and its answer may take far longer than a head may (a long stream).
-        in_body = self._body is not None and not self._body.is_eof()
+        arriving = self._body if self._body is not None and not self._body.is_eof() else None
         before = self._request_count
         super().data_received(data)
         if not reading_heads:
@@ -100,8 +100,8 @@ class GuardedHandler(RequestHandler):
             self._stop_head_timer()
             body = self._messages[-1][1] if self._messages else None
             self._body = None if body is None or body.is_eof() else body
-        elif in_body:
-            if self._body is not None and self._body.is_eof():
+        elif arriving is not None:
+            if arriving.is_eof():
                 self._body = None  # whole: the next bytes start a head
         elif data and self._head_since is None:  # the first bytes of a new head
             loop = self._loop

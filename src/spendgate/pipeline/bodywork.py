@@ -15,6 +15,13 @@ from spendgate.pipeline.exchange import Exchange
 from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 
 
+def byte_bound(exchange: Exchange) -> int:
+    """The body's input tokens bounded with no tokenizer: its texts by their bytes, each
+    part that is not text at its documented most (`spendgate.domain.token_bound`)."""
+    with counting_with(BYTE_BOUND):
+        return exchange.spec.input_counter(exchange.counted_as, exchange.body).tokens
+
+
 @dataclass(frozen=True, slots=True)
 class BodyWork:
     offload: Offload
@@ -37,9 +44,7 @@ class BodyWork:
         operator has counted first (`budget_settings.count_below_bytes`)."""
         if len(self.raw) < exchange.snapshot.config.budget_settings.count_below_bytes:
             return None
-        with counting_with(BYTE_BOUND):
-            counted = exchange.spec.input_counter(exchange.counted_as, exchange.body)
-        return TokenCount(counted.tokens, exact=False)
+        return TokenCount(byte_bound(exchange), exact=False)
 
     async def fingerprint(self, exchange: Exchange) -> str:
         # A surface that names the model in its path (Gemini) has none in the body: the

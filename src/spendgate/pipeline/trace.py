@@ -26,10 +26,10 @@ messages (a search of the raw bytes for the parts' names cost 3.4 ms there).
 from __future__ import annotations
 
 from spendgate.domain.budgets import Unit
-from spendgate.domain.token_bound import BYTE_BOUND, counting_with
 from spendgate.domain.tokens import TokenCount
 from spendgate.errors import StorageError
 from spendgate.gateway import Gateway
+from spendgate.pipeline.bodywork import byte_bound
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.outage import storage_refusal
 from spendgate.pipeline.worst_case import Bounding, price_worst_case
@@ -38,9 +38,7 @@ from spendgate.storage import ReservationPlan
 
 def input_bound(exchange: Exchange, raw: bytes) -> int:
     """At least the body's input tokens, counted by no tokenizer (module docstring)."""
-    with counting_with(BYTE_BOUND):
-        walked = exchange.spec.input_counter(exchange.counted_as, exchange.body)
-    return max(len(raw), walked.tokens)
+    return max(len(raw), byte_bound(exchange))
 
 
 async def trace(gateway: Gateway, exchange: Exchange, raw: bytes) -> str | None:
@@ -50,7 +48,7 @@ async def trace(gateway: Gateway, exchange: Exchange, raw: bytes) -> str | None:
     snapshot = exchange.snapshot
     settings = snapshot.config.budget_settings
     window = exchange.price.max_input_tokens
-    body_bytes = input_bound(exchange, raw)
+    bound = input_bound(exchange, raw)
     hidden = exchange.hidden_input()
     bounding = Bounding.BOUND if hidden and window else Bounding.COUNT
     priced = price_worst_case(
@@ -58,7 +56,7 @@ async def trace(gateway: Gateway, exchange: Exchange, raw: bytes) -> str | None:
         settings.default_max_output_tokens,
         assumed_tool_calls=settings.assumed_tool_calls,
         bounding=bounding,
-        count=TokenCount(min(body_bytes, window) if window else body_bytes, exact=False),
+        count=TokenCount(min(bound, window) if window else bound, exact=False),
     )
     worst = priced.worst
     plan = ReservationPlan(
