@@ -22,13 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from spendgate.errors import GatewayError
+from spendgate.pipeline.intake import unsupported_encoding
 
 log = logging.getLogger("spendgate.connections")
 
@@ -110,6 +117,31 @@ class GuardedHandler(RequestHandler):
                 self._guard.limits.header_timeout_s, self._head_overdue
             )
 
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A body compressed in a way aiohttp cannot decode here (brotli or zstd without
+        their libraries) fails while its head is parsed, before any route is chosen: it is
+        answered `415` in a JSON shape both SDK families read (the dialect is not known
+        yet), instead of aiohttp's plain-text `400`. Other protocol errors are aiohttp's."""
+        if not isinstance(exc, ContentEncodingError) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        log.info("request refused", extra={"address": self._address, "reason": exc.message})
+        named = re.search(r"\((\w+)\)", exc.message)  # "... brotli (br). Please install ..."
+        error = unsupported_encoding(named.group(1) if named else None)
+        response = web.Response(
+            status=error.status,
+            body=orjson.dumps(neutral_error_body(error)),
+            content_type="application/json",
+            headers=error.headers(),
+        )
+        response.force_close()
+        return response
+
     def _head_overdue(self) -> None:
         self._head_timer = None
         if self._head_since is None:
@@ -124,6 +156,20 @@ class GuardedHandler(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+
+def neutral_error_body(error: GatewayError) -> dict[str, Any]:
+    """An error body both SDK families parse, for an error met before the request's route
+    (and so its dialect) is known: Anthropic's envelope with OpenAI's fields inside it."""
+    return {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": error.message,
+            "param": error.param,
+            "code": error.code,
+        },
+    }
 
 
 class AddressGuard:

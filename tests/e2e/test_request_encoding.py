@@ -1,0 +1,172 @@
+"""Compressed request bodies (`Content-Encoding`): what aiohttp decodes (gzip, deflate) is
+served as if sent plain, and goes upstream decoded *without* the client's header (it once
+went with it, and the provider could not read the body: a 500 relayed to the client); a
+coding this gateway cannot read is a `415` naming what it reads; a body that does not
+decode as its coding says is a `400`; a small body that decodes past `server.max_body_bytes`
+is a `413`. None of the refusals reaches the provider or writes a ledger row."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+import pytest
+
+from harness import GatewayHarness
+
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hello in five words. " * 40}],
+    "max_tokens": 16,
+}
+MESSAGES = {
+    "model": "claude-haiku-4-5",
+    "messages": [{"role": "user", "content": "Say hello."}],
+    "max_tokens": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    def configure(data: dict[str, Any]) -> None:
+        data["server"]["max_body_bytes"] = 1024 * 1024
+        data["budgets"] = [{"name": "ml", "scope": "team", "match": "ml", "limit_usd": "100"}]
+
+    harness = GatewayHarness(
+        tmp_path_factory.mktemp("encoding") / "spendgate.db", configure=configure
+    ).start()
+    yield harness
+    harness.stop()
+
+
+class Compressing(httpx2.HTTPTransport):
+    """What a client that compresses its requests sends: the SDK's body, gzip-compressed,
+    with `content-encoding: gzip`."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = gzip.compress(request.read())
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        headers["content-encoding"] = "gzip"
+        sent = httpx2.Request(request.method, request.url, headers=headers, content=body)
+        return super().handle_request(sent)
+
+
+def post(gw: GatewayHarness, path: str, secret: str, body: bytes, coding: str) -> httpx2.Response:
+    auth = (
+        {"x-api-key": secret} if path == "/v1/messages" else {"authorization": f"Bearer {secret}"}
+    )
+    headers = {**auth, "content-type": "application/json", "content-encoding": coding}
+    return httpx2.post(gw.url + path, content=body, headers=headers, timeout=30)
+
+
+def test_an_sdk_request_sent_gzip_compressed_is_served_and_metered(gw: GatewayHarness) -> None:
+    secret = gw.create_key(name="gzip-sdk", team="ml")
+    before = len(gw.sim.records)
+    with httpx2.Client(transport=Compressing()) as http:
+        client = openai.OpenAI(
+            api_key=secret, base_url=gw.openai_base_url, http_client=http, max_retries=0
+        )
+        answer = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens > 0
+    [record] = gw.sim.records[before:]
+    assert "content-encoding" not in {name.lower() for name in record.headers}
+    assert record.body["messages"] == CHAT["messages"]
+    [row] = gw.ledger(gw.last_key_id)
+    assert (row.status, row.input_tokens) == (200, record.input_tokens)
+    assert row.input_tokens == answer.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "GZIP"])
+def test_gzip_and_deflate_bodies_go_upstream_decoded(gw: GatewayHarness, coding: str) -> None:
+    secret = gw.create_key(name=f"plain-{coding}", team="ml")
+    raw = orjson.dumps(CHAT)
+    body = zlib.compress(raw) if coding == "deflate" else gzip.compress(raw)
+    before = len(gw.sim.records)
+    reply = post(gw, "/v1/chat/completions", secret, body, coding)
+    assert reply.status_code == 200, reply.text
+    [record] = gw.sim.records[before:]
+    assert (record.body["model"], record.body["messages"]) == (CHAT["model"], CHAT["messages"])
+    assert "content-encoding" not in {name.lower() for name in record.headers}
+    [row] = gw.ledger(gw.last_key_id)
+    assert row.input_tokens == reply.json()["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd"])
+def test_a_coding_aiohttp_cannot_decode_is_a_415_both_sdks_read(
+    gw: GatewayHarness, coding: str
+) -> None:
+    """Refused while the head is parsed, before a route (so a dialect) is chosen."""
+    secret = gw.create_key(name=f"refused-{coding}", team="ml")
+    before = len(gw.sim.records)
+    reply = post(gw, "/v1/chat/completions", secret, b"\x28\xb5\x2f\xfd" * 8, coding)
+    assert reply.status_code == 415, reply.text
+    assert reply.headers["x-should-retry"] == "false"
+    assert reply.headers["accept-encoding"] == "gzip, deflate"
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "unsupported_content_encoding"
+    assert f"'{coding}'" in error["message"]
+    assert "gzip, deflate" in error["message"]
+    assert len(gw.sim.records) == before
+    assert gw.ledger(gw.last_key_id) == [] == gw.ledger(gw.last_key_id, blocked=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
+)
+def test_an_unknown_coding_is_a_415_in_the_callers_dialect(
+    gw: GatewayHarness, path: str, body: dict[str, Any]
+) -> None:
+    secret = gw.create_key(name="x-gzip", team="ml")
+    before = len(gw.sim.records)
+    reply = post(gw, path, secret, gzip.compress(orjson.dumps(body)), "x-gzip")
+    assert reply.status_code == 415, reply.text
+    assert reply.headers["x-should-retry"] == "false"
+    payload = reply.json()
+    if path == "/v1/messages":
+        assert payload["type"] == "error"
+        assert payload["error"]["type"] == "invalid_request_error"
+    else:
+        assert payload["error"]["code"] == "unsupported_content_encoding"
+    assert "'x-gzip'" in payload["error"]["message"]
+    assert len(gw.sim.records) == before
+    assert gw.ledger(gw.last_key_id) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
+)
+def test_a_body_that_does_not_decode_is_a_400_in_the_callers_dialect(
+    gw: GatewayHarness, path: str, body: dict[str, Any]
+) -> None:
+    secret = gw.create_key(name="corrupt", team="ml")
+    before = len(gw.sim.records)
+    reply = post(gw, path, secret, orjson.dumps(body), "gzip")  # says gzip, is not
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["x-should-retry"] == "false"
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "not valid gzip" in error["message"]
+    assert len(gw.sim.records) == before
+    assert gw.ledger(gw.last_key_id) == []
+
+
+def test_a_small_body_that_decodes_past_the_limit_is_a_413(gw: GatewayHarness) -> None:
+    """60 KB of gzip that decodes to 4 MB against a 1 MB `server.max_body_bytes`."""
+    secret = gw.create_key(name="bomb", team="ml")
+    content = "a" * (4 * 1024 * 1024)
+    raw = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": content}]})
+    body = gzip.compress(raw)
+    assert len(body) < 64 * 1024
+    before = len(gw.sim.records)
+    reply = post(gw, "/v1/chat/completions", secret, body, "gzip")
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["error"]["code"] == "request_too_large"
+    assert len(gw.sim.records) == before
+    assert gw.ledger(gw.last_key_id) == []
