@@ -1,4 +1,10 @@
-"""Compressed request bodies (`Content-Encoding`): what aiohttp decodes (gzip, deflate) is
+"""What goes upstream is the body as the gateway read and priced it.
+
+A body holding a key twice (`model`, `max_tokens`) goes upstream serialized again from what
+orjson read (the last of each), each key once: a provider's parser that keeps the first
+would otherwise serve a model the key may not use, with a ceiling never priced.
+
+Compressed request bodies (`Content-Encoding`): what aiohttp decodes (gzip, deflate) is
 served as if sent plain, and goes upstream decoded *without* the client's header (it once
 went with it, and the provider could not read the body: a 500 relayed to the client); a
 coding this gateway cannot read is a `415` naming what it reads; a body that does not
@@ -8,6 +14,7 @@ is a `413`. None of the refusals reaches the provider or writes a ledger row."""
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -170,3 +177,43 @@ def test_a_small_body_that_decodes_past_the_limit_is_a_413(gw: GatewayHarness) -
     assert reply.json()["error"]["code"] == "request_too_large"
     assert len(gw.sim.records) == before
     assert gw.ledger(gw.last_key_id) == []
+
+
+def _pairs(raw: bytes) -> list[tuple[str, Any]]:
+    """The top-level keys of a JSON body in order, duplicates kept."""
+    found: list[list[tuple[str, Any]]] = []
+    json.loads(raw, object_pairs_hook=lambda pairs: found.append(pairs) or dict(pairs))
+    return found[-1]
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "other"),
+    [
+        ("/v1/chat/completions", "gpt-4o-mini", "gpt-4o"),
+        ("/v1/messages", "claude-haiku-4-5", "claude-sonnet-4-6"),
+    ],
+)
+def test_a_key_sent_twice_reaches_the_provider_once_as_it_was_priced(
+    gw: GatewayHarness, path: str, model: str, other: str
+) -> None:
+    """A body naming `model` and `max_tokens` twice: a parser that keeps the first of each
+    would serve a model the key may not use, with a ceiling never priced. What goes upstream
+    is the body as the gateway read it (orjson keeps the last), each key once."""
+    secret = gw.create_key(name="twice", team="ml", allowed_models=[model])
+    turn = orjson.dumps(MESSAGES["messages"]).decode()
+    raw = (
+        f'{{"model": "{other}", "max_tokens": 50000, "messages": {turn}, '
+        f'"model": "{model}", "max_tokens": 16}}'
+    ).encode()
+    before = len(gw.sim.records)
+    reply = post(gw, path, secret, raw, "identity")
+    assert reply.status_code == 200, reply.text
+    [record] = gw.sim.records[before:]
+    sent = _pairs(record.raw_body)
+    assert [name for name, _ in sent].count("model") == 1
+    assert [name for name, _ in sent].count("max_tokens") == 1
+    assert dict(sent)["model"] == model
+    assert dict(sent)["max_tokens"] == 16
+    [row] = gw.ledger(gw.last_key_id)
+    assert row.requested_model == model
+    assert row.output_ceiling is None or row.output_ceiling <= 16
