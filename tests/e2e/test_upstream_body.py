@@ -38,6 +38,11 @@ MESSAGES = {
 }
 
 
+BOTH_DIALECTS = pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
+)
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     def configure(data: dict[str, Any]) -> None:
@@ -124,9 +129,7 @@ def test_a_coding_aiohttp_cannot_decode_is_a_415_both_sdks_read(
     assert gw.ledger(gw.last_key_id) == [] == gw.ledger(gw.last_key_id, blocked=True)
 
 
-@pytest.mark.parametrize(
-    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
-)
+@BOTH_DIALECTS
 def test_an_unknown_coding_is_a_415_in_the_callers_dialect(
     gw: GatewayHarness, path: str, body: dict[str, Any]
 ) -> None:
@@ -146,9 +149,7 @@ def test_an_unknown_coding_is_a_415_in_the_callers_dialect(
     assert gw.ledger(gw.last_key_id) == []
 
 
-@pytest.mark.parametrize(
-    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)]
-)
+@BOTH_DIALECTS
 def test_a_body_that_does_not_decode_is_a_400_in_the_callers_dialect(
     gw: GatewayHarness, path: str, body: dict[str, Any]
 ) -> None:
