@@ -408,11 +408,17 @@ def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
     return rollups.blocks(conn, low, high), estimates
 
 
-def _budgets_view(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The rows a budgets view with a 30-day budget reads on SQLite (`Storage.view_marks`:
-    `SqliteLedger.marked` over the window, narrowed by `spendgate.domain.marks`)."""
+def _budgets_view_before(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The rows a budgets view with a 30-day budget read on SQLite before `fifty`
+    (`SqliteLedger.marked` over the window, narrowed in Python by `spendgate.domain.marks`)."""
     marked = [LEDGER.load(row) for row in conn.execute(ledger_sql._MARKED, (low, high))]
     return view_marks(marked, datetime.fromtimestamp((high - 60_000) / 1000, UTC))
+
+
+def _budgets_view(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The same rows narrowed in SQLite (`SqliteLedger.view_marks`)."""
+    params = (low, high - 60_000, high)
+    return [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
 
 
 def in_process(
@@ -438,7 +444,10 @@ def in_process(
         "savings rollups": lambda: rollups.savings(conn, SavingsBy.TEAM, low, high),
         "blocks raw": lambda: _raw_blocks(conn, low, high),
         "blocks rollups": lambda: rollups.blocks(conn, low, high),
-        "budgets view rows (30-day window)": lambda: _budgets_view(conn, low, high),
+        "budgets view rows, narrowed in Python (before)": lambda: _budgets_view_before(
+            conn, low, high
+        ),
+        "budgets view rows, narrowed in SQLite": lambda: _budgets_view(conn, low, high),
     }
 
 
