@@ -218,6 +218,37 @@ def test_bad_key_message_says_why(gw: GatewayHarness, clients: Clients) -> None:
         assert words in info.value.response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("spendgate_in", ["x-api-key", "authorization"])
+def test_two_credentials_the_spendgate_key_is_used(gw: GatewayHarness, spendgate_in: str) -> None:
+    """A client may send both `x-api-key` and `Authorization: Bearer` (an agent with both
+    of its credential variables set); one may be a provider's key left in the
+    environment. The spendgate key is the caller's credential wherever it is, and neither
+    secret goes upstream."""
+    secret = gw.create_key(name="two-credentials")
+    provider_key = "sk-ant-api03-" + "x" * 40
+    api_key, bearer = (
+        (secret, provider_key) if spendgate_in == "x-api-key" else (provider_key, secret)
+    )
+    before = len(gw.sim.records)
+    reply = httpx2.post(
+        gw.url + "/v1/messages",
+        json={
+            "model": "claude-haiku-4-5",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers={"x-api-key": api_key, "authorization": f"Bearer {bearer}"},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    [record] = gw.sim.records[before:]
+    sent = " ".join(record.headers.values())
+    assert secret not in sent
+    assert provider_key not in sent
+    [row] = gw.ledger(gw.last_key_id)
+    assert row.status == 200
+
+
 # --------------------------------------------------------------------------- 2. bad bodies
 
 BAD_BODIES = {

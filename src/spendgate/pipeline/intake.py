@@ -14,7 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from spendgate.config.schema import ServerConfig
 from spendgate.dialects.offloaded import shape_of
-from spendgate.domain.identity import ApiKey
+from spendgate.domain.identity import KEY_PREFIX, ApiKey
 from spendgate.domain.json_shape import Shape, containers_at_most, shape
 from spendgate.errors import InvalidRequest, RequestTimeout, RequestTooLarge, UnsupportedEncoding
 from spendgate.events import Event, Events
@@ -27,16 +27,25 @@ REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on ai
 
 def credential(request: web.Request, *, in_query: bool = False) -> str | None:
     """The gateway key: ``Authorization: Bearer``, ``x-api-key``, ``x-goog-api-key``, or
-    (``in_query``: Gemini's REST clients) the ``key`` query parameter."""
+    (``in_query``: Gemini's REST clients) the ``key`` query parameter; the first of them
+    that is a spendgate key (``sk-sg-``) where a client sends two credentials (Claude Code
+    with both ``ANTHROPIC_AUTH_TOKEN`` and ``ANTHROPIC_API_KEY`` set, one of them a
+    provider's key), else the first given."""
+    given: list[str] = []
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    found = request.headers.get("x-api-key") or request.headers.get("x-goog-api-key")
-    if not found and in_query:
-        found = request.query.get("key")
-    return found or None
+            given.append(value.strip())
+    for name in ("x-api-key", "x-goog-api-key"):
+        found = request.headers.get(name)
+        if found:
+            given.append(found)
+    if in_query and (found := request.query.get("key")):
+        given.append(found)
+    if len(given) < 2:
+        return given[0] if given else None
+    return next((secret for secret in given if secret.startswith(KEY_PREFIX)), given[0])
 
 
 # The content-codings aiohttp undoes before the body is read (the body then goes upstream
