@@ -24,15 +24,19 @@ _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
 _row_values = operator.attrgetter(*_ROW_FIELDS)
 
 # What a row's field holds when it says nothing: its default, or for a field without one
-# None (if it may be None) or the zero of its type. A template leaves such fields out and
-# gets them back on loading; a field with no known blank (``ts``) is always stored.
+# None (if it may be None) or the zero of its type, named here (a dataclass compiled with
+# mypyc keeps no annotations to read it from). A template leaves such fields out and gets
+# them back on loading; a field with no blank (``ts``) is always stored.
 _NO_BLANK = object()
 _ZEROS: dict[str, object] = {
-    "int": 0,
-    "float": 0.0,
-    "bool": False,
-    "str": "",
-    "tuple[str, ...]": (),
+    **dict.fromkeys(("request_id", "surface", "key_id"), ""),
+    **dict.fromkeys(("requested_model", "served_model", "provider"), ""),
+    **dict.fromkeys(("user", "service", "team", "org", "ttfb_ms"), None),
+    "tags": (),
+    **dict.fromkeys(("input_tokens", "cached_input_tokens", "cache_write_tokens"), 0),
+    **dict.fromkeys(("output_tokens", "reasoning_tokens", "cost_nanos", "status"), 0),
+    "latency_ms": 0.0,
+    **dict.fromkeys(("streamed", "client_disconnected", "usage_estimated"), False),
 }
 
 
@@ -41,10 +45,7 @@ def _blank(field: dataclasses.Field[Any]) -> object:
         return field.default
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    if "None" in kind.split(" | "):
-        return None
-    return _ZEROS.get(kind, _NO_BLANK)
+    return _ZEROS.get(field.name, _NO_BLANK)
 
 
 _ROW_BLANKS = tuple(_blank(f) for f in dataclasses.fields(LedgerRow))
@@ -86,8 +87,8 @@ def load_template(text: str | bytes) -> LedgerRow:
         elif blank is not _NO_BLANK:
             values[name] = blank
     values["ts"] = from_ms(values["ts"])
-    for name in _ROW_TUPLES:
-        values[name] = tuple(values[name])
+    for name in _ROW_TUPLES:  # JSON arrays back to tuples, the pairs (`tool_calls`) too
+        values[name] = tuple(tuple(v) if type(v) is list else v for v in values[name])
     return LedgerRow(**values)
 
 
