@@ -154,7 +154,7 @@ class ScopeIndex(Generic[T]):
         """Entry ``i`` filed under ``scopes[i]`` and ``matches[i]``: its target, given
         without the entry itself (a `spendgate.domain.budget_list.BudgetList` builds each
         budget when `matching` first finds it)."""
-        index: ScopeIndex[T] = cls(())  # filed again below (no `__new__`: mypyc)
+        index: ScopeIndex[T] = cls.__new__(cls)
         index._file(scopes, matches, entries)
         return index
 

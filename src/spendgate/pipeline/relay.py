@@ -122,7 +122,6 @@ async def relay_stream(
     relay = _Relay(exchange, meter, framing, gateway.config.server.max_upstream_event_bytes)
     clock = gateway.clock
     asked = clock.monotonic()
-    stopped: asyncio.CancelledError | None = None
     try:
         await response.prepare(request)
         asked = clock.monotonic()  # time waiting for the provider's next chunk is its own
@@ -137,10 +136,11 @@ async def relay_stream(
             asked = clock.monotonic()
         else:
             exchange.upstream_s += clock.monotonic() - asked
-    except asyncio.CancelledError as cancelled:
+    except asyncio.CancelledError:
         relay.disconnected = True
         upstream.close()
-        stopped = cancelled
+        await record(gateway, relay.exchange, _stream_row(gateway, relay))
+        raise
     except ConnectionResetError:  # aiohttp.ClientConnectionResetError too (a subclass)
         relay.disconnected = True
         upstream.close()
@@ -148,9 +148,6 @@ async def relay_stream(
         exchange.upstream_s += clock.monotonic() - asked
         relay.broken = str(failure)
         upstream.close()
-    if stopped is not None:
-        await record(gateway, relay.exchange, _stream_row(gateway, relay))
-        raise stopped
     ended = relay.meter.finished or relay.cut or relay.disconnected
     if not ended and relay.broken is None and relay.meter.upstream_error is None:
         # (after the provider's own error event the stream ends there: nothing to add)

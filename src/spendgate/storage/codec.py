@@ -24,19 +24,15 @@ _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
 _row_values = operator.attrgetter(*_ROW_FIELDS)
 
 # What a row's field holds when it says nothing: its default, or for a field without one
-# None (if it may be None) or the zero of its type, named here (a dataclass compiled with
-# mypyc keeps no annotations to read it from). A template leaves such fields out and gets
-# them back on loading; a field with no blank (``ts``) is always stored.
+# None (if it may be None) or the zero of its type. A template leaves such fields out and
+# gets them back on loading; a field with no known blank (``ts``) is always stored.
 _NO_BLANK = object()
 _ZEROS: dict[str, object] = {
-    **dict.fromkeys(("request_id", "surface", "key_id"), ""),
-    **dict.fromkeys(("requested_model", "served_model", "provider"), ""),
-    **dict.fromkeys(("user", "service", "team", "org", "ttfb_ms"), None),
-    "tags": (),
-    **dict.fromkeys(("input_tokens", "cached_input_tokens", "cache_write_tokens"), 0),
-    **dict.fromkeys(("output_tokens", "reasoning_tokens", "cost_nanos", "status"), 0),
-    "latency_ms": 0.0,
-    **dict.fromkeys(("streamed", "client_disconnected", "usage_estimated"), False),
+    "int": 0,
+    "float": 0.0,
+    "bool": False,
+    "str": "",
+    "tuple[str, ...]": (),
 }
 
 
@@ -45,7 +41,10 @@ def _blank(field: dataclasses.Field[Any]) -> object:
         return field.default
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
-    return _ZEROS.get(field.name, _NO_BLANK)
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if "None" in kind.split(" | "):
+        return None
+    return _ZEROS.get(kind, _NO_BLANK)
 
 
 _ROW_BLANKS = tuple(_blank(f) for f in dataclasses.fields(LedgerRow))

@@ -117,13 +117,13 @@ class _Writer:
         self.failing: str | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._ready: ThreadFuture[None] = ThreadFuture()
-        self._worker = threading.Thread(
+        self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
         )
 
     @property
     def alive(self) -> bool:
-        return self._worker.is_alive() and not self._stopping
+        return self._thread.is_alive() and not self._stopping
 
     # -- health --------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class _Writer:
 
     async def start(self) -> None:
         """Start the thread; it connects and migrates before accepting writes."""
-        self._worker.start()
+        self._thread.start()
         await asyncio.wrap_future(self._ready)
 
     async def submit(
@@ -319,7 +319,7 @@ class _Writer:
         self._enqueue(batch)  # gathered writes commit before the stop, on the writer
         self._queue.put(_Stop(future, loop))
         await future
-        self._worker.join()
+        self._thread.join()
 
     def _main(self) -> None:
         try:
