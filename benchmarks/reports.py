@@ -33,12 +33,14 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
+from spendgate.domain.marks import view_marks
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     CallerModel,
@@ -406,17 +408,35 @@ def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
     return rollups.blocks(conn, low, high), estimates
 
 
-def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callable[[], object]]:
+def _budgets_view_before(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The rows a budgets view with a 30-day budget read on SQLite before `fifty`
+    (`SqliteLedger.marked` over the window, narrowed in Python by `spendgate.domain.marks`)."""
+    marked = [LEDGER.load(row) for row in conn.execute(ledger_sql._MARKED, (low, high))]
+    return view_marks(marked, datetime.fromtimestamp((high - 60_000) / 1000, UTC))
+
+
+def _budgets_view(conn: sqlite3.Connection, low: int, high: int) -> object:
+    """The same rows narrowed in SQLite (`SqliteLedger.view_marks`)."""
+    params = (low, high - 60_000, high)
+    return [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
+
+
+def in_process(
+    path: Path, now_ms: int, before: bool = True, way_0014: bool = True
+) -> dict[str, Callable[[], object]]:
     conn = connect(str(path))
     low, high = now_ms - 30 * DAY_MS, now_ms + 1
     old: dict[str, Callable[[], object]] = {
         "blocks report, rows folded (before 0014)": lambda: _blocks_before(conn, low, high)
     }
-    return {
-        **(old if before else {}),
-        "blocks report, hourly rollups, medians walked (0014)": lambda: _blocks_0014(
+    if way_0014:
+        old["blocks report, hourly rollups, medians walked (0014)"] = lambda: _blocks_0014(
             conn, low, high
-        ),
+        )
+    if not before:
+        del old["blocks report, rows folded (before 0014)"]
+    return {
+        **old,
         "blocks report, days and kept medians (0016)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
         "usage rollups": lambda: rollups.usage(conn, GroupBy.TEAM, low, high),
@@ -424,19 +444,24 @@ def in_process(path: Path, now_ms: int, before: bool = True) -> dict[str, Callab
         "savings rollups": lambda: rollups.savings(conn, SavingsBy.TEAM, low, high),
         "blocks raw": lambda: _raw_blocks(conn, low, high),
         "blocks rollups": lambda: rollups.blocks(conn, low, high),
+        "budgets view rows, narrowed in Python (before)": lambda: _budgets_view_before(
+            conn, low, high
+        ),
+        "budgets view rows, narrowed in SQLite": lambda: _budgets_view(conn, low, high),
     }
 
 
 def cli_runs(config: Path) -> dict[str, Callable[[], object]]:
     def run(*args: str) -> Callable[[], object]:
-        command = [PYTHON, "-m", "spendgate", *args, "-c", str(config), "--period", "30d"]
+        command = [PYTHON, "-m", "spendgate", *args, "-c", str(config)]
         env = {**os.environ, "SIM_KEY": "sk-unused"}
         return lambda: subprocess.run(command, check=True, capture_output=True, env=env)
 
     return {
-        "usage cli": run("usage", "--json"),
-        "savings cli": run("savings", "--json"),
-        "blocks cli": run("blocks", "--json"),
+        "usage cli": run("usage", "--json", "--period", "30d"),
+        "savings cli": run("savings", "--json", "--period", "30d"),
+        "blocks cli": run("blocks", "--json", "--period", "30d"),
+        "budgets cli": run("budgets", "--json"),  # the budget's own window: 30 days
     }
 
 
@@ -456,6 +481,7 @@ def api_runs(url: str) -> dict[str, Callable[[], object]]:
         "usage api": get("/admin/usage?period=30d&group_by=team"),
         "savings api": get("/admin/savings?period=30d&group_by=team"),
         "blocks api": get("/admin/blocks?period=30d"),
+        "budgets api": get("/admin/budgets"),
     }
 
 
@@ -481,6 +507,17 @@ def write_config(folder: Path, db: Path) -> Path:
             }
         },
         "models": {"gpt-4o-mini": {"provider": "openai"}},
+        # a budget named as the synthetic refusals are, over 30 days: the view reads the
+        # window's marked rows
+        "budgets": [
+            {
+                "name": "org-monthly",
+                "scope": "org",
+                "match": "org0",
+                "limit_usd": "1000000",
+                "period": "rolling:30d",
+            }
+        ],
     }
     path = folder / "reports.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -534,6 +571,7 @@ def measure(
     in_place: bool = False,
     only_blocks: bool = False,
     raw: bool = True,
+    way_0014: bool = True,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
@@ -546,7 +584,7 @@ def measure(
     else:
         inserted, backfill = build(db, count, now_ms)
         results = {"insert s": inserted, "0011 backfill s": backfill}
-    runs = in_process(db, now_ms, before)
+    runs = in_process(db, now_ms, before, way_0014)
     if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
         runs = {name: run for name, run in runs.items() if _of_blocks(name)}
     if not raw:
@@ -600,6 +638,12 @@ def main() -> None:
         "--no-raw", dest="raw", action="store_false", help="skip the raw scans (before 0011)"
     )
     parser.add_argument(
+        "--no-0014",
+        dest="way_0014",
+        action="store_false",
+        help="skip the blocks report as 0014 computed it (tens of seconds at 50M rows)",
+    )
+    parser.add_argument(
         "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
     )
     parser.add_argument(
@@ -630,6 +674,7 @@ def main() -> None:
                 in_place=args.in_place,
                 only_blocks=args.only_blocks,
                 raw=args.raw,
+                way_0014=args.way_0014,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))

@@ -112,6 +112,13 @@ class RequestTimeout(InvalidRequest):
     code = "request_timeout"
 
 
+class UnsupportedEncoding(InvalidRequest):
+    """A request body compressed with a content-encoding this gateway does not read."""
+
+    status = 415
+    code = "unsupported_content_encoding"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     code = "invalid_api_key"

@@ -94,7 +94,11 @@ async def start_gateway(
     others), or accept on ``sock``, a listening socket inherited from the supervisor."""
     app = create_app(gateway)
     server = gateway.config.server
-    limits = ConnectionLimits(server.request_header_timeout_s, server.max_connections_per_address)
+    limits = ConnectionLimits(
+        server.request_header_timeout_s,
+        server.max_connections_per_address,
+        server.client_send_timeout_s,
+    )
     runner = GuardedRunner(
         app,
         limits,

@@ -8,6 +8,10 @@
   after ``server.request_body_timeout_s``;
 * one address may hold ``server.max_connections_per_address`` connections; the next is
   answered ``503`` and closed, and a freed place is taken again;
+* a client that stops reading a long stream is dropped once its connection's send buffer
+  has been full for ``server.client_send_timeout_s``: the request ends as disconnected,
+  metered, instead of holding its upstream call and reservation for as long as the
+  socket stays open; a client that reads slowly but steadily gets the whole stream;
 * header values a client may send that Python reads differently: a retry count in
   non-ASCII digits, or a huge one, and a key that is not UTF-8 (401, not 500).
 
@@ -33,6 +37,7 @@ HEAD_TIMEOUT_S = 0.5
 BODY_TIMEOUT_S = 0.5
 KEEPALIVE_S = 0.8
 PER_ADDRESS = 6
+SEND_TIMEOUT_S = 2.0
 CAP_S = 15.0  # the longest any check waits for what it expects
 
 CHAT = orjson.dumps(
@@ -48,6 +53,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
             request_body_timeout_s=BODY_TIMEOUT_S,
             keepalive_timeout_s=KEEPALIVE_S,
             max_connections_per_address=PER_ADDRESS,
+            client_send_timeout_s=SEND_TIMEOUT_S,
         )
 
     harness = GatewayHarness(
@@ -275,3 +281,78 @@ def test_a_key_that_is_not_utf8_is_a_401(gw: GatewayHarness) -> None:
         assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
     finally:
         sock.close()
+
+
+def rows_within(gw: GatewayHarness, key_id: str, seconds: float) -> list[Any]:
+    """The key's ledger rows once there is one (polled from this thread: a harness read
+    inside `wait_for`'s predicate would block the gateway's own loop)."""
+    deadline = time.monotonic() + seconds
+    while not (rows := gw.ledger(key_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+def long_stream(secret: str, tokens: int, choices: int) -> bytes:
+    """A streamed chat answer of ``choices`` x ``tokens`` output tokens: megabytes of
+    events, more than the sockets' buffers hold."""
+    body = orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": tokens,
+            "n": choices,
+            "stream": True,
+            "messages": [{"role": "user", "content": "tell a long story"}],
+        }
+    )
+    return request_bytes(secret, body, extra=f"x-sim-output-tokens: {tokens}\r\n")
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_request_metered(
+    gw: GatewayHarness,
+) -> None:
+    secret = gw.create_key(name="stalled", user="sam")
+    key_id = gw.last_key_id
+    before = len(gw.sim.records)
+    sock = connect(gw)
+    try:
+        sock.sendall(long_stream(secret, 16_000, 16))
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        # ... and nothing more read: the gateway's send buffer fills and stays full
+        rows = rows_within(gw, key_id, CAP_S + SEND_TIMEOUT_S)
+    finally:
+        sock.close()
+    [row] = rows
+    assert row.client_disconnected
+    assert row.error == "client disconnected mid-stream"
+    assert row.output_tokens > 0  # what was relayed is metered (estimated)
+    [record] = gw.sim.records[before:]
+    assert gw.wait_for(lambda: record.outcome != "pending", timeout=CAP_S)
+    assert not record.completed  # the upstream call was dropped too, not read to its end
+    assert healthy(gw)
+
+
+def test_a_client_that_reads_slowly_gets_the_whole_stream(gw: GatewayHarness) -> None:
+    """Reads 64 KiB at a time with short pauses, through a small receive buffer: the
+    gateway's send buffer fills and drains again many times, never for the whole send
+    timeout, and the stream arrives whole."""
+    secret = gw.create_key(name="slow-reader", user="sam")
+    key_id = gw.last_key_id
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # before connecting
+    sock.settimeout(CAP_S)
+    received = b""
+    try:
+        sock.connect(("127.0.0.1", gw.running.port))
+        sock.sendall(long_stream(secret, 6_000, 12))
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the answer
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(received):,} bytes"
+            received += chunk
+            time.sleep(0.005)
+    finally:
+        sock.close()
+    assert len(received) > 6_000_000  # more than the send buffer holds (tcp_wmem: 4 MiB)
+    assert b"data: [DONE]" in received[-200:]
+    [row] = rows_within(gw, key_id, CAP_S)
+    assert not row.client_disconnected
+    assert (row.status, row.output_tokens, row.usage_estimated) == (200, 72_000, False)

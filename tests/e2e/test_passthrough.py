@@ -128,9 +128,12 @@ RAW_CHAT_STREAM_WITH_USAGE = (
     ],
     ids=["chat", "responses", "embeddings", "messages", "messages-stream", "chat-stream", "count"],
 )
-def test_body_bytes_pass_through_unchanged(
+def test_body_passes_through_as_read(
     gw: GatewayHarness, path: str, raw: bytes, extra_headers: dict[str, str]
 ) -> None:
+    """Every field, unknown ones too, in the client's order and with its values; the bytes
+    are the body serialized again from what the gateway read (`test_upstream_body.py`:
+    what a key sent twice would otherwise do), so escapes and spacing may differ."""
     secret, key_id = new_key(gw)
     headers = {
         "authorization": f"Bearer {secret}",
@@ -142,8 +145,9 @@ def test_body_bytes_pass_through_unchanged(
     assert response.status_code == 200, response.text
     record = record_of(gw, only_row(gw, key_id))
     assert record.path == path
-    assert record.raw_body == raw
     assert record.body == orjson.loads(raw)
+    assert list(record.body) == list(orjson.loads(raw))
+    assert record.raw_body == orjson.dumps(orjson.loads(raw))
 
 
 @pytest.mark.parametrize("alias", ["house-model", "mystery-model"])
@@ -205,7 +209,7 @@ def test_anthropic_alias_free_body_is_forwarded_byte_for_byte_with_query(
     assert response.status_code == 200, response.text
     record = record_of(gw, only_row(gw, key_id))
     assert record.query == "beta=true&x=é"  # aiohttp shows the query decoded
-    assert record.raw_body == RAW_MESSAGES
+    assert record.raw_body == orjson.dumps(orjson.loads(RAW_MESSAGES))
 
 
 # ---------------------------------------------------------------------- credentials & headers

@@ -91,7 +91,7 @@ def test_check_refuses_a_config_that_is_not_an_object() -> None:
 @pytest.mark.parametrize("name", ["thinkingBudget", "thinking_budget"])
 def test_clamping_writes_max_output_tokens_and_lowers_the_thinking_budget(name: str) -> None:
     body = {**BODY, "generationConfig": {"temperature": 0.2, "thinkingConfig": {name: 8000}}}
-    prepared = GENERATE.prepare(b"{}", body, "gemini-2.5-flash", ceiling=500)
+    prepared = GENERATE.prepare(body, "gemini-2.5-flash", ceiling=500)
     assert body["generationConfig"] == {
         "temperature": 0.2,
         "maxOutputTokens": 500,
@@ -100,14 +100,14 @@ def test_clamping_writes_max_output_tokens_and_lowers_the_thinking_budget(name: 
     assert "model" not in body  # the model is in the path, never added to the body
     assert prepared.stream is False
     small = {**BODY, "generationConfig": {"thinkingConfig": {name: 100}}}
-    GENERATE.prepare(b"{}", small, "gemini-2.5-flash", ceiling=500)
+    GENERATE.prepare(small, "gemini-2.5-flash", ceiling=500)
     assert small["generationConfig"]["thinkingConfig"] == {name: 100}
 
 
-def test_unchanged_body_goes_upstream_byte_for_byte() -> None:
-    raw = b'{"contents": [ ]}'
-    prepared = STREAM_GENERATE.prepare(raw, {"contents": []}, "gemini-2.5-flash")
-    assert prepared.body == raw
+def test_the_body_goes_upstream_as_parsed() -> None:
+    raw = b'{"contents": [ ], "contents": [{"parts": [{"text": "hi"}]}]}'  # a key twice
+    prepared = STREAM_GENERATE.prepare(orjson.loads(raw), "gemini-2.5-flash")
+    assert prepared.body == b'{"contents":[{"parts":[{"text":"hi"}]}]}'  # what was read
     assert prepared.stream is True  # streamGenerateContent streams whatever the body says
 
 

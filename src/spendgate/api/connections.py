@@ -10,7 +10,13 @@ connection is served by `GuardedHandler`, aiohttp's request handler plus two che
 * the first byte of a request head starts a timer; the head must be complete within
   ``server.request_header_timeout_s``, else the connection is closed;
 * at most ``server.max_connections_per_address`` connections per client address; one more
-  is answered ``503`` and closed at once.
+  is answered ``503`` and closed at once;
+* a client that stops reading its answer: once the connection's send buffer is full
+  (the transport pauses writing), the client must take some of it within
+  ``server.client_send_timeout_s``, else the connection is dropped (nginx's
+  ``send_timeout``). The request then ends as a client that disconnected: its row is
+  written and its reservation settled, instead of being held for as long as the client
+  holds the socket open without reading.
 
 The request body's own timeout is applied where the body is read
 (`spendgate.pipeline.intake.read_json_object`). These hooks use aiohttp's request handler
@@ -22,13 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from spendgate.errors import GatewayError
+from spendgate.pipeline.intake import unsupported_encoding
 
 log = logging.getLogger("spendgate.connections")
 
@@ -45,6 +58,7 @@ BUSY = (
 class ConnectionLimits:
     header_timeout_s: float
     per_address: int
+    send_timeout_s: float = 60.0
 
 
 class GuardedHandler(RequestHandler):
@@ -61,6 +75,7 @@ class GuardedHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None  # the last request's, while it arrives
         self._made = False
+        self._send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -80,8 +95,36 @@ class GuardedHandler(RequestHandler):
             self._guard.release(self._address)
             self._address = None
         self._stop_head_timer()
+        self._stop_send_timer()
         if self._made:
             super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has that long to take some of it."""
+        super().pause_writing()
+        self._stop_send_timer()
+        self._send_timer = self._loop.call_later(
+            self._guard.limits.send_timeout_s, self._send_overdue
+        )
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
+
+    def _send_overdue(self) -> None:
+        self._send_timer = None
+        if not self.writing_paused or self.transport is None:
+            return
+        log.info(
+            "connection closed",
+            extra={"address": self._address, "reason": "client not reading its answer in time"},
+        )
+        self.transport.abort()  # the pending write fails: the request ends as disconnected
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def data_received(self, data: bytes) -> None:
         if not self._made:  # refused in connection_made
@@ -110,6 +153,31 @@ class GuardedHandler(RequestHandler):
                 self._guard.limits.header_timeout_s, self._head_overdue
             )
 
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A body compressed in a way aiohttp cannot decode here (brotli or zstd without
+        their libraries) fails while its head is parsed, before any route is chosen: it is
+        answered `415` in a JSON shape both SDK families read (the dialect is not known
+        yet), instead of aiohttp's plain-text `400`. Other protocol errors are aiohttp's."""
+        if not isinstance(exc, ContentEncodingError) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        log.info("request refused", extra={"address": self._address, "reason": exc.message})
+        named = re.search(r"\((\w+)\)", exc.message)  # "... brotli (br). Please install ..."
+        error = unsupported_encoding(named.group(1) if named else None)
+        response = web.Response(
+            status=error.status,
+            body=orjson.dumps(neutral_error_body(error)),
+            content_type="application/json",
+            headers=error.headers(),
+        )
+        response.force_close()
+        return response
+
     def _head_overdue(self) -> None:
         self._head_timer = None
         if self._head_since is None:
@@ -124,6 +192,20 @@ class GuardedHandler(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+
+def neutral_error_body(error: GatewayError) -> dict[str, Any]:
+    """An error body both SDK families parse, for an error met before the request's route
+    (and so its dialect) is known: Anthropic's envelope with OpenAI's fields inside it."""
+    return {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": error.message,
+            "param": error.param,
+            "code": error.code,
+        },
+    }
 
 
 class AddressGuard:

@@ -49,6 +49,7 @@ class ServerConfig(Strict):
     # Bounds on client connections and on one provider event (docs/configuration.md).
     request_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     request_body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    client_send_timeout_s: Annotated[float, Field(gt=0)] = 60.0  # a client that stops reading
     keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
     max_connections_per_address: Annotated[int, Field(ge=1)] = 1024
     max_upstream_event_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024

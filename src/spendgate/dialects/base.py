@@ -336,31 +336,29 @@ class SurfaceSpec:
 
     def prepare(
         self,
-        raw: bytes,
         body: dict[str, Any],
         upstream_model: str,
         *,
         ceiling: int | None = None,
         legacy_field: bool = False,
     ) -> Prepared:
-        """The body that goes upstream: only the fields spendgate must set change (the
-        model, the output ceiling, stream usage); the client's bytes otherwise."""
+        """The body that goes upstream: the body as spendgate parsed and priced it, with the
+        fields spendgate must set (the model, the output ceiling, stream usage), serialized
+        again. Never the client's bytes as they came: a body holding a key twice (``model``,
+        ``max_tokens``) means what its parser makes of it, and a provider's parser that
+        keeps the first where orjson keeps the last would serve a model or a ceiling that
+        was never priced or allowed. Serializing costs a tenth of parsing (orjson: 0.1 µs
+        for a short chat, 7 µs for 60 KB)."""
         stream = self.asks_stream(body)
-        changed = False
         if not self.model_in_path and body.get("model") != upstream_model:
             body["model"] = upstream_model
-            changed = True
         if ceiling is not None and self.ceiling_fields:
             self.set_ceiling(body, ceiling, legacy_field=legacy_field)
-            changed = True
         client_wants_usage = True
         if stream:
-            adjusted, client_wants_usage = self.adjust_stream(body)
-            changed = changed or adjusted
+            _, client_wants_usage = self.adjust_stream(body)
         return Prepared(
-            body=orjson.dumps(body) if changed else raw,
-            stream=stream,
-            client_wants_usage=client_wants_usage,
+            body=orjson.dumps(body), stream=stream, client_wants_usage=client_wants_usage
         )
 
     # -- the response ----------------------------------------------------------------

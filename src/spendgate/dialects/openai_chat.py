@@ -114,6 +114,7 @@ class ChatMeter(MeterBase):
         self.client_wants_usage = client_wants_usage
         super().__init__()
         self.service_tier: str | None = None
+        self._tier_seen: object = None  # the last chunk's raw ``service_tier``
         self._first: dict[str, Any] = {}
         self._indices: set[int] = set()
 
@@ -127,8 +128,11 @@ class ChatMeter(MeterBase):
         if "error" in chunk:
             self.upstream_error = error_text(chunk["error"])
             return Action.FORWARD
-        if self.service_tier is None:
-            self.service_tier = reported_tier(chunk)
+        tier = chunk.get("service_tier")
+        if tier != self._tier_seen:  # read again only when a chunk names another (rarely)
+            self._tier_seen = tier
+            if self.service_tier is None:
+                self.service_tier = reported_tier(chunk)
         if self.served_model is None and isinstance(chunk.get("model"), str):
             self.served_model = chunk["model"]
             self._first = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
@@ -143,12 +147,21 @@ class ChatMeter(MeterBase):
         return Action.FORWARD
 
     def _collect(self, choices: list[Any]) -> None:
+        generated = self.generated
         for choice in choices:
-            if isinstance(choice, dict) and isinstance(choice.get("index"), int):
-                self._indices.add(choice["index"])
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index")
+            if isinstance(index, int):
+                self._indices.add(index)
+            delta = choice.get("delta")
             if not isinstance(delta, dict):
                 continue
+            if len(delta) == 1:  # most chunks: {"content": "..."}
+                text = delta.get("content")
+                if isinstance(text, str):
+                    generated.append(text)
+                    continue
             for key in ("content", "refusal", "reasoning_content"):
                 text = delta.get(key)
                 if isinstance(text, str) and text:

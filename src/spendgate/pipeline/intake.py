@@ -8,13 +8,15 @@ import asyncio
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import compression_utils, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from spendgate.config.schema import ServerConfig
 from spendgate.dialects.offloaded import shape_of
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.json_shape import Shape, containers_at_most, shape
-from spendgate.errors import InvalidRequest, RequestTimeout, RequestTooLarge
+from spendgate.errors import InvalidRequest, RequestTimeout, RequestTooLarge, UnsupportedEncoding
 from spendgate.events import Event, Events
 from spendgate.services.offload import LARGE_BODY_BYTES, Offload
 from spendgate.text import escape
@@ -37,6 +39,25 @@ def credential(request: web.Request, *, in_query: bool = False) -> str | None:
     return found or None
 
 
+# The content-codings aiohttp undoes before the body is read (the body then goes upstream
+# decoded, without the header); brotli and zstd only where their libraries are installed.
+READ_ENCODINGS = (
+    ("gzip", "deflate")
+    + (("br",) if compression_utils.HAS_BROTLI else ())
+    + (("zstd",) if compression_utils.HAS_ZSTD else ())
+)
+
+
+def unsupported_encoding(coding: str | None) -> UnsupportedEncoding:
+    """A body compressed in a way this gateway cannot read: 415, naming what it reads."""
+    named = f"content-encoding {coding!r}" if coding else "its content-encoding"
+    return UnsupportedEncoding(
+        f"The request body is compressed with {named}, which this gateway does not read; "
+        f"send it uncompressed or with content-encoding {', '.join(READ_ENCODINGS)}.",
+        headers={"accept-encoding": ", ".join(READ_ENCODINGS)},
+    )
+
+
 # Below this many opening brackets (and `LARGE_BODY_BYTES`), a body is parsed and measured
 # on the event loop: a few milliseconds at most.
 INLINE_CONTAINERS = 20_000
@@ -51,6 +72,9 @@ async def read_json_object(
     handle, and no body holds the event loop long. A large body is measured in a worker
     process before the loop parses it."""
     limit = server.max_body_bytes
+    coding = request.headers.get("content-encoding")
+    if coding is not None and coding.strip().lower() not in ("", "identity", *READ_ENCODINGS):
+        raise unsupported_encoding(coding)  # (aiohttp passes other codings through as they are)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
     try:
@@ -61,6 +85,10 @@ async def read_json_object(
                 raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
+    except RequestPayloadError as exc:  # a compressed body that does not decode, a cut body
+        raise InvalidRequest(
+            f"The request body could not be read: {_payload_problem(exc)}."
+        ) from None
     except TimeoutError:
         raise RequestTimeout(
             f"The request body did not arrive within {server.request_body_timeout_s:g} s "
@@ -86,6 +114,14 @@ async def read_json_object(
     if measured is None and bound >= server.max_json_depth:
         _check_shape(shape(body), server)  # (a body with fewer brackets cannot nest deeper)
     return raw, body
+
+
+def _payload_problem(exc: RequestPayloadError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError) and "content-encoding" in cause.message:
+        return f"it is not valid {cause.message.rsplit(': ', 1)[-1]} as its content-encoding says"
+    message = getattr(cause, "message", None) or str(cause or exc)
+    return str(message).strip() or type(exc).__name__
 
 
 def _check_shape(found: Shape, server: ServerConfig) -> None:

@@ -386,7 +386,6 @@ async def _attempt(
             # goes into every field, so the one it reads is the one that was priced.
             ceiling = exchange.spec.requested_output(exchange.body)[0]
         prepared = exchange.spec.prepare(
-            raw,
             exchange.body,
             exchange.deployment.upstream_model,
             ceiling=ceiling,

@@ -209,8 +209,9 @@ class Ledger(Protocol):
 @runtime_checkable
 class MarksReader(Protocol):
     """A ledger that reads a budgets view's marked rows without the rest of the window's
-    (PostgreSQL: from a rollup of the newest refusal per name and caller). Others give
-    `Ledger.marked` narrowed by `spendgate.domain.marks.view_marks`."""
+    (PostgreSQL: from a rollup of the newest refusal per name and caller; SQLite: narrowed
+    in SQL from the window's marked rows). Others give `Ledger.marked` narrowed by
+    `spendgate.domain.marks.view_marks`."""
 
     async def view_marks(
         self, since: datetime, recent: datetime, until: datetime

@@ -20,9 +20,11 @@ from spendgate.upstream.framing import SSE, Framing
 # Headers that are about one hop, or that carry the caller's gateway credential, never go
 # upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
 # What a reverse proxy in front of spendgate adds about its hop (the client's address) is
-# for spendgate, not for the provider.
+# for spendgate, not for the provider. The body goes upstream as spendgate read it: decoded
+# (aiohttp undoes a client's `content-encoding`), so that header is not forwarded either.
 _REQUEST_DROP = frozenset(
     {
+        "content-encoding",
         "forwarded",
         "x-real-ip",
         "host",

@@ -18,6 +18,25 @@ class SseEvent:
 
 
 def parse_event(raw: bytes) -> SseEvent:
+    # The shapes of almost every event a provider sends, read without splitting lines:
+    # one `data: ` line (OpenAI, Gemini), or an `event: ` line and one `data: ` line
+    # (Anthropic). `raw` ends in "\n\n" (the splitter's cut); a lone "\r" ends a line too.
+    end = len(raw) - 2
+    if raw.startswith(b"data: ") and raw.find(b"\n", 6) == end and b"\r" not in raw:
+        return SseEvent(raw, None, raw[6:end])
+    if raw.startswith(b"event: "):
+        cut = raw.find(b"\n", 7)
+        if (
+            raw.startswith(b"data: ", cut + 1)
+            and raw.find(b"\n", cut + 1) == end
+            and b"\r" not in raw
+        ):
+            return SseEvent(raw, raw[7:cut].strip().decode("utf-8", "replace"), raw[cut + 7 : end])
+    return parse_lines(raw)
+
+
+def parse_lines(raw: bytes) -> SseEvent:
+    """Any event, line by line (`parse_event` reads the common shapes without this)."""
     name: str | None = None
     data_lines: list[bytes] = []
     for line in raw.splitlines():
@@ -26,7 +45,7 @@ def parse_event(raw: bytes) -> SseEvent:
             data_lines.append(value[1:] if value.startswith(b" ") else value)
         elif line.startswith(b"event:"):
             name = line[6:].strip().decode("utf-8", "replace")
-    return SseEvent(raw=raw, event=name, data=b"\n".join(data_lines))
+    return SseEvent(raw, name, b"\n".join(data_lines))
 
 
 class EventTooLarge(Exception):
@@ -77,7 +96,7 @@ class EventSplitter:
             if end < 0:
                 break
             raw = buffer[start : end + 2]
-            if raw.strip():
+            if not raw.isspace():
                 events.append(parse_event(raw))
             start = end + 2
         if start < len(buffer):

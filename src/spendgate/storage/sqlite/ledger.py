@@ -19,6 +19,7 @@ from spendgate.domain.refusals import (
 )
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
+from spendgate.errors import BUDGET_EXHAUSTED
 from spendgate.storage.periodic import Periodic
 from spendgate.storage.sqlite import medians, refusal_estimate, rollups
 from spendgate.storage.sqlite.file import SqliteFile
@@ -39,6 +40,23 @@ ROLL_UP_EVERY_S = 5.0  # how often an open storage adds new ledger rows to the r
 _MARKED = (
     f"SELECT {LEDGER.columns} FROM ledger "  # noqa: S608
     "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
+    "ORDER BY ts, id"
+)
+# What a budgets view reads of the marked rows (`spendgate.domain.marks`), ?1 since, ?2
+# recent, ?3 until: the recent marked rows, the older overruns, and the older rows that are
+# their caller's newest refusal for an exhausted budget; each row once, oldest first. The
+# caller is compared as stored (tags as their JSON text), as on PostgreSQL.
+_CALLER = 'blocked_by, key_id, "user", service, team, org, session_id, routed_model, tags'
+_VIEW_ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= ?1 AND ts < ?3 AND "  # noqa: S608
+assert "'" not in BUDGET_EXHAUSTED
+_VIEW_MARKS = (
+    f"{_VIEW_ROWS}ts >= ?2 AND (blocked_by IS NOT NULL OR settled_above != '[]') "  # noqa: S608
+    f"UNION ALL {_VIEW_ROWS}ts < ?2 AND settled_above != '[]' "
+    f"UNION ALL {_VIEW_ROWS}ts < ?2 AND settled_above = '[]' AND id IN ("
+    "SELECT id FROM (SELECT id, row_number() OVER "
+    f"(PARTITION BY {_CALLER} ORDER BY ts DESC, id DESC) AS newest FROM ledger "
+    "WHERE ts >= ?1 AND ts < ?3 AND blocked_by IS NOT NULL "
+    f"AND substr(error, 1, {len(BUDGET_EXHAUSTED)}) = '{BUDGET_EXHAUSTED}') WHERE newest = 1) "
     "ORDER BY ts, id"
 )
 
@@ -308,6 +326,17 @@ class SqliteLedger:
 
         def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
             return [LEDGER.load(row) for row in conn.execute(_MARKED, params)]
+
+        return await self._file.report(scan)
+
+    async def view_marks(
+        self, since: datetime, recent: datetime, until: datetime
+    ) -> list[LedgerRow]:
+        """`MarksReader.view_marks`: the rows narrowed in SQLite, not in Python."""
+        params = (to_ms(since), to_ms(recent), to_ms(until))
+
+        def scan(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LEDGER.load(row[:-1]) for row in conn.execute(_VIEW_MARKS, params)]
 
         return await self._file.report(scan)
 
