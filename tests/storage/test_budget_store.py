@@ -456,6 +456,8 @@ def test_the_template_round_trips_and_old_templates_still_load() -> None:
     old = {field.name: getattr(full, field.name) for field in fields(LedgerRow)}
     old.update(ts=to_ms(full.ts), tags=list(full.tags), shadow_blocks=list(full.shadow_blocks))
     assert load_template(orjson.dumps(old).decode()) == full
+    paid = build_row(request_id="req_3", tool_calls=(("web_search", 2),))
+    assert load_template(dump_template(paid)) == paid  # the pairs come back as tuples
 
 
 async def test_pruning_drops_the_old_settled_counters_of_the_budgets_named(

@@ -86,8 +86,8 @@ def load_template(text: str | bytes) -> LedgerRow:
         elif blank is not _NO_BLANK:
             values[name] = blank
     values["ts"] = from_ms(values["ts"])
-    for name in _ROW_TUPLES:
-        values[name] = tuple(values[name])
+    for name in _ROW_TUPLES:  # JSON arrays back to tuples, the pairs (`tool_calls`) too
+        values[name] = tuple(tuple(v) if type(v) is list else v for v in values[name])
     return LedgerRow(**values)
 
 
