@@ -17,6 +17,7 @@ from spendgate.errors import StorageError
 from spendgate.storage import open_storage, supported_schemes
 from spendgate.storage.sqlite import SqliteStorage
 from spendgate.storage.sqlite.connection import connect
+from spendgate.storage.sqlite.ledger import _VIEW_MARKS
 from spendgate.storage.sqlite.migrate import (
     Migration,
     apply_migrations,
@@ -67,6 +68,19 @@ async def test_schema_has_tables_indexes_and_wal(tmp_path: Path, clock: ManualCl
     assert {"ledger_ts", "ledger_key_ts", "ledger_answered", "ledger_answered_model"} <= names
     assert "ledger_team_ts" not in names  # dropped by 0015: no reader left
     assert _query(db, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_the_budgets_view_reads_by_its_own_indexes(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """0017's partial indexes: the view's overruns and exhausted refusals are found without
+    walking every refused row (its expression and the query's must stay the same text)."""
+    db = tmp_path / "spend.db"
+    await _open_and_close(db, clock)
+    with closing(sqlite3.connect(db)) as conn:
+        plan = str(conn.execute("EXPLAIN QUERY PLAN " + _VIEW_MARKS, (0, 1, 2)).fetchall())
+    assert "USING INDEX ledger_overrun" in plan
+    assert "USING INDEX ledger_exhausted" in plan
 
 
 async def test_key_lookup_uses_an_index(tmp_path: Path, clock: ManualClock) -> None:
