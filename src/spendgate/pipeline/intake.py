@@ -27,10 +27,9 @@ REQUEST_ID_KEY = web.RequestKey(REQUEST_ID_HEADER, str)  # a str key warns on ai
 
 def credential(request: web.Request, *, in_query: bool = False) -> str | None:
     """The gateway key: ``Authorization: Bearer``, ``x-api-key``, ``x-goog-api-key``, or
-    (``in_query``: Gemini's REST clients) the ``key`` query parameter; the first of them
-    that is a spendgate key (``sk-sg-``) where a client sends two credentials (Claude Code
-    with both ``ANTHROPIC_AUTH_TOKEN`` and ``ANTHROPIC_API_KEY`` set, one of them a
-    provider's key), else the first given."""
+    (``in_query``: Gemini's REST clients) the ``key`` query parameter. Where a client sends
+    two (a provider's key left in its environment beside the spendgate key), the one that
+    is a spendgate key (``sk-sg-``); else the first given, in that order."""
     given: list[str] = []
     authorization = request.headers.get("authorization")
     if authorization:
