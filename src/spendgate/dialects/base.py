@@ -329,10 +329,10 @@ class SurfaceSpec:
         for name in self.ceiling_targets(body, legacy_field=legacy_field):
             body[name] = ceiling
 
-    def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
-        """Changes a streamed request needs so that its usage can be metered: (changed,
-        whether the client itself asked for the usage)."""
-        return False, True
+    def adjust_stream(self, body: dict[str, Any]) -> bool:
+        """Changes a streamed request needs so that its usage can be metered; returns
+        whether the client itself asked for the usage."""
+        return True
 
     def prepare(
         self,
@@ -356,7 +356,7 @@ class SurfaceSpec:
             self.set_ceiling(body, ceiling, legacy_field=legacy_field)
         client_wants_usage = True
         if stream:
-            _, client_wants_usage = self.adjust_stream(body)
+            client_wants_usage = self.adjust_stream(body)
         return Prepared(
             body=orjson.dumps(body), stream=stream, client_wants_usage=client_wants_usage
         )

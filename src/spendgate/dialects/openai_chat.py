@@ -58,14 +58,14 @@ class ChatSurface(SurfaceSpec):
             targets.append("max_tokens")
         return targets
 
-    def adjust_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
+    def adjust_stream(self, body: dict[str, Any]) -> bool:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise InvalidRequest("stream_options must be an object", param="stream_options")
         if options and options.get("include_usage") is True:
-            return False, True
+            return True
         body["stream_options"] = {**(options or {}), "include_usage": True}
-        return True, False
+        return False
 
     def service_tiers(
         self, body: Mapping[str, Any], account_default: str | None

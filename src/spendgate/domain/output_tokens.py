@@ -14,7 +14,7 @@ cost nothing extra."""
 from __future__ import annotations
 
 from spendgate.domain import tokens
-from spendgate.domain.tokens import EncodingName, TokenCount
+from spendgate.domain.tokens import EncodingName, TokenCount, utf8_length
 
 KEEP_CHARS = 1 << 20  # text kept verbatim; beyond it, older text is folded into counts
 KEEP_PIECES = 4096  # pieces kept apart; beyond it they are joined into one (each costs ~60 B)
@@ -57,10 +57,7 @@ class GeneratedText:
             return
         if self.running is not None:
             self.running += tokens.token_counter().count(GUARD_ENCODING, piece)
-        # (`BYTE_BOUND.count`, inline: this runs for every piece of every stream)
-        self.utf8_bytes += (
-            len(piece) if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
-        )
+        self.utf8_bytes += utf8_length(piece)
         self._pieces.append(piece)
         self._chars += len(piece)
         if self._chars > self._keep:
@@ -71,7 +68,7 @@ class GeneratedText:
     def _fold(self) -> None:
         text = "".join(self._pieces)
         self._folded_tokens += tokens.token_counter().count(GUARD_ENCODING, text)
-        self._folded_bytes += len(text.encode("utf-8", "surrogatepass"))
+        self._folded_bytes += utf8_length(text)
         self._pieces.clear()
         self._chars = 0
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from contextvars import Token
 
-from spendgate.domain.tokens import BODY_COUNTER, EncodingName, TokenCounter
+from spendgate.domain.tokens import BODY_COUNTER, EncodingName, TokenCounter, utf8_length
 
 
 class ByteBound(TokenCounter):
-    """Counts a text as its UTF-8 bytes (a lone surrogate as its three): loads no encoding."""
+    """Counts a text as its UTF-8 bytes (`utf8_length`): loads no encoding."""
 
     def count(self, encoding: EncodingName, text: str) -> int:
-        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        return utf8_length(text)
 
 
 BYTE_BOUND = ByteBound()
