@@ -14,7 +14,8 @@ cost nothing extra."""
 from __future__ import annotations
 
 from spendgate.domain import tokens
-from spendgate.domain.tokens import EncodingName, TokenCount, utf8_length
+from spendgate.domain.tokens import EncodingName, TokenCount
+from spendgate.domain.utf8 import utf8_length
 
 KEEP_CHARS = 1 << 20  # text kept verbatim; beyond it, older text is folded into counts
 KEEP_PIECES = 4096  # pieces kept apart; beyond it they are joined into one (each costs ~60 B)

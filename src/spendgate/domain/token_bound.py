@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from contextvars import Token
 
-from spendgate.domain.tokens import BODY_COUNTER, EncodingName, TokenCounter, utf8_length
+from spendgate.domain.tokens import BODY_COUNTER, EncodingName, TokenCounter
+from spendgate.domain.utf8 import utf8_length
 
 
 class ByteBound(TokenCounter):

@@ -72,6 +72,7 @@ from typing import Any, Literal
 import orjson
 
 from spendgate.bpe import Tokenizer, load_encoding
+from spendgate.domain.utf8 import utf8_length
 
 EncodingName = Literal["o200k_base", "cl100k_base"]
 
@@ -179,12 +180,6 @@ def _load(encoding: EncodingName) -> Tokenizer:
     return load_encoding(encoding)
 
 
-def utf8_length(text: str) -> int:
-    """The UTF-8 bytes of ``text`` (a lone surrogate as its three): no text has more
-    ``o200k_base`` or ``cl100k_base`` tokens than that."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
 class TokenCounter:
     """Holds the loaded encodings. One per process is enough: see `token_counter`."""
 
@@ -217,8 +212,7 @@ class TokenCounter:
 
     def upper_bound(self, text: str) -> int:
         """The estimate for models without a public encoding (see the module docstring)."""
-        size = utf8_length(text)
-        return bound_from_counts(self.count("o200k_base", text), size)
+        return bound_from_counts(self.count("o200k_base", text), utf8_length(text))
 
 
 def bound_from_counts(o200k_tokens: int, size_bytes: int) -> int:
