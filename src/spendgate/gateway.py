@@ -28,7 +28,7 @@ from spendgate.config.build import (
 )
 from spendgate.config.schema import Config
 from spendgate.domain.admission import Thresholds
-from spendgate.domain.breaker import CircuitBreakers
+from spendgate.domain.breaker import BreakerPolicy
 from spendgate.domain.budgets import BudgetBook
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
@@ -42,6 +42,7 @@ from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.services.alerts import Alerter
+from spendgate.services.breakers import SYNC_INTERVAL_S, CircuitBreakers
 from spendgate.services.fleet import Fleet
 from spendgate.services.idle import IdleRelease, release_memory
 from spendgate.services.keys import KeyService
@@ -103,7 +104,7 @@ class Snapshot:
     budgets: BudgetBook
     router: Router
     providers: Mapping[str, Provider]
-    breakers: CircuitBreakers | None
+    breakers: BreakerPolicy | None  # None: no circuit breakers
 
     def org_of(self, key: ApiKey) -> str | None:
         return self.config.org_of_team(key.team) or key.org
@@ -116,10 +117,7 @@ def build_parts(
     env: Mapping[str, str],
     require_secrets: bool,
     base_dir: Path | None,
-    breakers: CircuitBreakers | None = None,
 ) -> Snapshot:
-    """``breakers``: the running ones, kept when the new config does not change them (open
-    circuits stay open across a reload)."""
     prices = build_price_book(config, env_base_dir=base_dir, source=source)
     models = build_model_table(config, prices)
     problem = price_problem(config, models)
@@ -133,7 +131,7 @@ def build_parts(
         budgets=budgets,
         router=build_router(config, models, budgets),
         providers=build_providers(config, env, source, require_secrets=require_secrets),
-        breakers=breakers if breakers is not None else _breakers(config),
+        breakers=_breakers(config),
     )
 
 
@@ -223,6 +221,9 @@ class Gateway(ServiceViews):
         self.unsettled: set[asyncio.Future[None]] = set()
         self.writing: set[asyncio.Future[None]] = set()  # those rows' writes, running
         self.fleet: Fleet | None = None  # the other workers of `serve --workers N`, if any
+        # circuit breakers shared through the counter store, mirrored here
+        self.breakers = self._circuit_breakers(snapshot)
+        self._breaker_sync: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Gateway(source={self.config_source!r}, storage={self.storage!r})"
@@ -269,10 +270,6 @@ class Gateway(ServiceViews):
         return self.snapshot.providers
 
     @property
-    def breakers(self) -> CircuitBreakers | None:
-        return self.snapshot.breakers
-
-    @property
     def inflight(self) -> int:
         return len(self.requests)
 
@@ -286,6 +283,29 @@ class Gateway(ServiceViews):
         self.lease_keeper.start()
         await self.alerter.start()
         await self.upstream.start()
+        self._breaker_sync = asyncio.get_running_loop().create_task(
+            self._sync_breakers(), name="breaker-sync"
+        )
+
+    def _circuit_breakers(self, snapshot: Snapshot) -> CircuitBreakers | None:
+        policy = snapshot.breakers
+        return None if policy is None else CircuitBreakers(policy, self.storage, self.clock)
+
+    async def _sync_breakers(self) -> None:
+        """Every `SYNC_INTERVAL_S`: the breakers other processes opened (or closed)."""
+        failing = False
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            breakers = self.breakers
+            if breakers is None:
+                continue
+            try:
+                await breakers.sync()
+                failing = False
+            except StorageError as exc:  # told once per outage
+                if not failing:
+                    log.warning("cannot read the circuit breakers", extra={"error": str(exc)})
+                failing = True
 
     def _keeper(self, snapshot: Snapshot) -> LeaseKeeper:
         return LeaseKeeper(
@@ -306,6 +326,11 @@ class Gateway(ServiceViews):
         """Close upstream connections, then flush and close storage (once every request
         answered has its row)."""
         await self.settled()
+        if self._breaker_sync is not None:
+            self._breaker_sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._breaker_sync
+            self._breaker_sync = None
         if self._upstream is not None:
             await self._upstream.close()
         if self.lease_keeper is not None:
@@ -366,11 +391,6 @@ class Gateway(ServiceViews):
         _refuse_restart_only(old.config, config, source)
         env = self.env if env is None else env
         base_dir = self.base_dir if base_dir is None else base_dir
-        runaway, was = config.runaway, old.config.runaway
-        same_breakers = (runaway.breaker_failures, runaway.breaker_cooldown_s) == (
-            was.breaker_failures,
-            was.breaker_cooldown_s,
-        )
         built = await asyncio.to_thread(
             build_parts,
             config,
@@ -378,7 +398,6 @@ class Gateway(ServiceViews):
             env=env,
             require_secrets=self.require_secrets,
             base_dir=base_dir,
-            breakers=old.breakers if same_breakers else None,
         )
         self._refuse_while_draining()  # it may have begun while the parts were built
         changed = tuple(
@@ -401,6 +420,8 @@ class Gateway(ServiceViews):
         self.thresholds.alerting = config.alerts.thresholds_bp()
         self.alerter.configure(config.alerts, env)
         self.lease_keeper = keeper
+        if built.breakers != old.breakers:  # else open circuits stay open across a reload
+            self.breakers = self._circuit_breakers(built)
         if keeper is not old_keeper:
             assert keeper is not None
             keeper.start()
@@ -434,11 +455,14 @@ class Gateway(ServiceViews):
         return timedelta(seconds=snapshot.config.budget_settings.lease_ttl_s)
 
 
-def _breakers(config: Config) -> CircuitBreakers | None:
+def _breakers(config: Config) -> BreakerPolicy | None:
     runaway = config.runaway
     if runaway.breaker_failures <= 0:
         return None
-    return CircuitBreakers(runaway.breaker_failures, runaway.breaker_cooldown_s)
+    cooldown_ms = round(runaway.breaker_cooldown_s * 1000)
+    # A probe whose answer never comes (its gateway died) holds the breaker for one more
+    # cool-down; then the next request probes.
+    return BreakerPolicy(runaway.breaker_failures, cooldown_ms, probe_lease_ms=cooldown_ms)
 
 
 def _refuse_restart_only(old: Config, new: Config, source: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from uuid import uuid4
 
@@ -79,14 +79,32 @@ def counters_url(backend: str) -> str | None:
     return COUNTERS_URL.get(backend)
 
 
-@pytest.fixture
-async def storage(url: str, counters_url: str | None, clock: ManualClock) -> AsyncIterator[Storage]:
+@asynccontextmanager
+async def opened(url: str, counters_url: str | None, clock: ManualClock) -> AsyncIterator[Storage]:
     store = open_storage(url, clock=clock, counters_url=counters_url)
     await store.open()
-    yield store
-    if isinstance(store.counter_store, RedisCounters):
-        await store.counter_store.drop_all()
-    await store.close()
+    try:
+        yield store
+    finally:
+        if isinstance(store.counter_store, RedisCounters):
+            await store.counter_store.drop_all()
+        await store.close()
+
+
+@pytest.fixture
+async def storage(url: str, counters_url: str | None, clock: ManualClock) -> AsyncIterator[Storage]:
+    async with opened(url, counters_url, clock) as store:
+        yield store
+
+
+@pytest.fixture
+async def second_storage(
+    url: str, counters_url: str | None, clock: ManualClock
+) -> AsyncIterator[Storage]:
+    """Another process's view of the same stores as `storage` (its own connections): for
+    the backends several processes share (not ``memory`` nor ``split``)."""
+    async with opened(url, counters_url, clock) as store:
+        yield store
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """The metrics subscriber on its own, for what test_metrics_events.py does not cover: the
 added-latency histogram, opt-in user and key labels (capped), loop detections, the
 watchers of the admission line and the alerts, and the scrape-time gauges of budgets per
-user (counted, or named when opted in) and of circuit breakers."""
+user (counted, or named when opted in). The circuit breakers' gauge reads
+`CircuitBreakers.open_by_model` (tests/unit/test_breaker.py)."""
 
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from spendgate.config.metrics import MetricsConfig
-from spendgate.domain.breaker import CircuitBreakers
 from spendgate.events import LoopStruck, Refused, Served
 from spendgate.events.metrics import OTHER, Capped, Metrics
 from storage.storage_samples import build_row
@@ -90,15 +90,3 @@ def test_loop_detections_and_watchers() -> None:
     assert _total(metrics, deliveries, channel_kind="slack", outcome="retrying") == 1
     named = {value for _, labels in _samples(metrics) for _, value in labels}
     assert "key_1" not in named
-
-
-def test_breakers_open_then_half_open_by_model() -> None:
-    breakers = CircuitBreakers(threshold=2, cooldown_s=30)
-    for key in ("k1", "k2"):
-        for _ in range(2):
-            breakers.record((key, "gpt-4o"), 100.0, ok=False)
-    breakers.record(("k3", "o4-mini"), 100.0, ok=False)  # one failure: still closed
-    assert breakers.open_by_model(110.0) == {("gpt-4o", "open"): 2}
-    assert breakers.open_by_model(131.0) == {("gpt-4o", "half_open"): 2}
-    breakers.record(("k1", "gpt-4o"), 131.0, ok=True)
-    assert breakers.open_by_model(131.0) == {("gpt-4o", "half_open"): 1}

@@ -257,8 +257,7 @@ class RuntimeGauges(Collector):
         )
         found = gateway.breakers
         if found is not None:
-            now = gateway.clock.monotonic()
-            for (model, phase), count in sorted(found.open_by_model(now).items()):
+            for (model, phase), count in sorted(found.open_by_model().items()):
                 breakers.add_metric([model, phase], count)
         dropped = CounterMetricFamily(
             "spendgate_alert_events_dropped",

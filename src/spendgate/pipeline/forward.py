@@ -58,20 +58,20 @@ def breaker_key(exchange: Exchange) -> tuple[str, str]:
     return (exchange.key.id, exchange.route.name)
 
 
-def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
+async def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
     """``ok`` None: no answer either way (the client left); a probe is given up."""
-    breakers = exchange.snapshot.breakers
+    breakers = gateway.breakers
     if breakers is None:
         return
     key = breaker_key(exchange)
     if ok is None:
-        breakers.abandon(key)
+        await breakers.abandon(key)
         return
-    was_open = breakers.is_open(key)
-    if breakers.record(key, gateway.clock.monotonic(), ok=ok):
+    opened, closed = await breakers.record(key, ok=ok)
+    if opened:
         event = BreakerOpened(key[0], key[1], breakers.threshold, breakers.cooldown_s)
         exchange.reporter.notice(event)
-    elif ok and was_open:  # a probe was answered: the breaker closed
+    elif closed:  # an answer closed an open breaker (a probe's, or one sent before)
         exchange.reporter.notice(BreakerClosed(key[0], key[1]))
 
 
@@ -96,19 +96,19 @@ async def forward(
             model=exchange.deployment.upstream_model,
         )
     except asyncio.CancelledError:
-        breaker_outcome(gateway, exchange, None)
+        await asyncio.shield(breaker_outcome(gateway, exchange, None))
         await record(gateway, exchange, lost(gateway, exchange, 499, "client disconnected", True))
         raise
     except UpstreamFailure as failure:
         exchange.upstream_s += gateway.clock.monotonic() - sent
-        breaker_outcome(gateway, exchange, False)
+        await breaker_outcome(gateway, exchange, False)
         return await _unanswered(gateway, exchange, failure)
     head = gateway.clock.monotonic()
     exchange.upstream_s += head - sent
     exchange.mark_first_byte(head)
     exchange.upstream_request_id = _upstream_id(upstream.headers)
     failing = upstream.status >= 500 or upstream.status == 429
-    breaker_outcome(gateway, exchange, not failing)
+    await breaker_outcome(gateway, exchange, not failing)
     try:
         # An answer framed as a stream is metered as one, whatever the request said.
         if upstream.status == 200 and _is_stream(exchange, prepared, upstream):

@@ -353,9 +353,11 @@ async def _attempt(
     """One try at one deployment. ``skip_open``: a fallback follows, so an open circuit
     breaker passes this deployment by instead of refusing the request."""
     snapshot = exchange.snapshot
-    wait = _breaker_wait(gateway, exchange)
+    breakers = gateway.breakers
+    wait = None if breakers is None else await breakers.wait(breaker_key(exchange))
     if wait is not None:
-        refusal = _breaker_refusal(exchange, wait)
+        assert breakers is not None
+        refusal = _breaker_refusal(exchange, breakers.threshold, wait)
         if skip_open:
             return Failed(error=refusal, reached=False)
         await confirm_key(exchange)  # before its refusal's row
@@ -394,8 +396,8 @@ async def _attempt(
         exchange.stream = prepared.stream
         return await forward(gateway, request, exchange, prepared)
     finally:
-        if snapshot.breakers is not None:
-            snapshot.breakers.abandon(breaker_key(exchange))  # a probe that never got an answer
+        if breakers is not None and breakers.probing(breaker_key(exchange)):
+            await asyncio.shield(breakers.abandon(breaker_key(exchange)))  # never answered
         lease = exchange.lease_id
         if lease is not None and not exchange.settled:
             # Never reached an upstream (unreachable, bad body...): give the budget back.
@@ -404,19 +406,9 @@ async def _attempt(
                 gateway.admission.freed(exchange.ticket.keys)
 
 
-def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:
-    """Seconds until the breaker for this key and model lets a request through; None: shut."""
-    breakers = exchange.snapshot.breakers
-    if breakers is None:
-        return None
-    return breakers.wait(breaker_key(exchange), gateway.clock.monotonic())
-
-
-def _breaker_refusal(exchange: Exchange, wait: float) -> CircuitOpen:
-    breakers = exchange.snapshot.breakers
-    assert breakers is not None
+def _breaker_refusal(exchange: Exchange, threshold: int, wait: float) -> CircuitOpen:
     return CircuitOpen(
-        f"The upstream for '{exchange.route.name}' failed {breakers.threshold} times "
+        f"The upstream for '{exchange.route.name}' failed {threshold} times "
         f"in a row for this key; spendgate fails fast instead of paying for more failing "
         f"calls. It will try again in {wait:.1f} s.",
         wait_s=wait,

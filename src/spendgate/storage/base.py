@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
@@ -53,6 +54,8 @@ __all__ = [
     "UsageGroup",
     "UsageQuery",
 ]
+
+R = TypeVar("R")
 
 EXPIRE_BATCH = 256  # lapsed reservations settled per step
 
@@ -349,6 +352,16 @@ class CounterStore(Protocol):
 
     async def prune_loops(self, ended_before: datetime) -> int:
         """Delete blocks that ended before ``ended_before`` (their strikes are forgotten)."""
+        ...
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        """Atomically (against every process on the store): read the circuit breaker of
+        (key, model), store the state ``decide`` returns for it (None: delete it), and
+        return what ``decide`` says."""
+        ...
+
+    async def breakers(self) -> list[BreakerState]:
+        """Every stored circuit breaker (failing, open or half-open)."""
         ...
 
     async def check(self) -> None: ...

@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from spendgate.domain.admission import Admitted, CounterState, Refused
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
@@ -68,6 +70,8 @@ from spendgate.storage.base import (
 )
 from spendgate.storage.plans import check_amounts
 from spendgate.storage.shipping import Shipper, amounts_in_force
+
+R = TypeVar("R")
 
 
 class Storage:
@@ -346,6 +350,12 @@ class Storage:
 
     async def prune_loops(self, ended_before: datetime) -> int:
         return await self.counter_store.prune_loops(ended_before)
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        return await self.counter_store.update_breaker(key_id, model, decide)
+
+    async def breakers(self) -> list[BreakerState]:
+        return await self.counter_store.breakers()
 
     async def record(self, row: LedgerRow) -> None:
         await self.ledger_store.record(row)

@@ -13,9 +13,11 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from spendgate.clock import Clock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, decide
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
@@ -23,6 +25,8 @@ from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.memory.state import State
 from spendgate.storage.plans import check_amounts, check_plan, stored_counters
+
+R = TypeVar("R")
 
 _Counter = tuple[str, str, str]  # budget, member, unit
 
@@ -53,6 +57,7 @@ class MemoryCounters:
         self._overrides: list[_Override] = []
         self._sequence = itertools.count()
         self._loops: dict[str, LoopBlock] = {}  # by `loop_id`
+        self._breakers: dict[tuple[str, str], BreakerState] = {}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -295,6 +300,19 @@ class MemoryCounters:
         for block_id in ended:
             del self._loops[block_id]
         return len(ended)
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        self._state.require()
+        state, result = decide(self._breakers.get((key_id, model)))
+        if state is None:
+            self._breakers.pop((key_id, model), None)
+        else:
+            self._breakers[(key_id, model)] = state
+        return result
+
+    async def breakers(self) -> list[BreakerState]:
+        self._state.require()
+        return list(self._breakers.values())
 
     async def check(self) -> None:
         self._state.require()

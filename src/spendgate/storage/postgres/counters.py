@@ -16,11 +16,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
+from typing import TypeVar
 
 import asyncpg
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
@@ -34,9 +36,12 @@ from spendgate.storage.codec import (
     load_worst,
 )
 from spendgate.storage.plans import check_amounts, check_plan, stored_counters
+from spendgate.storage.postgres import breakers_sql
 from spendgate.storage.postgres import counters_sql as work
 from spendgate.storage.postgres import loops_sql as loops
 from spendgate.storage.postgres.database import Conn, PgDatabase
+
+R = TypeVar("R")
 
 log = logging.getLogger("spendgate.storage.postgres")
 
@@ -290,6 +295,16 @@ class PgCounters:
             lambda conn: conn.execute(loops.PRUNE, to_ms(ended_before)), "loop block pruning"
         )
         return _count(status)
+
+    # -- circuit breakers ---------------------------------------------------------------
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        job = partial(breakers_sql.update, key_id, model, decide)
+        return await self._db.transaction(job, f"circuit breaker of key {key_id!r}")
+
+    async def breakers(self) -> list[BreakerState]:
+        rows = await self._db.run(lambda conn: conn.fetch(breakers_sql.ALL), "circuit breakers")
+        return [breakers_sql.state_of(row) for row in rows]
 
     async def check(self) -> None:
         await self._db.check()

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError, WatchError
 
 from spendgate.clock import Clock, SystemClock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
@@ -53,6 +54,7 @@ log = logging.getLogger("spendgate.storage.redis")
 PRUNE_BATCH = 500
 FORGET_BATCH = 256  # written rows a `charge` forgets in passing, at most
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class RedisCounters:
@@ -70,6 +72,7 @@ class RedisCounters:
         self._overrides = f"{tag}:overrides"
         self._sequence = f"{tag}:seq"
         self._loops = f"{tag}:loops"
+        self._breakers = f"{tag}:breakers"  # "key_id model" (JSON) -> the state (JSON)
         self._unwritten = f"{tag}:unwritten"  # rows charged before written (`charge`)
         # admitted here, not yet ended here: id -> (owner, what it holds)
         self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
@@ -428,24 +431,17 @@ class RedisCounters:
         block_id = loop_id(key_id, fingerprint)
         at = from_ms(to_ms(now))
 
-        async def work(r: Any) -> LoopBlock:
-            async with r.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(self._loops)
-                        raw = await pipe.hget(self._loops, block_id)
-                        previous = None if raw is None else _block(raw)
-                        block = policy.strike(
-                            previous, key_id=key_id, fingerprint=fingerprint, model=model, now=at
-                        )
-                        pipe.multi()
-                        pipe.hset(self._loops, block_id, _dump_block(block))
-                        await pipe.execute()
-                        return block
-                    except WatchError:
-                        continue
+        async def step(pipe: Any) -> LoopBlock:
+            raw = await pipe.hget(self._loops, block_id)
+            previous = None if raw is None else _block(raw)
+            block = policy.strike(
+                previous, key_id=key_id, fingerprint=fingerprint, model=model, now=at
+            )
+            pipe.multi()
+            pipe.hset(self._loops, block_id, _dump_block(block))
+            return block
 
-        return await self._call(work)
+        return await self._watched(self._loops, step)
 
     async def loop_blocks(self) -> list[LoopBlock]:
         raw = await self._call(lambda r: r.hgetall(self._loops))
@@ -465,22 +461,55 @@ class RedisCounters:
     async def prune_loops(self, ended_before: datetime) -> int:
         limit = to_ms(ended_before)
 
-        async def work(r: Any) -> int:
+        async def step(pipe: Any) -> int:
+            raw = await pipe.hgetall(self._loops)
+            ended = [k for k, v in raw.items() if orjson.loads(v)[5] < limit]
+            pipe.multi()
+            if ended:
+                pipe.hdel(self._loops, *ended)
+            return len(ended)
+
+        return await self._watched(self._loops, step)
+
+    # -- circuit breakers -------------------------------------------------------------
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        """Read, decide and write under WATCH, as a loop's strike (`strike_loop`)."""
+        field = codec.dumps([key_id, model])
+
+        async def step(pipe: Any) -> R:
+            raw = await pipe.hget(self._breakers, field)
+            previous = None if raw is None else BreakerState(*orjson.loads(raw))
+            state, result = decide(previous)
+            pipe.multi()
+            if state is None:
+                pipe.hdel(self._breakers, field)
+            elif state != previous:
+                pipe.hset(self._breakers, field, _dump_breaker(state))
+            return result
+
+        return await self._watched(self._breakers, step)
+
+    async def _watched(self, key: str, step: Callable[[Any], Awaitable[T]]) -> T:
+        """``step`` reads ``key`` and queues its writes in a transaction under WATCH: a
+        write by another process in between makes it fail and start over."""
+
+        async def work(r: Any) -> T:
             async with r.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(self._loops)
-                        raw = await pipe.hgetall(self._loops)
-                        ended = [k for k, v in raw.items() if orjson.loads(v)[5] < limit]
-                        pipe.multi()
-                        if ended:
-                            pipe.hdel(self._loops, *ended)
+                        await pipe.watch(key)
+                        result = await step(pipe)
                         await pipe.execute()
-                        return len(ended)
+                        return result
                     except WatchError:
                         continue
 
         return await self._call(work)
+
+    async def breakers(self) -> list[BreakerState]:
+        raw = await self._call(lambda r: r.hgetall(self._breakers))
+        return [BreakerState(*orjson.loads(value)) for value in raw.values()]
 
     # -- test support -----------------------------------------------------------------
 
@@ -520,3 +549,9 @@ def _dump_block(block: LoopBlock) -> str:
 def _block(raw: bytes) -> LoopBlock:
     key_id, fingerprint, model, strikes, detected_ms, until_ms = orjson.loads(raw)
     return LoopBlock(key_id, fingerprint, model, strikes, from_ms(detected_ms), from_ms(until_ms))
+
+
+def _dump_breaker(state: BreakerState) -> str:
+    return codec.dumps(
+        [state.key_id, state.model, state.failures, state.opened_ms, state.probe_until_ms]
+    )

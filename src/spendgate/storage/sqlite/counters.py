@@ -23,22 +23,26 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused
+from spendgate.domain.breaker import BreakerDecision, BreakerState
 from spendgate.domain.budgets import CounterRef
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
 from spendgate.storage.plans import check_plan
+from spendgate.storage.sqlite import breakers_sql
 from spendgate.storage.sqlite import counters_sql as work
 from spendgate.storage.sqlite import loops_sql as loops
 from spendgate.storage.sqlite.file import SqliteFile
 
 log = logging.getLogger("spendgate.storage.sqlite")
+
+R = TypeVar("R")
 
 
 class SqliteCounters:
@@ -194,6 +198,15 @@ class SqliteCounters:
     async def prune_loops(self, ended_before: datetime) -> int:
         job = partial(work.rowcount, loops.PRUNE, (to_ms(ended_before),))
         return await self._file.submit(job, "loop block pruning")
+
+    # -- circuit breakers ---------------------------------------------------------------
+
+    async def update_breaker(self, key_id: str, model: str, decide: BreakerDecision[R]) -> R:
+        job = partial(breakers_sql.update_work, key_id, model, decide)
+        return await self._file.submit(job, f"circuit breaker of key {key_id!r}")
+
+    async def breakers(self) -> list[BreakerState]:
+        return [breakers_sql.state_of(row) for row in self._file.read(breakers_sql.ALL, ())]
 
     async def check(self) -> None:
         await self._file.check()

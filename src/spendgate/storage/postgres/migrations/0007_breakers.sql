@@ -1,0 +1,11 @@
+-- Circuit breakers shared by every gateway on the database (when the counters live here):
+-- per (key, model), the failures in a row, when it last opened (NULL: closed) and until
+-- when a half-open probe is out (`spendgate.domain.breaker`). A success deletes the row.
+CREATE TABLE breakers (
+    key_id         TEXT NOT NULL,
+    model          TEXT NOT NULL,
+    failures       INTEGER NOT NULL,
+    opened_ms      BIGINT,
+    probe_until_ms BIGINT,
+    PRIMARY KEY (key_id, model)
+);
