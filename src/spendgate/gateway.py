@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -42,7 +43,7 @@ from spendgate.money import dollars_to_nanos
 from spendgate.pricing.catalog import build_price_book
 from spendgate.services.admission_queue import AdmissionQueue, FullLimits
 from spendgate.services.alerts import Alerter
-from spendgate.services.breakers import SYNC_INTERVAL_S, CircuitBreakers
+from spendgate.services.breakers import PRUNE_EVERY, SYNC_INTERVAL_S, CircuitBreakers
 from spendgate.services.fleet import Fleet
 from spendgate.services.idle import IdleRelease, release_memory
 from spendgate.services.keys import KeyService
@@ -292,14 +293,17 @@ class Gateway(ServiceViews):
         return None if policy is None else CircuitBreakers(policy, self.storage, self.clock)
 
     async def _sync_breakers(self) -> None:
-        """Every `SYNC_INTERVAL_S`: the breakers other processes opened (or closed)."""
+        """Every `SYNC_INTERVAL_S`: the breakers other processes opened (or closed); every
+        `PRUNE_EVERY` turns, first drop those nothing failed on lately."""
         failing = False
-        while True:
+        for turn in itertools.count(1):
             await asyncio.sleep(SYNC_INTERVAL_S)
             breakers = self.breakers
             if breakers is None:
                 continue
             try:
+                if turn % PRUNE_EVERY == 0:
+                    await breakers.prune()
                 await breakers.sync()
                 failing = False
             except StorageError as exc:  # told once per outage

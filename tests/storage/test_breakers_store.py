@@ -28,12 +28,13 @@ async def test_a_transition_is_stored_and_read_back(storage: Storage) -> None:
     assert await storage.update_breaker(*KEY, fail) is False
     assert await storage.update_breaker(*KEY, fail) is False
     assert await storage.update_breaker(*KEY, fail) is True  # the third opens it
-    assert await storage.breakers() == [BreakerState(*KEY, failures=3, opened_ms=1_000)]
+    opened = BreakerState(*KEY, failures=3, opened_ms=1_000, failed_ms=1_000)
+    assert await storage.breakers() == [opened]
     other = ("key_2", "claude-haiku-4-5")
     assert await storage.update_breaker(*other, lambda p: (POLICY.failed(p, *other, 5)[0], 1))
     assert sorted(await storage.breakers(), key=lambda s: s.key_id) == [
-        BreakerState(*KEY, failures=3, opened_ms=1_000),
-        BreakerState(*other, failures=1),
+        opened,
+        BreakerState(*other, failures=1, failed_ms=5),
     ]
 
     def claim(previous: BreakerState | None) -> tuple[BreakerState | None, bool]:
@@ -45,6 +46,16 @@ async def test_a_transition_is_stored_and_read_back(storage: Storage) -> None:
     assert stored[KEY].probe_until_ms == 21_000
     assert await storage.update_breaker(*KEY, lambda previous: (None, previous)) == stored[KEY]
     assert [s.pair for s in await storage.breakers()] == [other]
+
+
+async def test_breakers_nothing_failed_on_lately_are_pruned(storage: Storage) -> None:
+    for key_id, at in (("old", 1_000), ("recent", 2_000), ("new", 3_000)):
+        await storage.update_breaker(
+            key_id, "m", lambda p, k=key_id, t=at: (POLICY.failed(p, k, "m", t)[0], None)
+        )
+    assert await storage.prune_breakers(2_000) == 1  # failed before 2,000: "old"
+    assert sorted(s.key_id for s in await storage.breakers()) == ["new", "recent"]
+    assert await storage.prune_breakers(2_000) == 0
 
 
 SHARED = ["sqlite", "redis", "postgres", "redis-pg"]  # memory and split share nothing

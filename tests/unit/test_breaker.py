@@ -206,6 +206,23 @@ async def test_a_store_that_fails_leaves_the_breakers_to_this_process(
     assert await breakers.wait(KEY) is None
 
 
+async def test_a_breaker_idle_for_an_hour_is_pruned(storage: Storage, clock: ManualClock) -> None:
+    breakers = CircuitBreakers(policy(2, 30), storage, clock)
+    await failing(breakers, KEY, 2)  # open
+    await failing(breakers, OTHER_KEY, 1)
+    clock.advance(1800)
+    await failing(breakers, OTHER_MODEL, 1)
+    clock.advance(1799)
+    assert await breakers.prune() == 0
+    clock.advance(2)  # an hour and a second after KEY's and OTHER_KEY's last failures
+    assert await breakers.prune() == 2
+    await breakers.sync()
+    assert [s.pair for s in await storage.breakers()] == [OTHER_MODEL]
+    assert await breakers.wait(KEY) is None  # as a probe would have been let through
+    assert not breakers.is_open(KEY)
+    assert policy(2, 3600).forget_before(10_000_000) == 10_000_000 - 7_200_000
+
+
 def test_the_policy_counts_a_failure_while_open_and_restarts_the_cooldown() -> None:
     rules = policy(2, 10)
     state, opened = rules.failed(None, *KEY, now_ms=0)

@@ -18,6 +18,7 @@ from typing import TypeVar
 R = TypeVar("R")
 
 PROBE_WAIT_S = 1.0  # what other callers are told to wait while a probe is in flight
+FORGET_MS = 3_600_000  # a breaker with no failure for this long (and past its cool-down) is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class BreakerState:
     failures: int = 0  # consecutive failures, over every process
     opened_ms: int | None = None  # when it last opened; None: closed
     probe_until_ms: int | None = None  # a half-open probe is out until then
+    failed_ms: int = 0  # when its last failure was counted
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -58,7 +60,7 @@ class BreakerPolicy:
         was_open = previous is not None and previous.opened_ms is not None
         opens = probing or (not was_open and failures >= self.threshold)
         opened = now_ms if probing or failures >= self.threshold else None
-        return BreakerState(key_id, model, failures, opened, None), opens
+        return BreakerState(key_id, model, failures, opened, None, now_ms), opens
 
     def wait_ms(self, state: BreakerState | None, now_ms: int) -> int | None:
         """None: closed, a request may go. 0: half-open with no probe out (a request may
@@ -82,6 +84,13 @@ class BreakerPolicy:
             return previous, False
         assert previous is not None
         return replace(previous, probe_until_ms=now_ms + self.probe_lease_ms), True
+
+    def forget_before(self, now_ms: int) -> int:
+        """Breakers whose last failure is older than this are dropped (`prune_breakers`):
+        nothing failed for an hour (or a cool-down and a probe's lease, if longer), so the
+        next request may go, as the probe would. It keeps the stored breakers bounded by the
+        pairs failing lately, which every process reads each second."""
+        return now_ms - max(FORGET_MS, self.cooldown_ms + self.probe_lease_ms)
 
     def phase(self, state: BreakerState, now_ms: int) -> str | None:
         """``open`` (cooling), ``half_open`` (the next request probes), None: closed."""

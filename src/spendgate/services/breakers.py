@@ -30,6 +30,7 @@ from spendgate.storage import Storage
 log = logging.getLogger("spendgate.breakers")
 
 SYNC_INTERVAL_S = 1.0
+PRUNE_EVERY = 60  # syncs: the idle breakers are dropped about once a minute
 
 T = TypeVar("T")
 Pair = tuple[str, str]  # (key id, model)
@@ -134,6 +135,10 @@ class CircuitBreakers:
             else:
                 stored[pair] = mine
         self._mirror = stored
+
+    async def prune(self) -> int:
+        """Drop the stored breakers nothing failed on lately (`BreakerPolicy.forget_before`)."""
+        return await self._storage.prune_breakers(self.policy.forget_before(self._now_ms()))
 
     def is_open(self, pair: Pair) -> bool:
         state = self._mirror.get(pair)

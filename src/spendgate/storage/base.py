@@ -364,6 +364,10 @@ class CounterStore(Protocol):
         """Every stored circuit breaker (failing, open or half-open)."""
         ...
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        """Delete the breakers whose last failure was before ``failed_before_ms``."""
+        ...
+
     async def check(self) -> None: ...
 
 

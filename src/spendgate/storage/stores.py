@@ -357,6 +357,9 @@ class Storage:
     async def breakers(self) -> list[BreakerState]:
         return await self.counter_store.breakers()
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        return await self.counter_store.prune_breakers(failed_before_ms)
+
     async def record(self, row: LedgerRow) -> None:
         await self.ledger_store.record(row)
 

@@ -314,5 +314,12 @@ class MemoryCounters:
         self._state.require()
         return list(self._breakers.values())
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        self._state.require()
+        idle = [p for p, state in self._breakers.items() if state.failed_ms < failed_before_ms]
+        for pair in idle:
+            del self._breakers[pair]
+        return len(idle)
+
     async def check(self) -> None:
         self._state.require()

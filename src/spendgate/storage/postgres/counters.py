@@ -306,6 +306,13 @@ class PgCounters:
         rows = await self._db.run(lambda conn: conn.fetch(breakers_sql.ALL), "circuit breakers")
         return [breakers_sql.state_of(row) for row in rows]
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        status = await self._db.run(
+            lambda conn: conn.execute(breakers_sql.PRUNE, failed_before_ms),
+            "circuit breaker pruning",
+        )
+        return _count(status)
+
     async def check(self) -> None:
         await self._db.check()
 

@@ -511,6 +511,17 @@ class RedisCounters:
         raw = await self._call(lambda r: r.hgetall(self._breakers))
         return [BreakerState(*orjson.loads(value)) for value in raw.values()]
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        async def step(pipe: Any) -> int:
+            raw = await pipe.hgetall(self._breakers)
+            idle = [k for k, v in raw.items() if orjson.loads(v)[5] < failed_before_ms]
+            pipe.multi()
+            if idle:
+                pipe.hdel(self._breakers, *idle)
+            return len(idle)
+
+        return await self._watched(self._breakers, step)
+
     # -- test support -----------------------------------------------------------------
 
     async def drop_all(self) -> int:
@@ -553,5 +564,12 @@ def _block(raw: bytes) -> LoopBlock:
 
 def _dump_breaker(state: BreakerState) -> str:
     return codec.dumps(
-        [state.key_id, state.model, state.failures, state.opened_ms, state.probe_until_ms]
+        [
+            state.key_id,
+            state.model,
+            state.failures,
+            state.opened_ms,
+            state.probe_until_ms,
+            state.failed_ms,
+        ]
     )

@@ -11,13 +11,16 @@ from spendgate.domain.breaker import BreakerDecision, BreakerState
 
 R = TypeVar("R")
 
-ALL = "SELECT key_id, model, failures, opened_ms, probe_until_ms FROM breakers"
+ALL = "SELECT key_id, model, failures, opened_ms, probe_until_ms, failed_ms FROM breakers"
 _ONE = ALL + " WHERE key_id = ? AND model = ?"
 _DELETE = "DELETE FROM breakers WHERE key_id = ? AND model = ?"
+PRUNE = "DELETE FROM breakers WHERE failed_ms < ?"
 _UPSERT = """
-INSERT INTO breakers (key_id, model, failures, opened_ms, probe_until_ms) VALUES (?, ?, ?, ?, ?)
+INSERT INTO breakers (key_id, model, failures, opened_ms, probe_until_ms, failed_ms)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (key_id, model) DO UPDATE SET failures = excluded.failures,
-    opened_ms = excluded.opened_ms, probe_until_ms = excluded.probe_until_ms
+    opened_ms = excluded.opened_ms, probe_until_ms = excluded.probe_until_ms,
+    failed_ms = excluded.failed_ms
 """
 
 
@@ -35,6 +38,13 @@ def update_work(key_id: str, model: str, decide: BreakerDecision[R], conn: sqlit
         else:
             conn.execute(
                 _UPSERT,
-                (key_id, model, state.failures, state.opened_ms, state.probe_until_ms),
+                (
+                    key_id,
+                    model,
+                    state.failures,
+                    state.opened_ms,
+                    state.probe_until_ms,
+                    state.failed_ms,
+                ),
             )
     return result

@@ -208,6 +208,10 @@ class SqliteCounters:
     async def breakers(self) -> list[BreakerState]:
         return [breakers_sql.state_of(row) for row in self._file.read(breakers_sql.ALL, ())]
 
+    async def prune_breakers(self, failed_before_ms: int) -> int:
+        job = partial(work.rowcount, breakers_sql.PRUNE, (failed_before_ms,))
+        return await self._file.submit(job, "circuit breaker pruning")
+
     async def check(self) -> None:
         await self._file.check()
 

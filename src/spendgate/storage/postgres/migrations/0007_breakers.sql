@@ -7,5 +7,6 @@ CREATE TABLE breakers (
     failures       INTEGER NOT NULL,
     opened_ms      BIGINT,
     probe_until_ms BIGINT,
+    failed_ms      BIGINT NOT NULL,  -- the last failure: rows idle long enough are pruned
     PRIMARY KEY (key_id, model)
 );

@@ -7,5 +7,6 @@ CREATE TABLE breakers (
     failures       INTEGER NOT NULL,
     opened_ms      INTEGER,
     probe_until_ms INTEGER,
+    failed_ms      INTEGER NOT NULL,  -- the last failure: rows idle long enough are pruned
     PRIMARY KEY (key_id, model)
 ) WITHOUT ROWID;
