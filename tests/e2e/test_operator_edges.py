@@ -75,3 +75,40 @@ def test_a_large_budget_burning_slowly_is_listed(gw: GatewayHarness, clock: Manu
     me = http_request("GET", gw.url + "/v1/spendgate/me", token=secret)
     assert me.status == 200, me.body
     assert "org-monthly" in {b["name"] for b in me.json()["budgets"]}
+
+
+def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
+    """A misspelt field in a reset (``memberz``) reset every member of the budget, as if no
+    member had been named; an ``expires_at`` that is not a string made an override that
+    never expires. Both are now a 400 naming the field, and the counters and limits stay."""
+    for team in ("ml", "web"):
+        embed(gw, gw.create_key(name=f"k-{team}", team=team))
+
+    def per_team() -> dict[str, tuple[int, int]]:
+        listed = admin(gw, "GET", "/admin/budgets?name=per-team")
+        assert listed.status == 200, listed.body
+        return {v["member"]: (v["spent"], v["limit"]) for v in listed.json()["data"]}
+
+    before = per_team()
+    assert set(before) == {"ml", "web"}
+    assert all(spent > 0 for spent, _ in before.values())
+    for method, path, body, param in (
+        ("POST", "/admin/budgets/per-team/reset", {"memberz": "ml"}, "memberz"),
+        ("POST", "/admin/budgets/per-team/reset", {"member": "ml", "all": True}, "all"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": 1}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": []}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires": "x"}, "expires"),
+    ):
+        result = admin(gw, method, path, body)
+        assert result.status == 400, (body, result.body)
+        assert result.json()["error"]["param"] == param, (body, result.body)
+    assert per_team() == before
+    audit = admin(gw, "GET", "/admin/audit?action=budget.reset").json()["data"]
+    audit += admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"]
+    assert audit == []
+    # the right fields still work: one member reset, the other kept
+    reset = admin(gw, "POST", "/admin/budgets/per-team/reset", {"member": "ml"})
+    assert reset.json() == {"name": "per-team", "member": "ml", "counters_reset": 1}
+    after = per_team()
+    assert after["web"] == before["web"]
+    assert after.get("ml", (0, 0))[0] == 0
