@@ -16,7 +16,7 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
     query = request.query
     if "bucket" in query:  # a time series for charts (docs/admin-api.md)
         series = await usage_series_report(
-            gateway.storage,
+            scoped_storage(request, gateway),  # a team's principal: its team's rows only
             gateway.clock,
             group_by=query.get("group_by", "team"),
             period=query.get("period", "month"),
