@@ -112,3 +112,27 @@ def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
     after = per_team()
     assert after["web"] == before["web"]
     assert after.get("ml", (0, 0))[0] == 0
+
+
+REPORTS = (
+    "/admin/usage?period={}",
+    "/admin/usage?bucket=day&period={}",
+    "/admin/usage?bucket=hour&period={}",
+    "/admin/blocks?period={}",
+    "/admin/savings?period={}",
+)
+
+
+def test_a_report_on_the_last_days_of_the_calendar(gw: GatewayHarness) -> None:
+    """``period=9999-12-31`` ends on a midnight no `datetime` holds: it was a 500 on every
+    report (and a traceback from the CLI's); now a 400 naming ``period``. The day before is
+    a report like any other (empty: a period in the future ends now)."""
+    for path in REPORTS:
+        refused = admin(gw, "GET", path.format("9999-12-31"))
+        assert refused.status == 400, (path, refused.body)
+        error = refused.json()["error"]
+        assert error["param"] == "period"
+        assert "ends after 9999-12-30, the last day a report can cover" in error["message"]
+        served = admin(gw, "GET", path.format("9999-12-30"))
+        assert served.status == 200, (path, served.body)
+        assert served.json()["since"] == "9999-12-30T00:00:00+00:00"
