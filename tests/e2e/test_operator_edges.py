@@ -136,3 +136,41 @@ def test_a_report_on_the_last_days_of_the_calendar(gw: GatewayHarness) -> None:
         served = admin(gw, "GET", path.format("9999-12-30"))
         assert served.status == 200, (path, served.body)
         assert served.json()["since"] == "9999-12-30T00:00:00+00:00"
+
+
+def test_a_limit_beyond_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
+    """A run-time limit of $1e30 did not fit the storage's integer column: the override was
+    a 503 "storage is failing" (and an error in the log), a key's own budget or rate was
+    accepted. Each is now a 400 naming the field, and nothing is stored."""
+    big = "99999999999999999999"  # 1e20: above 2^63 - 1 (in nano-dollars, requests or tokens)
+    refused = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "1e30"})
+    assert refused.status == 400, refused.body
+    error = refused.json()["error"]
+    assert (error["param"], error["message"]) == (
+        "limit",
+        "limit must be at most $9,223,372,036",
+    )
+    assert admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"] == []
+    most = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9223372036"})
+    assert most.json() == {"name": "per-team", "limit": 9_223_372_036 * 10**9, "expires_at": None}
+    secret = gw.create_key(name="spender", team="ml")
+    key_id = gw.last_key_id
+    for body, param in (
+        ({"budget_usd": "1e30"}, "budget_usd"),
+        ({"budget_usd": big}, "budget_usd"),
+        ({"limit_requests": f"{big}/minute"}, "limit_requests"),
+        ({"limit_tokens": f"10/second; {big}/day"}, "limit_tokens"),
+    ):
+        created = admin(gw, "POST", "/admin/keys", {"name": "huge", **body})
+        assert created.status == 400, (body, created.body)
+        assert created.json()["error"]["param"] == param
+        assert "must be at most" in created.json()["error"]["message"]
+        patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", body)
+        assert patched.status == 400, (body, patched.body)
+        assert patched.json()["error"]["param"] == param
+    keys = admin(gw, "GET", "/admin/keys").json()["data"]
+    assert [(k["name"], k["budget_usd"], k["limit_requests"]) for k in keys] == [
+        ("spender", None, None)
+    ]
+    embed(gw, secret)
+    assert admin(gw, "GET", "/admin/budgets").status == 200

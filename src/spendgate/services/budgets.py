@@ -12,6 +12,7 @@ from spendgate.clock import Clock
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
 from spendgate.domain.budgets import (
+    MAX_LIMIT,
     Budget,
     BudgetBook,
     BudgetScope,
@@ -19,6 +20,7 @@ from spendgate.domain.budgets import (
     CounterRef,
     Kind,
     Unit,
+    limit_bound,
 )
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
@@ -292,6 +294,8 @@ def parse_limit(unit: Unit, text: str) -> int:
         raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")
+    if value > MAX_LIMIT:
+        raise InvalidRequest(f"limit must be at most {limit_bound(unit)}", param="limit")
     return value
 
 
