@@ -174,3 +174,27 @@ def test_a_limit_beyond_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
     ]
     embed(gw, secret)
     assert admin(gw, "GET", "/admin/budgets").status == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/usage?period=all",
+        "/admin/usage?bucket=day&period=all",
+        "/admin/savings?period=all",
+        "/admin/audit",
+    ],
+)
+def test_a_report_format_other_than_json_or_csv_is_a_400(gw: GatewayHarness, path: str) -> None:
+    """``format=CSV`` or ``format=xml`` was answered in JSON, as if no format were asked."""
+    for chosen in ("CSV", "xml", ""):
+        refused = admin(gw, "GET", f"{path}&format={chosen}".replace("audit&", "audit?"))
+        assert refused.status == 400, (chosen, refused.body)
+        assert refused.json()["error"]["param"] == "format"
+        assert refused.json()["error"]["message"] == f"format must be json or csv, not {chosen!r}"
+    for chosen, kind in (("json", "application/json"), ("csv", "text/csv")):
+        if "bucket" in path and chosen == "csv":
+            kind = "application/json"  # a series is JSON only (docs/admin-api.md)
+        answered = admin(gw, "GET", f"{path}&format={chosen}".replace("audit&", "audit?"))
+        assert answered.status == 200, answered.body
+        assert answered.headers["content-type"].startswith(kind)
