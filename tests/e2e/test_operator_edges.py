@@ -198,3 +198,40 @@ def test_a_report_format_other_than_json_or_csv_is_a_400(gw: GatewayHarness, pat
         answered = admin(gw, "GET", f"{path}&format={chosen}".replace("audit&", "audit?"))
         assert answered.status == 200, answered.body
         assert answered.headers["content-type"].startswith(kind)
+
+
+def test_an_expiry_past_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
+    """``9999-12-31T23:59:59-05:00`` is in the year 10000 in UTC: a key, admin token or
+    override expiring then was stored, and reading its row back overflowed `datetime`. One
+    such key failed every listing of keys (``GET /admin/keys``, ``spendgate keys list``),
+    every budget change and view (they look up the keys' teams), and its own revoke, with
+    a 500 until the row was mended in SQL; ``expires_in: 99999999999d`` was a 500. Each is
+    now a 400 naming the field."""
+    late = "9999-12-31T23:59:59-05:00"
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    for method, path, body, param in (
+        ("POST", "/admin/keys", {"name": "forever", "expires_at": late}, "expires_at"),
+        ("PATCH", f"/admin/keys/{key_id}", {"expires_at": late}, "expires_at"),
+        ("POST", "/admin/tokens", {"name": "t", "role": "viewer", "expires_at": late}, None),
+        ("POST", "/admin/tokens", {"name": "t", "role": "viewer", "expires_in": "3000000d"}, None),
+        (
+            "POST",
+            "/admin/tokens",
+            {"name": "t", "role": "viewer", "expires_in": "99999999999d"},
+            "expires_in",
+        ),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": late}, None),
+    ):
+        result = admin(gw, method, path, body)
+        assert result.status == 400, (body, result.body)
+        error = result.json()["error"]
+        assert error["param"] == (param or ("expires_in" if "expires_in" in body else "expires_at"))
+        assert "spendgate stores" in error["message"], error
+    for path in ("/admin/keys", "/admin/tokens", "/admin/budgets"):
+        assert admin(gw, "GET", path).status == 200, path
+    # the last day storage holds is still a valid expiry, and lists
+    last = admin(gw, "POST", "/admin/keys", {"name": "late", "expires_at": "9999-12-30T23:00Z"})
+    assert last.status == 201, last.body
+    listed = {k["name"]: k for k in admin(gw, "GET", "/admin/keys").json()["data"]}
+    assert listed["late"]["expires_at"] == "9999-12-30T23:00:00+00:00"
+    assert admin(gw, "POST", f"/admin/keys/{last.json()['id']}/revoke").status == 200

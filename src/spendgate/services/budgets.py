@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from spendgate.clock import Clock
+from spendgate.clock import LATEST, Clock, storable
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
 from spendgate.domain.budgets import (
@@ -268,6 +268,12 @@ class BudgetService:
         amount = parse_limit(budget.unit, limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        if expires_at is not None and not storable(expires_at):
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is after {LATEST.isoformat()}, the "
+                "latest time spendgate stores; give null for an override until cleared",
+                param="expires_at",
+            )
         override = BudgetOverride(name, amount, expires_at, self._clock.now())
         await self._storage.set_override(override)
         return override
