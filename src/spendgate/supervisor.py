@@ -232,17 +232,10 @@ class Supervisor:
             # config file was made bad since (a reload refused it, and the running config
             # stays). It said why on stderr; the others serve on, and it is tried again at
             # the longest backoff, not counted as a storm, which would stop them all.
-            worker.restarts += 1
-            log.error(
-                "a worker could not restart: retrying",
-                extra={
-                    "worker": worker.index,
-                    "exit_code": code,
-                    "restarts": worker.restarts,
-                    "backoff_s": self.policy.max_backoff_s,
-                },
+            retry = self.policy.max_backoff_s
+            self._restart(
+                worker, code, retry, "a worker could not restart: retrying", logging.ERROR
             )
-            self._spawn_soon(worker, self.policy.max_backoff_s)
             return
         backoff = self.policy.died(asyncio.get_running_loop().time())
         if backoff is None:
@@ -253,9 +246,15 @@ class Supervisor:
             self.exit_code = 1
             self.stopping.set()
             return
+        self._restart(worker, code, backoff, "worker died: restarting", logging.WARNING)
+
+    def _restart(self, worker: Worker, code: int, backoff: float, message: str, level: int) -> None:
+        """Log why ``worker`` is started again (``message``, at ``level``), and start it
+        ``backoff`` seconds from now."""
         worker.restarts += 1
-        log.warning(
-            "worker died: restarting",
+        log.log(
+            level,
+            message,
             extra={
                 "worker": worker.index,
                 "exit_code": code,

@@ -13,11 +13,11 @@ from typing import Any
 import openai
 import pytest
 
-from e2e.process import HttpResult, http_request
+from e2e.process import http_request
+from e2e.test_budgets_admin import ADMIN, admin
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 
-ADMIN = "sg-admin-edges-test"
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 
 
@@ -45,10 +45,6 @@ def gw(tmp_path: Path, clock: ManualClock) -> Iterator[GatewayHarness]:
         yield harness
     finally:
         harness.stop()
-
-
-def admin(gw: GatewayHarness, method: str, path: str, body: Any = None) -> HttpResult:
-    return http_request(method, gw.url + path, body=body, token=ADMIN)
 
 
 def embed(gw: GatewayHarness, secret: str) -> None:

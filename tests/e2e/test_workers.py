@@ -248,22 +248,29 @@ sys.exit(run(plan))
 """
 
 
+def supervised(config: Path, script: str, log_path: Path) -> GatewayProcess:
+    """A supervisor run by ``script`` (given the config and a port) instead of ``serve``,
+    logging to ``log_path``, as a `GatewayProcess` to wait on and stop."""
+    process = GatewayProcess(config)
+    log = log_path.open("a", encoding="utf-8")
+    process.proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(config), str(process.port)],
+        env=gateway_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    process.log_path = log_path
+    process._log = log
+    return process
+
+
 def test_without_so_reuseport_the_workers_share_the_supervisors_socket(tmp_path: Path) -> None:
     """The design for platforms without SO_REUSEPORT, forced here: the supervisor listens
     once and both workers accept on the socket they inherited."""
     url = storage_url("sqlite", tmp_path)
     with SimulatorThread() as sim:
         config = write_config(tmp_path, sim.url, configure=configure_storage(url))
-        process = GatewayProcess(config)
-        log = (tmp_path / "inherited.log").open("a", encoding="utf-8")
-        process.proc = subprocess.Popen(
-            [sys.executable, "-c", SUPERVISE, str(config), str(process.port)],
-            env=gateway_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        process.log_path = tmp_path / "inherited.log"
-        process._log = log
+        process = supervised(config, SUPERVISE, tmp_path / "inherited.log")
         try:
             wait_for_log(process, "all workers listening")
             starting = next(e for e in process.log_events() if e["msg"] == "supervisor starting")
@@ -301,16 +308,7 @@ def test_a_bad_config_file_and_a_dead_worker_leave_the_others_serving(tmp_path: 
     with SimulatorThread() as sim:
         config = write_config(tmp_path, sim.url, configure=configure_storage(url))
         good = config.read_text(encoding="utf-8")
-        process = GatewayProcess(config)
-        log = (tmp_path / "storm.log").open("a", encoding="utf-8")
-        process.proc = subprocess.Popen(
-            [sys.executable, "-c", STORM_AFTER_ONE, str(config), str(process.port)],
-            env=gateway_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        process.log_path = tmp_path / "storm.log"
-        process._log = log
+        process = supervised(config, STORM_AFTER_ONE, tmp_path / "storm.log")
         try:
             wait_for_log(process, "all workers listening")
             key = create_key_direct(config, name="storm", team="ml")
