@@ -50,6 +50,10 @@ class ManualClock:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The latest time storage may hold: `from_ms` of a later one overflows `datetime`, so a key,
+# token or override expiring after it (``9999-12-31T23:59:59-05:00`` is in the year 10000
+# in UTC) would fail every read of its row. Expiries are checked against it (`storable`).
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
@@ -58,6 +62,11 @@ def to_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"datetime must be timezone-aware, got naive {moment.isoformat()}")
     return (moment - EPOCH) // _MS
+
+
+def storable(moment: datetime) -> bool:
+    """Whether an aware ``moment`` can be stored and read back (not after `LATEST`)."""
+    return moment <= LATEST
 
 
 def from_ms(value: int) -> datetime:

@@ -15,7 +15,9 @@ flight, settles and flushes the ledger) and exits, then the supervisor; a worker
 running ``drain_timeout_s`` + `STRAGGLER_S` later is killed. SIGHUP -> every worker
 re-reads the config file. A worker that exits while the supervisor is not stopping is
 restarted after a backoff; more than `RestartPolicy.storm` restarts within
-`RestartPolicy.window_s` is a storm: the supervisor stops everything and exits 1.
+`RestartPolicy.window_s` is a storm: the supervisor stops everything and exits 1. A restart
+that exits before it listens while other workers serve (a config file made bad since) is
+tried again at the longest backoff, and counts toward no storm.
 """
 
 from __future__ import annotations
@@ -225,6 +227,16 @@ class Supervisor:
             self.exit_code = code or 1
             self.stopping.set()
             return
+        if not listened and any(other.ready for other in self.workers if other is not worker):
+            # A restart that could not start while other workers serve: most likely the
+            # config file was made bad since (a reload refused it, and the running config
+            # stays). It said why on stderr; the others serve on, and it is tried again at
+            # the longest backoff, not counted as a storm, which would stop them all.
+            retry = self.policy.max_backoff_s
+            self._restart(
+                worker, code, retry, "a worker could not restart: retrying", logging.ERROR
+            )
+            return
         backoff = self.policy.died(asyncio.get_running_loop().time())
         if backoff is None:
             log.error(
@@ -234,9 +246,15 @@ class Supervisor:
             self.exit_code = 1
             self.stopping.set()
             return
+        self._restart(worker, code, backoff, "worker died: restarting", logging.WARNING)
+
+    def _restart(self, worker: Worker, code: int, backoff: float, message: str, level: int) -> None:
+        """Log why ``worker`` is started again (``message``, at ``level``), and start it
+        ``backoff`` seconds from now."""
         worker.restarts += 1
-        log.warning(
-            "worker died: restarting",
+        log.log(
+            level,
+            message,
             extra={
                 "worker": worker.index,
                 "exit_code": code,

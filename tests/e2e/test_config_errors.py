@@ -214,6 +214,35 @@ def test_unparsable_config_names_file_and_position(tmp_path: Path, text: str, me
     assert (status, out, err) == (1, "", f"Error: {path}: {message}\n")
 
 
+ENCODED: list[tuple[str, bytes, str]] = [
+    (
+        "Latin-1",
+        "orgs:\n  acme:\n    teams: [caf\u00e9]\n".encode("latin-1"),
+        "not UTF-8 text at line 3, column 16 (byte 0xe9): save the file as UTF-8",
+    ),
+    (
+        "UTF-16",
+        "server:\n  port: 8700\n".encode("utf-16"),
+        "not UTF-8 text at line 1, column 1 (byte 0xff): save the file as UTF-8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), [c[1:] for c in ENCODED], ids=[c[0] for c in ENCODED])
+def test_a_config_not_in_utf8_names_file_and_position(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
+    """It was a UnicodeDecodeError: a traceback from check-config, a 500 from
+    POST /admin/reload (tests/e2e/test_reload.py)."""
+    path = tmp_path / "encoded.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: {message}"
+    status, out, err = _check_config(path)
+    assert (status, out, err) == (1, "", f"Error: {path}: {message}\n")
+
+
 def test_an_empty_file_is_a_valid_config(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing yet\n", encoding="utf-8")

@@ -87,3 +87,26 @@ def test_admin_reads_get_the_same_503(broken: tuple[GatewayHarness, str]) -> Non
     response = httpx2.get(harness.url + "/admin/keys", headers={"authorization": f"Bearer {ADMIN}"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "storage_unavailable"
+
+
+def test_metrics_still_answer_what_this_process_counted(
+    broken: tuple[GatewayHarness, str],
+) -> None:
+    """A scrape during the outage was a 503 too (it read the budget and loop gauges from
+    storage first): Prometheus lost every series, the outage's refusals among them, exactly
+    when they were wanted. Now it answers the counters and this process's gauges."""
+    harness, secret = broken
+    with (
+        harness.sdk_client("openai", secret, max_retries=0) as client,
+        pytest.raises(openai.APIStatusError),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=PROMPT, max_tokens=5)
+    response = httpx2.get(harness.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200, response.text
+    requests = [
+        line for line in response.text.splitlines() if line.startswith("spendgate_requests_total{")
+    ]
+    assert any('status="200"' in line for line in requests)  # served before the outage
+    assert any('status="503"' in line for line in requests)  # refused during it
+    assert "spendgate_requests_in_flight " in response.text  # this process's own gauges
+    assert "spendgate_budget_" not in response.text  # read from storage: left out

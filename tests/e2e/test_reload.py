@@ -166,6 +166,17 @@ def test_a_bad_rule_is_refused_naming_it_and_the_running_rules_stay(tmp_path: Pa
             assert str(config) in event["error"]
             assert chat(gateway.url, issued.secret)[:2] == (200, "gpt-4o")
 
+            # A file saved in another encoding than UTF-8: refused, naming where (was a 500).
+            config.write_bytes(
+                config.read_bytes().replace(b"gpt-4o-mini", "gpt-\u00f6".encode("latin-1"))
+            )
+            answer = reload(gateway.url)
+            assert answer.status == 400, answer.body
+            message = answer.json()["error"]["message"]
+            assert message.startswith(f"{config}: not UTF-8 text at line ")
+            assert "the running config stays in force" in message
+            assert chat(gateway.url, issued.secret)[:2] == (200, "gpt-4o")
+
             # Restart-only settings are refused by name.
             def moved(data: dict[str, Any]) -> None:
                 routing("gpt-4o-mini")(data)

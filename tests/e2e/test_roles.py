@@ -174,6 +174,10 @@ def _loop_teams(w: World, body: Any) -> set[str | None]:
     return {w.key_team.get(block["key_id"]) for block in body["data"]}
 
 
+def _series_teams(w: World, body: Any) -> set[str | None]:
+    return {point["group"] for point in body["series"]}
+
+
 def _audit_teams(w: World, body: Any) -> set[str | None]:
     return {entry["team"] for entry in body["data"]}
 
@@ -220,6 +224,7 @@ ROUTES = [
     Route("POST", "/admin/keys/{key}/revoke", ADMINS),
     Route("POST", "/admin/keys/{key}/rotate", ADMINS),
     Route("GET", "/admin/usage?group_by=team&period=all", READERS, teams=_usage_teams),
+    Route("GET", "/admin/usage?bucket=day&group_by=team&period=all", READERS, teams=_series_teams),
     Route("GET", "/admin/blocks?period=all", READERS, teams=_block_names, every_team=False),
     Route("GET", "/admin/savings?period=all", READERS, teams=_savings_teams, every_team=False),
     Route("GET", "/admin/budgets", READERS, teams=_budget_teams),

@@ -90,3 +90,15 @@ def test_a_gateway_that_is_down_gets_one_sane_line(tmp_path: Path) -> None:
         assert (done.stdout.strip(), done.returncode) == ("sg: gateway unreachable", 0)
     nokey = _script(_env())
     assert nokey.stdout.strip() == "sg: no key"
+
+
+@pytest.mark.parametrize("url", ["gateway.example.com:8700", "http://[::1", "not a url"])
+def test_a_base_url_that_is_no_url_gets_one_sane_line(url: str) -> None:
+    """A base URL set without its scheme (or with a broken host) was a traceback and exit
+    status 1 from the command: in a shell prompt or Claude Code's status line."""
+    done = _command(_env(SPENDGATE_KEY="sk-sg-any", ANTHROPIC_BASE_URL=url))
+    assert (done.stdout.strip(), done.returncode, done.stderr) == (
+        "sg: gateway unreachable",
+        0,
+        "",
+    )

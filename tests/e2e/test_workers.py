@@ -248,22 +248,29 @@ sys.exit(run(plan))
 """
 
 
+def supervised(config: Path, script: str, log_path: Path) -> GatewayProcess:
+    """A supervisor run by ``script`` (given the config and a port) instead of ``serve``,
+    logging to ``log_path``, as a `GatewayProcess` to wait on and stop."""
+    process = GatewayProcess(config)
+    log = log_path.open("a", encoding="utf-8")
+    process.proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(config), str(process.port)],
+        env=gateway_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    process.log_path = log_path
+    process._log = log
+    return process
+
+
 def test_without_so_reuseport_the_workers_share_the_supervisors_socket(tmp_path: Path) -> None:
     """The design for platforms without SO_REUSEPORT, forced here: the supervisor listens
     once and both workers accept on the socket they inherited."""
     url = storage_url("sqlite", tmp_path)
     with SimulatorThread() as sim:
         config = write_config(tmp_path, sim.url, configure=configure_storage(url))
-        process = GatewayProcess(config)
-        log = (tmp_path / "inherited.log").open("a", encoding="utf-8")
-        process.proc = subprocess.Popen(
-            [sys.executable, "-c", SUPERVISE, str(config), str(process.port)],
-            env=gateway_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        process.log_path = tmp_path / "inherited.log"
-        process._log = log
+        process = supervised(config, SUPERVISE, tmp_path / "inherited.log")
         try:
             wait_for_log(process, "all workers listening")
             starting = next(e for e in process.log_events() if e["msg"] == "supervisor starting")
@@ -273,6 +280,55 @@ def test_without_so_reuseport_the_workers_share_the_supervisors_socket(tmp_path:
             for worker in workers.values():
                 chat(worker, key.secret)
             close_all(workers)
+        finally:
+            assert process.stop() == 0
+    assert len(read_rows(url)) == 2
+
+
+STORM_AFTER_ONE = """
+import asyncio, sys
+from spendgate.logs import configure
+from spendgate.settings import Settings
+from spendgate.supervisor import Plan, RestartPolicy, Supervisor
+configure("info")
+env = Settings.from_environment().env
+plan = Plan(sys.argv[1], "127.0.0.1", int(sys.argv[2]), 2, 5.0, env)
+policy = RestartPolicy(first_backoff_s=0.1, max_backoff_s=0.2, storm=1, window_s=600)
+sys.exit(asyncio.run(Supervisor(plan, policy).run()))
+"""
+
+
+def test_a_bad_config_file_and_a_dead_worker_leave_the_others_serving(tmp_path: Path) -> None:
+    """A config file made bad (SIGHUP refused it: the running config stays), then a worker
+    killed: its restarts read the bad file and exit before they listen. They counted as a
+    restart storm, which stopped the supervisor and the healthy worker with it (with the
+    default policy within a minute). Now the other worker serves on, the restart is tried
+    again until the file is good, and no storm is declared (here: after one death)."""
+    url = storage_url("sqlite", tmp_path)
+    with SimulatorThread() as sim:
+        config = write_config(tmp_path, sim.url, configure=configure_storage(url))
+        good = config.read_text(encoding="utf-8")
+        process = supervised(config, STORM_AFTER_ONE, tmp_path / "storm.log")
+        try:
+            wait_for_log(process, "all workers listening")
+            key = create_key_direct(config, name="storm", team="ml")
+            workers = connections_to_every_worker(process, 2)
+            config.write_text(good.replace("gpt-4o-mini:", "gpt-4o-mini: [", 1), encoding="utf-8")
+            process.signal(signal.SIGHUP)
+            wait_for_log(process, "config not reloaded", count=2)
+            os.kill(workers[1].pid, signal.SIGKILL)
+            wait_for_log(process, "a worker could not restart: retrying", count=3)
+            assert process.proc.poll() is None  # the supervisor runs on
+            chat(workers[0], key.secret)  # and the healthy worker serves, on the old config
+            config.write_text(good, encoding="utf-8")
+            wait_for_log(process, "all workers listening", count=2)
+            close_all(workers)
+            again = connections_to_every_worker(process, 2)
+            chat(again[1], key.secret)
+            close_all(again)
+            messages = [e["msg"] for e in process.log_events()]
+            assert "workers keep dying: giving up" not in messages
+            assert messages.count("worker died: restarting") == 1  # the kill itself
         finally:
             assert process.stop() == 0
     assert len(read_rows(url)) == 2

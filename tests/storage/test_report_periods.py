@@ -30,6 +30,7 @@ MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
         ("2026-11-03", datetime(2026, 11, 3, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)),
         ("  Today ", MIDNIGHT, NOW),
         ("99999999d", datetime(1970, 1, 1, tzinfo=UTC), NOW),
+        ("9999-12-30", datetime(9999, 12, 30, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)),
     ],
 )
 def test_periods(text: str, since: datetime, until: datetime) -> None:
@@ -54,6 +55,9 @@ def test_days_are_utc_days_whatever_the_zone_of_now() -> None:
         ("2026-13-01", "unknown period '2026-13-01'"),
         ("2026-11-30..2026-11-01", "period '2026-11-30..2026-11-01' ends before it starts"),
         ("2026-11-01..", "unknown period '2026-11-01..'"),
+        # the day after 9999-12-31 is past what a datetime holds (was an OverflowError: a 500)
+        ("9999-12-31", "period '9999-12-31' ends after 9999-12-30, the last day a report"),
+        ("2026-01-01..9999-12-31", "period '2026-01-01..9999-12-31' ends after 9999-12-30"),
     ],
 )
 def test_bad_periods_say_what_is_accepted(text: str, message: str) -> None:
@@ -66,7 +70,7 @@ def test_naive_now_is_refused() -> None:
         parse_period("today", datetime(2026, 11, 29, 12))
 
 
-@pytest.mark.parametrize("text", ["last week", "0d", "2026-11-30..2026-11-01"])
+@pytest.mark.parametrize("text", ["last week", "0d", "2026-11-30..2026-11-01", "9999-12-31"])
 def test_a_report_refusing_a_period_lists_the_periods_once(text: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
         period_bounds(ManualClock(NOW), text)

@@ -119,3 +119,31 @@ def test_a_period_without_an_end_projects_no_end() -> None:
     assert found.projected is None
     assert found.cap_at == now + timedelta(hours=9)
     assert not found.exceeds
+
+
+def test_a_cap_past_the_last_representable_time_is_never() -> None:
+    # $1,000 a month, 20 nano-dollars (one short embedding) in the last hour: the cap is
+    # 1.8e17 ms away, past the year 9999 (it overflowed `datetime` and failed every view).
+    now = MONTH_START + timedelta(days=3)
+    found = forecast(
+        spent=20,
+        limit=1_000 * DOLLAR,
+        recent=20,
+        window=HOUR,
+        now=now,
+        since=MONTH_START,
+        resets_at=MONTH_END,
+    )
+    assert (found.burn_per_hour, found.cap_at, found.exceeds) == (20, None, False)
+    assert found.projected == 20 + 20 * ((MONTH_END - now) // HOUR)
+    # just inside the calendar's end it is still a time
+    near = forecast(
+        spent=0,
+        limit=(datetime(9999, 1, 1, tzinfo=UTC) - now) // timedelta(milliseconds=1),
+        recent=1,
+        window=timedelta(milliseconds=1),
+        now=now,
+        since=MONTH_START,
+        resets_at=MONTH_END,
+    )
+    assert near.cap_at == datetime(9999, 1, 1, tzinfo=UTC)

@@ -36,7 +36,7 @@ from aiohttp import web
 
 from spendgate.api import alerts, audit, budgets, tokens
 from spendgate.api.auth import AdminDisabled, guard, principal_of, scoped_storage
-from spendgate.api.serialize import key_json
+from spendgate.api.serialize import key_json, wants_csv
 from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.domain.key_limits import KeyLimits
 from spendgate.domain.roles import Access
@@ -199,6 +199,7 @@ async def _rotate_key(request: web.Request, gateway: Gateway) -> web.StreamRespo
 
 async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     query = request.query
+    csv = wants_csv(query)
     report = await savings_report(
         scoped_storage(request, gateway),
         gateway.clock,
@@ -206,7 +207,7 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
         period=query.get("period", "month"),
         book=gateway.budgets,
     )
-    if query.get("format", "json") == "csv":
+    if csv:
         return web.Response(
             text=savings_csv(report.savings.groups),
             content_type="text/csv",

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from spendgate.api.auth import guard, principal_of
+from spendgate.api.serialize import wants_csv
 from spendgate.domain.audit import to_csv
 from spendgate.domain.roles import Access
 from spendgate.gateway import Gateway
@@ -19,8 +20,9 @@ from spendgate.services.audit import audit_query
 
 
 async def _audit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    csv = wants_csv(request.query)
     entries = await gateway.audit_service.entries(audit_query(request.query), principal_of(request))
-    if request.query.get("format", "json") == "csv":
+    if csv:
         return web.Response(
             text=to_csv(entries),
             content_type="text/csv",

@@ -25,7 +25,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request, fields: set[str]) -> dict[str, Any]:
+    """The JSON object a change sent, holding no field but ``fields``: a misspelt field
+    (``{"memberz": "dana"}``) is a 400, never a change made as if it were left out."""
     raw = await request.read()
     if not raw:
         return {}
@@ -35,6 +37,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field(s): {', '.join(unknown)}; send {' and/or '.join(sorted(fields))}",
+            param=unknown[0],
+        )
     return body
 
 
@@ -53,14 +61,15 @@ async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResp
 
 
 async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    body = await _body(request)
-    unknown = set(body) - {"limit", "expires_at"}
-    if unknown:
-        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+    body = await _body(request, {"limit", "expires_at"})
     limit = body.get("limit")
     if not isinstance(limit, str | int) or isinstance(limit, bool):
         raise InvalidRequest("'limit' is required: a dollar string or a token count", param="limit")
     expires = body.get("expires_at")
+    if expires is not None and not isinstance(expires, str):
+        raise InvalidRequest(
+            "'expires_at' must be an ISO 8601 time with a zone, or null", param="expires_at"
+        )
     try:
         expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
     except ValueError:
@@ -83,7 +92,7 @@ async def clear_limit(request: web.Request, gateway: Gateway) -> web.StreamRespo
 
 
 async def reset(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    body = await _body(request)
+    body = await _body(request, {"member"})
     member = body.get("member")
     if member is not None and not isinstance(member, str):
         raise InvalidRequest("'member' must be a string or null", param="member")

@@ -11,6 +11,7 @@ on a listener of its own (`serve_metrics`), e.g. for a scrape network."""
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -26,11 +27,13 @@ from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
 from spendgate.domain.loops import LoopBlock
 from spendgate.domain.roles import Access
-from spendgate.errors import AuthenticationFailed
+from spendgate.errors import AuthenticationFailed, StorageError
 from spendgate.events.metrics import NANOS_PER_DOLLAR, PERSONAL, Metrics, bounded_reason
 from spendgate.gateway import Gateway
 from spendgate.services.admission_queue import Waited
 from spendgate.services.budgets import BudgetView
+
+log = logging.getLogger("spendgate.metrics")
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
@@ -114,18 +117,22 @@ def _handler(
         gateway = listener.gateway
         if not gateway.config.server.metrics_public:
             await _allow(request, gateway, listener.token)
-        views = await gateway.budget_service.overview()
-        blocks = await gateway.storage.loop_blocks()
         config = gateway.config.metrics
         personal = {BudgetScope(label) for label in listener.metrics.personal}
+        gauges: list[Collector] = [RuntimeGauges(gateway)]
+        try:
+            views = await gateway.budget_service.overview()
+            blocks = await gateway.storage.loop_blocks()
+        except StorageError as exc:
+            # While a store fails the scrape still answers what this process counted (the
+            # refusals of the outage among it); only the gauges read from storage are out.
+            log.warning("metrics without storage's gauges", extra={"error": str(exc)})
+        else:
+            budget_gauges = BudgetGauges(views, config.max_budget_series, named=personal)
+            gauges = [budget_gauges, *gauges, LoopGauges(blocks, gateway)]
         fleet = gateway.fleet
         body = listener.metrics.render(
-            [
-                BudgetGauges(views, config.max_budget_series, named=personal),
-                RuntimeGauges(gateway),
-                LoopGauges(blocks, gateway),
-            ],
-            multiprocess_dir=fleet.metrics_dir if fleet else None,
+            gauges, multiprocess_dir=fleet.metrics_dir if fleet else None
         )
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 

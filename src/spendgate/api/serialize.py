@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.key_limits import KeyLimits
+from spendgate.errors import InvalidRequest
+
+FORMATS = ("json", "csv")
+
+
+def wants_csv(query: Mapping[str, str]) -> bool:
+    """Whether a report's ``format`` asks for CSV (the default is JSON); any other value is
+    a 400 naming it, not JSON given to a script that asked for something else."""
+    chosen = query.get("format", "json")
+    if chosen not in FORMATS:
+        raise InvalidRequest(f"format must be json or csv, not {chosen!r}", param="format")
+    return chosen == "csv"
 
 
 def _time(value: datetime | None) -> str | None:

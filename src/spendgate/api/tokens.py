@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from spendgate.api.auth import guard, principal_of
-from spendgate.domain.roles import Access, parse_duration
+from spendgate.domain.roles import Access, expiry_after
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
 from spendgate.services.tokens import TokenSpec, parse_role
@@ -55,7 +55,7 @@ def token_spec_from_json(body: Any, now: datetime) -> TokenSpec:
         if at is not None:
             expires = datetime.fromisoformat(at)
         elif within is not None:
-            expires = now + parse_duration(within)
+            expires = expiry_after(now, within)
     except ValueError as exc:
         param = "expires_at" if at is not None else "expires_in"
         raise InvalidRequest(f"{param}: {exc}", param=param) from None

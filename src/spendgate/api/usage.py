@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 
 from spendgate.api.auth import scoped_storage
+from spendgate.api.serialize import wants_csv
 from spendgate.domain.reports import to_csv
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
@@ -14,9 +15,10 @@ from spendgate.services.reports import blocks_report, usage_report, usage_series
 
 async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     query = request.query
+    csv = wants_csv(query)
     if "bucket" in query:  # a time series for charts (docs/admin-api.md)
         series = await usage_series_report(
-            gateway.storage,
+            scoped_storage(request, gateway),  # a team's principal: its team's rows only
             gateway.clock,
             group_by=query.get("group_by", "team"),
             period=query.get("period", "month"),
@@ -34,7 +36,7 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
         period=query.get("period", "month"),
         top=top,
     )
-    if query.get("format", "json") == "csv":
+    if csv:
         return web.Response(
             text=to_csv(report.groups),
             content_type="text/csv",

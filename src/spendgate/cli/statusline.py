@@ -63,15 +63,17 @@ def summarize(data: dict[str, Any]) -> str:
 
 
 def fetch(url: str, key: str, timeout: float) -> str:
-    request = urllib.request.Request(  # noqa: S310
-        f"{base_url(url)}{PATH}", headers={"authorization": f"Bearer {key}"}
-    )
     try:
+        # inside the try: a base URL without a scheme (ANTHROPIC_BASE_URL=api.example.com)
+        # or with a broken host is refused here, and the line must still be printed
+        request = urllib.request.Request(  # noqa: S310
+            f"{base_url(url)}{PATH}", headers={"authorization": f"Bearer {key}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return summarize(json.loads(response.read()))
     except urllib.error.HTTPError as failed:
         return "sg: key not accepted" if failed.code in (401, 403) else f"sg: HTTP {failed.code}"
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return UNREACHABLE
 
 

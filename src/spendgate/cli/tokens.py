@@ -15,7 +15,7 @@ from spendgate.cli.common import (
     run_with_storage,
     table,
 )
-from spendgate.domain.roles import AdminToken, Role, parse_duration
+from spendgate.domain.roles import AdminToken, Role, expiry_after
 from spendgate.text import escape
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -45,7 +45,7 @@ def _expiry(expires: str | None, now: datetime) -> datetime | None:
     if expires is None:
         return None
     try:
-        return now + parse_duration(expires)
+        return expiry_after(now, expires)
     except ValueError:
         pass
     try:

@@ -160,12 +160,30 @@ def _parse_listed(data: Any, listed: ListedBudgets | None, source: str, folder: 
     return _parse_with_rows(data, source, folder)
 
 
+def _utf8(source: str, raw: bytes) -> str:
+    """The file's text; a file that is not UTF-8 (saved as Latin-1 or UTF-16 by an editor)
+    is a `ConfigError` naming where, as a YAML error would be."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            source,
+            "",
+            f"not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
+            "save the file as UTF-8",
+        ) from None
+
+
 def load_config(path: str | Path) -> Config:
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
+    text = _utf8(source, raw)
     try:
         data, listed = parse_yaml_apart(source, text)
     except yaml.YAMLError as exc:

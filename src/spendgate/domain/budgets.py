@@ -27,6 +27,19 @@ from spendgate.domain.periods import Calendar, Period, Window, bucket_end, windo
 from spendgate.money import format_dollars
 
 BASIS_POINTS = 10_000
+# The largest limit a run-time change may set (an override, a key's own budget or rate): what
+# SQLite's and PostgreSQL's integer columns hold, in the budget's unit ($9.2 billion in
+# nano-dollars). A larger one failed the storage's write as a 503 "storage is failing".
+MAX_LIMIT = 2**63 - 1
+
+
+def limit_bound(unit: Unit) -> str:
+    """`MAX_LIMIT` as an operator reads it, in ``unit``."""
+    if unit is Unit.NANOS:
+        return f"${MAX_LIMIT // 10**9:,}"
+    return unit.render(MAX_LIMIT)
+
+
 # Callers whose applicable budgets are remembered (then start over). A miss costs one index
 # lookup (~10 us); each entry holds ~850 bytes, so 4,096 held 3.5 MB after traffic from
 # 10,000 keys, which the cache could not serve anyway (docs/benchmarks.md, "Memory").

@@ -11,7 +11,8 @@ The burn rate is measured over a *recent window*: what the member spent over the
 where ``observed`` is the length of the window measured and ``remaining`` the time left
 until the period resets. Amounts round up (a forecast errs toward warning early).
 A period that never resets (``lifetime``) or a rolling window projects no end-of-period
-spend; a member spending nothing reaches its cap never (``cap_at`` None).
+spend; a member spending nothing reaches its cap never (``cap_at`` None), and so does one
+whose cap lies past the year 9999 at its rate.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ def _ms(delta: timedelta) -> int:
     return delta // _MS
 
 
+def _later(now: datetime, ms: int) -> datetime | None:
+    """``ms`` milliseconds after ``now``; None past the last time a `datetime` holds (year
+    9999): a large limit at a slow burn (a $1,000 budget, a few cheap embeddings in the
+    last hour) is reached never, as far as any report can tell."""
+    try:
+        return now + ms * _MS
+    except OverflowError:
+        return None
+
+
 def forecast(
     *,
     spent: int,
@@ -78,7 +89,7 @@ def forecast(
         if spent >= limit:
             cap_at = now
         else:
-            cap_at = now + _ceil_div((limit - spent) * observed, recent) * _MS
+            cap_at = _later(now, _ceil_div((limit - spent) * observed, recent))
     exceeds = cap_at is not None and (resets_at is None or cap_at < resets_at)
     if resets_at is None and cap_at is not None and cap_at > now:
         exceeds = False  # a window that rolls or never resets: no "before the end"

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spendgate.domain.budgets import Budget, BudgetScope, Kind, Scoped, Unit, limit_period
+from spendgate.domain.budgets import (
+    MAX_LIMIT,
+    Budget,
+    BudgetScope,
+    Kind,
+    Scoped,
+    Unit,
+    limit_bound,
+    limit_period,
+)
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.periods import Period
 from spendgate.domain.rates import parse_rates
@@ -103,6 +112,8 @@ def key_budgets(key_id: str, limits: KeyLimits) -> tuple[Budget, ...]:
             ) from None
         if amount <= 0:
             raise ValueError("budget_usd must be more than 0")
+        if amount > MAX_LIMIT:
+            raise ValueError(f"budget_usd must be at most {limit_bound(Unit.NANOS)}")
         made.append(
             Budget(
                 name=name,
@@ -117,6 +128,8 @@ def key_budgets(key_id: str, limits: KeyLimits) -> tuple[Budget, ...]:
     for text, unit in ((limits.requests, Unit.REQUESTS), (limits.tokens, Unit.TOKENS)):
         for rate in parse_rates(text, whole=True) if text is not None else ():
             per = rate.text.split("/", 1)[1].strip()
+            if rate.amount > MAX_LIMIT:
+                raise ValueError(f"{rate.text!r}: the amount must be at most {limit_bound(unit)}")
             made.append(
                 Budget(
                     name=f"{name}:{unit.value}/{per}",

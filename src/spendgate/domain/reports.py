@@ -326,6 +326,11 @@ def _date_range(text: str, spec: str) -> tuple[datetime, datetime]:
     last = _parse_date(text, last_text) if separator else first
     if last < first:
         raise ValueError(f"period {text!r} ends before it starts")
+    if last == date.max:  # its end, the next midnight, is past what a datetime holds
+        raise ValueError(
+            f"period {text!r} ends after {date.max - timedelta(days=1)}, "
+            "the last day a report can cover"
+        )
     return _midnight(first), _midnight(last) + timedelta(days=1)
 
 

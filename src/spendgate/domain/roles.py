@@ -138,7 +138,20 @@ def parse_duration(text: str) -> timedelta:
     found = _DURATION.match(text)
     if found is None or int(found.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 2w")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any time spendgate stores") from None
+
+
+def expiry_after(now: datetime, text: str) -> datetime:
+    """``now`` plus the duration ``text`` (`parse_duration`); ValueError if that is past
+    what a `datetime` holds."""
+    duration = parse_duration(text)
+    try:
+        return now + duration
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any time spendgate stores") from None
 
 
 def generate_token() -> str:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from spendgate.clock import Clock
+from spendgate.clock import LATEST, Clock, storable
 from spendgate.domain.admission import CounterState
 from spendgate.domain.budget_state import Refusals, budget_state, minimal_request
 from spendgate.domain.budgets import (
+    MAX_LIMIT,
     Budget,
     BudgetBook,
     BudgetScope,
@@ -19,6 +20,7 @@ from spendgate.domain.budgets import (
     CounterRef,
     Kind,
     Unit,
+    limit_bound,
 )
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
@@ -266,6 +268,12 @@ class BudgetService:
         amount = parse_limit(budget.unit, limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        if expires_at is not None and not storable(expires_at):
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is after {LATEST.isoformat()}, the "
+                "latest time spendgate stores; give null for an override until cleared",
+                param="expires_at",
+            )
         override = BudgetOverride(name, amount, expires_at, self._clock.now())
         await self._storage.set_override(override)
         return override
@@ -292,6 +300,8 @@ def parse_limit(unit: Unit, text: str) -> int:
         raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")
+    if value > MAX_LIMIT:
+        raise InvalidRequest(f"limit must be at most {limit_bound(unit)}", param="limit")
     return value
 
 

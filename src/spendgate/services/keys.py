@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from spendgate.clock import Clock
+from spendgate.clock import LATEST, Clock, storable
 from spendgate.config.schema import Config
 from spendgate.domain.identity import (
     KEY_PREFIX,
@@ -136,6 +136,12 @@ class KeyService:
             raise InvalidRequest(
                 f"expires_at {expires_at.isoformat()} is not in the future (now: "
                 f"{now.isoformat()}); a key cannot be created already expired",
+                param="expires_at",
+            )
+        if not storable(expires_at):
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is after {LATEST.isoformat()}, the "
+                "latest time spendgate stores; leave it out for a key that never expires",
                 param="expires_at",
             )
 

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from spendgate.clock import Clock
+from spendgate.clock import LATEST, Clock, storable
 from spendgate.config.schema import Config
 from spendgate.domain.roles import (
     AdminToken,
@@ -81,6 +81,13 @@ class TokenService:
             if spec.expires_at <= self._clock.now():
                 raise InvalidRequest(
                     f"expires_at {spec.expires_at.isoformat()} is not in the future",
+                    param="expires_at",
+                )
+            if not storable(spec.expires_at):
+                raise InvalidRequest(
+                    f"expires_at {spec.expires_at.isoformat()} is after "
+                    f"{LATEST.isoformat()}, the latest time spendgate stores; leave it out "
+                    "for a token that never expires",
                     param="expires_at",
                 )
 

@@ -1,0 +1,233 @@
+"""Odd but valid operator input on the admin API, through a real gateway (tests/harness.py,
+SQLite, a `ManualClock`, real traffic through the openai SDK): each answer is right or a
+`400` naming the field, and a mistaken body changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from e2e.process import http_request
+from e2e.test_budgets_admin import ADMIN, admin
+from harness import GatewayHarness
+from spendgate.clock import ManualClock
+
+T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+
+
+def configure(data: dict[str, Any]) -> None:
+    data["budgets"] = [
+        {"name": "org-monthly", "scope": "org", "match": "acme", "limit_usd": "1000"},
+        {"name": "per-team", "scope": "team", "limit_usd": "100", "period": "daily"},
+    ]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def gw(tmp_path: Path, clock: ManualClock) -> Iterator[GatewayHarness]:
+    harness = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=configure,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
+        clock=clock,
+    ).start()
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def embed(gw: GatewayHarness, secret: str) -> None:
+    with openai.OpenAI(
+        base_url=gw.openai_base_url, api_key=secret, max_retries=0, timeout=10
+    ) as client:
+        client.embeddings.create(model="text-embedding-3-small", input="hi")
+
+
+def test_a_large_budget_burning_slowly_is_listed(gw: GatewayHarness, clock: ManualClock) -> None:
+    """$1,000 a month and one short embedding (a few nano-dollars) in the last hour: at that
+    rate the cap lies past the year 9999. The forecast overflowed `datetime`, and every view
+    of the budgets failed with a 500 (the admin API, /v1/spendgate/me, the dashboard)."""
+    secret = gw.create_key(name="embedder", team="ml", user="ann")
+    embed(gw, secret)
+    clock.advance(60)
+    listed = admin(gw, "GET", "/admin/budgets?name=org-monthly")
+    assert listed.status == 200, listed.body
+    [view] = listed.json()["data"]
+    assert 0 < view["spent"] < 1_000
+    forecast = view["forecast"]
+    assert forecast["recent"] == view["spent"]
+    assert (forecast["cap_at"], forecast["exceeds"]) == (None, False)
+    me = http_request("GET", gw.url + "/v1/spendgate/me", token=secret)
+    assert me.status == 200, me.body
+    assert "org-monthly" in {b["name"] for b in me.json()["budgets"]}
+
+
+def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
+    """A misspelt field in a reset (``memberz``) reset every member of the budget, as if no
+    member had been named; an ``expires_at`` that is not a string made an override that
+    never expires. Both are now a 400 naming the field, and the counters and limits stay."""
+    for team in ("ml", "web"):
+        embed(gw, gw.create_key(name=f"k-{team}", team=team))
+
+    def per_team() -> dict[str, tuple[int, int]]:
+        listed = admin(gw, "GET", "/admin/budgets?name=per-team")
+        assert listed.status == 200, listed.body
+        return {v["member"]: (v["spent"], v["limit"]) for v in listed.json()["data"]}
+
+    before = per_team()
+    assert set(before) == {"ml", "web"}
+    assert all(spent > 0 for spent, _ in before.values())
+    for method, path, body, param in (
+        ("POST", "/admin/budgets/per-team/reset", {"memberz": "ml"}, "memberz"),
+        ("POST", "/admin/budgets/per-team/reset", {"member": "ml", "all": True}, "all"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": 1}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": []}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires": "x"}, "expires"),
+    ):
+        result = admin(gw, method, path, body)
+        assert result.status == 400, (body, result.body)
+        assert result.json()["error"]["param"] == param, (body, result.body)
+    assert per_team() == before
+    audit = admin(gw, "GET", "/admin/audit?action=budget.reset").json()["data"]
+    audit += admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"]
+    assert audit == []
+    # the right fields still work: one member reset, the other kept
+    reset = admin(gw, "POST", "/admin/budgets/per-team/reset", {"member": "ml"})
+    assert reset.json() == {"name": "per-team", "member": "ml", "counters_reset": 1}
+    after = per_team()
+    assert after["web"] == before["web"]
+    assert after.get("ml", (0, 0))[0] == 0
+
+
+REPORTS = (
+    "/admin/usage?period={}",
+    "/admin/usage?bucket=day&period={}",
+    "/admin/usage?bucket=hour&period={}",
+    "/admin/blocks?period={}",
+    "/admin/savings?period={}",
+)
+
+
+def test_a_report_on_the_last_days_of_the_calendar(gw: GatewayHarness) -> None:
+    """``period=9999-12-31`` ends on a midnight no `datetime` holds: it was a 500 on every
+    report (and a traceback from the CLI's); now a 400 naming ``period``. The day before is
+    a report like any other (empty: a period in the future ends now)."""
+    for path in REPORTS:
+        refused = admin(gw, "GET", path.format("9999-12-31"))
+        assert refused.status == 400, (path, refused.body)
+        error = refused.json()["error"]
+        assert error["param"] == "period"
+        assert "ends after 9999-12-30, the last day a report can cover" in error["message"]
+        served = admin(gw, "GET", path.format("9999-12-30"))
+        assert served.status == 200, (path, served.body)
+        assert served.json()["since"] == "9999-12-30T00:00:00+00:00"
+
+
+def test_a_limit_beyond_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
+    """A run-time limit of $1e30 did not fit the storage's integer column: the override was
+    a 503 "storage is failing" (and an error in the log), a key's own budget or rate was
+    accepted. Each is now a 400 naming the field, and nothing is stored."""
+    big = "99999999999999999999"  # 1e20: above 2^63 - 1 (in nano-dollars, requests or tokens)
+    refused = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "1e30"})
+    assert refused.status == 400, refused.body
+    error = refused.json()["error"]
+    assert (error["param"], error["message"]) == (
+        "limit",
+        "limit must be at most $9,223,372,036",
+    )
+    assert admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"] == []
+    most = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9223372036"})
+    assert most.json() == {"name": "per-team", "limit": 9_223_372_036 * 10**9, "expires_at": None}
+    secret = gw.create_key(name="spender", team="ml")
+    key_id = gw.last_key_id
+    for body, param in (
+        ({"budget_usd": "1e30"}, "budget_usd"),
+        ({"budget_usd": big}, "budget_usd"),
+        ({"limit_requests": f"{big}/minute"}, "limit_requests"),
+        ({"limit_tokens": f"10/second; {big}/day"}, "limit_tokens"),
+    ):
+        created = admin(gw, "POST", "/admin/keys", {"name": "huge", **body})
+        assert created.status == 400, (body, created.body)
+        assert created.json()["error"]["param"] == param
+        assert "must be at most" in created.json()["error"]["message"]
+        patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", body)
+        assert patched.status == 400, (body, patched.body)
+        assert patched.json()["error"]["param"] == param
+    keys = admin(gw, "GET", "/admin/keys").json()["data"]
+    assert [(k["name"], k["budget_usd"], k["limit_requests"]) for k in keys] == [
+        ("spender", None, None)
+    ]
+    embed(gw, secret)
+    assert admin(gw, "GET", "/admin/budgets").status == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/usage?period=all",
+        "/admin/usage?bucket=day&period=all",
+        "/admin/savings?period=all",
+        "/admin/audit",
+    ],
+)
+def test_a_report_format_other_than_json_or_csv_is_a_400(gw: GatewayHarness, path: str) -> None:
+    """``format=CSV`` or ``format=xml`` was answered in JSON, as if no format were asked."""
+    for chosen in ("CSV", "xml", ""):
+        refused = admin(gw, "GET", f"{path}&format={chosen}".replace("audit&", "audit?"))
+        assert refused.status == 400, (chosen, refused.body)
+        assert refused.json()["error"]["param"] == "format"
+        assert refused.json()["error"]["message"] == f"format must be json or csv, not {chosen!r}"
+    for chosen, kind in (("json", "application/json"), ("csv", "text/csv")):
+        if "bucket" in path and chosen == "csv":
+            kind = "application/json"  # a series is JSON only (docs/admin-api.md)
+        answered = admin(gw, "GET", f"{path}&format={chosen}".replace("audit&", "audit?"))
+        assert answered.status == 200, answered.body
+        assert answered.headers["content-type"].startswith(kind)
+
+
+def test_an_expiry_past_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
+    """``9999-12-31T23:59:59-05:00`` is in the year 10000 in UTC: a key, admin token or
+    override expiring then was stored, and reading its row back overflowed `datetime`. One
+    such key failed every listing of keys (``GET /admin/keys``, ``spendgate keys list``),
+    every budget change and view (they look up the keys' teams), and its own revoke, with
+    a 500 until the row was mended in SQL; ``expires_in: 99999999999d`` was a 500. Each is
+    now a 400 naming the field."""
+    late = "9999-12-31T23:59:59-05:00"
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    for method, path, body, param in (
+        ("POST", "/admin/keys", {"name": "forever", "expires_at": late}, "expires_at"),
+        ("PATCH", f"/admin/keys/{key_id}", {"expires_at": late}, "expires_at"),
+        ("POST", "/admin/tokens", {"name": "t", "role": "viewer", "expires_at": late}, None),
+        ("POST", "/admin/tokens", {"name": "t", "role": "viewer", "expires_in": "3000000d"}, None),
+        (
+            "POST",
+            "/admin/tokens",
+            {"name": "t", "role": "viewer", "expires_in": "99999999999d"},
+            "expires_in",
+        ),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": late}, None),
+    ):
+        result = admin(gw, method, path, body)
+        assert result.status == 400, (body, result.body)
+        error = result.json()["error"]
+        assert error["param"] == (param or ("expires_in" if "expires_in" in body else "expires_at"))
+        assert "spendgate stores" in error["message"], error
+    for path in ("/admin/keys", "/admin/tokens", "/admin/budgets"):
+        assert admin(gw, "GET", path).status == 200, path
+    # the last day storage holds is still a valid expiry, and lists
+    last = admin(gw, "POST", "/admin/keys", {"name": "late", "expires_at": "9999-12-30T23:00Z"})
+    assert last.status == 201, last.body
+    listed = {k["name"]: k for k in admin(gw, "GET", "/admin/keys").json()["data"]}
+    assert listed["late"]["expires_at"] == "9999-12-30T23:00:00+00:00"
+    assert admin(gw, "POST", f"/admin/keys/{last.json()['id']}/revoke").status == 200
