@@ -429,6 +429,34 @@ def test_upstream_error_mid_stream_is_relayed_and_recorded(gw: GatewayHarness) -
     assert row.output_tokens > 0  # what was generated before the error, estimated
 
 
+def test_blocked_prompt_ends_the_stream_as_gemini_sent_it(gw: GatewayHarness) -> None:
+    """A prompt the safety filters block gets one chunk with ``promptFeedback.blockReason``
+    and no candidates, then the stream ends: that is its end, not a broken stream. The SDK
+    gets the block as Gemini sent it (no error added to it, the JSON array still valid),
+    and the row charges the prompt Gemini reported, believed."""
+    secret = gw.create_key(user="u-gem-blocked")
+    sdk = client(gw, secret, {"x-sim-block-prompt": "SAFETY"})
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT))
+    assert len(chunks) == 1
+    assert chunks[0].prompt_feedback is not None
+    assert chunks[0].prompt_feedback.block_reason == types.BlockedReason.SAFETY
+    assert not chunks[0].candidates
+    response = httpx2.post(
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent",
+        headers={"x-goog-api-key": secret, "x-sim-block-prompt": "SAFETY"},
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    )
+    (answer,) = orjson.loads(response.content)  # one JSON array, one element
+    assert answer["promptFeedback"] == {"blockReason": "SAFETY"}
+    rows = gw.ledger(gw.last_key_id)
+    assert len(rows) == 2
+    for row, record in zip(rows, records(gw)[-2:], strict=True):
+        assert row.error is None
+        assert row.usage_estimated is False
+        assert row.input_tokens == record.input_tokens > 0
+        assert row.output_tokens == 0
+
+
 def test_model_listing_in_gemini_shape(gw: GatewayHarness) -> None:
     secret = gw.create_key(user="u-gem-list")
     sdk = client(gw, secret)

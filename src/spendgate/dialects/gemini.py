@@ -430,8 +430,10 @@ class GeminiMeter(MeterBase):
 
     Gemini sends no terminal event: the chunk in which every candidate has a
     ``finishReason`` ends the stream, and it (with anything after it) is held until the
-    spend is durable. ``array``: the stream is one JSON array (no ``alt=sse``), so what
-    spendgate adds (an error, a clean cut) continues the array and closes it."""
+    spend is durable; so does a chunk whose ``promptFeedback`` has a ``blockReason`` (the
+    prompt was blocked: no candidate comes). ``array``: the stream is one JSON array (no
+    ``alt=sse``), so what spendgate adds (an error, a clean cut) continues the array and
+    closes it."""
 
     def __init__(self, *, array: bool = False) -> None:
         super().__init__()
@@ -451,6 +453,9 @@ class GeminiMeter(MeterBase):
         if error is not None:
             self.upstream_error = _error_text(error)
             return Action.FORWARD
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, Mapping) and feedback.get("blockReason") and not self._open:
+            self.finished = True  # a blocked prompt: no candidate will come
         if isinstance(chunk.get("modelVersion"), str):
             self.served_model = chunk["modelVersion"]
         if isinstance(chunk.get("usageMetadata"), dict):
@@ -465,6 +470,7 @@ class GeminiMeter(MeterBase):
             self.generated.append(text)
         if self._open and self._open <= self._ended:
             self.finished = True
+        if self.finished:
             return Action.HOLD
         return Action.FORWARD
 

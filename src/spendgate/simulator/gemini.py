@@ -9,6 +9,8 @@
 * Streams: with ``?alt=sse`` each chunk is ``data: {GenerateContentResponse}\\r\\n\\r\\n``,
   no ``[DONE]``; every chunk carries the usage so far, the last one the totals and the
   ``finishReason``. Without ``alt=sse`` the same chunks come as one JSON array, streamed.
+* A blocked prompt (``x-sim-block-prompt``) is answered, whole or streamed, with one
+  response holding ``promptFeedback.blockReason`` and no candidates, as Gemini does.
 * Errors: ``{"error": {"code", "message", "status"}}``; a mid-stream error is a
   ``data:`` chunk holding one.
 * Fields are read under their JSON name or their proto name, as Google's JSON parser
@@ -135,8 +137,20 @@ class _Answer:
         seed = prompt_seed(_field(body, "systemInstruction"), body.get("contents"))
         self.plan = call.plan_output_for(seed, _field(config, "maxOutputTokens"))
         self.words = generate_text(seed, self.plan.text)
-        call.account(self.inputs, self.plan.total)
+        self.blocked = call.faults.block_prompt
+        call.account(self.inputs, 0 if self.blocked else self.plan.total)
         call.record.response_id = self.id
+
+    def _blocked(self, reason: str) -> dict[str, Any]:
+        """A prompt the safety filters refused: no candidates, the prompt's usage."""
+        chunk: dict[str, Any] = {"promptFeedback": {"blockReason": reason}}
+        total = self.inputs.total
+        usage = self.call.report_usage({"promptTokenCount": total, "totalTokenCount": total})
+        if usage is not None:
+            chunk["usageMetadata"] = usage
+        chunk["modelVersion"] = self.model
+        chunk["responseId"] = self.id
+        return chunk
 
     def _chunk(self, text: str, finish: bool, text_so_far: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
@@ -152,9 +166,14 @@ class _Answer:
         return chunk
 
     def whole(self) -> dict[str, Any]:
+        if self.blocked:
+            return self._blocked(self.blocked)
         return self._chunk("".join(self.words), True, self.plan.text)
 
     def chunks(self) -> Iterator[tuple[dict[str, Any], int]]:
+        if self.blocked:
+            yield self._blocked(self.blocked), 0
+            return
         pieces = chunk_text(self.words, self.call.options.tokens_per_chunk) or [("", 0)]
         sent = 0
         for number, (text, count) in enumerate(pieces):
