@@ -36,6 +36,8 @@ from spendgate.domain.usage import Usage
 from spendgate.errors import InvalidRequest
 from spendgate.upstream.sse import SseEvent
 
+RESPONSES_MIN_CEILING = 16
+
 
 class ResponsesSurface(SurfaceSpec):
     def end_turn(self, raw: bytes) -> bytes:
@@ -54,6 +56,10 @@ class ResponsesSurface(SurfaceSpec):
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_responses_input(model, body)
+
+    def min_ceiling(self, body: Mapping[str, Any]) -> int:
+        """OpenAI refuses a ``max_output_tokens`` below 16 (the OpenAPI spec's minimum)."""
+        return RESPONSES_MIN_CEILING
 
     def service_tiers(
         self, body: Mapping[str, Any], account_default: str | None
