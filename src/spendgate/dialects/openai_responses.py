@@ -87,8 +87,10 @@ class ResponsesSurface(SurfaceSpec):
             for part in (item.get("content") or ()) if isinstance(item, dict) else ():
                 if isinstance(part, dict):
                     pieces.append(str(part.get("text") or ""))
-            if isinstance(item, dict) and item.get("type") == "function_call":
-                pieces.append(str(item.get("arguments") or ""))
+            kind = item.get("type") if isinstance(item, dict) else None
+            field = _CALL_TEXT.get(kind) if isinstance(kind, str) else None
+            if field is not None:
+                pieces.append(str(item.get(field) or ""))
         return "".join(pieces)
 
 
@@ -112,15 +114,29 @@ RESPONSES = ResponsesSurface(
 )
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Events whose ``delta`` is text the model generated (billed as output): its answer, its
+# reasoning, and what it writes into tool calls (a function's arguments, a custom tool's
+# input such as Codex's apply_patch, an MCP call's arguments, code to run, a shell command).
 _TEXT = frozenset(
     {
         "response.output_text.delta",
         "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
+        "response.mcp_call_arguments.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.shell_call_command.delta",
         "response.reasoning_summary_text.delta",
         "response.reasoning_text.delta",
         "response.refusal.delta",
     }
 )
+# Output items and the field holding what the model wrote into them.
+_CALL_TEXT = {
+    "function_call": "arguments",
+    "custom_tool_call": "input",
+    "mcp_call": "arguments",
+    "code_interpreter_call": "code",
+}
 
 
 class ResponsesMeter(MeterBase):
