@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from harness import GatewayHarness
+from harness import SIM_SECRET_GEMINI, GatewayHarness, with_gemini
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
@@ -31,19 +31,13 @@ from spendgate.simulator import RequestRecord
 
 MODEL = "gemini-2.5-flash"  # $0.30 input, $0.03 cached input, $2.50 output per 1M tokens
 ALIASED = "house-gemini"  # served as gemini-2.5-flash upstream
-SIM_SECRET_GEMINI = "AIza-provider-gemini-secret"
 PROMPT = "Describe a lighthouse at dusk in two sentences."
 BUDGET_USD = "0.0006"
 SDK_API = "/v1"  # google-genai 3.6 calls /v1/ (Gemini CLI and older SDKs /v1beta/): both kept
 
 
 def configure(data: dict[str, Any]) -> None:
-    data["providers"]["google"] = {
-        "kind": "gemini",
-        "base_url": data["providers"]["anthropic"]["base_url"],
-        "api_key_env": "SIM_GEMINI_KEY",
-    }
-    data["models"][MODEL] = {"provider": "google"}
+    with_gemini(data, MODEL)
     data["models"][ALIASED] = {"provider": "google", "upstream_model": MODEL}
     data["budgets"] = [
         {
@@ -70,7 +64,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     harness = GatewayHarness(
         tmp_path_factory.mktemp("gemini") / "spendgate.db",
         configure=configure,
-        env={"SIM_GEMINI_KEY": SIM_SECRET_GEMINI},
     ).start()
     try:
         yield harness

@@ -16,19 +16,14 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, with_gemini
 
 MODEL = "gemini-2.5-flash"  # $0.30 input, $2.50 output per 1M tokens; 65,536 output max
 PROMPT = "Describe a lighthouse at dusk in two sentences."
 
 
 def configure(data: dict[str, Any]) -> None:
-    data["providers"]["google"] = {
-        "kind": "gemini",
-        "base_url": data["providers"]["anthropic"]["base_url"],
-        "api_key_env": "SIM_GEMINI_KEY",
-    }
-    data["models"][MODEL] = {"provider": "google"}
+    with_gemini(data, MODEL)
     data["budgets"] = [
         {
             "name": f"names-{user}",
@@ -50,7 +45,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     harness = GatewayHarness(
         tmp_path_factory.mktemp("gemini-names") / "spendgate.db",
         configure=configure,
-        env={"SIM_GEMINI_KEY": "AIza-provider-gemini-secret"},
     ).start()
     try:
         yield harness
