@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 SIM_SECRET_OPENAI = "sk-provider-openai-secret"
 SIM_SECRET_ANTHROPIC = "sk-ant-provider-secret"
+SIM_SECRET_GEMINI = "AIza-provider-gemini-secret"
 
 
 def base_config(sim_url: str, db_path: Path) -> dict[str, Any]:
@@ -67,6 +68,18 @@ def base_config(sim_url: str, db_path: Path) -> dict[str, Any]:
     }
 
 
+def with_gemini(data: dict[str, Any], *models: str) -> None:
+    """A ``kind: gemini`` provider ``google`` on the simulator (its key in the harness's
+    ``SIM_GEMINI_KEY``) and ``models`` served by it."""
+    data["providers"]["google"] = {
+        "kind": "gemini",
+        "base_url": data["providers"]["anthropic"]["base_url"],
+        "api_key_env": "SIM_GEMINI_KEY",
+    }
+    for model in models:
+        data["models"][model] = {"provider": "google"}
+
+
 class GatewayHarness:
     def __init__(
         self,
@@ -101,7 +114,11 @@ class GatewayHarness:
         if self._configure:
             self._configure(data)
         config = parse_config(data, "harness.yaml")
-        env = {"SIM_OPENAI_KEY": SIM_SECRET_OPENAI, "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC}
+        env = {
+            "SIM_OPENAI_KEY": SIM_SECRET_OPENAI,
+            "SIM_ANTHROPIC_KEY": SIM_SECRET_ANTHROPIC,
+            "SIM_GEMINI_KEY": SIM_SECRET_GEMINI,
+        }
         env.update(self._extra_env)
         self.gateway = build_gateway(config, source="harness.yaml", env=env, clock=self._clock)
         self.running = await start_gateway(self.gateway, "127.0.0.1", 0)

@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from harness import GatewayHarness
+from harness import SIM_SECRET_GEMINI, GatewayHarness, with_gemini
 from spendgate.domain import tokens
 from spendgate.domain.admission import worst_case
 from spendgate.domain.budgets import Unit
@@ -31,19 +31,13 @@ from spendgate.simulator import RequestRecord
 
 MODEL = "gemini-2.5-flash"  # $0.30 input, $0.03 cached input, $2.50 output per 1M tokens
 ALIASED = "house-gemini"  # served as gemini-2.5-flash upstream
-SIM_SECRET_GEMINI = "AIza-provider-gemini-secret"
 PROMPT = "Describe a lighthouse at dusk in two sentences."
 BUDGET_USD = "0.0006"
 SDK_API = "/v1"  # google-genai 3.6 calls /v1/ (Gemini CLI and older SDKs /v1beta/): both kept
 
 
 def configure(data: dict[str, Any]) -> None:
-    data["providers"]["google"] = {
-        "kind": "gemini",
-        "base_url": data["providers"]["anthropic"]["base_url"],
-        "api_key_env": "SIM_GEMINI_KEY",
-    }
-    data["models"][MODEL] = {"provider": "google"}
+    with_gemini(data, MODEL)
     data["models"][ALIASED] = {"provider": "google", "upstream_model": MODEL}
     data["budgets"] = [
         {
@@ -70,7 +64,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
     harness = GatewayHarness(
         tmp_path_factory.mktemp("gemini") / "spendgate.db",
         configure=configure,
-        env={"SIM_GEMINI_KEY": SIM_SECRET_GEMINI},
     ).start()
     try:
         yield harness
@@ -427,6 +420,34 @@ def test_upstream_error_mid_stream_is_relayed_and_recorded(gw: GatewayHarness) -
     assert "UNAVAILABLE" in row.error
     assert row.usage_estimated is True
     assert row.output_tokens > 0  # what was generated before the error, estimated
+
+
+def test_blocked_prompt_ends_the_stream_as_gemini_sent_it(gw: GatewayHarness) -> None:
+    """A prompt the safety filters block gets one chunk with ``promptFeedback.blockReason``
+    and no candidates, then the stream ends: that is its end, not a broken stream. The SDK
+    gets the block as Gemini sent it (no error added to it, the JSON array still valid),
+    and the row charges the prompt Gemini reported, believed."""
+    secret = gw.create_key(user="u-gem-blocked")
+    sdk = client(gw, secret, {"x-sim-block-prompt": "SAFETY"})
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT))
+    assert len(chunks) == 1
+    assert chunks[0].prompt_feedback is not None
+    assert chunks[0].prompt_feedback.block_reason == types.BlockedReason.SAFETY
+    assert not chunks[0].candidates
+    response = httpx2.post(
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent",
+        headers={"x-goog-api-key": secret, "x-sim-block-prompt": "SAFETY"},
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    )
+    (answer,) = orjson.loads(response.content)  # one JSON array, one element
+    assert answer["promptFeedback"] == {"blockReason": "SAFETY"}
+    rows = gw.ledger(gw.last_key_id)
+    assert len(rows) == 2
+    for row, record in zip(rows, records(gw)[-2:], strict=True):
+        assert row.error is None
+        assert row.usage_estimated is False
+        assert row.input_tokens == record.input_tokens > 0
+        assert row.output_tokens == 0
 
 
 def test_model_listing_in_gemini_shape(gw: GatewayHarness) -> None:

@@ -202,12 +202,12 @@ def test_responses_stream_helper(oai: openai.OpenAI) -> None:
 
 def test_responses_stream_incomplete(oai: openai.OpenAI) -> None:
     events = list(
-        oai.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=4, stream=True)
+        oai.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=16, stream=True)
     )
     last = events[-1]
     assert last.type == "response.incomplete"
     assert last.response.usage is not None
-    assert last.response.usage.output_tokens == 4
+    assert last.response.usage.output_tokens == 16
 
 
 def test_responses_input_tokens(oai: openai.OpenAI) -> None:

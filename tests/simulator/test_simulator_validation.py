@@ -112,6 +112,7 @@ RESPONSES_CASES: list[tuple[dict[str, Any], str | None, str | None]] = [
     ({"background": "yes"}, "background", "invalid_type"),
     ({"store": 0}, "store", "invalid_type"),
     ({"max_output_tokens": 0}, "max_output_tokens", "integer_below_min_value"),
+    ({"max_output_tokens": 15}, "max_output_tokens", "integer_below_min_value"),
     ({"max_output_tokens": -3}, "max_output_tokens", "integer_below_min_value"),
     ({"max_output_tokens": 2.5}, "max_output_tokens", "invalid_type"),
     ({"tools": {}}, "tools", "invalid_type"),

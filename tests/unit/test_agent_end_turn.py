@@ -84,6 +84,8 @@ def test_responses_stream_incomplete_becomes_completed() -> None:
     other = {"status": "incomplete", "incomplete_details": {"reason": "content_filter"}}
     raw = orjson.dumps(other)
     assert RESPONSES.end_turn(raw) == raw  # only the ceiling's stop
+    filtered = event("response.incomplete", {"type": "response.incomplete", "response": other})
+    assert RESPONSES.end_turn(filtered) == filtered  # streamed: not told as completed either
 
 
 def test_the_agents_are_recognised_by_their_headers() -> None:

@@ -89,15 +89,15 @@ def responses_completed(document: dict[str, Any]) -> bool:
     """Responses: a ``response.incomplete`` for ``max_output_tokens`` becomes
     ``response.completed``, and items left ``incomplete`` by it ``completed``."""
     changed = False
-    if document.get("type") == "response.incomplete":
-        document["type"] = "response.completed"
-        changed = True
     response = document.get("response") if "response" in document else document
     if isinstance(response, dict):
         details = response.get("incomplete_details")
-        if response.get("status") == "incomplete" and (
-            not isinstance(details, dict) or details.get("reason") == "max_output_tokens"
-        ):
+        if isinstance(details, dict) and details.get("reason") != "max_output_tokens":
+            return False  # stopped for another reason (a content filter): told as it is
+        if document.get("type") == "response.incomplete":
+            document["type"] = "response.completed"
+            changed = True
+        if response.get("status") == "incomplete":
             response["status"] = "completed"
             response["incomplete_details"] = None
             changed = True

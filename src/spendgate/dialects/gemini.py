@@ -197,25 +197,64 @@ def gemini_usage_problem(usage: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------- requests
 
 
+# Google's JSON parser reads a field under its JSON name or its proto name alike
+# (``generationConfig`` or ``generation_config``, ``maxOutputTokens`` or
+# ``max_output_tokens``): the fields that decide the price are read, and the ceiling
+# written, under whichever name the request used.
+_PROTO_NAMES = {
+    "generationConfig": "generation_config",
+    "maxOutputTokens": "max_output_tokens",
+    "candidateCount": "candidate_count",
+    "thinkingConfig": "thinking_config",
+    "thinkingBudget": "thinking_budget",
+    "cachedContent": "cached_content",
+}
+
+
+def _spelling(mapping: Mapping[str, Any], name: str) -> str:
+    """The key ``mapping`` holds ``name`` under (its JSON name if neither is set)."""
+    proto = _PROTO_NAMES[name]
+    return proto if mapping.get(name) is None and mapping.get(proto) is not None else name
+
+
+def _get(mapping: Mapping[str, Any], name: str) -> Any:
+    return mapping.get(_spelling(mapping, name))
+
+
+def _named_twice(mapping: object, *names: str) -> None:
+    """Refuse a field set under both its names: which one the provider honours is not
+    known, so the request cannot be priced."""
+    if not isinstance(mapping, Mapping):
+        return
+    for name in names:
+        if mapping.get(name) is not None and mapping.get(_PROTO_NAMES[name]) is not None:
+            raise InvalidRequest(
+                f"The request sets both '{name}' and '{_PROTO_NAMES[name]}': Gemini reads "
+                "them as one field, so spendgate cannot tell which one would be honoured. "
+                "Send one of them.",
+                param=name,
+            )
+
+
 def _config(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = body.get("generationConfig")
+    config = _get(body, "generationConfig")
     return config if isinstance(config, Mapping) else {}
 
 
 def _thinking_budget(config: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """The thinking budget's field (the SDK may write it snake_case) and value."""
-    thinking = config.get("thinkingConfig")
+    thinking = _get(config, "thinkingConfig")
     if not isinstance(thinking, Mapping):
         return None, None
-    for name in ("thinkingBudget", "thinking_budget"):
-        value = thinking.get(name)
-        if value is not None:
-            return name, value if isinstance(value, int) and not isinstance(value, bool) else None
-    return None, None
+    name = _spelling(thinking, "thinkingBudget")
+    value = thinking.get(name)
+    if value is None:
+        return None, None
+    return name, value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _positive(config: Mapping[str, Any], name: str, most: int | None = None) -> int | None:
-    value = config.get(name)
+    value = _get(config, name)
     if value is None:
         return None
     bad = not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -244,7 +283,7 @@ _SERVER_TOOLS = {
 def gemini_hidden(body: Mapping[str, Any]) -> HiddenInput:
     """A named context cache (``cachedContent``) is input the body does not show; the
     built-in tools (Google Search, code execution, URL context) run server-side."""
-    reasons = ("cachedContent",) if body.get("cachedContent") else ()
+    reasons = ("cachedContent",) if _get(body, "cachedContent") else ()
     tools: list[tuple[str, int | None]] = []
     for _, tool in mappings(body.get("tools")):
         tools += [(fee, None) for name, fee in _SERVER_TOOLS.items() if name in tool]
@@ -281,10 +320,13 @@ class GeminiSurface(SurfaceSpec):
         return tokens.count_gemini_input(model, _request(body))
 
     def check(self, body: Mapping[str, Any]) -> None:
-        config = body.get("generationConfig")
+        _named_twice(body, "generationConfig", "cachedContent")
+        config = _get(body, "generationConfig")
         if config is not None and not isinstance(config, Mapping):
             raise InvalidRequest("'generationConfig' must be an object.", param="generationConfig")
         config = _config(body)
+        _named_twice(config, "maxOutputTokens", "candidateCount", "thinkingConfig")
+        _named_twice(_get(config, "thinkingConfig"), "thinkingBudget")
         _positive(config, "maxOutputTokens")
         _positive(config, "candidateCount", most=8)
         name, budget = _thinking_budget(config)
@@ -303,12 +345,14 @@ class GeminiSurface(SurfaceSpec):
     def set_ceiling(self, body: dict[str, Any], ceiling: int, *, legacy_field: bool) -> None:
         """``maxOutputTokens`` covers the thoughts too: a thinking budget above the
         ceiling is lowered to it, so the provider is never asked for more than is paid."""
+        outer = _spelling(body, "generationConfig")
         config = dict(_config(body))
-        config["maxOutputTokens"] = ceiling
+        config[_spelling(config, "maxOutputTokens")] = ceiling
         name, budget = _thinking_budget(config)
         if name is not None and budget is not None and budget > ceiling:
-            config["thinkingConfig"] = {**config["thinkingConfig"], name: ceiling}
-        body["generationConfig"] = config
+            thinking = _spelling(config, "thinkingConfig")
+            config[thinking] = {**config[thinking], name: ceiling}
+        body[outer] = config
 
     def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
         return gemini_hidden(_request(body))
@@ -386,8 +430,10 @@ class GeminiMeter(MeterBase):
 
     Gemini sends no terminal event: the chunk in which every candidate has a
     ``finishReason`` ends the stream, and it (with anything after it) is held until the
-    spend is durable. ``array``: the stream is one JSON array (no ``alt=sse``), so what
-    spendgate adds (an error, a clean cut) continues the array and closes it."""
+    spend is durable; so does a chunk whose ``promptFeedback`` has a ``blockReason`` (the
+    prompt was blocked: no candidate comes). ``array``: the stream is one JSON array (no
+    ``alt=sse``), so what spendgate adds (an error, a clean cut) continues the array and
+    closes it."""
 
     def __init__(self, *, array: bool = False) -> None:
         super().__init__()
@@ -407,6 +453,9 @@ class GeminiMeter(MeterBase):
         if error is not None:
             self.upstream_error = _error_text(error)
             return Action.FORWARD
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, Mapping) and feedback.get("blockReason") and not self._open:
+            self.finished = True  # a blocked prompt: no candidate will come
         if isinstance(chunk.get("modelVersion"), str):
             self.served_model = chunk["modelVersion"]
         if isinstance(chunk.get("usageMetadata"), dict):
@@ -421,6 +470,7 @@ class GeminiMeter(MeterBase):
             self.generated.append(text)
         if self._open and self._open <= self._ended:
             self.finished = True
+        if self.finished:
             return Action.HOLD
         return Action.FORWARD
 

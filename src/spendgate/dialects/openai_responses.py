@@ -36,6 +36,8 @@ from spendgate.domain.usage import Usage
 from spendgate.errors import InvalidRequest
 from spendgate.upstream.sse import SseEvent
 
+RESPONSES_MIN_CEILING = 16
+
 
 class ResponsesSurface(SurfaceSpec):
     def end_turn(self, raw: bytes) -> bytes:
@@ -54,6 +56,10 @@ class ResponsesSurface(SurfaceSpec):
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         return tokens.count_responses_input(model, body)
+
+    def min_ceiling(self, body: Mapping[str, Any]) -> int:
+        """OpenAI refuses a ``max_output_tokens`` below 16 (the OpenAPI spec's minimum)."""
+        return RESPONSES_MIN_CEILING
 
     def service_tiers(
         self, body: Mapping[str, Any], account_default: str | None
@@ -81,8 +87,10 @@ class ResponsesSurface(SurfaceSpec):
             for part in (item.get("content") or ()) if isinstance(item, dict) else ():
                 if isinstance(part, dict):
                     pieces.append(str(part.get("text") or ""))
-            if isinstance(item, dict) and item.get("type") == "function_call":
-                pieces.append(str(item.get("arguments") or ""))
+            kind = item.get("type") if isinstance(item, dict) else None
+            field = _CALL_TEXT.get(kind) if isinstance(kind, str) else None
+            if field is not None:
+                pieces.append(str(item.get(field) or ""))
         return "".join(pieces)
 
 
@@ -106,15 +114,29 @@ RESPONSES = ResponsesSurface(
 )
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Events whose ``delta`` is text the model generated (billed as output): its answer, its
+# reasoning, and what it writes into tool calls (a function's arguments, a custom tool's
+# input such as Codex's apply_patch, an MCP call's arguments, code to run, a shell command).
 _TEXT = frozenset(
     {
         "response.output_text.delta",
         "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
+        "response.mcp_call_arguments.delta",
+        "response.code_interpreter_call_code.delta",
+        "response.shell_call_command.delta",
         "response.reasoning_summary_text.delta",
         "response.reasoning_text.delta",
         "response.refusal.delta",
     }
 )
+# Output items and the field holding what the model wrote into them.
+_CALL_TEXT = {
+    "function_call": "arguments",
+    "custom_tool_call": "input",
+    "mcp_call": "arguments",
+    "code_interpreter_call": "code",
+}
 
 
 class ResponsesMeter(MeterBase):

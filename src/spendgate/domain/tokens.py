@@ -592,8 +592,8 @@ def count_gemini_input(model: str, body: Mapping[str, Any]) -> TokenCount:
     tally.add(REPLY_PRIMING_TOKENS)
     if body.get("tools"):
         tally.json(body["tools"])
-    config = _mapping(body.get("generationConfig"))
-    for name in ("responseSchema", "responseJsonSchema"):
+    config = _mapping(body.get("generationConfig") or body.get("generation_config"))
+    for name in ("responseSchema", "responseJsonSchema", "response_schema", "response_json_schema"):
         if config.get(name):
             tally.json(config[name])
     return tally.result()

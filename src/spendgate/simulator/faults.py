@@ -37,6 +37,9 @@ header                         effect
                                ``max_tokens``), ``max-completion-or-max`` (chat uses
                                ``max_completion_tokens or max_tokens``: 0 falls through),
                                ``lenient-stream`` (any truthy ``stream`` streams)
+``x-sim-block-prompt: R``      Gemini: the prompt is blocked (one answer or chunk with
+                               ``promptFeedback.blockReason: R``, the prompt's usage and
+                               no candidates)
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -85,6 +88,7 @@ class Faults:
     tool_result_tokens: int | None = None
     background_ms: float | None = None
     compat: frozenset[str] = frozenset()
+    block_prompt: str | None = None
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -204,4 +208,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         tool_result_tokens=_int(get("x-sim-tool-result-tokens")),
         background_ms=_float(get("x-sim-background-ms")),
         compat=_modes(get("x-sim-compat")),
+        block_prompt=(get("x-sim-block-prompt") or "").strip().upper() or None,
     )

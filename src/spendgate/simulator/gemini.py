@@ -9,8 +9,13 @@
 * Streams: with ``?alt=sse`` each chunk is ``data: {GenerateContentResponse}\\r\\n\\r\\n``,
   no ``[DONE]``; every chunk carries the usage so far, the last one the totals and the
   ``finishReason``. Without ``alt=sse`` the same chunks come as one JSON array, streamed.
+* A blocked prompt (``x-sim-block-prompt``) is answered, whole or streamed, with one
+  response holding ``promptFeedback.blockReason`` and no candidates, as Gemini does.
 * Errors: ``{"error": {"code", "message", "status"}}``; a mid-stream error is a
   ``data:`` chunk holding one.
+* Fields are read under their JSON name or their proto name, as Google's JSON parser
+  reads them (``generationConfig`` or ``generation_config``, ``maxOutputTokens`` or
+  ``max_output_tokens``); a field named both ways is refused.
 """
 
 from __future__ import annotations
@@ -51,6 +56,24 @@ def mid_stream_error(_sent: int) -> bytes:
     return _event(_MID_STREAM_ERROR)
 
 
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def _field(body: object, name: str) -> Any:
+    """``name`` (lowerCamelCase) or its proto name (snake_case), whichever is there."""
+    if not isinstance(body, dict):
+        return None
+    value = body.get(name)
+    return body.get(_snake(name)) if value is None else value
+
+
+def _twice(body: object, names: tuple[str, ...]) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    return next((n for n in names if n in body and _snake(n) in body), None)
+
+
 def _request(body: dict[str, Any]) -> dict[str, Any]:
     inner = body.get("generateContentRequest")
     return inner if isinstance(inner, dict) else body
@@ -59,7 +82,7 @@ def _request(body: dict[str, Any]) -> dict[str, Any]:
 def gemini_input_tokens(body: dict[str, Any]) -> int:
     contents = body.get("contents")
     items = contents if isinstance(contents, list) else []
-    system = body.get("systemInstruction")
+    system = _field(body, "systemInstruction")
     if isinstance(system, dict):
         items = [system, *items]
     tokens = sum(_PER_CONTENT + value_tokens(item) for item in items)
@@ -70,13 +93,19 @@ def _check(body: dict[str, Any]) -> Problem | None:
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         return Problem("* GenerateContentRequest.contents: contents is not specified\n")
-    config = body.get("generationConfig")
+    twice = _twice(body, ("generationConfig", "systemInstruction")) or _twice(
+        body.get("generationConfig") or body.get("generation_config"),
+        ("maxOutputTokens", "candidateCount", "thinkingConfig"),
+    )
+    if twice:
+        return Problem(f'Invalid JSON payload received. Field "{_snake(twice)}" set twice.')
+    config = _field(body, "generationConfig")
     if config is None:
         return None
     if not isinstance(config, dict):
         return Problem('Invalid JSON payload received. Unknown name "generationConfig".')
     for name in ("maxOutputTokens", "candidateCount"):
-        value = config.get(name)
+        value = _field(config, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             return Problem(f"Invalid value at 'generation_config.{name}', \"{value}\"")
     return None
@@ -104,12 +133,24 @@ class _Answer:
         self.model = call.request.match_info["model"]
         self.id = wire.new_id("")[:22]
         self.inputs = plan_input(gemini_input_tokens(body), call.faults)
-        config = body.get("generationConfig") or {}
-        seed = prompt_seed(body.get("systemInstruction"), body.get("contents"))
-        self.plan = call.plan_output_for(seed, config.get("maxOutputTokens"))
+        config = _field(body, "generationConfig") or {}
+        seed = prompt_seed(_field(body, "systemInstruction"), body.get("contents"))
+        self.plan = call.plan_output_for(seed, _field(config, "maxOutputTokens"))
         self.words = generate_text(seed, self.plan.text)
-        call.account(self.inputs, self.plan.total)
+        self.blocked = call.faults.block_prompt
+        call.account(self.inputs, 0 if self.blocked else self.plan.total)
         call.record.response_id = self.id
+
+    def _blocked(self, reason: str) -> dict[str, Any]:
+        """A prompt the safety filters refused: no candidates, the prompt's usage."""
+        chunk: dict[str, Any] = {"promptFeedback": {"blockReason": reason}}
+        total = self.inputs.total
+        usage = self.call.report_usage({"promptTokenCount": total, "totalTokenCount": total})
+        if usage is not None:
+            chunk["usageMetadata"] = usage
+        chunk["modelVersion"] = self.model
+        chunk["responseId"] = self.id
+        return chunk
 
     def _chunk(self, text: str, finish: bool, text_so_far: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
@@ -125,9 +166,14 @@ class _Answer:
         return chunk
 
     def whole(self) -> dict[str, Any]:
+        if self.blocked:
+            return self._blocked(self.blocked)
         return self._chunk("".join(self.words), True, self.plan.text)
 
     def chunks(self) -> Iterator[tuple[dict[str, Any], int]]:
+        if self.blocked:
+            yield self._blocked(self.blocked), 0
+            return
         pieces = chunk_text(self.words, self.call.options.tokens_per_chunk) or [("", 0)]
         sent = 0
         for number, (text, count) in enumerate(pieces):

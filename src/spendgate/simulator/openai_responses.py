@@ -2,7 +2,10 @@
 
 Responses are stored (unless ``store: false``) and billed with the server-side context
 they name, as `responses_state` describes; ``background: true`` runs them as jobs
-(`background`). The reported ``service_tier`` follows `reporting`.
+(`background`). The reported ``service_tier`` follows `reporting`. A ``tool_choice`` that
+names a custom tool (``{"type": "custom", "name": "apply_patch"}``, Codex's freeform
+tools) is answered with a ``custom_tool_call`` whose ``input`` is the generated text,
+streamed as ``response.custom_tool_call_input.delta`` events.
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class ResponseAnswer:
         self.text = "".join(self.words)
         self.usage = call.report_usage(responses_usage(self.inputs, self.plan))
         self.tier = openai_tier(body.get("service_tier"), call.faults.service_tier)
+        choice = body.get("tool_choice")
+        self.custom_tool: str | None = None
+        if isinstance(choice, dict) and choice.get("type") == "custom":
+            self.custom_tool = str(choice.get("name") or "custom")
+        self.call_id = wire.new_id("call_")
         self._sequence = 0
         self._account()
 
@@ -140,12 +148,25 @@ class ResponseAnswer:
         return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
     def message_item(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.custom_tool is not None:
+            text = "".join(str(part.get("text", "")) for part in content)
+            return self.tool_call_item(status, text)
         return {
             "id": self.message_id,
             "type": "message",
             "status": status,
             "role": "assistant",
             "content": content,
+        }
+
+    def tool_call_item(self, status: str, text: str) -> dict[str, Any]:
+        return {
+            "id": self.message_id,
+            "type": "custom_tool_call",
+            "status": status,
+            "call_id": self.call_id,
+            "name": self.custom_tool,
+            "input": text,
         }
 
     def output(self, generated: int | None = None, status: str | None = None) -> list[Any]:
@@ -199,7 +220,21 @@ class ResponseAnswer:
         done = self._event(f"response.{self.final_status}", response=self.final())
         yield Event(done.data, usage=self.usage)
 
+    def _tool_call_events(self, index: int) -> Iterator[Event]:
+        event = self._event
+        where: dict[str, Any] = {"item_id": self.message_id, "output_index": index}
+        item = self.tool_call_item("in_progress", "")
+        yield event("response.output_item.added", output_index=index, item=item)
+        for text, count in chunk_text(self.words, self.call.options.tokens_per_chunk):
+            yield event("response.custom_tool_call_input.delta", count, **where, delta=text)
+        yield event("response.custom_tool_call_input.done", **where, input=self.text)
+        item = self.tool_call_item(self.final_status, self.text)
+        yield event("response.output_item.done", output_index=index, item=item)
+
     def _message_events(self, index: int) -> Iterator[Event]:
+        if self.custom_tool is not None:
+            yield from self._tool_call_events(index)
+            return
         event = self._event
         where: dict[str, Any] = {
             "item_id": self.message_id,

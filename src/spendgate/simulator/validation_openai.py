@@ -287,7 +287,7 @@ def check_responses(body: dict[str, Any], compat: frozenset[str] = frozenset()) 
         or check_stream(body, compat)
         or check_bool(body, "background")
         or check_bool(body, "store")
-        or check_int_range(body, "max_output_tokens", 1)
+        or check_int_range(body, "max_output_tokens", 16)  # OpenAI's minimum
         or check_tools(body, chat=False)
         or _check_tier(body, RESPONSES_TIERS)
         or _check_state(body)
