@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from spendgate.dialects import Prepared
+from spendgate.domain.breaker import CircuitBreakers
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
@@ -58,9 +59,17 @@ def breaker_key(exchange: Exchange) -> tuple[str, str]:
     return (exchange.key.id, exchange.route.name)
 
 
+def breakers_of(exchange: Exchange) -> CircuitBreakers | None:
+    """The breakers that watch this request: none for a free call (token counting). It
+    costs nothing when it fails, and its upstream endpoint is rate-limited apart from the
+    model's (a count's ``429`` says nothing of Messages, and its answer proves nothing of
+    them: it must neither trip the model's breaker, nor reset its count, nor be its probe)."""
+    return exchange.snapshot.breakers if exchange.spec.billed else None
+
+
 def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
     """``ok`` None: no answer either way (the client left); a probe is given up."""
-    breakers = exchange.snapshot.breakers
+    breakers = breakers_of(exchange)
     if breakers is None:
         return
     key = breaker_key(exchange)

@@ -47,7 +47,7 @@ from spendgate.gateway import Gateway, Snapshot
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.budgeting import admit, record_block
 from spendgate.pipeline.exchange import Exchange, KeyChanged, confirm_key, new_request_id
-from spendgate.pipeline.forward import Failed, breaker_key, forward
+from spendgate.pipeline.forward import Failed, breaker_key, breakers_of, forward
 from spendgate.pipeline.intake import (
     REQUEST_ID_KEY,
     Reporter,
@@ -394,8 +394,9 @@ async def _attempt(
         exchange.stream = prepared.stream
         return await forward(gateway, request, exchange, prepared)
     finally:
-        if snapshot.breakers is not None:
-            snapshot.breakers.abandon(breaker_key(exchange))  # a probe that never got an answer
+        breakers = breakers_of(exchange)
+        if breakers is not None:
+            breakers.abandon(breaker_key(exchange))  # a probe that never got an answer
         lease = exchange.lease_id
         if lease is not None and not exchange.settled:
             # Never reached an upstream (unreachable, bad body...): give the budget back.
@@ -406,7 +407,7 @@ async def _attempt(
 
 def _breaker_wait(gateway: Gateway, exchange: Exchange) -> float | None:
     """Seconds until the breaker for this key and model lets a request through; None: shut."""
-    breakers = exchange.snapshot.breakers
+    breakers = breakers_of(exchange)
     if breakers is None:
         return None
     return breakers.wait(breaker_key(exchange), gateway.clock.monotonic())
