@@ -12,6 +12,7 @@ normal form adds them back; ``message_delta`` usage is cumulative.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any, ClassVar
@@ -140,6 +141,7 @@ ANTHROPIC = AnthropicDialect()
 
 # Server tool calls billed per call, as ``usage.server_tool_use`` counts them.
 _SERVER_TOOL_COUNTS = (("web_search", "web_search_requests"), ("web_fetch", "web_fetch_requests"))
+_BILLED_SERVER_TOOLS = frozenset(tool for tool, _ in _SERVER_TOOL_COUNTS)
 
 
 def from_anthropic(usage: Mapping[str, Any]) -> Usage:
@@ -151,10 +153,7 @@ def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     server_tools = sub_mapping(usage, "server_tool_use")
     calls = tuple(
         (tool, count)
-        for tool, field in (
-            ("web_search", "web_search_requests"),
-            ("web_fetch", "web_fetch_requests"),
-        )
+        for tool, field in _SERVER_TOOL_COUNTS
         if (count := count_field(server_tools, field))
     )
     return Usage(
@@ -293,6 +292,7 @@ class MessagesMeter(MeterBase):
     def __init__(self) -> None:
         super().__init__()
         self._open_block: int | None = None
+        self._tool_uses: dict[str, int] = {}  # billed server tool calls relayed, by tool
 
     def feed(self, event: SseEvent) -> Action:
         kind = event.event
@@ -309,6 +309,7 @@ class MessagesMeter(MeterBase):
             self._collect(payload.get("delta"))
         elif kind == "content_block_start":
             self._open_block = payload.get("index") if isinstance(payload.get("index"), int) else 0
+            self._tool_use(payload.get("content_block"))
         elif kind == "content_block_stop":
             self._open_block = None
         elif kind == "message_start":
@@ -337,9 +338,26 @@ class MessagesMeter(MeterBase):
             if isinstance(text, str) and text:
                 self.generated.append(text)
 
+    def _tool_use(self, block: object) -> None:
+        """A ``server_tool_use`` block: Anthropic runs (and bills) the call it names."""
+        if isinstance(block, dict) and block.get("type") == "server_tool_use":
+            name = block.get("name")
+            if name in _BILLED_SERVER_TOOLS:
+                self._tool_uses[name] = self._tool_uses.get(name, 0) + 1
+
     def usage(self) -> Usage | None:
+        """The last usage seen. A stream that ended early (cut, broken, its client gone)
+        never got the closing ``message_delta`` that counts the server tool calls: those
+        it relayed are billed all the same, so they are counted here."""
         usage = self._vetted(messages_usage_problem)
-        return from_anthropic(usage) if usage is not None else None
+        parsed = from_anthropic(usage) if usage is not None else None
+        if self.finished or not self._tool_uses:
+            return parsed
+        calls = dict(parsed.tool_calls) if parsed is not None else {}
+        for tool, count in self._tool_uses.items():
+            calls[tool] = max(calls.get(tool, 0), count)
+        counted = tuple((tool, calls[tool]) for tool, _ in _SERVER_TOOL_COUNTS if calls.get(tool))
+        return dataclasses.replace(parsed or Usage(), tool_calls=counted)
 
     def cut_events(self, usage: Usage) -> bytes:
         out = b""
