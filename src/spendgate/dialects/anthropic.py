@@ -197,6 +197,23 @@ def merge_anthropic(current: Mapping[str, Any], update: Mapping[str, Any]) -> di
 
 THINKING_MIN_CEILING = 1025  # budget_tokens >= 1024 must stay below max_tokens
 
+# Anthropic-defined client tools: the body names only their type, and Anthropic bills a
+# definition of its own for each as input tokens (its tool documentation: bash 245, the
+# text editor 700, computer use 735 and a system prompt of up to 499), on top of the
+# tool-use system prompt every request with tools gets.
+DEFINED_TOOL_TOKENS = (("bash_", 245), ("text_editor_", 700), ("computer_", 735 + 499))
+
+
+def defined_tool_tokens(body: Mapping[str, Any]) -> int:
+    """The input tokens of the Anthropic-defined tools a Messages body names."""
+    tools = body.get("tools")
+    total = 0
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str):
+            total += next((n for prefix, n in DEFINED_TOOL_TOKENS if kind.startswith(prefix)), 0)
+    return total
+
 
 def _thinking(body: Mapping[str, Any]) -> dict[str, Any] | None:
     thinking = body.get("thinking")
@@ -223,7 +240,11 @@ class MessagesSurface(SurfaceSpec):
         return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
-        return tokens.count_anthropic_input(model, body)
+        counted = tokens.count_anthropic_input(model, body)
+        defined = defined_tool_tokens(body)
+        if not defined:
+            return counted
+        return tokens.TokenCount(tokens=counted.tokens + defined, exact=False)
 
     def min_ceiling(self, body: Mapping[str, Any]) -> int:
         thinking = _thinking(body)
