@@ -439,7 +439,7 @@ BOTH_SEARCHES = 11
 @pytest.mark.parametrize("how", ["dies", "error-event", "client-leaves"])
 def test_searches_made_before_a_stream_ends_early_are_charged(gw: GatewayHarness, how: str) -> None:
     """A stream that ends early is charged from what it relayed: the searches the client
-    saw made (``server_tool_use`` blocks, each followed by its result) are billed by
+    saw made (each ``server_tool_use`` block followed by its result block) are billed by
     Anthropic whether or not the stream reaches its closing ``message_delta``, which alone
     counts them in ``usage.server_tool_use``."""
     secret = gw.create_key(name=f"search-cut-{how}")

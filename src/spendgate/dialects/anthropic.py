@@ -141,7 +141,8 @@ ANTHROPIC = AnthropicDialect()
 
 # Server tool calls billed per call, as ``usage.server_tool_use`` counts them.
 _SERVER_TOOL_COUNTS = (("web_search", "web_search_requests"), ("web_fetch", "web_fetch_requests"))
-_BILLED_SERVER_TOOLS = frozenset(tool for tool, _ in _SERVER_TOOL_COUNTS)
+# The result block of each: a call is billed once it returned a result (not an error).
+_RESULT_BLOCKS = {f"{tool}_tool_result": tool for tool, _ in _SERVER_TOOL_COUNTS}
 
 
 def from_anthropic(usage: Mapping[str, Any]) -> Usage:
@@ -313,7 +314,7 @@ class MessagesMeter(MeterBase):
     def __init__(self) -> None:
         super().__init__()
         self._open_block: int | None = None
-        self._tool_uses: dict[str, int] = {}  # billed server tool calls relayed, by tool
+        self._tool_uses: dict[str, int] = {}  # server tool calls relayed with a result
 
     def feed(self, event: SseEvent) -> Action:
         kind = event.event
@@ -330,7 +331,7 @@ class MessagesMeter(MeterBase):
             self._collect(payload.get("delta"))
         elif kind == "content_block_start":
             self._open_block = payload.get("index") if isinstance(payload.get("index"), int) else 0
-            self._tool_use(payload.get("content_block"))
+            self._tool_result(payload.get("content_block"))
         elif kind == "content_block_stop":
             self._open_block = None
         elif kind == "message_start":
@@ -359,17 +360,21 @@ class MessagesMeter(MeterBase):
             if isinstance(text, str) and text:
                 self.generated.append(text)
 
-    def _tool_use(self, block: object) -> None:
-        """A ``server_tool_use`` block: Anthropic runs (and bills) the call it names."""
-        if isinstance(block, dict) and block.get("type") == "server_tool_use":
-            name = block.get("name")
-            if name in _BILLED_SERVER_TOOLS:
-                self._tool_uses[name] = self._tool_uses.get(name, 0) + 1
+    def _tool_result(self, block: object) -> None:
+        """A server tool's result block (``web_search_tool_result``): the call ran, and is
+        billed, unless its content is an error (Anthropic bills no failed search)."""
+        if not isinstance(block, dict):
+            return
+        tool = _RESULT_BLOCKS.get(str(block.get("type")))
+        content = block.get("content")
+        failed = isinstance(content, dict) and "error" in str(content.get("type"))
+        if tool is not None and not failed:
+            self._tool_uses[tool] = self._tool_uses.get(tool, 0) + 1
 
     def usage(self) -> Usage | None:
         """The last usage seen. A stream that ended early (cut, broken, its client gone)
         never got the closing ``message_delta`` that counts the server tool calls: those
-        it relayed are billed all the same, so they are counted here."""
+        whose results it relayed are billed all the same, so they are counted here."""
         usage = self._vetted(messages_usage_problem)
         parsed = from_anthropic(usage) if usage is not None else None
         if self.finished or not self._tool_uses:
