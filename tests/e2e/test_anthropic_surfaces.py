@@ -396,3 +396,44 @@ def test_claude_code_beta_path(gw: GatewayHarness, stream: bool) -> None:
         assert response.json()["usage"] == record.usage_reported
     check_row(gw, row, record, streamed=stream)
     assert_cache_columns(row, record)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_side_compaction_is_billed(gw: GatewayHarness, stream: bool) -> None:
+    """With ``context_management`` compaction, Anthropic first runs a compaction over the
+    context, and reports its tokens only as a ``compaction`` entry of ``usage.iterations``:
+    they are "not included in the top-level usage fields" (the SDK's ``BetaUsage``), and
+    they are billed. The ledger charges both."""
+    secret, key_id = new_key(gw)
+    compaction = 18_000
+    body = {
+        "model": MODEL,
+        "max_tokens": 1000,
+        "stream": stream,
+        "messages": MESSAGES,
+        "context_management": {"edits": [{"type": "compact_20260112"}]},
+    }
+    headers = {
+        "x-api-key": secret,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "compact-2026-01-12",
+        "x-sim-compaction-tokens": str(compaction),
+    }
+    with httpx2.Client(timeout=10) as http:
+        response = http.post(f"{gw.url}/v1/messages?beta=true", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    row = only_row(gw, key_id)
+    record = record_of(gw, row, secret)
+    reported = record.usage_reported
+    assert reported is not None
+    (first, _) = reported["iterations"]
+    assert (first["type"], first["input_tokens"]) == ("compaction", compaction)
+    top = anthropic_usage(reported)
+    assert (row.input_tokens, row.output_tokens) == (record.input_tokens, record.output_tokens)
+    assert row.input_tokens == top.input_tokens + compaction
+    assert row.output_tokens == top.output_tokens + first["output_tokens"]
+    billed = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+    price = gw.gateway.prices.get(MODEL)
+    assert price is not None
+    assert row.cost_nanos == cost_of(billed, price)
+    assert row.usage_estimated is False

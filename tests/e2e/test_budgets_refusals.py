@@ -58,6 +58,7 @@ BUDGETS: list[dict[str, Any]] = [
 ]
 CAPS: list[dict[str, Any]] = [
     {"scope": "user", "match": "u-big", "max_input_tokens": 50},
+    {"scope": "user", "match": "u-agent", "max_input_tokens": 1000},
     {"scope": "user", "match": "u-dear", "max_request_usd": "0.0003"},
     {"scope": "user", "match": "u-tiny", "max_request_usd": "0.0001"},
 ]
@@ -273,6 +274,31 @@ def test_max_input_tokens_cap_refuses_with_413_or_402(
     # a small prompt passes the same cap
     send(kind, client, FAST)
     assert counter.count == 2
+
+
+def test_anthropic_defined_tools_count_against_an_input_cap(
+    gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Counter]]
+) -> None:
+    """A short prompt with Anthropic's bash and text editor tools is billed at least
+    346 + 245 + 700 input tokens (the tool-use system prompt and the two tools' own
+    definitions), though the body names the tools in a few tokens: a cap of 1,000 input
+    tokens refuses it before the upstream; the same prompt with a custom tool passes."""
+    secret = gw.create_key(name="agent-tools", user="u-agent")
+    client, counter = clients("anthropic", secret)
+    before = len(gw.sim.records)
+    defined = [
+        {"type": "bash_20250124", "name": "bash"},
+        {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+    ]
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        send("anthropic", client, FAST, tools=defined)
+    error: Any = caught.value
+    assert error.status_code == 402
+    assert "over the limit of 1,000 per request for user 'u-agent'" in str(error.body)
+    assert counter.count == 1
+    assert len(gw.sim.records) == before  # never sent upstream
+    custom = [{"name": "list_files", "input_schema": {"type": "object"}}]
+    send("anthropic", client, FAST, tools=custom)
 
 
 CODEX = {"originator": "codex_exec", "user-agent": "codex_exec/0.169.0 (Linux; x86_64)"}

@@ -427,6 +427,55 @@ def _check_estimated_row(
     assert row.cost_nanos > 0
 
 
+# --------------------------------------------------------------------- server tools cut short
+
+SEARCH = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+SEARCH_FEE_NANOS = 10_000_000  # $0.01 a search (claude-haiku-4-5)
+# message_start, then 5 events per search (its use: start, query, stop; its result: start,
+# stop): cut after 11, both searches have been made and relayed, before any text.
+BOTH_SEARCHES = 11
+
+
+@pytest.mark.parametrize("how", ["dies", "error-event", "client-leaves"])
+def test_searches_made_before_a_stream_ends_early_are_charged(gw: GatewayHarness, how: str) -> None:
+    """A stream that ends early is charged from what it relayed: the searches the client
+    saw made (each ``server_tool_use`` block followed by its result block) are billed by
+    Anthropic whether or not the stream reaches its closing ``message_delta``, which alone
+    counts them in ``usage.server_tool_use``."""
+    secret = gw.create_key(name=f"search-cut-{how}")
+    key_id = gw.last_key_id
+    faults = {"x-sim-server-tool-uses": "2"}
+    if how == "dies":
+        faults["x-sim-die-after-chunks"] = str(BOTH_SEARCHES)
+    elif how == "error-event":
+        faults["x-sim-error-after-chunks"] = str(BOTH_SEARCHES)
+    else:
+        faults["x-sim-chunk-delay-ms"] = "20"
+    tag, headers = tagged(faults)
+    headers |= {"x-api-key": secret, "anthropic-version": "2023-06-01"}
+    body = request_body("anthropic", stream=True) | {"tools": SEARCH}
+    results = 0
+    with (
+        httpx2.Client(base_url=gw.url, timeout=10) as http,
+        http.stream("POST", "/v1/messages", json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            results += '"content_block":{"type":"web_search_tool_result"' in line
+            if how == "client-leaves" and results == 2:
+                break
+    assert results == 2
+    record = the_record(gw, tag)
+    assert gw.wait_for(lambda: record.finished)
+    assert record.server_tool_uses == {"web_search": 2}
+
+    row = the_row(gw, key_id)
+    assert row.usage_estimated is True
+    assert row.client_disconnected is (how == "client-leaves")
+    assert row.tool_calls == (("web_search", 2),)
+    assert row.cost_nanos > 2 * SEARCH_FEE_NANOS
+
+
 # --------------------------------------------------------------------- afterwards
 
 

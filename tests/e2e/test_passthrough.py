@@ -267,6 +267,28 @@ def test_anthropic_upstream_gets_the_provider_credential_only(gw: GatewayHarness
     assert_no_gateway_secret(record, secret)
 
 
+def test_a_header_sent_twice_reaches_upstream_whole(gw: GatewayHarness) -> None:
+    """Two ``anthropic-beta`` lines (a client's own betas, and one added through
+    ``ANTHROPIC_CUSTOM_HEADERS`` or a proxy) mean both betas (RFC 9110 §5.3: a list-valued
+    field sent twice is the comma-joined list): neither may be lost on the way up."""
+    secret, key_id = new_key(gw)
+    body = {"model": "claude-haiku-4-5", "max_tokens": 30, "messages": MESSAGES}
+    headers = [
+        ("x-api-key", secret),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "interleaved-thinking-2025-05-14,effort-2025-11-24"),
+        ("Anthropic-Beta", "context-1m-2025-08-07"),
+    ]
+    with httpx2.Client(base_url=gw.url, timeout=10) as http:
+        response = http.post("/v1/messages?beta=true", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    record = record_of(gw, only_row(gw, key_id))
+    assert record.headers["anthropic-beta"] == (
+        "interleaved-thinking-2025-05-14,effort-2025-11-24, context-1m-2025-08-07"
+    )
+    assert record.headers["x-api-key"] == SIM_SECRET_ANTHROPIC
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_response_headers_reach_the_client(gw: GatewayHarness, stream: bool) -> None:
     secret, key_id = new_key(gw)

@@ -519,6 +519,58 @@ def test_circuit_breaker_on_the_anthropic_surface(
     assert sent.count == 6
 
 
+def test_token_counting_neither_trips_nor_resets_the_breaker(
+    breaker: tuple[GatewayHarness, ManualClock], breaker_clients: Make
+) -> None:
+    """Token counting is free upstream and rate-limited apart from Messages (CLIENTS.md
+    §6.6): its failures are not the model failing (three count_tokens 429s must not shut
+    Messages off), and its answers are not the model answering (Claude Code's counts
+    between failing Messages calls must not keep resetting the count, nor be the probe)."""
+    gw, clock = breaker
+    secret = gw.create_key(name="counting-claude")
+    client, _ = breaker_clients("anthropic", secret, max_retries=0)
+    run = "count-breaker"
+
+    def count(headers: dict[str, str] | None = None) -> Any:
+        return client.messages.count_tokens(
+            model=ANTHROPIC_MODEL,
+            messages=prompt("How long is this?"),
+            extra_headers={"x-test-run": run, **(headers or {})},
+        )
+
+    def ask(headers: dict[str, str] | None = None) -> Any:
+        return client.messages.create(
+            model=ANTHROPIC_MODEL,
+            messages=prompt("Is the model up?"),
+            max_tokens=MAX_TOKENS,
+            extra_headers={"x-test-run": run, **(headers or {})},
+        )
+
+    for _ in range(3):  # the counting endpoint's own rate limit
+        with pytest.raises(anthropic.RateLimitError):
+            count({"x-sim-status": "429"})
+    ask()  # Messages is not shut off by it
+    assert len(records(gw, run)) == 4
+
+    for _ in range(3):  # three Messages failures in a row, counts answered in between
+        with pytest.raises(anthropic.InternalServerError):
+            ask(FAIL)
+        assert count().input_tokens > 0
+    assert len(records(gw, run)) == 10
+    with pytest.raises(anthropic.OverloadedError) as caught:
+        ask()
+    assert "failed 3 times in a row" in caught.value.message
+    assert len(records(gw, run)) == 10  # open: Messages failed fast
+
+    clock.advance(1)  # cooled down: a count is not the probe, the next Messages call is
+    count()
+    with pytest.raises(anthropic.InternalServerError):
+        ask(FAIL)
+    with pytest.raises(anthropic.OverloadedError):
+        ask()
+    assert len(records(gw, run)) == 12
+
+
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_an_open_breaker_stops_each_sdk_after_one_request(
     breaker: tuple[GatewayHarness, ManualClock], breaker_clients: Make, kind: str

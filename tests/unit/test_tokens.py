@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spendgate.dialects.anthropic import MESSAGES
 from spendgate.domain import tokens
 from spendgate.domain.tokens import (
     ANTHROPIC_IMAGE_TOKENS,
@@ -431,6 +432,32 @@ def test_anthropic_blocks_images_documents_and_tools() -> None:
     assert not count.exact
     without_tools = count_anthropic_input("claude-sonnet-4-5", {**body, "tools": []})
     assert count.tokens - without_tools.tokens > ANTHROPIC_TOOLS_SYSTEM_TOKENS
+
+
+def test_anthropic_defined_tools_count_the_definitions_anthropic_bills() -> None:
+    """``{"type": "bash_20250124", "name": "bash"}`` is a few tokens of JSON, but Anthropic
+    bills its own definition of the tool: 245 input tokens for bash, 700 for the text
+    editor, 735 for computer use plus its system prompt (up to 499). The worst case must
+    hold them, or a hard budget pays for more input than it reserved."""
+    bare = {"messages": [{"role": "user", "content": "List the files."}]}
+    custom = {"name": "lookup", "input_schema": {"type": "object"}}
+    defined = [
+        {"type": "bash_20250124", "name": "bash"},
+        {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+        {
+            "type": "computer_20250124",
+            "name": "computer",
+            "display_width_px": 1024,
+            "display_height_px": 768,
+        },
+    ]
+    with_custom = MESSAGES.input_counter("claude-sonnet-4-6", {**bare, "tools": [custom]})
+    with_defined = MESSAGES.input_counter("claude-sonnet-4-6", {**bare, "tools": defined})
+    without = MESSAGES.input_counter("claude-sonnet-4-6", bare)
+    billed_extra = ANTHROPIC_TOOLS_SYSTEM_TOKENS + 245 + 700 + 735 + 499
+    assert with_defined.tokens - without.tokens >= billed_extra
+    assert not with_defined.exact
+    assert with_custom.tokens - without.tokens < billed_extra  # a custom tool: its JSON
 
 
 # ------------------------------------------------------------------ Embeddings

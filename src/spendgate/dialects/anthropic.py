@@ -12,6 +12,7 @@ normal form adds them back; ``message_delta`` usage is cumulative.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any, ClassVar
@@ -140,29 +141,38 @@ ANTHROPIC = AnthropicDialect()
 
 # Server tool calls billed per call, as ``usage.server_tool_use`` counts them.
 _SERVER_TOOL_COUNTS = (("web_search", "web_search_requests"), ("web_fetch", "web_fetch_requests"))
+# The result block of each: a call is billed once it returned a result (not an error).
+_RESULT_BLOCKS = {f"{tool}_tool_result": tool for tool, _ in _SERVER_TOOL_COUNTS}
 
 
 def from_anthropic(usage: Mapping[str, Any]) -> Usage:
-    """Anthropic ``usage``: input excludes the cache fields, so add them back."""
-    cache_creation = sub_mapping(usage, "cache_creation")
-    uncached = count_field(usage, "input_tokens")
-    cache_read = count_field(usage, "cache_read_input_tokens")
-    cache_write = count_field(usage, "cache_creation_input_tokens")
+    """Anthropic ``usage``: input excludes the cache fields, so add them back; and a
+    server-side compaction's tokens are billed but only reported in ``iterations`` (its
+    ``compaction`` entries are outside the top-level counts), so add those too."""
+    iterations = usage.get("iterations")
+    parts = [usage] + [
+        entry
+        for entry in (iterations if isinstance(iterations, list) else ())
+        if isinstance(entry, Mapping) and entry.get("type") == "compaction"
+    ]
+
+    def total(field: str, within: str | None = None) -> int:
+        return sum(count_field(sub_mapping(p, within) if within else p, field) for p in parts)
+
+    cache_read = total("cache_read_input_tokens")
+    cache_write = total("cache_creation_input_tokens")
     server_tools = sub_mapping(usage, "server_tool_use")
     calls = tuple(
         (tool, count)
-        for tool, field in (
-            ("web_search", "web_search_requests"),
-            ("web_fetch", "web_fetch_requests"),
-        )
+        for tool, field in _SERVER_TOOL_COUNTS
         if (count := count_field(server_tools, field))
     )
     return Usage(
-        input_tokens=uncached + cache_read + cache_write,
-        output_tokens=count_field(usage, "output_tokens"),
+        input_tokens=total("input_tokens") + cache_read + cache_write,
+        output_tokens=total("output_tokens"),
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
-        cache_write_1h_tokens=count_field(cache_creation, "ephemeral_1h_input_tokens"),
+        cache_write_1h_tokens=total("ephemeral_1h_input_tokens", "cache_creation"),
         service_tier=_tier(usage),
         tool_calls=calls,
     )
@@ -198,6 +208,23 @@ def merge_anthropic(current: Mapping[str, Any], update: Mapping[str, Any]) -> di
 
 THINKING_MIN_CEILING = 1025  # budget_tokens >= 1024 must stay below max_tokens
 
+# Anthropic-defined client tools: the body names only their type, and Anthropic bills a
+# definition of its own for each as input tokens (its tool documentation: bash 245, the
+# text editor 700, computer use 735 and a system prompt of up to 499), on top of the
+# tool-use system prompt every request with tools gets.
+DEFINED_TOOL_TOKENS = (("bash_", 245), ("text_editor_", 700), ("computer_", 735 + 499))
+
+
+def defined_tool_tokens(body: Mapping[str, Any]) -> int:
+    """The input tokens of the Anthropic-defined tools a Messages body names."""
+    tools = body.get("tools")
+    total = 0
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str):
+            total += next((n for prefix, n in DEFINED_TOOL_TOKENS if kind.startswith(prefix)), 0)
+    return total
+
 
 def _thinking(body: Mapping[str, Any]) -> dict[str, Any] | None:
     thinking = body.get("thinking")
@@ -224,7 +251,11 @@ class MessagesSurface(SurfaceSpec):
         return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
-        return tokens.count_anthropic_input(model, body)
+        counted = tokens.count_anthropic_input(model, body)
+        defined = defined_tool_tokens(body)
+        if not defined:
+            return counted
+        return tokens.TokenCount(tokens=counted.tokens + defined, exact=False)
 
     def min_ceiling(self, body: Mapping[str, Any]) -> int:
         thinking = _thinking(body)
@@ -293,6 +324,7 @@ class MessagesMeter(MeterBase):
     def __init__(self) -> None:
         super().__init__()
         self._open_block: int | None = None
+        self._tool_uses: dict[str, int] = {}  # server tool calls relayed with a result
 
     def feed(self, event: SseEvent) -> Action:
         kind = event.event
@@ -309,6 +341,7 @@ class MessagesMeter(MeterBase):
             self._collect(payload.get("delta"))
         elif kind == "content_block_start":
             self._open_block = payload.get("index") if isinstance(payload.get("index"), int) else 0
+            self._tool_result(payload.get("content_block"))
         elif kind == "content_block_stop":
             self._open_block = None
         elif kind == "message_start":
@@ -337,9 +370,30 @@ class MessagesMeter(MeterBase):
             if isinstance(text, str) and text:
                 self.generated.append(text)
 
+    def _tool_result(self, block: object) -> None:
+        """A server tool's result block (``web_search_tool_result``): the call ran, and is
+        billed, unless its content is an error (Anthropic bills no failed search)."""
+        if not isinstance(block, dict):
+            return
+        tool = _RESULT_BLOCKS.get(str(block.get("type")))
+        content = block.get("content")
+        failed = isinstance(content, dict) and "error" in str(content.get("type"))
+        if tool is not None and not failed:
+            self._tool_uses[tool] = self._tool_uses.get(tool, 0) + 1
+
     def usage(self) -> Usage | None:
+        """The last usage seen. A stream that ended early (cut, broken, its client gone)
+        never got the closing ``message_delta`` that counts the server tool calls: those
+        whose results it relayed are billed all the same, so they are counted here."""
         usage = self._vetted(messages_usage_problem)
-        return from_anthropic(usage) if usage is not None else None
+        parsed = from_anthropic(usage) if usage is not None else None
+        if self.finished or not self._tool_uses:
+            return parsed
+        calls = dict(parsed.tool_calls) if parsed is not None else {}
+        for tool, count in self._tool_uses.items():
+            calls[tool] = max(calls.get(tool, 0), count)
+        counted = tuple((tool, calls[tool]) for tool, _ in _SERVER_TOOL_COUNTS if calls.get(tool))
+        return dataclasses.replace(parsed or Usage(), tool_calls=counted)
 
     def cut_events(self, usage: Usage) -> bytes:
         out = b""

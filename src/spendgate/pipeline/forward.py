@@ -24,6 +24,7 @@ from spendgate.pipeline.intake import REQUEST_ID_KEY
 from spendgate.pipeline.outcome import COST_HEADER, answer_and_record, client_headers, record
 from spendgate.pipeline.relay import relay_stream
 from spendgate.pipeline.usage_check import believed
+from spendgate.services.breakers import CircuitBreakers
 from spendgate.upstream.client import (
     Broken,
     ConnectTimeout,
@@ -58,9 +59,17 @@ def breaker_key(exchange: Exchange) -> tuple[str, str]:
     return (exchange.key.id, exchange.route.name)
 
 
+def breakers_of(gateway: Gateway, exchange: Exchange) -> CircuitBreakers | None:
+    """The breakers that watch this request: none for a free call (token counting). It
+    costs nothing when it fails, and its upstream endpoint is rate-limited apart from the
+    model's (a count's ``429`` says nothing of Messages, and its answer proves nothing of
+    them: it must neither trip the model's breaker, nor reset its count, nor be its probe)."""
+    return gateway.breakers if exchange.spec.billed else None
+
+
 async def breaker_outcome(gateway: Gateway, exchange: Exchange, ok: bool | None) -> None:
     """``ok`` None: no answer either way (the client left); a probe is given up."""
-    breakers = gateway.breakers
+    breakers = breakers_of(gateway, exchange)
     if breakers is None:
         return
     key = breaker_key(exchange)

@@ -47,7 +47,7 @@ from spendgate.gateway import Gateway, Snapshot
 from spendgate.pipeline.bodywork import BodyWork
 from spendgate.pipeline.budgeting import admit, record_block
 from spendgate.pipeline.exchange import Exchange, KeyChanged, confirm_key, new_request_id
-from spendgate.pipeline.forward import Failed, breaker_key, forward
+from spendgate.pipeline.forward import Failed, breaker_key, breakers_of, forward
 from spendgate.pipeline.intake import (
     REQUEST_ID_KEY,
     Reporter,
@@ -353,7 +353,7 @@ async def _attempt(
     """One try at one deployment. ``skip_open``: a fallback follows, so an open circuit
     breaker passes this deployment by instead of refusing the request."""
     snapshot = exchange.snapshot
-    breakers = gateway.breakers
+    breakers = breakers_of(gateway, exchange)  # none for a free call (token counting)
     wait = None if breakers is None else await breakers.wait(breaker_key(exchange))
     if wait is not None:
         assert breakers is not None

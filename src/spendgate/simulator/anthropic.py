@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SIGNATURE = "EqQBCkYIBxgCKkBzaW11bGF0ZWQgdGhpbmtpbmcgc2lnbmF0dXJl"
 _THINKING_SEED = 0x5BD1E995
+COMPACTION_RATIO = 20  # a compaction writes a summary of 1/20 of what it read
 _MID_STREAM_ERROR = wire.named_event(
     "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 )
@@ -97,6 +98,9 @@ class _Message:
     def _account(self, results: int) -> None:
         record = self.call.record
         self.call.account(self.inputs, self.output_total)
+        compaction = self.call.faults.compaction_tokens  # billed too, outside the top level
+        record.input_tokens += compaction
+        record.output_tokens += compaction // COMPACTION_RATIO
         record.tool_result_tokens = results
         record.server_tool_uses = use_counts(self.uses)
         record.service_tier = self.tier
@@ -106,7 +110,22 @@ class _Message:
         tool_usage = self.tool_usage
         if tool_usage is not None and not final:
             tool_usage = dict.fromkeys(tool_usage, 0)
-        return anthropic_usage(inputs, output_tokens, self.tier, tool_usage)
+        usage = anthropic_usage(inputs, output_tokens, self.tier, tool_usage)
+        compaction = self.call.faults.compaction_tokens
+        if compaction:  # `usage.iterations`: the compaction's tokens are only there
+            counts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            message = {"type": "message", "output_tokens": output_tokens}
+            usage["iterations"] = [
+                {
+                    "type": "compaction",
+                    "input_tokens": compaction,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": compaction // COMPACTION_RATIO,
+                },
+                {**message, **{key: usage[key] for key in counts}},
+            ]
+        return usage
 
     def _message(self, content: list[dict[str, Any]], stop: str | None) -> dict[str, Any]:
         return {
@@ -201,6 +220,8 @@ class _Message:
                 delta_usage[key] = final[key]
         if self.tool_usage is not None:
             delta_usage["server_tool_use"] = final["server_tool_use"]
+        if "iterations" in final:
+            delta_usage["iterations"] = final["iterations"]
         return delta_usage
 
     def _message_delta(self, start_usage: dict[str, Any] | None) -> Event:

@@ -31,6 +31,10 @@ header                         effect
                                ``web_search=3,web_fetch=0,code_execution=1``
 ``x-sim-tool-result-tokens: N`` input tokens of one search result / fetched page /
                                code run, instead of the defaults (`server_tools`)
+``x-sim-compaction-tokens: N`` Anthropic: a server-side compaction ran first, reading N
+                               input tokens and writing N // 20 output tokens, reported
+                               only in ``usage.iterations`` (a ``compaction`` entry),
+                               outside the top-level counts, as Anthropic does
 ``x-sim-background-ms: N``     a ``background`` response stays queued N ms (default 20)
 ``x-sim-compat: a,b``          lenient OpenAI-compatible server behaviours (default:
                                strict validation): ``max-tokens-only`` (chat honours only
@@ -86,6 +90,7 @@ class Faults:
     server_tool_uses: int | None = None
     server_tool_uses_by_name: dict[str, int] = field(default_factory=dict)
     tool_result_tokens: int | None = None
+    compaction_tokens: int = 0
     background_ms: float | None = None
     compat: frozenset[str] = frozenset()
     block_prompt: str | None = None
@@ -206,6 +211,7 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         server_tool_uses=uses,
         server_tool_uses_by_name=uses_by_name,
         tool_result_tokens=_int(get("x-sim-tool-result-tokens")),
+        compaction_tokens=_int(get("x-sim-compaction-tokens")) or 0,
         background_ms=_float(get("x-sim-background-ms")),
         compat=_modes(get("x-sim-compat")),
         block_prompt=(get("x-sim-block-prompt") or "").strip().upper() or None,

@@ -110,12 +110,17 @@ class Provider:
         )
 
     def request_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
-        out = {
-            name: value
-            for name, value in client_headers.items()
-            if name.lower() not in _REQUEST_DROP
-            and not name.lower().startswith(_REQUEST_DROP_PREFIXES)
-        }
+        """The client's headers that go upstream. A header the client sent more than once
+        (two ``anthropic-beta`` lines) goes as one, its values joined with ", " as HTTP
+        reads them (RFC 9110 §5.3), not only the last of them."""
+        out: dict[str, str] = {}
+        names: dict[str, str] = {}  # lower-case name -> the name as first sent
+        for name, value in client_headers.items():
+            lower = name.lower()
+            if lower in _REQUEST_DROP or lower.startswith(_REQUEST_DROP_PREFIXES):
+                continue
+            first = names.setdefault(lower, name)
+            out[first] = f"{out[first]}, {value}" if first in out else value
         out.update(self.headers)
         out["content-type"] = "application/json"
         if self.kind is ProviderKind.ANTHROPIC and not any(
