@@ -437,3 +437,15 @@ def test_a_server_side_compaction_is_billed(gw: GatewayHarness, stream: bool) ->
     assert price is not None
     assert row.cost_nanos == cost_of(billed, price)
     assert row.usage_estimated is False
+
+
+def test_anthropic_models_retrieve(gw: GatewayHarness) -> None:
+    """``models.retrieve`` (``GET /v1/models/{id}``) in Anthropic's shape; a model of
+    another dialect is not found there, as it is not listed."""
+    secret, _ = new_key(gw)
+    with sync_client(gw, api_key=secret) as client:
+        model = client.models.retrieve("claude-haiku-4-5")
+        assert (model.type, model.id) == ("model", "claude-haiku-4-5")
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            client.models.retrieve("gpt-4o-mini")
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]

@@ -472,3 +472,25 @@ def test_loop_detection_tells_models_in_the_path_apart(gw: GatewayHarness) -> No
     assert caught.value.code == 429
     assert caught.value.status == "RESOURCE_EXHAUSTED"
     assert len(gw.ledger(gw.last_key_id)) == 4
+
+
+def test_model_get_in_gemini_shape(gw: GatewayHarness) -> None:
+    """``models.get`` (``GET /v1/models/{model}`` from google-genai, ``/v1beta/`` from
+    Gemini CLI and older SDKs) in Gemini's shape; other dialects' models are not found."""
+    secret = gw.create_key(user="u-gem-get")
+    sdk = client(gw, secret)
+    for name in (MODEL, ALIASED):
+        model = sdk.models.get(model=name)
+        assert model.name == f"models/{name}"
+        assert "generateContent" in (model.supported_actions or [])
+    assert (
+        sdk.models.get(model=MODEL).output_token_limit
+        == gw.gateway.models.get(MODEL).max_output_tokens
+    )  # type: ignore[union-attr]
+    with pytest.raises(genai_errors.ClientError) as caught:
+        sdk.models.get(model="gpt-4o-mini")
+    assert (caught.value.code, caught.value.status) == (404, "NOT_FOUND")
+    for path in (f"models/{MODEL}", MODEL):
+        response = httpx2.get(f"{gw.url}/v1beta/models/{path}", params={"key": secret})
+        assert response.status_code == 200
+        assert response.json()["name"] == f"models/{MODEL}"

@@ -458,3 +458,22 @@ def test_models_list_needs_a_valid_key(gw: GatewayHarness) -> None:
         pytest.raises(openai.AuthenticationError),
     ):
         client.models.list()
+
+
+def test_models_retrieve_answers_one_model_the_key_may_use(gw: GatewayHarness) -> None:
+    """``models.retrieve`` (``GET /v1/models/{id}``), which clients call to check a model
+    before using it: the listing's entry; a model the key may not use, or none, is 404."""
+    secret, _ = new_key(gw, allowed_models=["gpt-4o*"])
+    with sync_client(gw, secret) as client:
+        model = client.models.retrieve("gpt-4o-mini")
+        assert (model.id, model.object, model.owned_by) == ("gpt-4o-mini", "model", "openai")
+        for hidden in ("claude-haiku-4-5", "no-such-model"):
+            with pytest.raises(openai.NotFoundError) as caught:
+                client.models.retrieve(hidden)
+            assert caught.value.code == "model_not_found"
+            assert hidden in caught.value.message
+    with (
+        sync_client(gw, "sk-not-a-spendgate-key") as client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        client.models.retrieve("gpt-4o-mini")

@@ -48,6 +48,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     app.router.add_get("/v1/responses", _websocket_refused)
     app.router.add_get("/v1/models", models.list_models(GATEWAY))
     app.router.add_get("/v1beta/models", models.list_models(GATEWAY))
+    app.router.add_get("/v1/models/{model:.+}", models.get_model(GATEWAY))
+    app.router.add_get("/v1beta/models/{model:.+}", models.get_model(GATEWAY))
     health.add_routes(app, GATEWAY)
     admin.add_routes(app, GATEWAY)
     reload.add_routes(app, GATEWAY)

@@ -92,7 +92,8 @@ class AnthropicDialect(DialectAdapter):
     def owns(self, path: str, headers: Mapping[str, str]) -> bool:
         if path.startswith("/v1/messages"):
             return True
-        return path == "/v1/models" and "anthropic-version" in headers
+        listing = path == "/v1/models" or path.startswith("/v1/models/")
+        return listing and "anthropic-version" in headers
 
     def error_body(self, error: GatewayError, request_id: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {

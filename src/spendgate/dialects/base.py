@@ -80,6 +80,11 @@ class DialectAdapter(ABC):
         """The body of ``GET /v1/models``: the caller's models, then its aliases (name ->
         the model each means), in this dialect's own listing shape."""
 
+    def model_entry(self, listing: Any, name: str) -> Any | None:
+        """The body of ``GET /v1/models/{name}``: that model's entry in `model_list`'s
+        ``listing`` (None: not there, to the caller a model that does not exist)."""
+        return next((entry for entry in listing["data"] if entry["id"] == name), None)
+
 
 def _nearest(table: Mapping[type[GatewayError], T], kind: type, default: T) -> T:
     for klass in kind.__mro__:

@@ -100,8 +100,9 @@ class GeminiDialect(DialectAdapter):
     def owns(self, path: str, headers: Mapping[str, str]) -> bool:
         if path.startswith("/v1beta/"):
             return True
-        if path == "/v1/models":  # google-genai lists on /v1/ with its own headers
-            return "x-goog-api-key" in headers or "x-goog-api-client" in headers
+        listing = path == "/v1/models" or path.startswith("/v1/models/")
+        if listing and ("x-goog-api-key" in headers or "x-goog-api-client" in headers):
+            return True  # google-genai lists and gets models on /v1/ with its own headers
         return path.startswith("/v1/models/") and ":" in path
 
     def error_type(self, error: GatewayError) -> str:
@@ -152,6 +153,10 @@ class GeminiDialect(DialectAdapter):
             for alias, model in sorted(aliases.items())
         ]
         return {"models": models}
+
+    def model_entry(self, listing: Any, name: str) -> Any | None:
+        wanted = f"models/{name.removeprefix('models/')}"
+        return next((entry for entry in listing["models"] if entry["name"] == wanted), None)
 
 
 GEMINI = GeminiDialect()
