@@ -422,6 +422,29 @@ def test_upstream_error_mid_stream_is_relayed_and_recorded(gw: GatewayHarness) -
     assert row.output_tokens > 0  # what was generated before the error, estimated
 
 
+def test_json_array_closed_without_a_finish_reason_gets_the_error_inside(
+    gw: GatewayHarness,
+) -> None:
+    """A JSON-array stream whose ``]`` comes while no candidate has a ``finishReason``
+    ended unfinished: the error spendgate adds is the array's last element, before its
+    ``]``, so the body is still one JSON array (it was appended after the ``]``)."""
+    secret = gw.create_key(user="u-gem-unfinished")
+    response = httpx2.post(
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent",
+        headers={"x-goog-api-key": secret, "x-sim-no-finish": "1", "x-sim-output-tokens": "30"},
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    )
+    assert response.status_code == 200
+    chunks = orjson.loads(response.content)
+    assert chunks[-1]["error"]["status"] == "INTERNAL"
+    assert "without its terminal event" in chunks[-1]["error"]["message"]
+    assert all("finishReason" not in c["candidates"][0] for c in chunks[:-1])
+    assert chunks[-2]["usageMetadata"]["candidatesTokenCount"] == 30
+    row = only_row(gw, gw.last_key_id)
+    assert row.error == "upstream ended the stream without its terminal event"
+    assert row.output_tokens >= 30  # what was generated, at least what Gemini reported
+
+
 def test_blocked_prompt_ends_the_stream_as_gemini_sent_it(gw: GatewayHarness) -> None:
     """A prompt the safety filters block gets one chunk with ``promptFeedback.blockReason``
     and no candidates, then the stream ends: that is its end, not a broken stream. The SDK

@@ -109,6 +109,23 @@ def test_stream_without_alt_sse_is_one_json_array(raw: Raw) -> None:
     assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 12
 
 
+def test_stream_without_a_finish_reason(raw: Raw) -> None:
+    """``x-sim-no-finish``: every chunk as usual, the usage included, but no candidate
+    ever gets a ``finishReason``; the JSON array still closes."""
+    answer = raw.post(
+        f"/v1beta/models/{MODEL}:streamGenerateContent",
+        BODY,
+        x_sim_output_tokens="12",
+        x_sim_no_finish="1",
+        **KEY,
+    )
+    chunks = answer.json()
+    assert answer.data.endswith(b"]")
+    assert len(chunks) > 1
+    assert all("finishReason" not in c["candidates"][0] for c in chunks)
+    assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 12
+
+
 def test_stream_through_the_sdk(gem: genai.Client) -> None:
     chunks = list(gem.models.generate_content_stream(model=MODEL, contents="Tell me."))
     assert chunks[-1].usage_metadata is not None

@@ -150,6 +150,22 @@ def test_array_meter_continues_and_closes_the_array() -> None:
     assert orjson.loads(fresh.error_event("upstream_error", "no bytes"))[0]["error"]
 
 
+@pytest.mark.parametrize("stream", [b'[{"candidates":[{"index":0}]}\r\n]', b"[]", b"\r\n[\r\n]"])
+def test_array_closed_unfinished_gets_the_error_inside(stream: bytes) -> None:
+    """The ``]`` of an array no candidate finished is held (its own after an element,
+    dropped with its ``[`` when none came): the error goes in, the held ``]`` closes it."""
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    sent, held = b"", b""
+    for event in JsonArraySplitter(1000).feed(stream):
+        action = meter.feed(event)
+        sent += event.raw if action is Action.FORWARD else b""
+        held += event.raw if action is Action.HOLD else b""
+    assert not meter.finished
+    body = orjson.loads(sent + meter.error_event("upstream_error", "unfinished") + held)
+    assert body[-1]["error"]["message"] == "unfinished"
+    assert len(body) == stream.count(b"candidates") + 1
+
+
 def test_routes_and_upstream_paths() -> None:
     assert STREAM_GENERATE.routes == (
         "/v1beta/models/{model}:streamGenerateContent",
@@ -169,6 +185,8 @@ def test_dialect_claims_its_paths_only() -> None:
     assert for_request("/v1/models/x:countTokens", {}) is GEMINI
     assert for_request("/v1/models", {}) is not GEMINI
     assert for_request("/v1/models", {"x-goog-api-key": "k"}) is GEMINI
+    assert for_request("/v1/models/gemini-2.5-flash", {"x-goog-api-client": "genai"}) is GEMINI
+    assert for_request("/v1/models/gpt-4o", {}) is not GEMINI
     assert for_request("/v1/chat/completions", {}) is not GEMINI
 
 

@@ -438,19 +438,26 @@ class GeminiMeter(MeterBase):
     spend is durable; so does a chunk whose ``promptFeedback`` has a ``blockReason`` (the
     prompt was blocked: no candidate comes). ``array``: the stream is one JSON array (no
     ``alt=sse``), so what spendgate adds (an error, a clean cut) continues the array and
-    closes it."""
+    closes it: an array closed before the stream finished has its ``]`` held (or, closing an
+    array with no element, dropped), so that what spendgate adds goes inside it."""
 
     def __init__(self, *, array: bool = False) -> None:
         super().__init__()
         self.array = array
         self._opened = False  # (array) the "[" went out with the first element
+        self._closed = False  # (array) the "]" came unfinished and is held
         self._open: set[int] = set()
         self._ended: set[int] = set()
 
     def feed(self, event: SseEvent) -> Action:
-        self._opened = True
         if self.finished:
             return Action.HOLD
+        if self.array and not event.data:  # the "]" (see `JsonArraySplitter`), unfinished
+            if not self._opened:
+                return Action.DROP  # "[]": what spendgate adds opens and closes the array
+            self._closed = True
+            return Action.HOLD
+        self._opened = True
         chunk = load_object(event.data)
         if chunk is None:
             return Action.FORWARD
@@ -483,13 +490,15 @@ class GeminiMeter(MeterBase):
         usage = self._vetted(gemini_usage_problem)
         return from_gemini(usage) if usage is not None else None
 
-    def _frame(self, payload: Mapping[str, Any]) -> bytes:
+    def _frame(self, payload: Mapping[str, Any], *, close: bool = True) -> bytes:
         if not self.array:
             return data_event(payload)
-        return (b",\r\n" if self._opened else b"[") + orjson.dumps(payload) + b"]"
+        closer = b"]" if close else b""
+        return (b",\r\n" if self._opened else b"[") + orjson.dumps(payload) + closer
 
     def error_event(self, code: str, message: str) -> bytes:
-        return self._frame({"error": {"code": 500, "message": message, "status": "INTERNAL"}})
+        error = {"error": {"code": 500, "message": message, "status": "INTERNAL"}}
+        return self._frame(error, close=not self._closed)  # (the held "]" closes it)
 
     def cut_events(self, usage: Usage) -> bytes:
         candidates = [

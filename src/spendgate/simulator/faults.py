@@ -44,6 +44,9 @@ header                         effect
 ``x-sim-block-prompt: R``      Gemini: the prompt is blocked (one answer or chunk with
                                ``promptFeedback.blockReason: R``, the prompt's usage and
                                no candidates)
+``x-sim-no-finish: 1``         Gemini: the stream ends, its JSON array closed, with no
+                               candidate's ``finishReason`` (an unfinished stream, as
+                               Gemini CLI's "stream ended without a finish reason")
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -94,6 +97,7 @@ class Faults:
     background_ms: float | None = None
     compat: frozenset[str] = frozenset()
     block_prompt: str | None = None
+    no_finish: bool = False
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -215,4 +219,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         background_ms=_float(get("x-sim-background-ms")),
         compat=_modes(get("x-sim-compat")),
         block_prompt=(get("x-sim-block-prompt") or "").strip().upper() or None,
+        no_finish=_flag(get("x-sim-no-finish")),
     )
