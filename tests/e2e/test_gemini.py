@@ -230,6 +230,25 @@ def test_stream_generate_content_sse_metered_from_the_last_chunk(gw: GatewayHarn
     assert row.cost_nanos == row.input_tokens * 300 + 60 * 2_500
 
 
+def test_stream_metered_from_its_last_usage_when_it_finishes_early(gw: GatewayHarness) -> None:
+    """A stream whose chunks say ``finishReason`` before its last one (every chunk, as
+    Gemini streamed in 2024; a candidate done before another's first chunk): the chunks
+    after the finish are held, and their cumulative usage is the one charged (it was the
+    usage of the chunk that first finished, a fraction of the answer)."""
+    secret = gw.create_key(user="u-gem-early")
+    sim_headers = {"x-sim-output-tokens": "60", "x-sim-finish-every-chunk": "1"}
+    sdk = client(gw, secret, sim_headers)
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT))
+    assert len(chunks) > 2
+    meta = chunks[-1].usage_metadata
+    assert meta is not None
+    assert meta.candidates_token_count == 60
+    row = only_row(gw, gw.last_key_id)
+    assert (row.error, row.usage_estimated) == (None, False)
+    assert (row.input_tokens, row.output_tokens) == (meta.prompt_token_count, 60)
+    assert row.cost_nanos == row.input_tokens * 300 + 60 * 2_500
+
+
 def test_stream_without_alt_sse_is_relayed_as_a_json_array_and_metered(
     gw: GatewayHarness,
 ) -> None:

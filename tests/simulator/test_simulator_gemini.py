@@ -126,6 +126,23 @@ def test_stream_without_a_finish_reason(raw: Raw) -> None:
     assert chunks[-1]["usageMetadata"]["candidatesTokenCount"] == 12
 
 
+def test_stream_finishing_every_chunk(raw: Raw) -> None:
+    answer = raw.post(
+        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        BODY,
+        x_sim_output_tokens="12",
+        x_sim_finish_every_chunk="1",
+        **KEY,
+    )
+    blocks = answer.data.split(b"\r\n\r\n")[:-1]
+    chunks = [orjson.loads(block.removeprefix(b"data: ")) for block in blocks]
+    assert len(chunks) > 1
+    assert all(c["candidates"][0]["finishReason"] == "STOP" for c in chunks)
+    counts = [c["usageMetadata"]["candidatesTokenCount"] for c in chunks]
+    assert counts == sorted(counts)
+    assert counts[-1] == 12
+
+
 def test_stream_through_the_sdk(gem: genai.Client) -> None:
     chunks = list(gem.models.generate_content_stream(model=MODEL, contents="Tell me."))
     assert chunks[-1].usage_metadata is not None

@@ -451,6 +451,7 @@ class GeminiMeter(MeterBase):
 
     def feed(self, event: SseEvent) -> Action:
         if self.finished:
+            self._read(load_object(event.data))  # (its usage is newer: cumulative)
             return Action.HOLD
         if self.array and not event.data:  # the "]" (see `JsonArraySplitter`), unfinished
             if not self._opened:
@@ -468,23 +469,32 @@ class GeminiMeter(MeterBase):
         feedback = chunk.get("promptFeedback")
         if isinstance(feedback, Mapping) and feedback.get("blockReason") and not self._open:
             self.finished = True  # a blocked prompt: no candidate will come
-        if isinstance(chunk.get("modelVersion"), str):
-            self.served_model = chunk["modelVersion"]
-        if isinstance(chunk.get("usageMetadata"), dict):
-            self._usage = chunk["usageMetadata"]
+        self._read(chunk)
         for index, candidate in mappings(chunk.get("candidates")):
             number = candidate.get("index", index)
             number = number if isinstance(number, int) else index
             self._open.add(number)
             if candidate.get("finishReason"):
                 self._ended.add(number)
-        for text in _candidate_texts(chunk.get("candidates")):
-            self.generated.append(text)
         if self._open and self._open <= self._ended:
             self.finished = True
         if self.finished:
             return Action.HOLD
         return Action.FORWARD
+
+    def _read(self, chunk: Mapping[str, Any] | None) -> None:
+        """The model, usage and text of a chunk, also of those after the stream counts as
+        finished: a chunk may say ``finishReason`` before the last (every chunk did in
+        2024; a candidate may end before another's first chunk), and the usage charged is
+        the last one sent."""
+        if chunk is None or chunk.get("error") is not None:
+            return
+        if isinstance(chunk.get("modelVersion"), str):
+            self.served_model = chunk["modelVersion"]
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self._usage = chunk["usageMetadata"]
+        for text in _candidate_texts(chunk.get("candidates")):
+            self.generated.append(text)
 
     def usage(self) -> Usage | None:
         usage = self._vetted(gemini_usage_problem)

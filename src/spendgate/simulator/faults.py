@@ -47,6 +47,9 @@ header                         effect
 ``x-sim-no-finish: 1``         Gemini: the stream ends, its JSON array closed, with no
                                candidate's ``finishReason`` (an unfinished stream, as
                                Gemini CLI's "stream ended without a finish reason")
+``x-sim-finish-every-chunk: 1`` Gemini: every streamed chunk's candidate says
+                               ``finishReason: STOP``, not only the last (as Gemini's
+                               streams did in 2024); the usage still grows chunk by chunk
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -98,6 +101,7 @@ class Faults:
     compat: frozenset[str] = frozenset()
     block_prompt: str | None = None
     no_finish: bool = False
+    finish_every_chunk: bool = False
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -220,4 +224,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         compat=_modes(get("x-sim-compat")),
         block_prompt=(get("x-sim-block-prompt") or "").strip().upper() or None,
         no_finish=_flag(get("x-sim-no-finish")),
+        finish_every_chunk=_flag(get("x-sim-finish-every-chunk")),
     )

@@ -12,7 +12,8 @@
 * A blocked prompt (``x-sim-block-prompt``) is answered, whole or streamed, with one
   response holding ``promptFeedback.blockReason`` and no candidates, as Gemini does.
 * ``x-sim-no-finish``: a stream that ends (its JSON array closed) with no candidate's
-  ``finishReason``, as Gemini streams sometimes do.
+  ``finishReason``, as Gemini streams sometimes do; ``x-sim-finish-every-chunk``: one whose
+  every chunk says ``finishReason: STOP``, as Gemini's streams did in 2024.
 * Errors: ``{"error": {"code", "message", "status"}}``; a mid-stream error is a
   ``data:`` chunk holding one.
 * Fields are read under their JSON name or their proto name, as Google's JSON parser
@@ -156,7 +157,8 @@ class _Answer:
 
     def _chunk(self, text: str, finish: bool, text_so_far: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
-        if finish and not self.call.faults.no_finish:
+        faults = self.call.faults
+        if (finish or faults.finish_every_chunk) and not faults.no_finish:
             candidate["finishReason"] = "MAX_TOKENS" if self.plan.truncated else "STOP"
         candidate["index"] = 0
         chunk: dict[str, Any] = {"candidates": [candidate]}
