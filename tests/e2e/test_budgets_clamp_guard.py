@@ -639,3 +639,43 @@ def test_a_clamped_agent_answer_ends_the_turn_other_clients_see_the_ceiling(
         "sdk": "max_tokens",
         "sdk responses": "incomplete",
     }
+
+
+@pytest.mark.parametrize("reason", ["max_output_tokens", "content_filter"])
+def test_a_clamped_codex_stream_is_told_completed_only_at_the_ceiling(
+    gw: GatewayHarness, sdk: Callable[[str, str], Any], reason: str
+) -> None:
+    """Codex's clamped stream: its ``response.output_item.done`` comes before the terminal
+    event, so whether its item is told ``completed`` waits for that event. At the ceiling
+    the item and the response are completed; stopped by a content filter both stay
+    ``incomplete`` (the item was told completed before the response said incomplete)."""
+    user = f"codex-stream-{reason}"
+    client = sdk("openai", gw.create_key(name=user, user=user))
+    headers = {**LONG, **CODEX}
+    if reason != "max_output_tokens":
+        headers = {**CODEX, "x-sim-incomplete-reason": reason, "x-sim-output-tokens": "20"}
+    events = list(
+        client.responses.create(
+            model="gpt-4o-mini",
+            input="Write about careful gateways.",
+            max_output_tokens=4000,
+            stream=True,
+            extra_headers=headers,
+        )
+    )
+    assert the_row(gw, gw.last_key_id).clamped_from == 4000
+    items = [e.item.status for e in events if e.type == "response.output_item.done"]
+    last = events[-1]
+    if reason == "max_output_tokens":
+        assert (items, last.type, last.response.status) == (
+            ["completed"],
+            "response.completed",
+            "completed",
+        )
+    else:
+        assert (items, last.type, last.response.status) == (
+            ["incomplete"],
+            "response.incomplete",
+            "incomplete",
+        )
+        assert last.response.incomplete_details.reason == reason

@@ -210,6 +210,26 @@ def test_responses_stream_incomplete(oai: openai.OpenAI) -> None:
     assert last.response.usage.output_tokens == 16
 
 
+def test_responses_stream_incomplete_for_a_content_filter(oai: openai.OpenAI) -> None:
+    events = list(
+        oai.responses.create(
+            model="gpt-4o-mini",
+            input="hi",
+            max_output_tokens=500,
+            stream=True,
+            extra_headers={"x-sim-incomplete-reason": "content_filter", "x-sim-output-tokens": "9"},
+        )
+    )
+    done = [e for e in events if e.type == "response.output_item.done"]
+    assert [e.item.status for e in done] == ["incomplete"]  # type: ignore[union-attr]
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "content_filter"
+    assert last.response.usage is not None
+    assert last.response.usage.output_tokens == 9
+
+
 def test_responses_input_tokens(oai: openai.OpenAI) -> None:
     counted = oai.responses.input_tokens.count(model="gpt-4o-mini", input="hello")
     created = oai.responses.create(model="gpt-4o-mini", input="hello")

@@ -95,3 +95,26 @@ def test_the_agents_are_recognised_by_their_headers() -> None:
     assert coding_agent({"user-agent": "codex_exec/0.169.0 (Linux)"}) == CODEX
     assert coding_agent({"user-agent": "OpenAI/Python 1.109.0"}) is None
     assert coding_agent({}) is None
+
+
+def test_responses_items_kept_back_are_told_by_the_stream_end() -> None:
+    """An incomplete item's ``response.output_item.done`` comes before the terminal event:
+    it waits for it, and is told completed only when that event stopped at the ceiling."""
+    item = event(
+        "response.output_item.done",
+        {"type": "response.output_item.done", "item": {"type": "message", "status": "incomplete"}},
+    )
+    assert RESPONSES.end_turn_waits(item)
+    assert not RESPONSES.end_turn_waits(event("response.output_text.delta", {"delta": "x"}))
+    assert not CHAT.end_turn_waits(item)
+
+    def final(reason: str) -> bytes:
+        response = {"status": "incomplete", "incomplete_details": {"reason": reason}}
+        return event("response.incomplete", {"type": "response.incomplete", "response": response})
+
+    filtered = [item, final("content_filter")]
+    assert RESPONSES.end_turn_all(filtered) == b"".join(filtered)
+    assert RESPONSES.end_turn_all([item]) == item  # broke off: no stop to tell
+    told = RESPONSES.end_turn_all([item, final("max_output_tokens")])
+    assert told.count(b'"status":"completed"') == 2
+    assert b"event: response.completed\n" in told

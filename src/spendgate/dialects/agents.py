@@ -68,6 +68,18 @@ def rewrite_event(raw: bytes, marker: bytes, rewrite: Rewrite) -> bytes:
     return head + b"data: " + orjson.dumps(document) + b"\n\n"
 
 
+def at_ceiling(raw: bytes) -> bool:
+    """Whether ``raw`` (a Responses stream event) is a ``response.incomplete`` that stopped
+    at ``max_output_tokens``."""
+    if b"response.incomplete" not in raw:
+        return False
+    data_lines = [line for line in raw.splitlines() if line.startswith(b"data:")]
+    document = _load(data_lines[0][5:]) if len(data_lines) == 1 else None
+    response = document.get("response") if document is not None else None
+    details = response.get("incomplete_details") if isinstance(response, dict) else None
+    return isinstance(details, dict) and details.get("reason") == "max_output_tokens"
+
+
 def _load(data: bytes) -> dict[str, Any] | None:
     try:
         value = orjson.loads(data)

@@ -314,6 +314,17 @@ class SurfaceSpec:
         (`spendgate.dialects.agents`). By default: unchanged."""
         return raw
 
+    def end_turn_waits(self, raw: bytes) -> bool:
+        """Whether a stream event's telling depends on how the stream ends (an item left
+        incomplete, before the terminal event that says why): the relay keeps it back and
+        tells it with the stream's end, in `end_turn_all`. By default: none does."""
+        return False
+
+    def end_turn_all(self, events: Sequence[bytes]) -> bytes:
+        """The stream's last events (those kept back, spendgate's own, the held terminal
+        event), each told by `end_turn`."""
+        return b"".join(self.end_turn(event) for event in events)
+
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         """Whether the request can be billed for writing its input to the provider's cache,
         at the 5-minute rate and at the 1-hour rate. By default: whichever the model's

@@ -4,12 +4,12 @@ event's ``response``."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from spendgate.dialects.agents import responses_completed, rewrite_event
+from spendgate.dialects.agents import at_ceiling, responses_completed, rewrite_event
 from spendgate.dialects.base import (
     Action,
     MeterBase,
@@ -42,6 +42,16 @@ RESPONSES_MIN_CEILING = 16
 class ResponsesSurface(SurfaceSpec):
     def end_turn(self, raw: bytes) -> bytes:
         return rewrite_event(raw, b'"incomplete"', responses_completed)
+
+    def end_turn_waits(self, raw: bytes) -> bool:
+        return b"response.output_item.done" in raw and b'"incomplete"' in raw
+
+    def end_turn_all(self, events: Sequence[bytes]) -> bytes:
+        """Items kept back incomplete are told completed only when the stream stopped at
+        its ceiling (not for a content filter, nor a stream that broke off)."""
+        if not any(at_ceiling(event) for event in events):
+            return b"".join(events)
+        return super().end_turn_all(events)
 
     def check(self, body: Mapping[str, Any]) -> None:
         super().check(body)

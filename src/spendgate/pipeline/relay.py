@@ -65,6 +65,7 @@ class _Relay:
         self.meter = meter
         self.splitter = framing.splitter(max_event_bytes)
         self.held: list[bytes] = []
+        self.waiting: list[bytes] = []  # kept back until the end is known (`told`)
         self.disconnected = False
         self.broken: str | None = None
         self.cut = False
@@ -74,13 +75,13 @@ class _Relay:
         self.end_turn = exchange.ends_turn_at_clamp
 
     def told(self, raw: bytes) -> bytes:
-        """Events as the client gets them: a clamped agent's ceiling stop is the end of its
-        turn (`spendgate.dialects.agents`)."""
+        """The stream's last events as the client gets them, after those kept back: a
+        clamped agent's ceiling stop is the end of its turn (`spendgate.dialects.agents`)."""
+        raw = b"".join(self.waiting) + raw
         if not self.end_turn or not raw:
             return raw
-        spec = self.exchange.spec
-        events = _EVENT_END.split(raw)
-        return b"".join(spec.end_turn(event + b"\n\n") for event in events if event.strip())
+        events = [event + b"\n\n" for event in _EVENT_END.split(raw) if event.strip()]
+        return self.exchange.spec.end_turn_all(events)
 
     def sort(self, chunk: bytes) -> bytes:
         out = []
@@ -90,8 +91,12 @@ class _Relay:
                 if self.guard is not None and self.guard.over():
                     self.cut = True
                     break
-                raw = self.exchange.spec.end_turn(event.raw) if self.end_turn else event.raw
-                out.append(raw)
+                if not self.end_turn:
+                    out.append(event.raw)
+                elif self.exchange.spec.end_turn_waits(event.raw):
+                    self.waiting.append(event.raw)
+                else:
+                    out.append(self.exchange.spec.end_turn(event.raw))
             elif action is Action.HOLD:
                 self.held.append(event.raw)
         return b"".join(out)

@@ -50,6 +50,8 @@ header                         effect
 ``x-sim-finish-every-chunk: 1`` Gemini: every streamed chunk's candidate says
                                ``finishReason: STOP``, not only the last (as Gemini's
                                streams did in 2024); the usage still grows chunk by chunk
+``x-sim-incomplete-reason: R`` Responses: the answer ends ``incomplete`` for reason R
+                               (``content_filter``) whatever its length, its items too
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -102,6 +104,7 @@ class Faults:
     block_prompt: str | None = None
     no_finish: bool = False
     finish_every_chunk: bool = False
+    incomplete_reason: str | None = None
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -225,4 +228,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         block_prompt=(get("x-sim-block-prompt") or "").strip().upper() or None,
         no_finish=_flag(get("x-sim-no-finish")),
         finish_every_chunk=_flag(get("x-sim-finish-every-chunk")),
+        incomplete_reason=(get("x-sim-incomplete-reason") or "").strip() or None,
     )

@@ -111,7 +111,8 @@ class ResponseAnswer:
 
     @property
     def final_status(self) -> str:
-        return "incomplete" if self.plan.truncated else "completed"
+        stopped = self.plan.truncated or self.call.faults.incomplete_reason
+        return "incomplete" if stopped else "completed"
 
     def snapshot(
         self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None = None
@@ -134,7 +135,8 @@ class ResponseAnswer:
         if self.context.conversation is not None:
             payload["conversation"] = {"id": self.context.conversation.id}
         if status == "incomplete":
-            payload["incomplete_details"] = {"reason": "max_output_tokens"}
+            reason = self.call.faults.incomplete_reason or "max_output_tokens"
+            payload["incomplete_details"] = {"reason": reason}
         if status not in FINAL_STATUSES:
             payload["usage"] = None
         elif usage is not None:
