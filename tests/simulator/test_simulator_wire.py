@@ -19,6 +19,7 @@ import pytest
 from multidict import CIMultiDict
 
 from spendgate.simulator import Simulator, SimulatorOptions, parse_faults
+from spendgate.simulator.streaming import reframe
 from spendgate.simulator.tokens import (
     IMAGE_TOKENS,
     chat_input_tokens,
@@ -241,6 +242,17 @@ def test_parse_faults() -> None:
     assert faults.die_after_chunks is None
     assert parse_faults({"x-sim-ignore-max": "true"}).ignore_max
     assert parse_faults({"content-type": "x"}) is parse_faults({})
+
+
+def test_reframe_is_odd_but_means_the_same() -> None:
+    event = b'event: message_delta\ndata: {"type":"message_delta","usage":{}}\n\n'
+    modes = parse_faults({"x-sim-framing": "crlf,nospace,comments,multiline,x"}).framing
+    assert modes == {"crlf", "nospace", "comments", "multiline"}
+    assert reframe(event, modes) == (
+        b": keep-alive\r\n\r\nevent:message_delta\r\n: a comment inside the event\r\n"
+        b'data:{"type":"message_delta",\r\ndata:"usage":{}}\r\n\r\n'
+    )
+    assert reframe(event, frozenset()) == event
 
 
 def _free_port() -> int:

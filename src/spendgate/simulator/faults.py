@@ -50,6 +50,12 @@ header                         effect
 ``x-sim-finish-every-chunk: 1`` Gemini: every streamed chunk's candidate says
                                ``finishReason: STOP``, not only the last (as Gemini's
                                streams did in 2024); the usage still grows chunk by chunk
+``x-sim-framing: a,b``         odd but valid SSE framing of every streamed event:
+                               ``crlf`` (CRLF line endings), ``nospace`` (``data:{...}``),
+                               ``comments`` (a ``: keep-alive`` comment event before each
+                               event and a comment line inside it), ``multiline`` (the
+                               JSON over two ``data:`` lines), ``bytewise`` (each byte
+                               written as its own chunk; also in a JSON-array stream)
 ``x-sim-incomplete-reason: R`` Responses: the answer ends ``incomplete`` for reason R
                                (``content_filter``) whatever its length, its items too
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
@@ -74,6 +80,7 @@ if TYPE_CHECKING:
 
 USAGE_MODES = frozenset({"missing", "empty", "negative", "string", "float", "huge", "null"})
 COMPAT_MODES = frozenset({"max-tokens-only", "max-completion-or-max", "lenient-stream"})
+FRAMING_MODES = frozenset({"crlf", "nospace", "comments", "multiline", "bytewise"})
 MAX_HEADER_NUMBER = 10**12
 
 
@@ -105,6 +112,7 @@ class Faults:
     no_finish: bool = False
     finish_every_chunk: bool = False
     incomplete_reason: str | None = None
+    framing: frozenset[str] = frozenset()
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -169,8 +177,8 @@ def _choice(value: str | None, allowed: frozenset[str]) -> str | None:
     return choice if choice in allowed else None
 
 
-def _modes(value: str | None) -> frozenset[str]:
-    return (_names(value.lower()) or frozenset()) & COMPAT_MODES if value else frozenset()
+def _modes(value: str | None, known: frozenset[str] = COMPAT_MODES) -> frozenset[str]:
+    return (_names(value.lower()) or frozenset()) & known if value else frozenset()
 
 
 def _tool_uses(value: str | None) -> tuple[int | None, dict[str, int]]:
@@ -229,4 +237,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         no_finish=_flag(get("x-sim-no-finish")),
         finish_every_chunk=_flag(get("x-sim-finish-every-chunk")),
         incomplete_reason=(get("x-sim-incomplete-reason") or "").strip() or None,
+        framing=_modes(get("x-sim-framing"), FRAMING_MODES),
     )

@@ -31,6 +31,19 @@ class _ClientGone(Exception):
     pass
 
 
+async def _write_reframed(
+    call: Call, response: web.StreamResponse, data: bytes, modes: frozenset[str]
+) -> None:
+    """One event's bytes, byte by byte for ``bytewise`` (counted as one event)."""
+    if "bytewise" not in modes:
+        await _write(call, response, data)
+        return
+    for index in range(len(data)):
+        await response.write(data[index : index + 1])
+        await asyncio.sleep(0)  # each byte its own write on the wire
+    call.record.chunks_sent += 1
+
+
 def abort_connection(call: Call) -> None:
     """Drop the TCP connection at once, without finishing the HTTP response."""
     transport = call.request.transport
@@ -50,6 +63,29 @@ async def _write(call: Call, response: web.StreamResponse, data: bytes) -> None:
     call.record.chunks_sent += 1
 
 
+def reframe(event: bytes, modes: frozenset[str]) -> bytes:
+    """One SSE event (``x-sim-framing``) in odd but valid framing, meaning the same to a
+    client that reads SSE as the spec says."""
+    lines = event.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n")
+    if "multiline" in modes:
+        lines = [part for line in lines for part in _split_data(line)]
+    if "nospace" in modes:
+        lines = [
+            line.replace(b": ", b":", 1) if not line.startswith(b":") else line for line in lines
+        ]
+    if "comments" in modes:
+        lines = [b": keep-alive", b"", *lines[:1], b": a comment inside the event", *lines[1:]]
+    out = b"\n".join(lines) + b"\n\n"
+    return out.replace(b"\n", b"\r\n") if "crlf" in modes else out
+
+
+def _split_data(line: bytes) -> list[bytes]:
+    cut = line.find(b',"')
+    if not line.startswith(b"data: ") or cut < 0:
+        return [line]
+    return [line[: cut + 1], b"data: " + line[cut + 1 :]]
+
+
 async def _each(events: Events) -> AsyncIterator[Event]:
     if isinstance(events, AsyncIterable):
         async for event in events:
@@ -65,10 +101,12 @@ async def _send_all(
     events: Events,
     error_event: Callable[[int], bytes],
     paced: bool,
+    sse: bool,
 ) -> bool:
     """Send the events; False when the stream was cut on purpose (die/error)."""
     faults, record = call.faults, call.record
     delay = call.chunk_delay_s if paced else 0.0
+    modes = faults.framing if sse else faults.framing & {"bytewise"}  # (a JSON array)
     async for event in _each(events):
         if delay and record.chunks_sent:
             await asyncio.sleep(delay)
@@ -80,7 +118,11 @@ async def _send_all(
             await response.write_eof()
             record.finish(records.ERROR)
             return False
-        await _write(call, response, event.data)
+        if modes:
+            data = reframe(event.data, modes) if sse else event.data
+            await _write_reframed(call, response, data, modes)
+        else:
+            await _write(call, response, event.data)
         record.output_tokens_sent += event.tokens
         if event.usage is not None:
             record.usage_reported = event.usage
@@ -110,7 +152,8 @@ async def stream_events(
     response.headers["cache-control"] = "no-cache"
     try:
         await response.prepare(call.request)
-        if await _send_all(call, response, events, error_event, paced):
+        sse = content_type == wire.SSE_TYPE
+        if await _send_all(call, response, events, error_event, paced, sse):
             await response.write_eof()
             call.record.finish(records.OK)
     except (_ClientGone, ConnectionError):
