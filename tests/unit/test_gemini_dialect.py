@@ -187,6 +187,10 @@ def test_dialect_claims_its_paths_only() -> None:
     assert for_request("/v1/models", {"x-goog-api-key": "k"}) is GEMINI
     assert for_request("/v1/models/gemini-2.5-flash", {"x-goog-api-client": "genai"}) is GEMINI
     assert for_request("/v1/models/gpt-4o", {}) is not GEMINI
+    # an OpenAI fine-tuned model has colons too (models.retrieve of one)
+    assert for_request("/v1/models/ft:gpt-4o-mini:acme:notes:9xZ1abCd", {}) is not GEMINI
+    assert for_request("/v1/models/ft:gpt-4o-mini:acme::abCdeFgh", {}) is not GEMINI
+    assert for_request("/v1/models/x:streamGenerateContent", {}) is GEMINI
     assert for_request("/v1/chat/completions", {}) is not GEMINI
 
 

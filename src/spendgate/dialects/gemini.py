@@ -78,6 +78,22 @@ _BY_STATUS = {
 }
 
 
+# The methods of Gemini's models, after the colon of ``/v1/models/{model}:<method>``: an
+# OpenAI fine-tuned model has colons too (``ft:gpt-4o-mini:org::9xZ1abCd``).
+_METHODS = frozenset(
+    {
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "embedContent",
+        "batchEmbedContents",
+        "batchGenerateContent",
+        "predict",
+        "predictLongRunning",
+    }
+)
+
+
 class GeminiDialect(DialectAdapter):
     dialect = Dialect.GEMINI
     error_types: ClassVar[Mapping[type[GatewayError], str]] = {
@@ -103,7 +119,7 @@ class GeminiDialect(DialectAdapter):
         listing = path == "/v1/models" or path.startswith("/v1/models/")
         if listing and ("x-goog-api-key" in headers or "x-goog-api-client" in headers):
             return True  # google-genai lists and gets models on /v1/ with its own headers
-        return path.startswith("/v1/models/") and ":" in path
+        return path.startswith("/v1/models/") and path.rsplit(":", 1)[-1] in _METHODS
 
     def error_type(self, error: GatewayError) -> str:
         for klass in type(error).__mro__:
