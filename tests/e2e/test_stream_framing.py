@@ -101,6 +101,21 @@ def _gemini(gw: GatewayHarness, secret: str, headers: dict[str, str]) -> Any:
     return text, chunks[-1]["candidates"][0]["finishReason"], chunks[-1]["usageMetadata"]
 
 
+def test_a_last_event_without_its_blank_line_is_read(gw: GatewayHarness) -> None:
+    """A stream that closes right after its last event's line break, before the blank line
+    (Vertex streams were seen to): google-genai still reads that event (it flushes at the
+    end), so the relay does too: the client gets the finishing chunk, and the row is the
+    provider's usage, not an estimate with an error added to the stream."""
+    answers = []
+    for framing in ("", "unterminated", "unterminated,crlf,bytewise"):
+        secret = gw.create_key(user=f"unterminated-{framing}")
+        answers.append(_gemini(gw, secret, {"x-sim-output-tokens": "40", "x-sim-framing": framing}))
+        (row,) = gw.ledger(gw.last_key_id)
+        assert (row.error, row.usage_estimated, row.output_tokens) == (None, False, 40)
+    assert answers[1] == answers[2] == answers[0]
+    assert answers[0][1] == "STOP"
+
+
 def _gemini_array(gw: GatewayHarness, secret: str, headers: dict[str, str]) -> Any:
     response = httpx2.post(
         f"{gw.url}/v1beta/models/{GEMINI}:streamGenerateContent",

@@ -143,6 +143,35 @@ def test_stream_finishing_every_chunk(raw: Raw) -> None:
     assert counts[-1] == 12
 
 
+def test_stream_without_its_last_blank_line_is_read_whole_by_the_sdk(
+    sim: SimulatorThread, raw: Raw
+) -> None:
+    """``x-sim-framing: unterminated``: the stream closes after the last event's line break;
+    google-genai flushes what it holds at the end, so it still reads that chunk."""
+    headers = {"x-sim-framing": "unterminated", "x-sim-output-tokens": "12"}
+    answer = raw.post(
+        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        BODY,
+        **KEY,
+        **{k.replace("-", "_"): v for k, v in headers.items()},
+    )
+    assert answer.data.endswith(b"}\n")
+    assert not answer.data.endswith(b"\n\n")
+    http = httpx2.Client()
+    options = types.HttpOptions(base_url=sim.url, headers=headers, httpx_client=http)
+    client = genai.Client(api_key="AIza-upstream", http_options=options)
+    try:
+        chunks = list(client.models.generate_content_stream(model=MODEL, contents="Tell me."))
+    finally:
+        client.close()
+        http.close()
+    final = chunks[-1]
+    assert final.candidates
+    assert final.candidates[0].finish_reason == types.FinishReason.STOP
+    assert final.usage_metadata is not None
+    assert final.usage_metadata.candidates_token_count == 12
+
+
 def test_stream_through_the_sdk(gem: genai.Client) -> None:
     chunks = list(gem.models.generate_content_stream(model=MODEL, contents="Tell me."))
     assert chunks[-1].usage_metadata is not None

@@ -4,6 +4,7 @@ line-by-line reading does, the common shapes and everything near them."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,3 +51,25 @@ def test_a_stream_split_anywhere_gives_the_same_events() -> None:
         splitter = EventSplitter()
         assert splitter.feed(stream[:cut]) + splitter.feed(stream[cut:]) == whole
     assert [e.data for e in whole] == [b'{"a": 1}', b"{}", b'{"b": 2}', b"", b"[DONE]"]
+
+
+@pytest.mark.parametrize("end", [b"", b"\n", b"\r\n", b"\r"])
+def test_flush_reads_the_event_the_stream_closed_in(end: bytes) -> None:
+    """A stream that closes after its last event's data, before the blank line: that event
+    still counts (google-genai reads it); one cut inside its JSON, or only blank lines, not."""
+    splitter = EventSplitter()
+    assert splitter.feed(b'data: {"a": 1}\r\n\r\ndata: {"b": 2}' + end) == [
+        SseEvent(b'data: {"a": 1}\n\n', None, b'{"a": 1}')
+    ]
+    assert splitter.flush() == [SseEvent(b'data: {"b": 2}\n\n', None, b'{"b": 2}')]
+    assert splitter.flush() == []
+    assert splitter.pending() == b""
+    cut = EventSplitter()
+    assert cut.feed(b'event: message_delta\ndata: {"usage": {"output' + end) == []
+    assert cut.flush() == []
+    done = EventSplitter()
+    assert done.feed(b"data: [DONE]" + end) == []
+    assert [event.data for event in done.flush()] == [b"[DONE]"]
+    blank = EventSplitter()
+    assert blank.feed(b"\n" + end) == []
+    assert blank.flush() == []

@@ -83,9 +83,11 @@ class _Relay:
         events = [event + b"\n\n" for event in _EVENT_END.split(raw) if event.strip()]
         return self.exchange.spec.end_turn_all(events)
 
-    def sort(self, chunk: bytes) -> bytes:
+    def sort(self, chunk: bytes | None) -> bytes:
+        """What to send the client now of ``chunk`` (None: the stream's end)."""
         out = []
-        for event in self.splitter.feed(chunk):
+        events = self.splitter.feed(chunk) if chunk is not None else self.splitter.flush()
+        for event in events:
             action = self.meter.feed(event)
             if action is Action.FORWARD:
                 if self.guard is not None and self.guard.over():
@@ -141,6 +143,9 @@ async def relay_stream(
             asked = clock.monotonic()
         else:
             exchange.upstream_s += clock.monotonic() - asked
+            out = relay.sort(None)  # an event the stream closed in, before its blank line
+            if out:
+                await response.write(out)
     except asyncio.CancelledError:
         relay.disconnected = True
         upstream.close()

@@ -55,7 +55,10 @@ header                         effect
                                ``comments`` (a ``: keep-alive`` comment event before each
                                event and a comment line inside it), ``multiline`` (the
                                JSON over two ``data:`` lines), ``bytewise`` (each byte
-                               written as its own chunk; also in a JSON-array stream)
+                               written as its own chunk; also in a JSON-array stream),
+                               ``unterminated`` (the last event ends with its line break,
+                               the stream closing before the blank line: Vertex streams
+                               were seen to; google-genai still reads that event)
 ``x-sim-incomplete-reason: R`` Responses: the answer ends ``incomplete`` for reason R
                                (``content_filter``) whatever its length, its items too
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
@@ -80,7 +83,7 @@ if TYPE_CHECKING:
 
 USAGE_MODES = frozenset({"missing", "empty", "negative", "string", "float", "huge", "null"})
 COMPAT_MODES = frozenset({"max-tokens-only", "max-completion-or-max", "lenient-stream"})
-FRAMING_MODES = frozenset({"crlf", "nospace", "comments", "multiline", "bytewise"})
+FRAMING_MODES = frozenset({"crlf", "nospace", "comments", "multiline", "bytewise", "unterminated"})
 MAX_HEADER_NUMBER = 10**12
 
 

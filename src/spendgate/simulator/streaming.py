@@ -107,6 +107,7 @@ async def _send_all(
     faults, record = call.faults, call.record
     delay = call.chunk_delay_s if paced else 0.0
     modes = faults.framing if sse else faults.framing & {"bytewise"}  # (a JSON array)
+    carry = b""  # (unterminated) the blank line that ends the event before, sent with the next
     async for event in _each(events):
         if delay and record.chunks_sent:
             await asyncio.sleep(delay)
@@ -114,18 +115,23 @@ async def _send_all(
             abort_connection(call)
             return False
         if record.chunks_sent == faults.error_after_chunks:
-            await _write(call, response, error_event(record.chunks_sent))
+            await _write(call, response, carry + error_event(record.chunks_sent))
             await response.write_eof()
             record.finish(records.ERROR)
             return False
         if modes:
             data = reframe(event.data, modes) if sse else event.data
+            if "unterminated" in modes:
+                body = data.rstrip(b"\r\n")
+                data, carry = carry + body, data[len(body) :]
             await _write_reframed(call, response, data, modes)
         else:
             await _write(call, response, event.data)
         record.output_tokens_sent += event.tokens
         if event.usage is not None:
             record.usage_reported = event.usage
+    if carry:  # the last event ends with its line break, without the blank line
+        await response.write(carry[: len(carry) // 2])
     if record.chunks_sent == faults.die_after_chunks:
         abort_connection(call)
         return False

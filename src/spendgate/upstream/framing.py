@@ -16,6 +16,11 @@ class Splitter(Protocol):
 
     def pending(self) -> bytes: ...
 
+    def flush(self) -> list[SseEvent]:
+        """At the end of the stream: what the bytes left over still make (an event whose
+        blank line never came), as the clients read them."""
+        ...
+
 
 class Framing(Protocol):
     content_type: str
@@ -109,3 +114,6 @@ class JsonArraySplitter:
 
     def pending(self) -> bytes:
         return bytes(self._buffer)
+
+    def flush(self) -> list[SseEvent]:
+        return []  # an element the array never finished is no element

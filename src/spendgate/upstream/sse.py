@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
@@ -117,3 +119,22 @@ class EventSplitter:
     def pending(self) -> bytes:
         """Bytes of an event that never got its terminating blank line."""
         return b"".join(self._parts) + (b"\r" if self._cr else b"")
+
+    def flush(self) -> list[SseEvent]:
+        """The event the stream closed in after its last line, before its blank line, ended
+        by one: google-genai (like every SSE reader that flushes at the end) still reads it,
+        so the relay must too. One cut inside its data (not JSON, nor ``[DONE]``) is not an
+        event: the stream broke off."""
+        rest = b"".join(self._parts).rstrip(b"\r\n")
+        self._parts.clear()
+        self._size = 0
+        self._cr = False
+        if not rest or rest.isspace():
+            return []
+        event = parse_event(rest + b"\n\n")
+        if event.data != b"[DONE]":
+            try:
+                orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                return []
+        return [event]
