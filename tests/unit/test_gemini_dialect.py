@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spendgate.dialects import GENERATE, STREAM_GENERATE, for_request
 from spendgate.dialects.base import Action, Prepared
@@ -130,6 +132,27 @@ def test_json_array_splitter_cuts_elements_however_the_bytes_arrive(step: int) -
     ]
     assert events[2].data == b""
     assert b"".join(e.raw for e in events) + splitter.pending() == stream
+
+
+_TEXT = st.text(alphabet='a"\\{}[], é\n', max_size=12)
+
+
+@given(st.lists(_TEXT, max_size=4), st.lists(st.integers(1, 6), min_size=1))
+def test_json_array_splitter_reads_any_strings_in_any_pieces(
+    texts: list[str], steps: list[int]
+) -> None:
+    """Quotes, backslashes and brackets inside strings, an escape cut from what it escapes:
+    the elements come out whole, and the raw bytes add up to the stream."""
+    elements = [{"t": text, "l": [text, {"x": text}]} for text in texts]
+    stream = b"[" + b",\r\n".join(orjson.dumps(element) for element in elements) + b"]"
+    splitter = JsonArraySplitter(10_000)
+    events, start, turn = [], 0, 0
+    while start < len(stream):
+        step = steps[turn % len(steps)]
+        events += splitter.feed(stream[start : start + step])
+        start, turn = start + step, turn + 1
+    assert [orjson.loads(event.data) for event in events if event.data] == elements
+    assert b"".join(event.raw for event in events) == stream
 
 
 def test_json_array_splitter_bounds_an_element() -> None:

@@ -4,6 +4,7 @@ without ``alt=sse``); AWS event-stream (Bedrock) would be another behind the sam
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from spendgate.upstream.sse import EventSplitter, EventTooLarge, SseEvent
@@ -55,6 +56,9 @@ JSON_ARRAY = JsonArrayFraming()
 
 _QUOTE, _ESCAPE = ord('"'), ord("\\")
 _OPENERS, _CLOSERS = frozenset(b"{["), frozenset(b"}]")
+# The only bytes that change the splitter's state: everything between them (the text of a
+# string, a base64 image) is skipped by the regex engine, not looked at byte by byte.
+_SIGNIFICANT = re.compile(rb'["\\{}\[\]]')
 
 
 class JsonArraySplitter:
@@ -79,13 +83,17 @@ class JsonArraySplitter:
         self._buffer += chunk
         buffer = self._buffer
         cut = 0
-        for index in range(offset, len(buffer)):
+        escaped_at = offset if self._escaped else -1  # the byte a backslash escapes
+        self._escaped = False
+        for match in _SIGNIFICANT.finditer(buffer, offset):
+            index = match.start()
             byte = buffer[index]
             if self._string:
-                if self._escaped:
-                    self._escaped = False
-                elif byte == _ESCAPE:
-                    self._escaped = True
+                if index == escaped_at:
+                    continue
+                if byte == _ESCAPE:
+                    escaped_at = index + 1
+                    self._escaped = escaped_at == len(buffer)  # (it comes in the next chunk)
                 elif byte == _QUOTE:
                     self._string = False
                 continue
