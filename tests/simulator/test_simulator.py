@@ -211,14 +211,9 @@ def test_responses_stream_incomplete(oai: openai.OpenAI) -> None:
 
 
 def test_responses_stream_incomplete_for_a_content_filter(oai: openai.OpenAI) -> None:
+    headers = {"x-sim-incomplete-reason": "content_filter", "x-sim-output-tokens": "9"}
     events = list(
-        oai.responses.create(
-            model="gpt-4o-mini",
-            input="hi",
-            max_output_tokens=500,
-            stream=True,
-            extra_headers={"x-sim-incomplete-reason": "content_filter", "x-sim-output-tokens": "9"},
-        )
+        oai.responses.create(model="o4-mini", input="hi", stream=True, extra_headers=headers)
     )
     done = [e for e in events if e.type == "response.output_item.done"]
     assert [e.item.status for e in done] == ["incomplete"]  # type: ignore[union-attr]

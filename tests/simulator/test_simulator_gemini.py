@@ -14,7 +14,7 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from simhttp import Raw
+from simhttp import Answer, Raw
 
 from spendgate.simulator.thread import SimulatorThread
 
@@ -31,6 +31,12 @@ def gem(sim: SimulatorThread) -> Iterator[genai.Client]:
     yield client
     client.close()
     http.close()
+
+
+def stream_sse(raw: Raw, **headers: str) -> Answer:
+    """``streamGenerateContent?alt=sse`` of `BODY`, with ``headers`` (``x_sim_...``)."""
+    path = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    return raw.post(path, BODY, **KEY, **headers)
 
 
 def test_generate_content_usage(sim: SimulatorThread) -> None:
@@ -79,12 +85,7 @@ def test_max_output_tokens_caps_thoughts_and_text_together(raw: Raw) -> None:
 
 
 def test_stream_sse_chunks(sim: SimulatorThread, raw: Raw) -> None:
-    answer = raw.post(
-        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        BODY,
-        x_sim_output_tokens="12",
-        **KEY,
-    )
+    answer = stream_sse(raw, x_sim_output_tokens="12")
     assert answer.status == 200
     assert answer.headers["content-type"].startswith("text/event-stream")
     blocks = answer.data.split(b"\r\n\r\n")
@@ -127,13 +128,7 @@ def test_stream_without_a_finish_reason(raw: Raw) -> None:
 
 
 def test_stream_finishing_every_chunk(raw: Raw) -> None:
-    answer = raw.post(
-        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        BODY,
-        x_sim_output_tokens="12",
-        x_sim_finish_every_chunk="1",
-        **KEY,
-    )
+    answer = stream_sse(raw, x_sim_output_tokens="12", x_sim_finish_every_chunk="1")
     blocks = answer.data.split(b"\r\n\r\n")[:-1]
     chunks = [orjson.loads(block.removeprefix(b"data: ")) for block in blocks]
     assert len(chunks) > 1
@@ -149,12 +144,7 @@ def test_stream_without_its_last_blank_line_is_read_whole_by_the_sdk(
     """``x-sim-framing: unterminated``: the stream closes after the last event's line break;
     google-genai flushes what it holds at the end, so it still reads that chunk."""
     headers = {"x-sim-framing": "unterminated", "x-sim-output-tokens": "12"}
-    answer = raw.post(
-        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        BODY,
-        **KEY,
-        **{k.replace("-", "_"): v for k, v in headers.items()},
-    )
+    answer = stream_sse(raw, x_sim_framing="unterminated", x_sim_output_tokens="12")
     assert answer.data.endswith(b"}\n")
     assert not answer.data.endswith(b"\n\n")
     http = httpx2.Client()
@@ -203,13 +193,7 @@ def test_errors_in_google_shape(raw: Raw) -> None:
 
 
 def test_mid_stream_error_is_a_data_chunk(raw: Raw) -> None:
-    answer = raw.post(
-        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        BODY,
-        x_sim_output_tokens="40",
-        x_sim_error_after_chunks="2",
-        **KEY,
-    )
+    answer = stream_sse(raw, x_sim_output_tokens="40", x_sim_error_after_chunks="2")
     last = answer.data.split(b"\r\n\r\n")[-2]
     assert orjson.loads(last.removeprefix(b"data: "))["error"]["status"] == "UNAVAILABLE"
 
