@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 from datetime import datetime, timedelta
 
 from spendgate.domain.admission import (
@@ -460,9 +461,18 @@ def _rate_limited(counter: CounterState, needed: int, now: datetime) -> RateLimi
             f"{unit.render(counter.spent + counter.reserved)} of {unit.render(counter.limit)} "
             f"per {_human(budget.period.length)} used; this request needs {unit.render(needed)}"
         )
+    when = f"Room frees up in {wait:.1f} s."
+    if needed > counter.limit:
+        # More than the whole window holds: no wait lets it through, so no retry can help.
+        wait = math.inf
+        when = (
+            "That is more than a whole window holds: lower the output ceiling or shorten "
+            "the prompt, or ask an operator to raise the limit."
+            if unit is Unit.TOKENS
+            else "The limit lets none through: ask an operator to raise it."
+        )
     return RateLimited(
-        f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. "
-        f"Room frees up in {wait:.1f} s.",
+        f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. {when}",
         wait_s=wait,
         tokens=unit is Unit.TOKENS,
         window=refusal_window(counter, now),
