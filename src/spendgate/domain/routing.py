@@ -92,7 +92,8 @@ class RouteFacts:
 
     has_tools: bool = False
     opted_in: bool = False  # the premium header was sent
-    input_tokens: Callable[[], int] = lambda: 0  # an upper bound, computed only if asked
+    # the input as the named model's tokenizer counts it (an upper bound), only if asked
+    input_tokens: Callable[[str], int] = lambda model: 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +325,7 @@ class Router:
             return True
         if (
             premium.min_input_tokens is not None
-            and facts.input_tokens() >= premium.min_input_tokens
+            and facts.input_tokens(model) >= premium.min_input_tokens
         ):
             return True
         if facts.opted_in and premium.allowance_budget is not None:

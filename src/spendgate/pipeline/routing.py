@@ -17,6 +17,7 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price
 from spendgate.domain.routing import Decision, RouteFacts
+from spendgate.domain.tokens import counting_model
 from spendgate.errors import GatewayError
 from spendgate.gateway import Snapshot
 from spendgate.storage import Storage
@@ -50,8 +51,10 @@ async def decide(
     requested = caller.model
 
     @functools.cache
-    def input_tokens() -> int:  # counted at most once, and only if a premium rule asks
-        return spec.input_counter(requested, body).tokens
+    def input_tokens(model: str) -> int:  # counted once per model, only if a premium rule asks
+        route = snapshot.models.get(model)
+        name = model if route is None else counting_model(model, route.primary.upstream_model)
+        return spec.input_counter(name, body).tokens
 
     facts = RouteFacts(
         has_tools=bool(body.get("tools")),
