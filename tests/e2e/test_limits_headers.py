@@ -149,6 +149,8 @@ RETRY_LIMITS: list[dict[str, Any]] = [
     # a whole window holds fewer tokens than one request reserves (its input + MAX_TOKENS)
     {"name": "few-tokens", "scope": "user", "match": "u-few", "tokens": "50/10s"},
     {"name": "closed", "scope": "user", "match": "u-closed", "requests": "5/10s"},
+    # room for one request's worst case (about 150 tokens), not for two
+    {"name": "held-tokens", "scope": "user", "match": "u-held", "tokens": "250/minute"},
 ]
 
 
@@ -373,3 +375,39 @@ def test_a_rate_limit_lowered_to_zero_refuses_without_retry_after(
     assert headers["x-should-retry"] == "false"
     assert "retry-after" not in headers
     assert "The limit lets none through" in str(caught.value)
+
+
+def test_a_token_window_held_by_a_request_in_flight_is_retryable(gw: GatewayHarness) -> None:
+    """A token limit full only of what a request in flight reserved (its worst case, given
+    back but for its real use when it ends) has room as soon as that request ends, not when
+    the window moves on: ``retry-after`` (how long a request typically takes), and
+    ``x-should-retry: true``. It said "Room frees up in 61 s" with ``x-should-retry:
+    false``, and the next request, sent a moment later, was admitted."""
+    body = {"model": OPENAI_MODEL, "messages": PROMPT, "max_tokens": MAX_TOKENS}
+    worst = reserved_tokens(OPENAI_MODEL, body)
+    assert worst <= 250 < 2 * worst
+    secret = gw.create_key(name="held", user="u-held")
+    slow_client = gw.sdk_client("openai", secret, max_retries=0)
+    client = gw.sdk_client("openai", secret, max_retries=0)
+    before = len(gw.sim.records)
+    held: list[Any] = []
+    slow = threading.Thread(
+        target=lambda: held.append(send("openai", slow_client, {"x-sim-delay-ms": "1500"}))
+    )
+    slow.start()
+    try:
+        assert gw.wait_for(lambda: len(gw.sim.records) > before)  # its tokens are reserved
+        with pytest.raises(openai.RateLimitError) as caught:
+            send("openai", client)
+    finally:
+        slow.join(10)
+        slow_client.close()
+    assert held, "the slow request failed"
+    seconds, _ = waits(caught.value.response)
+    assert seconds < 60
+    message = str(caught.value)
+    assert f"({worst} tokens of it reserved by requests in flight" in message
+    reset = caught.value.response.headers["x-ratelimit-reset-tokens"]
+    assert not reset.startswith("1m"), reset
+    with client:
+        send("openai", client)  # the window has not moved on: the slow one gave back room
