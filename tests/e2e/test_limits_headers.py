@@ -146,6 +146,11 @@ RETRY_LIMITS: list[dict[str, Any]] = [
     {"name": "one-slot", "scope": "user", "match": "u-slot", "concurrency": 1},
     # every service its own: keys without a service are not counted
     {"name": "hourly", "scope": "service", "requests": "2/hour"},
+    # a whole window holds fewer tokens than one request reserves (its input + MAX_TOKENS)
+    {"name": "few-tokens", "scope": "user", "match": "u-few", "tokens": "50/10s"},
+    {"name": "closed", "scope": "user", "match": "u-closed", "requests": "5/10s"},
+    # room for one request's worst case (about 150 tokens), not for two
+    {"name": "held-tokens", "scope": "user", "match": "u-held", "tokens": "250/minute"},
 ]
 
 
@@ -327,3 +332,82 @@ def test_a_long_wait_is_refused_once_without_retry_after(
     message = str(caught.value)
     assert f"Rate limit reached for service 'svc-{kind}' (hourly:requests/hour)" in message
     assert "2 requests of 2 requests per hour used" in message
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_request_no_window_can_hold_is_refused_once_without_retry_after(
+    gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Sent]], kind: str
+) -> None:
+    """A token limit smaller than the request's worst case never has room for it, however
+    long the client waits: the refusal is not retryable. It said "Room frees up in 0.0 s"
+    with ``retry-after: 1`` and ``x-should-retry: true``, and the SDKs sent it three times."""
+    secret = gw.create_key(name=f"few-{kind}", user="u-few")
+    client, sent = clients(kind, secret)
+    error_type = anthropic.RateLimitError if kind == "anthropic" else openai.RateLimitError
+    with pytest.raises(error_type) as caught:
+        send(kind, client)
+    assert len(sent.at) == 1  # no retry
+    headers = sent.responses[0].headers
+    assert headers["x-should-retry"] == "false"
+    assert "retry-after" not in headers
+    assert "retry-after-ms" not in headers
+    message = str(caught.value)
+    assert "(few-tokens:tokens/10s): 0 tokens of 50 tokens per 10 seconds used" in message
+    assert "more than a whole window holds" in message
+    assert "Room frees up" not in message
+
+
+def test_a_rate_limit_lowered_to_zero_refuses_without_retry_after(
+    gw: GatewayHarness, clients: Callable[[str, str], tuple[Any, Sent]]
+) -> None:
+    """An operator's run-time limit of 0 lets nothing through until it is raised: every
+    request is refused once, not retried by the SDK every second."""
+    secret = gw.create_key(name="closed", user="u-closed")
+    client, sent = clients("openai", secret)
+    gw.call(gw.gateway.budget_service.set_limit("closed:requests/10s", "0", None))
+    try:
+        with pytest.raises(openai.RateLimitError) as caught:
+            send("openai", client)
+    finally:
+        gw.call(gw.gateway.budget_service.clear_override("closed:requests/10s"))
+    assert len(sent.at) == 1
+    headers = sent.responses[0].headers
+    assert headers["x-should-retry"] == "false"
+    assert "retry-after" not in headers
+    assert "The limit lets none through" in str(caught.value)
+
+
+def test_a_token_window_held_by_a_request_in_flight_is_retryable(gw: GatewayHarness) -> None:
+    """A token limit full only of what a request in flight reserved (its worst case, given
+    back but for its real use when it ends) has room as soon as that request ends, not when
+    the window moves on: ``retry-after`` (how long a request typically takes), and
+    ``x-should-retry: true``. It said "Room frees up in 61 s" with ``x-should-retry:
+    false``, and the next request, sent a moment later, was admitted."""
+    body = {"model": OPENAI_MODEL, "messages": PROMPT, "max_tokens": MAX_TOKENS}
+    worst = reserved_tokens(OPENAI_MODEL, body)
+    assert worst <= 250 < 2 * worst
+    secret = gw.create_key(name="held", user="u-held")
+    slow_client = gw.sdk_client("openai", secret, max_retries=0)
+    client = gw.sdk_client("openai", secret, max_retries=0)
+    before = len(gw.sim.records)
+    held: list[Any] = []
+    slow = threading.Thread(
+        target=lambda: held.append(send("openai", slow_client, {"x-sim-delay-ms": "1500"}))
+    )
+    slow.start()
+    try:
+        assert gw.wait_for(lambda: len(gw.sim.records) > before)  # its tokens are reserved
+        with pytest.raises(openai.RateLimitError) as caught:
+            send("openai", client)
+    finally:
+        slow.join(10)
+        slow_client.close()
+    assert held, "the slow request failed"
+    seconds, _ = waits(caught.value.response)
+    assert seconds < 60
+    message = str(caught.value)
+    assert f"({worst} tokens of it reserved by requests in flight" in message
+    reset = caught.value.response.headers["x-ratelimit-reset-tokens"]
+    assert not reset.startswith("1m"), reset
+    with client:
+        send("openai", client)  # the window has not moved on: the slow one gave back room

@@ -232,3 +232,54 @@ def test_request_the_routed_tier_cannot_afford_is_stepped_down_not_refused(
         assert (rows[1].route_kind, rows[1].baseline_model) == ("downgrade", OPUS)
         assert gw.ledger(key_id, blocked=True) == []  # the Opus refusal is not a block
         assert reserved_total(gw) == 0
+
+
+def test_a_per_model_budget_downgrades_a_request_sent_by_alias(tmp_path: Path) -> None:
+    """A downgrade rule watching a ``scope: model`` budget reads the counter of the model the
+    request would be served by, not of the name sent: a request for the alias ``smart``
+    (served by gpt-4o, counted under gpt-4o) steps down once gpt-4o's budget is half used,
+    exactly as a request for gpt-4o by name does. It read the counter of ``smart``, which
+    nothing counts under, and kept serving gpt-4o past the threshold."""
+    limit_nanos = 1_000_000
+
+    def configure(data: dict[str, Any]) -> None:
+        data["budgets"] = [
+            # soft: only the routing rule moves requests, never a refusal at admission
+            {
+                "name": "per-model",
+                "scope": "model",
+                "match": "*",
+                "limit_usd": str(limit_nanos / 1e9),
+                "hard": False,
+            }
+        ]
+        data["routing"] = {
+            "tiers": {"gpt-4o": "gpt-4o-mini"},
+            "rules": [
+                {"name": "smart", "kind": "alias", "alias": "smart", "to": "gpt-4o"},
+                {"name": "model-soft", "kind": "downgrade", "budget": "per-model", "at": "0.5"},
+            ],
+        }
+
+    harness = GatewayHarness(tmp_path / "spendgate.db", configure=configure).start()
+    try:
+        secret = harness.create_key(team="ml")
+        served = []
+        with harness.sdk_client("openai", secret, max_retries=0) as client:
+            for name in ["smart", "gpt-4o"] * 4:
+                on_gpt_4o = sum(
+                    r.cost_nanos for r in harness.ledger() if r.routed_model == "gpt-4o"
+                )
+                expected = "gpt-4o-mini" if on_gpt_4o * 10_000 // limit_nanos >= 5_000 else "gpt-4o"
+                raw = client.chat.completions.with_raw_response.create(
+                    model=name,
+                    max_tokens=20,
+                    messages=[{"role": "user", "content": "hi"}],
+                    extra_headers={"x-sim-output-tokens": "20"},
+                )
+                assert raw.headers["x-spendgate-model"] == expected, (name, on_gpt_4o)
+                served.append((name, expected))
+        assert ("smart", "gpt-4o-mini") in served
+        assert ("smart", "gpt-4o") in served
+    finally:
+        harness.stop()

@@ -425,6 +425,21 @@ def test_big_prompts_keep_opus(gw: GatewayHarness) -> None:
     assert route_headers(message(gw, secret, OPUS, messages=short_prompt))["model"] == SONNET
 
 
+def test_a_big_prompt_is_sized_by_the_aliased_models_tokenizer(gw: GatewayHarness) -> None:
+    """``min_input_tokens`` counts the prompt as the model it would keep counts it: a
+    prompt of about 2,400 gpt-4o tokens is under the 3,000 for ``smart`` (gpt-4o) as for
+    ``gpt-4o`` by name. It was counted by the alias's name, which no tokenizer knows: a
+    byte bound of about 4,200, and the alias kept the premium model."""
+    secret, key_id = key(gw, service="review-bot")
+    prompt = [{"role": "user", "content": "spend " * 2400}]
+    for name in ("gpt-4o", "smart"):
+        raw = chat(gw, secret, name, messages=prompt)
+        assert route_headers(raw)["model"] == "gpt-4o-mini", name
+        assert route_headers(raw)["route-rule"] == "review-bot-mini"
+    rows = gw.ledger(key_id)
+    assert [row.routed_model for row in rows] == ["gpt-4o-mini"] * 2
+
+
 def test_opt_in_header_honoured_while_the_allowance_has_room(gw: GatewayHarness) -> None:
     secret, key_id = key(gw, team="web")
     assert route_headers(message(gw, secret, OPUS))["model"] == SONNET  # no opt-in

@@ -28,6 +28,7 @@ AT_BP = 5_000
 
 def configure(data: dict[str, Any]) -> None:
     data["models"][OPUS] = {"provider": "anthropic"}
+    data["models"]["gpt-4o"] = {"provider": "openai", "fallbacks": ["gpt-4o-mini"]}
     data["budgets"] = [
         {
             "name": "ml-monthly",
@@ -135,6 +136,27 @@ def test_shadow_alias_over_a_declared_name(gw: GatewayHarness) -> None:
     (row,) = gw.ledger(other_id)
     assert row.routed_model == "gpt-4o"
     assert_no_shadow(row)
+
+
+def test_a_fallback_to_the_shadow_model_records_its_shadow_cost(gw: GatewayHarness) -> None:
+    """gpt-4o fails and its fallback gpt-4o-mini, the shadow rule's model, answers: the
+    answer's row records the shadow cost, the same usage at gpt-4o-mini's prices, which is
+    its own cost. It was NULL beside the shadow rule and model."""
+    secret = gw.create_key(team="platform")
+    key_id = gw.last_key_id
+    failing = {**OUTPUT, "x-sim-fail-models": "gpt-4o", "x-sim-status": "503"}
+    with gw.sdk_client("openai", secret, max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=PROMPT, max_tokens=50, extra_headers=failing
+        )
+    assert raw.headers["x-spendgate-model"] == "gpt-4o-mini"
+    failed, answer = sorted(gw.ledger(key_id), key=lambda row: row.attempt)
+    assert (failed.status, failed.routed_model, failed.cost_nanos) == (503, "gpt-4o", 0)
+    assert (failed.shadow_model, failed.shadow_cost_nanos) == ("gpt-4o-mini", 0)
+    assert (answer.routed_model, answer.fallback_from) == ("gpt-4o-mini", "gpt-4o")
+    assert (answer.shadow_rule, answer.shadow_model) == ("try-mini-for-4o", "gpt-4o-mini")
+    assert answer.cost_nanos == cost_at(gw, answer, "gpt-4o-mini") > 0
+    assert answer.shadow_cost_nanos == answer.cost_nanos
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

@@ -180,7 +180,7 @@ def test_rewrites_apply_to_their_scope_and_models_only() -> None:
         ({"id": "key_vip"}, RouteFacts(), {}),
         ({"tags": ("critical",)}, RouteFacts(), {}),
         ({}, RouteFacts(has_tools=True), {}),
-        ({}, RouteFacts(input_tokens=lambda: 1000), {}),
+        ({}, RouteFacts(input_tokens=lambda model: 1000), {}),
         ({}, RouteFacts(opted_in=True), {"web-premium": 9_999}),
     ],
     ids=["user", "key", "tag", "tools", "big-input", "opt-in-with-allowance"],
@@ -200,7 +200,7 @@ def test_premium_entitlement_keeps_the_premium_model(
     [
         (RouteFacts(opted_in=True), {"web-premium": 10_000}),  # allowance used up
         (RouteFacts(opted_in=False), {"web-premium": 0}),  # did not opt in
-        (RouteFacts(input_tokens=lambda: 999), {}),  # just under the size rule
+        (RouteFacts(input_tokens=lambda model: 999), {}),  # just under the size rule
     ],
     ids=["allowance-spent", "no-opt-in", "small-input"],
 )

@@ -92,7 +92,8 @@ class RouteFacts:
 
     has_tools: bool = False
     opted_in: bool = False  # the premium header was sent
-    input_tokens: Callable[[], int] = lambda: 0  # an upper bound, computed only if asked
+    # the input as the named model's tokenizer counts it (an upper bound), only if asked
+    input_tokens: Callable[[str], int] = lambda model: 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,26 @@ class _Steps:
             self.shadow = rule
 
 
+@dataclass(frozen=True, slots=True)
+class _PerModel:
+    """What `Router.route` reads budget use from when some budgets are per model."""
+
+    used_bp: Mapping[str, int]
+    per_model: Mapping[tuple[str, str], int]
+
+
+_Use = Mapping[str, int] | _PerModel
+
+
+def _used(used_bp: _Use, budget: str, model: str, default: int) -> int:
+    """How much of ``budget`` the caller has used, in basis points, for a request of
+    ``model`` (a ``scope: model`` budget counts each model apart)."""
+    if isinstance(used_bp, _PerModel):
+        found = used_bp.per_model.get((budget, model))
+        return used_bp.used_bp.get(budget, default) if found is None else found
+    return used_bp.get(budget, default)
+
+
 class Router:
     def __init__(
         self,
@@ -170,11 +191,16 @@ class Router:
         caller: Caller,
         facts: RouteFacts,
         used_bp: Mapping[str, int],
+        per_model: Mapping[tuple[str, str], int] | None = None,
     ) -> Decision:
         """``used_bp``: for each `watched` budget, how much of it the caller's counter has
-        spent or reserved, in basis points of its limit. Raises the model table's refusal
-        (`ModelNotFound`, `WrongDialect`) when the name resolves to nothing servable."""
-        enforced = self._walk(requested, dialect, caller, facts, used_bp, with_shadow=False)
+        spent or reserved, in basis points of its limit. ``per_model``: for a budget of
+        ``scope: model``, the same for the counter of each model of `models_seen`, by
+        (budget, model): its member is the model a step examines, not the name sent.
+        Raises the model table's refusal (`ModelNotFound`, `WrongDialect`) when the name
+        resolves to nothing servable."""
+        used: _Use = _PerModel(used_bp, per_model) if per_model else used_bp
+        enforced = self._walk(requested, dialect, caller, facts, used, with_shadow=False)
         decision = Decision(
             requested=requested,
             baseline=enforced.baseline,
@@ -185,7 +211,7 @@ class Router:
         )
         if not self._has_shadow:
             return decision
-        shadowed = self._walk(requested, dialect, caller, facts, used_bp, with_shadow=True)
+        shadowed = self._walk(requested, dialect, caller, facts, used, with_shadow=True)
         if shadowed.model == enforced.model or shadowed.shadow is None:
             return decision
         return dataclasses.replace(
@@ -198,7 +224,7 @@ class Router:
         dialect: Dialect,
         caller: Caller,
         facts: RouteFacts,
-        used_bp: Mapping[str, int],
+        used_bp: _Use,
         *,
         with_shadow: bool,
     ) -> _Walk:
@@ -226,7 +252,7 @@ class Router:
             cheaper = self.tiers.get(walk.model)
             if cheaper is None or not rule.covers(walk.model) or not rule.applies_to(caller):
                 continue
-            if used_bp.get(rule.budget, 0) >= rule.at_bp:
+            if _used(used_bp, rule.budget, walk.model, 0) >= rule.at_bp:
                 walk.moved(rule, cheaper)
                 walk.premium = False  # downgrades protect the budget, premium or not
         return _Walk(
@@ -265,6 +291,14 @@ class Router:
                 return rule.name, cheaper
         return None
 
+    def models_seen(self, requested: str) -> tuple[str, ...]:
+        """Every model a walk for ``requested`` may examine: the name itself, the rules'
+        targets and the tiers (the members a ``scope: model`` budget is read for)."""
+        names = [requested, *(r.to for r in self._aliases if r.to is not None)]
+        names += [r.to for r in self._rewrites if r.to is not None]
+        names += [*self.tiers, *self.tiers.values()]
+        return tuple(dict.fromkeys(names))
+
     def aliases(self, caller: Caller, dialect: Dialect) -> dict[str, str]:
         """The alias names this caller may send in ``dialect``, and the model each means."""
         found: dict[str, str] = {}
@@ -279,9 +313,7 @@ class Router:
     def is_premium(self, model: str) -> bool:
         return any(fnmatchcase(model, p) for p in self.premium.models)
 
-    def _entitled(
-        self, model: str, caller: Caller, facts: RouteFacts, used_bp: Mapping[str, int]
-    ) -> bool:
+    def _entitled(self, model: str, caller: Caller, facts: RouteFacts, used_bp: _Use) -> bool:
         if not self.is_premium(model):
             return False
         key, premium = caller.key, self.premium
@@ -293,9 +325,10 @@ class Router:
             return True
         if (
             premium.min_input_tokens is not None
-            and facts.input_tokens() >= premium.min_input_tokens
+            and facts.input_tokens(model) >= premium.min_input_tokens
         ):
             return True
         if facts.opted_in and premium.allowance_budget is not None:
-            return used_bp.get(premium.allowance_budget, BASIS_POINTS) < BASIS_POINTS
+            used = _used(used_bp, premium.allowance_budget, model, BASIS_POINTS)
+            return used < BASIS_POINTS
         return False

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 from datetime import datetime, timedelta
 
 from spendgate.domain.admission import (
@@ -150,7 +151,9 @@ async def admit(
                 raise _told(_busy(decision, waiting), decision, exchange, min_output)
             if found is not None and _loop_counter(decision):
                 raise await _strike_loop(storage, book, decision, exchange, found)
-            raise _told(_refusal(decision, worst, book, now), decision, exchange, min_output)
+            settles_s = queue.typical_s if queue is not None else CONCURRENCY_WAIT_S
+            refusal = _refusal(decision, worst, book, now, settles_s)
+            raise _told(refusal, decision, exchange, min_output)
     except (BudgetExceeded, BudgetBusy, RequestCapExceeded, RateLimited, LoopDetected) as refusal:
         if not record_refusal and isinstance(refusal, BudgetExceeded):
             raise
@@ -418,7 +421,9 @@ def _check_input_caps(caps: list[RequestCap], input_tokens: int, exact: bool) ->
             )
 
 
-def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime) -> GatewayError:
+def _refusal(
+    refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime, settles_s: float
+) -> GatewayError:
     if refused.counter is None:
         cap = refused.cap
         assert cap is not None
@@ -433,7 +438,7 @@ def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime
     counter = refused.counter
     budget = counter.ref.budget
     if budget.kind is Kind.LIMIT:
-        return _rate_limited(counter, refused.needed, now)
+        return _rate_limited(counter, refused.needed, now, settles_s)
     if budget.kind is Kind.LOOP:  # without a fingerprint (never on the request path)
         seconds = budget.period.length.total_seconds() if budget.period.length else 0
         return LoopDetected(
@@ -446,26 +451,52 @@ def _refusal(refused: Refused, worst: WorstCase, book: BudgetBook, now: datetime
 
 # A concurrency slot frees when some request in flight ends: suggest a short wait.
 CONCURRENCY_WAIT_S = 1.0
+# Limits whose requests in flight reserve a worst case and settle at their real amount.
+_GIVEN_BACK = (Unit.TOKENS, Unit.NANOS)
 
 
-def _rate_limited(counter: CounterState, needed: int, now: datetime) -> RateLimited:
+def _rate_limited(
+    counter: CounterState, needed: int, now: datetime, settles_s: float = CONCURRENCY_WAIT_S
+) -> RateLimited:
+    """``settles_s``: how long a request in flight typically takes to end."""
     budget = counter.ref.budget
     frees = counter.frees_at(now)
     wait = CONCURRENCY_WAIT_S if frees is None else max(0.001, (frees - now).total_seconds())
     unit = budget.unit
+    held = unit in _GIVEN_BACK and counter.reserved > 0 and counter.spent + needed <= counter.limit
+    if held:
+        # What fills the window is reserved by requests in flight, which give back what
+        # they do not use when they end: room comes then, not when the window moves on.
+        wait = min(wait, min(MAX_RETRY_AFTER_S, max(CONCURRENCY_WAIT_S, settles_s)))
     if unit is Unit.CONCURRENT:
         what = f"{counter.reserved} requests in flight of {counter.limit} allowed at once"
     else:
+        in_flight = (
+            f" ({unit.render(counter.reserved)} of it reserved by requests in flight, which "
+            "give back what they do not use when they end)"
+            if held
+            else ""
+        )
         what = (
             f"{unit.render(counter.spent + counter.reserved)} of {unit.render(counter.limit)} "
-            f"per {_human(budget.period.length)} used; this request needs {unit.render(needed)}"
+            f"per {_human(budget.period.length)} used{in_flight}; this request needs "
+            f"{unit.render(needed)}"
+        )
+    when = f"Room frees up in {wait:.1f} s."
+    if needed > counter.limit:
+        # More than the whole window holds: no wait lets it through, so no retry can help.
+        wait = math.inf
+        when = (
+            "That is more than a whole window holds: lower the output ceiling or shorten "
+            "the prompt, or ask an operator to raise the limit."
+            if unit is Unit.TOKENS
+            else "The limit lets none through: ask an operator to raise it."
         )
     return RateLimited(
-        f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. "
-        f"Room frees up in {wait:.1f} s.",
+        f"Rate limit reached for {budget.describe(counter.ref.member)}: {what}. {when}",
         wait_s=wait,
         tokens=unit is Unit.TOKENS,
-        window=refusal_window(counter, now),
+        window=refusal_window(counter, now, now + timedelta(seconds=wait) if held else None),
         blocked_by=budget.name,
     )
 

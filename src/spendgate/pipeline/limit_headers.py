@@ -69,10 +69,13 @@ def limit_headers(admitted: Admitted, dialect: Dialect, now: datetime) -> dict[s
     return dialects.adapter(dialect).rate_headers(admitted_windows(admitted, now))
 
 
-def refusal_window(state: CounterState, now: datetime) -> RateWindow | None:
-    """The window of a request or token limit that refused a request (None for others)."""
+def refusal_window(
+    state: CounterState, now: datetime, frees_at: datetime | None = None
+) -> RateWindow | None:
+    """The window of a request or token limit that refused a request (None for others);
+    ``frees_at``: when room comes, if before its oldest bucket leaves the window."""
     kind = _KINDS.get(state.ref.budget.unit)
     if kind is None:
         return None
-    resets = state.frees_at(now) or now
+    resets = frees_at or state.frees_at(now) or now
     return RateWindow(kind=kind, limit=state.limit, remaining=state.room, resets_at=resets, now=now)

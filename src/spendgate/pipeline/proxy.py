@@ -29,6 +29,7 @@ from spendgate.dialects.agents import coding_agent
 from spendgate.domain.budgets import Caller
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelRoute, ProviderKind
+from spendgate.domain.pricing import Price
 from spendgate.domain.retries import request_shape
 from spendgate.domain.routing import Decision, RouteKind
 from spendgate.errors import (
@@ -58,7 +59,7 @@ from spendgate.pipeline.intake import (
     session_of,
 )
 from spendgate.pipeline.outage import storage_refusal
-from spendgate.pipeline.routing import attempts, decide, price_of
+from spendgate.pipeline.routing import Attempt, attempts, decide, price_of
 from spendgate.pipeline.ticket import Ticket
 from spendgate.pipeline.trace import trace
 from spendgate.pipeline.worst_case import would_cost
@@ -306,9 +307,7 @@ async def _run(
             asked=caller.model,
             baseline_model=baseline,
             baseline_price=price_of(snapshot, baseline, attempt.route),
-            shadow_price=price_of(
-                snapshot, decision.shadow_model if decision else None, attempt.route
-            ),
+            shadow_price=_shadow_price(snapshot, decision, attempt),
             attempt=index,
             fallback_from=previous,
             refusals_as=for_request(request.path, request.headers),
@@ -339,6 +338,14 @@ async def _run(
             failed = outcome  # the latest failure, but one that reached an upstream first
     assert failed is not None
     return failed.answer(request)
+
+
+def _shadow_price(snapshot: Snapshot, decision: Decision | None, attempt: Attempt) -> Price | None:
+    """The shadow model's price, for the row's ``shadow_cost_nanos``: the attempt's own when
+    the shadow model serves it (a fallback to it), else None without a shadow model."""
+    if decision is not None and decision.shadow_model == attempt.route.name:
+        return attempt.price
+    return price_of(snapshot, decision.shadow_model if decision else None, attempt.route)
 
 
 async def _attempt(

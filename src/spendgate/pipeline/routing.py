@@ -3,6 +3,7 @@ order in which its deployments and fallback models are tried (`attempts`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from collections.abc import Mapping
@@ -11,11 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from spendgate.dialects import SurfaceSpec
-from spendgate.domain.budgets import Caller, CounterRef
+from spendgate.domain.budgets import BudgetScope, Caller, CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import Deployment, ModelRoute
 from spendgate.domain.pricing import Price
 from spendgate.domain.routing import Decision, RouteFacts
+from spendgate.domain.tokens import counting_model
 from spendgate.errors import GatewayError
 from spendgate.gateway import Snapshot
 from spendgate.storage import Storage
@@ -49,8 +51,10 @@ async def decide(
     requested = caller.model
 
     @functools.cache
-    def input_tokens() -> int:  # counted at most once, and only if a premium rule asks
-        return spec.input_counter(requested, body).tokens
+    def input_tokens(model: str) -> int:  # counted once per model, only if a premium rule asks
+        route = snapshot.models.get(model)
+        name = model if route is None else counting_model(model, route.primary.upstream_model)
+        return spec.input_counter(name, body).tokens
 
     facts = RouteFacts(
         has_tools=bool(body.get("tools")),
@@ -58,27 +62,49 @@ async def decide(
         input_tokens=input_tokens,
     )
     watched = router.watched(caller, facts)
-    used = await _used(storage, snapshot, watched, caller, now) if watched else {}
-    decision = router.route(requested, spec.dialect, caller, facts, used)
+    used: dict[str, int] = {}
+    per_model: dict[tuple[str, str], int] = {}
+    if watched:
+        models = router.models_seen(requested)
+        used, per_model = await _used(storage, snapshot, watched, caller, models, now)
+    decision = router.route(requested, spec.dialect, caller, facts, used, per_model)
     return snapshot.models.resolve(decision.model, spec.dialect), decision
 
 
 async def _used(
-    storage: Storage, snapshot: Snapshot, names: tuple[str, ...], caller: Caller, now: datetime
-) -> dict[str, int]:
+    storage: Storage,
+    snapshot: Snapshot,
+    names: tuple[str, ...],
+    caller: Caller,
+    models: tuple[str, ...],
+    now: datetime,
+) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """How full each watched budget is for the caller; for a ``scope: model`` budget, for
+    each of ``models`` (its member is the model a routing step examines: an alias's
+    target, a rewrite's, a tier down), by (budget, model)."""
     book = snapshot.budgets
     refs: list[CounterRef] = []
+    per_model: dict[tuple[str, str], int] = {}
     for name in names:
         budget = book.get(name)
         if budget is None:
             continue
         span = book.window(budget.period, now)
+        if budget.target.scope is BudgetScope.MODEL:
+            for model in models:
+                if budget.target.members(dataclasses.replace(caller, model=model)):
+                    per_model[(name, model)] = 0  # no counter yet: nothing used
+                    refs.append(CounterRef(budget, model, span))
+            continue
         refs.extend(CounterRef(budget, member, span) for member in budget.target.members(caller))
     used: dict[str, int] = {}
     for state in await storage.counter_states(tuple(refs), now):
         name = state.ref.budget.name
+        if state.ref.budget.target.scope is BudgetScope.MODEL:
+            per_model[(name, state.ref.member)] = state.used_bp
+            continue
         used[name] = max(used.get(name, 0), state.used_bp)
-    return used
+    return used, per_model
 
 
 def attempts(
