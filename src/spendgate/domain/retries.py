@@ -12,12 +12,15 @@ its shape: the surface, the model asked for and the number of conversation items
 
 A request is counted as retry N when its session's last request with the same shape failed
 (a refusal, or an upstream error status) as retry N-1, within `RETRY_WINDOW_S` of that
-failure. A success, or a request with another shape, ends the chain. Only sessions whose
+failure. A success of that shape ends the chain; a failure of another shape starts a chain
+of its own; a success of another shape is no retry and leaves the chain as it is (agents
+send background requests between their retries, such as Claude Code's title and
+token-count calls). Only sessions whose
 last request failed are remembered, at most `MAX_SESSIONS` (the least recently failed are
 forgotten first), so the map stays small and each request costs one dict lookup.
 
-Per process, like the circuit breakers: with several gateway processes behind a load
-balancer, a retry that lands on another process than the failure is not counted.
+Per process: with several gateway processes behind a load balancer, a retry that lands on
+another process than the failure is not counted.
 
 Pure: times are passed in (monotonic seconds).
 """
@@ -75,7 +78,7 @@ class SessionRetries:
 
     def ended(self, session: str | None, shape: Shape, now: float, *, retry: int, ok: bool) -> None:
         """Remember how a session's request ended: a failure starts or extends the chain,
-        a success ends it."""
+        a success of the chain's shape ends it."""
         if session is None:
             return
         if ok:
