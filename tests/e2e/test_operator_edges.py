@@ -5,6 +5,7 @@ SQLite, a `ManualClock`, real traffic through the openai SDK): each answer is ri
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from e2e.process import http_request
 from e2e.test_budgets_admin import ADMIN, admin
+from e2e.workers_world import REDIS, Stores, drop_stores
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 
@@ -231,3 +233,59 @@ def test_an_expiry_past_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
     listed = {k["name"]: k for k in admin(gw, "GET", "/admin/keys").json()["data"]}
     assert listed["late"]["expires_at"] == "9999-12-30T23:00:00+00:00"
     assert admin(gw, "POST", f"/admin/keys/{last.json()['id']}/revoke").status == 200
+
+
+def test_a_limit_beyond_what_redis_counters_keep_is_a_400(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """With the counters on Redis (exact below 2^53: about $9,007,199 in nano-dollars), a
+    key's own budget or rate beyond that was accepted, and then every request of the key
+    was a 503 (the counter store refused the plan); a run-time override beyond it was a 503
+    "storage is failing". Each is now a 400 naming the field, and nothing is stored."""
+
+    prefix = f"sgtest-{uuid.uuid4().hex[:12]}"
+    stores = Stores(f"sqlite:///{tmp_path / 'spendgate.db'}", f"{REDIS}?prefix={prefix}")
+
+    def on_redis(data: dict[str, Any]) -> None:
+        configure(data)
+        data["storage"] = {"url": stores.url, "counters_url": stores.counters_url}
+
+    gw = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=on_redis,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
+        clock=clock,
+    ).start()
+    try:
+        beyond = str(2**53)
+        refused = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9007200"})
+        assert refused.status == 400, refused.body
+        error = refused.json()["error"]
+        assert error["param"] == "limit"
+        assert error["message"].startswith("limit must be at most $9,007,199"), error
+        secret = gw.create_key(name="spender", team="ml")
+        key_id = gw.last_key_id
+        for body, param in (
+            ({"budget_usd": "9007200"}, "budget_usd"),
+            ({"limit_requests": f"{beyond}/minute"}, "limit_requests"),
+            ({"limit_tokens": f"10/second; {beyond}/day"}, "limit_tokens"),
+        ):
+            created = admin(gw, "POST", "/admin/keys", {"name": "huge", **body})
+            assert created.status == 400, (body, created.body)
+            assert created.json()["error"]["param"] == param
+            assert "must be at most" in created.json()["error"]["message"]
+            patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", body)
+            assert patched.status == 400, (body, patched.body)
+            assert patched.json()["error"]["param"] == param
+        assert admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"] == []
+        keys = admin(gw, "GET", "/admin/keys").json()["data"]
+        assert [(k["name"], k["budget_usd"]) for k in keys] == [("spender", None)]
+        # just below the bound is kept exactly, and requests under it are answered
+        kept = admin(gw, "PATCH", f"/admin/keys/{key_id}", {"budget_usd": "9007199"})
+        assert kept.status == 200, kept.body
+        most = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9007199"})
+        assert most.status == 200, most.body
+        embed(gw, secret)
+    finally:
+        gw.stop()
+        drop_stores(stores)

@@ -265,7 +265,7 @@ class BudgetService:
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
         budget = await self._budget(name)
-        amount = parse_limit(budget.unit, limit)
+        amount = parse_limit(budget.unit, limit, self._storage.max_limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
         if expires_at is not None and not storable(expires_at):
@@ -288,7 +288,8 @@ class BudgetService:
         return await self._storage.reset_budget(name, member, span.since_ms)
 
 
-def parse_limit(unit: Unit, text: str) -> int:
+def parse_limit(unit: Unit, text: str, ceiling: int = MAX_LIMIT) -> int:
+    """``text`` as a limit in ``unit``; at most ``ceiling``, the largest the counters keep."""
     value: int
     try:
         if unit is Unit.NANOS:
@@ -300,9 +301,19 @@ def parse_limit(unit: Unit, text: str) -> int:
         raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")
-    if value > MAX_LIMIT:
-        raise InvalidRequest(f"limit must be at most {limit_bound(unit)}", param="limit")
+    if value > ceiling:
+        raise InvalidRequest(
+            f"limit must be at most {limit_bound(unit, ceiling)}{_kept_by(ceiling)}",
+            param="limit",
+        )
     return value
+
+
+def _kept_by(ceiling: int) -> str:
+    """Why a limit's bound is lower than the databases': the counters are on Redis."""
+    if ceiling >= MAX_LIMIT:
+        return ""
+    return " (counters on Redis keep amounts below 2^53 exactly: docs/storage.md)"
 
 
 def row_members(scope: BudgetScope, row: LedgerRow) -> tuple[str | None, ...]:

@@ -126,7 +126,7 @@ class KeyService:
             self._check_expiry(spec.expires_at)
         _check_labels("tags", spec.tags)
         _check_labels("allowed_models", spec.allowed_models)
-        _check_limits(spec.limits)
+        _check_limits(spec.limits, self._storage.max_limit)
 
     def _check_expiry(self, expires_at: datetime) -> None:
         if expires_at.tzinfo is None:
@@ -347,7 +347,7 @@ def _check_shown(field: str, value: str) -> None:
         )
 
 
-def _check_limits(limits: KeyLimits) -> None:
+def _check_limits(limits: KeyLimits, ceiling: int) -> None:
     """What `key_budgets` would make of them, checked before they are stored."""
     if limits.budget_usd is None and limits.period != NO_LIMITS.period:
         raise InvalidRequest(
@@ -360,7 +360,7 @@ def _check_limits(limits: KeyLimits) -> None:
     )
     for field, part in parts:
         try:
-            key_budgets("key_check", part)
+            key_budgets("key_check", part, ceiling=ceiling)
         except ValueError as exc:
             if field == "budget_usd" and "unknown period" in str(exc):
                 field = "budget_period"
