@@ -21,6 +21,7 @@ from harness import GatewayHarness
 from spendgate.clock import ManualClock
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+PAST, NOW = "2026-03-10T08:59:00Z", T0.isoformat()
 
 
 def configure(data: dict[str, Any]) -> None:
@@ -78,7 +79,8 @@ def test_a_large_budget_burning_slowly_is_listed(gw: GatewayHarness, clock: Manu
 def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
     """A misspelt field in a reset (``memberz``) reset every member of the budget, as if no
     member had been named; an ``expires_at`` that is not a string made an override that
-    never expires. Both are now a 400 naming the field, and the counters and limits stay."""
+    never expires; an ``expires_at`` already past made an override that never applied. Each
+    is now a 400 naming the field, and the counters and limits stay."""
     for team in ("ml", "web"):
         embed(gw, gw.create_key(name=f"k-{team}", team=team))
 
@@ -96,6 +98,9 @@ def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": 1}, "expires_at"),
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": []}, "expires_at"),
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires": "x"}, "expires"),
+        # an override already expired (or expiring now) would never apply
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": PAST}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": NOW}, "expires_at"),
     ):
         result = admin(gw, method, path, body)
         assert result.status == 400, (body, result.body)

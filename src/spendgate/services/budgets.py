@@ -268,13 +268,20 @@ class BudgetService:
         amount = parse_limit(budget.unit, limit, self._storage.max_limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        now = self._clock.now()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is not in the future (now: "
+                f"{now.isoformat()}); an override that has expired would never apply",
+                param="expires_at",
+            )
         if expires_at is not None and not storable(expires_at):
             raise InvalidRequest(
                 f"expires_at {expires_at.isoformat()} is after {LATEST.isoformat()}, the "
                 "latest time spendgate stores; give null for an override until cleared",
                 param="expires_at",
             )
-        override = BudgetOverride(name, amount, expires_at, self._clock.now())
+        override = BudgetOverride(name, amount, expires_at, now)
         await self._storage.set_override(override)
         return override
 
