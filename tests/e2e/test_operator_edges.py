@@ -294,3 +294,31 @@ def test_a_limit_beyond_what_redis_counters_keep_is_a_400(
     finally:
         gw.stop()
         drop_stores(stores)
+
+
+def test_a_query_parameter_that_means_nothing_is_a_400(gw: GatewayHarness) -> None:
+    """``include_revoked=maybe`` and ``all=maybe`` silently meant false, ``?name=`` listed
+    every budget as if no name were given, and an audit ``since`` after its ``until`` was
+    an empty 200. Each is now a 400 naming the parameter; the documented values work."""
+    kept = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    gone = admin(gw, "POST", "/admin/keys", {"name": "gone"}).json()["id"]
+    assert admin(gw, "POST", f"/admin/keys/{gone}/revoke").status == 200
+    for path, param in (
+        ("/admin/keys?include_revoked=maybe", "include_revoked"),
+        ("/admin/keys?include_revoked=", "include_revoked"),
+        ("/admin/loops?all=maybe", "all"),
+        ("/admin/budgets?name=", "name"),
+        ("/admin/audit?since=2026-03-10T00:00Z&until=2026-03-09T00:00Z", "until"),
+    ):
+        refused = admin(gw, "GET", path)
+        assert refused.status == 400, (path, refused.body)
+        assert refused.json()["error"]["param"] == param, (path, refused.body)
+    for flag, ids in (("true", {kept, gone}), ("YES", {kept, gone}), ("1", {kept, gone})):
+        listed = admin(gw, "GET", f"/admin/keys?include_revoked={flag}").json()["data"]
+        assert {k["id"] for k in listed} == ids, flag
+    for flag in ("false", "no", "0"):
+        listed = admin(gw, "GET", f"/admin/keys?include_revoked={flag}").json()["data"]
+        assert {k["id"] for k in listed} == {kept}, flag
+    assert admin(gw, "GET", "/admin/loops?all=false").status == 200
+    same = "2026-03-10T00:00:00Z"
+    assert admin(gw, "GET", f"/admin/audit?since={same}&until={same}").json()["data"] == []

@@ -94,9 +94,15 @@ def audit_query(values: Mapping[str, str]) -> AuditQuery:
         raise InvalidRequest("limit must be an integer", param="limit") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}", param="limit")
+    since, until = _moment(values.get("since"), "since"), _moment(values.get("until"), "until")
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest(
+            f"'until' ({until.isoformat()}) is before 'since' ({since.isoformat()})",
+            param="until",
+        )
     return AuditQuery(
-        since=_moment(values.get("since"), "since"),
-        until=_moment(values.get("until"), "until"),
+        since=since,
+        until=until,
         actor=values.get("actor"),
         action=parse_choice(AuditAction, action, "action") if action else None,
         limit=limit,

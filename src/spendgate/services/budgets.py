@@ -148,8 +148,11 @@ class BudgetService:
         return found
 
     async def overview(self, name: str | None = None) -> list[BudgetView]:
+        """Every budget's views, or (``name``) one budget's; an empty name names none."""
         now = self._clock.now()
-        if name:
+        if name == "":
+            raise InvalidRequest("name must name a budget, not be empty", param="name")
+        if name is not None:
             budgets = [await self._budget(name)]
         else:
             budgets = [*self._book.budgets, *await self._keys_own()]
