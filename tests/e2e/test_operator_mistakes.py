@@ -9,6 +9,7 @@ about guards that can never apply.
 from __future__ import annotations
 
 import os
+import sqlite3
 import socket
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,33 @@ def test_duplicated_keys_inside_lists_are_found_too(tmp_path: Path) -> None:
         load_config(path)
     assert caught.value.key == "budgets[1].scope"
     assert "duplicate key at line 8 (first at line 6)" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["read-only", "locked"])
+def test_a_report_on_a_database_that_takes_no_writes_says_what_is_true(
+    tmp_path: Path, how: str
+) -> None:
+    """A report read a read-only or locked database, and printed "SQLite writes fail;
+    requests are refused until they succeed again" (no request is served by a report), and
+    for a file read-only from the start that it "was made read-only while spendgate ran".
+    The report is still printed, and the warning now says what is so."""
+    config = write_config(tmp_path, SIM_URL)
+    create_key_direct(config, name="kept")
+    db = tmp_path / "spendgate.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        if how == "read-only":
+            db.chmod(0o444)
+        else:
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        listed = spendgate_cli("keys", "list", "-c", str(config))
+    finally:
+        holder.close()
+        db.chmod(0o644)
+    assert listed.returncode == 0, listed.stderr
+    assert "kept" in listed.stdout
+    assert "requests are refused" not in listed.stderr
+    assert "while spendgate ran" not in listed.stderr
+    said = {"read-only": "is read-only", "locked": "database is locked"}[how]
+    assert said in listed.stderr, listed.stderr
+    assert "reads work" in listed.stderr, listed.stderr

@@ -116,6 +116,7 @@ class _Writer:
         # None: while set, writes fail at once, and the heartbeat probes until one commits.
         self.failing: str | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._writable_at_open = True  # whether its mode let anyone write when opened
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -130,23 +131,36 @@ class _Writer:
     def file_problem(self) -> str | None:
         """Whether the file this writer opened is still the one at its path, and writable:
         a file deleted, replaced or made read-only while spendgate serves must not take
-        writes (a deleted file's would vanish at the next restart)."""
+        writes (a deleted file's would vanish at the next restart). Read-only when opened,
+        it ``is read-only`` (a report reads it; nothing changed it while spendgate ran)."""
         if self._identity is None:
             return None
         try:
             found = os.stat(self._path)
         except FileNotFoundError:
-            return "was deleted"
+            return "was deleted while spendgate ran"
         except OSError as exc:
             return f"cannot be examined ({exc.strerror})"
         if (found.st_dev, found.st_ino) != self._identity:
-            return "was replaced by another file"
+            return "was replaced by another file while spendgate ran"
         if not found.st_mode & 0o222:
-            return "was made read-only"
+            return (
+                "was made read-only while spendgate ran"
+                if self._writable_at_open
+                else ("is read-only")
+            )
         return None
 
     def _fail(self, why: str) -> None:
-        if self.failing is None:
+        if self.failing is None and not self._ready.done():
+            # found as the file is opened: by `serve` (whose /readyz says so) or by a
+            # command that may only read it, which must not hear of refused requests
+            log.warning(
+                f"SQLite writes fail ({why}): reads work, but anything that writes "
+                "(requests served, admin changes) is refused until writes succeed",
+                extra={"path": self._path, "error": why},
+            )
+        elif self.failing is None:
             log.critical(
                 "SQLite writes fail; requests are refused until they succeed again",
                 extra={"path": self._path, "error": why},
@@ -174,7 +188,7 @@ class _Writer:
         opened (None: go ahead)."""
         problem = self.file_problem()
         if problem is not None:
-            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+            self._fail(f"the database file {self._path!r} {problem}")
         if self.failing is None:
             return None
         return StorageError(f"SQLite storage {self._path!r} is failing: {self.failing}")
@@ -338,6 +352,7 @@ class _Writer:
         if self._path != ":memory:" and not self._path.startswith("file:"):
             found = os.stat(self._path)
             self._identity = (found.st_dev, found.st_ino)
+            self._writable_at_open = bool(found.st_mode & 0o222)
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
             conn.execute("PRAGMA busy_timeout = 0")  # see begin
@@ -387,7 +402,7 @@ class _Writer:
         self._last_heartbeat = time.monotonic()
         problem = self.file_problem()
         if problem is not None:
-            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+            self._fail(f"the database file {self._path!r} {problem}")
             self._alone = False
             return
         with self._lock:
