@@ -9,8 +9,8 @@ about guards that can never apply.
 from __future__ import annotations
 
 import os
-import sqlite3
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
