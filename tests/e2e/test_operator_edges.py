@@ -5,9 +5,10 @@ SQLite, a `ManualClock`, real traffic through the openai SDK): each answer is ri
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +323,19 @@ def test_a_query_parameter_that_means_nothing_is_a_400(gw: GatewayHarness) -> No
     assert admin(gw, "GET", "/admin/loops?all=false").status == 200
     same = "2026-03-10T00:00:00Z"
     assert admin(gw, "GET", f"/admin/audit?since={same}&until={same}").json()["data"] == []
+
+
+def test_a_key_stored_expiring_in_the_year_10000_lists_and_revokes(gw: GatewayHarness) -> None:
+    """A key stored, before such expiries were refused, to expire in the year 10000 (UTC)
+    made every key listing a 500; it now lists as expiring at the last moment a time holds,
+    answers requests, and can be revoked."""
+    secret = gw.create_key(name="old-row")
+    key = gw.call(gw.gateway.storage.key_by_id(gw.last_key_id))
+    assert key is not None
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    gw.call(gw.gateway.storage.update_key(dataclasses.replace(key, expires_at=late)))
+    listed = admin(gw, "GET", "/admin/keys")
+    assert listed.status == 200, listed.body
+    assert [k["expires_at"] for k in listed.json()["data"]] == ["9999-12-31T23:59:59.999999+00:00"]
+    embed(gw, secret)
+    assert admin(gw, "POST", f"/admin/keys/{key.id}/revoke").status == 200
