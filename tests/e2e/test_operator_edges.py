@@ -339,3 +339,25 @@ def test_a_key_stored_expiring_in_the_year_10000_lists_and_revokes(gw: GatewayHa
     assert [k["expires_at"] for k in listed.json()["data"]] == ["9999-12-31T23:59:59.999999+00:00"]
     embed(gw, secret)
     assert admin(gw, "POST", f"/admin/keys/{key.id}/revoke").status == 200
+
+
+def test_an_empty_user_service_or_team_is_a_400(gw: GatewayHarness) -> None:
+    """``user: ""`` (``keys create --user ''``) made a key whose user was the empty string:
+    a member ``""`` of every per-user budget and a user ``""`` in reports, while ``keys
+    update --user ''`` clears the user. An empty or blank label is now a 400 naming it
+    (null, or leaving it out, is none), on create and on update."""
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept", "user": "ann"}).json()["id"]
+    for field in ("user", "service", "team"):
+        for value in ("", "  "):
+            created = admin(gw, "POST", "/admin/keys", {"name": "odd", field: value})
+            assert created.status == 400, (field, value, created.body)
+            assert created.json()["error"]["param"] == field
+            patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", {field: value})
+            assert patched.status == 400, (field, value, patched.body)
+            assert patched.json()["error"]["param"] == field
+    listed = admin(gw, "GET", "/admin/keys").json()["data"]
+    assert [(k["name"], k["user"], k["service"], k["team"]) for k in listed] == [
+        ("kept", "ann", None, None)
+    ]
+    cleared = admin(gw, "PATCH", f"/admin/keys/{key_id}", {"user": None})
+    assert cleared.json()["user"] is None

@@ -113,6 +113,11 @@ class KeyService:
     def _check(self, spec: KeySpec) -> None:
         if not spec.name.strip():
             raise InvalidRequest("a key needs a non-empty name", param="name")
+        for field, value in _optional_labels(spec):
+            if not value.strip():  # "" would be a member of every per-user budget
+                raise InvalidRequest(
+                    f"{field} must not be empty; leave it out (null) for none", param=field
+                )
         for field, value in (("name", spec.name), *_optional_labels(spec)):
             _check_shown(field, value)
         teams = self._config.all_teams()
