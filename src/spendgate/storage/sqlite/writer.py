@@ -26,6 +26,8 @@ from spendgate.storage.sqlite.connection import (
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
 
 log = logging.getLogger("spendgate.storage.sqlite")
+_OPENING = "but whatever writes (requests served, admin changes) is refused until writes succeed"
+_SERVING = "SQLite writes fail; requests are refused until they succeed again"
 
 T = TypeVar("T")
 
@@ -115,8 +117,8 @@ class _Writer:
         # Why writes fail now (the file is locked by another process, full, gone...), or
         # None: while set, writes fail at once, and the heartbeat probes until one commits.
         self.failing: str | None = None
-        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._writable_at_open = True  # whether its mode let anyone write when opened
+        # (device, inode) of the file opened, and whether its mode let anyone write then
+        self._identity: tuple[int, int, bool] | None = None
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -131,8 +133,7 @@ class _Writer:
     def file_problem(self) -> str | None:
         """Whether the file this writer opened is still the one at its path, and writable:
         a file deleted, replaced or made read-only while spendgate serves must not take
-        writes (a deleted file's would vanish at the next restart). Read-only when opened,
-        it ``is read-only`` (a report reads it; nothing changed it while spendgate ran)."""
+        writes (a deleted file's would vanish at the next restart), nor one read-only then."""
         if self._identity is None:
             return None
         try:
@@ -141,28 +142,18 @@ class _Writer:
             return "was deleted while spendgate ran"
         except OSError as exc:
             return f"cannot be examined ({exc.strerror})"
-        if (found.st_dev, found.st_ino) != self._identity:
+        if (found.st_dev, found.st_ino) != self._identity[:2]:
             return "was replaced by another file while spendgate ran"
-        if not found.st_mode & 0o222:
-            return (
-                "was made read-only while spendgate ran"
-                if self._writable_at_open
-                else ("is read-only")
-            )
-        return None
+        if found.st_mode & 0o222:
+            return None
+        return "was made read-only while spendgate ran" if self._identity[2] else "is read-only"
 
     def _fail(self, why: str) -> None:
-        if self.failing is None and not self._ready.done():
-            # found as the file is opened: by `serve` (whose /readyz says so) or by a
-            # command that may only read it, which must not hear of refused requests
-            log.warning(
-                f"SQLite writes fail ({why}): reads work, but anything that writes "
-                "(requests served, admin changes) is refused until writes succeed",
-                extra={"path": self._path, "error": why},
-            )
-        elif self.failing is None:
-            log.critical(
-                "SQLite writes fail; requests are refused until they succeed again",
+        if self.failing is None:
+            opening = not self._ready.done()  # a report, maybe: it serves no request
+            log.log(
+                logging.WARNING if opening else logging.CRITICAL,
+                f"SQLite writes fail ({why}); reads work, {_OPENING}" if opening else _SERVING,
                 extra={"path": self._path, "error": why},
             )
         self.failing = why
@@ -351,8 +342,7 @@ class _Writer:
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
         if self._path != ":memory:" and not self._path.startswith("file:"):
             found = os.stat(self._path)
-            self._identity = (found.st_dev, found.st_ino)
-            self._writable_at_open = bool(found.st_mode & 0o222)
+            self._identity = (found.st_dev, found.st_ino, bool(found.st_mode & 0o222))
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
             conn.execute("PRAGMA busy_timeout = 0")  # see begin
