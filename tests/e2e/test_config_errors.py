@@ -154,6 +154,22 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "limits[0].name",
         "contains a control or BIDI character (U+009B at position 1)",
     ),
+    # a window reaching back 2,000 years overflowed `datetime` on every request it counted
+    (
+        "a rolling period with no window",
+        _set(
+            "budgets",
+            [{"name": "b", "scope": "org", "limit_usd": 1, "period": "rolling:17520000h"}],
+        ),
+        "budgets[0]",
+        "budget 'b': period 'rolling:17520000h' is too long: at most rolling:3650d (10 years)",
+    ),
+    (
+        "a rate's period with no window",
+        _set("limits", [{"name": "l", "scope": "user", "requests": "1/99999999day"}]),
+        "limits[0].requests",
+        "'1/99999999day': the period is at most 3650 days (10 years)",
+    ),
 ]
 
 

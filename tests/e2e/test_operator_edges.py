@@ -361,3 +361,25 @@ def test_an_empty_user_service_or_team_is_a_400(gw: GatewayHarness) -> None:
     ]
     cleared = admin(gw, "PATCH", f"/admin/keys/{key_id}", {"user": None})
     assert cleared.json()["user"] is None
+
+
+def test_a_period_too_long_for_a_window_is_a_400(gw: GatewayHarness) -> None:
+    """A key's ``budget_period: rolling:17520000h`` (2,000 years) or rate ``10/99999999day``
+    was stored, and then each request of the key and every ``GET /admin/budgets`` was a 500
+    (its window overflowed `datetime`); ``rolling:999999999999d`` or ``10/9999999999999h``
+    was a 500 on creating the key. Each is now a 400 naming the field."""
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    for body, param in (
+        ({"budget_usd": "1", "budget_period": "rolling:17520000h"}, "budget_period"),
+        ({"budget_usd": "1", "budget_period": "rolling:999999999999d"}, "budget_period"),
+        ({"limit_requests": "10/99999999day"}, "limit_requests"),
+        ({"limit_tokens": "10/9999999999999h"}, "limit_tokens"),
+    ):
+        created = admin(gw, "POST", "/admin/keys", {"name": "long", **body})
+        assert created.status == 400, (body, created.body)
+        assert created.json()["error"]["param"] == param, (body, created.body)
+        patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", body)
+        assert patched.status == 400, (body, patched.body)
+    longest = {"budget_usd": "1", "budget_period": "rolling:3650d", "limit_requests": "9/3650d"}
+    assert admin(gw, "PATCH", f"/admin/keys/{key_id}", longest).status == 200
+    assert admin(gw, "GET", "/admin/budgets").status == 200

@@ -16,6 +16,7 @@ from operator import attrgetter, not_
 from typing import TYPE_CHECKING, Protocol
 
 from spendgate.domain.budgets import BudgetScope
+from spendgate.domain.periods import Period
 from spendgate.domain.routing import RouteKind
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 def check_whole_config(config: Config) -> None:
     """Every cross-reference check that raises (`Config`'s last validator)."""
     check_budget_shares(config)
+    check_periods(config)
     check_counters(config)
     check_routing(config)
 
@@ -49,6 +51,20 @@ def check_budget_shares(config: Config) -> None:
                 f"{where}: budget {budget.name!r} is a share of {parent.name!r}, which is "
                 "itself a share; name a budget with limit_usd or limit_tokens"
             )
+
+
+def check_periods(config: Config) -> None:
+    """A rolling period the pattern lets through but that has no window (longer than
+    `MAX_ROLLING_DAYS`): refused here, naming the budget, not on every request."""
+    bad: dict[str, str] = {}
+    for period in {budget.period for budget in config.budgets}:  # a few distinct ones
+        try:
+            Period.parse(period)
+        except ValueError as exc:
+            bad[period] = str(exc)
+    for index, budget in enumerate(config.budgets if bad else ()):
+        if budget.period in bad:
+            raise ValueError(f"budgets[{index}]: budget {budget.name!r}: {bad[budget.period]}")
 
 
 EXACT_COUNTER = 2**53  # Redis scripts count in doubles: every integer below is exact

@@ -367,7 +367,7 @@ def _check_limits(limits: KeyLimits, ceiling: int) -> None:
         try:
             key_budgets("key_check", part, ceiling=ceiling)
         except ValueError as exc:
-            if field == "budget_usd" and "unknown period" in str(exc):
+            if field == "budget_usd" and "period" in str(exc):
                 field = "budget_period"
             raise InvalidRequest(f"{field}: {exc}", param=field) from None
 
