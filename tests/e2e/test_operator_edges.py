@@ -310,6 +310,8 @@ def test_a_query_parameter_that_means_nothing_is_a_400(gw: GatewayHarness) -> No
         ("/admin/loops?all=maybe", "all"),
         ("/admin/budgets?name=", "name"),
         ("/admin/audit?since=2026-03-10T00:00Z&until=2026-03-09T00:00Z", "until"),
+        ("/admin/audit?action=", "action"),  # listed every entry, as if none were named
+        ("/admin/audit?actor=", "actor"),
     ):
         refused = admin(gw, "GET", path)
         assert refused.status == 400, (path, refused.body)

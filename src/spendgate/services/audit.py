@@ -88,6 +88,9 @@ def audit_query(values: Mapping[str, str]) -> AuditQuery:
     """An `AuditQuery` from ``GET /admin/audit``'s parameters (and the CLI's options):
     ``since``, ``until`` (ISO 8601 with a zone), ``actor``, ``action``, ``limit``."""
     action = values.get("action")
+    for param in ("action", "actor"):
+        if values.get(param) == "":  # not "every one": that is leaving it out
+            raise InvalidRequest(f"'{param}' must not be empty", param=param)
     try:
         limit = int(values.get("limit", "1000"))
     except ValueError:
