@@ -33,6 +33,16 @@ ENV: dict[str, str | None] = {
 Edit = Callable[[dict[str, Any]], None]
 
 
+def _on_redis(limit: dict[str, Any]) -> Edit:
+    """Counters on Redis (exact below 2^53) and ``limit`` as the one ``limits`` entry."""
+
+    def edit(data: dict[str, Any]) -> None:
+        data["storage"]["counters_url"] = "redis://127.0.0.1:6379/0"
+        data["limits"] = [limit]
+
+    return edit
+
+
 def _set(path: str, value: Any) -> Edit:
     """An edit that sets ``a.b.c`` to ``value`` in the config dict."""
 
@@ -169,6 +179,21 @@ CASES: list[tuple[str, Edit, str, str]] = [
         _set("limits", [{"name": "l", "scope": "user", "requests": "1/99999999day"}]),
         "limits[0].requests",
         "'1/99999999day': the period is at most 3650 days (10 years)",
+    ),
+    # checked for budgets only: every request a rate beyond 2^53 counted was a 503
+    (
+        "a token rate beyond what counters on Redis keep",
+        _on_redis({"name": "l", "scope": "key", "tokens": "10/minute; 9007199254740992/day"}),
+        "limits[0]",
+        "limit 'l': tokens rate '9007199254740992/day' is beyond what counters on Redis keep "
+        "exactly (below 9,007,199,254,740,992)",
+    ),
+    (
+        "a dollar rate beyond what counters on Redis keep",
+        _on_redis({"name": "l", "scope": "key", "usd": "9007200/hour"}),
+        "limits[0]",
+        "limit 'l': usd rate '9007200/hour' is beyond what counters on Redis keep exactly "
+        "(below $9,007,199.25)",
     ),
 ]
 
