@@ -385,3 +385,26 @@ def test_a_period_too_long_for_a_window_is_a_400(gw: GatewayHarness) -> None:
     longest = {"budget_usd": "1", "budget_period": "rolling:3650d", "limit_requests": "9/3650d"}
     assert admin(gw, "PATCH", f"/admin/keys/{key_id}", longest).status == 200
     assert admin(gw, "GET", "/admin/budgets").status == 200
+
+
+def test_labels_with_surrounding_spaces_are_kept_as_budgets_match_them(
+    gw: GatewayHarness,
+) -> None:
+    """A key's name was stripped of surrounding spaces, but not its user, service, team or
+    tags: ``user: " ann"`` was a user no per-user budget or report of ``ann`` counted, and
+    a tag ``"prod "`` escaped a ``scope: tag, match: prod`` budget. They are now stripped
+    as the name is, on create and on update."""
+    body = {"name": " spaced ", "user": " ann", "service": "etl ", "tags": [" prod", "eu "]}
+    created = admin(gw, "POST", "/admin/keys", body)
+    assert created.status == 201, created.body
+    made = created.json()
+    assert (made["name"], made["user"], made["service"], made["tags"]) == (
+        "spaced",
+        "ann",
+        "etl",
+        ["prod", "eu"],
+    )
+    changed = admin(gw, "PATCH", f"/admin/keys/{made['id']}", {"user": "bob ", "tags": [" x"]})
+    assert (changed.json()["user"], changed.json()["tags"]) == ("bob", ["x"])
+    team = admin(gw, "PATCH", f"/admin/keys/{made['id']}", {"team": " ml "})
+    assert (team.json()["team"], team.json()["org"]) == ("ml", "acme")

@@ -151,6 +151,7 @@ class KeyService:
             )
 
     async def create(self, spec: KeySpec) -> IssuedKey:
+        spec = _stripped(spec)
         self._check(spec)
         secret = generate_secret()
         key = ApiKey(
@@ -193,7 +194,7 @@ class KeyService:
             if changes.get("budget_usd", "") is None and "period" not in changes:
                 changes["period"] = NO_LIMITS.period  # the budget goes, and its period with it
             limits = dataclasses.replace(limits, **changes)
-        spec = KeySpec(**values, limits=limits)
+        spec = _stripped(KeySpec(**values, limits=limits))
         # an expiry already in the past is refused only when it is being set now
         kept = "expires_at" not in update.changed
         self._check(dataclasses.replace(spec, expires_at=None) if kept else spec)
@@ -331,6 +332,23 @@ def _to_ms(moment: datetime) -> datetime:
     """Storage keeps times to the millisecond (rounding toward the past): the key handed
     back on create or revoke must read the same as the one stored."""
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+def _stripped(spec: KeySpec) -> KeySpec:
+    """``spec`` with its labels as budgets and reports match them, as its name is: a user
+    `` ann`` would be one that no per-user budget or report of ``ann`` counts."""
+
+    def strip(value: str | None) -> str | None:
+        return None if value is None else value.strip()
+
+    return dataclasses.replace(
+        spec,
+        user=strip(spec.user),
+        service=strip(spec.service),
+        team=strip(spec.team),
+        tags=tuple(tag.strip() for tag in spec.tags),
+        allowed_models=tuple(pattern.strip() for pattern in spec.allowed_models),
+    )
 
 
 def _optional_labels(spec: KeySpec) -> list[tuple[str, str]]:
