@@ -290,3 +290,25 @@ def test_a_report_on_a_database_that_takes_no_writes_says_what_is_true(
     said = {"read-only": "is read-only", "locked": "database is locked"}[how]
     assert said in listed.stderr, listed.stderr
     assert "reads work" in listed.stderr, listed.stderr
+
+
+def test_serve_on_a_postgresql_database_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    """``serve`` on a PostgreSQL database not created yet said "cannot store a connection:
+    database ... does not exist. spendgate writes its database, and the -wal and -shm
+    files beside it: check that the file and its folder exist and are writable": SQLite's
+    advice for a server's database. It now says it cannot connect, and what to check."""
+    url = "postgresql://root@127.0.0.1:5432/hunt2s_never_created"
+
+    def configure(data: dict[str, Any]) -> None:
+        data["storage"]["url"] = url
+
+    config = write_config(tmp_path, SIM_URL, configure=configure)
+    done = spendgate_cli("serve", "-c", str(config), "--port", "0", env=gateway_env())
+    assert done.returncode == 1
+    line = one_line_error(done.stderr)
+    assert line.startswith(
+        'Error: cannot start: cannot connect to PostgreSQL: database "hunt2s_never_created" '
+        "does not exist"
+    ), line
+    assert "-wal" not in line
+    assert "Check that the server is up, the database exists and the user may use it." in line
