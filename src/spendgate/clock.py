@@ -69,5 +69,14 @@ def storable(moment: datetime) -> bool:
     return moment <= LATEST
 
 
+_LAST = datetime.max.replace(tzinfo=UTC)
+_LAST_MS = to_ms(_LAST)
+
+
 def from_ms(value: int) -> datetime:
+    """The moment of epoch milliseconds ``value``. One past the last that `datetime` holds
+    (an expiry stored before `storable` was checked: the year 10000 in UTC) reads as that
+    last moment, never in effect, rather than failing every read of its row."""
+    if value > _LAST_MS:
+        return _LAST
     return EPOCH + timedelta(milliseconds=value)

@@ -218,6 +218,21 @@ def test_cli_shows_and_changes_the_same_budgets(gw: GatewayHarness, tmp_path: Pa
         assert cleared.exit_code == 0, cleared.output
         assert "1 override(s) cleared" in cleared.output
         assert not admitted(client)
+        # an override that has already expired would never apply: refused, nothing stored
+        past = [
+            "budgets",
+            "set-limit",
+            "-c",
+            str(config),
+            "team-ml",
+            "0.01",
+            "--until",
+            "2020-01-01",
+        ]
+        refused = runner.invoke(cli, past)
+        assert refused.exit_code != 0
+        assert "expires_at 2020-01-01T00:00:00+00:00 is not in the future" in refused.output
+        assert not admitted(client)
         reset = runner.invoke(cli, ["budgets", "reset", "-c", str(config), "team-ml"])
         assert reset.exit_code == 0, reset.output
         assert admitted(client)

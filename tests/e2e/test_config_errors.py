@@ -33,6 +33,16 @@ ENV: dict[str, str | None] = {
 Edit = Callable[[dict[str, Any]], None]
 
 
+def _on_redis(limit: dict[str, Any]) -> Edit:
+    """Counters on Redis (exact below 2^53) and ``limit`` as the one ``limits`` entry."""
+
+    def edit(data: dict[str, Any]) -> None:
+        data["storage"]["counters_url"] = "redis://127.0.0.1:6379/0"
+        data["limits"] = [limit]
+
+    return edit
+
+
 def _set(path: str, value: Any) -> Edit:
     """An edit that sets ``a.b.c`` to ``value`` in the config dict."""
 
@@ -153,6 +163,37 @@ CASES: list[tuple[str, Edit, str, str]] = [
         _set("limits", [{"name": "l\x9b", "scope": "user", "requests": "1/minute"}]),
         "limits[0].name",
         "contains a control or BIDI character (U+009B at position 1)",
+    ),
+    # a window reaching back 2,000 years overflowed `datetime` on every request it counted
+    (
+        "a rolling period with no window",
+        _set(
+            "budgets",
+            [{"name": "b", "scope": "org", "limit_usd": 1, "period": "rolling:17520000h"}],
+        ),
+        "budgets[0]",
+        "budget 'b': period 'rolling:17520000h' is too long: at most rolling:3650d (10 years)",
+    ),
+    (
+        "a rate's period with no window",
+        _set("limits", [{"name": "l", "scope": "user", "requests": "1/99999999day"}]),
+        "limits[0].requests",
+        "'1/99999999day': the period is at most 3650 days (10 years)",
+    ),
+    # checked for budgets only: every request a rate beyond 2^53 counted was a 503
+    (
+        "a token rate beyond what counters on Redis keep",
+        _on_redis({"name": "l", "scope": "key", "tokens": "10/minute; 9007199254740992/day"}),
+        "limits[0]",
+        "limit 'l': tokens rate '9007199254740992/day' is beyond what counters on Redis keep "
+        "exactly (below 9,007,199,254,740,992)",
+    ),
+    (
+        "a dollar rate beyond what counters on Redis keep",
+        _on_redis({"name": "l", "scope": "key", "usd": "9007200/hour"}),
+        "limits[0]",
+        "limit 'l': usd rate '9007200/hour' is beyond what counters on Redis keep exactly "
+        "(below $9,007,199.25)",
     ),
 ]
 

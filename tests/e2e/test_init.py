@@ -4,6 +4,7 @@ variable and never writing a secret; an existing file is kept unless ``--force``
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,16 @@ def test_init_follows_spendgate_config_and_says_what_it_cannot_write(tmp_path: P
     written = run(["init"], env)
     assert written.exit_code == 0, written.output
     assert target.exists()
+
+
+def test_init_on_a_path_with_spaces_prints_a_next_step_that_pastes(tmp_path: Path) -> None:
+    """``next: spendgate check-config -c /srv/my gateway/ünï.yaml`` split at the space when
+    pasted into a shell; the path is now quoted for one, and the step runs as printed."""
+    target = tmp_path / "my gateway" / "ünï config.yaml"
+    target.parent.mkdir()
+    written = run(["init", "-c", str(target)], env_for("OPENAI_API_KEY"))
+    assert written.exit_code == 0, written.output
+    step = written.output.splitlines()[-1].removeprefix("next: spendgate ")
+    assert step == f"check-config -c '{target}'"
+    checked = run(shlex.split(step), env_for("OPENAI_API_KEY"))
+    assert checked.exit_code == 0, checked.output

@@ -5,8 +5,10 @@ SQLite, a `ManualClock`, real traffic through the openai SDK): each answer is ri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import dataclasses
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,12 @@ import pytest
 
 from e2e.process import http_request
 from e2e.test_budgets_admin import ADMIN, admin
+from e2e.workers_world import REDIS, Stores, drop_stores
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+PAST, NOW = "2026-03-10T08:59:00Z", T0.isoformat()
 
 
 def configure(data: dict[str, Any]) -> None:
@@ -54,6 +58,22 @@ def embed(gw: GatewayHarness, secret: str) -> None:
         client.embeddings.create(model="text-embedding-3-small", input="hi")
 
 
+def refused_on_create_and_update(
+    gw: GatewayHarness, key_id: str, cases: Iterable[tuple[dict[str, str], str]], said: str
+) -> None:
+    """Each body is a 400 naming its field, its message saying ``said``, both on creating a
+    key and on updating ``key_id``."""
+    for body, param in cases:
+        for method, path, sent in (
+            ("POST", "/admin/keys", {"name": "refused", **body}),
+            ("PATCH", f"/admin/keys/{key_id}", body),
+        ):
+            result = admin(gw, method, path, sent)
+            assert result.status == 400, (method, body, result.body)
+            assert result.json()["error"]["param"] == param, (method, body, result.body)
+            assert said in result.json()["error"]["message"], (method, body, result.body)
+
+
 def test_a_large_budget_burning_slowly_is_listed(gw: GatewayHarness, clock: ManualClock) -> None:
     """$1,000 a month and one short embedding (a few nano-dollars) in the last hour: at that
     rate the cap lies past the year 9999. The forecast overflowed `datetime`, and every view
@@ -76,7 +96,8 @@ def test_a_large_budget_burning_slowly_is_listed(gw: GatewayHarness, clock: Manu
 def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
     """A misspelt field in a reset (``memberz``) reset every member of the budget, as if no
     member had been named; an ``expires_at`` that is not a string made an override that
-    never expires. Both are now a 400 naming the field, and the counters and limits stay."""
+    never expires; an ``expires_at`` already past made an override that never applied. Each
+    is now a 400 naming the field, and the counters and limits stay."""
     for team in ("ml", "web"):
         embed(gw, gw.create_key(name=f"k-{team}", team=team))
 
@@ -94,6 +115,9 @@ def test_a_mistaken_budget_body_changes_nothing(gw: GatewayHarness) -> None:
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": 1}, "expires_at"),
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": []}, "expires_at"),
         ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires": "x"}, "expires"),
+        # an override already expired (or expiring now) would never apply
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": PAST}, "expires_at"),
+        ("PUT", "/admin/budgets/per-team/limit", {"limit": "5", "expires_at": NOW}, "expires_at"),
     ):
         result = admin(gw, method, path, body)
         assert result.status == 400, (body, result.body)
@@ -151,19 +175,13 @@ def test_a_limit_beyond_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
     assert most.json() == {"name": "per-team", "limit": 9_223_372_036 * 10**9, "expires_at": None}
     secret = gw.create_key(name="spender", team="ml")
     key_id = gw.last_key_id
-    for body, param in (
+    cases = (
         ({"budget_usd": "1e30"}, "budget_usd"),
         ({"budget_usd": big}, "budget_usd"),
         ({"limit_requests": f"{big}/minute"}, "limit_requests"),
         ({"limit_tokens": f"10/second; {big}/day"}, "limit_tokens"),
-    ):
-        created = admin(gw, "POST", "/admin/keys", {"name": "huge", **body})
-        assert created.status == 400, (body, created.body)
-        assert created.json()["error"]["param"] == param
-        assert "must be at most" in created.json()["error"]["message"]
-        patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", body)
-        assert patched.status == 400, (body, patched.body)
-        assert patched.json()["error"]["param"] == param
+    )
+    refused_on_create_and_update(gw, key_id, cases, "must be at most")
     keys = admin(gw, "GET", "/admin/keys").json()["data"]
     assert [(k["name"], k["budget_usd"], k["limit_requests"]) for k in keys] == [
         ("spender", None, None)
@@ -231,3 +249,162 @@ def test_an_expiry_past_what_storage_holds_is_a_400(gw: GatewayHarness) -> None:
     listed = {k["name"]: k for k in admin(gw, "GET", "/admin/keys").json()["data"]}
     assert listed["late"]["expires_at"] == "9999-12-30T23:00:00+00:00"
     assert admin(gw, "POST", f"/admin/keys/{last.json()['id']}/revoke").status == 200
+
+
+def test_a_limit_beyond_what_redis_counters_keep_is_a_400(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """With the counters on Redis (exact below 2^53: about $9,007,199 in nano-dollars), a
+    key's own budget or rate beyond that was accepted, and then every request of the key
+    was a 503 (the counter store refused the plan); a run-time override beyond it was a 503
+    "storage is failing". Each is now a 400 naming the field, and nothing is stored."""
+
+    prefix = f"sgtest-{uuid.uuid4().hex[:12]}"
+    stores = Stores(f"sqlite:///{tmp_path / 'spendgate.db'}", f"{REDIS}?prefix={prefix}")
+
+    def on_redis(data: dict[str, Any]) -> None:
+        configure(data)
+        data["storage"] = {"url": stores.url, "counters_url": stores.counters_url}
+
+    gw = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=on_redis,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
+        clock=clock,
+    ).start()
+    try:
+        beyond = str(2**53)
+        refused = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9007200"})
+        assert refused.status == 400, refused.body
+        error = refused.json()["error"]
+        assert error["param"] == "limit"
+        assert error["message"].startswith("limit must be at most $9,007,199"), error
+        secret = gw.create_key(name="spender", team="ml")
+        key_id = gw.last_key_id
+        cases = (
+            ({"budget_usd": "9007200"}, "budget_usd"),
+            ({"limit_requests": f"{beyond}/minute"}, "limit_requests"),
+            ({"limit_tokens": f"10/second; {beyond}/day"}, "limit_tokens"),
+        )
+        refused_on_create_and_update(gw, key_id, cases, "must be at most")
+        assert admin(gw, "GET", "/admin/audit?action=budget.set_limit").json()["data"] == []
+        keys = admin(gw, "GET", "/admin/keys").json()["data"]
+        assert [(k["name"], k["budget_usd"]) for k in keys] == [("spender", None)]
+        # just below the bound is kept exactly, and requests under it are answered
+        kept = admin(gw, "PATCH", f"/admin/keys/{key_id}", {"budget_usd": "9007199"})
+        assert kept.status == 200, kept.body
+        most = admin(gw, "PUT", "/admin/budgets/per-team/limit", {"limit": "9007199"})
+        assert most.status == 200, most.body
+        embed(gw, secret)
+    finally:
+        gw.stop()
+        drop_stores(stores)
+
+
+def test_a_query_parameter_that_means_nothing_is_a_400(gw: GatewayHarness) -> None:
+    """``include_revoked=maybe`` and ``all=maybe`` silently meant false, ``?name=`` listed
+    every budget as if no name were given, and an audit ``since`` after its ``until`` was
+    an empty 200. Each is now a 400 naming the parameter; the documented values work."""
+    kept = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    gone = admin(gw, "POST", "/admin/keys", {"name": "gone"}).json()["id"]
+    assert admin(gw, "POST", f"/admin/keys/{gone}/revoke").status == 200
+    for path, param in (
+        ("/admin/keys?include_revoked=maybe", "include_revoked"),
+        ("/admin/keys?include_revoked=", "include_revoked"),
+        ("/admin/loops?all=maybe", "all"),
+        ("/admin/budgets?name=", "name"),
+        ("/admin/audit?since=2026-03-10T00:00Z&until=2026-03-09T00:00Z", "until"),
+        ("/admin/audit?action=", "action"),  # listed every entry, as if none were named
+        ("/admin/audit?actor=", "actor"),
+    ):
+        refused = admin(gw, "GET", path)
+        assert refused.status == 400, (path, refused.body)
+        assert refused.json()["error"]["param"] == param, (path, refused.body)
+    for flag, ids in (("true", {kept, gone}), ("YES", {kept, gone}), ("1", {kept, gone})):
+        listed = admin(gw, "GET", f"/admin/keys?include_revoked={flag}").json()["data"]
+        assert {k["id"] for k in listed} == ids, flag
+    for flag in ("false", "no", "0"):
+        listed = admin(gw, "GET", f"/admin/keys?include_revoked={flag}").json()["data"]
+        assert {k["id"] for k in listed} == {kept}, flag
+    assert admin(gw, "GET", "/admin/loops?all=false").status == 200
+    same = "2026-03-10T00:00:00Z"
+    assert admin(gw, "GET", f"/admin/audit?since={same}&until={same}").json()["data"] == []
+
+
+def test_a_key_stored_expiring_in_the_year_10000_lists_and_revokes(gw: GatewayHarness) -> None:
+    """A key stored, before such expiries were refused, to expire in the year 10000 (UTC)
+    made every key listing a 500; it now lists as expiring at the last moment a time holds,
+    answers requests, and can be revoked."""
+    secret = gw.create_key(name="old-row")
+    key = gw.call(gw.gateway.storage.key_by_id(gw.last_key_id))
+    assert key is not None
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    gw.call(gw.gateway.storage.update_key(dataclasses.replace(key, expires_at=late)))
+    listed = admin(gw, "GET", "/admin/keys")
+    assert listed.status == 200, listed.body
+    assert [k["expires_at"] for k in listed.json()["data"]] == ["9999-12-31T23:59:59.999999+00:00"]
+    embed(gw, secret)
+    assert admin(gw, "POST", f"/admin/keys/{key.id}/revoke").status == 200
+
+
+def test_an_empty_user_service_or_team_is_a_400(gw: GatewayHarness) -> None:
+    """``user: ""`` (``keys create --user ''``) made a key whose user was the empty string:
+    a member ``""`` of every per-user budget and a user ``""`` in reports, while ``keys
+    update --user ''`` clears the user. An empty or blank label is now a 400 naming it
+    (null, or leaving it out, is none), on create and on update."""
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept", "user": "ann"}).json()["id"]
+    for field in ("user", "service", "team"):
+        for value in ("", "  "):
+            created = admin(gw, "POST", "/admin/keys", {"name": "odd", field: value})
+            assert created.status == 400, (field, value, created.body)
+            assert created.json()["error"]["param"] == field
+            patched = admin(gw, "PATCH", f"/admin/keys/{key_id}", {field: value})
+            assert patched.status == 400, (field, value, patched.body)
+            assert patched.json()["error"]["param"] == field
+    listed = admin(gw, "GET", "/admin/keys").json()["data"]
+    assert [(k["name"], k["user"], k["service"], k["team"]) for k in listed] == [
+        ("kept", "ann", None, None)
+    ]
+    cleared = admin(gw, "PATCH", f"/admin/keys/{key_id}", {"user": None})
+    assert cleared.json()["user"] is None
+
+
+def test_a_period_too_long_for_a_window_is_a_400(gw: GatewayHarness) -> None:
+    """A key's ``budget_period: rolling:17520000h`` (2,000 years) or rate ``10/99999999day``
+    was stored, and then each request of the key and every ``GET /admin/budgets`` was a 500
+    (its window overflowed `datetime`); ``rolling:999999999999d`` or ``10/9999999999999h``
+    was a 500 on creating the key. Each is now a 400 naming the field."""
+    key_id = admin(gw, "POST", "/admin/keys", {"name": "kept"}).json()["id"]
+    cases = (
+        ({"budget_usd": "1", "budget_period": "rolling:17520000h"}, "budget_period"),
+        ({"budget_usd": "1", "budget_period": "rolling:999999999999d"}, "budget_period"),
+        ({"limit_requests": "10/99999999day"}, "limit_requests"),
+        ({"limit_tokens": "10/9999999999999h"}, "limit_tokens"),
+    )
+    refused_on_create_and_update(gw, key_id, cases, "at most")
+    longest = {"budget_usd": "1", "budget_period": "rolling:3650d", "limit_requests": "9/3650d"}
+    assert admin(gw, "PATCH", f"/admin/keys/{key_id}", longest).status == 200
+    assert admin(gw, "GET", "/admin/budgets").status == 200
+
+
+def test_labels_with_surrounding_spaces_are_kept_as_budgets_match_them(
+    gw: GatewayHarness,
+) -> None:
+    """A key's name was stripped of surrounding spaces, but not its user, service, team or
+    tags: ``user: " ann"`` was a user no per-user budget or report of ``ann`` counted, and
+    a tag ``"prod "`` escaped a ``scope: tag, match: prod`` budget. They are now stripped
+    as the name is, on create and on update."""
+    body = {"name": " spaced ", "user": " ann", "service": "etl ", "tags": [" prod", "eu "]}
+    created = admin(gw, "POST", "/admin/keys", body)
+    assert created.status == 201, created.body
+    made = created.json()
+    assert (made["name"], made["user"], made["service"], made["tags"]) == (
+        "spaced",
+        "ann",
+        "etl",
+        ["prod", "eu"],
+    )
+    changed = admin(gw, "PATCH", f"/admin/keys/{made['id']}", {"user": "bob ", "tags": [" x"]})
+    assert (changed.json()["user"], changed.json()["tags"]) == ("bob", ["x"])
+    team = admin(gw, "PATCH", f"/admin/keys/{made['id']}", {"team": " ml "})
+    assert (team.json()["team"], team.json()["org"]) == ("ml", "acme")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,55 @@ def test_duplicated_keys_inside_lists_are_found_too(tmp_path: Path) -> None:
         load_config(path)
     assert caught.value.key == "budgets[1].scope"
     assert "duplicate key at line 8 (first at line 6)" in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["read-only", "locked"])
+def test_a_report_on_a_database_that_takes_no_writes_says_what_is_true(
+    tmp_path: Path, how: str
+) -> None:
+    """A report read a read-only or locked database, and printed "SQLite writes fail;
+    requests are refused until they succeed again" (no request is served by a report), and
+    for a file read-only from the start that it "was made read-only while spendgate ran".
+    The report is still printed, and the warning now says what is so."""
+    config = write_config(tmp_path, SIM_URL)
+    create_key_direct(config, name="kept")
+    db = tmp_path / "spendgate.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        if how == "read-only":
+            db.chmod(0o444)
+        else:
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        listed = spendgate_cli("keys", "list", "-c", str(config))
+    finally:
+        holder.close()
+        db.chmod(0o644)
+    assert listed.returncode == 0, listed.stderr
+    assert "kept" in listed.stdout
+    assert "requests are refused" not in listed.stderr
+    assert "while spendgate ran" not in listed.stderr
+    said = {"read-only": "is read-only", "locked": "database is locked"}[how]
+    assert said in listed.stderr, listed.stderr
+    assert "reads work" in listed.stderr, listed.stderr
+
+
+def test_serve_on_a_postgresql_database_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    """``serve`` on a PostgreSQL database not created yet said "cannot store a connection:
+    database ... does not exist. spendgate writes its database, and the -wal and -shm
+    files beside it: check that the file and its folder exist and are writable": SQLite's
+    advice for a server's database. It now says it cannot connect, and what to check."""
+    url = "postgresql://root@127.0.0.1:5432/hunt2s_never_created"
+
+    def configure(data: dict[str, Any]) -> None:
+        data["storage"]["url"] = url
+
+    config = write_config(tmp_path, SIM_URL, configure=configure)
+    done = spendgate_cli("serve", "-c", str(config), "--port", "0", env=gateway_env())
+    assert done.returncode == 1
+    line = one_line_error(done.stderr)
+    assert line.startswith(
+        'Error: cannot start: cannot connect to PostgreSQL: database "hunt2s_never_created" '
+        "does not exist"
+    ), line
+    assert "-wal" not in line
+    assert "Check that the server is up, the database exists and the user may use it." in line

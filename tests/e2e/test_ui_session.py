@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,6 +16,8 @@ from yarl import URL
 from e2e.key_world import T0
 from harness import GatewayHarness
 from spendgate.clock import ManualClock
+from spendgate.domain.roles import Principal, Role
+from spendgate.services.tokens import TokenSpec
 
 ADMIN = "ui-session-admin-token"
 
@@ -98,3 +101,30 @@ def test_the_dashboard_names_no_other_origin() -> None:
         text = folder.joinpath(name).read_text("utf-8")
         assert not re.search(r"(src|href)=\"(https?:)?//", text), name
         assert "cdn" not in text.lower(), name
+
+
+async def test_a_wrong_token_without_an_environment_token_is_not_called_disabled(
+    tmp_path: Path,
+) -> None:
+    """With no environment token but stored tokens (``spendgate tokens create``), a mistyped
+    token sent the dashboard to "The admin API is disabled on this gateway: set its admin
+    token and restart it", though the stored tokens sign in. It now says the token was not
+    accepted; with no stored token either, the admin API is disabled, and says so."""
+    harness = GatewayHarness(tmp_path / "spendgate.db", clock=ManualClock(T0)).start()
+    try:
+        session, _, location, _ = await _session(harness, "wrong")
+        await session.close()
+        assert location == "/ui/login?failed=admin_disabled"
+        issued = harness.call(
+            harness.gateway.actions(Principal("cli:ops", Role.ORG_ADMIN)).create_token(
+                TokenSpec("ops", Role.ORG_ADMIN)
+            )
+        )
+        session, _, location, _ = await _session(harness, "wrong")
+        await session.close()
+        assert location == "/ui/login?failed=invalid_api_key"
+        session, _, location, _ = await _session(harness, issued.secret)
+        await session.close()
+        assert location == "/ui/"
+    finally:
+        harness.stop()

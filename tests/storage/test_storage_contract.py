@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from storage_samples import NOW
+from test_admin_stores import token
 
+from conftest import opened
 from spendgate.clock import ManualClock
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
-from spendgate.storage import GroupBy, Storage, UsageGroup, UsageQuery, open_storage
+from spendgate.storage import BudgetOverride, GroupBy, Storage, UsageGroup, UsageQuery, open_storage
 
 MakeKey = Callable[..., ApiKey]
 MakeRow = Callable[..., LedgerRow]
@@ -40,6 +42,29 @@ async def test_key_round_trips_every_field(storage: Storage, make_key: MakeKey) 
     await storage.insert_key(key)
     assert await storage.key_by_hash(key.key_hash) == key
     assert await storage.key_by_id(key.id) == key
+
+
+async def test_expiries_stored_in_the_year_10000_still_read(
+    persistent_url: str, clock: ManualClock, make_key: MakeKey
+) -> None:
+    """``9999-12-31T23:59:59-05:00`` is in the year 10000 in UTC: a key, admin token or
+    override stored with it (before such expiries were refused) made every read of its row
+    overflow `datetime`, so every key listing failed until the row was mended in SQL. Such
+    a time now reads as the last one `datetime` holds: never, in effect."""
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))
+    last = datetime.max.replace(tzinfo=UTC)
+    async with opened(persistent_url, None, clock) as storage:
+        key = make_key(1, expires_at=late)
+        await storage.insert_key(key)
+        assert [k.expires_at for k in await storage.list_keys()] == [last]
+        found = await storage.key_by_hash(key.key_hash)
+        assert found is not None
+        assert found.expires_at == last
+        await storage.set_override(BudgetOverride("b", 5, late, NOW))
+        assert [o.expires_at for o in await storage.overrides(NOW)] == [last]
+        stored, _ = token()
+        await storage.admin.tokens.insert_token(replace(stored, expires_at=late))
+        assert [t.expires_at for t in await storage.admin.tokens.list_tokens()] == [last]
 
 
 async def test_unknown_key_is_none(storage: Storage) -> None:

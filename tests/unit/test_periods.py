@@ -48,6 +48,22 @@ def test_unknown_periods_are_refused(text: str) -> None:
         Period.parse(text)
 
 
+@pytest.mark.parametrize("text", ["rolling:3651d", "rolling:17520000h", "rolling:999999999999d"])
+def test_a_rolling_period_longer_than_ten_years_is_refused(text: str) -> None:
+    """``rolling:17520000h`` (2,000 years) was accepted, and then every window of it
+    overflowed `datetime`: each request of a key with that budget, and every listing of
+    the budgets, was a 500; ``rolling:999999999999d`` overflowed `timedelta` on parsing."""
+    with pytest.raises(ValueError, match=r"at most rolling:3650d \(10 years\); use lifetime"):
+        Period.parse(text)
+
+
+def test_the_longest_rolling_period_has_a_window() -> None:
+    longest = Period.parse("rolling:3650d")
+    assert longest.length == timedelta(days=3650)
+    span = window(longest, datetime(2026, 3, 10, tzinfo=UTC), Calendar.of("UTC"))
+    assert span.since < datetime(2016, 3, 13, tzinfo=UTC)
+
+
 def test_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         window(Period("daily"), datetime(2026, 1, 1), Calendar.of("UTC"))

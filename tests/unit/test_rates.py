@@ -124,6 +124,11 @@ def test_dollar_rates_take_decimals(text: str, amount: str, period: timedelta) -
         ("/minute", True, "'/minute' is not a rate"),
         ("1e3/minute", True, "'1e3/minute' is not a rate"),
         ("10/0m", True, "'10/0m': the period count must be positive"),
+        # no window of them fits in `datetime` (was: every request of the key a 500), or
+        # the period itself overflowed `timedelta` (was: a 500 on creating the key)
+        ("10/3651day", True, "'10/3651day': the period is at most 3650 days (10 years)"),
+        ("10/99999999day", True, "'10/99999999day': the period is at most 3650 days"),
+        ("10/9999999999999h", True, "'10/9999999999999h': the period is at most 3650 days"),
         ("10/minute 20/hour", True, "is not a rate"),
         ("10/minute; 20/minute", True, "'10/minute; 20/minute' gives the same period twice"),
         ("10/minute; 600/60s", True, "gives the same period twice"),

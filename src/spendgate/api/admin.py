@@ -36,7 +36,7 @@ from aiohttp import web
 
 from spendgate.api import alerts, audit, budgets, tokens
 from spendgate.api.auth import AdminDisabled, guard, principal_of, scoped_storage
-from spendgate.api.serialize import key_json, wants_csv
+from spendgate.api.serialize import key_json, query_flag, wants_csv
 from spendgate.api.usage import blocks_handler, usage_handler
 from spendgate.domain.key_limits import KeyLimits
 from spendgate.domain.roles import Access
@@ -171,7 +171,7 @@ async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamRespo
 
 
 async def _list_keys(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    include = request.query.get("include_revoked", "false").lower() in {"1", "true", "yes"}
+    include = query_flag(request.query, "include_revoked")
     keys = await gateway.keys.list(include_revoked=include)
     principal = principal_of(request)
     shown = [key for key in keys if principal.sees(key.team)]
@@ -221,7 +221,7 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
 
 
 async def _list_loops(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    ended = request.query.get("all", "false").lower() in {"1", "true", "yes"}
+    ended = query_flag(request.query, "all")
     blocks = await gateway.loop_service.blocks(ended=ended)
     principal = principal_of(request)
     if not principal.org_wide:

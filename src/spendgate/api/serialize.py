@@ -22,6 +22,20 @@ def wants_csv(query: Mapping[str, str]) -> bool:
     return chosen == "csv"
 
 
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def query_flag(query: Mapping[str, str], name: str) -> bool:
+    """A yes/no parameter (``?include_revoked=true``; absent: false). Any other value is a
+    400 naming it, not a silent false for ``maybe`` or a misspelt ``ture``."""
+    chosen = query.get(name, "false")
+    if chosen.lower() not in FLAGS:
+        raise InvalidRequest(
+            f"{name} must be true or false (or 1/0, yes/no), not {chosen!r}", param=name
+        )
+    return FLAGS[chosen.lower()]
+
+
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from spendgate.api.auth import SESSION_COOKIE, authenticate, principal_for
-from spendgate.errors import GatewayError
+from spendgate.api.auth import SESSION_COOKIE, AdminDisabled, authenticate, principal_for
+from spendgate.errors import GatewayError, StorageError
 from spendgate.gateway import Gateway
 
 SESSION_SECONDS: Final = 8 * 3600
@@ -87,7 +87,10 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         try:
             await principal_for(token.strip() if isinstance(token, str) else None, gateway)
         except GatewayError as error:
-            raise web.HTTPSeeOther("/ui/login?failed=" + quote(error.code or "denied")) from None
+            code = error.code or "denied"
+            if isinstance(error, AdminDisabled) and await _tokens_stored(gateway):
+                code = "invalid_api_key"  # stored tokens sign in: this one is wrong
+            raise web.HTTPSeeOther("/ui/login?failed=" + quote(code)) from None
         assert isinstance(token, str)
         answer = web.HTTPSeeOther("/ui/")
         answer.set_cookie(
@@ -127,6 +130,17 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     app.router.add_post("/ui/logout", logout)
     app.router.add_get("/ui/whoami", whoami)
     app.router.add_get("/ui/static/{name:.+}", static)
+
+
+async def _tokens_stored(gateway: Gateway) -> bool:
+    """Whether a stored admin token could sign in (then the admin API is not disabled,
+    though no environment token is set)."""
+    try:
+        tokens = await gateway.storage.admin.tokens.list_tokens()
+    except StorageError:  # a backend that keeps none, or storage failing: say disabled
+        return False
+    now = gateway.clock.now()
+    return any(token.state(now) == "active" for token in tokens)
 
 
 def _over_https(request: web.Request) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ def init(config_path: str | None, force: bool) -> None:
         raise failure(f"cannot write {path}: {exc.strerror or exc}") from None
     names = ", ".join(d.name for d in found) or "openai (set OPENAI_API_KEY before serve)"
     click.echo(f"wrote {escape(str(path))}: providers {names}")
-    click.echo(f"next: spendgate check-config -c {escape(str(path))}")
+    click.echo(f"next: spendgate check-config -c {escape(shlex.quote(str(path)))}")
 
 
 def _write(path: Path, text: str, force: bool) -> None:

@@ -181,13 +181,26 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         else:
             run(gateway, bind_host, bind_port)
     except StorageError as exc:  # at start: a database it cannot open or write
-        raise failure(
-            f"cannot start: {exc}. spendgate writes its database, and the -wal and -shm "
-            "files beside it: check that the file and its folder exist and are writable "
-            f"(storage.url: {gateway.config.storage.url})."
-        ) from None
+        storage = gateway.config.storage
+        advice = _storage_advice(storage.url, storage.counters_url)
+        raise failure(f"cannot start: {exc}. {advice}") from None
     except OSError as exc:  # at start: the address cannot be bound
         raise failure(_cannot_listen(exc, bind_host, bind_port)) from None
+
+
+def _storage_advice(url: str, counters_url: str | None) -> str:
+    """What to check when storage cannot be opened at start, for its kinds of database (a
+    server's URL may hold a password: it is not repeated)."""
+    server = "Check that the server is up, the database exists and the user may use it."
+    if url.partition("://")[0].lower() != "sqlite":
+        return server
+    advice = (
+        "spendgate writes its database, and the -wal and -shm files beside it: check that "
+        f"the file and its folder exist and are writable (storage.url: {url})."
+    )
+    if counters_url and counters_url != url:
+        advice += " For storage.counters_url: check that its server is up."
+    return advice
 
 
 def _supervise(gateway: Gateway, host: str, port: int, workers: int) -> None:

@@ -16,6 +16,8 @@ from operator import attrgetter, not_
 from typing import TYPE_CHECKING, Protocol
 
 from spendgate.domain.budgets import BudgetScope
+from spendgate.domain.periods import Period
+from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import RouteKind
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 def check_whole_config(config: Config) -> None:
     """Every cross-reference check that raises (`Config`'s last validator)."""
     check_budget_shares(config)
+    check_periods(config)
     check_counters(config)
     check_routing(config)
 
@@ -51,12 +54,27 @@ def check_budget_shares(config: Config) -> None:
             )
 
 
+def check_periods(config: Config) -> None:
+    """A rolling period the pattern lets through but that has no window (longer than
+    `MAX_ROLLING_DAYS`): refused here, naming the budget, not on every request."""
+    bad: dict[str, str] = {}
+    for period in {budget.period for budget in config.budgets}:  # a few distinct ones
+        try:
+            Period.parse(period)
+        except ValueError as exc:
+            bad[period] = str(exc)
+    for index, budget in enumerate(config.budgets if bad else ()):
+        if budget.period in bad:
+            raise ValueError(f"budgets[{index}]: budget {budget.name!r}: {bad[budget.period]}")
+
+
 EXACT_COUNTER = 2**53  # Redis scripts count in doubles: every integer below is exact
 
 
 def check_counters(config: Config) -> None:
-    """Counters on Redis keep integers below 2^53 exactly (docs/storage.md): a budget
-    whose limit is beyond that is refused here rather than on its first request."""
+    """Counters on Redis keep integers below 2^53 exactly (docs/storage.md): a budget or a
+    rate limit whose limit is beyond that is refused here rather than on its first request
+    (where every request it counted was a 503)."""
     url = config.storage.counters_url or ""
     if not url.partition("://")[0].lower().startswith(("redis", "rediss")):
         return
@@ -71,6 +89,19 @@ def check_counters(config: Config) -> None:
                 f"budgets[{index}]: budget {budget.name!r}: limit_tokens is beyond what "
                 f"counters on Redis keep exactly (below {EXACT_COUNTER:,})"
             )
+    for index, limit in enumerate(config.limits):
+        for unit, text, scale in (
+            ("requests", limit.requests, 1),
+            ("tokens", limit.tokens, 1),
+            ("usd", limit.usd, 10**9),
+        ):
+            for rate in parse_rates(text, whole=scale == 1) if text else ():
+                if rate.amount * scale >= EXACT_COUNTER:
+                    bound = "$9,007,199.25" if scale > 1 else f"{EXACT_COUNTER:,}"
+                    raise ValueError(
+                        f"limits[{index}]: limit {limit.name!r}: {unit} rate {rate.text!r} is "
+                        f"beyond what counters on Redis keep exactly (below {bound})"
+                    )
 
 
 def check_routing(config: Config) -> None:

@@ -33,11 +33,12 @@ BASIS_POINTS = 10_000
 MAX_LIMIT = 2**63 - 1
 
 
-def limit_bound(unit: Unit) -> str:
-    """`MAX_LIMIT` as an operator reads it, in ``unit``."""
+def limit_bound(unit: Unit, ceiling: int = MAX_LIMIT) -> str:
+    """``ceiling`` (the largest limit storage keeps: `MAX_LIMIT` or less) as an operator
+    reads it, in ``unit``."""
     if unit is Unit.NANOS:
-        return f"${MAX_LIMIT // 10**9:,}"
-    return unit.render(MAX_LIMIT)
+        return f"${ceiling // 10**9:,}"
+    return unit.render(ceiling)
 
 
 # Callers whose applicable budgets are remembered (then start over). A miss costs one index

@@ -98,8 +98,9 @@ def key_budget_name(key_id: str) -> str:
     return f"{KEY_BUDGET_PREFIX}{key_id}"
 
 
-def key_budgets(key_id: str, limits: KeyLimits) -> tuple[Budget, ...]:
-    """The budgets ``limits`` give the key ``key_id``; ValueError names what is wrong."""
+def key_budgets(key_id: str, limits: KeyLimits, *, ceiling: int = MAX_LIMIT) -> tuple[Budget, ...]:
+    """The budgets ``limits`` give the key ``key_id``; ValueError names what is wrong
+    (an amount above ``ceiling``, the largest limit the counter store keeps, among them)."""
     target = Scoped(BudgetScope.KEY, key_id, ())
     name = key_budget_name(key_id)
     made: list[Budget] = []
@@ -112,8 +113,8 @@ def key_budgets(key_id: str, limits: KeyLimits) -> tuple[Budget, ...]:
             ) from None
         if amount <= 0:
             raise ValueError("budget_usd must be more than 0")
-        if amount > MAX_LIMIT:
-            raise ValueError(f"budget_usd must be at most {limit_bound(Unit.NANOS)}")
+        if amount > ceiling:
+            raise ValueError(f"budget_usd must be at most {limit_bound(Unit.NANOS, ceiling)}")
         made.append(
             Budget(
                 name=name,
@@ -128,8 +129,10 @@ def key_budgets(key_id: str, limits: KeyLimits) -> tuple[Budget, ...]:
     for text, unit in ((limits.requests, Unit.REQUESTS), (limits.tokens, Unit.TOKENS)):
         for rate in parse_rates(text, whole=True) if text is not None else ():
             per = rate.text.split("/", 1)[1].strip()
-            if rate.amount > MAX_LIMIT:
-                raise ValueError(f"{rate.text!r}: the amount must be at most {limit_bound(unit)}")
+            if rate.amount > ceiling:
+                raise ValueError(
+                    f"{rate.text!r}: the amount must be at most {limit_bound(unit, ceiling)}"
+                )
             made.append(
                 Budget(
                     name=f"{name}:{unit.value}/{per}",

@@ -26,6 +26,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ROLLING = re.compile(r"^rolling:([1-9][0-9]*)([mhd])$")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+# The longest rolling period: ten years. A window reaches back its length from now, and one
+# of 2,000 years overflowed `datetime` on every request and listing; ``lifetime`` is longer.
+MAX_ROLLING_DAYS = 3650
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,13 @@ class Period:
                 f"unknown period {text!r}: use hourly, daily, weekly, monthly, lifetime "
                 "or rolling:<N>m|h|d"
             )
-        return cls("rolling", int(match.group(1)) * _UNITS[match.group(2)])
+        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+        if amount * (unit // _UNITS["m"]) > MAX_ROLLING_DAYS * 24 * 60:  # whole minutes
+            raise ValueError(
+                f"period {text!r} is too long: at most rolling:{MAX_ROLLING_DAYS}d (10 years); "
+                "use lifetime for a budget that never resets"
+            )
+        return cls("rolling", amount * unit)
 
     def __str__(self) -> str:
         if self.length is None:

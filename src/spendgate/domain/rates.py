@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+from spendgate.domain.periods import MAX_ROLLING_DAYS
+
 _UNITS = {
     "second": timedelta(seconds=1),
     "minute": timedelta(minutes=1),
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
 }
+_SECOND = timedelta(seconds=1)
 _ALIASES = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "d": "day"}
 _RATE = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*/\s*([0-9]*)\s*([a-z]+)\s*$")
 
@@ -69,4 +72,9 @@ def _parse_one(part: str, *, whole: bool) -> Rate:
     multiple = int(count) if count else 1
     if multiple <= 0:
         raise ValueError(f"{part!r}: the period count must be positive")
+    if multiple * (_UNITS[unit] // _SECOND) > MAX_ROLLING_DAYS * 86_400:
+        raise ValueError(
+            f"{part!r}: the period is at most {MAX_ROLLING_DAYS} days (10 years), as a "
+            "rolling window's"
+        )
     return Rate(amount=amount, period=_UNITS[unit] * multiple, text=part)

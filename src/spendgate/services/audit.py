@@ -88,15 +88,24 @@ def audit_query(values: Mapping[str, str]) -> AuditQuery:
     """An `AuditQuery` from ``GET /admin/audit``'s parameters (and the CLI's options):
     ``since``, ``until`` (ISO 8601 with a zone), ``actor``, ``action``, ``limit``."""
     action = values.get("action")
+    for param in ("action", "actor"):
+        if values.get(param) == "":  # not "every one": that is leaving it out
+            raise InvalidRequest(f"'{param}' must not be empty", param=param)
     try:
         limit = int(values.get("limit", "1000"))
     except ValueError:
         raise InvalidRequest("limit must be an integer", param="limit") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}", param="limit")
+    since, until = _moment(values.get("since"), "since"), _moment(values.get("until"), "until")
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest(
+            f"'until' ({until.isoformat()}) is before 'since' ({since.isoformat()})",
+            param="until",
+        )
     return AuditQuery(
-        since=_moment(values.get("since"), "since"),
-        until=_moment(values.get("until"), "until"),
+        since=since,
+        until=until,
         actor=values.get("actor"),
         action=parse_choice(AuditAction, action, "action") if action else None,
         limit=limit,

@@ -148,8 +148,11 @@ class BudgetService:
         return found
 
     async def overview(self, name: str | None = None) -> list[BudgetView]:
+        """Every budget's views, or (``name``) one budget's; an empty name names none."""
         now = self._clock.now()
-        if name:
+        if name == "":
+            raise InvalidRequest("name must name a budget, not be empty", param="name")
+        if name is not None:
             budgets = [await self._budget(name)]
         else:
             budgets = [*self._book.budgets, *await self._keys_own()]
@@ -265,16 +268,23 @@ class BudgetService:
 
     async def set_limit(self, name: str, limit: str, expires_at: datetime | None) -> BudgetOverride:
         budget = await self._budget(name)
-        amount = parse_limit(budget.unit, limit)
+        amount = parse_limit(budget.unit, limit, self._storage.max_limit)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+        now = self._clock.now()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidRequest(
+                f"expires_at {expires_at.isoformat()} is not in the future (now: "
+                f"{now.isoformat()}); an override that has expired would never apply",
+                param="expires_at",
+            )
         if expires_at is not None and not storable(expires_at):
             raise InvalidRequest(
                 f"expires_at {expires_at.isoformat()} is after {LATEST.isoformat()}, the "
                 "latest time spendgate stores; give null for an override until cleared",
                 param="expires_at",
             )
-        override = BudgetOverride(name, amount, expires_at, self._clock.now())
+        override = BudgetOverride(name, amount, expires_at, now)
         await self._storage.set_override(override)
         return override
 
@@ -288,7 +298,8 @@ class BudgetService:
         return await self._storage.reset_budget(name, member, span.since_ms)
 
 
-def parse_limit(unit: Unit, text: str) -> int:
+def parse_limit(unit: Unit, text: str, ceiling: int = MAX_LIMIT) -> int:
+    """``text`` as a limit in ``unit``; at most ``ceiling``, the largest the counters keep."""
     value: int
     try:
         if unit is Unit.NANOS:
@@ -300,9 +311,19 @@ def parse_limit(unit: Unit, text: str) -> int:
         raise InvalidRequest(f"limit must be {what}, not {text!r}", param="limit") from None
     if value < 0:
         raise InvalidRequest("limit must not be negative", param="limit")
-    if value > MAX_LIMIT:
-        raise InvalidRequest(f"limit must be at most {limit_bound(unit)}", param="limit")
+    if value > ceiling:
+        raise InvalidRequest(
+            f"limit must be at most {limit_bound(unit, ceiling)}{_kept_by(ceiling)}",
+            param="limit",
+        )
     return value
+
+
+def _kept_by(ceiling: int) -> str:
+    """Why a limit's bound is lower than the databases': the counters are on Redis."""
+    if ceiling >= MAX_LIMIT:
+        return ""
+    return " (counters on Redis keep amounts below 2^53 exactly: docs/storage.md)"
 
 
 def row_members(scope: BudgetScope, row: LedgerRow) -> tuple[str | None, ...]:

@@ -113,6 +113,11 @@ class KeyService:
     def _check(self, spec: KeySpec) -> None:
         if not spec.name.strip():
             raise InvalidRequest("a key needs a non-empty name", param="name")
+        for field, value in _optional_labels(spec):
+            if not value.strip():  # "" would be a member of every per-user budget
+                raise InvalidRequest(
+                    f"{field} must not be empty; leave it out (null) for none", param=field
+                )
         for field, value in (("name", spec.name), *_optional_labels(spec)):
             _check_shown(field, value)
         teams = self._config.all_teams()
@@ -126,7 +131,7 @@ class KeyService:
             self._check_expiry(spec.expires_at)
         _check_labels("tags", spec.tags)
         _check_labels("allowed_models", spec.allowed_models)
-        _check_limits(spec.limits)
+        _check_limits(spec.limits, self._storage.max_limit)
 
     def _check_expiry(self, expires_at: datetime) -> None:
         if expires_at.tzinfo is None:
@@ -146,6 +151,7 @@ class KeyService:
             )
 
     async def create(self, spec: KeySpec) -> IssuedKey:
+        spec = _stripped(spec)
         self._check(spec)
         secret = generate_secret()
         key = ApiKey(
@@ -188,7 +194,7 @@ class KeyService:
             if changes.get("budget_usd", "") is None and "period" not in changes:
                 changes["period"] = NO_LIMITS.period  # the budget goes, and its period with it
             limits = dataclasses.replace(limits, **changes)
-        spec = KeySpec(**values, limits=limits)
+        spec = _stripped(KeySpec(**values, limits=limits))
         # an expiry already in the past is refused only when it is being set now
         kept = "expires_at" not in update.changed
         self._check(dataclasses.replace(spec, expires_at=None) if kept else spec)
@@ -328,6 +334,23 @@ def _to_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
+def _stripped(spec: KeySpec) -> KeySpec:
+    """``spec`` with its labels as budgets and reports match them, as its name is: a user
+    `` ann`` would be one that no per-user budget or report of ``ann`` counts."""
+
+    def strip(value: str | None) -> str | None:
+        return None if value is None else value.strip()
+
+    return dataclasses.replace(
+        spec,
+        user=strip(spec.user),
+        service=strip(spec.service),
+        team=strip(spec.team),
+        tags=tuple(tag.strip() for tag in spec.tags),
+        allowed_models=tuple(pattern.strip() for pattern in spec.allowed_models),
+    )
+
+
 def _optional_labels(spec: KeySpec) -> list[tuple[str, str]]:
     named = (("user", spec.user), ("service", spec.service), ("team", spec.team))
     return [(field, value) for field, value in named if value is not None]
@@ -347,7 +370,7 @@ def _check_shown(field: str, value: str) -> None:
         )
 
 
-def _check_limits(limits: KeyLimits) -> None:
+def _check_limits(limits: KeyLimits, ceiling: int) -> None:
     """What `key_budgets` would make of them, checked before they are stored."""
     if limits.budget_usd is None and limits.period != NO_LIMITS.period:
         raise InvalidRequest(
@@ -360,9 +383,9 @@ def _check_limits(limits: KeyLimits) -> None:
     )
     for field, part in parts:
         try:
-            key_budgets("key_check", part)
+            key_budgets("key_check", part, ceiling=ceiling)
         except ValueError as exc:
-            if field == "budget_usd" and "unknown period" in str(exc):
+            if field == "budget_usd" and "period" in str(exc):
                 field = "budget_period"
             raise InvalidRequest(f"{field}: {exc}", param=field) from None
 

@@ -269,6 +269,10 @@ class RowKeeper(Protocol):
 
 
 class CounterStore(Protocol):
+    # The largest limit (a budget's, an override's, a key's own budget or rate, in the
+    # budget's unit) its counters keep exactly: checked where an operator sets one.
+    max_limit: int
+
     async def reserve(self, plan: ReservationPlan) -> Admitted | Refused:
         """Atomically: read every counter (with its effective limit), run
         `spendgate.domain.admission.decide`, and if admitted add each amount to the

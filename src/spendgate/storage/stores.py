@@ -100,6 +100,11 @@ class Storage:
         self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
 
     @property
+    def max_limit(self) -> int:
+        """The largest limit the counters keep exactly (`CounterStore.max_limit`)."""
+        return self.counter_store.max_limit
+
+    @property
     def admin(self) -> AdminStores:
         """The admin tokens and audit log; StorageError for a backend that keeps none."""
         if self._admin is None:

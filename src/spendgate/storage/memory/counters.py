@@ -18,7 +18,7 @@ from typing import TypeVar
 from spendgate.clock import Clock, from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, WorstCase, decide
 from spendgate.domain.breaker import BreakerDecision, BreakerState
-from spendgate.domain.budgets import CounterRef
+from spendgate.domain.budgets import MAX_LIMIT, CounterRef
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
@@ -49,6 +49,8 @@ class _Override:
 
 
 class MemoryCounters:
+    max_limit = MAX_LIMIT  # as the databases keep it (64-bit integers)
+
     def __init__(self, state: State, clock: Clock) -> None:
         self._state = state
         self._clock = clock

@@ -23,7 +23,7 @@ import asyncpg
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused, decide
 from spendgate.domain.breaker import BreakerDecision, BreakerState
-from spendgate.domain.budgets import CounterRef
+from spendgate.domain.budgets import MAX_LIMIT, CounterRef
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
@@ -74,6 +74,8 @@ async def take(
 
 
 class PgCounters:
+    max_limit = MAX_LIMIT  # a 64-bit integer column
+
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
         # Reservations whose transaction failed with the connection: their COMMIT may have

@@ -104,7 +104,10 @@ class PgDatabase:
                 reset=_keep_session,
             )
         except Exception as exc:
-            raise storage_error(exc, "a connection") from exc
+            if isinstance(exc, _UNREACHABLE):
+                raise storage_error(exc, "a connection") from exc
+            # the server answered and refused: no such database, user or password
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
             async with self._pool.acquire() as conn:
                 await apply_migrations(conn, load_migrations(), lambda: to_ms(self.clock.now()))

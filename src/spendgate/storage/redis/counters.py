@@ -60,6 +60,8 @@ R = TypeVar("R")
 class RedisCounters:
     """`CounterStore` on Redis. Opened once, closed once."""
 
+    max_limit = EXACT - 1  # Lua's doubles: every integer below 2^53 exactly
+
     def __init__(self, url: str, clock: Clock) -> None:
         self._target: Target = parse(url)
         self._clock = clock

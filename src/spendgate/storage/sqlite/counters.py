@@ -30,7 +30,7 @@ import orjson
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.admission import Admitted, CounterState, Refused
 from spendgate.domain.breaker import BreakerDecision, BreakerState
-from spendgate.domain.budgets import CounterRef
+from spendgate.domain.budgets import MAX_LIMIT, CounterRef
 from spendgate.domain.loops import LoopBlock, LoopPolicy, loop_id
 from spendgate.errors import StorageError
 from spendgate.storage.base import BudgetOverride, Lapsed, ReservationPlan, StoredCounter
@@ -46,6 +46,8 @@ R = TypeVar("R")
 
 
 class SqliteCounters:
+    max_limit = MAX_LIMIT  # a 64-bit integer column
+
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
 

@@ -26,6 +26,8 @@ from spendgate.storage.sqlite.connection import (
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
 
 log = logging.getLogger("spendgate.storage.sqlite")
+_OPENING = "but whatever writes (requests served, admin changes) is refused until writes succeed"
+_SERVING = "SQLite writes fail; requests are refused until they succeed again"
 
 T = TypeVar("T")
 
@@ -115,7 +117,8 @@ class _Writer:
         # Why writes fail now (the file is locked by another process, full, gone...), or
         # None: while set, writes fail at once, and the heartbeat probes until one commits.
         self.failing: str | None = None
-        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # (device, inode) of the file opened, and whether its mode let anyone write then
+        self._identity: tuple[int, int, bool] | None = None
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._thread = threading.Thread(
             target=self._main, name="spendgate-sqlite-writer", daemon=True
@@ -130,25 +133,27 @@ class _Writer:
     def file_problem(self) -> str | None:
         """Whether the file this writer opened is still the one at its path, and writable:
         a file deleted, replaced or made read-only while spendgate serves must not take
-        writes (a deleted file's would vanish at the next restart)."""
+        writes (a deleted file's would vanish at the next restart), nor one read-only then."""
         if self._identity is None:
             return None
         try:
             found = os.stat(self._path)
         except FileNotFoundError:
-            return "was deleted"
+            return "was deleted while spendgate ran"
         except OSError as exc:
             return f"cannot be examined ({exc.strerror})"
-        if (found.st_dev, found.st_ino) != self._identity:
-            return "was replaced by another file"
-        if not found.st_mode & 0o222:
-            return "was made read-only"
-        return None
+        if (found.st_dev, found.st_ino) != self._identity[:2]:
+            return "was replaced by another file while spendgate ran"
+        if found.st_mode & 0o222:
+            return None
+        return "was made read-only while spendgate ran" if self._identity[2] else "is read-only"
 
     def _fail(self, why: str) -> None:
         if self.failing is None:
-            log.critical(
-                "SQLite writes fail; requests are refused until they succeed again",
+            opening = not self._ready.done()  # a report, maybe: it serves no request
+            log.log(
+                logging.WARNING if opening else logging.CRITICAL,
+                f"SQLite writes fail ({why}); reads work, {_OPENING}" if opening else _SERVING,
                 extra={"path": self._path, "error": why},
             )
         self.failing = why
@@ -174,7 +179,7 @@ class _Writer:
         opened (None: go ahead)."""
         problem = self.file_problem()
         if problem is not None:
-            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+            self._fail(f"the database file {self._path!r} {problem}")
         if self.failing is None:
             return None
         return StorageError(f"SQLite storage {self._path!r} is failing: {self.failing}")
@@ -337,7 +342,7 @@ class _Writer:
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
         if self._path != ":memory:" and not self._path.startswith("file:"):
             found = os.stat(self._path)
-            self._identity = (found.st_dev, found.st_ino)
+            self._identity = (found.st_dev, found.st_ino, bool(found.st_mode & 0o222))
         try:
             apply_migrations(conn, load_migrations(), lambda: to_ms(self._clock.now()))
             conn.execute("PRAGMA busy_timeout = 0")  # see begin
@@ -387,7 +392,7 @@ class _Writer:
         self._last_heartbeat = time.monotonic()
         problem = self.file_problem()
         if problem is not None:
-            self._fail(f"the database file {self._path!r} {problem} while spendgate ran")
+            self._fail(f"the database file {self._path!r} {problem}")
             self._alone = False
             return
         with self._lock:
