@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
-from spendgate.domain.marks import view_marks
+from spendgate.domain.marks import overruns, view_marks
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     CallerModel,
@@ -53,7 +53,7 @@ from spendgate.domain.refusals import (
 from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy, whole_hours
 from spendgate.storage.sqlite import ledger as ledger_sql
-from spendgate.storage.sqlite import refusal_days, refusal_sql, rollups
+from spendgate.storage.sqlite import overrun_sql, refusal_days, refusal_sql, rollups
 from spendgate.storage.sqlite import rollup_sql as job_sql
 from spendgate.storage.sqlite.connection import connect
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
@@ -409,16 +409,22 @@ def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
 
 
 def _budgets_view_before(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The rows a budgets view with a 30-day budget read on SQLite before `fifty`
-    (`SqliteLedger.marked` over the window, narrowed in Python by `spendgate.domain.marks`)."""
+    """What a budgets view with a 30-day budget read on SQLite before `fifty`
+    (`SqliteLedger.marked` over the window, narrowed and its overruns counted in Python by
+    `spendgate.domain.marks`, as a ledger without `MarksReader` still does)."""
     marked = [LEDGER.load(row) for row in conn.execute(ledger_sql._MARKED, (low, high))]
-    return view_marks(marked, datetime.fromtimestamp((high - 60_000) / 1000, UTC))
+    since, until = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (low, high))
+    recent = datetime.fromtimestamp((high - 60_000) / 1000, UTC)
+    return view_marks(marked, recent), overruns(marked, since, until)
 
 
 def _budgets_view(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The same rows narrowed in SQLite (`SqliteLedger.view_marks`)."""
+    """What the view reads since 0018: the marked rows narrowed in SQLite
+    (`SqliteLedger.view_marks`, the overruns no longer among them) and the overruns counted
+    per name, scope and member from their rollups (`SqliteLedger.overruns`)."""
     params = (low, high - 60_000, high)
-    return [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
+    rows = [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
+    return rows, rollups.read(conn, lambda c: overrun_sql.counts(c, low, high))
 
 
 def in_process(
@@ -433,9 +439,7 @@ def in_process(
         old["blocks report, hourly rollups, medians walked (0014)"] = lambda: _blocks_0014(
             conn, low, high
         )
-    if not before:
-        del old["blocks report, rows folded (before 0014)"]
-    return {
+    found = {
         **old,
         "blocks report, days and kept medians (0016)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
@@ -447,8 +451,14 @@ def in_process(
         "budgets view rows, narrowed in Python (before)": lambda: _budgets_view_before(
             conn, low, high
         ),
-        "budgets view rows, narrowed in SQLite": lambda: _budgets_view(conn, low, high),
+        "budgets view, marked rows and overrun rollups (0018)": lambda: _budgets_view(
+            conn, low, high
+        ),
     }
+    if not before:  # minutes at 5M rows, and the view's 43 s at 50M
+        del found["blocks report, rows folded (before 0014)"]
+        del found["budgets view rows, narrowed in Python (before)"]
+    return found
 
 
 def cli_runs(config: Path) -> dict[str, Callable[[], object]]:
@@ -539,6 +549,16 @@ def from_base(db: Path, base: Path, now_ms: int) -> dict[str, float]:
     return found
 
 
+def upgrade(db: Path, now_ms: int) -> dict[str, float]:
+    """The migrations an --in-place ledger lacks, applied and timed (before any run, so
+    that the CLI's first round does not apply them)."""
+    conn = connect(str(db))
+    started = time.perf_counter()
+    applied = apply_migrations(conn, load_migrations(), lambda: now_ms)
+    conn.close()
+    return {f"migrations {applied} s": time.perf_counter() - started}
+
+
 def build_base(path: Path, count: int, now_ms: int) -> None:
     """``count`` rows under 0001-0010, then 0011-0013 (0011's backfill): what a ledger
     looked like before 0014, to upgrade copies of (``--base``)."""
@@ -572,13 +592,15 @@ def measure(
     only_blocks: bool = False,
     raw: bool = True,
     way_0014: bool = True,
+    only_budgets: bool = False,
+    migrate: bool = False,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
     results: dict[str, float]
     if base is not None and in_place:  # a ledger upgraded already (`benchmarks.bulk_ledger`)
         db = base
-        results = {}
+        results = upgrade(db, now_ms) if migrate else {}
     elif base is not None:
         results = from_base(db, base, now_ms)
     else:
@@ -587,12 +609,17 @@ def measure(
     runs = in_process(db, now_ms, before, way_0014)
     if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
         runs = {name: run for name, run in runs.items() if _of_blocks(name)}
+    if only_budgets:
+        runs = {name: run for name, run in runs.items() if name.startswith("budgets")}
     if not raw:
         runs = {name: run for name, run in runs.items() if "raw" not in name}
     results.update(timed(runs, repeat))
     config = write_config(folder, db)
     if cli and not only_blocks:
-        results.update(timed(cli_runs(config), repeat))
+        cli_steps = cli_runs(config)
+        if only_budgets:
+            cli_steps = {"budgets cli": cli_steps["budgets cli"]}
+        results.update(timed(cli_steps, repeat))
     port = free_port()
     env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     server = subprocess.Popen(
@@ -606,6 +633,8 @@ def measure(
         api = api_runs(url)
         if only_blocks:
             api = {name: run for name, run in api.items() if _of_blocks(name)}
+        if only_budgets:
+            api = {"budgets api": api["budgets api"]}
         results.update(timed(api, repeat))
     finally:
         server.terminate()
@@ -647,6 +676,16 @@ def main() -> None:
         "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
     )
     parser.add_argument(
+        "--only-budgets",
+        action="store_true",
+        help="time the budgets view (in process, its CLI and its API) only",
+    )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="with --in-place: apply (and time) the migrations the files lack first",
+    )
+    parser.add_argument(
         "--in-place",
         action="store_true",
         help="time the --base files as they are (built by benchmarks.bulk_ledger), no copy",
@@ -675,6 +714,8 @@ def main() -> None:
                 only_blocks=args.only_blocks,
                 raw=args.raw,
                 way_0014=args.way_0014,
+                only_budgets=args.only_budgets,
+                migrate=args.migrate,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))

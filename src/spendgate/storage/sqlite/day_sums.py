@@ -67,7 +67,7 @@ class DaySums:
     @property
     def delta_insert(self) -> str:
         return (
-            f"INSERT INTO temp.{self.delta} "  # noqa: S608
+            f"INSERT INTO temp.{self.delta} "
             f"(hour, {', '.join(self.columns)}, {', '.join(self.sums)}) "
         )
 
