@@ -316,7 +316,7 @@ class PgLedger:
 
     async def overruns(self, since: datetime, until: datetime) -> Overruns:
         found = await self._fetch(marks_sql.OVERRUNS, to_ms(since), to_ms(until))
-        return {(name, scope, member): count for name, scope, member, count in found}
+        return {(name, scope, member): int(count) for name, scope, member, count in found}
 
     async def output_medians(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int

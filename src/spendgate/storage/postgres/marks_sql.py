@@ -36,7 +36,8 @@ VIEW_MARKS = (
 
 # The overruns of [$1, $2) per name, scope and member (`spendgate.domain.marks.overruns`),
 # counted here by 0005's index on overrun rows, not loaded: each row once per name it was
-# settled above and member it has (a NULL member left out).
+# settled above and member it has (a NULL member left out); rows of one caller and names
+# counted together first, so the JSON is expanded once per distinct caller, not per row.
 _MEMBERS = ", ".join(
     f"('{scope}', l.{column})"
     for scope, column in (
@@ -49,12 +50,16 @@ _MEMBERS = ", ".join(
         ("model", "routed_model"),
     )
 )
+_GROUPED = (
+    "(SELECT settled_above, org, team, service, \"user\", key_id, session_id, routed_model, "
+    "tags, COUNT(*) AS n FROM ledger WHERE ts >= $1 AND ts < $2 AND settled_above != '[]' "
+    "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9)"
+)
 OVERRUNS = (
-    "SELECT o.name, m.scope, m.member, COUNT(*) FROM ledger AS l "  # noqa: S608
+    f"SELECT o.name, m.scope, m.member, SUM(l.n)::bigint FROM {_GROUPED} AS l "  # noqa: S608
     "CROSS JOIN LATERAL (SELECT DISTINCT name "
     "FROM jsonb_array_elements_text(l.settled_above::jsonb) AS n(name)) AS o "
     f"CROSS JOIN LATERAL (SELECT scope, member FROM (VALUES {_MEMBERS}) AS v(scope, member) "
     "UNION SELECT 'tag', t FROM jsonb_array_elements_text(l.tags::jsonb) AS t) AS m "
-    "WHERE l.ts >= $1 AND l.ts < $2 AND l.settled_above != '[]' AND m.member IS NOT NULL "
-    "GROUP BY 1, 2, 3"
+    "WHERE m.member IS NOT NULL GROUP BY 1, 2, 3"
 )
