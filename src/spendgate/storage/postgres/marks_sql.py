@@ -51,7 +51,7 @@ _MEMBERS = ", ".join(
     )
 )
 _GROUPED = (
-    "(SELECT settled_above, org, team, service, \"user\", key_id, session_id, routed_model, "
+    '(SELECT settled_above, org, team, service, "user", key_id, session_id, routed_model, '
     "tags, COUNT(*) AS n FROM ledger WHERE ts >= $1 AND ts < $2 AND settled_above != '[]' "
     "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9)"
 )
