@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import random
 import tempfile
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rollup_samples import write_in_parts, written_before_rollups
 from storage_samples import NOW, build_row
 
 from spendgate.clock import ManualClock
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.marks import overruns
 from spendgate.storage.sqlite import SqliteStorage
-from spendgate.storage.sqlite.connection import connect
-from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
-from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -76,16 +73,6 @@ async def _check(storage: SqliteStorage, since_ms: int, until_ms: int) -> None:
     assert await storage.overruns(since, until) == expected
 
 
-async def _write(storage: SqliteStorage, rows: list[LedgerRow], rolls: list[bool]) -> None:
-    parts = len(rolls)
-    for index, roll in enumerate(rolls):
-        await storage.ledger_store.append(
-            rows[index * len(rows) // parts : (index + 1) * len(rows) // parts]
-        )
-        if roll:
-            await storage.ledger_store.roll_up()  # type: ignore[attr-defined]
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(marked_rows(), max_size=40),
@@ -104,7 +91,7 @@ async def test_overrun_counts_from_rollups_equal_the_rows(
         storage = SqliteStorage(str(Path(folder) / "over.db"), clock=ManualClock(NOW))
         await storage.open()
         try:
-            await _write(storage, rows, rolls)
+            await write_in_parts(storage, rows, rolls)
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms)
         finally:
@@ -122,26 +109,14 @@ async def test_migration_0018_backfills_the_overrun_rollups(
     third = len(rows) // 3
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "old.db"
-        with closing(connect(str(db))) as conn:
-            apply_migrations(conn, load_migrations()[:10], lambda: 0)
-            conn.execute("BEGIN")
-            conn.executemany(INSERT_LEDGER, [LEDGER.params(row) for row in rows[:third]])
-            conn.execute("COMMIT")
-            apply_migrations(conn, load_migrations()[:17], lambda: 0)  # 0011: rolled up
-            rolled = conn.execute("SELECT rolled_to FROM rollup_mark").fetchone()[0]
-        assert rolled == (third and max(row[0] for row in _ids(db)))
+        written_before_rollups(db, rows[:third], 17)  # 0011: rolled up, mark at the end
         storage = SqliteStorage(str(db), clock=ManualClock(NOW))
         await storage.open()
         try:
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms)  # the backfill's
-            await _write(storage, rows[third:], [True, False])
+            await write_in_parts(storage, rows[third:], [True, False])
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms)
         finally:
             await storage.close()
-
-
-def _ids(db: Path) -> list[tuple[int]]:
-    with closing(connect(str(db))) as conn:
-        return conn.execute("SELECT id FROM ledger").fetchall()
