@@ -215,8 +215,9 @@ def _insert(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
 
 def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, float]:
     """CPU microseconds per row: inserted 100 to a transaction without and with 0011, 0014
-    (two indexes on answered rows) and 0015 (the team index dropped), and
-    added to the rollups by the roll-up job (`rollups.roll_up`, its own batches)."""
+    (two indexes on answered rows), 0015 (the team index dropped) and 0016-0018 (0017's two
+    partial indexes), and added to the rollups by the roll-up job (`rollups.roll_up`, its
+    own batches; wall microseconds)."""
     migrations = load_migrations()
     found: dict[str, list[float]] = {
         "insert without 0011": [],
@@ -224,8 +225,9 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
         "insert with 0014": [],
         "insert with 0015": [],
     }
-    found["insert with 0016"] = []
+    found["insert with 0016-0018"] = []
     found["roll-up job without 0016's steps"] = []
+    found["0018's step of the roll-up job alone"] = []
     found["roll-up job"] = []
     data = list(synthetic_rows(rows, now_ms, seed=3))
     for _ in range(3):
@@ -234,7 +236,7 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             ("insert with 0011", 11),
             ("insert with 0014", 14),
             ("insert with 0015", 15),
-            ("insert with 0016", 16),
+            ("insert with 0016-0018", len(migrations)),
         ):
             path = folder / f"insert-{upto}.db"
             path.unlink(missing_ok=True)
@@ -244,16 +246,17 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             for index in range(0, len(data), 100):
                 _insert(conn, data[index : index + 100])
             found[name].append((time.process_time() - started) / len(data) * 1e6)
-            if upto == 16:
+            if upto == len(migrations):
                 conn.close()
-                copy = folder / "insert-16-copy.db"
-                shutil.copyfile(path, copy)
-                for job, file in (
-                    ("roll-up job without 0016's steps", copy),
-                    ("roll-up job", path),
+                for job in (
+                    "roll-up job without 0016's steps",
+                    "0018's step of the roll-up job alone",
                 ):
-                    found[job].append(_job_cost(file, len(data), job == "roll-up job"))
-                copy.unlink()
+                    copy = folder / "insert-copy.db"
+                    shutil.copyfile(path, copy)
+                    found[job].append(_job_cost(copy, len(data), job))
+                    copy.unlink()
+                found["roll-up job"].append(_job_cost(path, len(data), "roll-up job"))
                 continue
             conn.close()
     return {name: statistics.median(values) for name, values in found.items()}
@@ -282,10 +285,13 @@ def _roll_up_0015(conn: sqlite3.Connection) -> int:
     return last - mark
 
 
-def _job_cost(path: Path, rows: int, with_0016: bool) -> float:
-    """Wall µs per row the roll-up job takes to roll up the ledger at ``path``."""
+def _job_cost(path: Path, rows: int, job: str) -> float:
+    """Wall µs per row the roll-up job (``job``: as now, without 0016's steps, or 0018's
+    step alone) takes to roll up the ledger at ``path``."""
     conn = connect(str(path))
-    roll = rollups.roll_up if with_0016 else _roll_up_0015
+    roll = _roll_up_0015 if "0016" in job else rollups.roll_up
+    if "0018" in job:
+        roll = _overrun_step
     started = time.perf_counter()
     while True:
         conn.execute("BEGIN IMMEDIATE")
@@ -295,6 +301,18 @@ def _job_cost(path: Path, rows: int, with_0016: bool) -> float:
             break
     conn.close()
     return (time.perf_counter() - started) / rows * 1e6
+
+
+def _overrun_step(conn: sqlite3.Connection) -> int:
+    """0018's step of the job alone (`overrun_sql.roll_up`) over the next batch, the mark
+    moved as the job moves it: what 0018 adds to the job."""
+    mark = int(conn.execute(job_sql.MARK).fetchone()[0])
+    last = min(int(conn.execute(job_sql.LAST_ID).fetchone()[0]), mark + rollups.ROLL_BATCH)
+    if last <= mark:
+        return 0
+    overrun_sql.roll_up(conn, mark, last)
+    conn.execute(job_sql.SET_MARK, (last,))
+    return last - mark
 
 
 # ---------------------------------------------------------------------------- timings
