@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ADMIN, PYTHON, free_port, wait_http
-from spendgate.domain.marks import view_marks
+from spendgate.domain.marks import overruns, view_marks
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     CallerModel,
@@ -53,7 +53,7 @@ from spendgate.domain.refusals import (
 from spendgate.domain.savings import SavingsBy
 from spendgate.domain.totals import GroupBy, whole_hours
 from spendgate.storage.sqlite import ledger as ledger_sql
-from spendgate.storage.sqlite import refusal_days, refusal_sql, rollups
+from spendgate.storage.sqlite import overrun_sql, refusal_days, refusal_sql, rollups
 from spendgate.storage.sqlite import rollup_sql as job_sql
 from spendgate.storage.sqlite.connection import connect
 from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
@@ -215,8 +215,9 @@ def _insert(conn: sqlite3.Connection, rows: list[list[Any]]) -> None:
 
 def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, float]:
     """CPU microseconds per row: inserted 100 to a transaction without and with 0011, 0014
-    (two indexes on answered rows) and 0015 (the team index dropped), and
-    added to the rollups by the roll-up job (`rollups.roll_up`, its own batches)."""
+    (two indexes on answered rows), 0015 (the team index dropped) and 0016-0018 (0017's two
+    partial indexes), and added to the rollups by the roll-up job (`rollups.roll_up`, its
+    own batches; wall microseconds)."""
     migrations = load_migrations()
     found: dict[str, list[float]] = {
         "insert without 0011": [],
@@ -224,8 +225,9 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
         "insert with 0014": [],
         "insert with 0015": [],
     }
-    found["insert with 0016"] = []
+    found["insert with 0016-0018"] = []
     found["roll-up job without 0016's steps"] = []
+    found["0018's step of the roll-up job alone"] = []
     found["roll-up job"] = []
     data = list(synthetic_rows(rows, now_ms, seed=3))
     for _ in range(3):
@@ -234,7 +236,7 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             ("insert with 0011", 11),
             ("insert with 0014", 14),
             ("insert with 0015", 15),
-            ("insert with 0016", 16),
+            ("insert with 0016-0018", len(migrations)),
         ):
             path = folder / f"insert-{upto}.db"
             path.unlink(missing_ok=True)
@@ -244,16 +246,17 @@ def insert_cost(folder: Path, now_ms: int, rows: int = 20_000) -> dict[str, floa
             for index in range(0, len(data), 100):
                 _insert(conn, data[index : index + 100])
             found[name].append((time.process_time() - started) / len(data) * 1e6)
-            if upto == 16:
+            if upto == len(migrations):
                 conn.close()
-                copy = folder / "insert-16-copy.db"
-                shutil.copyfile(path, copy)
-                for job, file in (
-                    ("roll-up job without 0016's steps", copy),
-                    ("roll-up job", path),
+                for job in (
+                    "roll-up job without 0016's steps",
+                    "0018's step of the roll-up job alone",
                 ):
-                    found[job].append(_job_cost(file, len(data), job == "roll-up job"))
-                copy.unlink()
+                    copy = folder / "insert-copy.db"
+                    shutil.copyfile(path, copy)
+                    found[job].append(_job_cost(copy, len(data), job))
+                    copy.unlink()
+                found["roll-up job"].append(_job_cost(path, len(data), "roll-up job"))
                 continue
             conn.close()
     return {name: statistics.median(values) for name, values in found.items()}
@@ -282,10 +285,13 @@ def _roll_up_0015(conn: sqlite3.Connection) -> int:
     return last - mark
 
 
-def _job_cost(path: Path, rows: int, with_0016: bool) -> float:
-    """Wall µs per row the roll-up job takes to roll up the ledger at ``path``."""
+def _job_cost(path: Path, rows: int, job: str) -> float:
+    """Wall µs per row the roll-up job (``job``: as now, without 0016's steps, or 0018's
+    step alone) takes to roll up the ledger at ``path``."""
     conn = connect(str(path))
-    roll = rollups.roll_up if with_0016 else _roll_up_0015
+    roll = _roll_up_0015 if "0016" in job else rollups.roll_up
+    if "0018" in job:
+        roll = _overrun_step
     started = time.perf_counter()
     while True:
         conn.execute("BEGIN IMMEDIATE")
@@ -295,6 +301,18 @@ def _job_cost(path: Path, rows: int, with_0016: bool) -> float:
             break
     conn.close()
     return (time.perf_counter() - started) / rows * 1e6
+
+
+def _overrun_step(conn: sqlite3.Connection) -> int:
+    """0018's step of the job alone (`overrun_sql.roll_up`) over the next batch, the mark
+    moved as the job moves it: what 0018 adds to the job."""
+    mark = int(conn.execute(job_sql.MARK).fetchone()[0])
+    last = min(int(conn.execute(job_sql.LAST_ID).fetchone()[0]), mark + rollups.ROLL_BATCH)
+    if last <= mark:
+        return 0
+    overrun_sql.roll_up(conn, mark, last)
+    conn.execute(job_sql.SET_MARK, (last,))
+    return last - mark
 
 
 # ---------------------------------------------------------------------------- timings
@@ -409,16 +427,22 @@ def _blocks_after(conn: sqlite3.Connection, low: int, high: int) -> object:
 
 
 def _budgets_view_before(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The rows a budgets view with a 30-day budget read on SQLite before `fifty`
-    (`SqliteLedger.marked` over the window, narrowed in Python by `spendgate.domain.marks`)."""
+    """What a budgets view with a 30-day budget read on SQLite before `fifty`
+    (`SqliteLedger.marked` over the window, narrowed and its overruns counted in Python by
+    `spendgate.domain.marks`, as a ledger without `MarksReader` still does)."""
     marked = [LEDGER.load(row) for row in conn.execute(ledger_sql._MARKED, (low, high))]
-    return view_marks(marked, datetime.fromtimestamp((high - 60_000) / 1000, UTC))
+    since, until = (datetime.fromtimestamp(ms / 1000, UTC) for ms in (low, high))
+    recent = datetime.fromtimestamp((high - 60_000) / 1000, UTC)
+    return view_marks(marked, recent), overruns(marked, since, until)
 
 
 def _budgets_view(conn: sqlite3.Connection, low: int, high: int) -> object:
-    """The same rows narrowed in SQLite (`SqliteLedger.view_marks`)."""
+    """What the view reads since 0018: the marked rows narrowed in SQLite
+    (`SqliteLedger.view_marks`, the overruns no longer among them) and the overruns counted
+    per name, scope and member from their rollups (`SqliteLedger.overruns`)."""
     params = (low, high - 60_000, high)
-    return [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
+    rows = [LEDGER.load(row[:-1]) for row in conn.execute(ledger_sql._VIEW_MARKS, params)]
+    return rows, rollups.read(conn, lambda c: overrun_sql.counts(c, low, high))
 
 
 def in_process(
@@ -433,9 +457,7 @@ def in_process(
         old["blocks report, hourly rollups, medians walked (0014)"] = lambda: _blocks_0014(
             conn, low, high
         )
-    if not before:
-        del old["blocks report, rows folded (before 0014)"]
-    return {
+    found = {
         **old,
         "blocks report, days and kept medians (0016)": lambda: _blocks_after(conn, low, high),
         "usage raw": lambda: _raw_usage(conn, low, high),
@@ -447,8 +469,14 @@ def in_process(
         "budgets view rows, narrowed in Python (before)": lambda: _budgets_view_before(
             conn, low, high
         ),
-        "budgets view rows, narrowed in SQLite": lambda: _budgets_view(conn, low, high),
+        "budgets view, marked rows and overrun rollups (0018)": lambda: _budgets_view(
+            conn, low, high
+        ),
     }
+    if not before:  # minutes at 5M rows, and the view's 43 s at 50M
+        del found["blocks report, rows folded (before 0014)"]
+        del found["budgets view rows, narrowed in Python (before)"]
+    return found
 
 
 def cli_runs(config: Path) -> dict[str, Callable[[], object]]:
@@ -539,6 +567,16 @@ def from_base(db: Path, base: Path, now_ms: int) -> dict[str, float]:
     return found
 
 
+def upgrade(db: Path, now_ms: int) -> dict[str, float]:
+    """The migrations an --in-place ledger lacks, applied and timed (before any run, so
+    that the CLI's first round does not apply them)."""
+    conn = connect(str(db))
+    started = time.perf_counter()
+    applied = apply_migrations(conn, load_migrations(), lambda: now_ms)
+    conn.close()
+    return {f"migrations {applied} s": time.perf_counter() - started}
+
+
 def build_base(path: Path, count: int, now_ms: int) -> None:
     """``count`` rows under 0001-0010, then 0011-0013 (0011's backfill): what a ledger
     looked like before 0014, to upgrade copies of (``--base``)."""
@@ -572,13 +610,15 @@ def measure(
     only_blocks: bool = False,
     raw: bool = True,
     way_0014: bool = True,
+    only_budgets: bool = False,
+    migrate: bool = False,
 ) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     db = folder / f"ledger-{count}.db"
     results: dict[str, float]
     if base is not None and in_place:  # a ledger upgraded already (`benchmarks.bulk_ledger`)
         db = base
-        results = {}
+        results = upgrade(db, now_ms) if migrate else {}
     elif base is not None:
         results = from_base(db, base, now_ms)
     else:
@@ -587,12 +627,17 @@ def measure(
     runs = in_process(db, now_ms, before, way_0014)
     if only_blocks:  # a ledger from `benchmarks.bulk_ledger --blocks-only`: no usage rollups
         runs = {name: run for name, run in runs.items() if _of_blocks(name)}
+    if only_budgets:
+        runs = {name: run for name, run in runs.items() if name.startswith("budgets")}
     if not raw:
         runs = {name: run for name, run in runs.items() if "raw" not in name}
     results.update(timed(runs, repeat))
     config = write_config(folder, db)
     if cli and not only_blocks:
-        results.update(timed(cli_runs(config), repeat))
+        cli_steps = cli_runs(config)
+        if only_budgets:
+            cli_steps = {"budgets cli": cli_steps["budgets cli"]}
+        results.update(timed(cli_steps, repeat))
     port = free_port()
     env = {**os.environ, "SIM_KEY": "sk-unused", "SPENDGATE_ADMIN_TOKEN": ADMIN}
     server = subprocess.Popen(
@@ -606,6 +651,8 @@ def measure(
         api = api_runs(url)
         if only_blocks:
             api = {name: run for name, run in api.items() if _of_blocks(name)}
+        if only_budgets:
+            api = {"budgets api": api["budgets api"]}
         results.update(timed(api, repeat))
     finally:
         server.terminate()
@@ -647,6 +694,16 @@ def main() -> None:
         "--only-blocks", action="store_true", help="time the blocks report (and its API) only"
     )
     parser.add_argument(
+        "--only-budgets",
+        action="store_true",
+        help="time the budgets view (in process, its CLI and its API) only",
+    )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="with --in-place: apply (and time) the migrations the files lack first",
+    )
+    parser.add_argument(
         "--in-place",
         action="store_true",
         help="time the --base files as they are (built by benchmarks.bulk_ledger), no copy",
@@ -675,6 +732,8 @@ def main() -> None:
                 only_blocks=args.only_blocks,
                 raw=args.raw,
                 way_0014=args.way_0014,
+                only_budgets=args.only_budgets,
+                migrate=args.migrate,
             )
             print(f"{count:,} rows: {table[count]}", flush=True)
     names = list(next(iter(table.values())))

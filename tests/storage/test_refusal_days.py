@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import tempfile
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rollup_samples import write_in_parts, written_before_rollups
 from storage_samples import NOW, build_row
 
 from spendgate.clock import ManualClock
@@ -32,9 +32,6 @@ from spendgate.domain.refusals import (
     refusal_groups,
 )
 from spendgate.storage.sqlite import SqliteStorage
-from spendgate.storage.sqlite.connection import connect
-from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
-from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -142,16 +139,6 @@ async def _check(storage: SqliteStorage, since_ms: int, until_ms: int, span_ms: 
     } == expected
 
 
-async def _write(storage: SqliteStorage, rows: list[LedgerRow], rolls: list[bool]) -> None:
-    parts = len(rolls)
-    for index, roll in enumerate(rolls):
-        await storage.ledger_store.append(
-            rows[index * len(rows) // parts : (index + 1) * len(rows) // parts]
-        )
-        if roll:
-            await storage.ledger_store.roll_up()  # type: ignore[attr-defined]
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bursts=st.lists(refusals(), max_size=10),
@@ -175,7 +162,7 @@ async def test_whole_days_and_kept_medians_equal_the_raw_computation(
         storage = SqliteStorage(str(Path(folder) / "days.db"), clock=ManualClock(NOW))
         await storage.open()
         try:
-            await _write(storage, rows, rolls)
+            await write_in_parts(storage, rows, rolls)
             for since_ms, until_ms in windows:
                 await _check(storage, since_ms, until_ms, span)
         finally:
@@ -200,18 +187,13 @@ async def test_migration_0016_backfills_the_days_and_the_medians(
     third = len(rows) // 3
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "old.db"
-        with closing(connect(str(db))) as conn:
-            apply_migrations(conn, load_migrations()[:10], lambda: 0)
-            conn.execute("BEGIN")
-            conn.executemany(INSERT_LEDGER, [LEDGER.params(row) for row in rows[:third]])
-            conn.execute("COMMIT")
-            apply_migrations(conn, load_migrations()[:15], lambda: 0)  # 0011, 0014: rolled up
+        written_before_rollups(db, rows[:third], 15)  # 0011, 0014: rolled up
         storage = SqliteStorage(str(db), clock=ManualClock(NOW))
         await storage.open()
         try:
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms, 30 * DAY_MS)  # the backfill's
-            await _write(storage, rows[third:], [True, False])
+            await write_in_parts(storage, rows[third:], [True, False])
             for since_ms, until_ms in [*windows, (0, DAYS * DAY_MS)]:
                 await _check(storage, since_ms, until_ms, 30 * DAY_MS)
         finally:

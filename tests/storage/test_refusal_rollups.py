@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import random
 import tempfile
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rollup_samples import written_before_rollups
 from storage_samples import NOW, build_row
 
 from spendgate.clock import ManualClock
@@ -38,9 +38,6 @@ from spendgate.domain.refusals import (
 )
 from spendgate.storage import Storage
 from spendgate.storage.sqlite import SqliteStorage
-from spendgate.storage.sqlite.connection import connect
-from spendgate.storage.sqlite.migrate import apply_migrations, load_migrations
-from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER
 
 HOUR_MS = 3_600_000
 WINDOW_MS = int(RETRY_WINDOW.total_seconds() * 1000)
@@ -198,12 +195,7 @@ async def test_migration_0014_backfills_the_refusals_up_to_the_mark(
     third = len(rows) // 3
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "old.db"
-        with closing(connect(str(db))) as conn:
-            apply_migrations(conn, load_migrations()[:10], lambda: 0)
-            conn.execute("BEGIN")
-            conn.executemany(INSERT_LEDGER, [LEDGER.params(row) for row in rows[:third]])
-            conn.execute("COMMIT")
-            apply_migrations(conn, load_migrations()[:13], lambda: 0)  # 0011: mark at the end
+        written_before_rollups(db, rows[:third], 13)  # 0011: mark at the end
         storage = SqliteStorage(str(db), clock=ManualClock(NOW))
         await storage.open()
         try:

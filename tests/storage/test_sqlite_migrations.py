@@ -15,7 +15,7 @@ from storage_samples import NOW
 from spendgate.clock import ManualClock, to_ms
 from spendgate.errors import StorageError
 from spendgate.storage import open_storage, supported_schemes
-from spendgate.storage.sqlite import SqliteStorage
+from spendgate.storage.sqlite import SqliteStorage, overrun_sql
 from spendgate.storage.sqlite.connection import connect
 from spendgate.storage.sqlite.ledger import _VIEW_MARKS
 from spendgate.storage.sqlite.migrate import (
@@ -73,14 +73,22 @@ async def test_schema_has_tables_indexes_and_wal(tmp_path: Path, clock: ManualCl
 async def test_the_budgets_view_reads_by_its_own_indexes(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    """0017's partial indexes: the view's overruns and exhausted refusals are found without
-    walking every refused row (its expression and the query's must stay the same text)."""
+    """0017's partial indexes: the view's exhausted refusals, and the overruns of the
+    partial hours that 0018's rollups leave to the rows, are found without walking every
+    refused row (its expression and the query's must stay the same text); the rows past
+    the roll-up mark by id, as the other reports read them."""
     db = tmp_path / "spend.db"
     await _open_and_close(db, clock)
     with closing(sqlite3.connect(db)) as conn:
         plan = str(conn.execute("EXPLAIN QUERY PLAN " + _VIEW_MARKS, (0, 1, 2)).fetchall())
-    assert "USING INDEX ledger_overrun" in plan
+        edges = {"low": 0, "high": 1, "mark": 0}
+        raw, past = (
+            str(conn.execute("EXPLAIN QUERY PLAN " + sql, edges).fetchall())
+            for sql in (overrun_sql._RAW, overrun_sql._PAST)
+        )
     assert "USING INDEX ledger_exhausted" in plan
+    assert "USING INDEX ledger_overrun" in raw
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in past
 
 
 async def test_key_lookup_uses_an_index(tmp_path: Path, clock: ManualClock) -> None:

@@ -24,6 +24,7 @@ from spendgate.domain.budgets import (
 )
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits, key_budgets
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.marks import row_members
 from spendgate.domain.periods import window
 from spendgate.domain.pricing import Price
 from spendgate.errors import BUDGET_EXHAUSTED, InvalidRequest, NotFound
@@ -187,15 +188,17 @@ class BudgetService:
         lately = now - REFUSING
         since = min((ref.window.since for ref in refs), default=now)
         scopes = {s.ref.budget.name: s.ref.budget.target.scope for s in states}
-        # each row filed once under every (budget, member) it counts for: one pass over
-        # the rows, not one per view (10,000 listed budgets would make it quadratic)
+        # each refusal filed once under every (budget, member) it counts for: one pass
+        # over the rows, not one per view (10,000 listed budgets would make it quadratic)
         by_member: dict[tuple[str, str | None], list[LedgerRow]] = {}
         for row in await self._storage.view_marks(min(since, lately), lately, now):
-            for name in {row.blocked_by, *row.settled_above} - {None}:
-                scope = scopes.get(str(name))
-                if scope is not None:
-                    for member in set(row_members(scope, row)):
-                        by_member.setdefault((str(name), member), []).append(row)
+            scope = scopes.get(row.blocked_by or "")
+            if row.blocked_by and scope is not None:
+                for member in set(row_members(scope, row)):
+                    by_member.setdefault((row.blocked_by, member), []).append(row)
+        # the overruns counted per (name, scope, member), once per distinct window start
+        starts = {s.ref.window.since for s in states}
+        overruns = {start: await self._storage.overruns(start, now) for start in starts}
         views = []
         for s in states:
             budget, member = s.ref.budget, s.ref.member
@@ -203,9 +206,8 @@ class BudgetService:
             override = overrides.get(budget.name)
             changed = max(lately, override.created_at) if override else lately
             refused = sum(row.blocked_by == budget.name and row.ts >= changed for row in rows)
-            over = sum(
-                budget.name in row.settled_above and row.ts >= s.ref.window.since for row in rows
-            )
+            counted = overruns[s.ref.window.since]
+            over = counted.get((budget.name, budget.target.scope.value, member), 0)
             minimal = minimal_request(budget, member, self._models, self._min_output)
             view = BudgetView(budget, member, s, override, refused, over, minimal)
             views.append(view)
@@ -324,21 +326,3 @@ def _kept_by(ceiling: int) -> str:
     if ceiling >= MAX_LIMIT:
         return ""
     return " (counters on Redis keep amounts below 2^53 exactly: docs/storage.md)"
-
-
-def row_members(scope: BudgetScope, row: LedgerRow) -> tuple[str | None, ...]:
-    """The members of a scope that a ledger row was counted for (as
-    `spendgate.domain.budgets.Scoped.members` matched its caller)."""
-    if scope is BudgetScope.TAG:
-        return row.tags
-    return (
-        {
-            BudgetScope.ORG: row.org,
-            BudgetScope.TEAM: row.team,
-            BudgetScope.SERVICE: row.service,
-            BudgetScope.USER: row.user,
-            BudgetScope.KEY: row.key_id,
-            BudgetScope.SESSION: row.session_id,
-            BudgetScope.MODEL: row.routed_model,
-        }[scope],
-    )

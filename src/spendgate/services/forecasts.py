@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 
 from spendgate.domain.budgets import Kind, Unit
 from spendgate.domain.forecast import Forecast, forecast
+from spendgate.domain.marks import row_members
 from spendgate.domain.settlement import row_amounts
-from spendgate.services.budgets import BudgetView, row_members
+from spendgate.services.budgets import BudgetView
 from spendgate.storage import Storage
 
 DEFAULT_WINDOW = timedelta(hours=1)

@@ -36,6 +36,7 @@ from spendgate.domain.budgets import CounterRef, RequestCap
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
+from spendgate.domain.marks import Overruns
 from spendgate.domain.refusals import CallerModel, RefusalCombo, RefusalGroup
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
@@ -213,14 +214,20 @@ class Ledger(Protocol):
 class MarksReader(Protocol):
     """A ledger that reads a budgets view's marked rows without the rest of the window's
     (PostgreSQL: from a rollup of the newest refusal per name and caller; SQLite: narrowed
-    in SQL from the window's marked rows). Others give `Ledger.marked` narrowed by
-    `spendgate.domain.marks.view_marks`."""
+    in SQL from the window's marked rows), and counts its overruns without loading them
+    (SQLite: from rollups, migration 0018; PostgreSQL: counted in SQL). Others give
+    `Ledger.marked` narrowed by `spendgate.domain.marks.view_marks` and counted by
+    `spendgate.domain.marks.overruns`."""
 
     async def view_marks(
         self, since: datetime, recent: datetime, until: datetime
     ) -> list[LedgerRow]:
         """`spendgate.domain.marks.view_marks` of ``marked(since, until)``; ``until`` is
         now (no row is newer)."""
+        ...
+
+    async def overruns(self, since: datetime, until: datetime) -> Overruns:
+        """`spendgate.domain.marks.overruns` of ``marked(since, until)``."""
         ...
 
 

@@ -36,7 +36,7 @@ from spendgate.domain.budgets import CounterRef
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.loops import LoopBlock, LoopPolicy
-from spendgate.domain.marks import view_marks
+from spendgate.domain.marks import Overruns, overruns, view_marks
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     SAMPLE_SPAN,
@@ -389,6 +389,13 @@ class Storage:
         if isinstance(self.ledger_store, MarksReader):
             return await self.ledger_store.view_marks(since, recent, until)
         return view_marks(await self.ledger_store.marked(since, until), recent)
+
+    async def overruns(self, since: datetime, until: datetime) -> Overruns:
+        """Per (budget name, scope, member), the rows settled above that budget over
+        ``[since, until)`` (`spendgate.domain.marks.overruns`)."""
+        if isinstance(self.ledger_store, MarksReader):
+            return await self.ledger_store.overruns(since, until)
+        return overruns(await self.ledger_store.marked(since, until), since, until)
 
     async def savings(
         self, since: datetime, until: datetime, by: SavingsBy

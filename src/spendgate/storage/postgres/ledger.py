@@ -21,6 +21,7 @@ import asyncpg
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.marks import Overruns
 from spendgate.domain.refusals import CallerModel, RefusalCombo
 from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import (
@@ -312,6 +313,10 @@ class PgLedger:
         span = (to_ms(since), to_ms(recent), to_ms(until))
         found = await self._fetch(marks_sql.VIEW_MARKS, *span)
         return [LEDGER.load(tuple(row)[:-1]) for row in found]
+
+    async def overruns(self, since: datetime, until: datetime) -> Overruns:
+        found = await self._fetch(marks_sql.OVERRUNS, to_ms(since), to_ms(until))
+        return {(name, scope, member): int(count) for name, scope, member, count in found}
 
     async def output_medians(
         self, pairs: Sequence[tuple[str, str]], since: datetime, until: datetime, limit: int

@@ -1,8 +1,9 @@
 """The budgets view's marked rows on PostgreSQL (`spendgate.domain.marks`, migration
-0006): the recent marked rows and the overruns by their partial indexes, and the newest
-refusal for an exhausted budget per name and caller from ``refusals_latest``, which the
-statement that inserts ledger rows keeps. Names are fixed here, never input (hence the
-S608 waivers)."""
+0006): the recent marked rows by their partial indexes, and the newest refusal for an
+exhausted budget per name and caller from ``refusals_latest``, which the statement that
+inserts ledger rows keeps; the overruns counted per name, scope and member in SQL (not
+from a rollup: linear in the window's overrun rows, but none loaded). Names are fixed
+here, never input (hence the S608 waivers)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,38 @@ LATEST_INSERTED = (
 _ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= $1 AND ts < $3 AND "  # noqa: S608
 VIEW_MARKS = (
     f"{_ROWS}ts >= $2 AND blocked_by IS NOT NULL "  # noqa: S608
-    f"UNION ALL {_ROWS}settled_above != '[]' AND NOT (ts >= $2 AND blocked_by IS NOT NULL) "
-    f"UNION ALL {_ROWS}ts < $2 AND settled_above = '[]' AND (ts, id) IN "
+    f"UNION ALL {_ROWS}ts >= $2 AND blocked_by IS NULL AND settled_above != '[]' "
+    f"UNION ALL {_ROWS}ts < $2 AND (ts, id) IN "
     "(SELECT ts, id FROM refusals_latest WHERE ts >= $1 AND ts < $3) "
     "ORDER BY ts, id"
+)
+
+# The overruns of [$1, $2) per name, scope and member (`spendgate.domain.marks.overruns`),
+# counted here by 0005's index on overrun rows, not loaded: each row once per name it was
+# settled above and member it has (a NULL member left out); rows of one caller and names
+# counted together first, so the JSON is expanded once per distinct caller, not per row.
+_MEMBERS = ", ".join(
+    f"('{scope}', l.{column})"
+    for scope, column in (
+        ("org", "org"),
+        ("team", "team"),
+        ("service", "service"),
+        ("user", '"user"'),
+        ("key", "key_id"),
+        ("session", "session_id"),
+        ("model", "routed_model"),
+    )
+)
+_GROUPED = (
+    '(SELECT settled_above, org, team, service, "user", key_id, session_id, routed_model, '
+    "tags, COUNT(*) AS n FROM ledger WHERE ts >= $1 AND ts < $2 AND settled_above != '[]' "
+    "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9)"
+)
+OVERRUNS = (
+    f"SELECT o.name, m.scope, m.member, SUM(l.n)::bigint FROM {_GROUPED} AS l "  # noqa: S608
+    "CROSS JOIN LATERAL (SELECT DISTINCT name "
+    "FROM jsonb_array_elements_text(l.settled_above::jsonb) AS n(name)) AS o "
+    f"CROSS JOIN LATERAL (SELECT scope, member FROM (VALUES {_MEMBERS}) AS v(scope, member) "
+    "UNION SELECT 'tag', t FROM jsonb_array_elements_text(l.tags::jsonb) AS t) AS m "
+    "WHERE m.member IS NOT NULL GROUP BY 1, 2, 3"
 )

@@ -1,4 +1,4 @@
-"""Circuit breakers on SQLite (table ``breakers``, migration 0018): one read-decide-write
+"""Circuit breakers on SQLite (table ``breakers``, migration 0019): one read-decide-write
 writer job per transition, so two processes failing at once count two failures and only
 one of them claims a half-open probe."""
 

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from spendgate.clock import to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.marks import Overruns
 from spendgate.domain.refusals import (
     RECENT_OUTPUTS,
     SAMPLE_SPAN,
@@ -21,7 +22,7 @@ from spendgate.domain.savings import SavingsBy, SavingsGroup, ShadowSavings
 from spendgate.domain.totals import BlockGroup, Bucket, GroupBy, UsageGroup, UsagePoint, UsageQuery
 from spendgate.errors import BUDGET_EXHAUSTED
 from spendgate.storage.periodic import Periodic
-from spendgate.storage.sqlite import medians, refusal_estimate, rollups
+from spendgate.storage.sqlite import medians, overrun_sql, refusal_estimate, rollups
 from spendgate.storage.sqlite.file import SqliteFile
 from spendgate.storage.sqlite.rollup_sql import MARK
 from spendgate.storage.sqlite.rows import (
@@ -42,20 +43,23 @@ _MARKED = (
     "WHERE ts >= ? AND ts < ? AND (blocked_by IS NOT NULL OR settled_above != '[]') "
     "ORDER BY ts, id"
 )
-# What a budgets view reads of the marked rows (`spendgate.domain.marks`), ?1 since, ?2
-# recent, ?3 until: the recent marked rows, the older overruns, and the older rows that are
-# their caller's newest refusal for an exhausted budget; each row once, oldest first. The
-# caller is compared as stored (tags as their JSON text), as on PostgreSQL.
+# What a budgets view reads of the marked rows (`spendgate.domain.marks.view_marks`), ?1
+# since, ?2 recent, ?3 until: the recent marked rows and the older rows that are their
+# caller's newest refusal for an exhausted budget; each row once, oldest first (the
+# overruns are counted from rollups: `overrun_sql`). The caller is compared as stored (tags
+# as their JSON text), as on PostgreSQL.
 _CALLER = 'blocked_by, key_id, "user", service, team, org, session_id, routed_model, tags'
-_VIEW_ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= ?1 AND ts < ?3 AND "  # noqa: S608
+_VIEW_ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE "  # noqa: S608
 assert "'" not in BUDGET_EXHAUSTED
 _VIEW_MARKS = (
-    f"{_VIEW_ROWS}ts >= ?2 AND (blocked_by IS NOT NULL OR settled_above != '[]') "  # noqa: S608
-    f"UNION ALL {_VIEW_ROWS}ts < ?2 AND settled_above != '[]' "
-    f"UNION ALL {_VIEW_ROWS}ts < ?2 AND settled_above = '[]' AND id IN ("
+    # one lower bound (the later), so that the walk of `ledger_marked` starts at it
+    f"{_VIEW_ROWS}ts >= max(?1, ?2) AND ts < ?3 "  # noqa: S608
+    "AND (blocked_by IS NOT NULL OR settled_above != '[]') "
+    f"UNION ALL {_VIEW_ROWS}ts >= ?1 AND ts < ?3 AND ts < ?2 AND id IN ("
     "SELECT id FROM (SELECT id, row_number() OVER "
-    f"(PARTITION BY {_CALLER} ORDER BY ts DESC, id DESC) AS newest FROM ledger "
-    "WHERE ts >= ?1 AND ts < ?3 AND blocked_by IS NOT NULL "
+    f"(PARTITION BY {_CALLER} ORDER BY ts DESC, id DESC) AS newest "
+    # named: without statistics SQLite may walk `ledger_marked` (every refusal) instead
+    "FROM ledger INDEXED BY ledger_exhausted WHERE ts >= ?1 AND ts < ?3 AND blocked_by IS NOT NULL "
     f"AND substr(error, 1, {len(BUDGET_EXHAUSTED)}) = '{BUDGET_EXHAUSTED}') WHERE newest = 1) "
     "ORDER BY ts, id"
 )
@@ -339,6 +343,13 @@ class SqliteLedger:
             return [LEDGER.load(row[:-1]) for row in conn.execute(_VIEW_MARKS, params)]
 
         return await self._file.report(scan)
+
+    async def overruns(self, since: datetime, until: datetime) -> Overruns:
+        """`MarksReader.overruns` from the rollups of migration 0018 (`overrun_sql`)."""
+        low, high = to_ms(since), to_ms(until)
+        return await self._file.report(
+            lambda conn: rollups.read(conn, lambda c: overrun_sql.counts(c, low, high))
+        )
 
     async def check(self) -> None:
         await self._file.check()

@@ -1,7 +1,8 @@
 """Reports from the hourly rollups (migration 0011), and the job that keeps them.
 
 `roll_up` adds the ledger rows past the mark (``rollup_mark.rolled_to``, a ledger id) to
-``usage_hourly``, ``blocks_hourly`` and ``shadow_hourly`` and moves the mark, in one
+``usage_hourly``, ``blocks_hourly`` and ``shadow_hourly`` (and to the later migrations'
+rollups: `refusal_sql`, `refusal_days`, `medians`, `overrun_sql`) and moves the mark, in one
 transaction on the writer. A report takes, in one read transaction: the whole hours of its
 period from the rollups, the rows of those hours past the mark raw (rows written since the
 job last ran), and the partial hours at its edges raw; and sums them. Its answer is what
@@ -32,7 +33,7 @@ from spendgate.domain.totals import (
     merge_usage,
     whole_hours,
 )
-from spendgate.storage.sqlite import medians, refusal_days, refusal_sql
+from spendgate.storage.sqlite import medians, overrun_sql, refusal_days, refusal_sql
 from spendgate.storage.sqlite import rollup_sql as job
 from spendgate.storage.sqlite.rows import GROUP_COLUMNS, SAVINGS, SHADOW_SAVINGS, USAGE
 
@@ -173,6 +174,7 @@ def roll_up(conn: sqlite3.Connection, batch: int = ROLL_BATCH) -> int:
         conn.execute(statement)
     conn.execute(refusal_days.DELTA_CLEAR)
     medians.keep(conn, mark, last)
+    overrun_sql.roll_up(conn, mark, last)
     conn.execute(job.SEEN_CLEAR)
     conn.execute(job.SET_MARK, (last,))
     return last - mark
