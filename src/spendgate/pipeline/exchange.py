@@ -71,6 +71,7 @@ class Exchange:
     ttfb: float | None = None
     upstream_s: float = 0.0  # spent waiting on providers, this attempt and those before it
     upstream_request_id: str | None = None
+    tier_reported: str | None = None  # the tier the answer's headers name (`spec.tier_reported`)
     ticket: Ticket | None = None  # what it reserved on budgets and limits
     trace: str | None = None  # or its lease without counters (`spendgate.pipeline.trace`)
     settled: bool = False
@@ -146,6 +147,8 @@ class Exchange:
         """``template``: the identity part only, for a reservation that may lapse (no cost
         and no counterfactual: a lapsed one is charged what it reserved)."""
         billed = self.spec.billed and not template
+        if billed:
+            usage = self.spec.served_in(usage, self.body, self.tier_reported)
         cost = cost_of(usage, self.price) if billed else 0
         decision = self.decision
         baseline = shadow = None
