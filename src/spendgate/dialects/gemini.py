@@ -199,14 +199,13 @@ def from_gemini(usage: Mapping[str, Any]) -> Usage:
 _GEMINI_TIERS = frozenset({"priority", "flex"})
 
 
-# The response header that names the tier which served a request (``standard`` when a
-# Priority request was downgraded).
+# The response header naming the tier that served (``standard``: Priority downgraded).
 TIER_HEADER = "x-gemini-service-tier"
 
 
 def _tier_name(value: object) -> str | None:
-    """A Gemini service tier (a request's ``serviceTier``, or `TIER_HEADER`) lower-case,
-    ``SERVICE_TIER_PRIORITY`` read as ``priority``; None if it is not a string."""
+    """A Gemini service tier (``serviceTier``, `TIER_HEADER`) lower-case, without the
+    ``SERVICE_TIER_`` prefix; None if it is not a string."""
     if not isinstance(value, str):
         return None
     return value.strip().lower().removeprefix("service_tier_")
@@ -419,10 +418,11 @@ class GeminiSurface(SurfaceSpec):
         return headers.get(TIER_HEADER)
 
     def served_in(self, usage: Usage, body: Mapping[str, Any], reported: str | None) -> Usage:
-        """The tier `TIER_HEADER` names; without it, the tier the request asked for."""
+        """The tier `TIER_HEADER` names; else the one asked for; else the usage's own."""
         if reported is not None:
             return usage.in_tier(_tier(reported))
-        return usage.in_tier(_tier(_get(body, "serviceTier")))
+        asked = _tier(_get(body, "serviceTier"))
+        return usage if asked is None else usage.in_tier(asked)
 
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         return False, False  # implicit caching writes for free; explicit caches are made apart

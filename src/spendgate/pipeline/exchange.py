@@ -124,13 +124,17 @@ class Exchange:
 
     def estimate(self, output: str | GeneratedText = "") -> Usage:
         """An estimate for when the provider reported no usage; ``output``: what it
-        generated (a stream's `GeneratedText`, or an answer's text)."""
+        generated (a stream's `GeneratedText`, or an answer's text). It is served in the
+        dearest service tier the request could have been served in (as its worst case
+        was reserved): a Priority request is not estimated at the standard rates."""
         model = self.counted_as
         if isinstance(output, GeneratedText):
             count = output.tokens_for(model).tokens
         else:
             count = tokens.count_output_text(model, output).tokens if output else 0
-        return self.spec.estimate(model, self.body, count)
+        usage = self.spec.estimate(model, self.body, count)
+        tiers = self.spec.service_tiers(self.body, self.provider.default_service_tier)
+        return usage.in_tier(self.price.dearest_tier(tiers, usage.input_tokens))
 
     def row(
         self,
