@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendgate.dialects.anthropic import from_anthropic
 from spendgate.dialects.openai import from_openai_chat
+from spendgate.domain.admission import worst_case
+from spendgate.domain.budgets import Unit
 from spendgate.domain.pricing import Price, PriceBook, Rates, Tier, cost_of, free_price
 from spendgate.domain.usage import Usage
 from spendgate.money import Nanos, dollars_to_nanos
@@ -222,3 +224,28 @@ def test_a_dearer_tier_never_lowers_the_cost(usage: Usage, rates: Rates, extra: 
     cheap = Rates(input=rates.input, output=rates.output)
     tiered = Price("m", cheap, tiers=(Tier(100_000, dearer),))
     assert cost_of(usage, tiered) >= cost_of(usage, Price("m", cheap))
+
+
+@settings(max_examples=1000)
+@given(rates=rates_(), data=st.data())
+def test_a_request_using_its_whole_worst_case_settles_within_it(
+    rates: Rates, data: st.DataObject
+) -> None:
+    """Any rates (a fraction of a nano-dollar per token included), input exactly the bound
+    and output exactly the ceiling, split between every class at random: the cost is never
+    above the worst case reserved (`tests/unit/test_worst_case_bounds_cost.py`)."""
+    inputs = data.draw(st.integers(1, 5_000))
+    ceiling = data.draw(st.integers(1, 5_000))
+    cached = data.draw(st.integers(0, inputs))
+    written = data.draw(st.integers(0, inputs - cached))
+    usage = Usage(
+        input_tokens=inputs,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=data.draw(st.integers(0, written)),
+        output_tokens=ceiling,
+        reasoning_tokens=data.draw(st.integers(0, ceiling)),
+    )
+    price = Price("m", rates)
+    worst = worst_case(price, input_tokens=inputs, input_exact=True, ceiling=ceiling, choices=1)
+    assert cost_of(usage, price) <= worst.amount(Unit.NANOS, ceiling)
