@@ -212,3 +212,27 @@ def test_sdk_raises_client_error_on_429(sim: SimulatorThread) -> None:
         http.close()
     assert caught.value.code == 429
     assert len(sim.records) == 1  # google-genai does not retry by default (CLIENTS.md §7)
+
+
+@pytest.mark.parametrize(
+    ("asked", "forced", "reported"),
+    [
+        ("priority", None, "priority"),
+        ("FLEX", None, "flex"),
+        ("SERVICE_TIER_PRIORITY", None, "priority"),
+        ("priority", "standard", "standard"),  # downgraded past the Priority limit
+        (None, None, None),
+    ],
+)
+def test_the_tier_served_is_the_x_gemini_service_tier_header(
+    raw: Raw, asked: str | None, forced: str | None, reported: str | None
+) -> None:
+    body = {**BODY, "serviceTier": asked} if asked else BODY
+    headers = {"x-sim-service-tier": forced} if forced else {}
+    for path in (
+        f"/v1beta/models/{MODEL}:generateContent",
+        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+    ):
+        answer = raw.send("POST", path, body, {**KEY, **headers})
+        assert answer.status == 200
+        assert answer.headers.get("x-gemini-service-tier") == reported

@@ -1,14 +1,16 @@
-"""`cost_of`: every component rounded up, never below the exact cost, monotone in tokens."""
+"""`cost_of`: the exact sum rounded up once, never below the exact cost, monotone in tokens."""
 
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendgate.dialects.anthropic import from_anthropic
 from spendgate.dialects.openai import from_openai_chat
+from spendgate.domain.admission import worst_case
+from spendgate.domain.budgets import Unit
 from spendgate.domain.pricing import Price, PriceBook, Rates, Tier, cost_of, free_price
 from spendgate.domain.usage import Usage
 from spendgate.money import Nanos, dollars_to_nanos
@@ -183,12 +185,13 @@ def exact_components(usage: Usage, rates: Rates) -> list[Decimal]:
 
 
 @given(usage=usages(), rates=rates_())
-def test_cost_is_the_ceiling_of_each_exact_component(usage: Usage, rates: Rates) -> None:
-    exact = exact_components(usage, rates)
+def test_cost_is_the_ceiling_of_the_exact_sum(usage: Usage, rates: Rates) -> None:
+    """Rounded once per row: never below the exact cost, less than a nano-dollar above."""
+    exact = sum(exact_components(usage, rates))
     cost = cost_of(usage, Price("m", rates))
-    assert cost == sum(int(c.to_integral_value(rounding=ROUND_CEILING)) for c in exact)
-    assert Decimal(cost) >= sum(exact)
-    assert Decimal(cost) - sum(exact) < len(exact)
+    assert cost == int(exact.to_integral_value(rounding=ROUND_CEILING))
+    assert Decimal(cost) >= exact
+    assert Decimal(cost) - exact < 1
 
 
 @given(
@@ -221,3 +224,28 @@ def test_a_dearer_tier_never_lowers_the_cost(usage: Usage, rates: Rates, extra: 
     cheap = Rates(input=rates.input, output=rates.output)
     tiered = Price("m", cheap, tiers=(Tier(100_000, dearer),))
     assert cost_of(usage, tiered) >= cost_of(usage, Price("m", cheap))
+
+
+@settings(max_examples=1000)
+@given(rates=rates_(), data=st.data())
+def test_a_request_using_its_whole_worst_case_settles_within_it(
+    rates: Rates, data: st.DataObject
+) -> None:
+    """Any rates (a fraction of a nano-dollar per token included), input exactly the bound
+    and output exactly the ceiling, split between every class at random: the cost is never
+    above the worst case reserved (`tests/unit/test_worst_case_bounds_cost.py`)."""
+    inputs = data.draw(st.integers(1, 5_000))
+    ceiling = data.draw(st.integers(1, 5_000))
+    cached = data.draw(st.integers(0, inputs))
+    written = data.draw(st.integers(0, inputs - cached))
+    usage = Usage(
+        input_tokens=inputs,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=data.draw(st.integers(0, written)),
+        output_tokens=ceiling,
+        reasoning_tokens=data.draw(st.integers(0, ceiling)),
+    )
+    price = Price("m", rates)
+    worst = worst_case(price, input_tokens=inputs, input_exact=True, ceiling=ceiling, choices=1)
+    assert cost_of(usage, price) <= worst.amount(Unit.NANOS, ceiling)

@@ -409,6 +409,16 @@ class SurfaceSpec:
         tool calls), where a dialect reports those elsewhere."""
         return usage
 
+    def tier_reported(self, headers: Mapping[str, str]) -> str | None:
+        """The service tier an answer's headers say served it, where a provider says so
+        only there (Gemini); by default None."""
+        return None
+
+    def served_in(self, usage: Usage, body: Mapping[str, Any], reported: str | None) -> Usage:
+        """``usage`` in the tier that served it, given the body and `tier_reported`, where
+        its usage object does not say; by default unchanged."""
+        return usage
+
     def response_text(self, response: Mapping[str, Any]) -> str:
         """The generated text of a non-streamed response, for estimating its output."""
         return ""

@@ -7,7 +7,8 @@ or ``?key=`` (which never goes upstream). Errors: ``{"error": {"code", "message"
 "status"}}`` with a gRPC status name (``RESOURCE_EXHAUSTED``), and a ``RetryInfo`` detail
 when a wait helps. Usage: ``promptTokenCount`` includes ``cachedContentTokenCount``;
 ``thoughtsTokenCount`` is output outside ``candidatesTokenCount``; a tool-use prompt
-(``toolUsePromptTokenCount``) is input. The output ceiling is
+(``toolUsePromptTokenCount``) is input; ``serviceTier`` (``priority``, ``flex``) is the tier
+it was billed in. The output ceiling is
 ``generationConfig.maxOutputTokens`` and, on models that think, covers the thoughts too
 (``thinkingConfig.thinkingBudget`` counts inside it). Streams are SSE chunks, each a whole
 ``GenerateContentResponse``; usage is cumulative and the last chunk has the totals and a
@@ -194,6 +195,29 @@ def from_gemini(usage: Mapping[str, Any]) -> Usage:
     )
 
 
+# ``serviceTier`` values that choose a tier other than the standard one.
+_GEMINI_TIERS = frozenset({"priority", "flex"})
+
+
+# The response header naming the tier that served (``standard``: Priority downgraded).
+TIER_HEADER = "x-gemini-service-tier"
+
+
+def _tier_name(value: object) -> str | None:
+    """A Gemini service tier (``serviceTier``, `TIER_HEADER`) lower-case, without the
+    ``SERVICE_TIER_`` prefix; None if it is not a string."""
+    if not isinstance(value, str):
+        return None
+    return value.strip().lower().removeprefix("service_tier_")
+
+
+def _tier(value: object) -> str | None:
+    """A Gemini service tier as a price's tier name: ``priority`` or ``flex``; ``standard``,
+    ``unspecified``, another name or none is None (the standard rates)."""
+    tier = _tier_name(value)
+    return tier if tier in _GEMINI_TIERS else None
+
+
 def gemini_usage_problem(usage: Mapping[str, Any]) -> str | None:
     # Gemini leaves out counts that are zero: only the prompt's is always there.
     problem = count_problem(
@@ -229,6 +253,7 @@ _PROTO_NAMES = {
     "thinkingConfig": "thinking_config",
     "thinkingBudget": "thinking_budget",
     "cachedContent": "cached_content",
+    "serviceTier": "service_tier",
 }
 
 
@@ -377,6 +402,27 @@ class GeminiSurface(SurfaceSpec):
 
     def hidden_input(self, body: Mapping[str, Any]) -> HiddenInput:
         return gemini_hidden(_request(body))
+
+    def service_tiers(
+        self, body: Mapping[str, Any], account_default: str | None
+    ) -> tuple[str | None, ...]:
+        """``serviceTier: priority`` or ``flex`` chooses that tier, ``standard`` the standard
+        one; none (or ``unspecified``) the account's default."""
+        asked = _get(body, "serviceTier")
+        if _tier_name(asked) == "standard":
+            return (None,)
+        tier = _tier(asked)
+        return (tier,) if tier is not None else (account_default,)
+
+    def tier_reported(self, headers: Mapping[str, str]) -> str | None:
+        return headers.get(TIER_HEADER)
+
+    def served_in(self, usage: Usage, body: Mapping[str, Any], reported: str | None) -> Usage:
+        """The tier `TIER_HEADER` names; else the one asked for; else the usage's own."""
+        if reported is not None:
+            return usage.in_tier(_tier(reported))
+        asked = _tier(_get(body, "serviceTier"))
+        return usage if asked is None else usage.in_tier(asked)
 
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         return False, False  # implicit caching writes for free; explicit caches are made apart

@@ -69,15 +69,16 @@ def worst_case(
     fees: int = 0,
     tiers: Iterable[str | None] = (None,),
 ) -> WorstCase:
-    """Every input token at the dearest input-side rate the request can incur (a cache
-    write only where it may write the cache: ``cache_write``, ``cache_write_1h``), the
+    """Every input token at the dearest input-side rate the request can incur (uncached,
+    read from the cache, and a cache write only where it may write the cache:
+    ``cache_write``, ``cache_write_1h``), the
     output at the dearer of output and reasoning, in the dearest of the service ``tiers``
     the request can be served in (None: standard), and ``fees`` (nano-dollars: per-call
     tool fees, at most) on top of the input."""
     if price.free:
         return WorstCase(input_tokens, input_exact, ceiling, choices, 0, 0)
     rates = price.worst_rates(input_tokens, tiers).full()
-    candidates = [rates.input]
+    candidates = [rates.input, rates.cached_input]  # a cache read is never dearer, unless set so
     if cache_write:
         candidates.append(rates.cache_write)
     if cache_write_1h:

@@ -18,9 +18,12 @@ A price has up to three dimensions, resolved in this order by `Price.rates_for`:
 3. **per-call tool fees** (``tool_fees``), added for ``usage.tool_calls`` on top of the
    tokens; a tool without a fee costs nothing extra.
 
-Every component is rounded up to the next nano-dollar, so a computed charge is never
-below the real one: a multiplied rate is rounded up per million tokens, then each token
-class's cost is rounded up as `spendgate.money.token_cost` does.
+A computed charge is never below the real one: a multiplied rate is rounded up per million
+tokens, then the tokens' cost (every class at its rate, summed exactly) is rounded up to
+the next nano-dollar once. Once, not class by class: the worst case reserved before the
+call (`spendgate.domain.admission.worst_case`) rounds its input once and its output once,
+so a cost rounded class by class could exceed it by a few nano-dollars (an overrun) where
+a rate is a fraction of a nano-dollar per token.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from spendgate.domain.usage import Usage
-from spendgate.money import Nanos, token_cost
+from spendgate.money import TOKENS_PER_PRICE_UNIT, Nanos
 
 # The service tiers a price may list, as providers report them (lower-case). OpenAI reports
 # ``priority`` when a request asked for ``fast``; Anthropic's ``speed: fast`` is ``fast``.
@@ -209,22 +212,23 @@ def free_price(model: str, source: str = "config") -> Price:
 
 
 def cost_of(usage: Usage, price: Price) -> Nanos:
-    """What ``usage`` costs at ``price``, in nano-dollars, each component rounded up: its
-    tokens at the rates of its service tier and input size, plus its tools' per-call fees."""
+    """What ``usage`` costs at ``price``, in nano-dollars: its tokens at the rates of its
+    service tier and input size, summed exactly and rounded up once, plus its tools'
+    per-call fees."""
     if price.free:
         return Nanos(0)
     rates = price.rates_for(usage.input_tokens, usage.service_tier).full()
     write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    return Nanos(
-        token_cost(usage.uncached_input_tokens, rates.input)
-        + token_cost(usage.cached_input_tokens, rates.cached_input)
-        + token_cost(usage.cache_write_tokens - write_1h, rates.cache_write)
-        + token_cost(write_1h, rates.cache_write_1h)
-        + token_cost(usage.output_tokens - reasoning, rates.output)
-        + token_cost(reasoning, rates.reasoning)
-        + price.tool_cost(usage.tool_calls)
+    exact = (  # nano-dollars per million tokens
+        max(0, usage.uncached_input_tokens) * rates.input
+        + max(0, usage.cached_input_tokens) * rates.cached_input
+        + max(0, usage.cache_write_tokens - write_1h) * rates.cache_write
+        + max(0, write_1h) * rates.cache_write_1h
+        + max(0, usage.output_tokens - reasoning) * rates.output
+        + max(0, reasoning) * rates.reasoning
     )
+    return Nanos(-(-exact // TOKENS_PER_PRICE_UNIT) + price.tool_cost(usage.tool_calls))
 
 
 @dataclass(frozen=True)

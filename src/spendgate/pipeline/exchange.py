@@ -71,6 +71,7 @@ class Exchange:
     ttfb: float | None = None
     upstream_s: float = 0.0  # spent waiting on providers, this attempt and those before it
     upstream_request_id: str | None = None
+    tier_reported: str | None = None  # the tier the answer's headers name (`spec.tier_reported`)
     ticket: Ticket | None = None  # what it reserved on budgets and limits
     trace: str | None = None  # or its lease without counters (`spendgate.pipeline.trace`)
     settled: bool = False
@@ -123,13 +124,17 @@ class Exchange:
 
     def estimate(self, output: str | GeneratedText = "") -> Usage:
         """An estimate for when the provider reported no usage; ``output``: what it
-        generated (a stream's `GeneratedText`, or an answer's text)."""
+        generated (a stream's `GeneratedText`, or an answer's text). It is served in the
+        dearest service tier the request could have been served in (as its worst case
+        was reserved): a Priority request is not estimated at the standard rates."""
         model = self.counted_as
         if isinstance(output, GeneratedText):
             count = output.tokens_for(model).tokens
         else:
             count = tokens.count_output_text(model, output).tokens if output else 0
-        return self.spec.estimate(model, self.body, count)
+        usage = self.spec.estimate(model, self.body, count)
+        tiers = self.spec.service_tiers(self.body, self.provider.default_service_tier)
+        return usage.in_tier(self.price.dearest_tier(tiers, usage.input_tokens))
 
     def row(
         self,
@@ -146,6 +151,8 @@ class Exchange:
         """``template``: the identity part only, for a reservation that may lapse (no cost
         and no counterfactual: a lapsed one is charged what it reserved)."""
         billed = self.spec.billed and not template
+        if billed:
+            usage = self.spec.served_in(usage, self.body, self.tier_reported)
         cost = cost_of(usage, self.price) if billed else 0
         decision = self.decision
         baseline = shadow = None

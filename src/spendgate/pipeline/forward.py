@@ -116,6 +116,7 @@ async def forward(
     exchange.upstream_s += head - sent
     exchange.mark_first_byte(head)
     exchange.upstream_request_id = _upstream_id(upstream.headers)
+    exchange.tier_reported = exchange.spec.tier_reported(upstream.headers)
     failing = upstream.status >= 500 or upstream.status == 429
     await breaker_outcome(gateway, exchange, not failing)
     try:

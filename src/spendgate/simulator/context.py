@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import records, wire
@@ -29,6 +29,8 @@ class Call:
     dialect: wire.Dialect
     body: dict[str, Any]
     store: Store
+    # Headers every answer to this request carries (Gemini's ``x-gemini-service-tier``).
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def request_id(self) -> str:
@@ -51,7 +53,9 @@ class Call:
         return value is True
 
     def json(self, payload: object, status: int = 200) -> web.Response:
-        return wire.json_response(payload, self.dialect, self.request_id, status)
+        response = wire.json_response(payload, self.dialect, self.request_id, status)
+        response.headers.update(self.answer_headers)
+        return response
 
     def error(
         self,

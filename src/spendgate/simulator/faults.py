@@ -25,7 +25,8 @@ header                         effect
                                (every count null); streams and non-streams alike
 ``x-sim-service-tier: T``      the service tier the provider says it used (OpenAI:
                                ``default``/``flex``/``scale``/``priority``; Anthropic:
-                               ``standard``/``priority``/``batch``), whatever was asked
+                               ``standard``/``priority``/``batch``; Gemini:
+                               ``standard``/``priority``/``flex``), whatever was asked
 ``x-sim-server-tool-uses: N``  Anthropic server tools: uses per server tool (default 1,
                                never above the tool's ``max_uses`` nor 50); or per kind,
                                ``web_search=3,web_fetch=0,code_execution=1``

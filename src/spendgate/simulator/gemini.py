@@ -6,6 +6,9 @@
   (``x-sim-cached-tokens``); ``thoughtsTokenCount`` (``x-sim-reasoning-tokens``) is
   output *outside* ``candidatesTokenCount``; ``maxOutputTokens`` caps both together.
   Counts that are zero are left out, as Gemini does.
+* The tier that served a request naming a top-level ``serviceTier`` (or
+  ``x-sim-service-tier``) is the response header ``x-gemini-service-tier``, as Gemini
+  reports it (``standard`` when a Priority request was downgraded).
 * Streams: with ``?alt=sse`` each chunk is ``data: {GenerateContentResponse}\\r\\n\\r\\n``,
   no ``[DONE]``; every chunk carries the usage so far, the last one the totals and the
   ``finishReason``. Without ``alt=sse`` the same chunks come as one JSON array, streamed.
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import records, wire
+from .reporting import gemini_tier
 from .streaming import Event, stream_events
 from .tokens import (
     InputPlan,
@@ -141,6 +145,10 @@ class _Answer:
         self.plan = call.plan_output_for(seed, _field(config, "maxOutputTokens"))
         self.words = generate_text(seed, self.plan.text)
         self.blocked = call.faults.block_prompt
+        self.tier = gemini_tier(_field(body, "serviceTier"), call.faults.service_tier)
+        call.record.service_tier = self.tier
+        if self.tier is not None:
+            call.answer_headers["x-gemini-service-tier"] = self.tier
         call.account(self.inputs, 0 if self.blocked else self.plan.total)
         call.record.response_id = self.id
 

@@ -10,6 +10,9 @@ Service tiers (``x-sim-service-tier`` overrides the outcome in both dialects):
   reports ``usage.service_tier``: ``standard`` unless the header says ``priority`` or
   ``batch`` (``standard_only`` never gets ``priority``). Streams report it in the
   ``message_start`` usage.
+* Gemini: the request's top-level ``serviceTier`` (``standard``, ``flex``, ``priority``)
+  is reported back in the response header ``x-gemini-service-tier``; a request that names
+  none gets no such header.
 
 Usage anomalies (``x-sim-usage``): the usage object is built truthfully, then distorted
 as it goes on the wire; the record's ground-truth counts are not touched, its
@@ -24,6 +27,7 @@ OPENAI_TIERS = frozenset({"auto", "default", "flex", "scale", "priority", "fast"
 RESPONSES_TIERS = OPENAI_TIERS | {"ultrafast"}
 ANTHROPIC_TIERS = frozenset({"auto", "standard_only"})
 _ANTHROPIC_REPORTED = frozenset({"standard", "priority", "batch"})
+_GEMINI_REPORTED = frozenset({"standard", "priority", "flex"})
 HUGE = 10**18
 
 
@@ -45,6 +49,18 @@ def anthropic_tier(requested: object, forced: str | None) -> str:
     if forced == "priority" and requested == "standard_only":
         return "standard"
     return str(forced)
+
+
+def gemini_tier(requested: object, forced: str | None) -> str | None:
+    """The ``x-gemini-service-tier`` a Gemini answer reports: the forced tier, else the
+    request's ``serviceTier`` (lower-case; an unknown name is ``standard``); None, and no
+    header, when neither names one."""
+    if forced:
+        return forced
+    if not isinstance(requested, str):
+        return None
+    tier = requested.lower().removeprefix("service_tier_")
+    return tier if tier in _GEMINI_REPORTED else "standard"
 
 
 def _distort_number(value: int, mode: str) -> Any:

@@ -156,6 +156,7 @@ async def stream_events(
         headers=wire.headers_for(call.dialect, call.request_id, content_type)
     )
     response.headers["cache-control"] = "no-cache"
+    response.headers.update(call.answer_headers)
     try:
         await response.prepare(call.request)
         sse = content_type == wire.SSE_TYPE
