@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spendgate.clock import ManualClock
 from spendgate.domain.periods import ROLLING_BUCKETS, Calendar, Period, Window, to_ms, window
@@ -250,3 +252,59 @@ def test_rolling_window_slides_with_the_clock() -> None:
     assert buckets == sorted(set(buckets))
     assert all(b - a == 225_000 for a, b in itertools.pairwise(buckets))
     assert all(span.bucket_ms - span.since_ms == 90 * 60_000 for span in seen)
+
+
+# ---------------------------------------------------------------------------- tiling
+
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # DST of 30 minutes: short gaps and folds
+_TILING_ZONES = (
+    "America/New_York",
+    "Europe/Berlin",
+    "America/Santiago",  # midnight does not exist on its spring day
+    "America/Havana",  # midnight exists twice on its autumn day
+    "Asia/Beirut",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Antarctica/Troll",  # DST of two hours
+)
+
+
+def test_hourly_through_the_half_hour_fold_on_lord_howe() -> None:
+    """DST ends at 02:00 (+11) back to 01:30 (+10:30): 01:30-02:00 happens twice. The
+    hours tile time: the repeated half hour is a window of its own, not a second window
+    overlapping the first 01:00 hour."""
+    calendar = Calendar(LORD_HOWE)
+    first = at(LORD_HOWE, 2022, 4, 3, 1, 10)
+    again = at(LORD_HOWE, 2022, 4, 3, 1, 40, fold=1)
+    one = window(Period("hourly"), first, calendar)
+    two = window(Period("hourly"), again, calendar)
+    assert one.resets_at == at(LORD_HOWE, 2022, 4, 3, 1, 30, fold=1)
+    assert two.since == one.resets_at  # not 01:00 (+10:30), inside the first hour
+    assert two.resets_at == at(LORD_HOWE, 2022, 4, 3, 2, 0)
+    assert one.since <= first < one.resets_at
+    assert two.since <= again < two.resets_at
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    zone=st.sampled_from(_TILING_ZONES),
+    kind=st.sampled_from(("hourly", "daily", "weekly", "monthly")),
+    week_start=st.sampled_from(("monday", "sunday")),
+    month_start_day=st.integers(min_value=1, max_value=28),
+    moment=st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_calendar_windows_tile_time(
+    zone: str, kind: str, week_start: str, month_start_day: int, moment: datetime
+) -> None:
+    """Each instant lies in its window; the next window starts where it ends and the
+    previous one ends where it starts: no gap, no overlap, across DST in any zone."""
+    calendar = Calendar.of(zone, week_start, month_start_day)
+    span = window(Period(kind), moment, calendar)
+    assert span.resets_at is not None
+    assert span.since <= moment < span.resets_at
+    assert window(Period(kind), span.resets_at, calendar).since == span.resets_at
+    tiny = timedelta(microseconds=1)
+    assert window(Period(kind), span.since - tiny, calendar).resets_at == span.since

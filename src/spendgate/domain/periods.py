@@ -22,6 +22,7 @@ from spendgate.clock import to_ms
 
 ROLLING_BUCKETS = 24
 _MIN_BUCKET = timedelta(minutes=1)
+_HOUR = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ROLLING = re.compile(r"^rolling:([1-9][0-9]*)([mhd])$")
@@ -137,9 +138,21 @@ def _calendar_bounds(kind: str, local: datetime, calendar: Calendar) -> tuple[da
     zone = calendar.zone
     if kind == "hourly":
         start = local.replace(minute=0, second=0, microsecond=0)
+        begin = start.astimezone(UTC)
         # Elapsed time, not wall time: in a DST fold (02:00-03:00 twice) the first 02:00
-        # hour ends at the second 02:00, not at 03:00 two real hours later.
-        return start, (start.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
+        # hour ends at the second 02:00, not at 03:00 two real hours later. A fold shorter
+        # than an hour (Australia/Lord_Howe: 01:30-02:00 twice) is a window of its own,
+        # from the end of the hour before it to the next top of the hour.
+        end = begin + _HOUR
+        wall = start.replace(tzinfo=None) + _HOUR  # the next top of the hour, either fold
+        tops = [_local(wall, zone), wall.replace(tzinfo=zone, fold=1)]  # fold 1: if it exists
+        top = min(
+            (t.astimezone(UTC) for t in tops if t.astimezone(UTC) > local and _exists(t)),
+            default=end,
+        )
+        if end <= local:  # in the repeated part of a short fold
+            return end.astimezone(zone), top.astimezone(zone)
+        return start, min(end, top).astimezone(zone)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     if kind == "daily":
         return _local(midnight, zone), _local(midnight + timedelta(days=1), zone)
@@ -160,6 +173,12 @@ def _local(naive: datetime, zone: ZoneInfo) -> datetime:
     if round_trip != naive:  # inside a DST gap: the wall time does not exist
         aware = (naive + timedelta(hours=1)).replace(tzinfo=zone)
     return aware
+
+
+def _exists(moment: datetime) -> bool:
+    """Whether an aware wall time is a real one (not inside a DST gap)."""
+    back = moment.astimezone(UTC).astimezone(moment.tzinfo)
+    return back.replace(tzinfo=None) == moment.replace(tzinfo=None)
 
 
 def _month_start(day: datetime, start_day: int) -> datetime:
