@@ -28,7 +28,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
 
 
 def chat(gw: GatewayHarness, stream: bool, tier: str) -> None:
-    client = gw.sdk_client("openai", gw.create_key(user=f"u-{stream}-{tier}"))
     body: dict[str, Any] = {
         "model": MODEL,
         "max_completion_tokens": 100,
@@ -36,10 +35,11 @@ def chat(gw: GatewayHarness, stream: bool, tier: str) -> None:
         "service_tier": tier,
         "extra_headers": NO_USAGE,
     }
-    if stream:
-        list(client.chat.completions.create(stream=True, **body))
-    else:
-        client.chat.completions.create(**body)
+    with gw.sdk_client("openai", gw.create_key(user=f"u-{stream}-{tier}")) as client:
+        if stream:
+            list(client.chat.completions.create(stream=True, **body))
+        else:
+            client.chat.completions.create(**body)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -6,6 +6,7 @@ the rates of the tier asked for. Real `google-genai` SDK, gateway and simulator 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx2
@@ -55,11 +56,17 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
         harness.stop()
 
 
-def sdk(gw: GatewayHarness, secret: str) -> genai.Client:
-    options = types.HttpOptions(
-        base_url=gw.url, headers=SIM, timeout=10_000, httpx_client=httpx2.Client()
-    )
-    return genai.Client(api_key=secret, http_options=options)
+@contextmanager
+def sdk(gw: GatewayHarness, secret: str) -> Iterator[genai.Client]:
+    """The SDK on a client of its own, closed when the block ends (no socket left open)."""
+    http = httpx2.Client()
+    options = types.HttpOptions(base_url=gw.url, headers=SIM, timeout=10_000, httpx_client=http)
+    client = genai.Client(api_key=secret, http_options=options)
+    try:
+        yield client
+    finally:
+        client.close()
+        http.close()
 
 
 def price(gw: GatewayHarness) -> Price:
@@ -78,7 +85,8 @@ def by_hand(prompt: int, rates: tuple[int, int, int]) -> int:
 def test_priority_answer_is_settled_at_priority_rates(gw: GatewayHarness) -> None:
     secret = gw.create_key(user="u-priority")
     config = types.GenerateContentConfig(max_output_tokens=200, service_tier="priority")
-    answer = sdk(gw, secret).models.generate_content(model=MODEL, contents=PROMPT, config=config)
+    with sdk(gw, secret) as client:
+        answer = client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
     meta = answer.usage_metadata
     assert meta is not None
     assert meta.prompt_token_count is not None
@@ -94,9 +102,9 @@ def test_priority_answer_is_settled_at_priority_rates(gw: GatewayHarness) -> Non
 def test_flex_stream_is_settled_at_flex_rates(gw: GatewayHarness) -> None:
     secret = gw.create_key(user="u-flex")
     config = types.GenerateContentConfig(max_output_tokens=200, service_tier="flex")
-    chunks = list(
-        sdk(gw, secret).models.generate_content_stream(model=MODEL, contents=PROMPT, config=config)
-    )
+    with sdk(gw, secret) as client:
+        stream = client.models.generate_content_stream(model=MODEL, contents=PROMPT, config=config)
+        chunks = list(stream)
     meta = chunks[-1].usage_metadata
     assert meta is not None
     assert meta.prompt_token_count is not None
@@ -111,7 +119,8 @@ def test_the_worst_case_is_reserved_at_the_tier_asked_for(gw: GatewayHarness) ->
     clamps a Priority request to what it affords at Priority's rates."""
     secret = gw.create_key(user="u-tight")
     config = types.GenerateContentConfig(max_output_tokens=ASKED_CEILING, service_tier="priority")
-    sdk(gw, secret).models.generate_content(model=MODEL, contents=PROMPT, config=config)
+    with sdk(gw, secret) as client:
+        client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
     body = gw.sim.records[-1].body
     count = tokens.count_gemini_input(MODEL, {"contents": body["contents"]})
     bound = input_upper_bound(count.tokens, price(gw).max_input_tokens)
@@ -139,13 +148,13 @@ def test_priority_downgraded_to_standard_is_settled_at_standard_rates(gw: Gatewa
     """Gemini serves a Priority request over its limit at the standard tier and says so in
     ``x-gemini-service-tier``: the row follows what it says, not what was asked."""
     secret = gw.create_key(user="u-downgraded")
-    client = sdk(gw, secret)
     config = types.GenerateContentConfig(
         max_output_tokens=200,
         service_tier="priority",
         http_options=types.HttpOptions(headers={**SIM, "x-sim-service-tier": "standard"}),
     )
-    answer = client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
+    with sdk(gw, secret) as client:
+        answer = client.models.generate_content(model=MODEL, contents=PROMPT, config=config)
     meta = answer.usage_metadata
     assert meta is not None
     assert meta.prompt_token_count is not None
