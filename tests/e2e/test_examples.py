@@ -74,7 +74,9 @@ PROVIDER_EXAMPLES: list[tuple[str, Callable[[RequestRecord], None], bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "check", "auth"), PROVIDER_EXAMPLES, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("name", "check", "auth"), PROVIDER_EXAMPLES, ids=lambda v: getattr(v, "__name__", str(v))
+)
 def test_provider_example_serves_every_model(
     tmp_path: Path, name: str, check: Callable[[RequestRecord], None], auth: bool
 ) -> None:
