@@ -26,8 +26,10 @@ browser:
 demo: setup
 	.venv/bin/spendgate demo
 
+# Two test processes, each file whole in one of them (`--dist loadfile`): every test
+# uses its own ports, databases, Redis prefixes and temporary files.
 test: setup agents browser
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q -n 2 --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
