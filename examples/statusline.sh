@@ -34,6 +34,7 @@ fi
 printf '%s' "$answer" | python3 -c '
 import json, sys
 from decimal import ROUND_DOWN, Decimal
+from datetime import datetime, timezone
 
 text = sys.stdin.read()
 body, _, code = text.rpartition("\n")
@@ -62,7 +63,11 @@ def summarize(data):
         parts.append(str(tight["state"]))
     forecast = tight.get("forecast") or {}
     if forecast.get("exceeds") and forecast.get("cap_at") and left > 0:
-        parts.append("cap ~" + str(forecast["cap_at"])[11:16] + "Z")
+        cap = str(forecast["cap_at"])
+        shown = cap[11:16] + "Z"
+        if cap[:10] != datetime.now(timezone.utc).date().isoformat():
+            shown = cap[5:10] + " " + shown  # another day: a weekly or monthly cap
+        parts.append("cap ~" + shown)
     return " \u00b7 ".join(parts)
 
 if code in ("401", "403"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from spendgate.cli.statusline import base_url, summarize
@@ -35,7 +36,16 @@ def test_the_tightest_budget_by_share_left_is_shown() -> None:
 def test_a_forecast_reaching_the_cap_before_the_reset_is_shown() -> None:
     forecast = {"exceeds": True, "cap_at": "2026-03-10T17:42:00+00:00"}
     data = {"budgets": [_budget("mine", 10**9, 2 * 10**9, forecast=forecast)]}
-    assert summarize(data) == "sg $1.00 left of $2.00 · mine · 50% used · cap ~17:42Z"
+    shown = summarize(data, today=date(2026, 3, 10))
+    assert shown == "sg $1.00 left of $2.00 · mine · 50% used · cap ~17:42Z"
+
+
+def test_a_cap_on_another_day_shows_its_date() -> None:
+    """A monthly budget's cap nine days away read as "cap ~17:42Z", as if it were today."""
+    forecast = {"exceeds": True, "cap_at": "2026-03-19T17:42:00+00:00"}
+    data = {"budgets": [_budget("mine", 10**9, 2 * 10**9, forecast=forecast)]}
+    shown = summarize(data, today=date(2026, 3, 10))
+    assert shown == "sg $1.00 left of $2.00 · mine · 50% used · cap ~03-19 17:42Z"
 
 
 def test_tokens_and_no_budget() -> None:

@@ -12,6 +12,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -36,10 +37,18 @@ def _amount(value: int, unit: str) -> str:
     return f"{value:,} tok"
 
 
-def summarize(data: dict[str, Any]) -> str:
+def cap_time(cap_at: str, today: date) -> str:
+    """When the forecast reaches the limit, in UTC: ``17:42Z`` today, ``12-17 17:42Z`` on
+    another day (a weekly or monthly budget's cap may be days away)."""
+    shown = f"{cap_at[11:16]}Z"
+    return shown if cap_at[:10] == today.isoformat() else f"{cap_at[5:10]} {shown}"
+
+
+def summarize(data: dict[str, Any], today: date | None = None) -> str:
     """The tightest budget of a /v1/spendgate/me answer (least left, as a share of its
     limit): what is left of what, its name, how much is used, its state unless ``ok``, and
-    when its forecast reaches the limit if that is before the reset."""
+    when its forecast reaches the limit if that is before the reset (with its date unless
+    that is ``today``, the UTC date by default)."""
     budgets = [
         b
         for b in data.get("budgets") or []
@@ -58,7 +67,8 @@ def summarize(data: dict[str, Any]) -> str:
         parts.append(str(tight["state"]))
     forecast = tight.get("forecast") or {}
     if forecast.get("exceeds") and forecast.get("cap_at") and tight["remaining"] > 0:
-        parts.append(f"cap ~{str(forecast['cap_at'])[11:16]}Z")
+        today = today or datetime.now(UTC).date()
+        parts.append(f"cap ~{cap_time(str(forecast['cap_at']), today)}")
     return " · ".join(parts)
 
 
