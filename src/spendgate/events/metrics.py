@@ -401,10 +401,10 @@ class Metrics:
         self.requests.labels(
             "upstream_failed",
             str(event.status),
-            "",
+            event.surface,
             team,
             service,
-            event.model,
+            event.requested_model or event.model,  # as a row's: the name the client sent
             event.provider,
             *mine,
         ).inc()
