@@ -40,19 +40,21 @@ text = sys.stdin.read()
 body, _, code = text.rpartition("\n")
 
 def amount(value, unit):
-    if unit == "usd":
-        dollars = (Decimal(value) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
-        return "$" + str(dollars)
+    if unit == "usd":  # an overrun negative room as -$1.50, and -$0.001 as $0.00
+        dollars = (Decimal(abs(value)) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
+        return ("-" if value < 0 and dollars else "") + "$" + str(dollars)
     return format(value, ",") + " tok"
 
 def summarize(data):
     budgets = [
         b for b in data.get("budgets") or []
-        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens") and b.get("limit")
+        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens")
     ]
     if not budgets:
         return "sg: no budget"
-    tight = min(budgets, key=lambda b: (b["remaining"] * 10_000 // b["limit"], b["name"]))
+    # a limit of 0 (frozen at run time) has nothing left at all: the tightest there is
+    left = lambda b: b["remaining"] * 10_000 // b["limit"] if b["limit"] > 0 else -(10**30)
+    tight = min(budgets, key=lambda b: (left(b), b["name"]))
     unit, left, limit = tight["unit"], tight["remaining"], tight["limit"]
     parts = [
         "sg " + amount(left, unit) + " left of " + amount(limit, unit),

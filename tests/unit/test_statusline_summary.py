@@ -53,3 +53,17 @@ def test_tokens_and_no_budget() -> None:
     assert summarize({"budgets": [tokens]}) == "sg 1,000 tok left of 5,000 tok · tok · 80% used"
     assert summarize({"budgets": []}) == "sg: no budget"
     assert base_url("http://gw:8700/v1/") == "http://gw:8700"
+
+
+def test_a_budget_frozen_at_zero_is_the_tightest() -> None:
+    """A limit set to 0 at run time (the team frozen): every request is refused, and the
+    line left it out for another budget's room ("sg $50.00 left of $100.00")."""
+    frozen = {**_budget("team-ml", 1, 1), "limit": 0, "remaining": -120, "used_bp": 10_000}
+    frozen["state"] = "exhausted"
+    data = {"budgets": [_budget("per-user", 50 * 10**9, 100 * 10**9), frozen]}
+    assert summarize(data) == "sg $0.00 left of $0.00 · team-ml · 100% used · exhausted"
+
+
+def test_an_overrun_shows_its_negative_room_with_the_sign_first() -> None:
+    over = _budget("team-ml", -1_500_000_000, 10 * 10**9)
+    assert summarize({"budgets": [over]}).startswith("sg -$1.50 left of $10.00 · team-ml")
