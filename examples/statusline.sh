@@ -34,24 +34,27 @@ fi
 printf '%s' "$answer" | python3 -c '
 import json, sys
 from decimal import ROUND_DOWN, Decimal
+from datetime import datetime, timezone
 
 text = sys.stdin.read()
 body, _, code = text.rpartition("\n")
 
 def amount(value, unit):
-    if unit == "usd":
-        dollars = (Decimal(value) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
-        return "$" + str(dollars)
+    if unit == "usd":  # an overrun negative room as -$1.50, and -$0.001 as $0.00
+        dollars = (Decimal(abs(value)) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
+        return ("-" if value < 0 and dollars else "") + "$" + str(dollars)
     return format(value, ",") + " tok"
 
 def summarize(data):
     budgets = [
         b for b in data.get("budgets") or []
-        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens") and b.get("limit")
+        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens")
     ]
     if not budgets:
         return "sg: no budget"
-    tight = min(budgets, key=lambda b: (b["remaining"] * 10_000 // b["limit"], b["name"]))
+    # a limit of 0 (frozen at run time) has nothing left at all: the tightest there is
+    left = lambda b: b["remaining"] * 10_000 // b["limit"] if b["limit"] > 0 else -(10**30)
+    tight = min(budgets, key=lambda b: (left(b), b["name"]))
     unit, left, limit = tight["unit"], tight["remaining"], tight["limit"]
     parts = [
         "sg " + amount(left, unit) + " left of " + amount(limit, unit),
@@ -62,7 +65,11 @@ def summarize(data):
         parts.append(str(tight["state"]))
     forecast = tight.get("forecast") or {}
     if forecast.get("exceeds") and forecast.get("cap_at") and left > 0:
-        parts.append("cap ~" + str(forecast["cap_at"])[11:16] + "Z")
+        cap = str(forecast["cap_at"])
+        shown = cap[11:16] + "Z"
+        if cap[:10] != datetime.now(timezone.utc).date().isoformat():
+            shown = cap[5:10] + " " + shown  # another day: a weekly or monthly cap
+        parts.append("cap ~" + shown)
     return " \u00b7 ".join(parts)
 
 if code in ("401", "403"):

@@ -275,6 +275,10 @@ def test_the_log_in_the_admin_api_and_the_cli(tmp_path: Path) -> None:
             bad = httpx2.get(
                 gw.url + "/admin/alerts?status=lost", headers={"authorization": "Bearer t0ken"}
             )
+            # a superscript two is a digit to str.isdigit, not to int(): it was a 500
+            odd_limit = httpx2.get(
+                gw.url + "/admin/alerts?limit=\u00b2", headers={"authorization": "Bearer t0ken"}
+            )
             config = tmp_path / "cli.yaml"
             import yaml
 
@@ -289,6 +293,8 @@ def test_the_log_in_the_admin_api_and_the_cli(tmp_path: Path) -> None:
         assert entry["mark"] == "5000"
         assert entry["channel"] == "ops"
         assert bad.status_code == 400
+        assert odd_limit.status_code == 400, odd_limit.text
+        assert odd_limit.json()["error"]["param"] == "limit"
         assert shown.exit_code == 0, shown.output
         assert "team-ml" in shown.output
         assert "delivered" in shown.output

@@ -195,6 +195,9 @@ def test_blocks_counts_distinct_requests_and_estimates_them_by_hand(traffic: Tra
     # u-new has no answers: every caller's on the model, 40 40 60 60 500 x 5 -> 500, but
     # never above its ceiling of 300
     assert (tiny["blocked"], tiny["requests"]) == (1, 1)
+    # the rate limit's 429s told the SDK to retry; the budget's 429 (insufficient_quota,
+    # x-should-retry: false) did not: it was counted as retryable
+    assert (rl["retryable"], tiny["retryable"]) == (6, 0)
     assert tiny["estimate_nanos"] == estimate("first words", 300, 300)
     assert report["blocked"] == 7
     assert report["requests"] == 4

@@ -449,3 +449,33 @@ def test_usage_series_matches_the_ledger_and_the_admin_api(
     )
     assert refused.status == 400
     assert refused.json()["error"]["param"] == "bucket"
+
+
+@pytest.mark.parametrize("bucket", ["hour", "day"])
+def test_usage_series_as_csv(setup: Setup, traffic: list[LedgerRow], bucket: str) -> None:
+    """`usage --by-hour --csv` and `?bucket=hour&format=csv` give the series as CSV, one line
+    per point of the JSON series; both printed the JSON's table or the JSON itself."""
+    series = run_json("usage", "-c", str(setup.config), f"--by-{bucket}", "--period", "today")
+    expected = [
+        [
+            p["start"],
+            p["group"] or "",
+            p["cost_usd"],
+            *(str(p[k]) for k in ("requests", "blocked", "input_tokens", "output_tokens")),
+        ]
+        for p in series["series"]
+    ]
+    assert expected
+    header = ["start", "group", "cost_usd", "requests", "blocked", "input_tokens", "output_tokens"]
+    result = run("usage", "-c", str(setup.config), f"--by-{bucket}", "--period", "today", "--csv")
+    assert result.exit_code == 0, result.output
+    assert list(csv.reader(io.StringIO(result.stdout))) == [header, *expected]
+    answer = http_request(
+        "GET",
+        f"{setup.harness.url}/admin/usage?bucket={bucket}&period=today&format=csv",
+        token=ADMIN,
+    )
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert f'filename="usage-team-{bucket}.csv"' in answer.headers["content-disposition"]
+    assert list(csv.reader(io.StringIO(answer.body.decode()))) == [header, *expected]

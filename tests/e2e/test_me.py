@@ -116,6 +116,9 @@ def test_a_key_sees_itself_and_only_itself(gw: GatewayHarness) -> None:
     limited = _me(gw, {"x-api-key": alice}, "?limit=1").json()
     assert len(limited["requests"]) == 1
     assert _me(gw, {"x-api-key": alice}, "?limit=0").status_code == 400
+    # a superscript two is a digit to str.isdigit, not to int(): it was a 500
+    odd = _me(gw, {"x-api-key": alice}, "?limit=\u00b2")
+    assert (odd.status_code, odd.json()["error"]["param"]) == (400, "limit")
 
 
 def test_me_needs_a_valid_key(gw: GatewayHarness) -> None:

@@ -376,3 +376,58 @@ def test_the_metrics_port_with_several_workers(tmp_path: Path) -> None:
             assert httpx2.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
         finally:
             assert process.stop() == 0
+
+
+# ------------------------------------------------------------- attempts that reached nobody
+
+
+def test_an_unreachable_fallback_is_counted_under_the_name_the_client_sent(
+    tmp_path: Path,
+) -> None:
+    """gpt-4o answers 503, its fallback's one deployment cannot be reached (no row). Every
+    attempt of the request counts under the model the client sent and its surface, as a
+    row's labels do; the unreachable one counted under the fallback's name with an empty
+    surface."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+
+    def configure(data: dict[str, Any]) -> None:
+        data["providers"]["dead"] = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{closed}/v1",
+            "api_key_env": "SIM_OPENAI_KEY",
+        }
+        data["models"]["dead-mini"] = {
+            "deployments": [{"provider": "dead", "model": "gpt-4o-mini"}],
+            "price": {"input": "1", "output": "2"},
+        }
+        data["models"]["gpt-4o"]["fallbacks"] = ["dead-mini"]
+
+    with gateway(tmp_path, configure) as gw:
+        secret = gw.create_key(team="ml", service="bot")
+        client = gw.sdk_client("openai", secret, max_retries=0)
+        with client, pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-sim-fail-models": "gpt-4o", "x-sim-status": "503"},
+            )
+        gw.call(gw.gateway.settled())
+        samples = scrape(gw.url)
+    failed = [
+        s.labels
+        for s in samples
+        if s.name == "spendgate_requests_total" and s.labels["outcome"] == "upstream_failed"
+    ]
+    assert sorted((f["status"], f["provider"]) for f in failed) == [
+        ("502", "dead"),
+        ("503", "openai"),
+    ]
+    assert {(f["model"], f["surface"], f["team"]) for f in failed} == {
+        ("gpt-4o", "openai.chat", "ml")
+    }
+    unreachable = "spendgate_upstream_failures_total"
+    assert total(samples, unreachable, model="dead-mini", reason="upstream_unavailable") == 1

@@ -251,3 +251,19 @@ def test_usage_csv_neutralises_formulas(setup: Setup) -> None:
     for row in rows[1:]:
         if row[0].startswith("'"):
             assert row[1] == "1"  # the counts are numbers, left as they are
+
+
+@pytest.mark.parametrize("label", HOSTILE)
+def test_me_shows_a_hostile_key_escaped(setup: Setup, label: str) -> None:
+    """`spendgate me` prints what the gateway says of the key: its name, user, team, tags
+    and budget members, stored before names were checked, each escaped on its own line."""
+    _, secret = insert_key(setup.harness, label)
+    chat(setup.harness, secret)
+    result = CliRunner().invoke(
+        cli, ["me", "--key", secret, "--url", setup.harness.url], env=ENV, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    lines = safe_lines(result.stdout)
+    assert f"  user: {escape(label)}" in lines
+    assert f"  tags: {escape(label)}" in lines
+    assert any(line.startswith(f"  per-user (user {escape(label)}, ") for line in lines)

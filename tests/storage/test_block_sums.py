@@ -13,10 +13,12 @@ from storage_samples import NOW, build_row
 
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.totals import block_totals
+from spendgate.errors import BUDGET_EXHAUSTED
 from spendgate.storage import Storage
 
 NAMES = st.sampled_from(["team-daily", "per-user", "rpm"])
 MONEY = st.integers(min_value=0, max_value=5_000_000)
+ERRORS = st.sampled_from([None, f"{BUDGET_EXHAUSTED}x", "Rate limit"])
 
 
 @st.composite
@@ -25,7 +27,10 @@ def rows(draw: st.DrawFn) -> LedgerRow:
     return build_row(
         ts=NOW + timedelta(seconds=draw(st.integers(min_value=0, max_value=3600))),
         status=draw(st.sampled_from([402, 429])) if refused else 200,
-        blocked_by=draw(NAMES) if refused else None,
+        blocked_by=draw(NAMES | st.just("loop-detection")) if refused else None,
+        error=draw(st.sampled_from([None, f"{BUDGET_EXHAUSTED}x", "Rate limit"]))
+        if refused
+        else None,
         cost_nanos=0 if refused else draw(MONEY),
         would_cost_nanos=draw(MONEY) if refused else 0,
         shadow_blocks=() if refused else tuple(draw(st.sets(NAMES, max_size=2))),
@@ -58,7 +63,16 @@ async def test_overruns_and_retryable_refusals_are_counted(storage: Storage) -> 
     )
     await storage.record(build_row(request_id="c", status=429, blocked_by="team-daily"))
     await storage.record(build_row(request_id="d", status=402, blocked_by="team-daily"))
-    [per_user, team] = await storage.blocks(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
-    assert (team.name, team.blocked, team.retryable) == ("team-daily", 2, 1)
+    # A budget with nothing left answers an OpenAI client 429 too, and loop detection
+    # every client, both with x-should-retry: false: neither is counted as retryable.
+    exhausted = f"{BUDGET_EXHAUSTED}team 'ml' (team-daily)"
+    await storage.record(
+        build_row(request_id="e", status=429, blocked_by="team-daily", error=exhausted)
+    )
+    await storage.record(build_row(request_id="f", status=429, blocked_by="loop-detection"))
+    found = await storage.blocks(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    [loops, per_user, team] = found
+    assert (team.name, team.blocked, team.retryable) == ("team-daily", 3, 1)
+    assert (loops.name, loops.blocked, loops.retryable) == ("loop-detection", 1, 0)
     assert (team.overruns, team.overrun_cost_nanos) == (2, 100)
     assert (per_user.name, per_user.blocked, per_user.overruns) == ("per-user", 0, 1)

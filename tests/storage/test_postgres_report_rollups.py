@@ -172,3 +172,31 @@ async def test_migration_0006_backfills_a_ledger_written_before_it(
             await _reports_hold(store, -4 * HOUR, 8 * HOUR)
         finally:
             await store.close()
+
+
+async def test_migration_0008_counts_again_the_refusals_told_to_retry() -> None:
+    """Hours 0006 backfilled counted every 429 refusal as told to retry: a budget with
+    nothing left (OpenAI's insufficient_quota) and loop detection too. 0008 counts them
+    again as `told_to_retry` does; the report equals the fold over the rows."""
+    from spendgate.errors import BUDGET_EXHAUSTED
+
+    refusals = [
+        build_row(request_id="a", status=429, blocked_by="team", error="Rate limit reached"),
+        build_row(request_id="b", status=429, blocked_by="team", error=f"{BUDGET_EXHAUSTED}x"),
+        build_row(request_id="c", status=402, blocked_by="team", error=f"{BUDGET_EXHAUSTED}x"),
+        build_row(request_id="d", status=429, blocked_by="loop-detection", error="loop"),
+    ]
+    with throwaway_database() as url:
+        await _write_before_0002(url, refusals)
+        store = PostgresStorage(url, clock=ManualClock(NOW))
+        await store.open()
+        try:
+            since, until = NOW - timedelta(hours=2), NOW + timedelta(hours=2)
+            found = await store.blocks(since, until)
+            assert found == block_totals(await store.ledger(since, until))
+            assert [(g.name, g.blocked, g.retryable) for g in found] == [
+                ("loop-detection", 1, 0),
+                ("team", 3, 1),
+            ]
+        finally:
+            await store.close()

@@ -26,6 +26,7 @@ from spendgate.domain.totals import (
     usage_series,
     usage_totals,
 )
+from spendgate.errors import BUDGET_EXHAUSTED
 from spendgate.storage import Storage, UsageQuery
 from spendgate.storage.sqlite import SqliteStorage
 from spendgate.storage.sqlite.connection import connect
@@ -70,8 +71,9 @@ def requests(draw: st.DrawFn) -> list[LedgerRow]:
         return [
             build_row(
                 **same,
-                blocked_by=draw(BUDGETS),
+                blocked_by=draw(BUDGETS | st.just("loop-detection")),
                 status=429 if draw(st.booleans()) else 402,
+                error=draw(st.sampled_from([None, f"{BUDGET_EXHAUSTED}team-daily", "Rate limit"])),
                 cost_nanos=0,
                 would_cost_nanos=draw(MONEY),
                 input_tokens=draw(TOKENS),

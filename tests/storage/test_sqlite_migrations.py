@@ -98,6 +98,38 @@ async def test_key_lookup_uses_an_index(tmp_path: Path, clock: ManualClock) -> N
     assert "USING INDEX" in str(plan)
 
 
+def test_rollups_count_again_the_refusals_told_to_retry(tmp_path: Path) -> None:
+    """Migration 0020: hours rolled up before it counted every 429 refusal as told to
+    retry, an exhausted budget's (OpenAI's insufficient_quota) and loop detection's too;
+    they are counted again as `told_to_retry` counts them."""
+    from storage_samples import build_row
+
+    from spendgate.errors import BUDGET_EXHAUSTED
+    from spendgate.storage.sqlite import rollups
+    from spendgate.storage.sqlite.rows import INSERT_LEDGER, LEDGER
+
+    migrations = load_migrations()
+    [recount] = [m for m in migrations if m.name == "retryable_refusals"]
+    refusals = [
+        build_row(request_id="a", status=429, blocked_by="team", error="Rate limit reached"),
+        build_row(request_id="b", status=429, blocked_by="team", error=f"{BUDGET_EXHAUSTED}x"),
+        build_row(request_id="c", status=402, blocked_by="team", error=f"{BUDGET_EXHAUSTED}x"),
+        build_row(request_id="d", status=429, blocked_by="loop-detection", error="loop"),
+    ]
+    with closing(connect(str(tmp_path / "spend.db"))) as conn:
+        apply_migrations(conn, [m for m in migrations if m.version < recount.version], lambda: 1)
+        for row in refusals:
+            conn.execute(INSERT_LEDGER, LEDGER.params(row))
+        conn.execute("BEGIN")
+        rollups.roll_up(conn)
+        # as the roll-up counted before: every 429
+        conn.execute("UPDATE blocks_hourly SET retryable = (name = 'team') * 2 + (name != 'team')")
+        conn.execute("COMMIT")
+        apply_migrations(conn, migrations, lambda: 1)
+        found = conn.execute("SELECT name, blocked, retryable FROM blocks_hourly ORDER BY name")
+        assert found.fetchall() == [("loop-detection", 1, 0), ("team", 3, 1)]
+
+
 def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
     good = Migration(1, "good", "CREATE TABLE a (x INTEGER);")
     bad = Migration(2, "bad", "CREATE TABLE b (x INTEGER);\nSELEC nonsense;")

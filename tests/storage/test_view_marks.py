@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_samples import NOW, build_row
@@ -45,18 +44,6 @@ def rows(draw: st.DrawFn) -> LedgerRow:
     )
 
 
-@pytest.fixture
-def known_failing_on_postgres(backend: str, request: pytest.FixtureRequest) -> None:
-    """A known defect, found at the end of stop 26 and not yet diagnosed: on PostgreSQL
-    (and Redis + PostgreSQL) some examples, met when this file runs whole, give other rows
-    than the reference (suspected: refusals of one caller at one instant, shuffled). The
-    test still runs there; it is reported as xfail/xpass until fixed (CHANGELOG, Known
-    limitations)."""
-    if backend in ("postgres", "redis-pg"):
-        request.node.add_marker(pytest.mark.xfail(reason="stop 26: undiagnosed", strict=False))
-
-
-@pytest.mark.usefixtures("known_failing_on_postgres")
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -106,3 +93,25 @@ async def test_overruns_are_the_marked_rows_counted(
     until = since + timedelta(seconds=span[1])
     expected = overruns(await storage.marked(since, until), since, until)
     assert await storage.overruns(since, until) == expected
+
+
+async def test_a_callers_newest_refusal_before_the_window_end_is_read(storage: Storage) -> None:
+    """A caller refused for an exhausted budget before ``recent`` and again after
+    ``until``: the view reads the first (the newest of its window), as the reference does.
+    PostgreSQL kept only the caller's newest refusal of all time, and lost it."""
+    exhausted = f"{BUDGET_EXHAUSTED}team-daily"
+    for at in (10, 3 * 3600):
+        await storage.record(
+            build_row(
+                ts=NOW + timedelta(seconds=at),
+                status=402,
+                blocked_by="team-daily",
+                error=exhausted,
+                cost_nanos=0,
+            )
+        )
+    since, until = NOW, NOW + timedelta(hours=2)
+    recent = NOW + timedelta(hours=1)
+    expected = view_marks(await storage.marked(since, until), recent)
+    assert [row.ts for row in expected] == [NOW + timedelta(seconds=10)]
+    assert await storage.view_marks(since, recent, until) == expected

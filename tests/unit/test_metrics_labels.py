@@ -90,3 +90,29 @@ def test_loop_detections_and_watchers() -> None:
     assert _total(metrics, deliveries, channel_kind="slack", outcome="retrying") == 1
     named = {value for _, labels in _samples(metrics) for _, value in labels}
     assert "key_1" not in named
+
+
+def test_alert_events_dropped_is_one_of_the_summed_counters() -> None:
+    """The alert queue's drops are counted by `Metrics` (summed over the workers with the
+    other counters), not read from the answering process at scrape time: with several
+    workers a scrape read one worker's count, and the counter went back and forth."""
+    from datetime import UTC, datetime
+
+    from spendgate.clock import ManualClock
+    from spendgate.config import parse_config
+    from spendgate.events import ThresholdCrossed
+    from spendgate.events.alerts import AlertInbox
+
+    alerts = {
+        "channels": {"ops": {"kind": "webhook", "url": "http://127.0.0.1:9/hook"}},
+        "budgets": [{"thresholds": ["0.8"], "channels": ["ops"]}],
+        "queue_max": 1,
+    }
+    config = parse_config({"alerts": alerts}, "t.yaml").alerts
+    inbox = AlertInbox(config, ManualClock(datetime(2026, 3, 10, tzinfo=UTC)))
+    metrics = Metrics()
+    inbox.on_drop = metrics.alert_event_dropped
+    for _ in range(3):
+        inbox(ThresholdCrossed("team-ml", "ml", 8000, 8100, "req_1", 1_000, 10**9, "usd", "team"))
+    assert inbox.dropped == 2
+    assert _total(metrics, "spendgate_alert_events_dropped_total") == 2

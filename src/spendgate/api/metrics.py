@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spendgate.api.auth import AdminDisabled, authenticate, authorize, credential
@@ -67,6 +67,7 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         )
     )
     gateway.alerter.watchers.append(metrics)
+    gateway.alerter.inbox.on_drop = metrics.alert_event_dropped
     token = gateway.env.get(config.token_env) if config.token_env else None
     listener = MetricsListener(gateway, metrics, token or None)
     app[METRICS] = metrics
@@ -233,7 +234,7 @@ class BudgetGauges(Collector):
 
 class RuntimeGauges(Collector):
     """What this process holds now: requests in flight, requests waiting in each budget's
-    admission line, circuit breakers open per model, alert events it had to drop."""
+    admission line, circuit breakers open per model."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -266,12 +267,7 @@ class RuntimeGauges(Collector):
         if found is not None:
             for (model, phase), count in sorted(found.open_by_model().items()):
                 breakers.add_metric([model, phase], count)
-        dropped = CounterMetricFamily(
-            "spendgate_alert_events_dropped",
-            "Events an alert rule wanted, dropped because the alert queue was full",
-            gateway.alerter.inbox.dropped,
-        )
-        yield from (inflight, waiting, breakers, dropped)
+        yield from (inflight, waiting, breakers)
 
 
 class LoopGauges(Collector):

@@ -10,7 +10,12 @@ from spendgate.api.serialize import wants_csv
 from spendgate.domain.reports import to_csv
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
-from spendgate.services.reports import blocks_report, usage_report, usage_series_report
+from spendgate.services.reports import (
+    blocks_report,
+    series_csv,
+    usage_report,
+    usage_series_report,
+)
 
 
 async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamResponse:
@@ -24,6 +29,13 @@ async def usage_handler(request: web.Request, gateway: Gateway) -> web.StreamRes
             period=query.get("period", "month"),
             bucket=query["bucket"],
         )
+        if csv:
+            name = f"usage-{series['group_by']}-{series['bucket']}.csv"
+            return web.Response(
+                text=series_csv(series),
+                content_type="text/csv",
+                headers={"content-disposition": f'attachment; filename="{name}"'},
+            )
         return web.Response(body=orjson.dumps(series), content_type="application/json")
     try:
         top = int(query.get("top", "15"))

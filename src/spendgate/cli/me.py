@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from spendgate.text import escape
+
 PATH = "/v1/spendgate/me"
 
 
@@ -60,28 +62,41 @@ def _message(body: bytes) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
+    """The answer as text; every name in it escaped (`spendgate.text.escape`): a key stored
+    before names were checked may hold a character a terminal would obey."""
     key = data["key"]
-    lines = [f"Key {key['id']} ({key['name']}, {key['hint']}): {key['state']}"]
+    shown = _shown
+    lines = [
+        f"Key {shown(key['id'])} ({shown(key['name'])}, {shown(key['hint'])}): "
+        f"{shown(key['state'])}"
+    ]
     for field in ("user", "team", "service", "org"):
         if key.get(field):
-            lines.append(f"  {field}: {key[field]}")
+            lines.append(f"  {field}: {shown(key[field])}")
     if key.get("tags"):
-        lines.append(f"  tags: {', '.join(key['tags'])}")
+        lines.append(f"  tags: {', '.join(shown(tag) for tag in key['tags'])}")
     budgets = data["budgets"]
     lines.append("")
     lines.append("Budgets and limits" if budgets else "No budget or limit applies to this key.")
     for view in budgets:
-        shown = view["display"]
+        amounts = view["display"]
         resets = view["resets_at"] or "never"
         lines.append(
-            f"  {view['name']} ({view['scope']} {view['member']}, {view['period']}): "
-            f"{shown['spent']} spent of {shown['limit']}, {shown['reserved']} reserved, "
-            f"{shown['remaining']} left; {view['state']}; resets {resets}"
+            f"  {shown(view['name'])} ({view['scope']} {shown(view['member'])}, "
+            f"{view['period']}): {amounts['spent']} spent of {amounts['limit']}, "
+            f"{amounts['reserved']} reserved, {amounts['remaining']} left; {view['state']}; "
+            f"resets {resets}"
         )
     rows = data["requests"]
     lines.append("")
     lines.append(f"Last {len(rows)} requests" if rows else "No requests yet.")
     for row in rows:
-        refused = f" refused by {row['blocked_by']}" if row["blocked_by"] else ""
-        lines.append(f"  {row['time']}  {row['model']}  {row['status']}  {row['cost']}{refused}")
+        refused = f" refused by {shown(row['blocked_by'])}" if row["blocked_by"] else ""
+        lines.append(
+            f"  {row['time']}  {shown(row['model'])}  {row['status']}  {row['cost']}{refused}"
+        )
     return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    return escape(str(value))

@@ -12,6 +12,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -30,24 +31,38 @@ def base_url(url: str) -> str:
 
 
 def _amount(value: int, unit: str) -> str:
-    if unit == "usd":
-        dollars = (Decimal(value) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
-        return f"${dollars}"
+    if unit == "usd":  # an overrun's negative room as -$1.50, and -$0.001 as $0.00
+        dollars = (Decimal(abs(value)) / 1_000_000_000).quantize(Decimal("0.01"), ROUND_DOWN)
+        return f"{'-' if value < 0 and dollars else ''}${dollars}"
     return f"{value:,} tok"
 
 
-def summarize(data: dict[str, Any]) -> str:
+def cap_time(cap_at: str, today: date) -> str:
+    """When the forecast reaches the limit, in UTC: ``17:42Z`` today, ``12-17 17:42Z`` on
+    another day (a weekly or monthly budget's cap may be days away)."""
+    shown = f"{cap_at[11:16]}Z"
+    return shown if cap_at[:10] == today.isoformat() else f"{cap_at[5:10]} {shown}"
+
+
+def _left_bp(remaining: int, limit: int) -> int:
+    """What is left as a share of the limit; a limit of 0 (a budget frozen at run time)
+    has nothing left at all: the tightest there is."""
+    return remaining * 10_000 // limit if limit > 0 else -(10**30)
+
+
+def summarize(data: dict[str, Any], today: date | None = None) -> str:
     """The tightest budget of a /v1/spendgate/me answer (least left, as a share of its
     limit): what is left of what, its name, how much is used, its state unless ``ok``, and
-    when its forecast reaches the limit if that is before the reset."""
+    when its forecast reaches the limit if that is before the reset (with its date unless
+    that is ``today``, the UTC date by default)."""
     budgets = [
         b
         for b in data.get("budgets") or []
-        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens") and b.get("limit")
+        if b.get("kind") == "budget" and b.get("unit") in ("usd", "tokens")
     ]
     if not budgets:
         return "sg: no budget"
-    tight = min(budgets, key=lambda b: (b["remaining"] * 10_000 // b["limit"], b["name"]))
+    tight = min(budgets, key=lambda b: (_left_bp(b["remaining"], b["limit"]), b["name"]))
     unit = tight["unit"]
     parts = [
         f"sg {_amount(tight['remaining'], unit)} left of {_amount(tight['limit'], unit)}",
@@ -58,7 +73,8 @@ def summarize(data: dict[str, Any]) -> str:
         parts.append(str(tight["state"]))
     forecast = tight.get("forecast") or {}
     if forecast.get("exceeds") and forecast.get("cap_at") and tight["remaining"] > 0:
-        parts.append(f"cap ~{str(forecast['cap_at'])[11:16]}Z")
+        today = today or datetime.now(UTC).date()
+        parts.append(f"cap ~{cap_time(str(forecast['cap_at']), today)}")
     return " · ".join(parts)
 
 

@@ -11,6 +11,7 @@ from spendgate.services.reports import (
     GROUP_BY_CHOICES,
     UsageReport,
     blocks_report,
+    series_csv,
     usage_report,
     usage_series_report,
 )
@@ -137,8 +138,12 @@ def usage(
                 g.storage, g.clock, group_by=group_by, period=period, bucket=bucket
             ),
         )
-        text = orjson.dumps(series, option=orjson.OPT_INDENT_2).decode()
-        click.echo(text if as_json else render_series(series))
+        if as_csv:
+            click.echo(series_csv(series), nl=False)
+        elif as_json:
+            click.echo(orjson.dumps(series, option=orjson.OPT_INDENT_2).decode())
+        else:
+            click.echo(render_series(series))
         return
     report = run_with_storage(
         gateway,

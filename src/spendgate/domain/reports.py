@@ -331,7 +331,10 @@ def _date_range(text: str, spec: str) -> tuple[datetime, datetime]:
             f"period {text!r} ends after {date.max - timedelta(days=1)}, "
             "the last day a report can cover"
         )
-    return _midnight(first), _midnight(last) + timedelta(days=1)
+    # No row is older than the epoch ("all" starts there too); days before it are clamped
+    # to it, so that a report's look-back from the period's end (30 days of answers for
+    # the estimates) stays within what a datetime holds.
+    return max(_midnight(first), _BEGINNING), max(_midnight(last) + timedelta(days=1), _BEGINNING)
 
 
 def _parse_date(text: str, part: str) -> date:

@@ -9,6 +9,7 @@ from enum import Enum
 
 from spendgate.clock import from_ms, to_ms
 from spendgate.domain.ledger import LedgerRow
+from spendgate.errors import BUDGET_EXHAUSTED
 
 
 class GroupBy(Enum):
@@ -56,7 +57,7 @@ class BlockGroup:
     blocked_would_cost_nanos: int
     shadow_hits: int
     shadow_cost_nanos: int  # the real cost of the requests a shadow limit let through
-    retryable: int = 0  # of the blocked: told to retry (429: a rate limit, a budget's line)
+    retryable: int = 0  # of the blocked: told to retry (`told_to_retry`)
     overruns: int = 0  # requests charged more on this budget than they had reserved
     overrun_cost_nanos: int = 0  # ... and their cost
 
@@ -103,7 +104,31 @@ def usage_totals(rows: Iterable[LedgerRow], group_by: GroupBy) -> list[UsageGrou
     return groups
 
 
-RETRY_STATUS = 429  # a refusal the client is told to retry
+RETRY_STATUS = 429  # a refusal the client is told to retry, unless it is one of these:
+LOOP_DETECTOR = "loop-detection"  # `spendgate.domain.budgets.loop_detector`'s name
+
+
+def told_to_retry(row: LedgerRow) -> bool:
+    """Whether a refusal's answer told the client to retry: a ``429`` of a rate limit or of
+    a budget whose room requests in flight hold. A budget with nothing left answers OpenAI
+    and Gemini clients ``429`` too (``insufficient_quota``), and loop detection answers
+    ``429`` in every dialect, both with ``x-should-retry: false``: not counted. (A rate
+    limit's ``429`` past `spendgate.errors.MAX_RETRY_AFTER_S` is, though not retryable.)
+    Backends sum it in SQL as `told_to_retry_sql` writes it."""
+    return (
+        row.status == RETRY_STATUS
+        and row.blocked_by != LOOP_DETECTOR
+        and not (row.error or "").startswith(BUDGET_EXHAUSTED)
+    )
+
+
+def told_to_retry_sql(prefix: str = "") -> str:
+    """`told_to_retry` as a SQL condition on a ledger row (SQLite and PostgreSQL)."""
+    return (
+        f"({prefix}status = {RETRY_STATUS} AND {prefix}blocked_by <> '{LOOP_DETECTOR}' AND "
+        f"substr(COALESCE({prefix}error, ''), 1, {len(BUDGET_EXHAUSTED)}) <> "
+        f"'{BUDGET_EXHAUSTED}')"
+    )
 
 
 def block_totals(rows: Iterable[LedgerRow]) -> list[BlockGroup]:
@@ -115,7 +140,7 @@ def block_totals(rows: Iterable[LedgerRow]) -> list[BlockGroup]:
             counts = found.setdefault(row.blocked_by, [0] * 7)
             counts[0] += 1
             counts[1] += row.would_cost_nanos
-            counts[4] += row.status == RETRY_STATUS
+            counts[4] += told_to_retry(row)
         for name in row.shadow_blocks:
             counts = found.setdefault(name, [0] * 7)
             counts[2] += 1

@@ -93,6 +93,8 @@ class UpstreamFailed:
     error: str
     row: LedgerRow | None  # None: nothing reached the provider, nothing was charged
     key: ApiKey | None = None  # who asked (the row names it too, when there is one)
+    surface: str = ""  # the API it came in on (the row's, when there is one)
+    requested_model: str | None = None  # the name the client sent (``model``: the attempt's)
 
     @property
     def reason(self) -> str:

@@ -36,6 +36,7 @@ class AlertInbox:
         self.pending: deque[tuple[Event, datetime]] = deque()
         self.dropped = 0  # events left out because the queue was full
         self.wake: Callable[[], None] | None = None
+        self.on_drop: Callable[[], None] | None = None  # told of each (metrics)
         self._clock = clock
         self.configure(config)
 
@@ -62,6 +63,8 @@ class AlertInbox:
             return
         if len(self.pending) >= self.config.queue_max:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
             return
         self.pending.append((event, self._clock.now()))
         if self.wake is not None:

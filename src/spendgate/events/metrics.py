@@ -173,6 +173,13 @@ class Metrics:
             ("channel_kind", "outcome"),
             registry=r,
         )
+        # A counter of this module's (not a gauge read at scrape time): with several
+        # workers it is summed over them, as the others are, so it never goes back.
+        self.alert_events_dropped = Counter(
+            "spendgate_alert_events_dropped",
+            "Events an alert rule wanted, dropped because the alert queue was full",
+            registry=r,
+        )
         self.admission_wait = Histogram(
             "spendgate_admission_wait_seconds",
             "Time requests waited in a budget's admission line, by how the wait ended",
@@ -264,6 +271,9 @@ class Metrics:
 
     def alert_delivery(self, channel_kind: str, outcome: str) -> None:
         self.alert_deliveries.labels(channel_kind, outcome).inc()
+
+    def alert_event_dropped(self) -> None:
+        self.alert_events_dropped.inc()
 
     def render(
         self, extra: Iterable[Collector] = (), *, multiprocess_dir: str | None = None
@@ -391,10 +401,10 @@ class Metrics:
         self.requests.labels(
             "upstream_failed",
             str(event.status),
-            "",
+            event.surface,
             team,
             service,
-            event.model,
+            event.requested_model or event.model,  # as a row's: the name the client sent
             event.provider,
             *mine,
         ).inc()

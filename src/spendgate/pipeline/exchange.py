@@ -172,7 +172,7 @@ class Exchange:
             team=self.key.team,
             org=self.org,
             tags=self.key.tags,
-            requested_model=decision.requested if decision else self.asked or self.route.name,
+            requested_model=self.requested_model,
             served_model=served_model or self.deployment.upstream_model,
             provider=self.deployment.provider,
             input_tokens=usage.input_tokens,
@@ -208,6 +208,12 @@ class Exchange:
             service_tier=usage.service_tier,
             tool_calls=usage.tool_calls,
         )
+
+    @property
+    def requested_model(self) -> str:
+        """The name the client sent (its row's ``requested_model``)."""
+        decision = self.decision
+        return decision.requested if decision else self.asked or self.route.name
 
     def _clamped_from(self) -> int | None:
         ticket = self.ticket

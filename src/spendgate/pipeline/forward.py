@@ -145,6 +145,8 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
                 str(failure),
                 None,
                 key=exchange.key,
+                surface=exchange.spec.surface.value,
+                requested_model=exchange.requested_model,
             )
         )
         return Failed(

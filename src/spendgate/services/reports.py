@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -29,6 +31,7 @@ from spendgate.domain.reports import (
 from spendgate.domain.totals import Bucket, UsagePoint
 from spendgate.errors import InvalidRequest
 from spendgate.storage import GroupBy, Storage, UsageGroup, UsageQuery
+from spendgate.text import csv_cell
 
 E = TypeVar("E", bound=Enum)
 
@@ -212,3 +215,30 @@ def point_json(point: UsagePoint) -> dict[str, object]:
         "input_tokens": point.input_tokens,
         "output_tokens": point.output_tokens,
     }
+
+
+SERIES_CSV_HEADER = (
+    "start",
+    "group",
+    "cost_usd",
+    "requests",
+    "blocked",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def series_csv(series: dict[str, object]) -> str:
+    """A `usage_series_report` as CSV: a header, then one line per point in its order (the
+    group cell escaped as `spendgate.domain.reports.to_csv` escapes it; no group: empty)."""
+    points = series["series"]
+    assert isinstance(points, list)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SERIES_CSV_HEADER)
+    for point in points:
+        group = point["group"]
+        writer.writerow(
+            [point["start"], csv_cell(group or ""), *(point[k] for k in SERIES_CSV_HEADER[2:])]
+        )
+    return out.getvalue()

@@ -5,14 +5,17 @@ rollup for the whole hours of its period and the ledger for its edges."""
 
 from __future__ import annotations
 
+from spendgate.domain.totals import told_to_retry_sql
+
 _SUMS = (
     "blocked, blocked_would_cost_nanos, shadow_hits, shadow_cost_nanos, retryable, overruns, "
     "overrun_cost_nanos"
 )
 # A ledger row's marks, one per name: refused by it, a shadow hit of it, an overrun of it.
 _MARKS = (
-    "SELECT ts - ts % 3600000 AS hour_ms, blocked_by AS name, 1 AS blocked, "
-    "would_cost_nanos AS would, 0 AS hits, 0 AS hit_cost, (status = 429)::int AS retryable, "
+    "SELECT ts - ts % 3600000 AS hour_ms, blocked_by AS name, 1 AS blocked, "  # noqa: S608
+    f"would_cost_nanos AS would, 0 AS hits, 0 AS hit_cost, {told_to_retry_sql()}::int "
+    "AS retryable, "
     "0 AS overruns, 0 AS over_cost FROM inserted WHERE blocked_by IS NOT NULL "
     "UNION ALL SELECT ts - ts % 3600000, hit, 0, 0, 1, cost_nanos, 0, 0, 0 "
     "FROM inserted, jsonb_array_elements_text(shadow_blocks::jsonb) AS hit "

@@ -26,11 +26,28 @@ LATEST_INSERTED = (
 
 # $1 since, $2 recent, $3 until; each row once, oldest first, its id last.
 _ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= $1 AND ts < $3 AND "  # noqa: S608
+# A caller refused again at or after ``until`` (a refusal that arrived while the view was
+# read): its newest refusal of the window is not the one ``refusals_latest`` holds, so it
+# is looked up by the caller's key (rare: those callers only).
+_SAME_CALLER = " AND ".join(
+    ["key_id = r.key_id", "blocked_by = r.name", "tags = r.tags"]
+    + [
+        f"{column} IS NOT DISTINCT FROM r.{column}"
+        for column in ('"user"', "service", "team", "org", "session_id", "routed_model")
+    ]
+)
+_REFUSED_AGAIN = (
+    "SELECT l.* FROM refusals_latest AS r CROSS JOIN LATERAL "  # noqa: S608
+    f"({_ROWS}{_SAME_CALLER} AND blocked_by IS NOT NULL "
+    f"AND starts_with(error, '{BUDGET_EXHAUSTED}') ORDER BY ts DESC, id DESC LIMIT 1) AS l "
+    "WHERE r.ts >= $3 AND l.ts < $2"
+)
 VIEW_MARKS = (
     f"{_ROWS}ts >= $2 AND blocked_by IS NOT NULL "  # noqa: S608
     f"UNION ALL {_ROWS}ts >= $2 AND blocked_by IS NULL AND settled_above != '[]' "
     f"UNION ALL {_ROWS}ts < $2 AND (ts, id) IN "
     "(SELECT ts, id FROM refusals_latest WHERE ts >= $1 AND ts < $3) "
+    f"UNION ALL {_REFUSED_AGAIN} "
     "ORDER BY ts, id"
 )
 

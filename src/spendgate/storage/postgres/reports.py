@@ -5,6 +5,7 @@ which prunes the scan to the partitions of those months."""
 
 from __future__ import annotations
 
+from spendgate.domain.totals import told_to_retry_sql
 from spendgate.storage.base import GroupBy
 from spendgate.storage.sqlite.rows import GROUP_COLUMNS, LEDGER
 
@@ -111,8 +112,8 @@ SHADOW_SAVINGS = (
 )
 
 BLOCKED = (
-    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos)::bigint, "
-    "COUNT(*) FILTER (WHERE status = 429) FROM ledger "
+    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos)::bigint, "  # noqa: S608
+    f"COUNT(*) FILTER (WHERE {told_to_retry_sql()}) FROM ledger "
     "WHERE ts >= $1 AND ts < $2 AND blocked_by IS NOT NULL GROUP BY blocked_by"
 )
 SHADOW_HITS = (

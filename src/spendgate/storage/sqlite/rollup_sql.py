@@ -4,7 +4,7 @@ column names are fixed here, never input (hence the S608 waivers)."""
 
 from __future__ import annotations
 
-from spendgate.domain.totals import GroupBy
+from spendgate.domain.totals import GroupBy, told_to_retry_sql
 
 DIMS = {
     GroupBy.TEAM: "team",
@@ -108,7 +108,7 @@ ROLL_BLOCKS = (
     "SUM(shadow_hits), SUM(shadow_cost), SUM(retryable), SUM(overruns), SUM(overrun_cost) FROM ("
     f"SELECT {_HOUR} AS hour, l.blocked_by AS name, 1 AS blocked, "
     "l.would_cost_nanos AS would_cost, 0 AS shadow_hits, 0 AS shadow_cost, "
-    "l.status = 429 AS retryable, 0 AS overruns, 0 AS overrun_cost FROM ledger AS l "
+    f"{told_to_retry_sql('l.')} AS retryable, 0 AS overruns, 0 AS overrun_cost FROM ledger AS l "
     "WHERE l.id > ?1 AND l.id <= ?2 AND l.blocked_by IS NOT NULL "
     f"UNION ALL SELECT {_HOUR}, hit.value, 0, 0, 1, l.cost_nanos, 0, 0, 0 "
     "FROM ledger AS l, json_each(l.shadow_blocks) AS hit "

@@ -31,6 +31,7 @@ from spendgate.domain.totals import (
     merge_blocks,
     merge_series,
     merge_usage,
+    told_to_retry_sql,
     whole_hours,
 )
 from spendgate.storage.sqlite import medians, overrun_sql, refusal_days, refusal_sql
@@ -101,7 +102,8 @@ def _past(sql: str) -> str:
 
 
 _BLOCKED_SQL = (
-    "SELECT blocked_by, COUNT(*), SUM(would_cost_nanos), SUM(status = 429) FROM ledger "
+    f"SELECT blocked_by, COUNT(*), SUM(would_cost_nanos), SUM({told_to_retry_sql()}) "  # noqa: S608
+    "FROM ledger "
     "WHERE ts >= ? AND ts < ? AND blocked_by IS NOT NULL GROUP BY blocked_by"
 )
 _SHADOW_HITS_SQL = (
