@@ -9,8 +9,9 @@ which worker answered (``worker``, ``pid``), and the connection stays with that 
 The storage of these tests comes from ``$SPENDGATE_TEST_STORAGE_URLS`` (comma separated;
 default: ``sqlite``), so the same tests run on every backend. Each entry is a kind, and
 `storage_url` makes that kind's stores afresh for each test: ``sqlite`` (a file in the
-test's folder), ``postgres`` (a throwaway database ``sg_<uuid>`` on the PostgreSQL server
-at $PGHOST:$PGPORT, default 127.0.0.1:5432) or ``redis-pg`` (such a database, with the
+test's folder), ``postgres`` (a throwaway database ``<prefix>_<uuid>``, the prefix ``sg`` unless
+$SPENDGATE_TEST_DATABASE_PREFIX names another, on the PostgreSQL server at
+$PGHOST:$PGPORT, default 127.0.0.1:5432) or ``redis-pg`` (such a database, with the
 live counters on Redis at $SPENDGATE_TEST_REDIS, default redis://127.0.0.1:6379/0, under a
 key prefix of the test's own). Databases and prefixes are dropped when the test process
 ends (`throwaway_stores` drops them at once, for tests that hold it as a context). Any
@@ -102,7 +103,7 @@ def drop_stores(stores: Stores) -> None:
             pass  # a throwaway server of the test's own, already gone
         finally:
             client.close()
-    if stores.url.startswith("postgresql://") and "/sg_" in stores.url:
+    if stores.url.startswith("postgresql://") and f"/{DATABASE_PREFIX}_" in stores.url:
         rest = stores.url.removeprefix("postgresql://").split("@", 1)[1]
         address, name = rest.split("/", 1)
         host, port = address.rsplit(":", 1)
