@@ -4,7 +4,10 @@ Server tools run by Anthropic (``web_search_*`` and ``web_fetch_*``, each limite
 ``max_uses``; ``code_execution_*``; the ``advisor_*`` tool, which runs another model), a
 remote MCP server (``mcp_servers``), a reused code-execution ``container``, documents by
 URL or Files API id, and opaque blocks whose size is not the size they bill (redacted
-thinking, encrypted compaction). Images by URL or id are not hidden: Anthropic resizes
+thinking, encrypted compaction), and a server-side compaction (``context_management``
+with a ``compact_*`` edit, or a top-level ``compaction``): a sampling step of its own over
+the whole context before the answer's, billed apart (`spendgate.dialects.anthropic`).
+Images by URL or id are not hidden: Anthropic resizes
 every image to at most about 1,600 tokens (`spendgate.domain.tokens`).
 """
 
@@ -54,8 +57,20 @@ def _block(where: str, block: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _compactions(body: Mapping[str, Any]) -> list[str]:
+    found = ["compaction"] if body.get("compaction") else []
+    management = body.get("context_management")
+    edits = management.get("edits") if isinstance(management, Mapping) else None
+    for index, edit in mappings(edits):
+        kind = edit.get("type")
+        if isinstance(kind, str) and kind.startswith("compact_"):
+            found.append(f"context_management.edits[{index}]: {kind}")
+    return found
+
+
 def messages_hidden(body: Mapping[str, Any]) -> HiddenInput:
-    reasons: list[str] = []
+    reasons = _compactions(body)
+    compacts = bool(reasons)
     if body.get("mcp_servers"):
         reasons.append("mcp_servers")
     if body.get("container"):
@@ -66,4 +81,4 @@ def messages_hidden(body: Mapping[str, Any]) -> HiddenInput:
     tools = [found for _, tool in mappings(body.get("tools")) if (found := _tool(tool))]
     if body.get("mcp_servers") and not any(name == "mcp" for name, _ in tools):
         tools.append(("mcp", None))
-    return HiddenInput(reasons=tuple(reasons), tools=tuple(tools))
+    return HiddenInput(reasons=tuple(reasons), tools=tuple(tools), compacts=compacts)

@@ -21,9 +21,17 @@ class HiddenInput:
     reasons: tuple[str, ...] = ()  # where input hides: "previous_response_id", "input[2]..."
     tools: tuple[tuple[str, int | None], ...] = ()  # server tools: (fee name, calls allowed)
     call_limit: int | None = None  # a limit on all server tool calls together (OpenAI)
+    # a server-side compaction may run before each model pass, a pass of its own (Anthropic)
+    compacts: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.reasons or self.tools)
+        return bool(self.reasons or self.tools or self.compacts)
+
+    def passes(self, assumed: int) -> int:
+        """How many times the provider may read the whole context: once, plus once per
+        server tool call (`calls`); twice that when a compaction may precede each."""
+        passes = 1 + self.calls(assumed)
+        return 2 * passes if self.compacts else passes
 
     def calls(self, assumed: int) -> int:
         """How many server tool calls the request may make at most: its own limits, and

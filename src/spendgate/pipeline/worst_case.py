@@ -6,7 +6,8 @@
   `spendgate.dialects.hidden`), the budgets decide (``hidden_input``): bound it by what
   the provider could bill (the model's input window, once per model pass: one, plus one
   per server tool call the request allows), refuse the request, or (soft budgets only)
-  take the body's count as an estimate.
+  take the body's count as an estimate. A server-side compaction (Anthropic) may run
+  before each pass, a pass over the context of its own: twice as many passes.
 * Cache writes: only where the request may write the provider's cache.
 * Service tier: the dearest the request can be served in (what it asks for, else the
   account's default: ``providers.*.default_service_tier``).
@@ -106,7 +107,7 @@ def price_worst_case(
                 f"models.{route.name}.price.max_input_tokens.",
                 blocked_by="hidden-input:unbounded",
             )
-        passes = 1 + hidden.calls(assumed_tool_calls)
+        passes = hidden.passes(assumed_tool_calls)
         input_tokens, exact = window * passes, False
         bounded = (
             f"{hidden.describe(assumed_tool_calls)}: reserved as {input_tokens} input tokens "

@@ -1,0 +1,121 @@
+"""End to end: Anthropic server-side compaction (``context_management`` with a
+``compact_*`` edit) through the real ``anthropic`` SDK, priced as Anthropic bills it.
+
+A compaction is a sampling step of its own, reported only as a ``compaction`` entry of
+``usage.iterations``: it reads the whole context (the default trigger is 150,000 input
+tokens) and writes a summary, then the answer reads the compacted context. Each step is
+billed at the long-context tier of its own input, its summary is output no ``max_tokens``
+bounds, and the worst case allows a compaction before each model pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+
+from harness import GatewayHarness
+from spendgate.domain.ledger import LedgerRow
+from spendgate.money import dollars_to_nanos
+from spendgate.simulator.anthropic import COMPACTION_RATIO
+
+# Claude Haiku 5.5: $0.10 / $0.50 per 1M tokens, 5x above 100K input; a 1M window.
+MODEL = "claude-haiku-5-5"
+COMPACTION = 150_000  # what the compaction read: above the 100K long-context threshold
+EDITS = {"edits": [{"type": "compact_20260112"}]}
+
+
+def configure(data: dict[str, Any]) -> None:
+    data["models"][MODEL] = {"provider": "anthropic"}
+    data["budgets"] = [
+        {"name": "worst", "scope": "user", "match": "u-compact-worst", "limit_usd": "5"}
+    ]
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    harness = GatewayHarness(
+        tmp_path_factory.mktemp("compaction") / "spendgate.db", configure=configure
+    ).start()
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def client(gw: GatewayHarness, secret: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=gw.url, api_key=secret, max_retries=0, timeout=10, http_client=httpx2.Client()
+    )
+
+
+def only_row(gw: GatewayHarness, key_id: str) -> LedgerRow:
+    rows = gw.ledger(key_id)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def per_million(tokens: int, dollars: str) -> int:
+    """``tokens`` at ``dollars`` per 1M tokens, in nano-dollars per 1M tokens (exact)."""
+    return tokens * dollars_to_nanos(dollars)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_step_is_billed_at_the_tier_of_its_own_input(gw: GatewayHarness, stream: bool) -> None:
+    """The compaction read 150K tokens (above 100K: $0.50 / $2.50), the answer a short
+    compacted context (standard: $0.10 / $0.50). The answer is not billed at the
+    long-context rates because the two steps' inputs sum above 100K, and the summary's
+    7,500 output tokens above ``max_tokens`` do not make the usage unbelievable."""
+    secret = gw.create_key(user="u-compact")
+    key_id = gw.last_key_id
+    summary = COMPACTION // COMPACTION_RATIO
+    with client(gw, secret) as sdk:
+        args: dict[str, Any] = {
+            "model": MODEL,
+            "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "Continue the build plan."}],
+            "betas": ["compact-2026-01-12"],
+            "context_management": EDITS,
+            "extra_headers": {"x-sim-compaction-tokens": str(COMPACTION)},
+        }
+        if stream:
+            with sdk.beta.messages.stream(**args) as events:
+                message = events.get_final_message()
+        else:
+            message = sdk.beta.messages.create(**args)
+    usage = message.usage
+    assert usage.iterations is not None
+    compaction, _ = usage.iterations
+    assert (compaction.type, compaction.input_tokens) == ("compaction", COMPACTION)
+    assert compaction.output_tokens == summary
+    row = only_row(gw, key_id)
+    assert (row.usage_estimated, row.usage_problem) == (False, None)
+    assert row.input_tokens == usage.input_tokens + COMPACTION
+    assert row.output_tokens == usage.output_tokens + summary
+    exact = (
+        per_million(COMPACTION, "0.50")
+        + per_million(summary, "2.50")
+        + per_million(usage.input_tokens, "0.10")
+        + per_million(usage.output_tokens, "0.50")
+    )
+    assert row.cost_nanos == -(-exact // 1_000_000)
+
+
+def test_the_worst_case_allows_a_compaction_before_the_answer(gw: GatewayHarness) -> None:
+    """A compaction reads the whole context in a pass of its own: the request is reserved
+    as two passes over the model's window, and says so."""
+    secret = gw.create_key(user="u-compact-worst")
+    with client(gw, secret) as sdk:
+        raw = sdk.beta.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Hello"}],
+            betas=["compact-2026-01-12"],
+            context_management={"edits": [{"type": "compact_20260112"}]},
+        )
+    bounded = raw.headers["x-spendgate-input-bounded"]
+    assert "context_management.edits[0]: compact_20260112" in bounded
+    assert "(2 x the 1000000-token window)" in bounded
