@@ -54,6 +54,7 @@ def configure(data: dict[str, Any]) -> None:
             "limit_usd": BUDGET_USD,
             "period": "daily",
         },
+        {"name": "gem-guard", "scope": "user", "match": "u-gem-guard", "limit_usd": "1"},
     ]
     data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
     data["runaway"] = {"loop_max_repeats": 2, "loop_window_s": 60}
@@ -247,6 +248,59 @@ def test_stream_metered_from_its_last_usage_when_it_finishes_early(gw: GatewayHa
     assert (row.error, row.usage_estimated) == (None, False)
     assert (row.input_tokens, row.output_tokens) == (meta.prompt_token_count, 60)
     assert row.cost_nanos == row.input_tokens * 300 + 60 * 2_500
+
+
+def test_stream_that_says_finish_on_every_chunk_is_relayed_as_it_comes(
+    gw: GatewayHarness,
+) -> None:
+    """Once every candidate said ``finishReason``, a chunk is held as the end until the
+    spend is durable; a chunk after it shows it was not the end and releases it. Every
+    chunk of such a stream was held until the upstream had finished: the client got its
+    first chunk only with the last (a streamed answer turned into a buffered one)."""
+    secret = gw.create_key(user="u-gem-early-relay")
+    sim_headers = {
+        "x-sim-output-tokens": "60",
+        "x-sim-finish-every-chunk": "1",
+        "x-sim-chunk-delay-ms": "100",
+    }
+    sdk = client(gw, secret, sim_headers)
+    stream = sdk.models.generate_content_stream(model=MODEL, contents=PROMPT)
+    first = next(stream)
+    record = last_record(gw)
+    assert first.candidates is not None
+    assert not record.finished  # the upstream is still writing the answer
+    chunks = [first, *stream]
+    assert len(chunks) == record.chunks_sent
+    meta = chunks[-1].usage_metadata
+    assert meta is not None
+    assert meta.candidates_token_count == 60
+    row = only_row(gw, gw.last_key_id)
+    assert (row.error, row.usage_estimated, row.output_tokens) == (None, False, 60)
+
+
+def test_stream_that_says_finish_on_every_chunk_is_cut_at_its_ceiling(
+    gw: GatewayHarness,
+) -> None:
+    """The output guard watches every chunk relayed: an upstream that ignores
+    ``maxOutputTokens`` while saying ``finishReason`` on every chunk is cut at the reserved
+    ceiling. Held as the end one after the other, its chunks went out unguarded, 400
+    tokens charged against a reservation of 50."""
+    secret = gw.create_key(user="u-gem-guard")
+    sim_headers = {
+        "x-sim-output-tokens": "400",
+        "x-sim-ignore-max": "1",
+        "x-sim-finish-every-chunk": "1",
+    }
+    sdk = client(gw, secret, sim_headers)
+    config = types.GenerateContentConfig(max_output_tokens=50)
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT, config=config))
+    candidates = chunks[-1].candidates
+    assert candidates is not None
+    assert candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    row = only_row(gw, gw.last_key_id)
+    assert row.output_ceiling == 50
+    assert row.output_tokens <= 50
+    assert row.error == "stream ended by spendgate at the reserved output ceiling (50 tokens)"
 
 
 def test_stream_without_alt_sse_is_relayed_as_a_json_array_and_metered(

@@ -278,6 +278,20 @@ def test_meter_holds_the_finishing_chunk_and_reads_its_totals() -> None:
     assert b'"finishReason":"MAX_TOKENS"' in cut.data
 
 
+def test_meter_releases_a_held_chunk_that_was_not_the_end() -> None:
+    """A chunk after the one held as the end (every chunk said ``finishReason``) releases
+    it and is held in its place; what is not a chunk of the answer (an error, the array's
+    ``]``) is held with it, never releasing the end."""
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    chunk = b'{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"finishReason":"STOP"}]}'
+    stream = b"[" + chunk + b",\r\n" + chunk + b",\r\n" + chunk + b"\r\n]"
+    actions = [meter.feed(event) for event in JsonArraySplitter(1000).feed(stream)]
+    assert actions == [Action.HOLD, Action.RELEASE, Action.RELEASE, Action.HOLD]
+    assert meter.generated.kept_text() == "HiHiHi"
+    (error,) = _events(b'data: {"error":{"code":503,"message":"busy"}}\n\n')
+    assert meter.feed(error) is Action.HOLD
+
+
 def test_meter_notes_an_upstream_error_chunk() -> None:
     meter = STREAM_GENERATE.meter(Prepared(b"", True, True), BODY)
     (event,) = _events(b'data: {"error":{"code":503,"status":"UNAVAILABLE","message":"busy"}}\n\n')

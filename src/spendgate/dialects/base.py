@@ -103,12 +103,16 @@ class Action(Enum):
     * ``DROP``: never send it (the usage chunk spendgate asked for but the client did not);
     * ``HOLD``: the terminal event (``[DONE]``, ``message_stop``, ``response.completed``):
       sent only after the ledger row is durable, so a client never sees the end of a
-      response whose spend could still be lost.
+      response whose spend could still be lost;
+    * ``RELEASE``: an event after one held as the end, which was not the end after all (a
+      Gemini chunk after one whose candidates all said ``finishReason``): what is held is
+      sent now, as if forwarded, and this event is held in its place.
     """
 
     FORWARD = "forward"
     DROP = "drop"
     HOLD = "hold"
+    RELEASE = "release"
 
 
 class StreamMeter(Protocol):

@@ -496,12 +496,15 @@ class GeminiMeter(MeterBase):
     """Each chunk is a ``GenerateContentResponse``; its ``usageMetadata`` is cumulative.
 
     Gemini sends no terminal event: the chunk in which every candidate has a
-    ``finishReason`` ends the stream, and it (with anything after it) is held until the
-    spend is durable; so does a chunk whose ``promptFeedback`` has a ``blockReason`` (the
-    prompt was blocked: no candidate comes). ``array``: the stream is one JSON array (no
-    ``alt=sse``), so what spendgate adds (an error, a clean cut) continues the array and
-    closes it: an array closed before the stream finished has its ``]`` held (or, closing an
-    array with no element, dropped), so that what spendgate adds goes inside it."""
+    ``finishReason`` ends the stream, and it is held until the spend is durable; so does a
+    chunk whose ``promptFeedback`` has a ``blockReason`` (the prompt was blocked: no
+    candidate comes). A chunk after it shows it was not the end (every chunk says
+    ``finishReason`` in some streams): what is held goes out, and the newer chunk is held
+    in its place, so such a stream is relayed as it comes, not all at its end. ``array``:
+    the stream is one JSON array (no ``alt=sse``), so what spendgate adds (an error, a
+    clean cut) continues the array and closes it: an array closed before the stream
+    finished has its ``]`` held (or, closing an array with no element, dropped), so that
+    what spendgate adds goes inside it."""
 
     def __init__(self, *, array: bool = False) -> None:
         super().__init__()
@@ -513,8 +516,11 @@ class GeminiMeter(MeterBase):
 
     def feed(self, event: SseEvent) -> Action:
         if self.finished:
-            self._read(load_object(event.data))  # (its usage is newer: cumulative)
-            return Action.HOLD
+            chunk = load_object(event.data)
+            self._read(chunk)  # (its usage is newer: cumulative)
+            # a chunk of the answer, not the "]", a comment or an error: not the end yet
+            more = chunk is not None and "error" not in chunk
+            return Action.RELEASE if more else Action.HOLD
         if self.array and not event.data:  # the "]" (see `JsonArraySplitter`), unfinished
             if not self._opened:
                 return Action.DROP  # "[]": what spendgate adds opens and closes the array
