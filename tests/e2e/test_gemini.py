@@ -55,6 +55,7 @@ def configure(data: dict[str, Any]) -> None:
             "period": "daily",
         },
         {"name": "gem-guard", "scope": "user", "match": "u-gem-guard", "limit_usd": "1"},
+        {"name": "gem-files", "scope": "user", "match": "u-gem-files", "limit_usd": "5"},
     ]
     data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
     data["runaway"] = {"loop_max_repeats": 2, "loop_window_s": 60}
@@ -301,6 +302,30 @@ def test_stream_that_says_finish_on_every_chunk_is_cut_at_its_ceiling(
     assert row.output_ceiling == 50
     assert row.output_tokens <= 50
     assert row.error == "stream ended by spendgate at the reserved output ceiling (50 tokens)"
+
+
+def test_a_file_by_uri_is_input_the_body_does_not_show(gw: GatewayHarness) -> None:
+    """A ``fileData`` part (a Files API upload, the SDK's way with audio and video) can
+    bill far more than the 32,768 tokens an attachment of unknown size was counted as: an
+    hour of audio is 115,200 tokens. It is bounded by the model's input window, as a file
+    by id is on the other APIs, and the answer says so."""
+    secret = gw.create_key(user="u-gem-files")
+    sdk = client(gw, secret)
+    upload = "https://generativelanguage.googleapis.com/v1beta/files/talk-1h"
+    contents = [
+        types.Part.from_uri(file_uri=upload, mime_type="audio/mp3"),
+        "Summarise this talk.",
+    ]
+    config = types.GenerateContentConfig(max_output_tokens=100)
+    answer = sdk.models.generate_content(model=MODEL, contents=contents, config=config)
+    assert answer.sdk_http_response is not None
+    headers = answer.sdk_http_response.headers or {}
+    bounded = headers["x-spendgate-input-bounded"]
+    window = price(gw).max_input_tokens
+    assert bounded.startswith("contents[0].parts[0]: fileData: reserved as")
+    assert f"(1 x the {window}-token window)" in bounded
+    (part, _) = last_record(gw).body["contents"][0]["parts"]
+    assert upload in orjson.dumps(part).decode()
 
 
 def test_stream_without_alt_sse_is_relayed_as_a_json_array_and_metered(

@@ -33,6 +33,7 @@ from spendgate.dialects.base import (
     count_problem,
     load_object,
 )
+from spendgate.dialects.gemini_hidden import gemini_hidden
 from spendgate.dialects.hidden import HiddenInput, mappings
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -311,29 +312,6 @@ def _positive(config: Mapping[str, Any], name: str, most: int | None = None) -> 
             param=f"generationConfig.{name}",
         )
     return int(value)
-
-
-# Built-in tools that run on Google's side: each call is one more pass over the context.
-_SERVER_TOOLS = {
-    "googleSearch": "google_search",
-    "google_search": "google_search",
-    "googleSearchRetrieval": "google_search",
-    "google_search_retrieval": "google_search",
-    "codeExecution": "code_execution",
-    "code_execution": "code_execution",
-    "urlContext": "url_context",
-    "url_context": "url_context",
-}
-
-
-def gemini_hidden(body: Mapping[str, Any]) -> HiddenInput:
-    """A named context cache (``cachedContent``) is input the body does not show; the
-    built-in tools (Google Search, code execution, URL context) run server-side."""
-    reasons = ("cachedContent",) if _get(body, "cachedContent") else ()
-    tools: list[tuple[str, int | None]] = []
-    for _, tool in mappings(body.get("tools")):
-        tools += [(fee, None) for name, fee in _SERVER_TOOLS.items() if name in tool]
-    return HiddenInput(reasons=reasons, tools=tuple(tools))
 
 
 @dataclass(frozen=True)
