@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import orjson
 
 from spendgate.dialects.agents import messages_end_turn, rewrite_event
-from spendgate.dialects.anthropic_hidden import messages_hidden
+from spendgate.dialects.anthropic_hidden import messages_hidden, other_model
 from spendgate.dialects.base import (
     Action,
     DialectAdapter,
@@ -269,6 +269,23 @@ def _cache_marks(value: object) -> Iterator[Mapping[str, Any]]:
 class MessagesSurface(SurfaceSpec):
     def end_turn(self, raw: bytes) -> bytes:
         return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
+
+    def check(self, body: Mapping[str, Any]) -> None:
+        """Also refuse a body that lets another model serve or advise it (`other_model`):
+        its worst case and its charge are the requested model's, so the other model's
+        tokens would be reserved and charged at the wrong price, or not at all, whatever
+        models the key may use."""
+        super().check(body)
+        found = other_model(body)
+        if found is not None:
+            field, what = found
+            raise InvalidRequest(
+                f"'{field}' asks for {what}. spendgate prices and authorizes one model per "
+                "request, so it cannot reserve or charge that model's tokens: send the "
+                "request without it (an operator can declare fallback models in spendgate's "
+                "own configuration, models.<name>.fallbacks).",
+                param=field,
+            )
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         counted = tokens.count_anthropic_input(model, body)

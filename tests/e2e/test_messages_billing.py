@@ -1,5 +1,7 @@
-"""End to end: Anthropic server-side compaction (``context_management`` with a
-``compact_*`` edit) through the real ``anthropic`` SDK, priced as Anthropic bills it.
+"""End to end, through the real ``anthropic`` SDK: what a Messages request makes Anthropic
+bill besides its own model's one pass. Server-side compaction (``context_management``
+with a ``compact_*`` edit) is priced as Anthropic bills it; another model serving or
+advising the request (``fallbacks``, the advisor tool) is refused.
 
 A compaction is a sampling step of its own, reported only as a ``compaction`` entry of
 ``usage.iterations``: it reads the whole context (the default trigger is 150,000 input
@@ -119,3 +121,45 @@ def test_the_worst_case_allows_a_compaction_before_the_answer(gw: GatewayHarness
     bounded = raw.headers["x-spendgate-input-bounded"]
     assert "context_management.edits[0]: compact_20260112" in bounded
     assert "(2 x the 1000000-token window)" in bounded
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"fallbacks": [{"model": "claude-opus-4-1", "max_tokens": 32_000}]}, "fallbacks"),
+        ({"fallbacks": "default"}, "fallbacks"),
+        (
+            {
+                "tools": [
+                    {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-1"}
+                ]
+            },
+            "tools[0]",
+        ),
+    ],
+)
+def test_another_model_serving_or_advising_is_refused(
+    gw: GatewayHarness, extra: dict[str, Any], field: str
+) -> None:
+    """A server-side fallback is served by another model, with its own ``max_tokens``; the
+    advisor tool's calls run the model it names, reported only in ``usage.iterations`` and
+    billed at that model's rates. spendgate reserves, charges and authorizes the requested
+    model alone: such a request reached Anthropic and its other model's tokens were
+    reserved at the requested model's price (a fallback's ``max_tokens`` never clamped) or
+    not charged at all (the advisor's), whatever models the key may use. It is refused
+    in Anthropic's shape, before anything is reserved or sent."""
+    secret = gw.create_key(user="u-other-model", allowed_models=[MODEL])
+    sent = len(gw.sim.records)
+    with client(gw, secret) as sdk, pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.beta.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Hello"}],
+            betas=["server-side-fallback-2026-07-01", "advisor-tool-2026-03-01"],
+            extra_body=extra,
+        )
+    error = refused.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"'{field}' asks for")
+    assert len(gw.sim.records) == sent
+    assert gw.ledger(gw.last_key_id) == []
