@@ -106,21 +106,41 @@ def test_each_step_is_billed_at_the_tier_of_its_own_input(gw: GatewayHarness, st
     assert row.cost_nanos == -(-exact // 1_000_000)
 
 
-def test_the_worst_case_allows_a_compaction_before_the_answer(gw: GatewayHarness) -> None:
-    """A compaction reads the whole context in a pass of its own: the request is reserved
-    as two passes over the model's window, and says so."""
+def test_the_worst_case_allows_a_compaction_before_each_pass(gw: GatewayHarness) -> None:
+    """A compaction reads the whole context in a pass of its own, before any model pass
+    whose input reached its trigger: with a server tool (a search, then a second pass),
+    the request is reserved as twice its passes over the model's window, and says so. A
+    body whose input stays below the trigger, with nothing to add to it, cannot compact:
+    it is counted as any other."""
     secret = gw.create_key(user="u-compact-worst")
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
     with client(gw, secret) as sdk:
-        raw = sdk.beta.messages.with_raw_response.create(
+        searched = sdk.beta.messages.with_raw_response.create(
             model=MODEL,
             max_tokens=100,
             messages=[{"role": "user", "content": "Hello"}],
             betas=["compact-2026-01-12"],
             context_management={"edits": [{"type": "compact_20260112"}]},
+            tools=[search],
         )
-    bounded = raw.headers["x-spendgate-input-bounded"]
-    assert "context_management.edits[0]: compact_20260112" in bounded
-    assert "(2 x the 1000000-token window)" in bounded
+        small = sdk.beta.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Hello"}],
+            betas=["compact-2026-01-12"],
+            context_management={
+                "edits": [
+                    {
+                        "type": "compact_20260112",
+                        "trigger": {"type": "input_tokens", "value": 50_000},
+                    }
+                ]
+            },
+        )
+    bounded = searched.headers["x-spendgate-input-bounded"]
+    assert bounded.startswith("context_management.edits[0]: compact_20260112; server tools")
+    assert "(4 x the 1000000-token window)" in bounded
+    assert "x-spendgate-input-bounded" not in small.headers
 
 
 @pytest.mark.parametrize(

@@ -73,20 +73,33 @@ def _block(where: str, block: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _compactions(body: Mapping[str, Any]) -> list[str]:
-    found = ["compaction"] if body.get("compaction") else []
+# Anthropic's default compaction trigger, in input tokens (`compact_*` edits' ``trigger``).
+COMPACTION_TRIGGER = 150_000
+
+
+def _compactions(body: Mapping[str, Any]) -> tuple[list[str], int]:
+    """The fields that enable a server-side compaction, and the fewest input tokens at which
+    one runs (its ``trigger``; 0 for the top-level ``compaction``, whose trigger is not
+    known)."""
+    found, trigger = [], None
+    if body.get("compaction"):
+        found, trigger = ["compaction"], 0
     management = body.get("context_management")
     edits = management.get("edits") if isinstance(management, Mapping) else None
     for index, edit in mappings(edits):
         kind = edit.get("type")
         if isinstance(kind, str) and kind.startswith("compact_"):
             found.append(f"context_management.edits[{index}]: {kind}")
-    return found
+            at = edit.get("trigger")
+            value = positive_int(at.get("value")) if isinstance(at, Mapping) else None
+            value = COMPACTION_TRIGGER if at is None else (value or 0)
+            trigger = value if trigger is None else min(trigger, value)
+    return found, trigger or 0
 
 
 def messages_hidden(body: Mapping[str, Any]) -> HiddenInput:
-    reasons = _compactions(body)
-    compacts = bool(reasons)
+    compaction, trigger = _compactions(body)
+    reasons: list[str] = []
     if body.get("mcp_servers"):
         reasons.append("mcp_servers")
     if body.get("container"):
@@ -97,4 +110,9 @@ def messages_hidden(body: Mapping[str, Any]) -> HiddenInput:
     tools = [found for _, tool in mappings(body.get("tools")) if (found := _tool(tool))]
     if body.get("mcp_servers") and not any(name == "mcp" for name, _ in tools):
         tools.append(("mcp", None))
-    return HiddenInput(reasons=tuple(reasons), tools=tuple(tools), compacts=compacts)
+    return HiddenInput(
+        reasons=tuple(reasons),
+        tools=tuple(tools),
+        compaction=tuple(compaction),
+        compaction_trigger=trigger,
+    )

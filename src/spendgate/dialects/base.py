@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
-from spendgate.dialects.hidden import HiddenInput
+from spendgate.dialects.hidden import NO_HIDDEN_INPUT, HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
@@ -32,7 +32,6 @@ from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import SseEvent
 
 T = TypeVar("T")
-NO_HIDDEN_INPUT = HiddenInput()
 
 # ---------------------------------------------------------------------------- dialects
 
