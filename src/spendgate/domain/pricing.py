@@ -218,8 +218,12 @@ def cost_of(usage: Usage, price: Price) -> Nanos:
     long-context tier of its own input, and the main step at that of the rest."""
     if price.free:
         return Nanos(0)
-    steps = (usage.without_apart(), *usage.apart) if usage.apart else (usage,)
-    exact = sum(_exact_cost(step, price, usage.service_tier) for step in steps)
+    tier = usage.service_tier
+    if usage.apart:
+        exact = _exact_cost(usage.without_apart(), price, tier)
+        exact += sum(_exact_cost(step, price, tier) for step in usage.apart)
+    else:
+        exact = _exact_cost(usage, price, tier)
     return Nanos(-(-exact // TOKENS_PER_PRICE_UNIT) + price.tool_cost(usage.tool_calls))
 
 
