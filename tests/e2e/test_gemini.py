@@ -54,6 +54,8 @@ def configure(data: dict[str, Any]) -> None:
             "limit_usd": BUDGET_USD,
             "period": "daily",
         },
+        {"name": "gem-guard", "scope": "user", "match": "u-gem-guard", "limit_usd": "1"},
+        {"name": "gem-files", "scope": "user", "match": "u-gem-files", "limit_usd": "5"},
     ]
     data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
     data["runaway"] = {"loop_max_repeats": 2, "loop_window_s": 60}
@@ -247,6 +249,83 @@ def test_stream_metered_from_its_last_usage_when_it_finishes_early(gw: GatewayHa
     assert (row.error, row.usage_estimated) == (None, False)
     assert (row.input_tokens, row.output_tokens) == (meta.prompt_token_count, 60)
     assert row.cost_nanos == row.input_tokens * 300 + 60 * 2_500
+
+
+def test_stream_that_says_finish_on_every_chunk_is_relayed_as_it_comes(
+    gw: GatewayHarness,
+) -> None:
+    """Once every candidate said ``finishReason``, a chunk is held as the end until the
+    spend is durable; a chunk after it shows it was not the end and releases it. Every
+    chunk of such a stream was held until the upstream had finished: the client got its
+    first chunk only with the last (a streamed answer turned into a buffered one)."""
+    secret = gw.create_key(user="u-gem-early-relay")
+    sim_headers = {
+        "x-sim-output-tokens": "60",
+        "x-sim-finish-every-chunk": "1",
+        "x-sim-chunk-delay-ms": "100",
+    }
+    sdk = client(gw, secret, sim_headers)
+    stream = sdk.models.generate_content_stream(model=MODEL, contents=PROMPT)
+    first = next(stream)
+    record = last_record(gw)
+    assert first.candidates is not None
+    assert not record.finished  # the upstream is still writing the answer
+    chunks = [first, *stream]
+    assert len(chunks) == record.chunks_sent
+    meta = chunks[-1].usage_metadata
+    assert meta is not None
+    assert meta.candidates_token_count == 60
+    row = only_row(gw, gw.last_key_id)
+    assert (row.error, row.usage_estimated, row.output_tokens) == (None, False, 60)
+
+
+def test_stream_that_says_finish_on_every_chunk_is_cut_at_its_ceiling(
+    gw: GatewayHarness,
+) -> None:
+    """The output guard watches every chunk relayed: an upstream that ignores
+    ``maxOutputTokens`` while saying ``finishReason`` on every chunk is cut at the reserved
+    ceiling. Held as the end one after the other, its chunks went out unguarded, 400
+    tokens charged against a reservation of 50."""
+    secret = gw.create_key(user="u-gem-guard")
+    sim_headers = {
+        "x-sim-output-tokens": "400",
+        "x-sim-ignore-max": "1",
+        "x-sim-finish-every-chunk": "1",
+    }
+    sdk = client(gw, secret, sim_headers)
+    config = types.GenerateContentConfig(max_output_tokens=50)
+    chunks = list(sdk.models.generate_content_stream(model=MODEL, contents=PROMPT, config=config))
+    candidates = chunks[-1].candidates
+    assert candidates is not None
+    assert candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    row = only_row(gw, gw.last_key_id)
+    assert row.output_ceiling == 50
+    assert row.output_tokens <= 50
+    assert row.error == "stream ended by spendgate at the reserved output ceiling (50 tokens)"
+
+
+def test_a_file_by_uri_is_input_the_body_does_not_show(gw: GatewayHarness) -> None:
+    """A ``fileData`` part (a Files API upload, the SDK's way with audio and video) can
+    bill far more than the 32,768 tokens an attachment of unknown size was counted as: an
+    hour of audio is 115,200 tokens. It is bounded by the model's input window, as a file
+    by id is on the other APIs, and the answer says so."""
+    secret = gw.create_key(user="u-gem-files")
+    sdk = client(gw, secret)
+    upload = "https://generativelanguage.googleapis.com/v1beta/files/talk-1h"
+    contents = [
+        types.Part.from_uri(file_uri=upload, mime_type="audio/mp3"),
+        "Summarise this talk.",
+    ]
+    config = types.GenerateContentConfig(max_output_tokens=100)
+    answer = sdk.models.generate_content(model=MODEL, contents=contents, config=config)
+    assert answer.sdk_http_response is not None
+    headers = answer.sdk_http_response.headers or {}
+    bounded = headers["x-spendgate-input-bounded"]
+    window = price(gw).max_input_tokens
+    assert bounded.startswith("contents[0].parts[0]: fileData: reserved as")
+    assert f"(1 x the {window}-token window)" in bounded
+    (part, _) = last_record(gw).body["contents"][0]["parts"]
+    assert upload in orjson.dumps(part).decode()
 
 
 def test_stream_without_alt_sse_is_relayed_as_a_json_array_and_metered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,23 @@ def test_service_tier_rates(
     rates = price.rates_for(1_000, tier).full()
     expected = tuple(dollars_to_nanos(v) for v in (input_rate, cached, output_rate))
     assert (rates.input, rates.cached_input, rates.output) == expected
+
+
+def test_openai_cache_writes_cost_more_than_input_from_gpt_5_6_on() -> None:
+    """OpenAI's prompt-caching guide: "For GPT-5.6 models and later model families, cache
+    writes cost 1.25x the uncached input token rate". A catalog entry without a
+    ``cache_write`` bills its writes at the input rate: gpt-6-astra-law's were 80% of the
+    bill, and its worst case reserved them at that."""
+    book = load_builtin_catalog()
+    newer = [
+        name
+        for name, price in book.prices.items()
+        if re.match(r"gpt-(5\.(6|7|8|9)|[6-9])", name) and not price.free
+    ]
+    assert "gpt-6-astra-law" in newer
+    for name in newer:
+        rates = book.prices[name].rates
+        assert rates.cache_write == -(-rates.input * 5 // 4), name
 
 
 def test_tiers_combine_with_long_context() -> None:

@@ -4,6 +4,7 @@ the stream meter."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,12 +279,37 @@ def test_meter_holds_the_finishing_chunk_and_reads_its_totals() -> None:
     assert b'"finishReason":"MAX_TOKENS"' in cut.data
 
 
+def test_meter_releases_a_held_chunk_that_was_not_the_end() -> None:
+    """A chunk after the one held as the end (every chunk said ``finishReason``) releases
+    it and is held in its place; what is not a chunk of the answer (an error, the array's
+    ``]``) is held with it, never releasing the end."""
+    meter = STREAM_GENERATE.meter(Prepared(b"", True, True, framing=JSON_ARRAY), BODY)
+    chunk = b'{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"finishReason":"STOP"}]}'
+    stream = b"[" + chunk + b",\r\n" + chunk + b",\r\n" + chunk + b"\r\n]"
+    actions = [meter.feed(event) for event in JsonArraySplitter(1000).feed(stream)]
+    assert actions == [Action.HOLD, Action.RELEASE, Action.RELEASE, Action.HOLD]
+    assert meter.generated.kept_text() == "HiHiHi"
+    (error,) = _events(b'data: {"error":{"code":503,"message":"busy"}}\n\n')
+    assert meter.feed(error) is Action.HOLD
+
+
 def test_meter_notes_an_upstream_error_chunk() -> None:
     meter = STREAM_GENERATE.meter(Prepared(b"", True, True), BODY)
     (event,) = _events(b'data: {"error":{"code":503,"status":"UNAVAILABLE","message":"busy"}}\n\n')
     assert meter.feed(event) is Action.FORWARD
     assert meter.upstream_error == "UNAVAILABLE: 503: busy"
     assert not meter.finished
+
+
+def test_inline_audio_counts_at_least_what_gemini_bills_for_it() -> None:
+    """Gemini bills 32 tokens a second of audio, whatever its bit rate: a minute of 8
+    kbit/s MP3 (60,000 bytes) is 1,920 tokens, and so is a minute of 4 kbit/s audio. At
+    50 bytes a token (OpenAI's 10 tokens a second) the minute counted 1,200."""
+    for bytes_per_second in (500, 1_000, 16_000):
+        audio = base64.b64encode(b"\0" * 60 * bytes_per_second).decode()
+        part = {"inlineData": {"mimeType": "audio/mp3", "data": audio}}
+        body = {"contents": [{"role": "user", "parts": [part]}]}
+        assert tokens.count_gemini_input("gemini-2.5-flash", body).tokens >= 60 * 32
 
 
 def test_input_count_is_an_upper_bound_over_every_part() -> None:

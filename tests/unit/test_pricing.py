@@ -249,3 +249,41 @@ def test_a_request_using_its_whole_worst_case_settles_within_it(
     price = Price("m", rates)
     worst = worst_case(price, input_tokens=inputs, input_exact=True, ceiling=ceiling, choices=1)
     assert cost_of(usage, price) <= worst.amount(Unit.NANOS, ceiling)
+
+
+def test_a_compaction_is_billed_at_the_tier_of_its_own_input() -> None:
+    """Anthropic's documented example: a compaction read 180,000 tokens and wrote 3,500,
+    then the answer read 23,000 and wrote 1,000. Neither step is above Claude Sonnet 4.5's
+    200K threshold, though their inputs sum to 203,000: both are billed at the standard
+    rates. A step above it is billed at the long-context rates alone."""
+    usage = from_anthropic(
+        {
+            "input_tokens": 23_000,
+            "output_tokens": 1_000,
+            "iterations": [
+                {"type": "compaction", "input_tokens": 180_000, "output_tokens": 3_500},
+                {"type": "message", "input_tokens": 23_000, "output_tokens": 1_000},
+            ],
+        }
+    )
+    assert (usage.input_tokens, usage.output_tokens) == (203_000, 4_500)
+    standard = 203_000 * usd("3") + 4_500 * usd("15")
+    assert cost_of(usage, SONNET) == standard // 1_000_000
+    bigger = from_anthropic(
+        {
+            "input_tokens": 10,
+            "cache_read_input_tokens": 20_000,
+            "output_tokens": 100,
+            "iterations": [
+                {
+                    "type": "compaction",
+                    "input_tokens": 150_000,
+                    "cache_read_input_tokens": 60_000,
+                    "output_tokens": 7_000,
+                },
+            ],
+        }
+    )
+    long_context = 150_000 * usd("6") + 60_000 * usd("0.60") + 7_000 * usd("22.50")
+    answer = 10 * usd("3") + 20_000 * usd("0.30") + 100 * usd("15")
+    assert cost_of(bigger, SONNET) == -(-(long_context + answer) // 1_000_000)

@@ -366,3 +366,38 @@ def test_a_downgraded_request_no_longer_claims_premium() -> None:
         RouteKind.DOWNGRADE,
         False,
     )
+
+
+def test_a_rule_scoped_to_a_model_applies_to_the_model_reached_not_the_name_sent() -> None:
+    """A downgrade rule of ``scope: model`` steps requests for that model down, whether
+    they name it or reach it by an alias, as a ``scope: model`` budget counts the model
+    that serves; ``watched`` reads its budget for an alias too. The rule was matched
+    against the name sent: a request by alias was never stepped down, however full the
+    budget (and the budget was not even read)."""
+    routing = {
+        "tiers": {"gpt-4o": "gpt-4o-mini"},
+        "rules": [
+            {"name": "smart", "kind": "alias", "alias": "smart", "to": "gpt-4o"},
+            {
+                "name": "4o-soft",
+                "kind": "downgrade",
+                "scope": "model",
+                "match": "gpt-4o",
+                "budget": "4o-monthly",
+                "at": "0.8",
+            },
+        ],
+    }
+    budgets = [
+        {"name": "4o-monthly", "scope": "model", "match": "gpt-4o", "limit_usd": "100"},
+    ]
+    router = _router(routing, budgets)
+    full = {"4o-monthly": 9_000}
+    for sent in ("gpt-4o", "smart"):
+        caller = _caller(sent)
+        assert router.watched(caller, RouteFacts()) == ("4o-monthly",)
+        decision = router.route(sent, OPENAI, caller, RouteFacts(), full)
+        assert (decision.model, decision.rule) == ("gpt-4o-mini", "4o-soft"), sent
+        assert router.step_down(caller, "gpt-4o") == ("4o-soft", "gpt-4o-mini")
+    mini = router.route("gpt-4o-mini", OPENAI, _caller("gpt-4o-mini"), RouteFacts(), full)
+    assert mini.model == "gpt-4o-mini"

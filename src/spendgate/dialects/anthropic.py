@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import orjson
 
 from spendgate.dialects.agents import messages_end_turn, rewrite_event
-from spendgate.dialects.anthropic_hidden import messages_hidden
+from spendgate.dialects.anthropic_hidden import messages_hidden, other_model
 from spendgate.dialects.base import (
     Action,
     DialectAdapter,
@@ -149,33 +149,52 @@ _RESULT_BLOCKS = {f"{tool}_tool_result": tool for tool, _ in _SERVER_TOOL_COUNTS
 def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     """Anthropic ``usage``: input excludes the cache fields, so add them back; and a
     server-side compaction's tokens are billed but only reported in ``iterations`` (its
-    ``compaction`` entries are outside the top-level counts), so add those too."""
+    ``compaction`` entries are outside the top-level counts), so add those too. Each
+    compaction is a sampling step of its own, billed at the long-context tier of its own
+    input: it is kept apart (`Usage.apart`)."""
     iterations = usage.get("iterations")
-    parts = [usage] + [
-        entry
+    compactions = tuple(
+        _counts(entry)
         for entry in (iterations if isinstance(iterations, list) else ())
         if isinstance(entry, Mapping) and entry.get("type") == "compaction"
-    ]
-
-    def total(field: str, within: str | None = None) -> int:
-        return sum(count_field(sub_mapping(p, within) if within else p, field) for p in parts)
-
-    cache_read = total("cache_read_input_tokens")
-    cache_write = total("cache_creation_input_tokens")
+    )
     server_tools = sub_mapping(usage, "server_tool_use")
     calls = tuple(
         (tool, count)
         for tool, field in _SERVER_TOOL_COUNTS
         if (count := count_field(server_tools, field))
     )
+    top = _counts(usage)
+    parts = (top, *compactions)
+
+    def total(field: str) -> int:
+        return sum(getattr(part, field) for part in parts)
+
     return Usage(
-        input_tokens=total("input_tokens") + cache_read + cache_write,
+        input_tokens=total("input_tokens"),
         output_tokens=total("output_tokens"),
-        cached_input_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        cache_write_1h_tokens=total("ephemeral_1h_input_tokens", "cache_creation"),
+        cached_input_tokens=total("cached_input_tokens"),
+        cache_write_tokens=total("cache_write_tokens"),
+        cache_write_1h_tokens=total("cache_write_1h_tokens"),
         service_tier=_tier(usage),
         tool_calls=calls,
+        apart=compactions,
+    )
+
+
+def _counts(usage: Mapping[str, Any]) -> Usage:
+    """The token counts of one sampling step's ``usage`` (the top level, or an entry of
+    ``iterations``) in normal form."""
+    cache_read = count_field(usage, "cache_read_input_tokens")
+    cache_write = count_field(usage, "cache_creation_input_tokens")
+    return Usage(
+        input_tokens=count_field(usage, "input_tokens") + cache_read + cache_write,
+        output_tokens=count_field(usage, "output_tokens"),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=count_field(
+            sub_mapping(usage, "cache_creation"), "ephemeral_1h_input_tokens"
+        ),
     )
 
 
@@ -250,6 +269,23 @@ def _cache_marks(value: object) -> Iterator[Mapping[str, Any]]:
 class MessagesSurface(SurfaceSpec):
     def end_turn(self, raw: bytes) -> bytes:
         return rewrite_event(raw, b'"max_tokens"', messages_end_turn)
+
+    def check(self, body: Mapping[str, Any]) -> None:
+        """Also refuse a body that lets another model serve or advise it (`other_model`):
+        its worst case and its charge are the requested model's, so the other model's
+        tokens would be reserved and charged at the wrong price, or not at all, whatever
+        models the key may use."""
+        super().check(body)
+        found = other_model(body)
+        if found is not None:
+            field, what = found
+            raise InvalidRequest(
+                f"'{field}' asks for {what}. spendgate prices and authorizes one model per "
+                "request, so it cannot reserve or charge that model's tokens: send the "
+                "request without it (an operator can declare fallback models in spendgate's "
+                "own configuration, models.<name>.fallbacks).",
+                param=field,
+            )
 
     def input_counter(self, model: str, body: Mapping[str, Any]) -> tokens.TokenCount:
         counted = tokens.count_anthropic_input(model, body)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
-from spendgate.dialects.hidden import HiddenInput
+from spendgate.dialects.hidden import NO_HIDDEN_INPUT, HiddenInput
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
 from spendgate.domain.models import Dialect, ModelRoute
@@ -32,7 +32,6 @@ from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import SseEvent
 
 T = TypeVar("T")
-NO_HIDDEN_INPUT = HiddenInput()
 
 # ---------------------------------------------------------------------------- dialects
 
@@ -103,12 +102,16 @@ class Action(Enum):
     * ``DROP``: never send it (the usage chunk spendgate asked for but the client did not);
     * ``HOLD``: the terminal event (``[DONE]``, ``message_stop``, ``response.completed``):
       sent only after the ledger row is durable, so a client never sees the end of a
-      response whose spend could still be lost.
+      response whose spend could still be lost;
+    * ``RELEASE``: an event after one held as the end, which was not the end after all (a
+      Gemini chunk after one whose candidates all said ``finishReason``): what is held is
+      sent now, as if forwarded, and this event is held in its place.
     """
 
     FORWARD = "forward"
     DROP = "drop"
     HOLD = "hold"
+    RELEASE = "release"
 
 
 class StreamMeter(Protocol):

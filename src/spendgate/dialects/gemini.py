@@ -33,6 +33,7 @@ from spendgate.dialects.base import (
     count_problem,
     load_object,
 )
+from spendgate.dialects.gemini_hidden import gemini_hidden
 from spendgate.dialects.hidden import HiddenInput, mappings
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -313,29 +314,6 @@ def _positive(config: Mapping[str, Any], name: str, most: int | None = None) -> 
     return int(value)
 
 
-# Built-in tools that run on Google's side: each call is one more pass over the context.
-_SERVER_TOOLS = {
-    "googleSearch": "google_search",
-    "google_search": "google_search",
-    "googleSearchRetrieval": "google_search",
-    "google_search_retrieval": "google_search",
-    "codeExecution": "code_execution",
-    "code_execution": "code_execution",
-    "urlContext": "url_context",
-    "url_context": "url_context",
-}
-
-
-def gemini_hidden(body: Mapping[str, Any]) -> HiddenInput:
-    """A named context cache (``cachedContent``) is input the body does not show; the
-    built-in tools (Google Search, code execution, URL context) run server-side."""
-    reasons = ("cachedContent",) if _get(body, "cachedContent") else ()
-    tools: list[tuple[str, int | None]] = []
-    for _, tool in mappings(body.get("tools")):
-        tools += [(fee, None) for name, fee in _SERVER_TOOLS.items() if name in tool]
-    return HiddenInput(reasons=reasons, tools=tuple(tools))
-
-
 @dataclass(frozen=True)
 class GeminiSurface(SurfaceSpec):
     """One Gemini method on ``/v1beta/models/{model}:<method>`` (and ``/v1/``)."""
@@ -496,12 +474,15 @@ class GeminiMeter(MeterBase):
     """Each chunk is a ``GenerateContentResponse``; its ``usageMetadata`` is cumulative.
 
     Gemini sends no terminal event: the chunk in which every candidate has a
-    ``finishReason`` ends the stream, and it (with anything after it) is held until the
-    spend is durable; so does a chunk whose ``promptFeedback`` has a ``blockReason`` (the
-    prompt was blocked: no candidate comes). ``array``: the stream is one JSON array (no
-    ``alt=sse``), so what spendgate adds (an error, a clean cut) continues the array and
-    closes it: an array closed before the stream finished has its ``]`` held (or, closing an
-    array with no element, dropped), so that what spendgate adds goes inside it."""
+    ``finishReason`` ends the stream, and it is held until the spend is durable; so does a
+    chunk whose ``promptFeedback`` has a ``blockReason`` (the prompt was blocked: no
+    candidate comes). A chunk after it shows it was not the end (every chunk says
+    ``finishReason`` in some streams): what is held goes out, and the newer chunk is held
+    in its place, so such a stream is relayed as it comes, not all at its end. ``array``:
+    the stream is one JSON array (no ``alt=sse``), so what spendgate adds (an error, a
+    clean cut) continues the array and closes it: an array closed before the stream
+    finished has its ``]`` held (or, closing an array with no element, dropped), so that
+    what spendgate adds goes inside it."""
 
     def __init__(self, *, array: bool = False) -> None:
         super().__init__()
@@ -513,8 +494,11 @@ class GeminiMeter(MeterBase):
 
     def feed(self, event: SseEvent) -> Action:
         if self.finished:
-            self._read(load_object(event.data))  # (its usage is newer: cumulative)
-            return Action.HOLD
+            chunk = load_object(event.data)
+            self._read(chunk)  # (its usage is newer: cumulative)
+            # a chunk of the answer, not the "]", a comment or an error: not the end yet
+            more = chunk is not None and "error" not in chunk
+            return Action.RELEASE if more else Action.HOLD
         if self.array and not event.data:  # the "]" (see `JsonArraySplitter`), unfinished
             if not self._opened:
                 return Action.DROP  # "[]": what spendgate adds opens and closes the array

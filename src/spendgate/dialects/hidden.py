@@ -21,9 +21,26 @@ class HiddenInput:
     reasons: tuple[str, ...] = ()  # where input hides: "previous_response_id", "input[2]..."
     tools: tuple[tuple[str, int | None], ...] = ()  # server tools: (fee name, calls allowed)
     call_limit: int | None = None  # a limit on all server tool calls together (OpenAI)
+    # a server-side compaction (Anthropic): the fields that enable it, and the fewest input
+    # tokens it runs at; it may run before each model pass, a pass of its own
+    compaction: tuple[str, ...] = ()
+    compaction_trigger: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.reasons or self.tools)
+        return bool(self.reasons or self.tools or self.compaction)
+
+    def passes(self, assumed: int) -> int:
+        """How many times the provider may read the whole context: once, plus once per
+        server tool call (`calls`); twice that when a compaction may precede each."""
+        passes = 1 + self.calls(assumed)
+        return 2 * passes if self.compaction else passes
+
+    def for_input(self, input_tokens: int) -> HiddenInput:
+        """This hidden input for a request of at most ``input_tokens`` of input: none at all
+        when its only one is a compaction that cannot run (the input stays below its trigger,
+        and no server tool call or hidden input can add to it)."""
+        alone = self.compaction and not (self.reasons or self.tools)
+        return NO_HIDDEN_INPUT if alone and input_tokens < self.compaction_trigger else self
 
     def calls(self, assumed: int) -> int:
         """How many server tool calls the request may make at most: its own limits, and
@@ -50,7 +67,7 @@ class HiddenInput:
         return tuple(name for name, allowed in self.tools if allowed is None)
 
     def describe(self, assumed: int) -> str:
-        parts = list(self.reasons)
+        parts = [*self.compaction, *self.reasons]
         if self.tools:
             limit = self.calls(assumed)
             names = ", ".join(dict.fromkeys(name for name, _ in self.tools))
@@ -70,3 +87,6 @@ def positive_int(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
+
+
+NO_HIDDEN_INPUT = HiddenInput()

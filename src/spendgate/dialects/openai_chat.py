@@ -4,6 +4,7 @@ fields, usage in a ``choices: []`` chunk that spendgate asks for when the client
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,6 +87,17 @@ class ChatSurface(SurfaceSpec):
 
     def billed_as(self, usage: Usage, response: Mapping[str, Any]) -> Usage:
         return usage.in_tier(reported_tier(response))
+
+    def served_in(self, usage: Usage, body: Mapping[str, Any], reported: str | None) -> Usage:
+        """A search model searches the web before it answers, once per request: a body with
+        ``web_search_options`` that was answered (it read input) is billed one web search
+        call, as its worst case reserved (`spendgate.dialects.openai_hidden`). Chat answers
+        report no tool calls of their own."""
+        if body.get("web_search_options") is None or usage.input_tokens <= 0:
+            return usage
+        if any(tool == "web_search" for tool, _ in usage.tool_calls):
+            return usage
+        return dataclasses.replace(usage, tool_calls=(*usage.tool_calls, ("web_search", 1)))
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         pieces: list[str] = []

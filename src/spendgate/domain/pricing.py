@@ -214,13 +214,26 @@ def free_price(model: str, source: str = "config") -> Price:
 def cost_of(usage: Usage, price: Price) -> Nanos:
     """What ``usage`` costs at ``price``, in nano-dollars: its tokens at the rates of its
     service tier and input size, summed exactly and rounded up once, plus its tools'
-    per-call fees."""
+    per-call fees. A step billed apart (`Usage.apart`: a compaction) is priced at the
+    long-context tier of its own input, and the main step at that of the rest."""
     if price.free:
         return Nanos(0)
-    rates = price.rates_for(usage.input_tokens, usage.service_tier).full()
+    tier = usage.service_tier
+    if usage.apart:
+        exact = _exact_cost(usage.without_apart(), price, tier)
+        exact += sum(_exact_cost(step, price, tier) for step in usage.apart)
+    else:
+        exact = _exact_cost(usage, price, tier)
+    return Nanos(-(-exact // TOKENS_PER_PRICE_UNIT) + price.tool_cost(usage.tool_calls))
+
+
+def _exact_cost(usage: Usage, price: Price, tier: str | None) -> int:
+    """One sampling step's tokens at the rates of ``tier`` and of its own input size, in
+    nano-dollars per million tokens (not rounded)."""
+    rates = price.rates_for(usage.input_tokens, tier).full()
     write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-    exact = (  # nano-dollars per million tokens
+    return (
         max(0, usage.uncached_input_tokens) * rates.input
         + max(0, usage.cached_input_tokens) * rates.cached_input
         + max(0, usage.cache_write_tokens - write_1h) * rates.cache_write
@@ -228,7 +241,6 @@ def cost_of(usage: Usage, price: Price) -> Nanos:
         + max(0, usage.output_tokens - reasoning) * rates.output
         + max(0, reasoning) * rates.reasoning
     )
-    return Nanos(-(-exact // TOKENS_PER_PRICE_UNIT) + price.tool_cost(usage.tool_calls))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from spendgate.domain.budgets import BASIS_POINTS, BudgetScope, Caller, Scoped
+from spendgate.domain.budgets import BASIS_POINTS, WILD, BudgetScope, Caller, Scoped
 from spendgate.domain.models import Dialect, ModelTable
 
 
@@ -72,8 +72,15 @@ class Rule:
     at_bp: int  # downgrade: basis points of the budget used that trigger it
     shadow: bool
 
-    def applies_to(self, caller: Caller) -> bool:
-        return self.who is None or bool(self.who.members(caller))
+    def applies_to(self, caller: Caller, model: str | None = None) -> bool:
+        """Whether the rule's scope takes in this caller. ``model``: the model the request
+        has reached, which a ``scope: model`` rewrite or downgrade matches (as a ``scope:
+        model`` budget counts the model that serves); without it, the name sent (aliases)."""
+        if self.who is None:
+            return True
+        if model is not None and self.who.scope is BudgetScope.MODEL:
+            return self.who.match in (WILD, model)
+        return bool(self.who.members(caller))
 
     def covers(self, model: str) -> bool:
         return not self.models or any(fnmatchcase(model, p) for p in self.models)
@@ -178,11 +185,18 @@ class Router:
 
     def watched(self, caller: Caller, facts: RouteFacts) -> tuple[str, ...]:
         """The budgets whose use this caller's decision may depend on."""
-        names = [r.budget for r in self._downgrades if r.budget and r.applies_to(caller)]
+        names = [r.budget for r in self._downgrades if r.budget and self._may_apply(r, caller)]
         allowance = self.premium.allowance_budget
         if facts.opted_in and allowance and self._rewrites:
             names.append(allowance)
         return tuple(dict.fromkeys(names))
+
+    def _may_apply(self, rule: Rule, caller: Caller) -> bool:
+        """Whether ``rule`` may apply to the caller's request: for a ``scope: model`` rule,
+        to any model its walk may reach."""
+        if rule.who is None or rule.who.scope is not BudgetScope.MODEL:
+            return rule.applies_to(caller)
+        return any(rule.applies_to(caller, model) for model in self.models_seen(caller.model))
 
     def route(
         self,
@@ -238,7 +252,7 @@ class Router:
         for rule in self._rewrites:
             if (rule.shadow and not with_shadow) or rule.to is None:
                 continue
-            if rule.covers(walk.model) and rule.applies_to(caller):
+            if rule.covers(walk.model) and rule.applies_to(caller, walk.model):
                 if rule.to == walk.model:
                     break  # already there: the rule chose nothing
                 if self._entitled(walk.model, caller, facts, used_bp):
@@ -250,7 +264,9 @@ class Router:
             if (rule.shadow and not with_shadow) or rule.budget is None:
                 continue
             cheaper = self.tiers.get(walk.model)
-            if cheaper is None or not rule.covers(walk.model) or not rule.applies_to(caller):
+            if cheaper is None or not rule.covers(walk.model):
+                continue
+            if not rule.applies_to(caller, walk.model):
                 continue
             if _used(used_bp, rule.budget, walk.model, 0) >= rule.at_bp:
                 walk.moved(rule, cheaper)
@@ -287,7 +303,7 @@ class Router:
         if cheaper is None:
             return None
         for rule in self._downgrades:
-            if not rule.shadow and rule.covers(model) and rule.applies_to(caller):
+            if not rule.shadow and rule.covers(model) and rule.applies_to(caller, model):
                 return rule.name, cheaper
         return None
 

@@ -46,8 +46,8 @@ Request bodies
     * files (PDF, text) given inline: one token per decoded byte, the bound for any
       byte-level BPE; callers should clamp a request's estimate to the model's context
       window, which the provider enforces anyway;
-    * audio given inline: one token per 50 decoded bytes (audio runs at about 10 tokens a
-      second; 50 bytes per token still holds for 4 kbit/s audio);
+    * audio given inline: one token per 50 decoded bytes (OpenAI's audio: about 10 tokens a
+      second), Gemini's per 15 (32 a second): each holds down to 4 kbit/s audio;
     * anything referenced by id or URL whose size cannot be known offline:
       ``UNKNOWN_ATTACHMENT_TOKENS``, and the count is marked inexact.
 
@@ -88,7 +88,7 @@ OTHER_IMAGE_TOKENS = 4_096  # Gemini: 258 per 768x768 tile; 4,096 covers a 4K im
 # Anthropic adds a tool-use system prompt of 313-346 tokens when tools are given.
 ANTHROPIC_TOOLS_SYSTEM_TOKENS = 346
 FILE_BYTES_PER_TOKEN = 1
-AUDIO_BYTES_PER_TOKEN = 50
+AUDIO_BYTES_PER_TOKEN, GEMINI_AUDIO_BYTES = 50, 15  # bytes a token: 4 kbit/s at 10, 32 a second
 UNKNOWN_ATTACHMENT_TOKENS = 32_768
 
 # (model prefix, low detail, any other detail): the most one image can cost. Tile-priced
@@ -561,8 +561,8 @@ def _gemini_part(tally: _Tally, part: Mapping[str, Any]) -> None:
         if mime.startswith("image/"):
             tally.add(OTHER_IMAGE_TOKENS, exact=False)
         else:
-            per_token = AUDIO_BYTES_PER_TOKEN if mime.startswith("audio/") else FILE_BYTES_PER_TOKEN
-            tally.attachment(inline.get("data"), per_token)
+            per_token = GEMINI_AUDIO_BYTES if mime[:6] == "audio/" else FILE_BYTES_PER_TOKEN
+            tally.attachment(inline.get("data"), per_token)  # (a video: its audio with it)
     elif part.get("fileData") or part.get("file_data"):  # by URI: size unknown offline
         tally.attachment(None, FILE_BYTES_PER_TOKEN)
     else:  # functionCall, functionResponse, executableCode...

@@ -14,6 +14,10 @@ Normal form (every count is a number of tokens):
   ``speed: fast`` is the tier ``fast``), or None when it reported none. It chooses the rates
   (`spendgate.domain.pricing.Price.rates_for`); a tier a price does not list, ``default``
   and ``standard`` included, is billed at the standard rates;
+* ``apart``: sampling steps of the request that the provider bills apart, each in this
+  normal form (Anthropic's server-side compaction, a ``compaction`` entry of
+  ``usage.iterations``). Their tokens are already in the counts above; each step's
+  long-context tier is chosen by its own input, not by the request's summed input;
 * ``tool_calls``: tools billed per call, as ``(name, calls)`` pairs, e.g.
   ``(("web_search", 2),)``. Names: ``web_search``, ``web_search_preview``, ``web_fetch``,
   ``file_search``, ``code_execution``, ``image_generation``
@@ -39,6 +43,7 @@ class Usage:
     estimated: bool = False
     service_tier: str | None = None
     tool_calls: tuple[tuple[str, int], ...] = ()
+    apart: tuple[Usage, ...] = ()
 
     @property
     def uncached_input_tokens(self) -> int:
@@ -47,6 +52,27 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def without_apart(self) -> Usage:
+        """The counts of the main sampling step: these counts less those of `apart`."""
+        if not self.apart:
+            return self
+
+        def rest(field: str) -> int:
+            apart: int = sum(getattr(step, field) for step in self.apart)
+            total: int = getattr(self, field)
+            return max(0, total - apart)
+
+        return dataclasses.replace(
+            self,
+            apart=(),
+            input_tokens=rest("input_tokens"),
+            output_tokens=rest("output_tokens"),
+            cached_input_tokens=rest("cached_input_tokens"),
+            cache_write_tokens=rest("cache_write_tokens"),
+            cache_write_1h_tokens=rest("cache_write_1h_tokens"),
+            reasoning_tokens=rest("reasoning_tokens"),
+        )
 
     def in_tier(self, tier: str | None) -> Usage:
         """The same usage, served in ``tier`` (itself when it already says so: most answers

@@ -85,23 +85,34 @@ class _Relay:
 
     def sort(self, chunk: bytes | None) -> bytes:
         """What to send the client now of ``chunk`` (None: the stream's end)."""
-        out = []
+        out: list[bytes] = []
         events = self.splitter.feed(chunk) if chunk is not None else self.splitter.flush()
         for event in events:
             action = self.meter.feed(event)
             if action is Action.FORWARD:
-                if self.guard is not None and self.guard.over():
-                    self.cut = True
+                if not self._forward(event.raw, out):
                     break
-                if not self.end_turn:
-                    out.append(event.raw)
-                elif self.exchange.spec.end_turn_waits(event.raw):
-                    self.waiting.append(event.raw)
-                else:
-                    out.append(self.exchange.spec.end_turn(event.raw))
             elif action is Action.HOLD:
                 self.held.append(event.raw)
+            elif action is Action.RELEASE:
+                released, self.held = self.held, [event.raw]
+                if not all(self._forward(raw, out) for raw in released):
+                    break
         return b"".join(out)
+
+    def _forward(self, raw: bytes, out: list[bytes]) -> bool:
+        """Add an event to what the client gets now; False (and `cut`) when the stream
+        has passed its reserved ceiling instead."""
+        if self.guard is not None and self.guard.over():
+            self.cut = True
+            return False
+        if not self.end_turn:
+            out.append(raw)
+        elif self.exchange.spec.end_turn_waits(raw):
+            self.waiting.append(raw)
+        else:
+            out.append(self.exchange.spec.end_turn(raw))
+        return True
 
     def usage(self) -> tuple[Usage, str | None]:
         """The usage to charge, and what was wrong with the provider's (None: believed,

@@ -49,7 +49,7 @@ async def trace(gateway: Gateway, exchange: Exchange, raw: bytes) -> str | None:
     settings = snapshot.config.budget_settings
     window = exchange.price.max_input_tokens
     bound = input_bound(exchange, raw)
-    hidden = exchange.hidden_input()
+    hidden = exchange.hidden_input().for_input(bound)
     bounding = Bounding.BOUND if hidden and window else Bounding.COUNT
     priced = price_worst_case(
         exchange,

@@ -38,7 +38,7 @@ def input_limit(exchange: Exchange) -> int | None:
     if not window:
         return None
     settings = exchange.snapshot.config.budget_settings
-    return window * (1 + exchange.hidden_input().calls(settings.assumed_tool_calls))
+    return window * exchange.hidden_input().passes(settings.assumed_tool_calls)
 
 
 def implausible(usage: Usage, exchange: Exchange) -> str | None:
@@ -47,8 +47,9 @@ def implausible(usage: Usage, exchange: Exchange) -> str | None:
         if getattr(usage, name) >= ABSURD_TOKENS:
             return f"usage {name} of {getattr(usage, name)} is impossible"
     limit = output_limit(exchange)
-    if limit is not None and usage.output_tokens > limit:
-        return f"usage output_tokens {usage.output_tokens} above the ceiling of {limit}"
+    output = usage.without_apart().output_tokens  # a compaction's summary has no ceiling
+    if limit is not None and output > limit:
+        return f"usage output_tokens {output} above the ceiling of {limit}"
     window = input_limit(exchange)
     if window is not None and usage.input_tokens > window:
         return f"usage input_tokens {usage.input_tokens} above the most the model reads ({window})"

@@ -6,7 +6,9 @@
   `spendgate.dialects.hidden`), the budgets decide (``hidden_input``): bound it by what
   the provider could bill (the model's input window, once per model pass: one, plus one
   per server tool call the request allows), refuse the request, or (soft budgets only)
-  take the body's count as an estimate.
+  take the body's count as an estimate. A server-side compaction (Anthropic) may run
+  before each pass, a pass over the context of its own: twice as many passes; none when
+  the body's input stays below its trigger and nothing else can add to it.
 * Cache writes: only where the request may write the provider's cache.
 * Service tier: the dearest the request can be served in (what it asks for, else the
   account's default: ``providers.*.default_service_tier``).
@@ -86,8 +88,8 @@ def price_worst_case(
     if count is None:
         count = spec.input_counter(exchange.counted_as, body)
     requested, choices = spec.requested_output(body)
-    hidden = exchange.hidden_input()
-    if bounding is None:
+    hidden = exchange.hidden_input().for_input(input_upper_bound(count.tokens, None))
+    if bounding is None or not hidden:
         bounding = Bounding.BOUND if hidden else Bounding.COUNT
     ceiling = 0  # embeddings: input only, no output to reserve
     if spec.ceiling_fields:
@@ -106,7 +108,7 @@ def price_worst_case(
                 f"models.{route.name}.price.max_input_tokens.",
                 blocked_by="hidden-input:unbounded",
             )
-        passes = 1 + hidden.calls(assumed_tool_calls)
+        passes = hidden.passes(assumed_tool_calls)
         input_tokens, exact = window * passes, False
         bounded = (
             f"{hidden.describe(assumed_tool_calls)}: reserved as {input_tokens} input tokens "
