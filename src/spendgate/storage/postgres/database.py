@@ -228,15 +228,19 @@ class PgDatabase:
         cutoff = partitions.first_kept_ms(now, retention)
 
         async def drop(conn: Conn) -> None:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("partitions"))
-            for month in dropped:
-                await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
+            # The rows first, the partitions last: dropping a partition takes an ACCESS
+            # EXCLUSIVE lock on the whole ledger until COMMIT, so every gateway's ledger
+            # writes and reports wait while it is held. Taken before the deletes (a
+            # month of request ids), it held them for as long as those took.
             await conn.execute("DELETE FROM ledger_ids WHERE ts < $1", cutoff)
             for table in ("ledger_hourly", "savings_hourly", "shadow_hourly", "blocks_hourly"):
                 await conn.execute(f"DELETE FROM {table} WHERE hour_ms < $1", cutoff)  # noqa: S608
             await conn.execute("DELETE FROM refusals_hourly WHERE hour_ms < $1", cutoff)
             for table in ("fallback_rows", "refusals_latest"):
                 await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)  # noqa: S608
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("partitions"))
+            for month in dropped:
+                await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
 
         await self.transaction(drop, "ledger retention")
         self.forget_months()
