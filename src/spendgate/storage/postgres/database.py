@@ -50,6 +50,10 @@ _UNREACHABLE = (
 )
 
 
+# What a health check asks (one statement, as `SELECT 1` was): can this session write?
+_WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+
+
 def lock_key(*parts: str) -> int:
     """A stable signed 64-bit advisory-lock key for a name (a counter, a loop pair)."""
     digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
@@ -137,7 +141,13 @@ class PgDatabase:
         return self._pool
 
     async def check(self) -> None:
-        await self.run(lambda conn: conn.fetchval("SELECT 1"), "a health check")
+        """Whether the server takes writes, as every request needs: a standby (a URL left
+        on a primary demoted by a failover) or a read-only database answers a SELECT."""
+        writable = await self.run(lambda conn: conn.fetchval(_WRITABLE), "a health check")
+        if not writable:
+            raise StorageError(
+                "PostgreSQL storage takes no writes (a standby, or a read-only database)"
+            )
 
     # -- running work ------------------------------------------------------------------
 
