@@ -136,6 +136,20 @@ async def test_concurrent_batches_from_two_gateways_land_each_row_once(
         await second.close()
 
 
+async def test_a_nul_in_a_rows_text_is_stored_escaped(pg: Storage) -> None:
+    """PostgreSQL's text holds no NUL (SQLite's does): a provider's error message echoing
+    a client's value with one was refused for ever, with the rows of its batch, and then
+    blocked the spool behind it. It is stored as ``\\x00``, as `spendgate.text.escape`
+    writes it; the other rows of the batch are stored as they are."""
+    odd = build_row(error="upstream 400: Invalid value: 'user\x00'.", served_model="m\x00")
+    plain = build_row()
+    assert await pg.ledger_store.append([odd, plain]) == [True, True]
+    assert await pg.ledger_store.row(odd.request_id) == replace(
+        odd, error="upstream 400: Invalid value: 'user\\x00'.", served_model="m\\x00"
+    )
+    assert await pg.ledger_store.row(plain.request_id) == plain
+
+
 # -- partitions and retention -----------------------------------------------------------
 
 
