@@ -14,13 +14,16 @@ in the files of processes that died, and what it must never take.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from storage_samples import build_row
 
+from harness import GatewayHarness
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
 from spendgate.storage import open_storage, spool
@@ -112,3 +115,25 @@ async def test_a_live_spool_being_rewritten_is_never_adopted(
     assert on_disk == [second.row.request_id, third.row.request_id]
     live.close()
     starting.close()
+
+
+def test_a_spool_directory_that_cannot_be_written_is_told_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's spool defaults to a folder beside the config file, which is often
+    read-only (a container's mounted config, a folder root owns): rows spooled there
+    waited in memory alone, and nothing said so before an outage. The gateway says so when
+    it starts, naming the folder."""
+    blocked = tmp_path / "config-file"  # a file where the spool's parent folder should be
+    blocked.write_text("")
+    assert Spool(blocked / "spool", "gw").unwritable() is not None
+    assert Spool(tmp_path / "spool", "gw").unwritable() is None
+
+    def configure(data: dict[str, Any]) -> None:
+        data["storage"]["spool_dir"] = str(blocked / "spool")
+
+    caplog.set_level(logging.WARNING, logger="spendgate")
+    harness = GatewayHarness(tmp_path / "spendgate.db", configure=configure).start()
+    harness.stop()
+    [told] = [r for r in caplog.records if "spool directory cannot be written" in r.message]
+    assert told.__dict__["path"] == str(blocked / "spool")

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,21 @@ class Spool:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._file = handle
         return self._file
+
+    def unwritable(self) -> str | None:
+        """Why rows could not be spooled on disk here (the directory cannot be made or
+        written: a read-only mount, a config folder the gateway's user does not own), or
+        None if they can. Asked at start: otherwise only an outage would tell, its rows
+        then waiting in memory alone."""
+        if self.directory is None:
+            return None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory):
+                pass
+        except OSError as exc:
+            return str(exc)
+        return None
 
     def adopt(self) -> int:
         """Take over the spool files of processes that died (unlocked ones), and this
