@@ -277,6 +277,13 @@ class Gateway(ServiceViews):
     async def start(self) -> None:
         """Open storage, settle leases that lapsed while no gateway ran, start pooling."""
         await self.storage.open()
+        unwritable = self.spool.unwritable()
+        if unwritable is not None:
+            log.warning(
+                "the spool directory cannot be written: rows storage refuses would wait in "
+                "memory only; set storage.spool_dir to a writable local directory",
+                extra={"path": str(self.spool.directory), "error": unwritable},
+            )
         if self.spool.adopt():
             log.warning("rows of an earlier run wait in the spool", extra={"rows": len(self.spool)})
         self.lease_keeper = self._keeper(self.snapshot)

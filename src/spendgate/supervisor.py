@@ -97,6 +97,8 @@ def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family, kind, proto, _name, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
+    if reuse_port:
+        _refuse_if_listened(family, kind, proto, address)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -110,6 +112,21 @@ def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _refuse_if_listened(family: int, kind: int, proto: int, address: Any) -> None:
+    """OSError (EADDRINUSE) if a socket already listens on ``address``. ``SO_REUSEPORT``
+    lets every socket of this user that sets it bind a port taken by another such socket:
+    a second ``serve --workers N`` started by mistake on the port of a running one (an old
+    deployment left running, another config) bound and listened beside it, and the
+    kernel gave each some of the connections. A plain bind (``SO_REUSEADDR`` only:
+    connections of an earlier run in TIME_WAIT do not stop it) fails where one listens."""
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    finally:
+        probe.close()
 
 
 def metrics_dir(env: Mapping[str, str]) -> tuple[str, bool]:

@@ -348,6 +348,24 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_reason(tmp_pat
     assert "worker died: restarting" not in done.stderr
 
 
+def test_a_second_supervisor_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
+    """SO_REUSEPORT lets a second ``serve --workers N`` bind a port the first listens on
+    (same user): it started, listened beside it, and took some of its connections (with
+    its own config, and perhaps its own database). It is refused, as a single ``serve``
+    is, and the first serves on."""
+    with SimulatorThread() as sim:
+        config, process = start_workers(tmp_path, sim.url, 2, url=storage_url("sqlite", tmp_path))
+        try:
+            port = process.url.rsplit(":", 1)[1]
+            second = spendgate_cli("serve", "-c", str(config), "--port", port, "--workers", "2")
+            assert second.returncode == 1
+            assert "already in use" in second.stderr
+            assert "all workers listening" not in second.stderr
+            close_all(connections_to_every_worker(process, 2))  # the first serves on
+        finally:
+            assert process.stop() == 0
+
+
 def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     with SimulatorThread() as sim:
         _config, process = start_workers(tmp_path, sim.url, 2, url=storage_url("sqlite", tmp_path))

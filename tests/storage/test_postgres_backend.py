@@ -136,6 +136,20 @@ async def test_concurrent_batches_from_two_gateways_land_each_row_once(
         await second.close()
 
 
+async def test_a_nul_in_a_rows_text_is_stored_escaped(pg: Storage) -> None:
+    """PostgreSQL's text holds no NUL (SQLite's does): a provider's error message echoing
+    a client's value with one was refused for ever, with the rows of its batch, and then
+    blocked the spool behind it. It is stored as ``\\x00``, as `spendgate.text.escape`
+    writes it; the other rows of the batch are stored as they are."""
+    odd = build_row(error="upstream 400: Invalid value: 'user\x00'.", served_model="m\x00")
+    plain = build_row()
+    assert await pg.ledger_store.append([odd, plain]) == [True, True]
+    assert await pg.ledger_store.row(odd.request_id) == replace(
+        odd, error="upstream 400: Invalid value: 'user\\x00'.", served_model="m\\x00"
+    )
+    assert await pg.ledger_store.row(plain.request_id) == plain
+
+
 # -- partitions and retention -----------------------------------------------------------
 
 
@@ -176,6 +190,48 @@ async def test_retention_drops_whole_months_and_keeps_the_rest(
         assert await store.database.maintain() == [(2026, 9)]
         assert "ledger_p202701" in await partitions_of(pg_url)
     finally:
+        await store.close()
+
+
+async def test_retention_holds_the_ledger_locked_only_for_the_drop(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """Dropping a partition locks the whole ledger (ACCESS EXCLUSIVE) until COMMIT; the
+    deletes of the dropped months' request ids and rollups run first, so rows keep being
+    written while they take long (here: held by a row lock another session keeps)."""
+    settings = PostgresSettings(retention_months=3, partitions_ahead=1)
+    store = PostgresStorage(pg_url, clock=clock, settings=settings)
+    await store.open()
+    blocker, watcher = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
+    try:
+        old = build_row(ts=datetime(2026, 6, 10, tzinfo=UTC))
+        assert await store.ledger_store.append([old]) == [True]
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(
+            "SELECT 1 FROM ledger_ids WHERE request_id = $1 FOR UPDATE", old.request_id
+        )
+        retention = asyncio.ensure_future(store.database.maintain())
+        for _ in range(200):  # until its delete waits on the blocker's row lock
+            waiting = await watcher.fetchval(  # (outside a transaction: a fresh view)
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM ledger_ids%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting == 1
+        fresh = build_row(ts=NOW)
+        written = await asyncio.wait_for(store.ledger_store.append([fresh]), 20)
+        assert written == [True]  # not held behind the retention's lock on the ledger
+        assert not retention.done()
+        await transaction.rollback()
+        assert await asyncio.wait_for(retention, 20) == [(2026, 6)]
+        assert await store.ledger_store.row(fresh.request_id) == fresh
+        assert await store.ledger_store.row(old.request_id) is None
+    finally:
+        await blocker.close()
+        await watcher.close()
         await store.close()
 
 

@@ -14,7 +14,8 @@ settled and drops the row.
 
 Each process writes only its own file (``<owner>.jsonl`` in the spool directory, held
 under an exclusive ``flock`` while the process lives); files of processes that died are
-adopted by whichever gateway locks them first. When the spool file cannot be written
+adopted by whichever gateway locks them first (a line that does not read back, cut off by
+a crash, is set aside in ``<owner>.rejected``). When the spool file cannot be written
 either (the same full disk), the row waits in memory only, and its lapsing lease is the
 durable trace.
 """
@@ -25,6 +26,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +126,21 @@ class Spool:
             self._file = handle
         return self._file
 
+    def unwritable(self) -> str | None:
+        """Why rows could not be spooled on disk here (the directory cannot be made or
+        written: a read-only mount, a config folder the gateway's user does not own), or
+        None if they can. Asked at start: otherwise only an outage would tell, its rows
+        then waiting in memory alone."""
+        if self.directory is None:
+            return None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory):
+                pass
+        except OSError as exc:
+            return str(exc)
+        return None
+
     def adopt(self) -> int:
         """Take over the spool files of processes that died (unlocked ones), and this
         process's own from before (none, unless it reuses an owner); how many rows."""
@@ -139,15 +156,42 @@ class Spool:
                         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         continue  # a live gateway's own: it replays it itself
-                    for line in handle.read().splitlines():
-                        if line.strip():
-                            item = Unwritten.load(line)
-                            self._pending.setdefault(item.row.request_id, item)
-                            found += 1
-            except (OSError, ValueError, KeyError) as exc:
+                    if os.fstat(handle.fileno()).st_ino != path.stat().st_ino:
+                        continue  # replaced since it was opened: its owner lives
+                    found += self._load(path, handle.read())
+            except FileNotFoundError:
+                continue  # removed since it was listed: its rows are written
+            except OSError as exc:
                 log.error("cannot read a spool file", extra={"path": str(path), "error": str(exc)})
                 continue
             self._adopted.append(path)
+        return found
+
+    def _load(self, path: Path, data: bytes) -> int:
+        """The rows of an adopted file; a line that does not read back (a write cut off
+        by a crash, or by a full disk) is set aside in ``<file>.rejected`` beside it, and
+        the rows around it are adopted all the same."""
+        found = 0
+        rejected: list[bytes] = []
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = Unwritten.load(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "a spool line does not read back; set aside",
+                    extra={"path": str(path), "line": number, "error": str(exc)},
+                )
+                rejected.append(line)
+                continue
+            self._pending.setdefault(item.row.request_id, item)
+            found += 1
+        if rejected:
+            with path.with_suffix(".rejected").open("ab") as kept:
+                kept.writelines(line + b"\n" for line in rejected)
+                kept.flush()
+                os.fsync(kept.fileno())
         return found
 
     # -- out -----------------------------------------------------------------------------
@@ -183,21 +227,29 @@ class Spool:
         self._adopted.clear()
 
     def _rewrite(self, path: Path, items: Iterable[Unwritten]) -> None:
+        """Replace the file with ``items``. It stays locked throughout (the new file is
+        locked before it takes the old one's place, and the old one unlocked only after):
+        a gateway starting meanwhile must never find it unlocked and adopt it, or it
+        would remove this live process's file once it had written the rows."""
         lines = [item.dump() + b"\n" for item in items]
-        if self._file is not None:
-            self._file.close()
-            self._file = None
         if not lines:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+            self.close()
             return
         fresh = path.with_suffix(".tmp")
-        with fresh.open("wb") as handle:
+        handle = fresh.open("wb")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())
-        fresh.replace(path)
-        self._open()
+            fresh.replace(path)
+        except BaseException:
+            handle.close()
+            raise
+        self.close()
+        self._file = handle
 
     def close(self) -> None:
         if self._file is not None:

@@ -25,8 +25,10 @@ backend implements a role protocol of `spendgate.storage.base`, never this class
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -72,6 +74,12 @@ from spendgate.storage.plans import check_amounts
 from spendgate.storage.shipping import Shipper, amounts_in_force
 
 R = TypeVar("R")
+log = logging.getLogger("spendgate.storage")
+
+# `/readyz` answers within this: a store whose check has not answered by then (a server
+# that is slow rather than down: a statement or socket timeout can be 30 s or more, and a
+# load balancer's probe gives up long before) is reported unavailable.
+CHECK_TIMEOUT_S = 2.0
 
 
 class Storage:
@@ -98,6 +106,8 @@ class Storage:
         self._keeper = counters if joint is None and isinstance(counters, RowKeeper) else None
         self._shipper = None if self._keeper is None else Shipper(ledger, self._keeper)
         self._admin = admin  # admin tokens and the audit log (`spendgate.storage.admin`)
+        # each store's health check still running, if any (`check_each`): one at a time
+        self._checking: dict[str, asyncio.Future[str | None]] = {}
 
     @property
     def max_limit(self) -> int:
@@ -162,22 +172,35 @@ class Storage:
         await self.ledger_store.check()
         await self.counter_store.check()
 
-    async def check_each(self) -> dict[str, str | None]:
+    async def check_each(self, within_s: float = CHECK_TIMEOUT_S) -> dict[str, str | None]:
         """Each store by name (``storage``: keys and ledger; ``counters``: live counters)
-        with the error that failed its check, or None if it can serve now (`/readyz`)."""
-        found: dict[str, str | None] = {}
+        with the error that failed its check, or None if it can serve now (`/readyz`).
+
+        Answers within ``within_s``: a check still running then counts as failed, and is
+        left to finish in the background (cancelling it could itself wait on the slow
+        server); the next call waits on that same check instead of starting another, so
+        probes of a stalled server never pile up on its connections."""
+        running: dict[str, asyncio.Future[str | None]] = {}
         for name, checks in (
             ("storage", (self.key_store.check, self.ledger_store.check)),
             ("counters", (self.counter_store.check,)),
         ):
-            found[name] = None
-            for check in checks:
-                try:
-                    await check()
-                except StorageError as exc:
-                    found[name] = str(exc)
-                    break
-        return found
+            check = self._checking.get(name)
+            if check is None or check.done():
+                check = asyncio.ensure_future(_first_failure(checks))
+                check.add_done_callback(_retrieved)
+                self._checking[name] = check
+            running[name] = check
+        if not all(check.done() for check in running.values()):
+            await asyncio.wait(running.values(), timeout=within_s)
+        return {
+            name: (
+                f"no answer within {within_s:g} s"
+                if not check.done() or check.cancelled()
+                else check.result()
+            )
+            for name, check in running.items()
+        }
 
     # -- what spans two roles ---------------------------------------------------------
 
@@ -452,3 +475,20 @@ class Storage:
 
     async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
         return await self.key_store.list_keys(include_revoked=include_revoked)
+
+
+async def _first_failure(checks: Sequence[Callable[[], Awaitable[None]]]) -> str | None:
+    """The error of the first of ``checks`` that fails, or None."""
+    for check in checks:
+        try:
+            await check()
+        except StorageError as exc:
+            return str(exc)
+    return None
+
+
+def _retrieved(check: asyncio.Future[str | None]) -> None:
+    """A check that failed unexpectedly after its caller stopped waiting: its error is
+    retrieved (else asyncio logs it as never retrieved) and logged."""
+    if not check.cancelled() and check.exception() is not None:
+        log.error("a storage health check failed", exc_info=check.exception())

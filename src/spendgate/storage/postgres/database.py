@@ -50,6 +50,10 @@ _UNREACHABLE = (
 )
 
 
+# What a health check asks (one statement, as `SELECT 1` was): can this session write?
+_WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+
+
 def lock_key(*parts: str) -> int:
     """A stable signed 64-bit advisory-lock key for a name (a counter, a loop pair)."""
     digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
@@ -137,7 +141,13 @@ class PgDatabase:
         return self._pool
 
     async def check(self) -> None:
-        await self.run(lambda conn: conn.fetchval("SELECT 1"), "a health check")
+        """Whether the server takes writes, as every request needs: a standby (a URL left
+        on a primary demoted by a failover) or a read-only database answers a SELECT."""
+        writable = await self.run(lambda conn: conn.fetchval(_WRITABLE), "a health check")
+        if not writable:
+            raise StorageError(
+                "PostgreSQL storage takes no writes (a standby, or a read-only database)"
+            )
 
     # -- running work ------------------------------------------------------------------
 
@@ -228,15 +238,19 @@ class PgDatabase:
         cutoff = partitions.first_kept_ms(now, retention)
 
         async def drop(conn: Conn) -> None:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("partitions"))
-            for month in dropped:
-                await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
+            # The rows first, the partitions last: dropping a partition takes an ACCESS
+            # EXCLUSIVE lock on the whole ledger until COMMIT, so every gateway's ledger
+            # writes and reports wait while it is held. Taken before the deletes (a
+            # month of request ids), it held them for as long as those took.
             await conn.execute("DELETE FROM ledger_ids WHERE ts < $1", cutoff)
             for table in ("ledger_hourly", "savings_hourly", "shadow_hourly", "blocks_hourly"):
                 await conn.execute(f"DELETE FROM {table} WHERE hour_ms < $1", cutoff)  # noqa: S608
             await conn.execute("DELETE FROM refusals_hourly WHERE hour_ms < $1", cutoff)
             for table in ("fallback_rows", "refusals_latest"):
                 await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)  # noqa: S608
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("partitions"))
+            for month in dropped:
+                await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
 
         await self.transaction(drop, "ledger retention")
         self.forget_months()

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -92,6 +95,25 @@ def _insert_sql(types: dict[str, str]) -> str:
     )
 
 
+# The ledger's text fields, read at once (`_storable`): a NUL in any of them is rare.
+_TEXTS = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(LedgerRow) if f.type in ("str", "str | None"))
+)
+
+
+def _storable(row: LedgerRow) -> list[Any]:
+    """A row's parameters, with every NUL character written ``\\x00`` (as
+    `spendgate.text.escape` writes it): PostgreSQL's text cannot hold one, where SQLite's
+    can, and a provider's error message may echo a client's value holding one (a role of
+    ``"user\\u0000"``): the row, refused for ever, blocked the spool behind it."""
+    params = LEDGER.params(row)
+    if "\x00" in "\x01".join(filter(None, _TEXTS(row))):
+        for index, value in enumerate(params):
+            if isinstance(value, str):
+                params[index] = value.replace("\x00", "\\x00")
+    return params
+
+
 async def insert_rows(db: PgDatabase, conn: Conn, rows: Sequence[LedgerRow]) -> list[bool]:
     """Insert ``rows`` on ``conn`` (in one statement, inside the caller's transaction if
     it has one) unless their request id has a row; for each, whether it was inserted. A
@@ -103,7 +125,7 @@ async def insert_rows(db: PgDatabase, conn: Conn, rows: Sequence[LedgerRow]) -> 
         first.append(row.request_id not in seen)
         seen.add(row.request_id)
     candidates = [row for row, is_first in zip(rows, first, strict=True) if is_first]
-    columns = list(zip(*(LEDGER.params(row) for row in candidates), strict=True))
+    columns = list(zip(*(_storable(row) for row in candidates), strict=True))
     sql = _insert_sql(db.ledger_types)
     inserted = {record[0] for record in await conn.fetch(sql, *columns)}
     return [

@@ -53,6 +53,7 @@ log = logging.getLogger("spendgate.storage.redis")
 # millisecond each (a listed per-user budget has one member: one HGETALL).
 PRUNE_BATCH = 500
 FORGET_BATCH = 256  # written rows a `charge` forgets in passing, at most
+READY_PROBE_MS = 60_000  # how long the key a readiness check writes is kept
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -76,6 +77,7 @@ class RedisCounters:
         self._loops = f"{tag}:loops"
         self._breakers = f"{tag}:breakers"  # "key_id model" (JSON) -> the state (JSON)
         self._unwritten = f"{tag}:unwritten"  # rows charged before written (`charge`)
+        self._ready = f"{tag}:ready"  # written by each readiness check (`check`)
         # admitted here, not yet ended here: id -> (owner, what it holds)
         self._live: dict[str, tuple[str, tuple[StoredCounter, ...]]] = {}
         self._unknown: set[str] = set()  # reserve outcomes lost in a failure: to release
@@ -138,7 +140,12 @@ class RedisCounters:
         return await self._call(lambda r: self._scripts.run(r, name, keys, args))
 
     async def check(self) -> None:
-        await self._call(lambda r: r.ping())
+        """Whether the server takes writes, as every reservation needs: a PING answers on
+        a replica (a plain URL left on a primary demoted by a failover), on a primary
+        past its ``maxmemory`` (OOM) or one refusing writes since a failed snapshot
+        (MISCONF), while every script that writes is refused. So the check writes: one
+        key, the same for every gateway of the prefix, expiring in a minute."""
+        await self._call(lambda r: r.set(self._ready, b"1", px=READY_PROBE_MS))
 
     # -- the request path -------------------------------------------------------------
 
