@@ -113,3 +113,28 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     config.write_text("budgets_file: nowhere.csv\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"nowhere\.csv: cannot read the budgets file"):
         load_config(config)
+
+
+def test_check_config_names_a_row_it_warns_about_by_its_line(tmp_path: Path) -> None:
+    """A warning about a row (a models pattern no model matches, a user no key carries) names
+    the file and the row's line, as an error does: ``budgets[3]`` is in no file the
+    operator can open (the YAML lists one budget; the rows follow it)."""
+    from click.testing import CliRunner
+
+    from spendgate.cli.main import cli
+
+    path = write(tmp_path, LINES)
+    result = CliRunner().invoke(cli, ["check-config", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    csv_file = tmp_path / "people.csv"
+    # line 5 (after the header, two rows and a blank line): opus, whose o3* matches no model
+    assert f"warning: {csv_file} line 5: budget 'opus': models pattern 'o3*' matches" in (
+        result.stderr
+    )
+    # rows 2 and 3 on users no key carries, with no database yet: named by their lines
+    assert (
+        f"not checked: budgets[0] (team 'ml'), {csv_file} line 2 (user 'alice'), "
+        f"{csv_file} line 3 (user 'bob'), {csv_file} line 5 (team 'ml')"
+    ) in result.stderr
+    assert "budgets[1]" not in result.stderr
+    assert "budgets[2]" not in result.stderr

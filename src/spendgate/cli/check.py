@@ -10,6 +10,7 @@ import click
 
 from spendgate.cli.common import config_option, failure, load, uncollected
 from spendgate.config import Config
+from spendgate.config.budget_file import mention_rows, row_lines
 from spendgate.config.checks import KeyLabels, reference_warnings
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
@@ -50,6 +51,12 @@ def check_config(config_path: str | None) -> None:
             problems.append(
                 f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
             )
+    if config.budgets_file and any("budgets[" in problem for problem in problems):
+        # a row of the file is named by its line, as an error is (`located`)
+        named = path.parent / config.budgets_file
+        lines = row_lines(named)
+        first = len(config.budgets) - len(lines)
+        problems = [mention_rows(problem, str(named), lines, first) for problem in problems]
     click.echo(
         f"{escape(str(path))}: OK: {plural(len(config.providers), 'provider')}, "
         f"{plural(len(table), 'model')}, {plural(len(config.all_teams()), 'team')} in "
