@@ -138,3 +138,16 @@ def test_check_config_names_a_row_it_warns_about_by_its_line(tmp_path: Path) -> 
     ) in result.stderr
     assert "budgets[1]" not in result.stderr
     assert "budgets[2]" not in result.stderr
+
+
+def test_a_file_saved_as_latin_1_is_named_by_its_line_and_column(tmp_path: Path) -> None:
+    """As a config file that is not UTF-8: the line and column of the first byte that is not
+    (it was Python's "can't decode byte 0xe9 in position 37", a count no editor shows)."""
+    path = write(tmp_path, LINES[:1])
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_bytes(csv_file.read_bytes() + "u9,user,jos\u00e9,,1,,,,,,\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{csv_file}: not UTF-8 text at line 3, column 12 (byte 0xe9): save the file as UTF-8"
+    )

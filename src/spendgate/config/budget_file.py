@@ -49,8 +49,11 @@ def read_budget_rows(path: Path) -> BudgetRows:
     try:  # a spreadsheet's export may start with a byte order mark
         with path.open(encoding="utf-8-sig", newline="") as file:
             return _rows(source, csv.reader(file))
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = getattr(exc, "strerror", None) or str(exc)
+    except UnicodeDecodeError:  # saved as Latin-1 by a spreadsheet: say where
+        utf8_text(source, path.read_bytes())
+        raise
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
         raise ConfigError(source, "", f"cannot read the budgets file: {problem}") from None
     except csv.Error as exc:
         raise ConfigError(source, "", f"not valid CSV: {exc}") from None
@@ -168,3 +171,20 @@ def row_lines(path: Path) -> list[int]:
                 lines.append(line)
             line = reader.line_num + 1
     return lines
+
+
+def utf8_text(source: str, raw: bytes) -> str:
+    """The file's text; a file that is not UTF-8 (saved as Latin-1 or UTF-16 by an editor)
+    is a `ConfigError` naming where, as a YAML error would be."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            source,
+            "",
+            f"not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
+            "save the file as UTF-8",
+        ) from None

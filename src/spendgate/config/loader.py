@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.budget_file import located, read_budget_rows, read_budget_specs
+from spendgate.config.budget_file import utf8_text as _utf8
 from spendgate.config.budgets import (
     BudgetSpec,
     budgets_by_columns,
@@ -158,23 +159,6 @@ def _parse_listed(data: Any, listed: ListedBudgets | None, source: str, folder: 
             return parse_config(data, source, tuple(specs))  # data holds ``budgets: []``
         data["budgets"] = listed.entries()
     return _parse_with_rows(data, source, folder)
-
-
-def _utf8(source: str, raw: bytes) -> str:
-    """The file's text; a file that is not UTF-8 (saved as Latin-1 or UTF-16 by an editor)
-    is a `ConfigError` naming where, as a YAML error would be."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise ConfigError(
-            source,
-            "",
-            f"not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
-            "save the file as UTF-8",
-        ) from None
 
 
 def load_config(path: str | Path) -> Config:
