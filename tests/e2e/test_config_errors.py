@@ -57,8 +57,26 @@ def _set(path: str, value: Any) -> Edit:
 
 
 # (case id, edit, key path, the problem as the message says it)
+COUNTERS_PROBLEM = (
+    "is not one live counters can use: they go on Redis (redis://host:6379/0, rediss://..., "
+    "redis+sentinel://host:26379/service, redis+cluster://host:7000; see docs/storage.md)"
+)
+
 CASES: list[tuple[str, Edit, str, str]] = [
     ("unknown top-level key", _set("colour", "red"), "colour", "unknown key"),
+    (
+        # check-config said OK and `serve` refused it naming neither the file nor the key
+        "counters on a scheme no backend has",
+        _set("storage.counters_url", "memcached://:s3cret@cache:11211"),
+        "storage.counters_url",
+        f"scheme 'memcached' {COUNTERS_PROBLEM}",
+    ),
+    (
+        "counters URL without a scheme (the secret not echoed)",
+        _set("storage.counters_url", "redis//:s3cret@cache:6379"),
+        "storage.counters_url",
+        f"no scheme:// {COUNTERS_PROBLEM}",
+    ),
     ("unknown nested key", _set("server.prot", 8080), "server.prot", "unknown key"),
     (
         "wrong type",
@@ -369,3 +387,10 @@ def test_serve_refuses_to_start_without_a_provider_secret(tmp_path: Path) -> Non
     )
     assert result.exit_code == 0
     assert "warning: providers.openai.api_key_env: SIM_OPENAI_KEY is not set" in result.stderr
+
+
+def test_the_counters_schemes_the_config_takes_are_those_storage_opens() -> None:
+    from spendgate.config.storage import COUNTER_SCHEMES
+    from spendgate.storage import open as opening
+
+    assert set(COUNTER_SCHEMES) == set(opening._BACKENDS) | set(opening._COUNTERS_ONLY)
