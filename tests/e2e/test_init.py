@@ -114,7 +114,7 @@ def test_init_says_why_an_azure_key_without_endpoint_is_left_out(tmp_path: Path)
     path = tmp_path / "spendgate.yaml"
     result = run(["init", "-c", str(path)], {"AZURE_OPENAI_API_KEY": "k"})
     assert result.exit_code == 0, result.output
-    assert "AZURE_OPENAI_ENDPOINT is not an https:// URL" in result.stderr
+    assert "AZURE_OPENAI_ENDPOINT is not an http(s):// URL" in result.stderr
     assert "azure" not in yaml.safe_load(path.read_text())["providers"]
 
 

@@ -240,7 +240,7 @@ def init(config_path: str | None, force: bool) -> None:
     click.echo(f"wrote {escape(str(path))}: providers {names}")
     if settings.env.get("AZURE_OPENAI_API_KEY") and not any(d.name == "azure" for d in found):
         click.echo(  # else the key set would be left out without a word
-            "note: AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not an https:// "
+            "note: AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not an http(s):// "
             "URL (https://<resource>.openai.azure.com), so no azure provider was written",
             err=True,
         )
