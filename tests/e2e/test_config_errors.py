@@ -136,13 +136,38 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "bad team name in a list",
         _set("orgs.acme.teams", ["ml", "two words"]),
         "orgs.acme.teams[1]",
-        "String should match pattern",
+        "'two words' is not a name: a letter or digit, then letters, digits and _ . : / @ + - "
+        "(no spaces)",
+    ),
+    (
+        # a mapping's key: the path was "models.gpt 4o.[key]", the words a regular expression
+        "model name with a space",
+        _set("models.gpt 4o", {"provider": "openai"}),
+        "models.gpt 4o",
+        "'gpt 4o' is not a name: a letter or digit, then letters, digits and _ . : / @ + - "
+        "(no spaces)",
+    ),
+    (
+        # the secret pasted where its variable's name goes: refused, and never echoed
+        "a provider key where its variable's name goes",
+        _set("providers.openai.api_key_env", "sk-proj-SECRET123"),
+        "providers.openai.api_key_env",
+        "not an environment variable name (letters, digits and _, not starting with a digit): "
+        "name the variable that holds the secret (OPENAI_API_KEY), not the secret",
+    ),
+    (
+        "a period in capitals",
+        _set("budgets", [{"name": "b", "scope": "team", "limit_usd": "1", "period": "Daily"}]),
+        "budgets[0].period",
+        "'Daily' is not a period: hourly, daily, weekly, monthly, lifetime or rolling:<N>m|h|d "
+        "(rolling:30m, rolling:24h, rolling:7d)",
     ),
     (
         "bad env var name",
         _set("providers.openai.api_key_env", "OPENAI-KEY"),
         "providers.openai.api_key_env",
-        "String should match pattern",
+        "not an environment variable name (letters, digits and _, not starting with a digit): "
+        "name the variable that holds the secret (OPENAI_API_KEY), not the secret",
     ),
     # Names come back in every report: no key or text value may hold a control character.
     (

@@ -70,7 +70,8 @@ def test_a_spreadsheet_export_with_a_byte_order_mark_reads(tmp_path: Path) -> No
             [*LINES[:2], "", "u3,user,x,,1,,,,yearly,,"],
             HEADER,
             "line 5, column period",
-            "should match pattern",
+            "'yearly' is not a period: hourly, daily, weekly, monthly, lifetime or "
+            "rolling:<N>m|h|d (rolling:30m, rolling:24h, rolling:7d)",
         ),
         (
             ["u1,user,alice,,1,,,,,,", "u1,user,bob,,1,,,,,,"],
