@@ -125,6 +125,29 @@ def test_a_key_whose_team_was_dropped_from_orgs_can_still_be_updated(
     assert json.loads(moved.stdout)["team"] == "ml"
 
 
+def test_a_time_the_cli_printed_pastes_back(setup: Setup) -> None:
+    """``--expires`` and ``--until`` take the times the CLI prints (``...+00:00``), the ``Z``
+    form and minutes alone (``tokens create --expires`` took them; these refused every one:
+    "does not match the formats '%Y-%m-%d', ..."), and a time with another zone as that
+    moment in UTC."""
+    made = run_json(
+        setup, "keys", "create", "--name", "zoned", "--expires", "2099-01-01T01:00+01:00"
+    )
+    assert made["expires_at"] == "2099-01-01T00:00:00+00:00"
+    for given in (made["expires_at"], "2099-01-01T00:00:00Z", "2099-01-01T00:00", "2099-01-01"):
+        updated = run_json(setup, "keys", "update", made["id"], "--expires", given)
+        assert updated["expires_at"] == "2099-01-01T00:00:00+00:00", given
+    budget = f"key:{made['id']}"
+    assert run(setup, "keys", "update", made["id"], "--budget-usd", "3.00").exit_code == 0
+    for given in (made["expires_at"], "2099-01-01T00:00:00Z", "2099-01-01T00:00"):
+        result = run(setup, "budgets", "set-limit", budget, "4.00", "--until", given)
+        assert result.exit_code == 0, (given, result.output)
+        assert result.stdout == f"{budget}: limit set to 4.00 until 2099-01-01T00:00:00+00:00\n"
+    refused = run(setup, "budgets", "set-limit", budget, "4.00", "--until", "next week")
+    assert refused.exit_code == 2
+    assert "'next week' is not a time: give a UTC date or time" in refused.stderr
+
+
 def test_admin_patch_updates_a_key(setup: Setup) -> None:
     made = admin(setup, "POST", "/admin/keys", {"name": "api", "team": "web", "user": "bo"})
     assert made.status == 201
