@@ -87,6 +87,25 @@ def test_serve_with_metrics_port_taken_names_metrics_port(tmp_path: Path) -> Non
     )
 
 
+def test_check_config_warns_when_metrics_port_is_the_gateway_port(tmp_path: Path) -> None:
+    """`serve` could never start such a config (the gateway takes the port first); check-config
+    said OK."""
+
+    def same_port(data: dict[str, Any]) -> None:
+        data["server"]["port"] = 8731
+        data["metrics"] = {"port": 8731}
+
+    result = check_config(write_config(tmp_path, SIM_URL, configure=same_port))
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: metrics.port: 8731 is server.port too, so `spendgate serve` would refuse to start"
+    ) in result.stderr
+    elsewhere = check_config(
+        write_config(tmp_path, SIM_URL, configure=lambda d: d.update(metrics={"port": 8732}))
+    )
+    assert "metrics.port" not in elsewhere.stderr
+
+
 def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
     config = write_config(tmp_path, SIM_URL)
     for port in ("99999", "-1", "65536"):

@@ -41,6 +41,18 @@ def check_config(config_path: str | None) -> None:
     labels, unchecked = _key_labels(config, database)
     prices, table = parts.prices, parts.models
     problems = [f"storage.url: {storage_problem}"] if storage_problem else []
+    metrics, server = config.metrics, config.server
+    if (
+        server.metrics
+        and metrics.port
+        and metrics.port == server.port
+        and (metrics.host or server.host) == server.host
+    ):  # the gateway takes the port first: its /metrics listener could never start
+        problems.append(
+            f"metrics.port: {metrics.port} is server.port too, so `spendgate serve` would "
+            "refuse to start (unless --port moves the gateway): choose another port for "
+            "metrics.port (the gateway serves /metrics on its own port as well)"
+        )
     problems += reference_warnings(config, labels, unchecked)
     for name in table.names():
         route = table.get(name)
