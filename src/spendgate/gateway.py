@@ -370,7 +370,7 @@ class Gateway(ServiceViews):
     async def reload_source(self) -> ReloadResult:
         """Re-read the config file the gateway was started from and `reload` it."""
         source = self.config_source
-        config = await asyncio.to_thread(load_config, source)
+        config = await asyncio.to_thread(_load_to_reload, source)
         base_dir = self.base_dir if self.base_dir is not None else Path(source).parent
         return await self.reload(config, env=self.env, base_dir=base_dir)
 
@@ -522,3 +522,23 @@ def build_gateway(
         base_dir=base_dir,
         require_secrets=require_secrets,
     )
+
+
+def _load_to_reload(source: str) -> Config:
+    """`load_config` for a reload, which refuses a file with no setting at all: an empty
+    file is a valid config (every default), but met at a reload it is a file being written
+    (`>` truncates before it writes) or emptied by mistake, and putting it in force would
+    drop every provider, model and budget of the running gateway."""
+    try:
+        text = Path(source).read_bytes()
+    except OSError:
+        text = b"x"  # load_config says what is wrong with it
+    if not any(line.strip() and not line.lstrip().startswith(b"#") for line in text.splitlines()):
+        raise ConfigError(
+            source,
+            "",
+            "the file holds no setting (empty, or only comments): a reload would drop every "
+            "provider, model and budget. Write the new config whole (to a temporary file, "
+            "then mv it over this one) and reload again",
+        )
+    return load_config(source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import getpass
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
@@ -243,6 +244,12 @@ def test_cli_changes_are_audited_too(setup: Setup) -> None:
     refused = run(setup, "audit", "--since", "not-a-time")
     assert refused.exit_code != 0
     assert "since" in refused.output
+    # a time without a zone is UTC, as for every other time the CLI takes (it was refused:
+    # "'since' must carry a time zone"); with one, or as the table prints it, the same
+    for since in ("2000-01-01", "2000-01-01T00:00", "2000-01-01T01:00+01:00", "2000-01-01T00:00Z"):
+        dated = run(setup, "audit", "--since", since, "--actor", actor, "--json")
+        assert dated.exit_code == 0, (since, dated.output)
+        assert [e["id"] for e in json.loads(dated.stdout)] == [e["id"] for e in mine]
 
 
 def test_an_audit_entry_survives_kill_9_once_the_change_is_answered(tmp_path: Path) -> None:

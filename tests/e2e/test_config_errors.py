@@ -57,8 +57,26 @@ def _set(path: str, value: Any) -> Edit:
 
 
 # (case id, edit, key path, the problem as the message says it)
+COUNTERS_PROBLEM = (
+    "is not one live counters can use: they go on Redis (redis://host:6379/0, rediss://..., "
+    "redis+sentinel://host:26379/service, redis+cluster://host:7000; see docs/storage.md)"
+)
+
 CASES: list[tuple[str, Edit, str, str]] = [
     ("unknown top-level key", _set("colour", "red"), "colour", "unknown key"),
+    (
+        # check-config said OK and `serve` refused it naming neither the file nor the key
+        "counters on a scheme no backend has",
+        _set("storage.counters_url", "memcached://:s3cret@cache:11211"),
+        "storage.counters_url",
+        f"scheme 'memcached' {COUNTERS_PROBLEM}",
+    ),
+    (
+        "counters URL without a scheme (the secret not echoed)",
+        _set("storage.counters_url", "redis//:s3cret@cache:6379"),
+        "storage.counters_url",
+        f"no scheme:// {COUNTERS_PROBLEM}",
+    ),
     ("unknown nested key", _set("server.prot", 8080), "server.prot", "unknown key"),
     (
         "wrong type",
@@ -118,13 +136,38 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "bad team name in a list",
         _set("orgs.acme.teams", ["ml", "two words"]),
         "orgs.acme.teams[1]",
-        "String should match pattern",
+        "'two words' is not a name: a letter or digit, then letters, digits and _ . : / @ + - "
+        "(no spaces)",
+    ),
+    (
+        # a mapping's key: the path was "models.gpt 4o.[key]", the words a regular expression
+        "model name with a space",
+        _set("models.gpt 4o", {"provider": "openai"}),
+        "models.gpt 4o",
+        "'gpt 4o' is not a name: a letter or digit, then letters, digits and _ . : / @ + - "
+        "(no spaces)",
+    ),
+    (
+        # the secret pasted where its variable's name goes: refused, and never echoed
+        "a provider key where its variable's name goes",
+        _set("providers.openai.api_key_env", "sk-proj-SECRET123"),
+        "providers.openai.api_key_env",
+        "not an environment variable name (letters, digits and _, not starting with a digit): "
+        "name the variable that holds the secret (OPENAI_API_KEY), not the secret",
+    ),
+    (
+        "a period in capitals",
+        _set("budgets", [{"name": "b", "scope": "team", "limit_usd": "1", "period": "Daily"}]),
+        "budgets[0].period",
+        "'Daily' is not a period: hourly, daily, weekly, monthly, lifetime or rolling:<N>m|h|d "
+        "(rolling:30m, rolling:24h, rolling:7d)",
     ),
     (
         "bad env var name",
         _set("providers.openai.api_key_env", "OPENAI-KEY"),
         "providers.openai.api_key_env",
-        "String should match pattern",
+        "not an environment variable name (letters, digits and _, not starting with a digit): "
+        "name the variable that holds the secret (OPENAI_API_KEY), not the secret",
     ),
     # Names come back in every report: no key or text value may hold a control character.
     (
@@ -369,3 +412,10 @@ def test_serve_refuses_to_start_without_a_provider_secret(tmp_path: Path) -> Non
     )
     assert result.exit_code == 0
     assert "warning: providers.openai.api_key_env: SIM_OPENAI_KEY is not set" in result.stderr
+
+
+def test_the_counters_schemes_the_config_takes_are_those_storage_opens() -> None:
+    from spendgate.config.storage import COUNTER_SCHEMES
+    from spendgate.storage import open as opening
+
+    assert set(COUNTER_SCHEMES) == set(opening._BACKENDS) | set(opening._COUNTERS_ONLY)

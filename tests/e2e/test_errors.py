@@ -315,6 +315,57 @@ def test_unknown_model_anthropic(gw: GatewayHarness, clients: Clients) -> None:
     refused_locally(gw, tag, before)
 
 
+BASE_URL_HINT = (
+    "Check the client's base URL: an OpenAI client's ends in /v1, an Anthropic client's "
+    "(and Claude Code's) is the gateway's address without /v1."
+)
+
+
+def test_an_openai_sdk_without_v1_is_told_its_base_url(gw: GatewayHarness) -> None:
+    """The first-hour mistake: ``OpenAI(base_url="http://host:8700")`` posts to
+    ``/chat/completions``. The 404 says which path was meant and why."""
+    with (
+        httpx2.Client() as http,
+        openai.OpenAI(
+            api_key=gw.create_key(name="no-v1"), base_url=gw.url, http_client=http, max_retries=0
+        ) as client,
+        pytest.raises(openai.NotFoundError) as info,
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+    message = info.value.body["message"]  # type: ignore[index]
+    assert message == (
+        "No route for POST /chat/completions on this gateway. Did you mean "
+        f"/v1/chat/completions? {BASE_URL_HINT}"
+    )
+
+
+def test_an_anthropic_sdk_with_v1_is_told_its_base_url(gw: GatewayHarness) -> None:
+    """The other one: ``Anthropic(base_url="http://host:8700/v1")`` posts to
+    ``/v1/v1/messages``."""
+    with (
+        httpx2.Client() as http,
+        anthropic.Anthropic(
+            api_key=gw.create_key(name="v1-twice"),
+            base_url=gw.url + "/v1",
+            http_client=http,
+            max_retries=0,
+        ) as client,
+        pytest.raises(anthropic.NotFoundError) as info,
+    ):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=16, messages=PROMPT)
+    assert info.value.message.startswith(
+        f"404 No route for POST /v1/v1/messages on this gateway. Did you mean /v1/messages? "
+        f"{BASE_URL_HINT}"
+    )
+
+
+@pytest.mark.parametrize("path", ["/nothing", "/v1/nothing", "/v1/v1/nothing", "/admin/nope"])
+def test_a_path_that_is_no_route_either_way_gets_no_hint(gw: GatewayHarness, path: str) -> None:
+    answer = httpx2.post(gw.url + path, json={}, timeout=10)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["message"] == f"No route for POST {path} on this gateway."
+
+
 # --------------------------------------------------------------------------- 4. permissions
 
 

@@ -4,6 +4,7 @@ variable and never writing a secret; an existing file is kept unless ``--force``
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -95,6 +96,26 @@ def test_init_writes_a_config_check_config_accepts(
     gateway = build_gateway(load_config(path), source=str(path), env=full_env, require_secrets=True)
     assert set(gateway.config.providers) == set(expected)
     assert all(gateway.config.models), "no models"
+
+    # Its commented budgets and limits, uncommented as the comment invites, check clean:
+    # the budget on "the dearest models" names models this file declares (it named Claude,
+    # GPT and Gemini models whatever the file declared: "matches no declared model").
+    head, _, examples = text.partition("\n# budgets:")
+    uncommented = head + re.sub(r"(?m)^# ((?:limits):|  .*)$", r"\1", "\nbudgets:" + examples)
+    assert uncommented.count("\nbudgets:") == 1
+    path.write_text(uncommented)
+    checked = run(["check-config", "-c", str(path)], env)
+    assert checked.exit_code == 0, checked.output
+    assert "matches no declared model" not in checked.stderr
+    assert len(load_config(path).budgets) == 2
+
+
+def test_init_says_why_an_azure_key_without_endpoint_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "spendgate.yaml"
+    result = run(["init", "-c", str(path)], {"AZURE_OPENAI_API_KEY": "k"})
+    assert result.exit_code == 0, result.output
+    assert "AZURE_OPENAI_ENDPOINT is not an http(s):// URL" in result.stderr
+    assert "azure" not in yaml.safe_load(path.read_text())["providers"]
 
 
 def test_init_keeps_an_existing_file_unless_forced(tmp_path: Path) -> None:

@@ -6,15 +6,20 @@ database."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
+from click.testing import CliRunner, Result
 
-from e2e.key_world import T0, Setup, admin, run, run_json, started
+from e2e.key_world import ENV, T0, Setup, admin, run, run_json, started
+from e2e.process import write_config
+from spendgate.cli.main import cli
 
 ADMIN = "keys-update-admin-token"
 
@@ -83,6 +88,64 @@ def test_keys_update_refuses_what_create_refuses(setup: Setup) -> None:
     run(setup, "keys", "revoke", key_id)
     revoked = run(setup, "keys", "update", key_id, "--team", "ml")
     assert "revoked and cannot be updated" in revoked.stderr
+
+
+def test_a_key_whose_team_was_dropped_from_orgs_can_still_be_updated(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A reorganisation removes team ``web`` from ``orgs`` (and a reload takes it): the keys
+    that carry it keep it. Renaming such a key, or giving it a budget, must not fail with
+    "unknown team 'web'" (it did: a team not being changed was checked as if set now);
+    moving it to a team that is not declared still is refused."""
+    key_id = run_json(setup, "keys", "create", "--name", "reorg", "--team", "web")["id"]
+
+    def without_web(data: dict[str, Any]) -> None:
+        data["orgs"] = {"acme": {"teams": ["ml", "platform"]}}
+
+    config = write_config(
+        tmp_path, setup.harness.sim.url, db_path=setup.harness.db_path, configure=without_web
+    )
+
+    def update(*args: str) -> Result:
+        return CliRunner().invoke(
+            cli, ["keys", "update", key_id, *args, "-c", str(config)], env=ENV
+        )
+
+    renamed = update("--name", "reorg-renamed", "--budget-usd", "5", "--json")
+    assert renamed.exit_code == 0, renamed.output
+    assert (json.loads(renamed.stdout)["name"], json.loads(renamed.stdout)["team"]) == (
+        "reorg-renamed",
+        "web",
+    )
+    refused = update("--team", "web")
+    assert refused.exit_code == 1
+    assert "unknown team 'web'; teams declared under orgs: ml, platform" in refused.stderr
+    moved = update("--team", "ml", "--json")
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.stdout)["team"] == "ml"
+
+
+def test_a_time_the_cli_printed_pastes_back(setup: Setup) -> None:
+    """``--expires`` and ``--until`` take the times the CLI prints (``...+00:00``), the ``Z``
+    form and minutes alone (``tokens create --expires`` took them; these refused every one:
+    "does not match the formats '%Y-%m-%d', ..."), and a time with another zone as that
+    moment in UTC."""
+    made = run_json(
+        setup, "keys", "create", "--name", "zoned", "--expires", "2099-01-01T01:00+01:00"
+    )
+    assert made["expires_at"] == "2099-01-01T00:00:00+00:00"
+    for given in (made["expires_at"], "2099-01-01T00:00:00Z", "2099-01-01T00:00", "2099-01-01"):
+        updated = run_json(setup, "keys", "update", made["id"], "--expires", given)
+        assert updated["expires_at"] == "2099-01-01T00:00:00+00:00", given
+    budget = f"key:{made['id']}"
+    assert run(setup, "keys", "update", made["id"], "--budget-usd", "3.00").exit_code == 0
+    for given in (made["expires_at"], "2099-01-01T00:00:00Z", "2099-01-01T00:00"):
+        result = run(setup, "budgets", "set-limit", budget, "4.00", "--until", given)
+        assert result.exit_code == 0, (given, result.output)
+        assert result.stdout == f"{budget}: limit set to 4.00 until 2099-01-01T00:00:00+00:00\n"
+    refused = run(setup, "budgets", "set-limit", budget, "4.00", "--until", "next week")
+    assert refused.exit_code == 2
+    assert "'next week' is not a time: give a UTC date or time" in refused.stderr
 
 
 def test_admin_patch_updates_a_key(setup: Setup) -> None:

@@ -151,6 +151,25 @@ def test_the_cli_prints_it(gw: GatewayHarness) -> None:
     assert "401" in failed.output
 
 
+def test_the_cli_takes_an_sdk_base_url(gw: GatewayHarness) -> None:
+    """The address a developer has at hand is the SDK's (``OPENAI_BASE_URL``, ``.../v1``):
+    `me` drops the ``/v1`` as `statusline` does (it asked for ``/v1/v1/...``, a 404)."""
+    secret = gw.create_key(name="sdk-url", team="ml", user="erin")
+    for url in (f"{gw.url}/v1", f"{gw.url}/v1/"):
+        result = CliRunner().invoke(cli, ["me", "--key", secret, "--url", url])
+        assert result.exit_code == 0, result.output
+        assert f"Key {gw.last_key_id} (sdk-url" in result.output
+
+
+@pytest.mark.parametrize("url", ["http://[::1", ""])
+def test_a_url_that_is_no_url_is_one_line(url: str) -> None:
+    """Not a traceback (a ValueError from urllib): one line naming --url, exit status 1."""
+    result = CliRunner().invoke(cli, ["me", "--key", "sk-sg-x", "--url", url])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"Error: --url {url!r} is not a gateway address" in result.output
+
+
 def test_the_cli_command_imports_nothing_heavy() -> None:
     """``spendgate me`` talks HTTP with the standard library: no server, config or storage."""
     modules = imported("me", "--help")

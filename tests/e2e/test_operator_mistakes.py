@@ -62,6 +62,50 @@ def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
     assert "Unclosed" not in done.stderr
 
 
+@pytest.mark.slow
+def test_serve_with_metrics_port_taken_names_metrics_port(tmp_path: Path) -> None:
+    """The gateway's own port is free, ``metrics.port`` is taken: the line names
+    ``metrics.port`` and its address (it said the gateway's port was in use and to change
+    ``--port or server.port``, which would not help)."""
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        config = write_config(
+            tmp_path, SIM_URL, configure=lambda data: data.update(metrics={"port": metrics_port})
+        )
+        done = spendgate_cli("serve", "-c", str(config), "--port", str(port))
+    assert done.returncode == 1
+    line = one_line_error(done.stderr)
+    assert line == (
+        f"Error: cannot start: 127.0.0.1:{metrics_port} (metrics.port) is already in use "
+        "(another spendgate, or another program, listens there): stop it, or choose another "
+        "port with metrics.port."
+    )
+
+
+def test_check_config_warns_when_metrics_port_is_the_gateway_port(tmp_path: Path) -> None:
+    """`serve` could never start such a config (the gateway takes the port first); check-config
+    said OK."""
+
+    def same_port(data: dict[str, Any]) -> None:
+        data["server"]["port"] = 8731
+        data["metrics"] = {"port": 8731}
+
+    result = check_config(write_config(tmp_path, SIM_URL, configure=same_port))
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: metrics.port: 8731 is server.port too, so `spendgate serve` would refuse to start"
+    ) in result.stderr
+    elsewhere = check_config(
+        write_config(tmp_path, SIM_URL, configure=lambda d: d.update(metrics={"port": 8732}))
+    )
+    assert "metrics.port" not in elsewhere.stderr
+
+
 def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
     config = write_config(tmp_path, SIM_URL)
     for port in ("99999", "-1", "65536"):

@@ -381,3 +381,32 @@ def test_reloads_under_load_fail_no_request(tmp_path: Path) -> None:
     month = next(c for c in counters if c["name"] == "web-month")
     assert month["configured_limit"] == 106 * 10**9  # the last reload's budget is in force
     assert month["spent"] == sum(rows[call.request_id or ""].cost_nanos for call in calls)
+
+
+def test_an_empty_file_is_not_put_in_force(tmp_path: Path) -> None:
+    """A config as `spendgate init` writes it (server settings at their defaults, the
+    database beside the file) emptied on disk, or with every line commented out (an editor
+    saving an empty buffer, `>` truncating before it writes): a reload would have put a
+    config of defaults in force, with no provider, model or budget. Refused, naming why;
+    the running config stays."""
+
+    def as_init_writes(data: dict[str, Any]) -> None:
+        routing("gpt-4o")(data)
+        data.pop("server")
+        data["storage"] = {"url": "sqlite:///spendgate.db"}
+
+    with SimulatorThread() as sim:
+        config = write_config(tmp_path, sim.url, configure=as_init_writes)
+        issued = create_key_direct(config, name="empty", team="web")
+        with GatewayProcess(config) as gateway:
+            assert chat(gateway.url, issued.secret)[:2] == (200, "gpt-4o")
+            for text in ("", "\n\n", "# models:\n#   gpt-4o: {provider: openai}\n"):
+                config.write_text(text, encoding="utf-8")
+                answer = reload(gateway.url)
+                assert answer.status == 400, answer.body
+                message = answer.json()["error"]["message"]
+                assert message.startswith(
+                    f"{config}: the file holds no setting (empty, or only comments): a reload "
+                    "would drop every provider, model and budget."
+                ), message
+                assert chat(gateway.url, issued.secret)[:2] == (200, "gpt-4o")

@@ -70,7 +70,8 @@ def test_a_spreadsheet_export_with_a_byte_order_mark_reads(tmp_path: Path) -> No
             [*LINES[:2], "", "u3,user,x,,1,,,,yearly,,"],
             HEADER,
             "line 5, column period",
-            "should match pattern",
+            "'yearly' is not a period: hourly, daily, weekly, monthly, lifetime or "
+            "rolling:<N>m|h|d (rolling:30m, rolling:24h, rolling:7d)",
         ),
         (
             ["u1,user,alice,,1,,,,,,", "u1,user,bob,,1,,,,,,"],
@@ -113,3 +114,41 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     config.write_text("budgets_file: nowhere.csv\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"nowhere\.csv: cannot read the budgets file"):
         load_config(config)
+
+
+def test_check_config_names_a_row_it_warns_about_by_its_line(tmp_path: Path) -> None:
+    """A warning about a row (a models pattern no model matches, a user no key carries) names
+    the file and the row's line, as an error does: ``budgets[3]`` is in no file the
+    operator can open (the YAML lists one budget; the rows follow it)."""
+    from click.testing import CliRunner
+
+    from spendgate.cli.main import cli
+
+    path = write(tmp_path, LINES)
+    result = CliRunner().invoke(cli, ["check-config", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    csv_file = tmp_path / "people.csv"
+    # line 5 (after the header, two rows and a blank line): opus, whose o3* matches no model
+    assert f"warning: {csv_file} line 5: budget 'opus': models pattern 'o3*' matches" in (
+        result.stderr
+    )
+    # rows 2 and 3 on users no key carries, with no database yet: named by their lines
+    assert (
+        f"not checked: budgets[0] (team 'ml'), {csv_file} line 2 (user 'alice'), "
+        f"{csv_file} line 3 (user 'bob'), {csv_file} line 5 (team 'ml')"
+    ) in result.stderr
+    assert "budgets[1]" not in result.stderr
+    assert "budgets[2]" not in result.stderr
+
+
+def test_a_file_saved_as_latin_1_is_named_by_its_line_and_column(tmp_path: Path) -> None:
+    """As a config file that is not UTF-8: the line and column of the first byte that is not
+    (it was Python's "can't decode byte 0xe9 in position 37", a count no editor shows)."""
+    path = write(tmp_path, LINES[:1])
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_bytes(csv_file.read_bytes() + "u9,user,jos\u00e9,,1,,,,,,\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{csv_file}: not UTF-8 text at line 3, column 12 (byte 0xe9): save the file as UTF-8"
+    )

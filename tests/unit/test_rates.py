@@ -371,6 +371,39 @@ CONFIG_CASES: list[tuple[str, dict[str, Any], str]] = [
         "(budget and limit names share one namespace)",
     ),
     (
+        # the budget would share the limit's counter rows: its members, spend and overrides
+        "a budget named as a limit's counter",
+        {
+            "budgets": [{"name": "api:requests/minute", "scope": "user", "limit_usd": "1"}],
+            "limits": [_limit(requests="10/minute")],
+        },
+        "sg.yaml: budgets[0].name: 'api:requests/minute' is the name of a counter of "
+        "limits[0] (a limit's rates are named <name>:<unit>/<period>, <name>:concurrency): "
+        "choose another name",
+    ),
+    (
+        "a budget named as a limit's concurrency counter",
+        {
+            "budgets": [{"name": "api:concurrency", "scope": "key", "limit_usd": "1"}],
+            "limits": [_limit(concurrency=2)],
+        },
+        "sg.yaml: budgets[0].name: 'api:concurrency' is the name of a counter of limits[0] "
+        "(a limit's rates are named <name>:<unit>/<period>, <name>:concurrency): "
+        "choose another name",
+    ),
+    (
+        "a budget named as a key's own",
+        {"budgets": [{"name": "key:key_0123456789abcdef", "scope": "key", "limit_usd": "1"}]},
+        "sg.yaml: budgets[0].name: 'key:key_0123456789abcdef' starts with 'key:', which names "
+        "a key's own budget and limits (key:<id>): choose another name",
+    ),
+    (
+        "a limit named as a key's own",
+        {"limits": [_limit(name="key:key_0123456789abcdef", requests="1/s")]},
+        "sg.yaml: limits[0].name: 'key:key_0123456789abcdef' starts with 'key:', which names "
+        "a key's own budget and limits (key:<id>): choose another name",
+    ),
+    (
         "negative loop repeats",
         {"runaway": {"loop_max_repeats": -1}},
         "sg.yaml: runaway.loop_max_repeats: Input should be greater than or equal to 0",

@@ -62,7 +62,8 @@ async def error_middleware(
             raise
         return render(storage_refusal(), dialect_of(request), request.get(REQUEST_ID_KEY))
     except web.HTTPNotFound:
-        missing = NotFound(f"No route for {request.method} {request.path} on this gateway.")
+        hint = await _base_url_hint(request)
+        missing = NotFound(f"No route for {request.method} {request.path} on this gateway.{hint}")
         return render(missing, dialect_of(request), None)
     except web.HTTPMethodNotAllowed:
         wrong = _MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
@@ -75,3 +76,24 @@ async def error_middleware(
             raise
         internal = _Internal("spendgate hit an internal error; the request was not completed.")
         return render(internal, dialect_of(request), request.get(REQUEST_ID_KEY))
+
+
+async def _base_url_hint(request: web.Request) -> str:
+    """The commonest first-hour mistake, named: a client whose base URL lacks ``/v1`` (an
+    OpenAI SDK pointed at the host: ``/chat/completions``) or has it once too often (an
+    Anthropic SDK or Claude Code pointed at ``.../v1``: ``/v1/v1/messages``), where the
+    path with ``/v1`` put right is a route of this gateway."""
+    path = request.path
+    if path.startswith("/v1/v1/"):
+        meant = path.removeprefix("/v1")
+    elif path.startswith("/") and not path.startswith(("/v1/", "/v1beta/")):
+        meant = "/v1" + path
+    else:
+        return ""
+    match = await request.app.router.resolve(request.clone(rel_url=meant))
+    if match.http_exception is not None:
+        return ""
+    return (
+        f" Did you mean {meant}? Check the client's base URL: an OpenAI client's ends in /v1, "
+        "an Anthropic client's (and Claude Code's) is the gateway's address without /v1."
+    )

@@ -76,6 +76,15 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     app.on_cleanup.append(_close_listener)
 
 
+class MetricsListenError(OSError):
+    """``metrics.port`` (on ``metrics.host``) cannot be listened on: `serve` names that key,
+    not ``--port``/``server.port``, in what it says."""
+
+    def __init__(self, cause: OSError, host: str, port: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.host, self.port = host, port
+
+
 async def serve_metrics(app: web.Application, host: str, *, reuse_port: bool = False) -> None:
     """``metrics.port`` set: serve ``/metrics`` alone on ``metrics.host`` (else ``host``)
     and that port. ``reuse_port``: beside the other workers of ``serve --workers N`` on the
@@ -83,7 +92,8 @@ async def serve_metrics(app: web.Application, host: str, *, reuse_port: bool = F
     SO_REUSEPORT) leave that port to the first of them. Either way each scrape answers the
     counters summed over every worker (`Metrics.render`)."""
     listener = app.get(LISTENER)
-    if listener is None or listener.gateway.config.metrics.port is None:
+    port = listener.gateway.config.metrics.port if listener is not None else None
+    if listener is None or port is None:
         return  # no metrics (server.metrics: false), or no listener of their own
     fleet = listener.gateway.fleet
     if fleet is not None and not reuse_port and fleet.index != 0:
@@ -97,7 +107,10 @@ async def serve_metrics(app: web.Application, host: str, *, reuse_port: bool = F
     site = web.TCPSite(
         runner, config.host or host, config.port, reuse_address=True, reuse_port=reuse_port or None
     )
-    await site.start()  # a failure is cleaned up with the app (`_close_listener`)
+    try:
+        await site.start()  # a failure is cleaned up with the app (`_close_listener`)
+    except OSError as exc:  # said as metrics.port's, not as the gateway's own port's
+        raise MetricsListenError(exc, config.host or host, port) from exc
     for address in runner.addresses:
         if isinstance(address, tuple):
             listener.port = int(address[1])

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 import orjson
 
-from spendgate.cli.common import cli_principal, config_option, gateway_for, run_with_storage, table
+from spendgate.cli.common import (
+    UtcTime,
+    cli_principal,
+    config_option,
+    gateway_for,
+    run_with_storage,
+    table,
+)
 from spendgate.domain.audit import AuditAction, AuditEntry, to_csv
 from spendgate.text import escape
 
@@ -28,8 +37,8 @@ def _change(entry: AuditEntry) -> str:
 
 @click.command()
 @config_option
-@click.option("--since", default=None, help="From this time (ISO 8601 with a zone).")
-@click.option("--until", default=None, help="Before this time (ISO 8601 with a zone).")
+@click.option("--since", type=UtcTime(), default=None, help="From this time (UTC unless zoned).")
+@click.option("--until", type=UtcTime(), default=None, help="Before this time (UTC unless zoned).")
 @click.option("--actor", default=None, help="Only this actor (as listed: env, cli:<user>, ...).")
 @click.option(
     "--action",
@@ -42,8 +51,8 @@ def _change(entry: AuditEntry) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (export).")
 def audit(
     config_path: str | None,
-    since: str | None,
-    until: str | None,
+    since: datetime | None,
+    until: datetime | None,
     actor: str | None,
     action: str | None,
     limit: int,
@@ -53,7 +62,12 @@ def audit(
     """Every admin change (API and CLI): who, what, when, from what to what."""
     from spendgate.services.audit import audit_query
 
-    params = {"since": since, "until": until, "actor": actor, "action": action}
+    params = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "actor": actor,
+        "action": action,
+    }
     values = {name: value for name, value in params.items() if value is not None}
     values["limit"] = str(limit)
     gateway = gateway_for(config_path)

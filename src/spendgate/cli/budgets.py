@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from spendgate.cli.common import (
+    UtcTime,
     cli_principal,
     config_option,
     gateway_for,
@@ -102,11 +103,16 @@ def _forecast_cells(data: dict[str, object]) -> tuple[str, str, str]:
 @config_option
 @click.argument("name")
 @click.argument("limit")
-@click.option("--until", type=click.DateTime(), default=None, help="Expiry (UTC) of the change.")
+@click.option(
+    "--until",
+    type=UtcTime(),
+    default=None,
+    help="Expiry of the change (UTC unless a zone is given).",
+)
 def set_limit(config_path: str | None, name: str, limit: str, until: datetime | None) -> None:
     """Change a budget's limit at run time (dollars or tokens, per its unit)."""
     gateway = gateway_for(config_path)
-    expires = until.replace(tzinfo=UTC) if until else None
+    expires = until
     override = run_with_storage(
         gateway, lambda g: g.actions(cli_principal()).set_limit(name, limit, expires)
     )

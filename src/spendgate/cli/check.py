@@ -10,6 +10,7 @@ import click
 
 from spendgate.cli.common import config_option, failure, load, uncollected
 from spendgate.config import Config
+from spendgate.config.budget_file import mention_rows, row_lines
 from spendgate.config.checks import KeyLabels, reference_warnings
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
@@ -40,6 +41,18 @@ def check_config(config_path: str | None) -> None:
     labels, unchecked = _key_labels(config, database)
     prices, table = parts.prices, parts.models
     problems = [f"storage.url: {storage_problem}"] if storage_problem else []
+    metrics, server = config.metrics, config.server
+    if (
+        server.metrics
+        and metrics.port
+        and metrics.port == server.port
+        and (metrics.host or server.host) == server.host
+    ):  # the gateway takes the port first: its /metrics listener could never start
+        problems.append(
+            f"metrics.port: {metrics.port} is server.port too, so `spendgate serve` would "
+            "refuse to start (unless --port moves the gateway): choose another port for "
+            "metrics.port (the gateway serves /metrics on its own port as well)"
+        )
     problems += reference_warnings(config, labels, unchecked)
     for name in table.names():
         route = table.get(name)
@@ -50,6 +63,12 @@ def check_config(config_path: str | None) -> None:
             problems.append(
                 f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
             )
+    if config.budgets_file and any("budgets[" in problem for problem in problems):
+        # a row of the file is named by its line, as an error is (`located`)
+        named = path.parent / config.budgets_file
+        lines = row_lines(named)
+        first = len(config.budgets) - len(lines)
+        problems = [mention_rows(problem, str(named), lines, first) for problem in problems]
     click.echo(
         f"{escape(str(path))}: OK: {plural(len(config.providers), 'provider')}, "
         f"{plural(len(table), 'model')}, {plural(len(config.all_teams()), 'team')} in "

@@ -12,6 +12,7 @@ import gc
 import os
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
@@ -276,3 +277,28 @@ def table(
         return "  ".join(out).rstrip()
 
     return "\n".join(line(cells) for cells in [list(header), *body])
+
+
+class UtcTime(click.ParamType[datetime]):
+    """A time as the reports print it (``2026-12-31T18:00:00+00:00``, ``...Z``) or shorter
+    (``2026-12-31``, ``2026-12-31T18:00``), read as UTC when it names no zone; the value is
+    an aware datetime in UTC. (``click.DateTime`` refused the times the CLI itself prints.)"""
+
+    name = "datetime"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not a time: give a UTC date or time (2026-12-31, "
+                    "2026-12-31T18:00) or one with its zone (2026-12-31T18:00:00+01:00)",
+                    param,
+                    ctx,
+                )
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

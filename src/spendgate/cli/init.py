@@ -147,6 +147,15 @@ _MODELS = {
 """,
 }
 
+# The dearest model (or pattern) of each provider's models above, for the budget example.
+_DEAREST = {
+    "openai": "gpt-4o",
+    "anthropic": "claude-opus-*",
+    "gemini": "gemini-2.5-pro",
+    "azure": "azure-gpt-4.1-mini",
+    "openrouter": "openrouter-llama-3.3-70b",
+}
+
 _HEAD = """\
 # spendgate starter config, written by `spendgate init` for the provider keys it found:
 # {found}.
@@ -178,7 +187,7 @@ orgs:
 # budgets:
 #   - name: per-user-daily
 #     scope: user
-#     models: ["claude-opus-*", "gpt-4o", "gemini-2.5-pro"]
+#     models: [{dearest}]
 #     limit_usd: "40"
 #     period: daily
 #   - name: platform-monthly
@@ -206,7 +215,9 @@ def starter_config(env: Mapping[str, str], file_name: str) -> tuple[str, list[De
     text = _HEAD.format(found=seen, file=file_name)
     text += "".join(d.section for d in declared)
     text += "\nmodels:\n" + "".join(_MODELS[d.name] for d in declared)
-    return text + _TAIL, found
+    # the budget example names models this file declares: uncommented, it applies
+    dearest = ", ".join(f'"{_DEAREST[d.name]}"' for d in declared)
+    return text + _TAIL.replace("{dearest}", dearest), found
 
 
 @click.command("init")
@@ -227,6 +238,12 @@ def init(config_path: str | None, force: bool) -> None:
         raise failure(f"cannot write {path}: {exc.strerror or exc}") from None
     names = ", ".join(d.name for d in found) or "openai (set OPENAI_API_KEY before serve)"
     click.echo(f"wrote {escape(str(path))}: providers {names}")
+    if settings.env.get("AZURE_OPENAI_API_KEY") and not any(d.name == "azure" for d in found):
+        click.echo(  # else the key set would be left out without a word
+            "note: AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not an http(s):// "
+            "URL (https://<resource>.openai.azure.com), so no azure provider was written",
+            err=True,
+        )
     click.echo(f"next: spendgate check-config -c {escape(shlex.quote(str(path)))}")
 
 

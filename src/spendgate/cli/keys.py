@@ -9,6 +9,7 @@ import orjson
 
 from spendgate.api.serialize import key_json
 from spendgate.cli.common import (
+    UtcTime,
     cli_principal,
     config_option,
     failure,
@@ -53,7 +54,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @click.option("--team", default=None, help="A team declared under orgs in the config.")
 @click.option("--tag", "tags", multiple=True, help="Repeatable.")
 @click.option("--model", "models", multiple=True, help="Allowed model or glob; repeatable.")
-@click.option("--expires", type=click.DateTime(), default=None, help="Expiry time (UTC).")
+@click.option(
+    "--expires", type=UtcTime(), default=None, help="Expiry time (UTC unless a zone is given)."
+)
 @click.option("--budget-usd", default=None, help="The key's own budget in dollars per --period.")
 @click.option("--period", default=None, help="Of --budget-usd (default: monthly).")
 @click.option("--requests", default=None, help="The key's own request rates: '60/minute'.")
@@ -76,7 +79,6 @@ def create(
 ) -> None:
     """Create a key and print its secret once; with --budget-usd, --requests or --tokens it
     carries a budget and rate limits of its own (stored with it; see `keys update`)."""
-    from datetime import UTC
 
     limits = KeyLimits(
         budget_usd=budget_usd, period=period or DEFAULT_PERIOD, requests=requests, tokens=tokens
@@ -88,7 +90,7 @@ def create(
         team=team,
         tags=tags,
         allowed_models=models,
-        expires_at=expires.replace(tzinfo=UTC) if expires else None,
+        expires_at=expires,
         limits=limits,
     )
     gateway = gateway_for(config_path)
@@ -172,7 +174,9 @@ def rotate(config_path: str | None, key_id: str, as_json: bool) -> None:
 @click.option("--clear-tags", is_flag=True, help="Remove every tag.")
 @click.option("--model", "models", multiple=True, help="Repeatable: replaces the allowed models.")
 @click.option("--all-models", is_flag=True, help="Allow every model again.")
-@click.option("--expires", type=click.DateTime(), default=None, help="New expiry time (UTC).")
+@click.option(
+    "--expires", type=UtcTime(), default=None, help="New expiry time (UTC unless a zone is given)."
+)
 @click.option("--no-expiry", is_flag=True, help="Never expire.")
 @click.option("--budget-usd", default=None, help="The key's own budget ('' removes it).")
 @click.option("--period", default=None, help="Of the key's own budget.")
@@ -200,7 +204,6 @@ def update(
 ) -> None:
     """Change a key's labels in place: same id, same secret (nothing to hand out again).
     Requests from now on count under the new labels; the ledger keeps what earlier ones had."""
-    from datetime import UTC
 
     if (tags and clear_tags) or (models and all_models) or (expires and no_expiry):
         raise failure("give a new value or clear it, not both")
@@ -229,7 +232,7 @@ def update(
         team=team or None,
         tags=tags,
         allowed_models=models,
-        expires_at=expires.replace(tzinfo=UTC) if expires else None,
+        expires_at=expires,
         limits=KeyLimits(
             budget_usd=budget_usd or None,  # '' removes it
             period=period or DEFAULT_PERIOD,

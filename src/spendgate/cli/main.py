@@ -185,6 +185,10 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         advice = _storage_advice(storage.url, storage.counters_url)
         raise failure(f"cannot start: {exc}. {advice}") from None
     except OSError as exc:  # at start: the address cannot be bound
+        from spendgate.api.metrics import MetricsListenError
+
+        if isinstance(exc, MetricsListenError):  # metrics.port's own listener
+            raise failure(_cannot_listen(exc, exc.host, exc.port, metrics=True)) from None
         raise failure(_cannot_listen(exc, bind_host, bind_port)) from None
 
 
@@ -220,26 +224,30 @@ def _supervise(gateway: Gateway, host: str, port: int, workers: int) -> None:
         raise SystemExit(code)
 
 
-def _cannot_listen(exc: OSError, host: str, port: int) -> str:
-    where = f"{host}:{port}"
+def _cannot_listen(exc: OSError, host: str, port: int, *, metrics: bool = False) -> str:
+    """Why ``host:port`` cannot be listened on, and the setting that changes it: the
+    gateway's (``--port``, ``server.port``) or, with ``metrics``, ``metrics.port``'s."""
+    where = f"{host}:{port}" + (" (metrics.port)" if metrics else "")
+    port_key = "metrics.port" if metrics else "--port or server.port"
+    host_key = "metrics.host" if metrics else "--host or server.host"
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot start: {where} is already in use (another spendgate, or another "
-            "program, listens there): stop it, or choose another port with --port or "
-            "server.port."
+            f"program, listens there): stop it, or choose another port with {port_key}."
         )
     if exc.errno == errno.EACCES:
         return (
             f"cannot start: no permission to listen on {where} (ports below 1024 need "
-            "privileges): choose a port of 1024 or more with --port or server.port."
+            f"privileges): choose a port of 1024 or more with {port_key}."
         )
     if exc.errno == errno.EADDRNOTAVAIL:
         return (
             f"cannot start: {host} is not an address of this machine: choose one with "
-            "--host or server.host (127.0.0.1 for this machine only, 0.0.0.0 for all)."
+            f"{host_key} (127.0.0.1 for this machine only, 0.0.0.0 for all)."
         )
     reason = exc.strerror or str(exc)
-    return f"cannot start: cannot listen on {where}: {reason}; check --host and --port."
+    checked = "metrics.host and metrics.port" if metrics else "--host and --port"
+    return f"cannot start: cannot listen on {where}: {reason}; check {checked}."
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from spendgate.cli.statusline import base_url
 from spendgate.text import escape
 
 PATH = "/v1/spendgate/me"
@@ -27,7 +28,7 @@ PATH = "/v1/spendgate/me"
     envvar="SPENDGATE_URL",
     default="http://127.0.0.1:8700",
     show_default=True,
-    help="The gateway's address; or SPENDGATE_URL.",
+    help="The gateway's address; or SPENDGATE_URL (a trailing /v1 is dropped).",
 )
 @click.option(
     "--limit",
@@ -39,15 +40,19 @@ PATH = "/v1/spendgate/me"
 @click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON as it is.")
 def me(key: str, url: str, limit: int, as_json: bool) -> None:
     """Your key's identity, the budgets and limits that apply to it, and its last requests."""
-    address = f"{url.rstrip('/')}{PATH}?limit={limit}"
-    request = urllib.request.Request(address, headers={"authorization": f"Bearer {key}"})  # noqa: S310
+    address = f"{base_url(url)}{PATH}?limit={limit}"  # an SDK's base URL (.../v1) works too
     try:
+        request = urllib.request.Request(address, headers={"authorization": f"Bearer {key}"})  # noqa: S310
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             data = json.loads(response.read())
     except urllib.error.HTTPError as failed:
         raise click.ClickException(f"{address}: {failed.code} {_message(failed.read())}") from None
     except (urllib.error.URLError, OSError) as failed:
         raise click.ClickException(f"cannot reach {address}: {failed}") from None
+    except ValueError as failed:  # not a URL urllib can use: "localhost:8700", "http://[::1"
+        raise click.ClickException(
+            f"--url {url!r} is not a gateway address like http://127.0.0.1:8700 ({failed})"
+        ) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -49,8 +49,11 @@ def read_budget_rows(path: Path) -> BudgetRows:
     try:  # a spreadsheet's export may start with a byte order mark
         with path.open(encoding="utf-8-sig", newline="") as file:
             return _rows(source, csv.reader(file))
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = getattr(exc, "strerror", None) or str(exc)
+    except UnicodeDecodeError:  # saved as Latin-1 by a spreadsheet: say where
+        utf8_text(source, path.read_bytes())
+        raise
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
         raise ConfigError(source, "", f"cannot read the budgets file: {problem}") from None
     except csv.Error as exc:
         raise ConfigError(source, "", f"not valid CSV: {exc}") from None
@@ -134,17 +137,54 @@ def located(error: ConfigError, rows: BudgetRows, first: int) -> ConfigError:
     if found is None or int(found.group(1)) < first:
         return error
 
-    def line_of(index: int) -> int:
-        return rows.lines[index - first]
+    index, column = int(found.group(1)), found.group(2)
+    key = f"line {rows.lines[index - first]}" + (f", column {column}" if column else "")
+    return ConfigError(rows.path, key, mention_rows(error.problem, rows.path, rows.lines, first))
 
-    def where(index: int, column: str | None) -> str:
-        return f"line {line_of(index)}" + (f", column {column}" if column else "")
+
+def mention_rows(text: str, path: str, lines: Sequence[int], first: int) -> str:
+    """``text`` with each ``budgets[i]`` that is a row of the file ``path`` (the YAML lists
+    ``first`` budgets before them; ``lines``: the line each row starts on) named as the
+    file, its line and the column: ``b.csv line 7, column limit_usd``."""
 
     def mention(match: re.Match[str]) -> str:
         index = int(match.group(1))
-        if index < first:
+        if not first <= index < first + len(lines):
             return match.group(0)
-        return f"{rows.path} {where(index, match.group(2))}"
+        column = match.group(2)
+        return f"{path} line {lines[index - first]}" + (f", column {column}" if column else "")
 
-    key = where(int(found.group(1)), found.group(2))
-    return ConfigError(rows.path, key, _MENTION.sub(mention, error.problem))
+    return _MENTION.sub(mention, text)
+
+
+def row_lines(path: Path) -> list[int]:
+    """The line each row of a budgets file starts on (blank lines skipped), read with the
+    C reader alone: what `check-config` names the rows its warnings are about by."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        reader = csv.reader(file)
+        lines: list[int] = []
+        if next(reader, None) is None:
+            return lines
+        line = reader.line_num + 1
+        for cells in reader:
+            if cells:
+                lines.append(line)
+            line = reader.line_num + 1
+    return lines
+
+
+def utf8_text(source: str, raw: bytes) -> str:
+    """The file's text; a file that is not UTF-8 (saved as Latin-1 or UTF-16 by an editor)
+    is a `ConfigError` naming where, as a YAML error would be."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            source,
+            "",
+            f"not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
+            "save the file as UTF-8",
+        ) from None

@@ -35,7 +35,6 @@ from spendgate.domain.loops import LoopPolicy
 from spendgate.domain.models import Deployment, ModelRoute, ModelTable, dialect_of_provider
 from spendgate.domain.periods import Calendar, Period
 from spendgate.domain.pricing import PriceBook
-from spendgate.domain.rates import parse_rates
 from spendgate.domain.routing import Premium, Router, Rule
 from spendgate.money import dollars_to_nanos
 
@@ -128,15 +127,10 @@ def limits_from_config(spec: LimitConfig) -> list[Budget]:
             )
         )
 
-    for text, unit, whole in (
-        (spec.requests, Unit.REQUESTS, True),
-        (spec.tokens, Unit.TOKENS, True),
-        (spec.usd, Unit.NANOS, False),
-    ):
-        for rate in parse_rates(text, whole=whole) if text else ():
-            limit = int(rate.amount) if whole else dollars_to_nanos(rate.amount)
-            per = rate.text.split("/", 1)[1].strip()
-            add(f"{unit.value}/{per}", unit, limit, limit_period(rate.period))
+    for suffix, unit, rate in spec.rates():  # named as `LimitConfig.counter_names` says
+        whole = unit is not Unit.NANOS
+        limit = int(rate.amount) if whole else dollars_to_nanos(rate.amount)
+        add(suffix, unit, limit, limit_period(rate.period))
     if spec.concurrency:
         add("concurrency", Unit.CONCURRENT, spec.concurrency, Period("lifetime"))
     return made

@@ -17,12 +17,14 @@ import yaml
 from pydantic import ValidationError
 
 from spendgate.config.budget_file import located, read_budget_rows, read_budget_specs
+from spendgate.config.budget_file import utf8_text as _utf8
 from spendgate.config.budgets import (
     BudgetSpec,
     budgets_by_columns,
     listed_budgets,
     specs_from_columns,
 )
+from spendgate.config.patterns import ENV_NAME, NAME, PERIOD_PATTERN
 from spendgate.config.schema import Config
 from spendgate.config.yaml_text import ListedBudgets, parse_yaml_apart
 from spendgate.config.yaml_text import key_path as _key_path
@@ -37,6 +39,10 @@ def _first_problem(error: ValidationError, source: str) -> ConfigError:
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["type"] == "string_pattern_mismatch":
+            if loc and loc[-1] == "[key]":  # a mapping's key: `models: {"gpt 4o": ...}`
+                loc = loc[:-1]
+            message = _pattern_words(str(item.get("ctx", {}).get("pattern")), item["input"])
         problems.append((_key_path(loc), message))
     key, message = problems[0]
     if not key:
@@ -45,6 +51,28 @@ def _first_problem(error: ValidationError, source: str) -> ConfigError:
         rest = "; ".join(f"{k or '(top level)'}: {m}" for k, m in problems[1:4])
         message = f"{message} (also: {rest})"
     return ConfigError(source, key, message)
+
+
+def _pattern_words(pattern: str, given: Any) -> str:
+    """What a name, a period or a variable name must look like, in words: pydantic says
+    "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$'"."""
+    shown = repr(given) if len(str(given)) <= 80 else repr(str(given)[:60]) + "..."
+    if pattern == NAME:
+        return (
+            f"{shown} is not a name: a letter or digit, then letters, digits and "
+            "_ . : / @ + - (no spaces)"
+        )
+    if pattern == PERIOD_PATTERN:
+        return (
+            f"{shown} is not a period: hourly, daily, weekly, monthly, lifetime or "
+            "rolling:<N>m|h|d (rolling:30m, rolling:24h, rolling:7d)"
+        )
+    if pattern == ENV_NAME:  # never echoed: a key pasted where its variable's name goes
+        return (
+            "not an environment variable name (letters, digits and _, not starting with a "
+            "digit): name the variable that holds the secret (OPENAI_API_KEY), not the secret"
+        )
+    return f"String should match pattern '{pattern}'"
 
 
 def _lift_key(message: str) -> tuple[str, str]:
@@ -158,23 +186,6 @@ def _parse_listed(data: Any, listed: ListedBudgets | None, source: str, folder: 
             return parse_config(data, source, tuple(specs))  # data holds ``budgets: []``
         data["budgets"] = listed.entries()
     return _parse_with_rows(data, source, folder)
-
-
-def _utf8(source: str, raw: bytes) -> str:
-    """The file's text; a file that is not UTF-8 (saved as Latin-1 or UTF-16 by an editor)
-    is a `ConfigError` naming where, as a YAML error would be."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise ConfigError(
-            source,
-            "",
-            f"not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
-            "save the file as UTF-8",
-        ) from None
 
 
 def load_config(path: str | Path) -> Config:

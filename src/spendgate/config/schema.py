@@ -14,9 +14,9 @@ from spendgate.config.metrics import MetricsConfig
 from spendgate.config.patterns import ENV_NAME, NAME
 from spendgate.config.storage import StorageConfig, Strict
 from spendgate.config.telemetry import TelemetryConfig
-from spendgate.domain.budgets import BudgetScope
+from spendgate.domain.budgets import BudgetScope, Unit
 from spendgate.domain.models import ProviderKind, dialect_of_provider
-from spendgate.domain.rates import parse_rates
+from spendgate.domain.rates import Rate, parse_rates
 from spendgate.domain.routing import RouteKind
 
 __all__ = [
@@ -372,6 +372,24 @@ class LimitConfig(Strict):
             raise ValueError("give at least one of requests, tokens, usd or concurrency")
         return self
 
+    def rates(self) -> list[tuple[str, Unit, Rate]]:
+        """Each rate with its counter's name suffix (``requests/minute``), in order."""
+        return [
+            (f"{unit.value}/{rate.text.split('/', 1)[1].strip()}", unit, rate)
+            for text, unit, whole in (
+                (self.requests, Unit.REQUESTS, True),
+                (self.tokens, Unit.TOKENS, True),
+                (self.usd, Unit.NANOS, False),
+            )
+            for rate in (parse_rates(text, whole=whole) if text else ())
+        ]
+
+    def counter_names(self) -> list[str]:
+        """The names of its counters: ``<name>:requests/minute``, ``<name>:concurrency``."""
+        suffixes = [suffix for suffix, _, _ in self.rates()]
+        suffixes += ["concurrency"] if self.concurrency else []
+        return [f"{self.name}:{suffix}" for suffix in suffixes]
+
 
 class RunawayConfig(Strict):
     """Protection against loops, failing upstreams and retry storms. See docs/limits.md."""
@@ -511,6 +529,7 @@ class Config(Strict):
 
     def _unique_names(self) -> None:
         names = [budget.name for budget in self.budgets] + [lim.name for lim in self.limits]
+        self._no_counter_clash(names)
         if len(set(names)) == len(names):  # the common case, in one pass (100,000 budgets)
             return
         wheres = [f"budgets[{i}].name" for i in range(len(self.budgets))]
@@ -523,6 +542,31 @@ class Config(Strict):
                     f"{named[entry]} (budget and limit names share one namespace)"
                 )
             named[entry] = where
+
+    def _no_counter_clash(self, names: list[str]) -> None:
+        """A name must not be one a limit's counter or a key's own budget goes by: both
+        would share that counter's rows (members, spend, overrides) with it."""
+        from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
+
+        counters = {
+            counter: f"limits[{i}]"
+            for i, spec in enumerate(self.limits)
+            for counter in spec.counter_names()
+        }
+        wheres = len(self.budgets)
+        for index, entry in enumerate(names):
+            where = f"budgets[{index}]" if index < wheres else f"limits[{index - wheres}]"
+            if entry.startswith(KEY_BUDGET_PREFIX):
+                raise ValueError(
+                    f"{where}.name: {entry!r} starts with {KEY_BUDGET_PREFIX!r}, which names "
+                    "a key's own budget and limits (key:<id>): choose another name"
+                )
+            if entry in counters:
+                raise ValueError(
+                    f"{where}.name: {entry!r} is the name of a counter of {counters[entry]} "
+                    "(a limit's rates are named <name>:<unit>/<period>, "
+                    "<name>:concurrency): choose another name"
+                )
 
     def dialect_of(self, model: str) -> str:
         """The API dialect ("openai", "anthropic", "gemini") a declared model is served in."""

@@ -10,6 +10,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _POSTGRES = ("postgresql://", "postgres://")
+# What `storage.counters_url` may name: the schemes `spendgate.storage.open` opens there.
+COUNTER_SCHEMES = frozenset(
+    {"redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
+    | {"sqlite", "memory", "postgresql", "postgres"}
+)
 
 
 class Strict(BaseModel):
@@ -61,6 +66,22 @@ class StorageConfig(Strict):
         if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
             return Path(self.url.removeprefix("sqlite:///") + ".spool")
         return None
+
+    @field_validator("counters_url")
+    @classmethod
+    def _counters_scheme(cls, value: str | None) -> str | None:
+        """Refused here, naming the key, rather than by `serve` alone (check-config said OK)."""
+        scheme, separator, _ = (value or "").partition("://")
+        if value is not None and (not separator or scheme.lower() not in COUNTER_SCHEMES):
+            shown = (
+                f"scheme {scheme!r}" if separator else "no scheme://"
+            )  # never the URL: a password
+            raise ValueError(
+                f"{shown} is not one live counters can use: they go on Redis "
+                "(redis://host:6379/0, rediss://..., redis+sentinel://host:26379/service, "
+                "redis+cluster://host:7000; see docs/storage.md)"
+            )
+        return value
 
     @field_validator("url")
     @classmethod

@@ -195,9 +195,15 @@ class KeyService:
                 changes["period"] = NO_LIMITS.period  # the budget goes, and its period with it
             limits = dataclasses.replace(limits, **changes)
         spec = _stripped(KeySpec(**values, limits=limits))
-        # an expiry already in the past is refused only when it is being set now
-        kept = "expires_at" not in update.changed
-        self._check(dataclasses.replace(spec, expires_at=None) if kept else spec)
+        # an expiry already in the past is refused only when it is being set now, and a
+        # team no longer declared under orgs (a reload dropped it) only when set now: a
+        # rename must not need the team moved first
+        checked = spec
+        if "expires_at" not in update.changed:
+            checked = dataclasses.replace(checked, expires_at=None)
+        if "team" not in update.changed:
+            checked = dataclasses.replace(checked, team=None)
+        self._check(checked)
         updated = dataclasses.replace(
             key,
             name=spec.name.strip(),
