@@ -26,6 +26,7 @@ from aiohttp import web
 from spendgate.api.auth import SESSION_COOKIE, AdminDisabled, authenticate, principal_for
 from spendgate.errors import GatewayError, StorageError
 from spendgate.gateway import Gateway
+from spendgate.pipeline.intake import read_body
 
 SESSION_SECONDS: Final = 8 * 3600
 _TYPES: Final = {
@@ -81,9 +82,10 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         return _page("login.html")
 
     async def login(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[gateway_key]
+        await read_body(request, gateway.config.server)  # (anyone may send it: bounded in time)
         form = await request.post()
         token = form.get("token")
-        gateway = request.app[gateway_key]
         try:
             await principal_for(token.strip() if isinstance(token, str) else None, gateway)
         except GatewayError as error:
