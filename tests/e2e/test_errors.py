@@ -686,6 +686,10 @@ async def test_unreachable_upstream_is_502_and_retryable(special: GatewayHarness
     assert oai_error.status_code == 502
     assert_openai_envelope(oai_error, "upstream_unavailable")
     assert "dead-openai" in oai_error.response.json()["error"]["message"]
+    for error in (oai_error, ant_error):  # why, never where: the provider may be internal
+        message = error.response.json()["error"]["message"]
+        assert message.endswith("could not be reached: the connection was refused."), message
+        assert "127.0.0.1" not in message
     assert ant_error.status_code == 502
     assert_anthropic_envelope(ant_error, "api_error")
     for error in (oai_error, ant_error):

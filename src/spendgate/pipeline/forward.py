@@ -147,9 +147,11 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
                 key=exchange.key,
             )
         )
+        # The client is told why in general terms; the log line above has the address.
+        why = failure.reason if isinstance(failure, Unreachable) else str(failure)
         return Failed(
             error=UpstreamUnavailable(
-                f"The upstream provider '{name}' could not be reached: {failure}."
+                f"The upstream provider '{name}' could not be reached: {why}."
             ),
             reached=False,
         )
