@@ -31,6 +31,7 @@ one). Errors do not render themselves: each API dialect renders them in its own 
         ├── CircuitOpen             503/529  the upstream keeps failing for this key and model:
         │                                    x-should-retry: false (Anthropic 529 overloaded)
         ├── UpstreamUnavailable         502  connection refused / reset before a response
+        │   └── UpstreamCredentialRefused 502  the provider refused spendgate's key for it
         ├── UpstreamTimeout             504  no answer within the configured timeout
         ├── ServiceUnavailable          503  draining or not ready
         └── StorageUnavailable          503  storage cannot record the request: refused before
@@ -269,6 +270,14 @@ class UpstreamUnavailable(GatewayError):
     status = 502
     retryable = True
     code = "upstream_unavailable"
+
+
+class UpstreamCredentialRefused(UpstreamUnavailable):
+    """The provider refused spendgate's own credential for it (its ``401``): the caller's
+    key was accepted, the operator must fix the provider's; a retry cannot help."""
+
+    retryable = False
+    code = "upstream_auth_failed"
 
 
 class UpstreamTimeout(GatewayError):

@@ -604,6 +604,37 @@ def test_upstream_400_is_not_retried(gw: GatewayHarness, clients: Clients) -> No
     assert counter2.count == 1
 
 
+def test_the_providers_401_is_not_the_callers(gw: GatewayHarness, clients: Clients) -> None:
+    """A provider's 401 is about the gateway's own key for it. Relayed, it told the caller
+    that its key was wrong (Claude Code asks to log in again and retries it) and showed
+    what the provider says of the operator's key (OpenAI quotes its last characters)."""
+    client, counter = clients.openai(gw.create_key(name="upstream-401"))
+    key_id = gw.last_key_id
+    tag, headers = tagged()
+    with pytest.raises(openai.InternalServerError) as info:
+        openai_chat(client, "gpt-4o-mini", headers | {"x-sim-status": "401"})
+    assert info.value.status_code == 502
+    error = assert_openai_envelope(info.value, "upstream_auth_failed")
+    assert "refused spendgate's credential" in error["message"]
+    assert "providers.openai" in error["message"]
+    assert "Incorrect API key" not in info.value.response.text
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert counter.count == 1  # not retried
+    (record,) = sim_records_for(gw, tag)
+    (row,) = gw.ledger(key_id)  # the provider's answer is still metered, at nothing
+    assert (row.status, row.cost_nanos) == (401, 0)
+    assert row.upstream_request_id == record.request_id
+
+    client2, counter2 = clients.anthropic(gw.create_key(name="upstream-401-anthropic"))
+    with pytest.raises(anthropic.InternalServerError) as info2:
+        anthropic_message(client2, "claude-haiku-4-5", {"x-sim-status": "401"})
+    assert info2.value.status_code == 502
+    error = assert_anthropic_envelope(info2.value, "api_error")
+    assert "providers.anthropic" in error["message"]
+    assert "x-api-key" not in info2.value.response.text
+    assert counter2.count == 1
+
+
 def test_upstream_quota_error_keeps_its_type(gw: GatewayHarness, clients: Clients) -> None:
     client, _ = clients.openai(gw.create_key(name="quota"), max_retries=0)
     headers = {"x-sim-status": "429", "x-sim-error-type": "insufficient_quota"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,12 @@ from aiohttp import web
 from spendgate.dialects import Prepared
 from spendgate.domain.ledger import LedgerRow
 from spendgate.domain.usage import Usage
-from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from spendgate.errors import (
+    GatewayError,
+    UpstreamCredentialRefused,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
 from spendgate.money import nanos_to_decimal
@@ -35,6 +41,8 @@ from spendgate.upstream.client import (
 )
 
 _UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
+
+log = logging.getLogger("spendgate.upstream")
 
 
 @dataclass(slots=True)
@@ -126,6 +134,9 @@ async def forward(
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return Failed(response=await _relay_body(gateway, exchange, upstream))
+        if upstream.status == 401:
+            await _relay_body(gateway, exchange, upstream)  # its row; the answer is not relayed
+            raise _credential_refused(exchange)
         return await _relay_body(gateway, exchange, upstream, request)
     finally:
         upstream.release()
@@ -165,6 +176,22 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
         error=UpstreamUnavailable(
             f"The connection to the upstream provider '{name}' broke before it answered."
         )
+    )
+
+
+def _credential_refused(exchange: Exchange) -> UpstreamCredentialRefused:
+    """A provider's ``401`` is about spendgate's key for it, not the caller's: relayed, it
+    told the client its own key was wrong (Claude Code asks to log in again) and showed it
+    what the provider says of the operator's key (OpenAI: its last characters)."""
+    name = exchange.provider.name
+    log.error(
+        "the provider refused the gateway's credential",
+        extra={"provider": name, "request_id": exchange.request_id},
+    )
+    return UpstreamCredentialRefused(
+        f"The upstream provider '{name}' refused spendgate's credential for it (HTTP 401). "
+        "Your key was accepted; the gateway's operator must fix the provider's key "
+        f"(providers.{name}). Nothing was charged."
     )
 
 
