@@ -25,6 +25,7 @@ import openai
 import pytest
 
 from harness import GatewayHarness
+from spendgate.simulator import Simulator
 from spendgate.simulator import records as sim_records
 from spendgate.simulator import wire as sim_wire
 
@@ -633,6 +634,41 @@ def test_the_providers_401_is_not_the_callers(gw: GatewayHarness, clients: Clien
     assert "providers.anthropic" in error["message"]
     assert "x-api-key" not in info2.value.response.text
     assert counter2.count == 1
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_providers_redirect_is_neither_followed_nor_relayed(
+    gw: GatewayHarness, clients: Clients, kind: str
+) -> None:
+    """A provider that answers 307 elsewhere: followed, the gateway sent the provider's key
+    (Anthropic's ``x-api-key``) and the prompt to that host; relayed, the client would
+    follow it with its own key."""
+    elsewhere = Simulator()
+    gw.call(elsewhere.start())
+    try:
+        client, counter = (clients.anthropic if kind == "anthropic" else clients.openai)(
+            gw.create_key(name=f"redirected-{kind}")
+        )
+        key_id = gw.last_key_id
+        path = "/v1/messages" if kind == "anthropic" else "/v1/chat/completions"
+        headers = {"x-sim-redirect": elsewhere.url + path}
+        send = anthropic_message if kind == "anthropic" else openai_chat
+        model = "claude-haiku-4-5" if kind == "anthropic" else "gpt-4o-mini"
+        with pytest.raises((anthropic.InternalServerError, openai.InternalServerError)) as info:
+            send(client, model, headers)
+        assert elsewhere.records == []  # neither the provider's key nor the prompt went there
+    finally:
+        gw.call(elsewhere.stop())
+    answer = info.value.response
+    assert answer.status_code == 502
+    assert "location" not in answer.headers
+    assert answer.headers["x-should-retry"] == "false"
+    assert counter.count == 1
+    if kind == "openai":
+        assert answer.json()["error"]["code"] == "upstream_redirect"
+    assert f"providers.{kind}.base_url" in answer.json()["error"]["message"]
+    (row,) = gw.ledger(key_id)  # the provider was reached: a row, at no cost
+    assert (row.status, row.cost_nanos, row.usage_estimated) == (307, 0, False)
 
 
 def test_upstream_quota_error_keeps_its_type(gw: GatewayHarness, clients: Clients) -> None:

@@ -19,6 +19,7 @@ from spendgate.domain.usage import Usage
 from spendgate.errors import (
     GatewayError,
     UpstreamCredentialRefused,
+    UpstreamRedirected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -134,9 +135,9 @@ async def forward(
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return Failed(response=await _relay_body(gateway, exchange, upstream))
-        if upstream.status == 401:
+        if upstream.status == 401 or 300 <= upstream.status < 400:
             await _relay_body(gateway, exchange, upstream)  # its row; the answer is not relayed
-            raise _credential_refused(exchange)
+            raise _misconfigured(exchange, upstream.status)
         return await _relay_body(gateway, exchange, upstream, request)
     finally:
         upstream.release()
@@ -179,19 +180,25 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
     )
 
 
-def _credential_refused(exchange: Exchange) -> UpstreamCredentialRefused:
+def _misconfigured(exchange: Exchange, status: int) -> GatewayError:
     """A provider's ``401`` is about spendgate's key for it, not the caller's: relayed, it
     told the client its own key was wrong (Claude Code asks to log in again) and showed it
-    what the provider says of the operator's key (OpenAI: its last characters)."""
+    what the provider says of the operator's key (OpenAI: its last characters). A redirect
+    is not followed, nor relayed (the client would follow it with its own key)."""
     name = exchange.provider.name
-    log.error(
-        "the provider refused the gateway's credential",
-        extra={"provider": name, "request_id": exchange.request_id},
-    )
-    return UpstreamCredentialRefused(
-        f"The upstream provider '{name}' refused spendgate's credential for it (HTTP 401). "
-        "Your key was accepted; the gateway's operator must fix the provider's key "
-        f"(providers.{name}). Nothing was charged."
+    extra = {"provider": name, "status": status, "request_id": exchange.request_id}
+    if status == 401:
+        log.error("the provider refused the gateway's credential", extra=extra)
+        return UpstreamCredentialRefused(
+            f"The upstream provider '{name}' refused spendgate's credential for it (HTTP "
+            "401). Your key was accepted; the gateway's operator must fix the provider's key "
+            f"(providers.{name}). Nothing was charged."
+        )
+    log.error("the provider answered with a redirect, which is not followed", extra=extra)
+    return UpstreamRedirected(
+        f"The upstream provider '{name}' answered with a redirect (HTTP {status}), which "
+        f"spendgate does not follow; the gateway's operator must check providers.{name}"
+        ".base_url. Nothing was charged."
     )
 
 
@@ -284,7 +291,7 @@ def _body_usage(
         parsed = None
     document = parsed if isinstance(parsed, dict) else {}
     served = document.get("model") if isinstance(document.get("model"), str) else None
-    if status >= 400:
+    if status >= 300:  # a refusal, or a redirect not followed: nothing billed
         return Usage(), served, _upstream_error_text(document, status), None
     reported, problem = exchange.spec.usage_of(document)
     text = exchange.spec.response_text(document) if reported is None else ""

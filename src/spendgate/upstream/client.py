@@ -159,7 +159,11 @@ class UpstreamClient:
         )
         provider.auth.apply(request)
         try:
-            raw = await self._session.post(request.url, data=body, headers=request.headers)
+            # A redirect is never followed: aiohttp would send the provider's secret (when
+            # not in `Authorization`) and the prompt on to whatever host it names.
+            raw = await self._session.post(
+                request.url, data=body, headers=request.headers, allow_redirects=False
+            )
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(str(exc.os_error), _reason(exc.os_error)) from None
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first
