@@ -83,7 +83,11 @@ async def _post(
 
     try:
         async with asyncio.timeout(timeout_s):
-            async with http.post(url, data=body, headers=headers) as response:
+            # A redirect is not followed: the channel's headers (a receiver's token) and the
+            # alert would go on to whatever host it names. It is a failed attempt, logged.
+            async with http.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 if response.status >= 300:
                     text = (await response.content.read(200)).decode("utf-8", "replace")
                     raise DeliveryFailed(f"HTTP {response.status}: {text.strip()[:200]}")
