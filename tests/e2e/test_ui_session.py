@@ -93,6 +93,11 @@ async def test_pages_forbid_other_origins_and_static_files_stay_inside_the_packa
         for path in ("/ui/static/../gateway.py", "/ui/static/%2e%2e/gateway.py", "/ui/static/x.py"):
             async with session.get(world.url + path) as answer:
                 assert answer.status == 404, path
+        # A name no file system accepts (longer than NAME_MAX) is not found either: it was a
+        # 500 and a traceback in the error log, for anyone who could reach the port.
+        for path in ("/ui/static/" + "a" * 300 + ".js", "/ui/static/vendor/" + "b" * 300 + ".css"):
+            async with session.get(world.url + path) as answer:
+                assert answer.status == 404, path
 
 
 def test_the_dashboard_names_no_other_origin() -> None:

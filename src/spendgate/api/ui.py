@@ -53,7 +53,10 @@ def _asset(name: str) -> bytes | None:
     if not 1 <= len(parts) <= 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         return None
     node = resources.files("spendgate").joinpath("ui", *parts)
-    return node.read_bytes() if node.is_file() else None
+    try:
+        return node.read_bytes() if node.is_file() else None
+    except OSError:  # a name the file system refuses (too long): no such file either
+        return None
 
 
 def _page(name: str, status: int = 200) -> web.Response:
