@@ -87,7 +87,10 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
     async def login(request: web.Request) -> web.StreamResponse:
         gateway = request.app[gateway_key]
         await read_body(request, gateway.config.server)  # (anyone may send it: bounded in time)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError:  # not UTF-8, a multipart body without its boundary: no token
+            raise web.HTTPSeeOther("/ui/login?failed=invalid_request") from None
         token = form.get("token")
         try:
             await principal_for(token.strip() if isinstance(token, str) else None, gateway)
