@@ -15,6 +15,7 @@ from aiohttp import web
 
 from spendgate.dialects import Prepared
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.models import ProviderKind
 from spendgate.domain.usage import Usage
 from spendgate.errors import (
     GatewayError,
@@ -135,7 +136,7 @@ async def forward(
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return Failed(response=await _relay_body(gateway, exchange, upstream))
-        if upstream.status == 401 or 300 <= upstream.status < 400:
+        if 300 <= upstream.status < 400:
             await _relay_body(gateway, exchange, upstream)  # its row; the answer is not relayed
             raise _misconfigured(exchange, upstream.status)
         return await _relay_body(gateway, exchange, upstream, request)
@@ -187,12 +188,12 @@ def _misconfigured(exchange: Exchange, status: int) -> GatewayError:
     is not followed, nor relayed (the client would follow it with its own key)."""
     name = exchange.provider.name
     extra = {"provider": name, "status": status, "request_id": exchange.request_id}
-    if status == 401:
+    if not 300 <= status < 400:
         log.error("the provider refused the gateway's credential", extra=extra)
         return UpstreamCredentialRefused(
             f"The upstream provider '{name}' refused spendgate's credential for it (HTTP "
-            "401). Your key was accepted; the gateway's operator must fix the provider's key "
-            f"(providers.{name}). Nothing was charged."
+            f"{status}). Your key was accepted; the gateway's operator must fix the provider's "
+            f"key (providers.{name}). Nothing was charged."
         )
     log.error("the provider answered with a redirect, which is not followed", extra=extra)
     return UpstreamRedirected(
@@ -200,6 +201,22 @@ def _misconfigured(exchange: Exchange, status: int) -> GatewayError:
         f"spendgate does not follow; the gateway's operator must check providers.{name}"
         ".base_url. Nothing was charged."
     )
+
+
+def _refuses_credential(exchange: Exchange, status: int, payload: bytes) -> bool:
+    """Whether the provider's answer refuses spendgate's key for it: any ``401``; Gemini
+    says so in a ``400`` or ``403`` whose ``ErrorInfo`` reason is ``API_KEY_INVALID``,
+    ``API_KEY_EXPIRED``, ... (it answers an invalid key ``400 INVALID_ARGUMENT``)."""
+    if status == 401:
+        return True
+    if status not in (400, 403) or exchange.provider.kind is not ProviderKind.GEMINI:
+        return False
+    try:
+        error = orjson.loads(payload).get("error")
+        details = error.get("details") or []
+        return any(str(d.get("reason", "")).startswith("API_KEY_") for d in details)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):  # not Google's error shape
+        return False
 
 
 def _is_stream(exchange: Exchange, prepared: Prepared, upstream: UpstreamResponse) -> bool:
@@ -259,6 +276,9 @@ async def _relay_body(
         error=error,
         usage_problem=problem,
     )
+    if request is not None and _refuses_credential(exchange, upstream.status, payload):
+        await record(gateway, exchange, row)  # its row; the answer is not relayed
+        raise _misconfigured(exchange, upstream.status)
     if exchange.ends_turn_at_clamp:  # a clamped agent's ceiling stop ends its turn
         payload = exchange.spec.end_turn(payload)
     response = web.Response(

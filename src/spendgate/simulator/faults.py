@@ -5,7 +5,9 @@ header                         effect
 =============================  ==========================================================
 ``x-sim-status: N``            answer with status N in the endpoint's error dialect
                                (``retry-after`` on 429); ``x-sim-error-type`` overrides
-                               the error type (e.g. ``insufficient_quota``)
+                               the error type (e.g. ``insufficient_quota``; Gemini
+                               ``API_KEY_INVALID``/``API_KEY_EXPIRED``: Google's
+                               answer to a key it refuses, with its ``ErrorInfo``)
 ``x-sim-delay-ms: N``          wait N ms before answering
 ``x-sim-chunk-delay-ms: N``    wait N ms between streamed events
 ``x-sim-output-tokens: N``     generate exactly N output tokens (capped by the request max)
