@@ -170,11 +170,16 @@ def _with_query(url: str, query: str) -> str:
 
 
 def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: value
-        for name, value in upstream_headers.items()
-        if name.lower() not in _RESPONSE_DROP
-    }
+    """The provider's answer headers that go to the client, named in lower case so that
+    the gateway's own (``x-spendgate-*``, ``x-ratelimit-*``) replace the provider's of the
+    same name, whatever case it wrote them in. A provider's ``x-spendgate-*`` (another
+    spendgate in front of the provider) describes budgets and limits not the caller's."""
+    out = {}
+    for name, value in upstream_headers.items():
+        lower = name.lower()
+        if lower not in _RESPONSE_DROP and not lower.startswith("x-spendgate-"):
+            out[lower] = value
+    return out
 
 
 def build_providers(
