@@ -116,11 +116,6 @@ def test_a_key_sees_itself_and_only_itself(gw: GatewayHarness) -> None:
     limited = _me(gw, {"x-api-key": alice}, "?limit=1").json()
     assert len(limited["requests"]) == 1
     assert _me(gw, {"x-api-key": alice}, "?limit=0").status_code == 400
-    # A digit to Python but not to int(): a 400, as it is before the key is even read (it
-    # was a 500 and a traceback for anyone, key or not).
-    for query in ("?limit=%C2%B2", "?limit=%D9%A3"):  # "²", Arabic-Indic "3"
-        assert _me(gw, {"x-api-key": alice}, query).status_code == 400
-        assert _me(gw, {}, query).status_code == 400
 
 
 def test_me_needs_a_valid_key(gw: GatewayHarness) -> None:
