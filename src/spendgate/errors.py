@@ -31,6 +31,8 @@ one). Errors do not render themselves: each API dialect renders them in its own 
         ├── CircuitOpen             503/529  the upstream keeps failing for this key and model:
         │                                    x-should-retry: false (Anthropic 529 overloaded)
         ├── UpstreamUnavailable         502  connection refused / reset before a response
+        │   ├── UpstreamCredentialRefused 502  the provider refused spendgate's key for it
+        │   └── UpstreamRedirected      502  the provider answered a redirect: not followed
         ├── UpstreamTimeout             504  no answer within the configured timeout
         ├── ServiceUnavailable          503  draining or not ready
         └── StorageUnavailable          503  storage cannot record the request: refused before
@@ -269,6 +271,23 @@ class UpstreamUnavailable(GatewayError):
     status = 502
     retryable = True
     code = "upstream_unavailable"
+
+
+class UpstreamCredentialRefused(UpstreamUnavailable):
+    """The provider refused spendgate's own credential for it (its ``401``): the caller's
+    key was accepted, the operator must fix the provider's; a retry cannot help."""
+
+    retryable = False
+    code = "upstream_auth_failed"
+
+
+class UpstreamRedirected(UpstreamUnavailable):
+    """The provider answered with a redirect (``3xx``), which spendgate does not follow
+    (it would carry the provider's key and the prompt to another host), nor relay (the
+    client would follow it with its spendgate key): its ``base_url`` needs fixing."""
+
+    retryable = False
+    code = "upstream_redirect"
 
 
 class UpstreamTimeout(GatewayError):

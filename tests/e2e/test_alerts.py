@@ -413,3 +413,42 @@ def test_alerts_configured_by_a_reload_start_working(tmp_path: Path) -> None:
             assert wait_until(lambda: len(receiver.bodies()) == 1)
         [body] = receiver.bodies()
         assert (body["kind"], body["mark"]) == ("threshold", "5000")
+
+
+def test_a_session_id_cannot_write_slack_markup(tmp_path: Path) -> None:
+    """A session budget's member is the id the client sends: alerts to Slack quote it, and
+    ``<!channel>`` or ``<https://...|text>`` there notified everyone or drew a link."""
+    hostile = "<!channel> <https://evil.example/renew|Renew your spendgate key>"
+    with Receiver() as receiver:
+        alerts = {
+            "channels": {"slack": {"kind": "slack", "url": receiver.url + "/slack"}},
+            "budgets": [
+                {
+                    "budget": "per-session",
+                    "thresholds": ["0.5"],
+                    "projected": False,
+                    "channels": ["slack"],
+                }
+            ],
+        }
+        session = {"name": "per-session", "scope": "session", "match": "*", "limit_usd": "0.0004"}
+        with gateway(tmp_path, alerts, budgets=[session]) as gw:
+            secret = gw.create_key(team="ml")
+            client = openai.OpenAI(api_key=secret, base_url=gw.openai_base_url, max_retries=0)
+            with client:
+                for _ in range(20):
+                    client.chat.completions.create(
+                        model=MODEL,
+                        messages=PROMPT,
+                        max_tokens=50,
+                        extra_headers={**SIM, "x-spendgate-session": hostile},
+                    )
+            assert wait_until(lambda: len(receiver.bodies("/slack")) == 1, timeout=60)
+    [slack] = receiver.bodies("/slack")
+    marked_up = [slack["text"], slack["blocks"][1]["text"]["text"]]
+    marked_up += [field["text"] for field in slack["blocks"][2]["fields"]]
+    assert any("&lt;!channel&gt;" in text for text in marked_up)
+    for text in marked_up:
+        assert "<!channel>" not in text, text
+        assert "<https://" not in text, text
+    assert "<!channel>" in slack["blocks"][0]["text"]["text"]  # plain text: shown as sent

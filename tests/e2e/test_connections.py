@@ -5,7 +5,8 @@
   clients are served; a connection that sends nothing at all, or stays idle after its
   answer, is closed after ``server.keepalive_timeout_s``;
 * a body that stops arriving is answered ``408 request_timeout`` in the caller's dialect
-  after ``server.request_body_timeout_s``;
+  after ``server.request_body_timeout_s``, on every route that reads one (the dashboard's
+  sign-in form, which anyone may post to, and the admin API too);
 * one address may hold ``server.max_connections_per_address`` connections; the next is
   answered ``503`` and closed, and a freed place is taken again;
 * a client that stops reading a long stream is dropped once its connection's send buffer
@@ -39,6 +40,7 @@ KEEPALIVE_S = 0.8
 PER_ADDRESS = 6
 SEND_TIMEOUT_S = 2.0
 CAP_S = 15.0  # the longest any check waits for what it expects
+ADMIN_TOKEN = "connections-admin-token"
 
 CHAT = orjson.dumps(
     {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -57,7 +59,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
         )
 
     harness = GatewayHarness(
-        tmp_path_factory.mktemp("connections") / "spendgate.db", configure=configure
+        tmp_path_factory.mktemp("connections") / "spendgate.db",
+        configure=configure,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN_TOKEN},
     ).start()
     yield harness
     harness.stop()
@@ -96,6 +100,22 @@ def closed_by_peer(sock: socket.socket, *, trickle: bytes = b"") -> tuple[bool, 
             return True, received
         received += chunk
     return False, received
+
+
+def answer_while_trickling(sock: socket.socket, trickle: bytes) -> bytes:
+    """What the gateway answers (its first bytes) while ``trickle`` is sent a byte every
+    50 ms; b"" if nothing came within ``CAP_S``."""
+    sock.settimeout(0.05)
+    deadline = time.monotonic() + CAP_S
+    sent = 0
+    while time.monotonic() < deadline:
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            if sent < len(trickle):
+                sock.sendall(trickle[sent : sent + 1])
+                sent += 1
+    return b""
 
 
 def one_response(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -227,6 +247,34 @@ def test_a_body_that_stops_arriving_is_a_408_in_the_dialect(
         assert len(gw.ledger()) == before  # nothing went upstream
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "body"),
+    [
+        ("/ui/login", "content-type: application/x-www-form-urlencoded\r\n", b"token=abc"),
+        (
+            "/admin/keys",
+            f"authorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: application/json\r\n",
+            b'{"name": "slow", "user": "sam"}',
+        ),
+    ],
+)
+def test_a_body_that_stops_arriving_is_a_408_on_every_route(
+    gw: GatewayHarness, path: str, extra: str, body: bytes
+) -> None:
+    """The sign-in form needs no credential: a body trickled to it held the connection for
+    as long as the client kept sending, past every timeout (slowloris)."""
+    sock = connect(gw)
+    try:
+        length = f"content-length: {len(body) + 50}\r\n"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: gw\r\n{extra}{length}\r\n".encode() + body)
+        received = answer_while_trickling(sock, b"x" * 40)  # never the whole body
+        assert received.startswith(b"HTTP/1.1 408"), received[:200]
+        assert b"server.request_body_timeout_s" in received
+    finally:
+        sock.close()
+    assert healthy(gw)
 
 
 def test_connections_per_address_are_capped(gw: GatewayHarness) -> None:

@@ -25,6 +25,7 @@ import openai
 import pytest
 
 from harness import GatewayHarness
+from spendgate.simulator import Simulator
 from spendgate.simulator import records as sim_records
 from spendgate.simulator import wire as sim_wire
 
@@ -655,6 +656,72 @@ def test_upstream_400_is_not_retried(gw: GatewayHarness, clients: Clients) -> No
     assert counter2.count == 1
 
 
+def test_the_providers_401_is_not_the_callers(gw: GatewayHarness, clients: Clients) -> None:
+    """A provider's 401 is about the gateway's own key for it. Relayed, it told the caller
+    that its key was wrong (Claude Code asks to log in again and retries it) and showed
+    what the provider says of the operator's key (OpenAI quotes its last characters)."""
+    client, counter = clients.openai(gw.create_key(name="upstream-401"))
+    key_id = gw.last_key_id
+    tag, headers = tagged()
+    with pytest.raises(openai.InternalServerError) as info:
+        openai_chat(client, "gpt-4o-mini", headers | {"x-sim-status": "401"})
+    assert info.value.status_code == 502
+    error = assert_openai_envelope(info.value, "upstream_auth_failed")
+    assert "refused spendgate's credential" in error["message"]
+    assert "providers.openai" in error["message"]
+    assert "Incorrect API key" not in info.value.response.text
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert counter.count == 1  # not retried
+    (record,) = sim_records_for(gw, tag)
+    (row,) = gw.ledger(key_id)  # the provider's answer is still metered, at nothing
+    assert (row.status, row.cost_nanos) == (401, 0)
+    assert row.upstream_request_id == record.request_id
+
+    client2, counter2 = clients.anthropic(gw.create_key(name="upstream-401-anthropic"))
+    with pytest.raises(anthropic.InternalServerError) as info2:
+        anthropic_message(client2, "claude-haiku-4-5", {"x-sim-status": "401"})
+    assert info2.value.status_code == 502
+    error = assert_anthropic_envelope(info2.value, "api_error")
+    assert "providers.anthropic" in error["message"]
+    assert "x-api-key" not in info2.value.response.text
+    assert counter2.count == 1
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_providers_redirect_is_neither_followed_nor_relayed(
+    gw: GatewayHarness, clients: Clients, kind: str
+) -> None:
+    """A provider that answers 307 elsewhere: followed, the gateway sent the provider's key
+    (Anthropic's ``x-api-key``) and the prompt to that host; relayed, the client would
+    follow it with its own key."""
+    elsewhere = Simulator()
+    gw.call(elsewhere.start())
+    try:
+        client, counter = (clients.anthropic if kind == "anthropic" else clients.openai)(
+            gw.create_key(name=f"redirected-{kind}")
+        )
+        key_id = gw.last_key_id
+        path = "/v1/messages" if kind == "anthropic" else "/v1/chat/completions"
+        headers = {"x-sim-redirect": elsewhere.url + path}
+        send = anthropic_message if kind == "anthropic" else openai_chat
+        model = "claude-haiku-4-5" if kind == "anthropic" else "gpt-4o-mini"
+        with pytest.raises((anthropic.InternalServerError, openai.InternalServerError)) as info:
+            send(client, model, headers)
+        assert elsewhere.records == []  # neither the provider's key nor the prompt went there
+    finally:
+        gw.call(elsewhere.stop())
+    answer = info.value.response
+    assert answer.status_code == 502
+    assert "location" not in answer.headers
+    assert answer.headers["x-should-retry"] == "false"
+    assert counter.count == 1
+    if kind == "openai":
+        assert answer.json()["error"]["code"] == "upstream_redirect"
+    assert f"providers.{kind}.base_url" in answer.json()["error"]["message"]
+    (row,) = gw.ledger(key_id)  # the provider was reached: a row, at no cost
+    assert (row.status, row.cost_nanos, row.usage_estimated) == (307, 0, False)
+
+
 def test_upstream_quota_error_keeps_its_type(gw: GatewayHarness, clients: Clients) -> None:
     client, _ = clients.openai(gw.create_key(name="quota"), max_retries=0)
     headers = {"x-sim-status": "429", "x-sim-error-type": "insufficient_quota"}
@@ -737,6 +804,10 @@ async def test_unreachable_upstream_is_502_and_retryable(special: GatewayHarness
     assert oai_error.status_code == 502
     assert_openai_envelope(oai_error, "upstream_unavailable")
     assert "dead-openai" in oai_error.response.json()["error"]["message"]
+    for error in (oai_error, ant_error):  # why, never where: the provider may be internal
+        message = error.response.json()["error"]["message"]
+        assert message.endswith("could not be reached: the connection was refused."), message
+        assert "127.0.0.1" not in message
     assert ant_error.status_code == 502
     assert_anthropic_envelope(ant_error, "api_error")
     for error in (oai_error, ant_error):

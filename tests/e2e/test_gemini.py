@@ -416,6 +416,33 @@ def test_bad_key_is_refused_in_gemini_shape(gw: GatewayHarness) -> None:
     assert caught.value.status == "UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize("reason", ["API_KEY_INVALID", "API_KEY_EXPIRED"])
+def test_google_refusing_the_gateways_key_is_not_the_callers_problem(
+    gw: GatewayHarness, reason: str
+) -> None:
+    """Google answers a key it refuses with 400 INVALID_ARGUMENT "API key not valid".
+    Relayed, google-genai and Gemini CLI told the user that their own key was not valid."""
+    secret = gw.create_key(user=f"u-gem-{reason}")
+    sent: list[httpx2.Request] = []
+    headers = {"x-sim-status": "400", "x-sim-error-type": reason}
+    sdk = client(gw, secret, headers=headers, sent=sent)
+    with pytest.raises(genai_errors.ServerError) as caught:
+        sdk.models.generate_content(model=MODEL, contents=PROMPT)
+    assert caught.value.code == 502
+    assert caught.value.status == "UNAVAILABLE"
+    assert "refused spendgate's credential" in str(caught.value.message)
+    assert "API key" not in str(caught.value.message)
+    assert len(sent) == 1
+    row = only_row(gw, gw.last_key_id)
+    assert (row.status, row.cost_nanos) == (400, 0)
+    # A 400 about the request itself is still the provider's own answer, relayed.
+    sdk = client(gw, secret, headers={"x-sim-status": "400"})
+    with pytest.raises(genai_errors.ClientError) as caught_client:
+        sdk.models.generate_content(model=MODEL, contents=PROMPT)
+    assert caught_client.value.code == 400
+    assert caught_client.value.status == "INVALID_ARGUMENT"
+
+
 def test_a_model_of_another_dialect_is_pointed_elsewhere(gw: GatewayHarness) -> None:
     secret = gw.create_key(user="u-gem-wrong")
     sdk = client(gw, secret)

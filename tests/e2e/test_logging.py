@@ -267,6 +267,12 @@ def test_an_unreachable_provider_is_one_line(
     assert (line["provider"], line["model"], line["cost_nanos"]) == ("nowhere", "dead-model", 0)
     assert line["level"] == "warning"
     assert len(log.lines()) == 1
+    # The operator's log names the address that failed; the client is told why, not where.
+    assert "127.0.0.1" in line["error"]
+    message = answer.json()["error"]["message"]
+    assert message == (
+        "The upstream provider 'nowhere' could not be reached: the connection was refused."
+    )
 
 
 def test_a_breaker_opens_and_closes_once_each_and_its_refusals_are_a_line(

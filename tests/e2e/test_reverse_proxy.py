@@ -1,6 +1,8 @@
 """Behind a reverse proxy: what the proxy adds about the client's hop (``X-Forwarded-*``,
-``X-Real-IP``, ``Forwarded``) is for spendgate and never reaches the provider, while other
-client headers still pass through (docs/deploy.md#reverse-proxy-and-tls)."""
+``X-Real-IP``, ``Forwarded``, a CDN's client address, an identity-aware proxy's user and
+access token) is for spendgate and never reaches the provider, while other client headers
+still pass through (docs/deploy.md#reverse-proxy-and-tls); nor does the provider's
+account (its organization id) reach the client."""
 
 from __future__ import annotations
 
@@ -54,3 +56,55 @@ def test_forwarding_headers_stop_at_the_gateway(gw: GatewayHarness, stream: bool
         assert name.lower() not in record.headers
     assert record.headers["x-team-trace"] == "abc"
     assert len(gw.ledger(gw.last_key_id)) == 1
+
+
+# What CDNs and identity-aware proxies (oauth2-proxy, Cloudflare Access, AWS ALB, Google
+# IAP, Azure App Service) add: the client's address and country, the signed-in user, and
+# tokens that act as that user.
+IDENTITY_HEADERS = {
+    "CF-Connecting-IP": "203.0.113.7",
+    "CF-IPCountry": "FR",
+    "Cf-Access-Jwt-Assertion": "eyJ.cloudflare-access.jwt",
+    "True-Client-IP": "203.0.113.7",
+    "X-Client-IP": "203.0.113.7",
+    "Via": "1.1 edge-proxy.internal",
+    "X-Forwarded-Access-Token": "ya29.oauth2-proxy-access-token",
+    "X-Auth-Request-Access-Token": "ya29.oauth2-proxy-access-token",
+    "X-Auth-Request-Email": "dana@example.com",
+    "X-Amzn-Oidc-Accesstoken": "alb-access-token",
+    "X-Amzn-Oidc-Identity": "dana",
+    "X-Goog-Iap-Jwt-Assertion": "eyJ.iap.jwt",
+    "X-Goog-Authenticated-User-Email": "accounts.google.com:dana@example.com",
+    "X-Ms-Client-Principal-Name": "dana@example.com",
+    "X-Ms-Token-Aad-Access-Token": "aad-access-token",
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_identity_and_hop_headers_stop_at_the_gateway(gw: GatewayHarness, kind: str) -> None:
+    secret = gw.create_key(team="platform", user="behind-sso")
+    headers = {
+        **IDENTITY_HEADERS,
+        "Connection": "keep-alive, X-Hop-Secret",  # names a header about this hop only
+        "X-Hop-Secret": "for-the-next-hop-only",
+        "X-Team-Trace": "abc",
+    }
+    messages = [{"role": "user", "content": "hi"}]
+    with gw.sdk_client(kind, secret, max_retries=0, timeout=10, default_headers=headers) as sdk:
+        if kind == "anthropic":
+            raw = sdk.messages.with_raw_response.create(
+                model="claude-haiku-4-5", max_tokens=16, messages=messages
+            )
+        else:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", max_tokens=16, messages=messages
+            )
+    record = gw.sim.records[-1]
+    assert gw.wait_for(lambda: record.finished)
+    assert record.status == 200
+    for name in [*IDENTITY_HEADERS, "X-Hop-Secret"]:
+        assert name.lower() not in record.headers, name
+    assert record.headers["x-team-trace"] == "abc"
+    # The provider's answer named the operator's account; the client does not see it.
+    for name in ("openai-organization", "openai-project", "anthropic-organization-id"):
+        assert name not in raw.headers, name

@@ -79,6 +79,31 @@ async def test_a_wrong_token_sets_no_cookie(world: GatewayHarness) -> None:
             assert (answer.status, answer.headers["location"]) == (303, "/ui/login")
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"token=\xff\xfe"),  # not UTF-8
+        ("multipart/form-data; boundary=zz", b"no boundary here"),
+    ],
+)
+async def test_a_sign_in_form_that_does_not_parse_is_a_failed_sign_in(
+    world: GatewayHarness, content_type: str, body: bytes
+) -> None:
+    """Anyone may post the form: a body it cannot read was a 500 and a traceback."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            world.url + "/ui/login",
+            data=body,
+            headers={"content-type": content_type},
+            allow_redirects=False,
+        ) as answer,
+    ):
+        assert answer.status == 303
+        assert answer.headers["location"] == "/ui/login?failed=invalid_request"
+        assert "set-cookie" not in answer.headers
+
+
 async def test_pages_forbid_other_origins_and_static_files_stay_inside_the_package(
     world: GatewayHarness,
 ) -> None:
@@ -91,6 +116,11 @@ async def test_pages_forbid_other_origins_and_static_files_stay_inside_the_packa
             assert answer.status == 200
             assert (await answer.read()).startswith(b"/*!\n * Chart.js v4")
         for path in ("/ui/static/../gateway.py", "/ui/static/%2e%2e/gateway.py", "/ui/static/x.py"):
+            async with session.get(world.url + path) as answer:
+                assert answer.status == 404, path
+        # A name no file system accepts (longer than NAME_MAX) is not found either: it was a
+        # 500 and a traceback in the error log, for anyone who could reach the port.
+        for path in ("/ui/static/" + "a" * 300 + ".js", "/ui/static/vendor/" + "b" * 300 + ".css"):
             async with session.get(world.url + path) as answer:
                 assert answer.status == 404, path
 

@@ -43,6 +43,7 @@ from spendgate.domain.roles import Access
 from spendgate.domain.savings import to_csv as savings_csv
 from spendgate.errors import AccessDenied, InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.pipeline.intake import read_body
 from spendgate.services.keys import LIMIT_FIELDS, KeySpec, KeyUpdate
 from spendgate.services.savings import savings_report
 
@@ -150,22 +151,22 @@ def key_update_from_json(body: Any) -> KeyUpdate:
     )
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, gateway: Gateway) -> Any:
     try:
-        return orjson.loads(await request.read())
+        return orjson.loads(await read_body(request, gateway.config.server))
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
 
 
 async def _update_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    update = key_update_from_json(await _json_body(request))
+    update = key_update_from_json(await _json_body(request, gateway))
     actions = gateway.actions(principal_of(request))
     key = await actions.update_key(request.match_info["key_id"], update)
     return _json(key_json(key, gateway.clock.now()))
 
 
 async def _create_key(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    body = await _json_body(request)
+    body = await _json_body(request, gateway)
     issued = await gateway.actions(principal_of(request)).create_key(key_spec_from_json(body))
     return _json({**key_json(issued.key, gateway.clock.now()), "key": issued.secret}, status=201)
 

@@ -18,6 +18,7 @@ from spendgate.api.auth import principal_of
 from spendgate.domain.roles import team_of_budget_member
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.pipeline.intake import read_body
 from spendgate.services.forecasts import burn_window, views_json
 
 
@@ -25,10 +26,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-async def _body(request: web.Request, fields: set[str]) -> dict[str, Any]:
+async def _body(request: web.Request, gateway: Gateway, fields: set[str]) -> dict[str, Any]:
     """The JSON object a change sent, holding no field but ``fields``: a misspelt field
     (``{"memberz": "dana"}``) is a 400, never a change made as if it were left out."""
-    raw = await request.read()
+    raw = await read_body(request, gateway.config.server)
     if not raw:
         return {}
     try:
@@ -61,7 +62,7 @@ async def list_budgets(request: web.Request, gateway: Gateway) -> web.StreamResp
 
 
 async def set_limit(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    body = await _body(request, {"limit", "expires_at"})
+    body = await _body(request, gateway, {"limit", "expires_at"})
     limit = body.get("limit")
     if not isinstance(limit, str | int) or isinstance(limit, bool):
         raise InvalidRequest("'limit' is required: a dollar string or a token count", param="limit")
@@ -92,7 +93,7 @@ async def clear_limit(request: web.Request, gateway: Gateway) -> web.StreamRespo
 
 
 async def reset(request: web.Request, gateway: Gateway) -> web.StreamResponse:
-    body = await _body(request, {"member"})
+    body = await _body(request, gateway, {"member"})
     member = body.get("member")
     if member is not None and not isinstance(member, str):
         raise InvalidRequest("'member' must be a string or null", param="member")

@@ -18,6 +18,7 @@ from spendgate.api.auth import guard, principal_of
 from spendgate.domain.roles import Access, expiry_after
 from spendgate.errors import InvalidRequest
 from spendgate.gateway import Gateway
+from spendgate.pipeline.intake import read_body
 from spendgate.services.tokens import TokenSpec, parse_role
 
 _FIELDS = {"name", "role", "team", "expires_at", "expires_in"}
@@ -64,7 +65,7 @@ def token_spec_from_json(body: Any, now: datetime) -> TokenSpec:
 
 async def _create(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request, gateway.config.server))
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     now = gateway.clock.now()

@@ -26,6 +26,7 @@ from aiohttp import web
 from spendgate.api.auth import SESSION_COOKIE, AdminDisabled, authenticate, principal_for
 from spendgate.errors import GatewayError, StorageError
 from spendgate.gateway import Gateway
+from spendgate.pipeline.intake import read_body
 
 SESSION_SECONDS: Final = 8 * 3600
 _TYPES: Final = {
@@ -52,7 +53,10 @@ def _asset(name: str) -> bytes | None:
     if not 1 <= len(parts) <= 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         return None
     node = resources.files("spendgate").joinpath("ui", *parts)
-    return node.read_bytes() if node.is_file() else None
+    try:
+        return node.read_bytes() if node.is_file() else None
+    except OSError:  # a name the file system refuses (too long): no such file either
+        return None
 
 
 def _page(name: str, status: int = 200) -> web.Response:
@@ -81,9 +85,13 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         return _page("login.html")
 
     async def login(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        token = form.get("token")
         gateway = request.app[gateway_key]
+        await read_body(request, gateway.config.server)  # (anyone may send it: bounded in time)
+        try:
+            form = await request.post()
+        except ValueError:  # not UTF-8, a multipart body without its boundary: no token
+            raise web.HTTPSeeOther("/ui/login?failed=invalid_request") from None
+        token = form.get("token")
         try:
             await principal_for(token.strip() if isinstance(token, str) else None, gateway)
         except GatewayError as error:

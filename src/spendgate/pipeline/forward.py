@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,15 @@ from aiohttp import web
 
 from spendgate.dialects import Prepared
 from spendgate.domain.ledger import LedgerRow
+from spendgate.domain.models import ProviderKind
 from spendgate.domain.usage import Usage
-from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from spendgate.errors import (
+    GatewayError,
+    UpstreamCredentialRefused,
+    UpstreamRedirected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
 from spendgate.money import nanos_to_decimal
@@ -35,6 +43,8 @@ from spendgate.upstream.client import (
 )
 
 _UPSTREAM_ID_HEADERS = ("x-request-id", "request-id")
+
+log = logging.getLogger("spendgate.upstream")
 
 
 @dataclass(slots=True)
@@ -126,6 +136,9 @@ async def forward(
             return await relay_stream(gateway, request, exchange, prepared, upstream)
         if failing:
             return Failed(response=await _relay_body(gateway, exchange, upstream))
+        if 300 <= upstream.status < 400:
+            await _relay_body(gateway, exchange, upstream)  # its row; the answer is not relayed
+            raise _misconfigured(exchange, upstream.status)
         return await _relay_body(gateway, exchange, upstream, request)
     finally:
         upstream.release()
@@ -149,9 +162,11 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
                 requested_model=exchange.requested_model,
             )
         )
+        # The client is told why in general terms; the log line above has the address.
+        why = failure.reason if isinstance(failure, Unreachable) else str(failure)
         return Failed(
             error=UpstreamUnavailable(
-                f"The upstream provider '{name}' could not be reached: {failure}."
+                f"The upstream provider '{name}' could not be reached: {why}."
             ),
             reached=False,
         )
@@ -166,6 +181,44 @@ async def _unanswered(gateway: Gateway, exchange: Exchange, failure: UpstreamFai
             f"The connection to the upstream provider '{name}' broke before it answered."
         )
     )
+
+
+def _misconfigured(exchange: Exchange, status: int) -> GatewayError:
+    """A provider's ``401`` is about spendgate's key for it, not the caller's: relayed, it
+    told the client its own key was wrong (Claude Code asks to log in again) and showed it
+    what the provider says of the operator's key (OpenAI: its last characters). A redirect
+    is not followed, nor relayed (the client would follow it with its own key)."""
+    name = exchange.provider.name
+    extra = {"provider": name, "status": status, "request_id": exchange.request_id}
+    if not 300 <= status < 400:
+        log.error("the provider refused the gateway's credential", extra=extra)
+        return UpstreamCredentialRefused(
+            f"The upstream provider '{name}' refused spendgate's credential for it (HTTP "
+            f"{status}). Your key was accepted; the gateway's operator must fix the provider's "
+            f"key (providers.{name}). Nothing was charged."
+        )
+    log.error("the provider answered with a redirect, which is not followed", extra=extra)
+    return UpstreamRedirected(
+        f"The upstream provider '{name}' answered with a redirect (HTTP {status}), which "
+        f"spendgate does not follow; the gateway's operator must check providers.{name}"
+        ".base_url. Nothing was charged."
+    )
+
+
+def _refuses_credential(exchange: Exchange, status: int, payload: bytes) -> bool:
+    """Whether the provider's answer refuses spendgate's key for it: any ``401``; Gemini
+    says so in a ``400`` or ``403`` whose ``ErrorInfo`` reason is ``API_KEY_INVALID``,
+    ``API_KEY_EXPIRED``, ... (it answers an invalid key ``400 INVALID_ARGUMENT``)."""
+    if status == 401:
+        return True
+    if status not in (400, 403) or exchange.provider.kind is not ProviderKind.GEMINI:
+        return False
+    try:
+        error = orjson.loads(payload).get("error")
+        details = error.get("details") or []
+        return any(str(d.get("reason", "")).startswith("API_KEY_") for d in details)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):  # not Google's error shape
+        return False
 
 
 def _is_stream(exchange: Exchange, prepared: Prepared, upstream: UpstreamResponse) -> bool:
@@ -225,6 +278,9 @@ async def _relay_body(
         error=error,
         usage_problem=problem,
     )
+    if request is not None and _refuses_credential(exchange, upstream.status, payload):
+        await record(gateway, exchange, row)  # its row; the answer is not relayed
+        raise _misconfigured(exchange, upstream.status)
     if exchange.ends_turn_at_clamp:  # a clamped agent's ceiling stop ends its turn
         payload = exchange.spec.end_turn(payload)
     response = web.Response(
@@ -257,7 +313,7 @@ def _body_usage(
         parsed = None
     document = parsed if isinstance(parsed, dict) else {}
     served = document.get("model") if isinstance(document.get("model"), str) else None
-    if status >= 400:
+    if status >= 300:  # a refusal, or a redirect not followed: nothing billed
         return Usage(), served, _upstream_error_text(document, status), None
     reported, problem = exchange.spec.usage_of(document)
     text = exchange.spec.response_text(document) if reported is None else ""

@@ -86,21 +86,12 @@ async def read_json_object(
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(request.content_length, limit)
     try:
-        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-            raw = await request.read()
-        else:
-            async with asyncio.timeout(server.request_body_timeout_s):
-                raw = await request.read()
+        raw = await read_body(request, server)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
     except RequestPayloadError as exc:  # a compressed body that does not decode, a cut body
         raise InvalidRequest(
             f"The request body could not be read: {_payload_problem(exc)}."
-        ) from None
-    except TimeoutError:
-        raise RequestTimeout(
-            f"The request body did not arrive within {server.request_body_timeout_s:g} s "
-            "(server.request_body_timeout_s)."
         ) from None
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -122,6 +113,22 @@ async def read_json_object(
     if measured is None and bound >= server.max_json_depth:
         _check_shape(shape(body), server)  # (a body with fewer brackets cannot nest deeper)
     return raw, body
+
+
+async def read_body(request: web.Request, server: ServerConfig) -> bytes:
+    """The whole request body, which must arrive within ``server.request_body_timeout_s``
+    (`RequestTimeout`, 408): every route that reads a body reads it here, so that no
+    client holds a connection open by sending a body a byte at a time."""
+    try:
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            return await request.read()
+        async with asyncio.timeout(server.request_body_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {server.request_body_timeout_s:g} s "
+            "(server.request_body_timeout_s)."
+        ) from None
 
 
 def _payload_problem(exc: RequestPayloadError) -> str:

@@ -25,20 +25,29 @@ class DeliveryFailed(Exception):
 
 
 def slack_body(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Slack's message for an alert. What Slack reads as markup (``mrkdwn``: the fallback
+    ``text``, the section and its fields) is escaped as Slack asks: an alert quotes names a
+    key holder chose (a session id, a user) and messages, and ``<!channel>`` or
+    ``<https://...|Renew your key>`` there would notify everyone or draw a link."""
     title, text = str(payload.get("title", "")), str(payload.get("text", ""))
     facts = payload.get("facts") or {}
     fields = [
-        {"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+        {"type": "mrkdwn", "text": f"*{_slack(str(name))}*\n{_slack(str(value))}"}
         for name, value in list(facts.items())[:10]
         if value is not None
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack(text[:3000])}},
     ]
     if fields:
         blocks.append({"type": "section", "fields": fields})
-    return {"text": f"{title}\n{text}", "blocks": blocks}
+    return {"text": _slack(f"{title}\n{text}"), "blocks": blocks}
+
+
+def _slack(text: str) -> str:
+    """``text`` as Slack's markup shows it literally (its three control characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def email_message(payload: Mapping[str, Any], sender: str, to: list[str]) -> EmailMessage:
@@ -83,7 +92,11 @@ async def _post(
 
     try:
         async with asyncio.timeout(timeout_s):
-            async with http.post(url, data=body, headers=headers) as response:
+            # A redirect is not followed: the channel's headers (a receiver's token) and the
+            # alert would go on to whatever host it names. It is a failed attempt, logged.
+            async with http.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 if response.status >= 300:
                     text = (await response.content.read(200)).decode("utf-8", "replace")
                     raise DeliveryFailed(f"HTTP {response.status}: {text.strip()[:200]}")

@@ -24,7 +24,7 @@ from . import (
 from .context import Call
 from .faults import parse_faults
 from .options import SimulatorOptions
-from .records import RequestRecord
+from .records import ERROR, RequestRecord
 from .store import Store
 from .streaming import abort_connection
 from .validation import Problem, too_deep
@@ -109,6 +109,11 @@ async def _answer(call: Call, handler: Handler, needs_body: bool) -> web.StreamR
             return call.error(403)  # Google: PERMISSION_DENIED, "unregistered callers"
         no_key = _OPENAI_NO_KEY if call.dialect is wire.Dialect.OPENAI else _ANTHROPIC_NO_KEY
         return call.error(401, no_key)
+    if faults.redirect is not None:
+        call.record.status = 307
+        call.record.finish(ERROR)
+        headers = wire.headers_for(call.dialect, call.request_id, "text/plain")
+        return web.Response(status=307, headers={**headers, "location": faults.redirect})
     if faults.status is not None and faults.status >= 400:
         return call.error(faults.status, error_type=faults.error_type)
     if needs_body and not isinstance(call.record.body, dict):

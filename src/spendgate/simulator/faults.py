@@ -5,7 +5,9 @@ header                         effect
 =============================  ==========================================================
 ``x-sim-status: N``            answer with status N in the endpoint's error dialect
                                (``retry-after`` on 429); ``x-sim-error-type`` overrides
-                               the error type (e.g. ``insufficient_quota``)
+                               the error type (e.g. ``insufficient_quota``; Gemini
+                               ``API_KEY_INVALID``/``API_KEY_EXPIRED``: Google's
+                               answer to a key it refuses, with its ``ErrorInfo``)
 ``x-sim-delay-ms: N``          wait N ms before answering
 ``x-sim-chunk-delay-ms: N``    wait N ms between streamed events
 ``x-sim-output-tokens: N``     generate exactly N output tokens (capped by the request max)
@@ -62,6 +64,8 @@ header                         effect
                                were seen to; google-genai still reads that event)
 ``x-sim-incomplete-reason: R`` Responses: the answer ends ``incomplete`` for reason R
                                (``content_filter``) whatever its length, its items too
+``x-sim-redirect: URL``         answer ``307 Temporary Redirect`` to URL (a provider's
+                               base URL that moved, or a host that sends requests on)
 ``x-sim-fail-models: a,b``     the failure faults (``x-sim-status``, ``x-sim-delay-ms``,
                                ``x-sim-die-after-chunks``, ``x-sim-error-after-chunks``)
                                apply only to requests whose body ``model`` is in this
@@ -117,6 +121,7 @@ class Faults:
     finish_every_chunk: bool = False
     incomplete_reason: str | None = None
     framing: frozenset[str] = frozenset()
+    redirect: str | None = None
 
     def uses_of(self, name: str, default: int) -> int:
         """How many times the server tool ``name`` is used (``x-sim-server-tool-uses``)."""
@@ -242,4 +247,5 @@ def _with_billing_faults(faults: Faults, headers: Mapping[str, str]) -> Faults:
         finish_every_chunk=_flag(get("x-sim-finish-every-chunk")),
         incomplete_reason=(get("x-sim-incomplete-reason") or "").strip() or None,
         framing=_modes(get("x-sim-framing"), FRAMING_MODES),
+        redirect=(get("x-sim-redirect") or "").strip() or None,
     )

@@ -204,7 +204,11 @@ _GEMINI_ERRORS: dict[int, tuple[str, str]] = {
 def gemini_error_body(
     status: int, message: str | None = None, error_type: str | None = None, retry_after_s: int = 1
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "status"}}``; a 429 has a ``RetryInfo`` detail."""
+    """``{"error": {"code", "message", "status"}}``; a 429 has a ``RetryInfo`` detail. An
+    ``error_type`` naming a key problem (``API_KEY_INVALID``, ``API_KEY_EXPIRED``) is an
+    ``ErrorInfo`` detail with that reason, as Google answers a key it refuses (400)."""
+    if error_type is not None and error_type.startswith("API_KEY_"):
+        return _gemini_key_refused(status, error_type)
     default = _GEMINI_ERRORS.get(
         status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", "Simulated error.")
     )
@@ -244,3 +248,31 @@ def error_response(
     if status == 429:
         response.headers["retry-after"] = str(retry_after_s)
     return response
+
+
+def _gemini_key_refused(status: int, reason: str) -> dict[str, Any]:
+    message = (
+        "API key expired. Please renew the API key."
+        if reason == "API_KEY_EXPIRED"
+        else "API key not valid. Please pass a valid API key."
+    )
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    }
+    localized = {
+        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+        "locale": "en-US",
+        "message": message,
+    }
+    status_name = "PERMISSION_DENIED" if status == 403 else "INVALID_ARGUMENT"
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "status": status_name,
+            "details": [info, localized],
+        }
+    }

@@ -10,6 +10,8 @@ module sees its exceptions or its response type.
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -25,9 +27,26 @@ class UpstreamFailure(Exception):
 
 
 class Unreachable(UpstreamFailure):
-    """The connection was refused or could not be made: nothing was sent."""
+    """The connection was refused or could not be made: nothing was sent. Its message is
+    the operator's (it names the provider's address); `reason` is what a client is told."""
 
     reached = False
+
+    def __init__(self, detail: str, reason: str = "the connection failed") -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _reason(error: OSError) -> str:
+    """Why a connection could not be made, naming no host, address or port: the provider
+    may be a server on the operator's private network."""
+    if isinstance(error, ssl.SSLError | ssl.CertificateError):
+        return "the TLS handshake failed"
+    if isinstance(error, socket.gaierror):
+        return "its host name did not resolve"
+    if isinstance(error, ConnectionRefusedError):
+        return "the connection was refused"
+    return "the connection failed"
 
 
 class ConnectTimeout(UpstreamFailure):
@@ -140,9 +159,13 @@ class UpstreamClient:
         )
         provider.auth.apply(request)
         try:
-            raw = await self._session.post(request.url, data=body, headers=request.headers)
+            # A redirect is never followed: aiohttp would send the provider's secret (when
+            # not in `Authorization`) and the prompt on to whatever host it names.
+            raw = await self._session.post(
+                request.url, data=body, headers=request.headers, allow_redirects=False
+            )
         except aiohttp.ClientConnectorError as exc:
-            raise Unreachable(str(exc.os_error)) from None
+            raise Unreachable(str(exc.os_error), _reason(exc.os_error)) from None
         except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: caught first
             raise ConnectTimeout("the connection timed out") from None
         except asyncio.CancelledError:

@@ -19,14 +19,22 @@ from spendgate.upstream.framing import SSE, Framing
 
 # Headers that are about one hop, or that carry the caller's gateway credential, never go
 # upstream; everything else (anthropic-version, anthropic-beta, new headers) passes through.
-# What a reverse proxy in front of spendgate adds about its hop (the client's address) is
-# for spendgate, not for the provider. The body goes upstream as spendgate read it: decoded
+# What a reverse proxy, CDN or identity-aware proxy in front of spendgate adds about its hop
+# (the client's address and country, the signed-in user and their access token) is for
+# spendgate, not for the provider. The body goes upstream as spendgate read it: decoded
 # (aiohttp undoes a client's `content-encoding`), so that header is not forwarded either.
 _REQUEST_DROP = frozenset(
     {
         "content-encoding",
         "forwarded",
         "x-real-ip",
+        "via",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-envoy-external-address",
         "host",
         "content-length",
         "authorization",
@@ -48,7 +56,17 @@ _REQUEST_DROP = frozenset(
         "expect",
     }
 )
-_REQUEST_DROP_PREFIXES = ("x-spendgate-", "x-forwarded-")
+_REQUEST_DROP_PREFIXES = (
+    "x-spendgate-",
+    "x-forwarded-",  # X-Forwarded-For/-Host/-Proto, oauth2-proxy's -User/-Email/-Access-Token
+    "cf-",  # Cloudflare: CF-Connecting-IP, CF-IPCountry, Access's CF-Access-Jwt-Assertion
+    "x-amzn-oidc-",  # AWS ALB sign-in: the user's claims and access token
+    "x-goog-iap-",  # Google IAP's signed assertion
+    "x-goog-authenticated-user-",  # Google IAP: the user's e-mail and id
+    "x-ms-client-principal",  # Azure App Service authentication: the user
+    "x-ms-token-",  # Azure App Service authentication: the user's tokens
+    "x-auth-request-",  # oauth2-proxy: the user, e-mail, groups, access token
+)
 _RESPONSE_DROP = frozenset(
     {
         "content-length",
@@ -59,6 +77,10 @@ _RESPONSE_DROP = frozenset(
         "server",
         "date",
         "set-cookie",
+        # the operator's account at the provider: not the client's business
+        "openai-organization",
+        "openai-project",
+        "anthropic-organization-id",
     }
 )
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
@@ -115,9 +137,10 @@ class Provider:
         reads them (RFC 9110 §5.3), not only the last of them."""
         out: dict[str, str] = {}
         names: dict[str, str] = {}  # lower-case name -> the name as first sent
+        hop = _connection_options(client_headers)
         for name, value in client_headers.items():
             lower = name.lower()
-            if lower in _REQUEST_DROP or lower.startswith(_REQUEST_DROP_PREFIXES):
+            if lower in _REQUEST_DROP or lower.startswith(_REQUEST_DROP_PREFIXES) or lower in hop:
                 continue
             first = names.setdefault(lower, name)
             out[first] = f"{out[first]}, {value}" if first in out else value
@@ -130,16 +153,33 @@ class Provider:
         return out
 
 
+def _connection_options(headers: Mapping[str, str]) -> frozenset[str]:
+    """The headers a ``Connection`` header names: they are about this hop only and are
+    removed before a message is forwarded (RFC 9110 §7.6.1)."""
+    named = (
+        option.strip().lower()
+        for name, value in headers.items()
+        if name.lower() == "connection"
+        for option in value.split(",")
+    )
+    return frozenset(option for option in named if option)
+
+
 def _with_query(url: str, query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
 def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: value
-        for name, value in upstream_headers.items()
-        if name.lower() not in _RESPONSE_DROP
-    }
+    """The provider's answer headers that go to the client, named in lower case so that
+    the gateway's own (``x-spendgate-*``, ``x-ratelimit-*``) replace the provider's of the
+    same name, whatever case it wrote them in. A provider's ``x-spendgate-*`` (another
+    spendgate in front of the provider) describes budgets and limits not the caller's."""
+    out = {}
+    for name, value in upstream_headers.items():
+        lower = name.lower()
+        if lower not in _RESPONSE_DROP and not lower.startswith("x-spendgate-"):
+            out[lower] = value
+    return out
 
 
 def build_providers(
