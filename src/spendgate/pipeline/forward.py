@@ -18,7 +18,7 @@ from spendgate.domain.usage import Usage
 from spendgate.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
-from spendgate.money import nanos_to_decimal
+from spendgate.money import dollars_text
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_KEY
 from spendgate.pipeline.outcome import COST_HEADER, answer_and_record, client_headers, record
@@ -230,7 +230,7 @@ async def _relay_body(
     response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
     )
-    response.headers[COST_HEADER] = f"{nanos_to_decimal(row.cost_nanos):.9f}"  # its dollars
+    response.headers[COST_HEADER] = dollars_text(row.cost_nanos)  # its dollars
     if request is None:
         await record(gateway, exchange, row)
         return response
