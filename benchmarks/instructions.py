@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline", type=Path, default=None, help="a baseline's src/ too")
+    parser.add_argument("--tree", type=Path, default=None, help="run 'policy' from this src/")
     parser.add_argument("--no-passthrough", action="store_true")
     parser.add_argument("--keep", type=Path, default=None, help="keep callgrind's dumps here")
     args = parser.parse_args()
@@ -136,6 +137,8 @@ def main() -> None:
         out = folder / "callgrind"
         launch = [*_valgrind(out), "-m", "spendgate"]
         variants: dict[str, dict[str, Any]] = {"policy": {**FULL_POLICY, LAUNCH: launch}}
+        if args.tree:  # a copy (`git archive`): edits to this tree meanwhile change nothing
+            variants["policy"][SOURCE] = args.tree
         if args.baseline:
             variants["baseline"] = {**FULL_POLICY, LAUNCH: launch, SOURCE: args.baseline}
         with stack(variants=variants, ready_timeout=180) as s:
