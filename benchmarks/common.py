@@ -112,6 +112,7 @@ def stack(
     extra_config: dict[str, Any] | None = None,
     variants: dict[str, dict[str, Any]] | None = None,
     upstream: list[str] | None = None,
+    ready_timeout: float = 20.0,
 ) -> Iterator[Stack]:
     """Simulator and gateway(s) as separate processes, as they would run in production.
 
@@ -195,7 +196,7 @@ def stack(
                     first_config = config_path
             wait_http(f"{sim_url}/v1/models")
             for url, _ in gateways.values():
-                wait_http(f"{url}/readyz")
+                wait_http(f"{url}/readyz", ready_timeout)
             url, key = next(iter(gateways.values()))
             yield Stack(sim_url, url, key, first_config, gateways, pids)
         finally:

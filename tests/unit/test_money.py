@@ -5,9 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spendgate.money import (
     NANOS_PER_DOLLAR,
+    dollars_text,
     dollars_to_nanos,
     float_dollars_to_nanos,
     format_dollars,
@@ -80,3 +83,10 @@ def test_format_and_decimal() -> None:
     assert format_dollars(1_234_000) == "$0.001234"
     assert format_dollars(-2_500_000_000, places=2) == "-$2.50"
     assert nanos_to_decimal(150_000_000) == Decimal("0.15")
+
+
+@given(st.integers(min_value=-(10**20), max_value=10**20))
+def test_dollars_text_writes_what_decimal_formatting_writes(amount: int) -> None:
+    assert dollars_text(amount) == f"{nanos_to_decimal(amount):.9f}"
+    assert dollars_text(0) == "0.000000000"
+    assert dollars_text(1_234) == "0.000001234"

@@ -13,7 +13,7 @@ alone, so a caller costs a few dictionary lookups whether 10 or 100,000 budgets 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from fnmatch import fnmatchcase
@@ -283,10 +283,11 @@ class CounterRef:
     budget: Budget
     member: str
     window: Window
+    # "budget|member|bucket_ms": made once (`BudgetBook.counters` keeps a caller's refs)
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return f"{self.budget.name}|{self.member}|{self.window.bucket_ms}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.budget.name}|{self.member}|{self.window.bucket_ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +337,8 @@ class BudgetBook:
         self._by_name = dict(zip(outline.names, range(len(outline.names)), strict=True))
         self._windows: dict[Period, tuple[datetime, datetime, Window]] = {}
         self._applies: dict[tuple[object, ...], tuple[tuple[Budget, tuple[str, ...]], ...]] = {}
+        # id of an `_applies` entry -> (it, its windows, its counters): `counters`
+        self._refs: dict[int, tuple[object, tuple[Window, ...], tuple[CounterRef, ...]]] = {}
         self._index = ScopeIndex.of(outline.scopes, outline.matches, self.budgets)
         self._cap_index = ScopeIndex([(cap.target, cap) for cap in self.caps])
         scopes = set(outline.scopes)
@@ -372,10 +375,22 @@ class BudgetBook:
         return bool(self) or (self.per_key is not None and bool(self.per_key(key)))
 
     def counters(self, caller: Caller, now: datetime) -> list[CounterRef]:
-        refs: list[CounterRef] = []
-        for budget, members in self._applying(caller):
-            span = self.window(budget.period, now)
-            refs.extend(CounterRef(budget, member, span) for member in members)
+        found = self._applying(caller)
+        spans = tuple([self.window(budget.period, now) for budget, _ in found])
+        # The same refs serve every request of a caller within its windows (they are
+        # frozen): made once, not six objects and their ids on every request.
+        made = self._refs.get(id(found))
+        if made is not None and made[0] is found and made[1] == spans:
+            refs = list(made[2])
+        else:
+            refs = [
+                CounterRef(budget, member, span)
+                for (budget, members), span in zip(found, spans, strict=True)
+                for member in members
+            ]
+            if len(self._refs) >= APPLIES_CACHE:
+                self._refs.clear()
+            self._refs[id(found)] = (found, spans, tuple(refs))
         if self.per_key is not None:
             for budget in self.per_key(caller.key):
                 refs.append(CounterRef(budget, caller.key.id, self.window(budget.period, now)))

@@ -119,8 +119,12 @@ def _scale_optional(rate: Nanos | None, multiplier: Fraction) -> Nanos | None:
 def max_rates(first: Rates, *others: Rates) -> Rates:
     """Field by field, the dearest of the given rates (fallbacks filled in first): rates
     that are never below any of them, whichever applies."""
-    dearest = FullRates(*map(max, zip(*(rates.full() for rates in (first, *others)), strict=True)))
-    return Rates(**dearest._asdict())
+    if others:
+        dearest = FullRates(*map(max, zip(*(r.full() for r in (first, *others)), strict=True)))
+    else:  # one tier (most requests): its rates with the fallbacks filled in
+        dearest = first.full()
+    input_, cached, write, write_1h, output, reasoning = dearest
+    return Rates(input_, output, cached, write, write_1h, reasoning)
 
 
 @dataclass(frozen=True, slots=True)

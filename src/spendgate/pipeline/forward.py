@@ -26,7 +26,7 @@ from spendgate.errors import (
 )
 from spendgate.events import BreakerClosed, BreakerOpened, UpstreamFailed
 from spendgate.gateway import Gateway
-from spendgate.money import nanos_to_decimal
+from spendgate.money import dollars_text
 from spendgate.pipeline.exchange import Exchange
 from spendgate.pipeline.intake import REQUEST_ID_KEY
 from spendgate.pipeline.outcome import COST_HEADER, answer_and_record, client_headers, record
@@ -286,7 +286,7 @@ async def _relay_body(
     response = web.Response(
         body=payload, status=upstream.status, headers=client_headers(exchange, upstream)
     )
-    response.headers[COST_HEADER] = f"{nanos_to_decimal(row.cost_nanos):.9f}"  # its dollars
+    response.headers[COST_HEADER] = dollars_text(row.cost_nanos)  # its dollars
     if request is None:
         await record(gateway, exchange, row)
         return response

@@ -19,8 +19,9 @@ def check_plan(plan: ReservationPlan) -> None:
 
 def stored_counters(plan: ReservationPlan, amounts: Sequence[int]) -> tuple[StoredCounter, ...]:
     """What an admitted reservation holds, counter by counter, as stores keep it."""
+    # ``_value_``: `Enum.value` is a Python-level descriptor, six calls a request
     return tuple(
-        (ref.budget.name, ref.member, ref.window.bucket_ms, ref.budget.unit.value, amount)
+        (ref.budget.name, ref.member, ref.window.bucket_ms, ref.budget.unit._value_, amount)
         for ref, amount in zip(plan.counters, amounts, strict=True)
     )
 
