@@ -24,13 +24,27 @@ LATEST_INSERTED = (
     "WHERE (excluded.ts, excluded.id) > (refusals_latest.ts, refusals_latest.id))"
 )
 
-# $1 since, $2 recent, $3 until; each row once, oldest first, its id last.
+# $1 since, $2 recent, $3 until; each row once, oldest first, its id last. A caller whose
+# newest exhausted refusal is from $3 on (a row newer than the view's now: written since,
+# or by a gateway whose clock is ahead) has its newest one before $3 looked up in the
+# ledger, newest first by (ts, id) as `refusals_latest` orders them.
 _ROWS = f"SELECT {LEDGER.columns}, id FROM ledger WHERE ts >= $1 AND ts < $3 AND "  # noqa: S608
+_NULLABLE = ('"user"', "service", "team", "org", "session_id", "routed_model")
+_SAME_CALLER = " AND ".join(
+    ["l.blocked_by = r.name", "l.key_id = r.key_id", "l.tags = r.tags"]
+    + [f"l.{column} IS NOT DISTINCT FROM r.{column}" for column in _NULLABLE]
+)
+_NEWEST_BEFORE = (
+    "SELECT o.ts, o.id FROM refusals_latest AS r CROSS JOIN LATERAL (SELECT l.ts, l.id "  # noqa: S608
+    f"FROM ledger AS l WHERE l.ts >= $1 AND l.ts < $3 AND {_SAME_CALLER} "
+    f"AND starts_with(l.error, '{BUDGET_EXHAUSTED}') ORDER BY l.ts DESC, l.id DESC LIMIT 1) "
+    "AS o WHERE r.ts >= $3"
+)
 VIEW_MARKS = (
     f"{_ROWS}ts >= $2 AND blocked_by IS NOT NULL "  # noqa: S608
     f"UNION ALL {_ROWS}ts >= $2 AND blocked_by IS NULL AND settled_above != '[]' "
     f"UNION ALL {_ROWS}ts < $2 AND (ts, id) IN "
-    "(SELECT ts, id FROM refusals_latest WHERE ts >= $1 AND ts < $3) "
+    f"(SELECT ts, id FROM refusals_latest WHERE ts >= $1 AND ts < $3 UNION ALL {_NEWEST_BEFORE}) "
     "ORDER BY ts, id"
 )
 
