@@ -9,7 +9,8 @@ row's name and caller (`Caller`): its key, user, service, team, org, session, ro
 and tags. So the view reads, instead of all the marked rows:
 
 * `view_marks`: every marked row from ``recent`` on, and per name and caller the newest
-  refusal for an exhausted budget;
+  refusal for an exhausted budget of the span read (of refusals at one instant, the one
+  written last: `Ledger.marked`'s order, ties by row id or insertion order);
 * `overruns`: per name, scope and member, the count of rows settled above that name over
   each budget window (a storage may keep these in rollups: SQLite's migration 0018).
 """

@@ -222,8 +222,9 @@ class MarksReader(Protocol):
     async def view_marks(
         self, since: datetime, recent: datetime, until: datetime
     ) -> list[LedgerRow]:
-        """`spendgate.domain.marks.view_marks` of ``marked(since, until)``; ``until`` is
-        now (no row is newer)."""
+        """`spendgate.domain.marks.view_marks` of ``marked(since, until)``, rows newer
+        than ``until`` (now) left out as there (PostgreSQL: a caller's newest refusal before
+        ``until`` looked up where its rollup holds a newer one)."""
         ...
 
     async def overruns(self, since: datetime, until: datetime) -> Overruns:
