@@ -334,6 +334,10 @@ class SurfaceSpec:
         price has (a provider that caches by itself may write any request)."""
         return True, True
 
+    def may_hold_audio(self, body: Mapping[str, Any]) -> bool:
+        """Whether the input may hold audio billed at the model's audio input rate."""
+        return False
+
     def min_ceiling(self, body: Mapping[str, Any]) -> int:
         """The lowest output ceiling the upstream accepts for this body."""
         return 1

@@ -1,0 +1,97 @@
+"""Gemini audio input: billed at the model's audio input rate (gemini-2.5-flash: $1.00 per
+1M tokens against $0.30 for text), settled from ``promptTokensDetails`` and reserved at
+that rate when the body may hold audio."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from google import genai
+from google.genai import types
+
+from harness import GatewayHarness, with_gemini
+from spendgate.domain import tokens
+from spendgate.domain.admission import worst_case
+from spendgate.domain.budgets import Unit
+from spendgate.pipeline.worst_case import input_upper_bound
+
+MODEL = "gemini-2.5-flash"  # $0.30 input, $1.00 audio input, $2.50 output per 1M tokens
+LIMIT_NANOS = 10_000_000  # $0.01
+AUDIO = base64.b64encode(bytes(range(256)) * 120).decode()  # 30,720 bytes: 1,920 tokens
+
+
+def configure(data: dict[str, Any]) -> None:
+    with_gemini(data, MODEL)
+    data["budgets"] = [
+        {"name": "audio", "scope": "user", "match": "u-audio", "limit_usd": "0.01"},
+    ]
+    data["budget_settings"] = {"timezone": "UTC", "min_output_tokens": 16}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    harness = GatewayHarness(
+        tmp_path_factory.mktemp("gemini-audio") / "spendgate.db", configure=configure
+    ).start()
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def test_audio_input_is_reserved_and_settled_at_the_audio_rate(gw: GatewayHarness) -> None:
+    secret = gw.create_key(user="u-audio")
+    key_id = gw.last_key_id
+    options = types.HttpOptions(
+        base_url=gw.url,
+        headers={"x-sim-output-tokens": "40"},
+        timeout=10_000,
+        httpx_client=httpx2.Client(),
+    )
+    sdk = genai.Client(api_key=secret, http_options=options)
+    audio = types.Part.from_bytes(data=base64.b64decode(AUDIO), mime_type="audio/wav")
+    try:
+        answer = sdk.models.generate_content(
+            model=MODEL,
+            contents=["Transcribe this.", audio],
+            config=types.GenerateContentConfig(max_output_tokens=8000),
+        )
+    finally:
+        sdk.close()
+        sdk._api_client._httpx_client.close()
+    meta = answer.usage_metadata
+    assert meta is not None
+    assert meta.prompt_tokens_details is not None
+    details = {d.modality.value: d.token_count for d in meta.prompt_tokens_details if d.modality}
+    assert details["AUDIO"] == 1_920
+    text = details["TEXT"]
+    assert text is not None
+    assert meta.prompt_token_count == text + 1_920
+    # settled: the audio at $1.00/M, the text at $0.30/M, the output at $2.50/M
+    row = gw.ledger(key_id)[-1]
+    assert row.cost_nanos == text * 300 + 1_920 * 1_000 + 40 * 2_500
+    # reserved: every input token at the audio rate, so the output ceiling is clamped to
+    # what the budget leaves after that
+    record = gw.sim.records[-1]
+    body = record.body
+    route = gw.gateway.models.get(MODEL)
+    assert route is not None
+    price = route.price
+    assert price is not None
+    count = tokens.count_gemini_input(MODEL, body)
+    worst = worst_case(
+        price,
+        input_tokens=input_upper_bound(count.tokens, price.max_input_tokens),
+        input_exact=count.exact,
+        ceiling=8000,
+        choices=1,
+        cache_write=False,
+        cache_write_1h=False,
+        audio=True,
+    )
+    assert worst.input_cost >= row.cost_nanos - 40 * 2_500
+    assert body["generationConfig"]["maxOutputTokens"] == worst.affordable(Unit.NANOS, LIMIT_NANOS)
