@@ -95,3 +95,40 @@ def test_audio_input_is_reserved_and_settled_at_the_audio_rate(gw: GatewayHarnes
     )
     assert worst.input_cost >= row.cost_nanos - 40 * 2_500
     assert body["generationConfig"]["maxOutputTokens"] == worst.affordable(Unit.NANOS, LIMIT_NANOS)
+
+
+def test_a_cut_stream_without_usage_estimates_its_input_at_the_audio_rate(
+    gw: GatewayHarness,
+) -> None:
+    secret = gw.create_key(user="u-audio")
+    key_id = gw.last_key_id
+    body = {
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "Transcribe this."},
+                    {"inlineData": {"mimeType": "audio/wav", "data": AUDIO}},
+                ],
+            }
+        ],
+        "generationConfig": {"maxOutputTokens": 200},
+    }
+    with httpx2.stream(
+        "POST",
+        f"{gw.url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        headers={
+            "x-goog-api-key": secret,
+            "x-sim-output-tokens": "40",
+            "x-sim-die-after-chunks": "2",
+            "x-sim-no-usage": "1",
+        },
+        json=body,
+    ) as response:
+        response.read()
+    row = gw.ledger(key_id)[-1]
+    assert row.usage_estimated is True
+    assert row.output_tokens > 0
+    # the body's input counted offline, all of it at the audio rate (an upper bound)
+    assert row.input_tokens == tokens.count_gemini_input(MODEL, body).tokens
+    assert row.cost_nanos == row.input_tokens * 1_000 + row.output_tokens * 2_500

@@ -436,4 +436,10 @@ class SurfaceSpec:
         if not self.billed:
             return Usage(estimated=True)
         input_tokens = self.input_counter(model, body).tokens
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+        audio = input_tokens if self.may_hold_audio(body) else 0  # all of it, at most
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            estimated=True,
+            audio_input_tokens=audio,
+        )
