@@ -1,6 +1,7 @@
 """Gemini audio input: billed at the model's audio input rate (gemini-2.5-flash: $1.00 per
 1M tokens against $0.30 for text), settled from ``promptTokensDetails`` and reserved at
-that rate when the body may hold audio."""
+that rate when the body may hold audio; and Gemini's method paths asked wrongly (a wrong HTTP
+method: 405; a method not served: 404)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,44 @@ def test_a_cut_stream_without_usage_estimates_its_input_at_the_audio_rate(
     # the body's input counted offline, all of it at the audio rate (an upper bound)
     assert row.input_tokens == tokens.count_gemini_input(MODEL, body).tokens
     assert row.cost_nanos == row.input_tokens * 1_000 + row.output_tokens * 2_500
+
+
+# ----------------------------------------------------------------- method paths
+
+
+@pytest.mark.parametrize("version", ["v1beta", "v1"])
+def test_a_served_method_asked_with_get_is_405_in_googles_shape(
+    gw: GatewayHarness, version: str
+) -> None:
+    secret = gw.create_key(user="u-audio")
+    answer = httpx2.get(
+        f"{gw.url}/{version}/models/{MODEL}:generateContent", headers={"x-goog-api-key": secret}
+    )
+    assert answer.status_code == 405
+    error = answer.json()["error"]
+    assert error["code"] == 405
+    assert "does not exist" not in error["message"]
+
+
+@pytest.mark.parametrize("version", ["v1beta", "v1"])
+def test_an_unserved_method_is_404_in_googles_shape(gw: GatewayHarness, version: str) -> None:
+    secret = gw.create_key(user="u-audio")
+    answer = httpx2.post(
+        f"{gw.url}/{version}/models/{MODEL}:embedContent",
+        headers={"x-goog-api-key": secret},
+        json={"content": {"parts": [{"text": "hi"}]}},
+    )
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert (error["code"], error["status"]) == (404, "NOT_FOUND")
+    assert "embedContent" in error["message"]
+
+
+def test_a_fine_tuned_openai_model_with_colons_is_still_looked_up(gw: GatewayHarness) -> None:
+    secret = gw.create_key(user="u-audio")
+    answer = httpx2.get(
+        f"{gw.url}/v1/models/ft:gpt-4o-mini:acme::abc123",
+        headers={"authorization": f"Bearer {secret}"},
+    )
+    assert answer.status_code == 404
+    assert "does not exist" in answer.json()["error"]["message"]
