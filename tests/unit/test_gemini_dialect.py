@@ -325,3 +325,40 @@ def test_input_count_is_an_upper_bound_over_every_part() -> None:
     }
     counted = tokens.count_gemini_input("gemini-2.5-flash", with_image).tokens
     assert counted >= text_only.tokens + tokens.OTHER_IMAGE_TOKENS
+
+
+def test_audio_tokens_are_read_from_the_prompts_modality_details() -> None:
+    from spendgate.dialects.gemini import from_gemini
+
+    usage = from_gemini(
+        {
+            "promptTokenCount": 500,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": 180},
+                {"modality": "AUDIO", "tokenCount": 320},
+            ],
+            "candidatesTokenCount": 7,
+        }
+    )
+    assert (usage.input_tokens, usage.audio_input_tokens) == (500, 320)
+
+
+@pytest.mark.parametrize(
+    ("part", "audio"),
+    [
+        ({"text": "hi"}, False),
+        ({"inlineData": {"mimeType": "image/png", "data": "AAAA"}}, False),
+        ({"inline_data": {"mime_type": "application/pdf", "data": "AAAA"}}, False),
+        ({"inlineData": {"mimeType": "audio/wav", "data": "AAAA"}}, True),
+        ({"inlineData": {"mimeType": "video/mp4", "data": "AAAA"}}, True),
+        ({"fileData": {"fileUri": "https://generativelanguage.googleapis.com/f/1"}}, True),
+        ({"file_data": {"mime_type": "image/jpeg", "file_uri": "gs://b/o"}}, False),
+    ],
+)
+def test_a_body_may_hold_audio_where_a_part_is_not_known_silent(
+    part: dict[str, Any], audio: bool
+) -> None:
+    from spendgate.dialects.gemini_hidden import gemini_may_hold_audio
+
+    body = {"contents": [{"role": "user", "parts": [{"text": "x"}, part]}]}
+    assert gemini_may_hold_audio(body) is audio

@@ -375,3 +375,19 @@ def test_bad_tier_and_fee_values_name_the_key(
         parse_litellm(data, "bad.json")
     assert caught.value.key == key
     assert problem in caught.value.problem
+
+
+def test_the_audio_input_rate_is_read_and_kept_in_proportion_in_tiers() -> None:
+    entry = {
+        "input_cost_per_token": 3e-07,
+        "output_cost_per_token": 2.5e-06,
+        "input_cost_per_audio_token": 1e-06,
+        "input_cost_per_token_flex": 1.5e-07,
+        "output_cost_per_token_flex": 1.25e-06,
+    }
+    price = parse_litellm({"gemini/gemini-x": entry}, "prices.json").book.get("gemini/gemini-x")
+    assert price is not None
+    assert price.rates.audio_input == 1_000_000_000
+    assert price.rates_for(1_000, "flex").audio_input == 500_000_000
+    usage = Usage(input_tokens=3_000, audio_input_tokens=1_000, output_tokens=10)
+    assert cost_of(usage, price) == 2_000 * 300 + 1_000 * 1_000 + 10 * 2_500

@@ -366,3 +366,18 @@ def test_a_litellm_price_without_limits_keeps_the_catalogs(tmp_path: Path) -> No
     assert price is not None
     assert price.rates.input == 3_000 * 10**6
     assert (price.max_input_tokens, price.max_output_tokens) == (200_000, 64_000)
+
+
+def test_an_override_keeps_the_catalogs_audio_rate_unless_it_states_one() -> None:
+    kept = book_of(pricing={"overrides": {"gemini-2.5-flash": {"input": "0.2", "output": "2"}}})
+    price = kept.get("gemini-2.5-flash")
+    assert price is not None
+    assert (price.rates.input, price.rates.audio_input) == (200_000_000, 1_000_000_000)
+    flex = price.rates_for(1_000, "flex")
+    assert flex.audio_input == 500_000_000  # the catalog's Flex card, kept whole
+    stated = {"input": "0.2", "output": "2", "audio_input": "0.7"}
+    own = book_of(pricing={"overrides": {"gemini-2.5-flash": stated}}).get("gemini-2.5-flash")
+    assert own is not None
+    assert own.rates.audio_input == 700_000_000
+    usage = Usage(input_tokens=1_000_000, audio_input_tokens=1_000_000)
+    assert cost_of(usage, own) == 700_000_000

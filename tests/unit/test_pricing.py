@@ -287,3 +287,15 @@ def test_a_compaction_is_billed_at_the_tier_of_its_own_input() -> None:
     long_context = 150_000 * usd("6") + 60_000 * usd("0.60") + 7_000 * usd("22.50")
     answer = 10 * usd("3") + 20_000 * usd("0.30") + 100 * usd("15")
     assert cost_of(bigger, SONNET) == -(-(long_context + answer) // 1_000_000)
+
+
+def test_audio_input_tokens_are_billed_at_the_audio_rate_when_uncached() -> None:
+    price = Price(
+        model="m",
+        rates=Rates(input=Nanos(300), output=Nanos(2_500), audio_input=Nanos(1_000)),
+    )
+    usage = Usage(input_tokens=1_000_000, audio_input_tokens=400_000, cached_input_tokens=100_000)
+    # 500,000 text at 300, 400,000 audio at 1,000, 100,000 cached at 300 (per million)
+    assert cost_of(usage, price) == (500_000 * 300 + 400_000 * 1_000 + 100_000 * 300) // 1_000_000
+    plain = Price(model="m", rates=Rates(input=Nanos(300), output=Nanos(2_500)))
+    assert cost_of(usage, plain) == 300  # no audio rate: the input rate

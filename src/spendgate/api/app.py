@@ -50,6 +50,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
     app.router.add_get("/v1beta/models", models.list_models(GATEWAY))
     app.router.add_get("/v1/models/{model:.+}", models.get_model(GATEWAY))
     app.router.add_get("/v1beta/models/{model:.+}", models.get_model(GATEWAY))
+    app.router.add_post("/v1/models/{model:.+}", models.post_model)
+    app.router.add_post("/v1beta/models/{model:.+}", models.post_model)
     health.add_routes(app, GATEWAY)
     admin.add_routes(app, GATEWAY)
     reload.add_routes(app, GATEWAY)

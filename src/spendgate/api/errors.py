@@ -35,7 +35,7 @@ class _Internal(GatewayError):
     retryable = True
 
 
-class _MethodNotAllowed(InvalidRequest):
+class MethodNotAllowed(InvalidRequest):
     status = 405
 
 
@@ -66,7 +66,7 @@ async def error_middleware(
         missing = NotFound(f"No route for {request.method} {request.path} on this gateway.{hint}")
         return render(missing, dialect_of(request), None)
     except web.HTTPMethodNotAllowed:
-        wrong = _MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+        wrong = MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
         return render(wrong, dialect_of(request), None)
     except web.HTTPException:
         raise

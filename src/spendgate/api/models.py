@@ -10,8 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from spendgate import dialects
+from spendgate.api.errors import MethodNotAllowed
+from spendgate.dialects import SURFACES
 from spendgate.domain.budgets import Caller
-from spendgate.errors import AuthenticationFailed, ModelNotFound
+from spendgate.errors import AuthenticationFailed, ModelNotFound, NotFound
 from spendgate.events import AuthFailed
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import new_request_id
@@ -48,11 +50,27 @@ def list_models(gateway_key: web.AppKey[Gateway]) -> Handler:
     return handler
 
 
+# Gemini's methods served (``POST /v1beta/models/{model}:<method>``).
+_GEMINI_METHODS = frozenset(
+    route.rsplit(":", 1)[1] for spec in SURFACES for route in spec.routes if "/models/{" in route
+)
+
+
+def _gemini_method(name: str) -> str | None:
+    """The method a ``models/...`` path names after its last colon, if it is one served
+    (a fine-tuned OpenAI model's name has colons too: ``ft:gpt-4o:org::id``)."""
+    method = name.rsplit(":", 1)[-1] if ":" in name else None
+    return method if method in _GEMINI_METHODS else None
+
+
 def get_model(gateway_key: web.AppKey[Gateway]) -> Handler:
-    """One model of the listing; one the key may not use is not found, as it is not listed."""
+    """One model of the listing; one the key may not use is not found, as it is not listed.
+    A Gemini method asked for with GET is a wrong method (405), not a missing model."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["model"]
+        if _gemini_method(name) is not None:
+            raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use POST.")
         adapter, listing = await _listing(request.app[gateway_key], request)
         entry = adapter.model_entry(listing, name)
         if entry is None:
@@ -64,3 +82,16 @@ def get_model(gateway_key: web.AppKey[Gateway]) -> Handler:
         return web.json_response(entry)
 
     return handler
+
+
+async def post_model(request: web.Request) -> web.StreamResponse:
+    """``POST`` on a ``models/...`` path that is no method served: an unknown Gemini method
+    (``:embedContent``) is not found (404); a model itself takes no POST (405)."""
+    name = request.match_info["model"]
+    if ":" in name:
+        method = name.rsplit(":", 1)[1]
+        raise NotFound(
+            f"Method '{method}' is not served by this gateway (served: "
+            f"{', '.join(sorted(_GEMINI_METHODS))})."
+        )
+    raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")

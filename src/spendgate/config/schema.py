@@ -107,6 +107,7 @@ class RatesConfig(Strict):
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
+    audio_input: Decimal | None = None
 
     @model_validator(mode="after")
     def _non_negative(self) -> RatesConfig:
@@ -121,7 +122,15 @@ class TierConfig(Strict):
     rates: RatesConfig
 
 
-RATE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning")
+RATE_KEYS = (
+    "input",
+    "output",
+    "cached_input",
+    "cache_write",
+    "cache_write_1h",
+    "reasoning",
+    "audio_input",
+)
 
 
 def _negative_rate(block: BaseModel) -> str | None:
@@ -151,6 +160,7 @@ class ServiceTierConfig(Strict):
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
+    audio_input: Decimal | None = None
     tiers: list[TierConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -217,6 +227,7 @@ class PriceConfig(Strict):
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
+    audio_input: Decimal | None = None
     tiers: list[TierConfig] = Field(default_factory=list)
     service_tiers: ServiceTiersConfig = Field(default_factory=ServiceTiersConfig)
     tool_fees: ToolFeesConfig = Field(default_factory=ToolFeesConfig)

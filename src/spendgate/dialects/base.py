@@ -334,6 +334,10 @@ class SurfaceSpec:
         price has (a provider that caches by itself may write any request)."""
         return True, True
 
+    def may_hold_audio(self, body: Mapping[str, Any]) -> bool:
+        """Whether the input may hold audio billed at the model's audio input rate."""
+        return False
+
     def min_ceiling(self, body: Mapping[str, Any]) -> int:
         """The lowest output ceiling the upstream accepts for this body."""
         return 1
@@ -432,4 +436,10 @@ class SurfaceSpec:
         if not self.billed:
             return Usage(estimated=True)
         input_tokens = self.input_counter(model, body).tokens
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, estimated=True)
+        audio = input_tokens if self.may_hold_audio(body) else 0  # all of it, at most
+        return Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            estimated=True,
+            audio_input_tokens=audio,
+        )

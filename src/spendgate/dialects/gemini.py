@@ -33,7 +33,7 @@ from spendgate.dialects.base import (
     count_problem,
     load_object,
 )
-from spendgate.dialects.gemini_hidden import gemini_hidden
+from spendgate.dialects.gemini_hidden import audio_tokens, gemini_hidden, gemini_may_hold_audio
 from spendgate.dialects.hidden import HiddenInput, mappings
 from spendgate.domain import tokens
 from spendgate.domain.ledger import Surface
@@ -193,6 +193,7 @@ def from_gemini(usage: Mapping[str, Any]) -> Usage:
         output_tokens=count_field(usage, "candidatesTokenCount") + thoughts,
         cached_input_tokens=count_field(usage, "cachedContentTokenCount"),
         reasoning_tokens=thoughts,
+        audio_input_tokens=audio_tokens(usage),
     )
 
 
@@ -404,6 +405,9 @@ class GeminiSurface(SurfaceSpec):
 
     def cache_writes(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         return False, False  # implicit caching writes for free; explicit caches are made apart
+
+    def may_hold_audio(self, body: Mapping[str, Any]) -> bool:
+        return gemini_may_hold_audio(body)
 
     def meter(self, prepared: Prepared, body: Mapping[str, Any]) -> StreamMeter:
         return GeminiMeter(array=prepared.framing is JSON_ARRAY)

@@ -47,3 +47,38 @@ def gemini_hidden(body: Mapping[str, Any]) -> HiddenInput:
     for _, tool in mappings(body.get("tools")):
         tools += [(fee, None) for name, fee in _SERVER_TOOLS.items() if name in tool]
     return HiddenInput(reasons=tuple(reasons), tools=tuple(tools))
+
+
+# Attachments that cannot hold audio; any other (audio, video, a file by URI of unknown
+# type) may be billed at the audio input rate.
+_SILENT_MIME = ("image/", "text/", "application/pdf", "application/json")
+
+
+def gemini_may_hold_audio(body: Mapping[str, Any]) -> bool:
+    """Whether the request's input may hold audio: an inline or by-URI part whose type is
+    not one that cannot (`_SILENT_MIME`)."""
+    contents = body.get("contents")
+    if isinstance(contents, Mapping):
+        contents = [contents]
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    for _, content in [*mappings(contents), *mappings([system])]:
+        for _, part in mappings(content.get("parts")):
+            blob = part.get("inlineData") or part.get("inline_data")
+            blob = blob or part.get("fileData") or part.get("file_data")
+            if isinstance(blob, Mapping):
+                mime = str(blob.get("mimeType") or blob.get("mime_type") or "").lower()
+                if not mime.startswith(_SILENT_MIME):
+                    return True
+    return False
+
+
+def audio_tokens(usage: Mapping[str, Any]) -> int:
+    """The audio part of the input in a ``usageMetadata``: ``AUDIO`` entries of
+    ``promptTokensDetails`` and ``toolUsePromptTokensDetails``."""
+    total = 0
+    for key in ("promptTokensDetails", "toolUsePromptTokensDetails"):
+        for _, entry in mappings(usage.get(key)):
+            count = entry.get("tokenCount")
+            if entry.get("modality") == "AUDIO" and type(count) is int and count > 0:
+                total += count
+    return total

@@ -68,13 +68,15 @@ def worst_case(
     cache_write_1h: bool = True,
     fees: int = 0,
     tiers: Iterable[str | None] = (None,),
+    audio: bool = False,
 ) -> WorstCase:
     """Every input token at the dearest input-side rate the request can incur (uncached,
     read from the cache, and a cache write only where it may write the cache:
     ``cache_write``, ``cache_write_1h``), the
     output at the dearer of output and reasoning, in the dearest of the service ``tiers``
     the request can be served in (None: standard), and ``fees`` (nano-dollars: per-call
-    tool fees, at most) on top of the input."""
+    tool fees, at most) on top of the input. ``audio``: the input may hold audio, billed
+    at the audio input rate where it is dearer."""
     if price.free:
         return WorstCase(input_tokens, input_exact, ceiling, choices, 0, 0)
     rates = price.worst_rates(input_tokens, tiers).full()
@@ -83,6 +85,8 @@ def worst_case(
         candidates.append(rates.cache_write)
     if cache_write_1h:
         candidates.append(rates.cache_write_1h)
+    if audio:
+        candidates.append(rates.audio_input)
     output_rate = max(rates.output, rates.reasoning)
     return WorstCase(
         input_tokens=input_tokens,

@@ -59,6 +59,7 @@ class FullRates(NamedTuple):
     cache_write_1h: Nanos
     output: Nanos
     reasoning: Nanos
+    audio_input: Nanos
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class Rates:
     cache_write: Nanos | None = None  # None: same as input
     cache_write_1h: Nanos | None = None  # None: same as cache_write
     reasoning: Nanos | None = None  # None: same as output
+    audio_input: Nanos | None = None  # None: same as input (uncached audio input tokens)
 
     def full(self) -> FullRates:
         """The same rates with every fallback filled in."""
@@ -82,6 +84,7 @@ class Rates:
             cache_write_1h=write if self.cache_write_1h is None else self.cache_write_1h,
             output=self.output,
             reasoning=self.output if self.reasoning is None else self.reasoning,
+            audio_input=self.input if self.audio_input is None else self.audio_input,
         )
 
     @property
@@ -105,6 +108,7 @@ class Rates:
             cache_write=_scale_optional(self.cache_write, multiplier),
             cache_write_1h=_scale_optional(self.cache_write_1h, multiplier),
             reasoning=_scale_optional(self.reasoning, multiplier),
+            audio_input=_scale_optional(self.audio_input, multiplier),
         )
 
 
@@ -123,8 +127,8 @@ def max_rates(first: Rates, *others: Rates) -> Rates:
         dearest = FullRates(*map(max, zip(*(r.full() for r in (first, *others)), strict=True)))
     else:  # one tier (most requests): its rates with the fallbacks filled in
         dearest = first.full()
-    input_, cached, write, write_1h, output, reasoning = dearest
-    return Rates(input_, output, cached, write, write_1h, reasoning)
+    input_, cached, write, write_1h, output, reasoning, audio = dearest
+    return Rates(input_, output, cached, write, write_1h, reasoning, audio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +241,11 @@ def _exact_cost(usage: Usage, price: Price, tier: str | None) -> int:
     rates = price.rates_for(usage.input_tokens, tier).full()
     write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    uncached = max(0, usage.uncached_input_tokens)
+    audio = min(max(0, usage.audio_input_tokens), uncached)  # audio read from a cache: cached
     return (
-        max(0, usage.uncached_input_tokens) * rates.input
+        (uncached - audio) * rates.input
+        + audio * rates.audio_input
         + max(0, usage.cached_input_tokens) * rates.cached_input
         + max(0, usage.cache_write_tokens - write_1h) * rates.cache_write
         + max(0, write_1h) * rates.cache_write_1h

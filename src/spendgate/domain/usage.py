@@ -7,6 +7,8 @@ Normal form (every count is a number of tokens):
 * ``cached_input_tokens``: the part of the input read from the provider's cache;
 * ``cache_write_tokens``: the part of the input written to the cache (Anthropic);
   ``cache_write_1h_tokens`` is the part of that written with the 1-hour TTL;
+* ``audio_input_tokens``: the part of the input that is audio (Gemini's
+  ``promptTokensDetails``), billed at the audio input rate where it is not cached;
 * ``output_tokens``: all output tokens, reasoning included;
 * ``reasoning_tokens``: the part of the output spent on reasoning/thinking;
 * ``service_tier``: the service tier the provider reports it used, lower-case (``default``,
@@ -44,6 +46,7 @@ class Usage:
     service_tier: str | None = None
     tool_calls: tuple[tuple[str, int], ...] = ()
     apart: tuple[Usage, ...] = ()
+    audio_input_tokens: int = 0
 
     @property
     def uncached_input_tokens(self) -> int:
@@ -72,6 +75,7 @@ class Usage:
             cache_write_tokens=rest("cache_write_tokens"),
             cache_write_1h_tokens=rest("cache_write_1h_tokens"),
             reasoning_tokens=rest("reasoning_tokens"),
+            audio_input_tokens=rest("audio_input_tokens"),
         )
 
     def in_tier(self, tier: str | None) -> Usage:

@@ -233,11 +233,11 @@ def cut_short(reported: Usage | None, estimate: Usage) -> Usage:
     """Usage of a stream that ended early: the provider's numbers, never below the estimate."""
     if reported is None:
         return estimate
+    no_input = reported.input_tokens == 0
     return dataclasses.replace(
         reported,
         output_tokens=max(reported.output_tokens, estimate.output_tokens),
-        input_tokens=max(reported.input_tokens, estimate.input_tokens)
-        if reported.input_tokens == 0
-        else reported.input_tokens,
+        input_tokens=estimate.input_tokens if no_input else reported.input_tokens,
+        audio_input_tokens=estimate.audio_input_tokens if no_input else reported.audio_input_tokens,
         estimated=True,
     )

@@ -10,6 +10,8 @@
   before each pass, a pass over the context of its own: twice as many passes; none when
   the body's input stays below its trigger and nothing else can add to it.
 * Cache writes: only where the request may write the provider's cache.
+* Audio: the input at the model's audio input rate where it is dearer and the body may hold
+  audio (Gemini: an audio, video or untyped file part).
 * Service tier: the dearest the request can be served in (what it asks for, else the
   account's default: ``providers.*.default_service_tier``).
 * Tool fees: each server tool's per-call fee, for every call the request allows.
@@ -130,6 +132,7 @@ def price_worst_case(
         cache_write_1h=cache_write_1h,
         fees=hidden.fees(price.tool_fee, assumed_tool_calls),
         tiers=spec.service_tiers(body, exchange.provider.default_service_tier),
+        audio=spec.may_hold_audio(body),
     )
     return Priced(worst, requested, count, hidden, bounded)
 

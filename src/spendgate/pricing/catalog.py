@@ -131,6 +131,7 @@ def _rates(cfg: PriceConfig | RatesConfig | ServiceTierConfig, prefix: str = "")
         cache_write=_nanos(cfg.cache_write, f"{prefix}cache_write"),
         cache_write_1h=_nanos(cfg.cache_write_1h, f"{prefix}cache_write_1h"),
         reasoning=_nanos(cfg.reasoning, f"{prefix}reasoning"),
+        audio_input=_nanos(cfg.audio_input, f"{prefix}audio_input"),
     )
 
 
@@ -174,8 +175,9 @@ def price_from_config(
 ) -> Price:
     """Turn a validated price block (Decimal dollars per 1M tokens) into integer nano-dollars.
 
-    ``below`` is the price this block replaces, if any: its service tiers, tool fees and
-    limits are kept where the block names none (see the module docstring).
+    ``below`` is the price this block replaces, if any: its service tiers, tool fees,
+    limits and audio input rate are kept where the block names none (see the module
+    docstring).
 
     Raises `ValueError` naming the field for a negative rate: the schema's `PriceConfig`
     does not refuse those itself, and a negative price would credit budgets.
@@ -185,7 +187,7 @@ def price_from_config(
     else:
         price = Price(
             model=model,
-            rates=_rates(cfg),
+            rates=_kept_audio(_rates(cfg), below),
             tiers=_tiers(cfg.tiers, ""),
             source=source,
             service_tiers=_layered_service_tiers(
@@ -200,9 +202,17 @@ def price_from_config(
     )
 
 
+def _kept_audio(rates: Rates, below: Price | None) -> Rates:
+    """``rates``, with the audio input rate of ``below`` where they state none."""
+    if rates.audio_input is not None or below is None or below.rates.audio_input is None:
+        return rates
+    return dataclasses.replace(rates, audio_input=below.rates.audio_input)
+
+
 def _inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price]:
     """``prices`` about to replace entries of ``book``, each keeping the service tiers, tool
-    fees and limits of the entry it replaces that it does not name itself."""
+    fees, limits and audio input rate of the entry it replaces that it does not name
+    itself."""
     layered: dict[str, Price] = {}
     for name, price in prices.items():
         below = book.get(name)
@@ -217,6 +227,7 @@ def _inheriting(book: PriceBook, prices: Mapping[str, Price]) -> dict[str, Price
         if not price.free:
             price = dataclasses.replace(
                 price,
+                rates=_kept_audio(price.rates, below),
                 service_tiers={**below.service_tiers, **price.service_tiers},
                 tool_fees={**below.tool_fees, **price.tool_fees},
             )

@@ -11,7 +11,8 @@ What is read (per entry; all optional unless said):
 * ``input_cost_per_token`` and ``output_cost_per_token`` — required: an entry without both
   (image, audio, rerank or search pricing) is skipped and counted in the report;
 * ``cache_read_input_token_cost``, ``cache_creation_input_token_cost``,
-  ``cache_creation_input_token_cost_above_1hr``, ``output_cost_per_reasoning_token``;
+  ``cache_creation_input_token_cost_above_1hr``, ``output_cost_per_reasoning_token``,
+  ``input_cost_per_audio_token`` (audio input: Gemini);
 * long-context bands ``<field>_above_<N>k_tokens`` for the fields above: a band applies
   when the request's input is strictly above N thousand tokens; a field a band does not
   restate keeps its base value, as LiteLLM itself charges;
@@ -37,7 +38,7 @@ What is read (per entry; all optional unless said):
 
 Not read: other tiers' suffixes (``_decisions``), regional or FedRAMP uplifts
 (``regional_processing_uplift_multiplier_*``), Anthropic's ``provider_specific_entry``
-(``fast`` and ``us`` multipliers), cache writes above 12 hours, audio, image and per-second
+(``fast`` and ``us`` multipliers), cache writes above 12 hours, audio output, image and per-second
 prices, and other per-call fees (file search, code execution, Maps grounding): give them
 in the catalog or under ``pricing.overrides``.
 
@@ -78,6 +79,7 @@ RATE_FIELDS: Mapping[str, str] = MappingProxyType(
         "cache_creation_input_token_cost": "cache_write",
         "cache_creation_input_token_cost_above_1hr": "cache_write_1h",
         "output_cost_per_reasoning_token": "reasoning",
+        "input_cost_per_audio_token": "audio_input",
     }
 )
 _FIELD = "(?P<field>" + "|".join(map(re.escape, RATE_FIELDS)) + ")"

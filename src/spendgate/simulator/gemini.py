@@ -96,6 +96,22 @@ def gemini_input_tokens(body: dict[str, Any]) -> int:
     return tokens + value_tokens(body.get("tools"))
 
 
+def gemini_audio_tokens(body: dict[str, Any]) -> int:
+    """Tokens of the prompt's inline ``audio/*`` parts (billed on top of
+    `gemini_input_tokens`, which skips base64 data): one per 16 decoded bytes, Gemini's 32
+    tokens a second of 4 kbit/s audio."""
+    contents = body.get("contents")
+    total = 0
+    for content in contents if isinstance(contents, list) else []:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            blob = _field(part, "inlineData")
+            if isinstance(blob, dict) and str(_field(blob, "mimeType")).startswith("audio/"):
+                data = _field(blob, "data")
+                total += len(data) * 3 // 4 // 16 if isinstance(data, str) else 0
+    return total
+
+
 def _check(body: dict[str, Any]) -> Problem | None:
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
@@ -118,13 +134,22 @@ def _check(body: dict[str, Any]) -> Problem | None:
     return None
 
 
-def usage_metadata(inputs: InputPlan, plan: OutputPlan, text_so_far: int) -> dict[str, Any]:
-    """Gemini's ``usageMetadata``; zero counts are omitted."""
+def usage_metadata(
+    inputs: InputPlan, plan: OutputPlan, text_so_far: int, audio: int = 0
+) -> dict[str, Any]:
+    """Gemini's ``usageMetadata``; zero counts are omitted. ``audio``: the prompt's audio
+    tokens, reported apart in ``promptTokensDetails`` as Gemini does."""
     usage: dict[str, Any] = {"promptTokenCount": inputs.total}
     if text_so_far:
         usage["candidatesTokenCount"] = text_so_far
     usage["totalTokenCount"] = inputs.total + text_so_far + plan.reasoning
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": inputs.total}]
+    audio = min(audio, inputs.total)
+    details = []
+    if inputs.total > audio or not audio:
+        details.append({"modality": "TEXT", "tokenCount": inputs.total - audio})
+    if audio:
+        details.append({"modality": "AUDIO", "tokenCount": audio})
+    usage["promptTokensDetails"] = details
     if inputs.cached:
         usage["cachedContentTokenCount"] = inputs.cached
         usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": inputs.cached}]
@@ -139,7 +164,8 @@ class _Answer:
         self.call = call
         self.model = call.request.match_info["model"]
         self.id = wire.new_id("")[:22]
-        self.inputs = plan_input(gemini_input_tokens(body), call.faults)
+        self.audio = gemini_audio_tokens(body)
+        self.inputs = plan_input(gemini_input_tokens(body) + self.audio, call.faults)
         config = _field(body, "generationConfig") or {}
         seed = prompt_seed(_field(body, "systemInstruction"), body.get("contents"))
         self.plan = call.plan_output_for(seed, _field(config, "maxOutputTokens"))
@@ -170,7 +196,9 @@ class _Answer:
             candidate["finishReason"] = "MAX_TOKENS" if self.plan.truncated else "STOP"
         candidate["index"] = 0
         chunk: dict[str, Any] = {"candidates": [candidate]}
-        usage = self.call.report_usage(usage_metadata(self.inputs, self.plan, text_so_far))
+        usage = self.call.report_usage(
+            usage_metadata(self.inputs, self.plan, text_so_far, self.audio)
+        )
         if usage is not None:
             chunk["usageMetadata"] = usage
         chunk["modelVersion"] = self.model
