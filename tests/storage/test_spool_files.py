@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from storage_samples import build_row
 
+from conftest import storage_url
 from harness import GatewayHarness
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
@@ -180,3 +181,30 @@ async def test_a_row_storage_refuses_for_good_is_set_aside_and_the_rest_written(
     assert not live.path.exists()  # nothing left to replay (nor to write twice)
     assert live.reservations() == {"res-poison"}  # its lease lapses: never renewed for ever
     live.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_row_a_real_store_cannot_take_does_not_block_the_rows_behind_it(
+    tmp_path: Path, backend: str
+) -> None:
+    """A count past 64 bits: SQLite raises OverflowError, asyncpg its client-side DataError
+    (an InterfaceError, which PostgreSQL's `is_outage` takes for an outage)."""
+    poison = Unwritten(build_row(input_tokens=2**63), None)
+    items = [poison, *(Unwritten(build_row(), None) for _ in range(2))]
+    with storage_url(backend, tmp_path) as url:
+        store = open_storage(url)
+        await store.open()
+        try:
+            live = Spool(tmp_path / "spool", "gw-live")
+            for item in items:
+                assert live.add(item)
+            assert await live.replay(store) == 3
+            assert len(live) == 0
+            for item in items[1:]:
+                assert await store.ledger_store.row(item.row.request_id) is not None
+            assert live.path is not None
+            kept = live.path.with_suffix(".rejected").read_bytes().splitlines()
+            assert [Unwritten.load(line).row.request_id for line in kept] == [poison.row.request_id]
+            live.close()
+        finally:
+            await store.close()

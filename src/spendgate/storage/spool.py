@@ -292,11 +292,16 @@ class Spool:
 
 # Errors that say the row itself is refused (a constraint, a value out of range), however
 # often it is sent again: not an outage. Anything else stops the replay, to be retried.
+# ValueError and OverflowError: a value the driver cannot encode (an integer past 64 bits,
+# on both backends; asyncpg's client-side DataError is a ValueError, and an InterfaceError,
+# which PostgreSQL's `is_outage` otherwise counts as one).
 _REFUSED: tuple[type[BaseException], ...] = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.DataError,
+    ValueError,
+    OverflowError,
 )
 
 
