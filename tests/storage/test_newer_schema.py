@@ -18,8 +18,8 @@ async def record_newer(url: str, version: int) -> None:
     """What a newer gateway's migration leaves behind: its row in schema_migrations."""
     insert = "INSERT INTO schema_migrations (version, name, applied_at) VALUES ({}, 'next', 0)"
     if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            conn.execute(insert.format(version))
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as lite:
+            lite.execute(insert.format(version))
         return
     conn = await asyncpg.connect(url)
     try:
