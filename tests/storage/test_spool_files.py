@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from storage_samples import build_row
 
+from conftest import storage_url
 from harness import GatewayHarness
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
@@ -137,3 +139,72 @@ def test_a_spool_directory_that_cannot_be_written_is_told_at_start(
     harness.stop()
     [told] = [r for r in caplog.records if "spool directory cannot be written" in r.message]
     assert told.__dict__["path"] == str(blocked / "spool")
+
+
+async def test_a_row_storage_refuses_for_good_is_set_aside_and_the_rest_written(
+    tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row the store will never take (a constraint or data error, not an outage) used to
+    stop every replay at itself: the rows behind it waited for ever. It is set aside in
+    ``<owner>.rejected`` (logged, counted) and the others written; an outage still stops."""
+    items = [Unwritten(build_row(), None) for _ in range(3)]
+    items[0] = Unwritten(items[0].row, "res-poison", (5,))  # never settled: fails first
+    poison = items[0].row.request_id
+    append = storage.ledger_store.append
+    down = False
+
+    async def refusing(rows: Sequence[LedgerRow]) -> None:
+        if down:
+            raise StorageError("storage is unavailable") from OSError("connection refused")
+        if any(row.request_id == poison for row in rows):
+            raise StorageError("cannot store row") from sqlite3.IntegrityError("CHECK failed")
+        await append(rows)
+
+    monkeypatch.setattr(storage.ledger_store, "append", refusing)
+    live = Spool(tmp_path, "gw-live")
+    for item in items:
+        assert live.add(item)
+    down = True  # an outage: nothing leaves the spool, nothing is set aside
+    assert await live.replay(storage) == 0
+    assert len(live) == 3
+    assert live.rejected == 0
+    down = False
+    assert await live.replay(storage) == 3
+    assert len(live) == 0
+    assert live.rejected == 1
+    for item in items[1:]:
+        assert await storage.ledger_store.row(item.row.request_id) is not None
+    assert await storage.ledger_store.row(poison) is None
+    assert live.path is not None
+    kept = live.path.with_suffix(".rejected").read_bytes().splitlines()
+    assert [Unwritten.load(line).row.request_id for line in kept] == [poison]
+    assert not live.path.exists()  # nothing left to replay (nor to write twice)
+    assert live.reservations() == {"res-poison"}  # its lease lapses: never renewed for ever
+    live.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_row_a_real_store_cannot_take_does_not_block_the_rows_behind_it(
+    tmp_path: Path, backend: str
+) -> None:
+    """A count past 64 bits: SQLite raises OverflowError, asyncpg its client-side DataError
+    (an InterfaceError, which PostgreSQL's `is_outage` takes for an outage)."""
+    poison = Unwritten(build_row(input_tokens=2**63), None)
+    items = [poison, *(Unwritten(build_row(), None) for _ in range(2))]
+    with storage_url(backend, tmp_path) as url:
+        store = open_storage(url)
+        await store.open()
+        try:
+            live = Spool(tmp_path / "spool", "gw-live")
+            for item in items:
+                assert live.add(item)
+            assert await live.replay(store) == 3
+            assert len(live) == 0
+            for item in items[1:]:
+                assert await store.ledger_store.row(item.row.request_id) is not None
+            assert live.path is not None
+            kept = live.path.with_suffix(".rejected").read_bytes().splitlines()
+            assert [Unwritten.load(line).row.request_id for line in kept] == [poison.row.request_id]
+            live.close()
+        finally:
+            await store.close()

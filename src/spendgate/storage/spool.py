@@ -26,12 +26,14 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import asyncpg
 import orjson
 
 from spendgate.domain.ledger import LedgerRow
@@ -79,6 +81,8 @@ class Spool:
         self._pending: dict[str, Unwritten] = {}  # by request id, oldest first
         self._file: IO[bytes] | None = None
         self._adopted: list[Path] = []  # spool files of dead processes, taken over
+        self.rejected = 0  # rows storage refused for good, set aside (see `replay`)
+        self._refused_leases: set[str] = set()  # their leases: left to lapse, never renewed
 
     @property
     def path(self) -> Path | None:
@@ -92,8 +96,10 @@ class Spool:
         return list(self._pending.values())
 
     def reservations(self) -> frozenset[str]:
-        """Leases whose rows wait here: not to be renewed (they lapse if not written)."""
-        return frozenset(u.reservation_id for u in self._pending.values() if u.reservation_id)
+        """Leases whose rows wait here, or were set aside as refused: not to be renewed
+        (they lapse if not written, and the sweeper charges their worst case)."""
+        waiting = {u.reservation_id for u in self._pending.values() if u.reservation_id}
+        return frozenset(waiting | self._refused_leases)
 
     # -- in ------------------------------------------------------------------------------
 
@@ -197,19 +203,46 @@ class Spool:
     # -- out -----------------------------------------------------------------------------
 
     async def replay(self, storage: Storage) -> int:
-        """Write what storage takes now, oldest first; stop at its first failure. How
-        many rows were written (or found already settled)."""
+        """Write what storage takes now, oldest first; stop at its first failure (an
+        outage: the rows behind wait for the next tick). A row storage refuses for good (a
+        constraint or data error, see `refused`) is set aside in ``<owner>.rejected`` and
+        the replay goes on: one such row must not block every row behind it for ever. How
+        many rows left the spool (written, found already settled, or set aside)."""
         done = 0
         for item in list(self._pending.values()):
             try:
                 await _write(storage, item)
-            except StorageError:
-                break
+            except StorageError as exc:
+                if not refused(exc) or not self._set_aside(item, exc):
+                    break
             del self._pending[item.row.request_id]
             done += 1
         if done:
             self._compact()
         return done
+
+    def _set_aside(self, item: Unwritten, error: StorageError) -> bool:
+        """Keep a refused row in ``<owner>.rejected`` (fsynced, before it leaves the
+        spool); whether it is there (else it stays in the spool, blocking as before)."""
+        log.error(
+            "storage refuses a spooled row for good; set aside in the spool's .rejected file",
+            extra={"request_id": item.row.request_id, "error": str(error)},
+        )
+        self.rejected += 1
+        path = self.path
+        if path is None:
+            return False  # memory only: nowhere durable to keep it
+        try:
+            with path.with_suffix(".rejected").open("ab") as kept:
+                kept.write(item.dump() + b"\n")
+                kept.flush()
+                os.fsync(kept.fileno())
+        except OSError as exc:
+            log.error("cannot set a refused row aside", extra={"error": str(exc)})
+            return False
+        if item.reservation_id is not None:
+            self._refused_leases.add(item.reservation_id)
+        return True
 
     def _compact(self) -> None:
         """Rewrite this process's file with what still waits (or remove it), then drop the
@@ -255,6 +288,31 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# Errors that say the row itself is refused (a constraint, a value out of range), however
+# often it is sent again: not an outage. Anything else stops the replay, to be retried.
+# ValueError and OverflowError: a value the driver cannot encode (an integer past 64 bits,
+# on both backends; asyncpg's client-side DataError is a ValueError, and an InterfaceError,
+# which PostgreSQL's `is_outage` otherwise counts as one).
+_REFUSED: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    ValueError,
+    OverflowError,
+)
+
+
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` (a StorageError) was caused by storage refusing the row itself."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, _REFUSED):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 async def _write(storage: Storage, item: Unwritten) -> None:

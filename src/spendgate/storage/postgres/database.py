@@ -113,7 +113,7 @@ class PgDatabase:
             # the server answered and refused: no such database, user or password
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self.settings.connect_timeout_s) as conn:
                 await apply_migrations(conn, load_migrations(), lambda: to_ms(self.clock.now()))
                 self.ledger_types = await _column_types(conn, "ledger")
             await self.maintain()
@@ -155,7 +155,7 @@ class PgDatabase:
         """``work`` on a pooled connection, outside a transaction (one statement)."""
         pool = self.require()
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=self.settings.connect_timeout_s) as conn:
                 return await work(conn)
         except (StorageError, ValueError):
             raise
@@ -180,7 +180,7 @@ class PgDatabase:
         pool = self.require()
         for attempt in range(_RETRIES):
             try:
-                async with pool.acquire() as conn:
+                async with pool.acquire(timeout=self.settings.connect_timeout_s) as conn:
                     if not in_transaction:
                         return await work(conn)
                     async with conn.transaction():

@@ -22,6 +22,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from spendgate.errors import StorageError
+from spendgate.storage.sqlite.migrate import refuse_newer
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -78,6 +79,7 @@ async def apply_migrations(
     try:
         await conn.execute(_CREATE_TABLE)
         done = await applied_versions(conn)
+        refuse_newer(done, migrations, "PostgreSQL")
         applied: list[int] = []
         for migration in migrations:
             if migration.version in done:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 from spendgate.errors import StorageError
 
@@ -30,6 +31,11 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at INTEGER NOT NULL
 )
 """
+
+
+class Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,19 @@ def _check_sequence(migrations: list[Migration]) -> None:
     versions = [migration.version for migration in migrations]
     if versions != list(range(1, len(versions) + 1)):
         raise StorageError(f"migrations must be numbered 1..n without gaps, found {versions}")
+
+
+def refuse_newer(done: set[int], migrations: Sequence[Versioned], backend: str) -> None:
+    """Refuse a database migrated past what this gateway knows: a gateway of an older
+    version must not write to it (its inserts would not feed the newer rollups)."""
+    known = max((migration.version for migration in migrations), default=0)
+    found = max(done, default=0)
+    if found > known:
+        raise StorageError(
+            f"the {backend} database's schema is at migration {found:04d}, newer than this "
+            f"gateway knows (up to {known:04d}): upgrade the gateway to the version that "
+            "migrated it"
+        )
 
 
 def split_statements(sql: str) -> list[str]:
@@ -108,6 +127,7 @@ def apply_migrations(
     explicit.
     """
     done = applied_versions(conn)
+    refuse_newer(done, migrations, "SQLite")
     applied: list[int] = []
     for migration in migrations:
         if migration.version not in done and _apply_one(conn, migration, now_ms):
