@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -529,16 +530,48 @@ def _load_to_reload(source: str) -> Config:
     file is a valid config (every default), but met at a reload it is a file being written
     (`>` truncates before it writes) or emptied by mistake, and putting it in force would
     drop every provider, model and budget of the running gateway."""
+    refuse_settingless(source, "a reload")
+    return load_config(source)
+
+
+def refuse_settingless(source: str, what: str) -> None:
+    """Refuse (`ConfigError`) a config file that holds no setting (empty, or only
+    comments) where putting it in force would drop every provider, model and budget of a
+    running gateway: ``what`` is the one that would (a reload, a restarted worker)."""
     try:
         text = Path(source).read_bytes()
     except OSError:
-        text = b"x"  # load_config says what is wrong with it
+        return  # load_config says what is wrong with it
     if not any(line.strip() and not line.lstrip().startswith(b"#") for line in text.splitlines()):
         raise ConfigError(
             source,
             "",
-            "the file holds no setting (empty, or only comments): a reload would drop every "
+            f"the file holds no setting (empty, or only comments): {what} would drop every "
             "provider, model and budget. Write the new config whole (to a temporary file, "
             "then mv it over this one) and reload again",
         )
-    return load_config(source)
+
+
+def restart_only_digests(config: Config) -> dict[str, str]:
+    """A digest of each restart-only section of ``config`` (`RESTART_ONLY`): what a
+    restarted worker of ``--workers`` must find unchanged in the file (`refuse_repinned`)."""
+    return {
+        section: hashlib.sha256(getattr(config, section).model_dump_json().encode()).hexdigest()
+        for section in RESTART_ONLY
+    }
+
+
+def refuse_repinned(config: Config, digests: Mapping[str, str], source: str) -> None:
+    """Refuse (`ConfigError`) a config whose restart-only sections differ from those the
+    other workers run (``digests``, `restart_only_digests`): a reload refuses such a change,
+    and a restarted worker that took it would serve on other storage or settings than its
+    peers."""
+    for section, digest in restart_only_digests(config).items():
+        if section in digests and digests[section] != digest:
+            raise ConfigError(
+                source,
+                section,
+                "changed since spendgate started: the other workers run the old one (a "
+                "reload refuses the change), so this restarted worker does not start; put "
+                "it back, or restart spendgate to apply it",
+            )

@@ -78,6 +78,9 @@ class Plan:
     drain_timeout_s: float
     env: Mapping[str, str]
     reuse_port: bool | None = None  # None: where the platform has it
+    # Digests of the restart-only config sections the supervisor started on: a worker
+    # whose file differs there does not start (`spendgate.gateway.refuse_repinned`).
+    pinned: Mapping[str, str] | None = None
 
 
 def can_reuse_port() -> bool:
@@ -290,6 +293,8 @@ class Supervisor:
             control_fd=theirs.fileno(),
             listen_fd=None if self.reuse_port else self._sock.fileno(),
             metrics_dir=self._metrics_dir,
+            restart=worker.restarts > 0,
+            pinned=None if self.plan.pinned is None else dict(self.plan.pinned),
         )
         env = dict(self.plan.env)
         env[WORKER_ENV] = spec.to_env()

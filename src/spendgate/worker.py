@@ -47,6 +47,10 @@ class WorkerSpec:
     control_fd: int
     listen_fd: int | None  # None: bind the port itself with SO_REUSEPORT
     metrics_dir: str | None  # prometheus_client's multiprocess directory
+    restart: bool = False  # a restart of a worker that died: refuses a file with no setting
+    # The digest of each restart-only section of the config the supervisor started on
+    # (`spendgate.gateway.restart_only_digests`): a worker whose file differs refuses it.
+    pinned: dict[str, str] | None = None
 
     def to_env(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -60,6 +64,8 @@ class WorkerSpec:
             control_fd=int(data["control_fd"]),
             listen_fd=None if data["listen_fd"] is None else int(data["listen_fd"]),
             metrics_dir=data["metrics_dir"],
+            restart=bool(data.get("restart", False)),
+            pinned=data.get("pinned"),
         )
 
 

@@ -479,3 +479,23 @@ def test_usage_series_as_csv(setup: Setup, traffic: list[LedgerRow], bucket: str
     assert answer.headers["content-type"].startswith("text/csv")
     assert f'filename="usage-team-{bucket}.csv"' in answer.headers["content-disposition"]
     assert list(csv.reader(io.StringIO(answer.body.decode()))) == [header, *expected]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["usage", "--csv", "--json"], "--csv and --json"),
+        (["usage", "--by-hour", "--by-day"], "--by-hour and --by-day"),
+        (["usage", "--by-day", "--by-hour", "--csv"], "--by-hour and --by-day"),
+        (["savings", "--json", "--csv"], "--csv and --json"),
+        (["audit", "--csv", "--json"], "--csv and --json"),
+    ],
+)
+def test_flags_asking_for_two_outputs_at_once_are_a_usage_error(
+    setup: Setup, args: list[str], named: str
+) -> None:
+    """``usage --csv --json`` printed the CSV, ``--by-hour --by-day`` the series of the
+    last one given: one flag silently dropped. A usage error now (exit 2), naming both."""
+    result = run(*args, "-c", str(setup.config))
+    assert result.exit_code == 2, result.output
+    assert f"Error: {named} cannot be used together: choose one" in result.output

@@ -319,6 +319,69 @@ def test_a_key_with_two_loops_blocked_at_once_is_blocked_whole(tmp_path: Path) -
         gw.stop()
 
 
+def test_a_block_that_a_reload_no_longer_enforces_is_not_listed_as_blocked(
+    tmp_path: Path,
+) -> None:
+    """A reload that turns loop detection off (``loop_max_repeats: 0``) stops refusing the
+    blocked loops, but ``GET /admin/loops`` and ``spendgate loops`` listed them as blocked
+    still. Now the blocks in force leave them out, and ``all`` shows them as not enforced;
+    turned on again, the stored block is enforced (and listed) again."""
+
+    def loops_off(data: dict[str, Any]) -> None:
+        configure(data)
+        data["runaway"]["loop_max_repeats"] = 0
+
+    clock = ManualClock(T0)
+    gw = GatewayHarness(
+        tmp_path / "spendgate.db",
+        configure=configure,
+        clock=clock,
+        env={"SPENDGATE_ADMIN_TOKEN": ADMIN},
+    ).start()
+    try:
+        key = gw.create_key(name="loop-then-off")
+        on = write_config(tmp_path, gw.sim.url, db_path=gw.db_path, configure=configure)
+        off = write_config(
+            tmp_path, gw.sim.url, db_path=gw.db_path, configure=loops_off, name="off.yaml"
+        )
+        gw.gateway.base_dir = tmp_path
+
+        def reload(config: Path) -> None:
+            gw.gateway.config_source = str(config)
+            answer = http_request("POST", gw.url + "/admin/reload", token=ADMIN)
+            assert answer.status == 200, answer.body
+
+        def listed(query: str = "") -> list[dict[str, Any]]:
+            answer = http_request("GET", gw.url + "/admin/loops" + query, token=ADMIN)
+            assert answer.status == 200, answer.body
+            return list(answer.json()["data"])
+
+        with openai.OpenAI(api_key=key, base_url=gw.openai_base_url, max_retries=0) as client:
+            loop_id = release_id(detect_loop(client, "Loop, then detection off."))
+            (entry,) = listed()
+            assert (entry["id"], entry["blocked"], entry["enforced"]) == (loop_id, True, True)
+
+            reload(off)
+            assert ask(client, "Loop, then detection off.") is None  # no longer refused
+            assert listed() == []
+            (entry,) = listed("?all=true")
+            assert (entry["id"], entry["blocked"], entry["enforced"]) == (loop_id, False, False)
+            runner = CliRunner()
+            table = runner.invoke(cli, ["loops", "-c", str(off), "--all"])
+            assert table.exit_code == 0, table.output
+            (line,) = [line for line in table.output.splitlines() if line.startswith(loop_id)]
+            assert line.endswith("not enforced")
+            shown = runner.invoke(cli, ["loops", "-c", str(off), "--all", "--json"])
+            (entry,) = json.loads(shown.output)
+            assert (entry["blocked"], entry["enforced"]) == (False, False)
+
+            reload(on)
+            assert ask(client, "Loop, then detection off.") is not None  # blocked again
+            assert [entry["id"] for entry in listed()] == [loop_id]
+    finally:
+        gw.stop()
+
+
 def codex_body(text: str, pad: int = 0) -> dict[str, Any]:
     """A Codex-shaped Responses body (CLIENTS.md §8.2, §12.7): fresh ids, turn id, creation
     time, client metadata and cache key on every call."""

@@ -172,6 +172,40 @@ def test_a_sqlite_url_serve_would_refuse_fails_check_config(tmp_path: Path, url:
     assert "sqlite:///spendgate.db" in checked.stderr  # the fix, spelt out
 
 
+def test_a_sqlite_url_naming_a_folder_fails_check_config_as_serve(tmp_path: Path) -> None:
+    """``sqlite:////some/dir/`` passed check-config (the folder exists and is writable)
+    and serve refused it: both refuse it now, naming the file and the key."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/"
+
+    def configure(data: dict[str, Any]) -> None:
+        data["storage"]["url"] = url
+
+    config = write_config(tmp_path, SIM_URL, configure=configure)
+    checked = check_config(config)
+    assert checked.exit_code == 1
+    expected = f"Error: {config}: storage.url: {url!r} names a folder, not a database file"
+    assert one_line_error(checked.stderr).startswith(expected)
+    assert f"sqlite:///{folder}/spendgate.db" in checked.stderr  # the fix, spelt out
+    served = spendgate_cli("serve", "-c", str(config), "--port", "0")
+    assert served.returncode == 1
+    assert one_line_error(served.stderr).startswith(expected)
+
+
+def test_check_config_warns_about_a_database_path_that_is_a_folder(tmp_path: Path) -> None:
+    """Without the trailing slash the URL may name a file elsewhere, but here it is a
+    folder, which serve cannot open: a warning, as a missing folder is."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    config = write_config(tmp_path, SIM_URL, db_path=folder)
+    checked = check_config(config)
+    assert checked.exit_code == 0
+    assert f"warning: storage.url: {folder} is a folder, not a database file" in checked.stderr
+    served = spendgate_cli("serve", "-c", str(config), "--port", "0")
+    assert served.returncode == 1
+
+
 # ---------------------------------------------------------------------------- silent mistakes
 
 

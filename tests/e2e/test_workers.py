@@ -334,6 +334,58 @@ def test_a_bad_config_file_and_a_dead_worker_leave_the_others_serving(tmp_path: 
     assert len(read_rows(url)) == 2
 
 
+PINNED_STORM_AFTER_ONE = STORM_AFTER_ONE.replace(
+    "env = ",
+    "from spendgate.config import load_config\n"
+    "from spendgate.gateway import restart_only_digests\n"
+    "pinned = restart_only_digests(load_config(sys.argv[1]))\n"
+    "env = ",
+).replace("5.0, env)", "5.0, env, pinned=pinned)")
+
+
+def test_a_restarted_worker_refuses_an_empty_file_and_a_restart_only_change(
+    tmp_path: Path,
+) -> None:
+    """A worker restarted while the file holds no setting (only comments) started on every
+    default: no provider, model or budget, whichever connections the kernel gave it. It
+    refuses the file now, as a reload does, and so does a restart that would put in force
+    a restart-only change (another storage.url: its rows in another database) that a
+    reload refuses: the other worker serves on, and the restart comes once the file is
+    put back."""
+    url = storage_url("sqlite", tmp_path)
+    with SimulatorThread() as sim:
+        config = write_config(tmp_path, sim.url, configure=configure_storage(url))
+        good = config.read_text(encoding="utf-8")
+        process = supervised(config, PINNED_STORM_AFTER_ONE, tmp_path / "pinned.log")
+        try:
+            wait_for_log(process, "all workers listening")
+            key = create_key_direct(config, name="pinned", team="ml")
+            workers = connections_to_every_worker(process, 2)
+            config.write_text("# being rewritten\n", encoding="utf-8")
+            os.kill(workers[1].pid, signal.SIGKILL)
+            wait_for_log(process, "a worker could not restart: retrying", count=2)
+            assert "the file holds no setting (empty, or only comments): a restarted " in (
+                process.log()
+            )
+            other = tmp_path / "other.db"
+            config.write_text(good.replace(url.url, f"sqlite:///{other}"), encoding="utf-8")
+            assert config.read_text(encoding="utf-8") != good
+            wait_for_log(process, "a worker could not restart: retrying", count=4)
+            assert "storage: changed since spendgate started" in process.log()
+            assert not other.exists()
+            chat(workers[0], key.secret)  # the healthy worker serves on
+            config.write_text(good, encoding="utf-8")
+            wait_for_log(process, "all workers listening", count=2)
+            close_all(workers)
+            again = connections_to_every_worker(process, 2)
+            chat(again[1], key.secret)
+            assert model_ids(again[1], key.secret) >= {"gpt-4o-mini"}
+            close_all(again)
+        finally:
+            assert process.stop() == 0
+    assert len(read_rows(url)) == 2
+
+
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_reason(tmp_path: Path) -> None:
     """No restart loop for a start that cannot succeed (here: a database folder missing)."""
     with SimulatorThread() as sim:

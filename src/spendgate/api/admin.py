@@ -223,13 +223,15 @@ async def _savings(request: web.Request, gateway: Gateway) -> web.StreamResponse
 
 async def _list_loops(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     ended = query_flag(request.query, "all")
-    blocks = await gateway.loop_service.blocks(ended=ended)
+    service = gateway.loop_service
+    blocks = await service.blocks(ended=ended)
     principal = principal_of(request)
     if not principal.org_wide:
         teams = {key.id: key.team for key in await gateway.keys.list(include_revoked=True)}
         blocks = [block for block in blocks if principal.sees(teams.get(block.key_id))]
     now = gateway.clock.now()
-    return _json({"data": [block.to_json(now) for block in blocks]})
+    data = [block.to_json(now, enforced=service.enforces(block)) for block in blocks]
+    return _json({"data": data})
 
 
 async def _release_loop(request: web.Request, gateway: Gateway) -> web.StreamResponse:

@@ -136,7 +136,7 @@ def _handler(
         gauges: list[Collector] = [RuntimeGauges(gateway)]
         try:
             views = await gateway.budget_service.overview()
-            blocks = await gateway.storage.loop_blocks()
+            blocks = await gateway.loop_service.blocks()  # blocked now, and enforced
         except StorageError as exc:
             # While a store fails the scrape still answers what this process counted (the
             # refusals of the outage among it); only the gauges read from storage are out.

@@ -9,6 +9,7 @@ import orjson
 
 from spendgate.cli.common import (
     UtcTime,
+    at_most_one,
     cli_principal,
     config_option,
     gateway_for,
@@ -62,6 +63,7 @@ def audit(
     """Every admin change (API and CLI): who, what, when, from what to what."""
     from spendgate.services.audit import audit_query
 
+    at_most_one(("--csv", as_csv), ("--json", as_json))
     params = {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,

@@ -45,6 +45,12 @@ def budgets(ctx: click.Context, config_path: str | None, name: str | None, as_js
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
+    if not views and not gateway.budgets.budgets:  # nor has a key a budget of its own
+        click.echo(
+            "no budget is configured: none under budgets: or limits: in the config, and no "
+            "key has a budget of its own (docs/budgets.md)"
+        )
+        return
     click.echo(render_table(views, data))
 
 

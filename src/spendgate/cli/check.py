@@ -99,6 +99,11 @@ def _storage_problem(database: Path) -> str | None:
     """What ``serve`` would refuse about the database's place: a missing or unwritable
     folder, an unwritable file."""
     folder = database.parent
+    if database.is_dir():
+        return (
+            f"{database} is a folder, not a database file, so `spendgate serve` would refuse "
+            f"to start: name a file in it ({database / 'spendgate.db'}) in storage.url"
+        )
     if not folder.is_dir():
         return (
             f"the folder {folder} does not exist here, so `spendgate serve` would refuse to "

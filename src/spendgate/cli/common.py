@@ -51,6 +51,15 @@ def failure(message: str) -> click.ClickException:
     return click.ClickException(escape(message, reversible=False))
 
 
+def at_most_one(*flags: tuple[str, bool]) -> None:
+    """Refuse (a usage error: exit 2) flags that ask for different outputs at once
+    (``--csv --json``, ``--by-hour --by-day``), naming them: one of them was silently
+    dropped."""
+    given = [name for name, on in flags if on]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} cannot be used together: choose one")
+
+
 def load(config_path: str | None) -> tuple[Config, Path, Settings]:
     from spendgate.config import load_config
 

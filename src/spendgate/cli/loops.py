@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -23,17 +24,21 @@ def loops(ctx: click.Context, config_path: str | None, ended: bool, as_json: boo
     if ctx.invoked_subcommand is not None:
         return
     gateway = gateway_for(config_path)
+    service = gateway.loop_service
     blocks = run_with_storage(gateway, lambda g: g.loop_service.blocks(ended=ended))
     now = gateway.clock.now()
     if as_json:
-        data = [block.to_json(now) for block in blocks]
+        data = [block.to_json(now, enforced=service.enforces(block)) for block in blocks]
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(render_table(blocks, now))
+    click.echo(render_table(blocks, now, enforces=service.enforces))
 
 
-def render_table(blocks: list[LoopBlock], now: datetime) -> str:
-    """Ids and keys in full: they are what `loops release` and `keys` take."""
+def render_table(
+    blocks: list[LoopBlock], now: datetime, *, enforces: Callable[[LoopBlock], bool]
+) -> str:
+    """Ids and keys in full: they are what `loops release` and `keys` take. A block the
+    config no longer enforces says so where its time left would be."""
     if not blocks:
         return "no loop is blocked"
     rows = [
@@ -43,7 +48,7 @@ def render_table(blocks: list[LoopBlock], now: datetime) -> str:
             "(whole key)" if block.key_wide else escape(block.model),
             str(block.strikes),
             block.until.astimezone(UTC).isoformat(timespec="seconds"),
-            _left(block, now),
+            _left(block, now) if enforces(block) else "not enforced",
         )
         for block in blocks
     ]

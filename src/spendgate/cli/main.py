@@ -22,8 +22,9 @@ from spendgate.cli.common import (
     program_start,
     uncollected,
 )
-from spendgate.errors import StorageError
+from spendgate.errors import ConfigError, StorageError
 from spendgate.logs import configure
+from spendgate.settings import Settings
 
 if TYPE_CHECKING:
     from spendgate.gateway import Gateway
@@ -167,15 +168,32 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     from spendgate.server import run
     from spendgate.worker import WORKER_ENV, WorkerSpec
 
+    settings = Settings.from_environment()
+    spec = settings.env.get(WORKER_ENV)  # set by the supervisor for each of its workers
+    worker = WorkerSpec.from_env(spec) if spec else None
+    if worker is not None and worker.restart:  # as a reload refuses it (docs/deploy.md)
+        from spendgate.gateway import refuse_settingless
+
+        path = str(settings.config_path(config_path))
+        try:
+            refuse_settingless(path, "a restarted worker")
+        except ConfigError as exc:
+            raise failure(str(exc)) from None
     gateway = gateway_for(config_path, need_providers=True)
+    if worker is not None and worker.pinned is not None:
+        from spendgate.gateway import refuse_repinned
+
+        try:
+            refuse_repinned(gateway.config, worker.pinned, gateway.config_source)
+        except ConfigError as exc:
+            raise failure(str(exc)) from None
     configure(gateway.config.server.log_level)
     bind_host = host or gateway.config.server.host
     bind_port = gateway.config.server.port if port is None else port
     count = gateway.config.server.workers if workers is None else workers
-    spec = gateway.env.get(WORKER_ENV)  # set by the supervisor for each of its workers
     try:
-        if spec:
-            run(gateway, bind_host, bind_port, WorkerSpec.from_env(spec))
+        if worker is not None:
+            run(gateway, bind_host, bind_port, worker)
         elif count > 1:
             _supervise(gateway, bind_host, bind_port, count)
         else:
@@ -208,6 +226,7 @@ def _storage_advice(url: str, counters_url: str | None) -> str:
 
 
 def _supervise(gateway: Gateway, host: str, port: int, workers: int) -> None:
+    from spendgate.gateway import restart_only_digests
     from spendgate.supervisor import Plan
     from spendgate.supervisor import run as supervise
 
@@ -218,6 +237,7 @@ def _supervise(gateway: Gateway, host: str, port: int, workers: int) -> None:
         workers=workers,
         drain_timeout_s=gateway.config.server.drain_timeout_s,
         env=gateway.env,
+        pinned=restart_only_digests(gateway.config),
     )
     code = supervise(plan)
     if code:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.cli.common import at_most_one, config_option, gateway_for, run_with_storage
 from spendgate.domain.reports import dollars, format_bp
 from spendgate.domain.savings import SavingsGroup, ShadowSavings, to_csv
 from spendgate.services.savings import SAVINGS_BY_CHOICES, SavingsReport, savings_report
@@ -94,6 +94,7 @@ def savings(
 ) -> None:
     """What routing saved against serving every request the model it asked for: in price,
     and in spend where budgets bind."""
+    at_most_one(("--csv", as_csv), ("--json", as_json))
     gateway = gateway_for(config_path)
     report = run_with_storage(
         gateway,

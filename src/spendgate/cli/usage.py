@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from spendgate.cli.common import config_option, gateway_for, run_with_storage
+from spendgate.cli.common import at_most_one, config_option, gateway_for, run_with_storage
 from spendgate.domain.reports import Callers, dollars, format_bp, to_csv
 from spendgate.services.reports import (
     GROUP_BY_CHOICES,
@@ -112,14 +112,8 @@ def _callers_lines(report: UsageReport, callers: Callers, wide: int) -> list[str
 @click.option("--top", default=15, show_default=True, help="How many top spenders to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (same as the admin API).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every group as CSV.")
-@click.option(
-    "--by-hour",
-    "bucket",
-    flag_value="hour",
-    default=None,
-    help="A time series instead: per UTC hour and group.",
-)
-@click.option("--by-day", "bucket", flag_value="day", help="A time series per UTC day and group.")
+@click.option("--by-hour", is_flag=True, help="A time series instead: per UTC hour and group.")
+@click.option("--by-day", is_flag=True, help="A time series per UTC day and group.")
 def usage(
     config_path: str | None,
     group_by: str,
@@ -127,9 +121,13 @@ def usage(
     top: int,
     as_json: bool,
     as_csv: bool,
-    bucket: str | None,
+    by_hour: bool,
+    by_day: bool,
 ) -> None:
     """Spend grouped by team, service, user, key, model, org or provider."""
+    at_most_one(("--csv", as_csv), ("--json", as_json))
+    at_most_one(("--by-hour", by_hour), ("--by-day", by_day))
+    bucket = "hour" if by_hour else "day" if by_day else None
     gateway = gateway_for(config_path)
     if bucket is not None:
         series = run_with_storage(

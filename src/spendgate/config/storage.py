@@ -100,4 +100,9 @@ class StorageConfig(Strict):
                 "relative to the config file (sqlite:///spendgate.db) and four before an "
                 "absolute one (sqlite:////var/lib/spendgate/spendgate.db), and no query"
             )
+        if rest.endswith("/"):  # `serve` could not open a folder as its database
+            raise ValueError(
+                f"{value!r} names a folder, not a database file: name the file in it "
+                f"(sqlite://{rest}spendgate.db)"
+            )
         return value

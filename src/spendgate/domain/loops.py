@@ -57,7 +57,9 @@ class LoopBlock:
     def blocks(self, now: datetime) -> bool:
         return now < self.until
 
-    def to_json(self, now: datetime) -> dict[str, object]:
+    def to_json(self, now: datetime, *, enforced: bool = True) -> dict[str, object]:
+        """``enforced``: whether the config in force refuses its requests (a reload may
+        have turned loop detection off): one that is not blocks nothing."""
         return {
             "id": self.id,
             "key_id": self.key_id,
@@ -67,7 +69,8 @@ class LoopBlock:
             "strikes": self.strikes,
             "detected_at": self.detected_at.isoformat(),
             "blocked_until": self.until.isoformat(),
-            "blocked": self.blocks(now),
+            "blocked": enforced and self.blocks(now),
+            "enforced": enforced,
             "remaining_s": max(0.0, (self.until - now).total_seconds()),
         }
 

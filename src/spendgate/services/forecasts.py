@@ -1,7 +1,8 @@
 """Forecasts of the budgets a view shows (`spendgate.domain.forecast`), with the recent
 spend each member's burn rate is measured on, read from the ledger: the requests of the
 last ``window`` that the budget counts (its scope's member, its models), charged as the
-counters are charged (`spendgate.domain.settlement.row_amounts`)."""
+counters are charged (`spendgate.domain.settlement.row_amounts`), and never more than the
+budget's counter holds (its spend and its burn rate come from the same window)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ async def forecasts(
             if not budget.target.covers_model(row.routed_model or row.requested_model):
                 continue
             recent += row_amounts([budget.unit.value], row)[0]
+        # What the window spent is part of what the budget's counter holds: rows beyond it
+        # were charged before the counter counted them (a budget added mid-period, a
+        # `budgets reset`), and a burn rate from them would not be the budget's.
+        recent = min(recent, view.state.spent)
         rolling = budget.period.kind in ("rolling", "lifetime")
         out.append(
             forecast(

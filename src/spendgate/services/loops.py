@@ -19,10 +19,22 @@ class LoopService:
 
     async def blocks(self, *, ended: bool = False) -> list[LoopBlock]:
         """The blocks in force, latest detection first; ``ended``: also those that ended
-        but whose strikes are still remembered (a repeat detection doubles them)."""
+        but whose strikes are still remembered (a repeat detection doubles them), and
+        those the config no longer enforces (`enforces`)."""
         now = self._clock.now()
         found = await self._storage.loop_blocks()
-        return found if ended else [block for block in found if block.blocks(now)]
+        if ended:
+            return found
+        return [block for block in found if block.blocks(now) and self.enforces(block)]
+
+    def enforces(self, block: LoopBlock) -> bool:
+        """Whether the config in force refuses ``block``'s requests while it lasts: not
+        after a reload turned loop detection off (``runaway.loop_max_repeats: 0``), nor a
+        key-wide block after one turned escalation off (``runaway.loop_escalate_after:
+        0``); the block stays stored and is enforced again if they come back."""
+        if self._book.loop is None or self._book.loops is None:
+            return False
+        return not block.key_wide or self._book.loops.escalate_after > 0
 
     async def release(self, block_id: str) -> LoopBlock:
         """Unblock the pair now and forget its strikes; its repeats counted in the current
