@@ -36,6 +36,7 @@ from spendgate.domain.identity import ApiKey
 from spendgate.domain.models import ModelTable
 from spendgate.domain.pricing import PriceBook
 from spendgate.domain.retries import SessionRetries
+from spendgate.domain.roles import weak_admin_token
 from spendgate.domain.routing import Router
 from spendgate.errors import ConfigError, ServiceUnavailable, StorageError
 from spendgate.events import Events
@@ -285,6 +286,9 @@ class Gateway(ServiceViews):
                 "memory only; set storage.spool_dir to a writable local directory",
                 extra={"path": str(self.spool.directory), "error": unwritable},
             )
+        weak = weak_admin_token(self.admin_token, self.config.server.admin_token_env)
+        if weak is not None:
+            log.warning(weak)
         if self.spool.adopt():
             log.warning("rows of an earlier run wait in the spool", extra={"rows": len(self.spool)})
         self.lease_keeper = self._keeper(self.snapshot)

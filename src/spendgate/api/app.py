@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from spendgate.api import admin, health, me, metrics, models, reload, ui
-from spendgate.api.errors import error_middleware
+from spendgate.api.errors import error_middleware, security_headers
 from spendgate.dialects import SURFACES, SurfaceSpec
 from spendgate.gateway import Gateway
 from spendgate.pipeline.proxy import handle
@@ -42,6 +42,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> web.Applic
         client_max_size=gateway.config.server.max_body_bytes,
     )
     app[GATEWAY] = gateway
+    app.on_response_prepare.append(security_headers)
     for spec in SURFACES:
         for path in spec.routes:
             app.router.add_post(path, _proxy(spec))

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from spendgate.api.throttle import address_of, attempts_for, refuse_if_blocked
 from spendgate.domain.roles import TOKEN_PREFIX, Access, Principal, Role
 from spendgate.errors import AccessDenied, AuthenticationFailed, PermissionDenied
 from spendgate.gateway import Gateway
@@ -68,7 +69,14 @@ async def authenticate(request: web.Request, gateway: Gateway) -> Principal:
     """The principal behind the request's credential: 401 for none, an unknown one, or a
     revoked or expired token; 403 ``admin_disabled`` while no admin token is set in the
     environment and the request carries no stored token."""
-    return await principal_for(credential(request), gateway)
+    refuse_if_blocked(request, gateway)
+    given = credential(request)
+    try:
+        return await principal_for(given, gateway)
+    except (AuthenticationFailed, AdminDisabled):
+        if given is not None:  # a wrong credential, not a missing one
+            attempts_for(gateway).failed(address_of(request))
+        raise
 
 
 async def principal_for(given: str | None, gateway: Gateway) -> Principal:

@@ -97,3 +97,11 @@ async def _base_url_hint(request: web.Request) -> str:
         f" Did you mean {meant}? Check the client's base URL: an OpenAI client's ends in /v1, "
         "an Anthropic client's (and Claude Code's) is the gateway's address without /v1."
     )
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer (relayed, streamed, an error, a page) says ``Server: spendgate`` (not
+    aiohttp's name and version) and ``x-content-type-options: nosniff``: provider answers
+    share the dashboard's origin, so a browser must not sniff them into HTML."""
+    response.headers["Server"] = "spendgate"
+    response.headers.setdefault("x-content-type-options", "nosniff")

@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spendgate.api.auth import AdminDisabled, authenticate, authorize, credential
-from spendgate.api.errors import error_middleware
+from spendgate.api.errors import error_middleware, security_headers
 from spendgate.domain.admission import Admitted
 from spendgate.domain.budgets import BudgetScope
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
@@ -100,6 +100,7 @@ async def serve_metrics(app: web.Application, host: str, *, reuse_port: bool = F
         return
     config = listener.gateway.config.metrics
     only = web.Application(middlewares=[error_middleware])
+    only.on_response_prepare.append(security_headers)
     only.router.add_get("/metrics", _handler(listener))
     runner = web.AppRunner(only, handle_signals=False, access_log=None)
     await runner.setup()

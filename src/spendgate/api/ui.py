@@ -24,7 +24,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from spendgate.api.auth import SESSION_COOKIE, AdminDisabled, authenticate, principal_for
-from spendgate.errors import GatewayError, StorageError
+from spendgate.api.throttle import address_of, attempts_for, refuse_if_blocked
+from spendgate.errors import AuthenticationFailed, GatewayError, StorageError
 from spendgate.gateway import Gateway
 from spendgate.pipeline.intake import read_body
 
@@ -92,9 +93,12 @@ def add_routes(app: web.Application, gateway_key: web.AppKey[Gateway]) -> None:
         except ValueError:  # not UTF-8, a multipart body without its boundary: no token
             raise web.HTTPSeeOther("/ui/login?failed=invalid_request") from None
         token = form.get("token")
+        refuse_if_blocked(request, gateway)
         try:
             await principal_for(token.strip() if isinstance(token, str) else None, gateway)
         except GatewayError as error:
+            if isinstance(error, AuthenticationFailed | AdminDisabled):
+                attempts_for(gateway).failed(address_of(request))
             code = error.code or "denied"
             if isinstance(error, AdminDisabled) and await _tokens_stored(gateway):
                 code = "invalid_api_key"  # stored tokens sign in: this one is wrong

@@ -12,6 +12,7 @@ from spendgate.cli.common import config_option, failure, load, uncollected
 from spendgate.config import Config
 from spendgate.config.budget_file import mention_rows, row_lines
 from spendgate.config.checks import KeyLabels, reference_warnings
+from spendgate.domain.roles import weak_admin_token
 from spendgate.errors import SpendgateError
 from spendgate.gateway import build_parts
 from spendgate.storage.open import open_storage
@@ -63,6 +64,9 @@ def check_config(config_path: str | None) -> None:
             problems.append(
                 f"providers.{name}.api_key_env: {spec.api_key_env} is not set in this environment"
             )
+    weak = weak_admin_token(settings.env.get(server.admin_token_env), server.admin_token_env)
+    if weak is not None:
+        problems.append(f"server.admin_token_env: {weak}")
     if config.budgets_file and any("budgets[" in problem for problem in problems):
         # a row of the file is named by its line, as an error is (`located`)
         named = path.parent / config.budgets_file

@@ -28,6 +28,17 @@ from spendgate.domain.key_limits import KEY_BUDGET_PREFIX
 TOKEN_PREFIX = "sg-adm-"  # noqa: S105 (a prefix, not a secret)
 _SECRET_BYTES = 30
 DISPLAY_CHARS = 6
+MIN_ADMIN_TOKEN_CHARS = 20  # an environment admin token shorter than this is warned about
+
+
+def weak_admin_token(token: str | None, env_name: str) -> str | None:
+    """A warning when the environment's admin token is short enough to guess."""
+    if token and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        return (
+            f"{env_name} is {len(token)} characters long: an admin token should have at "
+            f"least {MIN_ADMIN_TOKEN_CHARS} random characters (e.g. `openssl rand -hex 24`)"
+        )
+    return None
 
 
 class Role(StrEnum):

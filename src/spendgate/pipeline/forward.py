@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,5 +328,15 @@ def _upstream_error_text(document: dict[str, Any], status: int) -> str:
     error = document.get("error")
     if isinstance(error, dict):
         message = error.get("message") or error.get("type") or ""
-        return f"upstream {status}: {str(message)[:300]}"
+        return f"upstream {status}: {redact_quotes(str(message))[:300]}"
     return f"upstream {status}"
+
+
+_QUOTED = re.compile(r"'[^']{9,}'|\"[^\"]{9,}\"")
+
+
+def redact_quotes(message: str) -> str:
+    """A provider's error message as kept in the ledger and the access log: text it quotes
+    (OpenAI's "Invalid value: '<what the client sent>'") beyond 8 characters becomes '…',
+    since prompts are not stored; the client still gets the provider's full message."""
+    return _QUOTED.sub("'…'", message)

@@ -126,8 +126,8 @@ class Spool:
         if path is None:
             return None
         if self._file is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("ab")
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            handle = private(path, os.O_APPEND)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             self._file = handle
         return self._file
@@ -140,7 +140,7 @@ class Spool:
         if self.directory is None:
             return None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.directory):
                 pass
         except OSError as exc:
@@ -194,7 +194,7 @@ class Spool:
             self._pending.setdefault(item.row.request_id, item)
             found += 1
         if rejected:
-            with path.with_suffix(".rejected").open("ab") as kept:
+            with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
                 kept.writelines(line + b"\n" for line in rejected)
                 kept.flush()
                 os.fsync(kept.fileno())
@@ -271,7 +271,7 @@ class Spool:
             self.close()
             return
         fresh = path.with_suffix(".tmp")
-        handle = fresh.open("wb")
+        handle = private(fresh, os.O_TRUNC)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             handle.writelines(lines)
@@ -324,3 +324,12 @@ async def _write(storage: Storage, item: Unwritten) -> None:
         return
     if await storage.ledger_store.row(item.row.request_id) is None:
         await storage.ledger_store.append([item.row])
+
+
+def private(path: Path, flag: int) -> IO[bytes]:
+    """``path`` opened for writing (``flag``: `os.O_APPEND` or `os.O_TRUNC`), created
+    readable by its owner only (0600: spooled rows name keys, users and costs); a file
+    that exists keeps its mode."""
+    return os.fdopen(
+        os.open(path, os.O_WRONLY | os.O_CREAT | flag, 0o600), "ab" if flag == os.O_APPEND else "wb"
+    )

@@ -4,6 +4,7 @@ write lock while another process may hold it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sqlite3
 import time
@@ -19,6 +20,7 @@ BUSY_MAX_SLEEP_S = 0.004
 def connect(path: str, *, shared: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas.
     ``shared``: used from more than one thread, one at a time (the writer's)."""
+    _create_private(path)
     try:
         conn = sqlite3.connect(
             path,
@@ -37,6 +39,16 @@ def connect(path: str, *, shared: bool = False) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file readable by its owner only (0600: it holds key hashes,
+    users and costs); SQLite gives its -wal and -shm files the database's mode. A file
+    that exists already keeps the mode its operator gave it."""
+    if path == ":memory:" or path.startswith("file:") or not path:
+        return
+    with contextlib.suppress(OSError):  # it exists (its mode stays), or sqlite3 says why
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _configure(conn: sqlite3.Connection, path: str) -> None:
