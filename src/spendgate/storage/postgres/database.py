@@ -275,11 +275,11 @@ class PgDatabase:
         `RETENTION_CHUNK` rows, each its own statement and transaction. One DELETE of a
         month of request ids (millions at scale) ran past the statement timeout
         (`storage.postgres.statement_timeout_s`), and retention failed every hour, for
-        ever. Each chunk walks its table's time index."""
+        ever."""
         for table, column in _EXPIRING:
-            sql = (
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-                f"SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))"
+            sql = (  # oldest first, along the time index: a plain scan walks the dead rows again
+                f"DELETE FROM {table} WHERE {column} < $1 AND ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE {column} < $1 ORDER BY {column} LIMIT $2))"
             )
             while await self.run(partial(_delete_chunk, sql, cutoff), "ledger retention"):
                 pass
