@@ -66,6 +66,10 @@ class StorageError(SpendgateError):
     pass
 
 
+class SchemaTooNew(StorageError):
+    """The database was migrated by a newer spendgate: this version must not write to it."""
+
+
 @dataclass(frozen=True, slots=True)
 class RateWindow:
     """A rate limit as a client sees it: how much of it is left and when it frees up."""

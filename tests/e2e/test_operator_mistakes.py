@@ -390,3 +390,25 @@ def test_serve_on_a_postgresql_database_that_does_not_exist_says_so(tmp_path: Pa
     ), line
     assert "-wal" not in line
     assert "Check that the server is up, the database exists and the user may use it." in line
+
+
+def test_serve_on_a_database_of_a_newer_spendgate_gives_no_file_advice(tmp_path: Path) -> None:
+    """``serve`` on an SQLite file a newer spendgate migrated refuses to start, naming both
+    versions, but it went on "spendgate writes its database, and the -wal and -shm files
+    beside it: check that the file and its folder exist and are writable": advice for a
+    file it cannot write, sending the operator after permissions that are fine."""
+    config = write_config(tmp_path, SIM_URL)
+    assert spendgate_cli("keys", "list", "-c", str(config), env=gateway_env()).returncode == 0
+    database = load_config(config).storage.url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (9999, 'later', 0)")
+    conn.close()
+    done = spendgate_cli("serve", "-c", str(config), "--port", "0", env=gateway_env())
+    assert done.returncode == 1
+    line = one_line_error(done.stderr)
+    assert line.startswith(
+        "Error: cannot start: the SQLite database's schema is at migration 9999, newer than "
+        "this gateway knows (up to "
+    ), line
+    assert "-wal" not in line
+    assert "writable" not in line

@@ -26,7 +26,7 @@ from spendgate.config.storage import StorageConfig
 from spendgate.domain.admission import Admitted
 from spendgate.errors import StorageError
 from spendgate.storage import Storage, open_storage
-from spendgate.storage.postgres import PostgresSettings, PostgresStorage
+from spendgate.storage.postgres import PostgresSettings, PostgresStorage, database
 from spendgate.storage.postgres.migrate import load_migrations
 
 CHILD = Path(__file__).with_name("storage_child.py")
@@ -232,6 +232,50 @@ async def test_retention_holds_the_ledger_locked_only_for_the_drop(
     finally:
         await blocker.close()
         await watcher.close()
+        await store.close()
+
+
+async def test_retention_deletes_in_bounded_chunks(
+    pg_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dropped months' request ids and rollups went in one DELETE per table: at scale
+    (millions of request ids a month) it ran past the statement timeout and retention
+    failed every hour. They now go in chunks of at most `RETENTION_CHUNK` rows, each its
+    own statement (counted here by a statement trigger, the chunk made small)."""
+    monkeypatch.setattr(database, "RETENTION_CHUNK", 3, raising=False)
+    settings = PostgresSettings(retention_months=3, partitions_ahead=1)
+    store = PostgresStorage(pg_url, clock=clock, settings=settings)
+    await store.open()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE deletes (name TEXT, n BIGINT);"
+            "CREATE FUNCTION count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO deletes SELECT TG_TABLE_NAME, count(*) FROM gone; RETURN NULL; END $$;"
+            "CREATE TRIGGER counted AFTER DELETE ON ledger_ids REFERENCING OLD TABLE AS gone "
+            "FOR EACH STATEMENT EXECUTE FUNCTION count_deleted();"
+            "CREATE TRIGGER counted AFTER DELETE ON ledger_hourly REFERENCING OLD TABLE AS gone "
+            "FOR EACH STATEMENT EXECUTE FUNCTION count_deleted();"
+        )
+        old = [  # ten rows in dropped months, each its own hour
+            build_row(ts=datetime(2026, 6 + n % 2, 10, n, tzinfo=UTC)) for n in range(10)
+        ]
+        kept = build_row(ts=datetime(2026, 10, 10, tzinfo=UTC))
+        assert await store.ledger_store.append([*old, kept]) == [True] * 11
+
+        assert await store.database.maintain() == [(2026, 6), (2026, 7)]
+
+        ids = await fetch(pg_url, "SELECT request_id FROM ledger_ids")
+        assert ids == [(kept.request_id,)]  # every dropped id gone, the kept one there
+        hours = await fetch(pg_url, "SELECT hour_ms FROM ledger_hourly")
+        assert len(hours) == 1
+        counts = await conn.fetch("SELECT name, n FROM deletes")
+        for name in ("ledger_ids", "ledger_hourly"):
+            removed = [row["n"] for row in counts if row["name"] == name]
+            assert sum(removed) == 10
+            assert max(removed) <= 3, removed  # no statement took more than a chunk
+    finally:
+        await conn.close()
         await store.close()
 
 

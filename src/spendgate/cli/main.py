@@ -22,7 +22,7 @@ from spendgate.cli.common import (
     program_start,
     uncollected,
 )
-from spendgate.errors import ConfigError, StorageError
+from spendgate.errors import ConfigError, SchemaTooNew, StorageError
 from spendgate.logs import configure
 from spendgate.settings import Settings
 
@@ -198,6 +198,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             _supervise(gateway, bind_host, bind_port, count)
         else:
             run(gateway, bind_host, bind_port)
+    except SchemaTooNew as exc:  # at start: migrated by a newer spendgate (not a file problem)
+        raise failure(f"cannot start: {exc}.") from None
     except StorageError as exc:  # at start: a database it cannot open or write
         storage = gateway.config.storage
         advice = _storage_advice(storage.url, storage.counters_url)

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -34,6 +35,19 @@ T = TypeVar("T")
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention, checked this often
+RETENTION_CHUNK = 10_000  # rows one retention DELETE removes at most (one statement each)
+
+# What retention deletes besides the partitions: each table with its time column (indexed).
+_EXPIRING = (
+    ("ledger_ids", "ts"),
+    ("ledger_hourly", "hour_ms"),
+    ("savings_hourly", "hour_ms"),
+    ("shadow_hourly", "hour_ms"),
+    ("blocks_hourly", "hour_ms"),
+    ("refusals_hourly", "hour_ms"),
+    ("fallback_rows", "ts"),
+    ("refusals_latest", "ts"),
+)
 _RETRIES = 3  # a transaction chosen as a deadlock or serialization victim is rerun
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # What says the server cannot be reached or the connection broke: an outage.
@@ -236,18 +250,17 @@ class PgDatabase:
         if not dropped or retention is None:
             return dropped
         cutoff = partitions.first_kept_ms(now, retention)
+        await self._delete_expired(cutoff)
 
         async def drop(conn: Conn) -> None:
             # The rows first, the partitions last: dropping a partition takes an ACCESS
             # EXCLUSIVE lock on the whole ledger until COMMIT, so every gateway's ledger
             # writes and reports wait while it is held. Taken before the deletes (a
-            # month of request ids), it held them for as long as those took.
-            await conn.execute("DELETE FROM ledger_ids WHERE ts < $1", cutoff)
-            for table in ("ledger_hourly", "savings_hourly", "shadow_hourly", "blocks_hourly"):
-                await conn.execute(f"DELETE FROM {table} WHERE hour_ms < $1", cutoff)  # noqa: S608
-            await conn.execute("DELETE FROM refusals_hourly WHERE hour_ms < $1", cutoff)
-            for table in ("fallback_rows", "refusals_latest"):
-                await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)  # noqa: S608
+            # month of request ids), it held them for as long as those took. The rows
+            # went in chunks just before (`_delete_expired`); these deletes take only
+            # those written since (a row replayed into a dropped month).
+            for table, column in _EXPIRING:
+                await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", cutoff)  # noqa: S608
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("partitions"))
             for month in dropped:
                 await conn.execute(f"DROP TABLE IF EXISTS {partitions.name(month)}")
@@ -257,6 +270,20 @@ class PgDatabase:
         log.info("dropped ledger partitions past retention", extra={"months": dropped})
         return dropped
 
+    async def _delete_expired(self, cutoff: int) -> None:
+        """Delete the request ids and rollup rows before ``cutoff`` in chunks of at most
+        `RETENTION_CHUNK` rows, each its own statement and transaction. One DELETE of a
+        month of request ids (millions at scale) ran past the statement timeout
+        (`storage.postgres.statement_timeout_s`), and retention failed every hour, for
+        ever."""
+        for table, column in _EXPIRING:
+            sql = (  # oldest first, along the time index: a plain scan walks the dead rows again
+                f"DELETE FROM {table} WHERE {column} < $1 AND ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE {column} < $1 ORDER BY {column} LIMIT $2))"
+            )
+            while await self.run(partial(_delete_chunk, sql, cutoff), "ledger retention"):
+                pass
+
     async def _maintain_forever(self) -> None:
         while True:
             await asyncio.sleep(MAINTAIN_EVERY_S)
@@ -264,6 +291,12 @@ class PgDatabase:
                 await self.maintain()
             except StorageError as exc:
                 log.warning("ledger partition upkeep failed; retried later: %s", exc)
+
+
+async def _delete_chunk(sql: str, cutoff: int, conn: Conn) -> bool:
+    """One chunk of `PgDatabase._delete_expired`; whether a full one went (more may wait)."""
+    status = await conn.execute(sql, cutoff, RETENTION_CHUNK)
+    return int(status.rsplit(" ", 1)[-1]) >= RETENTION_CHUNK
 
 
 async def _keep_session(conn: Conn) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
-from spendgate.errors import StorageError
+from spendgate.errors import SchemaTooNew, StorageError
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -73,7 +73,7 @@ def refuse_newer(done: set[int], migrations: Sequence[Versioned], backend: str) 
     known = max((migration.version for migration in migrations), default=0)
     found = max(done, default=0)
     if found > known:
-        raise StorageError(
+        raise SchemaTooNew(
             f"the {backend} database's schema is at migration {found:04d}, newer than this "
             f"gateway knows (up to {known:04d}): upgrade the gateway to the version that "
             "migrated it"
