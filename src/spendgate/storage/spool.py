@@ -27,13 +27,13 @@ import fcntl
 import logging
 import os
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import asyncpg
 import orjson
 
 from spendgate.domain.ledger import LedgerRow
@@ -298,18 +298,26 @@ class Spool:
 _REFUSED: tuple[type[BaseException], ...] = (
     sqlite3.IntegrityError,
     sqlite3.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.DataError,
     ValueError,
     OverflowError,
 )
 
 
+def _refused_types() -> tuple[type[BaseException], ...]:
+    """`_REFUSED`, with asyncpg's where a PostgreSQL store has loaded it (no asyncpg error
+    can exist otherwise, and a gateway on SQLite does not import it)."""
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is None:
+        return _REFUSED
+    return (*_REFUSED, asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+
 def refused(error: BaseException) -> bool:
     """Whether ``error`` (a StorageError) was caused by storage refusing the row itself."""
+    kinds = _refused_types()
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, _REFUSED):
+        if isinstance(cause, kinds):
             return True
         cause = cause.__cause__
     return False
