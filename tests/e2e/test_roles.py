@@ -339,6 +339,46 @@ def test_a_team_admin_cannot_see_or_change_another_teams_data(world: World) -> N
     assert b",web," in world.call("env", "GET", "/admin/audit?format=csv").body
 
 
+def test_a_team_admin_cannot_label_a_key_with_another_teams_user_service_or_tags(
+    world: World,
+) -> None:
+    """Per-user, per-service and per-tag budgets and reports span teams: a key of ml that
+    carried web's user (or a key of no team's) would spend that user's budget and be
+    reported as its spend. A team admin may set only labels no other team's key carries."""
+    tag, service, gone = (f"{what}-{secrets.token_hex(3)}" for what in ("tag", "svc", "gone"))
+    world.key("web", tags=[tag], service=service)
+    revoked, _ = world.key("web", tags=[gone])
+    world.ok("POST", f"/admin/keys/{revoked}/revoke")  # its spend is still in the reports
+    own, _ = world.key("ml")
+    before = world.ok("GET", f"/admin/keys/{own}")
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("user 'bob'", {"user": "bob"}),  # web's
+        ("user 'cy'", {"user": " cy "}),  # of a key of no team, as stored (stripped)
+        (f"service {service!r}", {"service": service}),
+        (f"tags {tag!r}", {"tags": ["mine", tag]}),
+        (f"tags {gone!r}", {"tags": [gone]}),
+    ]
+    for label, body in refused:
+        for method, path in (("POST", "/admin/keys"), ("PATCH", f"/admin/keys/{own}")):
+            result = world.call("ml_admin", method, path, {"name": "n", **body})
+            assert result.status == 403, (method, body, result.body)
+            error = result.json()["error"]
+            assert error["code"] == "permission_denied"
+            assert f"{label} is carried by a key outside team ml" in error["message"]
+    assert world.ok("GET", f"/admin/keys/{own}") == before  # nothing changed
+    # its own team's labels, and new ones, are fine; so is keeping what an org admin set
+    allowed: list[dict[str, Any]] = [{"user": "ada"}, {"user": "new-ml", "tags": ["ml-only"]}]
+    for body in allowed:
+        assert world.call("ml_admin", "POST", "/admin/keys", {"name": "n", **body}).status == 201
+    lent, _ = world.key("ml", user="bob", tags=[tag])  # an org admin may set any
+    kept: list[dict[str, Any]] = [{"name": "renamed"}, {"tags": [tag, "ml-only"]}, {"user": None}]
+    for body in kept:
+        assert world.call("ml_admin", "PATCH", f"/admin/keys/{lent}", body).status == 200
+    assert world.call("ml_admin", "PATCH", f"/admin/keys/{lent}", {"user": "bob"}).status == 403
+    assert world.call("ml_admin", "POST", f"/admin/keys/{lent}/rotate").status == 200
+    assert world.call("org_token", "PATCH", f"/admin/keys/{own}", {"user": "bob"}).status == 200
+
+
 # ---------------------------------------------------------------------------- tokens
 
 

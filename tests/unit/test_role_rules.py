@@ -13,6 +13,7 @@ from spendgate.domain.roles import (
     Principal,
     Role,
     parse_duration,
+    shared_labels,
     team_of_budget_member,
 )
 
@@ -102,3 +103,18 @@ def test_durations() -> None:
     for bad in ("0d", "30", "d", "1y", "-1d", ""):
         with pytest.raises(ValueError, match="not a duration"):
             parse_duration(bad)
+
+
+def test_a_team_admin_may_set_only_labels_no_other_team_carries() -> None:
+    carried: dict[tuple[str, str], set[str | None]] = {
+        ("user", "ada"): {"ml"},
+        ("user", "bob"): {"ml", "web"},
+        ("tags", "shared"): {None},
+    }
+    assert shared_labels(" ada ", None, ("x",)) == {("user", "ada"), ("tags", "x")}
+    assert ML_ADMIN.foreign_label({("user", "ada"), ("service", "new")}, carried) is None
+    refusal = ML_ADMIN.foreign_label({("user", "ada"), ("user", "bob")}, carried)
+    assert refusal is not None
+    assert refusal.startswith("Permission denied: user 'bob' is carried by a key outside team ml")
+    assert ML_ADMIN.foreign_label({("tags", "shared")}, carried) is not None  # of no team
+    assert ORG.foreign_label({("user", "bob"), ("tags", "shared")}, carried) is None

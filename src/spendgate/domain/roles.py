@@ -115,6 +115,38 @@ class Principal:
             "budgets and loops."
         )
 
+    def foreign_label(
+        self, wanted: set[tuple[str, str]], carried: dict[tuple[str, str], set[str | None]]
+    ) -> str | None:
+        """The 403's message when a team admin sets a user, service or tag (``wanted``,
+        (field, value) pairs) that a key outside its team carries (``carried``: each label's
+        teams): per-user, per-service and per-tag budgets and reports span teams, so the
+        key would spend another team's budgets and be reported as its spend. None: allowed."""
+        if self.role is not Role.TEAM_ADMIN:
+            return None
+        for field, value in sorted(wanted):
+            if carried.get((field, value), set()) - {self.team}:
+                return (
+                    f"Permission denied: {field} {value!r} is carried by a key outside team "
+                    f"{self.team}; {self.actor} is a team_admin of team {self.team} and may "
+                    "set only a user, service or tag that no other team's key carries (an "
+                    "org admin may set any)."
+                )
+        return None
+
+
+# A key's labels that budgets and reports count across teams: a team admin may set one only
+# if no key of another team (or of no team) carries it (`Principal.foreign_label`).
+SHARED_LABELS = ("user", "service", "tags")
+
+
+def shared_labels(
+    user: str | None, service: str | None, tags: tuple[str, ...]
+) -> set[tuple[str, str]]:
+    """A key's `SHARED_LABELS` as (field, value) pairs, stripped as keys store them."""
+    named = [("user", user), ("service", service), *(("tags", tag) for tag in tags)]
+    return {(field, value.strip()) for field, value in named if value is not None}
+
 
 def team_of_budget_member(
     budget: Budget, member: str | None, key_teams: dict[str, str | None]

@@ -21,7 +21,7 @@ from spendgate.domain.audit import AuditAction, AuditEntry, AuditQuery
 from spendgate.domain.identity import ApiKey
 from spendgate.domain.key_limits import KEY_BUDGET_PREFIX, KeyLimits
 from spendgate.domain.loops import LoopBlock
-from spendgate.domain.roles import Principal, Role, team_of_budget_member
+from spendgate.domain.roles import Principal, Role, shared_labels, team_of_budget_member
 from spendgate.errors import AccessDenied, InvalidRequest, NotFound
 from spendgate.services.keys import IssuedKey, KeyService, KeySpec, KeyUpdate
 from spendgate.services.reports import parse_choice
@@ -170,6 +170,19 @@ class AdminActions:
             raise AccessDenied(self._principal.outside(what, team))
         self.audit.require()
 
+    async def _may_label(self, wanted: set[tuple[str, str]]) -> None:
+        """Refuse a team admin a user, service or tag that a key of another team carries
+        (`Principal.foreign_label`); revoked keys count: their spend is in the reports."""
+        if not wanted or self._principal.role is not Role.TEAM_ADMIN:
+            return
+        carried: dict[tuple[str, str], set[str | None]] = {}
+        for key in await self.keys.list(include_revoked=True):
+            for label in shared_labels(key.user, key.service, key.tags):
+                carried.setdefault(label, set()).add(key.team)
+        refusal = self._principal.foreign_label(wanted, carried)
+        if refusal is not None:
+            raise AccessDenied(refusal)
+
     async def _record(self, action: AuditAction, target: str, **fields: Any) -> None:
         await self.audit.record(self._principal, action, target, **fields)
 
@@ -180,6 +193,7 @@ class AdminActions:
         if me.role is Role.TEAM_ADMIN and spec.team is None:
             spec = dataclasses.replace(spec, team=me.team)  # a team admin's keys are its team's
         self._may_change(f"a key of team {spec.team}" if spec.team else "a key", spec.team)
+        await self._may_label(shared_labels(spec.user, spec.service, spec.tags))
         issued = await self.keys.create(spec)
         key = issued.key
         await self._record(AuditAction.KEY_CREATE, key.id, team=key.team, after=key_record(key))
@@ -194,6 +208,12 @@ class AdminActions:
         before = await self._key(key_id)
         if "team" in update.changed:
             self._may_change(f"team {update.team}", update.team)
+        wanted = shared_labels(
+            update.user if "user" in update.changed else None,
+            update.service if "service" in update.changed else None,
+            update.tags if "tags" in update.changed else (),
+        )  # only what is set now, and only what the key did not already carry
+        await self._may_label(wanted - shared_labels(before.user, before.service, before.tags))
         after = await self.keys.update(key_id, update)
         await self._record(
             AuditAction.KEY_UPDATE,
