@@ -14,7 +14,16 @@ from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.exchange import Exchange
 
-ABSURD_TOKENS = 10**9  # no request, anywhere, bills a billion tokens
+ABSURD_TOKENS = 10**9  # no request, anywhere, bills a billion tokens (nor tool calls)
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+)
 
 
 def output_limit(exchange: Exchange) -> int | None:
@@ -43,9 +52,12 @@ def input_limit(exchange: Exchange) -> int | None:
 
 def implausible(usage: Usage, exchange: Exchange) -> str | None:
     """Why ``usage`` cannot be this request's, or None."""
-    for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"):
+    for name in _COUNTS:
         if getattr(usage, name) >= ABSURD_TOKENS:
             return f"usage {name} of {getattr(usage, name)} is impossible"
+    for tool, calls in usage.tool_calls:  # billed per call: 2**64 of them priced past any store
+        if calls >= ABSURD_TOKENS:
+            return f"usage {tool} calls of {calls} is impossible"
     limit = output_limit(exchange)
     output = usage.without_apart().output_tokens  # a compaction's summary has no ceiling
     if limit is not None and output > limit:
