@@ -13,6 +13,7 @@ import dataclasses
 from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.worst_case import input_upper_bound
 
 ABSURD_TOKENS = 10**9  # no request, anywhere, bills a billion tokens (nor tool calls)
 _COUNTS = (
@@ -86,3 +87,25 @@ def believed(
         if problem is None:
             return reported, None
     return capped(exchange.estimate(text), exchange), problem or "no usage reported"
+
+
+def compaction_cut_short(usage: Usage, reported: Usage | None, exchange: Exchange) -> Usage:
+    """``usage`` of a stream cut short (`cut_short`), with the pass of a server-side
+    compaction that may have run before the answer (Anthropic): its tokens are reported
+    only in the closing ``message_delta`` (``usage.iterations``), which a cut stream never
+    got. Where the request enabled one and could reach its trigger (as its worst case
+    allowed one), a compaction reading the whole context (the body's input, as estimated)
+    is charged apart, within the input reserved; the summary it wrote is not known, and
+    not counted."""
+    if reported is not None and reported.apart:  # its iterations arrived: counted
+        return usage
+    context = exchange.estimate().input_tokens
+    if not exchange.hidden_input().for_input(input_upper_bound(context, None)).compaction:
+        return usage
+    ticket = exchange.ticket
+    if ticket is not None:  # never past the input its worst case reserved
+        context = min(context, max(0, ticket.plan.worst.input_tokens - usage.input_tokens))
+    if context <= 0:
+        return usage
+    step = Usage(input_tokens=context, estimated=True)
+    return dataclasses.replace(usage, input_tokens=usage.input_tokens + context, apart=(step,))
