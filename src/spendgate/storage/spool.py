@@ -266,7 +266,8 @@ class Spool:
         if path is None:
             return False  # memory only: nowhere durable to keep it
         try:
-            with path.with_suffix(".rejected").open("ab") as kept:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # (`add`: maybe first)
+            with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
                 kept.write(item.exact() + b"\n")
                 kept.flush()
                 os.fsync(kept.fileno())
