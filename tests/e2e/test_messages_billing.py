@@ -183,3 +183,40 @@ def test_another_model_serving_or_advising_is_refused(
     assert error["message"].startswith(f"'{field}' asks for")
     assert len(gw.sim.records) == sent
     assert gw.ledger(gw.last_key_id) == []
+
+
+def test_a_stream_cut_short_is_charged_the_compaction_it_may_have_run(
+    gw: GatewayHarness,
+) -> None:
+    """A compaction's tokens are reported only in the closing ``message_delta``: a stream
+    cut before it (here the provider dies after three events) was charged as if none had
+    run. Its worst case allowed one (a server tool may push the context past the trigger),
+    so its estimate now charges a pass over the whole context apart, marked estimated; the
+    same request without compaction is charged as before."""
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Summarize the build plan so far."}],
+        "betas": ["compact-2026-01-12"],
+        "tools": [search],
+        "stream": True,
+        # no x-sim-compaction-tokens: the simulator would report it in message_start too
+        "extra_headers": {"x-sim-die-after-chunks": "3", "x-sim-server-tool-uses": "0"},
+    }
+    rows = []
+    for compacting in (False, True):
+        secret = gw.create_key(user=f"u-compact-cut-{compacting}")
+        args = {**body, "context_management": EDITS} if compacting else body
+        with client(gw, secret) as sdk, pytest.raises((anthropic.APIError, httpx2.HTTPError)):
+            for _ in sdk.beta.messages.create(**args):
+                pass
+        rows.append(only_row(gw, gw.last_key_id))
+    plain, compacted = rows
+    assert plain.usage_estimated
+    assert compacted.usage_estimated
+    assert plain.input_tokens > 0
+    # the answer's pass as plain's, plus a compaction over the whole context as counted
+    # offline (the web search tool's definition and system prompt included)
+    assert plain.input_tokens < compacted.input_tokens < plain.input_tokens + 1_000
+    assert compacted.cost_nanos > plain.cost_nanos

@@ -62,3 +62,18 @@ def test_spool_files_and_directories_are_private(tmp_path: Path) -> None:
     rejected = spool.path.with_suffix(".rejected")
     assert mode(rejected) == 0o600
     adopter.close()
+
+
+def test_a_row_set_aside_is_kept_private(tmp_path: Path) -> None:
+    """A row storage refuses for good (here one past 64 bits, which no store takes) is
+    set aside in ``<owner>.rejected``: it was opened with the umask's mode (0644 under
+    the usual 022), while the rejected lines of an adopted file were made 0600."""
+    umask = os.umask(0o022)
+    try:
+        spool = Spool(tmp_path / "spool", "gw-live")
+        assert spool.add(Unwritten(build_row(output_tokens=2**64), None))
+        assert spool.path is not None
+        assert mode(spool.path.with_suffix(".rejected")) == 0o600
+        spool.close()
+    finally:
+        os.umask(umask)

@@ -14,6 +14,7 @@ in the files of processes that died, and what it must never take.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -208,3 +209,37 @@ async def test_a_row_a_real_store_cannot_take_does_not_block_the_rows_behind_it(
             live.close()
         finally:
             await store.close()
+
+
+async def test_a_row_past_64_bits_is_set_aside_exactly_and_breaks_no_replay(
+    tmp_path: Path, storage: Storage
+) -> None:
+    """orjson cannot write an integer of 2**64 or more: `Spool.add` raised TypeError with
+    the row already kept in memory, and every later replay raised it again rewriting the
+    file, breaking the lease keeper's tick each time. No store could take the row either:
+    it is set aside in ``<owner>.rejected`` at once, every digit kept, its lease to lapse."""
+    huge = Unwritten(build_row(output_tokens=2**64, cost_nanos=2**70), "res-huge", (2**70,))
+    live = Spool(tmp_path, "gw-live")
+    assert live.add(huge)  # on disk: set aside
+    assert len(live) == 0
+    assert live.rejected == 1
+    assert live.reservations() == {"res-huge"}  # never renewed: the sweeper charges it
+    assert live.path is not None
+    (kept,) = live.path.with_suffix(".rejected").read_bytes().splitlines()
+    record = json.loads(kept)
+    assert record["reservation_id"] == "res-huge"
+    assert record["amounts"] == [2**70]
+    row = json.loads(record["row"])
+    assert (row["request_id"], row["output_tokens"], row["cost_nanos"]) == (
+        huge.row.request_id,
+        2**64,
+        2**70,
+    )
+
+    after = Unwritten(build_row(), None)
+    assert live.add(after)
+    assert await live.replay(storage) == 1
+    assert await storage.ledger_store.row(after.row.request_id) is not None
+    assert await storage.ledger_store.row(huge.row.request_id) is None
+    assert not live.path.exists()
+    live.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import pytest
 
 from spendgate.dialects.anthropic import from_anthropic, merge_anthropic
 from spendgate.dialects.openai import from_openai_chat, from_openai_responses
 from spendgate.domain.usage import Usage
+from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.usage_check import implausible
 
 
 def test_openai_chat_usage_keeps_cached_and_reasoning_inside_the_totals() -> None:
@@ -124,3 +127,28 @@ def test_usage_in_a_tier() -> None:
     flex = usage.in_tier("flex")
     assert flex == Usage(input_tokens=10, output_tokens=5, service_tier="flex")
     assert flex.in_tier(None) == usage
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(input_tokens=10, output_tokens=5, cache_write_1h_tokens=2**64),
+        Usage(input_tokens=10, output_tokens=5, reasoning_tokens=2**64),
+        Usage(input_tokens=10, output_tokens=5, audio_input_tokens=2**64),
+        from_anthropic(
+            orjson.loads(  # as the gateway reads it: an int up to 2**64 - 1, past it a float
+                b'{"input_tokens": 10, "output_tokens": 5,'
+                b' "server_tool_use": {"web_search_requests": 18446744073709551615}}'
+            )
+        ),
+    ],
+    ids=["cache-1h", "reasoning", "audio", "server-tool-calls"],
+)
+def test_an_absurd_count_of_any_kind_is_not_believed(usage: Usage) -> None:
+    """Only the four main counts were vetted: a provider billing 2**64 - 1 web searches
+    (or 1-hour cache writes) was believed, priced past what any store holds (2**63 - 1
+    nanos), and its row could be written nowhere. Absurd counts are checked before the
+    exchange is looked at, so none is needed here."""
+    problem = implausible(usage, cast(Exchange, None))
+    assert problem is not None
+    assert "is impossible" in problem

@@ -17,7 +17,7 @@ from spendgate.domain.usage import Usage
 from spendgate.gateway import Gateway
 from spendgate.pipeline.exchange import Exchange, cut_short
 from spendgate.pipeline.outcome import answer_and_record, client_headers, record
-from spendgate.pipeline.usage_check import believed, capped
+from spendgate.pipeline.usage_check import believed, capped, compaction_cut_short
 from spendgate.upstream.client import Broken, ReadTimeout, UpstreamResponse
 from spendgate.upstream.framing import Framing
 from spendgate.upstream.sse import EventTooLarge
@@ -122,7 +122,8 @@ class _Relay:
             generated = self.meter.generated
             return believed(self.exchange, reported, self.meter.usage_problem, generated)
         estimate = self.exchange.estimate(self.meter.generated)
-        return capped(cut_short(reported, estimate), self.exchange), None
+        usage = compaction_cut_short(cut_short(reported, estimate), reported, self.exchange)
+        return capped(usage, self.exchange), None
 
 
 async def relay_stream(

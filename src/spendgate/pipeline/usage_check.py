@@ -13,8 +13,18 @@ import dataclasses
 from spendgate.domain.output_tokens import GeneratedText
 from spendgate.domain.usage import Usage
 from spendgate.pipeline.exchange import Exchange
+from spendgate.pipeline.worst_case import input_upper_bound
 
-ABSURD_TOKENS = 10**9  # no request, anywhere, bills a billion tokens
+ABSURD_TOKENS = 10**9  # no request, anywhere, bills a billion tokens (nor tool calls)
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+)
 
 
 def output_limit(exchange: Exchange) -> int | None:
@@ -43,9 +53,12 @@ def input_limit(exchange: Exchange) -> int | None:
 
 def implausible(usage: Usage, exchange: Exchange) -> str | None:
     """Why ``usage`` cannot be this request's, or None."""
-    for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"):
+    for name in _COUNTS:
         if getattr(usage, name) >= ABSURD_TOKENS:
             return f"usage {name} of {getattr(usage, name)} is impossible"
+    for tool, calls in usage.tool_calls:  # billed per call: 2**64 of them priced past any store
+        if calls >= ABSURD_TOKENS:
+            return f"usage {tool} calls of {calls} is impossible"
     limit = output_limit(exchange)
     output = usage.without_apart().output_tokens  # a compaction's summary has no ceiling
     if limit is not None and output > limit:
@@ -74,3 +87,25 @@ def believed(
         if problem is None:
             return reported, None
     return capped(exchange.estimate(text), exchange), problem or "no usage reported"
+
+
+def compaction_cut_short(usage: Usage, reported: Usage | None, exchange: Exchange) -> Usage:
+    """``usage`` of a stream cut short (`cut_short`), with the pass of a server-side
+    compaction that may have run before the answer (Anthropic): its tokens are reported
+    only in the closing ``message_delta`` (``usage.iterations``), which a cut stream never
+    got. Where the request enabled one and could reach its trigger (as its worst case
+    allowed one), a compaction reading the whole context (the body's input, as estimated)
+    is charged apart, within the input reserved; the summary it wrote is not known, and
+    not counted."""
+    if reported is not None and reported.apart:  # its iterations arrived: counted
+        return usage
+    context = exchange.estimate().input_tokens
+    if not exchange.hidden_input().for_input(input_upper_bound(context, None)).compaction:
+        return usage
+    ticket = exchange.ticket
+    if ticket is not None:  # never past the input its worst case reserved
+        context = min(context, max(0, ticket.plan.worst.input_tokens - usage.input_tokens))
+    if context <= 0:
+        return usage
+    step = Usage(input_tokens=context, estimated=True)
+    return dataclasses.replace(usage, input_tokens=usage.input_tokens + context, apart=(step,))

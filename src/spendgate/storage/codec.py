@@ -9,6 +9,7 @@ yet, and written whole it would not fit in a SQLite b-tree cell).
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 from typing import Any
 
@@ -67,13 +68,24 @@ def load_worst(text: str | bytes) -> WorstCase:
 
 
 def dump_template(row: LedgerRow) -> str:
+    return dumps(_template_values(row))
+
+
+def dump_template_exact(row: LedgerRow) -> str:
+    """`dump_template` for a row orjson cannot write (an integer past 64 bits): the
+    standard library writes every integer exactly (`load_template` would read such a one
+    back as a float; this is for a record kept aside, not for reading back)."""
+    return json.dumps(_template_values(row), separators=(",", ":"))
+
+
+def _template_values(row: LedgerRow) -> dict[str, Any]:
     values = {
         name: value
         for name, value, blank in zip(_ROW_FIELDS, _row_values(row), _ROW_BLANKS, strict=True)
         if value is not blank and (type(value) is not type(blank) or value != blank)
     }
     values["ts"] = to_ms(row.ts)
-    return dumps(values)
+    return values
 
 
 def load_template(text: str | bytes) -> LedgerRow:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -38,7 +39,7 @@ import orjson
 
 from spendgate.domain.ledger import LedgerRow
 from spendgate.errors import StorageError
-from spendgate.storage.codec import dump_template, load_template
+from spendgate.storage.codec import dump_template, dump_template_exact, load_template
 
 if TYPE_CHECKING:
     from spendgate.storage.stores import Storage
@@ -58,6 +59,8 @@ class Unwritten:
     amounts: tuple[int, ...] = ()
 
     def dump(self) -> bytes:
+        """One line of a spool file. Raises TypeError for a row orjson cannot write (an
+        integer past 64 bits: `exact` writes it, for the ``.rejected`` file only)."""
         return orjson.dumps(
             {
                 "row": dump_template(self.row),
@@ -65,6 +68,22 @@ class Unwritten:
                 "amounts": list(self.amounts),
             }
         )
+
+    def exact(self) -> bytes:
+        """`dump`, for any row: every integer written exactly, also one past 64 bits
+        (which `load` would read back as a float: fit to be kept aside, not replayed)."""
+        try:
+            return self.dump()
+        except TypeError:
+            pass
+        return json.dumps(
+            {
+                "row": dump_template_exact(self.row),
+                "reservation_id": self.reservation_id,
+                "amounts": list(self.amounts),
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def load(cls, line: bytes) -> Unwritten:
@@ -104,13 +123,27 @@ class Spool:
     # -- in ------------------------------------------------------------------------------
 
     def add(self, item: Unwritten) -> bool:
-        """Keep ``item`` until storage takes it; whether it is on disk (else in memory)."""
+        """Keep ``item`` until storage takes it; whether it is on disk (else in memory).
+
+        A row with an integer past 64 bits (an absurd count or cost) cannot be written
+        to the spool file, nor taken by any store (SQLite's and PostgreSQL's integers
+        stop at 2**63 - 1): it is set aside in ``<owner>.rejected`` at once, exactly, its
+        lease left to lapse (charged its worst case by the sweeper), as `replay` does
+        with a row storage refuses. It used to stay in memory and make every replay's
+        rewrite of the file raise, breaking the lease keeper's tick each time."""
+        try:
+            line = item.dump()
+        except TypeError as exc:  # orjson.JSONEncodeError
+            if self._set_aside(item, exc):
+                return True
+            self._pending[item.row.request_id] = item  # nowhere durable: memory only
+            return False
         self._pending[item.row.request_id] = item
         try:
             handle = self._open()
             if handle is None:
                 return False
-            handle.write(item.dump() + b"\n")
+            handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         except OSError as exc:
@@ -221,7 +254,7 @@ class Spool:
             self._compact()
         return done
 
-    def _set_aside(self, item: Unwritten, error: StorageError) -> bool:
+    def _set_aside(self, item: Unwritten, error: Exception) -> bool:
         """Keep a refused row in ``<owner>.rejected`` (fsynced, before it leaves the
         spool); whether it is there (else it stays in the spool, blocking as before)."""
         log.error(
@@ -233,8 +266,9 @@ class Spool:
         if path is None:
             return False  # memory only: nowhere durable to keep it
         try:
-            with path.with_suffix(".rejected").open("ab") as kept:
-                kept.write(item.dump() + b"\n")
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # (`add`: maybe first)
+            with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
+                kept.write(item.exact() + b"\n")
                 kept.flush()
                 os.fsync(kept.fileno())
         except OSError as exc:
@@ -264,7 +298,7 @@ class Spool:
         locked before it takes the old one's place, and the old one unlocked only after):
         a gateway starting meanwhile must never find it unlocked and adopt it, or it
         would remove this live process's file once it had written the rows."""
-        lines = [item.dump() + b"\n" for item in items]
+        lines = [line + b"\n" for line in _lines(items)]
         if not lines:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -332,6 +366,18 @@ async def _write(storage: Storage, item: Unwritten) -> None:
         return
     if await storage.ledger_store.row(item.row.request_id) is None:
         await storage.ledger_store.append([item.row])
+
+
+def _lines(items: Iterable[Unwritten]) -> list[bytes]:
+    """The spool file's lines for ``items``; one that cannot be written (a row `add`
+    could not set aside) stays out of the file, waiting in memory only."""
+    lines = []
+    for item in items:
+        try:
+            lines.append(item.dump())
+        except TypeError:
+            continue
+    return lines
 
 
 def private(path: Path, flag: int) -> IO[bytes]:
