@@ -33,7 +33,7 @@ from spendgate.domain.ledger import LedgerRow
 from spendgate.services.keys import IssuedKey, KeyService, KeySpec
 from spendgate.storage.open import open_storage
 
-ADMIN_TOKEN = "sg-admin-test-token"
+ADMIN_TOKEN = "sg-admin-test-token-4f9c2a"  # 20+ characters: no weak-token warning
 START_TIMEOUT_S = 20.0
 
 

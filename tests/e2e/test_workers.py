@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.process import (
+    ADMIN_TOKEN,
     GatewayProcess,
     create_key_direct,
     gateway_env,
@@ -146,7 +147,7 @@ def test_metrics_count_what_every_worker_served(tmp_path: Path) -> None:
             for worker in workers.values():  # 1 + 2 + 3 requests
                 for _ in range(worker.worker + 1):
                     chat(worker, key.secret)
-            status, body = workers[0].request("GET", "/metrics", token="sg-admin-test-token")
+            status, body = workers[0].request("GET", "/metrics", token=ADMIN_TOKEN)
             assert status == 200
             close_all(workers)
         finally:
