@@ -227,10 +227,7 @@ class Spool:
             self._pending.setdefault(item.row.request_id, item)
             found += 1
         if rejected:
-            with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
-                kept.writelines(line + b"\n" for line in rejected)
-                kept.flush()
-                os.fsync(kept.fileno())
+            _keep_rejected(path, rejected)
         return found
 
     # -- out -----------------------------------------------------------------------------
@@ -267,10 +264,7 @@ class Spool:
             return False  # memory only: nowhere durable to keep it
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # (`add`: maybe first)
-            with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
-                kept.write(item.exact() + b"\n")
-                kept.flush()
-                os.fsync(kept.fileno())
+            _keep_rejected(path, [item.exact()])
         except OSError as exc:
             log.error("cannot set a refused row aside", extra={"error": str(exc)})
             return False
@@ -378,6 +372,15 @@ def _lines(items: Iterable[Unwritten]) -> list[bytes]:
         except TypeError:
             continue
     return lines
+
+
+def _keep_rejected(path: Path, lines: list[bytes]) -> None:
+    """Append ``lines`` to the ``.rejected`` file beside the spool file ``path``, fsynced
+    (a line cut off by a crash, a row storage refuses for good)."""
+    with private(path.with_suffix(".rejected"), os.O_APPEND) as kept:
+        kept.writelines(line + b"\n" for line in lines)
+        kept.flush()
+        os.fsync(kept.fileno())
 
 
 def private(path: Path, flag: int) -> IO[bytes]:
